@@ -1,0 +1,130 @@
+//! Calls: a Segment message once accepted (normalised) or rejected.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::source::SourceId;
+
+/// The six Segment call types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallKind {
+    Track,
+    Identify,
+    Page,
+    Screen,
+    Group,
+    Alias,
+}
+
+impl CallKind {
+    pub const ALL: [CallKind; 6] = [
+        CallKind::Track,
+        CallKind::Identify,
+        CallKind::Page,
+        CallKind::Screen,
+        CallKind::Group,
+        CallKind::Alias,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallKind::Track => "track",
+            CallKind::Identify => "identify",
+            CallKind::Page => "page",
+            CallKind::Screen => "screen",
+            CallKind::Group => "group",
+            CallKind::Alias => "alias",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CallKind> {
+        CallKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A validated, normalised call ready to append to the log.
+///
+/// `payload` is the message as Segment's spec shapes it (with `type`, `messageId`,
+/// `receivedAt`, `timestamp`, `originalTimestamp`), serialised once, without the write key.
+#[derive(Debug, Clone)]
+pub struct NewCall {
+    pub kind: CallKind,
+    pub message_id: String,
+    pub received_at: Timestamp,
+    pub payload: String,
+}
+
+/// A call read back from the log.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredCall {
+    pub seq: i64,
+    pub source_id: SourceId,
+    pub kind: CallKind,
+    pub message_id: String,
+    pub received_at: Timestamp,
+    pub payload: String,
+}
+
+/// Why a message was refused. The names are the `code` in error bodies and in the
+/// rejected-calls listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectCode {
+    InvalidJson,
+    MalformedGzip,
+    MessageTooLarge,
+    BatchTooLarge,
+    TooManyMessages,
+    NotAnObject,
+    InvalidType,
+    NoUserAnonId,
+    MissingEvent,
+    MissingGroupId,
+    MissingPreviousId,
+    InvalidField,
+    MessageIdTooLong,
+    InvalidTimestamp,
+}
+
+impl RejectCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::InvalidJson => "invalid_json",
+            RejectCode::MalformedGzip => "malformed_gzip",
+            RejectCode::MessageTooLarge => "message_too_large",
+            RejectCode::BatchTooLarge => "batch_too_large",
+            RejectCode::TooManyMessages => "too_many_messages",
+            RejectCode::NotAnObject => "not_an_object",
+            RejectCode::InvalidType => "invalid_type",
+            RejectCode::NoUserAnonId => "no_user_anon_id",
+            RejectCode::MissingEvent => "missing_event",
+            RejectCode::MissingGroupId => "missing_group_id",
+            RejectCode::MissingPreviousId => "missing_previous_id",
+            RejectCode::InvalidField => "invalid_field",
+            RejectCode::MessageIdTooLong => "message_id_too_long",
+            RejectCode::InvalidTimestamp => "invalid_timestamp",
+        }
+    }
+}
+
+/// A message refused at ingest, kept so that the refusal is visible, never silent.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub code: RejectCode,
+    pub message: String,
+    pub received_at: Timestamp,
+    /// The message as received (truncated to the message size limit), without the write key.
+    pub payload: String,
+}
+
+/// A rejection read back from the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredRejection {
+    pub id: i64,
+    pub source_id: SourceId,
+    pub code: String,
+    pub message: String,
+    pub received_at: Timestamp,
+    pub payload: String,
+}

@@ -1,0 +1,20 @@
+//! Domain types shared by every Signalbox layer.
+//!
+//! # Layout
+//! - [`call`]: a Segment call after it was accepted (normalised), and a rejected one.
+//! - [`source`]: sources, write keys and private API keys.
+//! - [`secret`]: secret strings that never print and compare in constant time.
+//! - [`clock`]: time as an injected dependency.
+//!
+//! **Invariant:** this crate does no IO and knows no wire format; it cannot fail except on
+//! validation of its own inputs.
+
+pub mod call;
+pub mod clock;
+pub mod secret;
+pub mod source;
+
+pub use call::{CallKind, NewCall, RejectCode, Rejection, StoredCall, StoredRejection};
+pub use clock::{Clock, FakeClock, SystemClock};
+pub use secret::{ApiKey, WriteKey};
+pub use source::{ApiKeyInfo, Source, SourceId, SourceStatus};

@@ -1,0 +1,194 @@
+//! Wiring: the router, its state, and the server's life from bind to drained shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use signalbox_core::Clock;
+use signalbox_store::Store;
+use tokio::net::TcpListener;
+use tower::Layer;
+use tower_http::cors::CorsLayer;
+use tower_http::normalize_path::NormalizePathLayer;
+
+use crate::auth::KeyCache;
+use crate::ingest::Ingest;
+use crate::segment::decode::Limits;
+use crate::{admin, segment, telemetry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] signalbox_store::StoreError),
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Server settings (what `serve` flags resolve to).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub limits: Limits,
+    /// Tracking API requests processed at once; past this, 429.
+    pub max_in_flight: usize,
+    /// How often write keys are reloaded from the store.
+    pub key_refresh: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            limits: Limits::default(),
+            max_in_flight: 256,
+            key_refresh: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub ingest: Arc<Ingest>,
+    pub keys: Arc<KeyCache>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: PrometheusHandle,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(segment::routes().layer(CorsLayer::permissive().max_age(Duration::from_secs(3600))))
+        .merge(admin::routes())
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+async fn healthz(State(app): State<AppState>) -> Response {
+    match app.store.last_seq().await {
+        Ok(seq) => Json(json!({"status": "ok", "last_seq": seq})).into_response(),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "message": err.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+/// One debug line per request, naming the route pattern rather than the path, so a write key
+/// in a path (`/v1/projects/{write_key}/settings`) never reaches a log.
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(
+        %method,
+        route,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+/// A bound, ready server.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+impl Application {
+    pub async fn build(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: ServerConfig,
+        listen: SocketAddr,
+    ) -> Result<Application, ServerError> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let keys = KeyCache::load(Arc::clone(&store), Arc::clone(&clock)).await?;
+        let refresher = keys.spawn_refresher(config.key_refresh);
+        let ingest = Arc::new(Ingest::new(
+            Arc::clone(&store),
+            Arc::clone(&keys),
+            Arc::clone(&clock),
+            config.limits,
+            config.max_in_flight,
+        ));
+        let state = AppState {
+            store,
+            ingest,
+            keys,
+            clock,
+            metrics: telemetry::prometheus(),
+        };
+        Ok(Application {
+            listener,
+            state,
+            refresher,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then stops taking connections, lets in-flight
+    /// requests finish, and closes the store after its last commit.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let store = Arc::clone(&self.state.store);
+        let app = NormalizePathLayer::trim_trailing_slash().layer(router(self.state));
+        let service =
+            axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
+        let served = axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        self.refresher.abort();
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
+        served?;
+        Ok(())
+    }
+}

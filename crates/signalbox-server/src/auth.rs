@@ -1,0 +1,161 @@
+//! Write-key authentication with an in-memory cache.
+//!
+//! Keys are looked up by their SHA-256 digest and then compared in constant time, so neither
+//! the lookup nor the comparison leaks the key through timing. The cache is refreshed from the
+//! store every second, so keys created, rotated, disabled or deleted by another process (the
+//! CLI against a running server) take effect within a second; a key missing from the cache is
+//! looked up in the store once before it is refused.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine;
+use signalbox_core::{Clock, SourceId, WriteKey};
+use signalbox_store::{Store, StoreError, WriteKeyRecord};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing write key: send it as HTTP Basic user name or as \"writeKey\" in the body")]
+    Missing,
+    #[error("unknown write key")]
+    Unknown,
+    #[error("write key is disabled or expired")]
+    Disabled,
+    #[error("write keys are unavailable: {0}")]
+    Store(String),
+}
+
+/// The authenticated source of a request.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub source_id: SourceId,
+    pub source_name: String,
+}
+
+pub struct KeyCache {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    keys: RwLock<HashMap<[u8; 32], WriteKeyRecord>>,
+}
+
+impl KeyCache {
+    pub async fn load(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<KeyCache>, StoreError> {
+        let cache = Arc::new(KeyCache {
+            store,
+            clock,
+            keys: RwLock::new(HashMap::new()),
+        });
+        cache.refresh().await?;
+        Ok(cache)
+    }
+
+    /// Reloads every key from the store.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let records = self.store.write_keys().await?;
+        let map = records.into_iter().map(|r| (r.key.digest(), r)).collect();
+        *self.keys.write().expect("key cache lock") = map;
+        Ok(())
+    }
+
+    /// Refreshes every `every` until the returned task is aborted.
+    pub fn spawn_refresher(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let cache = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(err) = cache.refresh().await {
+                    tracing::warn!(error = %err, "refreshing write keys failed");
+                }
+            }
+        })
+    }
+
+    pub async fn authenticate(&self, key: &WriteKey) -> Result<Authenticated, AuthError> {
+        let digest = key.digest();
+        let cached = self
+            .keys
+            .read()
+            .expect("key cache lock")
+            .get(&digest)
+            .cloned();
+        let record = match cached {
+            Some(record) => record,
+            None => {
+                let found = self
+                    .store
+                    .find_write_key(digest)
+                    .await
+                    .map_err(|e| AuthError::Store(e.to_string()))?
+                    .ok_or(AuthError::Unknown)?;
+                self.keys
+                    .write()
+                    .expect("key cache lock")
+                    .insert(digest, found.clone());
+                found
+            }
+        };
+        if !record.key.ct_eq(key) {
+            return Err(AuthError::Unknown);
+        }
+        if !record.usable_at(self.clock.now()) {
+            return Err(AuthError::Disabled);
+        }
+        Ok(Authenticated {
+            source_id: record.source_id,
+            source_name: record.source_name,
+        })
+    }
+}
+
+/// Finds the write key of a Tracking API request: HTTP Basic user name (with or without the
+/// trailing colon) first, else `writeKey` from the body (alone or beside a Bearer token).
+pub fn write_key_from(authorization: Option<&str>, body_key: Option<String>) -> Option<WriteKey> {
+    if let Some(header) = authorization {
+        let header = header.trim();
+        if let Some(encoded) = strip_scheme(header, "basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok());
+            if let Some(user) = decoded {
+                let user = user.split_once(':').map_or(user.as_str(), |(u, _)| u);
+                if !user.is_empty() {
+                    return Some(WriteKey::new(user));
+                }
+            }
+        }
+    }
+    body_key.filter(|k| !k.is_empty()).map(WriteKey::new)
+}
+
+fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
+    let (given, rest) = header.split_once(' ')?;
+    given.eq_ignore_ascii_case(scheme).then_some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_with_and_without_colon() {
+        // "abc123:" and "abc123"
+        for header in ["Basic YWJjMTIzOg==", "basic YWJjMTIz"] {
+            let key = write_key_from(Some(header), None).unwrap();
+            assert_eq!(key.expose(), "abc123");
+        }
+    }
+
+    #[test]
+    fn bearer_uses_the_body_key() {
+        let key = write_key_from(Some("Bearer token"), Some("body".into())).unwrap();
+        assert_eq!(key.expose(), "body");
+        assert!(write_key_from(Some("Bearer token"), None).is_none());
+    }
+}

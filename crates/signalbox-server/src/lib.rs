@@ -1,0 +1,22 @@
+//! The HTTP side of Signalbox: the Segment Tracking API, the admin API, health and metrics.
+//!
+//! # Layout
+//! - [`app`]: router, state, [`app::Application`] (bind, serve, drain).
+//! - [`segment`]: `/v1/*` routes; [`segment::decode`] is the only code that knows Segment's
+//!   wire format.
+//! - [`ingest`]: from a request's bytes to a durable append (admission, decode, auth, store).
+//! - [`auth`]: write-key cache and header parsing.
+//! - [`admin`]: the admin API (`/admin/v1/*`), authenticated by private API keys.
+//! - [`error`]: how ingest failures look on the wire; [`telemetry`]: metrics and log events.
+//!
+//! **Invariant:** handlers parse and delegate; they hold no SQL and no business rules.
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod error;
+pub mod ingest;
+pub mod segment;
+pub mod telemetry;
+
+pub use app::{AppState, Application, ServerConfig, ServerError};

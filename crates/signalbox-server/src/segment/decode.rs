@@ -1,0 +1,669 @@
+//! Segment's wire format in, [`NewCall`]s and [`Rejection`]s out.
+//!
+//! Request-level problems (bad JSON, bad gzip, size limits) fail the whole request; a
+//! message-level problem in a batch rejects that message only, so the valid ones are kept.
+
+use std::io::Read;
+
+use base64::Engine;
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use signalbox_core::{CallKind, NewCall, RejectCode, Rejection};
+
+/// Segment's documented limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_batch_bytes: usize,
+    pub max_batch_messages: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 32 << 10,
+            max_batch_bytes: 500 << 10,
+            max_batch_messages: 2_500,
+        }
+    }
+}
+
+/// What a route carries: one message of a known type, or a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Single(CallKind),
+    Batch,
+}
+
+impl Shape {
+    /// The largest body the route takes, before and after decompression.
+    pub fn body_limit(self, limits: &Limits) -> usize {
+        match self {
+            Shape::Single(_) => limits.max_message_bytes,
+            Shape::Batch => limits.max_batch_bytes,
+        }
+    }
+}
+
+/// A request-level refusal: the whole request is answered 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DecodeError {
+    pub code: RejectCode,
+    pub message: String,
+}
+
+impl DecodeError {
+    fn new(code: RejectCode, message: impl Into<String>) -> DecodeError {
+        DecodeError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A decoded request.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// `writeKey` from the body (single message or batch envelope), if any.
+    pub write_key: Option<String>,
+    pub calls: Vec<NewCall>,
+    pub rejections: Vec<Rejection>,
+}
+
+/// Inflates a gzip body, refusing to produce more than the route's limit.
+pub fn gunzip(body: &[u8], shape: Shape, limits: &Limits) -> Result<Vec<u8>, DecodeError> {
+    let limit = shape.body_limit(limits);
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit + 1));
+    flate2::read::GzDecoder::new(body)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|_| DecodeError::new(RejectCode::MalformedGzip, "malformed gzip content"))?;
+    check_size(shape, limits, out.len())?;
+    Ok(out)
+}
+
+/// Decodes the `data` query parameter of the browser GET routes: base64 (standard or
+/// URL-safe, padded or not) of the JSON message.
+pub fn decode_query_data(data: &str) -> Result<Vec<u8>, DecodeError> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let data = data.trim();
+    [STANDARD, URL_SAFE, STANDARD_NO_PAD, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(data).ok())
+        .ok_or_else(|| DecodeError::new(RejectCode::InvalidJson, "data: not valid base64"))
+}
+
+/// Checks a body's size against its route's limit.
+pub fn check_size(shape: Shape, limits: &Limits, len: usize) -> Result<(), DecodeError> {
+    let limit = shape.body_limit(limits);
+    if len > limit {
+        return Err(match shape {
+            Shape::Single(_) => DecodeError::new(
+                RejectCode::MessageTooLarge,
+                format!("message is {len} bytes, over the limit of {limit} bytes"),
+            ),
+            Shape::Batch => DecodeError::new(
+                RejectCode::BatchTooLarge,
+                format!("batch is {len} bytes, over the limit of {limit} bytes"),
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    batch: Vec<&'a RawValue>,
+    #[serde(rename = "writeKey", default)]
+    write_key: Option<Value>,
+    #[serde(rename = "sentAt", default)]
+    sent_at: Option<Value>,
+    #[serde(default)]
+    context: Option<Value>,
+    #[serde(default)]
+    integrations: Option<Value>,
+}
+
+/// Envelope fields of a batch applied to each of its messages.
+#[derive(Default)]
+struct Defaults {
+    sent_at: Option<Value>,
+    context: Option<Map<String, Value>>,
+    integrations: Option<Map<String, Value>>,
+}
+
+/// Decodes a (decompressed) body.
+pub fn decode(
+    body: &[u8],
+    shape: Shape,
+    received_at: Timestamp,
+    limits: &Limits,
+) -> Result<Decoded, DecodeError> {
+    check_size(shape, limits, body.len())?;
+    match shape {
+        Shape::Single(kind) => {
+            let value: Value = serde_json::from_slice(body).map_err(invalid_json)?;
+            let Value::Object(mut message) = value else {
+                return Err(DecodeError::new(
+                    RejectCode::NotAnObject,
+                    "body must be a JSON object",
+                ));
+            };
+            let write_key = take_write_key(&mut message);
+            let mut decoded = Decoded {
+                write_key,
+                ..Decoded::default()
+            };
+            match normalize(message, Some(kind), &Defaults::default(), received_at) {
+                Ok(call) => decoded.calls.push(call),
+                Err(rejection) => decoded.rejections.push(rejection),
+            }
+            Ok(decoded)
+        }
+        Shape::Batch => {
+            let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(invalid_json)?;
+            if envelope.batch.len() > limits.max_batch_messages {
+                return Err(DecodeError::new(
+                    RejectCode::TooManyMessages,
+                    format!(
+                        "batch has {} messages, over the limit of {}",
+                        envelope.batch.len(),
+                        limits.max_batch_messages
+                    ),
+                ));
+            }
+            let defaults = Defaults {
+                sent_at: envelope.sent_at.filter(|v| !v.is_null()),
+                context: as_object(envelope.context),
+                integrations: as_object(envelope.integrations),
+            };
+            let mut decoded = Decoded {
+                write_key: envelope
+                    .write_key
+                    .and_then(|v| v.as_str().map(str::to_owned)),
+                calls: Vec::with_capacity(envelope.batch.len()),
+                rejections: Vec::new(),
+            };
+            for raw in envelope.batch {
+                match decode_item(raw, &defaults, received_at, limits) {
+                    Ok(call) => decoded.calls.push(call),
+                    Err(rejection) => decoded.rejections.push(rejection),
+                }
+            }
+            Ok(decoded)
+        }
+    }
+}
+
+fn decode_item(
+    raw: &RawValue,
+    defaults: &Defaults,
+    received_at: Timestamp,
+    limits: &Limits,
+) -> Result<NewCall, Rejection> {
+    let text = raw.get();
+    if text.len() > limits.max_message_bytes {
+        return Err(Rejection {
+            code: RejectCode::MessageTooLarge,
+            message: format!(
+                "message is {} bytes, over the limit of {} bytes",
+                text.len(),
+                limits.max_message_bytes
+            ),
+            received_at,
+            payload: truncate(text, 1024).to_owned(),
+        });
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(mut message)) => {
+            take_write_key(&mut message);
+            normalize(message, None, defaults, received_at)
+        }
+        _ => Err(Rejection {
+            code: RejectCode::NotAnObject,
+            message: "batch item must be a JSON object".into(),
+            received_at,
+            payload: truncate(text, 1024).to_owned(),
+        }),
+    }
+}
+
+fn invalid_json(err: serde_json::Error) -> DecodeError {
+    DecodeError::new(RejectCode::InvalidJson, format!("invalid JSON: {err}"))
+}
+
+fn as_object(value: Option<Value>) -> Option<Map<String, Value>> {
+    match value {
+        Some(Value::Object(map)) => Some(map),
+        _ => None,
+    }
+}
+
+fn take_write_key(message: &mut Map<String, Value>) -> Option<String> {
+    match message.remove("writeKey") {
+        Some(Value::String(key)) => Some(key),
+        _ => None,
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// An id field: a non-empty string, or a number (kept as its decimal text).
+fn id_field(
+    message: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, (RejectCode, String)> {
+    match message.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err((
+            RejectCode::InvalidField,
+            format!("{field} must be a string"),
+        )),
+    }
+}
+
+/// Parses an ISO-8601 time: `Z` or offset, any fraction; a time without offset is UTC.
+pub fn parse_time(text: &str) -> Option<Timestamp> {
+    if let Ok(ts) = text.parse::<Timestamp>() {
+        return Some(ts);
+    }
+    let civil = text.parse::<jiff::civil::DateTime>().ok()?;
+    civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
+fn time_field(
+    message: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<(Timestamp, Value)>, (RejectCode, String)> {
+    match message.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value @ Value::String(text)) => match parse_time(text) {
+            Some(ts) => Ok(Some((ts, value.clone()))),
+            None => Err((
+                RejectCode::InvalidTimestamp,
+                format!("{field} must be an ISO-8601 date-time, got {text:?}"),
+            )),
+        },
+        Some(_) => Err((
+            RejectCode::InvalidTimestamp,
+            format!("{field} must be an ISO-8601 string"),
+        )),
+    }
+}
+
+/// Formats a time as Segment does: UTC, `Z`, milliseconds (microseconds when present).
+pub fn format_time(ts: Timestamp) -> String {
+    let micros = ts.subsec_microsecond();
+    if micros % 1000 == 0 {
+        ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    } else {
+        ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    }
+}
+
+fn merge_defaults(
+    message: &mut Map<String, Value>,
+    field: &str,
+    defaults: Option<&Map<String, Value>>,
+) {
+    let Some(defaults) = defaults else { return };
+    match message.get_mut(field) {
+        Some(Value::Object(own)) => {
+            for (key, value) in defaults {
+                own.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
+        None | Some(Value::Null) => {
+            message.insert(field.to_owned(), Value::Object(defaults.clone()));
+        }
+        Some(_) => {}
+    }
+}
+
+/// Validates one message and shapes it as the log keeps it.
+fn normalize(
+    mut message: Map<String, Value>,
+    route_kind: Option<CallKind>,
+    defaults: &Defaults,
+    received_at: Timestamp,
+) -> Result<NewCall, Rejection> {
+    let reject = |message: &Map<String, Value>, (code, text): (RejectCode, String)| Rejection {
+        code,
+        message: text,
+        received_at,
+        payload: serde_json::to_string(message).unwrap_or_default(),
+    };
+    merge_defaults(&mut message, "context", defaults.context.as_ref());
+    merge_defaults(&mut message, "integrations", defaults.integrations.as_ref());
+    if !message.contains_key("sentAt") {
+        if let Some(sent_at) = &defaults.sent_at {
+            message.insert("sentAt".into(), sent_at.clone());
+        }
+    }
+    match validate(&message, route_kind, received_at) {
+        Ok((kind, message_id, stamps)) => {
+            message.insert("type".into(), Value::String(kind.as_str().into()));
+            message.insert("messageId".into(), Value::String(message_id.clone()));
+            if let Some(original) = stamps.original {
+                message.insert("originalTimestamp".into(), original);
+            }
+            message.insert(
+                "timestamp".into(),
+                Value::String(format_time(stamps.timestamp)),
+            );
+            message.insert("receivedAt".into(), Value::String(format_time(received_at)));
+            let payload = serde_json::to_string(&message).expect("a JSON map serialises");
+            Ok(NewCall {
+                kind,
+                message_id,
+                received_at,
+                payload,
+            })
+        }
+        Err(err) => Err(reject(&message, err)),
+    }
+}
+
+struct Stamps {
+    timestamp: Timestamp,
+    original: Option<Value>,
+}
+
+fn validate(
+    message: &Map<String, Value>,
+    route_kind: Option<CallKind>,
+    received_at: Timestamp,
+) -> Result<(CallKind, String, Stamps), (RejectCode, String)> {
+    let kind = match route_kind {
+        Some(kind) => kind,
+        None => match message.get("type") {
+            Some(Value::String(t)) => CallKind::parse(t).ok_or_else(|| {
+                (
+                    RejectCode::InvalidType,
+                    format!("type must be one of track, identify, page, screen, group, alias; got {t:?}"),
+                )
+            })?,
+            _ => return Err((RejectCode::InvalidType, "type is required in a batch item".into())),
+        },
+    };
+    let user_id = id_field(message, "userId")?;
+    let anonymous_id = id_field(message, "anonymousId")?;
+    if kind == CallKind::Alias {
+        if id_field(message, "previousId")?.is_none() {
+            return Err((
+                RejectCode::MissingPreviousId,
+                "previousId is required on alias".into(),
+            ));
+        }
+        if user_id.is_none() {
+            return Err((
+                RejectCode::NoUserAnonId,
+                "userId is required on alias".into(),
+            ));
+        }
+    } else if user_id.is_none() && anonymous_id.is_none() {
+        return Err((
+            RejectCode::NoUserAnonId,
+            "userId or anonymousId is required".into(),
+        ));
+    }
+    match kind {
+        CallKind::Track => match message.get("event") {
+            Some(Value::String(e)) if !e.trim().is_empty() => {}
+            _ => {
+                return Err((
+                    RejectCode::MissingEvent,
+                    "event is required on track".into(),
+                ))
+            }
+        },
+        CallKind::Group if id_field(message, "groupId")?.is_none() => {
+            return Err((
+                RejectCode::MissingGroupId,
+                "groupId is required on group".into(),
+            ));
+        }
+        _ => {}
+    }
+    for field in ["properties", "traits", "context", "integrations"] {
+        match message.get(field) {
+            None | Some(Value::Null) | Some(Value::Object(_)) => {}
+            Some(_) => {
+                return Err((
+                    RejectCode::InvalidField,
+                    format!("{field} must be an object"),
+                ))
+            }
+        }
+    }
+    let message_id = match message.get("messageId") {
+        None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
+        Some(Value::String(id)) if id.is_empty() => uuid::Uuid::new_v4().to_string(),
+        Some(Value::String(id)) if id.chars().count() > 100 => {
+            return Err((
+                RejectCode::MessageIdTooLong,
+                format!(
+                    "messageId is {} characters, over the limit of 100",
+                    id.chars().count()
+                ),
+            ))
+        }
+        Some(Value::String(id)) => id.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => {
+            return Err((
+                RejectCode::InvalidField,
+                "messageId must be a string".into(),
+            ))
+        }
+    };
+    let timestamp = time_field(message, "timestamp")?;
+    let sent_at = time_field(message, "sentAt")?;
+    let stamps = match (timestamp, sent_at) {
+        (Some((ts, raw)), Some((sent, _))) => Stamps {
+            timestamp: received_at
+                .checked_sub(sent.duration_since(ts))
+                .unwrap_or(ts),
+            original: Some(raw),
+        },
+        (Some((ts, raw)), None) => Stamps {
+            timestamp: ts,
+            original: Some(raw),
+        },
+        (None, _) => Stamps {
+            timestamp: received_at,
+            original: None,
+        },
+    };
+    Ok((kind, message_id, stamps))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn decode_json(shape: Shape, body: Value) -> Result<Decoded, DecodeError> {
+        decode(
+            body.to_string().as_bytes(),
+            shape,
+            at("2026-01-01T00:00:10Z"),
+            &Limits::default(),
+        )
+    }
+
+    fn payload(call: &NewCall) -> Value {
+        serde_json::from_str(&call.payload).unwrap()
+    }
+
+    #[test]
+    fn skew_is_corrected_from_sent_at() {
+        let d = decode_json(
+            Shape::Single(CallKind::Track),
+            json!({"userId": "u", "event": "E", "timestamp": "2026-01-01T01:00:00+01:00",
+                   "sentAt": "2026-01-01T00:00:05.000Z", "writeKey": "k"}),
+        )
+        .unwrap();
+        assert_eq!(d.write_key.as_deref(), Some("k"));
+        let p = payload(&d.calls[0]);
+        // The client clock ran 5 s behind the server's receipt time.
+        assert_eq!(p["timestamp"], "2026-01-01T00:00:05.000Z");
+        assert_eq!(p["originalTimestamp"], "2026-01-01T01:00:00+01:00");
+        assert_eq!(p["receivedAt"], "2026-01-01T00:00:10.000Z");
+        assert!(p.get("writeKey").is_none());
+    }
+
+    #[test]
+    fn microseconds_and_naive_times_parse() {
+        assert_eq!(
+            parse_time("2026-01-01T00:00:00.123456+00:00")
+                .unwrap()
+                .subsec_microsecond(),
+            123_456
+        );
+        assert_eq!(
+            parse_time("2026-01-01T00:00:00").unwrap(),
+            at("2026-01-01T00:00:00Z")
+        );
+        assert!(parse_time("yesterday").is_none());
+    }
+
+    #[test]
+    fn batch_envelope_applies_to_items_and_bad_items_are_rejected_alone() {
+        let d = decode_json(
+            Shape::Batch,
+            json!({"writeKey": "k", "sentAt": "2026-01-01T00:00:10Z",
+            "context": {"ip": "1.2.3.4", "library": {"name": "x"}},
+            "integrations": {"Klaviyo": false},
+            "batch": [
+              {"type": "track", "userId": "u", "event": "A", "context": {"ip": "9.9.9.9"}},
+              {"type": "track", "userId": "u"},
+              {"type": "identify", "anonymousId": "a", "traits": {"email": "x@y.z"}},
+              {"type": "bogus", "userId": "u"},
+              5
+            ]}),
+        )
+        .unwrap();
+        assert_eq!(d.calls.len(), 2);
+        let codes: Vec<_> = d.rejections.iter().map(|r| r.code).collect();
+        assert_eq!(
+            codes,
+            [
+                RejectCode::MissingEvent,
+                RejectCode::InvalidType,
+                RejectCode::NotAnObject
+            ]
+        );
+        let first = payload(&d.calls[0]);
+        assert_eq!(first["context"]["ip"], "9.9.9.9");
+        assert_eq!(first["context"]["library"]["name"], "x");
+        assert_eq!(first["integrations"]["Klaviyo"], false);
+        assert_eq!(first["sentAt"], "2026-01-01T00:00:10Z");
+    }
+
+    #[test]
+    fn limits_name_their_numbers() {
+        let big = "x".repeat(33 * 1024);
+        let err = decode_json(
+            Shape::Single(CallKind::Track),
+            json!({"userId": "u", "event": big}),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, RejectCode::MessageTooLarge);
+        assert!(err.message.contains("32768"), "{}", err.message);
+        let many: Vec<Value> = (0..2501).map(|_| json!({})).collect();
+        let err = decode_json(Shape::Batch, json!({"batch": many})).unwrap_err();
+        assert_eq!(err.code, RejectCode::TooManyMessages);
+        let err = decode(b"{nope", Shape::Batch, Timestamp::now(), &Limits::default()).unwrap_err();
+        assert_eq!(err.code, RejectCode::InvalidJson);
+    }
+
+    #[test]
+    fn per_type_requirements() {
+        let check = |kind, body: Value| {
+            let d = decode_json(Shape::Single(kind), body).unwrap();
+            d.rejections.first().map(|r| r.code)
+        };
+        assert_eq!(
+            check(CallKind::Identify, json!({"traits": {}})),
+            Some(RejectCode::NoUserAnonId)
+        );
+        assert_eq!(
+            check(CallKind::Group, json!({"userId": "u"})),
+            Some(RejectCode::MissingGroupId)
+        );
+        assert_eq!(
+            check(CallKind::Alias, json!({"userId": "u"})),
+            Some(RejectCode::MissingPreviousId)
+        );
+        assert_eq!(
+            check(CallKind::Alias, json!({"previousId": "p", "userId": "u"})),
+            None
+        );
+        assert_eq!(
+            check(
+                CallKind::Track,
+                json!({"userId": "u", "event": "E", "properties": []})
+            ),
+            Some(RejectCode::InvalidField)
+        );
+        assert_eq!(
+            check(
+                CallKind::Page,
+                json!({"userId": "u", "messageId": "m".repeat(101)})
+            ),
+            Some(RejectCode::MessageIdTooLong)
+        );
+        assert_eq!(
+            check(CallKind::Page, json!({"userId": 42, "timestamp": "soon"})),
+            Some(RejectCode::InvalidTimestamp)
+        );
+    }
+
+    #[test]
+    fn gzip_round_trip_and_garbage() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b"{\"batch\":[]}").unwrap();
+        let zipped = enc.finish().unwrap();
+        let limits = Limits::default();
+        assert_eq!(
+            gunzip(&zipped, Shape::Batch, &limits).unwrap(),
+            b"{\"batch\":[]}"
+        );
+        assert_eq!(
+            gunzip(b"not gzip", Shape::Batch, &limits).unwrap_err().code,
+            RejectCode::MalformedGzip
+        );
+    }
+
+    #[test]
+    fn query_data_any_base64() {
+        for encoded in ["eyJhIjoxfQ==", "eyJhIjoxfQ"] {
+            assert_eq!(decode_query_data(encoded).unwrap(), b"{\"a\":1}");
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Metrics (Prometheus) and the notable moments of the ingest path.
+//!
+//! Each moment is a function here so that its metric name and its log line are written once.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use signalbox_core::RejectCode;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+pub fn prometheus() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full(
+                            "signalbox_batch_messages".into(),
+                        ),
+                        &[
+                            1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0,
+                        ],
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full(
+                            "signalbox_commit_group_requests".into(),
+                        ),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+                    )
+                })
+                .expect("valid buckets");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (several apps in one test process);
+            // then this handle still renders what this recorder saw, which is nothing.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Calls written to the log.
+pub fn events_accepted(source: &str, count: u32) {
+    metrics::counter!("signalbox_events_accepted_total").increment(count.into());
+    tracing::debug!(source, count, "events accepted");
+}
+
+/// Calls answered 200 but not written again: their messageId was already in the log.
+pub fn events_deduplicated(source: &str, count: u32) {
+    if count > 0 {
+        metrics::counter!("signalbox_events_deduplicated_total").increment(count.into());
+        tracing::debug!(source, count, "duplicate events skipped");
+    }
+}
+
+/// Messages refused, by reason.
+pub fn events_rejected(code: RejectCode, count: u32) {
+    metrics::counter!("signalbox_events_rejected_total", "code" => code.as_str())
+        .increment(count.into());
+    tracing::debug!(code = code.as_str(), count, "events rejected");
+}
+
+/// A whole request refused (auth, limits, overload).
+pub fn request_refused(status: u16, code: &'static str) {
+    metrics::counter!("signalbox_requests_refused_total", "code" => code, "status" => status.to_string())
+        .increment(1);
+}
+
+/// Messages in one accepted request.
+pub fn batch_size(count: usize) {
+    metrics::histogram!("signalbox_batch_messages").record(count as f64);
+}

@@ -1,0 +1,136 @@
+//! The storage boundary: what the rest of Signalbox asks of a store, and the stores.
+//!
+//! # Layout
+//! - [`Store`]: the trait every backend implements (the durable call log, rejections,
+//!   sources and keys). Held as `Arc<dyn Store>`.
+//! - [`sqlite::SqliteStore`]: the embedded default. One writer thread applies appends in
+//!   group commits (WAL, `synchronous=FULL`), readers use a small pool of connections.
+//! - [`discard::DiscardingStore`]: wraps a store and drops appends; the ceiling the ingest
+//!   benchmark compares against.
+//!
+//! **Invariant:** no type from a database crate crosses this boundary; backend errors become
+//! [`StoreError`].
+
+pub mod discard;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use jiff::{SignedDuration, Timestamp};
+use signalbox_core::{
+    ApiKey, ApiKeyInfo, NewCall, Rejection, Source, SourceId, SourceStatus, StoredCall,
+    StoredRejection, WriteKey,
+};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{what} already exists")]
+    Conflict { what: String },
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    /// The write queue is full: the caller should answer "retry later".
+    #[error("store overloaded")]
+    Overloaded,
+    /// The store is shutting down or its writer is gone.
+    #[error("store unavailable")]
+    Unavailable,
+    #[error("store internal error: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What one append did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Calls newly written to the log.
+    pub appended: u32,
+    /// Calls whose `messageId` was already in the log inside the dedupe window.
+    pub duplicates: u32,
+    /// Rejections recorded.
+    pub rejected: u32,
+}
+
+/// Which calls to read from the log.
+#[derive(Debug, Clone, Default)]
+pub struct CallQuery {
+    /// Only calls with a larger sequence number.
+    pub after_seq: i64,
+    pub source_id: Option<SourceId>,
+    /// Only calls received at or after this time.
+    pub since: Option<Timestamp>,
+    pub limit: u32,
+}
+
+/// Which rejections to read.
+#[derive(Debug, Clone, Default)]
+pub struct RejectionQuery {
+    pub after_id: i64,
+    pub source_id: Option<SourceId>,
+    pub limit: u32,
+}
+
+/// A write key the server may accept, with what it needs to decide.
+#[derive(Debug, Clone)]
+pub struct WriteKeyRecord {
+    pub key: WriteKey,
+    pub source_id: SourceId,
+    pub source_name: String,
+    pub status: SourceStatus,
+    /// Set on a rotated-out key: accepted until then.
+    pub expires_at: Option<Timestamp>,
+}
+
+impl WriteKeyRecord {
+    pub fn usable_at(&self, now: Timestamp) -> bool {
+        self.status == SourceStatus::Enabled && self.expires_at.is_none_or(|t| now < t)
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // The call log.
+
+    /// Appends the accepted calls of one request and records its rejections, durably and
+    /// atomically, skipping calls whose `messageId` is already in the log. Fails fast with
+    /// [`StoreError::Overloaded`] when the write queue is full.
+    async fn append(
+        &self,
+        source: SourceId,
+        calls: Vec<NewCall>,
+        rejections: Vec<Rejection>,
+    ) -> StoreResult<AppendOutcome>;
+    async fn read_calls(&self, query: CallQuery) -> StoreResult<Vec<StoredCall>>;
+    async fn last_seq(&self) -> StoreResult<i64>;
+    async fn read_rejections(&self, query: RejectionQuery) -> StoreResult<Vec<StoredRejection>>;
+
+    // Sources and their write keys.
+
+    async fn create_source(&self, name: &str) -> StoreResult<(Source, WriteKey)>;
+    async fn list_sources(&self) -> StoreResult<Vec<Source>>;
+    async fn source_by_name(&self, name: &str) -> StoreResult<Source>;
+    /// The newest write key of a source.
+    async fn current_write_key(&self, name: &str) -> StoreResult<WriteKey>;
+    /// Issues a new key; the previous ones keep working for `grace`.
+    async fn rotate_write_key(&self, name: &str, grace: SignedDuration) -> StoreResult<WriteKey>;
+    async fn set_source_status(&self, name: &str, status: SourceStatus) -> StoreResult<()>;
+    async fn delete_source(&self, name: &str) -> StoreResult<()>;
+    /// Every write key, for the server's key cache.
+    async fn write_keys(&self) -> StoreResult<Vec<WriteKeyRecord>>;
+    /// The key whose SHA-256 digest this is.
+    async fn find_write_key(&self, digest: [u8; 32]) -> StoreResult<Option<WriteKeyRecord>>;
+
+    // Private API keys.
+
+    async fn create_api_key(&self, name: &str) -> StoreResult<(ApiKeyInfo, ApiKey)>;
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyInfo>>;
+    async fn delete_api_key(&self, name: &str) -> StoreResult<()>;
+    /// The key whose digest matches, compared in constant time.
+    async fn authenticate_api_key(&self, key: &ApiKey) -> StoreResult<Option<ApiKeyInfo>>;
+
+    /// Stops taking appends and returns once everything queued is committed. Blocking.
+    fn close(&self) {}
+}

@@ -1,0 +1,583 @@
+//! The embedded SQLite store.
+
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use jiff::{SignedDuration, Timestamp};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use signalbox_core::source::validate_source_name;
+use signalbox_core::{
+    ApiKey, ApiKeyInfo, CallKind, NewCall, Rejection, Source, SourceId, SourceStatus, StoredCall,
+    StoredRejection, WriteKey,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    AppendOutcome, CallQuery, RejectionQuery, Store, StoreError, StoreResult, WriteKeyRecord,
+};
+use writer::{AppendJob, Writer};
+
+/// Tuning for [`SqliteStore::open`].
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// A repeated `messageId` inside this window is stored once.
+    pub dedupe_window: SignedDuration,
+    /// Append requests that may wait for the writer; past this, appends fail fast with
+    /// [`StoreError::Overloaded`].
+    pub queue_capacity: usize,
+    /// Whether this process runs the writer (the server does; a CLI command that only reads
+    /// or edits sources does not need one).
+    pub writer: bool,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            dedupe_window: SignedDuration::from_hours(24),
+            queue_capacity: 512,
+            writer: true,
+        }
+    }
+}
+
+/// The SQLite store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer_tx: Mutex<Option<mpsc::Sender<AppendJob>>>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating) the database file at `path`.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> StoreResult<SqliteStore> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = open_connection(&path)?;
+        schema::migrate(&mut conn).map_err(internal)?;
+        let (writer_tx, writer_thread) = if options.writer {
+            let (tx, rx) = mpsc::channel(options.queue_capacity);
+            let writer = Writer::new(conn, options.dedupe_window);
+            let handle = std::thread::Builder::new()
+                .name("signalbox-writer".into())
+                .spawn(move || writer.run(rx))
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            (Some(tx), Some(handle))
+        } else {
+            (None, None)
+        };
+        Ok(SqliteStore {
+            path,
+            writer_tx: Mutex::new(writer_tx),
+            writer_thread: Mutex::new(writer_thread),
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops accepting appends, lets the writer commit what is queued, and waits for it.
+    pub fn shutdown(&self) {
+        drop(self.writer_tx.lock().expect("writer lock").take());
+        if let Some(handle) = self.writer_thread.lock().expect("writer lock").take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// Runs `f` on a pooled connection in the blocking pool.
+    async fn with_conn<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().expect("pool lock").pop();
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => open_connection(&path)?,
+            };
+            let result = f(&mut conn);
+            let mut pool = readers.lock().expect("pool lock");
+            if pool.len() < 8 {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn open_connection(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(internal)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(internal)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA cache_size = -131072;
+         PRAGMA temp_store = MEMORY;",
+    )
+    .map_err(internal)?;
+    Ok(conn)
+}
+
+fn internal(err: rusqlite::Error) -> StoreError {
+    StoreError::Internal(err.to_string())
+}
+
+fn ts(us: i64) -> Timestamp {
+    Timestamp::from_microsecond(us).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn now_us() -> i64 {
+    Timestamp::now().as_microsecond()
+}
+
+fn source_row(conn: &Connection, name: &str) -> StoreResult<(SourceId, SourceStatus, i64)> {
+    conn.query_row(
+        "SELECT id, status, created_at FROM sources WHERE name = ?1",
+        [name],
+        |r| Ok((SourceId(r.get(0)?), r.get::<_, String>(1)?, r.get(2)?)),
+    )
+    .optional()
+    .map_err(internal)?
+    .map(|(id, status, created)| {
+        (
+            id,
+            SourceStatus::parse(&status).unwrap_or(SourceStatus::Disabled),
+            created,
+        )
+    })
+    .ok_or_else(|| StoreError::NotFound {
+        what: format!("source '{name}'"),
+    })
+}
+
+fn list_sources_sync(conn: &Connection, only: Option<&str>) -> StoreResult<Vec<Source>> {
+    let now = now_us();
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT s.id, s.name, s.status, s.created_at,
+                    (SELECT key FROM write_keys k WHERE k.source_id = s.id AND k.expires_at IS NULL
+                     ORDER BY created_at DESC LIMIT 1),
+                    (SELECT COUNT(*) FROM write_keys k WHERE k.source_id = s.id
+                     AND k.expires_at IS NOT NULL AND k.expires_at > ?1)
+             FROM sources s WHERE (?2 IS NULL OR s.name = ?2) ORDER BY s.id",
+        )
+        .map_err(internal)?;
+    let rows = stmt
+        .query_map(params![now, only], |r| {
+            let key: Option<String> = r.get(4)?;
+            Ok(Source {
+                id: SourceId(r.get(0)?),
+                name: r.get(1)?,
+                status: SourceStatus::parse(&r.get::<_, String>(2)?)
+                    .unwrap_or(SourceStatus::Disabled),
+                created_at: ts(r.get(3)?),
+                write_key: key.map(|k| WriteKey::new(k).redacted()).unwrap_or_default(),
+                keys_in_grace: r.get(5)?,
+            })
+        })
+        .map_err(internal)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(internal)
+}
+
+fn key_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<WriteKeyRecord> {
+    Ok(WriteKeyRecord {
+        key: WriteKey::new(r.get::<_, String>(0)?),
+        source_id: SourceId(r.get(1)?),
+        source_name: r.get(2)?,
+        status: SourceStatus::parse(&r.get::<_, String>(3)?).unwrap_or(SourceStatus::Disabled),
+        expires_at: r.get::<_, Option<i64>>(4)?.map(ts),
+    })
+}
+
+const KEY_RECORD_SELECT: &str = "SELECT k.key, k.source_id, s.name, s.status, k.expires_at
+     FROM write_keys k JOIN sources s ON s.id = k.source_id";
+
+fn insert_write_key(conn: &Connection, source: SourceId) -> StoreResult<WriteKey> {
+    let key = WriteKey::generate();
+    conn.execute(
+        "INSERT INTO write_keys (digest, key, source_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![key.digest().to_vec(), key.expose(), source.0, now_us()],
+    )
+    .map_err(internal)?;
+    Ok(key)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append(
+        &self,
+        source: SourceId,
+        calls: Vec<NewCall>,
+        rejections: Vec<Rejection>,
+    ) -> StoreResult<AppendOutcome> {
+        let sender = self
+            .writer_tx
+            .lock()
+            .expect("writer lock")
+            .clone()
+            .ok_or(StoreError::Unavailable)?;
+        let (reply, wait) = oneshot::channel();
+        sender
+            .try_send(AppendJob {
+                source,
+                calls,
+                rejections,
+                reply,
+            })
+            .map_err(|err| match err {
+                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Unavailable,
+            })?;
+        wait.await.map_err(|_| StoreError::Unavailable)?
+    }
+
+    async fn read_calls(&self, query: CallQuery) -> StoreResult<Vec<StoredCall>> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, source_id, kind, message_id, received_at, payload FROM events
+                     WHERE seq > ?1 AND (?2 IS NULL OR source_id = ?2)
+                       AND (?3 IS NULL OR received_at >= ?3)
+                     ORDER BY seq LIMIT ?4",
+                )
+                .map_err(internal)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        query.after_seq,
+                        query.source_id.map(|s| s.0),
+                        query.since.map(|t| t.as_microsecond()),
+                        query.limit.max(1)
+                    ],
+                    |r| {
+                        Ok(StoredCall {
+                            seq: r.get(0)?,
+                            source_id: SourceId(r.get(1)?),
+                            kind: CallKind::parse(&r.get::<_, String>(2)?)
+                                .unwrap_or(CallKind::Track),
+                            message_id: r.get(3)?,
+                            received_at: ts(r.get(4)?),
+                            payload: r.get(5)?,
+                        })
+                    },
+                )
+                .map_err(internal)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(internal)
+        })
+        .await
+    }
+
+    async fn last_seq(&self) -> StoreResult<i64> {
+        self.with_conn(|conn| {
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+                .map_err(internal)
+        })
+        .await
+    }
+
+    async fn read_rejections(&self, query: RejectionQuery) -> StoreResult<Vec<StoredRejection>> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, source_id, code, message, received_at, payload FROM rejections
+                     WHERE id > ?1 AND (?2 IS NULL OR source_id = ?2) ORDER BY id LIMIT ?3",
+                )
+                .map_err(internal)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        query.after_id,
+                        query.source_id.map(|s| s.0),
+                        query.limit.max(1)
+                    ],
+                    |r| {
+                        Ok(StoredRejection {
+                            id: r.get(0)?,
+                            source_id: SourceId(r.get(1)?),
+                            code: r.get(2)?,
+                            message: r.get(3)?,
+                            received_at: ts(r.get(4)?),
+                            payload: r.get(5)?,
+                        })
+                    },
+                )
+                .map_err(internal)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(internal)
+        })
+        .await
+    }
+
+    async fn create_source(&self, name: &str) -> StoreResult<(Source, WriteKey)> {
+        validate_source_name(name).map_err(|reason| StoreError::Invalid {
+            field: "name",
+            reason,
+        })?;
+        let name = name.to_owned();
+        self.with_conn(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(internal)?;
+            let exists: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sources WHERE name = ?1)",
+                    [&name],
+                    |r| r.get(0),
+                )
+                .map_err(internal)?;
+            if exists {
+                return Err(StoreError::Conflict {
+                    what: format!("source '{name}'"),
+                });
+            }
+            tx.execute(
+                "INSERT INTO sources (name, status, created_at) VALUES (?1, 'enabled', ?2)",
+                params![name, now_us()],
+            )
+            .map_err(internal)?;
+            let id = SourceId(tx.last_insert_rowid());
+            let key = insert_write_key(&tx, id)?;
+            let source = list_sources_sync(&tx, Some(&name))?.remove(0);
+            tx.commit().map_err(internal)?;
+            Ok((source, key))
+        })
+        .await
+    }
+
+    async fn list_sources(&self) -> StoreResult<Vec<Source>> {
+        self.with_conn(|conn| list_sources_sync(conn, None)).await
+    }
+
+    async fn source_by_name(&self, name: &str) -> StoreResult<Source> {
+        let name = name.to_owned();
+        self.with_conn(move |conn| {
+            list_sources_sync(conn, Some(&name))?
+                .pop()
+                .ok_or_else(|| StoreError::NotFound {
+                    what: format!("source '{name}'"),
+                })
+        })
+        .await
+    }
+
+    async fn current_write_key(&self, name: &str) -> StoreResult<WriteKey> {
+        let name = name.to_owned();
+        self.with_conn(move |conn| {
+            let (id, _, _) = source_row(conn, &name)?;
+            conn.query_row(
+                "SELECT key FROM write_keys WHERE source_id = ?1 AND expires_at IS NULL
+                 ORDER BY created_at DESC LIMIT 1",
+                [id.0],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(internal)?
+            .map(WriteKey::new)
+            .ok_or_else(|| StoreError::NotFound {
+                what: format!("write key of '{name}'"),
+            })
+        })
+        .await
+    }
+
+    async fn rotate_write_key(&self, name: &str, grace: SignedDuration) -> StoreResult<WriteKey> {
+        let name = name.to_owned();
+        self.with_conn(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(internal)?;
+            let (id, _, _) = source_row(&tx, &name)?;
+            let expires = now_us() + grace.as_micros() as i64;
+            tx.execute(
+                "UPDATE write_keys SET expires_at = ?2
+                 WHERE source_id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                params![id.0, expires],
+            )
+            .map_err(internal)?;
+            let key = insert_write_key(&tx, id)?;
+            tx.commit().map_err(internal)?;
+            Ok(key)
+        })
+        .await
+    }
+
+    async fn set_source_status(&self, name: &str, status: SourceStatus) -> StoreResult<()> {
+        let name = name.to_owned();
+        self.with_conn(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE sources SET status = ?2 WHERE name = ?1",
+                    params![name, status.as_str()],
+                )
+                .map_err(internal)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound {
+                    what: format!("source '{name}'"),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_source(&self, name: &str) -> StoreResult<()> {
+        let name = name.to_owned();
+        self.with_conn(move |conn| {
+            let changed = conn
+                .execute("DELETE FROM sources WHERE name = ?1", [&name])
+                .map_err(internal)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound {
+                    what: format!("source '{name}'"),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn write_keys(&self) -> StoreResult<Vec<WriteKeyRecord>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(KEY_RECORD_SELECT).map_err(internal)?;
+            let rows = stmt.query_map([], key_record).map_err(internal)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(internal)
+        })
+        .await
+    }
+
+    async fn find_write_key(&self, digest: [u8; 32]) -> StoreResult<Option<WriteKeyRecord>> {
+        self.with_conn(move |conn| {
+            let sql = format!("{KEY_RECORD_SELECT} WHERE k.digest = ?1");
+            conn.query_row(&sql, [digest.to_vec()], key_record)
+                .optional()
+                .map_err(internal)
+        })
+        .await
+    }
+
+    async fn create_api_key(&self, name: &str) -> StoreResult<(ApiKeyInfo, ApiKey)> {
+        validate_source_name(name).map_err(|reason| StoreError::Invalid {
+            field: "name",
+            reason,
+        })?;
+        let name = name.to_owned();
+        self.with_conn(move |conn| {
+            let key = ApiKey::generate();
+            let prefix = key.redacted();
+            let created = now_us();
+            let inserted = conn.execute(
+                "INSERT INTO api_keys (name, prefix, digest, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO NOTHING",
+                params![name, prefix, key.digest_hex(), created],
+            );
+            match inserted.map_err(internal)? {
+                0 => Err(StoreError::Conflict {
+                    what: format!("api key '{name}'"),
+                }),
+                _ => Ok((
+                    ApiKeyInfo {
+                        id: conn.last_insert_rowid(),
+                        name,
+                        prefix,
+                        created_at: ts(created),
+                    },
+                    key,
+                )),
+            }
+        })
+        .await
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyInfo>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT id, name, prefix, created_at FROM api_keys ORDER BY id")
+                .map_err(internal)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(ApiKeyInfo {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        prefix: r.get(2)?,
+                        created_at: ts(r.get(3)?),
+                    })
+                })
+                .map_err(internal)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(internal)
+        })
+        .await
+    }
+
+    async fn delete_api_key(&self, name: &str) -> StoreResult<()> {
+        let name = name.to_owned();
+        self.with_conn(move |conn| {
+            match conn
+                .execute("DELETE FROM api_keys WHERE name = ?1", [&name])
+                .map_err(internal)?
+            {
+                0 => Err(StoreError::NotFound {
+                    what: format!("api key '{name}'"),
+                }),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn authenticate_api_key(&self, key: &ApiKey) -> StoreResult<Option<ApiKeyInfo>> {
+        let key = key.clone();
+        self.with_conn(move |conn| {
+            let digest = key.digest_hex();
+            let row = conn
+                .query_row(
+                    "SELECT id, name, prefix, created_at, digest FROM api_keys WHERE digest = ?1",
+                    [&digest],
+                    |r| {
+                        Ok((
+                            ApiKeyInfo {
+                                id: r.get(0)?,
+                                name: r.get(1)?,
+                                prefix: r.get(2)?,
+                                created_at: ts(r.get(3)?),
+                            },
+                            r.get::<_, String>(4)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(internal)?;
+            Ok(row
+                .filter(|(_, stored)| key.matches_digest(stored))
+                .map(|(info, _)| info))
+        })
+        .await
+    }
+
+    fn close(&self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,142 @@
+//! Command-line arguments: what the user typed, before it is resolved into settings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "signalbox",
+    version,
+    about = "Self-hosted customer data and marketing automation"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Folder of the embedded store.
+    #[arg(
+        long,
+        global = true,
+        env = "SIGNALBOX_DATA_DIR",
+        default_value = "signalbox-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Address the server listens on.
+    #[arg(
+        long,
+        global = true,
+        env = "SIGNALBOX_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: SocketAddr,
+    /// Store URL; `sqlite:PATH` (default: the file in --data-dir). PostgreSQL is not supported
+    /// by this version.
+    #[arg(long, global = true, env = "SIGNALBOX_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "SIGNALBOX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Manage sources and their write keys.
+    #[command(subcommand)]
+    Source(SourceCommand),
+    /// Manage private API keys (`pk_…`).
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+    /// Look at what arrived.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Parse and validate but store nothing (the ceiling the ingest benchmark compares with).
+    #[arg(long, env = "SIGNALBOX_DISCARD")]
+    pub discard: bool,
+    /// Tracking API requests processed at once; past this the server answers 429.
+    #[arg(long, env = "SIGNALBOX_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: usize,
+    /// Requests that may wait for the event log writer; past this the server answers 503.
+    #[arg(long, env = "SIGNALBOX_QUEUE_CAPACITY", default_value_t = 512)]
+    pub queue_capacity: usize,
+    /// A repeated messageId inside this window is stored once (e.g. `24h`, `90m`).
+    #[arg(long, env = "SIGNALBOX_DEDUPE_WINDOW", default_value = "24h")]
+    pub dedupe_window: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourceCommand {
+    /// Create a source; prints its write key and nothing else.
+    Create { name: String },
+    /// List sources (keys redacted).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue a new write key; the old one keeps working for the grace period.
+    RotateKey {
+        name: String,
+        /// How long the old key keeps working (e.g. `24h`, `0s`).
+        #[arg(long, default_value = "24h")]
+        grace: String,
+    },
+    /// Refuse the source's calls (401) until enabled again.
+    Disable { name: String },
+    /// Accept the source's calls again.
+    Enable { name: String },
+    /// Delete the source and its keys (its calls stay in the log).
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a private API key; prints it and nothing else. It cannot be shown again.
+    Create { name: String },
+    /// List private API keys (prefixes only).
+    List,
+    /// Delete a private API key.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Follow the log live, one JSON line per call.
+    Tail {
+        #[arg(long)]
+        source: Option<String>,
+        /// Start from the beginning of the log instead of its end.
+        #[arg(long)]
+        from_start: bool,
+    },
+    /// Write stored calls as JSON lines.
+    Export {
+        #[arg(long)]
+        source: Option<String>,
+        /// Only calls received at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// List rejected calls with their reason, one JSON line each.
+    Rejected {
+        #[arg(long)]
+        source: Option<String>,
+    },
+}

@@ -1,0 +1,99 @@
+//! `signalbox serve`: open the store, make sure a source exists, serve until SIGTERM/Ctrl-C.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use signalbox_core::SystemClock;
+use signalbox_server::segment::decode::Limits;
+use signalbox_server::{Application, ServerConfig};
+use signalbox_store::discard::DiscardingStore;
+use signalbox_store::sqlite::SqliteOptions;
+use signalbox_store::{SqliteStore, Store, StoreError};
+
+use super::{database_path, parse_duration};
+use crate::cli::{GlobalArgs, ServeArgs};
+
+/// The source created on first start.
+const DEFAULT_SOURCE: &str = "default";
+
+pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let path = database_path(global)?;
+    let options = SqliteOptions {
+        dedupe_window: parse_duration(&args.dedupe_window, "--dedupe-window")?,
+        queue_capacity: args.queue_capacity.max(1),
+        writer: true,
+    };
+    let sqlite: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&path, options)
+            .with_context(|| format!("cannot open the store at {}", path.display()))?,
+    );
+    let (write_key, created) = default_write_key(sqlite.as_ref()).await?;
+    let store: Arc<dyn Store> = if args.discard {
+        Arc::new(DiscardingStore::new(sqlite))
+    } else {
+        sqlite
+    };
+    let config = ServerConfig {
+        limits: Limits::default(),
+        max_in_flight: args.max_in_flight.max(1),
+        ..ServerConfig::default()
+    };
+    let app = Application::build(store, Arc::new(SystemClock), config, global.listen).await?;
+    let addr = app.local_addr();
+    let base = format!("http://{addr}");
+    println!("Signalbox is listening on {base}");
+    println!("  Tracking API   {base}/v1   (Segment libraries: host=\"{base}\")");
+    println!(
+        "  Write key      {}   (source \"{DEFAULT_SOURCE}\"{})",
+        write_key.expose(),
+        if created { ", created now" } else { "" }
+    );
+    println!("  Health         {base}/healthz");
+    println!("  Metrics        {base}/metrics");
+    println!("  Store          {}", path.display());
+    if args.discard {
+        println!("  Mode           discard: calls are parsed and validated, then dropped");
+    }
+    tracing::info!(%addr, discard = args.discard, "serving");
+    app.run(shutdown_signal()).await?;
+    tracing::info!("stopped after draining in-flight requests");
+    Ok(())
+}
+
+/// The `default` source's current key, creating the source on first start.
+async fn default_write_key(store: &dyn Store) -> anyhow::Result<(signalbox_core::WriteKey, bool)> {
+    match store.current_write_key(DEFAULT_SOURCE).await {
+        Ok(key) => Ok((key, false)),
+        Err(StoreError::NotFound { .. }) => {
+            let sources = store.list_sources().await?;
+            if sources.iter().any(|s| s.name == DEFAULT_SOURCE) {
+                anyhow::bail!("source '{DEFAULT_SOURCE}' has no current write key; run `signalbox source rotate-key {DEFAULT_SOURCE}`");
+            }
+            let (_, key) = store.create_source(DEFAULT_SOURCE).await?;
+            Ok((key, true))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; draining");
+}

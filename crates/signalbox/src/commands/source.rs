@@ -1,0 +1,98 @@
+//! `signalbox source …` and `signalbox api-key …`: they edit the store directly, so they work
+//! whether the server runs or not (a running server picks changes up within a second).
+
+use anyhow::Context;
+use signalbox_core::SourceStatus;
+
+use super::{open_store_readonly, parse_duration};
+use crate::cli::{ApiKeyCommand, GlobalArgs, SourceCommand};
+
+pub async fn run_source(global: &GlobalArgs, cmd: SourceCommand) -> anyhow::Result<()> {
+    let store = open_store_readonly(global)?;
+    match cmd {
+        SourceCommand::Create { name } => {
+            let (_, key) = store
+                .create_source(&name)
+                .await
+                .context("cannot create the source")?;
+            println!("{}", key.expose());
+        }
+        SourceCommand::List { json } => {
+            let sources = store.list_sources().await?;
+            if json {
+                for source in sources {
+                    println!("{}", serde_json::to_string(&source)?);
+                }
+            } else {
+                println!(
+                    "{:<24} {:<9} {:<10} {:<8} CREATED",
+                    "NAME", "STATUS", "KEY", "IN GRACE"
+                );
+                for s in sources {
+                    println!(
+                        "{:<24} {:<9} {:<10} {:<8} {}",
+                        s.name,
+                        s.status.as_str(),
+                        s.write_key,
+                        s.keys_in_grace,
+                        s.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+                    );
+                }
+            }
+        }
+        SourceCommand::RotateKey { name, grace } => {
+            let grace = parse_duration(&grace, "--grace")?;
+            let key = store
+                .rotate_write_key(&name, grace)
+                .await
+                .context("cannot rotate the key")?;
+            println!("{}", key.expose());
+        }
+        SourceCommand::Disable { name } => {
+            store
+                .set_source_status(&name, SourceStatus::Disabled)
+                .await?;
+            eprintln!("source '{name}' disabled");
+        }
+        SourceCommand::Enable { name } => {
+            store
+                .set_source_status(&name, SourceStatus::Enabled)
+                .await?;
+            eprintln!("source '{name}' enabled");
+        }
+        SourceCommand::Delete { name } => {
+            store.delete_source(&name).await?;
+            eprintln!("source '{name}' deleted");
+        }
+    }
+    Ok(())
+}
+
+pub async fn run_api_key(global: &GlobalArgs, cmd: ApiKeyCommand) -> anyhow::Result<()> {
+    let store = open_store_readonly(global)?;
+    match cmd {
+        ApiKeyCommand::Create { name } => {
+            let (_, key) = store
+                .create_api_key(&name)
+                .await
+                .context("cannot create the API key")?;
+            println!("{}", key.expose());
+        }
+        ApiKeyCommand::List => {
+            println!("{:<24} {:<12} CREATED", "NAME", "KEY");
+            for k in store.list_api_keys().await? {
+                println!(
+                    "{:<24} {:<12} {}",
+                    k.name,
+                    k.prefix,
+                    k.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+                );
+            }
+        }
+        ApiKeyCommand::Delete { name } => {
+            store.delete_api_key(&name).await?;
+            eprintln!("API key '{name}' deleted");
+        }
+    }
+    Ok(())
+}
