@@ -159,13 +159,21 @@ impl Writer {
                     |r| r.get(0),
                 )
                 .unwrap_or(0);
-            let upto: i64 = tx.query_row(
-                "SELECT COALESCE(MAX(seq), ?1) FROM (
-                     SELECT seq FROM events WHERE seq > ?1 AND received_at < ?2
-                     ORDER BY seq LIMIT ?3)",
-                params![from, cutoff, PRUNE_CHUNK],
-                |r| r.get(0),
-            )?;
+            // Walk forward in sequence order and stop at the first call still inside the
+            // window: calls committed slightly out of time order are then never skipped.
+            let mut upto = from;
+            {
+                let mut walk = tx.prepare_cached(
+                    "SELECT seq, received_at FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )?;
+                let mut rows = walk.query(params![from, PRUNE_CHUNK])?;
+                while let Some(row) = rows.next()? {
+                    if row.get::<_, i64>(1)? >= cutoff {
+                        break;
+                    }
+                    upto = row.get(0)?;
+                }
+            }
             if upto == from {
                 return Ok(0);
             }
@@ -188,5 +196,71 @@ impl Writer {
             Ok(n) => tracing::debug!(removed = n, "pruned expired message ids"),
             Err(err) => tracing::warn!(error = %err, "pruning message ids failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signalbox_core::CallKind;
+
+    fn call(id: &str, received_at: Timestamp) -> NewCall {
+        NewCall {
+            kind: CallKind::Track,
+            message_id: id.into(),
+            received_at,
+            payload: "{}".into(),
+        }
+    }
+
+    fn job(calls: Vec<NewCall>) -> (AppendJob, oneshot::Receiver<StoreResult<AppendOutcome>>) {
+        let (reply, rx) = oneshot::channel();
+        let job = AppendJob {
+            source: SourceId(1),
+            calls,
+            rejections: vec![],
+            reply,
+        };
+        (job, rx)
+    }
+
+    fn ids_left(writer: &Writer) -> Vec<String> {
+        let mut stmt = writer
+            .conn
+            .prepare("SELECT message_id FROM message_ids ORDER BY 1")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn pruning_stops_at_the_first_call_inside_the_window_even_out_of_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = super::super::open_connection(&dir.path().join("t.db")).unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        let mut writer = Writer::new(conn, SignedDuration::from_hours(1));
+        let old = Timestamp::now() - SignedDuration::from_hours(2);
+        let fresh = Timestamp::now();
+        // Committed in this order: old, fresh, old (out of time order), old.
+        let (j, _rx) = job(vec![
+            call("a", old),
+            call("b", fresh),
+            call("c", old),
+            call("d", old),
+        ]);
+        let mut jobs = vec![j];
+        writer.commit_group(&mut jobs);
+        writer.prune_dedupe();
+        assert_eq!(
+            ids_left(&writer),
+            ["b", "c", "d"],
+            "only the run before the fresh call goes"
+        );
+        // Once the fresh call ages out too, the rest is pruned.
+        writer.dedupe_window = SignedDuration::from_secs(0);
+        writer.prune_dedupe();
+        assert!(ids_left(&writer).is_empty());
     }
 }
