@@ -115,7 +115,7 @@ pub async fn stream(
     let source_id = source_filter(app.store.as_ref(), params.source.as_deref()).await?;
     let last_event_id = headers
         .get("last-event-id")
-        .map(|v| v.to_str().unwrap_or("invalid"));
+        .map(|v| v.to_str().unwrap_or_default());
     let after = match (params.after.as_deref(), last_event_id) {
         (Some(after), _) => parse_cursor("after", Some(after))?,
         (None, Some(id)) => parse_cursor("Last-Event-ID", Some(id))?,
