@@ -10,12 +10,13 @@ use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use signalbox_core::Clock;
 use signalbox_store::Store;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower::Layer;
 use tower_http::cors::CorsLayer;
 use tower_http::normalize_path::NormalizePathLayer;
@@ -118,6 +119,23 @@ async fn log_request(request: Request, next: Next) -> Response {
     response
 }
 
+/// Marks the start of shutdown for responses that never end on their own (the admin event
+/// stream): they watch it and finish, so that the server can drain. [`Application::run`] puts
+/// it in every request's extensions.
+#[derive(Debug, Clone, Default)]
+pub struct Draining(CancellationToken);
+
+impl Draining {
+    /// Resolves once shutdown has begun.
+    pub async fn started(&self) {
+        self.0.cancelled().await
+    }
+
+    pub fn start(&self) {
+        self.0.cancel()
+    }
+}
+
 /// A bound, ready server.
 pub struct Application {
     listener: TcpListener,
@@ -178,11 +196,16 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let store = Arc::clone(&self.state.store);
-        let app = NormalizePathLayer::trim_trailing_slash().layer(router(self.state));
+        let draining = Draining::default();
+        let app = NormalizePathLayer::trim_trailing_slash()
+            .layer(router(self.state).layer(Extension(draining.clone())));
         let service =
             axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
         let served = axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                draining.start();
+            })
             .await;
         self.refresher.abort();
         tokio::task::spawn_blocking(move || store.close())

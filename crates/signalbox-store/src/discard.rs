@@ -9,7 +9,9 @@ use signalbox_core::{
     StoredRejection, WriteKey,
 };
 
-use crate::{AppendOutcome, CallQuery, RejectionQuery, Store, StoreResult, WriteKeyRecord};
+use crate::{
+    AppendOutcome, CallQuery, RejectionQuery, SourceTotals, Store, StoreResult, WriteKeyRecord,
+};
 
 /// Delegates everything to the inner store except [`Store::append`], which it answers at
 /// once without writing. `signalbox serve --discard` runs on it to measure what parsing and
@@ -46,6 +48,9 @@ impl Store for DiscardingStore {
     }
     async fn read_rejections(&self, query: RejectionQuery) -> StoreResult<Vec<StoredRejection>> {
         self.inner.read_rejections(query).await
+    }
+    async fn totals(&self) -> StoreResult<Vec<SourceTotals>> {
+        self.inner.totals().await
     }
     async fn create_source(&self, name: &str) -> StoreResult<(Source, WriteKey)> {
         self.inner.create_source(name).await

@@ -14,6 +14,8 @@
 pub mod discard;
 pub mod sqlite;
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use signalbox_core::{
@@ -73,6 +75,31 @@ pub struct RejectionQuery {
     pub limit: u32,
 }
 
+/// One source's share of the log and of the rejections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceTotals {
+    pub source_id: SourceId,
+    /// Calls in the log.
+    pub calls: u64,
+    /// The highest sequence number among those calls; 0 when there are none.
+    pub last_seq: i64,
+    pub rejections: u64,
+}
+
+impl SourceTotals {
+    pub fn empty(source_id: SourceId) -> SourceTotals {
+        SourceTotals {
+            source_id,
+            calls: 0,
+            last_seq: 0,
+            rejections: 0,
+        }
+    }
+}
+
+/// Calls read per page when a default method walks the whole log.
+const TOTALS_PAGE: u32 = 10_000;
+
 /// A write key the server may accept, with what it needs to decide.
 #[derive(Debug, Clone)]
 pub struct WriteKeyRecord {
@@ -106,6 +133,11 @@ pub trait Store: Send + Sync + 'static {
     async fn read_calls(&self, query: CallQuery) -> StoreResult<Vec<StoredCall>>;
     async fn last_seq(&self) -> StoreResult<i64>;
     async fn read_rejections(&self, query: RejectionQuery) -> StoreResult<Vec<StoredRejection>>;
+    /// Per-source totals, ordered by source id; sources with neither calls nor rejections are
+    /// absent. The default walks the whole log; backends answer it with an aggregate query.
+    async fn totals(&self) -> StoreResult<Vec<SourceTotals>> {
+        totals_by_walking(self).await
+    }
 
     // Sources and their write keys.
 
@@ -133,4 +165,48 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stops taking appends and returns once everything queued is committed. Blocking.
     fn close(&self) {}
+}
+
+/// [`Store::totals`] computed from [`Store::read_calls`] and [`Store::read_rejections`]: reads
+/// the whole log, so backends override it with an aggregate query.
+pub async fn totals_by_walking<S: Store + ?Sized>(store: &S) -> StoreResult<Vec<SourceTotals>> {
+    let mut by_source: BTreeMap<SourceId, SourceTotals> = BTreeMap::new();
+    let mut after_seq = 0;
+    loop {
+        let page = store
+            .read_calls(CallQuery {
+                after_seq,
+                limit: TOTALS_PAGE,
+                ..CallQuery::default()
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        after_seq = last.seq;
+        for call in &page {
+            let totals = by_source
+                .entry(call.source_id)
+                .or_insert_with(|| SourceTotals::empty(call.source_id));
+            totals.calls += 1;
+            totals.last_seq = totals.last_seq.max(call.seq);
+        }
+    }
+    let mut after_id = 0;
+    loop {
+        let page = store
+            .read_rejections(RejectionQuery {
+                after_id,
+                limit: TOTALS_PAGE,
+                ..RejectionQuery::default()
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        after_id = last.id;
+        for rejection in &page {
+            by_source
+                .entry(rejection.source_id)
+                .or_insert_with(|| SourceTotals::empty(rejection.source_id))
+                .rejections += 1;
+        }
+    }
+    Ok(by_source.into_values().collect())
 }

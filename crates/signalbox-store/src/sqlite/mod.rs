@@ -18,7 +18,8 @@ use signalbox_core::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    AppendOutcome, CallQuery, RejectionQuery, Store, StoreError, StoreResult, WriteKeyRecord,
+    AppendOutcome, CallQuery, RejectionQuery, SourceTotals, Store, StoreError, StoreResult,
+    WriteKeyRecord,
 };
 use writer::{AppendJob, Writer};
 
@@ -326,6 +327,34 @@ impl Store for SqliteStore {
                         })
                     },
                 )
+                .map_err(internal)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(internal)
+        })
+        .await
+    }
+
+    async fn totals(&self) -> StoreResult<Vec<SourceTotals>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT source_id, SUM(calls), MAX(last_seq), SUM(rejections) FROM (
+                         SELECT source_id, COUNT(*) AS calls, MAX(seq) AS last_seq,
+                                0 AS rejections
+                         FROM events GROUP BY source_id
+                         UNION ALL
+                         SELECT source_id, 0, 0, COUNT(*) FROM rejections GROUP BY source_id
+                     ) GROUP BY source_id ORDER BY source_id",
+                )
+                .map_err(internal)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(SourceTotals {
+                        source_id: SourceId(r.get(0)?),
+                        calls: r.get::<_, i64>(1)?.max(0) as u64,
+                        last_seq: r.get(2)?,
+                        rejections: r.get::<_, i64>(3)?.max(0) as u64,
+                    })
+                })
                 .map_err(internal)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(internal)
         })

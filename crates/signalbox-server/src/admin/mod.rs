@@ -1,0 +1,80 @@
+//! The admin API (`/admin/v1/*`), authenticated by private API keys.
+//!
+//! It is what the console and its live debugger are built on, and what the `signalbox` CLI
+//! offers over HTTP. Bodies and answers are JSON with camelCase fields; listings are
+//! `{"data":[…]}`, paged ones add `"next"` (the `after` of the following page, `null` at the
+//! end); failures are `{"error":{"code","message","field"}}`.
+//!
+//! # Layout
+//! - [`auth`]: [`AdminKey`], the extractor every handler takes: `Authorization: Bearer pk_…`
+//!   or `Authorization: Klaviyo-API-Key pk_…`, checked against the store on each request.
+//! - [`error`]: [`AdminError`], status codes and the error body.
+//! - [`extract`]: body, path and query extractors that answer bad input in that format.
+//! - one module per resource: [`sources`], [`api_keys`], [`events`] (pages and the live
+//!   tail), [`rejections`], [`stats`]; [`view`] holds what the listings share.
+//!
+//! **Invariant:** no route under `/admin/v1/` answers anything but 401 without a valid key,
+//! unknown paths and methods included.
+
+pub mod api_keys;
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod rejections;
+pub mod sources;
+pub mod stats;
+pub mod view;
+
+#[cfg(test)]
+mod tests;
+
+use axum::routing::{any, get, post};
+use axum::Router;
+
+use crate::app::AppState;
+pub use auth::AdminKey;
+pub use error::AdminError;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/admin/v1/sources",
+            get(sources::list).post(sources::create),
+        )
+        .route(
+            "/admin/v1/sources/{name}",
+            get(sources::get).delete(sources::delete),
+        )
+        .route(
+            "/admin/v1/sources/{name}/rotate-key",
+            post(sources::rotate_key),
+        )
+        .route("/admin/v1/sources/{name}/disable", post(sources::disable))
+        .route("/admin/v1/sources/{name}/enable", post(sources::enable))
+        .route(
+            "/admin/v1/api-keys",
+            get(api_keys::list).post(api_keys::create),
+        )
+        .route(
+            "/admin/v1/api-keys/{name}",
+            axum::routing::delete(api_keys::delete),
+        )
+        .route("/admin/v1/events", get(events::list))
+        .route("/admin/v1/events/stream", get(events::stream))
+        .route("/admin/v1/rejections", get(rejections::list))
+        .route("/admin/v1/stats", get(stats::get))
+        .method_not_allowed_fallback(method_not_allowed)
+        .route("/admin/v1/{*rest}", any(not_found))
+}
+
+async fn method_not_allowed(_key: AdminKey) -> AdminError {
+    AdminError::MethodNotAllowed
+}
+
+async fn not_found(_key: AdminKey) -> AdminError {
+    AdminError::NotFound {
+        what: "route".into(),
+        field: None,
+    }
+}
