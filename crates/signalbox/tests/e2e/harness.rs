@@ -1,0 +1,331 @@
+//! Runs the built `signalbox` binary: a server on a free port over a temporary data folder, and
+//! CLI commands against the same folder.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// How long a server may take to print its banner.
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// How long a change made with the CLI may take to reach a running server: it reloads keys
+/// every second; the rest is margin for a busy machine.
+pub const PROPAGATION: Duration = Duration::from_secs(3);
+
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root exists")
+}
+
+/// The binary under test, with no `SIGNALBOX_*` variable inherited from the caller's shell.
+pub fn signalbox() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_signalbox"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SIGNALBOX_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// A temporary data folder shared by a server and CLI commands.
+pub struct TestEnv {
+    dir: TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        TestEnv {
+            dir: tempfile::tempdir().expect("create a temporary folder"),
+        }
+    }
+
+    /// A scratch folder that is removed with the environment.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `signalbox --data-dir DATA` with no subcommand yet.
+    pub fn command(&self) -> Command {
+        let mut cmd = signalbox();
+        cmd.arg("--data-dir").arg(self.data_dir());
+        cmd
+    }
+
+    /// Runs a CLI command to completion and captures what it printed.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        CliOutput::run(self.command().args(args))
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "`signalbox {}` failed ({}):\n{}",
+            args.join(" "),
+            out.status,
+            out.describe()
+        );
+        out.stdout
+    }
+
+    /// `signalbox events export ARGS`, parsed.
+    pub fn export(&self, args: &[&str]) -> Vec<Value> {
+        let mut full = vec!["events", "export"];
+        full.extend_from_slice(args);
+        json_lines(&self.cli_ok(&full))
+    }
+
+    /// `signalbox serve --listen 127.0.0.1:0` on this environment's data folder.
+    pub fn serve(&self) -> Server {
+        let mut cmd = self.command();
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        Server::spawn(cmd, self.root().join(format!("server-{}.log", unique())))
+    }
+
+    /// Creates a source with the CLI and returns its write key.
+    pub fn create_source(&self, name: &str) -> String {
+        let stdout = self.cli_ok(&["source", "create", name]);
+        stdout.trim_end_matches('\n').to_owned()
+    }
+}
+
+/// What a finished command printed.
+pub struct CliOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    pub fn run(cmd: &mut Command) -> CliOutput {
+        let output = cmd
+            .output()
+            .unwrap_or_else(|err| panic!("cannot run {cmd:?}: {err}"));
+        CliOutput {
+            status: output.status,
+            stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout, self.stderr
+        )
+    }
+}
+
+/// Parses JSON lines, naming the line that is not JSON.
+pub fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"))
+        })
+        .collect()
+}
+
+/// A child process whose stdout is read line by line on a thread, so a test can wait for a
+/// line with a deadline and the child never blocks on a full pipe.
+pub struct LineReader {
+    lines: Receiver<String>,
+}
+
+impl LineReader {
+    pub fn new(stdout: ChildStdout) -> LineReader {
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    // Nobody listens any more; keep draining so the child never blocks.
+                    continue;
+                }
+            }
+        });
+        LineReader { lines }
+    }
+
+    /// The next line, or `None` when `timeout` passes or the child closed its stdout.
+    pub fn next_line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+}
+
+/// A running `signalbox serve`; killed when dropped.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base_url: String,
+    /// The `default` source's write key, from the banner.
+    pub write_key: String,
+    /// Every line of the banner.
+    pub banner: Vec<String>,
+    log_path: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Server {
+    /// Starts `cmd` (a `serve` command) and reads its banner. Logs go to `log_path`.
+    pub fn spawn(mut cmd: Command, log_path: PathBuf) -> Server {
+        let log = std::fs::File::create(&log_path).expect("create the server log");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {cmd:?}: {err}"));
+        let reader = LineReader::new(child.stdout.take().expect("stdout is piped"));
+        let deadline = Instant::now() + STARTUP;
+        let mut banner = Vec::new();
+        let mut base_url = None;
+        let mut write_key = None;
+        while base_url.is_none() || write_key.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(line) = reader.next_line(left) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the server printed no complete banner within {STARTUP:?}; stdout so far:\n{}\n--- log ---\n{}",
+                    banner.join("\n"),
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            };
+            if let Some(url) = line.strip_prefix("Signalbox is listening on ") {
+                base_url = Some(url.trim().to_owned());
+            }
+            if let Some(rest) = line.trim_start().strip_prefix("Write key") {
+                write_key = rest.split_whitespace().next().map(str::to_owned);
+            }
+            banner.push(line);
+        }
+        // The rest of the banner follows at once; keep it for tests that look at it.
+        while let Some(line) = reader.next_line(Duration::from_millis(200)) {
+            banner.push(line);
+        }
+        Server {
+            child,
+            base_url: base_url.expect("read above"),
+            write_key: write_key.expect("read above"),
+            banner,
+            log_path,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// POSTs `body` to `path` with HTTP Basic auth (`key:`); returns the status and the body.
+    pub async fn post(&self, path: &str, key: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .basic_auth(key, Some(""))
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("POST {path} failed: {err}\n--- log ---\n{}", self.log()));
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("read the response body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    /// Sends one track call with `message_id` and returns the status.
+    pub async fn track(&self, key: &str, message_id: &str) -> u16 {
+        let body = serde_json::json!({
+            "userId": "e2e-user",
+            "event": "E2E Checked",
+            "messageId": message_id,
+            "properties": {"probe": true},
+        });
+        self.post("/v1/track", key, &body).await.0
+    }
+
+    /// Sends track calls (each with a fresh messageId) until one answers `expected`, or panics
+    /// after `within`. Returns how long it took.
+    pub async fn wait_for_status(&self, key: &str, expected: u16, within: Duration) -> Duration {
+        let started = Instant::now();
+        let mut last = 0;
+        while started.elapsed() < within {
+            last = self.track(key, &format!("probe-{}", unique())).await;
+            if last == expected {
+                return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the server did not answer {expected} within {within:?} (last answer {last})\n--- log ---\n{}",
+            self.log()
+        );
+    }
+
+    /// Stops the server with SIGTERM, as an operator would, and checks that it exits cleanly.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.child.try_wait().expect("wait for the server") {
+                Some(status) => {
+                    assert!(
+                        status.success(),
+                        "the server exited with {status} after SIGTERM\n--- log ---\n{}",
+                        self.log()
+                    );
+                    return;
+                }
+                None if Instant::now() > deadline => {
+                    panic!(
+                        "the server did not stop within 15 s of SIGTERM\n--- log ---\n{}",
+                        self.log()
+                    )
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A string unique within this test process, for message ids and file names.
+pub fn unique() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Reads all of a reader into a string, for a child's stderr after it ended.
+pub fn read_all(mut reader: impl Read) -> String {
+    let mut text = String::new();
+    let _ = reader.read_to_string(&mut text);
+    text
+}
