@@ -84,13 +84,44 @@ pub fn open_store_readonly(global: &GlobalArgs) -> anyhow::Result<Arc<dyn Store>
     Ok(Arc::new(store))
 }
 
-/// Parses `24h`, `90m`, `30s`, `1h 30m` or ISO 8601 `PT24H`.
+/// Parses `24h`, `90m`, `30s`, `7d`, `1h 30m` or ISO 8601 (`PT24H`, `P7D`); a day is 24 hours.
 pub fn parse_duration(text: &str, what: &str) -> anyhow::Result<SignedDuration> {
-    let duration: SignedDuration = text.parse().with_context(|| {
-        format!("{what}: cannot read {text:?} as a duration (e.g. 24h, 90m, 30s)")
-    })?;
+    let duration = match text.parse::<SignedDuration>() {
+        Ok(duration) => duration,
+        Err(_) => text
+            .parse::<jiff::Span>()
+            .and_then(|span| span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()))
+            .with_context(|| {
+                format!("{what}: cannot read {text:?} as a duration (e.g. 7d, 24h, 90m, 30s)")
+            })?,
+    };
     if duration.is_negative() {
         bail!("{what}: must not be negative");
     }
     Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_every_unit() {
+        let check = |text: &str, secs: i64| {
+            assert_eq!(
+                parse_duration(text, "t").unwrap(),
+                SignedDuration::from_secs(secs),
+                "{text}"
+            )
+        };
+        check("24h", 86_400);
+        check("7d", 7 * 86_400);
+        check("90m", 5_400);
+        check("0s", 0);
+        check("1h 30m", 5_400);
+        check("PT24H", 86_400);
+        check("P7D", 7 * 86_400);
+        assert!(parse_duration("soon", "t").is_err());
+        assert!(parse_duration("-1h", "t").is_err());
+    }
 }
