@@ -158,6 +158,34 @@ async fn browser_get_routes_take_base64_data_in_any_alphabet_and_padding() {
 }
 
 #[tokio::test]
+async fn every_browser_get_route_stores_its_call_type() {
+    let app = spawn_app().await;
+    for (i, kind) in KINDS.into_iter().enumerate() {
+        let mut body = valid_single(kind);
+        body["writeKey"] = json!(app.write_key.expose());
+        // Alternate alphabets and padding across the routes.
+        let data = if i % 2 == 0 {
+            STANDARD.encode(body.to_string())
+        } else {
+            URL_SAFE_NO_PAD.encode(body.to_string())
+        };
+        let response = app
+            .client
+            .get(app.url(&format!("/v1/{}", &kind[..1])))
+            .query(&[("data", &data)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{kind}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer, json!({"success": true}), "{kind}");
+    }
+    let calls = app.calls().await;
+    let kinds: Vec<&str> = calls.iter().map(|c| c.kind.as_str()).collect();
+    assert_eq!(kinds, KINDS);
+}
+
+#[tokio::test]
 async fn browser_get_route_takes_standard_base64_left_unescaped_in_the_query() {
     // `btoa(json)` pasted into a URL: `+` and `=` are not percent-encoded.
     let app = spawn_app().await;
