@@ -86,9 +86,11 @@ pub fn gunzip(body: &[u8], shape: Shape, limits: &Limits) -> Result<Vec<u8>, Dec
 }
 
 /// Decodes the `data` query parameter of the browser GET routes: base64 (standard or
-/// URL-safe, padded or not) of the JSON message.
+/// URL-safe, padded or not) of the JSON message. A standard `+` left unescaped in the URL
+/// arrives as a space (form decoding), and is read back as `+`.
 pub fn decode_query_data(data: &str) -> Result<Vec<u8>, DecodeError> {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let data = data.replace(' ', "+");
     let data = data.trim();
     [STANDARD, URL_SAFE, STANDARD_NO_PAD, URL_SAFE_NO_PAD]
         .iter()
@@ -215,7 +217,7 @@ fn decode_item(
                 limits.max_message_bytes
             ),
             received_at,
-            payload: truncate(text, 1024).to_owned(),
+            payload: oversized_payload(text),
         });
     }
     match serde_json::from_str::<Value>(text) {
@@ -229,6 +231,19 @@ fn decode_item(
             received_at,
             payload: truncate(text, 1024).to_owned(),
         }),
+    }
+}
+
+/// What a rejection keeps of an oversized batch item: its first kilobyte, without its
+/// write key.
+fn oversized_payload(text: &str) -> String {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(mut message)) => {
+            take_write_key(&mut message);
+            let text = serde_json::to_string(&message).expect("a JSON map serialises");
+            truncate(&text, 1024).to_owned()
+        }
+        _ => truncate(text, 1024).to_owned(),
     }
 }
 
@@ -311,7 +326,12 @@ fn time_field(
 }
 
 /// Formats a time as Segment does: UTC, `Z`, milliseconds (microseconds when present).
+/// A year before 0000 takes ISO 8601's expanded form (`-000974-…`), so that it parses back.
 pub fn format_time(ts: Timestamp) -> String {
+    const YEAR_ZERO_SECONDS: i64 = -62_167_219_200;
+    if ts < Timestamp::from_second(YEAR_ZERO_SECONDS).expect("0000-01-01 is a timestamp") {
+        return ts.to_string();
+    }
     let micros = ts.subsec_microsecond();
     if micros % 1000 == 0 {
         ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
@@ -657,6 +677,18 @@ mod tests {
         assert_eq!(
             gunzip(b"not gzip", Shape::Batch, &limits).unwrap_err().code,
             RejectCode::MalformedGzip
+        );
+    }
+
+    #[test]
+    fn times_before_year_zero_round_trip() {
+        for text in ["-000974-10-02T12:00:00Z", "-009999-06-01T00:00:00.5Z"] {
+            let formatted = format_time(at(text));
+            assert_eq!(parse_time(&formatted), Some(at(text)), "{formatted}");
+        }
+        assert_eq!(
+            format_time(at("0000-01-01T00:00:00Z")),
+            "0000-01-01T00:00:00.000Z"
         );
     }
 

@@ -3,6 +3,7 @@
 pub mod decode;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -49,13 +50,13 @@ fn message_route(shape: Shape) -> MethodRouter<AppState> {
         let bytes = read_body(body, limit).await.map_err(SegmentError::from)?;
         ingest(&app, shape, &headers, &bytes).await
     };
-    let query_handler = move |State(app): State<AppState>,
-                              headers: HeaderMap,
-                              Query(query): Query<DataQuery>| async move {
-        let data = query.data.unwrap_or_default();
-        let bytes = decode::decode_query_data(&data).map_err(IngestError::from)?;
-        ingest(&app, shape, &headers, &bytes).await
-    };
+    let query_handler =
+        move |State(app): State<AppState>,
+              headers: HeaderMap,
+              query: Result<Query<DataQuery>, QueryRejection>| async move {
+            let bytes = query_data(query)?;
+            ingest(&app, shape, &headers, &bytes).await
+        };
     post(body_handler).put(body_handler).get(query_handler)
 }
 
@@ -83,6 +84,20 @@ async fn ingest(
         })
         .await?;
     Ok(Json(json!({"success": true})))
+}
+
+/// The decoded `?data=` of a GET route. A query string that does not parse (a repeated
+/// `data`) is refused in the Tracking API's error shape, like bad base64.
+fn query_data(query: Result<Query<DataQuery>, QueryRejection>) -> Result<Vec<u8>, IngestError> {
+    let Query(query) = query.map_err(|_| {
+        IngestError::Invalid(DecodeError {
+            code: RejectCode::InvalidJson,
+            message: "data: expected one data query parameter".into(),
+        })
+    })?;
+    Ok(decode::decode_query_data(
+        query.data.as_deref().unwrap_or_default(),
+    )?)
 }
 
 /// Reads a body of at most `limit` bytes (plus slack for a compressed body's framing), so an
@@ -146,17 +161,17 @@ async fn pixel(
     State(app): State<AppState>,
     Path(kind): Path<String>,
     headers: HeaderMap,
-    Query(query): Query<DataQuery>,
+    query: Result<Query<DataQuery>, QueryRejection>,
 ) -> Response {
     const GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
     let Some(kind) = CallKind::parse(&kind) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let result = match decode::decode_query_data(query.data.as_deref().unwrap_or_default()) {
+    let result = match query_data(query) {
         Ok(bytes) => ingest(&app, Shape::Single(kind), &headers, &bytes)
             .await
             .map(|_| ()),
-        Err(err) => Err(SegmentError(err.into())),
+        Err(err) => Err(SegmentError(err)),
     };
     match result {
         Ok(()) => ([(header::CONTENT_TYPE, "image/gif")], GIF).into_response(),

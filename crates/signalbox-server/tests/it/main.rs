@@ -1,0 +1,13 @@
+//! Integration tests of the Segment Tracking API: a real server on a random port over a
+//! temporary SQLite file, driven over HTTP.
+
+mod auth;
+mod decode_properties;
+mod dedupe;
+mod helpers;
+mod http_properties;
+mod limits;
+mod normalisation;
+mod overload;
+mod routes;
+mod validation;
