@@ -72,6 +72,7 @@ pub struct StoredCall {
 #[serde(rename_all = "snake_case")]
 pub enum RejectCode {
     InvalidJson,
+    UnreadableBody,
     MalformedGzip,
     MessageTooLarge,
     BatchTooLarge,
@@ -91,6 +92,7 @@ impl RejectCode {
     pub fn as_str(self) -> &'static str {
         match self {
             RejectCode::InvalidJson => "invalid_json",
+            RejectCode::UnreadableBody => "unreadable_body",
             RejectCode::MalformedGzip => "malformed_gzip",
             RejectCode::MessageTooLarge => "message_too_large",
             RejectCode::BatchTooLarge => "batch_too_large",

@@ -35,7 +35,16 @@ pub fn routes() -> Router<AppState> {
                 message_route(shape),
             );
     }
-    router
+    router.method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn method_not_allowed() -> Response {
+    let body = json!({
+        "success": false,
+        "code": "method_not_allowed",
+        "message": "use POST (or GET with ?data= on the browser routes)"
+    });
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -103,17 +112,36 @@ fn query_data(query: Result<Query<DataQuery>, QueryRejection>) -> Result<Vec<u8>
 /// Reads a body of at most `limit` bytes (plus slack for a compressed body's framing), so an
 /// oversized request is refused without buffering it whole.
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, IngestError> {
-    axum::body::to_bytes(body, limit + 1024).await.map_err(|_| {
-        let (code, what) = if limit <= decode::Limits::default().max_message_bytes {
-            (RejectCode::MessageTooLarge, "message")
-        } else {
-            (RejectCode::BatchTooLarge, "batch")
-        };
-        IngestError::Invalid(DecodeError {
-            code,
-            message: format!("{what} is over the limit of {limit} bytes"),
+    axum::body::to_bytes(body, limit + 1024)
+        .await
+        .map_err(|err| {
+            if !is_length_limit(&err) {
+                return IngestError::Invalid(DecodeError {
+                    code: RejectCode::UnreadableBody,
+                    message: format!("the request body could not be read: {err}"),
+                });
+            }
+            let (code, what) = if limit <= decode::Limits::default().max_message_bytes {
+                (RejectCode::MessageTooLarge, "message")
+            } else {
+                (RejectCode::BatchTooLarge, "batch")
+            };
+            IngestError::Invalid(DecodeError {
+                code,
+                message: format!("{what} is over the limit of {limit} bytes"),
+            })
         })
-    })
+}
+
+fn is_length_limit(err: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(current) = source {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
 }
 
 /// What analytics.js loads before it sends anything; it names this server as its API host.

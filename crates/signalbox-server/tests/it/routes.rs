@@ -426,3 +426,17 @@ async fn an_unsupported_method_is_refused() {
     let answer = app.send(Method::DELETE, "/v1/track", Vec::new(), &[]).await;
     assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn wrong_method_gets_the_json_error_shape() {
+    let app = spawn_app().await;
+    let response = reqwest::Client::new()
+        .delete(format!("{}/v1/track", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["success"], false);
+    assert_eq!(body["code"], "method_not_allowed");
+}
