@@ -36,6 +36,7 @@ impl Store for DiscardingStore {
             appended: calls.len() as u32,
             duplicates: 0,
             rejected: rejections.len() as u32,
+            last_seq: 0,
         })
     }
     async fn read_calls(&self, query: CallQuery) -> StoreResult<Vec<StoredCall>> {

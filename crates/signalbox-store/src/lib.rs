@@ -52,6 +52,8 @@ pub struct AppendOutcome {
     pub duplicates: u32,
     /// Rejections recorded.
     pub rejected: u32,
+    /// Sequence number of the last call this append wrote (0 when it wrote none).
+    pub last_seq: i64,
 }
 
 /// Which calls to read from the log.

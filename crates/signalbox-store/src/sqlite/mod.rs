@@ -278,7 +278,7 @@ impl Store for SqliteStore {
                         Ok(StoredCall {
                             seq: r.get(0)?,
                             source_id: SourceId(r.get(1)?),
-                            kind: CallKind::parse(&r.get::<_, String>(2)?)
+                            kind: CallKind::parse_logged(&r.get::<_, String>(2)?)
                                 .unwrap_or(CallKind::Track),
                             message_id: r.get(3)?,
                             received_at: ts(r.get(4)?),
