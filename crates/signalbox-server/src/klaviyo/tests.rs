@@ -1,0 +1,1 @@
+//! In-process tests of the Klaviyo API: JSON:API shapes and errors.
