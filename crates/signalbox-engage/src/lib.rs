@@ -9,8 +9,13 @@
 
 pub mod engine;
 pub mod error;
+mod ids;
+pub mod mapping;
 pub mod model;
+pub mod phone;
+pub mod settings;
 
 pub use engine::{Engage, EngageConfig};
 pub use error::{EngageError, EngageResult};
 pub use model::*;
+pub use settings::DestinationSettings;
