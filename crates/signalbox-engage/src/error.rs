@@ -2,7 +2,7 @@
 
 use crate::model::ProfileId;
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum EngageError {
     #[error("{what} not found")]
     NotFound { what: String },

@@ -9,7 +9,9 @@ use signalbox_core::{
     StoredRejection, WriteKey,
 };
 
-use crate::{AppendOutcome, CallQuery, RejectionQuery, Store, StoreResult, WriteKeyRecord};
+use crate::{
+    AppendOutcome, CallQuery, RejectionQuery, SourceSettings, Store, StoreResult, WriteKeyRecord,
+};
 
 /// Delegates everything to the inner store except [`Store::append`], which it answers at
 /// once without writing. `signalbox serve --discard` runs on it to measure what parsing and
@@ -68,6 +70,19 @@ impl Store for DiscardingStore {
     }
     async fn delete_source(&self, name: &str) -> StoreResult<()> {
         self.inner.delete_source(name).await
+    }
+    async fn source_settings(&self, name: &str) -> StoreResult<serde_json::Value> {
+        self.inner.source_settings(name).await
+    }
+    async fn set_source_settings(
+        &self,
+        name: &str,
+        settings: serde_json::Value,
+    ) -> StoreResult<()> {
+        self.inner.set_source_settings(name, settings).await
+    }
+    async fn all_source_settings(&self) -> StoreResult<Vec<SourceSettings>> {
+        self.inner.all_source_settings().await
     }
     async fn write_keys(&self) -> StoreResult<Vec<WriteKeyRecord>> {
         self.inner.write_keys().await
