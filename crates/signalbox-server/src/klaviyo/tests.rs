@@ -10,14 +10,16 @@ use signalbox_core::SystemClock;
 use signalbox_engage::{Engage, EngageConfig};
 use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{SqliteStore, Store};
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
 use crate::app::{router, Application, ServerConfig};
 
 const REVISION: &str = "2026-07-15";
 
 struct TestApi {
-    router: Router,
+    /// The router as `Application::run` serves it (trailing slashes trimmed).
+    router: NormalizePath<Router>,
     key: String,
     #[allow(dead_code)]
     engage: Engage,
@@ -56,7 +58,7 @@ async fn spawn_with(engage_enabled: bool) -> TestApi {
         app.set_engage(engage.clone());
     }
     TestApi {
-        router: router(app.state().clone()),
+        router: NormalizePathLayer::trim_trailing_slash().layer(router(app.state().clone())),
         key: key.expose().to_owned(),
         engage,
         _dir: dir,
@@ -82,7 +84,12 @@ impl TestApi {
     }
 
     async fn send(&self, request: Request<HttpBody>) -> Reply {
-        let response = self.router.clone().oneshot(request).await.unwrap();
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -460,4 +467,419 @@ async fn aggregates_need_a_bounded_range() {
         error["source"]["pointer"],
         "/data/attributes/measurements/1"
     );
+}
+
+/// Polls `probe` until it returns `Some`: events are applied after their 202.
+async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+fn event_body(metric: &str, email: &str, time: &str, value: f64, properties: Value) -> Value {
+    json!({"data": {"type": "event", "attributes": {
+        "properties": properties,
+        "time": time,
+        "value": value,
+        "metric": {"data": {"type": "metric", "attributes": {"name": metric}}},
+        "profile": {"data": {"type": "profile", "attributes": {"email": email}}},
+    }}})
+}
+
+#[track_caller]
+fn assert_klaviyo_datetime(value: &Value) {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {value}"));
+    assert_eq!(text.len(), 25, "{text}");
+    assert!(text.ends_with("+00:00"), "{text}");
+    assert!(text.parse::<jiff::Timestamp>().is_ok(), "{text}");
+}
+
+#[tokio::test]
+async fn events_metrics_and_profiles_have_klaviyo_shapes() {
+    let api = spawn().await;
+    for (i, day) in [
+        "2026-03-01",
+        "2026-03-02",
+        "2026-03-03",
+        "2026-03-04",
+        "2026-03-05",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let reply = api
+            .write(
+                Method::POST,
+                "/api/events",
+                event_body(
+                    "Placed Order",
+                    "ann@example.com",
+                    &format!("{day}T10:00:00Z"),
+                    10.0 * (i + 1) as f64,
+                    json!({"Method": if i % 2 == 0 { "card" } else { "cash" }}),
+                ),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+        assert_eq!(reply.body, Value::Null, "202 has no body");
+    }
+
+    // Metrics.
+    let metrics = eventually("the metric", async || {
+        let reply = api.get("/api/metrics").await;
+        (reply.status == StatusCode::OK && reply.body["data"].as_array()?.len() == 1)
+            .then_some(reply)
+    })
+    .await;
+    assert_eq!(
+        metrics.headers[header::CONTENT_TYPE],
+        "application/vnd.api+json"
+    );
+    let metric = &metrics.body["data"][0];
+    let metric_id = metric["id"].as_str().unwrap().to_owned();
+    assert_eq!(metric["type"], "metric");
+    assert_eq!(metric["attributes"]["name"], "Placed Order");
+    assert_eq!(metric["attributes"]["integration"]["name"], "API");
+    assert_eq!(metric["attributes"]["integration"]["category"], "API");
+    assert_klaviyo_datetime(&metric["attributes"]["created"]);
+    assert_eq!(
+        metric["links"]["self"],
+        format!("https://klaviyo.test:8080/api/metrics/{metric_id}/")
+    );
+    assert_eq!(
+        metrics.body["links"],
+        json!({"self": "https://klaviyo.test:8080/api/metrics/", "next": null, "prev": null})
+    );
+    let one = api.get(&format!("/api/metrics/{metric_id}")).await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert_eq!(one.body["data"], *metric);
+    let filtered = api
+        .get("/api/metrics?filter=equals(integration.category,%22API%22)")
+        .await;
+    assert_eq!(filtered.body["data"].as_array().unwrap().len(), 1);
+    let none = api
+        .get("/api/metrics?filter=equals(integration.name,%22Shopify%22)")
+        .await;
+    assert_eq!(none.body["data"], json!([]));
+    assert_error(
+        &api.get("/api/metrics/NoSuch").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+
+    // Events: pages of two, newest first, with the next link followed three ways.
+    let filter = format!("equals(metric_id,%22{metric_id}%22)");
+    let first = eventually("five events", async || {
+        let reply = api.get(&format!("/api/events?filter={filter}")).await;
+        (reply.body["data"].as_array()?.len() == 5).then_some(reply)
+    })
+    .await;
+    let event = &first.body["data"][0];
+    assert_eq!(event["type"], "event");
+    assert_eq!(event["attributes"]["timestamp"], 1_772_359_200); // 2026-03-01T10:00:00Z
+    assert_eq!(event["attributes"]["datetime"], "2026-03-01T10:00:00+00:00");
+    assert_eq!(event["attributes"]["event_properties"]["Method"], "card");
+    assert_eq!(event["attributes"]["uuid"].as_str().unwrap().len(), 36);
+    assert_eq!(event["relationships"]["metric"]["data"]["type"], "metric");
+    assert_eq!(event["relationships"]["metric"]["data"]["id"], metric_id);
+    assert_eq!(event["relationships"]["profile"]["data"]["type"], "profile");
+    let profile_id = event["relationships"]["profile"]["data"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let page = api
+        .get(&format!(
+            "/api/events?filter={filter}&sort=-datetime&page%5Bsize%5D=2"
+        ))
+        .await;
+    let days: Vec<&str> = page.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["attributes"]["datetime"].as_str().unwrap()[..10])
+        .collect();
+    assert_eq!(days, ["2026-03-05", "2026-03-04"]);
+    let next = page.body["links"]["next"].as_str().unwrap().to_owned();
+    assert!(
+        next.starts_with("https://klaviyo.test:8080/api/events/?filter=equals%28metric_id")
+            && next.contains("&sort=-datetime&page%5Bsize%5D=2&page%5Bcursor%5D="),
+        "{next}"
+    );
+    let path = next.trim_start_matches("https://klaviyo.test:8080");
+    let second = api.get(path).await;
+    let cursor = next.split("page%5Bcursor%5D=").nth(1).unwrap();
+    let cursor = percent_encoding::percent_decode_str(cursor)
+        .decode_utf8()
+        .unwrap()
+        .into_owned();
+    let as_sdk_sends = |c: String| {
+        format!(
+            "/api/events?filter={filter}&sort=-datetime&page%5Bsize%5D=2&page%5Bcursor%5D={}",
+            percent_encoding::utf8_percent_encode(&c, percent_encoding::NON_ALPHANUMERIC)
+        )
+    };
+    let with_equals = api.get(&as_sdk_sends(format!("={cursor}"))).await;
+    let whole_url = api
+        .get(&as_sdk_sends(next.replace("https://", "http://")))
+        .await;
+    for reply in [&second, &with_equals, &whole_url] {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.body["data"], second.body["data"]);
+    }
+    let third = api
+        .get(
+            second.body["links"]["next"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("https://klaviyo.test:8080"),
+        )
+        .await;
+    assert_eq!(third.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(third.body["links"]["next"], Value::Null);
+
+    // include and sparse fieldsets.
+    let included = api
+        .get(&format!(
+            "/api/events?filter=equals(profile_id,%22{profile_id}%22)&include=metric,profile\
+             &fields%5Bevent%5D=timestamp&fields%5Bprofile%5D=email,location.city"
+        ))
+        .await;
+    assert_eq!(included.status, StatusCode::OK, "{}", included.body);
+    assert_eq!(
+        included.body["data"][0]["attributes"],
+        json!({"timestamp": 1_772_359_200})
+    );
+    let resources = included.body["included"].as_array().unwrap();
+    assert_eq!(resources.len(), 2, "one metric and one profile");
+    let profile = resources.iter().find(|r| r["type"] == "profile").unwrap();
+    assert_eq!(profile["id"], profile_id.as_str());
+    assert_eq!(
+        profile["attributes"],
+        json!({"email": "ann@example.com", "location": {"city": null}})
+    );
+    assert!(resources
+        .iter()
+        .any(|r| r["type"] == "metric" && r["id"] == metric_id.as_str()));
+    let single = api
+        .get(&format!(
+            "/api/events/{}?include=profile",
+            event["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(single.body["data"]["id"], event["id"]);
+    assert_eq!(single.body["included"][0]["type"], "profile");
+
+    // Profiles.
+    let profiles = api
+        .get("/api/profiles?filter=equals(email,%22ann@example.com%22)")
+        .await;
+    let profile = &profiles.body["data"][0];
+    assert_eq!(profile["type"], "profile");
+    assert_eq!(profile["id"], profile_id.as_str());
+    let attributes = profile["attributes"].as_object().unwrap();
+    for key in [
+        "email",
+        "phone_number",
+        "external_id",
+        "first_name",
+        "last_name",
+        "organization",
+        "locale",
+        "title",
+        "image",
+        "created",
+        "updated",
+        "last_event_date",
+        "location",
+        "properties",
+    ] {
+        assert!(attributes.contains_key(key), "profile attribute {key}");
+    }
+    assert_klaviyo_datetime(&profile["attributes"]["created"]);
+    assert_eq!(
+        profile["links"]["self"],
+        format!("https://klaviyo.test:8080/api/profiles/{profile_id}/")
+    );
+    assert_eq!(
+        profile["attributes"]["location"].as_object().unwrap().len(),
+        10
+    );
+}
+
+#[tokio::test]
+async fn profile_writes_answer_like_klaviyo() {
+    let api = spawn().await;
+    let create = json!({"data": {"type": "profile", "attributes": {
+        "email": "bo@example.com", "first_name": "Bo",
+        "location": {"city": "Oslo", "latitude": "59.91"}, "properties": {"Tier": "A"},
+    }}});
+    let created = api
+        .write(Method::POST, "/api/profiles", create.clone())
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let id = created.body["data"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        created.body["data"]["attributes"]["location"]["city"],
+        "Oslo"
+    );
+    assert_eq!(
+        created.body["data"]["attributes"]["location"]["latitude"],
+        59.91
+    );
+    assert_eq!(
+        created.body["links"]["self"],
+        format!("https://klaviyo.test:8080/api/profiles/{id}/")
+    );
+
+    let duplicate = api.write(Method::POST, "/api/profiles", create).await;
+    let error = assert_error(&duplicate, StatusCode::CONFLICT, "duplicate_profile");
+    assert_eq!(error["meta"]["duplicate_profile_id"], id.as_str());
+
+    let patched = api
+        .write(
+            Method::PATCH,
+            &format!("/api/profiles/{id}"),
+            json!({"data": {"type": "profile", "id": id, "attributes": {
+                "first_name": null, "last_name": "Berg", "properties": {"Seats": 2},
+            }, "meta": {"patch_properties": {"unset": ["Tier"]}}}}),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    let attributes = &patched.body["data"]["attributes"];
+    assert_eq!(attributes["first_name"], Value::Null);
+    assert_eq!(attributes["last_name"], "Berg");
+    assert_eq!(attributes["properties"], json!({"Seats": 2}));
+
+    let import = |title: &str| json!({"data": {"type": "profile", "attributes": {"email": "cy@example.com", "title": title}}});
+    let first = api
+        .write(Method::POST, "/api/profile-import", import("A"))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let second = api
+        .write(Method::POST, "/api/profile-import", import("B"))
+        .await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    assert_eq!(second.body["data"]["id"], first.body["data"]["id"]);
+    assert_eq!(second.body["data"]["attributes"]["title"], "B");
+
+    let listed = api
+        .get("/api/profiles?sort=-created&page%5Bsize%5D=1")
+        .await;
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 1);
+    assert!(listed.body["links"]["next"].is_string());
+
+    let merged = api
+        .write(
+            Method::POST,
+            "/api/profile-merge",
+            json!({"data": {"type": "profile-merge", "id": id, "relationships": {"profiles": {
+                "data": [{"type": "profile", "id": first.body["data"]["id"]}],
+            }}}}),
+        )
+        .await;
+    assert_eq!(merged.status, StatusCode::CREATED, "{}", merged.body);
+    assert_eq!(
+        merged.body["data"],
+        json!({"type": "profile", "id": id,
+               "links": {"self": format!("https://klaviyo.test:8080/api/profiles/{id}/")}})
+    );
+    let survivor = api
+        .get(&format!(
+            "/api/profiles/{}",
+            first.body["data"]["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        survivor.body["data"]["id"],
+        id.as_str(),
+        "a merged id leads to the survivor"
+    );
+    let listed = api.get("/api/profiles").await;
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn aggregates_answer_aligned_series() {
+    let api = spawn().await;
+    for (day, value, method) in [
+        ("2026-03-01T10:00:00Z", 10.0, "card"),
+        ("2026-03-01T11:00:00Z", 5.0, "cash"),
+        ("2026-03-03T10:00:00Z", 2.5, "card"),
+    ] {
+        let reply = api
+            .write(
+                Method::POST,
+                "/api/events",
+                event_body(
+                    "Placed Order",
+                    "di@example.com",
+                    day,
+                    value,
+                    json!({"Method": method}),
+                ),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED);
+    }
+    let metric_id = eventually("the events", async || {
+        let metrics = api.get("/api/metrics").await;
+        let id = metrics.body["data"][0]["id"].as_str()?.to_owned();
+        let events = api
+            .get(&format!("/api/events?filter=equals(metric_id,%22{id}%22)"))
+            .await;
+        (events.body["data"].as_array()?.len() == 3).then_some(id)
+    })
+    .await;
+    let query = |by: Value| {
+        json!({"data": {"type": "metric-aggregate", "attributes": {
+            "metric_id": metric_id, "measurements": ["count", "sum_value", "unique"],
+            "interval": "day", "timezone": "UTC", "by": by,
+            "filter": ["greater-or-equal(datetime,2026-03-01T00:00:00)", "less-than(datetime,2026-03-04T00:00:00)"],
+        }}})
+    };
+    let reply = api
+        .write(Method::POST, "/api/metric-aggregates", query(json!([])))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let data = &reply.body["data"];
+    assert_eq!(data["type"], "metric-aggregate");
+    assert!(data["id"].is_string());
+    assert_eq!(
+        data["attributes"]["dates"],
+        json!([
+            "2026-03-01T00:00:00+00:00",
+            "2026-03-02T00:00:00+00:00",
+            "2026-03-03T00:00:00+00:00"
+        ])
+    );
+    assert_eq!(
+        data["attributes"]["data"],
+        json!([{"dimensions": [], "measurements": {
+            "count": [2, 0, 1], "sum_value": [15.0, 0.0, 2.5], "unique": [1, 0, 1],
+        }}])
+    );
+    let split = api
+        .write(
+            Method::POST,
+            "/api/metric-aggregates",
+            query(json!(["Method"])),
+        )
+        .await;
+    let rows = split.body["data"]["attributes"]["data"].as_array().unwrap();
+    let card = rows
+        .iter()
+        .find(|r| r["dimensions"] == json!(["card"]))
+        .unwrap();
+    assert_eq!(card["measurements"]["count"], json!([1, 0, 1]));
 }
