@@ -273,7 +273,7 @@ def main():
     check(first.type.value == "event", "event type", first.type)
     check(isinstance(first.attributes.timestamp, int), "timestamp is int seconds", first.attributes.timestamp)
     check(
-        int(first.attributes.datetime.timestamp()) == first.attributes.timestamp,
+        int(first.attributes.datetime_.timestamp()) == first.attributes.timestamp,
         "datetime and timestamp agree",
         first.attributes,
     )

@@ -6,7 +6,8 @@
 //! value     := string | number | true | false | null | datetime | "[" value ("," value)* "]"
 //! ```
 //!
-//! Strings are double-quoted with JSON escapes (what the SDK's `FilterBuilder` emits), datetimes
+//! Strings are double-quoted with JSON escapes (what the SDK's `FilterBuilder` emits for one
+//! value) or single-quoted as Python writes them (what it emits inside lists); datetimes
 //! are *unquoted* ISO 8601 (`2023-04-19T00:00:00Z`, `2023-04-19T00:00:00+00:00`, a bare date, or
 //! a local time without an offset that the caller resolves in a timezone). This module is pure:
 //! which fields and operators an endpoint accepts is checked by [`check`] against a table the
@@ -399,11 +400,7 @@ impl Parser<'_> {
 
     fn value(&mut self, list_allowed: bool) -> Result<Value, FilterError> {
         match self.peek() {
-            Some('"') => self.string().map(Value::String),
-            Some('\'') => Err(FilterError::at(
-                self.pos,
-                "strings must be in double quotes",
-            )),
+            Some(quote @ ('"' | '\'')) => self.string(quote).map(Value::String),
             Some('[') if list_allowed => self.list(),
             Some('[') => Err(FilterError::at(self.pos, "lists cannot be nested")),
             Some(_) => self.bare(),
@@ -445,10 +442,11 @@ impl Parser<'_> {
         }
     }
 
-    /// A double-quoted string with JSON escapes.
-    fn string(&mut self) -> Result<String, FilterError> {
+    /// A quoted string: double quotes with JSON escapes, or single quotes as Python writes
+    /// them (the SDK's `FilterBuilder` renders a list of strings with Python's `repr`).
+    fn string(&mut self, quote: char) -> Result<String, FilterError> {
         let start = self.pos;
-        self.bump(); // '"'
+        self.bump(); // the opening quote
         let mut out = String::new();
         loop {
             let Some(c) = self.peek() else {
@@ -456,7 +454,7 @@ impl Parser<'_> {
             };
             self.bump();
             match c {
-                '"' => return Ok(out),
+                c if c == quote => return Ok(out),
                 '\\' => {
                     let at = self.pos;
                     let Some(escaped) = self.peek() else {
@@ -465,6 +463,7 @@ impl Parser<'_> {
                     self.bump();
                     match escaped {
                         '"' => out.push('"'),
+                        '\'' => out.push('\''),
                         '\\' => out.push('\\'),
                         '/' => out.push('/'),
                         'b' => out.push('\u{8}'),
@@ -473,6 +472,10 @@ impl Parser<'_> {
                         'r' => out.push('\r'),
                         't' => out.push('\t'),
                         'u' => out.push(self.unicode_escape(at)?),
+                        'x' => {
+                            let code = self.hex(at, 2)?;
+                            out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
+                        }
                         other => {
                             return Err(FilterError::at(
                                 at,
@@ -486,22 +489,22 @@ impl Parser<'_> {
         }
     }
 
-    fn hex4(&mut self, at: usize) -> Result<u32, FilterError> {
-        let digits = self.input.get(self.pos..self.pos + 4);
+    fn hex(&mut self, at: usize, len: usize) -> Result<u32, FilterError> {
+        let digits = self.input.get(self.pos..self.pos + len);
         let code = digits
             .filter(|d| d.chars().all(|c| c.is_ascii_hexdigit()))
             .and_then(|d| u32::from_str_radix(d, 16).ok())
-            .ok_or_else(|| FilterError::at(at, "\\u needs four hex digits"))?;
-        self.pos += 4;
+            .ok_or_else(|| FilterError::at(at, format_args!("escape needs {len} hex digits")))?;
+        self.pos += len;
         Ok(code)
     }
 
     fn unicode_escape(&mut self, at: usize) -> Result<char, FilterError> {
-        let high = self.hex4(at)?;
+        let high = self.hex(at, 4)?;
         if (0xD800..0xDC00).contains(&high) {
             if self.input[self.pos..].starts_with("\\u") {
                 self.pos += 2;
-                let low = self.hex4(at)?;
+                let low = self.hex(at, 4)?;
                 if (0xDC00..0xE000).contains(&low) {
                     let code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
                     return char::from_u32(code)
@@ -539,7 +542,7 @@ impl Parser<'_> {
                 .ok_or_else(|| FilterError::at(start, format_args!("invalid number '{token}'"))),
             _ => Err(FilterError::at(
                 start,
-                format_args!("'{token}' is not a value; strings must be in double quotes"),
+                format_args!("'{token}' is not a value; strings must be quoted"),
             )),
         }
     }
@@ -682,6 +685,15 @@ mod tests {
     }
 
     #[test]
+    fn single_quotes_as_the_sdk_filter_builder_writes_lists() {
+        // FilterBuilder().any("email", [...]) renders Python's repr of the list.
+        let c = one("any(email,['a@b.com','c\\'d@e.com',\"it's@f.com\"])");
+        assert_eq!(c.strings().unwrap(), vec!["a@b.com", "c'd@e.com", "it's@f.com"]);
+        assert_eq!(one(r"equals(a,'\xe9')").string().unwrap(), "é");
+        assert!(parse("equals(email,'ann)").is_err());
+    }
+
+    #[test]
     fn keywords_and_numbers() {
         assert_eq!(one("equals(a,true)").value, Some(Value::Bool(true)));
         assert_eq!(one("equals(a,null)").value, Some(Value::Null));
@@ -692,8 +704,7 @@ mod tests {
     fn errors_say_what_and_where() {
         assert!(err("").contains("expected an operator"));
         assert!(err("nope(a,1)").contains("unknown operator 'nope'"));
-        assert!(err("equals(email,ann)").contains("double quotes"));
-        assert!(err("equals(email,'ann')").contains("double quotes"));
+        assert!(err("equals(email,ann)").contains("must be quoted"));
         assert!(err(r#"equals(email,"ann""#).contains("expected ')'"));
         assert!(err(r#"equals(email,"ann)"#).contains("unterminated string"));
         assert!(err(r#"equals(email,"a") x"#).contains("expected ','"));

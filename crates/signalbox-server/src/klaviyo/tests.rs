@@ -258,7 +258,7 @@ async fn unsupported_filters_are_400_naming_the_filter() {
         ),
         (
             "/api/profiles?filter=equals(email,ann@example.com)",
-            "double quotes",
+            "strings must be quoted",
         ),
         (
             r#"/api/events?filter=equals(metric_id,"X"),less-than(datetime,2026-13-01T00:00:00Z)"#,
