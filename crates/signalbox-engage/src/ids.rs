@@ -31,10 +31,32 @@ pub(crate) fn event_key(seq: i64, n: i64) -> i64 {
     seq * EVENTS_PER_ENTRY + n
 }
 
+/// An odd multiplier and its inverse modulo 2^64: row keys are mixed so that ids look random
+/// (as Klaviyo's do) yet decode back to their key.
+const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+const UNMIX: u64 = inverse(MIX);
+
+const fn inverse(k: u64) -> u64 {
+    // Newton's iteration doubles the correct low bits each step: 5 steps reach 64.
+    let mut x = k;
+    let mut i = 0;
+    while i < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(k.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+
+/// 16 check bits of a mixed key: a text that merely looks like an id is refused.
+fn check_bits(mixed: u64) -> u128 {
+    ((mixed.rotate_left(23) ^ 0x5A5A) & 0xFFFF) as u128
+}
+
 /// A ULID-like id from a time (milliseconds since the epoch) and a row key.
 pub(crate) fn ulid(ms: i64, key: i64) -> String {
     let ms = (ms.max(0) as u128) & ((1 << 48) - 1);
-    let value = (ms << 80) | (key as u64 as u128);
+    let mixed = (key as u64).wrapping_mul(MIX);
+    let value = (ms << 80) | (check_bits(mixed) << 64) | mixed as u128;
     let mut out = [0u8; 26];
     for (i, slot) in out.iter_mut().enumerate() {
         let shift = 5 * (25 - i);
@@ -58,11 +80,12 @@ pub(crate) fn ulid_key(id: &str) -> Option<i64> {
     if id.as_bytes()[0] > b'7' {
         return None;
     }
-    let low = value & ((1 << 80) - 1);
-    if low >> 63 != 0 {
+    let mixed = value as u64;
+    if (value >> 64) & 0xFFFF != check_bits(mixed) {
         return None;
     }
-    Some(low as i64)
+    let key = mixed.wrapping_mul(UNMIX);
+    i64::try_from(key).ok()
 }
 
 /// The metric id for (integration, name); `attempt` > 0 after a collision.
@@ -107,6 +130,8 @@ mod tests {
         assert!(ulid(ms, 1) < ulid(ms + 1, 0));
         assert_eq!(ulid_key("not an id"), None);
         assert_eq!(ulid_key("ZZZZZZZZZZZZZZZZZZZZZZZZZZ"), None);
+        assert_eq!(ulid_key("01ARZ3NDEKTSV4RRFFQ69G5FAV"), None);
+        assert_eq!(MIX.wrapping_mul(UNMIX), 1);
         assert_eq!(ulid_key("01GDDKASAP8TKDDA2GRZDSVP4U"), None);
     }
 

@@ -1,5 +1,6 @@
 //! One module per command group; each takes resolved arguments and does one thing.
 
+mod engage;
 mod events;
 mod serve;
 mod source;
@@ -21,6 +22,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Source(cmd) => source::run_source(&cli.global, cmd).await,
         Command::ApiKey(cmd) => source::run_api_key(&cli.global, cmd).await,
         Command::Events(cmd) => events::run(&cli.global, cmd).await,
+        Command::Rebuild(args) => engage::rebuild(&cli.global, args).await,
+        Command::Profiles(cmd) => engage::profiles(&cli.global, cmd).await,
     }
 }
 
@@ -70,6 +73,33 @@ pub fn database_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// Where the engage state lives: `engage.db` beside the call log (`DATA_DIR/engage.db`).
+pub fn engage_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
+    let log = database_path(global)?;
+    Ok(log
+        .parent()
+        .map(|dir| dir.join("engage.db"))
+        .unwrap_or_else(|| PathBuf::from("engage.db")))
+}
+
+/// Parses a window that may be counted in days or weeks (`7d`, `1w`, `36h`), a day being
+/// 24 hours.
+pub fn parse_window(text: &str, what: &str) -> anyhow::Result<SignedDuration> {
+    if let Ok(duration) = parse_duration(text, what) {
+        return Ok(duration);
+    }
+    let span: jiff::Span = text.trim().parse().with_context(|| {
+        format!("{what}: cannot read {text:?} as a duration (e.g. 7d, 36h, 90m)")
+    })?;
+    let duration = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .with_context(|| format!("{what}: {text:?} is not a fixed length (use days or hours)"))?;
+    if duration.is_negative() {
+        bail!("{what}: must not be negative");
+    }
+    Ok(duration)
+}
+
 /// Opens the store for a command that does not append (no writer thread).
 pub fn open_store_readonly(global: &GlobalArgs) -> anyhow::Result<Arc<dyn Store>> {
     let path = database_path(global)?;
@@ -93,4 +123,20 @@ pub fn parse_duration(text: &str, what: &str) -> anyhow::Result<SignedDuration> 
         bail!("{what}: must not be negative");
     }
     Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_in_days_weeks_and_hours() {
+        let hours = SignedDuration::from_hours;
+        assert_eq!(parse_window("7d", "w").unwrap(), hours(168));
+        assert_eq!(parse_window("1w", "w").unwrap(), hours(168));
+        assert_eq!(parse_window("36h", "w").unwrap(), hours(36));
+        assert_eq!(parse_window("1d 12h", "w").unwrap(), hours(36));
+        assert!(parse_window("1 month", "w").is_err());
+        assert!(parse_window("soon", "w").is_err());
+    }
 }
