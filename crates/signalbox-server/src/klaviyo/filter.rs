@@ -688,7 +688,10 @@ mod tests {
     fn single_quotes_as_the_sdk_filter_builder_writes_lists() {
         // FilterBuilder().any("email", [...]) renders Python's repr of the list.
         let c = one("any(email,['a@b.com','c\\'d@e.com',\"it's@f.com\"])");
-        assert_eq!(c.strings().unwrap(), vec!["a@b.com", "c'd@e.com", "it's@f.com"]);
+        assert_eq!(
+            c.strings().unwrap(),
+            vec!["a@b.com", "c'd@e.com", "it's@f.com"]
+        );
         assert_eq!(one(r"equals(a,'\xe9')").string().unwrap(), "é");
         assert!(parse("equals(email,'ann)").is_err());
     }

@@ -45,7 +45,8 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight.max(1),
         ..ServerConfig::default()
     };
-    let app = Application::build(store, Arc::new(SystemClock), config, global.listen).await?;
+    let mut app = Application::build(store, Arc::new(SystemClock), config, global.listen).await?;
+    app.set_engage(engage.clone());
     let addr = app.local_addr();
     let base = format!("http://{addr}");
     println!("Signalbox is listening on {base}");
@@ -54,6 +55,9 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         "  Write key      {}   (source \"{DEFAULT_SOURCE}\"{})",
         write_key.expose(),
         if created { ", created now" } else { "" }
+    );
+    println!(
+        "  Klaviyo API    {base}/api   (Klaviyo SDKs: test_host=\"{base}\"; keys: signalbox api-key create NAME)"
     );
     println!("  Health         {base}/healthz");
     println!("  Metrics        {base}/metrics");
