@@ -8,7 +8,9 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
-use signalbox_core::ApiKey;
+use std::sync::Arc;
+
+use signalbox_core::{ApiKey, Clock};
 use signalbox_engage::Engage;
 
 use super::error::ApiError;
@@ -20,6 +22,7 @@ const SCHEME: &str = "Klaviyo-API-Key";
 /// An authenticated Klaviyo API request, and what its handler needs.
 pub struct Caller {
     pub engage: Engage,
+    pub clock: Arc<dyn Clock>,
     /// The name of the private key used.
     pub key_name: String,
     /// The `revision` header, e.g. `2026-07-15` or `2026-07-15.pre`.
@@ -46,6 +49,7 @@ impl FromRequestParts<AppState> for Caller {
         })?;
         Ok(Caller {
             engage,
+            clock: Arc::clone(&app.clock),
             key_name: info.name,
             revision,
         })

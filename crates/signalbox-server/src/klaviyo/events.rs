@@ -26,6 +26,12 @@ use super::{metrics, Body};
 pub const MAX_BULK_EVENTS: usize = 1000;
 /// Longest metric name.
 const MAX_METRIC_NAME: usize = 128;
+/// Most properties one event may carry (Klaviyo's limit).
+const MAX_PROPERTIES: usize = 400;
+/// Event times before this are refused, as Klaviyo refuses them.
+const EARLIEST_TIME: &str = "1990-01-01T00:00:00Z";
+/// How far in the future an event time may be.
+const LATEST_AHEAD: jiff::SignedDuration = jiff::SignedDuration::from_hours(366 * 24);
 /// Included resources fetched at once.
 const INCLUDE_CONCURRENCY: usize = 8;
 
@@ -148,7 +154,7 @@ pub async fn create(caller: Caller, Body(body): Body) -> Result<Response, ApiErr
     data.only(&["type", "attributes"])?;
     data.expect_type("event")?;
     let attributes = data.required_object("attributes")?;
-    let event = event_input(&attributes, None)?;
+    let event = event_input(&attributes, None, caller.clock.now())?;
     caller.engage.create_events(vec![event]).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -168,6 +174,7 @@ pub async fn bulk_create(caller: Caller, Body(body): Body) -> Result<Response, A
     let items = entries
         .array("data")?
         .ok_or_else(|| ApiError::invalid_at(entries.pointer("data"), "'data' is required"))?;
+    let now = caller.clock.now();
     let mut events = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let entry = entries.element("data", i, item)?;
@@ -188,7 +195,7 @@ pub async fn bulk_create(caller: Caller, Body(body): Body) -> Result<Response, A
             event.only(&["type", "attributes"])?;
             event.expect_type("event")?;
             let event_attributes = event.required_object("attributes")?;
-            events.push(event_input(&event_attributes, Some(&profile))?);
+            events.push(event_input(&event_attributes, Some(&profile), now)?);
             if events.len() > MAX_BULK_EVENTS {
                 return Err(ApiError::invalid_at(
                     "/data/attributes/events-bulk-create/data",
@@ -212,6 +219,7 @@ pub async fn bulk_create(caller: Caller, Body(body): Body) -> Result<Response, A
 fn event_input(
     attributes: &Obj<'_>,
     profile: Option<&ProfileInput>,
+    now: jiff::Timestamp,
 ) -> Result<ApiEventInput, ApiError> {
     let mut known = vec![
         "properties",
@@ -243,6 +251,23 @@ fn event_input(
             ))
         }
     };
+    if properties.len() > MAX_PROPERTIES {
+        return Err(ApiError::invalid_at(
+            attributes.pointer("properties"),
+            format!("an event may carry at most {MAX_PROPERTIES} properties"),
+        ));
+    }
+    let time = attributes.datetime("time")?;
+    if let Some(time) = time {
+        let earliest: jiff::Timestamp = EARLIEST_TIME.parse().expect("valid constant");
+        let latest = now.checked_add(LATEST_AHEAD).unwrap_or(now);
+        if time < earliest || time > latest {
+            return Err(ApiError::invalid_at(
+                attributes.pointer("time"),
+                "'time' must be after 1990 and at most a year ahead",
+            ));
+        }
+    }
     let metric = attributes.required_object("metric")?;
     metric.only(&["data"])?;
     let metric = metric.required_object("data")?;
@@ -277,7 +302,7 @@ fn event_input(
         metric_name,
         profile,
         properties,
-        time: attributes.datetime("time")?,
+        time,
         value,
         value_currency: attributes.string("value_currency")?.into_option(),
         unique_id: attributes.string("unique_id")?.into_option(),

@@ -23,7 +23,7 @@ pub mod profiles;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::Value;
@@ -80,7 +80,13 @@ impl<S: Send + Sync> FromRequest<S> for Body {
         }
         let bytes = Bytes::from_request(request, state)
             .await
-            .map_err(|_| ApiError::payload_too_large(MAX_BODY_BYTES))?;
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::payload_too_large(MAX_BODY_BYTES)
+                } else {
+                    ApiError::parse_error("the request body could not be read")
+                }
+            })?;
         if bytes.is_empty() {
             return Err(ApiError::parse_error("the request body is empty"));
         }
@@ -95,9 +101,10 @@ impl From<EngageError> for ApiError {
         match err {
             EngageError::NotFound { what } => ApiError::not_found(format!("{what} not found")),
             EngageError::DuplicateProfile { id } => ApiError::duplicate_profile(id.as_str()),
-            EngageError::Invalid { field, reason } => {
-                ApiError::invalid_at(format!("/data/attributes/{field}"), reason)
-            }
+            EngageError::Invalid { field, reason } => ApiError::invalid_at(
+                format!("/data/attributes/{}", field.replace('.', "/")),
+                format!("{field} {reason}"),
+            ),
             EngageError::Conflict { reason } => ApiError::conflict(reason),
             EngageError::Overloaded => {
                 ApiError::unavailable("the event log is busy; retry shortly")

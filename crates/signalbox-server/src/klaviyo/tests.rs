@@ -370,6 +370,19 @@ async fn malformed_bodies_are_refused_with_a_pointer() {
         .await;
     let error = assert_error(&reply, StatusCode::BAD_REQUEST, "invalid");
     assert_eq!(error["source"]["pointer"], "/data/attributes/time");
+    for time in ["1985-06-01T00:00:00Z", "2999-01-01T00:00:00Z"] {
+        let reply = api
+            .write(
+                Method::POST,
+                "/api/events",
+                event(
+                    json!({"properties": {}, "metric": metric, "profile": profile, "time": time}),
+                ),
+            )
+            .await;
+        let error = assert_error(&reply, StatusCode::BAD_REQUEST, "invalid");
+        assert_eq!(error["source"]["pointer"], "/data/attributes/time");
+    }
 
     let reply = api
         .write(
