@@ -5,9 +5,10 @@ use serde::Serialize;
 
 use crate::source::SourceId;
 
-/// The six Segment call types.
+/// What a log entry is: one of the six Segment call types, or a write of the
+/// Klaviyo-compatible API (appended under [`SourceId::API`](crate::SourceId::API)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum CallKind {
     Track,
     Identify,
@@ -15,9 +16,16 @@ pub enum CallKind {
     Screen,
     Group,
     Alias,
+    /// An event created through the API.
+    ApiEvent,
+    /// A profile created, updated or imported through the API.
+    ApiProfile,
+    /// Profiles merged through the API.
+    ApiMerge,
 }
 
 impl CallKind {
+    /// The six Segment call types: the only kinds the Tracking API takes.
     pub const ALL: [CallKind; 6] = [
         CallKind::Track,
         CallKind::Identify,
@@ -35,11 +43,29 @@ impl CallKind {
             CallKind::Screen => "screen",
             CallKind::Group => "group",
             CallKind::Alias => "alias",
+            CallKind::ApiEvent => "api_event",
+            CallKind::ApiProfile => "api_profile",
+            CallKind::ApiMerge => "api_merge",
         }
     }
 
+    /// The kinds only the API appends; never accepted from a Segment client.
+    pub const INTERNAL: [CallKind; 3] =
+        [CallKind::ApiEvent, CallKind::ApiProfile, CallKind::ApiMerge];
+
+    /// Parses a Segment call type (one of [`CallKind::ALL`]).
     pub fn parse(s: &str) -> Option<CallKind> {
         CallKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Parses any kind the log holds, Segment's and the API's.
+    pub fn parse_logged(s: &str) -> Option<CallKind> {
+        CallKind::parse(s).or_else(|| CallKind::INTERNAL.into_iter().find(|k| k.as_str() == s))
+    }
+
+    /// Whether this is one of Segment's six call types.
+    pub fn is_segment(self) -> bool {
+        CallKind::ALL.contains(&self)
     }
 }
 

@@ -10,6 +10,12 @@ use serde::Serialize;
 #[serde(transparent)]
 pub struct SourceId(pub i64);
 
+impl SourceId {
+    /// The reserved source of writes made through the Klaviyo-compatible API. No row in the
+    /// sources table has it (store ids start at 1), so no write key can append under it.
+    pub const API: SourceId = SourceId(0);
+}
+
 impl fmt::Display for SourceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)

@@ -14,6 +14,7 @@ use axum::{Extension, Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use signalbox_core::Clock;
+use signalbox_engage::Engage;
 use signalbox_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +25,7 @@ use tower_http::normalize_path::NormalizePathLayer;
 use crate::auth::KeyCache;
 use crate::ingest::Ingest;
 use crate::segment::decode::Limits;
-use crate::{admin, segment, telemetry};
+use crate::{admin, klaviyo, segment, telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -67,12 +68,16 @@ pub struct AppState {
     pub keys: Arc<KeyCache>,
     pub clock: Arc<dyn Clock>,
     pub metrics: PrometheusHandle,
+    /// Profiles, metrics and events behind the Klaviyo-compatible API; without it `/api/*`
+    /// answers 503.
+    pub engage: Option<Engage>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(segment::routes().layer(CorsLayer::permissive().max_age(Duration::from_secs(3600))))
         .merge(admin::routes())
+        .merge(klaviyo::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn(log_request))
@@ -171,6 +176,7 @@ impl Application {
             keys,
             clock,
             metrics: telemetry::prometheus(),
+            engage: None,
         };
         Ok(Application {
             listener,
@@ -187,6 +193,11 @@ impl Application {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// Serves the Klaviyo-compatible API (`/api/*`) from this engine.
+    pub fn set_engage(&mut self, engage: Engage) {
+        self.state.engage = Some(engage);
     }
 
     /// Serves until `shutdown` resolves, then stops taking connections, lets in-flight

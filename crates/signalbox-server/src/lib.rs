@@ -6,6 +6,8 @@
 //!   wire format.
 //! - [`ingest`]: from a request's bytes to a durable append (admission, decode, auth, store).
 //! - [`auth`]: write-key cache and header parsing.
+//! - [`klaviyo`]: the Klaviyo-compatible REST API (`/api/*`) over the engage engine; the only
+//!   code that knows Klaviyo's JSON:API shapes.
 //! - [`admin`]: the admin API (`/admin/v1/*`), authenticated by private API keys.
 //! - [`error`]: how ingest failures look on the wire; [`telemetry`]: metrics and log events.
 //!
@@ -16,6 +18,7 @@ pub mod app;
 pub mod auth;
 pub mod error;
 pub mod ingest;
+pub mod klaviyo;
 pub mod segment;
 pub mod telemetry;
 

@@ -10,7 +10,8 @@ use signalbox_core::{
 };
 
 use crate::{
-    AppendOutcome, CallQuery, RejectionQuery, SourceTotals, Store, StoreResult, WriteKeyRecord,
+    AppendOutcome, CallQuery, RejectionQuery, SourceSettings, SourceTotals, Store, StoreResult,
+    WriteKeyRecord,
 };
 
 /// Delegates everything to the inner store except [`Store::append`], which it answers at
@@ -38,6 +39,7 @@ impl Store for DiscardingStore {
             appended: calls.len() as u32,
             duplicates: 0,
             rejected: rejections.len() as u32,
+            last_seq: 0,
         })
     }
     async fn read_calls(&self, query: CallQuery) -> StoreResult<Vec<StoredCall>> {
@@ -72,6 +74,19 @@ impl Store for DiscardingStore {
     }
     async fn delete_source(&self, name: &str) -> StoreResult<()> {
         self.inner.delete_source(name).await
+    }
+    async fn source_settings(&self, name: &str) -> StoreResult<serde_json::Value> {
+        self.inner.source_settings(name).await
+    }
+    async fn set_source_settings(
+        &self,
+        name: &str,
+        settings: serde_json::Value,
+    ) -> StoreResult<()> {
+        self.inner.set_source_settings(name, settings).await
+    }
+    async fn all_source_settings(&self) -> StoreResult<Vec<SourceSettings>> {
+        self.inner.all_source_settings().await
     }
     async fn write_keys(&self) -> StoreResult<Vec<WriteKeyRecord>> {
         self.inner.write_keys().await

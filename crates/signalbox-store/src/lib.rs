@@ -54,6 +54,8 @@ pub struct AppendOutcome {
     pub duplicates: u32,
     /// Rejections recorded.
     pub rejected: u32,
+    /// Sequence number of the last call this append wrote (0 when it wrote none).
+    pub last_seq: i64,
 }
 
 /// Which calls to read from the log.
@@ -111,6 +113,14 @@ pub struct WriteKeyRecord {
     pub expires_at: Option<Timestamp>,
 }
 
+/// A source's settings object (destination settings, as JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceSettings {
+    pub source_id: SourceId,
+    pub name: String,
+    pub settings: serde_json::Value,
+}
+
 impl WriteKeyRecord {
     pub fn usable_at(&self, now: Timestamp) -> bool {
         self.status == SourceStatus::Enabled && self.expires_at.is_none_or(|t| now < t)
@@ -150,6 +160,13 @@ pub trait Store: Send + Sync + 'static {
     async fn rotate_write_key(&self, name: &str, grace: SignedDuration) -> StoreResult<WriteKey>;
     async fn set_source_status(&self, name: &str, status: SourceStatus) -> StoreResult<()>;
     async fn delete_source(&self, name: &str) -> StoreResult<()>;
+    /// A source's settings object (`{}` when never set).
+    async fn source_settings(&self, name: &str) -> StoreResult<serde_json::Value>;
+    /// Replaces a source's settings object.
+    async fn set_source_settings(&self, name: &str, settings: serde_json::Value)
+        -> StoreResult<()>;
+    /// Every source's settings.
+    async fn all_source_settings(&self) -> StoreResult<Vec<SourceSettings>>;
     /// Every write key, for the server's key cache.
     async fn write_keys(&self) -> StoreResult<Vec<WriteKeyRecord>>;
     /// The key whose SHA-256 digest this is.

@@ -64,6 +64,40 @@ pub enum Command {
     /// Look at what arrived.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Re-derive profiles, events, metrics and aggregates from the call log (stop the server
+    /// first). The result is the same state, ids included.
+    Rebuild(RebuildArgs),
+    /// Look at profiles and at calls waiting for one.
+    #[command(subcommand)]
+    Profiles(ProfilesCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RebuildArgs {
+    /// How long a call without a known profile is held (as for `serve`).
+    #[arg(long, env = "SIGNALBOX_HOLD_WINDOW", default_value = "7d")]
+    pub hold_window: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfilesCommand {
+    /// Calls held until their ids are linked to a profile, and holds that expired.
+    Held {
+        /// List expired holds (with their reason) instead of waiting ones.
+        #[arg(long, conflicts_with_all = ["released", "all"])]
+        expired: bool,
+        /// List holds that were released onto a profile.
+        #[arg(long, conflicts_with = "all")]
+        released: bool,
+        /// List every hold, whatever its status.
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A profile (by id or email) with its audit trail and provenance, as JSON.
+    Show { id_or_email: String },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -80,6 +114,10 @@ pub struct ServeArgs {
     /// A repeated messageId inside this window is stored once (e.g. `24h`, `90m`).
     #[arg(long, env = "SIGNALBOX_DEDUPE_WINDOW", default_value = "24h")]
     pub dedupe_window: String,
+    /// How long a call whose ids name no profile yet (e.g. no email while enforceEmail is on)
+    /// is held before it expires (e.g. `7d`, `36h`).
+    #[arg(long, env = "SIGNALBOX_HOLD_WINDOW", default_value = "7d")]
+    pub hold_window: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +142,14 @@ pub enum SourceCommand {
     Enable { name: String },
     /// Delete the source and its keys (its calls stay in the log).
     Delete { name: String },
+    /// Show the source's engage destination settings, or change them with `--set`.
+    Settings {
+        name: String,
+        /// `KEY=VALUE`: enabled, enforceEmail, listId, confirmOptin, sendAnonymous,
+        /// useSegmentSpec (e.g. `--set enforceEmail=false --set listId=L1`; `listId=` clears).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

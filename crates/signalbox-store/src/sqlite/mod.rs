@@ -18,8 +18,8 @@ use signalbox_core::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    AppendOutcome, CallQuery, RejectionQuery, SourceTotals, Store, StoreError, StoreResult,
-    WriteKeyRecord,
+    AppendOutcome, CallQuery, RejectionQuery, SourceSettings, SourceTotals, Store, StoreError,
+    StoreResult, WriteKeyRecord,
 };
 use writer::{AppendJob, Writer};
 
@@ -279,7 +279,7 @@ impl Store for SqliteStore {
                         Ok(StoredCall {
                             seq: r.get(0)?,
                             source_id: SourceId(r.get(1)?),
-                            kind: CallKind::parse(&r.get::<_, String>(2)?)
+                            kind: CallKind::parse_logged(&r.get::<_, String>(2)?)
                                 .unwrap_or(CallKind::Track),
                             message_id: r.get(3)?,
                             received_at: ts(r.get(4)?),
@@ -485,6 +485,75 @@ impl Store for SqliteStore {
                 });
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn source_settings(&self, name: &str) -> StoreResult<serde_json::Value> {
+        let name = name.to_owned();
+        self.with_conn(move |conn| {
+            let text: Option<String> = conn
+                .query_row(
+                    "SELECT settings FROM sources WHERE name = ?1",
+                    [&name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(internal)?;
+            let text = text.ok_or_else(|| StoreError::NotFound {
+                what: format!("source '{name}'"),
+            })?;
+            Ok(serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({})))
+        })
+        .await
+    }
+
+    async fn set_source_settings(
+        &self,
+        name: &str,
+        settings: serde_json::Value,
+    ) -> StoreResult<()> {
+        if !settings.is_object() {
+            return Err(StoreError::Invalid {
+                field: "settings",
+                reason: "must be a JSON object".into(),
+            });
+        }
+        let name = name.to_owned();
+        self.with_conn(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE sources SET settings = ?2 WHERE name = ?1",
+                    params![name, settings.to_string()],
+                )
+                .map_err(internal)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound {
+                    what: format!("source '{name}'"),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn all_source_settings(&self) -> StoreResult<Vec<SourceSettings>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT id, name, settings FROM sources ORDER BY id")
+                .map_err(internal)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let text: String = r.get(2)?;
+                    Ok(SourceSettings {
+                        source_id: SourceId(r.get(0)?),
+                        name: r.get(1)?,
+                        settings: serde_json::from_str(&text)
+                            .unwrap_or_else(|_| serde_json::json!({})),
+                    })
+                })
+                .map_err(internal)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(internal)
         })
         .await
     }

@@ -122,6 +122,7 @@ impl Writer {
                         call.payload
                     ])?;
                     outcome.appended += 1;
+                    outcome.last_seq = tx.last_insert_rowid();
                 }
                 for rejection in &job.rejections {
                     reject.execute(params![

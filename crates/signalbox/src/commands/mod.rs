@@ -1,5 +1,6 @@
 //! One module per command group; each takes resolved arguments and does one thing.
 
+mod engage;
 mod events;
 mod serve;
 mod source;
@@ -21,6 +22,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Source(cmd) => source::run_source(&cli.global, cmd).await,
         Command::ApiKey(cmd) => source::run_api_key(&cli.global, cmd).await,
         Command::Events(cmd) => events::run(&cli.global, cmd).await,
+        Command::Rebuild(args) => engage::rebuild(&cli.global, args).await,
+        Command::Profiles(cmd) => engage::profiles(&cli.global, cmd).await,
     }
 }
 
@@ -68,6 +71,15 @@ pub fn database_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
             Ok(path)
         }
     }
+}
+
+/// Where the engage state lives: `engage.db` beside the call log (`DATA_DIR/engage.db`).
+pub fn engage_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
+    let log = database_path(global)?;
+    Ok(log
+        .parent()
+        .map(|dir| dir.join("engage.db"))
+        .unwrap_or_else(|| PathBuf::from("engage.db")))
 }
 
 /// Opens the store for a command that does not append (no writer thread).
@@ -123,5 +135,16 @@ mod tests {
         check("P7D", 7 * 86_400);
         assert!(parse_duration("soon", "t").is_err());
         assert!(parse_duration("-1h", "t").is_err());
+    }
+
+    #[test]
+    fn windows_in_days_weeks_and_hours() {
+        let hours = SignedDuration::from_hours;
+        assert_eq!(parse_duration("7d", "w").unwrap(), hours(168));
+        assert_eq!(parse_duration("1w", "w").unwrap(), hours(168));
+        assert_eq!(parse_duration("36h", "w").unwrap(), hours(36));
+        assert_eq!(parse_duration("1d 12h", "w").unwrap(), hours(36));
+        assert!(parse_duration("1 month", "w").is_err());
+        assert!(parse_duration("soon", "w").is_err());
     }
 }

@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use signalbox_core::SystemClock;
+use signalbox_engage::{Engage, EngageConfig};
 use signalbox_server::segment::decode::Limits;
 use signalbox_server::{Application, ServerConfig};
 use signalbox_store::discard::DiscardingStore;
 use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{SqliteStore, Store, StoreError};
 
-use super::{database_path, parse_duration};
+use super::{database_path, engage_path, parse_duration};
 use crate::cli::{GlobalArgs, ServeArgs};
 
 /// The source created on first start.
@@ -28,6 +29,12 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the store at {}", path.display()))?,
     );
     let (write_key, created) = default_write_key(sqlite.as_ref()).await?;
+    // The engage pipeline derives profiles, metrics and events from the log.
+    let mut engage_config = EngageConfig::new(engage_path(global)?);
+    engage_config.hold_window = parse_duration(&args.hold_window, "--hold-window")?;
+    let engage = Engage::start(Arc::clone(&sqlite), Arc::new(SystemClock), engage_config)
+        .await
+        .context("cannot start the engage pipeline")?;
     let store: Arc<dyn Store> = if args.discard {
         Arc::new(DiscardingStore::new(sqlite))
     } else {
@@ -38,7 +45,8 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight.max(1),
         ..ServerConfig::default()
     };
-    let app = Application::build(store, Arc::new(SystemClock), config, global.listen).await?;
+    let mut app = Application::build(store, Arc::new(SystemClock), config, global.listen).await?;
+    app.set_engage(engage.clone());
     let addr = app.local_addr();
     let base = format!("http://{addr}");
     println!("Signalbox is listening on {base}");
@@ -48,14 +56,19 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         write_key.expose(),
         if created { ", created now" } else { "" }
     );
+    println!(
+        "  Klaviyo API    {base}/api   (Klaviyo SDKs: test_host=\"{base}\"; keys: signalbox api-key create NAME)"
+    );
     println!("  Health         {base}/healthz");
     println!("  Metrics        {base}/metrics");
     println!("  Store          {}", path.display());
+    println!("  Engage         {}", engage.config().path.display());
     if args.discard {
         println!("  Mode           discard: calls are parsed and validated, then dropped");
     }
     tracing::info!(%addr, discard = args.discard, "serving");
     app.run(shutdown_signal()).await?;
+    engage.shutdown().await;
     tracing::info!("stopped after draining in-flight requests");
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use signalbox_core::SourceStatus;
+use signalbox_engage::DestinationSettings;
 
 use super::{open_store_readonly, parse_duration};
 use crate::cli::{ApiKeyCommand, GlobalArgs, SourceCommand};
@@ -63,6 +64,35 @@ pub async fn run_source(global: &GlobalArgs, cmd: SourceCommand) -> anyhow::Resu
         SourceCommand::Delete { name } => {
             store.delete_source(&name).await?;
             eprintln!("source '{name}' deleted");
+        }
+        SourceCommand::Settings { name, set } => {
+            let stored = store.source_settings(&name).await?;
+            let mut settings = DestinationSettings::from_json(&stored);
+            for assignment in &set {
+                let (key, value) = assignment
+                    .split_once('=')
+                    .with_context(|| format!("--set {assignment:?}: expected KEY=VALUE"))?;
+                settings
+                    .set_text(key.trim(), value.trim())
+                    .map_err(|reason| anyhow::anyhow!("--set {assignment:?}: {reason}"))?;
+            }
+            if !set.is_empty() {
+                // Keep keys this version does not know; replace the ones it does.
+                let mut merged = match stored {
+                    serde_json::Value::Object(map) => map,
+                    _ => serde_json::Map::new(),
+                };
+                if let serde_json::Value::Object(ours) = settings.to_json() {
+                    merged.extend(ours);
+                }
+                store
+                    .set_source_settings(&name, serde_json::Value::Object(merged))
+                    .await?;
+                eprintln!(
+                    "source '{name}' settings saved; a running server applies them within a second"
+                );
+            }
+            println!("{}", serde_json::to_string_pretty(&settings.to_json())?);
         }
     }
     Ok(())

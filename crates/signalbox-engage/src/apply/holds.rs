@@ -1,0 +1,163 @@
+//! Held calls: a Segment call whose ids name no profile, and that may not create one (no
+//! email under `enforceEmail`, or only an anonymous id without `sendAnonymous`), waits here
+//! instead of being dropped. When a later identify or alias links one of its ids to a profile,
+//! it is applied to that profile as if it had just arrived (its own time and ids). A hold
+//! expires `hold_window` after the call was received; expiry is judged by log time (the
+//! receipt time of the entry being applied) so that a rebuild expires the same holds.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use signalbox_core::{CallKind, SourceId, StoredCall};
+
+use super::identity::{CallIds, ANONYMOUS, EXTERNAL};
+use super::Batch;
+use crate::error::EngageResult;
+
+pub(super) fn earliest_expiry(conn: &Connection) -> EngageResult<Option<i64>> {
+    Ok(conn
+        .query_row(
+            "SELECT MIN(expires_us) FROM held_calls WHERE status = 'held'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten())
+}
+
+/// Expires holds whose window ended at or before `now_us`; returns how many.
+pub(super) fn expire(conn: &Connection, now_us: i64) -> EngageResult<u64> {
+    conn.execute(
+        "DELETE FROM held_ids WHERE seq IN (
+             SELECT seq FROM held_calls WHERE status = 'held' AND expires_us <= ?1)",
+        [now_us],
+    )?;
+    let expired = conn.execute(
+        "UPDATE held_calls SET status = 'expired' WHERE status = 'held' AND expires_us <= ?1",
+        [now_us],
+    )? as i64;
+    if expired > 0 {
+        conn.execute(
+            "INSERT INTO counters (name, value) VALUES ('held.expired', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            [expired],
+        )?;
+        tracing::info!(expired, "held calls expired");
+    }
+    Ok(expired as u64)
+}
+
+impl Batch<'_> {
+    pub(super) fn hold(
+        &mut self,
+        entry: &StoredCall,
+        reason: &str,
+        ids: &CallIds,
+    ) -> EngageResult<()> {
+        let received = self.entry.received_us;
+        let expires = received.saturating_add(self.hold_window_us);
+        self.tx
+            .prepare_cached(
+                "INSERT INTO held_calls (seq, source_id, kind, received_us, expires_us, reason,
+                                         status, user_id, anonymous_id, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'held', ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                entry.seq,
+                entry.source_id.0,
+                entry.kind.as_str(),
+                received,
+                expires,
+                reason,
+                ids.external_id,
+                ids.anonymous_id,
+                entry.payload
+            ])?;
+        let mut held_id = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO held_ids (kind, value, seq) VALUES (?1, ?2, ?3)",
+        )?;
+        for (kind, value) in [
+            (EXTERNAL, &ids.external_id),
+            (ANONYMOUS, &ids.anonymous_id),
+            (ANONYMOUS, &ids.alias_of),
+            (EXTERNAL, &ids.alias_of),
+        ] {
+            if let Some(value) = value {
+                held_id.execute(params![kind, value, entry.seq])?;
+            }
+        }
+        if self.next_expiry.is_none_or(|t| expires < t) {
+            *self.next_expiry = Some(expires);
+        }
+        self.count("held", 1);
+        Ok(())
+    }
+
+    /// Applies the held calls waiting for identifiers linked since the last call, in log
+    /// order; each may link more.
+    pub(super) fn release_held(&mut self) -> EngageResult<()> {
+        while let Some((kind, value)) = self.release.pop_front() {
+            let waiting: Vec<i64> = {
+                let mut stmt = self.tx.prepare_cached(
+                    "SELECT seq FROM held_ids WHERE kind = ?1 AND value = ?2 ORDER BY seq",
+                )?;
+                let rows = stmt.query_map(params![kind, value], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for seq in waiting {
+                self.release_one(seq)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn release_one(&mut self, seq: i64) -> EngageResult<()> {
+        let held = self
+            .tx
+            .prepare_cached(
+                "SELECT source_id, kind, received_us, payload FROM held_calls
+                 WHERE seq = ?1 AND status = 'held'",
+            )?
+            .query_row([seq], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            })
+            .optional()?;
+        let Some((source_id, kind, received_us, Some(payload))) = held else {
+            return Ok(());
+        };
+        let Some(kind) = CallKind::parse_logged(&kind) else {
+            return Ok(());
+        };
+        let call = StoredCall {
+            seq,
+            source_id: SourceId(source_id),
+            kind,
+            message_id: String::new(),
+            received_at: jiff::Timestamp::from_microsecond(received_us)
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            payload,
+        };
+        // The held call keys its rows by its own sequence number and time.
+        let outer = std::mem::take(&mut self.entry);
+        self.begin_entry(seq, received_us);
+        let applied = self.apply_segment(&call, kind, false);
+        let settled_by = outer.seq;
+        self.entry = outer;
+        if applied? {
+            self.tx
+                .prepare_cached(
+                    "UPDATE held_calls SET status = 'released', settled_seq = ?2, payload = NULL
+                     WHERE seq = ?1",
+                )?
+                .execute([seq, settled_by])?;
+            self.tx
+                .prepare_cached("DELETE FROM held_ids WHERE seq = ?1")?
+                .execute([seq])?;
+            self.count("held.released", 1);
+        }
+        Ok(())
+    }
+}

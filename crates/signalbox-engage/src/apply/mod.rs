@@ -1,0 +1,653 @@
+//! The applier: log entries in, derived state out, one transaction per batch.
+//!
+//! Each batch's changes and the checkpoint (`meta.applied_seq`) commit together, so a crash
+//! either keeps a whole batch or none of it, and the pipeline resumes after the last committed
+//! entry: at-least-once delivery, exactly-once effect. Everything an entry does is a function
+//! of the log (its sequence number, times, payload) and of state derived from earlier entries;
+//! nothing reads the wall clock, so a rebuild yields the same state.
+//!
+//! # Layout
+//! - `profile.rs`: the profile row and how a change patches it.
+//! - `identity.rs`: resolving a call's identifiers to a profile, linking, merging.
+//! - `holds.rs`: calls held until their ids are linked to a profile, released or expired.
+//! - `api.rs`: the Klaviyo-compatible API's writes.
+
+mod api;
+mod holds;
+mod identity;
+pub(crate) mod profile;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::Path;
+
+use jiff::SignedDuration;
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use serde_json::{Map, Value};
+use signalbox_core::{CallKind, SourceId, StoredCall};
+
+use crate::db;
+use crate::error::{EngageError, EngageResult};
+use crate::ids;
+use crate::mapping::{self, Mapped, MappedEvent, Skip};
+use crate::model::{Integration, Origin};
+use crate::settings::DestinationSettings;
+use profile::ProfileRow;
+
+pub(crate) use api::{ApiMergeOp, ApiProfileOp, ApiResult};
+
+/// What the applier knows of a source.
+#[derive(Debug, Clone)]
+pub(crate) struct SourceInfo {
+    pub name: String,
+    pub settings: DestinationSettings,
+}
+
+/// Sources by id, as of the last refresh.
+pub(crate) type Sources = HashMap<SourceId, SourceInfo>;
+
+/// What decides whether a call may create a profile or must wait.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rules {
+    pub enforce_email: bool,
+    pub send_anonymous: bool,
+    /// Whether a call that cannot be attached yet is held (Segment calls) or dropped.
+    pub may_hold: bool,
+}
+
+impl Rules {
+    /// The API: any identifier names (and may create) a profile.
+    const API: Rules = Rules {
+        enforce_email: false,
+        send_anonymous: true,
+        may_hold: false,
+    };
+
+    fn segment(settings: &DestinationSettings) -> Rules {
+        Rules {
+            enforce_email: settings.enforce_email,
+            send_anonymous: settings.send_anonymous,
+            may_hold: true,
+        }
+    }
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    pub entries: u64,
+    pub events: u64,
+    pub applied_seq: i64,
+}
+
+/// Applies log entries to `engage.db`. Owned by one thread: the file's only writer.
+pub(crate) struct Applier {
+    conn: Connection,
+    hold_window_us: i64,
+    /// Metric keys by (integration, name).
+    metrics: HashMap<(String, String), i64>,
+    /// The earliest expiry of a held call, if any is held.
+    next_expiry: Option<i64>,
+    applied_seq: i64,
+}
+
+impl Applier {
+    pub(crate) fn open(path: &Path, hold_window: SignedDuration) -> EngageResult<Applier> {
+        let conn = db::open_writer(path)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let mut applier = Applier {
+            conn,
+            hold_window_us: hold_window.as_micros().clamp(0, i64::MAX as i128) as i64,
+            metrics: HashMap::new(),
+            next_expiry: None,
+            applied_seq: 0,
+        };
+        applier.reload()?;
+        Ok(applier)
+    }
+
+    /// Re-reads what the applier keeps in memory (after opening or a failed batch).
+    fn reload(&mut self) -> EngageResult<()> {
+        self.metrics.clear();
+        self.applied_seq = read_applied_seq(&self.conn)?;
+        self.next_expiry = holds::earliest_expiry(&self.conn)?;
+        Ok(())
+    }
+
+    pub(crate) fn applied_seq(&self) -> i64 {
+        self.applied_seq
+    }
+
+    /// Applies `entries` (in log order, all after the checkpoint) in one transaction.
+    pub(crate) fn apply_batch(
+        &mut self,
+        entries: &[StoredCall],
+        sources: &Sources,
+    ) -> EngageResult<BatchReport> {
+        let result = self.try_apply_batch(entries, sources);
+        if result.is_err() {
+            // The transaction rolled back: forget what memory learnt from it.
+            self.reload()?;
+        }
+        result
+    }
+
+    fn try_apply_batch(
+        &mut self,
+        entries: &[StoredCall],
+        sources: &Sources,
+    ) -> EngageResult<BatchReport> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut batch = Batch {
+            tx: &tx,
+            metrics: &mut self.metrics,
+            next_expiry: &mut self.next_expiry,
+            hold_window_us: self.hold_window_us,
+            sources,
+            profiles: HashMap::new(),
+            deleted: HashSet::new(),
+            origins: HashMap::new(),
+            counters: HashMap::new(),
+            release: VecDeque::new(),
+            entry: EntryState::default(),
+            report: BatchReport::default(),
+        };
+        let mut last = self.applied_seq;
+        for entry in entries {
+            if entry.seq <= last {
+                continue;
+            }
+            batch.apply_entry(entry)?;
+            last = entry.seq;
+        }
+        batch.flush()?;
+        let mut report = batch.report;
+        drop(batch);
+        write_applied_seq(&tx, last)?;
+        tx.commit()?;
+        self.applied_seq = last;
+        report.applied_seq = last;
+        Ok(report)
+    }
+
+    /// Moves everything in the WAL into the main file (before the file is moved).
+    pub(crate) fn checkpoint(&mut self) -> EngageResult<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Marks held calls whose window ended by `now_us` as expired.
+    pub(crate) fn expire_holds(&mut self, now_us: i64) -> EngageResult<u64> {
+        if self.next_expiry.is_none_or(|t| t > now_us) {
+            return Ok(0);
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let expired = holds::expire(&tx, now_us)?;
+        tx.commit()?;
+        self.next_expiry = holds::earliest_expiry(&self.conn)?;
+        Ok(expired)
+    }
+}
+
+pub(crate) fn read_applied_seq(conn: &Connection) -> EngageResult<i64> {
+    Ok(conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'applied_seq'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+fn write_applied_seq(tx: &Transaction<'_>, seq: i64) -> EngageResult<()> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('applied_seq', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [seq],
+    )?;
+    Ok(())
+}
+
+/// Per-entry counters that make row keys.
+#[derive(Debug, Default)]
+struct EntryState {
+    seq: i64,
+    received_us: i64,
+    profiles_created: i64,
+    audit_n: i64,
+    problems_n: i64,
+}
+
+/// Provenance of one profile from one (integration, source).
+#[derive(Debug, Clone)]
+struct OriginRow {
+    external_id: Option<String>,
+    anonymous_id: Option<String>,
+    first_seq: i64,
+    last_seq: i64,
+    dirty: bool,
+}
+
+/// One batch's working set inside its transaction.
+pub(crate) struct Batch<'a> {
+    tx: &'a Transaction<'a>,
+    metrics: &'a mut HashMap<(String, String), i64>,
+    next_expiry: &'a mut Option<i64>,
+    hold_window_us: i64,
+    sources: &'a Sources,
+    /// Profiles touched in this batch, written back at its end.
+    profiles: HashMap<i64, ProfileRow>,
+    /// Profiles merged away in this batch.
+    deleted: HashSet<i64>,
+    origins: HashMap<(i64, String, String), OriginRow>,
+    counters: HashMap<String, i64>,
+    /// Identifiers newly linked: held calls waiting for them are released.
+    release: VecDeque<(&'static str, String)>,
+    entry: EntryState,
+    report: BatchReport,
+}
+
+impl Batch<'_> {
+    fn count(&mut self, name: &str, n: i64) {
+        *self.counters.entry(name.to_owned()).or_default() += n;
+    }
+
+    fn source_info(&self, source: SourceId) -> SourceInfo {
+        self.sources
+            .get(&source)
+            .cloned()
+            .unwrap_or_else(|| SourceInfo {
+                name: format!("source-{}", source.0),
+                settings: DestinationSettings::default(),
+            })
+    }
+
+    fn apply_entry(&mut self, entry: &StoredCall) -> EngageResult<()> {
+        let received_us = entry.received_at.as_microsecond();
+        if self.next_expiry.is_some_and(|t| t <= received_us) {
+            holds::expire(self.tx, received_us)?;
+            *self.next_expiry = holds::earliest_expiry(self.tx)?;
+        }
+        self.begin_entry(entry.seq, received_us);
+        self.report.entries += 1;
+        match entry.kind {
+            CallKind::ApiEvent => self.apply_api_event(entry)?,
+            CallKind::ApiProfile => self.apply_api_profile(entry)?,
+            CallKind::ApiMerge => self.apply_api_merge(entry)?,
+            kind => {
+                self.apply_segment(entry, kind, true)?;
+            }
+        }
+        self.release_held()
+    }
+
+    fn begin_entry(&mut self, seq: i64, received_us: i64) {
+        self.entry = EntryState {
+            seq,
+            received_us,
+            ..EntryState::default()
+        };
+    }
+
+    /// A Segment call. `may_hold` is false when a held call is applied on release.
+    /// Returns whether the call was applied (not held, not skipped).
+    fn apply_segment(
+        &mut self,
+        entry: &StoredCall,
+        kind: CallKind,
+        may_hold: bool,
+    ) -> EngageResult<bool> {
+        let info = self.source_info(entry.source_id);
+        let message: Map<String, Value> = match serde_json::from_str(&entry.payload) {
+            Ok(Value::Object(map)) => map,
+            _ => {
+                self.count(&format!("skipped.{}", skip_name(&Skip::Unreadable)), 1);
+                return Ok(false);
+            }
+        };
+        let mapped = match mapping::map_segment(kind, &message, &info.settings, entry.received_at) {
+            Ok(mapped) => mapped,
+            Err(skip) => {
+                self.count(&format!("skipped.{}", skip_name(&skip)), 1);
+                return Ok(false);
+            }
+        };
+        let origin = Origin {
+            integration: Origin::SEGMENT.into(),
+            source: Some(info.name.clone()),
+        };
+        let mut rules = Rules::segment(&info.settings);
+        rules.may_hold = may_hold;
+        let ids = identity::CallIds::of(&mapped);
+        let Some(pk) = self.resolve_or_create(&ids, &origin, rules)? else {
+            if may_hold {
+                let reason = identity::missing_reason(&ids, rules);
+                self.hold(entry, &reason, &ids)?;
+            }
+            return Ok(false);
+        };
+        self.count(&format!("applied.{}", kind.as_str()), 1);
+        self.apply_mapped(pk, &mapped, &ids, &origin, Integration::segment())?;
+        Ok(true)
+    }
+
+    /// Everything after resolution: links, profile fields, provenance, list, events.
+    fn apply_mapped(
+        &mut self,
+        pk: i64,
+        mapped: &Mapped,
+        ids: &identity::CallIds,
+        origin: &Origin,
+        integration: Integration,
+    ) -> EngageResult<()> {
+        let at_us = self.entry.received_us;
+        self.link_ids(pk, ids)?;
+        self.profile(pk)?.patch(&mapped.profile, origin, at_us);
+        self.touch_origin(pk, origin, ids)?;
+        if let Some(list) = &mapped.list {
+            self.tx
+                .prepare_cached(
+                    "INSERT INTO list_members (list_id, profile_pk, confirm_optin, seq)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (list_id, profile_pk) DO NOTHING",
+                )?
+                .execute(params![
+                    list.list_id,
+                    pk,
+                    list.confirm_optin,
+                    self.entry.seq
+                ])?;
+        }
+        for problem in &mapped.problems {
+            self.problem(Some(pk), problem)?;
+        }
+        for (idx, event) in mapped.events.iter().enumerate() {
+            self.insert_event(pk, idx as i64, event, &integration)?;
+        }
+        Ok(())
+    }
+
+    /// The profile with this key, loaded into the batch's working set.
+    fn profile(&mut self, pk: i64) -> EngageResult<&mut ProfileRow> {
+        if !self.profiles.contains_key(&pk) {
+            let row = ProfileRow::load(self.tx, pk)?
+                .ok_or_else(|| EngageError::Internal(format!("profile row {pk} is missing")))?;
+            self.profiles.insert(pk, row);
+        }
+        Ok(self.profiles.get_mut(&pk).expect("just loaded"))
+    }
+
+    /// A new profile, keyed by the current entry.
+    fn create_profile(&mut self, origin: &Origin) -> EngageResult<i64> {
+        let n = self.entry.profiles_created;
+        if n >= ids::PROFILES_PER_ENTRY {
+            return Err(EngageError::Internal(format!(
+                "log entry {} would create more than {} profiles",
+                self.entry.seq,
+                ids::PROFILES_PER_ENTRY
+            )));
+        }
+        self.entry.profiles_created += 1;
+        let pk = ids::profile_key(self.entry.seq, n);
+        let id = ids::ulid(self.entry.received_us / 1000, pk);
+        self.profiles
+            .insert(pk, ProfileRow::new(pk, id, self.entry.received_us, origin));
+        self.count("profiles.created", 1);
+        self.audit(pk, "created", None, None, None)?;
+        Ok(pk)
+    }
+
+    fn touch_origin(
+        &mut self,
+        pk: i64,
+        origin: &Origin,
+        ids: &identity::CallIds,
+    ) -> EngageResult<()> {
+        let key = (
+            pk,
+            origin.integration.clone(),
+            origin.source.clone().unwrap_or_default(),
+        );
+        if !self.origins.contains_key(&key) {
+            let loaded = self
+                .tx
+                .prepare_cached(
+                    "SELECT external_id, anonymous_id, first_seq, last_seq FROM profile_origins
+                     WHERE profile_pk = ?1 AND integration = ?2 AND source = ?3",
+                )?
+                .query_row(params![key.0, key.1, key.2], |r| {
+                    Ok(OriginRow {
+                        external_id: r.get(0)?,
+                        anonymous_id: r.get(1)?,
+                        first_seq: r.get(2)?,
+                        last_seq: r.get(3)?,
+                        dirty: false,
+                    })
+                })
+                .optional()?;
+            let row = loaded.unwrap_or(OriginRow {
+                external_id: None,
+                anonymous_id: None,
+                first_seq: self.entry.seq,
+                last_seq: self.entry.seq,
+                dirty: true,
+            });
+            self.origins.insert(key.clone(), row);
+        }
+        let row = self.origins.get_mut(&key).expect("just loaded");
+        if ids.external_id.is_some() && row.external_id != ids.external_id {
+            row.external_id.clone_from(&ids.external_id);
+            row.dirty = true;
+        }
+        if ids.anonymous_id.is_some() && row.anonymous_id != ids.anonymous_id {
+            row.anonymous_id.clone_from(&ids.anonymous_id);
+            row.dirty = true;
+        }
+        if row.last_seq != self.entry.seq {
+            row.last_seq = self.entry.seq.max(row.last_seq);
+            row.dirty = true;
+        }
+        Ok(())
+    }
+
+    fn metric(&mut self, integration: &Integration, name: &str) -> EngageResult<i64> {
+        let key = (integration.name.clone(), name.to_owned());
+        if let Some(pk) = self.metrics.get(&key) {
+            return Ok(*pk);
+        }
+        let found: Option<i64> = self
+            .tx
+            .prepare_cached("SELECT pk FROM metrics WHERE integration = ?1 AND name = ?2")?
+            .query_row(params![key.0, key.1], |r| r.get(0))
+            .optional()?;
+        let pk = match found {
+            Some(pk) => pk,
+            None => {
+                let mut attempt = 0;
+                let id = loop {
+                    let id = ids::metric_id(&integration.name, name, attempt);
+                    let taken: Option<i64> = self
+                        .tx
+                        .query_row("SELECT 1 FROM metrics WHERE id = ?1", [&id.0], |r| r.get(0))
+                        .optional()?;
+                    if taken.is_none() {
+                        break id;
+                    }
+                    attempt += 1;
+                };
+                let at = self.entry.received_us;
+                self.tx.execute(
+                    "INSERT INTO metrics (id, name, integration, category, created_us, updated_us)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    params![id.0, name, integration.name, integration.category, at],
+                )?;
+                self.count("metrics.created", 1);
+                self.tx.last_insert_rowid()
+            }
+        };
+        self.metrics.insert(key, pk);
+        Ok(pk)
+    }
+
+    fn insert_event(
+        &mut self,
+        profile_pk: i64,
+        idx: i64,
+        event: &MappedEvent,
+        integration: &Integration,
+    ) -> EngageResult<()> {
+        if idx >= ids::EVENTS_PER_ENTRY {
+            self.problem(
+                Some(profile_pk),
+                &format!(
+                    "events past the first {} of one call are dropped",
+                    ids::EVENTS_PER_ENTRY
+                ),
+            )?;
+            return Ok(());
+        }
+        let metric_pk = self.metric(integration, &event.metric_name)?;
+        let pk = ids::event_key(self.entry.seq, idx);
+        let id = ids::ulid(self.entry.received_us / 1000, pk);
+        let unique_id = event.unique_id.clone().unwrap_or_else(|| id.clone());
+        let mut properties = event.properties.clone();
+        properties
+            .entry("$event_id".to_owned())
+            .or_insert_with(|| Value::String(unique_id.clone()));
+        let time_us = event.time.as_microsecond();
+        let inserted = self
+            .tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO events
+                 (pk, id, metric_pk, profile_pk, time_us, value, currency, unique_id, properties)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                pk,
+                id,
+                metric_pk,
+                profile_pk,
+                time_us,
+                event.value,
+                event.value_currency,
+                unique_id,
+                Value::Object(properties).to_string()
+            ])?;
+        if inserted == 0 {
+            self.count("events.duplicate", 1);
+            return Ok(());
+        }
+        self.report.events += 1;
+        self.count("events.created", 1);
+        let row = self.profile(profile_pk)?;
+        if row.last_event_us.is_none_or(|t| t < time_us) {
+            row.last_event_us = Some(time_us);
+            row.dirty = true;
+        }
+        Ok(())
+    }
+
+    fn audit(
+        &mut self,
+        pk: i64,
+        action: &str,
+        kind: Option<&str>,
+        value: Option<&str>,
+        detail: Option<&str>,
+    ) -> EngageResult<()> {
+        let n = self.entry.audit_n;
+        self.entry.audit_n += 1;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO profile_links (profile_pk, seq, n, action, kind, value, detail, at_us)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                pk,
+                self.entry.seq,
+                n,
+                action,
+                kind,
+                value,
+                detail,
+                self.entry.received_us
+            ])?;
+        Ok(())
+    }
+
+    fn problem(&mut self, pk: Option<i64>, message: &str) -> EngageResult<()> {
+        let n = self.entry.problems_n;
+        self.entry.problems_n += 1;
+        self.count("problems", 1);
+        self.tx
+            .prepare_cached(
+                "INSERT INTO problems (seq, n, profile_pk, message) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![self.entry.seq, n, pk, message])?;
+        Ok(())
+    }
+
+    /// Writes the working set back: merged-away profiles first (their emails move), then
+    /// changed profiles, provenance and counters.
+    fn flush(&mut self) -> EngageResult<()> {
+        for pk in &self.deleted {
+            self.tx
+                .execute("DELETE FROM profiles WHERE pk = ?1", [pk])?;
+        }
+        self.deleted.clear();
+        let mut dirty: Vec<&ProfileRow> = self.profiles.values().filter(|p| p.dirty).collect();
+        dirty.sort_by_key(|p| p.pk);
+        for row in dirty {
+            row.save(self.tx)?;
+        }
+        self.profiles.clear();
+        self.flush_origins()?;
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO counters (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+        )?;
+        for (name, value) in self.counters.drain() {
+            stmt.execute(params![name, value])?;
+        }
+        Ok(())
+    }
+
+    fn flush_origins(&mut self) -> EngageResult<()> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO profile_origins
+             (profile_pk, integration, source, external_id, anonymous_id, first_seq, last_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (profile_pk, integration, source) DO UPDATE SET
+                 external_id = excluded.external_id, anonymous_id = excluded.anonymous_id,
+                 last_seq = excluded.last_seq",
+        )?;
+        for ((pk, integration, source), row) in self.origins.drain() {
+            if row.dirty {
+                stmt.execute(params![
+                    pk,
+                    integration,
+                    source,
+                    row.external_id,
+                    row.anonymous_id,
+                    row.first_seq,
+                    row.last_seq
+                ])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn skip_name(skip: &Skip) -> String {
+    match skip {
+        Skip::Integrations => "integrations".into(),
+        Skip::Disabled => "disabled".into(),
+        Skip::Kind(kind) => kind.as_str().into(),
+        Skip::Unreadable => "unreadable".into(),
+    }
+}

@@ -1,0 +1,295 @@
+//! A profile as the applier holds it while a batch runs, and how changes patch it.
+
+use jiff::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::EngageResult;
+use crate::model::{Location, Origin, Profile, ProfileId, ProfileInput};
+
+/// The columns of `profiles` other than the JSON `data`.
+pub(crate) const PROFILE_COLUMNS: &str =
+    "pk, id, email, phone_number, external_id, anonymous_id, created_us, updated_us, last_event_us, data";
+
+/// What `profiles.data` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ProfileData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    #[serde(default)]
+    pub location: Location,
+    #[serde(default)]
+    pub properties: Map<String, Value>,
+    pub created_by: Origin,
+    pub updated_by: Origin,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ProfileRow {
+    pub pk: i64,
+    pub id: String,
+    pub email: Option<String>,
+    pub phone_number: Option<String>,
+    pub external_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    pub created_us: i64,
+    pub updated_us: i64,
+    pub last_event_us: Option<i64>,
+    pub data: ProfileData,
+    /// Changed since loaded: written back when the batch ends.
+    pub dirty: bool,
+}
+
+fn ts(us: i64) -> Timestamp {
+    Timestamp::from_microsecond(us).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+impl ProfileRow {
+    pub(crate) fn new(pk: i64, id: String, at_us: i64, origin: &Origin) -> ProfileRow {
+        ProfileRow {
+            pk,
+            id,
+            email: None,
+            phone_number: None,
+            external_id: None,
+            anonymous_id: None,
+            created_us: at_us,
+            updated_us: at_us,
+            last_event_us: None,
+            data: ProfileData {
+                first_name: None,
+                last_name: None,
+                organization: None,
+                title: None,
+                image: None,
+                locale: None,
+                location: Location::default(),
+                properties: Map::new(),
+                created_by: origin.clone(),
+                updated_by: origin.clone(),
+            },
+            dirty: true,
+        }
+    }
+
+    pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<ProfileRow> {
+        let data: String = r.get(9)?;
+        let data: ProfileData = serde_json::from_str(&data).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e))
+        })?;
+        Ok(ProfileRow {
+            pk: r.get(0)?,
+            id: r.get(1)?,
+            email: r.get(2)?,
+            phone_number: r.get(3)?,
+            external_id: r.get(4)?,
+            anonymous_id: r.get(5)?,
+            created_us: r.get(6)?,
+            updated_us: r.get(7)?,
+            last_event_us: r.get(8)?,
+            data,
+            dirty: false,
+        })
+    }
+
+    pub(crate) fn load(conn: &Connection, pk: i64) -> EngageResult<Option<ProfileRow>> {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {PROFILE_COLUMNS} FROM profiles WHERE pk = ?1"
+        ))?;
+        Ok(stmt.query_row([pk], ProfileRow::from_row).optional()?)
+    }
+
+    pub(crate) fn save(&self, conn: &Connection) -> EngageResult<()> {
+        let data = serde_json::to_string(&self.data).expect("profile data serialises");
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO profiles (pk, id, email, phone_number, external_id, anonymous_id,
+                                   created_us, updated_us, last_event_us, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (pk) DO UPDATE SET email = excluded.email,
+                 phone_number = excluded.phone_number, external_id = excluded.external_id,
+                 anonymous_id = excluded.anonymous_id, created_us = excluded.created_us,
+                 updated_us = excluded.updated_us, last_event_us = excluded.last_event_us,
+                 data = excluded.data",
+        )?;
+        stmt.execute(params![
+            self.pk,
+            self.id,
+            self.email,
+            self.phone_number,
+            self.external_id,
+            self.anonymous_id,
+            self.created_us,
+            self.updated_us,
+            self.last_event_us,
+            data
+        ])?;
+        Ok(())
+    }
+
+    pub(crate) fn to_profile(&self) -> Profile {
+        Profile {
+            id: ProfileId(self.id.clone()),
+            email: self.email.clone(),
+            phone_number: self.phone_number.clone(),
+            external_id: self.external_id.clone(),
+            anonymous_id: self.anonymous_id.clone(),
+            first_name: self.data.first_name.clone(),
+            last_name: self.data.last_name.clone(),
+            organization: self.data.organization.clone(),
+            title: self.data.title.clone(),
+            image: self.data.image.clone(),
+            locale: self.data.locale.clone(),
+            location: self.data.location.clone(),
+            properties: self.data.properties.clone(),
+            created: ts(self.created_us),
+            updated: ts(self.updated_us),
+            last_event_date: self.last_event_us.map(ts),
+            created_by: self.data.created_by.clone(),
+            updated_by: self.data.updated_by.clone(),
+        }
+    }
+
+    /// Applies the non-identifier fields of `input`; returns whether anything changed (then
+    /// `updated` and `updated_by` move).
+    pub(crate) fn patch(&mut self, input: &ProfileInput, origin: &Origin, at_us: i64) -> bool {
+        let d = &mut self.data;
+        let mut changed = false;
+        let mut set = |slot: &mut Option<String>, value: &Option<String>| {
+            if value.is_some() && slot != value {
+                slot.clone_from(value);
+                changed = true;
+            }
+        };
+        set(&mut d.first_name, &input.first_name);
+        set(&mut d.last_name, &input.last_name);
+        set(&mut d.organization, &input.organization);
+        set(&mut d.title, &input.title);
+        set(&mut d.image, &input.image);
+        set(&mut d.locale, &input.locale);
+        let l = &input.location;
+        set(&mut d.location.address1, &l.address1);
+        set(&mut d.location.address2, &l.address2);
+        set(&mut d.location.city, &l.city);
+        set(&mut d.location.country, &l.country);
+        set(&mut d.location.region, &l.region);
+        set(&mut d.location.zip, &l.zip);
+        set(&mut d.location.timezone, &l.timezone);
+        set(&mut d.location.ip, &l.ip);
+        for (slot, value) in [
+            (&mut d.location.latitude, l.latitude),
+            (&mut d.location.longitude, l.longitude),
+        ] {
+            if value.is_some() && *slot != value {
+                *slot = value;
+                changed = true;
+            }
+        }
+        for (key, value) in &input.properties {
+            if value.is_null() {
+                changed |= d.properties.remove(key).is_some();
+            } else if d.properties.get(key) != Some(value) {
+                d.properties.insert(key.clone(), value.clone());
+                changed = true;
+            }
+        }
+        for name in &input.unset {
+            changed |= self.unset(name);
+        }
+        if changed {
+            self.touch(origin, at_us);
+        }
+        changed
+    }
+
+    /// Clears a standard attribute by its API name, or removes a custom property.
+    fn unset(&mut self, name: &str) -> bool {
+        let d = &mut self.data;
+        let slot = match name {
+            "first_name" => &mut d.first_name,
+            "last_name" => &mut d.last_name,
+            "organization" => &mut d.organization,
+            "title" => &mut d.title,
+            "image" => &mut d.image,
+            "locale" => &mut d.locale,
+            "location.address1" => &mut d.location.address1,
+            "location.address2" => &mut d.location.address2,
+            "location.city" => &mut d.location.city,
+            "location.country" => &mut d.location.country,
+            "location.region" => &mut d.location.region,
+            "location.zip" => &mut d.location.zip,
+            "location.timezone" => &mut d.location.timezone,
+            "location.ip" => &mut d.location.ip,
+            "location.latitude" => return d.location.latitude.take().is_some(),
+            "location.longitude" => return d.location.longitude.take().is_some(),
+            "location" => {
+                let had = !d.location.is_empty();
+                d.location = Location::default();
+                return had;
+            }
+            _ => return d.properties.remove(name).is_some(),
+        };
+        slot.take().is_some()
+    }
+
+    pub(crate) fn touch(&mut self, origin: &Origin, at_us: i64) {
+        self.updated_us = self.updated_us.max(at_us);
+        self.data.updated_by = origin.clone();
+        self.dirty = true;
+    }
+
+    /// Takes over what `other` knows and this profile does not (a merge: this one survives).
+    pub(crate) fn absorb(&mut self, other: &ProfileRow) {
+        fn fill(slot: &mut Option<String>, value: &Option<String>) {
+            if slot.is_none() {
+                slot.clone_from(value);
+            }
+        }
+        fill(&mut self.email, &other.email);
+        fill(&mut self.phone_number, &other.phone_number);
+        fill(&mut self.external_id, &other.external_id);
+        fill(&mut self.anonymous_id, &other.anonymous_id);
+        let (d, o) = (&mut self.data, &other.data);
+        fill(&mut d.first_name, &o.first_name);
+        fill(&mut d.last_name, &o.last_name);
+        fill(&mut d.organization, &o.organization);
+        fill(&mut d.title, &o.title);
+        fill(&mut d.image, &o.image);
+        fill(&mut d.locale, &o.locale);
+        let (l, ol) = (&mut d.location, &o.location);
+        fill(&mut l.address1, &ol.address1);
+        fill(&mut l.address2, &ol.address2);
+        fill(&mut l.city, &ol.city);
+        fill(&mut l.country, &ol.country);
+        fill(&mut l.region, &ol.region);
+        fill(&mut l.zip, &ol.zip);
+        fill(&mut l.timezone, &ol.timezone);
+        fill(&mut l.ip, &ol.ip);
+        l.latitude = l.latitude.or(ol.latitude);
+        l.longitude = l.longitude.or(ol.longitude);
+        for (key, value) in &o.properties {
+            d.properties
+                .entry(key.clone())
+                .or_insert_with(|| value.clone());
+        }
+        if other.created_us < self.created_us {
+            self.created_us = other.created_us;
+            self.data.created_by = other.data.created_by.clone();
+        }
+        self.last_event_us = match (self.last_event_us, other.last_event_us) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.dirty = true;
+    }
+}

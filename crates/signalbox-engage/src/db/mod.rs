@@ -1,0 +1,91 @@
+//! `engage.db`: the derived state's SQLite file. One writer (the pipeline's applier) and a
+//! small pool of read connections used from the blocking pool.
+//!
+//! The file is derived data: it runs with `synchronous = NORMAL`, since whatever a crash loses
+//! is re-applied from the log (the checkpoint is in the same transactions as the changes).
+
+pub(crate) mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::{EngageError, EngageResult};
+
+/// Read connections kept for reuse at most.
+const POOL: usize = 8;
+
+pub(crate) fn open_connection(path: &Path, create: bool) -> EngageResult<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA cache_size = -131072;
+         PRAGMA temp_store = MEMORY;",
+    )?;
+    Ok(conn)
+}
+
+/// Opens (creating and migrating) the file for writing.
+pub(crate) fn open_writer(path: &Path) -> EngageResult<Connection> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            EngageError::Internal(format!("cannot create {}: {e}", parent.display()))
+        })?;
+    }
+    let mut conn = open_connection(path, true)?;
+    schema::migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Read connections to `engage.db`.
+#[derive(Clone)]
+pub(crate) struct Readers {
+    path: PathBuf,
+    pool: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl Readers {
+    pub(crate) fn new(path: PathBuf) -> Readers {
+        Readers {
+            path,
+            pool: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Runs `f` on a pooled connection in the blocking pool.
+    pub(crate) async fn with<T, F>(&self, f: F) -> EngageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> EngageResult<T> + Send + 'static,
+    {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.with_sync(f))
+            .await
+            .map_err(|e| EngageError::Internal(e.to_string()))?
+    }
+
+    /// Runs `f` on a pooled connection on this thread.
+    pub(crate) fn with_sync<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> EngageResult<T>,
+    ) -> EngageResult<T> {
+        let pooled = self.pool.lock().expect("pool lock").pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open_connection(&self.path, false)?,
+        };
+        let result = f(&conn);
+        let mut pool = self.pool.lock().expect("pool lock");
+        if pool.len() < POOL {
+            pool.push(conn);
+        }
+        result
+    }
+}

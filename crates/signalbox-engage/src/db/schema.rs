@@ -1,0 +1,159 @@
+//! The derived state's schema (`engage.db`), migrations recorded in `PRAGMA user_version`.
+//!
+//! Row keys (`pk`) of profiles and events are derived from log sequence numbers (see
+//! `ids.rs`), so the same log always yields the same keys and ids.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[r#"
+    -- The checkpoint (`applied_seq`) and other single values.
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    -- Counters of what the pipeline did (`applied.track`, `skipped.…`, `held.expired`, …).
+    CREATE TABLE counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    CREATE TABLE profiles (
+        pk INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
+        email TEXT UNIQUE,
+        phone_number TEXT,
+        external_id TEXT,
+        anonymous_id TEXT,
+        created_us INTEGER NOT NULL,
+        updated_us INTEGER NOT NULL,
+        last_event_us INTEGER,
+        -- Names, location, custom properties and provenance, as JSON.
+        data TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX profiles_id ON profiles(id);
+    CREATE INDEX profiles_phone ON profiles(phone_number);
+    CREATE INDEX profiles_external ON profiles(external_id);
+    CREATE INDEX profiles_created ON profiles(created_us, pk);
+    CREATE INDEX profiles_updated ON profiles(updated_us, pk);
+    -- Every identifier that names a profile: kind is email, phone_number, external_id or
+    -- anonymous_id. One identifier names one profile.
+    CREATE TABLE identifiers (
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        profile_pk INTEGER NOT NULL,
+        PRIMARY KEY (kind, value)
+    ) WITHOUT ROWID;
+    CREATE INDEX identifiers_profile ON identifiers(profile_pk);
+    -- A merged profile's key points at the survivor.
+    CREATE TABLE redirects (
+        from_pk INTEGER PRIMARY KEY,
+        to_pk INTEGER NOT NULL,
+        seq INTEGER NOT NULL
+    );
+    CREATE INDEX redirects_to ON redirects(to_pk);
+    -- Audit trail: which log entry linked (or could not link) which identifier, and merges.
+    CREATE TABLE profile_links (
+        profile_pk INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        kind TEXT,
+        value TEXT,
+        detail TEXT,
+        at_us INTEGER NOT NULL,
+        PRIMARY KEY (profile_pk, seq, n)
+    ) WITHOUT ROWID;
+    -- Provenance: per profile, each (integration, source) that touched it and the ids it used.
+    CREATE TABLE profile_origins (
+        profile_pk INTEGER NOT NULL,
+        integration TEXT NOT NULL,
+        source TEXT NOT NULL,
+        external_id TEXT,
+        anonymous_id TEXT,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        PRIMARY KEY (profile_pk, integration, source)
+    ) WITHOUT ROWID;
+    CREATE TABLE list_members (
+        list_id TEXT NOT NULL,
+        profile_pk INTEGER NOT NULL,
+        confirm_optin INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (list_id, profile_pk)
+    ) WITHOUT ROWID;
+    CREATE INDEX list_members_profile ON list_members(profile_pk);
+    CREATE TABLE metrics (
+        pk INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        integration TEXT NOT NULL,
+        category TEXT NOT NULL,
+        created_us INTEGER NOT NULL,
+        updated_us INTEGER NOT NULL,
+        UNIQUE (integration, name)
+    );
+    CREATE TABLE events (
+        pk INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
+        metric_pk INTEGER NOT NULL,
+        profile_pk INTEGER NOT NULL,
+        time_us INTEGER NOT NULL,
+        value REAL,
+        currency TEXT,
+        unique_id TEXT NOT NULL,
+        properties TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX events_dedupe ON events(profile_pk, metric_pk, unique_id);
+    CREATE INDEX events_metric_time ON events(metric_pk, time_us, profile_pk, value);
+    CREATE INDEX events_profile_time ON events(profile_pk, time_us);
+    CREATE INDEX events_time ON events(time_us);
+    -- Calls that could not be attached to a profile yet.
+    CREATE TABLE held_calls (
+        seq INTEGER PRIMARY KEY,
+        source_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        received_us INTEGER NOT NULL,
+        expires_us INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        -- held, released or expired
+        status TEXT NOT NULL,
+        user_id TEXT,
+        anonymous_id TEXT,
+        settled_seq INTEGER,
+        payload TEXT
+    );
+    CREATE INDEX held_calls_open ON held_calls(status, expires_us);
+    CREATE TABLE held_ids (
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (kind, value, seq)
+    ) WITHOUT ROWID;
+    -- Things kept but not understood (e.g. a phone number that cannot be normalised).
+    CREATE TABLE problems (
+        seq INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        profile_pk INTEGER,
+        message TEXT NOT NULL,
+        PRIMARY KEY (seq, n)
+    ) WITHOUT ROWID;
+    -- The outcome of each synchronous API write, read by the caller waiting for it.
+    CREATE TABLE api_results (
+        seq INTEGER PRIMARY KEY,
+        result TEXT NOT NULL
+    );
+    "#];
+
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (idx, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if now > idx {
+            continue;
+        }
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", idx + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,513 @@
+//! [`Engage`]: the handle the server and the CLI hold.
+//!
+//! Reads go to `engage.db` through a pool of read connections. Writes of the
+//! Klaviyo-compatible API are appended to the call log first (under [`SourceId::API`]), so
+//! that a rebuild replays them; the pipeline applies them like any other entry, and the
+//! synchronous ones wait until the pipeline's checkpoint passes their sequence number.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use signalbox_core::{CallKind, Clock, NewCall, SourceId};
+use signalbox_store::Store;
+
+use crate::apply::{ApiMergeOp, ApiProfileOp, ApiResult, Applier};
+use crate::db::{self, Readers};
+use crate::error::{EngageError, EngageResult};
+use crate::mapping;
+use crate::model::*;
+use crate::pipeline::{self, Pipeline, PipelineConfig, PipelineStats, RebuildProgress};
+use crate::query::{self, HeldCall, HeldFilter, ProfileHistory};
+use crate::{aggregate, dump};
+
+/// How [`Engage::start`] runs.
+#[derive(Debug, Clone)]
+pub struct EngageConfig {
+    /// The derived-state file (`DATA_DIR/engage.db`).
+    pub path: PathBuf,
+    /// How long a call that cannot be attached to a profile yet is held.
+    pub hold_window: SignedDuration,
+    /// Log entries applied in one transaction at most.
+    pub batch_size: usize,
+    /// How often the pipeline looks for new log entries when nobody notified it.
+    pub poll_interval: Duration,
+    /// How long a synchronous API write waits for the pipeline before answering
+    /// [`EngageError::Unavailable`].
+    pub apply_timeout: Duration,
+}
+
+/// The default hold window: 7 days.
+pub const DEFAULT_HOLD_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 7);
+
+impl EngageConfig {
+    pub fn new(path: impl Into<PathBuf>) -> EngageConfig {
+        EngageConfig {
+            path: path.into(),
+            hold_window: DEFAULT_HOLD_WINDOW,
+            batch_size: 4_000,
+            poll_interval: Duration::from_millis(20),
+            apply_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The engage engine: queries over derived state, and API writes that go through the log.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Engage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `None` when opened read-only (no pipeline, no writes).
+    store: Option<Arc<dyn Store>>,
+    clock: Arc<dyn Clock>,
+    config: EngageConfig,
+    readers: Readers,
+    pipeline: Option<Pipeline>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(pipeline) = &self.pipeline {
+            pipeline.stop();
+        }
+    }
+}
+
+impl Engage {
+    /// Opens (creating) the derived state and starts the pipeline that applies the log to it.
+    /// Fails with [`EngageError::Conflict`] when another process runs a pipeline on the file.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: EngageConfig,
+    ) -> EngageResult<Engage> {
+        let path = config.path.clone();
+        let hold_window = config.hold_window;
+        let (applier, lock) = tokio::task::spawn_blocking(move || {
+            let lock = pipeline::take_lock(&path)?;
+            Ok::<_, EngageError>((Applier::open(&path, hold_window)?, lock))
+        })
+        .await
+        .map_err(|e| EngageError::Internal(e.to_string()))??;
+        let pipeline = Pipeline::spawn(
+            applier,
+            lock,
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            PipelineConfig {
+                batch_size: config.batch_size.max(1),
+                poll_interval: config.poll_interval,
+            },
+            tokio::runtime::Handle::current(),
+        )?;
+        Ok(Engage {
+            inner: Arc::new(Inner {
+                store: Some(store),
+                clock,
+                readers: Readers::new(config.path.clone()),
+                config,
+                pipeline: Some(pipeline),
+            }),
+        })
+    }
+
+    /// Opens the derived state for reading only (CLI commands, next to a running server).
+    pub async fn open_readonly(path: impl Into<PathBuf>) -> EngageResult<Engage> {
+        let path: PathBuf = path.into();
+        let probe = path.clone();
+        tokio::task::spawn_blocking(move || db::open_writer(&probe).map(drop))
+            .await
+            .map_err(|e| EngageError::Internal(e.to_string()))??;
+        Ok(Engage {
+            inner: Arc::new(Inner {
+                store: None,
+                clock: Arc::new(signalbox_core::SystemClock),
+                readers: Readers::new(path.clone()),
+                config: EngageConfig::new(path),
+                pipeline: None,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &EngageConfig {
+        &self.inner.config
+    }
+
+    /// Tells the pipeline that something was appended to the log (it also polls).
+    pub fn notify(&self) {
+        if let Some(pipeline) = &self.inner.pipeline {
+            pipeline.notify();
+        }
+    }
+
+    /// The last log sequence number applied to the derived state.
+    pub fn applied_seq(&self) -> i64 {
+        match &self.inner.pipeline {
+            Some(pipeline) => pipeline.applied_seq(),
+            None => self
+                .inner
+                .readers
+                .with_sync(crate::apply::read_applied_seq)
+                .unwrap_or(0),
+        }
+    }
+
+    /// Waits until everything up to `seq` is applied.
+    pub async fn wait_applied(&self, seq: i64, timeout: Duration) -> EngageResult<()> {
+        match &self.inner.pipeline {
+            Some(pipeline) => pipeline.wait_for(seq, timeout).await,
+            None => Err(EngageError::Unavailable),
+        }
+    }
+
+    /// Waits until everything in the log now is applied.
+    pub async fn catch_up(&self, timeout: Duration) -> EngageResult<()> {
+        let store = self.store()?;
+        let last = store.last_seq().await?;
+        self.notify();
+        self.wait_applied(last, timeout).await
+    }
+
+    /// What the pipeline did since this process started, with ingest-to-applied latency.
+    pub fn stats(&self) -> PipelineStats {
+        match &self.inner.pipeline {
+            Some(pipeline) => pipeline.stats(),
+            None => PipelineStats {
+                applied_seq: self.applied_seq(),
+                ..PipelineStats::default()
+            },
+        }
+    }
+
+    /// Stops the pipeline after the batch in progress. Later writes answer
+    /// [`EngageError::Unavailable`].
+    pub async fn shutdown(&self) {
+        let inner = Arc::clone(&self.inner);
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(pipeline) = &inner.pipeline {
+                pipeline.stop();
+            }
+        })
+        .await;
+    }
+
+    fn store(&self) -> EngageResult<&Arc<dyn Store>> {
+        self.inner.store.as_ref().ok_or(EngageError::Unavailable)
+    }
+
+    // Queries.
+
+    pub async fn list_profiles(&self, q: ProfileQuery) -> EngageResult<Page<Profile>> {
+        self.inner
+            .readers
+            .with(move |conn| query::list_profiles(conn, &q))
+            .await
+    }
+
+    /// Follows merge redirects: the id of a profile merged into another finds the survivor.
+    pub async fn get_profile(&self, id: &ProfileId) -> EngageResult<Profile> {
+        let id = id.clone();
+        self.inner
+            .readers
+            .with(move |conn| query::get_profile(conn, &id))
+            .await
+    }
+
+    /// A profile's audit trail (which call linked which identifier, merges), provenance and
+    /// reported problems.
+    pub async fn profile_history(&self, id: &ProfileId) -> EngageResult<ProfileHistory> {
+        let id = id.clone();
+        self.inner
+            .readers
+            .with(move |conn| query::profile_history(conn, &id))
+            .await
+    }
+
+    pub async fn list_metrics(&self, q: MetricQuery) -> EngageResult<Page<Metric>> {
+        self.inner
+            .readers
+            .with(move |conn| query::list_metrics(conn, &q))
+            .await
+    }
+
+    pub async fn get_metric(&self, id: &MetricId) -> EngageResult<Metric> {
+        let id = id.clone();
+        self.inner
+            .readers
+            .with(move |conn| query::get_metric(conn, &id))
+            .await
+    }
+
+    /// An activity feed: by metric and/or profile, with time filters and cursor paging.
+    pub async fn list_events(&self, q: EventQuery) -> EngageResult<Page<Event>> {
+        self.inner
+            .readers
+            .with(move |conn| query::list_events(conn, &q))
+            .await
+    }
+
+    pub async fn get_event(&self, id: &EventId) -> EngageResult<Event> {
+        let id = id.clone();
+        self.inner
+            .readers
+            .with(move |conn| query::get_event(conn, &id))
+            .await
+    }
+
+    pub async fn aggregate(&self, q: AggregateQuery) -> EngageResult<AggregateResult> {
+        self.inner
+            .readers
+            .with(move |conn| aggregate::aggregate(conn, &q))
+            .await
+    }
+
+    /// Held calls (still waiting, expired or released), in log order after `after_seq`.
+    pub async fn held_calls(
+        &self,
+        filter: HeldFilter,
+        after_seq: i64,
+        limit: u32,
+    ) -> EngageResult<Vec<HeldCall>> {
+        self.inner
+            .readers
+            .with(move |conn| query::held_calls(conn, filter, after_seq, limit))
+            .await
+    }
+
+    /// The pipeline's counters (`applied.track`, `held`, `held.expired`, `skipped.…`, …).
+    pub async fn counters(&self) -> EngageResult<Vec<(String, i64)>> {
+        self.inner.readers.with(query::counters).await
+    }
+
+    /// Every row of the derived state in a stable order: two states are equal when their
+    /// dumps are.
+    pub async fn dump(&self) -> EngageResult<String> {
+        self.inner.readers.with(dump::dump).await
+    }
+
+    // Writes of the Klaviyo-compatible API.
+
+    async fn append(&self, entries: Vec<(CallKind, String)>) -> EngageResult<i64> {
+        let store = self.store()?;
+        let now = self.inner.clock.now();
+        let calls = entries
+            .into_iter()
+            .map(|(kind, payload)| NewCall {
+                kind,
+                message_id: format!("api-{}", uuid::Uuid::new_v4()),
+                received_at: now,
+                payload,
+            })
+            .collect();
+        let outcome = store.append(SourceId::API, calls, Vec::new()).await?;
+        self.notify();
+        Ok(outcome.last_seq)
+    }
+
+    async fn append_and_wait(&self, kind: CallKind, payload: String) -> EngageResult<ApiResult> {
+        let seq = self.append(vec![(kind, payload)]).await?;
+        self.wait_applied(seq, self.inner.config.apply_timeout)
+            .await?;
+        let text: Option<String> = self
+            .inner
+            .readers
+            .with(move |conn| {
+                use rusqlite::OptionalExtension;
+                Ok(conn
+                    .query_row(
+                        "SELECT result FROM api_results WHERE seq = ?1",
+                        [seq],
+                        |r| r.get(0),
+                    )
+                    .optional()?)
+            })
+            .await?;
+        let text =
+            text.ok_or_else(|| EngageError::Internal(format!("no result for log entry {seq}")))?;
+        serde_json::from_str(&text).map_err(|e| EngageError::Internal(e.to_string()))
+    }
+
+    async fn profile_result(&self, result: ApiResult) -> EngageResult<(Profile, bool)> {
+        match result {
+            ApiResult::Ok { profile, created } => Ok((self.get_profile(&profile).await?, created)),
+            ApiResult::Err(err) => Err(err),
+        }
+    }
+
+    /// Appends the events to the log (durable on return) and lets the pipeline apply them.
+    pub async fn create_events(&self, events: Vec<ApiEventInput>) -> EngageResult<()> {
+        let mut entries = Vec::with_capacity(events.len());
+        for mut event in events {
+            if event.metric_name.trim().is_empty() {
+                return Err(EngageError::invalid("metric.name", "is required"));
+            }
+            if event.metric_name.chars().count() > 128 {
+                return Err(EngageError::invalid(
+                    "metric.name",
+                    "must be shorter than 128 characters",
+                ));
+            }
+            if !event.profile.has_identifier() {
+                return Err(EngageError::invalid(
+                    "profile",
+                    "needs an id, email, phone number, external id or anonymous id",
+                ));
+            }
+            if event.profile.id.is_none() {
+                event.profile = mapping::normalize_input(event.profile)
+                    .map_err(|(field, reason)| EngageError::Invalid { field, reason })?;
+            }
+            entries.push((
+                CallKind::ApiEvent,
+                serde_json::to_string(&event).expect("event serialises"),
+            ));
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.append(entries).await?;
+        Ok(())
+    }
+
+    /// Creates a profile and waits until it is applied; [`EngageError::DuplicateProfile`]
+    /// when one of its identifiers belongs to a profile already.
+    pub async fn create_profile(&self, p: ProfileInput) -> EngageResult<Profile> {
+        let p = mapping::normalize_input(p)
+            .map_err(|(field, reason)| EngageError::Invalid { field, reason })?;
+        if !p.has_identifier() {
+            return Err(EngageError::invalid(
+                "profile",
+                "needs an email, phone number, external id or anonymous id",
+            ));
+        }
+        let op = ApiProfileOp::Create { profile: p };
+        let result = self
+            .append_and_wait(CallKind::ApiProfile, to_json(&op))
+            .await?;
+        Ok(self.profile_result(result).await?.0)
+    }
+
+    /// Updates a profile (following redirects); identifiers that belong to another profile
+    /// answer [`EngageError::DuplicateProfile`].
+    pub async fn update_profile(&self, id: &ProfileId, p: ProfileInput) -> EngageResult<Profile> {
+        let p = mapping::normalize_input(p)
+            .map_err(|(field, reason)| EngageError::Invalid { field, reason })?;
+        // Fail fast on an id that names nothing.
+        self.get_profile(id).await?;
+        let op = ApiProfileOp::Update {
+            id: id.clone(),
+            profile: p,
+        };
+        let result = self
+            .append_and_wait(CallKind::ApiProfile, to_json(&op))
+            .await?;
+        Ok(self.profile_result(result).await?.0)
+    }
+
+    /// Creates or updates the profile its identifiers name; `true` when created.
+    pub async fn import_profile(&self, p: ProfileInput) -> EngageResult<(Profile, bool)> {
+        let p = mapping::normalize_input(p)
+            .map_err(|(field, reason)| EngageError::Invalid { field, reason })?;
+        if !p.has_identifier() {
+            return Err(EngageError::invalid(
+                "profile",
+                "needs an id, email, phone number, external id or anonymous id",
+            ));
+        }
+        let op = ApiProfileOp::Import { profile: p };
+        let result = self
+            .append_and_wait(CallKind::ApiProfile, to_json(&op))
+            .await?;
+        self.profile_result(result).await
+    }
+
+    /// Merges `from` into `into` (events move, ids redirect) and returns the survivor.
+    pub async fn merge_profiles(
+        &self,
+        into: &ProfileId,
+        from: &[ProfileId],
+    ) -> EngageResult<Profile> {
+        if from.is_empty() {
+            return Err(EngageError::invalid(
+                "relationships.profiles",
+                "names no profile to merge",
+            ));
+        }
+        let op = ApiMergeOp {
+            into: into.clone(),
+            from: from.to_vec(),
+        };
+        let result = self
+            .append_and_wait(CallKind::ApiMerge, to_json(&op))
+            .await?;
+        Ok(self.profile_result(result).await?.0)
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("API write serialises")
+}
+
+/// Re-derives `engage.db` at `path` from the whole log: applies it to a fresh file beside it,
+/// then swaps the files. Refuses while a pipeline (a running server) holds the file.
+pub async fn rebuild(
+    store: Arc<dyn Store>,
+    path: &Path,
+    hold_window: SignedDuration,
+    now: jiff::Timestamp,
+    progress: impl FnMut(RebuildProgress) + Send + 'static,
+) -> EngageResult<RebuildProgress> {
+    let path = path.to_path_buf();
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _lock = pipeline::take_lock(&path)?;
+        let fresh = sibling(&path, "rebuild");
+        remove_db_files(&fresh)?;
+        let done = {
+            let mut applier = Applier::open(&fresh, hold_window)?;
+            let done = pipeline::apply_all(&mut applier, &store, &runtime, 4_000, progress)?;
+            applier.expire_holds(now.as_microsecond())?;
+            applier.checkpoint()?;
+            done
+        };
+        remove_db_files(&path)?;
+        std::fs::rename(&fresh, &path).map_err(|e| {
+            EngageError::Internal(format!("cannot move the rebuilt state into place: {e}"))
+        })?;
+        Ok(done)
+    })
+    .await
+    .map_err(|e| EngageError::Internal(e.to_string()))?
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Removes a SQLite file and its WAL and shared-memory files.
+fn remove_db_files(path: &Path) -> EngageResult<()> {
+    for file in [
+        path.to_path_buf(),
+        PathBuf::from(format!("{}-wal", path.display())),
+        PathBuf::from(format!("{}-shm", path.display())),
+    ] {
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(EngageError::Internal(format!(
+                    "cannot remove {}: {e}",
+                    file.display()
+                )))
+            }
+        }
+    }
+    Ok(())
+}

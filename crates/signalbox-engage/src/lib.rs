@@ -1,0 +1,44 @@
+//! Engage: profiles, identities, metrics, events and aggregates, derived from the call log.
+//!
+//! Every identify and track a source sends becomes, once the pipeline applied it, a profile
+//! identified by email, an event on a metric and a line in that metric's activity feed.
+//!
+//! # Layout
+//! - [`model`]: the public types (profiles, metrics, events, queries, API inputs).
+//! - [`engine`]: [`Engage`], the handle: queries, and API writes that go through the log;
+//!   [`engine::rebuild`] re-derives everything from the log.
+//! - [`mapping`]: Segment calls to profile changes and events (pure; the classic Klaviyo
+//!   destination's mapping). [`settings`]: the destination's per-source settings.
+//!   [`phone`]: E.164 normalisation.
+//! - `pipeline.rs`: the thread that reads the log in order and applies it in batches.
+//! - `apply/`: the applier (identity resolution, merges, held calls, events, API writes),
+//!   the only writer of `engage.db`. `db/`: the file, its schema and read connections.
+//! - `query.rs`, `aggregate.rs`: reads.
+//!
+//! **Invariant:** derived state is a function of the log: applying the log from the start
+//! yields the same state, ids included (row keys are derived from log sequence numbers,
+//! times from the log's receipt times, never from the wall clock).
+//! **Invariant:** the checkpoint commits with the changes it covers: exactly-once effect
+//! from at-least-once reading.
+
+mod aggregate;
+mod apply;
+mod db;
+mod dump;
+pub mod engine;
+pub mod error;
+mod ids;
+pub mod mapping;
+pub mod model;
+pub mod phone;
+mod pipeline;
+mod query;
+pub mod settings;
+
+pub use apply::BatchReport;
+pub use engine::{rebuild, Engage, EngageConfig, DEFAULT_HOLD_WINDOW};
+pub use error::{EngageError, EngageResult};
+pub use model::*;
+pub use pipeline::{LatencySummary, PipelineStats, RebuildProgress};
+pub use query::{HeldCall, HeldFilter, ProfileHistory, ProfileLink, ProfileOrigin};
+pub use settings::DestinationSettings;

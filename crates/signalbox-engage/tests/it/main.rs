@@ -1,0 +1,8 @@
+//! Engage's integration tests: a real call log, the pipeline, and the derived state.
+
+mod aggregates;
+mod api;
+mod feeds;
+mod helpers;
+mod identity;
+mod pipeline;

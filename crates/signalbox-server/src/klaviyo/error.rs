@@ -1,0 +1,239 @@
+//! How Klaviyo API failures look on the wire:
+//! `{"errors":[{"id","status","code","title","detail","source":{"pointer"|"parameter"},"meta"}]}`.
+//!
+//! The SDK parses every 4xx/5xx body into a model that requires `id`, `code`, `title` and
+//! `detail` on each error, so every error carries all four.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use super::filter::FilterError;
+use super::jsonapi::JSONAPI_MEDIA_TYPE;
+use crate::telemetry;
+
+/// Seconds a client should wait after a 429 or 503.
+const RETRY_AFTER_SECS: u64 = 1;
+
+/// Where in the request the problem is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// A JSON pointer into the body, e.g. `/data/attributes/email`.
+    Pointer(String),
+    /// A query parameter or header, e.g. `filter`.
+    Parameter(String),
+}
+
+/// A failure, boxed so that `Result<_, ApiError>` stays small.
+#[derive(Debug, Clone)]
+pub struct ApiError(pub Box<Details>);
+
+#[derive(Debug, Clone)]
+pub struct Details {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    pub source: Option<ErrorSource>,
+    pub meta: Option<Map<String, Value>>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, title: &'static str, detail: String) -> Self {
+        ApiError(Box::new(Details {
+            status,
+            code,
+            title,
+            detail,
+            source: None,
+            meta: None,
+        }))
+    }
+
+    fn with_source(mut self, source: ErrorSource) -> Self {
+        self.0.source = Some(source);
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.0.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.0.code
+    }
+
+    /// 400 `invalid` about the body at a JSON pointer.
+    pub fn invalid_at(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "Invalid input.",
+            detail.into(),
+        )
+        .with_source(ErrorSource::Pointer(pointer.into()))
+    }
+
+    /// 400 `invalid` about a query parameter or header.
+    pub fn invalid_parameter(parameter: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "Invalid input.",
+            detail.into(),
+        )
+        .with_source(ErrorSource::Parameter(parameter.into()))
+    }
+
+    /// 400 `invalid` about the `filter` parameter.
+    pub fn invalid_filter(err: FilterError) -> Self {
+        Self::invalid_parameter("filter", err.message)
+    }
+
+    /// 400 `parse_error`: the body is not JSON.
+    pub fn parse_error(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "parse_error",
+            "Malformed request.",
+            detail.into(),
+        )
+        .with_source(ErrorSource::Pointer("/data".into()))
+    }
+
+    pub fn not_authenticated() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "not_authenticated",
+            "Authentication credentials were not provided.",
+            "send a private API key as 'Authorization: Klaviyo-API-Key pk_...'".into(),
+        )
+    }
+
+    pub fn authentication_failed() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_failed",
+            "Incorrect authentication credentials.",
+            "the private API key is unknown or was deleted".into(),
+        )
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Not found.",
+            detail.into(),
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "Method not allowed.",
+            "this endpoint does not accept this HTTP method".into(),
+        )
+    }
+
+    pub fn unsupported_media_type(given: &str) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Unsupported media type.",
+            format!("content type '{given}' is not supported; send application/vnd.api+json"),
+        )
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            "Request body too large.",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    }
+
+    /// 409 `duplicate_profile` with `meta.duplicate_profile_id`, as integrations expect.
+    pub fn duplicate_profile(existing_id: &str) -> Self {
+        let mut meta = Map::new();
+        meta.insert("duplicate_profile_id".into(), json!(existing_id));
+        let mut error = Self::new(
+            StatusCode::CONFLICT,
+            "duplicate_profile",
+            "Conflict.",
+            "a profile already exists with one of these identifiers".into(),
+        );
+        error.0.meta = Some(meta);
+        error
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", "Conflict.", detail.into())
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "Service unavailable.",
+            detail.into(),
+        )
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "error",
+            "A server error occurred.",
+            "internal error".into(),
+        )
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Value {
+        let details = &self.0;
+        let mut error = json!({
+            "id": uuid::Uuid::new_v4().to_string(),
+            "status": details.status.as_u16(),
+            "code": details.code,
+            "title": details.title,
+            "detail": details.detail,
+        });
+        if let Some(source) = &details.source {
+            error["source"] = match source {
+                ErrorSource::Pointer(p) => json!({ "pointer": p }),
+                ErrorSource::Parameter(p) => json!({ "parameter": p }),
+            };
+        }
+        if let Some(meta) = &details.meta {
+            error["meta"] = Value::Object(meta.clone());
+        }
+        json!({ "errors": [error] })
+    }
+}
+
+impl From<FilterError> for ApiError {
+    fn from(err: FilterError) -> Self {
+        ApiError::invalid_filter(err)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.0.status;
+        telemetry::request_refused(status.as_u16(), self.0.code);
+        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(JSONAPI_MEDIA_TYPE),
+        );
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}

@@ -1,0 +1,124 @@
+//! The Klaviyo-compatible REST API (`/api/*`), so Klaviyo's SDKs and integrations can talk to
+//! Signalbox as they talk to Klaviyo.
+//!
+//! # Layout
+//! - [`auth`]: the [`auth::Caller`] extractor (private key, `revision` header, the Engage handle).
+//! - [`jsonapi`]: documents, resource objects, links, shared query parameters, body reading.
+//! - [`filter`]: the `filter` syntax, parsed and checked against each endpoint's table.
+//! - [`error`]: the `errors[]` shape every failure takes.
+//! - One module per resource: [`metrics`], [`events`], [`profiles`], [`aggregates`].
+//!
+//! **Invariant:** this is the only code that knows Klaviyo's wire format; handlers translate
+//! JSON:API to `signalbox_engage` types and back, and hold no business rules. An unsupported
+//! filter, field, include, sort or body attribute is a 400 that names it, never ignored.
+
+pub mod aggregates;
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod filter;
+pub mod jsonapi;
+pub mod metrics;
+pub mod profiles;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::{header, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::Value;
+use signalbox_engage::EngageError;
+
+use crate::app::AppState;
+use error::ApiError;
+
+/// Largest request body: Klaviyo's bulk limit (5 MB).
+pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
+
+pub fn routes() -> Router<AppState> {
+    let api = Router::new()
+        .route("/metrics", get(metrics::list))
+        .route("/metrics/{id}", get(metrics::get))
+        .route("/metric-aggregates", post(aggregates::query))
+        .route("/events", get(events::list).post(events::create))
+        .route("/events/{id}", get(events::get))
+        .route("/event-bulk-create-jobs", post(events::bulk_create))
+        .route("/profiles", get(profiles::list).post(profiles::create))
+        .route("/profiles/{id}", get(profiles::get).patch(profiles::update))
+        .route("/profile-import", post(profiles::import))
+        .route("/profile-merge", post(profiles::merge))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    Router::new().nest("/api", api)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// A JSON:API request body, parsed as JSON. Accepts `application/vnd.api+json`,
+/// `application/json`, or no content type.
+pub struct Body(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
+            let given = content_type.to_str().unwrap_or("");
+            let essence = given.split(';').next().unwrap_or("").trim();
+            if !essence.eq_ignore_ascii_case(jsonapi::JSONAPI_MEDIA_TYPE)
+                && !essence.eq_ignore_ascii_case("application/json")
+            {
+                return Err(ApiError::unsupported_media_type(given));
+            }
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::payload_too_large(MAX_BODY_BYTES)
+                } else {
+                    ApiError::parse_error("the request body could not be read")
+                }
+            })?;
+        if bytes.is_empty() {
+            return Err(ApiError::parse_error("the request body is empty"));
+        }
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::parse_error(format!("the body is not valid JSON: {e}")))?;
+        Ok(Body(value))
+    }
+}
+
+impl From<EngageError> for ApiError {
+    fn from(err: EngageError) -> Self {
+        match err {
+            EngageError::NotFound { what } => ApiError::not_found(format!("{what} not found")),
+            EngageError::DuplicateProfile { id } => ApiError::duplicate_profile(id.as_str()),
+            EngageError::Invalid { field, reason } => ApiError::invalid_at(
+                format!("/data/attributes/{}", field.replace('.', "/")),
+                format!("{field} {reason}"),
+            ),
+            EngageError::Conflict { reason } => ApiError::conflict(reason),
+            EngageError::Overloaded => {
+                ApiError::unavailable("the event log is busy; retry shortly")
+            }
+            EngageError::Unavailable => {
+                ApiError::unavailable("the engine is unavailable; retry shortly")
+            }
+            EngageError::Internal(detail) => {
+                tracing::error!(detail, "klaviyo api request failed");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,141 @@
+//! `signalbox rebuild` and `signalbox profiles …`: the engage state, from the command line.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use signalbox_engage::{Engage, HeldFilter, ProfileField, ProfileId, ProfileQuery};
+
+use super::{engage_path, open_store_readonly, parse_duration};
+use crate::cli::{GlobalArgs, ProfilesCommand, RebuildArgs};
+
+pub async fn rebuild(global: &GlobalArgs, args: RebuildArgs) -> anyhow::Result<()> {
+    let hold_window = parse_duration(&args.hold_window, "--hold-window")?;
+    let store = open_store_readonly(global)?;
+    let path = engage_path(global)?;
+    let last = store.last_seq().await?;
+    let bar = ProgressBar::new(last.max(0) as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} log entries ({per_sec}, eta {eta}) {msg}",
+        )
+        .expect("progress template")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let progress_bar = bar.clone();
+    let started = std::time::Instant::now();
+    let done = signalbox_engage::rebuild(
+        store,
+        &path,
+        hold_window,
+        jiff::Timestamp::now(),
+        move |p| {
+            progress_bar.set_length(p.last_seq.max(0) as u64);
+            progress_bar.set_position(p.applied_seq.max(0) as u64);
+            progress_bar.set_message(format!("{} events", p.events));
+        },
+    )
+    .await
+    .with_context(|| format!("cannot rebuild {}", path.display()))?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64().max(0.001);
+    eprintln!(
+        "rebuilt {} from {} log entries ({} events) in {:.1} s ({:.0} entries/s)",
+        path.display(),
+        done.entries,
+        done.events,
+        secs,
+        done.entries as f64 / secs
+    );
+    Ok(())
+}
+
+pub async fn profiles(global: &GlobalArgs, cmd: ProfilesCommand) -> anyhow::Result<()> {
+    let path = engage_path(global)?;
+    let engage = Engage::open_readonly(&path)
+        .await
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match cmd {
+        ProfilesCommand::Held {
+            expired,
+            released,
+            all,
+            json,
+        } => {
+            let filter = match (expired, released, all) {
+                (true, _, _) => HeldFilter::Expired,
+                (_, true, _) => HeldFilter::Released,
+                (_, _, true) => HeldFilter::All,
+                _ => HeldFilter::Held,
+            };
+            if !json {
+                println!(
+                    "{:<10} {:<9} {:<9} {:<20} {:<24} {:<24} REASON",
+                    "SEQ", "KIND", "STATUS", "RECEIVED", "USER ID", "ANONYMOUS ID"
+                );
+            }
+            let mut after = 0;
+            loop {
+                let page = engage.held_calls(filter, after, 1000).await?;
+                for held in &page {
+                    if json {
+                        println!("{}", serde_json::to_string(held)?);
+                    } else {
+                        println!(
+                            "{:<10} {:<9} {:<9} {:<20} {:<24} {:<24} {}",
+                            held.seq,
+                            held.kind,
+                            held.status,
+                            held.received.strftime("%Y-%m-%d %H:%M:%S"),
+                            held.user_id.as_deref().unwrap_or("-"),
+                            held.anonymous_id.as_deref().unwrap_or("-"),
+                            held.reason
+                        );
+                    }
+                }
+                match page.last() {
+                    Some(last) => after = last.seq,
+                    None => break,
+                }
+            }
+            if !json {
+                let counters = engage.counters().await?;
+                let count = |name: &str| {
+                    counters
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| *v)
+                        .unwrap_or(0)
+                };
+                let held = count("held");
+                let released = count("held.released");
+                let expired = count("held.expired");
+                eprintln!(
+                    "held {held} in all: {released} released, {expired} expired, {} waiting",
+                    held - released - expired
+                );
+            }
+        }
+        ProfilesCommand::Show { id_or_email } => {
+            let id = if id_or_email.contains('@') {
+                let page = engage
+                    .list_profiles(ProfileQuery {
+                        any_of: vec![(ProfileField::Email, vec![id_or_email.clone()])],
+                        ..ProfileQuery::default()
+                    })
+                    .await?;
+                page.items
+                    .into_iter()
+                    .next()
+                    .with_context(|| format!("no profile has the email {id_or_email}"))?
+                    .id
+            } else {
+                ProfileId(id_or_email)
+            };
+            let history = engage.profile_history(&id).await?;
+            println!("{}", serde_json::to_string_pretty(&history)?);
+        }
+    }
+    Ok(())
+}
