@@ -8,6 +8,19 @@
 //! ([`Definition::next_change_after`]), and which segments include each other in a loop
 //! ([`find_cycles`]).
 //!
+//! ```
+//! use serde_json::json;
+//!
+//! let definition = signalbox_seglang::parse(&json!({"condition_groups": [{"conditions": [
+//!     {"type": "profile-metric", "metric_id": "PLACED_ORDER", "measurement": "count",
+//!      "measurement_filter": {"type": "numeric", "operator": "greater-than", "value": 0},
+//!      "timeframe_filter": {"type": "date", "operator": "in-the-last", "quantity": 30, "unit": "day"}}
+//! ]}]}))
+//! .expect("a valid definition");
+//! let reads = definition.dependencies();
+//! assert!(reads.metrics.contains("PLACED_ORDER") && reads.time_dependent);
+//! ```
+//!
 //! # Layout
 //! - [`ast`]: the tree. Closed enums; wire names beside the types.
 //! - `parse/`: JSON → tree, every problem reported as a [`DefinitionError`] with a JSON pointer
@@ -22,6 +35,7 @@
 //! - `schedule.rs`: the next instant at which time alone changes a result.
 //! - `deps.rs`: what a definition reads.
 //! - `cycles.rs`: membership cycles between segments.
+//! - `examples/eval_timing.rs`: rough per-call costs (`cargo run --release --example …`).
 //!
 //! **Invariant:** no IO, no clock, no async: `now` is always an argument, and every answer is
 //! a function of the definition, the facts and `now`.

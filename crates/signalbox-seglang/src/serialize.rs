@@ -33,8 +33,8 @@ impl serde::Serialize for Definition {
     }
 }
 
-/// Parses with [`crate::ParseOptions::default`] semantics but no pointer prefix; the error
-/// message lists every problem.
+/// Parses like [`crate::parse_with`] with no pointer prefix and `flow-start` allowed (so stored
+/// segment definitions and flow filters both read back); the error lists every problem.
 impl<'de> serde::Deserialize<'de> for Definition {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Definition, D::Error> {
         let value = Value::deserialize(deserializer)?;

@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 use serde_json::{Map, Value};
 
-use super::{join, Parser, MAX_QUANTITY};
+use super::{join, kind, Parser, MAX_QUANTITY};
 use crate::ast::{
     DateFilter, EventFilter, LengthOperator, ListItem, ListSetOperator, NumericFilter,
     NumericOperator, RelativeSpan, StringOperator, TimeUnit, ValueFilter,
@@ -356,7 +356,10 @@ impl Parser<'_> {
             Some(other) => {
                 self.invalid(
                     &value_at,
-                    format!("expected a string, an integer or null, found {other}"),
+                    format!(
+                        "expected a string, an integer or null, found {}",
+                        kind(other)
+                    ),
                 );
                 return None;
             }

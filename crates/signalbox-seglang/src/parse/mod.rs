@@ -291,12 +291,12 @@ impl Parser<'_> {
     }
 
     pub(crate) fn invalid(&mut self, at: &str, detail: impl Into<String>) {
-        let error = DefinitionError::invalid(self.pointer(at), detail);
+        let error = DefinitionError::invalid(self.pointer(at), capped(detail.into()));
         self.errors.push(error);
     }
 
     pub(crate) fn unsupported(&mut self, at: &str, detail: impl Into<String>) {
-        let error = DefinitionError::unsupported(self.pointer(at), detail);
+        let error = DefinitionError::unsupported(self.pointer(at), capped(detail.into()));
         self.errors.push(error);
     }
 
@@ -471,7 +471,16 @@ pub(crate) fn optional<'v>(object: &'v Map<String, Value>, key: &str) -> Option<
     object.get(key).filter(|v| !v.is_null())
 }
 
-fn kind(value: &Value) -> &'static str {
+/// Details echo names from the input; a huge one must not make a huge error.
+fn capped(detail: String) -> String {
+    const MAX_CHARS: usize = 400;
+    match detail.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("{}…", &detail[..cut]),
+        None => detail,
+    }
+}
+
+pub(crate) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -316,3 +316,22 @@ fn errors_render_as_klaviyo_json_api_objects() {
     assert_eq!(errors[0].to_json_api()["code"], "invalid");
     assert_eq!(errors[0].to_json_api()["title"], "Invalid input.");
 }
+
+#[test]
+fn details_quote_the_input_but_stay_short() {
+    let long = "x".repeat(5_000);
+    let errors = parse(&single(json!({"type": long}))).unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].detail.chars().count(), 401);
+    assert!(errors[0].detail.starts_with("unknown condition type `xxx"));
+    assert!(errors[0].detail.ends_with('…'));
+
+    check(
+        single(
+            json!({"type": "profile-property", "property": "properties['Tags']",
+            "filter": {"type": "list", "operator": "contains", "value": {"deep": [1, 2, 3]}}}),
+        ),
+        "invalid /data/attributes/definition/condition_groups/0/conditions/0/filter/value: \
+         expected a string, an integer or null, found an object",
+    );
+}
