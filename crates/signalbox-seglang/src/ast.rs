@@ -213,7 +213,9 @@ pub struct RelativeSpan {
 /// Semantics (all UTC, `now` the evaluation instant, `N` the span):
 /// `in-the-last` = (now − N, now]; `at-least` = at or before now − N; `in-the-next` =
 /// (now, now + N]; relative `between` a and b = (now − max, now − min]; `before`/`after` are
-/// strict; `between-static` is inclusive; `flow-start` = [flow start, now].
+/// strict; `between-static` is inclusive; `flow-start` = [flow start, now]. A day is 24 hours
+/// and a week 7 days. `alltime` and the static operators do not depend on `now`, so a
+/// future-dated event counts for them at once, and for `in-the-last` only when its time comes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DateFilter {
     AllTime,
