@@ -19,7 +19,7 @@ use signalbox_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
-use tower_http::cors::CorsLayer;
+use tower_http::cors::{AllowHeaders, CorsLayer};
 use tower_http::normalize_path::NormalizePathLayer;
 
 use crate::auth::KeyCache;
@@ -73,9 +73,18 @@ pub struct AppState {
     pub engage: Option<Engage>,
 }
 
+/// Open CORS for the Tracking API, which browsers call from any site. The headers a preflight
+/// asks for are allowed by name: the Fetch standard exempts `Authorization`, which analytics.js
+/// sends, from `Access-Control-Allow-Headers: *`.
+fn tracking_cors() -> CorsLayer {
+    CorsLayer::permissive()
+        .allow_headers(AllowHeaders::mirror_request())
+        .max_age(Duration::from_secs(3600))
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(segment::routes().layer(CorsLayer::permissive().max_age(Duration::from_secs(3600))))
+        .merge(segment::routes().layer(tracking_cors()))
         .merge(admin::routes())
         .merge(klaviyo::routes())
         .route("/healthz", get(healthz))

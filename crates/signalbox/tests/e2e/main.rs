@@ -1,6 +1,7 @@
 //! End-to-end tests: the built `signalbox` binary, driven as a process, with real Segment
-//! client libraries and the CLI.
+//! client libraries (server-side ones and analytics.js in headless Chromium) and the CLI.
 
+mod browser;
 mod cli;
 mod clients;
 mod harness;
