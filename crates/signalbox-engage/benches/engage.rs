@@ -219,10 +219,10 @@ async fn latency(rate: usize, secs: usize) {
             tokio::time::sleep(wait).await;
         }
     }
+    let offered = sent as f64 / started.elapsed().as_secs_f64();
     for task in tasks {
         task.await.unwrap();
     }
-    let offered = sent as f64 / started.elapsed().as_secs_f64();
     engage.catch_up(Duration::from_secs(600)).await.unwrap();
     let stats = engage.stats();
     // The feed answers right after.
