@@ -23,6 +23,12 @@ const CATEGORIES: [&str; 8] = [
     "Shirts", "Hats", "Shoes", "Bags", "Socks", "Coats", "Belts", "Scarves",
 ];
 
+fn config(path: std::path::PathBuf) -> EngageConfig {
+    let mut config = EngageConfig::new(path);
+    config.batch_size = env_number("ENGAGE_BENCH_BATCH", config.batch_size);
+    config
+}
+
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -108,7 +114,9 @@ async fn build(n: usize) -> Fixture {
     }
     let appending = Instant::now();
     for i in 0..n {
-        let offset = (i as i64 * 7919) % span_us;
+        // Events arrive roughly in time order (a little out of order, as clients batch).
+        let jitter = (i as i64 * 7919) % 60_000_000;
+        let offset = ((i as i64 * (span_us / n as i64)) + jitter).min(span_us - 1);
         let time = start
             .checked_add(SignedDuration::from_micros(offset))
             .unwrap();
@@ -130,7 +138,7 @@ async fn build(n: usize) -> Fixture {
     let engage = Engage::start(
         Arc::clone(&store),
         Arc::new(SystemClock),
-        EngageConfig::new(dir.path().join("engage.db")),
+        config(dir.path().join("engage.db")),
     )
     .await
     .unwrap();
@@ -176,7 +184,7 @@ async fn latency(rate: usize, secs: usize) {
     let engage = Engage::start(
         Arc::clone(&store),
         Arc::new(SystemClock),
-        EngageConfig::new(dir.path().join("engage.db")),
+        config(dir.path().join("engage.db")),
     )
     .await
     .unwrap();
@@ -273,16 +281,44 @@ fn main() {
         by,
         property_equals: Vec::new(),
     };
-    let all = vec![Measurement::Count, Measurement::Unique, Measurement::SumValue];
+    let all = vec![
+        Measurement::Count,
+        Measurement::Unique,
+        Measurement::SumValue,
+    ];
     let mut group = criterion.benchmark_group(format!("aggregate_{n}_events"));
     for (name, q) in [
-        ("count_sum_day", query(Interval::Day, vec![], vec![Measurement::Count, Measurement::SumValue])),
-        ("count_unique_sum_week", query(Interval::Week, vec![], all.clone())),
-        ("count_unique_sum_hour", query(Interval::Hour, vec![], all.clone())),
-        ("count_by_category_month", query(Interval::Month, vec!["category".into()], vec![Measurement::Count])),
+        (
+            "count_sum_day",
+            query(
+                Interval::Day,
+                vec![],
+                vec![Measurement::Count, Measurement::SumValue],
+            ),
+        ),
+        (
+            "count_unique_sum_week",
+            query(Interval::Week, vec![], all.clone()),
+        ),
+        (
+            "count_unique_sum_hour",
+            query(Interval::Hour, vec![], all.clone()),
+        ),
+        (
+            "count_by_category_month",
+            query(
+                Interval::Month,
+                vec!["category".into()],
+                vec![Measurement::Count],
+            ),
+        ),
     ] {
         group.bench_function(name, |b| {
-            b.iter(|| runtime.block_on(fixture.engage.aggregate(q.clone())).unwrap())
+            b.iter(|| {
+                runtime
+                    .block_on(fixture.engage.aggregate(q.clone()))
+                    .unwrap()
+            })
         });
     }
     group.finish();

@@ -243,7 +243,8 @@ pub(crate) struct Caches {
     metrics: HashMap<(String, String), i64>,
     /// Profile rows; the changed ones are written back when a batch ends.
     profiles: HashMap<i64, ProfileRow>,
-    origins: HashMap<(i64, String, String), OriginRow>,
+    /// Provenance rows by profile: (integration, source, row), usually one.
+    origins: HashMap<i64, Vec<(String, String, OriginRow)>>,
     /// The profile each identifier names (`None`: none), per kind.
     ids: [HashMap<String, Option<i64>>; 4],
 }
@@ -407,7 +408,8 @@ impl Batch<'_> {
         self.entry.profiles_created += 1;
         let pk = ids::profile_key(self.entry.seq, n);
         let id = ids::ulid(self.entry.received_us / 1000, pk);
-        self.caches.profiles
+        self.caches
+            .profiles
             .insert(pk, ProfileRow::new(pk, id, self.entry.received_us, origin));
         self.count("profiles.created", 1);
         self.audit(pk, "created", None, None, None)?;
@@ -423,38 +425,44 @@ impl Batch<'_> {
         ids: &identity::CallIds,
         changed: bool,
     ) -> EngageResult<()> {
-        let key = (
-            pk,
-            origin.integration.clone(),
-            origin.source.clone().unwrap_or_default(),
-        );
-        if !self.caches.origins.contains_key(&key) {
-            let loaded = self
-                .tx
-                .prepare_cached(
-                    "SELECT external_id, anonymous_id, first_seq, last_seq FROM profile_origins
-                     WHERE profile_pk = ?1 AND integration = ?2 AND source = ?3",
-                )?
-                .query_row(params![key.0, key.1, key.2], |r| {
-                    Ok(OriginRow {
-                        external_id: r.get(0)?,
-                        anonymous_id: r.get(1)?,
-                        first_seq: r.get(2)?,
-                        last_seq: r.get(3)?,
-                        dirty: false,
+        let source = origin.source.as_deref().unwrap_or_default();
+        let cached = self.caches.origins.get(&pk).and_then(|rows| {
+            rows.iter()
+                .position(|(i, s, _)| *i == origin.integration && s == source)
+        });
+        let idx = match cached {
+            Some(idx) => idx,
+            None => {
+                let loaded = self
+                    .tx
+                    .prepare_cached(
+                        "SELECT external_id, anonymous_id, first_seq, last_seq
+                         FROM profile_origins
+                         WHERE profile_pk = ?1 AND integration = ?2 AND source = ?3",
+                    )?
+                    .query_row(params![pk, origin.integration, source], |r| {
+                        Ok(OriginRow {
+                            external_id: r.get(0)?,
+                            anonymous_id: r.get(1)?,
+                            first_seq: r.get(2)?,
+                            last_seq: r.get(3)?,
+                            dirty: false,
+                        })
                     })
-                })
-                .optional()?;
-            let row = loaded.unwrap_or(OriginRow {
-                external_id: None,
-                anonymous_id: None,
-                first_seq: self.entry.seq,
-                last_seq: self.entry.seq,
-                dirty: true,
-            });
-            self.caches.origins.insert(key.clone(), row);
-        }
-        let row = self.caches.origins.get_mut(&key).expect("just loaded");
+                    .optional()?;
+                let row = loaded.unwrap_or(OriginRow {
+                    external_id: None,
+                    anonymous_id: None,
+                    first_seq: self.entry.seq,
+                    last_seq: self.entry.seq,
+                    dirty: true,
+                });
+                let rows = self.caches.origins.entry(pk).or_default();
+                rows.push((origin.integration.clone(), source.to_owned(), row));
+                rows.len() - 1
+            }
+        };
+        let row = &mut self.caches.origins.get_mut(&pk).expect("just loaded")[idx].2;
         if ids.external_id.is_some() && row.external_id != ids.external_id {
             row.external_id.clone_from(&ids.external_id);
             row.dirty = true;
@@ -656,18 +664,20 @@ impl Batch<'_> {
                  external_id = excluded.external_id, anonymous_id = excluded.anonymous_id,
                  last_seq = excluded.last_seq",
         )?;
-        for ((pk, integration, source), row) in self.caches.origins.iter_mut() {
-            if row.dirty {
-                stmt.execute(params![
-                    pk,
-                    integration,
-                    source,
-                    row.external_id,
-                    row.anonymous_id,
-                    row.first_seq,
-                    row.last_seq
-                ])?;
-                row.dirty = false;
+        for (pk, rows) in self.caches.origins.iter_mut() {
+            for (integration, source, row) in rows.iter_mut() {
+                if row.dirty {
+                    stmt.execute(params![
+                        pk,
+                        &*integration,
+                        &*source,
+                        row.external_id,
+                        row.anonymous_id,
+                        row.first_seq,
+                        row.last_seq
+                    ])?;
+                    row.dirty = false;
+                }
             }
         }
         Ok(())
