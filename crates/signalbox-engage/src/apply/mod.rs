@@ -18,6 +18,7 @@ mod identity;
 pub(crate) mod profile;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::path::Path;
 
 use jiff::SignedDuration;
@@ -235,6 +236,32 @@ const PROFILE_CACHE: usize = 200_000;
 /// Identifiers kept between batches at most, per kind.
 const ID_CACHE: usize = 500_000;
 
+/// A fast hasher for row keys (integers the applier makes, never chosen by clients).
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(*b as u64);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_i64(&mut self, n: i64) {
+        self.write_u64(n as u64);
+    }
+}
+
+type KeyMap<V> = HashMap<i64, V, BuildHasherDefault<KeyHasher>>;
+
 /// What the applier keeps in memory between batches. Everything here mirrors committed
 /// rows (or rows of the open transaction); after a failed batch it is dropped.
 #[derive(Default)]
@@ -242,9 +269,13 @@ pub(crate) struct Caches {
     /// Metric keys by (integration, name).
     metrics: HashMap<(String, String), i64>,
     /// Profile rows; the changed ones are written back when a batch ends.
-    profiles: HashMap<i64, ProfileRow>,
+    profiles: KeyMap<ProfileRow>,
+    /// Profiles used by the current batch (with repeats): the ones to write back.
+    touched: Vec<i64>,
     /// Provenance rows by profile: (integration, source, row), usually one.
-    origins: HashMap<i64, Vec<(String, String, OriginRow)>>,
+    origins: KeyMap<Vec<(String, String, OriginRow)>>,
+    /// Profiles whose provenance changed in the current batch (with repeats).
+    touched_origins: Vec<i64>,
     /// The profile each identifier names (`None`: none), per kind.
     ids: [HashMap<String, Option<i64>>; 4],
 }
@@ -323,7 +354,7 @@ impl Batch<'_> {
                 return Ok(false);
             }
         };
-        let mapped = match mapping::map_segment(kind, &message, &info.settings, entry.received_at) {
+        let mapped = match mapping::map_segment(kind, message, &info.settings, entry.received_at) {
             Ok(mapped) => mapped,
             Err(skip) => {
                 self.count(&format!("skipped.{}", skip_name(&skip)), 1);
@@ -387,6 +418,7 @@ impl Batch<'_> {
 
     /// The profile with this key, loaded into the batch's working set.
     fn profile(&mut self, pk: i64) -> EngageResult<&mut ProfileRow> {
+        self.caches.touched.push(pk);
         if !self.caches.profiles.contains_key(&pk) {
             let row = ProfileRow::load(self.tx, pk)?
                 .ok_or_else(|| EngageError::Internal(format!("profile row {pk} is missing")))?;
@@ -411,6 +443,7 @@ impl Batch<'_> {
         self.caches
             .profiles
             .insert(pk, ProfileRow::new(pk, id, self.entry.received_us, origin));
+        self.caches.touched.push(pk);
         self.count("profiles.created", 1);
         self.audit(pk, "created", None, None, None)?;
         Ok(pk)
@@ -462,6 +495,7 @@ impl Batch<'_> {
                 rows.len() - 1
             }
         };
+        self.caches.touched_origins.push(pk);
         let row = &mut self.caches.origins.get_mut(&pk).expect("just loaded")[idx].2;
         if ids.external_id.is_some() && row.external_id != ids.external_id {
             row.external_id.clone_from(&ids.external_id);
@@ -620,19 +654,16 @@ impl Batch<'_> {
                 .execute("DELETE FROM profiles WHERE pk = ?1", [pk])?;
         }
         self.deleted.clear();
-        let mut dirty: Vec<i64> = self
-            .caches
-            .profiles
-            .values()
-            .filter(|p| p.dirty)
-            .map(|p| p.pk)
-            .collect();
-        dirty.sort_unstable();
-        for pk in dirty {
-            if let Some(row) = self.caches.profiles.get_mut(&pk) {
+        let mut touched = std::mem::take(&mut self.caches.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for pk in &touched {
+            if let Some(row) = self.caches.profiles.get_mut(pk) {
                 row.save(self.tx)?;
             }
         }
+        touched.clear();
+        self.caches.touched = touched;
         if self.caches.profiles.len() > PROFILE_CACHE {
             self.caches.profiles.clear();
         }
@@ -664,7 +695,13 @@ impl Batch<'_> {
                  external_id = excluded.external_id, anonymous_id = excluded.anonymous_id,
                  last_seq = excluded.last_seq",
         )?;
-        for (pk, rows) in self.caches.origins.iter_mut() {
+        let mut touched = std::mem::take(&mut self.caches.touched_origins);
+        touched.sort_unstable();
+        touched.dedup();
+        for pk in &touched {
+            let Some(rows) = self.caches.origins.get_mut(pk) else {
+                continue;
+            };
             for (integration, source, row) in rows.iter_mut() {
                 if row.dirty {
                     stmt.execute(params![
