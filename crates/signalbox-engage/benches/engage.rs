@@ -244,13 +244,16 @@ async fn latency(rate: usize, secs: usize) {
         .unwrap();
     assert_eq!(feed.items.len(), 10);
     eprintln!(
-        "latency at {offered:.0} calls/s for {secs} s ({} calls): receipt -> applied p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (all {} entries incl. {} warm-up)",
+        "latency at {offered:.0} calls/s for {secs} s ({} calls): receipt -> applied p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (all {} entries incl. {} warm-up); {} batches, reading {:.1} s, applying {:.1} s",
         stats.entries - before.entries,
         stats.latency.p50_ms,
         stats.latency.p99_ms,
         stats.latency.max_ms,
         stats.latency.entries,
         before.entries,
+        stats.batches - before.batches,
+        stats.read_seconds - before.read_seconds,
+        stats.apply_seconds - before.apply_seconds,
     );
     engage.shutdown().await;
 }
