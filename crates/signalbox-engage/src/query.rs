@@ -312,7 +312,8 @@ pub(crate) fn list_events(conn: &Connection, q: &EventQuery) -> EngageResult<Pag
         items: Vec::new(),
         next_cursor: None,
     };
-    let mut sql = format!("{EVENT_SELECT} WHERE 1 = 1");
+    // The page's keys come from an index alone (no row reads); then its rows are read.
+    let mut sql = String::from("SELECT e.pk FROM events e WHERE 1 = 1");
     let mut args: Vec<SqlValue> = Vec::new();
     if let Some(metric) = &q.metric_id {
         let Some(pk) = metric_key(conn, metric)? else {
@@ -353,6 +354,7 @@ pub(crate) fn list_events(conn: &Connection, q: &EventQuery) -> EngageResult<Pag
         " ORDER BY e.time_us {dir}, e.pk {dir} LIMIT {}",
         size + 1
     ));
+    let sql = format!("{EVENT_SELECT} WHERE e.pk IN ({sql}) ORDER BY e.time_us {dir}, e.pk {dir}");
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(args), event_row)?;
     let mut rows: Vec<(i64, i64, Event)> = rows.collect::<Result<_, _>>()?;

@@ -323,11 +323,16 @@ impl Batch<'_> {
         let loser_row = self.profile(loser)?.clone();
         let survivor_id = self.profile(survivor)?.id.clone();
         let tx = self.tx;
-        tx.prepare_cached("UPDATE OR IGNORE events SET profile_pk = ?1 WHERE profile_pk = ?2")?
-            .execute([survivor, loser])?;
+        // The loser's events that the survivor has already (same metric and unique id) go.
         let duplicates = tx
-            .prepare_cached("DELETE FROM events WHERE profile_pk = ?1")?
-            .execute([loser])?;
+            .prepare_cached(
+                "DELETE FROM events WHERE profile_pk = ?2 AND EXISTS (
+                     SELECT 1 FROM events s WHERE s.profile_pk = ?1
+                     AND s.metric_pk = events.metric_pk AND s.unique_hash = events.unique_hash)",
+            )?
+            .execute([survivor, loser])?;
+        tx.prepare_cached("UPDATE events SET profile_pk = ?1 WHERE profile_pk = ?2")?
+            .execute([survivor, loser])?;
         tx.prepare_cached("UPDATE identifiers SET profile_pk = ?1 WHERE profile_pk = ?2")?
             .execute([survivor, loser])?;
         tx.prepare_cached(

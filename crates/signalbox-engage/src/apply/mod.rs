@@ -579,24 +579,35 @@ impl Batch<'_> {
         properties
             .entry("$event_id".to_owned())
             .or_insert_with(|| Value::String(unique_id.clone()));
-        let inserted = self
+        let hash = ids::unique_hash(&unique_id);
+        let duplicate = self
             .tx
             .prepare_cached(
-                "INSERT OR IGNORE INTO events (pk, metric_pk, profile_pk, time_us, value,
-                     currency, unique_id, unique_hash, properties)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "SELECT 1 FROM events
+                 WHERE profile_pk = ?1 AND metric_pk = ?2 AND unique_hash = ?3 LIMIT 1",
             )?
-            .execute(params![
-                pk,
-                metric_pk,
-                profile_pk,
-                time_us,
-                event.value,
-                event.value_currency,
-                unique_id,
-                ids::unique_hash(&unique_id),
-                Value::Object(properties).to_string()
-            ])?;
+            .exists(params![profile_pk, metric_pk, hash])?;
+        let inserted = if duplicate {
+            0
+        } else {
+            self.tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO events (pk, metric_pk, profile_pk, time_us, value,
+                         currency, unique_id, unique_hash, properties)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    pk,
+                    metric_pk,
+                    profile_pk,
+                    time_us,
+                    event.value,
+                    event.value_currency,
+                    unique_id,
+                    hash,
+                    Value::Object(properties).to_string()
+                ])?
+        };
         if inserted == 0 {
             self.count("events.duplicate", 1);
             return Ok(());
