@@ -156,3 +156,21 @@ pub struct StoredRejection {
     pub received_at: Timestamp,
     pub payload: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_parsing_never_accepts_the_api_kinds() {
+        for kind in CallKind::INTERNAL {
+            assert_eq!(CallKind::parse(kind.as_str()), None);
+            assert_eq!(CallKind::parse_logged(kind.as_str()), Some(kind));
+            assert!(!kind.is_segment());
+        }
+        for kind in CallKind::ALL {
+            assert_eq!(CallKind::parse(kind.as_str()), Some(kind));
+            assert!(kind.is_segment());
+        }
+    }
+}

@@ -88,6 +88,17 @@ pub(crate) fn ulid_key(id: &str) -> Option<i64> {
     i64::try_from(key).ok()
 }
 
+/// The dedupe key of an event's unique id.
+pub(crate) fn unique_hash(unique_id: &str) -> i64 {
+    let digest = Sha256::digest(unique_id.as_bytes());
+    i64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// An event's id: its time and key.
+pub(crate) fn event_id(time_us: i64, key: i64) -> String {
+    ulid(time_us.div_euclid(1000), key)
+}
+
 /// The metric id for (integration, name); `attempt` > 0 after a collision.
 pub(crate) fn metric_id(integration: &str, name: &str, attempt: u32) -> MetricId {
     let mut hasher = Sha256::new();

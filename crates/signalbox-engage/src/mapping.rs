@@ -82,27 +82,34 @@ const ORDER_EVENTS: [&str; 2] = ["Order Completed", "Completed Order"];
 /// Maps one Segment call.
 pub fn map_segment(
     kind: CallKind,
-    message: &Map<String, Value>,
+    mut message: Map<String, Value>,
     settings: &DestinationSettings,
     received_at: Timestamp,
 ) -> Result<Mapped, Skip> {
     if !settings.enabled {
         return Err(Skip::Disabled);
     }
-    let per_message = message_settings(settings, object(message, "integrations"));
+    let per_message = message_settings(settings, object(&message, "integrations"));
     if !per_message.enabled {
         return Err(Skip::Integrations);
     }
     let mut mapped = Mapped::default();
-    let context = object(message, "context");
+    let context = match message.remove("context") {
+        Some(Value::Object(context)) => Some(context),
+        _ => None,
+    };
+    let context = context.as_ref();
     let user_id = id_text(message.get("userId"));
     let anonymous_id = id_text(message.get("anonymousId"));
     mapped.profile.external_id = user_id.clone();
     mapped.profile.anonymous_id = anonymous_id;
     match kind {
         CallKind::Identify => {
-            let traits = object(message, "traits").cloned().unwrap_or_default();
-            apply_traits(&mut mapped, &traits, context, true);
+            let traits = match message.remove("traits") {
+                Some(Value::Object(traits)) => traits,
+                _ => Map::new(),
+            };
+            apply_traits(&mut mapped, traits, context, true);
             if let (Some(list_id), Some(_)) = (&per_message.list_id, &mapped.profile.email) {
                 mapped.list = Some(ListSubscription {
                     list_id: list_id.clone(),
@@ -115,9 +122,12 @@ pub fn map_segment(
                 .and_then(|c| c.get("traits"))
                 .and_then(Value::as_object)
             {
-                apply_traits(&mut mapped, traits, context, false);
+                apply_traits(&mut mapped, traits.clone(), context, false);
             }
-            let properties = object(message, "properties").cloned().unwrap_or_default();
+            let properties = match message.remove("properties") {
+                Some(Value::Object(properties)) => properties,
+                _ => Map::new(),
+            };
             if mapped.profile.email.is_none() {
                 mapped.profile.email = properties.get("email").and_then(email_text);
             }
@@ -249,11 +259,10 @@ const ID_KEYS: &[&str] = &["id", "userId", "user_id", "anonymousId", "$id"];
 /// `keep_custom`, the traits that are no standard field become custom properties.
 fn apply_traits(
     mapped: &mut Mapped,
-    traits: &Map<String, Value>,
+    mut rest: Map<String, Value>,
     context: Option<&Map<String, Value>>,
     keep_custom: bool,
 ) {
-    let mut rest = traits.clone();
     let profile = &mut mapped.profile;
     let mut bad_email = None;
     if let Some(value) = take_first(&mut rest, EMAIL) {

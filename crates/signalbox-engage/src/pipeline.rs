@@ -43,6 +43,9 @@ pub struct PipelineStats {
     pub entries: u64,
     pub events: u64,
     pub batches: u64,
+    /// Time spent reading the log and applying batches.
+    pub read_seconds: f64,
+    pub apply_seconds: f64,
     pub latency: LatencySummary,
 }
 
@@ -271,20 +274,22 @@ impl Worker {
             ..CallQuery::default()
         };
         let store = Arc::clone(&self.store);
+        let reading = Instant::now();
         let calls = self
             .runtime
             .block_on(async move { store.read_calls(query).await })?;
         if calls.is_empty() {
             return Ok(false);
         }
+        let read = reading.elapsed();
         let started = Instant::now();
         let report = self.applier.apply_batch(&calls, &self.sources)?;
-        self.record(&calls, &report, started.elapsed());
+        self.record(&calls, &report, read, started.elapsed());
         let _ = self.applied_tx.send(report.applied_seq);
         Ok(true)
     }
 
-    fn record(&self, calls: &[StoredCall], report: &BatchReport, took: Duration) {
+    fn record(&self, calls: &[StoredCall], report: &BatchReport, read: Duration, took: Duration) {
         let now = self.clock.now();
         metrics::histogram!("signalbox_engage_batch_seconds").record(took.as_secs_f64());
         metrics::counter!("signalbox_engage_entries_applied_total").increment(report.entries);
@@ -296,6 +301,8 @@ impl Worker {
         stats.entries += report.entries;
         stats.events += report.events;
         stats.batches += 1;
+        stats.read_seconds += read.as_secs_f64();
+        stats.apply_seconds += took.as_secs_f64();
         for call in calls {
             let lag = now.duration_since(call.received_at).as_micros().max(1) as u64;
             histogram.saturating_record(lag);

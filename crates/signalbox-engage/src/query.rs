@@ -265,28 +265,29 @@ pub(crate) fn list_metrics(conn: &Connection, q: &MetricQuery) -> EngageResult<P
     Ok(Page { items, next_cursor })
 }
 
-const EVENT_SELECT: &str = "SELECT e.pk, e.id, m.id, p.id, e.time_us, e.value, e.currency,
+const EVENT_SELECT: &str = "SELECT e.pk, m.id, p.id, e.time_us, e.value, e.currency,
             e.unique_id, e.properties
      FROM events e JOIN metrics m ON m.pk = e.metric_pk JOIN profiles p ON p.pk = e.profile_pk";
 
 fn event_row(r: &Row<'_>) -> rusqlite::Result<(i64, i64, Event)> {
-    let properties: String = r.get(8)?;
+    let properties: String = r.get(7)?;
     let properties = match serde_json::from_str(&properties) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
     };
-    let time_us: i64 = r.get(4)?;
+    let pk: i64 = r.get(0)?;
+    let time_us: i64 = r.get(3)?;
     Ok((
-        r.get(0)?,
+        pk,
         time_us,
         Event {
-            id: EventId(r.get(1)?),
-            metric_id: MetricId(r.get(2)?),
-            profile_id: ProfileId(r.get(3)?),
+            id: EventId(ids::event_id(time_us, pk)),
+            metric_id: MetricId(r.get(1)?),
+            profile_id: ProfileId(r.get(2)?),
             time: ts(time_us),
-            value: r.get(5)?,
-            value_currency: r.get(6)?,
-            unique_id: r.get(7)?,
+            value: r.get(4)?,
+            value_currency: r.get(5)?,
+            unique_id: r.get(6)?,
             properties,
         },
     ))
@@ -311,7 +312,8 @@ pub(crate) fn list_events(conn: &Connection, q: &EventQuery) -> EngageResult<Pag
         items: Vec::new(),
         next_cursor: None,
     };
-    let mut sql = format!("{EVENT_SELECT} WHERE 1 = 1");
+    // The page's keys come from an index alone (no row reads); then its rows are read.
+    let mut sql = String::from("SELECT e.pk FROM events e WHERE 1 = 1");
     let mut args: Vec<SqlValue> = Vec::new();
     if let Some(metric) = &q.metric_id {
         let Some(pk) = metric_key(conn, metric)? else {
@@ -352,6 +354,7 @@ pub(crate) fn list_events(conn: &Connection, q: &EventQuery) -> EngageResult<Pag
         " ORDER BY e.time_us {dir}, e.pk {dir} LIMIT {}",
         size + 1
     ));
+    let sql = format!("{EVENT_SELECT} WHERE e.pk IN ({sql}) ORDER BY e.time_us {dir}, e.pk {dir}");
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(args), event_row)?;
     let mut rows: Vec<(i64, i64, Event)> = rows.collect::<Result<_, _>>()?;

@@ -69,16 +69,16 @@ impl Batch<'_> {
         if self.deleted.contains(&pk) {
             return Ok(None);
         }
-        if !self.profiles.contains_key(&pk) {
+        if !self.caches.profiles.contains_key(&pk) {
             match super::profile::ProfileRow::load(self.tx, pk)? {
                 Some(row) => {
-                    self.profiles.insert(pk, row);
+                    self.caches.profiles.insert(pk, row);
                 }
                 None => return Ok(None),
             }
         }
         // The key decoded; the text must also be the profile's own id.
-        let own = self.profiles[&pk].id.eq_ignore_ascii_case(&id.0);
+        let own = self.caches.profiles[&pk].id.eq_ignore_ascii_case(&id.0);
         Ok((own || !check_text).then_some(pk))
     }
 
@@ -212,7 +212,7 @@ impl Batch<'_> {
         }
         let at = self.entry.received_us;
         self.profile(pk)?.patch(&profile, &origin, at);
-        self.touch_origin(pk, &origin, &ids)?;
+        self.touch_origin(pk, &origin, &ids, true)?;
         let id = self.profile(pk)?.id.clone();
         Ok(ApiResult::Ok {
             profile: ProfileId(id),
@@ -277,7 +277,7 @@ impl Batch<'_> {
             self.profile(pk)?.touch(&origin, at);
         }
         self.profile(pk)?.patch(&profile, &origin, at);
-        self.touch_origin(pk, &origin, &ids)?;
+        self.touch_origin(pk, &origin, &ids, true)?;
         let id = self.profile(pk)?.id.clone();
         Ok(ApiResult::Ok {
             profile: ProfileId(id),

@@ -27,6 +27,16 @@ pub(super) const PHONE: &str = "phone_number";
 pub(super) const EXTERNAL: &str = "external_id";
 pub(super) const ANONYMOUS: &str = "anonymous_id";
 
+/// A kind's slot in the identifier cache.
+fn kind_index(kind: &str) -> usize {
+    match kind {
+        EMAIL => 0,
+        PHONE => 1,
+        EXTERNAL => 2,
+        _ => 3,
+    }
+}
+
 /// The identifiers a call carries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct CallIds {
@@ -101,17 +111,23 @@ fn may_create(ids: &CallIds, rules: Rules) -> bool {
 
 impl Batch<'_> {
     /// The profile an identifier names.
-    pub(super) fn lookup(&self, kind: &str, value: &str) -> EngageResult<Option<i64>> {
-        Ok(self
+    pub(super) fn lookup(&mut self, kind: &'static str, value: &str) -> EngageResult<Option<i64>> {
+        let cache = &mut self.caches.ids[kind_index(kind)];
+        if let Some(found) = cache.get(value) {
+            return Ok(*found);
+        }
+        let found: Option<i64> = self
             .tx
             .prepare_cached("SELECT profile_pk FROM identifiers WHERE kind = ?1 AND value = ?2")?
             .query_row(params![kind, value], |r| r.get(0))
-            .optional()?)
+            .optional()?;
+        self.caches.ids[kind_index(kind)].insert(value.to_owned(), found);
+        Ok(found)
     }
 
     /// Every (kind, value, profile) the call's ids name, in precedence order. alias's
     /// `previousId` is looked up as an anonymous id, then as an external id.
-    fn matches(&self, ids: &CallIds) -> EngageResult<Vec<(&'static str, String, i64)>> {
+    fn matches(&mut self, ids: &CallIds) -> EngageResult<Vec<(&'static str, String, i64)>> {
         let mut out = Vec::new();
         for (kind, value) in ids.typed() {
             if let Some(pk) = self.lookup(kind, value)? {
@@ -197,8 +213,9 @@ impl Batch<'_> {
     }
 
     /// Links the call's identifiers that name no profile yet to `pk`; an identifier that names
-    /// another profile is left there and noted.
-    pub(super) fn link_ids(&mut self, pk: i64, ids: &CallIds) -> EngageResult<()> {
+    /// another profile is left there and noted. Returns whether anything was linked.
+    pub(super) fn link_ids(&mut self, pk: i64, ids: &CallIds) -> EngageResult<bool> {
+        let mut linked = false;
         let mut pairs: Vec<(&'static str, String)> = ids
             .typed()
             .into_iter()
@@ -237,6 +254,7 @@ impl Batch<'_> {
                         continue;
                     }
                     self.link(pk, kind, &value)?;
+                    linked = true;
                 }
             }
         }
@@ -245,7 +263,7 @@ impl Batch<'_> {
             self.release.push_back((EXTERNAL, prev.clone()));
             self.release.push_back((ANONYMOUS, prev.clone()));
         }
-        Ok(())
+        Ok(linked)
     }
 
     /// Links one identifier and fills the profile's field for it when empty.
@@ -255,6 +273,7 @@ impl Batch<'_> {
                 "INSERT INTO identifiers (kind, value, profile_pk) VALUES (?1, ?2, ?3)",
             )?
             .execute(params![kind, value, pk])?;
+        self.caches.ids[kind_index(kind)].insert(value.to_owned(), Some(pk));
         self.audit(pk, "linked", Some(kind), Some(value), None)?;
         let at = self.entry.received_us;
         let row = self.profile(pk)?;
@@ -283,6 +302,7 @@ impl Batch<'_> {
                 "DELETE FROM identifiers WHERE kind = ?1 AND value = ?2 AND profile_pk = ?3",
             )?
             .execute(params![kind, value, pk])?;
+        self.caches.ids[kind_index(kind)].remove(value);
         if removed > 0 {
             self.audit(pk, "unlinked", Some(kind), Some(value), None)?;
         }
@@ -293,16 +313,26 @@ impl Batch<'_> {
     /// identifiers, provenance, lists and audit trail move; the loser's id redirects.
     pub(super) fn merge(&mut self, survivor: i64, loser: i64, why: &str) -> EngageResult<()> {
         debug_assert_ne!(survivor, loser);
-        // Provenance is cached per batch; write it so the SQL below sees it.
+        // Provenance and identifiers are cached; write and forget them so the SQL below
+        // moves everything.
         self.flush_origins()?;
+        self.caches.origins.clear();
+        for ids in self.caches.ids.iter_mut() {
+            ids.clear();
+        }
         let loser_row = self.profile(loser)?.clone();
         let survivor_id = self.profile(survivor)?.id.clone();
         let tx = self.tx;
-        tx.prepare_cached("UPDATE OR IGNORE events SET profile_pk = ?1 WHERE profile_pk = ?2")?
-            .execute([survivor, loser])?;
+        // The loser's events that the survivor has already (same metric and unique id) go.
         let duplicates = tx
-            .prepare_cached("DELETE FROM events WHERE profile_pk = ?1")?
-            .execute([loser])?;
+            .prepare_cached(
+                "DELETE FROM events WHERE profile_pk = ?2 AND EXISTS (
+                     SELECT 1 FROM events s WHERE s.profile_pk = ?1
+                     AND s.metric_pk = events.metric_pk AND s.unique_hash = events.unique_hash)",
+            )?
+            .execute([survivor, loser])?;
+        tx.prepare_cached("UPDATE events SET profile_pk = ?1 WHERE profile_pk = ?2")?
+            .execute([survivor, loser])?;
         tx.prepare_cached("UPDATE identifiers SET profile_pk = ?1 WHERE profile_pk = ?2")?
             .execute([survivor, loser])?;
         tx.prepare_cached(
@@ -344,7 +374,7 @@ impl Batch<'_> {
         self.tx
             .prepare_cached("DELETE FROM profiles WHERE pk = ?1")?
             .execute([loser])?;
-        self.profiles.remove(&loser);
+        self.caches.profiles.remove(&loser);
         self.deleted.insert(loser);
         let at = self.entry.received_us;
         let row = self.profile(survivor)?;

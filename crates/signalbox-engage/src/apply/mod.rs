@@ -18,6 +18,7 @@ mod identity;
 pub(crate) mod profile;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::path::Path;
 
 use jiff::SignedDuration;
@@ -83,8 +84,7 @@ pub struct BatchReport {
 pub(crate) struct Applier {
     conn: Connection,
     hold_window_us: i64,
-    /// Metric keys by (integration, name).
-    metrics: HashMap<(String, String), i64>,
+    caches: Caches,
     /// The earliest expiry of a held call, if any is held.
     next_expiry: Option<i64>,
     applied_seq: i64,
@@ -97,7 +97,7 @@ impl Applier {
         let mut applier = Applier {
             conn,
             hold_window_us: hold_window.as_micros().clamp(0, i64::MAX as i128) as i64,
-            metrics: HashMap::new(),
+            caches: Caches::default(),
             next_expiry: None,
             applied_seq: 0,
         };
@@ -107,7 +107,7 @@ impl Applier {
 
     /// Re-reads what the applier keeps in memory (after opening or a failed batch).
     fn reload(&mut self) -> EngageResult<()> {
-        self.metrics.clear();
+        self.caches = Caches::default();
         self.applied_seq = read_applied_seq(&self.conn)?;
         self.next_expiry = holds::earliest_expiry(&self.conn)?;
         Ok(())
@@ -141,13 +141,11 @@ impl Applier {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut batch = Batch {
             tx: &tx,
-            metrics: &mut self.metrics,
+            caches: &mut self.caches,
             next_expiry: &mut self.next_expiry,
             hold_window_us: self.hold_window_us,
             sources,
-            profiles: HashMap::new(),
             deleted: HashSet::new(),
-            origins: HashMap::new(),
             counters: HashMap::new(),
             release: VecDeque::new(),
             entry: EntryState::default(),
@@ -233,18 +231,64 @@ struct OriginRow {
     dirty: bool,
 }
 
+/// Profile rows kept between batches at most (the working set of active profiles).
+const PROFILE_CACHE: usize = 200_000;
+/// Identifiers kept between batches at most, per kind.
+const ID_CACHE: usize = 500_000;
+
+/// A fast hasher for row keys (integers the applier makes, never chosen by clients).
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(*b as u64);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_i64(&mut self, n: i64) {
+        self.write_u64(n as u64);
+    }
+}
+
+type KeyMap<V> = HashMap<i64, V, BuildHasherDefault<KeyHasher>>;
+
+/// What the applier keeps in memory between batches. Everything here mirrors committed
+/// rows (or rows of the open transaction); after a failed batch it is dropped.
+#[derive(Default)]
+pub(crate) struct Caches {
+    /// Metric keys by (integration, name).
+    metrics: HashMap<(String, String), i64>,
+    /// Profile rows; the changed ones are written back when a batch ends.
+    profiles: KeyMap<ProfileRow>,
+    /// Profiles used by the current batch (with repeats): the ones to write back.
+    touched: Vec<i64>,
+    /// Provenance rows by profile: (integration, source, row), usually one.
+    origins: KeyMap<Vec<(String, String, OriginRow)>>,
+    /// Profiles whose provenance changed in the current batch (with repeats).
+    touched_origins: Vec<i64>,
+    /// The profile each identifier names (`None`: none), per kind.
+    ids: [HashMap<String, Option<i64>>; 4],
+}
+
 /// One batch's working set inside its transaction.
 pub(crate) struct Batch<'a> {
     tx: &'a Transaction<'a>,
-    metrics: &'a mut HashMap<(String, String), i64>,
+    caches: &'a mut Caches,
     next_expiry: &'a mut Option<i64>,
     hold_window_us: i64,
     sources: &'a Sources,
-    /// Profiles touched in this batch, written back at its end.
-    profiles: HashMap<i64, ProfileRow>,
     /// Profiles merged away in this batch.
     deleted: HashSet<i64>,
-    origins: HashMap<(i64, String, String), OriginRow>,
     counters: HashMap<String, i64>,
     /// Identifiers newly linked: held calls waiting for them are released.
     release: VecDeque<(&'static str, String)>,
@@ -310,7 +354,7 @@ impl Batch<'_> {
                 return Ok(false);
             }
         };
-        let mapped = match mapping::map_segment(kind, &message, &info.settings, entry.received_at) {
+        let mapped = match mapping::map_segment(kind, message, &info.settings, entry.received_at) {
             Ok(mapped) => mapped,
             Err(skip) => {
                 self.count(&format!("skipped.{}", skip_name(&skip)), 1);
@@ -346,9 +390,9 @@ impl Batch<'_> {
         integration: Integration,
     ) -> EngageResult<()> {
         let at_us = self.entry.received_us;
-        self.link_ids(pk, ids)?;
-        self.profile(pk)?.patch(&mapped.profile, origin, at_us);
-        self.touch_origin(pk, origin, ids)?;
+        let linked = self.link_ids(pk, ids)?;
+        let changed = self.profile(pk)?.patch(&mapped.profile, origin, at_us);
+        self.touch_origin(pk, origin, ids, changed || linked)?;
         if let Some(list) = &mapped.list {
             self.tx
                 .prepare_cached(
@@ -374,12 +418,13 @@ impl Batch<'_> {
 
     /// The profile with this key, loaded into the batch's working set.
     fn profile(&mut self, pk: i64) -> EngageResult<&mut ProfileRow> {
-        if !self.profiles.contains_key(&pk) {
+        self.caches.touched.push(pk);
+        if !self.caches.profiles.contains_key(&pk) {
             let row = ProfileRow::load(self.tx, pk)?
                 .ok_or_else(|| EngageError::Internal(format!("profile row {pk} is missing")))?;
-            self.profiles.insert(pk, row);
+            self.caches.profiles.insert(pk, row);
         }
-        Ok(self.profiles.get_mut(&pk).expect("just loaded"))
+        Ok(self.caches.profiles.get_mut(&pk).expect("just loaded"))
     }
 
     /// A new profile, keyed by the current entry.
@@ -395,51 +440,63 @@ impl Batch<'_> {
         self.entry.profiles_created += 1;
         let pk = ids::profile_key(self.entry.seq, n);
         let id = ids::ulid(self.entry.received_us / 1000, pk);
-        self.profiles
+        self.caches
+            .profiles
             .insert(pk, ProfileRow::new(pk, id, self.entry.received_us, origin));
+        self.caches.touched.push(pk);
         self.count("profiles.created", 1);
         self.audit(pk, "created", None, None, None)?;
         Ok(pk)
     }
 
+    /// Records that `origin` touched the profile with these ids; `changed` when the call
+    /// changed the profile (then `last_seq` moves).
     fn touch_origin(
         &mut self,
         pk: i64,
         origin: &Origin,
         ids: &identity::CallIds,
+        changed: bool,
     ) -> EngageResult<()> {
-        let key = (
-            pk,
-            origin.integration.clone(),
-            origin.source.clone().unwrap_or_default(),
-        );
-        if !self.origins.contains_key(&key) {
-            let loaded = self
-                .tx
-                .prepare_cached(
-                    "SELECT external_id, anonymous_id, first_seq, last_seq FROM profile_origins
-                     WHERE profile_pk = ?1 AND integration = ?2 AND source = ?3",
-                )?
-                .query_row(params![key.0, key.1, key.2], |r| {
-                    Ok(OriginRow {
-                        external_id: r.get(0)?,
-                        anonymous_id: r.get(1)?,
-                        first_seq: r.get(2)?,
-                        last_seq: r.get(3)?,
-                        dirty: false,
+        let source = origin.source.as_deref().unwrap_or_default();
+        let cached = self.caches.origins.get(&pk).and_then(|rows| {
+            rows.iter()
+                .position(|(i, s, _)| *i == origin.integration && s == source)
+        });
+        let idx = match cached {
+            Some(idx) => idx,
+            None => {
+                let loaded = self
+                    .tx
+                    .prepare_cached(
+                        "SELECT external_id, anonymous_id, first_seq, last_seq
+                         FROM profile_origins
+                         WHERE profile_pk = ?1 AND integration = ?2 AND source = ?3",
+                    )?
+                    .query_row(params![pk, origin.integration, source], |r| {
+                        Ok(OriginRow {
+                            external_id: r.get(0)?,
+                            anonymous_id: r.get(1)?,
+                            first_seq: r.get(2)?,
+                            last_seq: r.get(3)?,
+                            dirty: false,
+                        })
                     })
-                })
-                .optional()?;
-            let row = loaded.unwrap_or(OriginRow {
-                external_id: None,
-                anonymous_id: None,
-                first_seq: self.entry.seq,
-                last_seq: self.entry.seq,
-                dirty: true,
-            });
-            self.origins.insert(key.clone(), row);
-        }
-        let row = self.origins.get_mut(&key).expect("just loaded");
+                    .optional()?;
+                let row = loaded.unwrap_or(OriginRow {
+                    external_id: None,
+                    anonymous_id: None,
+                    first_seq: self.entry.seq,
+                    last_seq: self.entry.seq,
+                    dirty: true,
+                });
+                let rows = self.caches.origins.entry(pk).or_default();
+                rows.push((origin.integration.clone(), source.to_owned(), row));
+                rows.len() - 1
+            }
+        };
+        self.caches.touched_origins.push(pk);
+        let row = &mut self.caches.origins.get_mut(&pk).expect("just loaded")[idx].2;
         if ids.external_id.is_some() && row.external_id != ids.external_id {
             row.external_id.clone_from(&ids.external_id);
             row.dirty = true;
@@ -448,8 +505,8 @@ impl Batch<'_> {
             row.anonymous_id.clone_from(&ids.anonymous_id);
             row.dirty = true;
         }
-        if row.last_seq != self.entry.seq {
-            row.last_seq = self.entry.seq.max(row.last_seq);
+        if changed && row.last_seq < self.entry.seq {
+            row.last_seq = self.entry.seq;
             row.dirty = true;
         }
         Ok(())
@@ -457,7 +514,7 @@ impl Batch<'_> {
 
     fn metric(&mut self, integration: &Integration, name: &str) -> EngageResult<i64> {
         let key = (integration.name.clone(), name.to_owned());
-        if let Some(pk) = self.metrics.get(&key) {
+        if let Some(pk) = self.caches.metrics.get(&key) {
             return Ok(*pk);
         }
         let found: Option<i64> = self
@@ -490,7 +547,7 @@ impl Batch<'_> {
                 self.tx.last_insert_rowid()
             }
         };
-        self.metrics.insert(key, pk);
+        self.caches.metrics.insert(key, pk);
         Ok(pk)
     }
 
@@ -513,42 +570,50 @@ impl Batch<'_> {
         }
         let metric_pk = self.metric(integration, &event.metric_name)?;
         let pk = ids::event_key(self.entry.seq, idx);
-        let id = ids::ulid(self.entry.received_us / 1000, pk);
-        let unique_id = event.unique_id.clone().unwrap_or_else(|| id.clone());
+        let time_us = event.time.as_microsecond();
+        let unique_id = match &event.unique_id {
+            Some(id) => id.clone(),
+            None => ids::event_id(time_us, pk),
+        };
         let mut properties = event.properties.clone();
         properties
             .entry("$event_id".to_owned())
             .or_insert_with(|| Value::String(unique_id.clone()));
-        let time_us = event.time.as_microsecond();
-        let inserted = self
+        let hash = ids::unique_hash(&unique_id);
+        let duplicate = self
             .tx
             .prepare_cached(
-                "INSERT OR IGNORE INTO events
-                 (pk, id, metric_pk, profile_pk, time_us, value, currency, unique_id, properties)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "SELECT 1 FROM events
+                 WHERE profile_pk = ?1 AND metric_pk = ?2 AND unique_hash = ?3 LIMIT 1",
             )?
-            .execute(params![
-                pk,
-                id,
-                metric_pk,
-                profile_pk,
-                time_us,
-                event.value,
-                event.value_currency,
-                unique_id,
-                Value::Object(properties).to_string()
-            ])?;
+            .exists(params![profile_pk, metric_pk, hash])?;
+        let inserted = if duplicate {
+            0
+        } else {
+            self.tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO events (pk, metric_pk, profile_pk, time_us, value,
+                         currency, unique_id, unique_hash, properties)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    pk,
+                    metric_pk,
+                    profile_pk,
+                    time_us,
+                    event.value,
+                    event.value_currency,
+                    unique_id,
+                    hash,
+                    Value::Object(properties).to_string()
+                ])?
+        };
         if inserted == 0 {
             self.count("events.duplicate", 1);
             return Ok(());
         }
         self.report.events += 1;
         self.count("events.created", 1);
-        let row = self.profile(profile_pk)?;
-        if row.last_event_us.is_none_or(|t| t < time_us) {
-            row.last_event_us = Some(time_us);
-            row.dirty = true;
-        }
         Ok(())
     }
 
@@ -600,13 +665,28 @@ impl Batch<'_> {
                 .execute("DELETE FROM profiles WHERE pk = ?1", [pk])?;
         }
         self.deleted.clear();
-        let mut dirty: Vec<&ProfileRow> = self.profiles.values().filter(|p| p.dirty).collect();
-        dirty.sort_by_key(|p| p.pk);
-        for row in dirty {
-            row.save(self.tx)?;
+        let mut touched = std::mem::take(&mut self.caches.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for pk in &touched {
+            if let Some(row) = self.caches.profiles.get_mut(pk) {
+                row.save(self.tx)?;
+            }
         }
-        self.profiles.clear();
+        touched.clear();
+        self.caches.touched = touched;
+        if self.caches.profiles.len() > PROFILE_CACHE {
+            self.caches.profiles.clear();
+        }
         self.flush_origins()?;
+        if self.caches.origins.len() > PROFILE_CACHE {
+            self.caches.origins.clear();
+        }
+        for ids in self.caches.ids.iter_mut() {
+            if ids.len() > ID_CACHE {
+                ids.clear();
+            }
+        }
         let mut stmt = self.tx.prepare_cached(
             "INSERT INTO counters (name, value) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
@@ -626,17 +706,26 @@ impl Batch<'_> {
                  external_id = excluded.external_id, anonymous_id = excluded.anonymous_id,
                  last_seq = excluded.last_seq",
         )?;
-        for ((pk, integration, source), row) in self.origins.drain() {
-            if row.dirty {
-                stmt.execute(params![
-                    pk,
-                    integration,
-                    source,
-                    row.external_id,
-                    row.anonymous_id,
-                    row.first_seq,
-                    row.last_seq
-                ])?;
+        let mut touched = std::mem::take(&mut self.caches.touched_origins);
+        touched.sort_unstable();
+        touched.dedup();
+        for pk in &touched {
+            let Some(rows) = self.caches.origins.get_mut(pk) else {
+                continue;
+            };
+            for (integration, source, row) in rows.iter_mut() {
+                if row.dirty {
+                    stmt.execute(params![
+                        pk,
+                        &*integration,
+                        &*source,
+                        row.external_id,
+                        row.anonymous_id,
+                        row.first_seq,
+                        row.last_seq
+                    ])?;
+                    row.dirty = false;
+                }
             }
         }
         Ok(())

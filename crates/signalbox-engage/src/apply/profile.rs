@@ -10,7 +10,21 @@ use crate::model::{Location, Origin, Profile, ProfileId, ProfileInput};
 
 /// The columns of `profiles` other than the JSON `data`.
 pub(crate) const PROFILE_COLUMNS: &str =
-    "pk, id, email, phone_number, external_id, anonymous_id, created_us, updated_us, last_event_us, data";
+    "pk, id, email, phone_number, external_id, anonymous_id, created_us, updated_us,
+     (SELECT MAX(time_us) FROM events WHERE events.profile_pk = profiles.pk), data";
+
+/// Whether an input changes anything kept in `profiles.data`.
+fn has_fields(input: &ProfileInput) -> bool {
+    input.first_name.is_some()
+        || input.last_name.is_some()
+        || input.organization.is_some()
+        || input.title.is_some()
+        || input.image.is_some()
+        || input.locale.is_some()
+        || !input.location.is_empty()
+        || !input.properties.is_empty()
+        || !input.unset.is_empty()
+}
 
 /// What `profiles.data` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +49,8 @@ pub(crate) struct ProfileData {
     pub updated_by: Origin,
 }
 
+/// A profile row. Its JSON `data` is parsed only when something reads or changes it, so a
+/// call that only adds an event to a profile never pays for it.
 #[derive(Debug, Clone)]
 pub(crate) struct ProfileRow {
     pub pk: i64,
@@ -45,10 +61,17 @@ pub(crate) struct ProfileRow {
     pub anonymous_id: Option<String>,
     pub created_us: i64,
     pub updated_us: i64,
+    /// Read from `events` when loaded (not kept up to date while applying).
     pub last_event_us: Option<i64>,
-    pub data: ProfileData,
-    /// Changed since loaded: written back when the batch ends.
+    /// `data` as stored, until parsed.
+    raw: Option<String>,
+    parsed: Option<ProfileData>,
+    /// Columns changed since loaded or saved.
     pub dirty: bool,
+    /// `data` changed since loaded or saved.
+    data_dirty: bool,
+    /// Whether the row is in the table.
+    stored: bool,
 }
 
 fn ts(us: i64) -> Timestamp {
@@ -67,7 +90,8 @@ impl ProfileRow {
             created_us: at_us,
             updated_us: at_us,
             last_event_us: None,
-            data: ProfileData {
+            raw: None,
+            parsed: Some(ProfileData {
                 first_name: None,
                 last_name: None,
                 organization: None,
@@ -78,16 +102,14 @@ impl ProfileRow {
                 properties: Map::new(),
                 created_by: origin.clone(),
                 updated_by: origin.clone(),
-            },
+            }),
             dirty: true,
+            data_dirty: true,
+            stored: false,
         }
     }
 
     pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<ProfileRow> {
-        let data: String = r.get(9)?;
-        let data: ProfileData = serde_json::from_str(&data).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e))
-        })?;
         Ok(ProfileRow {
             pk: r.get(0)?,
             id: r.get(1)?,
@@ -98,9 +120,65 @@ impl ProfileRow {
             created_us: r.get(6)?,
             updated_us: r.get(7)?,
             last_event_us: r.get(8)?,
-            data,
+            raw: Some(r.get(9)?),
+            parsed: None,
             dirty: false,
+            data_dirty: false,
+            stored: true,
         })
+    }
+
+    fn parse(raw: &str) -> ProfileData {
+        serde_json::from_str(raw).unwrap_or_else(|err| {
+            tracing::error!(error = %err, "unreadable profile data; starting it over");
+            ProfileData {
+                first_name: None,
+                last_name: None,
+                organization: None,
+                title: None,
+                image: None,
+                locale: None,
+                location: Location::default(),
+                properties: Map::new(),
+                created_by: Origin {
+                    integration: Origin::SIGNALBOX.into(),
+                    source: None,
+                },
+                updated_by: Origin {
+                    integration: Origin::SIGNALBOX.into(),
+                    source: None,
+                },
+            }
+        })
+    }
+
+    /// The data, parsed (once).
+    pub(crate) fn data(&mut self) -> &ProfileData {
+        self.data_mut_clean()
+    }
+
+    fn data_mut_clean(&mut self) -> &mut ProfileData {
+        if self.parsed.is_none() {
+            let raw = self.raw.take().unwrap_or_default();
+            self.parsed = Some(ProfileRow::parse(&raw));
+        }
+        self.parsed.as_mut().expect("parsed")
+    }
+
+    /// The data, to change it: it will be written back.
+    fn data_mut(&mut self) -> &mut ProfileData {
+        self.data_dirty = true;
+        self.dirty = true;
+        self.data_mut_clean()
+    }
+
+    /// A copy of the data without caching the parse.
+    fn data_copy(&self) -> ProfileData {
+        match (&self.parsed, &self.raw) {
+            (Some(data), _) => data.clone(),
+            (None, Some(raw)) => ProfileRow::parse(raw),
+            (None, None) => ProfileRow::parse(""),
+        }
     }
 
     pub(crate) fn load(conn: &Connection, pk: i64) -> EngageResult<Option<ProfileRow>> {
@@ -110,61 +188,87 @@ impl ProfileRow {
         Ok(stmt.query_row([pk], ProfileRow::from_row).optional()?)
     }
 
-    pub(crate) fn save(&self, conn: &Connection) -> EngageResult<()> {
-        let data = serde_json::to_string(&self.data).expect("profile data serialises");
-        let mut stmt = conn.prepare_cached(
-            "INSERT INTO profiles (pk, id, email, phone_number, external_id, anonymous_id,
-                                   created_us, updated_us, last_event_us, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT (pk) DO UPDATE SET email = excluded.email,
-                 phone_number = excluded.phone_number, external_id = excluded.external_id,
-                 anonymous_id = excluded.anonymous_id, created_us = excluded.created_us,
-                 updated_us = excluded.updated_us, last_event_us = excluded.last_event_us,
-                 data = excluded.data",
-        )?;
-        stmt.execute(params![
-            self.pk,
-            self.id,
-            self.email,
-            self.phone_number,
-            self.external_id,
-            self.anonymous_id,
-            self.created_us,
-            self.updated_us,
-            self.last_event_us,
-            data
-        ])?;
+    /// Writes the row back if it changed.
+    pub(crate) fn save(&mut self, conn: &Connection) -> EngageResult<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        if !self.stored || self.data_dirty {
+            let data = serde_json::to_string(self.data()).expect("profile data serialises");
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO profiles (pk, id, email, phone_number, external_id, anonymous_id,
+                                       created_us, updated_us, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (pk) DO UPDATE SET email = excluded.email,
+                     phone_number = excluded.phone_number, external_id = excluded.external_id,
+                     anonymous_id = excluded.anonymous_id, created_us = excluded.created_us,
+                     updated_us = excluded.updated_us, data = excluded.data",
+            )?;
+            stmt.execute(params![
+                self.pk,
+                self.id,
+                self.email,
+                self.phone_number,
+                self.external_id,
+                self.anonymous_id,
+                self.created_us,
+                self.updated_us,
+                data
+            ])?;
+        } else {
+            let mut stmt = conn.prepare_cached(
+                "UPDATE profiles SET email = ?2, phone_number = ?3, external_id = ?4,
+                     anonymous_id = ?5, created_us = ?6, updated_us = ?7
+                 WHERE pk = ?1",
+            )?;
+            stmt.execute(params![
+                self.pk,
+                self.email,
+                self.phone_number,
+                self.external_id,
+                self.anonymous_id,
+                self.created_us,
+                self.updated_us
+            ])?;
+        }
+        self.stored = true;
+        self.dirty = false;
+        self.data_dirty = false;
         Ok(())
     }
 
     pub(crate) fn to_profile(&self) -> Profile {
+        let data = self.data_copy();
         Profile {
             id: ProfileId(self.id.clone()),
             email: self.email.clone(),
             phone_number: self.phone_number.clone(),
             external_id: self.external_id.clone(),
             anonymous_id: self.anonymous_id.clone(),
-            first_name: self.data.first_name.clone(),
-            last_name: self.data.last_name.clone(),
-            organization: self.data.organization.clone(),
-            title: self.data.title.clone(),
-            image: self.data.image.clone(),
-            locale: self.data.locale.clone(),
-            location: self.data.location.clone(),
-            properties: self.data.properties.clone(),
+            first_name: data.first_name,
+            last_name: data.last_name,
+            organization: data.organization,
+            title: data.title,
+            image: data.image,
+            locale: data.locale,
+            location: data.location,
+            properties: data.properties,
             created: ts(self.created_us),
             updated: ts(self.updated_us),
             last_event_date: self.last_event_us.map(ts),
-            created_by: self.data.created_by.clone(),
-            updated_by: self.data.updated_by.clone(),
+            created_by: data.created_by,
+            updated_by: data.updated_by,
         }
     }
 
     /// Applies the non-identifier fields of `input`; returns whether anything changed (then
     /// `updated` and `updated_by` move).
     pub(crate) fn patch(&mut self, input: &ProfileInput, origin: &Origin, at_us: i64) -> bool {
-        let d = &mut self.data;
+        if !has_fields(input) {
+            return false;
+        }
         let mut changed = false;
+        let d = self.data_mut_clean();
         let mut set = |slot: &mut Option<String>, value: &Option<String>| {
             if value.is_some() && slot != value {
                 slot.clone_from(value);
@@ -214,7 +318,7 @@ impl ProfileRow {
 
     /// Clears a standard attribute by its API name, or removes a custom property.
     fn unset(&mut self, name: &str) -> bool {
-        let d = &mut self.data;
+        let d = self.data_mut_clean();
         let slot = match name {
             "first_name" => &mut d.first_name,
             "last_name" => &mut d.last_name,
@@ -244,8 +348,7 @@ impl ProfileRow {
 
     pub(crate) fn touch(&mut self, origin: &Origin, at_us: i64) {
         self.updated_us = self.updated_us.max(at_us);
-        self.data.updated_by = origin.clone();
-        self.dirty = true;
+        self.data_mut().updated_by = origin.clone();
     }
 
     /// Takes over what `other` knows and this profile does not (a merge: this one survives).
@@ -259,7 +362,8 @@ impl ProfileRow {
         fill(&mut self.phone_number, &other.phone_number);
         fill(&mut self.external_id, &other.external_id);
         fill(&mut self.anonymous_id, &other.anonymous_id);
-        let (d, o) = (&mut self.data, &other.data);
+        let other_data = other.data_copy();
+        let (d, o) = (self.data_mut(), &other_data);
         fill(&mut d.first_name, &o.first_name);
         fill(&mut d.last_name, &o.last_name);
         fill(&mut d.organization, &o.organization);
@@ -284,12 +388,8 @@ impl ProfileRow {
         }
         if other.created_us < self.created_us {
             self.created_us = other.created_us;
-            self.data.created_by = other.data.created_by.clone();
+            self.data_mut().created_by = other_data.created_by.clone();
         }
-        self.last_event_us = match (self.last_event_us, other.last_event_us) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
         self.dirty = true;
     }
 }

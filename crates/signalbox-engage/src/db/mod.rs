@@ -27,7 +27,10 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> EngageResult<Connect
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
          PRAGMA cache_size = -131072;
-         PRAGMA temp_store = MEMORY;",
+         PRAGMA temp_store = MEMORY;
+         PRAGMA wal_autocheckpoint = 65536;
+         PRAGMA mmap_size = 1073741824;
+         PRAGMA journal_size_limit = 67108864;",
     )?;
     Ok(conn)
 }

@@ -17,7 +17,7 @@ fn map_with(
 ) -> Result<Mapped, Skip> {
     map_segment(
         kind,
-        message.as_object().unwrap(),
+        message.as_object().unwrap().clone(),
         settings,
         at("2026-03-01T12:00:00Z"),
     )

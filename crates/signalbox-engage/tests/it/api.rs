@@ -215,3 +215,33 @@ async fn api_events_upsert_their_profile_on_an_api_metric() {
         .unwrap_err();
     assert!(matches!(err, EngageError::Invalid { .. }));
 }
+
+#[tokio::test]
+async fn concurrent_creates_of_one_email_make_one_profile() {
+    let app = TestApp::start().await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let engage = app.engage.clone();
+        tasks.push(tokio::spawn(async move {
+            engage
+                .create_profile(ProfileInput {
+                    first_name: Some(format!("Try {i}")),
+                    ..input("race@example.com")
+                })
+                .await
+        }));
+    }
+    let mut created = Vec::new();
+    let mut duplicates = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(profile) => created.push(profile),
+            Err(EngageError::DuplicateProfile { id }) => duplicates.push(id),
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(created.len(), 1);
+    assert_eq!(duplicates.len(), 23);
+    assert!(duplicates.iter().all(|id| *id == created[0].id));
+    assert_eq!(app.profiles().await.len(), 1);
+}
