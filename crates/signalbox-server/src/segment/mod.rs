@@ -84,7 +84,8 @@ async fn ingest(
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    app.ingest
+    let outcome = app
+        .ingest
         .accept(RawRequest {
             shape,
             authorization,
@@ -92,6 +93,12 @@ async fn ingest(
             body,
         })
         .await?;
+    // Wake the engage pipeline now rather than at its next poll.
+    if outcome.appended > 0 {
+        if let Some(engage) = &app.engage {
+            engage.notify();
+        }
+    }
     Ok(Json(json!({"success": true})))
 }
 
