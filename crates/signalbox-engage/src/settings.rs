@@ -66,6 +66,29 @@ impl DestinationSettings {
         serde_json::to_value(self).expect("settings serialise")
     }
 
+    /// Applies a JSON object of settings (`{"enforceEmail": false, "listId": null}`);
+    /// on a bad key or value, returns that key and the reason.
+    pub fn patch(&mut self, patch: &Map<String, Value>) -> Result<(), (String, String)> {
+        for (key, value) in patch {
+            self.apply(key, value)
+                .map_err(|reason| (key.clone(), reason))?;
+        }
+        Ok(())
+    }
+
+    /// The stored settings object with these settings written over it; keys this version does
+    /// not know are kept.
+    pub fn merged_into(&self, stored: Value) -> Value {
+        let mut merged = match stored {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        if let Value::Object(ours) = self.to_json() {
+            merged.extend(ours);
+        }
+        Value::Object(merged)
+    }
+
     /// Sets one key from text as typed on a command line (`enforceEmail=false`,
     /// `listId=L1`, `listId=` to clear).
     pub fn set_text(&mut self, key: &str, text: &str) -> Result<(), String> {

@@ -73,6 +73,11 @@ impl JsonObject {
             .ok_or_else(|| AdminError::invalid(field, "is required"))
     }
 
+    /// The whole object, for bodies whose keys are data (settings).
+    pub fn into_map(self) -> Map<String, Value> {
+        self.0
+    }
+
     /// Refuses fields nobody took, so that a misspelt option is an error, not a default.
     pub fn finish(self) -> Result<(), AdminError> {
         match self.0.into_iter().next() {

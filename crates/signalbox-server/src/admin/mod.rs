@@ -22,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod rejections;
+pub mod settings;
 pub mod sources;
 pub mod stats;
 pub mod view;
@@ -49,6 +50,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/admin/v1/sources/{name}/rotate-key",
             post(sources::rotate_key),
+        )
+        .route(
+            "/admin/v1/sources/{name}/settings",
+            get(settings::get).patch(settings::patch),
         )
         .route("/admin/v1/sources/{name}/disable", post(sources::disable))
         .route("/admin/v1/sources/{name}/enable", post(sources::enable))

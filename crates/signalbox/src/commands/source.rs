@@ -77,16 +77,8 @@ pub async fn run_source(global: &GlobalArgs, cmd: SourceCommand) -> anyhow::Resu
                     .map_err(|reason| anyhow::anyhow!("--set {assignment:?}: {reason}"))?;
             }
             if !set.is_empty() {
-                // Keep keys this version does not know; replace the ones it does.
-                let mut merged = match stored {
-                    serde_json::Value::Object(map) => map,
-                    _ => serde_json::Map::new(),
-                };
-                if let serde_json::Value::Object(ours) = settings.to_json() {
-                    merged.extend(ours);
-                }
                 store
-                    .set_source_settings(&name, serde_json::Value::Object(merged))
+                    .set_source_settings(&name, settings.merged_into(stored))
                     .await?;
                 eprintln!(
                     "source '{name}' settings saved; a running server applies them within a second"

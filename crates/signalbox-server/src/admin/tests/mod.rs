@@ -5,6 +5,7 @@ mod api_keys;
 mod auth;
 mod events;
 mod rejections;
+mod settings;
 mod sources;
 mod stats;
 mod stream;
@@ -126,6 +127,10 @@ impl TestApp {
 
     async fn post(&self, uri: &str, body: Value) -> Answer {
         self.call(Method::POST, uri, Some(body)).await
+    }
+
+    async fn patch(&self, uri: &str, body: Value) -> Answer {
+        self.call(Method::PATCH, uri, Some(body)).await
     }
 
     async fn delete(&self, uri: &str) -> Answer {
