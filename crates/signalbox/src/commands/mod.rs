@@ -1,5 +1,6 @@
 //! One module per command group; each takes resolved arguments and does one thing.
 
+pub mod bench;
 mod events;
 mod serve;
 mod source;
@@ -21,6 +22,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Source(cmd) => source::run_source(&cli.global, cmd).await,
         Command::ApiKey(cmd) => source::run_api_key(&cli.global, cmd).await,
         Command::Events(cmd) => events::run(&cli.global, cmd).await,
+        Command::Bench(cmd) => bench::run(cmd).await,
     }
 }
 
