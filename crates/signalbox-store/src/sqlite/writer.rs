@@ -140,8 +140,11 @@ impl Writer {
         Ok(outcomes)
     }
 
-    /// Removes dedupe entries older than the window, walking the log in sequence order so
-    /// that no index on time is needed.
+    /// Removes dedupe entries older than the window, walking the log in sequence order from
+    /// where the last pass stopped, so that no index on time is needed. The walk stops at the
+    /// first call still inside the window: the log is appended in receipt order, so what
+    /// follows is (nearly) all newer, and each pass reads at most [`PRUNE_CHUNK`] rows rather
+    /// than the whole log.
     fn prune_dedupe(&mut self) {
         self.last_prune = Instant::now();
         let cutoff = Timestamp::now()
@@ -159,13 +162,20 @@ impl Writer {
                     |r| r.get(0),
                 )
                 .unwrap_or(0);
-            let upto: i64 = tx.query_row(
-                "SELECT COALESCE(MAX(seq), ?1) FROM (
-                     SELECT seq FROM events WHERE seq > ?1 AND received_at < ?2
-                     ORDER BY seq LIMIT ?3)",
-                params![from, cutoff, PRUNE_CHUNK],
-                |r| r.get(0),
-            )?;
+            let mut upto = from;
+            {
+                let mut walk = tx.prepare_cached(
+                    "SELECT seq, received_at FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )?;
+                let mut rows = walk.query(params![from, PRUNE_CHUNK])?;
+                while let Some(row) = rows.next()? {
+                    let received_at: i64 = row.get(1)?;
+                    if received_at >= cutoff {
+                        break;
+                    }
+                    upto = row.get(0)?;
+                }
+            }
             if upto == from {
                 return Ok(0);
             }
@@ -188,5 +198,73 @@ impl Writer {
             Ok(n) => tracing::debug!(removed = n, "pruned expired message ids"),
             Err(err) => tracing::warn!(error = %err, "pruning message ids failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use signalbox_core::CallKind;
+
+    use super::*;
+
+    fn writer(window: SignedDuration) -> Writer {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        Writer::new(conn, window)
+    }
+
+    fn call(id: &str, received_at: Timestamp) -> NewCall {
+        NewCall {
+            kind: CallKind::Track,
+            message_id: id.into(),
+            received_at,
+            payload: "{}".into(),
+        }
+    }
+
+    fn append(writer: &mut Writer, calls: Vec<NewCall>) -> AppendOutcome {
+        let (reply, _wait) = oneshot::channel();
+        let job = AppendJob {
+            source: SourceId(1),
+            calls,
+            rejections: Vec::new(),
+            reply,
+        };
+        writer.apply(&[job]).unwrap()[0]
+    }
+
+    fn count(writer: &Writer, sql: &str) -> i64 {
+        writer.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn prune_forgets_expired_ids_and_stops_at_the_first_call_in_the_window() {
+        let mut writer = writer(SignedDuration::from_hours(1));
+        let now = Timestamp::now();
+        let old = now - SignedDuration::from_hours(2);
+        append(
+            &mut writer,
+            vec![
+                call("a", old),
+                call("b", old),
+                call("c", now),
+                call("d", old),
+            ],
+        );
+        writer.prune_dedupe();
+        // "d" is expired too, but it comes after "c", which is not: the walk stops at "c".
+        assert_eq!(count(&writer, "SELECT COUNT(*) FROM message_ids"), 2);
+        assert_eq!(
+            count(
+                &writer,
+                "SELECT value FROM meta WHERE key = 'dedupe_pruned_seq'"
+            ),
+            2
+        );
+        // Nothing more to do while "c" is inside the window.
+        writer.prune_dedupe();
+        assert_eq!(count(&writer, "SELECT COUNT(*) FROM message_ids"), 2);
+        let again = append(&mut writer, vec![call("c", now), call("a", now)]);
+        assert_eq!((again.appended, again.duplicates), (1, 1));
     }
 }

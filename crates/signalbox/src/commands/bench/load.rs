@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::payload::BodyFactory;
-use super::server::rss_kib;
+use super::server::{disk_write_bytes, rss_kib};
 
 /// Where requests go.
 pub struct Target {
@@ -83,6 +83,8 @@ pub struct PhaseStats {
     /// Microseconds.
     pub latency: Histogram<u64>,
     pub timeline: Vec<Sample>,
+    /// Bytes the server wrote to storage during the phase, when it is a child of this command.
+    pub disk_write_bytes: Option<u64>,
 }
 
 /// One second of a phase.
@@ -242,7 +244,7 @@ async fn finish(
     monitor: Monitor,
 ) -> PhaseStats {
     let elapsed = started.elapsed();
-    let timeline = monitor.stop().await;
+    let (timeline, disk_write_bytes) = monitor.stop().await;
     let errors = counters.errors.lock().expect("errors lock").clone();
     PhaseStats {
         elapsed,
@@ -251,6 +253,7 @@ async fn finish(
         errors,
         latency,
         timeline,
+        disk_write_bytes,
     }
 }
 
@@ -258,20 +261,25 @@ async fn finish(
 struct Monitor {
     task: Option<tokio::task::JoinHandle<Vec<Sample>>>,
     stop: Arc<tokio::sync::Notify>,
+    pid: Option<u32>,
+    written_at_start: Option<u64>,
 }
 
 impl Monitor {
     fn start(spec: &PhaseSpec<'_>, counters: Arc<Counters>) -> Monitor {
+        let pid = spec.server_pid;
+        let written_at_start = pid.and_then(disk_write_bytes);
         if !spec.watch {
             return Monitor {
                 task: None,
                 stop: Arc::new(tokio::sync::Notify::new()),
+                pid,
+                written_at_start,
             };
         }
         let stop = Arc::new(tokio::sync::Notify::new());
         let bar = progress_bar(spec.label, spec.duration);
         let plain = bar.is_hidden();
-        let pid = spec.server_pid;
         let label = spec.label.to_owned();
         let stopped = Arc::clone(&stop);
         let task = tokio::spawn(async move {
@@ -320,15 +328,24 @@ impl Monitor {
         Monitor {
             task: Some(task),
             stop,
+            pid,
+            written_at_start,
         }
     }
 
-    async fn stop(mut self) -> Vec<Sample> {
+    /// The samples, and the bytes the server wrote meanwhile.
+    async fn stop(mut self) -> (Vec<Sample>, Option<u64>) {
         self.stop.notify_one();
-        match self.task.take() {
+        let written = self
+            .pid
+            .and_then(disk_write_bytes)
+            .zip(self.written_at_start)
+            .map(|(end, start)| end.saturating_sub(start));
+        let samples = match self.task.take() {
             Some(task) => task.await.unwrap_or_default(),
             None => Vec::new(),
-        }
+        };
+        (samples, written)
     }
 }
 

@@ -47,6 +47,8 @@ pub struct PhaseReport {
     pub requests_per_sec: f64,
     pub errors: BTreeMap<String, u64>,
     pub latency_ms: Latency,
+    /// Bytes the server wrote to storage per event stored (WAL and checkpoints).
+    pub disk_bytes_per_event: Option<f64>,
     pub timeline: Vec<Sample>,
 }
 
@@ -139,6 +141,10 @@ impl PhaseReport {
             requests_per_sec: stats.requests as f64 / seconds,
             errors: stats.errors.clone(),
             latency_ms: Latency::from_micros(&stats.latency),
+            disk_bytes_per_event: stats
+                .disk_write_bytes
+                .filter(|_| stats.events > 0)
+                .map(|b| b as f64 / stats.events as f64),
             timeline: stats.timeline.clone(),
         }
     }
@@ -282,6 +288,12 @@ impl Report {
                 l.max,
                 phase.n_errors()
             );
+            if let Some(bytes) = phase.disk_bytes_per_event.filter(|b| *b > 0.0) {
+                println!(
+                    "{:<22}   server wrote {bytes:.0} bytes to disk per event",
+                    ""
+                );
+            }
             for (what, n) in &phase.errors {
                 println!("{:<22}   {n} × {what}", "");
             }
