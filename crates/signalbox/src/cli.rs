@@ -179,8 +179,9 @@ pub struct IngestBenchArgs {
         default_value = "durable,ceiling,latency"
     )]
     pub phases: Vec<BenchPhase>,
-    /// How message ids are spread: like random UUIDs, or increasing.
-    #[arg(long, value_enum, default_value_t = IdStyle::Random)]
+    /// How message ids are spread: increasing (time-ordered, like UUIDv7 or ULID) or
+    /// scattered like random v4 UUIDs, which cost the dedupe index one page write per event.
+    #[arg(long, value_enum, default_value_t = IdStyle::Sequential)]
     pub message_ids: IdStyle,
     /// Load a running server at this base URL (e.g. `http://127.0.0.1:8080`) instead of
     /// starting one; the ceiling phase and the log check are then skipped.

@@ -27,10 +27,10 @@ const TEMPLATES: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IdStyle {
-    /// UUID-shaped, scattered like random v4 ids (what Segment's libraries send).
-    Random,
-    /// UUID-shaped, increasing (time-ordered ids such as UUIDv7).
+    /// UUID-shaped, increasing (time-ordered ids such as UUIDv7 or ULID).
     Sequential,
+    /// UUID-shaped, scattered like random v4 ids (what most Segment libraries send).
+    Random,
 }
 
 /// Hands out batch bodies whose message ids are unique for the life of the factory (and,
@@ -148,10 +148,8 @@ fn render_batch(rng: &mut StdRng, batch_size: usize, sent_at: jiff::Timestamp) -
         id_offsets.push(bytes.len() + at);
         bytes.extend_from_slice(call.as_bytes());
     }
-    let envelope = json!({
-        "sentAt": format_ms(sent_at),
-        "context": {"library": {"name": "signalbox-bench", "version": env!("CARGO_PKG_VERSION")}},
-    });
+    // Segment's server libraries send the batch and its send time; context is per call.
+    let envelope = json!({"sentAt": format_ms(sent_at)});
     let envelope = serde_json::to_string(&envelope).expect("json");
     bytes.extend_from_slice(b"],");
     bytes.extend_from_slice(&envelope.as_bytes()[1..]);
@@ -204,6 +202,7 @@ fn ecommerce_call(rng: &mut StdRng, now: jiff::Timestamp) -> Value {
     let context = json!({
         "ip": format!("203.0.113.{}", rng.random_range(1..255)),
         "userAgent": AGENTS.choose(rng).expect("agents"),
+        "library": {"name": "signalbox-bench", "version": env!("CARGO_PKG_VERSION")},
     });
     let mut call = match rng.random_range(0..10) {
         0..=3 => {
