@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::payload::BodyFactory;
-use super::server::{disk_write_bytes, rss_kib};
+use super::server::{disk_write_bytes, memory_kib};
 
 /// Where requests go.
 pub struct Target {
@@ -92,25 +92,57 @@ pub struct PhaseStats {
 pub struct Sample {
     pub second: u64,
     pub events_per_sec: u64,
+    /// 99th percentile latency of the requests answered in this second.
+    pub p99_ms: f64,
     /// Resident memory of the server, when it is a child of this command.
     pub server_rss_kib: Option<u64>,
+    /// Of which anonymous (heap) memory; the rest is mapped files and shared memory.
+    pub server_rss_anon_kib: Option<u64>,
 }
 
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
 }
 
-#[derive(Default)]
 struct Counters {
     requests: AtomicU64,
     events: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
+    /// Latencies (µs) of the current second, for the timeline.
+    this_second: Mutex<Histogram<u64>>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            requests: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            errors: Mutex::new(BTreeMap::new()),
+            this_second: Mutex::new(new_histogram()),
+        }
+    }
 }
 
 impl Counters {
-    fn ok(&self, events: u64) {
+    fn ok(&self, events: u64, micros: u64) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.events.fetch_add(events, Ordering::Relaxed);
+        self.this_second
+            .lock()
+            .expect("latency lock")
+            .saturating_record(micros);
+    }
+
+    /// The 99th percentile of the second just ended, in ms; starts the next second.
+    fn second_p99_ms(&self) -> f64 {
+        let mut window = self.this_second.lock().expect("latency lock");
+        let p99 = if window.is_empty() {
+            0.0
+        } else {
+            window.value_at_quantile(0.99) as f64 / 1000.0
+        };
+        window.reset();
+        p99
     }
 
     fn error(&self, what: String) {
@@ -160,8 +192,9 @@ pub async fn closed_loop(
                     let sent = Instant::now();
                     match target.send(body).await {
                         Ok(()) => {
-                            latency.saturating_record(sent.elapsed().as_micros() as u64);
-                            counters.ok(events_per_body);
+                            let micros = sent.elapsed().as_micros() as u64;
+                            latency.saturating_record(micros);
+                            counters.ok(events_per_body, micros);
                         }
                         Err(what) => {
                             counters.error(what);
@@ -222,7 +255,7 @@ pub async fn open_loop(
                         .lock()
                         .expect("latency lock")
                         .saturating_record(micros);
-                    counters.ok(events_per_body);
+                    counters.ok(events_per_body, micros);
                 }
                 Err(what) => counters.error(what),
             }
@@ -297,10 +330,13 @@ impl Monitor {
                 }
                 let events = counters.events.load(Ordering::Relaxed);
                 let second = samples.len() as u64 + 1;
+                let memory = pid.and_then(memory_kib);
                 let sample = Sample {
                     second,
                     events_per_sec: events - last_events,
-                    server_rss_kib: pid.and_then(rss_kib),
+                    p99_ms: counters.second_p99_ms(),
+                    server_rss_kib: memory.map(|m| m.rss),
+                    server_rss_anon_kib: memory.map(|m| m.anon),
                 };
                 last_events = events;
                 samples.push(sample);
@@ -310,9 +346,10 @@ impl Monitor {
                     .map(|k| format!(" · server RSS {} MiB", k / 1024))
                     .unwrap_or_default();
                 let message = format!(
-                    "{} events/s now, {} overall · {} errors{rss}",
+                    "{} events/s now, {} overall · p99 {:.1} ms · {} errors{rss}",
                     thousands(sample.events_per_sec),
                     thousands(overall as u64),
+                    sample.p99_ms,
                     counters.n_errors()
                 );
                 bar.set_position(second);

@@ -252,9 +252,15 @@ impl Report {
                 target: format!("p99 < 50 ms at {} events/s", thousands(rate)),
                 met: latency.latency_ms.p99 < TARGET_P99_MS && kept_up,
                 measured: format!(
-                    "p99 {:.1} ms at {} events/s",
+                    "p99 {:.1} ms at {} events/s; p99 under 50 ms in {} of {} seconds",
                     latency.latency_ms.p99,
-                    thousands(latency.events_per_sec as u64)
+                    thousands(latency.events_per_sec as u64),
+                    latency
+                        .timeline
+                        .iter()
+                        .filter(|s| s.p99_ms < TARGET_P99_MS)
+                        .count(),
+                    latency.timeline.len()
                 ),
             });
         }
@@ -342,6 +348,16 @@ impl Report {
                 .iter()
                 .filter_map(|s| s.server_rss_kib)
                 .collect();
+            let heap: Vec<u64> = phase
+                .timeline
+                .iter()
+                .filter_map(|s| s.server_rss_anon_kib)
+                .collect();
+            let p99: Vec<u64> = phase
+                .timeline
+                .iter()
+                .map(|s| (s.p99_ms * 1000.0) as u64)
+                .collect();
             println!(
                 "{:<8} events/s  {}  ({}–{})",
                 phase.name,
@@ -349,13 +365,23 @@ impl Report {
                 thousands(events.iter().copied().min().unwrap_or(0)),
                 thousands(events.iter().copied().max().unwrap_or(0))
             );
-            if !rss.is_empty() {
+            println!(
+                "{:<8} p99 ms    {}  ({:.1}–{:.1} ms per second)",
+                phase.name,
+                sparkline(&p99, 60),
+                p99.iter().copied().min().unwrap_or(0) as f64 / 1000.0,
+                p99.iter().copied().max().unwrap_or(0) as f64 / 1000.0
+            );
+            for (what, series) in [("RSS", &rss), ("heap", &heap)] {
+                if series.is_empty() {
+                    continue;
+                }
                 println!(
-                    "{:<8} RSS       {}  ({:.1}–{:.1} MiB)",
+                    "{:<8} {what:<9} {}  ({:.1}–{:.1} MiB)",
                     phase.name,
-                    sparkline(&rss, 60),
-                    rss.iter().copied().min().unwrap_or(0) as f64 / 1024.0,
-                    rss.iter().copied().max().unwrap_or(0) as f64 / 1024.0
+                    sparkline(series, 60),
+                    series.iter().copied().min().unwrap_or(0) as f64 / 1024.0,
+                    series.iter().copied().max().unwrap_or(0) as f64 / 1024.0
                 );
             }
         }
