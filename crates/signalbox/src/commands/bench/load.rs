@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::payload::BodyFactory;
-use super::server::{disk_write_bytes, memory_kib};
+use super::server::{disk_write_bytes, memory_kib, CpuTicks, CpuUse};
 
 /// Where requests go.
 pub struct Target {
@@ -85,6 +85,8 @@ pub struct PhaseStats {
     pub timeline: Vec<Sample>,
     /// Bytes the server wrote to storage during the phase, when it is a child of this command.
     pub disk_write_bytes: Option<u64>,
+    /// Who used the machine's cores during the phase.
+    pub cpu: Option<CpuUse>,
 }
 
 /// One second of a phase.
@@ -277,7 +279,7 @@ async fn finish(
     monitor: Monitor,
 ) -> PhaseStats {
     let elapsed = started.elapsed();
-    let (timeline, disk_write_bytes) = monitor.stop().await;
+    let (timeline, disk_write_bytes, cpu) = monitor.stop().await;
     let errors = counters.errors.lock().expect("errors lock").clone();
     PhaseStats {
         elapsed,
@@ -287,6 +289,7 @@ async fn finish(
         latency,
         timeline,
         disk_write_bytes,
+        cpu,
     }
 }
 
@@ -296,18 +299,23 @@ struct Monitor {
     stop: Arc<tokio::sync::Notify>,
     pid: Option<u32>,
     written_at_start: Option<u64>,
+    cpu_at_start: Option<CpuTicks>,
+    started: Instant,
 }
 
 impl Monitor {
     fn start(spec: &PhaseSpec<'_>, counters: Arc<Counters>) -> Monitor {
         let pid = spec.server_pid;
         let written_at_start = pid.and_then(disk_write_bytes);
+        let cpu_at_start = CpuTicks::now(pid);
         if !spec.watch {
             return Monitor {
                 task: None,
                 stop: Arc::new(tokio::sync::Notify::new()),
                 pid,
                 written_at_start,
+                cpu_at_start,
+                started: Instant::now(),
             };
         }
         let stop = Arc::new(tokio::sync::Notify::new());
@@ -367,12 +375,18 @@ impl Monitor {
             stop,
             pid,
             written_at_start,
+            cpu_at_start,
+            started: Instant::now(),
         }
     }
 
-    /// The samples, and the bytes the server wrote meanwhile.
-    async fn stop(mut self) -> (Vec<Sample>, Option<u64>) {
+    /// The samples, the bytes the server wrote meanwhile, and who used the CPU.
+    async fn stop(mut self) -> (Vec<Sample>, Option<u64>, Option<CpuUse>) {
         self.stop.notify_one();
+        let seconds = self.started.elapsed().as_secs_f64();
+        let cpu = CpuTicks::now(self.pid)
+            .zip(self.cpu_at_start)
+            .map(|(end, start)| end.since(start, seconds));
         let written = self
             .pid
             .and_then(disk_write_bytes)
@@ -382,7 +396,7 @@ impl Monitor {
             Some(task) => task.await.unwrap_or_default(),
             None => Vec::new(),
         };
-        (samples, written)
+        (samples, written, cpu)
     }
 }
 

@@ -7,12 +7,15 @@ use serde::Serialize;
 
 use super::load::{thousands, PhaseStats, Sample};
 use super::payload::IdStyle;
+use super::server::CpuUse;
 use crate::cli::IngestBenchArgs;
 
 /// The issue's targets.
 const TARGET_DURABLE_EVENTS_PER_SEC: f64 = 100_000.0;
 const TARGET_SHARE_OF_CEILING: f64 = 0.5;
 const TARGET_P99_MS: f64 = 50.0;
+/// Cores used by other programs past which a phase's figures are flagged.
+const BUSY_MACHINE_CORES: f64 = 0.25;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -49,6 +52,8 @@ pub struct PhaseReport {
     pub latency_ms: Latency,
     /// Bytes the server wrote to storage per event stored (WAL and checkpoints).
     pub disk_bytes_per_event: Option<f64>,
+    /// Cores used on average by the server, the load generator and everything else.
+    pub cpu_cores: Option<CpuUse>,
     pub timeline: Vec<Sample>,
 }
 
@@ -145,6 +150,7 @@ impl PhaseReport {
                 .disk_write_bytes
                 .filter(|_| stats.events > 0)
                 .map(|b| b as f64 / stats.events as f64),
+            cpu_cores: stats.cpu,
             timeline: stats.timeline.clone(),
         }
     }
@@ -228,6 +234,21 @@ impl Report {
                 memory.include(&phase.timeline);
             }
         }
+        for phase in [&self.durable, &self.ceiling, &self.latency]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(cpu) = phase.cpu_cores.filter(|c| c.other > BUSY_MACHINE_CORES) {
+                let note = format!(
+                    "other programs and kernel threads used {:.2} of {} cores during {}: \
+                     its figures are lower than on an otherwise idle machine",
+                    cpu.other, self.cores, phase.name
+                );
+                if !self.notes.contains(&note) {
+                    self.notes.push(note);
+                }
+            }
+        }
         self.targets.clear();
         if let Some(durable) = &self.durable {
             self.targets.push(TargetCheck {
@@ -294,6 +315,12 @@ impl Report {
                 l.max,
                 phase.n_errors()
             );
+            if let Some(cpu) = phase.cpu_cores {
+                println!(
+                    "{:<22}   cores used: server {:.2}, load generator {:.2}, other programs {:.2}",
+                    "", cpu.server, cpu.generator, cpu.other
+                );
+            }
             if let Some(bytes) = phase.disk_bytes_per_event.filter(|b| *b > 0.0) {
                 println!(
                     "{:<22}   server wrote {bytes:.0} bytes to disk per event",

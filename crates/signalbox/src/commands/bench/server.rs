@@ -143,3 +143,70 @@ pub fn disk_write_bytes(pid: u32) -> Option<u64> {
         .find_map(|line| line.strip_prefix("write_bytes:"))
         .and_then(|n| n.trim().parse().ok())
 }
+
+/// Clock ticks per second of `/proc` CPU times (`USER_HZ`, 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// CPU time spent so far, in ticks: by the whole machine (all cores, busy only), by the
+/// server child and by this process.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuTicks {
+    machine: u64,
+    server: u64,
+    generator: u64,
+}
+
+/// Cores used on average over an interval.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct CpuUse {
+    pub server: f64,
+    pub generator: f64,
+    /// Everything else on the machine: other programs, and kernel threads (including the
+    /// writeback of the server's own writes).
+    pub other: f64,
+}
+
+impl CpuTicks {
+    pub fn now(server_pid: Option<u32>) -> Option<CpuTicks> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal ...
+        let busy = fields.iter().take(8).sum::<u64>() - fields.get(3)? - fields.get(4)?;
+        Some(CpuTicks {
+            machine: busy,
+            server: server_pid
+                .and_then(|pid| process_ticks(&pid.to_string()))
+                .unwrap_or(0),
+            generator: process_ticks("self")?,
+        })
+    }
+
+    pub fn since(self, start: CpuTicks, seconds: f64) -> CpuUse {
+        let cores = |ticks: u64| ticks as f64 / TICKS_PER_SEC / seconds.max(1e-9);
+        let server = self.server.saturating_sub(start.server);
+        let generator = self.generator.saturating_sub(start.generator);
+        let machine = self.machine.saturating_sub(start.machine);
+        CpuUse {
+            server: cores(server),
+            generator: cores(generator),
+            other: cores(machine.saturating_sub(server + generator)),
+        }
+    }
+}
+
+/// utime + stime of a process, from `/proc/PID/stat`.
+fn process_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; fields after it are fixed.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
