@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::commands::bench::IdStyle;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "signalbox",
@@ -70,6 +72,9 @@ pub enum Command {
     /// Look at profiles and at calls waiting for one.
     #[command(subcommand)]
     Profiles(ProfilesCommand),
+    /// Measure the server.
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -185,4 +190,63 @@ pub enum EventsCommand {
         #[arg(long)]
         source: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Load the Tracking API with realistic `/v1/batch` requests: durable throughput, the
+    /// parse-and-validate ceiling (`serve --discard`), and latency at a fixed rate.
+    Ingest(IngestBenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IngestBenchArgs {
+    /// Connections of the closed-loop phases, each posting as soon as its last request was
+    /// answered.
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Length of each measured phase (e.g. `15s`, `10m`).
+    #[arg(long, default_value = "15s")]
+    pub duration: String,
+    /// Unmeasured load before each server's first phase.
+    #[arg(long, default_value = "3s")]
+    pub warmup: String,
+    /// Events per second of the latency phase (open loop, paced).
+    #[arg(long, default_value_t = 50_000)]
+    pub rate: u64,
+    /// Calls per `/v1/batch` request.
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// Phases to run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "durable,ceiling,latency"
+    )]
+    pub phases: Vec<BenchPhase>,
+    /// How message ids are spread: increasing (time-ordered, like UUIDv7 or ULID) or
+    /// scattered like random v4 UUIDs, which cost the dedupe index one page write per event.
+    #[arg(long, value_enum, default_value_t = IdStyle::Sequential)]
+    pub message_ids: IdStyle,
+    /// Load a running server at this base URL (e.g. `http://127.0.0.1:8080`) instead of
+    /// starting one; the ceiling phase and the log check are then skipped.
+    #[arg(long, requires = "write_key")]
+    pub target: Option<String>,
+    /// Write key for --target.
+    #[arg(long, requires = "target")]
+    pub write_key: Option<String>,
+    /// Also write every figure to this JSON file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchPhase {
+    /// Closed loop against a server that stores every call durably.
+    Durable,
+    /// Closed loop against `serve --discard` (parses and validates, stores nothing).
+    Ceiling,
+    /// Open loop at --rate against the durable server; latency from each scheduled send.
+    Latency,
 }

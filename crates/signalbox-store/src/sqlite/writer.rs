@@ -122,7 +122,6 @@ impl Writer {
                         call.payload
                     ])?;
                     outcome.appended += 1;
-                    outcome.last_seq = tx.last_insert_rowid();
                 }
                 for rejection in &job.rejections {
                     reject.execute(params![
@@ -141,8 +140,11 @@ impl Writer {
         Ok(outcomes)
     }
 
-    /// Removes dedupe entries older than the window, walking the log in sequence order so
-    /// that no index on time is needed.
+    /// Removes dedupe entries older than the window, walking the log in sequence order from
+    /// where the last pass stopped, so that no index on time is needed. The walk stops at the
+    /// first call still inside the window: the log is appended in receipt order, so what
+    /// follows is (nearly) all newer, and each pass reads at most [`PRUNE_CHUNK`] rows rather
+    /// than the whole log.
     fn prune_dedupe(&mut self) {
         self.last_prune = Instant::now();
         let cutoff = Timestamp::now()
@@ -160,8 +162,6 @@ impl Writer {
                     |r| r.get(0),
                 )
                 .unwrap_or(0);
-            // Walk forward in sequence order and stop at the first call still inside the
-            // window: calls committed slightly out of time order are then never skipped.
             let mut upto = from;
             {
                 let mut walk = tx.prepare_cached(
@@ -169,7 +169,8 @@ impl Writer {
                 )?;
                 let mut rows = walk.query(params![from, PRUNE_CHUNK])?;
                 while let Some(row) = rows.next()? {
-                    if row.get::<_, i64>(1)? >= cutoff {
+                    let received_at: i64 = row.get(1)?;
+                    if received_at >= cutoff {
                         break;
                     }
                     upto = row.get(0)?;
@@ -202,8 +203,15 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use signalbox_core::CallKind;
+
+    use super::*;
+
+    fn writer(window: SignedDuration) -> Writer {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        Writer::new(conn, window)
+    }
 
     fn call(id: &str, received_at: Timestamp) -> NewCall {
         NewCall {
@@ -214,54 +222,49 @@ mod tests {
         }
     }
 
-    fn job(calls: Vec<NewCall>) -> (AppendJob, oneshot::Receiver<StoreResult<AppendOutcome>>) {
-        let (reply, rx) = oneshot::channel();
+    fn append(writer: &mut Writer, calls: Vec<NewCall>) -> AppendOutcome {
+        let (reply, _wait) = oneshot::channel();
         let job = AppendJob {
             source: SourceId(1),
             calls,
-            rejections: vec![],
+            rejections: Vec::new(),
             reply,
         };
-        (job, rx)
+        writer.apply(&[job]).unwrap()[0]
     }
 
-    fn ids_left(writer: &Writer) -> Vec<String> {
-        let mut stmt = writer
-            .conn
-            .prepare("SELECT message_id FROM message_ids ORDER BY 1")
-            .unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+    fn count(writer: &Writer, sql: &str) -> i64 {
+        writer.conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
     #[test]
-    fn pruning_stops_at_the_first_call_inside_the_window_even_out_of_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = super::super::open_connection(&dir.path().join("t.db")).unwrap();
-        super::super::schema::migrate(&mut conn).unwrap();
-        let mut writer = Writer::new(conn, SignedDuration::from_hours(1));
-        let old = Timestamp::now() - SignedDuration::from_hours(2);
-        let fresh = Timestamp::now();
-        // Committed in this order: old, fresh, old (out of time order), old.
-        let (j, _rx) = job(vec![
-            call("a", old),
-            call("b", fresh),
-            call("c", old),
-            call("d", old),
-        ]);
-        let mut jobs = vec![j];
-        writer.commit_group(&mut jobs);
-        writer.prune_dedupe();
-        assert_eq!(
-            ids_left(&writer),
-            ["b", "c", "d"],
-            "only the run before the fresh call goes"
+    fn prune_forgets_expired_ids_and_stops_at_the_first_call_in_the_window() {
+        let mut writer = writer(SignedDuration::from_hours(1));
+        let now = Timestamp::now();
+        let old = now - SignedDuration::from_hours(2);
+        append(
+            &mut writer,
+            vec![
+                call("a", old),
+                call("b", old),
+                call("c", now),
+                call("d", old),
+            ],
         );
-        // Once the fresh call ages out too, the rest is pruned.
-        writer.dedupe_window = SignedDuration::from_secs(0);
         writer.prune_dedupe();
-        assert!(ids_left(&writer).is_empty());
+        // "d" is expired too, but it comes after "c", which is not: the walk stops at "c".
+        assert_eq!(count(&writer, "SELECT COUNT(*) FROM message_ids"), 2);
+        assert_eq!(
+            count(
+                &writer,
+                "SELECT value FROM meta WHERE key = 'dedupe_pruned_seq'"
+            ),
+            2
+        );
+        // Nothing more to do while "c" is inside the window.
+        writer.prune_dedupe();
+        assert_eq!(count(&writer, "SELECT COUNT(*) FROM message_ids"), 2);
+        let again = append(&mut writer, vec![call("c", now), call("a", now)]);
+        assert_eq!((again.appended, again.duplicates), (1, 1));
     }
 }

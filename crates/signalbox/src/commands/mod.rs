@@ -1,5 +1,6 @@
 //! One module per command group; each takes resolved arguments and does one thing.
 
+pub mod bench;
 mod engage;
 mod events;
 mod serve;
@@ -24,6 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(cmd) => events::run(&cli.global, cmd).await,
         Command::Rebuild(args) => engage::rebuild(&cli.global, args).await,
         Command::Profiles(cmd) => engage::profiles(&cli.global, cmd).await,
+        Command::Bench(cmd) => bench::run(cmd).await,
     }
 }
 

@@ -1,0 +1,212 @@
+//! The server under test: this same binary started as `serve` in a child process.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A running `signalbox serve` child. Killed if dropped without [`ServerChild::stop`].
+pub struct ServerChild {
+    child: Child,
+    pid: u32,
+    pub base_url: String,
+    pub write_key: String,
+    log_path: PathBuf,
+}
+
+impl ServerChild {
+    /// Starts `serve` on a free loopback port with its store in `data_dir`, and waits for the
+    /// lines naming its address and write key.
+    pub async fn start(data_dir: &Path, discard: bool) -> anyhow::Result<ServerChild> {
+        let exe = std::env::current_exe().context("cannot find this program's path")?;
+        let log_path = data_dir.join("server.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let mut command = Command::new(exe);
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env_remove("SIGNALBOX_DATABASE_URL")
+            .env("SIGNALBOX_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        if discard {
+            command.arg("--discard");
+        }
+        let mut child = command.spawn().context("cannot start the server")?;
+        let pid = child.id().context("the server exited at once")?;
+        let stdout = child.stdout.take().context("no stdout from the server")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut base_url = None;
+        let mut write_key = None;
+        let read_banner = async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(rest) = line.strip_prefix("Signalbox is listening on ") {
+                    base_url = Some(rest.trim().to_owned());
+                } else if let Some(rest) = line.trim_start().strip_prefix("Write key") {
+                    write_key = rest.split_whitespace().next().map(str::to_owned);
+                }
+                if base_url.is_some() && write_key.is_some() {
+                    return Ok::<_, std::io::Error>(true);
+                }
+            }
+            Ok(false)
+        };
+        let complete = tokio::time::timeout(Duration::from_secs(60), read_banner)
+            .await
+            .context("the server did not announce itself within 60 s")??;
+        if !complete {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!("the server stopped before announcing its address:\n{log}");
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(ServerChild {
+            child,
+            pid,
+            base_url: base_url.expect("checked above"),
+            write_key: write_key.expect("checked above"),
+            log_path,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Asks the server to drain and stop (SIGTERM), and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let signalled = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if signalled {
+            if let Ok(status) =
+                tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await
+            {
+                let status = status.context("waiting for the server")?;
+                if !status.success() {
+                    let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+                    bail!("the server exited with {status}:\n{log}");
+                }
+                return Ok(());
+            }
+        }
+        self.child.kill().await.context("cannot stop the server")?;
+        bail!("the server did not stop within 60 s of SIGTERM and was killed")
+    }
+}
+
+/// Resident memory of a process, in KiB.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub rss: u64,
+    /// Anonymous pages (the heap); the rest of `rss` is mapped files and shared memory.
+    pub anon: u64,
+}
+
+/// Reads `/proc/PID/status`.
+pub fn memory_kib(pid: u32) -> Option<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+    };
+    Some(Memory {
+        rss: field("VmRSS:")?,
+        anon: field("RssAnon:")?,
+    })
+}
+
+/// Resident memory of a process in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    memory_kib(pid).map(|m| m.rss)
+}
+
+/// Bytes a process caused to be written to storage, from `/proc/PID/io`.
+pub fn disk_write_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("write_bytes:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// Clock ticks per second of `/proc` CPU times (`USER_HZ`, 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// CPU time spent so far, in ticks: by the whole machine (all cores, busy only), by the
+/// server child and by this process.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuTicks {
+    machine: u64,
+    server: u64,
+    generator: u64,
+}
+
+/// Cores used on average over an interval.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct CpuUse {
+    pub server: f64,
+    pub generator: f64,
+    /// Everything else on the machine: other programs, and kernel threads (including the
+    /// writeback of the server's own writes).
+    pub other: f64,
+}
+
+impl CpuTicks {
+    pub fn now(server_pid: Option<u32>) -> Option<CpuTicks> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal ...
+        let busy = fields.iter().take(8).sum::<u64>() - fields.get(3)? - fields.get(4)?;
+        Some(CpuTicks {
+            machine: busy,
+            server: server_pid
+                .and_then(|pid| process_ticks(&pid.to_string()))
+                .unwrap_or(0),
+            generator: process_ticks("self")?,
+        })
+    }
+
+    pub fn since(self, start: CpuTicks, seconds: f64) -> CpuUse {
+        let cores = |ticks: u64| ticks as f64 / TICKS_PER_SEC / seconds.max(1e-9);
+        let server = self.server.saturating_sub(start.server);
+        let generator = self.generator.saturating_sub(start.generator);
+        let machine = self.machine.saturating_sub(start.machine);
+        CpuUse {
+            server: cores(server),
+            generator: cores(generator),
+            other: cores(machine.saturating_sub(server + generator)),
+        }
+    }
+}
+
+/// utime + stime of a process, from `/proc/PID/stat`.
+fn process_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; fields after it are fixed.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
