@@ -139,6 +139,7 @@ impl EmailTemplate {
         });
         env.set_keep_trailing_newline(true);
         env.set_fuel(Some(FUEL));
+        env.set_formatter(format_value);
         filters::register(&mut env);
         let mut parts = vec![(Part::Subject, &source.subject), (Part::Html, &source.html)];
         if let Some(text) = &source.text {
@@ -194,6 +195,50 @@ impl EmailTemplate {
             .render(value)
             .map_err(|error| render_error(part, &error))
     }
+}
+
+/// Prints a value: none and undefined as nothing (a JSON `null` property renders empty);
+/// in the HTML part, `& < > " '` escaped (unlike minijinja's default, `/` stays as it is, so
+/// URLs stay readable).
+fn format_value(
+    out: &mut minijinja::Output,
+    state: &minijinja::State<'_, '_>,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    use std::fmt::Write as _;
+
+    if value.is_undefined() || value.is_none() {
+        return Ok(());
+    }
+    if !matches!(state.auto_escape(), AutoEscape::Html) || value.is_safe() {
+        return minijinja::escape_formatter(out, state, value);
+    }
+    let owned;
+    let text = match value.as_str() {
+        Some(text) => text,
+        None => {
+            owned = value.to_string();
+            &owned
+        }
+    };
+    let mut rest = text;
+    while let Some(at) = rest.find(['&', '<', '>', '"', '\'']) {
+        out.write_str(&rest[..at]).map_err(write_error)?;
+        let escaped = match rest.as_bytes()[at] {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            _ => "&#39;",
+        };
+        out.write_str(escaped).map_err(write_error)?;
+        rest = &rest[at + 1..];
+    }
+    out.write_str(rest).map_err(write_error)
+}
+
+fn write_error(_: std::fmt::Error) -> minijinja::Error {
+    minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "could not write output")
 }
 
 fn syntax_error(part: Part, translated: &str, error: &minijinja::Error) -> TemplateError {

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use lol_html::html_content::ContentType;
-use lol_html::{element, rewrite_str, text, RewriteStrSettings};
+use lol_html::{doc_comments, doctype, element, rewrite_str, text, RewriteStrSettings};
 
 /// Marks a line break we want, distinct from the HTML source's own newlines: `<br>` (each
 /// one counts), the edge of a line-level block (`div`, `li`, `tr`), the edge of a paragraph
@@ -100,6 +100,16 @@ pub fn html_to_text(html: &str) -> String {
                     if !el.removed() {
                         el.remove_and_keep_content();
                     }
+                    Ok(())
+                }),
+            ],
+            document_content_handlers: vec![
+                doctype!(|doctype| {
+                    doctype.remove();
+                    Ok(())
+                }),
+                doc_comments!(|comment| {
+                    comment.remove();
                     Ok(())
                 }),
             ],
@@ -254,9 +264,9 @@ mod tests {
 
     #[test]
     fn blocks_lists_links_and_images() {
-        let html = r#"<html><head><title>T</title><style>p{color:red}</style></head>
+        let html = r#"<!DOCTYPE html><html><head><title>T</title><style>p{color:red}</style></head>
             <body><h1>Hello   Ada</h1>
-            <p>Your cart:</p><ul><li>Tea &amp; cups</li><li>Pot</li></ul>
+            <p>Your cart:<!-- hidden --></p><ul><li>Tea &amp; cups</li><li>Pot</li></ul>
             <p><a href="https://shop.test/cart?a=1&amp;b=2">Back to cart</a>
             <a href="https://shop.test">https://shop.test</a></p>
             <img src="x.png" alt="Logo"><br>Bye&nbsp;now</body></html>"#;

@@ -556,6 +556,10 @@ impl Translator<'_> {
                     out.push_str(replacement);
                     index = next;
                 }
+                TokenKind::Str => {
+                    out.push_str(&django_string(token.text));
+                    index += 1;
+                }
                 TokenKind::Name if !follows_dot(&tokens, index) => {
                     out.push_str(match token.text {
                         "True" => "true",
@@ -592,7 +596,8 @@ fn follows_dot(tokens: &[Token<'_>], index: usize) -> bool {
 fn filter_argument(tokens: &[Token<'_>], index: usize) -> Option<(String, usize)> {
     let first = tokens.get(index)?;
     match first.kind {
-        TokenKind::Str | TokenKind::Number => Some((first.text.to_owned(), index + 1)),
+        TokenKind::Str => Some((django_string(first.text), index + 1)),
+        TokenKind::Number => Some((first.text.to_owned(), index + 1)),
         TokenKind::Other if first.text == "-" => {
             let number = tokens
                 .get(index + 1)
@@ -631,6 +636,30 @@ fn filter_argument(tokens: &[Token<'_>], index: usize) -> Option<(String, usize)
         }
         _ => None,
     }
+}
+
+/// A Django string literal as a minijinja one. Django unescapes only `\\` and the quote
+/// (`"F j, Y \a\t g"` keeps its backslashes for the date filter); minijinja would turn `\t`
+/// into a tab, so other backslashes are doubled.
+fn django_string(literal: &str) -> String {
+    let quote = literal.chars().next().unwrap_or('"');
+    let mut out = String::with_capacity(literal.len() + 4);
+    let mut chars = literal.chars().peekable();
+    while let Some(ch) = chars.next() {
+        if ch != '\\' {
+            out.push(ch);
+            continue;
+        }
+        match chars.peek() {
+            Some(&next) if next == '\\' || next == quote => {
+                out.push('\\');
+                out.push(next);
+                chars.next();
+            }
+            _ => out.push_str("\\\\"),
+        }
+    }
+    out
 }
 
 /// `forloop.counter` and friends at `index` (which holds `forloop`).
