@@ -205,8 +205,6 @@ fn format_value(
     state: &minijinja::State<'_, '_>,
     value: &minijinja::Value,
 ) -> Result<(), minijinja::Error> {
-    use std::fmt::Write as _;
-
     if value.is_undefined() || value.is_none() {
         return Ok(());
     }
