@@ -2,7 +2,7 @@
 
     python3 tests/smtp/sink.py --dir OUT [--listen 127.0.0.1:0] [--reject-prefix bounce]
         [--defer-prefix later] [--auth USER:PASSWORD] [--tls-cert CERT --tls-key KEY]
-        [--implicit-tls] [--discard]
+        [--implicit-tls] [--discard] [--verbose]
 
 Prints `listening on HOST:PORT` once ready, then serves until stdin closes or it is killed.
 Each accepted message is written as OUT/NNNNNN.eml (the bytes received) beside
@@ -16,9 +16,11 @@ import argparse
 import asyncio
 import itertools
 import json
+import logging
 import os
 import ssl
 import sys
+import warnings
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
@@ -80,7 +82,13 @@ async def main():
     parser.add_argument("--tls-key")
     parser.add_argument("--implicit-tls", action="store_true")
     parser.add_argument("--discard", action="store_true")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show aiosmtpd's warnings and session errors")
     args = parser.parse_args()
+    if not args.verbose:
+        # Tests provoke failed handshakes and logins on purpose; keep their output clean.
+        warnings.simplefilter("ignore")
+        logging.getLogger("mail.log").setLevel(logging.CRITICAL)
 
     os.makedirs(args.dir, exist_ok=True)
     handler = Sink(args.dir, args.reject_prefix, args.defer_prefix, args.discard)

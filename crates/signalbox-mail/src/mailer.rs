@@ -249,7 +249,13 @@ pub enum MailError {
     /// becomes a `Bounced Email` event.
     #[error("rejected by the smtp server: {code} {message}")]
     Rejected { code: u16, message: String },
-    /// Worth retrying later: a 4xx reply, a connection, TLS or timeout failure.
+    /// The server refused our login (530, 534, 535, 538): wrong credentials in the SMTP URL.
+    /// Not a bounce, and retryable: every send fails the same way until the operator fixes
+    /// the configuration, and none of them should be dropped meanwhile.
+    #[error("the smtp server refused the login: {code} {message}")]
+    Authentication { code: u16, message: String },
+    /// Worth retrying later: a 4xx reply, a connection, TLS or timeout failure, a server
+    /// lacking a required extension (STARTTLS, a login mechanism).
     #[error("temporary smtp failure: {message}")]
     Transient { code: Option<u16>, message: String },
 }
@@ -257,7 +263,10 @@ pub enum MailError {
 impl MailError {
     /// Retrying the same message will not help.
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, MailError::Transient { .. })
+        !matches!(
+            self,
+            MailError::Transient { .. } | MailError::Authentication { .. }
+        )
     }
 
     /// The server refused the message (5xx): a bounce.
@@ -272,6 +281,7 @@ impl MailError {
             None => error.to_string(),
         };
         match code {
+            Some(code @ (530 | 534 | 535 | 538)) => MailError::Authentication { code, message },
             Some(code) if error.is_permanent() => MailError::Rejected { code, message },
             _ => MailError::Transient {
                 code,
