@@ -12,11 +12,12 @@ use std::time::Duration;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::Message;
 use sha2::{Digest, Sha256};
+
+mod pool;
 
 /// How the connection to the SMTP server is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,11 +296,11 @@ impl MailError {
     }
 }
 
-/// Sends emails through one SMTP server over a pool of connections. Cloning is cheap and
-/// shares the pool. Build it inside a Tokio runtime.
+/// Sends emails through one SMTP server over a pool of connections (opened on demand, kept
+/// open, at most [`MailerConfig::pool_size`]). Cloning is cheap and shares the pool.
 #[derive(Clone)]
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    pool: std::sync::Arc<pool::Pool>,
     default_from: Mailbox,
     server: String,
 }
@@ -317,33 +318,42 @@ impl Mailer {
     pub fn new(config: MailerConfig) -> Result<Mailer, MailError> {
         let default_from = parse_mailbox("from", &config.default_from)?;
         let url = &config.smtp_url;
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(url.host.clone())
-            .port(url.port)
-            .timeout(Some(config.timeout))
-            .pool_config(PoolConfig::new().max_size(config.pool_size.max(1)));
-        if url.tls != TlsMode::None {
+        let tls_parameters = if url.tls == TlsMode::None {
+            None
+        } else {
             let mut parameters = TlsParameters::builder(url.host.clone());
             for pem in &config.root_certificates_pem {
                 let certificate = Certificate::from_pem(pem)
                     .map_err(|error| MailError::Tls(error.to_string()))?;
                 parameters = parameters.add_root_certificate(certificate);
             }
-            let parameters = parameters
-                .build_rustls()
-                .map_err(|error| MailError::Tls(error.to_string()))?;
-            builder = builder.tls(match url.tls {
-                TlsMode::StartTls => Tls::Required(parameters),
-                _ => Tls::Wrapper(parameters),
-            });
-        }
-        if let (Some(user), Some(password)) = (&url.username, url.password()) {
-            builder = builder.credentials(Credentials::new(user.clone(), password.to_owned()));
-        }
-        if let Some(name) = &config.hello_name {
-            builder = builder.hello_name(ClientId::Domain(name.clone()));
-        }
+            Some(
+                parameters
+                    .build_rustls()
+                    .map_err(|error| MailError::Tls(error.to_string()))?,
+            )
+        };
+        let credentials = match (&url.username, url.password()) {
+            (Some(user), Some(password)) => {
+                Some(Credentials::new(user.clone(), password.to_owned()))
+            }
+            _ => None,
+        };
+        let settings = pool::ConnectSettings {
+            host: url.host.clone(),
+            port: url.port,
+            tls: url.tls,
+            tls_parameters,
+            credentials,
+            hello_name: config
+                .hello_name
+                .clone()
+                .map(ClientId::Domain)
+                .unwrap_or_default(),
+            timeout: config.timeout,
+        };
         Ok(Mailer {
-            transport: builder.build(),
+            pool: std::sync::Arc::new(pool::Pool::new(settings, config.pool_size)),
             default_from,
             server: url.to_string(),
         })
@@ -354,16 +364,9 @@ impl Mailer {
         &self.server
     }
 
-    /// Connects, greets and quits: is the server there and does it accept our login?
+    /// Connects, greets, logs in and quits: is the server there and does it accept us?
     pub async fn check_connection(&self) -> Result<(), MailError> {
-        match self.transport.test_connection().await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(MailError::Transient {
-                code: None,
-                message: "the smtp server did not answer the greeting".to_owned(),
-            }),
-            Err(error) => Err(MailError::from_smtp(error)),
-        }
+        self.pool.check().await
     }
 
     /// Sends one email and waits for the server's verdict.
@@ -381,7 +384,8 @@ impl Mailer {
             .from()
             .map(ToString::to_string)
             .unwrap_or_default();
-        match self.transport.send(message).await {
+        let formatted = message.formatted();
+        match self.pool.send(message.envelope(), &formatted).await {
             Ok(response) => {
                 let receipt = SentReceipt {
                     message_id,
@@ -393,7 +397,6 @@ impl Mailer {
                 Ok(receipt)
             }
             Err(error) => {
-                let error = MailError::from_smtp(error);
                 tracing::debug!(%error, permanent = error.is_permanent(), "smtp send failed");
                 Err(error)
             }

@@ -396,3 +396,29 @@ async fn concurrent_sends_share_the_pool() {
     recipients.dedup();
     assert_eq!(recipients.len(), 40);
 }
+
+/// Regression: with Nagle's algorithm on, each message waited for the server's delayed
+/// acknowledgement of its body before the closing `.` went out (about 40 ms a message, 25 a
+/// second per connection). One connection now carries messages back to back.
+#[tokio::test]
+async fn one_connection_sends_without_delayed_ack_stalls() {
+    let sink = SmtpSink::start(SinkOptions {
+        discard: true,
+        ..SinkOptions::default()
+    })
+    .expect("sink");
+    let mut config = MailerConfig::new(sink.url().parse::<SmtpUrl>().expect("url"), DEFAULT_FROM);
+    config.pool_size = 1;
+    let mailer = Mailer::new(config).expect("mailer");
+    let started = std::time::Instant::now();
+    for n in 0..200 {
+        let mut email = simple_email("a@example.com", &format!("n{n}"));
+        email.html = "<p>padding</p>".repeat(200);
+        mailer.send(email).await.expect("sent");
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "200 messages took {elapsed:?}"
+    );
+}
