@@ -152,6 +152,8 @@ async fn a_flows_from_email_overrides_the_default_sender() {
     let mut email = simple_email("Bob <bob@example.com>", "from-override");
     email.from = Some("Flows Team <flows@tea.test>".into());
     email.reply_to = Some("help@tea.test".into());
+    email.subject = "Grüße, Bob — 20 % off €".into();
+    email.text = "Grüße — ünïcödé\n".into();
     email
         .headers
         .push(("X-Signalbox-Flow".into(), "welcome".into()));
@@ -175,6 +177,11 @@ async fn a_flows_from_email_overrides_the_default_sender() {
         .expect("a Reply-To");
     assert_eq!(reply_to.address(), Some("help@tea.test"));
     assert_eq!(header_text(&message, "X-Signalbox-Flow"), "welcome");
+    assert_eq!(message.subject(), Some("Grüße, Bob — 20 % off €"));
+    assert_eq!(
+        message.body_text(0).as_deref().map(str::trim_end),
+        Some("Grüße — ünïcödé")
+    );
 }
 
 #[tokio::test]
