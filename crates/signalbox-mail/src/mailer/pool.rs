@@ -99,19 +99,24 @@ impl Pool {
             let (mut connection, since) = self.lock().pop()?;
             let idle = since.elapsed();
             if connection.has_broken() || idle > MAX_IDLE {
-                connection.abort().await;
+                self.close(connection).await;
                 continue;
             }
             if idle > CHECK_AFTER_IDLE {
                 let alive =
                     tokio::time::timeout(self.settings.timeout, connection.test_connected()).await;
                 if !matches!(alive, Ok(true)) {
-                    connection.abort().await;
+                    self.close(connection).await;
                     continue;
                 }
             }
             return Some(connection);
         }
+    }
+
+    /// Says QUIT (briefly) and drops the connection.
+    async fn close(&self, mut connection: AsyncSmtpConnection) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), connection.abort()).await;
     }
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, MailError> {
