@@ -122,6 +122,7 @@ impl Writer {
                         call.payload
                     ])?;
                     outcome.appended += 1;
+                    outcome.last_seq = tx.last_insert_rowid();
                 }
                 for rejection in &job.rejections {
                     reject.execute(params![
@@ -266,5 +267,18 @@ mod tests {
         assert_eq!(count(&writer, "SELECT COUNT(*) FROM message_ids"), 2);
         let again = append(&mut writer, vec![call("c", now), call("a", now)]);
         assert_eq!((again.appended, again.duplicates), (1, 1));
+    }
+
+    #[test]
+    fn append_reports_the_seq_of_its_last_call() {
+        let mut writer = writer(SignedDuration::from_hours(1));
+        let now = Timestamp::now();
+        let first = append(&mut writer, vec![call("a", now), call("b", now)]);
+        assert_eq!((first.appended, first.last_seq), (2, 2));
+        let second = append(&mut writer, vec![call("c", now), call("a", now)]);
+        assert_eq!(
+            (second.appended, second.duplicates, second.last_seq),
+            (1, 1, 3)
+        );
     }
 }
