@@ -5,3 +5,4 @@ mod browser;
 mod cli;
 mod clients;
 mod harness;
+mod secrets;

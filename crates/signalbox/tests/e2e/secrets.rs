@@ -1,0 +1,100 @@
+//! Secrets stay secret: with debug logging on, no write key or private API key, valid or
+//! not, reaches the server's log through any of the ways a client can send one.
+
+use serde_json::json;
+
+use crate::harness::{unique, Server, TestEnv};
+
+#[tokio::test]
+async fn no_key_reaches_the_log_at_debug_level() {
+    let env = TestEnv::new();
+    let api_key = env.cli_ok(&["api-key", "create", "ops"]).trim().to_owned();
+    assert!(api_key.starts_with("pk_"), "{api_key}");
+    let mut cmd = env.command();
+    cmd.env("SIGNALBOX_LOG", "debug")
+        .args(["serve", "--listen", "127.0.0.1:0"]);
+    let server = Server::spawn(cmd, env.root().join("server.log"));
+    let key = server.write_key.clone();
+    let wrong_write_key = format!("wrongwritekey{}", unique());
+    let wrong_api_key = format!("pk_wrongapikey{}", unique());
+    let http = reqwest::Client::new();
+    let base = &server.base_url;
+
+    // Every way a write key arrives: Basic, body (alone and beside a Bearer token), the
+    // analytics.js settings path, and an unknown key.
+    let (status, _) = server
+        .post("/v1/track", &key, &json!({"userId": "u", "event": "E"}))
+        .await;
+    assert_eq!(status, 200);
+    let batch = json!({"writeKey": key, "batch": [{"type": "identify", "userId": "u"}]});
+    let answer = http
+        .post(format!("{base}/v1/batch"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer = http
+        .post(format!("{base}/v1/batch"))
+        .bearer_auth("oauth-token")
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer = http
+        .get(format!("{base}/v1/projects/{key}/settings"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let (status, _) = server
+        .post(
+            "/v1/track",
+            &wrong_write_key,
+            &json!({"userId": "u", "event": "E"}),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let answer = http
+        .get(format!("{base}/v1/projects/{wrong_write_key}/settings"))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_client_error());
+
+    // Private keys on the admin API and the Klaviyo-compatible API, valid and not.
+    for (scheme, key, expected) in [
+        ("Bearer", &api_key, 200),
+        ("Klaviyo-API-Key", &api_key, 200),
+        ("Bearer", &wrong_api_key, 401),
+    ] {
+        let answer = http
+            .get(format!("{base}/admin/v1/sources"))
+            .header("authorization", format!("{scheme} {key}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), expected, "{scheme} on the admin API");
+    }
+    for (key, expected) in [(&api_key, 200), (&wrong_api_key, 401)] {
+        let answer = http
+            .get(format!("{base}/api/metrics"))
+            .header("authorization", format!("Klaviyo-API-Key {key}"))
+            .header("revision", "2026-07-15")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), expected, "Klaviyo API");
+    }
+
+    let log = server.log();
+    server.stop();
+    assert!(log.contains("DEBUG"), "debug logging was on:\n{log}");
+    for secret in [&key, &wrong_write_key, &api_key, &wrong_api_key] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a key reached the log:\n{log}"
+        );
+    }
+}
