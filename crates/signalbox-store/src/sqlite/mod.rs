@@ -1,5 +1,6 @@
 //! The embedded SQLite store.
 
+mod dedupe;
 mod schema;
 mod writer;
 
@@ -62,7 +63,7 @@ impl SqliteStore {
         schema::migrate(&mut conn).map_err(internal)?;
         let (writer_tx, writer_thread) = if options.writer {
             let (tx, rx) = mpsc::channel(options.queue_capacity);
-            let writer = Writer::new(conn, options.dedupe_window);
+            let writer = Writer::new(conn, options.dedupe_window, &dedupe_dir(&path))?;
             let handle = std::thread::Builder::new()
                 .name("signalbox-writer".into())
                 .spawn(move || writer.run(rx))
@@ -115,6 +116,13 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))?
     }
+}
+
+/// The dedupe index's folder, beside the database file (`signalbox.db` → `signalbox.db-dedupe`).
+fn dedupe_dir(db: &Path) -> PathBuf {
+    let mut dir = db.as_os_str().to_owned();
+    dir.push("-dedupe");
+    PathBuf::from(dir)
 }
 
 impl Drop for SqliteStore {

@@ -52,6 +52,11 @@ const MIGRATIONS: &[&str] = &[
         value INTEGER NOT NULL
     );
     "#,
+    // The dedupe index moved to its own log-structured store beside the database file.
+    r#"
+    DROP TABLE message_ids;
+    DELETE FROM meta WHERE key = 'dedupe_pruned_seq';
+    "#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

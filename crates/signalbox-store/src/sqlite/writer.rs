@@ -5,21 +5,22 @@
 //! and commits once, so one fsync covers many requests. A reply is sent only after the commit
 //! returned, which is what makes "200 means durable" true.
 
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 use rusqlite::{params, Connection, TransactionBehavior};
 use signalbox_core::{NewCall, Rejection, SourceId};
 use tokio::sync::{mpsc, oneshot};
 
+use super::dedupe::DedupeIndex;
 use crate::{AppendOutcome, StoreError, StoreResult};
 
 /// Jobs applied in one transaction at most.
 const MAX_GROUP: usize = 256;
-/// Message ids pruned from the dedupe index per pass.
-const PRUNE_CHUNK: i64 = 20_000;
-/// How often the writer looks for expired dedupe entries when idle or between groups.
-const PRUNE_EVERY: Duration = Duration::from_secs(10);
+/// Log rows re-indexed per batch when the dedupe index is behind the log.
+const REINDEX_CHUNK: usize = 10_000;
 
 pub(crate) struct AppendJob {
     pub source: SourceId,
@@ -30,17 +31,93 @@ pub(crate) struct AppendJob {
 
 pub(crate) struct Writer {
     conn: Connection,
-    dedupe_window: SignedDuration,
-    last_prune: Instant,
+    index: DedupeIndex,
+    window_us: i64,
+    /// Stored ids whose index write failed; retried with the next group and consulted until
+    /// then, so that a failed index write never lets a repeat in.
+    unindexed: HashMap<String, i64>,
+    /// Latest `received_at` the writer has seen, the clock that expires index buckets.
+    latest: i64,
 }
 
 impl Writer {
-    pub(crate) fn new(conn: Connection, dedupe_window: SignedDuration) -> Writer {
-        Writer {
+    /// Opens the dedupe index in `index_dir` and brings it up to date with the log.
+    pub(crate) fn new(
+        conn: Connection,
+        dedupe_window: SignedDuration,
+        index_dir: &Path,
+    ) -> StoreResult<Writer> {
+        let index = DedupeIndex::open(index_dir, dedupe_window).map_err(index_error)?;
+        let mut writer = Writer {
             conn,
-            dedupe_window,
-            last_prune: Instant::now(),
+            index,
+            window_us: i64::try_from(dedupe_window.as_micros())
+                .unwrap_or(i64::MAX)
+                .max(0),
+            unindexed: HashMap::new(),
+            latest: i64::MIN,
+        };
+        writer.catch_up()?;
+        Ok(writer)
+    }
+
+    /// Indexes the ids of the calls logged after the index's marker (a crash between the log
+    /// commit and the index write, a lost unsynced index tail, or a new index beside an old
+    /// log). Calls older than one window before the newest are skipped: they can no longer
+    /// make anything a repeat.
+    fn catch_up(&mut self) -> StoreResult<()> {
+        let from = self.index.indexed_seq().map_err(index_error)?;
+        let newest: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT MAX(received_at) FROM events WHERE seq > ?1",
+                params![from],
+                |r| r.get(0),
+            )
+            .map_err(internal)?;
+        let Some(newest) = newest else {
+            return Ok(());
+        };
+        let cutoff = newest.saturating_sub(self.window_us);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, message_id, received_at FROM events WHERE seq > ?1 ORDER BY seq")
+            .map_err(internal)?;
+        let mut rows = stmt.query(params![from]).map_err(internal)?;
+        let mut chunk: Vec<(String, i64)> = Vec::with_capacity(REINDEX_CHUNK);
+        let mut last_seq = from;
+        let mut total = 0usize;
+        loop {
+            let row = rows.next().map_err(internal)?;
+            if let Some(row) = row {
+                let seq: i64 = row.get(0).map_err(internal)?;
+                let at: i64 = row.get(2).map_err(internal)?;
+                last_seq = seq;
+                if at >= cutoff {
+                    chunk.push((row.get(1).map_err(internal)?, at));
+                }
+                if chunk.len() < REINDEX_CHUNK {
+                    continue;
+                }
+            }
+            total += chunk.len();
+            self.index
+                .record(chunk.iter().map(|(id, at)| (id.as_str(), *at)), last_seq)
+                .map_err(index_error)?;
+            chunk.clear();
+            if row.is_none() {
+                break;
+            }
         }
+        self.latest = newest;
+        self.index.expire(newest).map_err(index_error)?;
+        tracing::info!(
+            from_seq = from,
+            to_seq = last_seq,
+            ids = total,
+            "dedupe index caught up with the log"
+        );
+        Ok(())
     }
 
     /// Runs until every sender is dropped, then returns after the last commit.
@@ -55,9 +132,6 @@ impl Writer {
                 }
             }
             self.commit_group(&mut jobs);
-            if self.last_prune.elapsed() >= PRUNE_EVERY {
-                self.prune_dedupe();
-            }
         }
         tracing::debug!("writer drained and stopped");
     }
@@ -84,20 +158,21 @@ impl Writer {
         }
     }
 
-    fn apply(&mut self, jobs: &[AppendJob]) -> rusqlite::Result<Vec<AppendOutcome>> {
-        let window_us = self.dedupe_window.as_micros() as i64;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+    fn apply(&mut self, jobs: &[AppendJob]) -> Result<Vec<AppendOutcome>, WriteError> {
+        let Writer {
+            conn,
+            index,
+            window_us,
+            unindexed,
+            latest,
+        } = self;
+        let window_us = *window_us;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut outcomes = Vec::with_capacity(jobs.len());
+        // Ids stored by this group, with their `received_at`.
+        let mut fresh: HashMap<&str, i64> = HashMap::new();
+        let mut last_seq = 0;
         {
-            // A message id counts as new when absent, or when its entry is older than the
-            // dedupe window (then the entry is refreshed).
-            let mut claim = tx.prepare_cached(
-                "INSERT INTO message_ids (message_id, received_at) VALUES (?1, ?2)
-                 ON CONFLICT (message_id) DO UPDATE SET received_at = excluded.received_at
-                 WHERE message_ids.received_at < excluded.received_at - ?3",
-            )?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (source_id, kind, message_id, received_at, payload)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -110,7 +185,15 @@ impl Writer {
                 let mut outcome = AppendOutcome::default();
                 for call in &job.calls {
                     let received = call.received_at.as_microsecond();
-                    if claim.execute(params![call.message_id, received, window_us])? == 0 {
+                    let cutoff = received.saturating_sub(window_us);
+                    let id = call.message_id.as_str();
+                    // A message id is a repeat when stored at most one window before this
+                    // call: earlier in this group, in a group whose index write failed, or
+                    // in the index.
+                    let repeat = fresh.get(id).is_some_and(|&at| at >= cutoff)
+                        || unindexed.get(id).is_some_and(|&at| at >= cutoff)
+                        || index.seen(id, received)?;
+                    if repeat {
                         outcome.duplicates += 1;
                         continue;
                     }
@@ -121,8 +204,11 @@ impl Writer {
                         received,
                         call.payload
                     ])?;
+                    fresh.insert(id, received);
+                    *latest = (*latest).max(received);
                     outcome.appended += 1;
-                    outcome.last_seq = tx.last_insert_rowid();
+                    last_seq = tx.last_insert_rowid();
+                    outcome.last_seq = last_seq;
                 }
                 for rejection in &job.rejections {
                     reject.execute(params![
@@ -138,80 +224,55 @@ impl Writer {
             }
         }
         tx.commit()?;
-        Ok(outcomes)
-    }
-
-    /// Removes dedupe entries older than the window, walking the log in sequence order from
-    /// where the last pass stopped, so that no index on time is needed. The walk stops at the
-    /// first call still inside the window: the log is appended in receipt order, so what
-    /// follows is (nearly) all newer, and each pass reads at most [`PRUNE_CHUNK`] rows rather
-    /// than the whole log.
-    fn prune_dedupe(&mut self) {
-        self.last_prune = Instant::now();
-        let cutoff = Timestamp::now()
-            .checked_sub(self.dedupe_window)
-            .map(|t| t.as_microsecond())
-            .unwrap_or(i64::MIN);
-        let result = (|| -> rusqlite::Result<usize> {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let from: i64 = tx
-                .query_row(
-                    "SELECT value FROM meta WHERE key = 'dedupe_pruned_seq'",
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap_or(0);
-            let mut upto = from;
-            {
-                let mut walk = tx.prepare_cached(
-                    "SELECT seq, received_at FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                )?;
-                let mut rows = walk.query(params![from, PRUNE_CHUNK])?;
-                while let Some(row) = rows.next()? {
-                    let received_at: i64 = row.get(1)?;
-                    if received_at >= cutoff {
-                        break;
-                    }
-                    upto = row.get(0)?;
+        if !fresh.is_empty() {
+            // The log is committed: from here on the calls are stored whatever happens to
+            // the index, which a crash here would leave behind the log (re-indexed on open).
+            let pending = unindexed.iter().map(|(id, at)| (id.as_str(), *at));
+            let ids = fresh.iter().map(|(id, at)| (*id, *at));
+            match index.record(pending.chain(ids), last_seq) {
+                Ok(()) => unindexed.clear(),
+                Err(err) => {
+                    tracing::error!(error = %err, "dedupe index write failed; retrying with the next group");
+                    unindexed.extend(fresh.iter().map(|(id, at)| ((*id).to_owned(), *at)));
                 }
             }
-            if upto == from {
-                return Ok(0);
+            match index.expire(*latest) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(buckets = n, "dropped expired message ids"),
+                Err(err) => tracing::warn!(error = %err, "dropping expired message ids failed"),
             }
-            let removed = tx.execute(
-                "DELETE FROM message_ids WHERE message_id IN (
-                     SELECT message_id FROM events WHERE seq > ?1 AND seq <= ?2)
-                 AND received_at < ?3",
-                params![from, upto, cutoff],
-            )?;
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('dedupe_pruned_seq', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![upto],
-            )?;
-            tx.commit()?;
-            Ok(removed)
-        })();
-        match result {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(removed = n, "pruned expired message ids"),
-            Err(err) => tracing::warn!(error = %err, "pruning message ids failed"),
         }
+        Ok(outcomes)
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WriteError {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("dedupe index: {0}")]
+    Index(#[from] fjall::Error),
+}
+
+fn internal(err: rusqlite::Error) -> StoreError {
+    StoreError::Internal(err.to_string())
+}
+
+fn index_error(err: fjall::Error) -> StoreError {
+    StoreError::Internal(format!("dedupe index: {err}"))
 }
 
 #[cfg(test)]
 mod tests {
+    use jiff::Timestamp;
     use signalbox_core::CallKind;
 
     use super::*;
 
-    fn writer(window: SignedDuration) -> Writer {
-        let mut conn = Connection::open_in_memory().unwrap();
+    fn writer(dir: &Path, window: SignedDuration) -> Writer {
+        let mut conn = Connection::open(dir.join("signalbox.db")).unwrap();
         super::super::schema::migrate(&mut conn).unwrap();
-        Writer::new(conn, window)
+        Writer::new(conn, window, &dir.join("signalbox.db-dedupe")).unwrap()
     }
 
     fn call(id: &str, received_at: Timestamp) -> NewCall {
@@ -234,44 +295,10 @@ mod tests {
         writer.apply(&[job]).unwrap()[0]
     }
 
-    fn count(writer: &Writer, sql: &str) -> i64 {
-        writer.conn.query_row(sql, [], |r| r.get(0)).unwrap()
-    }
-
-    #[test]
-    fn prune_forgets_expired_ids_and_stops_at_the_first_call_in_the_window() {
-        let mut writer = writer(SignedDuration::from_hours(1));
-        let now = Timestamp::now();
-        let old = now - SignedDuration::from_hours(2);
-        append(
-            &mut writer,
-            vec![
-                call("a", old),
-                call("b", old),
-                call("c", now),
-                call("d", old),
-            ],
-        );
-        writer.prune_dedupe();
-        // "d" is expired too, but it comes after "c", which is not: the walk stops at "c".
-        assert_eq!(count(&writer, "SELECT COUNT(*) FROM message_ids"), 2);
-        assert_eq!(
-            count(
-                &writer,
-                "SELECT value FROM meta WHERE key = 'dedupe_pruned_seq'"
-            ),
-            2
-        );
-        // Nothing more to do while "c" is inside the window.
-        writer.prune_dedupe();
-        assert_eq!(count(&writer, "SELECT COUNT(*) FROM message_ids"), 2);
-        let again = append(&mut writer, vec![call("c", now), call("a", now)]);
-        assert_eq!((again.appended, again.duplicates), (1, 1));
-    }
-
     #[test]
     fn append_reports_the_seq_of_its_last_call() {
-        let mut writer = writer(SignedDuration::from_hours(1));
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(dir.path(), SignedDuration::from_hours(1));
         let now = Timestamp::now();
         let first = append(&mut writer, vec![call("a", now), call("b", now)]);
         assert_eq!((first.appended, first.last_seq), (2, 2));
@@ -280,5 +307,49 @@ mod tests {
             (second.appended, second.duplicates, second.last_seq),
             (1, 1, 3)
         );
+    }
+
+    #[test]
+    fn a_repeat_counts_from_the_stored_copy_not_from_the_last_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(dir.path(), SignedDuration::from_mins(10));
+        let t0: Timestamp = "2026-03-01T12:00:00Z".parse().unwrap();
+        let at = |mins: i64| t0 + SignedDuration::from_mins(mins);
+        assert_eq!(append(&mut writer, vec![call("x", at(0))]).appended, 1);
+        assert_eq!(append(&mut writer, vec![call("x", at(9))]).duplicates, 1);
+        assert_eq!(append(&mut writer, vec![call("x", at(11))]).appended, 1);
+        assert_eq!(append(&mut writer, vec![call("x", at(12))]).duplicates, 1);
+        // Long after: every bucket expired, the id is new again.
+        assert_eq!(append(&mut writer, vec![call("x", at(60))]).appended, 1);
+    }
+
+    #[test]
+    fn calls_logged_past_the_index_marker_are_reindexed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::now();
+        {
+            let mut writer = writer(dir.path(), SignedDuration::from_hours(1));
+            append(&mut writer, vec![call("indexed", now)]);
+            // As if the process died between the log commit and the index write.
+            writer
+                .conn
+                .execute(
+                    "INSERT INTO events (source_id, kind, message_id, received_at, payload)
+                     VALUES (1, 'track', 'logged-only', ?1, '{}')",
+                    params![now.as_microsecond()],
+                )
+                .unwrap();
+        }
+        let mut writer = writer(dir.path(), SignedDuration::from_hours(1));
+        assert_eq!(writer.index.indexed_seq().unwrap(), 2);
+        let again = append(
+            &mut writer,
+            vec![
+                call("indexed", now),
+                call("logged-only", now),
+                call("new", now),
+            ],
+        );
+        assert_eq!((again.appended, again.duplicates), (1, 2));
     }
 }

@@ -1,0 +1,203 @@
+//! The dedupe index: which message ids were stored, and when.
+//!
+//! The SQLite log stays the truth; this index is a log-structured store in a folder beside the
+//! database file, owned by the writer thread. Inserting random ids into a B-tree dirties a
+//! random page per id, which is what made random (UUIDv4) ids slow; an LSM tree turns them
+//! into sequential writes, and its bloom filters make the common "never seen" lookup cheap.
+//!
+//! Ids live in time buckets (one keyspace each, a quarter of the window wide, named by their
+//! width and index), so expiry drops whole keyspaces instead of deleting ids one by one. A
+//! marker records the last log `seq` whose id is indexed; it is written in the same batch as
+//! the ids, so after a crash the writer re-indexes the log past the marker before it accepts
+//! appends.
+
+use std::path::Path;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use jiff::SignedDuration;
+
+const MARKER: &[u8] = b"indexed_seq";
+const META: &str = "meta";
+const BUCKET_PREFIX: &str = "ids-";
+/// Narrowest bucket, so that tiny windows do not create a keyspace per request.
+const MIN_BUCKET_US: i64 = 1_000_000;
+/// Block cache shared by every bucket.
+const CACHE_BYTES: u64 = 32 << 20;
+/// One bucket's memtable (at most about six buckets are live at once).
+const MEMTABLE_BYTES: u64 = 16 << 20;
+/// Journal kept before memtables are forced out.
+const JOURNAL_BYTES: u64 = 256 << 20;
+
+pub(crate) type IndexResult<T> = Result<T, fjall::Error>;
+
+struct Bucket {
+    /// First microsecond of `received_at` this bucket holds.
+    start: i64,
+    /// One past its last microsecond.
+    end: i64,
+    keyspace: Keyspace,
+}
+
+pub(crate) struct DedupeIndex {
+    db: Database,
+    meta: Keyspace,
+    /// Sorted by `start`.
+    buckets: Vec<Bucket>,
+    width_us: i64,
+    window_us: i64,
+}
+
+impl DedupeIndex {
+    pub(crate) fn open(dir: &Path, window: SignedDuration) -> IndexResult<DedupeIndex> {
+        let window_us = i64::try_from(window.as_micros()).unwrap_or(i64::MAX).max(0);
+        let width_us = (window_us / 4).max(MIN_BUCKET_US);
+        let db = Database::builder(dir)
+            .cache_size(CACHE_BYTES)
+            .max_journaling_size(JOURNAL_BYTES)
+            .open()?;
+        let meta = db.keyspace(META, KeyspaceCreateOptions::default)?;
+        let mut buckets = Vec::new();
+        for name in db.list_keyspace_names() {
+            let name: &str = &name;
+            let Some((width, index)) = parse_bucket_name(name) else {
+                continue;
+            };
+            let keyspace = db.keyspace(name, bucket_options)?;
+            buckets.push(Bucket {
+                start: index.saturating_mul(width),
+                end: index.saturating_add(1).saturating_mul(width),
+                keyspace,
+            });
+        }
+        buckets.sort_by_key(|b| b.start);
+        Ok(DedupeIndex {
+            db,
+            meta,
+            buckets,
+            width_us,
+            window_us,
+        })
+    }
+
+    /// The last log `seq` whose message id is in the index (0 when none is).
+    pub(crate) fn indexed_seq(&self) -> IndexResult<i64> {
+        Ok(self
+            .meta
+            .get(MARKER)?
+            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+            .map(i64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// Whether `id` was stored at most one window before `at` (microseconds).
+    pub(crate) fn seen(&self, id: &str, at: i64) -> IndexResult<bool> {
+        let cutoff = at.saturating_sub(self.window_us);
+        for bucket in self.buckets.iter().rev() {
+            if bucket.end <= cutoff {
+                break;
+            }
+            if let Some(value) = bucket.keyspace.get(id)? {
+                if let Ok(bytes) = <[u8; 8]>::try_from(&value[..]) {
+                    if i64::from_be_bytes(bytes) >= cutoff {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Records stored ids (with their `received_at`) and moves the marker to `seq`, in one
+    /// atomic batch. Not synced: the log is the truth, and a lost tail is re-indexed on open.
+    pub(crate) fn record<'a>(
+        &mut self,
+        ids: impl IntoIterator<Item = (&'a str, i64)>,
+        seq: i64,
+    ) -> IndexResult<()> {
+        let mut batch = self.db.batch();
+        for (id, at) in ids {
+            let keyspace = self.bucket_for(at)?;
+            batch.insert(&keyspace, id, at.to_be_bytes());
+        }
+        batch.insert(&self.meta, MARKER, seq.to_be_bytes());
+        batch.commit()
+    }
+
+    /// Drops the buckets that hold nothing received within one window before `now`.
+    pub(crate) fn expire(&mut self, now: i64) -> IndexResult<usize> {
+        let cutoff = now.saturating_sub(self.window_us);
+        let mut dropped = 0;
+        while self.buckets.first().is_some_and(|b| b.end <= cutoff) {
+            let bucket = self.buckets.remove(0);
+            self.db.delete_keyspace(bucket.keyspace)?;
+            dropped += 1;
+        }
+        Ok(dropped)
+    }
+
+    fn bucket_for(&mut self, at: i64) -> IndexResult<Keyspace> {
+        let index = at.div_euclid(self.width_us);
+        let start = index.saturating_mul(self.width_us);
+        // The newest bucket is the usual answer.
+        if let Some(b) = self
+            .buckets
+            .iter()
+            .rev()
+            .find(|b| b.start <= at && at < b.end)
+        {
+            return Ok(b.keyspace.clone());
+        }
+        let name = format!("{BUCKET_PREFIX}{}-{index}", self.width_us);
+        let keyspace = self.db.keyspace(&name, bucket_options)?;
+        let pos = self.buckets.partition_point(|b| b.start <= start);
+        self.buckets.insert(
+            pos,
+            Bucket {
+                start,
+                end: start.saturating_add(self.width_us),
+                keyspace: keyspace.clone(),
+            },
+        );
+        Ok(keyspace)
+    }
+}
+
+fn bucket_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+}
+
+fn parse_bucket_name(name: &str) -> Option<(i64, i64)> {
+    let rest = name.strip_prefix(BUCKET_PREFIX)?;
+    let (width, index) = rest.split_once('-')?;
+    let width: i64 = width.parse().ok()?;
+    let index: i64 = index.parse().ok()?;
+    (width > 0).then_some((width, index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR_US: i64 = 3_600_000_000;
+
+    #[test]
+    fn ids_are_seen_inside_the_window_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let window = SignedDuration::from_hours(1);
+        {
+            let mut index = DedupeIndex::open(dir.path(), window).unwrap();
+            assert_eq!(index.indexed_seq().unwrap(), 0);
+            index
+                .record([("a", HOUR_US), ("b", HOUR_US + 5)], 2)
+                .unwrap();
+            assert!(index.seen("a", HOUR_US + 10).unwrap());
+            assert!(!index.seen("c", HOUR_US + 10).unwrap());
+        }
+        let mut index = DedupeIndex::open(dir.path(), window).unwrap();
+        assert_eq!(index.indexed_seq().unwrap(), 2);
+        assert!(index.seen("b", 2 * HOUR_US).unwrap());
+        assert!(!index.seen("a", 2 * HOUR_US + 1).unwrap());
+        assert_eq!(index.expire(3 * HOUR_US).unwrap(), 1);
+        assert!(!index.seen("b", 2 * HOUR_US).unwrap());
+    }
+}
