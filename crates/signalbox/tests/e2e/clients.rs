@@ -11,10 +11,12 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde_json::{json, Value};
 
-use crate::harness::{json_lines, repo_root, unique, CliOutput, Server, TestEnv};
+use crate::harness::{
+    expect_properties, json_lines, repo_root, time_problems, unique, CliOutput, Server, TestEnv,
+};
 
 const KINDS: [&str; 6] = ["identify", "track", "page", "screen", "group", "alias"];
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -352,53 +354,5 @@ fn expected_problems(
         ),
     }
     problems.extend(time_problems(call, i, started, finished));
-    problems
-}
-
-/// Every property the recipe sent is stored unchanged (a library may add its own, as
-/// analytics-node copies a page's category into its properties).
-fn expect_properties(problems: &mut Vec<String>, call: &Value, expected: Value) {
-    let Some(expected) = expected.as_object() else {
-        return;
-    };
-    for (key, value) in expected {
-        let actual = &call["properties"][key];
-        if actual != value {
-            problems.push(format!("properties.{key} is {actual}, expected {value}"));
-        }
-    }
-}
-
-/// `originalTimestamp` is the time the recipe gave; `receivedAt` is during the test;
-/// `timestamp` is the original corrected by the (tiny, same-machine) clock skew.
-fn time_problems(call: &Value, i: usize, started: Timestamp, finished: Timestamp) -> Vec<String> {
-    let mut problems = Vec::new();
-    let parse = |field: &str| -> Option<Timestamp> { call[field].as_str()?.parse().ok() };
-    let base = Timestamp::from_second(1_709_251_140).expect("2024-02-29T23:59:00Z");
-    let expected_original =
-        base + SignedDuration::from_millis(i as i64 * 1000 + (7 * i as i64) % 1000);
-    let original = parse("originalTimestamp");
-    if original != Some(expected_original) {
-        problems.push(format!(
-            "originalTimestamp is {}, expected {expected_original}",
-            call["originalTimestamp"]
-        ));
-    }
-    let slack = SignedDuration::from_secs(60);
-    match parse("receivedAt") {
-        Some(received) if received >= started - slack && received <= finished + slack => {}
-        _ => problems.push(format!(
-            "receivedAt is {}, expected a time during the test",
-            call["receivedAt"]
-        )),
-    }
-    match (parse("timestamp"), original) {
-        (Some(timestamp), Some(original))
-            if timestamp.duration_since(original).abs() < SignedDuration::from_secs(60) => {}
-        _ => problems.push(format!(
-            "timestamp is {}, expected about originalTimestamp {}",
-            call["timestamp"], call["originalTimestamp"]
-        )),
-    }
     problems
 }

@@ -7,6 +7,7 @@ use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
+use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -328,4 +329,57 @@ pub fn read_all(mut reader: impl Read) -> String {
     let mut text = String::new();
     let _ = reader.read_to_string(&mut text);
     text
+}
+
+/// Every property the recipe sent is stored unchanged (a library may add its own, as
+/// analytics-node copies a page's category into its properties).
+pub fn expect_properties(problems: &mut Vec<String>, call: &Value, expected: Value) {
+    let Some(expected) = expected.as_object() else {
+        return;
+    };
+    for (key, value) in expected {
+        let actual = &call["properties"][key];
+        if actual != value {
+            problems.push(format!("properties.{key} is {actual}, expected {value}"));
+        }
+    }
+}
+
+/// `originalTimestamp` is the time the recipe gave; `receivedAt` is during the test;
+/// `timestamp` is the original corrected by the (tiny, same-machine) clock skew.
+pub fn time_problems(
+    call: &Value,
+    i: usize,
+    started: Timestamp,
+    finished: Timestamp,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let parse = |field: &str| -> Option<Timestamp> { call[field].as_str()?.parse().ok() };
+    let base = Timestamp::from_second(1_709_251_140).expect("2024-02-29T23:59:00Z");
+    let expected_original =
+        base + SignedDuration::from_millis(i as i64 * 1000 + (7 * i as i64) % 1000);
+    let original = parse("originalTimestamp");
+    if original != Some(expected_original) {
+        problems.push(format!(
+            "originalTimestamp is {}, expected {expected_original}",
+            call["originalTimestamp"]
+        ));
+    }
+    let slack = SignedDuration::from_secs(60);
+    match parse("receivedAt") {
+        Some(received) if received >= started - slack && received <= finished + slack => {}
+        _ => problems.push(format!(
+            "receivedAt is {}, expected a time during the test",
+            call["receivedAt"]
+        )),
+    }
+    match (parse("timestamp"), original) {
+        (Some(timestamp), Some(original))
+            if timestamp.duration_since(original).abs() < SignedDuration::from_secs(60) => {}
+        _ => problems.push(format!(
+            "timestamp is {}, expected about originalTimestamp {}",
+            call["timestamp"], call["originalTimestamp"]
+        )),
+    }
+    problems
 }
