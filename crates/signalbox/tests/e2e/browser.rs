@@ -10,15 +10,16 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::harness::{
-    expect_properties, json_lines, repo_root, time_problems, unique, CliOutput, Server, TestEnv,
+    expect_properties, json_lines, repo_root, run_to_success, time_problems, unique, Server,
+    TestEnv,
 };
 
 const KINDS: [&str; 6] = ["identify", "track", "page", "screen", "group", "alias"];
@@ -145,41 +146,8 @@ impl Browser {
             .arg("--chromium")
             .arg(&self.chromium)
             .args(["--timeout", "60"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {cmd:?}: {err}"));
-        // The pipes are read after exit: the driver prints one line and little on stderr.
-        let started = Instant::now();
-        while child.try_wait().expect("wait for the driver").is_none() {
-            if started.elapsed() > DRIVER_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "{cmd:?} did not finish within {DRIVER_TIMEOUT:?}\n--- server log ---\n{}",
-                    server.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let output = child
-            .wait_with_output()
-            .expect("collect the driver's output");
-        let out = CliOutput {
-            status: output.status,
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        };
-        assert!(
-            out.status.success(),
-            "{cmd:?} failed ({})\n{}\n--- server log ---\n{}",
-            out.status,
-            out.describe(),
-            server.log()
-        );
+            .args(extra);
+        let out = run_to_success(&mut cmd, DRIVER_TIMEOUT, server);
         let line = json_lines(&out.stdout)
             .pop()
             .unwrap_or_else(|| panic!("{cmd:?} printed no report\n{}", out.describe()));

@@ -9,13 +9,14 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use serde_json::{json, Value};
 
 use crate::harness::{
-    expect_properties, json_lines, repo_root, time_problems, unique, CliOutput, Server, TestEnv,
+    expect_properties, json_lines, repo_root, run_to_success, time_problems, unique, Server,
+    TestEnv,
 };
 
 const KINDS: [&str; 6] = ["identify", "track", "page", "screen", "group", "alias"];
@@ -151,40 +152,8 @@ fn run_sender(
         .args(["--write-key", &server.write_key])
         .args(["--run", run])
         .args(["--count", &count.to_string()])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {cmd:?}: {err}"));
-    let started = Instant::now();
-    while child.try_wait().expect("wait for the script").is_none() {
-        if started.elapsed() > SCRIPT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{cmd:?} did not finish within {SCRIPT_TIMEOUT:?}\n--- server log ---\n{}",
-                server.log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child
-        .wait_with_output()
-        .expect("collect the script's output");
-    let out = CliOutput {
-        status: output.status,
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({})\n{}\n--- server log ---\n{}",
-        out.status,
-        out.describe(),
-        server.log()
-    );
+        .args(extra);
+    let out = run_to_success(&mut cmd, SCRIPT_TIMEOUT, server);
     let report = json_lines(&out.stdout)
         .pop()
         .unwrap_or_else(|| panic!("{cmd:?} printed no report\n{}", out.describe()));

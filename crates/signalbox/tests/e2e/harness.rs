@@ -383,3 +383,43 @@ pub fn time_problems(
     }
     problems
 }
+
+/// Runs a test driver or client script to completion with no stdin, killing it after
+/// `timeout`; panics, with the server's log, unless it exits successfully.
+pub fn run_to_success(cmd: &mut Command, timeout: Duration, server: &Server) -> CliOutput {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {cmd:?}: {err}"));
+    // The pipes are read after exit: the scripts print one report line and little on stderr.
+    let started = Instant::now();
+    while child.try_wait().expect("wait for the script").is_none() {
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not finish within {timeout:?}\n--- server log ---\n{}",
+                server.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child
+        .wait_with_output()
+        .expect("collect the script's output");
+    let out = CliOutput {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({})\n{}\n--- server log ---\n{}",
+        out.status,
+        out.describe(),
+        server.log()
+    );
+    out
+}
