@@ -156,6 +156,17 @@ impl Engage {
         }
     }
 
+    /// The checkpoint, as it moves: followers of the change feed ([`crate::feed`]) wake on it.
+    /// `None` when opened read-only.
+    pub fn subscribe_applied(&self) -> Option<tokio::sync::watch::Receiver<i64>> {
+        self.inner.pipeline.as_ref().map(Pipeline::subscribe)
+    }
+
+    /// The derived state's file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.inner.config.path
+    }
+
     /// Waits until everything up to `seq` is applied.
     pub async fn wait_applied(&self, seq: i64, timeout: Duration) -> EngageResult<()> {
         match &self.inner.pipeline {

@@ -13,7 +13,8 @@
 //! - `pipeline.rs`: the thread that reads the log in order and applies it in batches.
 //! - `apply/`: the applier (identity resolution, merges, held calls, events, API writes),
 //!   the only writer of `engage.db`. `db/`: the file, its schema and read connections.
-//! - `query.rs`, `aggregate.rs`: reads.
+//! - `query.rs`, `aggregate.rs`: reads. [`feed`]: what changed after a cursor, for the
+//!   engines that follow derived state.
 //!
 //! **Invariant:** derived state is a function of the log: applying the log from the start
 //! yields the same state, ids included (row keys are derived from log sequence numbers,
@@ -27,6 +28,7 @@ mod db;
 mod dump;
 pub mod engine;
 pub mod error;
+pub mod feed;
 mod ids;
 pub mod mapping;
 pub mod model;

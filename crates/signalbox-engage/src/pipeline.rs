@@ -169,6 +169,10 @@ impl Pipeline {
         *self.applied.borrow()
     }
 
+    pub(crate) fn subscribe(&self) -> watch::Receiver<i64> {
+        self.applied.clone()
+    }
+
     /// Waits until the checkpoint reaches `seq`.
     pub(crate) async fn wait_for(&self, seq: i64, timeout: Duration) -> EngageResult<()> {
         let mut rx = self.applied.clone();

@@ -670,7 +670,7 @@ impl Batch<'_> {
         touched.dedup();
         for pk in &touched {
             if let Some(row) = self.caches.profiles.get_mut(pk) {
-                row.save(self.tx)?;
+                row.save(self.tx, self.entry.seq)?;
             }
         }
         touched.clear();

@@ -188,8 +188,9 @@ impl ProfileRow {
         Ok(stmt.query_row([pk], ProfileRow::from_row).optional()?)
     }
 
-    /// Writes the row back if it changed.
-    pub(crate) fn save(&mut self, conn: &Connection) -> EngageResult<()> {
+    /// Writes the row back if it changed; `seq` (the batch's last log entry) goes to
+    /// `changed_seq`, which the change feed follows.
+    pub(crate) fn save(&mut self, conn: &Connection, seq: i64) -> EngageResult<()> {
         if !self.dirty {
             return Ok(());
         }
@@ -197,12 +198,13 @@ impl ProfileRow {
             let data = serde_json::to_string(self.data()).expect("profile data serialises");
             let mut stmt = conn.prepare_cached(
                 "INSERT INTO profiles (pk, id, email, phone_number, external_id, anonymous_id,
-                                       created_us, updated_us, data)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                                       created_us, updated_us, data, changed_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (pk) DO UPDATE SET email = excluded.email,
                      phone_number = excluded.phone_number, external_id = excluded.external_id,
                      anonymous_id = excluded.anonymous_id, created_us = excluded.created_us,
-                     updated_us = excluded.updated_us, data = excluded.data",
+                     updated_us = excluded.updated_us, data = excluded.data,
+                     changed_seq = excluded.changed_seq",
             )?;
             stmt.execute(params![
                 self.pk,
@@ -213,12 +215,13 @@ impl ProfileRow {
                 self.anonymous_id,
                 self.created_us,
                 self.updated_us,
-                data
+                data,
+                seq
             ])?;
         } else {
             let mut stmt = conn.prepare_cached(
                 "UPDATE profiles SET email = ?2, phone_number = ?3, external_id = ?4,
-                     anonymous_id = ?5, created_us = ?6, updated_us = ?7
+                     anonymous_id = ?5, created_us = ?6, updated_us = ?7, changed_seq = ?8
                  WHERE pk = ?1",
             )?;
             stmt.execute(params![
@@ -228,7 +231,8 @@ impl ProfileRow {
                 self.external_id,
                 self.anonymous_id,
                 self.created_us,
-                self.updated_us
+                self.updated_us,
+                seq
             ])?;
         }
         self.stored = true;

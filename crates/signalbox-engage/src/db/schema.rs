@@ -5,7 +5,8 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     -- The checkpoint (`applied_seq`) and other single values.
     CREATE TABLE meta (
         key TEXT PRIMARY KEY,
@@ -146,7 +147,51 @@ const MIGRATIONS: &[&str] = &[r#"
         seq INTEGER PRIMARY KEY,
         result TEXT NOT NULL
     );
-    "#];
+    "#,
+    r#"
+    -- The change feed that audiences and flows follow (see `feed.rs`): every saved profile
+    -- row records the last log entry of the batch that changed it.
+    ALTER TABLE profiles ADD COLUMN changed_seq INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX profiles_changed ON profiles(changed_seq);
+    CREATE INDEX redirects_seq ON redirects(seq);
+    -- Lists. `opt_in` is `single_opt_in` or `double_opt_in`.
+    CREATE TABLE lists (
+        pk INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        opt_in TEXT NOT NULL,
+        created_us INTEGER NOT NULL,
+        updated_us INTEGER NOT NULL
+    );
+    -- A member is `member`, or `pending` until it confirms a double opt-in.
+    ALTER TABLE list_members ADD COLUMN status TEXT NOT NULL DEFAULT 'member';
+    ALTER TABLE list_members ADD COLUMN joined_us INTEGER NOT NULL DEFAULT 0;
+    -- Every change of list membership, in log order: `added`, `pending`, `confirmed`,
+    -- `removed`. Followed by the feed (list triggers, segment conditions on lists).
+    CREATE TABLE list_changes (
+        pk INTEGER PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        list_id TEXT NOT NULL,
+        profile_pk INTEGER NOT NULL,
+        change TEXT NOT NULL,
+        at_us INTEGER NOT NULL
+    );
+    -- Email marketing consent, as Klaviyo models it. No row: never subscribed.
+    -- `status`: SUBSCRIBED, UNSUBSCRIBED or NEVER_SUBSCRIBED; `suppressions`: JSON array of
+    -- {"reason": "HARD_BOUNCE" | "INVALID_EMAIL" | "SPAM_COMPLAINT" | "UNSUBSCRIBE" |
+    -- "USER_SUPPRESSED", "at_us": …}. Changing it marks the profile changed (`changed_seq`).
+    CREATE TABLE email_consent (
+        profile_pk INTEGER PRIMARY KEY,
+        status TEXT NOT NULL,
+        status_us INTEGER NOT NULL,
+        method TEXT,
+        method_detail TEXT,
+        custom_source TEXT,
+        double_opt_in INTEGER,
+        suppressions TEXT NOT NULL DEFAULT '[]'
+    );
+    "#,
+];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

@@ -2,6 +2,7 @@
 
 mod aggregates;
 mod api;
+mod change_feed;
 mod feeds;
 mod helpers;
 mod identity;

@@ -1,0 +1,238 @@
+//! The change feed: what the pipeline changed, in log order, for the engines that follow
+//! derived state (audiences and flows) without rescanning it.
+//!
+//! A follower keeps a [`FeedCursor`] in its own store, reads [`Changes`] after it up to the
+//! checkpoint it was told about ([`crate::Engage::subscribe_applied`]), acts, and saves the
+//! cursor with what it did: at-least-once reading, and its own idempotence makes the effect
+//! exactly once.
+//!
+//! Every part is keyed by something the applier writes in the same transaction as the
+//! checkpoint: event row keys (made from log sequence numbers), `profiles.changed_seq`,
+//! `list_changes.pk` and `redirects.seq`. So reading up to a committed checkpoint never sees
+//! half a batch.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection};
+
+use crate::db;
+use crate::error::EngageResult;
+use crate::ids;
+use crate::model::{EventId, MetricId, ProfileId};
+
+/// Where a follower is in the feed. `Default` is the beginning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FeedCursor {
+    /// The last event row key read.
+    pub event_pk: i64,
+    /// The last `changed_seq` of profiles read.
+    pub profile_seq: i64,
+    /// The last list change read.
+    pub list_change_pk: i64,
+    /// The last merge's log sequence number read.
+    pub merge_seq: i64,
+}
+
+/// An event the pipeline stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedEvent {
+    pub pk: i64,
+    pub id: EventId,
+    pub profile_pk: i64,
+    pub metric_pk: i64,
+    pub metric_id: MetricId,
+    pub metric_name: String,
+    pub integration: String,
+    pub time_us: i64,
+    pub value: Option<f64>,
+    /// The event's properties, as stored (a JSON object).
+    pub properties: String,
+}
+
+/// A change of list membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListChange {
+    pub pk: i64,
+    pub seq: i64,
+    pub list_id: String,
+    pub profile_pk: i64,
+    /// `added`, `pending`, `confirmed` or `removed`.
+    pub change: String,
+    pub at_us: i64,
+}
+
+/// A merge: `from_pk` no longer exists; its data now belongs to `to_pk`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Merge {
+    pub from_pk: i64,
+    pub to_pk: i64,
+    pub seq: i64,
+}
+
+/// What changed after a cursor, and the cursor after it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    pub events: Vec<FeedEvent>,
+    /// Profiles created or changed (fields, properties, consent, lists), each once.
+    pub profiles: Vec<i64>,
+    pub lists: Vec<ListChange>,
+    pub merges: Vec<Merge>,
+    pub cursor: FeedCursor,
+    /// True when a part stopped at `limit`: read again.
+    pub more: bool,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+            && self.profiles.is_empty()
+            && self.lists.is_empty()
+            && self.merges.is_empty()
+    }
+}
+
+/// A read connection to `engage.db` for a follower's own thread.
+pub fn open_reader(path: &Path) -> EngageResult<Connection> {
+    db::open_connection(path, false)
+}
+
+/// The changes after `after`, up to the checkpoint `upto_seq` (entries after it are not
+/// read even if committed since), at most `limit` rows of each part.
+pub fn read_changes(
+    conn: &Connection,
+    after: &FeedCursor,
+    upto_seq: i64,
+    limit: usize,
+) -> EngageResult<Changes> {
+    let limit_sql = limit.max(1) as i64;
+    let mut out = Changes {
+        cursor: *after,
+        ..Changes::default()
+    };
+    let event_end = ids::event_key(upto_seq + 1, 0);
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT e.pk, e.profile_pk, e.metric_pk, m.id, m.name, m.integration, e.time_us,
+                    e.value, e.properties
+             FROM events e JOIN metrics m ON m.pk = e.metric_pk
+             WHERE e.pk > ?1 AND e.pk < ?2 ORDER BY e.pk LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![after.event_pk, event_end, limit_sql], |r| {
+            let pk: i64 = r.get(0)?;
+            let time_us: i64 = r.get(6)?;
+            Ok(FeedEvent {
+                pk,
+                id: EventId(ids::event_id(time_us, pk)),
+                profile_pk: r.get(1)?,
+                metric_pk: r.get(2)?,
+                metric_id: MetricId(r.get(3)?),
+                metric_name: r.get(4)?,
+                integration: r.get(5)?,
+                time_us,
+                value: r.get(7)?,
+                properties: r.get(8)?,
+            })
+        })?;
+        for row in rows {
+            out.events.push(row?);
+        }
+    }
+    if let Some(last) = out.events.last() {
+        out.cursor.event_pk = last.pk;
+    }
+    out.more |= out.events.len() >= limit.max(1);
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT pk, changed_seq FROM profiles
+             WHERE changed_seq > ?1 AND changed_seq <= ?2 ORDER BY changed_seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![after.profile_seq, upto_seq, limit_sql], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        let mut last_seq = after.profile_seq;
+        for row in rows {
+            let (pk, seq) = row?;
+            out.profiles.push(pk);
+            last_seq = seq;
+        }
+        if out.profiles.len() >= limit.max(1) {
+            // Rows of one batch share a seq: stop before the last seq, unless it is alone.
+            let last_count = out.profiles.len();
+            let mut stmt =
+                conn.prepare_cached("SELECT pk FROM profiles WHERE changed_seq = ?1 ORDER BY pk")?;
+            let same: Vec<i64> = stmt
+                .query_map([last_seq], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            out.profiles.retain(|pk| !same.contains(pk));
+            out.profiles.extend(same);
+            out.more = true;
+            debug_assert!(out.profiles.len() >= last_count);
+        }
+        out.profiles.sort_unstable();
+        out.profiles.dedup();
+        out.cursor.profile_seq = last_seq;
+    }
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT pk, seq, list_id, profile_pk, change, at_us FROM list_changes
+             WHERE pk > ?1 AND seq <= ?2 ORDER BY pk LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![after.list_change_pk, upto_seq, limit_sql], |r| {
+            Ok(ListChange {
+                pk: r.get(0)?,
+                seq: r.get(1)?,
+                list_id: r.get(2)?,
+                profile_pk: r.get(3)?,
+                change: r.get(4)?,
+                at_us: r.get(5)?,
+            })
+        })?;
+        for row in rows {
+            out.lists.push(row?);
+        }
+        if let Some(last) = out.lists.last() {
+            out.cursor.list_change_pk = last.pk;
+        }
+        out.more |= out.lists.len() >= limit.max(1);
+    }
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT from_pk, to_pk, seq FROM redirects
+             WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![after.merge_seq, upto_seq], |r| {
+            Ok(Merge {
+                from_pk: r.get(0)?,
+                to_pk: r.get(1)?,
+                seq: r.get(2)?,
+            })
+        })?;
+        for row in rows {
+            out.merges.push(row?);
+        }
+        if let Some(last) = out.merges.last() {
+            out.cursor.merge_seq = last.seq;
+        }
+    }
+    Ok(out)
+}
+
+/// The public id of a profile row, if it exists (merged-away rows do not).
+pub fn profile_id(conn: &Connection, pk: i64) -> EngageResult<Option<ProfileId>> {
+    use rusqlite::OptionalExtension;
+    let mut stmt = conn.prepare_cached("SELECT id FROM profiles WHERE pk = ?1")?;
+    Ok(stmt
+        .query_row([pk], |r| r.get::<_, String>(0))
+        .optional()?
+        .map(ProfileId))
+}
+
+/// The row key of a profile id (following merges), if it names a profile.
+pub fn profile_pk(conn: &Connection, id: &ProfileId) -> EngageResult<Option<i64>> {
+    use rusqlite::OptionalExtension;
+    let mut stmt = conn.prepare_cached("SELECT pk FROM profiles WHERE id = ?1")?;
+    if let Some(pk) = stmt.query_row([&id.0], |r| r.get(0)).optional()? {
+        return Ok(Some(pk));
+    }
+    Ok(None)
+}

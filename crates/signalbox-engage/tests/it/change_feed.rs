@@ -1,0 +1,74 @@
+//! The change feed that audiences and flows follow.
+
+use serde_json::json;
+use signalbox_engage::feed::{self, FeedCursor};
+
+use crate::helpers::TestApp;
+
+#[tokio::test]
+async fn the_feed_reports_each_event_and_changed_profile_once_in_log_order() {
+    let mut app = TestApp::start().await;
+    app.identify(json!({"userId": "u1", "traits": {"email": "a@example.com"}}))
+        .await;
+    app.track(json!({"userId": "u1", "event": "Viewed", "properties": {"n": 1}}))
+        .await;
+    app.settle().await;
+    let conn = feed::open_reader(app.engage.path()).unwrap();
+    let first =
+        feed::read_changes(&conn, &FeedCursor::default(), app.engage.applied_seq(), 100).unwrap();
+    assert_eq!(first.events.len(), 1);
+    assert_eq!(first.events[0].metric_name, "Viewed");
+    assert_eq!(first.profiles.len(), 1);
+    let profile = app.by_email("a@example.com").await;
+    assert_eq!(
+        feed::profile_id(&conn, first.profiles[0]).unwrap(),
+        Some(profile.id.clone())
+    );
+    assert_eq!(
+        feed::profile_pk(&conn, &profile.id).unwrap(),
+        Some(first.profiles[0])
+    );
+
+    // An event alone does not change its profile; a trait does.
+    app.track(json!({"userId": "u1", "event": "Viewed", "properties": {"n": 2}}))
+        .await;
+    app.settle().await;
+    let second = feed::read_changes(&conn, &first.cursor, app.engage.applied_seq(), 100).unwrap();
+    assert_eq!(second.events.len(), 1);
+    assert!(second.profiles.is_empty(), "{second:?}");
+    app.identify(json!({"userId": "u1", "traits": {"plan": "pro"}}))
+        .await;
+    app.settle().await;
+    let third = feed::read_changes(&conn, &second.cursor, app.engage.applied_seq(), 100).unwrap();
+    assert!(third.events.is_empty());
+    assert_eq!(third.profiles, first.profiles);
+    let empty = feed::read_changes(&conn, &third.cursor, app.engage.applied_seq(), 100).unwrap();
+    assert!(empty.is_empty());
+}
+
+#[tokio::test]
+async fn the_feed_pages_by_limit_and_stops_at_the_checkpoint_given() {
+    let mut app = TestApp::start().await;
+    app.identify(json!({"userId": "u1", "traits": {"email": "a@example.com"}}))
+        .await;
+    let mut upto = 0;
+    for n in 0..5 {
+        upto = app
+            .track(json!({"userId": "u1", "event": "Viewed", "properties": {"n": n}}))
+            .await;
+    }
+    app.track(json!({"userId": "u1", "event": "Later"})).await;
+    app.settle().await;
+    let conn = feed::open_reader(app.engage.path()).unwrap();
+    let mut cursor = FeedCursor::default();
+    let mut seen = Vec::new();
+    loop {
+        let page = feed::read_changes(&conn, &cursor, upto, 2).unwrap();
+        seen.extend(page.events.iter().map(|e| e.metric_name.clone()));
+        cursor = page.cursor;
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(seen, ["Viewed"; 5]);
+}
