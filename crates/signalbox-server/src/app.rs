@@ -15,6 +15,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use signalbox_core::Clock;
 use signalbox_engage::Engage;
+use signalbox_mail::{LinkSigner, TrackingLinks};
 use signalbox_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +72,10 @@ pub struct AppState {
     /// Profiles, metrics and events behind the Klaviyo-compatible API; without it `/api/*`
     /// answers 503.
     pub engage: Option<Engage>,
+    /// Signs and checks the links Signalbox serves in emails and consent pages (unsubscribe,
+    /// double opt-in confirmation, open pixel, click tracking). Set by
+    /// [`Application::set_links`]; until then a random secret (links die with the process).
+    pub links: TrackingLinks,
 }
 
 /// Open CORS for the Tracking API, which browsers call from any site. The headers a preflight
@@ -150,6 +155,20 @@ impl Draining {
     }
 }
 
+fn listen_url(listener: &TcpListener) -> String {
+    match listener.local_addr() {
+        Ok(addr) => format!("http://{addr}"),
+        Err(_) => "http://127.0.0.1".into(),
+    }
+}
+
+/// Links signed with a secret that lives as long as the process.
+fn ephemeral_links(base_url: String) -> TrackingLinks {
+    let secret: [u8; 32] = rand::random();
+    let signer = LinkSigner::new(&secret).expect("32 random bytes are a strong secret");
+    TrackingLinks::new(signer, &base_url).expect("the listening address is a valid base URL")
+}
+
 /// A bound, ready server.
 pub struct Application {
     listener: TcpListener,
@@ -186,6 +205,7 @@ impl Application {
             clock,
             metrics: telemetry::prometheus(),
             engage: None,
+            links: ephemeral_links(listen_url(&listener)),
         };
         Ok(Application {
             listener,
@@ -207,6 +227,11 @@ impl Application {
     /// Serves the Klaviyo-compatible API (`/api/*`) from this engine.
     pub fn set_engage(&mut self, engage: Engage) {
         self.state.engage = Some(engage);
+    }
+
+    /// The signer and public base URL of the links Signalbox serves.
+    pub fn set_links(&mut self, links: TrackingLinks) {
+        self.state.links = links;
     }
 
     /// Serves until `shutdown` resolves, then stops taking connections, lets in-flight

@@ -82,6 +82,10 @@ pub struct RebuildArgs {
     /// How long a call without a known profile is held (as for `serve`).
     #[arg(long, env = "SIGNALBOX_HOLD_WINDOW", default_value = "7d")]
     pub hold_window: String,
+    /// The URL people reach this server at, for links in emails and consent pages
+    /// (unsubscribe, confirm, open and click tracking). Default: the listening address.
+    #[arg(long, env = "SIGNALBOX_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +127,10 @@ pub struct ServeArgs {
     /// is held before it expires (e.g. `7d`, `36h`).
     #[arg(long, env = "SIGNALBOX_HOLD_WINDOW", default_value = "7d")]
     pub hold_window: String,
+    /// The URL people reach this server at, for links in emails and consent pages
+    /// (unsubscribe, confirm, open and click tracking). Default: the listening address.
+    #[arg(long, env = "SIGNALBOX_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,10 +1,12 @@
 //! `signalbox serve`: open the store, make sure a source exists, serve until SIGTERM/Ctrl-C.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 use signalbox_core::SystemClock;
 use signalbox_engage::{Engage, EngageConfig};
+use signalbox_mail::{LinkSigner, TrackingLinks};
 use signalbox_server::segment::decode::Limits;
 use signalbox_server::{Application, ServerConfig};
 use signalbox_store::discard::DiscardingStore;
@@ -49,6 +51,13 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     app.set_engage(engage.clone());
     let addr = app.local_addr();
     let base = format!("http://{addr}");
+    let public_url = args.public_url.clone().unwrap_or_else(|| base.clone());
+    let secret = link_secret(&path)?;
+    let signer = LinkSigner::new(&secret).context("the link secret is too short")?;
+    app.set_links(
+        TrackingLinks::new(signer, &public_url)
+            .with_context(|| format!("--public-url {public_url:?} is not a URL"))?,
+    );
     println!("Signalbox is listening on {base}");
     println!("  Tracking API   {base}/v1   (Segment libraries: host=\"{base}\")");
     println!(
@@ -71,6 +80,30 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     engage.shutdown().await;
     tracing::info!("stopped after draining in-flight requests");
     Ok(())
+}
+
+/// The secret that signs links in emails and consent pages: `link.key` next to the store,
+/// made on first start (owner-only), so links keep working across restarts.
+fn link_secret(store_path: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = store_path.with_file_name("link.key");
+    match std::fs::read(&path) {
+        Ok(secret) => Ok(secret),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let secret: [u8; 32] = rand::random();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options
+                .open(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            std::io::Write::write_all(&mut file, &secret)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            file.sync_all()?;
+            Ok(secret.to_vec())
+        }
+        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
 }
 
 /// The `default` source's current key, creating the source on first start.
