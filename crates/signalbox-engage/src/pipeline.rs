@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use signalbox_store::{CallQuery, Store};
 use tokio::runtime::Handle;
 use tokio::sync::{watch, Notify};
 
-use crate::apply::{Applier, BatchReport, SourceInfo, Sources};
+use crate::apply::{self, Applier, BatchReport, Prepared, SourceInfo, Sources};
 use crate::error::{EngageError, EngageResult};
 use crate::settings::DestinationSettings;
 
@@ -147,8 +148,6 @@ impl Pipeline {
             runtime,
             shared: Arc::clone(&shared),
             applied_tx,
-            sources: HashMap::new(),
-            sources_at: None,
         };
         let thread = std::thread::Builder::new()
             .name("signalbox-engage".into())
@@ -222,8 +221,154 @@ struct Worker {
     runtime: Handle,
     shared: Arc<Shared>,
     applied_tx: watch::Sender<i64>,
-    sources: Sources,
-    sources_at: Option<Instant>,
+}
+
+/// A batch read from the log and mapped, ready to apply.
+struct ReadBatch {
+    calls: Vec<StoredCall>,
+    prepared: Vec<Option<Prepared>>,
+    sources: Arc<Sources>,
+    /// Time spent reading and mapping it.
+    read: Duration,
+}
+
+/// The reader: a thread that reads the log ahead of the applier and maps each call (JSON
+/// parsing and the destination mapping need no state), so that the applier only writes.
+/// It hands batches over a small channel; the applier restarts it after a failed batch.
+struct Reader {
+    batches: Receiver<EngageResult<ReadBatch>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Batches the reader may have ready ahead of the applier.
+const READ_AHEAD: usize = 2;
+
+impl Reader {
+    fn spawn(worker: &Worker, after_seq: i64) -> EngageResult<Reader> {
+        let (tx, batches) = sync_channel(READ_AHEAD);
+        let stop = Arc::new(AtomicBool::new(false));
+        let reading = ReaderLoop {
+            store: Arc::clone(&worker.store),
+            runtime: worker.runtime.clone(),
+            shared: Arc::clone(&worker.shared),
+            stop: Arc::clone(&stop),
+            batch_size: worker.config.batch_size,
+            poll_interval: worker.config.poll_interval,
+            after_seq,
+            tx,
+        };
+        let thread = std::thread::Builder::new()
+            .name("signalbox-engage-read".into())
+            .spawn(move || reading.run())
+            .map_err(|e| EngageError::Internal(e.to_string()))?;
+        Ok(Reader {
+            batches,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            // Dropping the receiving end fails a send the thread may be blocked in.
+            let (_, closed) = sync_channel(0);
+            drop(std::mem::replace(&mut self.batches, closed));
+            let _ = thread.join();
+        }
+    }
+}
+
+struct ReaderLoop {
+    store: Arc<dyn Store>,
+    runtime: Handle,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    batch_size: usize,
+    poll_interval: Duration,
+    after_seq: i64,
+    tx: SyncSender<EngageResult<ReadBatch>>,
+}
+
+impl ReaderLoop {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.shared.stop.load(Ordering::SeqCst)
+    }
+
+    fn run(mut self) {
+        let mut sources: Option<(Arc<Sources>, Instant)> = None;
+        let mut backoff = Duration::from_millis(50);
+        while !self.stopped() {
+            match self.next(&mut sources) {
+                Ok(Some(batch)) => {
+                    backoff = Duration::from_millis(50);
+                    if self.tx.send(Ok(batch)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    let notify = &self.shared.notify;
+                    let poll = self.poll_interval;
+                    self.runtime.block_on(async {
+                        let _ = tokio::time::timeout(poll, notify.notified()).await;
+                    });
+                }
+                Err(err) => {
+                    if self.tx.send(Err(err)).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Reads and maps the next batch; `None` when the log has nothing new.
+    fn next(
+        &mut self,
+        sources: &mut Option<(Arc<Sources>, Instant)>,
+    ) -> EngageResult<Option<ReadBatch>> {
+        let started = Instant::now();
+        let current = match sources.take() {
+            Some((current, at)) if at.elapsed() < SETTINGS_REFRESH => (current, at),
+            _ => {
+                let store = Arc::clone(&self.store);
+                let loaded = self
+                    .runtime
+                    .block_on(async move { load_sources(store.as_ref()).await })?;
+                (Arc::new(loaded), Instant::now())
+            }
+        };
+        let batch_sources = Arc::clone(&current.0);
+        *sources = Some(current);
+        let query = CallQuery {
+            after_seq: self.after_seq,
+            limit: self.batch_size as u32,
+            ..CallQuery::default()
+        };
+        let store = Arc::clone(&self.store);
+        let calls = self
+            .runtime
+            .block_on(async move { store.read_calls(query).await })?;
+        let Some(last) = calls.last() else {
+            return Ok(None);
+        };
+        self.after_seq = last.seq;
+        let prepared = calls
+            .iter()
+            .map(|call| apply::prepare(call, &batch_sources))
+            .collect();
+        Ok(Some(ReadBatch {
+            calls,
+            prepared,
+            sources: batch_sources,
+            read: started.elapsed(),
+        }))
+    }
 }
 
 impl Worker {
@@ -233,64 +378,64 @@ impl Worker {
             "engage pipeline started"
         );
         let mut backoff = Duration::from_millis(50);
+        let mut reader: Option<Reader> = None;
         while !self.shared.stop.load(Ordering::SeqCst) {
-            match self.step() {
-                Ok(true) => backoff = Duration::from_millis(50),
-                Ok(false) => {
+            let current = match reader.take() {
+                Some(current) => current,
+                None => match Reader::spawn(&self, self.applier.applied_seq()) {
+                    Ok(spawned) => spawned,
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot start the log reader; retrying");
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                },
+            };
+            match current.batches.recv_timeout(self.config.poll_interval) {
+                Ok(Ok(mut batch)) => match self.apply(&mut batch) {
+                    Ok(()) => {
+                        backoff = Duration::from_millis(50);
+                        reader = Some(current);
+                    }
+                    Err(err) => {
+                        // The batch rolled back: read again from the checkpoint.
+                        tracing::error!(error = %err, "engage pipeline batch failed; retrying");
+                        drop(current);
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                },
+                Ok(Err(err)) => {
+                    tracing::error!(error = %err, "reading the log failed; retrying");
+                    reader = Some(current);
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    reader = Some(current);
                     let now = self.clock.now().as_microsecond();
                     if let Err(err) = self.applier.expire_holds(now) {
                         tracing::warn!(error = %err, "expiring held calls failed");
                     }
-                    let notify = &self.shared.notify;
-                    let poll = self.config.poll_interval;
-                    self.runtime.block_on(async {
-                        let _ = tokio::time::timeout(poll, notify.notified()).await;
-                    });
                 }
-                Err(err) => {
-                    tracing::error!(error = %err, "engage pipeline step failed; retrying");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+                Err(RecvTimeoutError::Disconnected) => {}
             }
         }
+        drop(reader);
         tracing::info!(
             applied_seq = self.applier.applied_seq(),
             "engage pipeline stopped"
         );
     }
 
-    /// Applies the next batch; `false` when the log had nothing new.
-    fn step(&mut self) -> EngageResult<bool> {
-        if self
-            .sources_at
-            .is_none_or(|at| at.elapsed() >= SETTINGS_REFRESH)
-        {
-            let store = Arc::clone(&self.store);
-            self.sources = self
-                .runtime
-                .block_on(async move { load_sources(store.as_ref()).await })?;
-            self.sources_at = Some(Instant::now());
-        }
-        let query = CallQuery {
-            after_seq: self.applier.applied_seq(),
-            limit: self.config.batch_size as u32,
-            ..CallQuery::default()
-        };
-        let store = Arc::clone(&self.store);
-        let reading = Instant::now();
-        let calls = self
-            .runtime
-            .block_on(async move { store.read_calls(query).await })?;
-        if calls.is_empty() {
-            return Ok(false);
-        }
-        let read = reading.elapsed();
+    /// Applies a batch the reader prepared.
+    fn apply(&mut self, batch: &mut ReadBatch) -> EngageResult<()> {
         let started = Instant::now();
-        let report = self.applier.apply_batch(&calls, &self.sources)?;
-        self.record(&calls, &report, read, started.elapsed());
+        let report = self
+            .applier
+            .apply_batch(&batch.calls, &mut batch.prepared, &batch.sources)?;
+        self.record(&batch.calls, &report, batch.read, started.elapsed());
         let _ = self.applied_tx.send(report.applied_seq);
-        Ok(true)
+        Ok(())
     }
 
     fn record(&self, calls: &[StoredCall], report: &BatchReport, read: Duration, took: Duration) {
@@ -351,7 +496,7 @@ pub(crate) fn apply_all(
         if calls.is_empty() {
             break;
         }
-        let report = applier.apply_batch(&calls, &sources)?;
+        let report = applier.apply_batch(&calls, &mut [], &sources)?;
         done.applied_seq = report.applied_seq;
         done.entries += report.entries;
         done.events += report.events;

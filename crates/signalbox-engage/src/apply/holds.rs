@@ -143,7 +143,7 @@ impl Batch<'_> {
         // The held call keys its rows by its own sequence number and time.
         let outer = std::mem::take(&mut self.entry);
         self.begin_entry(seq, received_us);
-        let applied = self.apply_segment(&call, kind, false);
+        let applied = self.apply_segment(&call, kind, false, None);
         let settled_by = outer.seq;
         self.entry = outer;
         if applied? {

@@ -17,13 +17,14 @@ mod holds;
 mod identity;
 pub(crate) mod profile;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::path::Path;
 
 use jiff::SignedDuration;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use signalbox_core::{CallKind, SourceId, StoredCall};
 
 use crate::db;
@@ -118,12 +119,16 @@ impl Applier {
     }
 
     /// Applies `entries` (in log order, all after the checkpoint) in one transaction.
+    ///
+    /// `prepared` holds, by position, what [`prepare`] made of the entries ahead of time (on
+    /// another thread); an entry without it is mapped here.
     pub(crate) fn apply_batch(
         &mut self,
         entries: &[StoredCall],
+        prepared: &mut [Option<Prepared>],
         sources: &Sources,
     ) -> EngageResult<BatchReport> {
-        let result = self.try_apply_batch(entries, sources);
+        let result = self.try_apply_batch(entries, prepared, sources);
         if result.is_err() {
             // The transaction rolled back: forget what memory learnt from it.
             self.reload()?;
@@ -134,6 +139,7 @@ impl Applier {
     fn try_apply_batch(
         &mut self,
         entries: &[StoredCall],
+        prepared: &mut [Option<Prepared>],
         sources: &Sources,
     ) -> EngageResult<BatchReport> {
         let tx = self
@@ -152,11 +158,12 @@ impl Applier {
             report: BatchReport::default(),
         };
         let mut last = self.applied_seq;
-        for entry in entries {
+        for (idx, entry) in entries.iter().enumerate() {
             if entry.seq <= last {
                 continue;
             }
-            batch.apply_entry(entry)?;
+            let ready = prepared.get_mut(idx).and_then(Option::take);
+            batch.apply_entry(entry, ready)?;
             last = entry.seq;
         }
         batch.flush()?;
@@ -191,6 +198,111 @@ impl Applier {
     }
 }
 
+/// What a Segment call maps to, worked out before its batch is applied.
+pub(crate) type Prepared = Result<PreparedCall, Skip>;
+
+/// A mapped call and its events' stored form.
+pub(crate) struct PreparedCall {
+    mapped: Mapped,
+    /// By event position; `None` once taken (or past the per-entry limit).
+    bodies: Vec<Option<EventBody>>,
+}
+
+impl From<Mapped> for PreparedCall {
+    fn from(mapped: Mapped) -> PreparedCall {
+        PreparedCall {
+            mapped,
+            bodies: Vec::new(),
+        }
+    }
+}
+
+/// The columns of an event row that depend only on its log entry: its unique id (the
+/// event's own id when the call gave none), the dedupe hash, and the properties as stored.
+#[derive(Debug)]
+pub(crate) struct EventBody {
+    unique_id: String,
+    hash: i64,
+    properties: String,
+}
+
+impl EventBody {
+    fn of(seq: i64, idx: i64, event: &MappedEvent) -> EventBody {
+        let pk = ids::event_key(seq, idx);
+        let unique_id = match &event.unique_id {
+            Some(id) => id.clone(),
+            None => ids::event_id(event.time.as_microsecond(), pk),
+        };
+        let mut properties = event.properties.clone();
+        properties
+            .entry("$event_id".to_owned())
+            .or_insert_with(|| Value::String(unique_id.clone()));
+        EventBody {
+            hash: ids::unique_hash(&unique_id),
+            unique_id,
+            properties: Value::Object(properties).to_string(),
+        }
+    }
+}
+
+fn applied_counter(kind: CallKind) -> &'static str {
+    match kind {
+        CallKind::Track => "applied.track",
+        CallKind::Identify => "applied.identify",
+        CallKind::Page => "applied.page",
+        CallKind::Screen => "applied.screen",
+        CallKind::Group => "applied.group",
+        CallKind::Alias => "applied.alias",
+        _ => "applied.other",
+    }
+}
+
+/// Parses and maps a Segment call with its source's settings: the part of applying that needs
+/// no state, done ahead of time by the pipeline's reader. `None` for API entries.
+pub(crate) fn prepare(entry: &StoredCall, sources: &Sources) -> Option<Prepared> {
+    if !entry.kind.is_segment() {
+        return None;
+    }
+    let default_settings;
+    let settings = match sources.get(&entry.source_id) {
+        Some(info) => &info.settings,
+        None => {
+            default_settings = DestinationSettings::default();
+            &default_settings
+        }
+    };
+    Some(map_call(entry, entry.kind, settings).map(|mut mapped| {
+        let bodies = mapped
+            .events
+            .iter_mut()
+            .enumerate()
+            .map(|(idx, event)| {
+                let idx = idx as i64;
+                (idx < ids::EVENTS_PER_ENTRY).then(|| {
+                    let body = EventBody::of(entry.seq, idx, event);
+                    // Stored now: free the parsed form on this thread.
+                    event.properties = serde_json::Map::new();
+                    body
+                })
+            })
+            .collect();
+        PreparedCall { mapped, bodies }
+    }))
+}
+
+fn map_call(
+    entry: &StoredCall,
+    kind: CallKind,
+    settings: &DestinationSettings,
+) -> Result<Mapped, Skip> {
+    match serde_json::from_str(&entry.payload) {
+        Ok(Value::Object(message)) => {
+            mapping::map_segment(kind, message, settings, entry.received_at)
+        }
+        _ => Err(Skip::Unreadable),
+    }
+}
+
 pub(crate) fn read_applied_seq(conn: &Connection) -> EngageResult<i64> {
     Ok(conn
         .query_row(
@@ -219,6 +331,8 @@ struct EntryState {
     profiles_created: i64,
     audit_n: i64,
     problems_n: i64,
+    /// The stored form of the entry's events, when prepared ahead (see [`prepare`]).
+    bodies: Vec<Option<EventBody>>,
 }
 
 /// Provenance of one profile from one (integration, source).
@@ -289,7 +403,7 @@ pub(crate) struct Batch<'a> {
     sources: &'a Sources,
     /// Profiles merged away in this batch.
     deleted: HashSet<i64>,
-    counters: HashMap<String, i64>,
+    counters: HashMap<Cow<'static, str>, i64>,
     /// Identifiers newly linked: held calls waiting for them are released.
     release: VecDeque<(&'static str, String)>,
     entry: EntryState,
@@ -297,8 +411,8 @@ pub(crate) struct Batch<'a> {
 }
 
 impl Batch<'_> {
-    fn count(&mut self, name: &str, n: i64) {
-        *self.counters.entry(name.to_owned()).or_default() += n;
+    fn count(&mut self, name: impl Into<Cow<'static, str>>, n: i64) {
+        *self.counters.entry(name.into()).or_default() += n;
     }
 
     fn source_info(&self, source: SourceId) -> SourceInfo {
@@ -311,7 +425,7 @@ impl Batch<'_> {
             })
     }
 
-    fn apply_entry(&mut self, entry: &StoredCall) -> EngageResult<()> {
+    fn apply_entry(&mut self, entry: &StoredCall, ready: Option<Prepared>) -> EngageResult<()> {
         let received_us = entry.received_at.as_microsecond();
         if self.next_expiry.is_some_and(|t| t <= received_us) {
             holds::expire(self.tx, received_us)?;
@@ -324,7 +438,7 @@ impl Batch<'_> {
             CallKind::ApiProfile => self.apply_api_profile(entry)?,
             CallKind::ApiMerge => self.apply_api_merge(entry)?,
             kind => {
-                self.apply_segment(entry, kind, true)?;
+                self.apply_segment(entry, kind, true, ready)?;
             }
         }
         self.release_held()
@@ -345,19 +459,14 @@ impl Batch<'_> {
         entry: &StoredCall,
         kind: CallKind,
         may_hold: bool,
+        ready: Option<Prepared>,
     ) -> EngageResult<bool> {
         let info = self.source_info(entry.source_id);
-        let message: Map<String, Value> = match serde_json::from_str(&entry.payload) {
-            Ok(Value::Object(map)) => map,
-            _ => {
-                self.count(&format!("skipped.{}", skip_name(&Skip::Unreadable)), 1);
-                return Ok(false);
-            }
-        };
-        let mapped = match mapping::map_segment(kind, message, &info.settings, entry.received_at) {
-            Ok(mapped) => mapped,
+        let ready = ready.unwrap_or_else(|| map_call(entry, kind, &info.settings).map(Into::into));
+        let (mapped, bodies) = match ready {
+            Ok(PreparedCall { mapped, bodies }) => (mapped, bodies),
             Err(skip) => {
-                self.count(&format!("skipped.{}", skip_name(&skip)), 1);
+                self.count(format!("skipped.{}", skip_name(&skip)), 1);
                 return Ok(false);
             }
         };
@@ -375,7 +484,8 @@ impl Batch<'_> {
             }
             return Ok(false);
         };
-        self.count(&format!("applied.{}", kind.as_str()), 1);
+        self.count(applied_counter(kind), 1);
+        self.entry.bodies = bodies;
         self.apply_mapped(pk, &mapped, &ids, &origin, Integration::segment())?;
         Ok(true)
     }
@@ -571,15 +681,20 @@ impl Batch<'_> {
         let metric_pk = self.metric(integration, &event.metric_name)?;
         let pk = ids::event_key(self.entry.seq, idx);
         let time_us = event.time.as_microsecond();
-        let unique_id = match &event.unique_id {
-            Some(id) => id.clone(),
-            None => ids::event_id(time_us, pk),
+        let body = match self
+            .entry
+            .bodies
+            .get_mut(idx as usize)
+            .and_then(Option::take)
+        {
+            Some(body) => body,
+            None => EventBody::of(self.entry.seq, idx, event),
         };
-        let mut properties = event.properties.clone();
-        properties
-            .entry("$event_id".to_owned())
-            .or_insert_with(|| Value::String(unique_id.clone()));
-        let hash = ids::unique_hash(&unique_id);
+        let EventBody {
+            unique_id,
+            hash,
+            properties,
+        } = body;
         let duplicate = self
             .tx
             .prepare_cached(
@@ -605,7 +720,7 @@ impl Batch<'_> {
                     event.value_currency,
                     unique_id,
                     hash,
-                    Value::Object(properties).to_string()
+                    properties
                 ])?
         };
         if inserted == 0 {
@@ -692,7 +807,7 @@ impl Batch<'_> {
              ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
         )?;
         for (name, value) in self.counters.drain() {
-            stmt.execute(params![name, value])?;
+            stmt.execute(params![name.as_ref(), value])?;
         }
         Ok(())
     }
