@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -60,7 +60,9 @@ struct Shared {
 pub(crate) struct Pipeline {
     shared: Arc<Shared>,
     applied: watch::Receiver<i64>,
+    /// The applier (`signalbox-engage`) and the reader (`signalbox-engage-read`).
     thread: Mutex<Option<JoinHandle<()>>>,
+    reader: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// The lock that makes one process the writer of `engage.db`.
@@ -95,6 +97,18 @@ pub(crate) fn take_lock(db: &Path) -> EngageResult<File> {
             "cannot lock {}: {e}",
             path.display()
         ))),
+    }
+}
+
+/// Lowers this thread's CPU priority below request handling (on Linux, a positive nice value
+/// for this thread only). Accepting calls and making them durable comes first: under a burst
+/// that saturates the cores, the pipeline falls behind and catches up after, rather than
+/// slowing the answers clients wait for. Without a saturated machine it changes nothing.
+fn yield_to_requests() {
+    use thread_priority::{set_current_thread_priority, ThreadPriority, ThreadPriorityValue};
+    let value = ThreadPriorityValue::try_from(25u8).expect("25 is a valid priority");
+    if let Err(err) = set_current_thread_priority(ThreadPriority::Crossplatform(value)) {
+        tracing::debug!(error = ?err, "cannot lower the pipeline's priority");
     }
 }
 
@@ -139,24 +153,44 @@ impl Pipeline {
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
             )),
         });
+        let (tx, batches) = sync_channel(READ_AHEAD);
+        let control = Arc::new(ReaderControl::default());
+        let reading = ReaderLoop {
+            store,
+            runtime,
+            shared: Arc::clone(&shared),
+            control: Arc::clone(&control),
+            batch_size: config.batch_size,
+            poll_interval: config.poll_interval,
+            after_seq: applier.applied_seq(),
+            tx,
+        };
+        let reader = std::thread::Builder::new()
+            .name("signalbox-engage-read".into())
+            .spawn(move || reading.run())
+            .map_err(|e| EngageError::Internal(e.to_string()))?;
         let worker = Worker {
             applier,
             _lock: lock,
-            store,
             clock,
             config,
-            runtime,
             shared: Arc::clone(&shared),
             applied_tx,
+            batches,
+            control,
         };
         let thread = std::thread::Builder::new()
             .name("signalbox-engage".into())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                yield_to_requests();
+                worker.run()
+            })
             .map_err(|e| EngageError::Internal(e.to_string()))?;
         Ok(Pipeline {
             shared,
             applied,
             thread: Mutex::new(Some(thread)),
+            reader: Mutex::new(Some(reader)),
         })
     }
 
@@ -199,6 +233,10 @@ impl Pipeline {
         if let Some(thread) = self.thread.lock().expect("thread lock").take() {
             let _ = thread.join();
         }
+        // The applier is gone, and with it the receiving end: a blocked send fails.
+        if let Some(reader) = self.reader.lock().expect("thread lock").take() {
+            let _ = reader.join();
+        }
     }
 }
 
@@ -215,16 +253,18 @@ fn summarize(h: &Histogram<u64>) -> LatencySummary {
 struct Worker {
     applier: Applier,
     _lock: File,
-    store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     config: PipelineConfig,
-    runtime: Handle,
     shared: Arc<Shared>,
     applied_tx: watch::Sender<i64>,
+    batches: Receiver<EngageResult<ReadBatch>>,
+    control: Arc<ReaderControl>,
 }
 
 /// A batch read from the log and mapped, ready to apply.
 struct ReadBatch {
+    /// The reader's generation when it read the batch: older ones are dropped.
+    generation: u64,
     calls: Vec<StoredCall>,
     prepared: Vec<Option<Prepared>>,
     sources: Arc<Sources>,
@@ -232,61 +272,34 @@ struct ReadBatch {
     read: Duration,
 }
 
-/// The reader: a thread that reads the log ahead of the applier and maps each call (JSON
-/// parsing and the destination mapping need no state), so that the applier only writes.
-/// It hands batches over a small channel; the applier restarts it after a failed batch.
-struct Reader {
-    batches: Receiver<EngageResult<ReadBatch>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
 /// Batches the reader may have ready ahead of the applier.
 const READ_AHEAD: usize = 2;
 
-impl Reader {
-    fn spawn(worker: &Worker, after_seq: i64) -> EngageResult<Reader> {
-        let (tx, batches) = sync_channel(READ_AHEAD);
-        let stop = Arc::new(AtomicBool::new(false));
-        let reading = ReaderLoop {
-            store: Arc::clone(&worker.store),
-            runtime: worker.runtime.clone(),
-            shared: Arc::clone(&worker.shared),
-            stop: Arc::clone(&stop),
-            batch_size: worker.config.batch_size,
-            poll_interval: worker.config.poll_interval,
-            after_seq,
-            tx,
-        };
-        let thread = std::thread::Builder::new()
-            .name("signalbox-engage-read".into())
-            .spawn(move || reading.run())
-            .map_err(|e| EngageError::Internal(e.to_string()))?;
-        Ok(Reader {
-            batches,
-            stop,
-            thread: Some(thread),
-        })
+/// How the applier restarts the reader from its checkpoint after a failed batch: it bumps
+/// the generation and leaves the position to read after.
+#[derive(Default)]
+struct ReaderControl {
+    generation: AtomicU64,
+    restart_after: Mutex<Option<i64>>,
+}
+
+impl ReaderControl {
+    fn restart(&self, after_seq: i64) -> u64 {
+        *self.restart_after.lock().expect("restart lock") = Some(after_seq);
+        self.generation.fetch_add(1, Ordering::SeqCst) + 1
     }
 }
 
-impl Drop for Reader {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            // Dropping the receiving end fails a send the thread may be blocked in.
-            let (_, closed) = sync_channel(0);
-            drop(std::mem::replace(&mut self.batches, closed));
-            let _ = thread.join();
-        }
-    }
-}
-
+/// The reader: a thread that reads the log ahead of the applier and maps each call (JSON
+/// parsing and the destination mapping need no state), so that the applier only writes.
+/// It hands batches over a small channel. It runs at normal priority and is started by the
+/// caller of [`Pipeline::spawn`], so that the threads the runtime starts on its behalf do
+/// not inherit the applier's lower priority.
 struct ReaderLoop {
     store: Arc<dyn Store>,
     runtime: Handle,
     shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
+    control: Arc<ReaderControl>,
     batch_size: usize,
     poll_interval: Duration,
     after_seq: i64,
@@ -294,15 +307,22 @@ struct ReaderLoop {
 }
 
 impl ReaderLoop {
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst) || self.shared.stop.load(Ordering::SeqCst)
-    }
-
     fn run(mut self) {
         let mut sources: Option<(Arc<Sources>, Instant)> = None;
         let mut backoff = Duration::from_millis(50);
-        while !self.stopped() {
-            match self.next(&mut sources) {
+        let mut generation = self.control.generation.load(Ordering::SeqCst);
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            if let Some(after) = self
+                .control
+                .restart_after
+                .lock()
+                .expect("restart lock")
+                .take()
+            {
+                self.after_seq = after;
+                generation = self.control.generation.load(Ordering::SeqCst);
+            }
+            match self.next(&mut sources, generation) {
                 Ok(Some(batch)) => {
                     backoff = Duration::from_millis(50);
                     if self.tx.send(Ok(batch)).is_err() {
@@ -331,6 +351,7 @@ impl ReaderLoop {
     fn next(
         &mut self,
         sources: &mut Option<(Arc<Sources>, Instant)>,
+        generation: u64,
     ) -> EngageResult<Option<ReadBatch>> {
         let started = Instant::now();
         let current = match sources.take() {
@@ -363,6 +384,7 @@ impl ReaderLoop {
             .map(|call| apply::prepare(call, &batch_sources))
             .collect();
         Ok(Some(ReadBatch {
+            generation,
             calls,
             prepared,
             sources: batch_sources,
@@ -378,49 +400,33 @@ impl Worker {
             "engage pipeline started"
         );
         let mut backoff = Duration::from_millis(50);
-        let mut reader: Option<Reader> = None;
+        let mut generation = self.control.generation.load(Ordering::SeqCst);
         while !self.shared.stop.load(Ordering::SeqCst) {
-            let current = match reader.take() {
-                Some(current) => current,
-                None => match Reader::spawn(&self, self.applier.applied_seq()) {
-                    Ok(spawned) => spawned,
-                    Err(err) => {
-                        tracing::error!(error = %err, "cannot start the log reader; retrying");
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                },
-            };
-            match current.batches.recv_timeout(self.config.poll_interval) {
+            match self.batches.recv_timeout(self.config.poll_interval) {
+                Ok(Ok(batch)) if batch.generation != generation => {}
                 Ok(Ok(mut batch)) => match self.apply(&mut batch) {
-                    Ok(()) => {
-                        backoff = Duration::from_millis(50);
-                        reader = Some(current);
-                    }
+                    Ok(()) => backoff = Duration::from_millis(50),
                     Err(err) => {
                         // The batch rolled back: read again from the checkpoint.
                         tracing::error!(error = %err, "engage pipeline batch failed; retrying");
-                        drop(current);
                         std::thread::sleep(backoff);
                         backoff = (backoff * 2).min(Duration::from_secs(5));
+                        generation = self.control.restart(self.applier.applied_seq());
+                        self.shared.notify.notify_one();
                     }
                 },
                 Ok(Err(err)) => {
                     tracing::error!(error = %err, "reading the log failed; retrying");
-                    reader = Some(current);
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    reader = Some(current);
                     let now = self.clock.now().as_microsecond();
                     if let Err(err) = self.applier.expire_holds(now) {
                         tracing::warn!(error = %err, "expiring held calls failed");
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        drop(reader);
         tracing::info!(
             applied_seq = self.applier.applied_seq(),
             "engage pipeline stopped"

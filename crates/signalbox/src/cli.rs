@@ -205,6 +205,31 @@ pub enum BenchCommand {
     /// Load the Tracking API with realistic `/v1/batch` requests: durable throughput, the
     /// parse-and-validate ceiling (`serve --discard`), and latency at a fixed rate.
     Ingest(IngestBenchArgs),
+    /// The engage pipeline through the real server: events applied per second, and the time
+    /// from a call's 200 to its event in the activity feed at a steady rate.
+    Pipeline(PipelineBenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PipelineBenchArgs {
+    /// Connections of the throughput phase's closed loop.
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Length of each measured phase (e.g. `15s`).
+    #[arg(long, default_value = "15s")]
+    pub duration: String,
+    /// Unmeasured load before each phase.
+    #[arg(long, default_value = "2s")]
+    pub warmup: String,
+    /// Events per second of the latency phase (half the Collect target by default).
+    #[arg(long, default_value_t = 50_000)]
+    pub rate: u64,
+    /// Calls per `/v1/batch` request.
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// Also write every figure to this JSON file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,4 +1,5 @@
-//! `signalbox bench ingest`: a load generator for the Tracking API.
+//! `signalbox bench ingest`: a load generator for the Tracking API; `signalbox bench
+//! pipeline` (`pipeline.rs`): the engage pipeline's throughput and latency through it.
 //!
 //! # Layout
 //! - `payload`: realistic `/v1/batch` bodies with unique message ids, made without JSON work.
@@ -13,6 +14,7 @@
 
 mod load;
 mod payload;
+mod pipeline;
 mod report;
 mod server;
 
@@ -37,6 +39,7 @@ const OPEN_LOOP_MAX_IN_FLIGHT: usize = 128;
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ingest(args) => ingest(args).await,
+        BenchCommand::Pipeline(args) => pipeline::run(args).await,
     }
 }
 

@@ -1,0 +1,522 @@
+//! `signalbox bench pipeline`: how fast the engage pipeline turns accepted calls into
+//! profiles and events, measured through the real server.
+//!
+//! Two phases, each against a fresh `serve` child:
+//! - **throughput**: a closed loop posts `/v1/batch` requests for `--duration`, then the
+//!   pipeline drains what is left. Reports the ingest rate, the rate at which the pipeline
+//!   applied events while ingest ran, and its rate alone while draining the backlog (the
+//!   pipeline's own ceiling), with a sparkline of applied events per second.
+//! - **latency**: an open loop at `--rate` events/s while a probe sends one `track` every
+//!   50 ms and watches the probe profile's activity feed (`/api/events`, newest first):
+//!   the time from the probe's 200 to its event being readable there.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use reqwest::header::{ACCEPT, AUTHORIZATION};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::load::{self, new_histogram, thousands, PhaseSpec, Target};
+use super::payload::BodyFactory;
+use super::report::sparkline;
+use super::server::ServerChild;
+use super::{bench_dir, std_duration, warm_up, Settings};
+use crate::cli::PipelineBenchArgs;
+
+/// How often the probe sends a tracked call during the latency phase.
+const PROBE_EVERY: Duration = Duration::from_millis(50);
+/// How often the probe reads the feed.
+const POLL_EVERY: Duration = Duration::from_millis(2);
+/// How long the pipeline may take to drain before the run gives up.
+const DRAIN_LIMIT: Duration = Duration::from_secs(600);
+
+pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
+    let settings = Settings {
+        duration: std_duration(&args.duration, "--duration")?,
+        warmup: std_duration(&args.warmup, "--warmup")?,
+        connections: args.connections.max(1),
+        batches_per_sec: args.rate as f64 / args.batch_size.max(1) as f64,
+    };
+    if settings.duration.is_zero() {
+        bail!("--duration must be more than zero");
+    }
+    if args.batch_size == 0 || args.batch_size > 2_500 {
+        bail!("--batch-size must be between 1 and 2500 (Segment's limit per batch)");
+    }
+    let factory = Arc::new(BodyFactory::new(
+        args.batch_size,
+        super::IdStyle::Sequential,
+        rand::random(),
+    ));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "signalbox bench pipeline: {cores} cores, {} calls per request, {} connections, {} s per phase",
+        args.batch_size,
+        settings.connections,
+        settings.duration.as_secs_f64()
+    );
+    let mut figures = BTreeMap::new();
+    let throughput = throughput(&settings, &factory).await?;
+    throughput.print();
+    figures.insert("throughput", serde_json::to_value(&throughput)?);
+    let latency = latency(&settings, &factory).await?;
+    latency.print(args.rate);
+    figures.insert("latency", serde_json::to_value(&latency)?);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&figures)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("figures written to {}", path.display());
+    }
+    Ok(())
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Throughput {
+    ingest_events_per_sec: f64,
+    /// Events the pipeline applied while ingest ran, per second.
+    applied_while_ingesting_per_sec: f64,
+    /// Events applied per second while draining the backlog alone.
+    drain_events_per_sec: f64,
+    drain_seconds: f64,
+    entries: i64,
+    /// Entries applied per second, each second from the start of the load to the end of
+    /// the drain.
+    applied_timeline: Vec<u64>,
+}
+
+impl Throughput {
+    fn print(&self) {
+        println!();
+        println!("throughput");
+        println!(
+            "  ingest (durable, 200s)       {:>10} events/s",
+            thousands(self.ingest_events_per_sec as u64)
+        );
+        println!(
+            "  applied during ingest        {:>10} events/s   (sharing the cores with ingest)",
+            thousands(self.applied_while_ingesting_per_sec as u64)
+        );
+        println!(
+            "  applied alone (backlog)      {:>10} events/s   ({} entries drained in {:.1} s)",
+            thousands(self.drain_events_per_sec as u64),
+            thousands(self.entries.max(0) as u64),
+            self.drain_seconds
+        );
+        println!(
+            "  applied per second           {}",
+            sparkline(&self.applied_timeline, 60)
+        );
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+struct LatencyFigures {
+    ingest_events_per_sec: f64,
+    probes: u64,
+    /// From the probe's 200 to its event in the activity feed, in milliseconds.
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    /// Whether the pipeline had applied everything when the load stopped, and how long the
+    /// rest took.
+    backlog_at_end: i64,
+    drain_seconds: f64,
+}
+
+impl LatencyFigures {
+    fn print(&self, rate: u64) {
+        println!();
+        println!("latency at {} events/s", thousands(rate));
+        println!(
+            "  ingest achieved              {:>10} events/s",
+            thousands(self.ingest_events_per_sec as u64)
+        );
+        println!(
+            "  200 -> in the activity feed  p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms   ({} probes)",
+            self.p50_ms, self.p99_ms, self.max_ms, self.probes
+        );
+        println!(
+            "  backlog when the load ended  {} entries, applied {:.1} s later",
+            thousands(self.backlog_at_end.max(0) as u64),
+            self.drain_seconds
+        );
+    }
+}
+
+async fn throughput(settings: &Settings, factory: &Arc<BodyFactory>) -> anyhow::Result<Throughput> {
+    let dir = bench_dir()?;
+    let child = ServerChild::start(dir.path(), false).await?;
+    let observer = Observer::new(&child.base_url)?;
+    let target = Arc::new(Target::new(&child.base_url, &child.write_key)?);
+    warm_up(settings, factory, &target).await;
+    observer.wait_applied(observer.last_seq().await?).await?;
+    let base = observer.applied_seq().await?;
+    let sampler = Sampler::start(observer.clone());
+    let started = Instant::now();
+    let stats = load::closed_loop(
+        &target,
+        factory,
+        settings.connections,
+        PhaseSpec {
+            label: "throughput",
+            duration: settings.duration,
+            watch: true,
+            server_pid: Some(child.pid()),
+        },
+    )
+    .await;
+    let ingest_secs = started.elapsed().as_secs_f64();
+    let applied_at_end = observer.applied_seq().await?;
+    let last = observer.last_seq().await?;
+    let draining = Instant::now();
+    observer.wait_applied(last).await?;
+    let drain_seconds = draining.elapsed().as_secs_f64();
+    let timeline = sampler.stop().await;
+    child.stop().await?;
+    let drained = (last - applied_at_end).max(0) as f64;
+    // Each entry of the generated batches is one event.
+    Ok(Throughput {
+        ingest_events_per_sec: stats.events as f64 / stats.elapsed.as_secs_f64(),
+        applied_while_ingesting_per_sec: (applied_at_end - base) as f64 / ingest_secs,
+        drain_events_per_sec: if drain_seconds > 0.0 {
+            drained / drain_seconds
+        } else {
+            0.0
+        },
+        drain_seconds,
+        entries: last - base,
+        applied_timeline: timeline,
+    })
+}
+
+async fn latency(
+    settings: &Settings,
+    factory: &Arc<BodyFactory>,
+) -> anyhow::Result<LatencyFigures> {
+    let dir = bench_dir()?;
+    let child = ServerChild::start(dir.path(), false).await?;
+    let api_key = create_api_key(dir.path()).await?;
+    let observer = Observer::new(&child.base_url)?;
+    let probe = Probe::new(&child.base_url, &child.write_key, &api_key).await?;
+    let target = Arc::new(Target::new(&child.base_url, &child.write_key)?);
+    warm_up(settings, factory, &target).await;
+    observer.wait_applied(observer.last_seq().await?).await?;
+
+    let running = probe.start();
+    let stats = load::open_loop(
+        &target,
+        factory,
+        settings.batches_per_sec,
+        128,
+        PhaseSpec {
+            label: "latency",
+            duration: settings.duration,
+            watch: true,
+            server_pid: Some(child.pid()),
+        },
+    )
+    .await;
+    let last = observer.last_seq().await?;
+    let backlog = last - observer.applied_seq().await?;
+    let draining = Instant::now();
+    observer.wait_applied(last).await?;
+    let drain_seconds = draining.elapsed().as_secs_f64();
+    let histogram = running.stop().await?;
+    child.stop().await?;
+    if histogram.is_empty() {
+        bail!("no probe reached the activity feed");
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    Ok(LatencyFigures {
+        ingest_events_per_sec: stats.events as f64 / stats.elapsed.as_secs_f64(),
+        probes: histogram.len(),
+        p50_ms: ms(histogram.value_at_quantile(0.5)),
+        p99_ms: ms(histogram.value_at_quantile(0.99)),
+        max_ms: ms(histogram.max()),
+        backlog_at_end: backlog,
+        drain_seconds,
+    })
+}
+
+/// A private API key for the Klaviyo-compatible API, made with this binary's CLI.
+async fn create_api_key(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let output = tokio::process::Command::new(exe)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["api-key", "create", "bench"])
+        .env_remove("SIGNALBOX_DATABASE_URL")
+        .output()
+        .await
+        .context("cannot run api-key create")?;
+    if !output.status.success() {
+        bail!(
+            "api-key create failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+}
+
+/// Reads the server's log and pipeline positions from `/metrics` and `/healthz`.
+#[derive(Clone)]
+struct Observer {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Observer {
+    fn new(base: &str) -> anyhow::Result<Observer> {
+        Ok(Observer {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+            base: base.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    async fn last_seq(&self) -> anyhow::Result<i64> {
+        let health: Value = self
+            .client
+            .get(format!("{}/healthz", self.base))
+            .send()
+            .await?
+            .json()
+            .await?;
+        health["last_seq"]
+            .as_i64()
+            .context("/healthz has no last_seq")
+    }
+
+    async fn applied_seq(&self) -> anyhow::Result<i64> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find_map(|line| line.strip_prefix("signalbox_engage_applied_seq "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as i64))
+    }
+
+    async fn wait_applied(&self, seq: i64) -> anyhow::Result<()> {
+        let deadline = Instant::now() + DRAIN_LIMIT;
+        while self.applied_seq().await? < seq {
+            if Instant::now() > deadline {
+                bail!("the pipeline did not reach entry {seq} within {DRAIN_LIMIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+/// Samples the applied position every second.
+struct Sampler {
+    task: tokio::task::JoinHandle<Vec<u64>>,
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl Sampler {
+    fn start(observer: Observer) -> Sampler {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stopped = Arc::clone(&stop);
+        let task = tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut last = observer.applied_seq().await.unwrap_or(0);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let now = observer.applied_seq().await.unwrap_or(last);
+                        out.push((now - last).max(0) as u64);
+                        last = now;
+                    }
+                    _ = stopped.notified() => return out,
+                }
+            }
+        });
+        Sampler { task, stop }
+    }
+
+    async fn stop(self) -> Vec<u64> {
+        self.stop.notify_one();
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// One profile whose tracked calls are timed from their 200 to their activity feed.
+struct Probe {
+    client: reqwest::Client,
+    base: String,
+    write_key: String,
+    api_key: String,
+    profile_id: String,
+}
+
+struct RunningProbe {
+    stop: Arc<tokio::sync::Notify>,
+    /// Set once the sender has stopped: the watcher then ends when every probe was seen.
+    done: Arc<AtomicBool>,
+    sender: tokio::task::JoinHandle<()>,
+    watcher: tokio::task::JoinHandle<anyhow::Result<Histogram<u64>>>,
+}
+
+impl Probe {
+    async fn new(base: &str, write_key: &str, api_key: &str) -> anyhow::Result<Probe> {
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let base = base.trim_end_matches('/').to_owned();
+        let mut probe = Probe {
+            client,
+            base,
+            write_key: write_key.to_owned(),
+            api_key: api_key.to_owned(),
+            profile_id: String::new(),
+        };
+        probe
+            .segment(
+                "identify",
+                json!({"userId": "bench-probe", "traits": {"email": "probe@bench.signalbox"}}),
+            )
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found: Value = probe
+                .api("/api/profiles?filter=equals(email,\"probe@bench.signalbox\")")
+                .await?;
+            if let Some(id) = found["data"][0]["id"].as_str() {
+                probe.profile_id = id.to_owned();
+                return Ok(probe);
+            }
+            if Instant::now() > deadline {
+                bail!("the probe profile did not appear within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn segment(&self, kind: &str, body: Value) -> anyhow::Result<()> {
+        let response = self
+            .client
+            .post(format!("{}/v1/{kind}", self.base))
+            .basic_auth(&self.write_key, Some(""))
+            .json(&body)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("probe {kind}: HTTP {}", response.status());
+        }
+        Ok(())
+    }
+
+    async fn api(&self, path_and_query: &str) -> anyhow::Result<Value> {
+        let response = self
+            .client
+            .get(format!("{}{path_and_query}", self.base))
+            .header(AUTHORIZATION, format!("Klaviyo-API-Key {}", self.api_key))
+            .header(ACCEPT, "application/vnd.api+json")
+            .header("revision", "2026-07-15")
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("probe read: HTTP {}", response.status());
+        }
+        Ok(response.json().await?)
+    }
+
+    /// Sends a probe every [`PROBE_EVERY`] and watches the feed until stopped.
+    fn start(self) -> RunningProbe {
+        let probe = Arc::new(self);
+        let acked: Arc<Mutex<BTreeMap<u64, Instant>>> = Arc::default();
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let sender = {
+            let probe = Arc::clone(&probe);
+            let acked = Arc::clone(&acked);
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(PROBE_EVERY);
+                for n in 1u64.. {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.notified() => return,
+                    }
+                    let body = json!({"userId": "bench-probe", "event": "Bench Probe",
+                                      "properties": {"n": n}});
+                    if probe.segment("track", body).await.is_ok() {
+                        acked.lock().expect("acked lock").insert(n, Instant::now());
+                    }
+                }
+            })
+        };
+        let done = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let probe = Arc::clone(&probe);
+            let acked = Arc::clone(&acked);
+            let done = Arc::clone(&done);
+            tokio::spawn(async move {
+                let mut histogram = new_histogram();
+                let path = format!(
+                    "/api/events?filter=equals(profile_id,\"{}\")&sort=-datetime&page[size]=1",
+                    probe.profile_id
+                );
+                let mut seen = 0u64;
+                loop {
+                    let sender_done = done.load(Ordering::SeqCst);
+                    let page = probe.api(&path).await?;
+                    let newest = page["data"][0]["attributes"]["event_properties"]["n"]
+                        .as_u64()
+                        .unwrap_or(0);
+                    let now = Instant::now();
+                    if newest > seen {
+                        let mut acked = acked.lock().expect("acked lock");
+                        let visible: Vec<u64> = acked.range(..=newest).map(|(n, _)| *n).collect();
+                        for n in visible {
+                            if let Some(at) = acked.remove(&n) {
+                                histogram
+                                    .saturating_record(now.duration_since(at).as_micros() as u64);
+                            }
+                        }
+                        seen = newest;
+                    }
+                    // Finished: the sender stopped and every acknowledged probe was seen.
+                    if sender_done && acked.lock().expect("acked lock").is_empty() {
+                        return Ok(histogram);
+                    }
+                    tokio::time::sleep(POLL_EVERY).await;
+                }
+            })
+        };
+        RunningProbe {
+            stop,
+            done,
+            sender,
+            watcher,
+        }
+    }
+}
+
+impl RunningProbe {
+    async fn stop(self) -> anyhow::Result<Histogram<u64>> {
+        self.stop.notify_one();
+        let _ = self.sender.await;
+        self.done.store(true, Ordering::SeqCst);
+        match tokio::time::timeout(DRAIN_LIMIT, self.watcher).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(err)) => bail!("the probe watcher failed: {err}"),
+            Err(_) => bail!("probes did not reach the feed within {DRAIN_LIMIT:?}"),
+        }
+    }
+}
