@@ -461,8 +461,12 @@ impl Worker {
         for call in calls {
             let lag = now.duration_since(call.received_at).as_micros().max(1) as u64;
             histogram.saturating_record(lag);
-            metrics::histogram!("signalbox_engage_apply_lag_seconds")
-                .record(lag as f64 / 1_000_000.0);
+        }
+        // One sample per batch, its oldest call: the exporter keeps every sample until it
+        // folds them, and one per call would cost more than it tells.
+        if let Some(oldest) = calls.first() {
+            let lag = now.duration_since(oldest.received_at).as_secs_f64().max(0.0);
+            metrics::histogram!("signalbox_engage_apply_lag_seconds").record(lag);
         }
     }
 }

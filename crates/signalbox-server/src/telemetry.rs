@@ -41,12 +41,31 @@ pub fn prometheus() -> PrometheusHandle {
                 .expect("valid buckets");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
+            spawn_upkeep(handle.clone());
             // Another recorder may already be installed (several apps in one test process);
             // then this handle still renders what this recorder saw, which is nothing.
             let _ = metrics::set_global_recorder(recorder);
             handle
         })
         .clone()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds recorded histogram samples into their buckets now and then. The recorder keeps each
+/// sample until then (or until `/metrics` is read): without this, a server nobody scrapes
+/// would hold every sample it ever recorded.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("signalbox-metrics".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        });
+    if let Err(err) = spawned {
+        tracing::warn!(error = %err, "cannot start the metrics upkeep thread");
+    }
 }
 
 /// Calls written to the log.
