@@ -26,7 +26,7 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> EngageResult<Connect
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
-         PRAGMA cache_size = -131072;
+         PRAGMA cache_size = -32768;
          PRAGMA temp_store = MEMORY;
          PRAGMA wal_autocheckpoint = 65536;
          PRAGMA mmap_size = 1073741824;
@@ -43,6 +43,8 @@ pub(crate) fn open_writer(path: &Path) -> EngageResult<Connection> {
         })?;
     }
     let mut conn = open_connection(path, true)?;
+    // The writer's random index writes want the working set cached; readers need less.
+    conn.execute_batch("PRAGMA cache_size = -131072;")?;
     schema::migrate(&mut conn)?;
     Ok(conn)
 }

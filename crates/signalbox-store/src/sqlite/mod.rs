@@ -145,7 +145,7 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
-         PRAGMA cache_size = -131072;
+         PRAGMA cache_size = -32768;
          PRAGMA temp_store = MEMORY;",
     )
     .map_err(internal)?;
