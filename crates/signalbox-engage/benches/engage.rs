@@ -29,6 +29,18 @@ fn config(path: std::path::PathBuf) -> EngageConfig {
     config
 }
 
+/// Bytes this process caused to be written to storage so far (Linux; 0 elsewhere).
+fn disk_write_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|line| line.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -134,6 +146,7 @@ async fn build(n: usize) -> Fixture {
         appending.elapsed().as_secs_f64()
     );
 
+    let written_before = disk_write_bytes();
     let applying = Instant::now();
     let engage = Engage::start(
         Arc::clone(&store),
@@ -145,13 +158,15 @@ async fn build(n: usize) -> Fixture {
     engage.catch_up(Duration::from_secs(3600)).await.unwrap();
     let secs = applying.elapsed().as_secs_f64();
     let stats = engage.stats();
+    let written = disk_write_bytes().saturating_sub(written_before);
     eprintln!(
-        "pipeline (cold, from the log): {} entries, {} events in {:.1} s = {:.0} entries/s, {:.0} events/s",
+        "pipeline (cold, from the log): {} entries, {} events in {:.1} s = {:.0} entries/s, {:.0} events/s; {:.0} bytes written to disk per event",
         stats.entries,
         stats.events,
         secs,
         stats.entries as f64 / secs,
-        stats.events as f64 / secs
+        stats.events as f64 / secs,
+        written as f64 / stats.events.max(1) as f64
     );
     let metric = engage
         .list_metrics(MetricQuery::default())
