@@ -896,3 +896,5 @@ async fn aggregates_answer_aligned_series() {
         .unwrap();
     assert_eq!(card["measurements"]["count"], json!([1, 0, 1]));
 }
+
+mod lists;
