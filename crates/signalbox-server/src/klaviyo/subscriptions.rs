@@ -1,6 +1,7 @@
 //! Subscription and suppression jobs: `POST /api/profile-subscription-bulk-create-jobs`,
 //! `…-subscription-bulk-delete-jobs`, `…-suppression-bulk-create-jobs` and
-//! `…-suppression-bulk-delete-jobs`. Each answers 202 without a body once applied.
+//! `…-suppression-bulk-delete-jobs`. Each answers 202 once applied: subscription jobs without
+//! a body, suppression jobs with the job resource (status `complete`), as Klaviyo does.
 //!
 //! Profiles are named by email (`data.attributes.profiles.data[].attributes.email`); only
 //! email marketing is handled, so an `sms` subscription is a 400 naming it.
@@ -13,7 +14,7 @@ use signalbox_engage::{
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::jsonapi::{Obj, Patch};
+use super::jsonapi::{datetime, BaseUrl, JsonApi, Obj, Patch};
 use super::Body;
 
 const MAX_SUBSCRIBE: usize = 1000;
@@ -228,25 +229,70 @@ fn suppress_target(data: &Obj<'_>, attributes: &Obj<'_>) -> Result<SuppressTarge
     }
 }
 
+/// A finished suppression job, as Klaviyo describes one.
+fn job_document(caller: &Caller, base: &BaseUrl, kind: &str, total: usize, done: u64) -> JsonApi {
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = datetime(caller.clock.now());
+    let total = total.max(done as usize);
+    JsonApi(
+        StatusCode::ACCEPTED,
+        serde_json::json!({
+            "data": {
+                "type": kind,
+                "id": id,
+                "attributes": {
+                    "status": "complete",
+                    "created_at": now,
+                    "total_count": total,
+                    "completed_count": total,
+                    "completed_at": now,
+                    "skipped_count": total as u64 - done.min(total as u64),
+                },
+                "links": { "self": base.link(&format!("{kind}s/{id}")) },
+            },
+            "links": { "self": base.link(&format!("{kind}s")) },
+        }),
+    )
+}
+
+fn target_size(target: &SuppressTarget) -> usize {
+    match target {
+        SuppressTarget::Emails(emails) => emails.len(),
+        SuppressTarget::List(_) => 0,
+    }
+}
+
 /// `POST /api/profile-suppression-bulk-create-jobs`: `USER_SUPPRESSED`.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
-pub async fn suppress(caller: Caller, Body(body): Body) -> Result<Response, ApiError> {
+pub async fn suppress(
+    caller: Caller,
+    base: BaseUrl,
+    Body(body): Body,
+) -> Result<JsonApi, ApiError> {
     let root = Obj::root(&body)?;
-    let (data, attributes) = job(&root, "profile-suppression-bulk-create-job", &["profiles"])?;
+    let kind = "profile-suppression-bulk-create-job";
+    let (data, attributes) = job(&root, kind, &["profiles"])?;
     let target = suppress_target(&data, &attributes)?;
-    caller
+    let total = target_size(&target);
+    let done = caller
         .engage
         .suppress(target, SuppressionReason::UserSuppressed)
         .await?;
-    Ok(accepted())
+    Ok(job_document(&caller, &base, kind, total, done))
 }
 
 /// `POST /api/profile-suppression-bulk-delete-jobs`: lifts `USER_SUPPRESSED`.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
-pub async fn unsuppress(caller: Caller, Body(body): Body) -> Result<Response, ApiError> {
+pub async fn unsuppress(
+    caller: Caller,
+    base: BaseUrl,
+    Body(body): Body,
+) -> Result<JsonApi, ApiError> {
     let root = Obj::root(&body)?;
-    let (data, attributes) = job(&root, "profile-suppression-bulk-delete-job", &["profiles"])?;
+    let kind = "profile-suppression-bulk-delete-job";
+    let (data, attributes) = job(&root, kind, &["profiles"])?;
     let target = suppress_target(&data, &attributes)?;
-    caller.engage.unsuppress(target).await?;
-    Ok(accepted())
+    let total = target_size(&target);
+    let done = caller.engage.unsuppress(target).await?;
+    Ok(job_document(&caller, &base, kind, total, done))
 }
