@@ -112,6 +112,9 @@ def main():
     m = marketing(klaviyo, news, "sdk0@example.com")
     check(m.consent == "SUBSCRIBED", "subscribed", m)
     check(m.can_receive_email_marketing is True, "can receive", m)
+    profile = klaviyo.Profiles.get_profile(ids[0], additional_fields_profile=["subscriptions"])
+    m = profile.data.attributes.subscriptions.email.marketing
+    check(m.consent == "SUBSCRIBED" and m.custom_method_detail == "sdk test", "profile read", m)
 
     step("a double opt-in list leaves the subscriber pending")
     klaviyo.Profiles.bulk_subscribe_profiles({"data": {

@@ -98,7 +98,7 @@ const MEMBERS: QuerySpec = QuerySpec {
 };
 
 /// Takes `additional-fields[kind]` off the query; the names asked for, each checked.
-fn additional_fields(
+pub fn additional_fields(
     query: &mut RawQuery,
     kind: &str,
     allowed: &[&str],

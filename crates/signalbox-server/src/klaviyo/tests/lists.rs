@@ -384,6 +384,27 @@ async fn suppression_jobs_suppress_and_lift() {
         members.body["data"][0]["attributes"]["subscriptions"]["email"]["marketing"].clone()
     };
     assert_eq!(consent().await["can_receive_email_marketing"], true);
+    // Profile reads carry the consent when asked for it, and only then.
+    let profiles = api
+        .get("/api/profiles?additional-fields%5Bprofile%5D=subscriptions")
+        .await;
+    assert_eq!(profiles.status, StatusCode::OK, "{}", profiles.body);
+    let profile = &profiles.body["data"][0];
+    let marketing = &profile["attributes"]["subscriptions"]["email"]["marketing"];
+    assert_eq!(marketing["consent"], "SUBSCRIBED");
+    assert_eq!(marketing["custom_method_detail"], "tests");
+    let one = api
+        .get(&format!(
+            "/api/profiles/{}?additional-fields%5Bprofile%5D=subscriptions",
+            profile["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        one.body["data"]["attributes"]["subscriptions"]["email"]["marketing"]["consent"],
+        "SUBSCRIBED"
+    );
+    let plain = api.get("/api/profiles").await;
+    assert!(plain.body["data"][0]["attributes"]["subscriptions"].is_null());
     let reply = api
         .write(
             Method::POST,
