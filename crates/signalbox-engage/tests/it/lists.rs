@@ -581,3 +581,32 @@ async fn rebuild_gives_the_same_lists_members_and_consent() {
     let after = rebuilt.dump().await.unwrap();
     assert_eq!(before, after);
 }
+
+#[tokio::test]
+async fn a_merge_keeps_the_survivors_consent_or_takes_the_losers() {
+    let app = TestApp::start().await;
+    app.engage
+        .subscribe(SubscribeRequest {
+            emails: vec!["loser@example.com".into()],
+            ..SubscribeRequest::default()
+        })
+        .await
+        .unwrap();
+    let loser = app.by_email("loser@example.com").await;
+    let survivor = app
+        .engage
+        .create_profile(ProfileInput {
+            external_id: Some("ext-1".into()),
+            ..ProfileInput::default()
+        })
+        .await
+        .unwrap();
+    app.engage
+        .merge_profiles(&survivor.id, std::slice::from_ref(&loser.id))
+        .await
+        .unwrap();
+    let consent = app.engage.email_consent(&survivor.id).await.unwrap();
+    assert_eq!(consent.consent, ConsentStatus::Subscribed);
+    // The loser's id redirects to the survivor, consent included.
+    assert_eq!(app.engage.email_consent(&loser.id).await.unwrap(), consent);
+}
