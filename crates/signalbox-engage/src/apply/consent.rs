@@ -207,12 +207,15 @@ impl Batch<'_> {
     }
 
     /// Subscribes a profile through a list: pending on a double opt-in, else a member and
-    /// SUBSCRIBED.
+    /// SUBSCRIBED. With `resubscribe` off (identify calls, which repeat on every visit), a
+    /// profile already on the list keeps its consent: an unsubscribe is not undone.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn subscribe_profile(
         &mut self,
         pk: i64,
         list: &ListId,
         double_opt_in: bool,
+        resubscribe: bool,
         method: &str,
         method_detail: Option<&str>,
         custom_source: Option<&str>,
@@ -224,6 +227,9 @@ impl Batch<'_> {
             return self.join_list(list, pk, Join::Pending, true);
         }
         let joined = self.join_list(list, pk, Join::Member, false)?;
+        if !joined && !resubscribe {
+            return Ok(false);
+        }
         let subscribed =
             self.set_subscribed(pk, method, method_detail, custom_source, false, None)?;
         Ok(joined || subscribed)
@@ -305,6 +311,7 @@ impl Batch<'_> {
                                 pk,
                                 id,
                                 double,
+                                true,
                                 "API",
                                 None,
                                 custom_source.as_deref(),

@@ -248,7 +248,7 @@ impl Batch<'_> {
         };
         let double = list.confirm_optin && opt_in == OptInProcess::DoubleOptIn;
         let detail = source.map(|s| format!("Segment source {s}"));
-        self.subscribe_profile(pk, &id, double, "API", detail.as_deref(), None)?;
+        self.subscribe_profile(pk, &id, double, false, "API", detail.as_deref(), None)?;
         Ok(())
     }
 

@@ -260,6 +260,19 @@ async fn identify_with_list_id_subscribes_single_opt_in_at_once_and_double_opt_i
     ));
     // one, three (added) and two (confirmed).
     assert_eq!(metric_count(&app, "Subscribed to List").await, 3);
+
+    // A member who unsubscribed stays unsubscribed when the same identify comes again.
+    app.engage.unsubscribe_profile(&one.id).await.unwrap();
+    app.identify(
+        json!({"userId": "u1", "traits": {"email": "one@example.com"},
+        "integrations": {"Klaviyo": {"listId": single.id.0}}}),
+    )
+    .await;
+    app.settle().await;
+    assert_eq!(
+        app.engage.email_consent(&one.id).await.unwrap().consent,
+        ConsentStatus::Unsubscribed
+    );
 }
 
 #[tokio::test]
