@@ -22,6 +22,10 @@ pub enum CallKind {
     ApiProfile,
     /// Profiles merged through the API.
     ApiMerge,
+    /// A list created, changed or deleted, or its members added or removed, through the API.
+    ApiList,
+    /// Email consent or suppression changed through the API or a signed link.
+    ApiConsent,
 }
 
 impl CallKind {
@@ -46,12 +50,19 @@ impl CallKind {
             CallKind::ApiEvent => "api_event",
             CallKind::ApiProfile => "api_profile",
             CallKind::ApiMerge => "api_merge",
+            CallKind::ApiList => "api_list",
+            CallKind::ApiConsent => "api_consent",
         }
     }
 
     /// The kinds only the API appends; never accepted from a Segment client.
-    pub const INTERNAL: [CallKind; 3] =
-        [CallKind::ApiEvent, CallKind::ApiProfile, CallKind::ApiMerge];
+    pub const INTERNAL: [CallKind; 5] = [
+        CallKind::ApiEvent,
+        CallKind::ApiProfile,
+        CallKind::ApiMerge,
+        CallKind::ApiList,
+        CallKind::ApiConsent,
+    ];
 
     /// Parses a Segment call type (one of [`CallKind::ALL`]).
     pub fn parse(s: &str) -> Option<CallKind> {

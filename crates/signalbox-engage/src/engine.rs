@@ -13,9 +13,12 @@ use jiff::SignedDuration;
 use signalbox_core::{CallKind, Clock, NewCall, SourceId};
 use signalbox_store::Store;
 
-use crate::apply::{ApiMergeOp, ApiProfileOp, ApiResult, Applier};
+use crate::apply::{
+    ApiConsentOp, ApiListOp, ApiMergeOp, ApiProfileOp, ApiResult, Applier, OpResult,
+};
 use crate::db::{self, Readers};
 use crate::error::{EngageError, EngageResult};
+use crate::lists::{self, *};
 use crate::mapping;
 use crate::model::*;
 use crate::pipeline::{self, Pipeline, PipelineConfig, PipelineStats, RebuildProgress};
@@ -321,6 +324,11 @@ impl Engage {
 
     async fn append_and_wait(&self, kind: CallKind, payload: String) -> EngageResult<ApiResult> {
         let seq = self.append(vec![(kind, payload)]).await?;
+        self.result_of(seq).await
+    }
+
+    /// Waits until the entry `seq` is applied and reads the result it recorded.
+    async fn result_of<T: serde::de::DeserializeOwned>(&self, seq: i64) -> EngageResult<T> {
         self.wait_applied(seq, self.inner.config.apply_timeout)
             .await?;
         let text: Option<String> = self
@@ -457,6 +465,328 @@ impl Engage {
             .await?;
         Ok(self.profile_result(result).await?.0)
     }
+}
+
+/// Lists, members and email consent. Writes are log entries (`api_list`, `api_consent`)
+/// applied by the pipeline; each waits until applied.
+impl Engage {
+    async fn list_op(&self, op: ApiListOp) -> EngageResult<crate::apply::OpOutcome> {
+        let seq = self.append(vec![(CallKind::ApiList, to_json(&op))]).await?;
+        let result: OpResult = self.result_of(seq).await?;
+        result
+    }
+
+    /// Appends one `api_consent` entry per op and waits for the last; the first error.
+    async fn consent_ops(&self, ops: Vec<ApiConsentOp>) -> EngageResult<u64> {
+        if ops.is_empty() {
+            return Ok(0);
+        }
+        let last = self
+            .append(
+                ops.iter()
+                    .map(|op| (CallKind::ApiConsent, to_json(op)))
+                    .collect(),
+            )
+            .await?;
+        let count = ops.len() as i64;
+        // `append` answers the last sequence number; the entries are consecutive.
+        let start = last - count + 1;
+        self.wait_applied(last, self.inner.config.apply_timeout)
+            .await?;
+        let mut changed = 0;
+        for seq in start..=last {
+            let result: OpResult = self.result_of(seq).await?;
+            changed += result?.changed;
+        }
+        Ok(changed)
+    }
+
+    /// Creates a list.
+    pub async fn create_list(&self, name: &str, opt_in: OptInProcess) -> EngageResult<List> {
+        let name = list_name(name)?;
+        let outcome = self.list_op(ApiListOp::Create { name, opt_in }).await?;
+        let id = outcome
+            .list
+            .ok_or_else(|| EngageError::Internal("a created list has no id".into()))?;
+        self.get_list(&id).await
+    }
+
+    /// Renames a list or changes its opt-in process (`None` leaves a field as it is).
+    pub async fn update_list(
+        &self,
+        id: &ListId,
+        name: Option<&str>,
+        opt_in: Option<OptInProcess>,
+    ) -> EngageResult<List> {
+        let name = name.map(list_name).transpose()?;
+        self.list_op(ApiListOp::Update {
+            id: id.clone(),
+            name,
+            opt_in,
+        })
+        .await?;
+        self.get_list(id).await
+    }
+
+    /// Deletes a list; its members are removed (each a `removed` list change).
+    pub async fn delete_list(&self, id: &ListId) -> EngageResult<()> {
+        self.list_op(ApiListOp::Delete { id: id.clone() }).await?;
+        Ok(())
+    }
+
+    pub async fn get_list(&self, id: &ListId) -> EngageResult<List> {
+        let id = id.clone();
+        self.inner
+            .readers
+            .with(move |conn| lists::get_list(conn, &id))
+            .await
+    }
+
+    pub async fn list_lists(&self, q: ListQuery) -> EngageResult<Page<List>> {
+        self.inner
+            .readers
+            .with(move |conn| lists::list_lists(conn, &q))
+            .await
+    }
+
+    /// A list's members (or its pending ones), by `joined_group_at`.
+    pub async fn list_members(&self, q: MemberQuery) -> EngageResult<Page<ListMember>> {
+        self.inner
+            .readers
+            .with(move |conn| lists::list_members(conn, &q))
+            .await
+    }
+
+    /// Adds profiles to a list as members (consent unchanged); the number added.
+    pub async fn add_list_members(&self, id: &ListId, profiles: &[ProfileId]) -> EngageResult<u64> {
+        let outcome = self
+            .list_op(ApiListOp::AddMembers {
+                id: id.clone(),
+                profiles: profiles.to_vec(),
+            })
+            .await?;
+        Ok(outcome.changed)
+    }
+
+    /// Removes profiles from a list; the number removed.
+    pub async fn remove_list_members(
+        &self,
+        id: &ListId,
+        profiles: &[ProfileId],
+    ) -> EngageResult<u64> {
+        let outcome = self
+            .list_op(ApiListOp::RemoveMembers {
+                id: id.clone(),
+                profiles: profiles.to_vec(),
+            })
+            .await?;
+        Ok(outcome.changed)
+    }
+
+    /// Creates or updates each profile by email and adds it to the list (consent
+    /// unchanged); the number newly added.
+    pub async fn import_list_members(
+        &self,
+        id: &ListId,
+        rows: Vec<ImportRow>,
+    ) -> EngageResult<u64> {
+        self.get_list(id).await?;
+        for (i, row) in rows.iter().enumerate() {
+            if !row.email.contains('@') {
+                return Err(EngageError::invalid(
+                    &format!("profiles.{i}.email"),
+                    "is not an email address",
+                ));
+            }
+        }
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let count = rows.len() as i64;
+        let entries = rows
+            .into_iter()
+            .map(|row| {
+                (
+                    CallKind::ApiList,
+                    to_json(&ApiListOp::Import {
+                        id: id.clone(),
+                        row,
+                    }),
+                )
+            })
+            .collect();
+        let last = self.append(entries).await?;
+        self.wait_applied(last, self.inner.config.apply_timeout)
+            .await?;
+        let mut added = 0;
+        for seq in last - count + 1..=last {
+            let result: OpResult = self.result_of(seq).await?;
+            added += result?.changed;
+        }
+        Ok(added)
+    }
+
+    /// Subscribes profiles (by email, created if new) to email marketing; through a double
+    /// opt-in list they are pending until they confirm. The number of changes.
+    pub async fn subscribe(&self, req: SubscribeRequest) -> EngageResult<u64> {
+        if let Some(id) = &req.list_id {
+            self.get_list(id).await?;
+        }
+        let emails = checked_emails(&req.emails)?;
+        let ops = emails
+            .into_iter()
+            .map(|email| ApiConsentOp::Subscribe {
+                email,
+                list: req.list_id.clone(),
+                custom_source: req.custom_source.clone(),
+                historical_import: req.historical_import,
+                consented_at: req.consented_at,
+            })
+            .collect();
+        self.consent_ops(ops).await
+    }
+
+    /// Unsubscribes profiles (by email) from email marketing; with a list, also removes
+    /// them from it.
+    pub async fn unsubscribe(&self, req: UnsubscribeRequest) -> EngageResult<u64> {
+        if let Some(id) = &req.list_id {
+            self.get_list(id).await?;
+        }
+        let emails = checked_emails(&req.emails)?;
+        let ops = emails
+            .into_iter()
+            .map(|email| ApiConsentOp::Unsubscribe {
+                email,
+                list: req.list_id.clone(),
+            })
+            .collect();
+        self.consent_ops(ops).await
+    }
+
+    /// Adds a global suppression to profiles by email, or to every member of a list.
+    pub async fn suppress(
+        &self,
+        target: SuppressTarget,
+        reason: SuppressionReason,
+    ) -> EngageResult<u64> {
+        let ops = match target {
+            SuppressTarget::Emails(emails) => checked_emails(&emails)?
+                .into_iter()
+                .map(|email| ApiConsentOp::Suppress { email, reason })
+                .collect(),
+            SuppressTarget::List(list) => {
+                self.get_list(&list).await?;
+                vec![ApiConsentOp::SuppressList { list, reason }]
+            }
+        };
+        self.consent_ops(ops).await
+    }
+
+    /// Lifts `USER_SUPPRESSED` from profiles by email, or from every member of a list.
+    pub async fn unsuppress(&self, target: SuppressTarget) -> EngageResult<u64> {
+        let ops = match target {
+            SuppressTarget::Emails(emails) => checked_emails(&emails)?
+                .into_iter()
+                .map(|email| ApiConsentOp::Unsuppress { email })
+                .collect(),
+            SuppressTarget::List(list) => {
+                self.get_list(&list).await?;
+                vec![ApiConsentOp::UnsuppressList { list }]
+            }
+        };
+        self.consent_ops(ops).await
+    }
+
+    /// Confirms a pending double opt-in (from its signed link): the profile becomes a
+    /// member and SUBSCRIBED with `double_optin`. [`EngageError::NotFound`] when the
+    /// profile is not on the list at all.
+    pub async fn confirm_subscription(
+        &self,
+        profile: &ProfileId,
+        list: &ListId,
+    ) -> EngageResult<ConfirmOutcome> {
+        let op = ApiConsentOp::Confirm {
+            list: list.clone(),
+            profile: profile.clone(),
+        };
+        let seq = self
+            .append(vec![(CallKind::ApiConsent, to_json(&op))])
+            .await?;
+        let result: OpResult = self.result_of(seq).await?;
+        result?
+            .confirmed
+            .ok_or_else(|| EngageError::Internal("a confirmation without outcome".into()))
+    }
+
+    /// Unsubscribes one profile from email marketing (a signed unsubscribe link); `true`
+    /// when something changed.
+    pub async fn unsubscribe_profile(&self, profile: &ProfileId) -> EngageResult<bool> {
+        let op = ApiConsentOp::LinkUnsubscribe {
+            profile: profile.clone(),
+        };
+        let seq = self
+            .append(vec![(CallKind::ApiConsent, to_json(&op))])
+            .await?;
+        let result: OpResult = self.result_of(seq).await?;
+        Ok(result?.changed > 0)
+    }
+
+    /// A profile's email marketing consent (following merges).
+    pub async fn email_consent(&self, profile: &ProfileId) -> EngageResult<EmailConsent> {
+        let id = profile.clone();
+        self.inner
+            .readers
+            .with(move |conn| lists::email_consent(conn, &id))
+            .await
+    }
+
+    /// Whether a profile is on a list (member or pending); `None` when it is not.
+    pub async fn member_status(
+        &self,
+        list: &ListId,
+        profile: &ProfileId,
+    ) -> EngageResult<Option<MemberStatus>> {
+        let (list, profile) = (list.clone(), profile.clone());
+        self.inner
+            .readers
+            .with(move |conn| lists::member_status(conn, &list, &profile))
+            .await
+    }
+}
+
+fn list_name(name: &str) -> EngageResult<String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(EngageError::invalid("name", "is required"));
+    }
+    if name.chars().count() > 255 {
+        return Err(EngageError::invalid(
+            "name",
+            "must be at most 255 characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Trimmed, lowercased emails, each with an `@`; duplicates dropped.
+fn checked_emails(emails: &[String]) -> EngageResult<Vec<String>> {
+    let mut out: Vec<String> = Vec::with_capacity(emails.len());
+    for (i, email) in emails.iter().enumerate() {
+        let email = email.trim().to_lowercase();
+        if !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
+            return Err(EngageError::invalid(
+                &format!("profiles.{i}.email"),
+                "is not an email address",
+            ));
+        }
+        if !out.contains(&email) {
+            out.push(email);
+        }
+    }
+    if out.is_empty() {
+        return Err(EngageError::invalid("profiles", "names no email"));
+    }
+    Ok(out)
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {

@@ -118,6 +118,23 @@ pub(crate) fn metric_id(integration: &str, name: &str, attempt: u32) -> MetricId
     MetricId(out)
 }
 
+/// The id of the list created by log entry `seq`: 6 base-62 characters, like Klaviyo's;
+/// `attempt` > 0 after a collision.
+pub(crate) fn list_id(seq: i64, attempt: u32) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"list");
+    hasher.update(seq.to_le_bytes());
+    hasher.update(attempt.to_le_bytes());
+    let digest = hasher.finalize();
+    let mut n = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+    let mut out = String::with_capacity(6);
+    for _ in 0..6 {
+        out.push(BASE62[(n % 62) as usize] as char);
+        n /= 62;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

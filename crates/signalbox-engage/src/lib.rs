@@ -13,6 +13,8 @@
 //! - `pipeline.rs`: the thread that reads the log in order and applies it in batches.
 //! - `apply/`: the applier (identity resolution, merges, held calls, events, API writes),
 //!   the only writer of `engage.db`. `db/`: the file, its schema and read connections.
+//! - [`lists`]: lists, members and email consent (types and reads; their writes are log
+//!   entries applied in `apply/lists.rs` and `apply/consent.rs`).
 //! - `query.rs`, `aggregate.rs`: reads. [`feed`]: what changed after a cursor, for the
 //!   engines that follow derived state.
 //!
@@ -30,6 +32,7 @@ pub mod engine;
 pub mod error;
 pub mod feed;
 mod ids;
+pub mod lists;
 pub mod mapping;
 pub mod model;
 pub mod phone;
@@ -40,6 +43,11 @@ pub mod settings;
 pub use apply::BatchReport;
 pub use engine::{rebuild, Engage, EngageConfig, DEFAULT_HOLD_WINDOW};
 pub use error::{EngageError, EngageResult};
+pub use lists::{
+    ConfirmOutcome, ConsentStatus, EmailConsent, ImportRow, List, ListId, ListMember, ListQuery,
+    MemberQuery, MemberStatus, OptInProcess, SubscribeRequest, SuppressTarget, Suppression,
+    SuppressionReason, UnsubscribeRequest,
+};
 pub use model::*;
 pub use pipeline::{LatencySummary, PipelineStats, RebuildProgress};
 pub use query::{HeldCall, HeldFilter, ProfileHistory, ProfileLink, ProfileOrigin};

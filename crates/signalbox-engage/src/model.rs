@@ -123,6 +123,14 @@ impl Integration {
             category: "API".into(),
         }
     }
+
+    /// Signalbox itself (`Subscribed to List`, `Unsubscribed`).
+    pub fn signalbox() -> Integration {
+        Integration {
+            name: Origin::SIGNALBOX.into(),
+            category: "Internal".into(),
+        }
+    }
 }
 
 /// An event type, one per (integration, name), created the first time it is seen.

@@ -29,11 +29,11 @@ fn page_size(n: u32) -> u32 {
 }
 
 /// Cursors are opaque: base64 of a small JSON array.
-fn encode_cursor(value: &Value) -> String {
+pub(crate) fn encode_cursor(value: &Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
 }
 
-fn decode_cursor(cursor: &str) -> EngageResult<Vec<Value>> {
+pub(crate) fn decode_cursor(cursor: &str) -> EngageResult<Vec<Value>> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor.trim())
         .map_err(|_| EngageError::invalid("page[cursor]", "not a cursor of this listing"))?;
@@ -46,14 +46,14 @@ fn decode_cursor(cursor: &str) -> EngageResult<Vec<Value>> {
     }
 }
 
-fn cursor_i64(items: &[Value], idx: usize) -> EngageResult<i64> {
+pub(crate) fn cursor_i64(items: &[Value], idx: usize) -> EngageResult<i64> {
     items
         .get(idx)
         .and_then(Value::as_i64)
         .ok_or_else(|| EngageError::invalid("page[cursor]", "not a cursor of this listing"))
 }
 
-fn cmp_sql(cmp: Cmp) -> &'static str {
+pub(crate) fn cmp_sql(cmp: Cmp) -> &'static str {
     match cmp {
         Cmp::Eq => "=",
         Cmp::Gt => ">",

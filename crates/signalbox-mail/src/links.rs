@@ -10,7 +10,8 @@
 //! URLs, relative to the public base URL Signalbox is reached at:
 //! `{base}/u/{token}` (unsubscribe page; POST there is the RFC 8058 one-click unsubscribe),
 //! `{base}/p/{token}` (preferences), `{base}/t/o/{token}` (open pixel),
-//! `{base}/t/c/{token}` (click: redirect to the URL inside).
+//! `{base}/t/c/{token}` (click: redirect to the URL inside), `{base}/c/{token}` (confirm a
+//! double opt-in: the token's message id is the list's id).
 
 use std::cell::Cell;
 use std::fmt;
@@ -40,6 +41,8 @@ pub enum LinkKind {
     Preferences,
     Open,
     Click,
+    /// Confirms a double opt-in subscription: the claims' `message_id` is the list's id.
+    Confirm,
 }
 
 impl LinkKind {
@@ -49,16 +52,18 @@ impl LinkKind {
             LinkKind::Preferences => b'p',
             LinkKind::Open => b'o',
             LinkKind::Click => b'c',
+            LinkKind::Confirm => b'd',
         }
     }
 
-    /// The path prefix of this kind's URLs (`/u/`, `/p/`, `/t/o/`, `/t/c/`).
+    /// The path prefix of this kind's URLs (`/u/`, `/p/`, `/t/o/`, `/t/c/`, `/c/`).
     pub fn path_prefix(self) -> &'static str {
         match self {
             LinkKind::Unsubscribe => "/u/",
             LinkKind::Preferences => "/p/",
             LinkKind::Open => "/t/o/",
             LinkKind::Click => "/t/c/",
+            LinkKind::Confirm => "/c/",
         }
     }
 }
@@ -167,6 +172,7 @@ impl LinkSigner {
             b'p' => LinkKind::Preferences,
             b'o' => LinkKind::Open,
             b'c' => LinkKind::Click,
+            b'd' => LinkKind::Confirm,
             _ => return Err(LinkError::Malformed),
         };
         if claimed_kind != kind {
@@ -363,7 +369,12 @@ mod tests {
     #[test]
     fn round_trip_every_kind() {
         let signer = signer();
-        for kind in [LinkKind::Unsubscribe, LinkKind::Preferences, LinkKind::Open] {
+        for kind in [
+            LinkKind::Unsubscribe,
+            LinkKind::Preferences,
+            LinkKind::Open,
+            LinkKind::Confirm,
+        ] {
             let token = signer.sign(kind, "p1", "m1", None);
             let claims = signer.verify(kind, &token).expect("valid");
             assert_eq!(
@@ -383,6 +394,35 @@ mod tests {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         let claims = signer.verify(LinkKind::Click, &token).expect("valid");
         assert_eq!(claims.url.as_deref(), Some("https://x.test/a?b=c&d=é"));
+    }
+
+    #[test]
+    fn confirm_tokens_are_bound_to_profile_and_list() {
+        let signer = signer();
+        let token = signer.sign(LinkKind::Confirm, "p1", "L1", None);
+        assert!(signer
+            .verify_for(LinkKind::Confirm, &token, "p1", "L1")
+            .is_ok());
+        assert_eq!(
+            signer.verify_for(LinkKind::Confirm, &token, "p2", "L1"),
+            Err(LinkError::WrongRecipient)
+        );
+        assert_eq!(
+            signer.verify(LinkKind::Unsubscribe, &token),
+            Err(LinkError::WrongKind)
+        );
+        // The same tag over another list: refused.
+        let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        let at = bytes[..bytes.len() - TAG_LEN]
+            .iter()
+            .rposition(|b| *b == b'1')
+            .unwrap();
+        bytes[at] = b'2';
+        let forged = URL_SAFE_NO_PAD.encode(&bytes);
+        assert_eq!(
+            signer.verify(LinkKind::Confirm, &forged),
+            Err(LinkError::BadSignature)
+        );
     }
 
     #[test]

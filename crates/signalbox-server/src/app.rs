@@ -26,7 +26,7 @@ use tower_http::normalize_path::NormalizePathLayer;
 use crate::auth::KeyCache;
 use crate::ingest::Ingest;
 use crate::segment::decode::Limits;
-use crate::{admin, klaviyo, segment, telemetry};
+use crate::{admin, consent, klaviyo, segment, telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -92,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .merge(segment::routes().layer(tracking_cors()))
         .merge(admin::routes())
         .merge(klaviyo::routes())
+        .merge(consent::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn(log_request))

@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod consent;
 pub mod error;
 pub mod ingest;
 pub mod klaviyo;

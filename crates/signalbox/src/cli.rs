@@ -72,9 +72,51 @@ pub enum Command {
     /// Look at profiles and at calls waiting for one.
     #[command(subcommand)]
     Profiles(ProfilesCommand),
+    /// Manage lists on a running server (through its API; needs a private key).
+    List(ListArgs),
     /// Measure the server.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// A private API key (`pk_…`) of the running server.
+    #[arg(long, env = "SIGNALBOX_API_KEY", hide_env_values = true)]
+    pub api_key: String,
+    /// The running server's base URL (default: `http://` and the --listen address).
+    #[arg(long, env = "SIGNALBOX_URL")]
+    pub url: Option<String>,
+    #[command(subcommand)]
+    pub command: ListCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ListCommand {
+    /// Create a list; prints its id.
+    Create {
+        name: String,
+        /// People join only after confirming through a signed link.
+        #[arg(long)]
+        double_opt_in: bool,
+    },
+    /// List the lists with their member counts.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add the people of a file to a list (by id or name): a CSV with an `email` column
+    /// (`first_name`/`last_name` optional) or JSON lines with `email`. Consent is unchanged.
+    Import { list: String, file: PathBuf },
+    /// Print a list's members (by id or name).
+    Members {
+        list: String,
+        /// Those waiting to confirm a double opt-in, with their confirmation links.
+        #[arg(long)]
+        pending: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

@@ -129,12 +129,40 @@ fn klaviyo_python_sdk_over_segment_python_data() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let server = start_server(data_dir.path());
     let api_key = create_api_key(data_dir.path());
+    run_script(
+        "tests/klaviyo/sdk_e2e.py",
+        &[
+            "--base",
+            &server.base,
+            "--write-key",
+            &server.write_key,
+            "--api-key",
+            &api_key,
+        ],
+    );
+    drop(server);
+}
 
-    let script = workspace_root().join("tests/klaviyo/sdk_e2e.py");
+/// Lists, members and consent through the SDK (`tests/klaviyo/sdk_lists.py`).
+#[test]
+fn klaviyo_python_sdk_lists_and_subscriptions() {
+    check_python_packages();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(data_dir.path());
+    let api_key = create_api_key(data_dir.path());
+    run_script(
+        "tests/klaviyo/sdk_lists.py",
+        &["--base", &server.base, "--api-key", &api_key],
+    );
+    drop(server);
+}
+
+/// Runs a script of `tests/klaviyo` to success within [`SCRIPT_TIMEOUT`].
+fn run_script(path: &str, args: &[&str]) {
+    let script = workspace_root().join(path);
     let mut child = Command::new(python())
         .arg(&script)
-        .args(["--base", &server.base, "--write-key", &server.write_key])
-        .args(["--api-key", &api_key])
+        .args(args)
         .env("PYTHONUNBUFFERED", "1")
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
@@ -154,7 +182,6 @@ fn klaviyo_python_sdk_over_segment_python_data() {
     };
     assert!(
         status.success(),
-        "the Klaviyo SDK script failed ({status}); its output is above"
+        "the Klaviyo SDK script {path} failed ({status}); its output is above"
     );
-    drop(server);
 }

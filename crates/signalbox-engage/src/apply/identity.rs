@@ -347,6 +347,13 @@ impl Batch<'_> {
         .execute([survivor, loser])?;
         tx.prepare_cached("DELETE FROM list_members WHERE profile_pk = ?1")?
             .execute([loser])?;
+        // The survivor keeps its own consent; it takes the loser's when it has none.
+        tx.prepare_cached(
+            "UPDATE OR IGNORE email_consent SET profile_pk = ?1 WHERE profile_pk = ?2",
+        )?
+        .execute([survivor, loser])?;
+        tx.prepare_cached("DELETE FROM email_consent WHERE profile_pk = ?1")?
+            .execute([loser])?;
         tx.prepare_cached("UPDATE problems SET profile_pk = ?1 WHERE profile_pk = ?2")?
             .execute([survivor, loser])?;
         tx.prepare_cached("UPDATE profile_links SET profile_pk = ?1 WHERE profile_pk = ?2")?

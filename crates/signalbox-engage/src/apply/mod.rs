@@ -11,10 +11,13 @@
 //! - `identity.rs`: resolving a call's identifiers to a profile, linking, merging.
 //! - `holds.rs`: calls held until their ids are linked to a profile, released or expired.
 //! - `api.rs`: the Klaviyo-compatible API's writes.
+//! - `lists.rs`: lists and their members; `consent.rs`: email consent and suppressions.
 
 mod api;
+mod consent;
 mod holds;
 mod identity;
+mod lists;
 pub(crate) mod profile;
 
 use std::borrow::Cow;
@@ -36,6 +39,8 @@ use crate::settings::DestinationSettings;
 use profile::ProfileRow;
 
 pub(crate) use api::{ApiMergeOp, ApiProfileOp, ApiResult};
+pub(crate) use consent::ApiConsentOp;
+pub(crate) use lists::{ApiListOp, OpOutcome, OpResult};
 
 /// What the applier knows of a source.
 #[derive(Debug, Clone)]
@@ -333,6 +338,8 @@ struct EntryState {
     problems_n: i64,
     /// The stored form of the entry's events, when prepared ahead (see [`prepare`]).
     bodies: Vec<Option<EventBody>>,
+    /// Events made from this entry so far (their row keys).
+    events_n: i64,
 }
 
 /// Provenance of one profile from one (integration, source).
@@ -437,6 +444,8 @@ impl Batch<'_> {
             CallKind::ApiEvent => self.apply_api_event(entry)?,
             CallKind::ApiProfile => self.apply_api_profile(entry)?,
             CallKind::ApiMerge => self.apply_api_merge(entry)?,
+            CallKind::ApiList => self.apply_api_list(entry)?,
+            CallKind::ApiConsent => self.apply_api_consent(entry)?,
             kind => {
                 self.apply_segment(entry, kind, true, ready)?;
             }
@@ -503,25 +512,15 @@ impl Batch<'_> {
         let linked = self.link_ids(pk, ids)?;
         let changed = self.profile(pk)?.patch(&mapped.profile, origin, at_us);
         self.touch_origin(pk, origin, ids, changed || linked)?;
-        if let Some(list) = &mapped.list {
-            self.tx
-                .prepare_cached(
-                    "INSERT INTO list_members (list_id, profile_pk, confirm_optin, seq)
-                     VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (list_id, profile_pk) DO NOTHING",
-                )?
-                .execute(params![
-                    list.list_id,
-                    pk,
-                    list.confirm_optin,
-                    self.entry.seq
-                ])?;
-        }
         for problem in &mapped.problems {
             self.problem(Some(pk), problem)?;
         }
         for (idx, event) in mapped.events.iter().enumerate() {
             self.insert_event(pk, idx as i64, event, &integration)?;
+        }
+        self.entry.events_n = self.entry.events_n.max(mapped.events.len() as i64);
+        if let Some(list) = &mapped.list {
+            self.subscribe_from_identify(pk, list, origin.source.as_deref())?;
         }
         Ok(())
     }

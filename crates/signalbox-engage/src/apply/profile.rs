@@ -188,6 +188,12 @@ impl ProfileRow {
         Ok(stmt.query_row([pk], ProfileRow::from_row).optional()?)
     }
 
+    /// Marks the row changed without changing its columns (consent, list membership), so
+    /// that saving it moves `changed_seq` and the change feed reports the profile.
+    pub(crate) fn mark_changed(&mut self) {
+        self.dirty = true;
+    }
+
     /// Writes the row back if it changed; `seq` (the batch's last log entry) goes to
     /// `changed_seq`, which the change feed follows.
     pub(crate) fn save(&mut self, conn: &Connection, seq: i64) -> EngageResult<()> {

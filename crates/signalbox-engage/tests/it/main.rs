@@ -6,4 +6,5 @@ mod change_feed;
 mod feeds;
 mod helpers;
 mod identity;
+mod lists;
 mod pipeline;

@@ -6,7 +6,8 @@
 //! - [`jsonapi`]: documents, resource objects, links, shared query parameters, body reading.
 //! - [`filter`]: the `filter` syntax, parsed and checked against each endpoint's table.
 //! - [`error`]: the `errors[]` shape every failure takes.
-//! - One module per resource: [`metrics`], [`events`], [`profiles`], [`aggregates`].
+//! - One module per resource: [`metrics`], [`events`], [`profiles`], [`aggregates`],
+//!   [`lists`], [`subscriptions`] (subscription and suppression jobs).
 //!
 //! **Invariant:** this is the only code that knows Klaviyo's wire format; handlers translate
 //! JSON:API to `signalbox_engage` types and back, and hold no business rules. An unsupported
@@ -18,8 +19,10 @@ pub mod error;
 pub mod events;
 pub mod filter;
 pub mod jsonapi;
+pub mod lists;
 pub mod metrics;
 pub mod profiles;
+pub mod subscriptions;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
@@ -47,6 +50,32 @@ pub fn routes() -> Router<AppState> {
         .route("/profiles/{id}", get(profiles::get).patch(profiles::update))
         .route("/profile-import", post(profiles::import))
         .route("/profile-merge", post(profiles::merge))
+        .route("/lists", get(lists::list).post(lists::create))
+        .route(
+            "/lists/{id}",
+            get(lists::get).patch(lists::update).delete(lists::delete),
+        )
+        .route("/lists/{id}/profiles", get(lists::profiles))
+        .route(
+            "/lists/{id}/relationships/profiles",
+            post(lists::add_profiles).delete(lists::remove_profiles),
+        )
+        .route(
+            "/profile-subscription-bulk-create-jobs",
+            post(subscriptions::subscribe),
+        )
+        .route(
+            "/profile-subscription-bulk-delete-jobs",
+            post(subscriptions::unsubscribe),
+        )
+        .route(
+            "/profile-suppression-bulk-create-jobs",
+            post(subscriptions::suppress),
+        )
+        .route(
+            "/profile-suppression-bulk-delete-jobs",
+            post(subscriptions::unsuppress),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));

@@ -110,7 +110,8 @@ const LIST: QuerySpec = QuerySpec {
 const ONE: QuerySpec = QuerySpec::single(&[], FIELDSETS);
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
-pub async fn list(caller: Caller, base: BaseUrl, query: RawQuery) -> Result<JsonApi, ApiError> {
+pub async fn list(caller: Caller, base: BaseUrl, mut query: RawQuery) -> Result<JsonApi, ApiError> {
+    let with_subscriptions = subscriptions_asked(&mut query)?;
     let params = Params::parse(query, &LIST)?;
     let mut q = ProfileQuery {
         sort: sort(params.sort),
@@ -145,11 +146,14 @@ pub async fn list(caller: Caller, base: BaseUrl, query: RawQuery) -> Result<Json
     }
     let page = caller.engage.list_profiles(q).await?;
     let fields = params.fields_for("profile");
-    let data: Vec<Value> = page
-        .items
-        .iter()
-        .map(|p| resource(p, &base).to_json(fields))
-        .collect();
+    let mut data: Vec<Value> = Vec::with_capacity(page.items.len());
+    for profile in &page.items {
+        let mut resource = resource(profile, &base);
+        if with_subscriptions {
+            add_subscriptions(&caller, profile, &mut resource).await?;
+        }
+        data.push(resource.to_json(fields));
+    }
     let links = params.collection_links(&base, "profiles", page.next_cursor.as_deref());
     Ok(JsonApi(
         StatusCode::OK,
@@ -162,11 +166,42 @@ pub async fn get(
     caller: Caller,
     base: BaseUrl,
     Path(id): Path<String>,
-    query: RawQuery,
+    mut query: RawQuery,
 ) -> Result<JsonApi, ApiError> {
+    let with_subscriptions = subscriptions_asked(&mut query)?;
     let params = Params::parse(query, &ONE)?;
     let profile = caller.engage.get_profile(&ProfileId(id)).await?;
-    Ok(document(StatusCode::OK, &profile, &base, &params))
+    if !with_subscriptions {
+        return Ok(document(StatusCode::OK, &profile, &base, &params));
+    }
+    let mut resource = resource(&profile, &base);
+    add_subscriptions(&caller, &profile, &mut resource).await?;
+    Ok(JsonApi(
+        StatusCode::OK,
+        json!({
+            "data": resource.to_json(params.fields_for("profile")),
+            "links": { "self": base.link(&format!("profiles/{}", profile.id)) },
+        }),
+    ))
+}
+
+/// Whether `additional-fields[profile]=subscriptions` was asked for (taken off the query).
+fn subscriptions_asked(query: &mut RawQuery) -> Result<bool, ApiError> {
+    Ok(!super::lists::additional_fields(query, "profile", &["subscriptions"])?.is_empty())
+}
+
+/// Adds `subscriptions` (email marketing consent) to a profile resource.
+async fn add_subscriptions(
+    caller: &Caller,
+    profile: &Profile,
+    resource: &mut Resource,
+) -> Result<(), ApiError> {
+    let consent = caller.engage.email_consent(&profile.id).await?;
+    resource.attributes.insert(
+        "subscriptions".into(),
+        super::lists::subscriptions_json(&consent),
+    );
+    Ok(())
 }
 
 /// `POST /api/profiles`: 201, or 409 `duplicate_profile` naming the profile that has one of

@@ -297,7 +297,7 @@ async fn unsupported_parameters_are_400_naming_the_parameter() {
         ),
         ("/api/profiles?fields[list]=name", "fields[list]"),
         (
-            "/api/profiles?additional-fields[profile]=subscriptions",
+            "/api/profiles?additional-fields[profile]=predictive_analytics",
             "additional-fields[profile]",
         ),
         ("/api/profiles?sort=email", "sort"),
@@ -896,3 +896,5 @@ async fn aggregates_answer_aligned_series() {
         .unwrap();
     assert_eq!(card["measurements"]["count"], json!([1, 0, 1]));
 }
+
+mod lists;

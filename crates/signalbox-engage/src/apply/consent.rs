@@ -1,0 +1,424 @@
+//! Email consent and suppressions: `api_consent` entries (subscription and suppression
+//! jobs, double opt-in confirmations and unsubscribes through signed links).
+//!
+//! Consent becoming `UNSUBSCRIBED` stores an `Unsubscribed` event (integration `Signalbox`);
+//! every change marks the profile changed for the change feed.
+
+use jiff::Timestamp;
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use signalbox_core::StoredCall;
+
+use super::lists::{Join, OpOutcome, OpResult};
+use super::Batch;
+use crate::error::{EngageError, EngageResult};
+use crate::lists::{
+    self, ConfirmOutcome, ConsentStatus, EmailConsent, ListId, MemberStatus, OptInProcess,
+    Suppression, SuppressionReason,
+};
+use crate::model::{ProfileId, ProfileInput};
+
+/// `api_consent` entries. Jobs are split into one entry per email (an entry creates few
+/// profiles at most).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum ApiConsentOp {
+    Subscribe {
+        email: String,
+        list: Option<ListId>,
+        custom_source: Option<String>,
+        historical_import: bool,
+        consented_at: Option<Timestamp>,
+    },
+    Unsubscribe {
+        email: String,
+        list: Option<ListId>,
+    },
+    Suppress {
+        email: String,
+        reason: SuppressionReason,
+    },
+    /// Suppresses every member of a list.
+    SuppressList {
+        list: ListId,
+        reason: SuppressionReason,
+    },
+    /// Lifts `USER_SUPPRESSED` (the only suppression a user may lift).
+    Unsuppress {
+        email: String,
+    },
+    UnsuppressList {
+        list: ListId,
+    },
+    /// A double opt-in confirmed through its signed link.
+    Confirm {
+        list: ListId,
+        profile: ProfileId,
+    },
+    /// An unsubscribe through a signed link.
+    LinkUnsubscribe {
+        profile: ProfileId,
+    },
+}
+
+impl Batch<'_> {
+    fn consent(&self, pk: i64) -> EngageResult<EmailConsent> {
+        lists::consent_by_key(self.tx, pk)
+    }
+
+    fn store_consent(&mut self, pk: i64, consent: &EmailConsent) -> EngageResult<()> {
+        let status_us = consent
+            .consent_timestamp
+            .map(|t| t.as_microsecond())
+            .unwrap_or(self.entry.received_us);
+        self.tx
+            .prepare_cached(
+                "INSERT INTO email_consent (profile_pk, status, status_us, method, method_detail,
+                     custom_source, double_opt_in, suppressions)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (profile_pk) DO UPDATE SET status = excluded.status,
+                     status_us = excluded.status_us, method = excluded.method,
+                     method_detail = excluded.method_detail,
+                     custom_source = excluded.custom_source,
+                     double_opt_in = excluded.double_opt_in,
+                     suppressions = excluded.suppressions",
+            )?
+            .execute(params![
+                pk,
+                consent.consent.as_str(),
+                status_us,
+                consent.method,
+                consent.method_detail,
+                consent.custom_source,
+                consent.double_optin,
+                lists::suppressions_json(&consent.suppressions)
+            ])?;
+        self.profile(pk)?.mark_changed();
+        Ok(())
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp::from_microsecond(self.entry.received_us).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    /// Sets consent to SUBSCRIBED and lifts the suppressions a subscription lifts.
+    pub(super) fn set_subscribed(
+        &mut self,
+        pk: i64,
+        method: &str,
+        method_detail: Option<&str>,
+        custom_source: Option<&str>,
+        double_optin: bool,
+        at: Option<Timestamp>,
+    ) -> EngageResult<bool> {
+        let before = self.consent(pk)?;
+        let mut after = before.clone();
+        after
+            .suppressions
+            .retain(|s| !s.reason.lifted_by_subscribing());
+        if before.consent != ConsentStatus::Subscribed {
+            after.consent = ConsentStatus::Subscribed;
+            after.consent_timestamp = Some(at.unwrap_or_else(|| self.now()));
+            after.method = Some(method.to_owned());
+            after.method_detail = method_detail.map(str::to_owned);
+            after.custom_source = custom_source.map(str::to_owned);
+            after.double_optin = Some(double_optin);
+        } else if double_optin && before.double_optin != Some(true) {
+            after.double_optin = Some(true);
+        }
+        if after == before {
+            return Ok(false);
+        }
+        self.store_consent(pk, &after)?;
+        self.count("consent.subscribed", 1);
+        Ok(true)
+    }
+
+    /// Sets consent to UNSUBSCRIBED with an `UNSUBSCRIBE` suppression; the first time, an
+    /// `Unsubscribed` event.
+    pub(super) fn set_unsubscribed(
+        &mut self,
+        pk: i64,
+        method: &str,
+        method_detail: Option<&str>,
+    ) -> EngageResult<bool> {
+        let before = self.consent(pk)?;
+        let mut after = before.clone();
+        if !after
+            .suppressions
+            .iter()
+            .any(|s| s.reason == SuppressionReason::Unsubscribe)
+        {
+            after.suppressions.push(Suppression {
+                reason: SuppressionReason::Unsubscribe,
+                timestamp: self.now(),
+            });
+        }
+        if before.consent != ConsentStatus::Unsubscribed {
+            after.consent = ConsentStatus::Unsubscribed;
+            after.consent_timestamp = Some(self.now());
+            after.method = Some(method.to_owned());
+            after.method_detail = method_detail.map(str::to_owned);
+            after.double_optin = None;
+        }
+        if after == before {
+            return Ok(false);
+        }
+        self.store_consent(pk, &after)?;
+        if before.consent != ConsentStatus::Unsubscribed {
+            let mut properties = Map::new();
+            properties.insert("method".into(), Value::String(method.to_owned()));
+            if let Some(detail) = method_detail {
+                properties.insert("method_detail".into(), Value::String(detail.to_owned()));
+            }
+            self.signal_event(pk, "Unsubscribed", properties)?;
+            self.count("consent.unsubscribed", 1);
+        }
+        Ok(true)
+    }
+
+    fn set_suppressed(&mut self, pk: i64, reason: SuppressionReason) -> EngageResult<bool> {
+        let before = self.consent(pk)?;
+        if before.suppressions.iter().any(|s| s.reason == reason) {
+            return Ok(false);
+        }
+        let mut after = before;
+        after.suppressions.push(Suppression {
+            reason,
+            timestamp: self.now(),
+        });
+        self.store_consent(pk, &after)?;
+        self.count("consent.suppressed", 1);
+        Ok(true)
+    }
+
+    fn lift_user_suppression(&mut self, pk: i64) -> EngageResult<bool> {
+        let before = self.consent(pk)?;
+        let mut after = before.clone();
+        after
+            .suppressions
+            .retain(|s| s.reason != SuppressionReason::UserSuppressed);
+        if after == before {
+            return Ok(false);
+        }
+        self.store_consent(pk, &after)?;
+        Ok(true)
+    }
+
+    /// Subscribes a profile through a list: pending on a double opt-in, else a member and
+    /// SUBSCRIBED. With `resubscribe` off (identify calls, which repeat on every visit), a
+    /// profile already on the list keeps its consent: an unsubscribe is not undone.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn subscribe_profile(
+        &mut self,
+        pk: i64,
+        list: &ListId,
+        double_opt_in: bool,
+        resubscribe: bool,
+        method: &str,
+        method_detail: Option<&str>,
+        custom_source: Option<&str>,
+    ) -> EngageResult<bool> {
+        if double_opt_in {
+            if self.member_status(list, pk)? == Some(MemberStatus::Member) {
+                return Ok(false);
+            }
+            return self.join_list(list, pk, Join::Pending, true);
+        }
+        let joined = self.join_list(list, pk, Join::Member, false)?;
+        if !joined && !resubscribe {
+            return Ok(false);
+        }
+        let subscribed =
+            self.set_subscribed(pk, method, method_detail, custom_source, false, None)?;
+        Ok(joined || subscribed)
+    }
+
+    /// The profile an email names, created if none does.
+    fn profile_for_email(&mut self, email: &str) -> EngageResult<Result<i64, EngageError>> {
+        self.profile_for_input(ProfileInput {
+            email: Some(email.to_owned()),
+            ..ProfileInput::default()
+        })
+    }
+
+    fn list_members_of(&self, list: &ListId) -> EngageResult<Vec<i64>> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT profile_pk FROM list_members
+                 WHERE list_id = ?1 AND status = 'member' ORDER BY profile_pk",
+            )?
+            .query_map([&list.0], |r| r.get(0))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    pub(super) fn apply_api_consent(&mut self, entry: &StoredCall) -> EngageResult<()> {
+        let op: ApiConsentOp = match serde_json::from_str(&entry.payload) {
+            Ok(op) => op,
+            Err(err) => {
+                return self.record_op_result(&Err(EngageError::Internal(format!(
+                    "unreadable API consent write: {err}"
+                ))));
+            }
+        };
+        let result = self.api_consent_op(op)?;
+        if let Err(err) = &result {
+            self.problem(None, &format!("consent change not applied: {err}"))?;
+        }
+        self.count("applied.api_consent", 1);
+        self.record_op_result(&result)
+    }
+
+    fn api_consent_op(&mut self, op: ApiConsentOp) -> EngageResult<OpResult> {
+        let mut outcome = OpOutcome::default();
+        match op {
+            ApiConsentOp::Subscribe {
+                email,
+                list,
+                custom_source,
+                historical_import,
+                consented_at,
+            } => {
+                let opt_in = match &list {
+                    Some(id) => match self.list_info(id)? {
+                        Some((_, opt_in)) => Some(opt_in),
+                        None => return Ok(Err(EngageError::not_found(format!("list {id}")))),
+                    },
+                    None => None,
+                };
+                let pk = match self.profile_for_email(&email)? {
+                    Ok(pk) => pk,
+                    Err(err) => return Ok(Err(err)),
+                };
+                let changed = match (&list, opt_in) {
+                    (Some(id), Some(opt_in)) => {
+                        let double = opt_in == OptInProcess::DoubleOptIn && !historical_import;
+                        if historical_import {
+                            let joined = self.join_list(id, pk, Join::Member, false)?;
+                            let subscribed = self.set_subscribed(
+                                pk,
+                                "API",
+                                Some("historical import"),
+                                custom_source.as_deref(),
+                                false,
+                                consented_at,
+                            )?;
+                            joined || subscribed
+                        } else {
+                            self.subscribe_profile(
+                                pk,
+                                id,
+                                double,
+                                true,
+                                "API",
+                                None,
+                                custom_source.as_deref(),
+                            )?
+                        }
+                    }
+                    _ => self.set_subscribed(
+                        pk,
+                        "API",
+                        None,
+                        custom_source.as_deref(),
+                        false,
+                        consented_at.filter(|_| historical_import),
+                    )?,
+                };
+                outcome.list = list;
+                outcome.changed = u64::from(changed);
+            }
+            ApiConsentOp::Unsubscribe { email, list } => {
+                if let Some(id) = &list {
+                    if self.list_info(id)?.is_none() {
+                        return Ok(Err(EngageError::not_found(format!("list {id}"))));
+                    }
+                }
+                let pk = match self.profile_for_email(&email)? {
+                    Ok(pk) => pk,
+                    Err(err) => return Ok(Err(err)),
+                };
+                let mut changed = self.set_unsubscribed(pk, "API", None)?;
+                if let Some(id) = &list {
+                    changed |= self.leave_list(id, pk)?;
+                }
+                outcome.list = list;
+                outcome.changed = u64::from(changed);
+            }
+            ApiConsentOp::Suppress { email, reason } => {
+                let pk = match self.profile_for_email(&email)? {
+                    Ok(pk) => pk,
+                    Err(err) => return Ok(Err(err)),
+                };
+                outcome.changed = u64::from(self.set_suppressed(pk, reason)?);
+            }
+            ApiConsentOp::SuppressList { list, reason } => {
+                if self.list_info(&list)?.is_none() {
+                    return Ok(Err(EngageError::not_found(format!("list {list}"))));
+                }
+                for pk in self.list_members_of(&list)? {
+                    outcome.changed += u64::from(self.set_suppressed(pk, reason)?);
+                }
+                outcome.list = Some(list);
+            }
+            ApiConsentOp::Unsuppress { email } => {
+                let pk = match self.profile_for_email(&email)? {
+                    Ok(pk) => pk,
+                    Err(err) => return Ok(Err(err)),
+                };
+                outcome.changed = u64::from(self.lift_user_suppression(pk)?);
+            }
+            ApiConsentOp::UnsuppressList { list } => {
+                if self.list_info(&list)?.is_none() {
+                    return Ok(Err(EngageError::not_found(format!("list {list}"))));
+                }
+                for pk in self.list_members_of(&list)? {
+                    outcome.changed += u64::from(self.lift_user_suppression(pk)?);
+                }
+                outcome.list = Some(list);
+            }
+            ApiConsentOp::Confirm { list, profile } => {
+                if self.list_info(&list)?.is_none() {
+                    return Ok(Err(EngageError::not_found(format!("list {list}"))));
+                }
+                let Some(pk) = self.profile_by_id(&profile)? else {
+                    return Ok(Err(EngageError::not_found(format!("profile {profile}"))));
+                };
+                match self.member_status(&list, pk)? {
+                    None => {
+                        return Ok(Err(EngageError::not_found(format!(
+                            "a pending subscription of profile {profile} to list {list}"
+                        ))))
+                    }
+                    Some(MemberStatus::Member) => {
+                        outcome.confirmed = Some(ConfirmOutcome::AlreadyMember);
+                    }
+                    Some(MemberStatus::Pending) => {
+                        self.join_list(&list, pk, Join::Member, true)?;
+                        self.set_subscribed(
+                            pk,
+                            "API",
+                            Some("double opt-in confirmation"),
+                            None,
+                            true,
+                            None,
+                        )?;
+                        outcome.confirmed = Some(ConfirmOutcome::Confirmed);
+                        outcome.changed = 1;
+                    }
+                }
+                outcome.list = Some(list);
+            }
+            ApiConsentOp::LinkUnsubscribe { profile } => {
+                let Some(pk) = self.profile_by_id(&profile)? else {
+                    return Ok(Err(EngageError::not_found(format!("profile {profile}"))));
+                };
+                outcome.changed =
+                    u64::from(self.set_unsubscribed(pk, "EMAIL_UNSUBSCRIBE", Some("link"))?);
+            }
+        }
+        Ok(Ok(outcome))
+    }
+}

@@ -1,0 +1,458 @@
+//! Lists and their members: `api_list` entries, and the membership changes that identify
+//! calls and consent entries make. Every membership change writes a `list_changes` row and
+//! marks the profile changed, so the change feed reports both.
+
+use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use signalbox_core::StoredCall;
+
+use super::identity::CallIds;
+use super::{Batch, Rules};
+use crate::error::{EngageError, EngageResult};
+use crate::ids;
+use crate::lists::{ConfirmOutcome, ImportRow, ListId, MemberStatus, OptInProcess};
+use crate::mapping::{self, ListSubscription, MappedEvent};
+use crate::model::{Integration, Origin, ProfileId, ProfileInput};
+
+/// `api_list` entries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum ApiListOp {
+    Create {
+        name: String,
+        opt_in: OptInProcess,
+    },
+    Update {
+        id: ListId,
+        name: Option<String>,
+        opt_in: Option<OptInProcess>,
+    },
+    Delete {
+        id: ListId,
+    },
+    /// Adds profiles (by id) as members; consent does not change.
+    AddMembers {
+        id: ListId,
+        profiles: Vec<ProfileId>,
+    },
+    RemoveMembers {
+        id: ListId,
+        profiles: Vec<ProfileId>,
+    },
+    /// Creates or updates the profile with this email and adds it as a member.
+    Import {
+        id: ListId,
+        row: ImportRow,
+    },
+}
+
+/// The outcome of an `api_list` or `api_consent` entry, for the caller waiting on it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct OpOutcome {
+    pub list: Option<ListId>,
+    /// Memberships or consents changed.
+    pub changed: u64,
+    pub confirmed: Option<ConfirmOutcome>,
+}
+
+pub(crate) type OpResult = Result<OpOutcome, EngageError>;
+
+/// What membership a subscription asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Join {
+    /// Added as a member at once.
+    Member,
+    /// Pending until it confirms (double opt-in).
+    Pending,
+}
+
+pub(super) fn list_origin() -> Origin {
+    Origin {
+        integration: Origin::API.into(),
+        source: None,
+    }
+}
+
+impl Batch<'_> {
+    pub(super) fn record_op_result(&mut self, result: &OpResult) -> EngageResult<()> {
+        self.tx
+            .prepare_cached("INSERT OR REPLACE INTO api_results (seq, result) VALUES (?1, ?2)")?
+            .execute(params![
+                self.entry.seq,
+                serde_json::to_string(result).expect("result serialises")
+            ])?;
+        Ok(())
+    }
+
+    /// A list's name and opt-in process, if it exists.
+    pub(super) fn list_info(&self, id: &ListId) -> EngageResult<Option<(String, OptInProcess)>> {
+        let row: Option<(String, String)> = self
+            .tx
+            .prepare_cached("SELECT name, opt_in FROM lists WHERE id = ?1")?
+            .query_row([&id.0], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(row.map(|(name, opt_in)| (name, OptInProcess::parse(&opt_in).unwrap_or_default())))
+    }
+
+    pub(super) fn member_status(
+        &self,
+        list: &ListId,
+        pk: i64,
+    ) -> EngageResult<Option<MemberStatus>> {
+        let status: Option<String> = self
+            .tx
+            .prepare_cached(
+                "SELECT status FROM list_members WHERE list_id = ?1 AND profile_pk = ?2",
+            )?
+            .query_row(params![list.0, pk], |r| r.get(0))
+            .optional()?;
+        Ok(status.map(|s| {
+            if s == "pending" {
+                MemberStatus::Pending
+            } else {
+                MemberStatus::Member
+            }
+        }))
+    }
+
+    fn list_change(&mut self, list: &ListId, pk: i64, change: &str) -> EngageResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO list_changes (seq, list_id, profile_pk, change, at_us)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                self.entry.seq,
+                list.0,
+                pk,
+                change,
+                self.entry.received_us
+            ])?;
+        self.profile(pk)?.mark_changed();
+        Ok(())
+    }
+
+    /// Puts a profile on a list (or leaves it pending). Returns whether anything changed.
+    /// Becoming a member stores a `Subscribed to List` event.
+    pub(super) fn join_list(
+        &mut self,
+        list: &ListId,
+        pk: i64,
+        join: Join,
+        confirm_optin: bool,
+    ) -> EngageResult<bool> {
+        let current = self.member_status(list, pk)?;
+        let at = self.entry.received_us;
+        let change = match (current, join) {
+            (Some(MemberStatus::Member), _) | (Some(MemberStatus::Pending), Join::Pending) => {
+                return Ok(false)
+            }
+            (Some(MemberStatus::Pending), Join::Member) => {
+                self.tx
+                    .prepare_cached(
+                        "UPDATE list_members SET status = 'member', joined_us = ?3, seq = ?4
+                         WHERE list_id = ?1 AND profile_pk = ?2",
+                    )?
+                    .execute(params![list.0, pk, at, self.entry.seq])?;
+                "confirmed"
+            }
+            (None, join) => {
+                let status = match join {
+                    Join::Member => "member",
+                    Join::Pending => "pending",
+                };
+                self.tx
+                    .prepare_cached(
+                        "INSERT INTO list_members
+                             (list_id, profile_pk, confirm_optin, seq, status, joined_us)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![
+                        list.0,
+                        pk,
+                        confirm_optin,
+                        self.entry.seq,
+                        status,
+                        at
+                    ])?;
+                match join {
+                    Join::Member => "added",
+                    Join::Pending => "pending",
+                }
+            }
+        };
+        self.list_change(list, pk, change)?;
+        self.count(format!("lists.{change}"), 1);
+        if change != "pending" {
+            let name = self
+                .list_info(list)?
+                .map(|(name, _)| name)
+                .unwrap_or_default();
+            let mut properties = Map::new();
+            properties.insert("list_id".into(), Value::String(list.0.clone()));
+            properties.insert("list_name".into(), Value::String(name));
+            self.signal_event(pk, "Subscribed to List", properties)?;
+        }
+        Ok(true)
+    }
+
+    pub(super) fn leave_list(&mut self, list: &ListId, pk: i64) -> EngageResult<bool> {
+        let removed = self
+            .tx
+            .prepare_cached("DELETE FROM list_members WHERE list_id = ?1 AND profile_pk = ?2")?
+            .execute(params![list.0, pk])?;
+        if removed == 0 {
+            return Ok(false);
+        }
+        self.list_change(list, pk, "removed")?;
+        self.count("lists.removed", 1);
+        Ok(true)
+    }
+
+    /// An event Signalbox itself records (integration `Signalbox`), keyed by this entry.
+    pub(super) fn signal_event(
+        &mut self,
+        pk: i64,
+        metric: &str,
+        properties: Map<String, Value>,
+    ) -> EngageResult<()> {
+        let idx = self.entry.events_n;
+        self.entry.events_n += 1;
+        let event = MappedEvent {
+            metric_name: metric.to_owned(),
+            time: jiff::Timestamp::from_microsecond(self.entry.received_us)
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            value: None,
+            value_currency: None,
+            unique_id: None,
+            properties,
+        };
+        self.insert_event(pk, idx, &event, &Integration::signalbox())
+    }
+
+    /// The subscription an identify asks for (`listId`): a list that does not exist is a
+    /// problem, and nothing changes.
+    pub(super) fn subscribe_from_identify(
+        &mut self,
+        pk: i64,
+        list: &ListSubscription,
+        source: Option<&str>,
+    ) -> EngageResult<()> {
+        let id = ListId(list.list_id.clone());
+        let Some((_, opt_in)) = self.list_info(&id)? else {
+            return self.problem(
+                Some(pk),
+                &format!("listId names list {id}, which does not exist; not subscribed"),
+            );
+        };
+        let double = list.confirm_optin && opt_in == OptInProcess::DoubleOptIn;
+        let detail = source.map(|s| format!("Segment source {s}"));
+        self.subscribe_profile(pk, &id, double, false, "API", detail.as_deref(), None)?;
+        Ok(())
+    }
+
+    pub(super) fn apply_api_list(&mut self, entry: &StoredCall) -> EngageResult<()> {
+        let op: ApiListOp = match serde_json::from_str(&entry.payload) {
+            Ok(op) => op,
+            Err(err) => {
+                return self.record_op_result(&Err(EngageError::Internal(format!(
+                    "unreadable API list write: {err}"
+                ))));
+            }
+        };
+        let result = self.api_list_op(op)?;
+        self.count("applied.api_list", 1);
+        self.record_op_result(&result)
+    }
+
+    fn api_list_op(&mut self, op: ApiListOp) -> EngageResult<OpResult> {
+        let at = self.entry.received_us;
+        match op {
+            ApiListOp::Create { name, opt_in } => {
+                let mut attempt = 0;
+                let id = loop {
+                    let id = ids::list_id(self.entry.seq, attempt);
+                    let taken = self
+                        .tx
+                        .prepare_cached("SELECT 1 FROM lists WHERE id = ?1")?
+                        .exists([&id])?;
+                    if !taken {
+                        break id;
+                    }
+                    attempt += 1;
+                };
+                self.tx
+                    .prepare_cached(
+                        "INSERT INTO lists (id, name, opt_in, created_us, updated_us)
+                         VALUES (?1, ?2, ?3, ?4, ?4)",
+                    )?
+                    .execute(params![id, name, opt_in.as_str(), at])?;
+                self.count("lists.created", 1);
+                Ok(Ok(OpOutcome {
+                    list: Some(ListId(id)),
+                    ..OpOutcome::default()
+                }))
+            }
+            ApiListOp::Update { id, name, opt_in } => {
+                if self.list_info(&id)?.is_none() {
+                    return Ok(Err(EngageError::not_found(format!("list {id}"))));
+                }
+                self.tx
+                    .prepare_cached(
+                        "UPDATE lists SET name = COALESCE(?2, name), opt_in = COALESCE(?3, opt_in),
+                             updated_us = ?4
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![id.0, name, opt_in.map(OptInProcess::as_str), at])?;
+                Ok(Ok(OpOutcome {
+                    list: Some(id),
+                    ..OpOutcome::default()
+                }))
+            }
+            ApiListOp::Delete { id } => {
+                if self.list_info(&id)?.is_none() {
+                    return Ok(Err(EngageError::not_found(format!("list {id}"))));
+                }
+                let members: Vec<i64> = self
+                    .tx
+                    .prepare_cached(
+                        "SELECT profile_pk FROM list_members WHERE list_id = ?1 ORDER BY profile_pk",
+                    )?
+                    .query_map([&id.0], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                let mut changed = 0;
+                for pk in members {
+                    if self.leave_list(&id, pk)? {
+                        changed += 1;
+                    }
+                }
+                self.tx
+                    .prepare_cached("DELETE FROM lists WHERE id = ?1")?
+                    .execute([&id.0])?;
+                self.count("lists.deleted", 1);
+                Ok(Ok(OpOutcome {
+                    list: Some(id),
+                    changed,
+                    ..OpOutcome::default()
+                }))
+            }
+            ApiListOp::AddMembers { id, profiles } | ApiListOp::RemoveMembers { id, profiles }
+                if self.list_info(&id)?.is_none() =>
+            {
+                let _ = profiles;
+                Ok(Err(EngageError::not_found(format!("list {id}"))))
+            }
+            ApiListOp::AddMembers { id, profiles } => {
+                let Some(pks) = self.profile_keys(&profiles)? else {
+                    return Ok(Err(self.unknown_profile(&profiles)?));
+                };
+                let mut changed = 0;
+                for pk in pks {
+                    if self.join_list(&id, pk, Join::Member, false)? {
+                        changed += 1;
+                    }
+                }
+                Ok(Ok(OpOutcome {
+                    list: Some(id),
+                    changed,
+                    ..OpOutcome::default()
+                }))
+            }
+            ApiListOp::RemoveMembers { id, profiles } => {
+                let Some(pks) = self.profile_keys(&profiles)? else {
+                    return Ok(Err(self.unknown_profile(&profiles)?));
+                };
+                let mut changed = 0;
+                for pk in pks {
+                    if self.leave_list(&id, pk)? {
+                        changed += 1;
+                    }
+                }
+                Ok(Ok(OpOutcome {
+                    list: Some(id),
+                    changed,
+                    ..OpOutcome::default()
+                }))
+            }
+            ApiListOp::Import { id, row } => {
+                if self.list_info(&id)?.is_none() {
+                    self.problem(
+                        None,
+                        &format!("import into list {id}, which does not exist"),
+                    )?;
+                    return Ok(Err(EngageError::not_found(format!("list {id}"))));
+                }
+                let input = ProfileInput {
+                    email: Some(row.email.clone()),
+                    first_name: row.first_name.clone(),
+                    last_name: row.last_name.clone(),
+                    ..ProfileInput::default()
+                };
+                let pk = match self.profile_for_input(input)? {
+                    Ok(pk) => pk,
+                    Err(err) => return Ok(Err(err)),
+                };
+                let changed = u64::from(self.join_list(&id, pk, Join::Member, false)?);
+                Ok(Ok(OpOutcome {
+                    list: Some(id),
+                    changed,
+                    ..OpOutcome::default()
+                }))
+            }
+        }
+    }
+
+    /// Creates or updates the profile an input's identifiers name (the API's rules: any
+    /// identifier may create one).
+    pub(super) fn profile_for_input(
+        &mut self,
+        input: ProfileInput,
+    ) -> EngageResult<Result<i64, EngageError>> {
+        let input = match mapping::normalize_input(input) {
+            Ok(input) => input,
+            Err((field, reason)) => return Ok(Err(EngageError::Invalid { field, reason })),
+        };
+        let ids = CallIds::from_input(&input);
+        let origin = list_origin();
+        let Some(pk) = self.resolve_or_create(&ids, &origin, Rules::API)? else {
+            return Ok(Err(EngageError::invalid(
+                "email",
+                "names no profile and cannot create one",
+            )));
+        };
+        let linked = self.link_ids(pk, &ids)?;
+        let at = self.entry.received_us;
+        let changed = self.profile(pk)?.patch(&input, &origin, at);
+        self.touch_origin(pk, &origin, &ids, changed || linked)?;
+        Ok(Ok(pk))
+    }
+
+    /// The keys of every profile named, or `None` if one names nothing.
+    pub(super) fn profile_keys(
+        &mut self,
+        profiles: &[ProfileId],
+    ) -> EngageResult<Option<Vec<i64>>> {
+        let mut pks = Vec::with_capacity(profiles.len());
+        for id in profiles {
+            match self.profile_by_id(id)? {
+                Some(pk) => {
+                    if !pks.contains(&pk) {
+                        pks.push(pk)
+                    }
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(pks))
+    }
+
+    fn unknown_profile(&mut self, profiles: &[ProfileId]) -> EngageResult<EngageError> {
+        for id in profiles {
+            if self.profile_by_id(id)?.is_none() {
+                return Ok(EngageError::not_found(format!("profile {id}")));
+            }
+        }
+        Ok(EngageError::not_found("profile"))
+    }
+}

@@ -1,0 +1,625 @@
+//! Lists, membership and email consent: API writes, identify with `listId`, the change feed
+//! and rebuild.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use signalbox_engage::feed::{self, FeedCursor};
+use signalbox_engage::{
+    rebuild, ConfirmOutcome, ConsentStatus, Engage, EngageError, EventQuery, ListQuery,
+    MemberQuery, MemberStatus, OptInProcess, ProfileInput, SubscribeRequest, SuppressTarget,
+    SuppressionReason, UnsubscribeRequest,
+};
+
+use crate::helpers::TestApp;
+
+async fn members(app: &TestApp, list: &signalbox_engage::ListId) -> Vec<String> {
+    app.engage
+        .list_members(MemberQuery {
+            list_id: list.clone(),
+            page_size: 1000,
+            ..MemberQuery::default()
+        })
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|m| m.profile.email.unwrap_or_default())
+        .collect()
+}
+
+async fn pending(app: &TestApp, list: &signalbox_engage::ListId) -> Vec<String> {
+    app.engage
+        .list_members(MemberQuery {
+            list_id: list.clone(),
+            status: Some(MemberStatus::Pending),
+            page_size: 1000,
+            ..MemberQuery::default()
+        })
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|m| m.profile.email.unwrap_or_default())
+        .collect()
+}
+
+async fn metric_count(app: &TestApp, name: &str) -> usize {
+    let metric = app.metric(name).await;
+    assert_eq!(metric.integration.name, "Signalbox");
+    app.engage
+        .list_events(EventQuery {
+            metric_id: Some(metric.id),
+            page_size: 1000,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
+#[tokio::test]
+async fn lists_are_created_renamed_listed_and_deleted() {
+    let app = TestApp::start().await;
+    let news = app
+        .engage
+        .create_list("Newsletter", OptInProcess::SingleOptIn)
+        .await
+        .unwrap();
+    assert_eq!(news.id.0.len(), 6);
+    assert!(news.id.0.chars().all(|c| c.is_ascii_alphanumeric()));
+    assert_eq!(news.profile_count, 0);
+    let vip = app
+        .engage
+        .create_list("VIP", OptInProcess::DoubleOptIn)
+        .await
+        .unwrap();
+    assert_ne!(news.id, vip.id);
+    let renamed = app
+        .engage
+        .update_list(&news.id, Some("Weekly"), None)
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, "Weekly");
+    assert_eq!(renamed.opt_in_process, OptInProcess::SingleOptIn);
+    let page = app
+        .engage
+        .list_lists(ListQuery {
+            page_size: 1,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    let next = app
+        .engage
+        .list_lists(ListQuery {
+            page_size: 1,
+            cursor: page.next_cursor.clone(),
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.items[0].name, "VIP");
+    assert_eq!(next.next_cursor, None);
+    assert!(matches!(
+        app.engage
+            .create_list("  ", OptInProcess::SingleOptIn)
+            .await,
+        Err(EngageError::Invalid { .. })
+    ));
+    app.engage.delete_list(&vip.id).await.unwrap();
+    assert!(matches!(
+        app.engage.get_list(&vip.id).await,
+        Err(EngageError::NotFound { .. })
+    ));
+    assert!(matches!(
+        app.engage.delete_list(&vip.id).await,
+        Err(EngageError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn members_are_added_and_removed_by_id_without_changing_consent() {
+    let app = TestApp::start().await;
+    let list = app
+        .engage
+        .create_list("L", OptInProcess::DoubleOptIn)
+        .await
+        .unwrap();
+    let a = app
+        .engage
+        .create_profile(ProfileInput {
+            email: Some("a@example.com".into()),
+            ..ProfileInput::default()
+        })
+        .await
+        .unwrap();
+    let added = app
+        .engage
+        .add_list_members(&list.id, &[a.id.clone(), a.id.clone()])
+        .await
+        .unwrap();
+    assert_eq!(added, 1);
+    assert_eq!(members(&app, &list.id).await, ["a@example.com"]);
+    assert_eq!(
+        app.engage.get_list(&list.id).await.unwrap().profile_count,
+        1
+    );
+    let consent = app.engage.email_consent(&a.id).await.unwrap();
+    assert_eq!(consent.consent, ConsentStatus::NeverSubscribed);
+    // An unknown profile changes nothing.
+    let unknown = signalbox_engage::ProfileId("01ARZ3NDEKTSV4RRFFQ69G5FAV".into());
+    assert!(matches!(
+        app.engage
+            .remove_list_members(&list.id, &[a.id.clone(), unknown])
+            .await,
+        Err(EngageError::NotFound { .. })
+    ));
+    assert_eq!(members(&app, &list.id).await, ["a@example.com"]);
+    assert_eq!(
+        app.engage
+            .remove_list_members(&list.id, std::slice::from_ref(&a.id))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(members(&app, &list.id).await.is_empty());
+}
+
+#[tokio::test]
+async fn identify_with_list_id_subscribes_single_opt_in_at_once_and_double_opt_in_on_confirm() {
+    let mut app = TestApp::start().await;
+    let single = app
+        .engage
+        .create_list("Single", OptInProcess::SingleOptIn)
+        .await
+        .unwrap();
+    let double = app
+        .engage
+        .create_list("Double", OptInProcess::DoubleOptIn)
+        .await
+        .unwrap();
+    app.identify(
+        json!({"userId": "u1", "traits": {"email": "one@example.com"},
+        "integrations": {"Klaviyo": {"listId": single.id.0}}}),
+    )
+    .await;
+    app.identify(
+        json!({"userId": "u2", "traits": {"email": "two@example.com"},
+        "integrations": {"Klaviyo": {"listId": double.id.0}}}),
+    )
+    .await;
+    app.identify(
+        json!({"userId": "u3", "traits": {"email": "three@example.com"},
+        "integrations": {"Klaviyo": {"listId": double.id.0, "confirmOptin": false}}}),
+    )
+    .await;
+    app.identify(
+        json!({"userId": "u4", "traits": {"email": "four@example.com"},
+        "integrations": {"Klaviyo": {"listId": "NOPE00"}}}),
+    )
+    .await;
+    app.settle().await;
+
+    assert_eq!(members(&app, &single.id).await, ["one@example.com"]);
+    let one = app.by_email("one@example.com").await;
+    let consent = app.engage.email_consent(&one.id).await.unwrap();
+    assert_eq!(consent.consent, ConsentStatus::Subscribed);
+    assert_eq!(consent.double_optin, Some(false));
+    assert!(consent.can_receive_email_marketing);
+
+    assert_eq!(members(&app, &double.id).await, ["three@example.com"]);
+    assert_eq!(pending(&app, &double.id).await, ["two@example.com"]);
+    let two = app.by_email("two@example.com").await;
+    assert_eq!(
+        app.engage.email_consent(&two.id).await.unwrap().consent,
+        ConsentStatus::NeverSubscribed
+    );
+    assert_eq!(
+        app.engage.member_status(&double.id, &two.id).await.unwrap(),
+        Some(MemberStatus::Pending)
+    );
+    // An unknown list is a problem; nothing is created.
+    let four = app.by_email("four@example.com").await;
+    let history = app.engage.profile_history(&four.id).await.unwrap();
+    let text = serde_json::to_string(&history).unwrap();
+    assert!(text.contains("NOPE00"), "{text}");
+    assert_eq!(
+        app.engage
+            .list_lists(ListQuery::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+
+    let outcome = app
+        .engage
+        .confirm_subscription(&two.id, &double.id)
+        .await
+        .unwrap();
+    assert_eq!(outcome, ConfirmOutcome::Confirmed);
+    assert_eq!(
+        app.engage
+            .confirm_subscription(&two.id, &double.id)
+            .await
+            .unwrap(),
+        ConfirmOutcome::AlreadyMember
+    );
+    let consent = app.engage.email_consent(&two.id).await.unwrap();
+    assert_eq!(consent.consent, ConsentStatus::Subscribed);
+    assert_eq!(consent.double_optin, Some(true));
+    assert!(pending(&app, &double.id).await.is_empty());
+    // Not on the list at all: nothing to confirm.
+    assert!(matches!(
+        app.engage.confirm_subscription(&one.id, &double.id).await,
+        Err(EngageError::NotFound { .. })
+    ));
+    // one, three (added) and two (confirmed).
+    assert_eq!(metric_count(&app, "Subscribed to List").await, 3);
+
+    // A member who unsubscribed stays unsubscribed when the same identify comes again.
+    app.engage.unsubscribe_profile(&one.id).await.unwrap();
+    app.identify(
+        json!({"userId": "u1", "traits": {"email": "one@example.com"},
+        "integrations": {"Klaviyo": {"listId": single.id.0}}}),
+    )
+    .await;
+    app.settle().await;
+    assert_eq!(
+        app.engage.email_consent(&one.id).await.unwrap().consent,
+        ConsentStatus::Unsubscribed
+    );
+}
+
+#[tokio::test]
+async fn the_source_list_id_setting_subscribes_too() {
+    let mut app = TestApp::start().await;
+    let list = app
+        .engage
+        .create_list("From settings", OptInProcess::DoubleOptIn)
+        .await
+        .unwrap();
+    let id = list.id.0.clone();
+    app.settings(|s| s.list_id = Some(id)).await;
+    app.identify(json!({"userId": "u1", "traits": {"email": "s@example.com"}}))
+        .await;
+    app.settle().await;
+    assert_eq!(pending(&app, &list.id).await, ["s@example.com"]);
+}
+
+#[tokio::test]
+async fn consent_moves_through_subscribe_unsubscribe_and_suppression() {
+    let app = TestApp::start().await;
+    let list = app
+        .engage
+        .create_list("L", OptInProcess::SingleOptIn)
+        .await
+        .unwrap();
+    app.engage
+        .subscribe(SubscribeRequest {
+            list_id: Some(list.id.clone()),
+            emails: vec!["C@Example.com".into(), "d@example.com".into()],
+            custom_source: Some("checkout".into()),
+            ..SubscribeRequest::default()
+        })
+        .await
+        .unwrap();
+    let c = app.by_email("c@example.com").await;
+    let consent = app.engage.email_consent(&c.id).await.unwrap();
+    assert_eq!(consent.consent, ConsentStatus::Subscribed);
+    assert_eq!(consent.custom_source.as_deref(), Some("checkout"));
+    assert_eq!(consent.method.as_deref(), Some("API"));
+    assert!(consent.consent_timestamp.is_some());
+    assert_eq!(members(&app, &list.id).await.len(), 2);
+
+    app.engage
+        .unsubscribe(UnsubscribeRequest {
+            list_id: None,
+            emails: vec!["c@example.com".into()],
+        })
+        .await
+        .unwrap();
+    let consent = app.engage.email_consent(&c.id).await.unwrap();
+    assert_eq!(consent.consent, ConsentStatus::Unsubscribed);
+    assert_eq!(
+        consent
+            .suppressions
+            .iter()
+            .map(|s| s.reason)
+            .collect::<Vec<_>>(),
+        [SuppressionReason::Unsubscribe]
+    );
+    assert!(!consent.can_receive_email_marketing);
+    // Still on the list: unsubscribing without a list keeps memberships.
+    assert_eq!(members(&app, &list.id).await.len(), 2);
+    assert_eq!(metric_count(&app, "Unsubscribed").await, 1);
+    // Unsubscribing again stores no second event.
+    app.engage
+        .unsubscribe(UnsubscribeRequest {
+            list_id: Some(list.id.clone()),
+            emails: vec!["c@example.com".into()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(metric_count(&app, "Unsubscribed").await, 1);
+    assert_eq!(members(&app, &list.id).await, ["d@example.com"]);
+
+    // Subscribing again lifts UNSUBSCRIBE, not a hard bounce.
+    app.engage
+        .suppress(
+            SuppressTarget::Emails(vec!["c@example.com".into()]),
+            SuppressionReason::HardBounce,
+        )
+        .await
+        .unwrap();
+    app.engage
+        .subscribe(SubscribeRequest {
+            emails: vec!["c@example.com".into()],
+            ..SubscribeRequest::default()
+        })
+        .await
+        .unwrap();
+    let consent = app.engage.email_consent(&c.id).await.unwrap();
+    assert_eq!(consent.consent, ConsentStatus::Subscribed);
+    assert_eq!(
+        consent
+            .suppressions
+            .iter()
+            .map(|s| s.reason)
+            .collect::<Vec<_>>(),
+        [SuppressionReason::HardBounce]
+    );
+    assert!(!consent.can_receive_email_marketing);
+
+    // A list suppression, lifted again.
+    let d = app.by_email("d@example.com").await;
+    app.engage
+        .suppress(
+            SuppressTarget::List(list.id.clone()),
+            SuppressionReason::UserSuppressed,
+        )
+        .await
+        .unwrap();
+    assert!(
+        !app.engage
+            .email_consent(&d.id)
+            .await
+            .unwrap()
+            .can_receive_email_marketing
+    );
+    app.engage
+        .unsuppress(SuppressTarget::Emails(vec!["d@example.com".into()]))
+        .await
+        .unwrap();
+    let consent = app.engage.email_consent(&d.id).await.unwrap();
+    assert!(consent.suppressions.is_empty());
+    assert!(consent.can_receive_email_marketing);
+
+    // A profile that never subscribed and is not suppressed may receive (implicit consent).
+    let e = app
+        .engage
+        .create_profile(ProfileInput {
+            email: Some("e@example.com".into()),
+            ..ProfileInput::default()
+        })
+        .await
+        .unwrap();
+    let consent = app.engage.email_consent(&e.id).await.unwrap();
+    assert_eq!(consent.consent, ConsentStatus::NeverSubscribed);
+    assert!(consent.can_receive_email_marketing);
+    assert!(app.engage.unsubscribe_profile(&e.id).await.unwrap());
+    assert!(!app.engage.unsubscribe_profile(&e.id).await.unwrap());
+    let consent = app.engage.email_consent(&e.id).await.unwrap();
+    assert_eq!(consent.consent, ConsentStatus::Unsubscribed);
+    assert!(!consent.can_receive_email_marketing);
+
+    // Bad input.
+    assert!(matches!(
+        app.engage
+            .subscribe(SubscribeRequest {
+                emails: vec!["not-an-email".into()],
+                ..SubscribeRequest::default()
+            })
+            .await,
+        Err(EngageError::Invalid { .. })
+    ));
+}
+
+#[tokio::test]
+async fn double_opt_in_subscription_jobs_wait_for_confirmation_unless_historical() {
+    let app = TestApp::start().await;
+    let list = app
+        .engage
+        .create_list("DOI", OptInProcess::DoubleOptIn)
+        .await
+        .unwrap();
+    app.engage
+        .subscribe(SubscribeRequest {
+            list_id: Some(list.id.clone()),
+            emails: vec!["p@example.com".into()],
+            ..SubscribeRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending(&app, &list.id).await, ["p@example.com"]);
+    app.engage
+        .subscribe(SubscribeRequest {
+            list_id: Some(list.id.clone()),
+            emails: vec!["h@example.com".into()],
+            historical_import: true,
+            consented_at: Some("2025-01-01T00:00:00Z".parse().unwrap()),
+            ..SubscribeRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(members(&app, &list.id).await, ["h@example.com"]);
+    let h = app.by_email("h@example.com").await;
+    let consent = app.engage.email_consent(&h.id).await.unwrap();
+    assert_eq!(
+        consent.consent_timestamp,
+        Some("2025-01-01T00:00:00Z".parse().unwrap())
+    );
+}
+
+#[tokio::test]
+async fn the_change_feed_reports_list_and_consent_changes() {
+    let mut app = TestApp::start().await;
+    app.identify(json!({"userId": "u1", "traits": {"email": "f@example.com"}}))
+        .await;
+    app.settle().await;
+    let conn = feed::open_reader(app.engage.path()).unwrap();
+    let start =
+        feed::read_changes(&conn, &FeedCursor::default(), app.engage.applied_seq(), 100).unwrap();
+    let list = app
+        .engage
+        .create_list("Feed", OptInProcess::DoubleOptIn)
+        .await
+        .unwrap();
+    app.identify(json!({"userId": "u1",
+        "integrations": {"Klaviyo": {"listId": list.id.0}}, "traits": {"email": "f@example.com"}}))
+        .await;
+    app.settle().await;
+    let f = app.by_email("f@example.com").await;
+    let pk = feed::profile_pk(&conn, &f.id).unwrap().unwrap();
+    let changes = feed::read_changes(&conn, &start.cursor, app.engage.applied_seq(), 100).unwrap();
+    assert_eq!(changes.profiles, [pk]);
+    assert_eq!(
+        changes
+            .lists
+            .iter()
+            .map(|c| (c.list_id.as_str(), c.change.as_str()))
+            .collect::<Vec<_>>(),
+        [(list.id.0.as_str(), "pending")]
+    );
+    app.engage
+        .confirm_subscription(&f.id, &list.id)
+        .await
+        .unwrap();
+    app.engage
+        .remove_list_members(&list.id, std::slice::from_ref(&f.id))
+        .await
+        .unwrap();
+    let later = feed::read_changes(&conn, &changes.cursor, app.engage.applied_seq(), 100).unwrap();
+    assert_eq!(later.profiles, [pk]);
+    assert_eq!(
+        later
+            .lists
+            .iter()
+            .map(|c| c.change.as_str())
+            .collect::<Vec<_>>(),
+        ["confirmed", "removed"]
+    );
+    // A consent change alone reports the profile.
+    app.engage
+        .suppress(
+            SuppressTarget::Emails(vec!["f@example.com".into()]),
+            SuppressionReason::SpamComplaint,
+        )
+        .await
+        .unwrap();
+    let last = feed::read_changes(&conn, &later.cursor, app.engage.applied_seq(), 100).unwrap();
+    assert_eq!(last.profiles, [pk]);
+    assert!(last.lists.is_empty());
+}
+
+#[tokio::test]
+async fn rebuild_gives_the_same_lists_members_and_consent() {
+    let mut app = TestApp::start().await;
+    let single = app
+        .engage
+        .create_list("S", OptInProcess::SingleOptIn)
+        .await
+        .unwrap();
+    let double = app
+        .engage
+        .create_list("D", OptInProcess::DoubleOptIn)
+        .await
+        .unwrap();
+    for i in 0..6 {
+        let list = if i % 2 == 0 { &single.id } else { &double.id };
+        app.identify(json!({"userId": format!("u{i}"),
+            "traits": {"email": format!("r{i}@example.com")},
+            "integrations": {"Klaviyo": {"listId": list.0}}}))
+            .await;
+    }
+    app.settle().await;
+    let one = app.by_email("r1@example.com").await;
+    app.engage
+        .confirm_subscription(&one.id, &double.id)
+        .await
+        .unwrap();
+    app.engage
+        .unsubscribe(UnsubscribeRequest {
+            list_id: Some(single.id.clone()),
+            emails: vec!["r0@example.com".into()],
+        })
+        .await
+        .unwrap();
+    app.engage
+        .import_list_members(
+            &single.id,
+            vec![signalbox_engage::ImportRow {
+                email: "imported@example.com".into(),
+                first_name: Some("Imp".into()),
+                last_name: None,
+            }],
+        )
+        .await
+        .unwrap();
+    app.engage
+        .update_list(&double.id, Some("D2"), None)
+        .await
+        .unwrap();
+    app.settle().await;
+    let before = app.engage.dump().await.unwrap();
+    assert!(before.contains("email_consent "));
+    assert!(before.contains("list_changes "));
+    assert!(before.contains("imported@example.com"));
+    app.engage.shutdown().await;
+    let path = app.config.path.clone();
+    rebuild(
+        Arc::clone(&app.store),
+        &path,
+        app.config.hold_window,
+        app.clock_now(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let rebuilt = Engage::open_readonly(&path).await.unwrap();
+    let after = rebuilt.dump().await.unwrap();
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn a_merge_keeps_the_survivors_consent_or_takes_the_losers() {
+    let app = TestApp::start().await;
+    app.engage
+        .subscribe(SubscribeRequest {
+            emails: vec!["loser@example.com".into()],
+            ..SubscribeRequest::default()
+        })
+        .await
+        .unwrap();
+    let loser = app.by_email("loser@example.com").await;
+    let survivor = app
+        .engage
+        .create_profile(ProfileInput {
+            external_id: Some("ext-1".into()),
+            ..ProfileInput::default()
+        })
+        .await
+        .unwrap();
+    app.engage
+        .merge_profiles(&survivor.id, std::slice::from_ref(&loser.id))
+        .await
+        .unwrap();
+    let consent = app.engage.email_consent(&survivor.id).await.unwrap();
+    assert_eq!(consent.consent, ConsentStatus::Subscribed);
+    // The loser's id redirects to the survivor, consent included.
+    assert_eq!(app.engage.email_consent(&loser.id).await.unwrap(), consent);
+}

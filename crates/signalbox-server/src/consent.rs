@@ -1,0 +1,219 @@
+//! The consent pages people reach from emails, through links signed with
+//! [`AppState::links`](crate::app::AppState):
+//!
+//! - `GET /c/{token}` confirms a double opt-in: the pending member becomes a member and the
+//!   profile SUBSCRIBED with `double_optin`. The token names the profile and the list.
+//! - `GET /u/{token}` shows a page that asks to confirm the unsubscribe; `POST /u/{token}`
+//!   unsubscribes (the page's button, and RFC 8058 one-click: a body of
+//!   `List-Unsubscribe=One-Click`).
+//!
+//! A token that is malformed, forged, altered or of another kind is a 400 and changes
+//! nothing; a genuine token whose profile or list no longer exists is a 404. Tokens are never
+//! logged.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use signalbox_engage::{ConfirmOutcome, Engage, EngageError, ListId, ProfileId};
+use signalbox_mail::{LinkClaims, LinkKind};
+
+use crate::app::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/c/{token}", get(confirm))
+        .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
+}
+
+/// A small HTML page.
+struct Page {
+    status: StatusCode,
+    title: &'static str,
+    body: String,
+}
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        let html = format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <meta name=\"robots\" content=\"noindex\">\
+             <title>{title}</title></head>\
+             <body style=\"font-family:sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem\">\
+             <h1>{title}</h1>{body}</body></html>\n",
+            title = self.title,
+            body = self.body
+        );
+        (
+            self.status,
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+                (header::REFERRER_POLICY, "no-referrer"),
+            ],
+            html,
+        )
+            .into_response()
+    }
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn invalid_link() -> Page {
+    Page {
+        status: StatusCode::BAD_REQUEST,
+        title: "This link is not valid",
+        body: "<p>The link may have been cut or changed. Please use the link from your email \
+               as it was sent.</p>"
+            .into(),
+    }
+}
+
+fn not_found() -> Page {
+    Page {
+        status: StatusCode::NOT_FOUND,
+        title: "Nothing to do here",
+        body: "<p>This subscription no longer exists.</p>".into(),
+    }
+}
+
+fn unavailable() -> Page {
+    Page {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        title: "Please try again shortly",
+        body: "<p>The service is busy. Please try the link again in a minute.</p>".into(),
+    }
+}
+
+fn engine_error(err: EngageError) -> Page {
+    match err {
+        EngageError::NotFound { .. } => not_found(),
+        EngageError::Invalid { .. } => invalid_link(),
+        EngageError::Internal(detail) => {
+            tracing::error!(detail, "consent page failed");
+            Page {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                title: "Something went wrong",
+                body: "<p>Please try the link again later.</p>".into(),
+            }
+        }
+        _ => unavailable(),
+    }
+}
+
+fn claims(app: &AppState, kind: LinkKind, token: &str) -> Result<LinkClaims, Page> {
+    app.links.signer().verify(kind, token).map_err(|err| {
+        tracing::info!(error = %err, kind = kind.path_prefix(), "refused a consent link");
+        invalid_link()
+    })
+}
+
+fn engage(app: &AppState) -> Result<Engage, Page> {
+    app.engage.clone().ok_or_else(unavailable)
+}
+
+/// `GET /c/{token}`.
+async fn confirm(State(app): State<AppState>, Path(token): Path<String>) -> Page {
+    let result = async {
+        let claims = claims(&app, LinkKind::Confirm, &token)?;
+        let engage = engage(&app)?;
+        let list = ListId(claims.message_id);
+        let outcome = engage
+            .confirm_subscription(&ProfileId(claims.profile_id), &list)
+            .await
+            .map_err(engine_error)?;
+        let name = engage
+            .get_list(&list)
+            .await
+            .map(|l| l.name)
+            .unwrap_or_default();
+        Ok::<_, Page>(Page {
+            status: StatusCode::OK,
+            title: match outcome {
+                ConfirmOutcome::Confirmed => "Subscription confirmed",
+                ConfirmOutcome::AlreadyMember => "Already confirmed",
+            },
+            body: format!(
+                "<p>You are subscribed to <strong>{}</strong>. Thank you.</p>",
+                escape(&name)
+            ),
+        })
+    }
+    .await;
+    result.unwrap_or_else(|page| page)
+}
+
+/// `GET /u/{token}`: asks before unsubscribing (a link scanner's GET changes nothing).
+async fn unsubscribe_page(State(app): State<AppState>, Path(token): Path<String>) -> Page {
+    let result = async {
+        let claims = claims(&app, LinkKind::Unsubscribe, &token)?;
+        let engage = engage(&app)?;
+        let profile = engage
+            .get_profile(&ProfileId(claims.profile_id))
+            .await
+            .map_err(engine_error)?;
+        let who = profile.email.unwrap_or_default();
+        Ok::<_, Page>(Page {
+            status: StatusCode::OK,
+            title: "Unsubscribe",
+            body: format!(
+                "<p>Stop marketing emails to <strong>{}</strong>?</p>\
+                 <form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" \
+                 value=\"One-Click\"><button type=\"submit\">Unsubscribe</button></form>",
+                escape(&who)
+            ),
+        })
+    }
+    .await;
+    result.unwrap_or_else(|page| page)
+}
+
+/// `POST /u/{token}`: unsubscribes (the page's button or RFC 8058 one-click).
+async fn unsubscribe(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    body: axum::body::Bytes,
+) -> Page {
+    let result = async {
+        let claims = claims(&app, LinkKind::Unsubscribe, &token)?;
+        // An empty body is accepted too; any other body must be the one-click form.
+        if !body.is_empty() {
+            let one_click = form_urlencoded::parse(&body)
+                .any(|(k, v)| k == "List-Unsubscribe" && v == "One-Click");
+            if !one_click {
+                return Err(Page {
+                    status: StatusCode::BAD_REQUEST,
+                    title: "Unsubscribe",
+                    body: "<p>The request body must be List-Unsubscribe=One-Click.</p>".into(),
+                });
+            }
+        }
+        let engage = engage(&app)?;
+        engage
+            .unsubscribe_profile(&ProfileId(claims.profile_id))
+            .await
+            .map_err(engine_error)?;
+        Ok::<_, Page>(Page {
+            status: StatusCode::OK,
+            title: "You are unsubscribed",
+            body: "<p>You will no longer receive marketing emails from us.</p>".into(),
+        })
+    }
+    .await;
+    result.unwrap_or_else(|page| page)
+}

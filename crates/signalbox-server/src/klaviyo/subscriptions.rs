@@ -1,0 +1,298 @@
+//! Subscription and suppression jobs: `POST /api/profile-subscription-bulk-create-jobs`,
+//! `…-subscription-bulk-delete-jobs`, `…-suppression-bulk-create-jobs` and
+//! `…-suppression-bulk-delete-jobs`. Each answers 202 once applied: subscription jobs without
+//! a body, suppression jobs with the job resource (status `complete`), as Klaviyo does.
+//!
+//! Profiles are named by email (`data.attributes.profiles.data[].attributes.email`); only
+//! email marketing is handled, so an `sms` subscription is a 400 naming it.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use signalbox_engage::{
+    ListId, SubscribeRequest, SuppressTarget, SuppressionReason, UnsubscribeRequest,
+};
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::jsonapi::{datetime, BaseUrl, JsonApi, Obj, Patch};
+use super::Body;
+
+const MAX_SUBSCRIBE: usize = 1000;
+const MAX_UNSUBSCRIBE: usize = 100;
+const MAX_SUPPRESS: usize = 100;
+
+/// The job's `data` and `data.attributes`.
+fn job<'a>(
+    root: &Obj<'a>,
+    kind: &str,
+    attributes: &[&str],
+) -> Result<(Obj<'a>, Obj<'a>), ApiError> {
+    root.only(&["data"])?;
+    let data = root.required_object("data")?;
+    data.only(&["type", "attributes", "relationships"])?;
+    data.expect_type(kind)?;
+    let attrs = data.required_object("attributes")?;
+    attrs.only(attributes)?;
+    Ok((data, attrs))
+}
+
+/// `relationships.list.data.id`, if given (and `segment`, refused: segments are not here).
+fn related_list(data: &Obj<'_>, allow_segment: bool) -> Result<Option<ListId>, ApiError> {
+    let Some(relationships) = data.object("relationships")? else {
+        return Ok(None);
+    };
+    if allow_segment {
+        relationships.only(&["list", "segment"])?;
+        if relationships.object("segment")?.is_some() {
+            return Err(ApiError::invalid_at(
+                relationships.pointer("segment"),
+                "suppressing a segment's members is not supported; name a list or emails",
+            ));
+        }
+    } else {
+        relationships.only(&["list"])?;
+    }
+    let Some(list) = relationships.object("list")? else {
+        return Ok(None);
+    };
+    list.only(&["data"])?;
+    let linkage = list.required_object("data")?;
+    linkage.only(&["type", "id"])?;
+    linkage.expect_type("list")?;
+    Ok(Some(ListId(linkage.required_string("id")?)))
+}
+
+/// The emails of `attributes.profiles.data[]`, with each profile's email marketing consent
+/// checked against `consent` (when the profile gives one).
+fn emails(
+    attributes: &Obj<'_>,
+    max: usize,
+    consent: Option<&str>,
+    consented_at: &mut Option<jiff::Timestamp>,
+) -> Result<Vec<String>, ApiError> {
+    let profiles = attributes.required_object("profiles")?;
+    profiles.only(&["data"])?;
+    let items = profiles.array("data")?.map(Vec::as_slice).unwrap_or(&[]);
+    if items.is_empty() {
+        return Err(ApiError::invalid_at(
+            profiles.pointer("data"),
+            "name at least one profile",
+        ));
+    }
+    if items.len() > max {
+        return Err(ApiError::invalid_at(
+            profiles.pointer("data"),
+            format!("at most {max} profiles per job"),
+        ));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let profile = profiles.element("data", i, item)?;
+        profile.only(&["type", "id", "attributes"])?;
+        profile.expect_type("profile")?;
+        let attrs = profile.required_object("attributes")?;
+        attrs.only(&["email", "phone_number", "subscriptions"])?;
+        if let Patch::Set(_) = attrs.string("phone_number")? {
+            return Err(ApiError::invalid_at(
+                attrs.pointer("phone_number"),
+                "SMS consent is not supported; name profiles by email",
+            ));
+        }
+        let email = match attrs.string("email")? {
+            Patch::Set(email) if valid_email(&email) => email,
+            _ => {
+                return Err(ApiError::invalid_at(
+                    attrs.pointer("email"),
+                    "'email' must be an email address",
+                ))
+            }
+        };
+        if let Some(subscriptions) = attrs.object("subscriptions")? {
+            subscriptions.only(&["email"])?;
+            if let Some(channel) = subscriptions.object("email")? {
+                channel.only(&["marketing"])?;
+                if let Some(marketing) = channel.object("marketing")? {
+                    marketing.only(&["consent", "consented_at"])?;
+                    if let (Some(wanted), Patch::Set(given)) =
+                        (consent, marketing.string("consent")?)
+                    {
+                        if given != wanted {
+                            return Err(ApiError::invalid_at(
+                                marketing.pointer("consent"),
+                                format!("'consent' must be '{wanted}' in this job"),
+                            ));
+                        }
+                    }
+                    if let Some(at) = marketing.datetime("consented_at")? {
+                        *consented_at = Some(at);
+                    }
+                }
+            }
+        }
+        out.push(email);
+    }
+    Ok(out)
+}
+
+fn valid_email(email: &str) -> bool {
+    let email = email.trim();
+    match email.split_once('@') {
+        Some((local, domain)) => !local.is_empty() && !domain.is_empty() && !email.contains(' '),
+        None => false,
+    }
+}
+
+fn accepted() -> Response {
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// `POST /api/profile-subscription-bulk-create-jobs`.
+#[tracing::instrument(skip_all, fields(key = %caller.key_name))]
+pub async fn subscribe(caller: Caller, Body(body): Body) -> Result<Response, ApiError> {
+    let root = Obj::root(&body)?;
+    let (data, attributes) = job(
+        &root,
+        "profile-subscription-bulk-create-job",
+        &["custom_source", "profiles", "historical_import"],
+    )?;
+    let historical_import = attributes.boolean("historical_import")?.unwrap_or(false);
+    let mut consented_at = None;
+    let emails = emails(
+        &attributes,
+        MAX_SUBSCRIBE,
+        Some("SUBSCRIBED"),
+        &mut consented_at,
+    )?;
+    if historical_import {
+        match consented_at {
+            Some(at) if at <= caller.clock.now() => {}
+            _ => {
+                return Err(ApiError::invalid_at(
+                    attributes.pointer("historical_import"),
+                    "a historical import needs each profile's consented_at, in the past",
+                ))
+            }
+        }
+    }
+    let list_id = related_list(&data, false)?;
+    caller
+        .engage
+        .subscribe(SubscribeRequest {
+            list_id,
+            emails,
+            custom_source: attributes.string("custom_source")?.into_option(),
+            historical_import,
+            consented_at,
+        })
+        .await?;
+    Ok(accepted())
+}
+
+/// `POST /api/profile-subscription-bulk-delete-jobs`.
+#[tracing::instrument(skip_all, fields(key = %caller.key_name))]
+pub async fn unsubscribe(caller: Caller, Body(body): Body) -> Result<Response, ApiError> {
+    let root = Obj::root(&body)?;
+    let (data, attributes) = job(&root, "profile-subscription-bulk-delete-job", &["profiles"])?;
+    let emails = emails(
+        &attributes,
+        MAX_UNSUBSCRIBE,
+        Some("UNSUBSCRIBED"),
+        &mut None,
+    )?;
+    let list_id = related_list(&data, false)?;
+    caller
+        .engage
+        .unsubscribe(UnsubscribeRequest { list_id, emails })
+        .await?;
+    Ok(accepted())
+}
+
+/// Emails, or a list: exactly one.
+fn suppress_target(data: &Obj<'_>, attributes: &Obj<'_>) -> Result<SuppressTarget, ApiError> {
+    let list = related_list(data, true)?;
+    match (attributes.map.contains_key("profiles"), list) {
+        (true, None) => Ok(SuppressTarget::Emails(emails(
+            attributes,
+            MAX_SUPPRESS,
+            None,
+            &mut None,
+        )?)),
+        (false, Some(list)) => Ok(SuppressTarget::List(list)),
+        (true, Some(_)) => Err(ApiError::invalid_at(
+            data.pointer("relationships"),
+            "name either profiles or a list, not both",
+        )),
+        (false, None) => Err(ApiError::invalid_at(
+            attributes.pointer("profiles"),
+            "name profiles, or a list in relationships",
+        )),
+    }
+}
+
+/// A finished suppression job, as Klaviyo describes one.
+fn job_document(caller: &Caller, base: &BaseUrl, kind: &str, total: usize, done: u64) -> JsonApi {
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = datetime(caller.clock.now());
+    let total = total.max(done as usize);
+    JsonApi(
+        StatusCode::ACCEPTED,
+        serde_json::json!({
+            "data": {
+                "type": kind,
+                "id": id,
+                "attributes": {
+                    "status": "complete",
+                    "created_at": now,
+                    "total_count": total,
+                    "completed_count": total,
+                    "completed_at": now,
+                    "skipped_count": total as u64 - done.min(total as u64),
+                },
+                "links": { "self": base.link(&format!("{kind}s/{id}")) },
+            },
+            "links": { "self": base.link(&format!("{kind}s")) },
+        }),
+    )
+}
+
+fn target_size(target: &SuppressTarget) -> usize {
+    match target {
+        SuppressTarget::Emails(emails) => emails.len(),
+        SuppressTarget::List(_) => 0,
+    }
+}
+
+/// `POST /api/profile-suppression-bulk-create-jobs`: `USER_SUPPRESSED`.
+#[tracing::instrument(skip_all, fields(key = %caller.key_name))]
+pub async fn suppress(
+    caller: Caller,
+    base: BaseUrl,
+    Body(body): Body,
+) -> Result<JsonApi, ApiError> {
+    let root = Obj::root(&body)?;
+    let kind = "profile-suppression-bulk-create-job";
+    let (data, attributes) = job(&root, kind, &["profiles"])?;
+    let target = suppress_target(&data, &attributes)?;
+    let total = target_size(&target);
+    let done = caller
+        .engage
+        .suppress(target, SuppressionReason::UserSuppressed)
+        .await?;
+    Ok(job_document(&caller, &base, kind, total, done))
+}
+
+/// `POST /api/profile-suppression-bulk-delete-jobs`: lifts `USER_SUPPRESSED`.
+#[tracing::instrument(skip_all, fields(key = %caller.key_name))]
+pub async fn unsuppress(
+    caller: Caller,
+    base: BaseUrl,
+    Body(body): Body,
+) -> Result<JsonApi, ApiError> {
+    let root = Obj::root(&body)?;
+    let kind = "profile-suppression-bulk-delete-job";
+    let (data, attributes) = job(&root, kind, &["profiles"])?;
+    let target = suppress_target(&data, &attributes)?;
+    let total = target_size(&target);
+    let done = caller.engage.unsuppress(target).await?;
+    Ok(job_document(&caller, &base, kind, total, done))
+}

@@ -1,0 +1,400 @@
+//! `signalbox list …`: lists on a running server, through its HTTP API (the Klaviyo-compatible
+//! `/api/lists` and the admin `/admin/v1/lists/{id}/…`), so the server's pipeline stays the
+//! only writer of the engage state.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::cli::{GlobalArgs, ListArgs, ListCommand};
+
+/// Profiles per import request (the server takes up to 1000).
+const IMPORT_BATCH: usize = 500;
+const REVISION: &str = "2026-07-15";
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Client {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .header("Authorization", format!("Klaviyo-API-Key {}", self.key))
+            .header("revision", REVISION)
+            .header("Accept", "application/vnd.api+json");
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/vnd.api+json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.with_context(|| {
+            format!("cannot reach the server at {} (is it running?)", self.base)
+        })?;
+        let status = response.status();
+        let text = response.text().await.context("cannot read the answer")?;
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Ok((status, value))
+    }
+
+    /// A call that must succeed; the server's message otherwise.
+    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let (status, value) = self.call(method.clone(), path, body).await?;
+        if !status.is_success() {
+            bail!("{method} {path}: {status}: {}", error_message(&value));
+        }
+        Ok(value)
+    }
+
+    /// A list's id from its id or its name.
+    async fn resolve(&self, list: &str) -> anyhow::Result<String> {
+        let (status, value) = self
+            .call(Method::GET, &format!("/api/lists/{}", encode(list)), None)
+            .await?;
+        if status.is_success() {
+            return Ok(list.to_owned());
+        }
+        let filter = format!("equals(name,{})", serde_json::to_string(list)?);
+        let found = self
+            .ok(
+                Method::GET,
+                &format!("/api/lists?filter={}", encode(&filter)),
+                None,
+            )
+            .await?;
+        let ids: Vec<&str> = found["data"]
+            .as_array()
+            .map(|items| items.iter().filter_map(|l| l["id"].as_str()).collect())
+            .unwrap_or_default();
+        match ids.as_slice() {
+            [id] => Ok((*id).to_owned()),
+            [] => bail!(
+                "no list has the id or name {list:?} ({})",
+                error_message(&value)
+            ),
+            _ => bail!("several lists are named {list:?}; give its id"),
+        }
+    }
+}
+
+fn encode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+fn error_message(value: &Value) -> String {
+    if let Some(detail) = value["errors"][0]["detail"].as_str() {
+        let pointer = value["errors"][0]["source"]["pointer"]
+            .as_str()
+            .map(|p| format!(" (at {p})"))
+            .unwrap_or_default();
+        return format!("{detail}{pointer}");
+    }
+    if let Some(message) = value["error"]["message"].as_str() {
+        return message.to_owned();
+    }
+    value.to_string()
+}
+
+/// The `page[cursor]` of a `links.next`, if any.
+fn next_cursor(value: &Value) -> Option<String> {
+    let next = value["links"]["next"].as_str()?;
+    let query = next.split_once('?')?.1;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "page[cursor]")
+        .map(|(_, v)| v.into_owned())
+}
+
+pub async fn run(global: &GlobalArgs, args: ListArgs) -> anyhow::Result<()> {
+    let base = args
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", global.listen))
+        .trim_end_matches('/')
+        .to_owned();
+    let client = Client {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()?,
+        base,
+        key: args.api_key.clone(),
+    };
+    match args.command {
+        ListCommand::Create {
+            name,
+            double_opt_in,
+        } => {
+            let opt_in = if double_opt_in {
+                "double_opt_in"
+            } else {
+                "single_opt_in"
+            };
+            let created = client
+                .ok(
+                    Method::POST,
+                    "/api/lists",
+                    Some(json!({"data": {"type": "list",
+                        "attributes": {"name": name, "opt_in_process": opt_in}}})),
+                )
+                .await?;
+            println!("{}", created["data"]["id"].as_str().unwrap_or_default());
+        }
+        ListCommand::Ls { json } => {
+            if !json {
+                println!("{:<8} {:<14} {:>8} NAME", "ID", "OPT-IN", "MEMBERS");
+            }
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut path = "/api/lists?additional-fields%5Blist%5D=profile_count".to_owned();
+                if let Some(cursor) = &cursor {
+                    path.push_str(&format!("&page%5Bcursor%5D={}", encode(cursor)));
+                }
+                let page = client.ok(Method::GET, &path, None).await?;
+                for list in page["data"].as_array().into_iter().flatten() {
+                    let attributes = &list["attributes"];
+                    if json {
+                        println!(
+                            "{}",
+                            json!({"id": list["id"], "name": attributes["name"],
+                                "optInProcess": attributes["opt_in_process"],
+                                "profileCount": attributes["profile_count"],
+                                "created": attributes["created"]})
+                        );
+                    } else {
+                        println!(
+                            "{:<8} {:<14} {:>8} {}",
+                            list["id"].as_str().unwrap_or_default(),
+                            attributes["opt_in_process"].as_str().unwrap_or_default(),
+                            attributes["profile_count"].as_u64().unwrap_or(0),
+                            attributes["name"].as_str().unwrap_or_default()
+                        );
+                    }
+                }
+                match next_cursor(&page) {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+        }
+        ListCommand::Members {
+            list,
+            pending,
+            json,
+        } => {
+            let id = client.resolve(&list).await?;
+            if pending {
+                let mut after = String::new();
+                loop {
+                    let page = client
+                        .ok(
+                            Method::GET,
+                            &format!(
+                                "/admin/v1/lists/{id}/pending?limit=1000&after={}",
+                                encode(&after)
+                            ),
+                            None,
+                        )
+                        .await?;
+                    for member in page["data"].as_array().into_iter().flatten() {
+                        if json {
+                            println!("{member}");
+                        } else {
+                            println!(
+                                "{:<26} {:<32} {}",
+                                member["profileId"].as_str().unwrap_or_default(),
+                                member["email"].as_str().unwrap_or("-"),
+                                member["confirmUrl"].as_str().unwrap_or_default()
+                            );
+                        }
+                    }
+                    match page["next"].as_str() {
+                        Some(next) => after = next.to_owned(),
+                        None => break,
+                    }
+                }
+                return Ok(());
+            }
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut path = format!("/api/lists/{id}/profiles?page%5Bsize%5D=100");
+                if let Some(cursor) = &cursor {
+                    path.push_str(&format!("&page%5Bcursor%5D={}", encode(cursor)));
+                }
+                let page = client.ok(Method::GET, &path, None).await?;
+                for member in page["data"].as_array().into_iter().flatten() {
+                    let attributes = &member["attributes"];
+                    if json {
+                        println!(
+                            "{}",
+                            json!({"id": member["id"], "email": attributes["email"],
+                                "joinedGroupAt": attributes["joined_group_at"]})
+                        );
+                    } else {
+                        println!(
+                            "{:<26} {:<32} {}",
+                            member["id"].as_str().unwrap_or_default(),
+                            attributes["email"].as_str().unwrap_or("-"),
+                            attributes["joined_group_at"].as_str().unwrap_or_default()
+                        );
+                    }
+                }
+                match next_cursor(&page) {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+        }
+        ListCommand::Import { list, file } => {
+            let rows = read_rows(&file)?;
+            let id = client.resolve(&list).await?;
+            let bar = ProgressBar::new(rows.len() as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} profiles ({per_sec}, eta {eta}) {msg}",
+                )
+                .expect("progress template")
+                .progress_chars("=> "),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            let mut added = 0;
+            for (n, chunk) in rows.chunks(IMPORT_BATCH).enumerate() {
+                let answer = client
+                    .ok(
+                        Method::POST,
+                        &format!("/admin/v1/lists/{id}/import"),
+                        Some(json!({ "profiles": chunk })),
+                    )
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "import stopped at record {} of {}",
+                            n * IMPORT_BATCH + 1,
+                            rows.len()
+                        )
+                    })?;
+                added += answer["added"].as_u64().unwrap_or(0);
+                bar.inc(chunk.len() as u64);
+                bar.set_message(format!("{added} added"));
+            }
+            bar.finish_and_clear();
+            eprintln!(
+                "imported {} profiles into list {id}: {added} added, {} already members",
+                rows.len(),
+                rows.len() as u64 - added
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The records of a CSV (header with an `email` column) or JSON lines file, as the admin
+/// import takes them (`email`, `firstName`, `lastName`).
+fn read_rows(path: &Path) -> anyhow::Result<Vec<Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let first = text.trim_start().chars().next();
+    let rows = if first == Some('{') {
+        let mut rows = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let value: Value = serde_json::from_str(line)
+                .with_context(|| format!("line {}: not a JSON object", n + 1))?;
+            let field = |names: &[&str]| {
+                names
+                    .iter()
+                    .find_map(|name| value[*name].as_str())
+                    .map(str::to_owned)
+            };
+            let email = field(&["email", "$email"])
+                .with_context(|| format!("line {}: no \"email\"", n + 1))?;
+            rows.push(json!({"email": email,
+                "firstName": field(&["first_name", "firstName"]),
+                "lastName": field(&["last_name", "lastName"])}));
+        }
+        rows
+    } else {
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let header = parse_csv_line(lines.next().context("the file is empty")?);
+        let column = |names: &[&str]| {
+            header.iter().position(|h| {
+                let h = h.trim().to_ascii_lowercase().replace([' ', '-'], "_");
+                names.contains(&h.as_str())
+            })
+        };
+        let email = column(&["email", "email_address", "$email"])
+            .context("the CSV header has no email column")?;
+        let first = column(&["first_name", "firstname"]);
+        let last = column(&["last_name", "lastname"]);
+        let mut rows = Vec::new();
+        for (n, line) in lines.enumerate() {
+            let fields = parse_csv_line(line);
+            let get = |idx: Option<usize>| {
+                idx.and_then(|i| fields.get(i))
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+            };
+            let Some(address) = get(Some(email)) else {
+                bail!("row {}: no email", n + 2);
+            };
+            rows.push(json!({"email": address, "firstName": get(first), "lastName": get(last)}));
+        }
+        rows
+    };
+    if rows.is_empty() {
+        bail!("{} holds no records", path.display());
+    }
+    Ok(rows)
+}
+
+/// One CSV line (RFC 4180 quoting; no newlines inside fields).
+fn parse_csv_line(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.trim_end_matches('\r').chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', true) => quoted = false,
+            ('"', false) if field.is_empty() => quoted = true,
+            (',', false) => fields.push(std::mem::take(&mut field)),
+            (c, _) => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_lines_with_quotes() {
+        assert_eq!(
+            parse_csv_line(r#"a@b.com,"Smith, Ann","say ""hi""""#),
+            ["a@b.com", "Smith, Ann", "say \"hi\""]
+        );
+        assert_eq!(parse_csv_line("x,,y\r"), ["x", "", "y"]);
+    }
+}
