@@ -50,6 +50,8 @@ const MIGRATIONS: &[&str] = &[r#"
         position TEXT,
         armed TEXT,
         wake_us INTEGER,
+        -- The wake-up a paused flow holds back, restored when it runs again.
+        held_wake_us INTEGER,
         status TEXT NOT NULL,
         exit_reason TEXT,
         ended_us INTEGER,
@@ -421,7 +423,8 @@ pub(crate) fn end_run(
     Ok(())
 }
 
-/// Parks the active runs of a flow (paused, draft) or wakes them (live, manual).
+/// Parks the active runs of a flow (paused, draft), keeping their wake-ups aside, or wakes
+/// them (live, manual): at their own wake-up if it is still ahead, else now.
 pub(crate) fn park_runs(
     conn: &Connection,
     flow_id: &str,
@@ -429,20 +432,25 @@ pub(crate) fn park_runs(
     now_us: i64,
 ) -> FlowsResult<()> {
     if parked {
-        // Keep the due time of armed delays in `parked_until` semantics: a parked run wakes
-        // when the flow resumes, at its own wake-up if that is later.
         conn.prepare_cached(
-            "UPDATE runs SET wake_us = NULL WHERE flow_id = ?1 AND status = 'active'
-             AND armed IS NULL",
+            "UPDATE runs SET held_wake_us = wake_us, wake_us = NULL
+             WHERE flow_id = ?1 AND status = 'active' AND wake_us IS NOT NULL",
         )?
         .execute(params![flow_id])?;
     } else {
         conn.prepare_cached(
-            "UPDATE runs SET wake_us = ?2 WHERE flow_id = ?1 AND status = 'active'
-             AND wake_us IS NULL",
+            "UPDATE runs SET wake_us = MAX(COALESCE(held_wake_us, ?2), ?2), held_wake_us = NULL
+             WHERE flow_id = ?1 AND status = 'active' AND wake_us IS NULL",
         )?
         .execute(params![flow_id, now_us])?;
     }
+    Ok(())
+}
+
+/// Parks one run of a flow that is not running.
+pub(crate) fn hold_run(conn: &Connection, run_id: i64) -> FlowsResult<()> {
+    conn.prepare_cached("UPDATE runs SET held_wake_us = wake_us, wake_us = NULL WHERE id = ?1")?
+        .execute([run_id])?;
     Ok(())
 }
 

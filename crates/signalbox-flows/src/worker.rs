@@ -688,13 +688,7 @@ fn plan_run(
         return Ok(None);
     };
     if !flow.status.is_running() {
-        store::move_run(
-            tx,
-            run.id,
-            run.position.as_deref(),
-            run.armed.as_deref(),
-            None,
-        )?;
+        store::hold_run(tx, run.id)?;
         return Ok(None);
     }
     let mut facts = RunFacts {
