@@ -555,7 +555,7 @@ fn ingest_dates(inner: &Inner) -> FlowsResult<usize> {
             candidates.push(Candidate {
                 flow: Arc::clone(flow),
                 profile_pk: *pk,
-                origin: format!("date:{at_us}"),
+                origin: format!("date:{pk}:{at_us}"),
                 event_id: None,
                 properties: "{}".into(),
                 started_us: *at_us,

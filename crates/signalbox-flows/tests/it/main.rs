@@ -11,3 +11,6 @@ mod helpers;
 mod runs;
 #[allow(dead_code)]
 mod sink;
+mod stats;
+mod triggers;
+mod webhooks;
