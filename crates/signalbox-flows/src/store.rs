@@ -47,6 +47,8 @@ const MIGRATIONS: &[&str] = &[r#"
         trigger_event_id TEXT,
         trigger_properties TEXT NOT NULL,
         started_us INTEGER NOT NULL,
+        -- When the engine created the run (by its clock): event accepted → run started.
+        entered_us INTEGER NOT NULL,
         position TEXT,
         armed TEXT,
         wake_us INTEGER,
@@ -312,6 +314,7 @@ pub(crate) struct NewRun<'a> {
     pub started_us: i64,
     pub entry_action: &'a str,
     pub wake_us: i64,
+    pub entered_us: i64,
 }
 
 /// Inserts a run; `None` when the same origin started one already (a repeated feed read).
@@ -319,8 +322,8 @@ pub(crate) fn insert_run(conn: &Connection, run: &NewRun<'_>) -> FlowsResult<Opt
     let inserted = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO runs (flow_id, profile_pk, profile_id, origin, trigger_event_id,
-                trigger_properties, started_us, position, wake_us, status)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active')",
+                trigger_properties, started_us, position, wake_us, status, entered_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10)",
         )?
         .execute(params![
             run.flow_id,
@@ -331,7 +334,8 @@ pub(crate) fn insert_run(conn: &Connection, run: &NewRun<'_>) -> FlowsResult<Opt
             run.trigger_properties,
             run.started_us,
             run.entry_action,
-            run.wake_us
+            run.wake_us,
+            run.entered_us
         ])?;
     if inserted == 0 {
         return Ok(None);

@@ -198,6 +198,7 @@ fn admit(
                 started_us: c.started_us,
                 entry_action: &c.flow.definition.entry_action_id,
                 wake_us: now_us,
+                entered_us: inner.clock.now().as_microsecond(),
             },
         )?;
         if inserted.is_some() {
