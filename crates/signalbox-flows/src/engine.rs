@@ -374,6 +374,7 @@ impl Flows {
         }
         let now = self.inner.clock.now().as_microsecond();
         let flow_id = id.to_owned();
+        let resumes = update.status.is_some_and(FlowStatus::is_running);
         self.inner
             .db
             .write_async(move |tx| {
@@ -433,7 +434,9 @@ impl Flows {
                         "UPDATE flows SET status = ?2 WHERE id = ?1",
                         params![flow_id, status.as_str()],
                     )?;
-                    store::park_runs(tx, &flow_id, !status.is_running(), now)?;
+                    if !status.is_running() {
+                        store::park_runs(tx, &flow_id, true, now)?;
+                    }
                 }
                 if let Some(def) = definition {
                     let version = current.version + 1;
@@ -467,6 +470,14 @@ impl Flows {
             })
             .await?;
         reload_cache(&self.inner).await?;
+        if resumes {
+            // Only once the worker sees the flow running, or it would park them again.
+            let flow_id = id.to_owned();
+            self.inner
+                .db
+                .write_async(move |tx| store::park_runs(tx, &flow_id, false, now))
+                .await?;
+        }
         self.inner.wake.notify_one();
         self.get_flow(id).await
     }
