@@ -41,6 +41,7 @@ enum Pass {
 pub(crate) async fn run(
     inner: Arc<Inner>,
     mut syncs: mpsc::UnboundedReceiver<oneshot::Sender<FlowsResult<()>>>,
+    lock: std::fs::File,
 ) {
     let mut applied = inner.engage.subscribe_applied();
     let mut waiting: Vec<oneshot::Sender<FlowsResult<()>>> = Vec::new();
@@ -90,6 +91,8 @@ pub(crate) async fn run(
             _ = tokio::time::sleep(sleep_for) => {}
         }
     }
+    // Let go of the file before anyone learns the worker stopped.
+    drop(lock);
     syncs.close();
 }
 

@@ -266,3 +266,28 @@ async fn a_run_whose_facts_fail_waits_without_holding_up_the_others() {
         "retried once the facts are back"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_engine_per_flows_file() {
+    let app = TestApp::start_with(Options {
+        mail: false,
+        ..Options::default()
+    })
+    .await;
+    let facts = std::sync::Arc::new(EngageFacts {
+        engage: app.engage.clone(),
+        consent: app.consent.clone(),
+        failing: app.failing.clone(),
+    });
+    let second = signalbox_flows::Flows::start(
+        app.engage.clone(),
+        std::sync::Arc::new(app.clock.clone()),
+        app.config.clone(),
+        signalbox_flows::FlowsDeps::new(facts),
+    )
+    .await;
+    assert!(matches!(
+        second,
+        Err(signalbox_flows::FlowsError::Conflict { .. })
+    ));
+}
