@@ -260,7 +260,8 @@ fn ingest_feed(inner: &Inner) -> FlowsResult<usize> {
         let rows = changes.events.len() + changes.lists.len() + changes.profiles.len();
         inner.db.write(|tx| {
             for merge in &changes.merges {
-                apply_merge(tx, merge.from_pk, merge.to_pk)?;
+                let to_id = feed::profile_id(reader, merge.to_pk)?;
+                apply_merge(tx, merge.from_pk, merge.to_pk, to_id.as_ref().map(|id| id.as_str()))?;
             }
             for event in &changes.events {
                 engagement(tx, event)?;
@@ -338,10 +339,13 @@ fn feed_candidates(cache: &FlowCache, changes: &Changes) -> Vec<Candidate> {
     out
 }
 
-fn apply_merge(tx: &Transaction, from: i64, to: i64) -> FlowsResult<()> {
+/// A merge: the runs, sends, entries and schedules of the merged-away profile move to the
+/// survivor.
+fn apply_merge(tx: &Transaction, from: i64, to: i64, to_id: Option<&str>) -> FlowsResult<()> {
     tx.execute(
-        "UPDATE runs SET profile_pk = ?2 WHERE profile_pk = ?1",
-        params![from, to],
+        "UPDATE runs SET profile_pk = ?2, profile_id = COALESCE(?3, profile_id)
+         WHERE profile_pk = ?1",
+        params![from, to, to_id],
     )?;
     tx.execute(
         "UPDATE sends SET profile_pk = ?2 WHERE profile_pk = ?1",

@@ -291,3 +291,31 @@ async fn one_engine_per_flows_file() {
         Err(signalbox_flows::FlowsError::Conflict { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_run_follows_its_profile_into_a_merge() {
+    let mut app = TestApp::start().await;
+    let metric = app.metric("Joined").await;
+    let flow = app
+        .live_flow(one_email(
+            &metric,
+            json!({"unit": "hours", "value": 1}),
+            json!({"duration": 0, "unit": "alltime"}),
+        ))
+        .await;
+    let old = app.profile("old@example.com", "Old").await;
+    let survivor = app.profile("new@example.com", "New").await;
+    app.track("old@example.com", "Joined", json!({})).await;
+    app.settle().await;
+    app.engage
+        .merge_profiles(&survivor.id, std::slice::from_ref(&old.id))
+        .await
+        .unwrap();
+    app.settle().await;
+    app.advance(SignedDuration::from_hours(1)).await;
+    let messages = app.sink().wait_for(1);
+    assert_eq!(messages.len(), 1);
+    assert_eq!(parse_mail(&messages[0]).to, ["new@example.com"]);
+    let runs = app.flows.runs(&flow.id, 1).await.unwrap();
+    assert_eq!(runs[0].profile_id, survivor.id.to_string());
+}
