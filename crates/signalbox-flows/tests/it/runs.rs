@@ -319,3 +319,29 @@ async fn a_waiting_run_follows_its_profile_into_a_merge() {
     let runs = app.flows.runs(&flow.id, 1).await.unwrap();
     assert_eq!(runs[0].profile_id, survivor.id.to_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_wakes_due_runs_by_itself() {
+    let mut app = TestApp::start().await;
+    let metric = app.metric("Joined").await;
+    let flow = app
+        .live_flow(one_email(
+            &metric,
+            json!({"unit": "minutes", "value": 10}),
+            json!({"duration": 0, "unit": "alltime"}),
+        ))
+        .await;
+    app.profile("self@example.com", "Sel").await;
+    // No sync: the worker follows the feed and the clock on its own.
+    app.track("self@example.com", "Joined", json!({})).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.flows.stats(&flow.id).await.unwrap().flow.get("waiting") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    app.clock.advance(SignedDuration::from_mins(10));
+    assert_eq!(app.sink().wait_for(1).len(), 1);
+}
