@@ -375,8 +375,8 @@ impl Flows {
         }
         let now = self.inner.clock.now().as_microsecond();
         let flow_id = id.to_owned();
-        let resumes = update.status.is_some_and(FlowStatus::is_running);
-        self.inner
+        let running = self
+            .inner
             .db
             .write_async(move |tx| {
                 let current = read_flow(tx, &flow_id)?
@@ -435,9 +435,6 @@ impl Flows {
                         "UPDATE flows SET status = ?2 WHERE id = ?1",
                         params![flow_id, status.as_str()],
                     )?;
-                    if !status.is_running() {
-                        store::park_runs(tx, &flow_id, true, now)?;
-                    }
                 }
                 if let Some(def) = definition {
                     let version = current.version + 1;
@@ -467,11 +464,19 @@ impl Flows {
                     "UPDATE flows SET updated_us = ?2 WHERE id = ?1",
                     params![flow_id, now],
                 )?;
-                Ok(())
+                let running: bool = tx.query_row(
+                    "SELECT status IN ('live', 'manual') AND archived = 0 FROM flows WHERE id = ?1",
+                    [&flow_id],
+                    |r| r.get(0),
+                )?;
+                if !running {
+                    store::park_runs(tx, &flow_id, true, now)?;
+                }
+                Ok(running)
             })
             .await?;
         reload_cache(&self.inner).await?;
-        if resumes {
+        if running {
             // Only once the worker sees the flow running, or it would park them again.
             let flow_id = id.to_owned();
             self.inner
