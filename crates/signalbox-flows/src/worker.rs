@@ -27,6 +27,10 @@ use crate::error::{FlowsError, FlowsResult};
 use crate::schedule;
 use crate::store::{self, NewRun, NewSend, NewStep, RunRow};
 
+/// The order events that count as conversions: Klaviyo's `Placed Order`, and `Order Completed`
+/// as Segment sources name it when the destination follows Segment's spec.
+pub const CONVERSION_METRICS: [&str; 2] = ["Placed Order", "Order Completed"];
+
 /// How long conversions are attributed to an email.
 pub const CONVERSION_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 5);
 
@@ -367,7 +371,7 @@ fn engagement(tx: &Transaction, event: &feed::FeedEvent) -> FlowsResult<()> {
     let column = match event.metric_name.as_str() {
         "Opened Email" => "opened",
         "Clicked Email" => "clicked",
-        "Placed Order" => "converted",
+        name if CONVERSION_METRICS.contains(&name) => "converted",
         _ => return Ok(()),
     };
     let properties: Map<String, Value> =
