@@ -20,7 +20,7 @@
 //! - `actions.rs`: emails, webhooks (HMAC signature, retries, dead letters), profile and list
 //!   updates; the exactly-once notes.
 //! - [`schedule`]: delays in a timezone, date triggers. `store.rs`: `flows.db`.
-//! - [`bench`]: the engine's benchmark, callable from the binary.
+//! - [`bench`](mod@bench): the engine's benchmark, callable from the binary.
 //!
 //! **Invariant:** the feed cursor commits in the transaction that inserts the runs it caused;
 //! a run's step intent commits before its side effect starts.
