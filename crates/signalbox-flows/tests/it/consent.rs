@@ -111,3 +111,49 @@ async fn a_rejected_recipient_is_a_bounce() {
         "bounced"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_recipient_is_retried_with_backoff_then_fails() {
+    let mut app = TestApp::start_with(Options {
+        mail: false,
+        ..Options::default()
+    })
+    .await;
+    let sink = crate::sink::SmtpSink::start(crate::sink::SinkOptions {
+        defer_prefixes: vec!["later".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    app.restart(|c| c.mail = Some(mail_for(&sink.url()))).await;
+    let viewed = app.metric("Product Viewed").await;
+    let flow = app.live_flow(browse(&viewed, false)).await;
+    app.profile("later@example.com", "La").await;
+    app.track("later@example.com", "Product Viewed", json!({}))
+        .await;
+    app.settle().await;
+    let action = flow.definition.actions[0].id.clone();
+    assert_eq!(
+        app.flows
+            .stats(&flow.id)
+            .await
+            .unwrap()
+            .action(&action)
+            .get("retried"),
+        1
+    );
+    // Retries after 1, 2, 4 … minutes; the eighth attempt gives up.
+    for k in 0..7 {
+        app.advance(SignedDuration::from_mins(1 << k)).await;
+    }
+    let stats = app.flows.stats(&flow.id).await.unwrap();
+    assert_eq!(stats.action(&action).get("retried"), 7, "{stats:?}");
+    assert_eq!(stats.flow.get("failed"), 1, "{stats:?}");
+    let sends = app.flows.sends(&flow.id).await.unwrap();
+    assert_eq!(sends[0].status, "failed");
+    assert!(sends[0]
+        .detail
+        .as_deref()
+        .unwrap()
+        .starts_with("gave up after 8 attempts"));
+    assert!(sink.messages().is_empty());
+}
