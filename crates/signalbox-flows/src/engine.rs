@@ -72,6 +72,25 @@ pub enum Fault {
     BeforeDone,
 }
 
+impl std::fmt::Debug for FlowsConfig {
+    /// The webhook key is never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowsConfig")
+            .field("path", &self.path)
+            .field("mail", &self.mail.as_ref().map(|m| m.mailer.server()))
+            .field("account_timezone", &self.account_timezone)
+            .field("webhook_key", &"[redacted]")
+            .field("webhook_timeout", &self.webhook_timeout)
+            .field("webhook_max_attempts", &self.webhook_max_attempts)
+            .field("webhook_backoff", &self.webhook_backoff)
+            .field("mail_retry", &self.mail_retry)
+            .field("batch_size", &self.batch_size)
+            .field("concurrency", &self.concurrency)
+            .field("poll_interval", &self.poll_interval)
+            .finish_non_exhaustive()
+    }
+}
+
 impl FlowsConfig {
     pub fn new(path: impl Into<PathBuf>) -> FlowsConfig {
         FlowsConfig {
