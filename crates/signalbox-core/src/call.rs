@@ -22,6 +22,10 @@ pub enum CallKind {
     ApiProfile,
     /// Profiles merged through the API.
     ApiMerge,
+    /// A built-in metric's event (`Opened Email`, `Clicked Email`, …) recorded by Signalbox
+    /// itself, with integration `Signalbox`. Only server code appends it; neither the
+    /// Tracking API nor the Klaviyo-compatible API can.
+    BuiltinEvent,
 }
 
 impl CallKind {
@@ -46,12 +50,17 @@ impl CallKind {
             CallKind::ApiEvent => "api_event",
             CallKind::ApiProfile => "api_profile",
             CallKind::ApiMerge => "api_merge",
+            CallKind::BuiltinEvent => "builtin_event",
         }
     }
 
     /// The kinds only the API appends; never accepted from a Segment client.
-    pub const INTERNAL: [CallKind; 3] =
-        [CallKind::ApiEvent, CallKind::ApiProfile, CallKind::ApiMerge];
+    pub const INTERNAL: [CallKind; 4] = [
+        CallKind::ApiEvent,
+        CallKind::ApiProfile,
+        CallKind::ApiMerge,
+        CallKind::BuiltinEvent,
+    ];
 
     /// Parses a Segment call type (one of [`CallKind::ALL`]).
     pub fn parse(s: &str) -> Option<CallKind> {

@@ -12,7 +12,7 @@
 //!   [`phone`]: E.164 normalisation.
 //! - `pipeline.rs`: the thread that reads the log in order and applies it in batches.
 //! - `apply/`: the applier (identity resolution, merges, held calls, events, API writes),
-//!   the only writer of `engage.db`. `db/`: the file, its schema and read connections.
+//!   built-in metrics (`apply/builtin.rs`), the only writer of `engage.db`. `db/`: the file, its schema and read connections.
 //! - `query.rs`, `aggregate.rs`: reads. [`feed`]: what changed after a cursor, for the
 //!   engines that follow derived state.
 //!
@@ -37,6 +37,7 @@ mod pipeline;
 mod query;
 pub mod settings;
 
+pub use apply::builtin::{BuiltinEventInput, BuiltinMetric};
 pub use apply::BatchReport;
 pub use engine::{rebuild, Engage, EngageConfig, DEFAULT_HOLD_WINDOW};
 pub use error::{EngageError, EngageResult};

@@ -13,6 +13,7 @@
 //! - `api.rs`: the Klaviyo-compatible API's writes.
 
 mod api;
+pub(crate) mod builtin;
 mod holds;
 mod identity;
 pub(crate) mod profile;
@@ -323,6 +324,7 @@ impl Batch<'_> {
             CallKind::ApiEvent => self.apply_api_event(entry)?,
             CallKind::ApiProfile => self.apply_api_profile(entry)?,
             CallKind::ApiMerge => self.apply_api_merge(entry)?,
+            CallKind::BuiltinEvent => self.apply_builtin_event(entry)?,
             kind => {
                 self.apply_segment(entry, kind, true)?;
             }
