@@ -25,8 +25,10 @@ use tower_http::normalize_path::NormalizePathLayer;
 
 use crate::auth::KeyCache;
 use crate::ingest::Ingest;
+use crate::mail::Mail;
 use crate::segment::decode::Limits;
-use crate::{admin, klaviyo, segment, telemetry};
+use crate::templates::TemplateStore;
+use crate::{admin, klaviyo, segment, telemetry, tracking};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -76,6 +78,11 @@ pub struct AppState {
     /// double opt-in confirmation, open pixel, click tracking). Set by
     /// [`Application::set_links`]; until then a random secret (links die with the process).
     pub links: TrackingLinks,
+    /// Mailer (when sending is on), composer and template cache. Set by
+    /// [`Application::set_mail`]; until then sending is off.
+    pub mail: Arc<Mail>,
+    /// Email templates (`templates.db`); without it `/api/templates` answers 503.
+    pub templates: Option<TemplateStore>,
 }
 
 /// Open CORS for the Tracking API, which browsers call from any site. The headers a preflight
@@ -92,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .merge(segment::routes().layer(tracking_cors()))
         .merge(admin::routes())
         .merge(klaviyo::routes())
+        .merge(tracking::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn(log_request))
@@ -198,6 +206,7 @@ impl Application {
             config.limits,
             config.max_in_flight,
         ));
+        let links = ephemeral_links(listen_url(&listener));
         let state = AppState {
             store,
             ingest,
@@ -205,7 +214,9 @@ impl Application {
             clock,
             metrics: telemetry::prometheus(),
             engage: None,
-            links: ephemeral_links(listen_url(&listener)),
+            links: links.clone(),
+            mail: Arc::new(Mail::disabled(links)),
+            templates: None,
         };
         Ok(Application {
             listener,
@@ -232,6 +243,17 @@ impl Application {
     /// The signer and public base URL of the links Signalbox serves.
     pub fn set_links(&mut self, links: TrackingLinks) {
         self.state.links = links;
+    }
+
+    /// The mail pieces senders and previews use; build them with the links given to
+    /// [`Application::set_links`].
+    pub fn set_mail(&mut self, mail: Mail) {
+        self.state.mail = Arc::new(mail);
+    }
+
+    /// Where `/api/templates` keeps templates.
+    pub fn set_templates(&mut self, templates: TemplateStore) {
+        self.state.templates = Some(templates);
     }
 
     /// Serves until `shutdown` resolves, then stops taking connections, lets in-flight

@@ -9,6 +9,9 @@
 //! - [`klaviyo`]: the Klaviyo-compatible REST API (`/api/*`) over the engage engine; the only
 //!   code that knows Klaviyo's JSON:API shapes.
 //! - [`admin`]: the admin API (`/admin/v1/*`), authenticated by private API keys.
+//! - [`mail`]: mailer, composer, template cache, template context of a profile and event.
+//! - [`templates`]: stored email templates (`templates.db`) and previews; [`tracking`]: the
+//!   open pixel and click redirects of sent emails, recorded as built-in metrics.
 //! - [`error`]: how ingest failures look on the wire; [`telemetry`]: metrics and log events.
 //!
 //! **Invariant:** handlers parse and delegate; they hold no SQL and no business rules.
@@ -19,7 +22,13 @@ pub mod auth;
 pub mod error;
 pub mod ingest;
 pub mod klaviyo;
+pub mod mail;
 pub mod segment;
 pub mod telemetry;
+pub mod templates;
+pub mod tracking;
 
 pub use app::{AppState, Application, ServerConfig, ServerError};
+
+#[cfg(test)]
+mod mail_routes_tests;

@@ -131,6 +131,15 @@ pub struct ServeArgs {
     /// (unsubscribe, confirm, open and click tracking). Default: the listening address.
     #[arg(long, env = "SIGNALBOX_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// The SMTP server emails are sent through: `smtp://user:pass@host:587?tls=starttls`,
+    /// `smtps://user:pass@host:465`, `smtp://127.0.0.1:2525` (plaintext, local sinks only).
+    /// Without it sending is off. The password is never printed or logged.
+    #[arg(long, env = "SIGNALBOX_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The default sender, e.g. `Shop <shop@example.com>`; required with --smtp-url. A flow's
+    /// `from_email` overrides it.
+    #[arg(long, env = "SIGNALBOX_MAIL_FROM")]
+    pub mail_from: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use signalbox_core::SystemClock;
 use signalbox_engage::{Engage, EngageConfig};
-use signalbox_mail::{LinkSigner, TrackingLinks};
+use signalbox_mail::{LinkSigner, SmtpUrl, TrackingLinks};
+use signalbox_server::mail::{Mail, MailSettings};
 use signalbox_server::segment::decode::Limits;
+use signalbox_server::templates::TemplateStore;
 use signalbox_server::{Application, ServerConfig};
 use signalbox_store::discard::DiscardingStore;
 use signalbox_store::sqlite::SqliteOptions;
@@ -21,6 +23,7 @@ const DEFAULT_SOURCE: &str = "default";
 
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let path = database_path(global)?;
+    let mail_settings = mail_settings(&args)?;
     let options = SqliteOptions {
         dedupe_window: parse_duration(&args.dedupe_window, "--dedupe-window")?,
         queue_capacity: args.queue_capacity.max(1),
@@ -54,9 +57,16 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let public_url = args.public_url.clone().unwrap_or_else(|| base.clone());
     let secret = link_secret(&path)?;
     let signer = LinkSigner::new(&secret).context("the link secret is too short")?;
-    app.set_links(
-        TrackingLinks::new(signer, &public_url)
-            .with_context(|| format!("--public-url {public_url:?} is not a URL"))?,
+    let links = TrackingLinks::new(signer, &public_url)
+        .with_context(|| format!("--public-url {public_url:?} is not a URL"))?;
+    app.set_links(links.clone());
+    let mail = Mail::new(&mail_settings, links)?;
+    let mail_summary = mail.summary();
+    app.set_mail(mail);
+    let templates_path = path.with_file_name("templates.db");
+    app.set_templates(
+        TemplateStore::open(&templates_path)
+            .with_context(|| format!("cannot open {}", templates_path.display()))?,
     );
     println!("Signalbox is listening on {base}");
     println!("  Tracking API   {base}/v1   (Segment libraries: host=\"{base}\")");
@@ -72,14 +82,42 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     println!("  Metrics        {base}/metrics");
     println!("  Store          {}", path.display());
     println!("  Engage         {}", engage.config().path.display());
+    println!("  Templates      {}", templates_path.display());
+    println!("  Mail           {mail_summary}");
     if args.discard {
         println!("  Mode           discard: calls are parsed and validated, then dropped");
     }
-    tracing::info!(%addr, discard = args.discard, "serving");
+    tracing::info!(%addr, discard = args.discard, mail = %mail_summary, "serving");
     app.run(shutdown_signal()).await?;
     engage.shutdown().await;
     tracing::info!("stopped after draining in-flight requests");
     Ok(())
+}
+
+/// `--smtp-url` and `--mail-from`, checked. The URL's parse error never echoes the URL, so
+/// a password in it is never printed.
+fn mail_settings(args: &ServeArgs) -> anyhow::Result<MailSettings> {
+    let smtp_url = match args.smtp_url.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.parse::<SmtpUrl>()
+                .map_err(|err| anyhow::anyhow!("--smtp-url is not valid: {err}"))?,
+        ),
+    };
+    let from = args
+        .mail_from
+        .as_deref()
+        .map(str::trim)
+        .filter(|from| !from.is_empty())
+        .map(str::to_owned);
+    if smtp_url.is_some() && from.is_none() {
+        anyhow::bail!("--mail-from (SIGNALBOX_MAIL_FROM) is required with --smtp-url");
+    }
+    Ok(MailSettings {
+        smtp_url,
+        from,
+        unsubscribe_mailto: None,
+    })
 }
 
 /// The secret that signs links in emails and consent pages: `link.key` next to the store,

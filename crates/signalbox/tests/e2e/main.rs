@@ -5,4 +5,5 @@ mod browser;
 mod cli;
 mod clients;
 mod harness;
+mod mail;
 mod secrets;
