@@ -130,11 +130,27 @@ fn klaviyo_python_sdk_over_segment_python_data() {
     let server = start_server(data_dir.path());
     let api_key = create_api_key(data_dir.path());
 
-    let script = workspace_root().join("tests/klaviyo/sdk_e2e.py");
+    run_script("tests/klaviyo/sdk_e2e.py", &server, &api_key);
+    drop(server);
+}
+
+#[test]
+fn klaviyo_python_sdk_templates_crud_and_render() {
+    check_python_packages();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(data_dir.path());
+    let api_key = create_api_key(data_dir.path());
+    run_script("tests/klaviyo/templates_e2e.py", &server, &api_key);
+    drop(server);
+}
+
+/// Runs a script of `tests/klaviyo` against the server to success, or panics.
+fn run_script(script: &str, server: &Server, api_key: &str) {
+    let script = workspace_root().join(script);
     let mut child = Command::new(python())
         .arg(&script)
         .args(["--base", &server.base, "--write-key", &server.write_key])
-        .args(["--api-key", &api_key])
+        .args(["--api-key", api_key])
         .env("PYTHONUNBUFFERED", "1")
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
@@ -154,7 +170,7 @@ fn klaviyo_python_sdk_over_segment_python_data() {
     };
     assert!(
         status.success(),
-        "the Klaviyo SDK script failed ({status}); its output is above"
+        "{} failed ({status}); its output is above",
+        script.display()
     );
-    drop(server);
 }
