@@ -28,6 +28,7 @@ use crate::ingest::Ingest;
 use crate::mail::Mail;
 use crate::segment::decode::Limits;
 use crate::templates::TemplateStore;
+use crate::test_clock::{self, ShiftedClock};
 use crate::{admin, klaviyo, segment, telemetry, tracking};
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +84,8 @@ pub struct AppState {
     pub mail: Arc<Mail>,
     /// Email templates (`templates.db`); without it `/api/templates` answers 503.
     pub templates: Option<TemplateStore>,
+    /// The movable clock of `serve --test-clock`; `None` on the system clock.
+    pub test_clock: Option<Arc<ShiftedClock>>,
 }
 
 /// Open CORS for the Tracking API, which browsers call from any site. The headers a preflight
@@ -100,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes())
         .merge(klaviyo::routes())
         .merge(tracking::routes())
+        .merge(test_clock::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn(log_request))
@@ -217,6 +221,7 @@ impl Application {
             links: links.clone(),
             mail: Arc::new(Mail::disabled(links)),
             templates: None,
+            test_clock: None,
         };
         Ok(Application {
             listener,
@@ -254,6 +259,12 @@ impl Application {
     /// Where `/api/templates` keeps templates.
     pub fn set_templates(&mut self, templates: TemplateStore) {
         self.state.templates = Some(templates);
+    }
+
+    /// Exposes `POST /admin/v1/test-clock`; `clock` must be the one given to
+    /// [`Application::build`] (and to the engines).
+    pub fn set_test_clock(&mut self, clock: Arc<ShiftedClock>) {
+        self.state.test_clock = Some(clock);
     }
 
     /// Serves until `shutdown` resolves, then stops taking connections, lets in-flight

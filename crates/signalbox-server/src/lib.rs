@@ -26,6 +26,7 @@ pub mod mail;
 pub mod segment;
 pub mod telemetry;
 pub mod templates;
+pub mod test_clock;
 pub mod tracking;
 
 pub use app::{AppState, Application, ServerConfig, ServerError};

@@ -140,6 +140,10 @@ pub struct ServeArgs {
     /// `from_email` overrides it.
     #[arg(long, env = "SIGNALBOX_MAIL_FROM")]
     pub mail_from: Option<String>,
+    /// For end-to-end tests of time-based behaviour: the server's clock can be moved forward
+    /// with `POST /admin/v1/test-clock` (private key). Never for production.
+    #[arg(long, hide = true)]
+    pub test_clock: bool,
 }
 
 #[derive(Debug, Subcommand)]

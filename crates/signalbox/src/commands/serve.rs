@@ -4,12 +4,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use signalbox_core::SystemClock;
+use signalbox_core::{Clock, SystemClock};
 use signalbox_engage::{Engage, EngageConfig};
 use signalbox_mail::{LinkSigner, SmtpUrl, TrackingLinks};
 use signalbox_server::mail::{Mail, MailSettings};
 use signalbox_server::segment::decode::Limits;
 use signalbox_server::templates::TemplateStore;
+use signalbox_server::test_clock::ShiftedClock;
 use signalbox_server::{Application, ServerConfig};
 use signalbox_store::discard::DiscardingStore;
 use signalbox_store::sqlite::SqliteOptions;
@@ -34,10 +35,16 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the store at {}", path.display()))?,
     );
     let (write_key, created) = default_write_key(sqlite.as_ref()).await?;
+    // One clock for the whole process; `--test-clock` makes it movable by the admin API.
+    let test_clock = args.test_clock.then(|| Arc::new(ShiftedClock::new()));
+    let clock: Arc<dyn Clock> = match &test_clock {
+        Some(clock) => Arc::clone(clock) as Arc<dyn Clock>,
+        None => Arc::new(SystemClock),
+    };
     // The engage pipeline derives profiles, metrics and events from the log.
     let mut engage_config = EngageConfig::new(engage_path(global)?);
     engage_config.hold_window = parse_duration(&args.hold_window, "--hold-window")?;
-    let engage = Engage::start(Arc::clone(&sqlite), Arc::new(SystemClock), engage_config)
+    let engage = Engage::start(Arc::clone(&sqlite), Arc::clone(&clock), engage_config)
         .await
         .context("cannot start the engage pipeline")?;
     let store: Arc<dyn Store> = if args.discard {
@@ -50,7 +57,10 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight.max(1),
         ..ServerConfig::default()
     };
-    let mut app = Application::build(store, Arc::new(SystemClock), config, global.listen).await?;
+    let mut app = Application::build(store, Arc::clone(&clock), config, global.listen).await?;
+    if let Some(test_clock) = &test_clock {
+        app.set_test_clock(Arc::clone(test_clock));
+    }
     app.set_engage(engage.clone());
     let addr = app.local_addr();
     let base = format!("http://{addr}");
@@ -84,6 +94,9 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     println!("  Engage         {}", engage.config().path.display());
     println!("  Templates      {}", templates_path.display());
     println!("  Mail           {mail_summary}");
+    if test_clock.is_some() {
+        println!("  Clock          test clock: POST {base}/admin/v1/test-clock {{\"advance_seconds\": N}} moves time forward");
+    }
     if args.discard {
         println!("  Mode           discard: calls are parsed and validated, then dropped");
     }
