@@ -20,6 +20,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod error;
+pub mod flow_facts;
 pub mod ingest;
 pub mod klaviyo;
 pub mod mail;
