@@ -1,0 +1,782 @@
+//! [`Flows`]: the handle. Stores flows, and runs the worker that follows engage's change
+//! feed, starts runs, wakes them when due and carries out their actions.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use jiff::{SignedDuration, Timestamp};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+use sha2::Sha256;
+use signalbox_core::Clock;
+use signalbox_engage::Engage;
+use signalbox_mail::{Composer, Mailer, TemplateCache};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::definition::{FlowDefinition, MessageStatus, Trigger};
+use crate::deps::{BuiltinEvents, FactsLoader, ListActions, MembershipFeed, TemplateSource};
+use crate::error::{FlowsError, FlowsResult};
+use crate::model::*;
+use crate::store::{self, Db};
+
+/// Email sending: the SMTP mailer and the composer that adds signed links.
+#[derive(Clone, Debug)]
+pub struct FlowMail {
+    pub mailer: Mailer,
+    pub composer: Composer,
+}
+
+/// How [`Flows::start`] runs.
+#[derive(Clone)]
+pub struct FlowsConfig {
+    /// The engine's own file (`DATA_DIR/flows.db`).
+    pub path: PathBuf,
+    /// `None`: send-email actions are skipped with reason `no_mailer`.
+    pub mail: Option<FlowMail>,
+    /// The account's timezone (IANA name) for delays and date triggers of profiles without
+    /// one. Default `UTC`.
+    pub account_timezone: String,
+    /// The key webhook signing secrets are derived from when an action has none of its own
+    /// (see [`Flows::webhook_secret`]). Keep it secret and stable (e.g. the link secret).
+    pub webhook_key: Vec<u8>,
+    /// Each webhook request's timeout.
+    pub webhook_timeout: Duration,
+    /// Attempts before a webhook delivery is dead-lettered.
+    pub webhook_max_attempts: u32,
+    /// The first retry's delay; doubled each time.
+    pub webhook_backoff: SignedDuration,
+    /// Delay before a transient SMTP failure is retried (doubled each time, 8 attempts).
+    pub mail_retry: SignedDuration,
+    /// Runs (and feed rows) handled per transaction at most.
+    pub batch_size: usize,
+    /// Side effects (emails, webhooks, profile updates) in flight at once.
+    pub concurrency: usize,
+    /// How often the worker looks for work when nothing woke it.
+    pub poll_interval: Duration,
+    /// Fault injection for crash tests: the worker stops as if the process died.
+    #[doc(hidden)]
+    pub fault: Option<Fault>,
+}
+
+/// Where a simulated crash happens.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// After the intents of a batch are committed, before any side effect starts.
+    AfterIntent,
+    /// After the side effects of a batch ran, before their outcome is committed.
+    BeforeDone,
+}
+
+impl FlowsConfig {
+    pub fn new(path: impl Into<PathBuf>) -> FlowsConfig {
+        FlowsConfig {
+            path: path.into(),
+            mail: None,
+            account_timezone: "UTC".into(),
+            webhook_key: Vec::new(),
+            webhook_timeout: Duration::from_secs(10),
+            webhook_max_attempts: 6,
+            webhook_backoff: SignedDuration::from_secs(30),
+            mail_retry: SignedDuration::from_secs(60),
+            batch_size: 1_000,
+            concurrency: 64,
+            poll_interval: Duration::from_millis(500),
+            fault: None,
+        }
+    }
+}
+
+/// What the engine reads from and writes to elsewhere in Signalbox.
+#[derive(Clone)]
+pub struct FlowsDeps {
+    pub facts: Arc<dyn FactsLoader>,
+    pub membership: Option<Arc<dyn MembershipFeed>>,
+    pub events: Option<Arc<dyn BuiltinEvents>>,
+    pub templates: Option<Arc<dyn TemplateSource>>,
+    pub lists: Option<Arc<dyn ListActions>>,
+}
+
+impl FlowsDeps {
+    pub fn new(facts: Arc<dyn FactsLoader>) -> FlowsDeps {
+        FlowsDeps {
+            facts,
+            membership: None,
+            events: None,
+            templates: None,
+            lists: None,
+        }
+    }
+}
+
+/// A flow as the worker uses it.
+pub(crate) struct CachedFlow {
+    pub id: String,
+    pub status: FlowStatus,
+    pub definition: FlowDefinition,
+}
+
+impl CachedFlow {
+    /// The status a message action runs with: a manual flow holds every message for review.
+    pub(crate) fn message_status(&self, action: MessageStatus) -> MessageStatus {
+        match self.status {
+            FlowStatus::Manual if action == MessageStatus::Live => MessageStatus::Manual,
+            _ => action,
+        }
+    }
+}
+
+/// The flows in memory, with indexes from trigger to flows.
+#[derive(Default)]
+pub(crate) struct FlowCache {
+    pub flows: HashMap<String, Arc<CachedFlow>>,
+    pub by_metric: HashMap<String, Vec<Arc<CachedFlow>>>,
+    pub by_list: HashMap<String, Vec<Arc<CachedFlow>>>,
+    pub by_segment: HashMap<String, Vec<Arc<CachedFlow>>>,
+    pub date_flows: Vec<Arc<CachedFlow>>,
+}
+
+pub(crate) struct Inner {
+    pub db: Db,
+    pub engage: Engage,
+    pub clock: Arc<dyn Clock>,
+    pub config: FlowsConfig,
+    pub deps: FlowsDeps,
+    pub templates: TemplateCache,
+    pub http: reqwest::Client,
+    pub cache: RwLock<Arc<FlowCache>>,
+    pub reader: Mutex<Option<Connection>>,
+    pub wake: Notify,
+    pub stopped: AtomicBool,
+    pub syncs: mpsc::UnboundedSender<oneshot::Sender<FlowsResult<()>>>,
+}
+
+/// The flows engine. Cheap to clone; the worker stops when the last clone is dropped or on
+/// [`Flows::shutdown`].
+#[derive(Clone)]
+pub struct Flows {
+    inner: Arc<Inner>,
+    _guard: Arc<WorkerGuard>,
+}
+
+struct WorkerGuard {
+    inner: Arc<Inner>,
+}
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+    }
+}
+
+impl Flows {
+    /// Opens (creating) `flows.db` and starts the worker on the current runtime. Intents left
+    /// by a crash are carried out first (see [`crate`]'s exactly-once notes).
+    pub async fn start(
+        engage: Engage,
+        clock: Arc<dyn Clock>,
+        config: FlowsConfig,
+        deps: FlowsDeps,
+    ) -> FlowsResult<Flows> {
+        let path = config.path.clone();
+        let db = tokio::task::spawn_blocking(move || Db::open(&path))
+            .await
+            .map_err(|e| FlowsError::Internal(e.to_string()))??;
+        if jiff::tz::TimeZone::get(&config.account_timezone).is_err() {
+            return Err(FlowsError::invalid(
+                "account_timezone",
+                format!("unknown timezone {:?}", config.account_timezone),
+            ));
+        }
+        {
+            // A new engine starts at the feed's head: history does not trigger flows.
+            let db = db.clone();
+            let engage_path = engage.path().to_owned();
+            tokio::task::spawn_blocking(move || {
+                db.write(|tx| {
+                    if store::get_meta(tx, "feed_cursor")?.is_none() {
+                        let reader = signalbox_engage::feed::open_reader(&engage_path)?;
+                        store::set_feed_cursor(tx, &crate::worker::head_cursor(&reader)?)?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+            .map_err(|e| FlowsError::Internal(e.to_string()))??;
+        }
+        let http = reqwest::Client::builder()
+            .timeout(config.webhook_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| FlowsError::Internal(e.to_string()))?;
+        let (syncs, sync_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            db,
+            engage,
+            clock,
+            config,
+            deps,
+            templates: TemplateCache::default(),
+            http,
+            cache: RwLock::new(Arc::new(FlowCache::default())),
+            reader: Mutex::new(None),
+            wake: Notify::new(),
+            stopped: AtomicBool::new(false),
+            syncs,
+        });
+        reload_cache(&inner).await?;
+        tokio::spawn(crate::worker::run(Arc::clone(&inner), sync_rx));
+        Ok(Flows {
+            _guard: Arc::new(WorkerGuard {
+                inner: Arc::clone(&inner),
+            }),
+            inner,
+        })
+    }
+
+    /// Stops the worker after the batch in progress.
+    pub async fn shutdown(&self) {
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+        // Let the worker notice; it holds no lock across awaits longer than one batch.
+        for _ in 0..200 {
+            if self.inner.syncs.is_closed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Whether the worker stopped (shut down, or an injected fault).
+    pub fn is_stopped(&self) -> bool {
+        self.inner.syncs.is_closed()
+    }
+
+    /// Tells the worker to look for work now (it also polls, and wakes on engage's
+    /// checkpoint).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Waits until the worker has read engage's change feed up to the checkpoint of now and
+    /// carried out everything due at the clock's current time. Tests drive time with a
+    /// `FakeClock` and call this after each step.
+    pub async fn sync(&self) -> FlowsResult<()> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .syncs
+            .send(tx)
+            .map_err(|_| FlowsError::Unavailable)?;
+        self.inner.wake.notify_one();
+        rx.await.map_err(|_| FlowsError::Unavailable)?
+    }
+
+    // Flows.
+
+    /// Creates a flow from Klaviyo's definition JSON (pointers in errors start at
+    /// `/data/attributes/definition`). New flows are `draft` unless `status` says otherwise.
+    pub async fn create_flow(
+        &self,
+        name: &str,
+        definition: &Value,
+        status: Option<FlowStatus>,
+    ) -> FlowsResult<FlowInfo> {
+        if name.trim().is_empty() {
+            return Err(FlowsError::invalid(
+                "/data/attributes/name",
+                "must not be empty",
+            ));
+        }
+        let mut definition =
+            FlowDefinition::parse(definition).map_err(FlowsError::InvalidDefinition)?;
+        let flow_id = new_flow_id();
+        let now = self.inner.clock.now().as_microsecond();
+        let status = status.unwrap_or(FlowStatus::Draft);
+        let name = name.trim().to_owned();
+        let id = flow_id.clone();
+        self.inner
+            .db
+            .write_async(move |tx| {
+                assign_action_ids(tx, &mut definition)?;
+                tx.execute(
+                    "INSERT INTO flows (id, name, status, version, trigger_type, created_us,
+                         updated_us)
+                     VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5)",
+                    params![
+                        id,
+                        name,
+                        status.as_str(),
+                        definition.trigger.type_name(),
+                        now
+                    ],
+                )?;
+                tx.execute(
+                    "INSERT INTO flow_versions (flow_id, version, definition, created_us)
+                     VALUES (?1, 1, ?2, ?3)",
+                    params![id, definition.to_json().to_string(), now],
+                )?;
+                Ok(())
+            })
+            .await?;
+        reload_cache(&self.inner).await?;
+        self.inner.wake.notify_one();
+        self.get_flow(&flow_id).await
+    }
+
+    pub async fn get_flow(&self, id: &str) -> FlowsResult<FlowInfo> {
+        let id = id.to_owned();
+        self.inner
+            .db
+            .read_async(move |conn| {
+                read_flow(conn, &id)?.ok_or_else(|| FlowsError::not_found(format!("flow {id}")))
+            })
+            .await
+    }
+
+    /// Every flow, oldest first.
+    pub async fn list_flows(&self) -> FlowsResult<Vec<FlowInfo>> {
+        self.inner
+            .db
+            .read_async(|conn| {
+                let ids: Vec<String> = conn
+                    .prepare("SELECT id FROM flows ORDER BY created_us, id")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    if let Some(flow) = read_flow(conn, &id)? {
+                        out.push(flow);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Changes a flow's name, status, archived flag or definition.
+    pub async fn update_flow(&self, id: &str, update: FlowUpdate) -> FlowsResult<FlowInfo> {
+        let parsed = match &update.definition {
+            Some(def) => Some(FlowDefinition::parse(def).map_err(FlowsError::InvalidDefinition)?),
+            None => None,
+        };
+        if let Some(name) = &update.name {
+            if name.trim().is_empty() {
+                return Err(FlowsError::invalid(
+                    "/data/attributes/name",
+                    "must not be empty",
+                ));
+            }
+        }
+        let now = self.inner.clock.now().as_microsecond();
+        let flow_id = id.to_owned();
+        self.inner
+            .db
+            .write_async(move |tx| {
+                let current = read_flow(tx, &flow_id)?
+                    .ok_or_else(|| FlowsError::not_found(format!("flow {flow_id}")))?;
+                let mut definition = match parsed {
+                    Some(mut def) => {
+                        // Ids that are not temporary must name actions of the flow.
+                        for (i, action) in def.actions.iter().enumerate() {
+                            if !action.temporary && current.definition.action(&action.id).is_none()
+                            {
+                                return Err(FlowsError::InvalidDefinition(vec![
+                                    crate::definition::DefinitionProblem {
+                                        pointer: format!(
+                                            "{}/actions/{i}/id",
+                                            crate::definition::DEFINITION_POINTER
+                                        ),
+                                        detail: format!(
+                                            "the flow has no action `{}`; new actions use \
+                                             `temporary_id`",
+                                            action.id
+                                        ),
+                                    },
+                                ]));
+                            }
+                        }
+                        assign_action_ids(tx, &mut def)?;
+                        Some(def)
+                    }
+                    None => None,
+                };
+                if let Some(status) = update.status {
+                    let message_status = match status {
+                        FlowStatus::Live => Some(MessageStatus::Live),
+                        FlowStatus::Manual => Some(MessageStatus::Manual),
+                        FlowStatus::Draft => Some(MessageStatus::Draft),
+                        FlowStatus::Paused => None,
+                    };
+                    if let Some(message_status) = message_status {
+                        let def = definition.get_or_insert_with(|| current.definition.clone());
+                        def.set_message_status(message_status);
+                    }
+                    tx.execute(
+                        "UPDATE flows SET status = ?2 WHERE id = ?1",
+                        params![flow_id, status.as_str()],
+                    )?;
+                    store::park_runs(tx, &flow_id, !status.is_running(), now)?;
+                }
+                if let Some(def) = definition {
+                    let version = current.version + 1;
+                    tx.execute(
+                        "INSERT INTO flow_versions (flow_id, version, definition, created_us)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![flow_id, version, def.to_json().to_string(), now],
+                    )?;
+                    tx.execute(
+                        "UPDATE flows SET version = ?2, trigger_type = ?3 WHERE id = ?1",
+                        params![flow_id, version, def.trigger.type_name()],
+                    )?;
+                }
+                if let Some(name) = update.name {
+                    tx.execute(
+                        "UPDATE flows SET name = ?2 WHERE id = ?1",
+                        params![flow_id, name.trim()],
+                    )?;
+                }
+                if let Some(archived) = update.archived {
+                    tx.execute(
+                        "UPDATE flows SET archived = ?2 WHERE id = ?1",
+                        params![flow_id, archived],
+                    )?;
+                }
+                tx.execute(
+                    "UPDATE flows SET updated_us = ?2 WHERE id = ?1",
+                    params![flow_id, now],
+                )?;
+                Ok(())
+            })
+            .await?;
+        reload_cache(&self.inner).await?;
+        self.inner.wake.notify_one();
+        self.get_flow(id).await
+    }
+
+    /// Deletes a flow; its active runs end as `cancelled`. Statistics and send records stay.
+    pub async fn delete_flow(&self, id: &str) -> FlowsResult<()> {
+        let flow_id = id.to_owned();
+        let now = self.inner.clock.now().as_microsecond();
+        self.inner
+            .db
+            .write_async(move |tx| {
+                let n = tx.execute("DELETE FROM flows WHERE id = ?1", [&flow_id])?;
+                if n == 0 {
+                    return Err(FlowsError::not_found(format!("flow {flow_id}")));
+                }
+                tx.execute("DELETE FROM flow_versions WHERE flow_id = ?1", [&flow_id])?;
+                tx.execute("DELETE FROM date_schedule WHERE flow_id = ?1", [&flow_id])?;
+                tx.execute(
+                    "UPDATE runs SET status = 'cancelled', exit_reason = 'flow_deleted',
+                         ended_us = ?2, wake_us = NULL
+                     WHERE flow_id = ?1 AND status = 'active'",
+                    params![flow_id, now],
+                )?;
+                Ok(())
+            })
+            .await?;
+        reload_cache(&self.inner).await
+    }
+
+    // Reads of what the flows did.
+
+    /// Counters of the flow and of each action (see [`Counters`]).
+    pub async fn stats(&self, flow_id: &str) -> FlowsResult<FlowStats> {
+        let flow_id = flow_id.to_owned();
+        self.inner
+            .db
+            .read_async(move |conn| {
+                let mut stats = FlowStats::default();
+                let mut stmt = conn.prepare_cached(
+                    "SELECT action_id, name, value, amount FROM stats WHERE flow_id = ?1",
+                )?;
+                let rows = stmt.query_map([&flow_id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, f64>(3)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (action, name, value, amount) = row?;
+                    let counters = if action.is_empty() {
+                        &mut stats.flow
+                    } else {
+                        stats.actions.entry(action).or_default()
+                    };
+                    if name == "converted" {
+                        counters.revenue += amount;
+                    }
+                    *counters.counts.entry(name).or_default() += value;
+                }
+                let mut stmt = conn.prepare_cached(
+                    "SELECT armed, COUNT(*) FROM runs
+                     WHERE flow_id = ?1 AND status = 'active' AND armed IS NOT NULL
+                     GROUP BY armed",
+                )?;
+                let rows = stmt.query_map([&flow_id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })?;
+                let mut waiting = 0;
+                for row in rows {
+                    let (action, n) = row?;
+                    waiting += n;
+                    stats
+                        .actions
+                        .entry(action)
+                        .or_default()
+                        .counts
+                        .insert("waiting".into(), n);
+                }
+                stats.flow.counts.insert("waiting".into(), waiting);
+                let active: i64 = conn.query_row(
+                    "SELECT COUNT(*) FROM runs WHERE flow_id = ?1 AND status = 'active'",
+                    [&flow_id],
+                    |r| r.get(0),
+                )?;
+                stats.flow.counts.insert("active".into(), active);
+                Ok(stats)
+            })
+            .await
+    }
+
+    /// The flow's runs, newest first, at most `limit`.
+    pub async fn runs(&self, flow_id: &str, limit: usize) -> FlowsResult<Vec<RunInfo>> {
+        let flow_id = flow_id.to_owned();
+        self.inner
+            .db
+            .read_async(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT id, flow_id, profile_id, trigger_event_id, started_us, position,
+                            wake_us, status, exit_reason
+                     FROM runs WHERE flow_id = ?1 ORDER BY id DESC LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![flow_id, limit as i64], |r| {
+                    Ok(RunInfo {
+                        id: r.get(0)?,
+                        flow_id: r.get(1)?,
+                        profile_id: r.get(2)?,
+                        trigger_event_id: r.get(3)?,
+                        started: ts(r.get(4)?),
+                        position: r.get(5)?,
+                        next_wake: r.get::<_, Option<i64>>(6)?.map(ts),
+                        status: r.get(7)?,
+                        exit_reason: r.get(8)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
+    /// The emails the flow decided to send, oldest first.
+    pub async fn sends(&self, flow_id: &str) -> FlowsResult<Vec<SendInfo>> {
+        let flow_id = flow_id.to_owned();
+        self.inner
+            .db
+            .read_async(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT key, flow_id, action_id, profile_pk, email, subject, message_id,
+                            status, detail
+                     FROM sends WHERE flow_id = ?1 ORDER BY decided_us, key",
+                )?;
+                let rows = stmt.query_map([flow_id], |r| {
+                    Ok(SendInfo {
+                        key: r.get(0)?,
+                        flow_id: r.get(1)?,
+                        action_id: r.get(2)?,
+                        profile_pk: r.get(3)?,
+                        email: r.get(4)?,
+                        subject: r.get(5)?,
+                        message_id: r.get(6)?,
+                        status: r.get(7)?,
+                        detail: r.get(8)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
+    /// Webhook deliveries given up on, oldest first.
+    pub async fn dead_letters(&self, flow_id: &str) -> FlowsResult<Vec<DeadLetter>> {
+        let flow_id = flow_id.to_owned();
+        self.inner
+            .db
+            .read_async(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT key, flow_id, action_id, url, body, reason, attempts, at_us
+                     FROM dead_letters WHERE flow_id = ?1 ORDER BY at_us, key",
+                )?;
+                let rows = stmt.query_map([flow_id], |r| {
+                    Ok(DeadLetter {
+                        key: r.get(0)?,
+                        flow_id: r.get(1)?,
+                        action_id: r.get(2)?,
+                        url: r.get(3)?,
+                        body: r.get(4)?,
+                        reason: r.get(5)?,
+                        attempts: r.get(6)?,
+                        at: ts(r.get(7)?),
+                    })
+                })?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
+    /// The secret a `send-webhook` action signs with: its own `secret` if the definition gives
+    /// one, else `hex(HMAC-SHA256(webhook_key, "flow:{flow_id}:action:{action_id}"))`.
+    pub async fn webhook_secret(&self, flow_id: &str, action_id: &str) -> FlowsResult<String> {
+        let flow = self.get_flow(flow_id).await?;
+        match flow.definition.action(action_id).map(|a| &a.kind) {
+            Some(crate::definition::ActionKind::SendWebhook(w)) => {
+                Ok(w.secret.clone().unwrap_or_else(|| {
+                    derived_secret(&self.inner.config.webhook_key, flow_id, action_id)
+                }))
+            }
+            _ => Err(FlowsError::not_found(format!(
+                "send-webhook action {action_id} of flow {flow_id}"
+            ))),
+        }
+    }
+}
+
+pub(crate) fn derived_secret(key: &[u8], flow_id: &str, action_id: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(format!("flow:{flow_id}:action:{action_id}").as_bytes());
+    to_hex(&mac.finalize().into_bytes())
+}
+
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn ts(us: i64) -> Timestamp {
+    Timestamp::from_microsecond(us).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// A flow id: 6 characters, like Klaviyo's.
+fn new_flow_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    bytes[..6]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// Real action ids: decimal numbers from a counter in `meta`, unique across flows.
+fn assign_action_ids(conn: &Connection, definition: &mut FlowDefinition) -> FlowsResult<()> {
+    let mut next: i64 = store::get_meta(conn, "next_action_id")?
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000_001);
+    definition.assign_ids(|| {
+        let id = next.to_string();
+        next += 1;
+        id
+    });
+    store::set_meta(conn, "next_action_id", &next.to_string())
+}
+
+pub(crate) fn read_flow(conn: &Connection, id: &str) -> FlowsResult<Option<FlowInfo>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT f.name, f.status, f.archived, f.version, f.created_us, f.updated_us,
+                    v.definition
+             FROM flows f JOIN flow_versions v ON v.flow_id = f.id AND v.version = f.version
+             WHERE f.id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, bool>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })
+        .optional()?;
+    let Some((name, status, archived, version, created, updated, definition)) = row else {
+        return Ok(None);
+    };
+    let json: Value = serde_json::from_str(&definition)
+        .map_err(|e| FlowsError::Internal(format!("stored definition of {id}: {e}")))?;
+    let definition = FlowDefinition::parse(&json).map_err(|problems| {
+        FlowsError::Internal(format!(
+            "stored definition of {id} no longer parses: {problems:?}"
+        ))
+    })?;
+    Ok(Some(FlowInfo {
+        id: id.to_owned(),
+        name,
+        status: FlowStatus::parse(&status).unwrap_or(FlowStatus::Draft),
+        archived,
+        trigger_type: definition.trigger.type_name(),
+        version,
+        created: ts(created),
+        updated: ts(updated),
+        definition,
+    }))
+}
+
+/// Rebuilds the in-memory flows and trigger indexes from the database.
+pub(crate) async fn reload_cache(inner: &Arc<Inner>) -> FlowsResult<()> {
+    let flows = inner
+        .db
+        .read_async(|conn| {
+            let ids: Vec<String> = conn
+                .prepare("SELECT id FROM flows")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut out = Vec::new();
+            for id in ids {
+                if let Some(flow) = read_flow(conn, &id)? {
+                    out.push(flow);
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    let mut cache = FlowCache::default();
+    for flow in flows {
+        let cached = Arc::new(CachedFlow {
+            id: flow.id.clone(),
+            status: if flow.archived {
+                FlowStatus::Paused
+            } else {
+                flow.status
+            },
+            definition: flow.definition,
+        });
+        match &cached.definition.trigger {
+            Trigger::Metric { metric_id, .. } => cache
+                .by_metric
+                .entry(metric_id.clone())
+                .or_default()
+                .push(Arc::clone(&cached)),
+            Trigger::List { list_id } => cache
+                .by_list
+                .entry(list_id.clone())
+                .or_default()
+                .push(Arc::clone(&cached)),
+            Trigger::Segment { segment_id } => cache
+                .by_segment
+                .entry(segment_id.clone())
+                .or_default()
+                .push(Arc::clone(&cached)),
+            Trigger::Date(_) => cache.date_flows.push(Arc::clone(&cached)),
+        }
+        cache.flows.insert(flow.id, cached);
+    }
+    *inner.cache.write().expect("cache lock") = Arc::new(cache);
+    Ok(())
+}

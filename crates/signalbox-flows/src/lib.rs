@@ -1,0 +1,51 @@
+//! Flows: event-triggered automations that wait, re-check, branch, and send email and
+//! webhooks, each side effect exactly once across crashes.
+//!
+//! ```text
+//! engage change feed ──► worker ──► runs (flows.db) ──► due? ──► plan ─► act ─► record
+//!  (events, lists,        │  triggers, trigger filter,        profile filter, delays,
+//!   merges, profiles)     │  profile filter, re-entry         splits, intents → SMTP,
+//! segment entries ────────┘                                   webhooks, profile, lists
+//! ```
+//!
+//! # Layout
+//! - [`definition`]: Klaviyo's flow definition JSON, parsed with JSON-pointer errors and
+//!   written back with real ids.
+//! - [`engine`]: [`Flows`], the handle (flows CRUD, statistics, runs, sends, dead letters,
+//!   [`Flows::sync`] for tests); [`FlowsConfig`], [`FlowsDeps`].
+//! - [`deps`]: the traits through which the engine reaches state owned elsewhere
+//!   ([`FactsLoader`], [`MembershipFeed`], [`BuiltinEvents`], [`TemplateSource`],
+//!   [`ListActions`]).
+//! - `worker.rs`: the loop: feed → new runs; due runs → plan, act, record.
+//! - `actions.rs`: emails, webhooks (HMAC signature, retries, dead letters), profile and list
+//!   updates; the exactly-once notes.
+//! - [`schedule`]: delays in a timezone, date triggers. `store.rs`: `flows.db`.
+//! - [`bench`]: the engine's benchmark, callable from the binary.
+//!
+//! **Invariant:** the feed cursor commits in the transaction that inserts the runs it caused;
+//! a run's step intent commits before its side effect starts.
+//! **Invariant:** the worker reads time only from the injected [`signalbox_core::Clock`].
+//! **Invariant:** only the worker moves runs; API calls change flows and park or wake runs.
+
+pub mod bench;
+pub mod definition;
+pub mod deps;
+pub mod engine;
+pub mod error;
+pub mod model;
+pub mod schedule;
+
+mod actions;
+mod store;
+mod worker;
+
+pub use actions::{sign_webhook, IDEMPOTENCY_HEADER, SIGNATURE_HEADER};
+pub use definition::{DefinitionProblem, FlowDefinition};
+pub use deps::{
+    BuiltinEvents, DepError, DepResult, FactsLoader, ListActions, MembershipFeed, SegmentEntry,
+    TemplateSource,
+};
+pub use engine::{Fault, FlowMail, Flows, FlowsConfig, FlowsDeps};
+pub use error::{FlowsError, FlowsResult};
+pub use model::*;
+pub use worker::CONVERSION_WINDOW;

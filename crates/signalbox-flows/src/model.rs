@@ -1,0 +1,148 @@
+//! What the engine exposes: flows, their statistics, runs, sends and dead letters.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+use crate::definition::FlowDefinition;
+
+/// A flow's status. Runs enter only while `live` or `manual`; a `paused` or `draft` flow keeps
+/// its runs where they are (delays still count down) until it is set live again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlowStatus {
+    Draft,
+    /// Runs enter and move, but messages wait for review instead of being sent.
+    Manual,
+    Live,
+    Paused,
+}
+
+impl FlowStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowStatus::Draft => "draft",
+            FlowStatus::Manual => "manual",
+            FlowStatus::Live => "live",
+            FlowStatus::Paused => "paused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FlowStatus> {
+        match s {
+            "draft" => Some(FlowStatus::Draft),
+            "manual" => Some(FlowStatus::Manual),
+            "live" => Some(FlowStatus::Live),
+            "paused" => Some(FlowStatus::Paused),
+            _ => None,
+        }
+    }
+
+    /// Whether runs enter and move.
+    pub fn is_running(self) -> bool {
+        matches!(self, FlowStatus::Live | FlowStatus::Manual)
+    }
+}
+
+/// A stored flow.
+#[derive(Debug, Clone)]
+pub struct FlowInfo {
+    pub id: String,
+    pub name: String,
+    pub status: FlowStatus,
+    pub archived: bool,
+    /// Klaviyo's `trigger_type`: `Metric`, `Added to List`, `Added to Segment`, `Date Based`.
+    pub trigger_type: &'static str,
+    /// Increases with every definition change.
+    pub version: i64,
+    pub created: Timestamp,
+    pub updated: Timestamp,
+    /// With real action ids; [`FlowDefinition::to_json`] writes it in Klaviyo's shape.
+    pub definition: FlowDefinition,
+}
+
+/// A change to a flow (PATCH); `None` leaves a part as it is.
+#[derive(Debug, Clone, Default)]
+pub struct FlowUpdate {
+    pub name: Option<String>,
+    /// Also sets the status of every message action when given (Klaviyo's PATCH semantics):
+    /// `live` → live, `manual` → manual, `draft` → draft; `paused` leaves them.
+    pub status: Option<FlowStatus>,
+    pub archived: Option<bool>,
+    /// A new definition (Klaviyo's JSON); actions keep their `id`, new ones use `temporary_id`.
+    pub definition: Option<Value>,
+}
+
+/// Counters of one flow or action: `entered`, `completed`, `exited_filter`,
+/// `skipped:<reason>` (`smart_sending`, `consent`, `draft`, `manual`, `no_email`, …),
+/// `sent`, `failed`, `bounced`, `opened`, `clicked`, `converted`, `delivered`,
+/// `dead_lettered`, `waiting` (runs waiting on a delay now).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counters {
+    pub counts: BTreeMap<String, i64>,
+    /// Revenue of conversions (`Placed Order` value within 5 days of an email).
+    pub revenue: f64,
+}
+
+impl Counters {
+    pub fn get(&self, name: &str) -> i64 {
+        self.counts.get(name).copied().unwrap_or(0)
+    }
+}
+
+/// Statistics of a flow and of each of its actions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlowStats {
+    pub flow: Counters,
+    pub actions: BTreeMap<String, Counters>,
+}
+
+impl FlowStats {
+    pub fn action(&self, id: &str) -> Counters {
+        self.actions.get(id).cloned().unwrap_or_default()
+    }
+}
+
+/// One run, as the API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunInfo {
+    pub id: i64,
+    pub flow_id: String,
+    pub profile_id: String,
+    pub trigger_event_id: Option<String>,
+    pub started: Timestamp,
+    /// The action it is at (`None` once finished).
+    pub position: Option<String>,
+    pub next_wake: Option<Timestamp>,
+    /// `active`, `completed`, `exited` or `cancelled`.
+    pub status: String,
+    pub exit_reason: Option<String>,
+}
+
+/// One email a flow decided to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendInfo {
+    pub key: String,
+    pub flow_id: String,
+    pub action_id: String,
+    pub profile_pk: i64,
+    pub email: String,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    /// `pending`, `sent`, `bounced`, `failed`.
+    pub status: String,
+    pub detail: Option<String>,
+}
+
+/// A webhook delivery given up on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub key: String,
+    pub flow_id: String,
+    pub action_id: String,
+    pub url: String,
+    pub body: String,
+    pub reason: String,
+    pub attempts: i64,
+    pub at: Timestamp,
+}

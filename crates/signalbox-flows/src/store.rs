@@ -1,0 +1,719 @@
+//! `flows.db`: flows and their versions, runs, per-step idempotency records, sends, webhook
+//! deliveries and dead letters, statistics, and the cursors of the feeds the engine follows.
+//!
+//! One connection behind a mutex, used from the blocking pool. WAL with `synchronous = FULL`:
+//! a step's intent is durable before its side effect starts.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde_json::{Map, Value};
+use signalbox_engage::feed::FeedCursor;
+
+use crate::error::{FlowsError, FlowsResult};
+
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE flows (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        archived INTEGER NOT NULL DEFAULT 0,
+        version INTEGER NOT NULL,
+        trigger_type TEXT NOT NULL,
+        created_us INTEGER NOT NULL,
+        updated_us INTEGER NOT NULL
+    );
+    CREATE TABLE flow_versions (
+        flow_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        definition TEXT NOT NULL,
+        created_us INTEGER NOT NULL,
+        PRIMARY KEY (flow_id, version)
+    ) WITHOUT ROWID;
+    -- One profile's way through one flow. `position` is the action it is at; `armed` the
+    -- delay whose wake-up is set; `wake_us` when it is due (NULL: parked or finished).
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        flow_id TEXT NOT NULL,
+        profile_pk INTEGER NOT NULL,
+        profile_id TEXT NOT NULL,
+        -- What started it: `event:<id>`, `list:<pk>`, `segment:<cursor>`, `date:<us>`.
+        origin TEXT NOT NULL,
+        trigger_event_id TEXT,
+        trigger_properties TEXT NOT NULL,
+        started_us INTEGER NOT NULL,
+        position TEXT,
+        armed TEXT,
+        wake_us INTEGER,
+        status TEXT NOT NULL,
+        exit_reason TEXT,
+        ended_us INTEGER,
+        UNIQUE (flow_id, origin)
+    );
+    CREATE INDEX runs_due ON runs(wake_us) WHERE status = 'active' AND wake_us IS NOT NULL;
+    CREATE INDEX runs_profile ON runs(profile_pk);
+    CREATE INDEX runs_flow ON runs(flow_id, status);
+    -- Last entry per flow and profile: re-entry and `profile-not-in-flow`.
+    CREATE TABLE entries (
+        flow_id TEXT NOT NULL,
+        profile_pk INTEGER NOT NULL,
+        last_us INTEGER NOT NULL,
+        PRIMARY KEY (flow_id, profile_pk)
+    ) WITHOUT ROWID;
+    -- The idempotency record of a side effect: `intent` before it starts, then `done`,
+    -- `skipped` or `failed`.
+    CREATE TABLE steps (
+        key TEXT PRIMARY KEY,
+        run_id INTEGER NOT NULL,
+        flow_id TEXT NOT NULL,
+        action_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        detail TEXT,
+        created_us INTEGER NOT NULL,
+        done_us INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX steps_open ON steps(state) WHERE state = 'intent';
+    CREATE TABLE sends (
+        key TEXT PRIMARY KEY,
+        flow_id TEXT NOT NULL,
+        action_id TEXT NOT NULL,
+        run_id INTEGER NOT NULL,
+        profile_pk INTEGER NOT NULL,
+        email TEXT NOT NULL,
+        subject TEXT,
+        message_id TEXT,
+        -- pending, sent, bounced, failed
+        status TEXT NOT NULL,
+        detail TEXT,
+        decided_us INTEGER NOT NULL,
+        sent_us INTEGER,
+        opened_us INTEGER,
+        clicked_us INTEGER,
+        converted_us INTEGER,
+        revenue REAL
+    ) WITHOUT ROWID;
+    CREATE INDEX sends_profile ON sends(profile_pk, decided_us);
+    CREATE TABLE webhooks (
+        key TEXT PRIMARY KEY,
+        flow_id TEXT NOT NULL,
+        action_id TEXT NOT NULL,
+        run_id INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        -- pending, delivered, dead
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        last_status INTEGER,
+        last_error TEXT,
+        next_us INTEGER,
+        created_us INTEGER NOT NULL,
+        done_us INTEGER
+    ) WITHOUT ROWID;
+    CREATE TABLE dead_letters (
+        key TEXT PRIMARY KEY,
+        flow_id TEXT NOT NULL,
+        action_id TEXT NOT NULL,
+        run_id INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        body TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        at_us INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    -- Counters per flow ('' action) and per action: entered, completed, exited_filter,
+    -- skipped:<reason>, sent, failed, bounced, opened, clicked, converted (+ revenue), …
+    CREATE TABLE stats (
+        flow_id TEXT NOT NULL,
+        action_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value INTEGER NOT NULL,
+        amount REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (flow_id, action_id, name)
+    ) WITHOUT ROWID;
+    -- Date-triggered flows: the next trigger instant per profile.
+    CREATE TABLE date_schedule (
+        flow_id TEXT NOT NULL,
+        profile_pk INTEGER NOT NULL,
+        next_us INTEGER NOT NULL,
+        PRIMARY KEY (flow_id, profile_pk)
+    ) WITHOUT ROWID;
+    CREATE INDEX date_schedule_due ON date_schedule(next_us);
+    "#];
+
+/// The database, shared by the worker and the API calls.
+#[derive(Clone)]
+pub(crate) struct Db {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Db {
+    pub(crate) fn open(path: &Path) -> FlowsResult<Db> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                FlowsError::Internal(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA temp_store = MEMORY;
+             PRAGMA cache_size = -65536;",
+        )?;
+        migrate(&mut conn)?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` in an `IMMEDIATE` transaction on this thread.
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction) -> FlowsResult<T>,
+    ) -> FlowsResult<T> {
+        let mut conn = self.conn.lock().expect("flows db lock");
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Runs `f` on the connection on this thread.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> FlowsResult<T>) -> FlowsResult<T> {
+        let conn = self.conn.lock().expect("flows db lock");
+        f(&conn)
+    }
+
+    /// [`Db::write`] on the blocking pool.
+    pub(crate) async fn write_async<T, F>(&self, f: F) -> FlowsResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> FlowsResult<T> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.write(f))
+            .await
+            .map_err(|e| FlowsError::Internal(e.to_string()))?
+    }
+
+    /// [`Db::read`] on the blocking pool.
+    pub(crate) async fn read_async<T, F>(&self, f: F) -> FlowsResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> FlowsResult<T> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.read(f))
+            .await
+            .map_err(|e| FlowsError::Internal(e.to_string()))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (idx, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", idx + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+// Meta values.
+
+pub(crate) fn get_meta(conn: &Connection, key: &str) -> FlowsResult<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?)
+}
+
+pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> FlowsResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, value])?;
+    Ok(())
+}
+
+pub(crate) fn feed_cursor(conn: &Connection) -> FlowsResult<FeedCursor> {
+    Ok(get_meta(conn, "feed_cursor")?
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default())
+}
+
+pub(crate) fn set_feed_cursor(conn: &Connection, cursor: &FeedCursor) -> FlowsResult<()> {
+    set_meta(
+        conn,
+        "feed_cursor",
+        &serde_json::to_string(cursor).expect("cursor serialises"),
+    )
+}
+
+pub(crate) fn membership_cursor(conn: &Connection) -> FlowsResult<i64> {
+    Ok(get_meta(conn, "membership_cursor")?
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0))
+}
+
+// Statistics.
+
+pub(crate) fn bump(
+    conn: &Connection,
+    flow_id: &str,
+    action_id: &str,
+    name: &str,
+    by: i64,
+    amount: f64,
+) -> FlowsResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO stats (flow_id, action_id, name, value, amount) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (flow_id, action_id, name)
+         DO UPDATE SET value = value + excluded.value, amount = amount + excluded.amount",
+    )?
+    .execute(params![flow_id, action_id, name, by, amount])?;
+    Ok(())
+}
+
+// Runs.
+
+/// A run as the worker reads it.
+#[derive(Debug, Clone)]
+pub(crate) struct RunRow {
+    pub id: i64,
+    pub flow_id: String,
+    pub profile_pk: i64,
+    pub profile_id: String,
+    pub trigger_event_id: Option<String>,
+    pub trigger_properties: Map<String, Value>,
+    pub started_us: i64,
+    pub position: Option<String>,
+    pub armed: Option<String>,
+}
+
+pub(crate) struct NewRun<'a> {
+    pub flow_id: &'a str,
+    pub profile_pk: i64,
+    pub profile_id: &'a str,
+    pub origin: String,
+    pub trigger_event_id: Option<&'a str>,
+    pub trigger_properties: &'a str,
+    pub started_us: i64,
+    pub entry_action: &'a str,
+    pub wake_us: i64,
+}
+
+/// Inserts a run; `None` when the same origin started one already (a repeated feed read).
+pub(crate) fn insert_run(conn: &Connection, run: &NewRun<'_>) -> FlowsResult<Option<i64>> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO runs (flow_id, profile_pk, profile_id, origin, trigger_event_id,
+                trigger_properties, started_us, position, wake_us, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active')",
+        )?
+        .execute(params![
+            run.flow_id,
+            run.profile_pk,
+            run.profile_id,
+            run.origin,
+            run.trigger_event_id,
+            run.trigger_properties,
+            run.started_us,
+            run.entry_action,
+            run.wake_us
+        ])?;
+    if inserted == 0 {
+        return Ok(None);
+    }
+    let id = conn.last_insert_rowid();
+    conn.prepare_cached(
+        "INSERT INTO entries (flow_id, profile_pk, last_us) VALUES (?1, ?2, ?3)
+         ON CONFLICT (flow_id, profile_pk) DO UPDATE SET last_us = excluded.last_us",
+    )?
+    .execute(params![run.flow_id, run.profile_pk, run.started_us])?;
+    Ok(Some(id))
+}
+
+pub(crate) fn last_entry(
+    conn: &Connection,
+    flow_id: &str,
+    profile_pk: i64,
+) -> FlowsResult<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT last_us FROM entries WHERE flow_id = ?1 AND profile_pk = ?2")?
+        .query_row(params![flow_id, profile_pk], |r| r.get(0))
+        .optional()?)
+}
+
+pub(crate) fn due_runs(conn: &Connection, now_us: i64, limit: usize) -> FlowsResult<Vec<RunRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, flow_id, profile_pk, profile_id, trigger_event_id, trigger_properties,
+                started_us, position, armed
+         FROM runs WHERE status = 'active' AND wake_us IS NOT NULL AND wake_us <= ?1
+         ORDER BY wake_us, id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![now_us, limit as i64], |r| {
+        let props: String = r.get(5)?;
+        Ok(RunRow {
+            id: r.get(0)?,
+            flow_id: r.get(1)?,
+            profile_pk: r.get(2)?,
+            profile_id: r.get(3)?,
+            trigger_event_id: r.get(4)?,
+            trigger_properties: serde_json::from_str(&props).unwrap_or_default(),
+            started_us: r.get(6)?,
+            position: r.get(7)?,
+            armed: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The earliest wake-up of an active run, or of a date trigger.
+pub(crate) fn next_wake(conn: &Connection) -> FlowsResult<Option<i64>> {
+    let run: Option<i64> = conn
+        .prepare_cached(
+            "SELECT MIN(wake_us) FROM runs WHERE status = 'active' AND wake_us IS NOT NULL",
+        )?
+        .query_row([], |r| r.get(0))?;
+    let date: Option<i64> = conn
+        .prepare_cached("SELECT MIN(next_us) FROM date_schedule")?
+        .query_row([], |r| r.get(0))?;
+    Ok(match (run, date) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
+pub(crate) fn move_run(
+    conn: &Connection,
+    run_id: i64,
+    position: Option<&str>,
+    armed: Option<&str>,
+    wake_us: Option<i64>,
+) -> FlowsResult<()> {
+    conn.prepare_cached("UPDATE runs SET position = ?2, armed = ?3, wake_us = ?4 WHERE id = ?1")?
+        .execute(params![run_id, position, armed, wake_us])?;
+    Ok(())
+}
+
+pub(crate) fn end_run(
+    conn: &Connection,
+    run_id: i64,
+    status: &str,
+    reason: Option<&str>,
+    now_us: i64,
+) -> FlowsResult<()> {
+    conn.prepare_cached(
+        "UPDATE runs SET status = ?2, exit_reason = ?3, ended_us = ?4, wake_us = NULL, armed = NULL
+         WHERE id = ?1",
+    )?
+    .execute(params![run_id, status, reason, now_us])?;
+    Ok(())
+}
+
+/// Parks the active runs of a flow (paused, draft) or wakes them (live, manual).
+pub(crate) fn park_runs(
+    conn: &Connection,
+    flow_id: &str,
+    parked: bool,
+    now_us: i64,
+) -> FlowsResult<()> {
+    if parked {
+        // Keep the due time of armed delays in `parked_until` semantics: a parked run wakes
+        // when the flow resumes, at its own wake-up if that is later.
+        conn.prepare_cached(
+            "UPDATE runs SET wake_us = NULL WHERE flow_id = ?1 AND status = 'active'
+             AND armed IS NULL",
+        )?
+        .execute(params![flow_id])?;
+    } else {
+        conn.prepare_cached(
+            "UPDATE runs SET wake_us = ?2 WHERE flow_id = ?1 AND status = 'active'
+             AND wake_us IS NULL",
+        )?
+        .execute(params![flow_id, now_us])?;
+    }
+    Ok(())
+}
+
+// Steps (idempotency records).
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StepRow {
+    pub state: String,
+    pub attempts: i64,
+    pub detail: Option<String>,
+}
+
+pub(crate) fn step(conn: &Connection, key: &str) -> FlowsResult<Option<StepRow>> {
+    Ok(conn
+        .prepare_cached("SELECT state, attempts, detail FROM steps WHERE key = ?1")?
+        .query_row([key], |r| {
+            Ok(StepRow {
+                state: r.get(0)?,
+                attempts: r.get(1)?,
+                detail: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+pub(crate) struct NewStep<'a> {
+    pub key: &'a str,
+    pub run_id: i64,
+    pub flow_id: &'a str,
+    pub action_id: &'a str,
+    pub kind: &'a str,
+    pub state: &'a str,
+    pub detail: Option<&'a str>,
+    pub now_us: i64,
+}
+
+pub(crate) fn insert_step(conn: &Connection, s: &NewStep<'_>) -> FlowsResult<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO steps (key, run_id, flow_id, action_id, kind, state, detail,
+             created_us, done_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?6 = 'intent' THEN NULL ELSE ?8 END)",
+    )?
+    .execute(params![
+        s.key,
+        s.run_id,
+        s.flow_id,
+        s.action_id,
+        s.kind,
+        s.state,
+        s.detail,
+        s.now_us
+    ])?;
+    Ok(())
+}
+
+pub(crate) fn finish_step(
+    conn: &Connection,
+    key: &str,
+    state: &str,
+    detail: Option<&str>,
+    now_us: i64,
+) -> FlowsResult<()> {
+    conn.prepare_cached(
+        "UPDATE steps SET state = ?2, detail = ?3, done_us = ?4, attempts = attempts + 1
+         WHERE key = ?1",
+    )?
+    .execute(params![key, state, detail, now_us])?;
+    Ok(())
+}
+
+pub(crate) fn retry_step(conn: &Connection, key: &str, detail: &str) -> FlowsResult<i64> {
+    conn.prepare_cached("UPDATE steps SET attempts = attempts + 1, detail = ?2 WHERE key = ?1")?
+        .execute(params![key, detail])?;
+    Ok(conn
+        .prepare_cached("SELECT attempts FROM steps WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))?)
+}
+
+// Sends.
+
+/// Whether the profile was sent (or is being sent) an email since `since_us`.
+pub(crate) fn emailed_since(
+    conn: &Connection,
+    profile_pk: i64,
+    since_us: i64,
+) -> FlowsResult<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM sends WHERE profile_pk = ?1 AND decided_us > ?2
+             AND status IN ('pending', 'sent') LIMIT 1",
+        )?
+        .query_row(params![profile_pk, since_us], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+pub(crate) struct NewSend<'a> {
+    pub key: &'a str,
+    pub flow_id: &'a str,
+    pub action_id: &'a str,
+    pub run_id: i64,
+    pub profile_pk: i64,
+    pub email: &'a str,
+    pub now_us: i64,
+}
+
+pub(crate) fn insert_send(conn: &Connection, s: &NewSend<'_>) -> FlowsResult<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO sends (key, flow_id, action_id, run_id, profile_pk, email, status,
+             decided_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
+    )?
+    .execute(params![
+        s.key,
+        s.flow_id,
+        s.action_id,
+        s.run_id,
+        s.profile_pk,
+        s.email,
+        s.now_us
+    ])?;
+    Ok(())
+}
+
+pub(crate) fn finish_send(
+    conn: &Connection,
+    key: &str,
+    status: &str,
+    subject: Option<&str>,
+    message_id: Option<&str>,
+    detail: Option<&str>,
+    now_us: i64,
+) -> FlowsResult<()> {
+    conn.prepare_cached(
+        "UPDATE sends SET status = ?2, subject = COALESCE(?3, subject),
+             message_id = COALESCE(?4, message_id), detail = ?5, sent_us = ?6
+         WHERE key = ?1",
+    )?
+    .execute(params![key, status, subject, message_id, detail, now_us])?;
+    Ok(())
+}
+
+/// A send an engagement event points at.
+pub(crate) struct SendRef {
+    pub key: String,
+    pub flow_id: String,
+    pub action_id: String,
+    pub opened: bool,
+    pub clicked: bool,
+    pub converted: bool,
+}
+
+fn send_ref(r: &rusqlite::Row<'_>) -> rusqlite::Result<SendRef> {
+    Ok(SendRef {
+        key: r.get(0)?,
+        flow_id: r.get(1)?,
+        action_id: r.get(2)?,
+        opened: r.get::<_, Option<i64>>(3)?.is_some(),
+        clicked: r.get::<_, Option<i64>>(4)?.is_some(),
+        converted: r.get::<_, Option<i64>>(5)?.is_some(),
+    })
+}
+
+pub(crate) fn send_by_key(conn: &Connection, key: &str) -> FlowsResult<Option<SendRef>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT key, flow_id, action_id, opened_us, clicked_us, converted_us FROM sends
+             WHERE (key = ?1 OR message_id = ?1) AND status = 'sent'",
+        )?
+        .query_row([key], send_ref)
+        .optional()?)
+}
+
+/// The profile's latest delivered email sent in `[since_us, until_us]`.
+pub(crate) fn latest_send(
+    conn: &Connection,
+    profile_pk: i64,
+    since_us: i64,
+    until_us: i64,
+) -> FlowsResult<Option<SendRef>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT key, flow_id, action_id, opened_us, clicked_us, converted_us FROM sends
+             WHERE profile_pk = ?1 AND status = 'sent' AND sent_us >= ?2 AND sent_us <= ?3
+             ORDER BY sent_us DESC LIMIT 1",
+        )?
+        .query_row(params![profile_pk, since_us, until_us], send_ref)
+        .optional()?)
+}
+
+pub(crate) fn mark_send(
+    conn: &Connection,
+    key: &str,
+    column: &str,
+    at_us: i64,
+    revenue: Option<f64>,
+) -> FlowsResult<()> {
+    let sql = match column {
+        "opened" => "UPDATE sends SET opened_us = ?2 WHERE key = ?1 AND opened_us IS NULL",
+        "clicked" => "UPDATE sends SET clicked_us = ?2 WHERE key = ?1 AND clicked_us IS NULL",
+        _ => "UPDATE sends SET converted_us = ?2, revenue = ?3 WHERE key = ?1 AND converted_us IS NULL",
+    };
+    if column == "converted" {
+        conn.prepare_cached(sql)?
+            .execute(params![key, at_us, revenue])?;
+    } else {
+        conn.prepare_cached(sql)?.execute(params![key, at_us])?;
+    }
+    Ok(())
+}
+
+// Webhooks.
+
+pub(crate) fn upsert_webhook(
+    conn: &Connection,
+    key: &str,
+    flow_id: &str,
+    action_id: &str,
+    run_id: i64,
+    url: &str,
+    now_us: i64,
+) -> FlowsResult<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO webhooks (key, flow_id, action_id, run_id, url, state, attempts,
+             created_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6)",
+    )?
+    .execute(params![key, flow_id, action_id, run_id, url, now_us])?;
+    Ok(())
+}
+
+pub(crate) fn webhook_attempt(
+    conn: &Connection,
+    key: &str,
+    state: &str,
+    status: Option<u16>,
+    error: Option<&str>,
+    next_us: Option<i64>,
+    now_us: i64,
+) -> FlowsResult<i64> {
+    conn.prepare_cached(
+        "UPDATE webhooks SET state = ?2, attempts = attempts + 1, last_status = ?3,
+             last_error = ?4, next_us = ?5, done_us = CASE WHEN ?2 = 'pending' THEN NULL ELSE ?6 END
+         WHERE key = ?1",
+    )?
+    .execute(params![key, state, status, error, next_us, now_us])?;
+    Ok(conn
+        .prepare_cached("SELECT attempts FROM webhooks WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))?)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn insert_dead_letter(
+    conn: &Connection,
+    key: &str,
+    flow_id: &str,
+    action_id: &str,
+    run_id: i64,
+    url: &str,
+    body: &str,
+    reason: &str,
+    attempts: i64,
+    now_us: i64,
+) -> FlowsResult<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO dead_letters (key, flow_id, action_id, run_id, url, body, reason,
+             attempts, at_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        key, flow_id, action_id, run_id, url, body, reason, attempts, now_us
+    ])?;
+    Ok(())
+}

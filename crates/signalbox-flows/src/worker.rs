@@ -1,0 +1,1148 @@
+//! The worker: one task that, in a loop, reads engage's change feed (and segment entries, and
+//! due date triggers) into new runs, then moves the runs that are due.
+//!
+//! Moving runs is three steps per batch: **plan** (one transaction: check the profile filter,
+//! walk delays and splits, decide each side effect and record its intent), **act** (the
+//! side effects, concurrently, outside any transaction) and **record** (one transaction: the
+//! outcomes, the statistics, the runs' new positions). A crash between plan and record
+//! leaves intents that the next plan picks up again (see `actions.rs` for what that means
+//! for each kind of side effect).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use rusqlite::{params, Connection, Transaction};
+use serde_json::{Map, Value};
+use signalbox_engage::feed::{self, Changes};
+use signalbox_seglang::{ConsentStatus, EvalContext, ProfileFacts, PropertyPath};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::actions::{self, Effect, Outcome};
+use crate::definition::{ActionKind, MessageStatus, Reentry, Trigger};
+use crate::engine::{CachedFlow, Fault, FlowCache, Inner};
+use crate::error::{FlowsError, FlowsResult};
+use crate::schedule;
+use crate::store::{self, NewRun, NewSend, NewStep, RunRow};
+
+/// How long conversions are attributed to an email.
+pub const CONVERSION_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 5);
+
+enum Pass {
+    /// Something was done; look again at once.
+    Busy,
+    Idle,
+    /// An injected fault: stop as if the process died.
+    Crashed,
+}
+
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    mut syncs: mpsc::UnboundedReceiver<oneshot::Sender<FlowsResult<()>>>,
+) {
+    let mut applied = inner.engage.subscribe_applied();
+    let mut waiting: Vec<oneshot::Sender<FlowsResult<()>>> = Vec::new();
+    loop {
+        if inner.stopped.load(Ordering::SeqCst) {
+            break;
+        }
+        while let Ok(sync) = syncs.try_recv() {
+            waiting.push(sync);
+        }
+        match pass(&inner).await {
+            Ok(Pass::Busy) => continue,
+            Ok(Pass::Idle) => {
+                for sync in waiting.drain(..) {
+                    let _ = sync.send(Ok(()));
+                }
+            }
+            Ok(Pass::Crashed) => {
+                tracing::warn!("flows worker stopped by an injected fault");
+                break;
+            }
+            Err(error) => {
+                tracing::error!(%error, "flows worker pass failed");
+                for sync in waiting.drain(..) {
+                    let _ = sync.send(Err(error.clone()));
+                }
+            }
+        }
+        let sleep_for = until_next_wake(&inner).await;
+        let applied_changed = async {
+            match applied.as_mut() {
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = inner.wake.notified() => {}
+            _ = applied_changed => {}
+            sync = syncs.recv() => match sync {
+                Some(sync) => waiting.push(sync),
+                None => break,
+            },
+            _ = tokio::time::sleep(sleep_for) => {}
+        }
+    }
+    syncs.close();
+}
+
+/// How long to sleep: until the next wake-up by the clock, at most the poll interval.
+async fn until_next_wake(inner: &Arc<Inner>) -> Duration {
+    let poll = inner.config.poll_interval;
+    let next = inner.db.read_async(store::next_wake).await.ok().flatten();
+    match next {
+        Some(us) => {
+            let now = inner.clock.now().as_microsecond();
+            let wait = Duration::from_micros(us.saturating_sub(now).max(0) as u64);
+            wait.min(poll)
+        }
+        None => poll,
+    }
+}
+
+async fn pass(inner: &Arc<Inner>) -> FlowsResult<Pass> {
+    let this = Arc::clone(inner);
+    let ingested = tokio::task::spawn_blocking(move || {
+        let mut n = ingest_feed(&this)?;
+        n += ingest_segments(&this)?;
+        n += ingest_dates(&this)?;
+        Ok::<_, FlowsError>(n)
+    })
+    .await
+    .map_err(|e| FlowsError::Internal(e.to_string()))??;
+    let moved = move_due_runs(inner).await?;
+    Ok(match moved {
+        Moved::Crashed => Pass::Crashed,
+        Moved::Count(n) if n + ingested > 0 => Pass::Busy,
+        Moved::Count(_) => Pass::Idle,
+    })
+}
+
+fn cache(inner: &Inner) -> Arc<FlowCache> {
+    Arc::clone(&inner.cache.read().expect("cache lock"))
+}
+
+// Entries.
+
+/// A profile that may enter a flow.
+struct Candidate {
+    flow: Arc<CachedFlow>,
+    profile_pk: i64,
+    origin: String,
+    event_id: Option<String>,
+    properties: String,
+    started_us: i64,
+}
+
+/// Checks the profile filter and `profile-not-in-flow` (before the transaction, facts may be
+/// slow) and, in `tx`, re-entry; inserts the runs that pass. Returns how many started.
+fn admit(
+    inner: &Inner,
+    reader: &Connection,
+    tx: &Transaction,
+    candidates: Vec<Candidate>,
+    now: Timestamp,
+) -> FlowsResult<usize> {
+    let now_us = now.as_microsecond();
+    let mut started = 0;
+    for c in candidates {
+        let flow_id = c.flow.id.as_str();
+        let last = store::last_entry(tx, flow_id, c.profile_pk)?;
+        let reentry_ok = match (c.flow.definition.reentry, last) {
+            (_, None) | (Reentry::Always, _) => true,
+            (Reentry::Once, Some(_)) => false,
+            (Reentry::After(d), Some(last)) => now_us - last >= d.as_micros() as i64,
+        };
+        if !reentry_ok {
+            store::bump(tx, flow_id, "", "skipped_entry:reentry", 1, 0.0)?;
+            continue;
+        }
+        if let Some(filter) = &c.flow.definition.profile_filter {
+            if let (Some(Some(window)), Some(last)) = (filter.not_in_flow, last) {
+                if now_us - last < window.as_micros() as i64 {
+                    store::bump(tx, flow_id, "", "skipped_entry:not_in_flow", 1, 0.0)?;
+                    continue;
+                }
+            } else if let (Some(None), Some(_)) = (filter.not_in_flow, last) {
+                store::bump(tx, flow_id, "", "skipped_entry:not_in_flow", 1, 0.0)?;
+                continue;
+            }
+            if let Some(conditions) = &filter.conditions {
+                let facts = inner.deps.facts.load(c.profile_pk, now)?;
+                let ctx = EvalContext::flow(crate::engine::ts(c.started_us));
+                if !conditions.matches(facts.as_ref(), now, &ctx) {
+                    store::bump(tx, flow_id, "", "skipped_entry:filter", 1, 0.0)?;
+                    continue;
+                }
+            }
+        }
+        let Some(profile_id) = feed::profile_id(reader, c.profile_pk)? else {
+            continue;
+        };
+        let inserted = store::insert_run(
+            tx,
+            &NewRun {
+                flow_id,
+                profile_pk: c.profile_pk,
+                profile_id: profile_id.as_str(),
+                origin: c.origin,
+                trigger_event_id: c.event_id.as_deref(),
+                trigger_properties: &c.properties,
+                started_us: c.started_us,
+                entry_action: &c.flow.definition.entry_action_id,
+                wake_us: now_us,
+            },
+        )?;
+        if inserted.is_some() {
+            store::bump(tx, flow_id, "", "entered", 1, 0.0)?;
+            started += 1;
+        }
+    }
+    Ok(started)
+}
+
+/// The feed's current head: where a new engine starts reading.
+pub(crate) fn head_cursor(reader: &Connection) -> FlowsResult<feed::FeedCursor> {
+    let max = |sql: &str| -> FlowsResult<i64> {
+        Ok(reader
+            .query_row(sql, [], |r| r.get::<_, Option<i64>>(0))?
+            .unwrap_or(0))
+    };
+    Ok(feed::FeedCursor {
+        event_pk: max("SELECT MAX(pk) FROM events")?,
+        profile_seq: max("SELECT MAX(changed_seq) FROM profiles")?,
+        list_change_pk: max("SELECT MAX(pk) FROM list_changes")?,
+        merge_seq: max("SELECT MAX(seq) FROM redirects")?,
+    })
+}
+
+fn with_reader<T>(inner: &Inner, f: impl FnOnce(&Connection) -> FlowsResult<T>) -> FlowsResult<T> {
+    let mut reader = inner.reader.lock().expect("reader lock");
+    if reader.is_none() {
+        *reader = Some(feed::open_reader(inner.engage.path())?);
+    }
+    f(reader.as_ref().expect("opened"))
+}
+
+/// One batch of engage's change feed: metric and list triggers, engagement statistics,
+/// merges, date-trigger schedules. The cursor commits with what it caused.
+fn ingest_feed(inner: &Inner) -> FlowsResult<usize> {
+    let upto = inner.engage.applied_seq();
+    let cursor = inner.db.read(store::feed_cursor)?;
+    let limit = inner.config.batch_size.max(1);
+    with_reader(inner, |reader| {
+        let changes = feed::read_changes(reader, &cursor, upto, limit)?;
+        if changes.cursor == cursor {
+            return Ok(0);
+        }
+        let now = inner.clock.now();
+        let cache = cache(inner);
+        let candidates = feed_candidates(&cache, &changes);
+        let schedules = date_schedules(inner, &cache, &changes.profiles, now)?;
+        let rows = changes.events.len() + changes.lists.len() + changes.profiles.len();
+        inner.db.write(|tx| {
+            for merge in &changes.merges {
+                apply_merge(tx, merge.from_pk, merge.to_pk)?;
+            }
+            for event in &changes.events {
+                engagement(tx, event)?;
+            }
+            for (flow_id, pk, next) in &schedules {
+                match next {
+                    Some(us) => tx.execute(
+                        "INSERT INTO date_schedule (flow_id, profile_pk, next_us) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (flow_id, profile_pk) DO UPDATE SET next_us = excluded.next_us",
+                        params![flow_id, pk, us],
+                    )?,
+                    None => tx.execute(
+                        "DELETE FROM date_schedule WHERE flow_id = ?1 AND profile_pk = ?2",
+                        params![flow_id, pk],
+                    )?,
+                };
+            }
+            admit(inner, reader, tx, candidates, now)?;
+            store::set_feed_cursor(tx, &changes.cursor)?;
+            Ok(())
+        })?;
+        Ok(rows.max(1))
+    })
+}
+
+fn feed_candidates(cache: &FlowCache, changes: &Changes) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for event in &changes.events {
+        let Some(flows) = cache.by_metric.get(event.metric_id.as_str()) else {
+            continue;
+        };
+        let properties: Map<String, Value> =
+            serde_json::from_str(&event.properties).unwrap_or_default();
+        for flow in flows {
+            if !flow.status.is_running() {
+                continue;
+            }
+            if let Trigger::Metric {
+                filter: Some(filter),
+                ..
+            } = &flow.definition.trigger
+            {
+                if !filter.matches(&properties) {
+                    continue;
+                }
+            }
+            out.push(Candidate {
+                flow: Arc::clone(flow),
+                profile_pk: event.profile_pk,
+                origin: format!("event:{}", event.id),
+                event_id: Some(event.id.to_string()),
+                properties: event.properties.clone(),
+                started_us: event.time_us,
+            });
+        }
+    }
+    for change in &changes.lists {
+        if !matches!(change.change.as_str(), "added" | "confirmed") {
+            continue;
+        }
+        let Some(flows) = cache.by_list.get(&change.list_id) else {
+            continue;
+        };
+        for flow in flows.iter().filter(|f| f.status.is_running()) {
+            out.push(Candidate {
+                flow: Arc::clone(flow),
+                profile_pk: change.profile_pk,
+                origin: format!("list:{}", change.pk),
+                event_id: None,
+                properties: "{}".into(),
+                started_us: change.at_us,
+            });
+        }
+    }
+    out
+}
+
+fn apply_merge(tx: &Transaction, from: i64, to: i64) -> FlowsResult<()> {
+    tx.execute(
+        "UPDATE runs SET profile_pk = ?2 WHERE profile_pk = ?1",
+        params![from, to],
+    )?;
+    tx.execute(
+        "UPDATE sends SET profile_pk = ?2 WHERE profile_pk = ?1",
+        params![from, to],
+    )?;
+    tx.execute(
+        "INSERT INTO entries (flow_id, profile_pk, last_us)
+         SELECT flow_id, ?2, last_us FROM entries WHERE profile_pk = ?1
+         ON CONFLICT (flow_id, profile_pk) DO UPDATE SET last_us = MAX(last_us, excluded.last_us)",
+        params![from, to],
+    )?;
+    tx.execute("DELETE FROM entries WHERE profile_pk = ?1", [from])?;
+    tx.execute("DELETE FROM date_schedule WHERE profile_pk = ?1", [from])?;
+    Ok(())
+}
+
+/// Opens, clicks and conversions of flow emails.
+fn engagement(tx: &Transaction, event: &feed::FeedEvent) -> FlowsResult<()> {
+    let column = match event.metric_name.as_str() {
+        "Opened Email" => "opened",
+        "Clicked Email" => "clicked",
+        "Placed Order" => "converted",
+        _ => return Ok(()),
+    };
+    let properties: Map<String, Value> =
+        serde_json::from_str(&event.properties).unwrap_or_default();
+    let named = ["$message_id", "message_id", "$message", "Message ID"]
+        .iter()
+        .find_map(|k| properties.get(*k).and_then(Value::as_str));
+    let send = match named {
+        Some(key) => store::send_by_key(tx, key)?,
+        None => None,
+    };
+    let send = match send {
+        Some(send) => Some(send),
+        None => store::latest_send(
+            tx,
+            event.profile_pk,
+            event.time_us - CONVERSION_WINDOW.as_micros() as i64,
+            event.time_us,
+        )?,
+    };
+    let Some(send) = send else {
+        return Ok(());
+    };
+    let already = match column {
+        "opened" => send.opened,
+        "clicked" => send.clicked,
+        _ => send.converted,
+    };
+    if already {
+        return Ok(());
+    }
+    let revenue = if column == "converted" {
+        event
+            .value
+            .or_else(|| properties.get("$value").and_then(Value::as_f64))
+            .unwrap_or(0.0)
+    } else {
+        0.0
+    };
+    store::mark_send(tx, &send.key, column, event.time_us, Some(revenue))?;
+    store::bump(tx, &send.flow_id, &send.action_id, column, 1, revenue)?;
+    store::bump(tx, &send.flow_id, "", column, 1, revenue)?;
+    Ok(())
+}
+
+/// For each changed profile and date-triggered flow: the next trigger instant (or none).
+fn date_schedules(
+    inner: &Inner,
+    cache: &FlowCache,
+    profiles: &[i64],
+    now: Timestamp,
+) -> FlowsResult<Vec<(String, i64, Option<i64>)>> {
+    let mut out = Vec::new();
+    let flows: Vec<_> = cache
+        .date_flows
+        .iter()
+        .filter(|f| f.status.is_running())
+        .collect();
+    if flows.is_empty() {
+        return Ok(out);
+    }
+    for pk in profiles {
+        let facts = inner.deps.facts.load(*pk, now)?;
+        for flow in &flows {
+            let next = next_date_for(inner, flow, facts.as_ref(), now);
+            out.push((flow.id.clone(), *pk, next));
+        }
+    }
+    Ok(out)
+}
+
+fn next_date_for(
+    inner: &Inner,
+    flow: &CachedFlow,
+    facts: &dyn ProfileFacts,
+    after: Timestamp,
+) -> Option<i64> {
+    let Trigger::Date(trigger) = &flow.definition.trigger else {
+        return None;
+    };
+    let path = PropertyPath::from_wire(&trigger.property)
+        .unwrap_or_else(|| PropertyPath::Custom(trigger.property.clone()));
+    let date = schedule::date_of(facts.property(&path)?)?;
+    let tz = schedule::resolve_timezone(
+        &trigger.timezone,
+        profile_timezone(facts).as_deref(),
+        &inner.config.account_timezone,
+    );
+    schedule::next_date_trigger(trigger, date, after, &tz).map(|t| t.as_microsecond())
+}
+
+pub(crate) fn profile_timezone(facts: &dyn ProfileFacts) -> Option<String> {
+    let path = PropertyPath::from_wire("location['timezone']")?;
+    facts.property(&path)?.as_str().map(str::to_owned)
+}
+
+/// Segment entries for segment-triggered flows, after the cursor kept in `meta`.
+fn ingest_segments(inner: &Inner) -> FlowsResult<usize> {
+    let Some(membership) = &inner.deps.membership else {
+        return Ok(0);
+    };
+    let cache = cache(inner);
+    if cache.by_segment.is_empty() {
+        return Ok(0);
+    }
+    let cursor = inner.db.read(store::membership_cursor)?;
+    let entries = membership.entered_after(cursor, inner.config.batch_size.max(1))?;
+    let Some(last) = entries.last().map(|e| e.cursor) else {
+        return Ok(0);
+    };
+    let now = inner.clock.now();
+    let mut candidates = Vec::new();
+    for entry in &entries {
+        let Some(flows) = cache.by_segment.get(&entry.segment_id) else {
+            continue;
+        };
+        for flow in flows.iter().filter(|f| f.status.is_running()) {
+            candidates.push(Candidate {
+                flow: Arc::clone(flow),
+                profile_pk: entry.profile_pk,
+                origin: format!("segment:{}", entry.cursor),
+                event_id: None,
+                properties: "{}".into(),
+                started_us: entry.at_us,
+            });
+        }
+    }
+    with_reader(inner, |reader| {
+        inner.db.write(|tx| {
+            admit(inner, reader, tx, candidates, now)?;
+            store::set_meta(tx, "membership_cursor", &last.to_string())
+        })
+    })?;
+    Ok(entries.len())
+}
+
+/// Date triggers that are due, and the backfill of schedules for date flows not seen yet.
+fn ingest_dates(inner: &Inner) -> FlowsResult<usize> {
+    let cache = cache(inner);
+    if cache.date_flows.is_empty() {
+        return Ok(0);
+    }
+    let now = inner.clock.now();
+    let now_us = now.as_microsecond();
+    // A new date flow: schedule every profile once.
+    for flow in cache.date_flows.iter().filter(|f| f.status.is_running()) {
+        let key = format!("date_backfill:{}", flow.id);
+        if inner.db.read(|conn| store::get_meta(conn, &key))?.is_some() {
+            continue;
+        }
+        let pks: Vec<i64> = with_reader(inner, |reader| {
+            Ok(reader
+                .prepare("SELECT pk FROM profiles ORDER BY pk")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?)
+        })?;
+        let mut rows = Vec::new();
+        for pk in pks {
+            let facts = inner.deps.facts.load(pk, now)?;
+            if let Some(next) = next_date_for(inner, flow, facts.as_ref(), now) {
+                rows.push((pk, next));
+            }
+        }
+        inner.db.write(|tx| {
+            for (pk, next) in &rows {
+                tx.execute(
+                    "INSERT OR REPLACE INTO date_schedule (flow_id, profile_pk, next_us)
+                     VALUES (?1, ?2, ?3)",
+                    params![flow.id, pk, next],
+                )?;
+            }
+            store::set_meta(tx, &key, "1")
+        })?;
+    }
+    let due: Vec<(String, i64, i64)> = inner.db.read(|conn| {
+        Ok(conn
+            .prepare_cached(
+                "SELECT flow_id, profile_pk, next_us FROM date_schedule WHERE next_us <= ?1
+                 ORDER BY next_us LIMIT ?2",
+            )?
+            .query_map(params![now_us, inner.config.batch_size as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?)
+    })?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let mut candidates = Vec::new();
+    let mut reschedule = Vec::new();
+    for (flow_id, pk, at_us) in &due {
+        let Some(flow) = cache.flows.get(flow_id) else {
+            reschedule.push((flow_id.clone(), *pk, None));
+            continue;
+        };
+        let facts = inner.deps.facts.load(*pk, now)?;
+        let next = next_date_for(inner, flow, facts.as_ref(), crate::engine::ts(*at_us));
+        reschedule.push((flow_id.clone(), *pk, next));
+        if flow.status.is_running() {
+            candidates.push(Candidate {
+                flow: Arc::clone(flow),
+                profile_pk: *pk,
+                origin: format!("date:{at_us}"),
+                event_id: None,
+                properties: "{}".into(),
+                started_us: *at_us,
+            });
+        }
+    }
+    with_reader(inner, |reader| {
+        inner.db.write(|tx| {
+            for (flow_id, pk, next) in &reschedule {
+                match next {
+                    Some(us) => tx.execute(
+                        "UPDATE date_schedule SET next_us = ?3 WHERE flow_id = ?1 AND profile_pk = ?2",
+                        params![flow_id, pk, us],
+                    )?,
+                    None => tx.execute(
+                        "DELETE FROM date_schedule WHERE flow_id = ?1 AND profile_pk = ?2",
+                        params![flow_id, pk],
+                    )?,
+                };
+            }
+            admit(inner, reader, tx, candidates, now)
+        })
+    })?;
+    Ok(due.len())
+}
+
+// Moving runs.
+
+enum Moved {
+    Count(usize),
+    Crashed,
+}
+
+async fn move_due_runs(inner: &Arc<Inner>) -> FlowsResult<Moved> {
+    let now = inner.clock.now();
+    let this = Arc::clone(inner);
+    let (count, effects) = tokio::task::spawn_blocking(move || plan(&this, now))
+        .await
+        .map_err(|e| FlowsError::Internal(e.to_string()))??;
+    if count == 0 {
+        return Ok(Moved::Count(0));
+    }
+    if effects.is_empty() {
+        return Ok(Moved::Count(count));
+    }
+    if inner.config.fault == Some(Fault::AfterIntent) {
+        return Ok(Moved::Crashed);
+    }
+    let outcomes = actions::execute_all(inner, effects, now).await;
+    if inner.config.fault == Some(Fault::BeforeDone) {
+        return Ok(Moved::Crashed);
+    }
+    let this = Arc::clone(inner);
+    let now = inner.clock.now();
+    tokio::task::spawn_blocking(move || record(&this, outcomes, now))
+        .await
+        .map_err(|e| FlowsError::Internal(e.to_string()))??;
+    Ok(Moved::Count(count))
+}
+
+/// Per run and pass: the profile's facts, loaded on first use.
+struct RunFacts<'a> {
+    inner: &'a Inner,
+    pk: i64,
+    now: Timestamp,
+    facts: Option<Box<dyn ProfileFacts + Send>>,
+}
+
+impl RunFacts<'_> {
+    fn get(&mut self) -> FlowsResult<&dyn ProfileFacts> {
+        if self.facts.is_none() {
+            self.facts = Some(self.inner.deps.facts.load(self.pk, self.now)?);
+        }
+        Ok(self.facts.as_deref().expect("loaded"))
+    }
+}
+
+/// The longest walk through pure actions (delays that elapsed, splits, skips) in one pass.
+const MAX_STEPS_PER_PASS: usize = 256;
+
+fn plan(inner: &Inner, now: Timestamp) -> FlowsResult<(usize, Vec<Effect>)> {
+    let now_us = now.as_microsecond();
+    let runs = inner
+        .db
+        .read(|conn| store::due_runs(conn, now_us, inner.config.batch_size.max(1)))?;
+    if runs.is_empty() {
+        return Ok((0, Vec::new()));
+    }
+    let cache = cache(inner);
+    let count = runs.len();
+    let effects = inner.db.write(|tx| {
+        let mut effects = Vec::new();
+        for run in runs {
+            if let Some(effect) = plan_run(inner, tx, &cache, run, now)? {
+                effects.push(effect);
+            }
+        }
+        Ok(effects)
+    })?;
+    Ok((count, effects))
+}
+
+fn finish(
+    tx: &Transaction,
+    run: &RunRow,
+    status: &str,
+    reason: Option<&str>,
+    now_us: i64,
+) -> FlowsResult<()> {
+    store::end_run(tx, run.id, status, reason, now_us)?;
+    let name = match (status, reason) {
+        ("completed", _) => "completed".to_owned(),
+        (_, Some("filter")) => "exited_filter".to_owned(),
+        (_, Some(reason)) => format!("exited:{reason}"),
+        (other, None) => other.to_owned(),
+    };
+    store::bump(tx, &run.flow_id, "", &name, 1, 0.0)
+}
+
+fn plan_run(
+    inner: &Inner,
+    tx: &Transaction,
+    cache: &FlowCache,
+    run: RunRow,
+    now: Timestamp,
+) -> FlowsResult<Option<Effect>> {
+    let now_us = now.as_microsecond();
+    let Some(flow) = cache.flows.get(&run.flow_id) else {
+        finish(tx, &run, "cancelled", Some("flow_deleted"), now_us)?;
+        return Ok(None);
+    };
+    if !flow.status.is_running() {
+        store::move_run(
+            tx,
+            run.id,
+            run.position.as_deref(),
+            run.armed.as_deref(),
+            None,
+        )?;
+        return Ok(None);
+    }
+    let mut facts = RunFacts {
+        inner,
+        pk: run.profile_pk,
+        now,
+        facts: None,
+    };
+    let ctx = EvalContext::flow(crate::engine::ts(run.started_us));
+    let mut position = run.position.clone();
+    let mut armed = run.armed.clone();
+    let mut filter_checked = false;
+    for _ in 0..MAX_STEPS_PER_PASS {
+        let Some(pos) = position.clone() else {
+            finish(tx, &run, "completed", None, now_us)?;
+            return Ok(None);
+        };
+        let Some(action) = flow.definition.action(&pos) else {
+            finish(tx, &run, "exited", Some("action_removed"), now_us)?;
+            return Ok(None);
+        };
+        // The profile filter, before every action (once per pass: facts do not change
+        // within one).
+        if !filter_checked {
+            filter_checked = true;
+            if let Some(conditions) = flow
+                .definition
+                .profile_filter
+                .as_ref()
+                .and_then(|f| f.conditions.as_ref())
+            {
+                if !conditions.matches(facts.get()?, now, &ctx) {
+                    store::bump(tx, &run.flow_id, &pos, "exited_filter", 1, 0.0)?;
+                    finish(tx, &run, "exited", Some("filter"), now_us)?;
+                    return Ok(None);
+                }
+            }
+        }
+        match &action.kind {
+            ActionKind::TimeDelay(delay) => {
+                if armed.as_deref() == Some(pos.as_str()) {
+                    armed = None;
+                    position = action.next.clone();
+                    continue;
+                }
+                let profile_tz = match delay.timezone {
+                    crate::definition::TimezoneChoice::Profile => profile_timezone(facts.get()?),
+                    _ => None,
+                };
+                let tz = schedule::resolve_timezone(
+                    &delay.timezone,
+                    profile_tz.as_deref(),
+                    &inner.config.account_timezone,
+                );
+                let due = schedule::delay_until(now, delay, &tz);
+                if due <= now {
+                    position = action.next.clone();
+                    continue;
+                }
+                store::move_run(
+                    tx,
+                    run.id,
+                    Some(&pos),
+                    Some(&pos),
+                    Some(due.as_microsecond()),
+                )?;
+                return Ok(None);
+            }
+            ActionKind::ConditionalSplit {
+                filter,
+                next_if_true,
+                next_if_false,
+            } => {
+                let mut matched = true;
+                if let Some(conditions) = &filter.conditions {
+                    matched = conditions.matches(facts.get()?, now, &ctx);
+                }
+                if let (true, Some(window)) = (matched, filter.not_in_flow) {
+                    let last = store::last_entry(tx, &run.flow_id, run.profile_pk)?;
+                    // The run's own entry does not count.
+                    matched = match (last, window) {
+                        (Some(last), Some(w)) => {
+                            last == run.started_us || now_us - last >= w.as_micros() as i64
+                        }
+                        (Some(last), None) => last == run.started_us,
+                        (None, _) => true,
+                    };
+                }
+                let name = if matched { "split_true" } else { "split_false" };
+                store::bump(tx, &run.flow_id, &pos, name, 1, 0.0)?;
+                position = if matched {
+                    next_if_true.clone()
+                } else {
+                    next_if_false.clone()
+                };
+            }
+            ActionKind::TriggerSplit {
+                filter,
+                next_if_true,
+                next_if_false,
+            } => {
+                let matched = filter.matches(&run.trigger_properties);
+                let name = if matched { "split_true" } else { "split_false" };
+                store::bump(tx, &run.flow_id, &pos, name, 1, 0.0)?;
+                position = if matched {
+                    next_if_true.clone()
+                } else {
+                    next_if_false.clone()
+                };
+            }
+            ActionKind::SendEmail(_)
+            | ActionKind::SendWebhook(_)
+            | ActionKind::UpdateProfile(_)
+            | ActionKind::ListUpdate(_) => {
+                let key = actions::step_key(run.id, &pos);
+                match store::step(tx, &key)? {
+                    Some(step) if step.state != "intent" => {
+                        position = action.next.clone();
+                        continue;
+                    }
+                    Some(step) => {
+                        // An intent left by a crash or a retry: carry it out again.
+                        store::move_run(tx, run.id, Some(&pos), None, Some(now_us))?;
+                        return Ok(Some(effect(
+                            inner,
+                            &run,
+                            flow,
+                            action,
+                            key,
+                            step.attempts,
+                            tx,
+                        )?));
+                    }
+                    None => {}
+                }
+                if let Some(skip) = decide(inner, tx, &run, flow, action, &mut facts, now)? {
+                    store::insert_step(
+                        tx,
+                        &NewStep {
+                            key: &key,
+                            run_id: run.id,
+                            flow_id: &run.flow_id,
+                            action_id: &pos,
+                            kind: action.kind.type_name(),
+                            state: "skipped",
+                            detail: Some(skip),
+                            now_us,
+                        },
+                    )?;
+                    store::bump(tx, &run.flow_id, &pos, &format!("skipped:{skip}"), 1, 0.0)?;
+                    store::bump(tx, &run.flow_id, "", &format!("skipped:{skip}"), 1, 0.0)?;
+                    position = action.next.clone();
+                    continue;
+                }
+                store::insert_step(
+                    tx,
+                    &NewStep {
+                        key: &key,
+                        run_id: run.id,
+                        flow_id: &run.flow_id,
+                        action_id: &pos,
+                        kind: action.kind.type_name(),
+                        state: "intent",
+                        detail: None,
+                        now_us,
+                    },
+                )?;
+                if let ActionKind::SendEmail(_) = &action.kind {
+                    let email = email_of(facts.get()?).unwrap_or_default();
+                    store::insert_send(
+                        tx,
+                        &NewSend {
+                            key: &key,
+                            flow_id: &run.flow_id,
+                            action_id: &pos,
+                            run_id: run.id,
+                            profile_pk: run.profile_pk,
+                            email: &email,
+                            now_us,
+                        },
+                    )?;
+                }
+                if let ActionKind::SendWebhook(w) = &action.kind {
+                    store::upsert_webhook(tx, &key, &run.flow_id, &pos, run.id, &w.url, now_us)?;
+                }
+                store::move_run(tx, run.id, Some(&pos), None, Some(now_us))?;
+                return Ok(Some(effect(inner, &run, flow, action, key, 0, tx)?));
+            }
+        }
+    }
+    // A long walk: continue in the next pass.
+    store::move_run(
+        tx,
+        run.id,
+        position.as_deref(),
+        armed.as_deref(),
+        Some(now_us),
+    )?;
+    Ok(None)
+}
+
+pub(crate) fn email_of(facts: &dyn ProfileFacts) -> Option<String> {
+    let path = PropertyPath::from_wire("email")?;
+    facts
+        .property(&path)?
+        .as_str()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// Why a side effect is skipped, if it is.
+fn decide(
+    inner: &Inner,
+    tx: &Transaction,
+    run: &RunRow,
+    flow: &CachedFlow,
+    action: &crate::definition::Action,
+    facts: &mut RunFacts<'_>,
+    now: Timestamp,
+) -> FlowsResult<Option<&'static str>> {
+    let status = match &action.kind {
+        ActionKind::SendEmail(e) => Some(e.status),
+        ActionKind::SendWebhook(w) => Some(w.status),
+        _ => None,
+    };
+    match status.map(|s| flow.message_status(s)) {
+        Some(MessageStatus::Draft) => return Ok(Some("draft")),
+        Some(MessageStatus::Manual) => return Ok(Some("manual")),
+        _ => {}
+    }
+    let ActionKind::SendEmail(email) = &action.kind else {
+        return Ok(None);
+    };
+    if inner.config.mail.is_none() {
+        return Ok(Some("no_mailer"));
+    }
+    let facts = facts.get()?;
+    if email_of(facts).is_none() {
+        return Ok(Some("no_email"));
+    }
+    let consent = facts.email_consent();
+    let hard = consent.suppressions.iter().any(|s| {
+        matches!(
+            s.reason,
+            signalbox_seglang::SuppressionReason::HardBounce
+                | signalbox_seglang::SuppressionReason::InvalidEmail
+                | signalbox_seglang::SuppressionReason::SpamComplaint
+        )
+    });
+    if hard {
+        return Ok(Some("suppressed"));
+    }
+    if !email.transactional {
+        if consent.status == ConsentStatus::Unsubscribed {
+            return Ok(Some("consent"));
+        }
+        if !consent.can_receive_marketing || !consent.suppressions.is_empty() {
+            return Ok(Some("suppressed"));
+        }
+    }
+    if let Trigger::Segment { segment_id } = &flow.definition.trigger {
+        if let Some(membership) = &inner.deps.membership {
+            if !membership.is_member(segment_id, run.profile_pk)? {
+                return Ok(Some("not_in_segment"));
+            }
+        }
+    }
+    if email.smart_sending && !email.transactional {
+        let since = now.as_microsecond() - email.smart_sending_window.as_micros() as i64;
+        if store::emailed_since(tx, run.profile_pk, since)? {
+            return Ok(Some("smart_sending"));
+        }
+    }
+    Ok(None)
+}
+
+fn effect(
+    _inner: &Inner,
+    run: &RunRow,
+    flow: &CachedFlow,
+    action: &crate::definition::Action,
+    key: String,
+    attempts: i64,
+    tx: &Transaction,
+) -> FlowsResult<Effect> {
+    let email = tx
+        .prepare_cached("SELECT email FROM sends WHERE key = ?1")?
+        .query_row([&key], |r| r.get::<_, String>(0))
+        .ok();
+    Ok(Effect {
+        key,
+        run_id: run.id,
+        flow_id: flow.id.clone(),
+        action: action.clone(),
+        profile_id: run.profile_id.clone(),
+        trigger_event_id: run.trigger_event_id.clone(),
+        trigger_properties: run.trigger_properties.clone(),
+        email,
+        attempts,
+    })
+}
+
+/// Commits the outcomes of one batch and moves the runs on.
+fn record(inner: &Inner, outcomes: Vec<(Effect, Outcome)>, now: Timestamp) -> FlowsResult<()> {
+    let now_us = now.as_microsecond();
+    let cache = cache(inner);
+    inner.db.write(|tx| {
+        let mut counts: HashMap<(String, String, &'static str), i64> = HashMap::new();
+        for (effect, outcome) in outcomes {
+            let action_id = effect.action.id.clone();
+            match outcome {
+                Outcome::Done {
+                    stat,
+                    detail,
+                    message_id,
+                    subject,
+                } => {
+                    store::finish_step(tx, &effect.key, "done", detail.as_deref(), now_us)?;
+                    if matches!(effect.action.kind, ActionKind::SendEmail(_)) {
+                        store::finish_send(
+                            tx,
+                            &effect.key,
+                            "sent",
+                            subject.as_deref(),
+                            message_id.as_deref(),
+                            None,
+                            now_us,
+                        )?;
+                    }
+                    if matches!(effect.action.kind, ActionKind::SendWebhook(_)) {
+                        store::webhook_attempt(
+                            tx,
+                            &effect.key,
+                            "delivered",
+                            detail.as_deref().and_then(|d| d.parse().ok()),
+                            None,
+                            None,
+                            now_us,
+                        )?;
+                    }
+                    *counts
+                        .entry((effect.flow_id.clone(), action_id, stat))
+                        .or_default() += 1;
+                }
+                Outcome::Failed {
+                    stat,
+                    reason,
+                    dead_letter_body,
+                    http_status,
+                } => {
+                    store::finish_step(tx, &effect.key, "failed", Some(&reason), now_us)?;
+                    if matches!(effect.action.kind, ActionKind::SendEmail(_)) {
+                        let status = if stat == "bounced" {
+                            "bounced"
+                        } else {
+                            "failed"
+                        };
+                        store::finish_send(
+                            tx,
+                            &effect.key,
+                            status,
+                            None,
+                            None,
+                            Some(&reason),
+                            now_us,
+                        )?;
+                    }
+                    if let ActionKind::SendWebhook(w) = &effect.action.kind {
+                        let attempts = store::webhook_attempt(
+                            tx,
+                            &effect.key,
+                            "dead",
+                            http_status,
+                            Some(&reason),
+                            None,
+                            now_us,
+                        )?;
+                        store::insert_dead_letter(
+                            tx,
+                            &effect.key,
+                            &effect.flow_id,
+                            &action_id,
+                            effect.run_id,
+                            &w.url,
+                            dead_letter_body.as_deref().unwrap_or(""),
+                            &reason,
+                            attempts,
+                            now_us,
+                        )?;
+                    }
+                    *counts
+                        .entry((effect.flow_id.clone(), action_id, stat))
+                        .or_default() += 1;
+                }
+                Outcome::Retry {
+                    at,
+                    reason,
+                    http_status,
+                } => {
+                    store::retry_step(tx, &effect.key, &reason)?;
+                    if matches!(effect.action.kind, ActionKind::SendWebhook(_)) {
+                        store::webhook_attempt(
+                            tx,
+                            &effect.key,
+                            "pending",
+                            http_status,
+                            Some(&reason),
+                            Some(at.as_microsecond()),
+                            now_us,
+                        )?;
+                    }
+                    store::move_run(
+                        tx,
+                        effect.run_id,
+                        Some(&effect.action.id),
+                        None,
+                        Some(at.as_microsecond()),
+                    )?;
+                    *counts
+                        .entry((effect.flow_id.clone(), action_id, "retried"))
+                        .or_default() += 1;
+                    continue;
+                }
+            }
+            // Move on to the next action, or finish.
+            let next = cache
+                .flows
+                .get(&effect.flow_id)
+                .and_then(|f| f.definition.action(&effect.action.id))
+                .and_then(|a| a.next.clone());
+            match next {
+                Some(next) => store::move_run(tx, effect.run_id, Some(&next), None, Some(now_us))?,
+                None => {
+                    store::end_run(tx, effect.run_id, "completed", None, now_us)?;
+                    store::bump(tx, &effect.flow_id, "", "completed", 1, 0.0)?;
+                }
+            }
+        }
+        for ((flow_id, action_id, stat), n) in counts {
+            store::bump(tx, &flow_id, &action_id, stat, n, 0.0)?;
+            if matches!(
+                stat,
+                "sent" | "failed" | "bounced" | "delivered" | "dead_lettered"
+            ) {
+                store::bump(tx, &flow_id, "", stat, n, 0.0)?;
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,205 @@
+//! Flow definitions: parsing, pointers to the action at fault, ids, and the way back.
+
+use serde_json::{json, Value};
+use signalbox_flows::definition::{ActionKind, Reentry, Trigger};
+use signalbox_flows::{FlowDefinition, FlowsError};
+
+use crate::helpers::*;
+
+fn problems(definition: Value) -> Vec<(String, String)> {
+    match FlowDefinition::parse(&definition) {
+        Ok(_) => panic!("accepted {definition}"),
+        Err(problems) => problems
+            .into_iter()
+            .map(|p| (p.pointer, p.detail))
+            .collect(),
+    }
+}
+
+fn base_actions() -> Value {
+    json!([
+        {"temporary_id": "a1", "type": "time-delay", "data": {"unit": "hours", "value": 4}, "links": {"next": "a2"}},
+        {"temporary_id": "a2", "type": "send-email", "data": {"status": "draft", "message": {
+            "from_email": "shop@x.com", "subject_line": "Hi", "template_id": "T1"}}, "links": {"next": null}}
+    ])
+}
+
+#[test]
+fn the_documented_example_parses() {
+    let definition = json!({
+        "triggers": [{"type": "metric", "id": "STARTED", "trigger_filter": {"condition_groups": [{"conditions": [
+            {"type": "metric-property", "metric_id": "STARTED", "field": "$value",
+             "filter": {"type": "numeric", "operator": "greater-than", "value": 50}}]}]}}],
+        "profile_filter": {"condition_groups": [{"conditions": [{"type": "profile-metric", "metric_id": "PLACED",
+            "measurement": "count", "measurement_filter": {"type": "numeric", "operator": "equals", "value": 0},
+            "timeframe_filter": {"type": "date", "operator": "flow-start"}}]}]},
+        "entry_action_id": "a1",
+        "actions": base_actions(),
+        "reentry_criteria": {"duration": 1, "unit": "day"}
+    });
+    let parsed = FlowDefinition::parse(&definition).unwrap();
+    let Trigger::Metric { metric_id, filter } = &parsed.trigger else {
+        panic!("a metric trigger")
+    };
+    assert_eq!(metric_id, "STARTED");
+    let filter = filter.as_ref().unwrap();
+    assert!(filter.matches(json!({"$value": 60}).as_object().unwrap()));
+    assert!(!filter.matches(json!({"$value": 40}).as_object().unwrap()));
+    assert_eq!(
+        parsed.reentry,
+        Reentry::After(jiff::SignedDuration::from_hours(24))
+    );
+    assert!(matches!(parsed.actions[1].kind, ActionKind::SendEmail(_)));
+}
+
+#[test]
+fn problems_point_at_the_action_at_fault() {
+    let mut actions = base_actions();
+    actions[1]["data"]["message"]["subject_line"] = json!("");
+    actions[0]["data"]["unit"] = json!("fortnights");
+    let got = problems(
+        json!({"triggers": [{"type": "list", "id": "L1"}], "entry_action_id": "a1", "actions": actions}),
+    );
+    assert!(
+        got.contains(&(
+            "/data/attributes/definition/actions/0/data/unit".into(),
+            "expected minutes, hours or days".into()
+        )),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|(p, _)| p == "/data/attributes/definition/actions/1/data/message/subject_line"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn links_must_resolve_and_not_loop() {
+    let mut actions = base_actions();
+    actions[1]["links"]["next"] = json!("nowhere");
+    let got = problems(
+        json!({"triggers": [{"type": "list", "id": "L1"}], "entry_action_id": "a1", "actions": actions}),
+    );
+    assert_eq!(
+        got,
+        [(
+            "/data/attributes/definition/actions/1/links/next".to_owned(),
+            "no action has the id `nowhere`".to_owned()
+        )]
+    );
+    let mut actions = base_actions();
+    actions[1]["links"]["next"] = json!("a1");
+    let got = problems(
+        json!({"triggers": [{"type": "list", "id": "L1"}], "entry_action_id": "a1", "actions": actions}),
+    );
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].1.contains("loop"), "{got:?}");
+    let got = problems(
+        json!({"triggers": [{"type": "list", "id": "L1"}], "entry_action_id": "zz", "actions": base_actions()}),
+    );
+    assert_eq!(got[0].0, "/data/attributes/definition/entry_action_id");
+}
+
+#[test]
+fn filters_report_seglang_pointers_inside_the_definition() {
+    let got = problems(json!({
+        "triggers": [{"type": "metric", "id": "M", "trigger_filter": {"condition_groups": [{"conditions": [
+            {"type": "metric-property", "field": "Total", "filter": {"type": "numeric", "operator": "bigger", "value": 1}}]}]}}],
+        "profile_filter": {"condition_groups": [{"conditions": [{"type": "profile-metric", "metric_id": "P",
+            "measurement": "count", "measurement_filter": {"type": "numeric", "operator": "equals", "value": "zero"},
+            "timeframe_filter": {"type": "date", "operator": "flow-start"}}]}]},
+        "entry_action_id": "a1", "actions": base_actions()}));
+    let pointers: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(pointers.contains(&"/data/attributes/definition/triggers/0/trigger_filter/condition_groups/0/conditions/0/filter/operator"), "{got:?}");
+    assert!(pointers.iter().any(|p| p.starts_with("/data/attributes/definition/profile_filter/condition_groups/0/conditions/0/measurement_filter")), "{got:?}");
+}
+
+#[test]
+fn unknown_types_and_exactly_one_trigger() {
+    let got = problems(json!({"triggers": [], "entry_action_id": "a1", "actions": base_actions()}));
+    assert_eq!(got[0].0, "/data/attributes/definition/triggers");
+    let mut actions = base_actions();
+    actions[0]["type"] = json!("teleport");
+    let got = problems(
+        json!({"triggers": [{"type": "segment", "id": "S"}], "entry_action_id": "a1", "actions": actions}),
+    );
+    assert_eq!(got[0].0, "/data/attributes/definition/actions/0/type");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_flows_get_real_ids_and_read_back_in_klaviyos_shape() {
+    let app = TestApp::start_with(Options {
+        mail: false,
+        ..Options::default()
+    })
+    .await;
+    let definition = json!({"triggers": [{"type": "list", "id": "L1"}], "entry_action_id": "a1", "actions": base_actions()});
+    let flow = app
+        .flows
+        .create_flow("Welcome", &definition, None)
+        .await
+        .unwrap();
+    assert_eq!(flow.status, signalbox_flows::FlowStatus::Draft);
+    assert_eq!(flow.trigger_type, "Added to List");
+    let json = flow.definition.to_json();
+    let first = json["actions"][0]["id"].as_str().unwrap();
+    let second = json["actions"][1]["id"].as_str().unwrap();
+    assert_ne!(first, "a1");
+    assert!(json["actions"][0].get("temporary_id").is_none());
+    assert_eq!(json["entry_action_id"], json!(first));
+    assert_eq!(json["actions"][0]["links"]["next"], json!(second));
+    assert_eq!(
+        json["reentry_criteria"],
+        json!({"duration": 1, "unit": "alltime"})
+    );
+    // The stored definition parses again to the same JSON.
+    let again = FlowDefinition::parse(&json).unwrap();
+    assert_eq!(again.to_json(), json);
+    let listed = app.flows.list_flows().await.unwrap();
+    assert_eq!(listed.len(), 1);
+
+    // PATCH: an unknown real id is refused with its pointer; status live sets the messages.
+    let mut changed = json.clone();
+    changed["actions"][1]["id"] = json!("999");
+    changed["actions"][0]["links"]["next"] = json!("999");
+    let err = app
+        .flows
+        .update_flow(
+            &flow.id,
+            signalbox_flows::FlowUpdate {
+                definition: Some(changed),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    let FlowsError::InvalidDefinition(problems) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        problems[0].pointer,
+        "/data/attributes/definition/actions/1/id"
+    );
+    let live = app
+        .flows
+        .update_flow(
+            &flow.id,
+            signalbox_flows::FlowUpdate {
+                status: Some(signalbox_flows::FlowStatus::Live),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        live.definition.to_json()["actions"][1]["data"]["status"],
+        json!("live")
+    );
+    assert_eq!(live.version, 2);
+    app.flows.delete_flow(&flow.id).await.unwrap();
+    assert!(matches!(
+        app.flows.get_flow(&flow.id).await,
+        Err(FlowsError::NotFound { .. })
+    ));
+}

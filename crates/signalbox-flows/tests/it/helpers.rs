@@ -1,0 +1,575 @@
+//! A log and engage on a fake clock, the flows engine on them, in-memory stand-ins for the
+//! dependencies owned elsewhere, and a facts loader over engage for filters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use rusqlite::OptionalExtension;
+use serde_json::{json, Map, Value};
+use signalbox_core::{Clock, FakeClock};
+use signalbox_engage::{
+    feed, ApiEventInput, Engage, EngageConfig, MetricQuery, Profile, ProfileId, ProfileInput,
+};
+use signalbox_flows::{
+    BuiltinEvents, DepResult, FactsLoader, FlowMail, Flows, FlowsConfig, FlowsDeps, ListActions,
+    MembershipFeed, SegmentEntry, TemplateSource,
+};
+use signalbox_mail::{
+    Composer, EmailTemplateSource, LinkSigner, Mailer, MailerConfig, TrackingLinks,
+};
+use signalbox_seglang::{
+    ConsentStatus, ConsentView, EventFilter, ProfileFacts, PropertyPath, Suppression,
+    SuppressionReason, TimeWindow,
+};
+use signalbox_store::sqlite::SqliteOptions;
+use signalbox_store::{SqliteStore, Store};
+use tempfile::TempDir;
+
+use crate::sink::SmtpSink;
+
+pub fn at(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+/// Built-in events recorded by the engine.
+#[derive(Default)]
+pub struct MemoryEvents(pub Mutex<Vec<(String, String, Value, String)>>);
+
+impl BuiltinEvents for MemoryEvents {
+    fn record(
+        &self,
+        metric: &str,
+        profile_id: &ProfileId,
+        properties: Value,
+        unique_id: String,
+        _time: Timestamp,
+    ) -> DepResult<()> {
+        self.0.lock().unwrap().push((
+            metric.to_owned(),
+            profile_id.to_string(),
+            properties,
+            unique_id,
+        ));
+        Ok(())
+    }
+}
+
+impl MemoryEvents {
+    pub fn named(&self, metric: &str) -> Vec<(String, Value, String)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.0 == metric)
+            .map(|e| (e.1.clone(), e.2.clone(), e.3.clone()))
+            .collect()
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryTemplates(pub Mutex<HashMap<String, EmailTemplateSource>>);
+
+impl TemplateSource for MemoryTemplates {
+    fn get(&self, id: &str) -> Option<EmailTemplateSource> {
+        self.0.lock().unwrap().get(id).cloned()
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryLists(pub Mutex<Vec<(String, String, String)>>);
+
+impl ListActions for MemoryLists {
+    fn add(&self, list_id: &str, profile_id: &ProfileId) -> DepResult<()> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(("add".into(), list_id.into(), profile_id.to_string()));
+        Ok(())
+    }
+    fn remove(&self, list_id: &str, profile_id: &ProfileId) -> DepResult<()> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(("remove".into(), list_id.into(), profile_id.to_string()));
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryMembership(pub Mutex<Vec<SegmentEntry>>);
+
+impl MembershipFeed for MemoryMembership {
+    fn entered_after(&self, cursor: i64, limit: usize) -> DepResult<Vec<SegmentEntry>> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.cursor > cursor)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+}
+
+/// Consent per profile id, set by tests (engage's consent writes are not part of this crate).
+pub type ConsentMap = Arc<Mutex<HashMap<String, ConsentView>>>;
+
+/// Facts from engage: the profile (through [`Engage::get_profile`]) and its events (SQL on
+/// the engage file, as a follower reads it).
+pub struct EngageFacts {
+    pub engage: Engage,
+    pub consent: ConsentMap,
+}
+
+struct LoadedFacts {
+    properties: HashMap<PropertyPath, Value>,
+    events: Vec<(String, Timestamp, f64, Map<String, Value>)>,
+    consent: ConsentView,
+}
+
+impl FactsLoader for EngageFacts {
+    fn load(&self, profile_pk: i64, _now: Timestamp) -> DepResult<Box<dyn ProfileFacts + Send>> {
+        let err = |e: &dyn std::fmt::Display| signalbox_flows::DepError(e.to_string());
+        let conn = feed::open_reader(self.engage.path()).map_err(|e| err(&e))?;
+        let id = feed::profile_id(&conn, profile_pk)
+            .map_err(|e| err(&e))?
+            .ok_or_else(|| signalbox_flows::DepError("no such profile".into()))?;
+        let engage = self.engage.clone();
+        let profile: Profile = tokio::runtime::Handle::current()
+            .block_on(engage.get_profile(&id))
+            .map_err(|e| err(&e))?;
+        let mut properties = HashMap::new();
+        let mut put = |wire: &str, value: Option<Value>| {
+            if let (Some(path), Some(value)) = (PropertyPath::from_wire(wire), value) {
+                properties.insert(path, value);
+            }
+        };
+        put("email", profile.email.clone().map(Value::from));
+        put("first_name", profile.first_name.clone().map(Value::from));
+        put("last_name", profile.last_name.clone().map(Value::from));
+        put(
+            "location['timezone']",
+            profile.location.timezone.clone().map(Value::from),
+        );
+        for (k, v) in &profile.properties {
+            properties.insert(PropertyPath::Custom(k.clone()), v.clone());
+        }
+        let mut stmt = conn
+            .prepare(
+                "SELECT m.id, e.time_us, COALESCE(e.value, 0), e.properties FROM events e
+                 JOIN metrics m ON m.pk = e.metric_pk WHERE e.profile_pk = ?1",
+            )
+            .map_err(|e| err(&e))?;
+        let events = stmt
+            .query_map([profile_pk], |r| {
+                let props: String = r.get(3)?;
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Timestamp::from_microsecond(r.get(1)?).unwrap(),
+                    r.get::<_, f64>(2)?,
+                    serde_json::from_str(&props).unwrap_or_default(),
+                ))
+            })
+            .map_err(|e| err(&e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| err(&e))?;
+        let _ = conn
+            .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+            .optional();
+        let consent = self
+            .consent
+            .lock()
+            .unwrap()
+            .get(id.as_str())
+            .cloned()
+            .unwrap_or(ConsentView {
+                can_receive_marketing: true,
+                ..ConsentView::default()
+            });
+        Ok(Box::new(LoadedFacts {
+            properties,
+            events,
+            consent,
+        }))
+    }
+}
+
+impl LoadedFacts {
+    fn matching<'a>(
+        &'a self,
+        metric_id: &'a str,
+        window: TimeWindow,
+        filters: &'a [EventFilter],
+    ) -> impl Iterator<Item = &'a (String, Timestamp, f64, Map<String, Value>)> + 'a {
+        self.events.iter().filter(move |e| {
+            e.0 == metric_id
+                && window.contains(e.1)
+                && signalbox_seglang::event_matches(filters, &e.3)
+        })
+    }
+}
+
+impl ProfileFacts for LoadedFacts {
+    fn metric_count(&self, metric_id: &str, window: TimeWindow, filters: &[EventFilter]) -> u64 {
+        self.matching(metric_id, window, filters).count() as u64
+    }
+    fn metric_sum(&self, metric_id: &str, window: TimeWindow, filters: &[EventFilter]) -> f64 {
+        self.matching(metric_id, window, filters).map(|e| e.2).sum()
+    }
+    fn metric_event_times(
+        &self,
+        metric_id: &str,
+        window: TimeWindow,
+        filters: &[EventFilter],
+    ) -> Vec<Timestamp> {
+        self.matching(metric_id, window, filters)
+            .map(|e| e.1)
+            .collect()
+    }
+    fn property(&self, path: &PropertyPath) -> Option<&Value> {
+        self.properties.get(path)
+    }
+    fn is_member(&self, _group_id: &str) -> bool {
+        false
+    }
+    fn email_consent(&self) -> ConsentView {
+        self.consent.clone()
+    }
+}
+
+pub fn unsubscribed() -> ConsentView {
+    ConsentView {
+        status: ConsentStatus::Unsubscribed,
+        can_receive_marketing: false,
+        ..ConsentView::default()
+    }
+}
+
+pub fn suppressed() -> ConsentView {
+    ConsentView {
+        status: ConsentStatus::Subscribed,
+        can_receive_marketing: false,
+        suppressions: vec![Suppression {
+            reason: SuppressionReason::HardBounce,
+            timestamp: at("2026-01-01T00:00:00Z"),
+        }],
+        ..ConsentView::default()
+    }
+}
+
+pub struct Options {
+    pub mail: bool,
+    pub tune: Box<dyn FnOnce(&mut FlowsConfig) + Send>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            mail: true,
+            tune: Box::new(|_| {}),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub dir: TempDir,
+    pub store: Arc<dyn Store>,
+    pub engage: Engage,
+    pub clock: FakeClock,
+    pub flows: Flows,
+    pub config: FlowsConfig,
+    pub sink: Option<SmtpSink>,
+    pub events: Arc<MemoryEvents>,
+    pub templates: Arc<MemoryTemplates>,
+    pub lists: Arc<MemoryLists>,
+    pub membership: Arc<MemoryMembership>,
+    pub consent: ConsentMap,
+    metrics: BTreeMap<String, String>,
+}
+
+pub const START: &str = "2026-03-02T10:00:00Z";
+
+impl TestApp {
+    pub async fn start() -> TestApp {
+        TestApp::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(dir.path().join("signalbox.db"), SqliteOptions::default()).unwrap(),
+        );
+        let clock = FakeClock::new(at(START));
+        let mut engage_config = EngageConfig::new(dir.path().join("engage.db"));
+        engage_config.poll_interval = Duration::from_millis(5);
+        let engage = Engage::start(Arc::clone(&store), Arc::new(clock.clone()), engage_config)
+            .await
+            .unwrap();
+        let sink = options.mail.then(SmtpSink::plain);
+        let mut config = FlowsConfig::new(dir.path().join("flows.db"));
+        config.webhook_key = b"a test webhook key of some length".to_vec();
+        config.poll_interval = Duration::from_millis(20);
+        if let Some(sink) = &sink {
+            config.mail = Some(mail_for(&sink.url()));
+        }
+        (options.tune)(&mut config);
+        let events = Arc::new(MemoryEvents::default());
+        let templates = Arc::new(MemoryTemplates::default());
+        let lists = Arc::new(MemoryLists::default());
+        let membership = Arc::new(MemoryMembership::default());
+        let consent: ConsentMap = Arc::default();
+        let flows = start_flows(
+            &engage,
+            &clock,
+            &config,
+            &events,
+            &templates,
+            &lists,
+            &membership,
+            &consent,
+        )
+        .await;
+        TestApp {
+            dir,
+            store,
+            engage,
+            clock,
+            flows,
+            config,
+            sink,
+            events,
+            templates,
+            lists,
+            membership,
+            consent,
+            metrics: BTreeMap::new(),
+        }
+    }
+
+    /// Stops the engine and starts it again on the same files.
+    pub async fn restart(&mut self, tune: impl FnOnce(&mut FlowsConfig)) {
+        self.flows.shutdown().await;
+        tune(&mut self.config);
+        self.flows = start_flows(
+            &self.engage,
+            &self.clock,
+            &self.config,
+            &self.events,
+            &self.templates,
+            &self.lists,
+            &self.membership,
+            &self.consent,
+        )
+        .await;
+    }
+
+    pub fn flows_path(&self) -> PathBuf {
+        self.dir.path().join("flows.db")
+    }
+
+    /// Engage applied everything, and the flows engine did everything due now.
+    pub async fn settle(&self) {
+        self.engage.catch_up(Duration::from_secs(10)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.flows.sync())
+            .await
+            .expect("flows settle in time")
+            .unwrap();
+    }
+
+    /// Moves the clock on and lets everything due run.
+    pub async fn advance(&self, by: SignedDuration) {
+        self.clock.advance(by);
+        self.settle().await;
+    }
+
+    pub async fn profile(&self, email: &str, first_name: &str) -> Profile {
+        self.engage
+            .import_profile(ProfileInput {
+                email: Some(email.into()),
+                first_name: Some(first_name.into()),
+                ..ProfileInput::default()
+            })
+            .await
+            .unwrap()
+            .0
+    }
+
+    pub async fn profile_with(&self, input: ProfileInput) -> Profile {
+        self.engage.import_profile(input).await.unwrap().0
+    }
+
+    pub async fn track(&self, email: &str, metric: &str, properties: Value) {
+        self.track_value(email, metric, properties, None).await;
+    }
+
+    pub async fn track_value(
+        &self,
+        email: &str,
+        metric: &str,
+        properties: Value,
+        value: Option<f64>,
+    ) {
+        self.engage
+            .create_events(vec![ApiEventInput {
+                metric_name: metric.into(),
+                profile: ProfileInput {
+                    email: Some(email.into()),
+                    ..ProfileInput::default()
+                },
+                properties: properties.as_object().cloned().unwrap_or_default(),
+                time: Some(self.clock.now()),
+                value,
+                ..ApiEventInput::default()
+            }])
+            .await
+            .unwrap();
+    }
+
+    /// The id of a metric, creating it with an event of a throwaway profile.
+    pub async fn metric(&mut self, name: &str) -> String {
+        if let Some(id) = self.metrics.get(name) {
+            return id.clone();
+        }
+        self.track("seed@example.org", name, json!({})).await;
+        self.settle().await;
+        let page = self
+            .engage
+            .list_metrics(MetricQuery::default())
+            .await
+            .unwrap();
+        let id = page
+            .items
+            .into_iter()
+            .find(|m| m.name == name)
+            .unwrap()
+            .id
+            .to_string();
+        self.metrics.insert(name.into(), id.clone());
+        id
+    }
+
+    pub fn set_consent(&self, profile: &Profile, view: signalbox_seglang::ConsentView) {
+        self.consent
+            .lock()
+            .unwrap()
+            .insert(profile.id.to_string(), view);
+    }
+
+    pub fn sink(&self) -> &SmtpSink {
+        self.sink.as_ref().expect("a sink")
+    }
+
+    /// Creates a live flow; panics with the problems if refused.
+    pub async fn live_flow(&self, definition: Value) -> signalbox_flows::FlowInfo {
+        self.flows
+            .create_flow(
+                "Test flow",
+                &definition,
+                Some(signalbox_flows::FlowStatus::Live),
+            )
+            .await
+            .unwrap()
+    }
+}
+
+pub fn mail_for(url: &str) -> FlowMail {
+    let mut config = MailerConfig::new(url.parse().unwrap(), "Shop <shop@example.com>");
+    config.hello_name = Some("localhost".into());
+    let links = TrackingLinks::new(
+        LinkSigner::new(b"a long random link secret for tests").unwrap(),
+        "https://mail.example.com",
+    )
+    .unwrap();
+    FlowMail {
+        mailer: Mailer::new(config).unwrap(),
+        composer: Composer::new(links, None),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_flows(
+    engage: &Engage,
+    clock: &FakeClock,
+    config: &FlowsConfig,
+    events: &Arc<MemoryEvents>,
+    templates: &Arc<MemoryTemplates>,
+    lists: &Arc<MemoryLists>,
+    membership: &Arc<MemoryMembership>,
+    consent: &ConsentMap,
+) -> Flows {
+    let facts = Arc::new(EngageFacts {
+        engage: engage.clone(),
+        consent: Arc::clone(consent),
+    });
+    let mut deps = FlowsDeps::new(facts);
+    deps.events = Some(Arc::clone(events) as Arc<dyn BuiltinEvents>);
+    deps.templates = Some(Arc::clone(templates) as Arc<dyn TemplateSource>);
+    deps.lists = Some(Arc::clone(lists) as Arc<dyn ListActions>);
+    deps.membership = Some(Arc::clone(membership) as Arc<dyn MembershipFeed>);
+    Flows::start(
+        engage.clone(),
+        Arc::new(clock.clone()),
+        config.clone(),
+        deps,
+    )
+    .await
+    .unwrap()
+}
+
+/// A parsed message from the sink.
+pub struct Mail {
+    pub to: Vec<String>,
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+    pub message_id: String,
+    pub raw: String,
+}
+
+pub fn parse_mail(captured: &crate::sink::Captured) -> Mail {
+    let message = mail_parser::MessageParser::default()
+        .parse(&captured.raw)
+        .unwrap();
+    Mail {
+        to: captured.rcpt_tos.clone(),
+        subject: message.subject().unwrap_or_default().to_owned(),
+        html: message
+            .body_html(0)
+            .map(|s| s.into_owned())
+            .unwrap_or_default(),
+        text: message
+            .body_text(0)
+            .map(|s| s.into_owned())
+            .unwrap_or_default(),
+        message_id: message.message_id().unwrap_or_default().to_owned(),
+        raw: String::from_utf8_lossy(&captured.raw).into_owned(),
+    }
+}
+
+/// The abandoned-checkout definition of the issue: wait 4 h, Placed Order zero times since the
+/// flow started, email listing the cart.
+pub fn abandoned_checkout(checkout: &str, placed_order: &str) -> Value {
+    json!({
+        "triggers": [{"type": "metric", "id": checkout}],
+        "profile_filter": {"condition_groups": [{"conditions": [{
+            "type": "profile-metric", "metric_id": placed_order, "measurement": "count",
+            "measurement_filter": {"type": "numeric", "operator": "equals", "value": 0},
+            "timeframe_filter": {"type": "date", "operator": "flow-start"}}]}]},
+        "entry_action_id": "wait",
+        "actions": [
+            {"temporary_id": "wait", "type": "time-delay", "data": {"unit": "hours", "value": 4},
+             "links": {"next": "email"}},
+            {"temporary_id": "email", "type": "send-email", "data": {"status": "live", "message": {
+                "from_email": "shop@example.com", "from_label": "Shop",
+                "subject_line": "You left something, {{ first_name|default:\"there\" }}",
+                "html": "<p>Your cart:</p><ul>{% for item in event.Items %}<li>{{ item.ProductName }} ({{ item.ItemPrice }})</li>{% endfor %}</ul><a href=\"https://shop.example.com/cart\">Back to cart</a>",
+                "smart_sending_enabled": false}},
+             "links": {"next": null}}
+        ],
+        "reentry_criteria": {"duration": 0, "unit": "alltime"}
+    })
+}
