@@ -86,6 +86,8 @@ pub struct AppState {
     pub templates: Option<TemplateStore>,
     /// The movable clock of `serve --test-clock`; `None` on the system clock.
     pub test_clock: Option<Arc<ShiftedClock>>,
+    /// The flows engine behind `/api/flows`; without it those routes answer 503.
+    pub flows: Option<signalbox_flows::Flows>,
 }
 
 /// Open CORS for the Tracking API, which browsers call from any site. The headers a preflight
@@ -222,6 +224,7 @@ impl Application {
             mail: Arc::new(Mail::disabled(links)),
             templates: None,
             test_clock: None,
+            flows: None,
         };
         Ok(Application {
             listener,
@@ -259,6 +262,11 @@ impl Application {
     /// Where `/api/templates` keeps templates.
     pub fn set_templates(&mut self, templates: TemplateStore) {
         self.state.templates = Some(templates);
+    }
+
+    /// Serves `/api/flows` from this engine.
+    pub fn set_flows(&mut self, flows: signalbox_flows::Flows) {
+        self.state.flows = Some(flows);
     }
 
     /// Exposes `POST /admin/v1/test-clock`; `clock` must be the one given to

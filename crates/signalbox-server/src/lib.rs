@@ -9,6 +9,8 @@
 //! - [`klaviyo`]: the Klaviyo-compatible REST API (`/api/*`) over the engage engine; the only
 //!   code that knows Klaviyo's JSON:API shapes.
 //! - [`admin`]: the admin API (`/admin/v1/*`), authenticated by private API keys.
+//! - [`flow_deps`]: the flows engine's dependencies over engage and templates
+//!   ([`flow_facts`]: a profile's facts for flow filters).
 //! - [`mail`]: mailer, composer, template cache, template context of a profile and event.
 //! - [`templates`]: stored email templates (`templates.db`) and previews; [`tracking`]: the
 //!   open pixel and click redirects of sent emails, recorded as built-in metrics.
@@ -20,6 +22,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod error;
+pub mod flow_deps;
 pub mod flow_facts;
 pub mod ingest;
 pub mod klaviyo;

@@ -73,7 +73,17 @@ async fn spawn() -> TestApp {
     let links = TrackingLinks::new(LinkSigner::new(&[7u8; 32]).unwrap(), BASE).unwrap();
     app.set_links(links.clone());
     app.set_mail(Mail::new(&MailSettings::default(), links.clone()).unwrap());
-    app.set_templates(TemplateStore::open(dir.path().join("templates.db")).unwrap());
+    let templates = TemplateStore::open(dir.path().join("templates.db")).unwrap();
+    app.set_templates(templates.clone());
+    let flows = signalbox_flows::Flows::start(
+        engage.clone(),
+        Arc::new(SystemClock),
+        signalbox_flows::FlowsConfig::new(dir.path().join("flows.db")),
+        crate::flow_deps::flow_deps(&engage, Some(templates), tokio::runtime::Handle::current()),
+    )
+    .await
+    .unwrap();
+    app.set_flows(flows);
     TestApp {
         router: NormalizePathLayer::trim_trailing_slash().layer(router(app.state().clone())),
         key: key.expose().to_owned(),
@@ -524,4 +534,154 @@ async fn render_against_a_real_profile_and_event_lists_undefined_variables() {
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+fn flow_body(definition: Value) -> Value {
+    json!({"data": {"type": "flow", "attributes": {"name": "Abandoned checkout", "definition": definition}}})
+}
+
+fn checkout_definition() -> Value {
+    json!({
+        "triggers": [{"type": "metric", "id": "CHECKOUT1"}],
+        "profile_filter": {"condition_groups": [{"conditions": [{
+            "type": "profile-metric", "metric_id": "PLACED1", "measurement": "count",
+            "measurement_filter": {"type": "numeric", "operator": "equals", "value": 0},
+            "timeframe_filter": {"type": "date", "operator": "flow-start"}}]}]},
+        "entry_action_id": "wait",
+        "actions": [
+            {"temporary_id": "wait", "type": "time-delay", "data": {"unit": "hours", "value": 4},
+             "links": {"next": "email"}},
+            {"temporary_id": "email", "type": "send-email", "data": {"status": "draft", "message": {
+                "from_email": "shop@example.com", "subject_line": "You left something",
+                "html": "<p>{{ first_name }}</p>", "smart_sending_enabled": true}},
+             "links": {"next": null}}
+        ],
+        "reentry_criteria": {"duration": 1, "unit": "day"}
+    })
+}
+
+#[tokio::test]
+async fn flows_crud_in_klaviyo_shapes() {
+    let app = spawn().await;
+    let reply = app
+        .write(Method::POST, "/api/flows", flow_body(checkout_definition()))
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json());
+    let created = reply.json();
+    let id = created["data"]["id"].as_str().unwrap().to_owned();
+    let attributes = &created["data"]["attributes"];
+    assert_eq!(created["data"]["type"], "flow");
+    assert_eq!(attributes["status"], "draft");
+    assert_eq!(attributes["trigger_type"], "Metric");
+    assert_eq!(attributes["archived"], false);
+    let actions = attributes["definition"]["actions"].as_array().unwrap();
+    let wait_id = actions[0]["id"].as_str().unwrap();
+    assert!(actions[0].get("temporary_id").is_none(), "{actions:?}");
+    assert_eq!(attributes["definition"]["entry_action_id"], wait_id);
+
+    let plain = app.get(&format!("/api/flows/{id}")).await.json();
+    assert!(plain["data"]["attributes"].get("definition").is_none());
+    let full = app
+        .get(&format!(
+            "/api/flows/{id}?additional-fields[flow]=definition,statistics"
+        ))
+        .await
+        .json();
+    assert_eq!(
+        full["data"]["attributes"]["definition"],
+        attributes["definition"]
+    );
+    assert!(full["data"]["attributes"]["statistics"]["flow"]["counts"].is_object());
+
+    let live = app
+        .write(
+            Method::PATCH,
+            &format!("/api/flows/{id}"),
+            json!({"data": {"type": "flow", "id": id, "attributes": {"status": "live"}}}),
+        )
+        .await;
+    assert_eq!(live.status, StatusCode::OK, "{}", live.json());
+    assert_eq!(live.json()["data"]["attributes"]["status"], "live");
+    let listed = app
+        .get("/api/flows?filter=equals(status,%22live%22)")
+        .await
+        .json();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+    let none = app
+        .get("/api/flows?filter=equals(status,%22draft%22)")
+        .await
+        .json();
+    assert_eq!(none["data"], json!([]));
+
+    let deleted = app
+        .send(
+            app.api(Method::DELETE, &format!("/api/flows/{id}"))
+                .body(HttpBody::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get(&format!("/api/flows/{id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn bad_flows_are_400_with_a_pointer_to_the_fault() {
+    let app = spawn().await;
+    let mut definition = checkout_definition();
+    definition["actions"][0]["data"]["unit"] = json!("fortnights");
+    let reply = app
+        .write(Method::POST, "/api/flows", flow_body(definition))
+        .await;
+    let body = reply.json();
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+    let pointer = body["errors"][0]["source"]["pointer"].as_str().unwrap();
+    assert!(
+        pointer.starts_with("/data/attributes/definition/actions/0"),
+        "{body}"
+    );
+    let mut definition = checkout_definition();
+    definition["actions"][1]["links"]["next"] = json!("nowhere");
+    let reply = app
+        .write(Method::POST, "/api/flows", flow_body(definition))
+        .await;
+    let body = reply.json();
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["errors"][0]["source"]["pointer"]
+        .as_str()
+        .unwrap()
+        .starts_with("/data/attributes/definition/actions/1"));
+    let mut body = flow_body(checkout_definition());
+    body["data"]["attributes"]
+        .as_object_mut()
+        .unwrap()
+        .remove("definition");
+    assert_invalid_at(
+        &app.write(Method::POST, "/api/flows", body).await,
+        "/data/attributes/definition",
+    );
+    let created = app
+        .write(Method::POST, "/api/flows", flow_body(checkout_definition()))
+        .await
+        .json();
+    let id = created["data"]["id"].as_str().unwrap();
+    assert_invalid_at(
+        &app.write(
+            Method::PATCH,
+            &format!("/api/flows/{id}"),
+            json!({"data": {"type": "flow", "id": id, "attributes": {"status": "running"}}}),
+        )
+        .await,
+        "/data/attributes/status",
+    );
+    let reply = app
+        .get(&format!("/api/flows/{id}?additional-fields[flow]=secrets"))
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reply.json()["errors"][0]["source"]["parameter"],
+        "additional-fields[flow]"
+    );
 }

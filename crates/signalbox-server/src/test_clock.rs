@@ -85,6 +85,9 @@ async fn advance(
     if let Some(engage) = &app.engage {
         engage.notify();
     }
+    if let Some(flows) = &app.flows {
+        flows.wake();
+    }
     Ok(Json(describe(clock)))
 }
 

@@ -72,9 +72,41 @@ pub enum Command {
     /// Look at profiles and at calls waiting for one.
     #[command(subcommand)]
     Profiles(ProfilesCommand),
+    /// Manage flows on a running server (over its Klaviyo-compatible API).
+    Flow(FlowArgs),
     /// Measure the server.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct FlowArgs {
+    /// The running server (default: http://LISTEN, from --listen).
+    #[arg(long, env = "SIGNALBOX_SERVER")]
+    pub server: Option<String>,
+    /// A private API key (`signalbox api-key create NAME`).
+    #[arg(long, env = "SIGNALBOX_API_KEY", hide_env_values = true)]
+    pub api_key: String,
+    #[command(subcommand)]
+    pub command: FlowCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlowCommand {
+    /// Create a flow from a JSON file (`{"name", "definition", "status"?}` or Klaviyo's
+    /// create body), or update the flow of that name.
+    Apply { file: PathBuf },
+    /// List flows: id, status, trigger, name.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A flow (by name or id) with its counters and each action's.
+    Status {
+        name_or_id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

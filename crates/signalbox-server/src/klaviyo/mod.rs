@@ -7,7 +7,7 @@
 //! - [`filter`]: the `filter` syntax, parsed and checked against each endpoint's table.
 //! - [`error`]: the `errors[]` shape every failure takes.
 //! - One module per resource: [`metrics`], [`events`], [`profiles`], [`aggregates`],
-//!   [`templates`].
+//!   [`templates`], [`flows`].
 //!
 //! **Invariant:** this is the only code that knows Klaviyo's wire format; handlers translate
 //! JSON:API to `signalbox_engage` types and back, and hold no business rules. An unsupported
@@ -18,6 +18,7 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod filter;
+pub mod flows;
 pub mod jsonapi;
 pub mod metrics;
 pub mod profiles;
@@ -57,6 +58,11 @@ pub fn routes() -> Router<AppState> {
                 .delete(templates::delete),
         )
         .route("/template-render", post(templates::render))
+        .route("/flows", get(flows::list).post(flows::create))
+        .route(
+            "/flows/{id}",
+            get(flows::get).patch(flows::update).delete(flows::delete),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use signalbox_core::{Clock, SystemClock};
 use signalbox_engage::{Engage, EngageConfig};
+use signalbox_flows::{FlowMail, Flows, FlowsConfig};
 use signalbox_mail::{LinkSigner, SmtpUrl, TrackingLinks};
+use signalbox_server::flow_deps::flow_deps;
 use signalbox_server::mail::{Mail, MailSettings};
 use signalbox_server::segment::decode::Limits;
 use signalbox_server::templates::TemplateStore;
@@ -72,12 +74,29 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     app.set_links(links.clone());
     let mail = Mail::new(&mail_settings, links)?;
     let mail_summary = mail.summary();
+    let flow_mail = mail.mailer().map(|mailer| FlowMail {
+        mailer: mailer.clone(),
+        composer: mail.composer().clone(),
+    });
     app.set_mail(mail);
     let templates_path = path.with_file_name("templates.db");
-    app.set_templates(
-        TemplateStore::open(&templates_path)
-            .with_context(|| format!("cannot open {}", templates_path.display()))?,
-    );
+    let templates = TemplateStore::open(&templates_path)
+        .with_context(|| format!("cannot open {}", templates_path.display()))?;
+    app.set_templates(templates.clone());
+    // The flows engine follows engage's change feed; its runs live in flows.db.
+    let mut flows_config = FlowsConfig::new(path.with_file_name("flows.db"));
+    flows_config.mail = flow_mail;
+    flows_config.webhook_key = secret.clone();
+    let deps = flow_deps(&engage, Some(templates), tokio::runtime::Handle::current());
+    let flows = Flows::start(
+        engage.clone(),
+        Arc::clone(&clock),
+        flows_config.clone(),
+        deps,
+    )
+    .await
+    .context("cannot start the flows engine")?;
+    app.set_flows(flows.clone());
     println!("Signalbox is listening on {base}");
     println!("  Tracking API   {base}/v1   (Segment libraries: host=\"{base}\")");
     println!(
@@ -93,6 +112,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     println!("  Store          {}", path.display());
     println!("  Engage         {}", engage.config().path.display());
     println!("  Templates      {}", templates_path.display());
+    println!("  Flows          {}", flows_config.path.display());
     println!("  Mail           {mail_summary}");
     if test_clock.is_some() {
         println!("  Clock          test clock: POST {base}/admin/v1/test-clock {{\"advance_seconds\": N}} moves time forward");
@@ -102,6 +122,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!(%addr, discard = args.discard, mail = %mail_summary, "serving");
     app.run(shutdown_signal()).await?;
+    flows.shutdown().await;
     engage.shutdown().await;
     tracing::info!("stopped after draining in-flight requests");
     Ok(())
