@@ -36,7 +36,8 @@ pub struct Captured {
 
 impl SmtpSink {
     pub fn start(folder: &Path) -> SmtpSink {
-        let install = "run scripts/test, or `python3 -m pip install -r tests/smtp/requirements.txt`";
+        let install =
+            "run scripts/test, or `python3 -m pip install -r tests/smtp/requirements.txt`";
         let mut child = Command::new(python())
             .arg(repo_root().join("tests/smtp/sink.py"))
             .arg("--dir")
@@ -144,6 +145,16 @@ impl MailServer {
             .cli_ok(&["api-key", "create", "flows-e2e"])
             .trim()
             .to_owned();
+        // Klaviyo's names for orders (`Placed Order`), as the classic destination's
+        // `useSegmentSpec: false` maps them.
+        env.cli_ok(&["source", "create", "default"]);
+        env.cli_ok(&[
+            "source",
+            "settings",
+            "default",
+            "--set",
+            "useSegmentSpec=false",
+        ]);
         let mut cmd = env.command();
         cmd.args([
             "serve",
@@ -169,7 +180,12 @@ impl MailServer {
     }
 
     /// A Klaviyo API or admin API request with the private key; the status and the JSON body.
-    pub async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut request = self
             .http
             .request(method.clone(), format!("{}{path}", self.base()))
@@ -181,11 +197,17 @@ impl MailServer {
                 .body(body.to_string());
         }
         let response = request.send().await.unwrap_or_else(|err| {
-            panic!("{method} {path} failed: {err}\n--- log ---\n{}", self.server.log())
+            panic!(
+                "{method} {path} failed: {err}\n--- log ---\n{}",
+                self.server.log()
+            )
         });
         let status = response.status().as_u16();
         let text = response.text().await.expect("read the body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Moves the server's clock forward.
@@ -240,7 +262,9 @@ async fn the_test_clock_moves_receipt_times_forward() {
         )
         .await;
     assert_eq!(status, 400);
-    app.segment(json!([{"type": "track", "userId": "u1", "event": "Clock Probe", "properties": {}}]));
+    app.segment(
+        json!([{"type": "track", "userId": "u1", "event": "Clock Probe", "properties": {}}]),
+    );
     let calls = app.env.export(&[]);
     let received: jiff::Timestamp = calls
         .iter()
@@ -253,7 +277,10 @@ async fn the_test_clock_moves_receipt_times_forward() {
 
     // Without --test-clock the route does not exist.
     let other = TestEnv::new();
-    let key = other.cli_ok(&["api-key", "create", "ops"]).trim().to_owned();
+    let key = other
+        .cli_ok(&["api-key", "create", "ops"])
+        .trim()
+        .to_owned();
     let plain = other.serve();
     let answer = reqwest::Client::new()
         .post(format!("{}/admin/v1/test-clock", plain.base_url))
@@ -263,4 +290,423 @@ async fn the_test_clock_moves_receipt_times_forward() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 404);
+}
+
+/// Polls `probe` until it answers `Some`, or panics after 30 s with the server's log.
+pub async fn eventually<T>(
+    app: &MailServer,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n--- log ---\n{}",
+            app.server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl MailServer {
+    /// The id of metric `name`, once a call made it exist.
+    pub async fn metric_id(&self, name: &str) -> String {
+        eventually(self, &format!("metric {name}"), async || {
+            let (_, body) = self.api(reqwest::Method::GET, "/api/metrics", None).await;
+            body["data"]
+                .as_array()?
+                .iter()
+                .find(|m| m["attributes"]["name"] == name)
+                .and_then(|m| m["id"].as_str())
+                .map(str::to_owned)
+        })
+        .await
+    }
+
+    pub async fn create_template(&self, name: &str, html: &str, text: &str) -> String {
+        let (status, body) = self
+            .api(
+                reqwest::Method::POST,
+                "/api/templates",
+                Some(json!({"data": {"type": "template", "attributes": {
+                    "name": name, "editor_type": "CODE", "html": html, "text": text}}})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["data"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// `signalbox flow ARGS` against this server.
+    pub fn flow_cli(&self, args: &[&str]) -> String {
+        let mut full = vec!["flow", "--server", self.base(), "--api-key", &self.api_key];
+        full.extend_from_slice(args);
+        self.env.cli_ok(&full)
+    }
+
+    /// Applies `flow` (name, definition, status) with `signalbox flow apply FILE`; its id.
+    pub fn apply_flow(&self, flow: &Value) -> String {
+        let file = self
+            .env
+            .root()
+            .join(format!("flow-{}.json", crate::harness::unique()));
+        std::fs::write(&file, serde_json::to_string_pretty(flow).unwrap()).unwrap();
+        let out = self.flow_cli(&["apply", file.to_str().unwrap()]);
+        out.strip_prefix("created flow ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected `flow apply` output {out:?}"))
+            .to_owned()
+    }
+
+    /// The flow's counters (`entered`, `waiting`, `sent`, `skipped:…`).
+    pub async fn flow_counts(&self, flow_id: &str) -> Value {
+        let (status, body) = self
+            .api(
+                reqwest::Method::GET,
+                &format!("/api/flows/{flow_id}?additional-fields[flow]=statistics"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["data"]["attributes"]["statistics"]["flow"]["counts"].clone()
+    }
+
+    /// Waits until counter `name` of the flow reaches `at_least`.
+    pub async fn wait_count(&self, flow_id: &str, name: &str, at_least: i64) -> Value {
+        eventually(
+            self,
+            &format!("{name} >= {at_least} in flow {flow_id}"),
+            async || {
+                let counts = self.flow_counts(flow_id).await;
+                (counts[name].as_i64().unwrap_or(0) >= at_least).then_some(counts)
+            },
+        )
+        .await
+    }
+
+    /// A profile's events, with metric names and integrations.
+    pub async fn events_of(&self, email: &str) -> Vec<(String, String, Value)> {
+        let (_, profiles) = self
+            .api(
+                reqwest::Method::GET,
+                &format!("/api/profiles?filter=equals(email,%22{email}%22)"),
+                None,
+            )
+            .await;
+        let Some(id) = profiles["data"][0]["id"].as_str() else {
+            return Vec::new();
+        };
+        let (_, events) = self
+            .api(
+                reqwest::Method::GET,
+                &format!("/api/events?filter=equals(profile_id,%22{id}%22)&include=metric"),
+                None,
+            )
+            .await;
+        let metrics: std::collections::HashMap<String, (String, String)> = events["included"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
+                (
+                    m["id"].as_str().unwrap_or("").to_owned(),
+                    (
+                        m["attributes"]["name"].as_str().unwrap_or("").to_owned(),
+                        m["attributes"]["integration"]["name"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_owned(),
+                    ),
+                )
+            })
+            .collect();
+        events["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| {
+                let metric_id = e["relationships"]["metric"]["data"]["id"]
+                    .as_str()
+                    .unwrap_or("");
+                let (name, integration) = metrics.get(metric_id).cloned().unwrap_or_default();
+                (
+                    name,
+                    integration,
+                    e["attributes"]["event_properties"].clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// One captured email, parsed.
+pub struct Mail {
+    pub rcpt_tos: Vec<String>,
+    pub mail_from: String,
+    pub from: String,
+    pub to: String,
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+    pub list_unsubscribe: String,
+    pub list_unsubscribe_post: String,
+}
+
+pub fn parse_mail(captured: &Captured) -> Mail {
+    let message = mail_parser::MessageParser::default()
+        .parse(&captured.raw)
+        .expect("a parsable message");
+    let unfolded = |name: &str| {
+        message
+            .header_raw(name)
+            .map(|raw| raw.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    let address = |list: Option<&mail_parser::Address<'_>>| {
+        list.and_then(|l| l.first())
+            .map(|a| match a.name() {
+                Some(name) => format!("{name} <{}>", a.address().unwrap_or("")),
+                None => a.address().unwrap_or("").to_owned(),
+            })
+            .unwrap_or_default()
+    };
+    Mail {
+        rcpt_tos: captured.rcpt_tos.clone(),
+        mail_from: captured.mail_from.clone(),
+        from: address(message.from()),
+        to: address(message.to()),
+        subject: message.subject().unwrap_or("").to_owned(),
+        html: message
+            .body_html(0)
+            .map(|b| b.replace("\r\n", "\n"))
+            .unwrap_or_default(),
+        text: message
+            .body_text(0)
+            .map(|b| b.replace("\r\n", "\n"))
+            .unwrap_or_default(),
+        list_unsubscribe: unfolded("List-Unsubscribe"),
+        list_unsubscribe_post: unfolded("List-Unsubscribe-Post"),
+    }
+}
+
+/// The `href`s of an HTML body.
+fn hrefs(html: &str) -> Vec<String> {
+    html.split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(|href| href.replace("&amp;", "&"))
+        .collect()
+}
+
+const CART_HTML: &str = r#"<h1>{{ first_name|default:"there" }}, your cart is waiting</h1>
+<table>{% for item in event.products %}
+<tr><td><img src="{{ item.image_url }}" alt="{{ item.name }}" width="80"></td>
+<td><a href="{{ item.url }}">{{ item.name }}</a></td><td>${{ item.price|floatformat:2 }}</td></tr>{% endfor %}
+</table>
+<p>Total: ${{ event|lookup:'$value'|floatformat:2 }}</p>
+<p><a href="{{ event.checkout_url }}">Return to your cart</a></p>
+<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>"#;
+
+const CART_TEXT: &str =
+    "{{ first_name|default:\"there\" }}, your cart: {{ event.products|length }} items";
+
+fn checkout_call(user: &str) -> Value {
+    json!({"type": "track", "userId": user, "event": "Checkout Started", "properties": {
+    "checkout_id": format!("co-{user}"),
+    "revenue": 57.5,
+    "checkout_url": "https://tea.test/checkout/resume?c=42",
+    "products": [
+        {"product_id": "p-1", "name": "Cast Iron Teapot", "price": 45,
+         "image_url": "https://cdn.tea.test/teapot.jpg", "url": "https://tea.test/p/teapot"},
+        {"product_id": "p-2", "name": "Sencha 100g", "price": 12.5,
+         "image_url": "https://cdn.tea.test/sencha.jpg", "url": "https://tea.test/p/sencha"}
+    ]}})
+}
+
+fn identify(user: &str, email: &str, first_name: &str) -> Value {
+    json!({"type": "identify", "userId": user, "traits": {"email": email, "firstName": first_name}})
+}
+
+#[tokio::test]
+async fn abandoned_checkout_emails_the_cart_four_hours_later_unless_an_order_came() {
+    let root = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(&root.path().join("mail"));
+    let app = MailServer::start(&sink);
+    // Earlier traffic made the metrics exist, as on a live shop.
+    app.segment(json!([
+        identify("seed", "seed@tea.test", "Seed"),
+        checkout_call("seed"),
+        {"type": "track", "userId": "seed", "event": "Order Completed",
+         "properties": {"order_id": "o-seed", "revenue": 1, "products": []}},
+    ]));
+    let checkout = app.metric_id("Checkout Started").await;
+    let placed = app.metric_id("Placed Order").await;
+    let template = app
+        .create_template("Cart reminder", CART_HTML, CART_TEXT)
+        .await;
+    let flow_id = app.apply_flow(&json!({
+        "name": "Abandoned checkout",
+        "status": "live",
+        "definition": {
+            "triggers": [{"type": "metric", "id": checkout}],
+            "profile_filter": {"condition_groups": [{"conditions": [{
+                "type": "profile-metric", "metric_id": placed, "measurement": "count",
+                "measurement_filter": {"type": "numeric", "operator": "equals", "value": 0},
+                "timeframe_filter": {"type": "date", "operator": "flow-start"}}]}]},
+            "entry_action_id": "wait",
+            "actions": [
+                {"temporary_id": "wait", "type": "time-delay",
+                 "data": {"unit": "hours", "value": 4}, "links": {"next": "email"}},
+                {"temporary_id": "email", "type": "send-email", "data": {"status": "live", "message": {
+                    "from_email": "cart@tea.test", "from_label": "Tea Shop",
+                    "subject_line": "{{ first_name|default:\"there\" }}, you left something",
+                    "template_id": template, "smart_sending_enabled": true}},
+                 "links": {"next": null}}
+            ],
+            "reentry_criteria": {"duration": 1, "unit": "day"}
+        }
+    }));
+    let listed = app.flow_cli(&["list"]);
+    assert!(
+        listed.contains(&flow_id)
+            && listed.contains("live")
+            && listed.contains("Abandoned checkout"),
+        "{listed}"
+    );
+
+    // Ada abandons her cart; Bob abandons his, then orders an hour later.
+    app.segment(json!([
+        identify("ada", "ada@example.com", "Ada"),
+        checkout_call("ada"),
+        identify("bob", "bob@example.com", "Bob"),
+        checkout_call("bob"),
+    ]));
+    app.wait_count(&flow_id, "entered", 2).await;
+    app.advance(3600).await;
+    app.segment(json!([
+        {"type": "track", "userId": "bob", "event": "Order Completed", "properties": {
+            "order_id": "o-bob", "revenue": 57.5, "products": [{"product_id": "p-1", "name": "Cast Iron Teapot", "price": 45}]}},
+    ]));
+    eventually(&app, "Bob's order applied", async || {
+        let events = app.events_of("bob@example.com").await;
+        events
+            .iter()
+            .any(|(name, _, _)| name == "Placed Order")
+            .then_some(())
+    })
+    .await;
+    app.advance(3 * 3600 - 120).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(sink.messages().is_empty(), "nothing before 4 hours");
+
+    app.advance(180).await;
+    let counts = app.wait_count(&flow_id, "sent", 1).await;
+    assert_eq!(counts["exited_filter"], 1, "Bob ordered: {counts}");
+    let messages = sink.wait_for(1);
+    assert_eq!(messages.len(), 1, "only Ada is emailed");
+    let mail = parse_mail(&messages[0]);
+    assert_eq!(mail.rcpt_tos, ["ada@example.com"]);
+    assert_eq!(mail.mail_from, "cart@tea.test");
+    assert_eq!(mail.from, "Tea Shop <cart@tea.test>");
+    assert_eq!(mail.to, "Ada <ada@example.com>");
+    assert_eq!(mail.subject, "Ada, you left something");
+    for expected in [
+        "Ada, your cart is waiting",
+        "Cast Iron Teapot",
+        "$45.00",
+        "Sencha 100g",
+        "$12.50",
+        "src=\"https://cdn.tea.test/teapot.jpg\"",
+        "src=\"https://cdn.tea.test/sencha.jpg\"",
+        "Total: $57.50",
+    ] {
+        assert!(
+            mail.html.contains(expected),
+            "{expected:?} missing:\n{}",
+            mail.html
+        );
+    }
+    assert_eq!(mail.text.trim(), "Ada, your cart: 2 items");
+    // Links: every web link goes through the signed click redirect; the pixel is there.
+    let base = app.base().to_owned();
+    let links = hrefs(&mail.html);
+    let clicks: Vec<&String> = links
+        .iter()
+        .filter(|h| h.starts_with(&format!("{base}/t/c/")))
+        .collect();
+    assert_eq!(clicks.len(), 3, "two products and the cart: {links:?}");
+    assert!(
+        mail.html.contains(&format!("src=\"{base}/t/o/")),
+        "open pixel"
+    );
+    let unsubscribe = links
+        .iter()
+        .find(|h| h.starts_with(&format!("{base}/u/")))
+        .expect("a signed unsubscribe link");
+    assert_eq!(mail.list_unsubscribe, format!("<{unsubscribe}>"));
+    assert_eq!(mail.list_unsubscribe_post, "List-Unsubscribe=One-Click");
+
+    // The reader opens the email and clicks back to the cart.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let pixel = mail
+        .html
+        .split(&format!("src=\"{base}/t/o/"))
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap();
+    let open = http
+        .get(format!("{base}/t/o/{pixel}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 200);
+    assert_eq!(open.headers()["content-type"], "image/gif");
+    let cart_click = clicks.last().unwrap();
+    let click = http.get(cart_click.as_str()).send().await.unwrap();
+    assert_eq!(click.status(), 302);
+    assert_eq!(
+        click.headers()["location"],
+        "https://tea.test/checkout/resume?c=42"
+    );
+    let events = eventually(&app, "Received, Opened and Clicked Email", async || {
+        let events = app.events_of("ada@example.com").await;
+        let names: Vec<&str> = events
+            .iter()
+            .filter(|(_, integration, _)| integration == "Signalbox")
+            .map(|(name, _, _)| name.as_str())
+            .collect();
+        (names.contains(&"Received Email")
+            && names.contains(&"Opened Email")
+            && names.contains(&"Clicked Email"))
+        .then_some(events)
+    })
+    .await;
+    let received = events
+        .iter()
+        .find(|(name, _, _)| name == "Received Email")
+        .unwrap();
+    assert_eq!(received.2["$flow"], json!(flow_id));
+    let clicked = events
+        .iter()
+        .find(|(name, _, _)| name == "Clicked Email")
+        .unwrap();
+    assert_eq!(clicked.2["URL"], "https://tea.test/checkout/resume?c=42");
+
+    let status = app.flow_cli(&["status", "Abandoned checkout"]);
+    assert!(
+        status.contains("sent=1") && status.contains("exited_filter=1"),
+        "{status}"
+    );
+    // Nothing more, however long we wait.
+    app.advance(48 * 3600).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(sink.messages().len(), 1);
 }

@@ -4,6 +4,7 @@
 mod browser;
 mod cli;
 mod clients;
+mod flows;
 mod harness;
 mod mail;
 mod secrets;
