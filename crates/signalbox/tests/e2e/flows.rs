@@ -710,3 +710,188 @@ async fn abandoned_checkout_emails_the_cart_four_hours_later_unless_an_order_cam
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(sink.messages().len(), 1);
 }
+
+fn viewed_call(user: &str) -> Value {
+    json!({"type": "track", "userId": user, "event": "Product Viewed", "properties": {
+        "product_id": "p-7", "name": "Matcha Whisk", "price": 18,
+        "image_url": "https://cdn.tea.test/whisk.jpg", "url": "https://tea.test/p/whisk"}})
+}
+
+/// "Zero times since starting this flow", one condition group each (groups are ANDed).
+fn none_since_start(metric_ids: &[&str]) -> Value {
+    let groups: Vec<Value> = metric_ids
+        .iter()
+        .map(|id| {
+            json!({"conditions": [{
+                "type": "profile-metric", "metric_id": id, "measurement": "count",
+                "measurement_filter": {"type": "numeric", "operator": "equals", "value": 0},
+                "timeframe_filter": {"type": "date", "operator": "flow-start"}}]})
+        })
+        .collect();
+    json!({"condition_groups": groups})
+}
+
+#[tokio::test]
+async fn browse_abandonment_respects_smart_sending() {
+    let root = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(&root.path().join("mail"));
+    let app = MailServer::start(&sink);
+    app.segment(json!([
+        identify("seed", "seed@tea.test", "Seed"),
+        viewed_call("seed"),
+        checkout_call("seed"),
+        {"type": "track", "userId": "seed", "event": "Order Completed",
+         "properties": {"order_id": "o-seed", "revenue": 1, "products": []}},
+    ]));
+    let viewed = app.metric_id("Product Viewed").await;
+    let checkout = app.metric_id("Checkout Started").await;
+    let placed = app.metric_id("Placed Order").await;
+    let flow_id = app.apply_flow(&json!({
+        "name": "Browse abandonment",
+        "status": "live",
+        "definition": {
+            "triggers": [{"type": "metric", "id": viewed}],
+            "profile_filter": none_since_start(&[&checkout, &placed]),
+            "entry_action_id": "wait",
+            "actions": [
+                {"temporary_id": "wait", "type": "time-delay",
+                 "data": {"unit": "hours", "value": 1}, "links": {"next": "email"}},
+                {"temporary_id": "email", "type": "send-email", "data": {"status": "live", "message": {
+                    "subject_line": "Still thinking about the {{ event.name }}?",
+                    "html": "<p>Hi {{ first_name }}, the <a href=\"{{ event.url }}\">{{ event.name }}</a> \
+                             (${{ event.price|floatformat:2 }}) is still here.</p>\
+                             <img src=\"{{ event.image_url }}\" alt=\"\">",
+                    "smart_sending_enabled": true}},
+                 "links": {"next": null}}
+            ],
+            "reentry_criteria": {"duration": 0, "unit": "alltime"}
+        }
+    }));
+
+    // Carol browses; Dan browses and then starts a checkout (the filter lets him go).
+    app.segment(json!([
+        identify("carol", "carol@example.com", "Carol"),
+        viewed_call("carol"),
+        identify("dan", "dan@example.com", "Dan"),
+        viewed_call("dan"),
+        checkout_call("dan"),
+    ]));
+    app.wait_count(&flow_id, "entered", 2).await;
+    app.advance(3601).await;
+    app.wait_count(&flow_id, "sent", 1).await;
+    let counts = app.wait_count(&flow_id, "exited_filter", 1).await;
+    assert_eq!(counts["sent"], 1, "{counts}");
+    let messages = sink.wait_for(1);
+    let mail = parse_mail(&messages[0]);
+    assert_eq!(mail.rcpt_tos, ["carol@example.com"]);
+    assert_eq!(mail.from, "Tea Shop <shop@tea.test>", "the default sender");
+    assert_eq!(mail.subject, "Still thinking about the Matcha Whisk?");
+    assert!(
+        mail.html.contains("Hi Carol, the <a href=\""),
+        "{}",
+        mail.html
+    );
+    assert!(
+        mail.html.contains("Matcha Whisk</a> ($18.00)"),
+        "{}",
+        mail.html
+    );
+    assert!(mail.html.contains("src=\"https://cdn.tea.test/whisk.jpg\""));
+    assert!(mail
+        .list_unsubscribe
+        .starts_with(&format!("<{}/u/", app.base())));
+
+    // Carol browses again two hours later: within 16 hours of her last email, skipped.
+    app.advance(3600).await;
+    app.segment(json!([viewed_call("carol")]));
+    app.wait_count(&flow_id, "entered", 3).await;
+    app.advance(3601).await;
+    let counts = app.wait_count(&flow_id, "skipped:smart_sending", 1).await;
+    assert_eq!(counts["sent"], 1, "{counts}");
+    assert_eq!(sink.messages().len(), 1);
+
+    // A day later the window has passed: she is emailed again.
+    app.advance(20 * 3600).await;
+    app.segment(json!([viewed_call("carol")]));
+    app.wait_count(&flow_id, "entered", 4).await;
+    app.advance(3601).await;
+    app.wait_count(&flow_id, "sent", 2).await;
+    assert_eq!(sink.wait_for(2).len(), 2);
+}
+
+const THANKS_HTML: &str = r#"<h1>Thank you, {{ first_name|default:"friend" }}!</h1>
+<p>Order {{ event.OrderId }}:</p>
+<ul>{% for item in event.Items %}<li><img src="{{ item|lookup:'Image URL' }}" alt="">
+{{ item.Name }} &times; {{ item.Quantity|floatformat:0 }}: ${{ item|lookup:'Row Total'|floatformat:2 }}</li>{% endfor %}</ul>
+<p>Total ${{ event|lookup:'$value'|floatformat:2 }}. <a href="https://tea.test/orders/{{ event.OrderId }}">Your order</a></p>"#;
+
+#[tokio::test]
+async fn post_purchase_thank_you_lists_the_order() {
+    let root = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(&root.path().join("mail"));
+    let app = MailServer::start(&sink);
+    app.segment(json!([
+        identify("seed", "seed@tea.test", "Seed"),
+        {"type": "track", "userId": "seed", "event": "Order Completed",
+         "properties": {"order_id": "o-seed", "revenue": 1, "products": []}},
+    ]));
+    let placed = app.metric_id("Placed Order").await;
+    let template = app
+        .create_template(
+            "Thank you",
+            THANKS_HTML,
+            "Thank you for order {{ event.OrderId }}",
+        )
+        .await;
+    let flow_id = app.apply_flow(&json!({
+        "name": "Post-purchase thank-you",
+        "status": "live",
+        "definition": {
+            "triggers": [{"type": "metric", "id": placed}],
+            "entry_action_id": "email",
+            "actions": [
+                {"temporary_id": "email", "type": "send-email", "data": {"status": "live", "message": {
+                    "from_email": "orders@tea.test", "from_label": "Tea Shop Orders",
+                    "subject_line": "Thank you for your order, {{ first_name }}",
+                    "template_id": template, "smart_sending_enabled": false}},
+                 "links": {"next": null}}
+            ],
+            "reentry_criteria": {"duration": 0, "unit": "alltime"}
+        }
+    }));
+    app.segment(json!([
+        identify("erin", "erin@example.com", "Erin"),
+        {"type": "track", "userId": "erin", "event": "Order Completed", "properties": {
+            "order_id": "o-1001", "revenue": 102.5, "currency": "USD", "products": [
+                {"product_id": "p-1", "name": "Cast Iron Teapot", "price": 45, "quantity": 2,
+                 "image_url": "https://cdn.tea.test/teapot.jpg"},
+                {"product_id": "p-2", "name": "Sencha 100g", "price": 12.5, "quantity": 1,
+                 "image_url": "https://cdn.tea.test/sencha.jpg"}]}},
+    ]));
+    app.wait_count(&flow_id, "sent", 1).await;
+    let messages = sink.wait_for(1);
+    assert_eq!(messages.len(), 1);
+    let mail = parse_mail(&messages[0]);
+    assert_eq!(mail.rcpt_tos, ["erin@example.com"]);
+    assert_eq!(mail.from, "Tea Shop Orders <orders@tea.test>");
+    assert_eq!(mail.subject, "Thank you for your order, Erin");
+    for expected in [
+        "Thank you, Erin!",
+        "Order o-1001:",
+        "Cast Iron Teapot &times; 2: $90.00",
+        "Sencha 100g &times; 1: $12.50",
+        "src=\"https://cdn.tea.test/teapot.jpg\"",
+        "Total $102.50.",
+    ] {
+        assert!(
+            mail.html.contains(expected),
+            "{expected:?} missing:\n{}",
+            mail.html
+        );
+    }
+    assert_eq!(mail.text.trim(), "Thank you for order o-1001");
+    assert!(hrefs(&mail.html)
+        .iter()
+        .any(|h| h.starts_with(&format!("{}/t/c/", app.base()))));
+    assert_eq!(mail.list_unsubscribe_post, "List-Unsubscribe=One-Click");
+}
