@@ -894,4 +894,29 @@ async fn post_purchase_thank_you_lists_the_order() {
         .iter()
         .any(|h| h.starts_with(&format!("{}/t/c/", app.base()))));
     assert_eq!(mail.list_unsubscribe_post, "List-Unsubscribe=One-Click");
+
+    // An address the SMTP server refuses (550): a bounce, recorded as `Bounced Email`, and
+    // the profile is not emailed again.
+    let order = |id: &str| {
+        json!({"type": "track", "userId": "frank", "event": "Order Completed", "properties": {
+            "order_id": id, "revenue": 12.5, "products": [{"product_id": "p-2", "name": "Sencha 100g", "price": 12.5}]}})
+    };
+    app.segment(json!([
+        identify("frank", "bounce-frank@example.com", "Frank"),
+        order("o-1002")
+    ]));
+    app.wait_count(&flow_id, "bounced", 1).await;
+    let events = eventually(&app, "Bounced Email", async || {
+        let events = app.events_of("bounce-frank@example.com").await;
+        events
+            .iter()
+            .any(|(name, integration, _)| name == "Bounced Email" && integration == "Signalbox")
+            .then_some(events)
+    })
+    .await;
+    assert!(!events.iter().any(|(name, _, _)| name == "Received Email"));
+    app.segment(json!([order("o-1003")]));
+    let counts = app.wait_count(&flow_id, "skipped:suppressed", 1).await;
+    assert_eq!(counts["bounced"], 1, "{counts}");
+    assert_eq!(sink.messages().len(), 1);
 }
