@@ -421,8 +421,17 @@ impl FlowDefinition {
     }
 
     /// The definition in Klaviyo's shape, with real ids (`id`) or temporary ones
-    /// (`temporary_id`) for actions not yet given one.
+    /// (`temporary_id`) for actions not yet given one. Webhook secrets are left out.
     pub fn to_json(&self) -> Value {
+        self.to_json_with(false)
+    }
+
+    /// [`FlowDefinition::to_json`] with webhook secrets: what `flows.db` keeps.
+    pub(crate) fn to_stored_json(&self) -> Value {
+        self.to_json_with(true)
+    }
+
+    fn to_json_with(&self, secrets: bool) -> Value {
         let trigger = match &self.trigger {
             Trigger::Metric { metric_id, filter } => {
                 let mut t = json!({"type": "metric", "id": metric_id});
@@ -456,7 +465,7 @@ impl FlowDefinition {
             "triggers": [trigger],
             "profile_filter": self.profile_filter.as_ref().map(ProfileFilter::to_json),
             "entry_action_id": self.entry_action_id,
-            "actions": self.actions.iter().map(Action::to_json).collect::<Vec<_>>(),
+            "actions": self.actions.iter().map(|a| a.to_json_with(secrets)).collect::<Vec<_>>(),
             "reentry_criteria": self.reentry.to_json(),
         })
     }
@@ -494,7 +503,12 @@ fn weekday_name(day: Weekday) -> &'static str {
 }
 
 impl Action {
+    /// The action in Klaviyo's shape, without a webhook secret.
     pub fn to_json(&self) -> Value {
+        self.to_json_with(false)
+    }
+
+    fn to_json_with(&self, secrets: bool) -> Value {
         let id_key = if self.temporary { "temporary_id" } else { "id" };
         let (data, links) = match &self.kind {
             ActionKind::TimeDelay(d) => (
@@ -562,9 +576,8 @@ impl Action {
                     "headers": headers,
                     "body": w.body,
                 });
-                if w.secret.is_some() {
-                    // The secret itself is never written back.
-                    data["has_secret"] = json!(true);
+                if let (true, Some(secret)) = (secrets, &w.secret) {
+                    data["secret"] = json!(secret);
                 }
                 (data, json!({"next": self.next}))
             }

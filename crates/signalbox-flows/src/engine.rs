@@ -17,7 +17,7 @@ use signalbox_engage::Engage;
 use signalbox_mail::{Composer, Mailer, TemplateCache};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::definition::{FlowDefinition, MessageStatus, Trigger};
+use crate::definition::{ActionKind, FlowDefinition, MessageStatus, Trigger};
 use crate::deps::{BuiltinEvents, FactsLoader, ListActions, MembershipFeed, TemplateSource};
 use crate::error::{FlowsError, FlowsResult};
 use crate::model::*;
@@ -318,7 +318,7 @@ impl Flows {
                 tx.execute(
                     "INSERT INTO flow_versions (flow_id, version, definition, created_us)
                      VALUES (?1, 1, ?2, ?3)",
-                    params![id, definition.to_json().to_string(), now],
+                    params![id, definition.to_stored_json().to_string(), now],
                 )?;
                 Ok(())
             })
@@ -374,6 +374,7 @@ impl Flows {
         }
         let now = self.inner.clock.now().as_microsecond();
         let flow_id = id.to_owned();
+        let resumes = update.status.is_some_and(FlowStatus::is_running);
         self.inner
             .db
             .write_async(move |tx| {
@@ -400,6 +401,19 @@ impl Flows {
                                 ]));
                             }
                         }
+                        // A webhook keeps its secret when the new definition does not give one
+                        // (reads never show it).
+                        for action in &mut def.actions {
+                            if let ActionKind::SendWebhook(w) = &mut action.kind {
+                                if w.secret.is_none() && !action.temporary {
+                                    if let Some(ActionKind::SendWebhook(old)) =
+                                        current.definition.action(&action.id).map(|a| &a.kind)
+                                    {
+                                        w.secret = old.secret.clone();
+                                    }
+                                }
+                            }
+                        }
                         assign_action_ids(tx, &mut def)?;
                         Some(def)
                     }
@@ -420,14 +434,16 @@ impl Flows {
                         "UPDATE flows SET status = ?2 WHERE id = ?1",
                         params![flow_id, status.as_str()],
                     )?;
-                    store::park_runs(tx, &flow_id, !status.is_running(), now)?;
+                    if !status.is_running() {
+                        store::park_runs(tx, &flow_id, true, now)?;
+                    }
                 }
                 if let Some(def) = definition {
                     let version = current.version + 1;
                     tx.execute(
                         "INSERT INTO flow_versions (flow_id, version, definition, created_us)
                          VALUES (?1, ?2, ?3, ?4)",
-                        params![flow_id, version, def.to_json().to_string(), now],
+                        params![flow_id, version, def.to_stored_json().to_string(), now],
                     )?;
                     tx.execute(
                         "UPDATE flows SET version = ?2, trigger_type = ?3 WHERE id = ?1",
@@ -454,6 +470,14 @@ impl Flows {
             })
             .await?;
         reload_cache(&self.inner).await?;
+        if resumes {
+            // Only once the worker sees the flow running, or it would park them again.
+            let flow_id = id.to_owned();
+            self.inner
+                .db
+                .write_async(move |tx| store::park_runs(tx, &flow_id, false, now))
+                .await?;
+        }
         self.inner.wake.notify_one();
         self.get_flow(id).await
     }
@@ -636,11 +660,9 @@ impl Flows {
     pub async fn webhook_secret(&self, flow_id: &str, action_id: &str) -> FlowsResult<String> {
         let flow = self.get_flow(flow_id).await?;
         match flow.definition.action(action_id).map(|a| &a.kind) {
-            Some(crate::definition::ActionKind::SendWebhook(w)) => {
-                Ok(w.secret.clone().unwrap_or_else(|| {
-                    derived_secret(&self.inner.config.webhook_key, flow_id, action_id)
-                }))
-            }
+            Some(ActionKind::SendWebhook(w)) => Ok(w.secret.clone().unwrap_or_else(|| {
+                derived_secret(&self.inner.config.webhook_key, flow_id, action_id)
+            })),
             _ => Err(FlowsError::not_found(format!(
                 "send-webhook action {action_id} of flow {flow_id}"
             ))),

@@ -47,9 +47,13 @@ const MIGRATIONS: &[&str] = &[r#"
         trigger_event_id TEXT,
         trigger_properties TEXT NOT NULL,
         started_us INTEGER NOT NULL,
+        -- When the engine created the run (by its clock): event accepted → run started.
+        entered_us INTEGER NOT NULL,
         position TEXT,
         armed TEXT,
         wake_us INTEGER,
+        -- The wake-up a paused flow holds back, restored when it runs again.
+        held_wake_us INTEGER,
         status TEXT NOT NULL,
         exit_reason TEXT,
         ended_us INTEGER,
@@ -310,6 +314,7 @@ pub(crate) struct NewRun<'a> {
     pub started_us: i64,
     pub entry_action: &'a str,
     pub wake_us: i64,
+    pub entered_us: i64,
 }
 
 /// Inserts a run; `None` when the same origin started one already (a repeated feed read).
@@ -317,8 +322,8 @@ pub(crate) fn insert_run(conn: &Connection, run: &NewRun<'_>) -> FlowsResult<Opt
     let inserted = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO runs (flow_id, profile_pk, profile_id, origin, trigger_event_id,
-                trigger_properties, started_us, position, wake_us, status)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active')",
+                trigger_properties, started_us, position, wake_us, status, entered_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10)",
         )?
         .execute(params![
             run.flow_id,
@@ -329,7 +334,8 @@ pub(crate) fn insert_run(conn: &Connection, run: &NewRun<'_>) -> FlowsResult<Opt
             run.trigger_properties,
             run.started_us,
             run.entry_action,
-            run.wake_us
+            run.wake_us,
+            run.entered_us
         ])?;
     if inserted == 0 {
         return Ok(None);
@@ -421,7 +427,8 @@ pub(crate) fn end_run(
     Ok(())
 }
 
-/// Parks the active runs of a flow (paused, draft) or wakes them (live, manual).
+/// Parks the active runs of a flow (paused, draft), keeping their wake-ups aside, or wakes
+/// them (live, manual): at their own wake-up if it is still ahead, else now.
 pub(crate) fn park_runs(
     conn: &Connection,
     flow_id: &str,
@@ -429,20 +436,25 @@ pub(crate) fn park_runs(
     now_us: i64,
 ) -> FlowsResult<()> {
     if parked {
-        // Keep the due time of armed delays in `parked_until` semantics: a parked run wakes
-        // when the flow resumes, at its own wake-up if that is later.
         conn.prepare_cached(
-            "UPDATE runs SET wake_us = NULL WHERE flow_id = ?1 AND status = 'active'
-             AND armed IS NULL",
+            "UPDATE runs SET held_wake_us = wake_us, wake_us = NULL
+             WHERE flow_id = ?1 AND status = 'active' AND wake_us IS NOT NULL",
         )?
         .execute(params![flow_id])?;
     } else {
         conn.prepare_cached(
-            "UPDATE runs SET wake_us = ?2 WHERE flow_id = ?1 AND status = 'active'
-             AND wake_us IS NULL",
+            "UPDATE runs SET wake_us = MAX(COALESCE(held_wake_us, ?2), ?2), held_wake_us = NULL
+             WHERE flow_id = ?1 AND status = 'active' AND wake_us IS NULL",
         )?
         .execute(params![flow_id, now_us])?;
     }
+    Ok(())
+}
+
+/// Parks one run of a flow that is not running.
+pub(crate) fn hold_run(conn: &Connection, run_id: i64) -> FlowsResult<()> {
+    conn.prepare_cached("UPDATE runs SET held_wake_us = wake_us, wake_us = NULL WHERE id = ?1")?
+        .execute([run_id])?;
     Ok(())
 }
 

@@ -198,6 +198,7 @@ fn admit(
                 started_us: c.started_us,
                 entry_action: &c.flow.definition.entry_action_id,
                 wake_us: now_us,
+                entered_us: inner.clock.now().as_microsecond(),
             },
         )?;
         if inserted.is_some() {
@@ -555,7 +556,7 @@ fn ingest_dates(inner: &Inner) -> FlowsResult<usize> {
             candidates.push(Candidate {
                 flow: Arc::clone(flow),
                 profile_pk: *pk,
-                origin: format!("date:{at_us}"),
+                origin: format!("date:{pk}:{at_us}"),
                 event_id: None,
                 properties: "{}".into(),
                 started_us: *at_us,
@@ -688,13 +689,7 @@ fn plan_run(
         return Ok(None);
     };
     if !flow.status.is_running() {
-        store::move_run(
-            tx,
-            run.id,
-            run.position.as_deref(),
-            run.armed.as_deref(),
-            None,
-        )?;
+        store::hold_run(tx, run.id)?;
         return Ok(None);
     }
     let mut facts = RunFacts {

@@ -2,9 +2,15 @@
 //! underneath, emails to a real SMTP server (tests/smtp/sink.py at the repository root) and
 //! webhooks to a local HTTP server.
 
+mod actions;
+mod consent;
 mod definitions;
 mod email;
 #[allow(dead_code)]
 mod helpers;
+mod runs;
 #[allow(dead_code)]
 mod sink;
+mod stats;
+mod triggers;
+mod webhooks;
