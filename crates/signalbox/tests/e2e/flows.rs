@@ -774,9 +774,17 @@ async fn browse_abandonment_respects_smart_sending() {
         viewed_call("carol"),
         identify("dan", "dan@example.com", "Dan"),
         viewed_call("dan"),
-        checkout_call("dan"),
     ]));
     app.wait_count(&flow_id, "entered", 2).await;
+    app.segment(json!([checkout_call("dan")]));
+    eventually(&app, "Dan's checkout applied", async || {
+        let events = app.events_of("dan@example.com").await;
+        events
+            .iter()
+            .any(|(name, _, _)| name == "Checkout Started")
+            .then_some(())
+    })
+    .await;
     app.advance(3601).await;
     app.wait_count(&flow_id, "sent", 1).await;
     let counts = app.wait_count(&flow_id, "exited_filter", 1).await;
