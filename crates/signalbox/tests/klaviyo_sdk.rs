@@ -144,6 +144,16 @@ fn klaviyo_python_sdk_templates_crud_and_render() {
     drop(server);
 }
 
+#[test]
+fn klaviyo_python_sdk_flows() {
+    check_python_packages();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(data_dir.path());
+    let api_key = create_api_key(data_dir.path());
+    run_script("tests/klaviyo/flows_e2e.py", &server, &api_key);
+    drop(server);
+}
+
 /// Runs a script of `tests/klaviyo` against the server to success, or panics.
 fn run_script(script: &str, server: &Server, api_key: &str) {
     let script = workspace_root().join(script);
