@@ -685,3 +685,51 @@ async fn bad_flows_are_400_with_a_pointer_to_the_fault() {
         "additional-fields[flow]"
     );
 }
+
+#[tokio::test]
+async fn flow_facts_read_events_and_consent_from_built_in_metrics() {
+    use signalbox_engage::{BuiltinEventInput, BuiltinMetric, ProfileId};
+    use signalbox_seglang::{ConsentStatus, ProfileFacts, TimeWindow};
+
+    let app = spawn().await;
+    let ada = ProfileId(profile(&app, "ada@example.com").await);
+    let bo = ProfileId(profile(&app, "bo@example.com").await);
+    app.engage
+        .record_builtin_event(BuiltinEventInput {
+            metric: BuiltinMetric::Unsubscribed,
+            profile_id: bo.clone(),
+            properties: serde_json::Map::new(),
+            time: None,
+            unique_id: Some("u1".into()),
+        })
+        .await
+        .unwrap();
+    app.settle().await;
+
+    let snapshot = crate::flow_facts::ProfileSnapshot::load_by_id(&app.engage, &ada)
+        .await
+        .unwrap()
+        .expect("ada exists");
+    let consent = snapshot.email_consent();
+    assert_eq!(consent.status, ConsentStatus::NeverSubscribed);
+    assert!(consent.can_receive_marketing);
+    let email = signalbox_seglang::PropertyPath::from_wire("email").unwrap();
+    assert_eq!(snapshot.property(&email), Some(&json!("ada@example.com")));
+
+    let snapshot = crate::flow_facts::ProfileSnapshot::load_by_id(&app.engage, &bo)
+        .await
+        .unwrap()
+        .expect("bo exists");
+    assert_eq!(snapshot.email_consent().status, ConsentStatus::Unsubscribed);
+    assert!(!snapshot.email_consent().can_receive_marketing);
+    let metrics = app.get("/api/metrics").await.json();
+    let unsubscribed = metrics["data"][0]["id"].as_str().unwrap();
+    assert_eq!(snapshot.metric_count(unsubscribed, TimeWindow::ALL, &[]), 1);
+    assert!(crate::flow_facts::ProfileSnapshot::load_by_id(
+        &app.engage,
+        &ProfileId("01JNOSUCHPROFILE0000000000".into())
+    )
+    .await
+    .unwrap()
+    .is_none());
+}
