@@ -14,6 +14,10 @@
 //!    server given; measured from the instant they are due until every send is recorded
 //!    `sent`.
 //!
+//! Measured on a 2-core machine (release build, the aiosmtpd sink with `--discard`):
+//! p50 2.5 ms and p99 23–25 ms from accepted to started at 500–1,000 events/s; 10,000 due
+//! runs all moved on 123–143 ms after due; 1,196–1,492 emails/s.
+//!
 //! The profile facts come from a minimal reader of engage's `profiles` (email only); flows
 //! here have no profile filter.
 

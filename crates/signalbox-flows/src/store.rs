@@ -451,6 +451,13 @@ pub(crate) fn park_runs(
     Ok(())
 }
 
+/// Sets a run's next wake-up, leaving its position.
+pub(crate) fn delay_run(conn: &Connection, run_id: i64, wake_us: i64) -> FlowsResult<()> {
+    conn.prepare_cached("UPDATE runs SET wake_us = ?2 WHERE id = ?1")?
+        .execute(params![run_id, wake_us])?;
+    Ok(())
+}
+
 /// Parks one run of a flow that is not running.
 pub(crate) fn hold_run(conn: &Connection, run_id: i64) -> FlowsResult<()> {
     conn.prepare_cached("UPDATE runs SET held_wake_us = wake_us, wake_us = NULL WHERE id = ?1")?

@@ -175,7 +175,14 @@ fn admit(
                 continue;
             }
             if let Some(conditions) = &filter.conditions {
-                let facts = inner.deps.facts.load(c.profile_pk, now)?;
+                let facts = match inner.deps.facts.load(c.profile_pk, now) {
+                    Ok(facts) => facts,
+                    Err(error) => {
+                        tracing::warn!(%error, flow_id, "profile facts unavailable at entry");
+                        store::bump(tx, flow_id, "", "skipped_entry:error", 1, 0.0)?;
+                        continue;
+                    }
+                };
                 let ctx = EvalContext::flow(crate::engine::ts(c.started_us));
                 if !conditions.matches(facts.as_ref(), now, &ctx) {
                     store::bump(tx, flow_id, "", "skipped_entry:filter", 1, 0.0)?;
@@ -416,7 +423,9 @@ fn date_schedules(
         return Ok(out);
     }
     for pk in profiles {
-        let facts = inner.deps.facts.load(*pk, now)?;
+        let Ok(facts) = inner.deps.facts.load(*pk, now) else {
+            continue;
+        };
         for flow in &flows {
             let next = next_date_for(inner, flow, facts.as_ref(), now);
             out.push((flow.id.clone(), *pk, next));
@@ -512,7 +521,9 @@ fn ingest_dates(inner: &Inner) -> FlowsResult<usize> {
         })?;
         let mut rows = Vec::new();
         for pk in pks {
-            let facts = inner.deps.facts.load(pk, now)?;
+            let Ok(facts) = inner.deps.facts.load(pk, now) else {
+                continue;
+            };
             if let Some(next) = next_date_for(inner, flow, facts.as_ref(), now) {
                 rows.push((pk, next));
             }
@@ -549,8 +560,10 @@ fn ingest_dates(inner: &Inner) -> FlowsResult<usize> {
             reschedule.push((flow_id.clone(), *pk, None));
             continue;
         };
-        let facts = inner.deps.facts.load(*pk, now)?;
-        let next = next_date_for(inner, flow, facts.as_ref(), crate::engine::ts(*at_us));
+        let next = match inner.deps.facts.load(*pk, now) {
+            Ok(facts) => next_date_for(inner, flow, facts.as_ref(), crate::engine::ts(*at_us)),
+            Err(_) => None,
+        };
         reschedule.push((flow_id.clone(), *pk, next));
         if flow.status.is_running() {
             candidates.push(Candidate {
@@ -634,6 +647,9 @@ impl RunFacts<'_> {
     }
 }
 
+/// How long a run whose step failed unexpectedly waits before it tries again.
+const RUN_RETRY: SignedDuration = SignedDuration::from_secs(30);
+
 /// The longest walk through pure actions (delays that elapsed, splits, skips) in one pass.
 const MAX_STEPS_PER_PASS: usize = 256;
 
@@ -650,8 +666,22 @@ fn plan(inner: &Inner, now: Timestamp) -> FlowsResult<(usize, Vec<Effect>)> {
     let effects = inner.db.write(|tx| {
         let mut effects = Vec::new();
         for run in runs {
-            if let Some(effect) = plan_run(inner, tx, &cache, run, now)? {
-                effects.push(effect);
+            // One run's failure (its facts cannot be read …) must not hold up the others:
+            // its changes roll back and it tries again later.
+            tx.execute_batch("SAVEPOINT run")?;
+            let (run_id, flow_id) = (run.id, run.flow_id.clone());
+            match plan_run(inner, tx, &cache, run, now) {
+                Ok(effect) => {
+                    tx.execute_batch("RELEASE run")?;
+                    effects.extend(effect);
+                }
+                Err(error) => {
+                    tx.execute_batch("ROLLBACK TO run; RELEASE run")?;
+                    tracing::warn!(%error, run_id, flow_id, "a flow run failed; retrying later");
+                    let later = now_us + RUN_RETRY.as_micros() as i64;
+                    store::delay_run(tx, run_id, later)?;
+                    store::bump(tx, &flow_id, "", "errors", 1, 0.0)?;
+                }
             }
         }
         Ok(effects)

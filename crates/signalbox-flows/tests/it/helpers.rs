@@ -123,6 +123,8 @@ pub type ConsentMap = Arc<Mutex<HashMap<String, ConsentView>>>;
 pub struct EngageFacts {
     pub engage: Engage,
     pub consent: ConsentMap,
+    /// Profile ids whose facts fail to load (a broken dependency).
+    pub failing: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 struct LoadedFacts {
@@ -138,6 +140,9 @@ impl FactsLoader for EngageFacts {
         let id = feed::profile_id(&conn, profile_pk)
             .map_err(|e| err(&e))?
             .ok_or_else(|| signalbox_flows::DepError("no such profile".into()))?;
+        if self.failing.lock().unwrap().contains(id.as_str()) {
+            return Err(signalbox_flows::DepError("facts unavailable".into()));
+        }
         let engage = self.engage.clone();
         let profile: Profile = tokio::runtime::Handle::current()
             .block_on(engage.get_profile(&id))
@@ -288,6 +293,7 @@ pub struct TestApp {
     pub lists: Arc<MemoryLists>,
     pub membership: Arc<MemoryMembership>,
     pub consent: ConsentMap,
+    pub failing: Arc<Mutex<std::collections::HashSet<String>>>,
     metrics: BTreeMap<String, String>,
 }
 
@@ -322,6 +328,7 @@ impl TestApp {
         let lists = Arc::new(MemoryLists::default());
         let membership = Arc::new(MemoryMembership::default());
         let consent: ConsentMap = Arc::default();
+        let failing: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
         let flows = start_flows(
             &engage,
             &clock,
@@ -331,6 +338,7 @@ impl TestApp {
             &lists,
             &membership,
             &consent,
+            &failing,
         )
         .await;
         TestApp {
@@ -346,6 +354,7 @@ impl TestApp {
             lists,
             membership,
             consent,
+            failing,
             metrics: BTreeMap::new(),
         }
     }
@@ -363,6 +372,7 @@ impl TestApp {
             &self.lists,
             &self.membership,
             &self.consent,
+            &self.failing,
         )
         .await;
     }
@@ -500,10 +510,12 @@ async fn start_flows(
     lists: &Arc<MemoryLists>,
     membership: &Arc<MemoryMembership>,
     consent: &ConsentMap,
+    failing: &Arc<Mutex<std::collections::HashSet<String>>>,
 ) -> Flows {
     let facts = Arc::new(EngageFacts {
         engage: engage.clone(),
         consent: Arc::clone(consent),
+        failing: Arc::clone(failing),
     });
     let mut deps = FlowsDeps::new(facts);
     deps.events = Some(Arc::clone(events) as Arc<dyn BuiltinEvents>);

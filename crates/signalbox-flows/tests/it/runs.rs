@@ -236,3 +236,33 @@ async fn a_crash_after_the_smtp_hand_off_resends_with_the_same_message_id() {
     app.advance(SignedDuration::from_hours(1)).await;
     assert_eq!(app.sink().messages().len(), 2, "and never a third time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_facts_fail_waits_without_holding_up_the_others() {
+    let mut app = TestApp::start().await;
+    let metric = app.metric("Joined").await;
+    let flow = app
+        .live_flow(one_email(
+            &metric,
+            json!({"unit": "minutes", "value": 0}),
+            json!({"duration": 0, "unit": "alltime"}),
+        ))
+        .await;
+    let broken = app.profile("broken@example.com", "Bro").await;
+    app.profile("fine@example.com", "Fi").await;
+    app.failing.lock().unwrap().insert(broken.id.to_string());
+    app.track("broken@example.com", "Joined", json!({})).await;
+    app.track("fine@example.com", "Joined", json!({})).await;
+    app.settle().await;
+    let messages = app.sink().wait_for(1);
+    assert_eq!(messages.len(), 1);
+    assert_eq!(parse_mail(&messages[0]).to, ["fine@example.com"]);
+    assert!(app.flows.stats(&flow.id).await.unwrap().flow.get("errors") >= 1);
+    app.failing.lock().unwrap().clear();
+    app.advance(SignedDuration::from_secs(30)).await;
+    assert_eq!(
+        app.sink().wait_for(2).len(),
+        2,
+        "retried once the facts are back"
+    );
+}
