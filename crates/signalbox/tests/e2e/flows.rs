@@ -746,7 +746,7 @@ async fn browse_abandonment_respects_smart_sending() {
     let viewed = app.metric_id("Product Viewed").await;
     let checkout = app.metric_id("Checkout Started").await;
     let placed = app.metric_id("Placed Order").await;
-    let flow_id = app.apply_flow(&json!({
+    let mut flow = json!({
         "name": "Browse abandonment",
         "status": "live",
         "definition": {
@@ -766,7 +766,8 @@ async fn browse_abandonment_respects_smart_sending() {
             ],
             "reentry_criteria": {"duration": 0, "unit": "alltime"}
         }
-    }));
+    });
+    let flow_id = app.apply_flow(&flow);
 
     // Carol browses; Dan browses and then starts a checkout (the filter lets him go).
     app.segment(json!([
@@ -825,6 +826,23 @@ async fn browse_abandonment_respects_smart_sending() {
     app.advance(3601).await;
     app.wait_count(&flow_id, "sent", 2).await;
     assert_eq!(sink.wait_for(2).len(), 2);
+
+    // Applying the file again updates the flow of that name: here, paused.
+    flow["status"] = json!("paused");
+    let file = app.env.root().join("browse.json");
+    std::fs::write(&file, flow.to_string()).unwrap();
+    let out = app.flow_cli(&["apply", file.to_str().unwrap()]);
+    assert_eq!(
+        out.trim(),
+        format!("updated flow {flow_id} \"Browse abandonment\" (paused)")
+    );
+    let listed = app.flow_cli(&["list"]);
+    assert!(listed.contains("paused"), "{listed}");
+    let status = app.flow_cli(&["status", &flow_id]);
+    assert!(
+        status.contains("skipped:smart_sending=1") && status.contains("sent=2"),
+        "{status}"
+    );
 }
 
 const THANKS_HTML: &str = r#"<h1>Thank you, {{ first_name|default:"friend" }}!</h1>
