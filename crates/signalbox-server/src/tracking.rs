@@ -22,6 +22,7 @@ use signalbox_engage::{BuiltinEventInput, BuiltinMetric, ProfileId};
 use signalbox_mail::{LinkClaims, LinkKind};
 
 use crate::app::AppState;
+use crate::telemetry;
 
 /// A transparent 1×1 GIF.
 pub const PIXEL_GIF: &[u8] = &[
@@ -47,7 +48,7 @@ async fn open(
 ) -> Response {
     let claims = match app.links.signer().verify(LinkKind::Open, &token) {
         Ok(claims) => claims,
-        Err(err) => return refused(err),
+        Err(err) => return refused("open", err),
     };
     record(&app, BuiltinMetric::OpenedEmail, &claims, &headers).await;
     (
@@ -69,7 +70,7 @@ async fn click(
 ) -> Response {
     let claims = match app.links.signer().verify(LinkKind::Click, &token) {
         Ok(claims) => claims,
-        Err(err) => return refused(err),
+        Err(err) => return refused("click", err),
     };
     let Some(location) = claims
         .url
@@ -77,7 +78,7 @@ async fn click(
         .filter(|url| is_web_url(url))
         .and_then(|url| HeaderValue::from_str(url).ok())
     else {
-        return refused("the signed destination is not an http(s) URL");
+        return refused("click", "the signed destination is not an http(s) URL");
     };
     record(&app, BuiltinMetric::ClickedEmail, &claims, &headers).await;
     (
@@ -100,8 +101,9 @@ fn is_web_url(url: &str) -> bool {
 }
 
 /// A forged, altered or malformed token: 400, plain text, nothing recorded.
-fn refused(reason: impl std::fmt::Display) -> Response {
-    tracing::debug!(%reason, "tracking link refused");
+fn refused(kind: &'static str, reason: impl std::fmt::Display) -> Response {
+    telemetry::tracking_hit(kind, "refused");
+    tracing::debug!(kind, %reason, "tracking link refused");
     (
         StatusCode::BAD_REQUEST,
         [(header::CACHE_CONTROL, no_store())],
@@ -113,7 +115,13 @@ fn refused(reason: impl std::fmt::Display) -> Response {
 /// Appends the built-in event to the log. A failure is logged, never shown: the reader
 /// still gets the pixel or the redirect.
 async fn record(app: &AppState, metric: BuiltinMetric, claims: &LinkClaims, headers: &HeaderMap) {
+    let kind = if metric == BuiltinMetric::ClickedEmail {
+        "click"
+    } else {
+        "open"
+    };
     let Some(engage) = &app.engage else {
+        telemetry::tracking_hit(kind, "not_recorded");
         tracing::debug!(
             metric = metric.name(),
             "no engine: tracking hit not recorded"
@@ -148,7 +156,11 @@ async fn record(app: &AppState, metric: BuiltinMetric, claims: &LinkClaims, head
         time: Some(now),
         unique_id: Some(unique_id),
     };
-    if let Err(err) = engage.record_builtin_event(event).await {
-        tracing::warn!(metric = metric.name(), error = %err, "tracking hit not recorded");
+    match engage.record_builtin_event(event).await {
+        Ok(_) => telemetry::tracking_hit(kind, "recorded"),
+        Err(err) => {
+            telemetry::tracking_hit(kind, "not_recorded");
+            tracing::warn!(metric = metric.name(), error = %err, "tracking hit not recorded");
+        }
     }
 }

@@ -47,6 +47,25 @@ pub struct GlobalArgs {
     pub log_format: LogFormat,
 }
 
+/// A value that may hold a secret (an SMTP URL with its password), as typed. `Debug` never
+/// shows it.
+#[derive(Clone)]
+pub struct SecretArg(pub String);
+
+impl std::str::FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<SecretArg, Self::Err> {
+        Ok(SecretArg(text.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretArg([redacted])")
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Pretty,
@@ -167,7 +186,7 @@ pub struct ServeArgs {
     /// `smtps://user:pass@host:465`, `smtp://127.0.0.1:2525` (plaintext, local sinks only).
     /// Without it sending is off. The password is never printed or logged.
     #[arg(long, env = "SIGNALBOX_SMTP_URL", hide_env_values = true)]
-    pub smtp_url: Option<String>,
+    pub smtp_url: Option<SecretArg>,
     /// The default sender, e.g. `Shop <shop@example.com>`; required with --smtp-url. A flow's
     /// `from_email` overrides it.
     #[arg(long, env = "SIGNALBOX_MAIL_FROM")]

@@ -131,7 +131,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
 /// `--smtp-url` and `--mail-from`, checked. The URL's parse error never echoes the URL, so
 /// a password in it is never printed.
 fn mail_settings(args: &ServeArgs) -> anyhow::Result<MailSettings> {
-    let smtp_url = match args.smtp_url.as_deref().map(str::trim) {
+    let smtp_url = match args.smtp_url.as_ref().map(|url| url.0.trim()) {
         None | Some("") => None,
         Some(text) => Some(
             text.parse::<SmtpUrl>()
