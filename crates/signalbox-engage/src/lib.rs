@@ -11,8 +11,9 @@
 //!   destination's mapping). [`settings`]: the destination's per-source settings.
 //!   [`phone`]: E.164 normalisation.
 //! - `pipeline.rs`: the thread that reads the log in order and applies it in batches.
-//! - `apply/`: the applier (identity resolution, merges, held calls, events, API writes),
-//!   built-in metrics (`apply/builtin.rs`), the only writer of `engage.db`. `db/`: the file, its schema and read connections.
+//! - `apply/`: the applier (identity resolution, merges, held calls, events, API writes,
+//!   built-in metrics in `apply/builtin.rs`), the only writer of `engage.db`. `db/`: the
+//!   file, its schema and read connections.
 //! - `query.rs`, `aggregate.rs`: reads. [`feed`]: what changed after a cursor, for the
 //!   engines that follow derived state.
 //!
