@@ -183,6 +183,7 @@ impl Flows {
         config: FlowsConfig,
         deps: FlowsDeps,
     ) -> FlowsResult<Flows> {
+        let lock = take_lock(&config.path).await?;
         let path = config.path.clone();
         let db = tokio::task::spawn_blocking(move || Db::open(&path))
             .await
@@ -230,7 +231,7 @@ impl Flows {
             syncs,
         });
         reload_cache(&inner).await?;
-        tokio::spawn(crate::worker::run(Arc::clone(&inner), sync_rx));
+        tokio::spawn(crate::worker::run(Arc::clone(&inner), sync_rx, lock));
         Ok(Flows {
             _guard: Arc::new(WorkerGuard {
                 inner: Arc::clone(&inner),
@@ -374,8 +375,8 @@ impl Flows {
         }
         let now = self.inner.clock.now().as_microsecond();
         let flow_id = id.to_owned();
-        let resumes = update.status.is_some_and(FlowStatus::is_running);
-        self.inner
+        let running = self
+            .inner
             .db
             .write_async(move |tx| {
                 let current = read_flow(tx, &flow_id)?
@@ -434,9 +435,6 @@ impl Flows {
                         "UPDATE flows SET status = ?2 WHERE id = ?1",
                         params![flow_id, status.as_str()],
                     )?;
-                    if !status.is_running() {
-                        store::park_runs(tx, &flow_id, true, now)?;
-                    }
                 }
                 if let Some(def) = definition {
                     let version = current.version + 1;
@@ -466,11 +464,19 @@ impl Flows {
                     "UPDATE flows SET updated_us = ?2 WHERE id = ?1",
                     params![flow_id, now],
                 )?;
-                Ok(())
+                let running: bool = tx.query_row(
+                    "SELECT status IN ('live', 'manual') AND archived = 0 FROM flows WHERE id = ?1",
+                    [&flow_id],
+                    |r| r.get(0),
+                )?;
+                if !running {
+                    store::park_runs(tx, &flow_id, true, now)?;
+                }
+                Ok(running)
             })
             .await?;
         reload_cache(&self.inner).await?;
-        if resumes {
+        if running {
             // Only once the worker sees the flow running, or it would park them again.
             let flow_id = id.to_owned();
             self.inner
@@ -668,6 +674,45 @@ impl Flows {
             ))),
         }
     }
+}
+
+/// One engine per file: an exclusive lock on `flows.db.lock`, held by the worker. A worker
+/// that just stopped may take a moment to let go, so this waits up to two seconds.
+async fn take_lock(db: &std::path::Path) -> FlowsResult<std::fs::File> {
+    let mut path = db.as_os_str().to_owned();
+    path.push(".lock");
+    let path = PathBuf::from(path);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            FlowsError::Internal(format!("cannot create {}: {e}", parent.display()))
+        })?;
+    }
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| FlowsError::Internal(format!("cannot open {}: {e}", path.display())))?;
+    for _ in 0..100 {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(FlowsError::Internal(format!(
+                    "cannot lock {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    Err(FlowsError::Conflict {
+        reason: format!(
+            "another process runs flows on {} (is the server running?)",
+            db.display()
+        ),
+    })
 }
 
 pub(crate) fn derived_secret(key: &[u8], flow_id: &str, action_id: &str) -> String {

@@ -13,6 +13,9 @@ pub enum FlowsError {
     Invalid { field: String, reason: String },
     #[error("{what} not found")]
     NotFound { what: String },
+    /// Another engine runs on the same `flows.db`.
+    #[error("conflict: {reason}")]
+    Conflict { reason: String },
     /// The engine stopped (shut down, or its worker failed).
     #[error("unavailable")]
     Unavailable,

@@ -48,4 +48,4 @@ pub use deps::{
 pub use engine::{Fault, FlowMail, Flows, FlowsConfig, FlowsDeps};
 pub use error::{FlowsError, FlowsResult};
 pub use model::*;
-pub use worker::CONVERSION_WINDOW;
+pub use worker::{CONVERSION_METRICS, CONVERSION_WINDOW};

@@ -27,6 +27,10 @@ use crate::error::{FlowsError, FlowsResult};
 use crate::schedule;
 use crate::store::{self, NewRun, NewSend, NewStep, RunRow};
 
+/// The order events that count as conversions: Klaviyo's `Placed Order`, and `Order Completed`
+/// as Segment sources name it when the destination follows Segment's spec.
+pub const CONVERSION_METRICS: [&str; 2] = ["Placed Order", "Order Completed"];
+
 /// How long conversions are attributed to an email.
 pub const CONVERSION_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 5);
 
@@ -41,6 +45,7 @@ enum Pass {
 pub(crate) async fn run(
     inner: Arc<Inner>,
     mut syncs: mpsc::UnboundedReceiver<oneshot::Sender<FlowsResult<()>>>,
+    lock: std::fs::File,
 ) {
     let mut applied = inner.engage.subscribe_applied();
     let mut waiting: Vec<oneshot::Sender<FlowsResult<()>>> = Vec::new();
@@ -90,6 +95,8 @@ pub(crate) async fn run(
             _ = tokio::time::sleep(sleep_for) => {}
         }
     }
+    // Let go of the file before anyone learns the worker stopped.
+    drop(lock);
     syncs.close();
 }
 
@@ -257,7 +264,8 @@ fn ingest_feed(inner: &Inner) -> FlowsResult<usize> {
         let rows = changes.events.len() + changes.lists.len() + changes.profiles.len();
         inner.db.write(|tx| {
             for merge in &changes.merges {
-                apply_merge(tx, merge.from_pk, merge.to_pk)?;
+                let to_id = feed::profile_id(reader, merge.to_pk)?;
+                apply_merge(tx, merge.from_pk, merge.to_pk, to_id.as_ref().map(|id| id.as_str()))?;
             }
             for event in &changes.events {
                 engagement(tx, event)?;
@@ -335,10 +343,13 @@ fn feed_candidates(cache: &FlowCache, changes: &Changes) -> Vec<Candidate> {
     out
 }
 
-fn apply_merge(tx: &Transaction, from: i64, to: i64) -> FlowsResult<()> {
+/// A merge: the runs, sends, entries and schedules of the merged-away profile move to the
+/// survivor.
+fn apply_merge(tx: &Transaction, from: i64, to: i64, to_id: Option<&str>) -> FlowsResult<()> {
     tx.execute(
-        "UPDATE runs SET profile_pk = ?2 WHERE profile_pk = ?1",
-        params![from, to],
+        "UPDATE runs SET profile_pk = ?2, profile_id = COALESCE(?3, profile_id)
+         WHERE profile_pk = ?1",
+        params![from, to, to_id],
     )?;
     tx.execute(
         "UPDATE sends SET profile_pk = ?2 WHERE profile_pk = ?1",
@@ -360,7 +371,7 @@ fn engagement(tx: &Transaction, event: &feed::FeedEvent) -> FlowsResult<()> {
     let column = match event.metric_name.as_str() {
         "Opened Email" => "opened",
         "Clicked Email" => "clicked",
-        "Placed Order" => "converted",
+        name if CONVERSION_METRICS.contains(&name) => "converted",
         _ => return Ok(()),
     };
     let properties: Map<String, Value> =

@@ -203,3 +203,51 @@ async fn created_flows_get_real_ids_and_read_back_in_klaviyos_shape() {
         Err(FlowsError::NotFound { .. })
     ));
 }
+
+#[test]
+fn every_action_kind_round_trips_through_klaviyos_shape() {
+    let definition = json!({
+        "triggers": [{"type": "date", "date_field_type": "profile-property", "date_profile_property": "Birthday",
+            "timedelta_unit_before_date": "weeks", "timedelta_value_before_date": 1,
+            "recurrence_frequency": "annually", "timezone": "profile"}],
+        "profile_filter": {"condition_groups": [{"conditions": [{"type": "profile-not-in-flow"}]}]},
+        "entry_action_id": "d",
+        "actions": [
+            {"id": "1", "type": "time-delay", "data": {"unit": "days", "value": 2, "delay_until_time": "09:30",
+                "delay_until_weekdays": ["monday", "friday"], "timezone": "Europe/Paris"}, "links": {"next": "2"}},
+            {"id": "2", "type": "conditional-split", "data": {"profile_filter": {"condition_groups": [{"conditions": [
+                {"type": "profile-property", "property": "properties['vip']", "filter": {"type": "boolean", "operator": "equals", "value": true}}]}]}},
+             "links": {"next_if_true": "3", "next_if_false": "4"}},
+            {"id": "3", "type": "send-webhook", "data": {"status": "live", "url": "https://hooks.example.com/x",
+                "headers": {"X-A": "b"}, "body": "{\"e\": \"{{ email }}\"}", "secret": "s3cret"}, "links": {"next": "5"}},
+            {"id": "4", "type": "list-update", "data": {"list_id": "L", "action": "remove"}, "links": {"next": "5"}},
+            {"id": "5", "type": "update-profile", "data": {"profile_operations": [
+                {"operation": "update", "key": "seen", "value": 1}, {"operation": "unset", "key": "old"}]}, "links": {"next": "6"}},
+            {"id": "6", "type": "trigger-split", "data": {"trigger_filter": {"condition_groups": [{"conditions": [
+                {"type": "metric-property", "field": "n", "filter": {"type": "numeric", "operator": "equals", "value": 1}}]}]}},
+             "links": {"next_if_true": "7", "next_if_false": null}},
+            {"id": "7", "type": "send-email", "data": {"status": "manual", "message": {"subject_line": "Hi",
+                "html": "<p>x</p>", "text": "x", "smart_sending_enabled": true, "smart_sending_window_hours": 24}},
+             "links": {"next": null}}
+        ],
+        "reentry_criteria": {"duration": 2, "unit": "week"}
+    });
+    let mut definition = definition;
+    definition["entry_action_id"] = json!("1");
+    let parsed = FlowDefinition::parse(&definition).unwrap();
+    let out = parsed.to_json();
+    assert!(
+        out["actions"][2]["data"].get("secret").is_none(),
+        "secrets are not read back"
+    );
+    assert_eq!(
+        out["reentry_criteria"],
+        json!({"duration": 2, "unit": "week"})
+    );
+    assert_eq!(
+        out["actions"][0]["data"]["delay_until_weekdays"],
+        json!(["monday", "friday"])
+    );
+    let again = FlowDefinition::parse(&out).unwrap();
+    assert_eq!(again.to_json(), out);
+}

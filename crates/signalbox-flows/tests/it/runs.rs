@@ -266,3 +266,82 @@ async fn a_run_whose_facts_fail_waits_without_holding_up_the_others() {
         "retried once the facts are back"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_engine_per_flows_file() {
+    let app = TestApp::start_with(Options {
+        mail: false,
+        ..Options::default()
+    })
+    .await;
+    let facts = std::sync::Arc::new(EngageFacts {
+        engage: app.engage.clone(),
+        consent: app.consent.clone(),
+        failing: app.failing.clone(),
+    });
+    let second = signalbox_flows::Flows::start(
+        app.engage.clone(),
+        std::sync::Arc::new(app.clock.clone()),
+        app.config.clone(),
+        signalbox_flows::FlowsDeps::new(facts),
+    )
+    .await;
+    assert!(matches!(
+        second,
+        Err(signalbox_flows::FlowsError::Conflict { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_run_follows_its_profile_into_a_merge() {
+    let mut app = TestApp::start().await;
+    let metric = app.metric("Joined").await;
+    let flow = app
+        .live_flow(one_email(
+            &metric,
+            json!({"unit": "hours", "value": 1}),
+            json!({"duration": 0, "unit": "alltime"}),
+        ))
+        .await;
+    let old = app.profile("old@example.com", "Old").await;
+    let survivor = app.profile("new@example.com", "New").await;
+    app.track("old@example.com", "Joined", json!({})).await;
+    app.settle().await;
+    app.engage
+        .merge_profiles(&survivor.id, std::slice::from_ref(&old.id))
+        .await
+        .unwrap();
+    app.settle().await;
+    app.advance(SignedDuration::from_hours(1)).await;
+    let messages = app.sink().wait_for(1);
+    assert_eq!(messages.len(), 1);
+    assert_eq!(parse_mail(&messages[0]).to, ["new@example.com"]);
+    let runs = app.flows.runs(&flow.id, 1).await.unwrap();
+    assert_eq!(runs[0].profile_id, survivor.id.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_wakes_due_runs_by_itself() {
+    let mut app = TestApp::start().await;
+    let metric = app.metric("Joined").await;
+    let flow = app
+        .live_flow(one_email(
+            &metric,
+            json!({"unit": "minutes", "value": 10}),
+            json!({"duration": 0, "unit": "alltime"}),
+        ))
+        .await;
+    app.profile("self@example.com", "Sel").await;
+    // No sync: the worker follows the feed and the clock on its own.
+    app.track("self@example.com", "Joined", json!({})).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.flows.stats(&flow.id).await.unwrap().flow.get("waiting") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    app.clock.advance(SignedDuration::from_mins(10));
+    assert_eq!(app.sink().wait_for(1).len(), 1);
+}
