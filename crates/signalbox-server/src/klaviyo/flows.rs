@@ -347,6 +347,7 @@ fn flows_error(err: FlowsError) -> ApiError {
             ApiError::invalid_at(pointer, format!("{field} {reason}"))
         }
         FlowsError::NotFound { what } => ApiError::not_found(format!("{what} not found")),
+        FlowsError::Conflict { reason } => ApiError::conflict(reason),
         FlowsError::Unavailable => {
             ApiError::unavailable("the flows engine is unavailable; retry shortly")
         }
