@@ -45,6 +45,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--base", required=True)
     parser.add_argument("--api-key", required=True)
+    parser.add_argument("--write-key")
     args = parser.parse_args()
     klaviyo = KlaviyoAPI(args.api_key, max_delay=5, max_retries=2, test_host=args.base)
 

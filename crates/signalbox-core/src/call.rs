@@ -26,6 +26,10 @@ pub enum CallKind {
     ApiList,
     /// Email consent or suppression changed through the API or a signed link.
     ApiConsent,
+    /// A built-in metric's event (`Opened Email`, `Clicked Email`, …) recorded by Signalbox
+    /// itself, with integration `Signalbox`. Only server code appends it; neither the
+    /// Tracking API nor the Klaviyo-compatible API can.
+    BuiltinEvent,
 }
 
 impl CallKind {
@@ -52,16 +56,18 @@ impl CallKind {
             CallKind::ApiMerge => "api_merge",
             CallKind::ApiList => "api_list",
             CallKind::ApiConsent => "api_consent",
+            CallKind::BuiltinEvent => "builtin_event",
         }
     }
 
     /// The kinds only the API appends; never accepted from a Segment client.
-    pub const INTERNAL: [CallKind; 5] = [
+    pub const INTERNAL: [CallKind; 6] = [
         CallKind::ApiEvent,
         CallKind::ApiProfile,
         CallKind::ApiMerge,
         CallKind::ApiList,
         CallKind::ApiConsent,
+        CallKind::BuiltinEvent,
     ];
 
     /// Parses a Segment call type (one of [`CallKind::ALL`]).

@@ -305,7 +305,7 @@ impl Engage {
 
     // Writes of the Klaviyo-compatible API.
 
-    async fn append(&self, entries: Vec<(CallKind, String)>) -> EngageResult<i64> {
+    pub(crate) async fn append(&self, entries: Vec<(CallKind, String)>) -> EngageResult<i64> {
         let store = self.store()?;
         let now = self.inner.clock.now();
         let calls = entries

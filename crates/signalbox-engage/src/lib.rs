@@ -11,8 +11,9 @@
 //!   destination's mapping). [`settings`]: the destination's per-source settings.
 //!   [`phone`]: E.164 normalisation.
 //! - `pipeline.rs`: the thread that reads the log in order and applies it in batches.
-//! - `apply/`: the applier (identity resolution, merges, held calls, events, API writes),
-//!   the only writer of `engage.db`. `db/`: the file, its schema and read connections.
+//! - `apply/`: the applier (identity resolution, merges, held calls, events, API writes,
+//!   built-in metrics in `apply/builtin.rs`), the only writer of `engage.db`. `db/`: the
+//!   file, its schema and read connections.
 //! - [`lists`]: lists, members and email consent (types and reads; their writes are log
 //!   entries applied in `apply/lists.rs` and `apply/consent.rs`).
 //! - `query.rs`, `aggregate.rs`: reads. [`feed`]: what changed after a cursor, for the
@@ -40,6 +41,7 @@ mod pipeline;
 mod query;
 pub mod settings;
 
+pub use apply::builtin::{BuiltinEventInput, BuiltinMetric};
 pub use apply::BatchReport;
 pub use engine::{rebuild, Engage, EngageConfig, DEFAULT_HOLD_WINDOW};
 pub use error::{EngageError, EngageResult};

@@ -25,8 +25,11 @@ use tower_http::normalize_path::NormalizePathLayer;
 
 use crate::auth::KeyCache;
 use crate::ingest::Ingest;
+use crate::mail::Mail;
 use crate::segment::decode::Limits;
-use crate::{admin, consent, klaviyo, segment, telemetry};
+use crate::templates::TemplateStore;
+use crate::test_clock::{self, ShiftedClock};
+use crate::{admin, consent, klaviyo, segment, telemetry, tracking};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -76,6 +79,15 @@ pub struct AppState {
     /// double opt-in confirmation, open pixel, click tracking). Set by
     /// [`Application::set_links`]; until then a random secret (links die with the process).
     pub links: TrackingLinks,
+    /// Mailer (when sending is on), composer and template cache. Set by
+    /// [`Application::set_mail`]; until then sending is off.
+    pub mail: Arc<Mail>,
+    /// Email templates (`templates.db`); without it `/api/templates` answers 503.
+    pub templates: Option<TemplateStore>,
+    /// The movable clock of `serve --test-clock`; `None` on the system clock.
+    pub test_clock: Option<Arc<ShiftedClock>>,
+    /// The flows engine behind `/api/flows`; without it those routes answer 503.
+    pub flows: Option<signalbox_flows::Flows>,
 }
 
 /// Open CORS for the Tracking API, which browsers call from any site. The headers a preflight
@@ -93,6 +105,8 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes())
         .merge(klaviyo::routes())
         .merge(consent::routes())
+        .merge(tracking::routes())
+        .merge(test_clock::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn(log_request))
@@ -199,6 +213,7 @@ impl Application {
             config.limits,
             config.max_in_flight,
         ));
+        let links = ephemeral_links(listen_url(&listener));
         let state = AppState {
             store,
             ingest,
@@ -206,7 +221,11 @@ impl Application {
             clock,
             metrics: telemetry::prometheus(),
             engage: None,
-            links: ephemeral_links(listen_url(&listener)),
+            links: links.clone(),
+            mail: Arc::new(Mail::disabled(links)),
+            templates: None,
+            test_clock: None,
+            flows: None,
         };
         Ok(Application {
             listener,
@@ -233,6 +252,28 @@ impl Application {
     /// The signer and public base URL of the links Signalbox serves.
     pub fn set_links(&mut self, links: TrackingLinks) {
         self.state.links = links;
+    }
+
+    /// The mail pieces senders and previews use; build them with the links given to
+    /// [`Application::set_links`].
+    pub fn set_mail(&mut self, mail: Mail) {
+        self.state.mail = Arc::new(mail);
+    }
+
+    /// Where `/api/templates` keeps templates.
+    pub fn set_templates(&mut self, templates: TemplateStore) {
+        self.state.templates = Some(templates);
+    }
+
+    /// Serves `/api/flows` from this engine.
+    pub fn set_flows(&mut self, flows: signalbox_flows::Flows) {
+        self.state.flows = Some(flows);
+    }
+
+    /// Exposes `POST /admin/v1/test-clock`; `clock` must be the one given to
+    /// [`Application::build`] (and to the engines).
+    pub fn set_test_clock(&mut self, clock: Arc<ShiftedClock>) {
+        self.state.test_clock = Some(clock);
     }
 
     /// Serves until `shutdown` resolves, then stops taking connections, lets in-flight

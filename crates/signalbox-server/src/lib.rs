@@ -9,6 +9,11 @@
 //! - [`klaviyo`]: the Klaviyo-compatible REST API (`/api/*`) over the engage engine; the only
 //!   code that knows Klaviyo's JSON:API shapes.
 //! - [`admin`]: the admin API (`/admin/v1/*`), authenticated by private API keys.
+//! - [`flow_deps`]: the flows engine's dependencies over engage and templates
+//!   ([`flow_facts`]: a profile's facts for flow filters).
+//! - [`mail`]: mailer, composer, template cache, template context of a profile and event.
+//! - [`templates`]: stored email templates (`templates.db`) and previews; [`tracking`]: the
+//!   open pixel and click redirects of sent emails, recorded as built-in metrics.
 //! - [`error`]: how ingest failures look on the wire; [`telemetry`]: metrics and log events.
 //!
 //! **Invariant:** handlers parse and delegate; they hold no SQL and no business rules.
@@ -18,9 +23,18 @@ pub mod app;
 pub mod auth;
 pub mod consent;
 pub mod error;
+pub mod flow_deps;
+pub mod flow_facts;
 pub mod ingest;
 pub mod klaviyo;
+pub mod mail;
 pub mod segment;
 pub mod telemetry;
+pub mod templates;
+pub mod test_clock;
+pub mod tracking;
 
 pub use app::{AppState, Application, ServerConfig, ServerError};
+
+#[cfg(test)]
+mod mail_routes_tests;

@@ -99,3 +99,10 @@ pub fn request_refused(status: u16, code: &'static str) {
 pub fn batch_size(count: usize) {
     metrics::histogram!("signalbox_batch_messages").record(count as f64);
 }
+
+/// An open-pixel or click-link hit (`kind`: `open`, `click`), by outcome: `recorded`,
+/// `refused` (forged or altered token), `not_recorded` (the log refused the event).
+pub fn tracking_hit(kind: &'static str, outcome: &'static str) {
+    metrics::counter!("signalbox_tracking_hits_total", "kind" => kind, "outcome" => outcome)
+        .increment(1);
+}

@@ -47,6 +47,25 @@ pub struct GlobalArgs {
     pub log_format: LogFormat,
 }
 
+/// A value that may hold a secret (an SMTP URL with its password), as typed. `Debug` never
+/// shows it.
+#[derive(Clone)]
+pub struct SecretArg(pub String);
+
+impl std::str::FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<SecretArg, Self::Err> {
+        Ok(SecretArg(text.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretArg([redacted])")
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Pretty,
@@ -74,6 +93,8 @@ pub enum Command {
     Profiles(ProfilesCommand),
     /// Manage lists on a running server (through its API; needs a private key).
     List(ListArgs),
+    /// Manage flows on a running server (over its Klaviyo-compatible API).
+    Flow(FlowArgs),
     /// Measure the server.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -114,6 +135,36 @@ pub enum ListCommand {
         /// Those waiting to confirm a double opt-in, with their confirmation links.
         #[arg(long)]
         pending: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct FlowArgs {
+    /// The running server (default: http://LISTEN, from --listen).
+    #[arg(long, env = "SIGNALBOX_SERVER")]
+    pub server: Option<String>,
+    /// A private API key (`signalbox api-key create NAME`).
+    #[arg(long, env = "SIGNALBOX_API_KEY", hide_env_values = true)]
+    pub api_key: String,
+    #[command(subcommand)]
+    pub command: FlowCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlowCommand {
+    /// Create a flow from a JSON file (`{"name", "definition", "status"?}` or Klaviyo's
+    /// create body), or update the flow of that name.
+    Apply { file: PathBuf },
+    /// List flows: id, status, trigger, name.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A flow (by name or id) with its counters and each action's.
+    Status {
+        name_or_id: String,
         #[arg(long)]
         json: bool,
     },
@@ -173,6 +224,19 @@ pub struct ServeArgs {
     /// (unsubscribe, confirm, open and click tracking). Default: the listening address.
     #[arg(long, env = "SIGNALBOX_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// The SMTP server emails are sent through: `smtp://user:pass@host:587?tls=starttls`,
+    /// `smtps://user:pass@host:465`, `smtp://127.0.0.1:2525` (plaintext, local sinks only).
+    /// Without it sending is off. The password is never printed or logged.
+    #[arg(long, env = "SIGNALBOX_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<SecretArg>,
+    /// The default sender, e.g. `Shop <shop@example.com>`; required with --smtp-url. A flow's
+    /// `from_email` overrides it.
+    #[arg(long, env = "SIGNALBOX_MAIL_FROM")]
+    pub mail_from: Option<String>,
+    /// For end-to-end tests of time-based behaviour: the server's clock can be moved forward
+    /// with `POST /admin/v1/test-clock` (private key). Never for production.
+    #[arg(long, hide = true)]
+    pub test_clock: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -129,17 +129,18 @@ fn klaviyo_python_sdk_over_segment_python_data() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let server = start_server(data_dir.path());
     let api_key = create_api_key(data_dir.path());
-    run_script(
-        "tests/klaviyo/sdk_e2e.py",
-        &[
-            "--base",
-            &server.base,
-            "--write-key",
-            &server.write_key,
-            "--api-key",
-            &api_key,
-        ],
-    );
+
+    run_script("tests/klaviyo/sdk_e2e.py", &server, &api_key);
+    drop(server);
+}
+
+#[test]
+fn klaviyo_python_sdk_templates_crud_and_render() {
+    check_python_packages();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(data_dir.path());
+    let api_key = create_api_key(data_dir.path());
+    run_script("tests/klaviyo/templates_e2e.py", &server, &api_key);
     drop(server);
 }
 
@@ -150,19 +151,27 @@ fn klaviyo_python_sdk_lists_and_subscriptions() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let server = start_server(data_dir.path());
     let api_key = create_api_key(data_dir.path());
-    run_script(
-        "tests/klaviyo/sdk_lists.py",
-        &["--base", &server.base, "--api-key", &api_key],
-    );
+    run_script("tests/klaviyo/sdk_lists.py", &server, &api_key);
     drop(server);
 }
 
-/// Runs a script of `tests/klaviyo` to success within [`SCRIPT_TIMEOUT`].
-fn run_script(path: &str, args: &[&str]) {
-    let script = workspace_root().join(path);
+#[test]
+fn klaviyo_python_sdk_flows() {
+    check_python_packages();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(data_dir.path());
+    let api_key = create_api_key(data_dir.path());
+    run_script("tests/klaviyo/flows_e2e.py", &server, &api_key);
+    drop(server);
+}
+
+/// Runs a script of `tests/klaviyo` against the server to success, or panics.
+fn run_script(script: &str, server: &Server, api_key: &str) {
+    let script = workspace_root().join(script);
     let mut child = Command::new(python())
         .arg(&script)
-        .args(args)
+        .args(["--base", &server.base, "--write-key", &server.write_key])
+        .args(["--api-key", api_key])
         .env("PYTHONUNBUFFERED", "1")
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
@@ -182,6 +191,7 @@ fn run_script(path: &str, args: &[&str]) {
     };
     assert!(
         status.success(),
-        "the Klaviyo SDK script {path} failed ({status}); its output is above"
+        "{} failed ({status}); its output is above",
+        script.display()
     );
 }

@@ -14,6 +14,7 @@
 //! - `lists.rs`: lists and their members; `consent.rs`: email consent and suppressions.
 
 mod api;
+pub(crate) mod builtin;
 mod consent;
 mod holds;
 mod identity;
@@ -446,6 +447,7 @@ impl Batch<'_> {
             CallKind::ApiMerge => self.apply_api_merge(entry)?,
             CallKind::ApiList => self.apply_api_list(entry)?,
             CallKind::ApiConsent => self.apply_api_consent(entry)?,
+            CallKind::BuiltinEvent => self.apply_builtin_event(entry)?,
             kind => {
                 self.apply_segment(entry, kind, true, ready)?;
             }

@@ -7,7 +7,8 @@
 //! - [`filter`]: the `filter` syntax, parsed and checked against each endpoint's table.
 //! - [`error`]: the `errors[]` shape every failure takes.
 //! - One module per resource: [`metrics`], [`events`], [`profiles`], [`aggregates`],
-//!   [`lists`], [`subscriptions`] (subscription and suppression jobs).
+//!   [`lists`], [`subscriptions`] (subscription and suppression jobs), [`templates`],
+//!   [`flows`].
 //!
 //! **Invariant:** this is the only code that knows Klaviyo's wire format; handlers translate
 //! JSON:API to `signalbox_engage` types and back, and hold no business rules. An unsupported
@@ -18,11 +19,13 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod filter;
+pub mod flows;
 pub mod jsonapi;
 pub mod lists;
 pub mod metrics;
 pub mod profiles;
 pub mod subscriptions;
+pub mod templates;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
@@ -75,6 +78,19 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/profile-suppression-bulk-delete-jobs",
             post(subscriptions::unsuppress),
+        )
+        .route("/templates", get(templates::list).post(templates::create))
+        .route(
+            "/templates/{id}",
+            get(templates::get)
+                .patch(templates::update)
+                .delete(templates::delete),
+        )
+        .route("/template-render", post(templates::render))
+        .route("/flows", get(flows::list).post(flows::create))
+        .route(
+            "/flows/{id}",
+            get(flows::get).patch(flows::update).delete(flows::delete),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

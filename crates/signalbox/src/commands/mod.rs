@@ -3,6 +3,7 @@
 pub mod bench;
 mod engage;
 mod events;
+mod flow;
 mod list;
 mod serve;
 mod source;
@@ -27,6 +28,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rebuild(args) => engage::rebuild(&cli.global, args).await,
         Command::Profiles(cmd) => engage::profiles(&cli.global, cmd).await,
         Command::List(args) => list::run(&cli.global, args).await,
+        Command::Flow(args) => flow::run(&cli.global, args).await,
         Command::Bench(cmd) => bench::run(cmd).await,
     }
 }

@@ -4,10 +4,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use signalbox_core::SystemClock;
+use signalbox_core::{Clock, SystemClock};
 use signalbox_engage::{Engage, EngageConfig};
-use signalbox_mail::{LinkSigner, TrackingLinks};
+use signalbox_flows::{FlowMail, Flows, FlowsConfig};
+use signalbox_mail::{LinkSigner, SmtpUrl, TrackingLinks};
+use signalbox_server::flow_deps::flow_deps;
+use signalbox_server::mail::{Mail, MailSettings};
 use signalbox_server::segment::decode::Limits;
+use signalbox_server::templates::TemplateStore;
+use signalbox_server::test_clock::ShiftedClock;
 use signalbox_server::{Application, ServerConfig};
 use signalbox_store::discard::DiscardingStore;
 use signalbox_store::sqlite::SqliteOptions;
@@ -21,6 +26,7 @@ const DEFAULT_SOURCE: &str = "default";
 
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let path = database_path(global)?;
+    let mail_settings = mail_settings(&args)?;
     let options = SqliteOptions {
         dedupe_window: parse_duration(&args.dedupe_window, "--dedupe-window")?,
         queue_capacity: args.queue_capacity.max(1),
@@ -31,10 +37,16 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the store at {}", path.display()))?,
     );
     let (write_key, created) = default_write_key(sqlite.as_ref()).await?;
+    // One clock for the whole process; `--test-clock` makes it movable by the admin API.
+    let test_clock = args.test_clock.then(|| Arc::new(ShiftedClock::new()));
+    let clock: Arc<dyn Clock> = match &test_clock {
+        Some(clock) => Arc::clone(clock) as Arc<dyn Clock>,
+        None => Arc::new(SystemClock),
+    };
     // The engage pipeline derives profiles, metrics and events from the log.
     let mut engage_config = EngageConfig::new(engage_path(global)?);
     engage_config.hold_window = parse_duration(&args.hold_window, "--hold-window")?;
-    let engage = Engage::start(Arc::clone(&sqlite), Arc::new(SystemClock), engage_config)
+    let engage = Engage::start(Arc::clone(&sqlite), Arc::clone(&clock), engage_config)
         .await
         .context("cannot start the engage pipeline")?;
     let store: Arc<dyn Store> = if args.discard {
@@ -47,17 +59,44 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight.max(1),
         ..ServerConfig::default()
     };
-    let mut app = Application::build(store, Arc::new(SystemClock), config, global.listen).await?;
+    let mut app = Application::build(store, Arc::clone(&clock), config, global.listen).await?;
+    if let Some(test_clock) = &test_clock {
+        app.set_test_clock(Arc::clone(test_clock));
+    }
     app.set_engage(engage.clone());
     let addr = app.local_addr();
     let base = format!("http://{addr}");
     let public_url = args.public_url.clone().unwrap_or_else(|| base.clone());
     let secret = link_secret(&path)?;
     let signer = LinkSigner::new(&secret).context("the link secret is too short")?;
-    app.set_links(
-        TrackingLinks::new(signer, &public_url)
-            .with_context(|| format!("--public-url {public_url:?} is not a URL"))?,
-    );
+    let links = TrackingLinks::new(signer, &public_url)
+        .with_context(|| format!("--public-url {public_url:?} is not a URL"))?;
+    app.set_links(links.clone());
+    let mail = Mail::new(&mail_settings, links)?;
+    let mail_summary = mail.summary();
+    let flow_mail = mail.mailer().map(|mailer| FlowMail {
+        mailer: mailer.clone(),
+        composer: mail.composer().clone(),
+    });
+    app.set_mail(mail);
+    let templates_path = path.with_file_name("templates.db");
+    let templates = TemplateStore::open(&templates_path)
+        .with_context(|| format!("cannot open {}", templates_path.display()))?;
+    app.set_templates(templates.clone());
+    // The flows engine follows engage's change feed; its runs live in flows.db.
+    let mut flows_config = FlowsConfig::new(path.with_file_name("flows.db"));
+    flows_config.mail = flow_mail;
+    flows_config.webhook_key = secret.clone();
+    let deps = flow_deps(&engage, Some(templates), tokio::runtime::Handle::current());
+    let flows = Flows::start(
+        engage.clone(),
+        Arc::clone(&clock),
+        flows_config.clone(),
+        deps,
+    )
+    .await
+    .context("cannot start the flows engine")?;
+    app.set_flows(flows.clone());
     println!("Signalbox is listening on {base}");
     println!("  Tracking API   {base}/v1   (Segment libraries: host=\"{base}\")");
     println!(
@@ -72,14 +111,47 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     println!("  Metrics        {base}/metrics");
     println!("  Store          {}", path.display());
     println!("  Engage         {}", engage.config().path.display());
+    println!("  Templates      {}", templates_path.display());
+    println!("  Flows          {}", flows_config.path.display());
+    println!("  Mail           {mail_summary}");
+    if test_clock.is_some() {
+        println!("  Clock          test clock: POST {base}/admin/v1/test-clock {{\"advance_seconds\": N}} moves time forward");
+    }
     if args.discard {
         println!("  Mode           discard: calls are parsed and validated, then dropped");
     }
-    tracing::info!(%addr, discard = args.discard, "serving");
+    tracing::info!(%addr, discard = args.discard, mail = %mail_summary, "serving");
     app.run(shutdown_signal()).await?;
+    flows.shutdown().await;
     engage.shutdown().await;
     tracing::info!("stopped after draining in-flight requests");
     Ok(())
+}
+
+/// `--smtp-url` and `--mail-from`, checked. The URL's parse error never echoes the URL, so
+/// a password in it is never printed.
+fn mail_settings(args: &ServeArgs) -> anyhow::Result<MailSettings> {
+    let smtp_url = match args.smtp_url.as_ref().map(|url| url.0.trim()) {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.parse::<SmtpUrl>()
+                .map_err(|err| anyhow::anyhow!("--smtp-url is not valid: {err}"))?,
+        ),
+    };
+    let from = args
+        .mail_from
+        .as_deref()
+        .map(str::trim)
+        .filter(|from| !from.is_empty())
+        .map(str::to_owned);
+    if smtp_url.is_some() && from.is_none() {
+        anyhow::bail!("--mail-from (SIGNALBOX_MAIL_FROM) is required with --smtp-url");
+    }
+    Ok(MailSettings {
+        smtp_url,
+        from,
+        unsubscribe_mailto: None,
+    })
 }
 
 /// The secret that signs links in emails and consent pages: `link.key` next to the store,

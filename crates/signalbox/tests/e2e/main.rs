@@ -4,6 +4,8 @@
 mod browser;
 mod cli;
 mod clients;
+mod flows;
 mod harness;
 mod lists;
+mod mail;
 mod secrets;

@@ -1,0 +1,109 @@
+//! The flows engine's dependencies, implemented over what this server holds: profile facts
+//! from engage ([`crate::flow_facts`]), built-in metrics through
+//! [`signalbox_engage::Engage::record_builtin_event`], templates from [`TemplateStore`].
+//! Lists and segments are not wired yet: `FlowsDeps::lists` and `::membership` stay `None`.
+//!
+//! The engine calls these on blocking threads; async work is waited on with the runtime's
+//! `Handle::block_on`.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde_json::Value;
+use signalbox_engage::{BuiltinEventInput, BuiltinMetric, Engage, ProfileId};
+use signalbox_flows::{BuiltinEvents, DepError, DepResult, FactsLoader, FlowsDeps, TemplateSource};
+use signalbox_mail::EmailTemplateSource;
+use signalbox_seglang::ProfileFacts;
+use tokio::runtime::Handle;
+
+use crate::flow_facts::ProfileSnapshot;
+use crate::templates::{TemplateLookup, TemplateStore};
+
+/// Everything this server can give the engine now.
+pub fn flow_deps(engage: &Engage, templates: Option<TemplateStore>, runtime: Handle) -> FlowsDeps {
+    let mut deps = FlowsDeps::new(Arc::new(EngageFactsLoader {
+        engage: engage.clone(),
+        runtime: runtime.clone(),
+    }));
+    deps.events = Some(Arc::new(EngageBuiltinEvents {
+        engage: engage.clone(),
+        runtime,
+    }));
+    deps.templates =
+        templates.map(|store| Arc::new(StoredTemplates(store)) as Arc<dyn TemplateSource>);
+    deps
+}
+
+/// A profile's facts, read from engage when a filter or split needs them.
+pub struct EngageFactsLoader {
+    engage: Engage,
+    runtime: Handle,
+}
+
+impl FactsLoader for EngageFactsLoader {
+    fn load(&self, profile_pk: i64, _now: Timestamp) -> DepResult<Box<dyn ProfileFacts + Send>> {
+        let snapshot = self
+            .runtime
+            .block_on(ProfileSnapshot::load(&self.engage, profile_pk))
+            .map_err(|err| DepError(err.to_string()))?
+            .ok_or_else(|| DepError(format!("no profile with key {profile_pk}")))?;
+        Ok(Box::new(snapshot))
+    }
+}
+
+/// `Received Email`, `Bounced Email`, … as built-in events through the log.
+pub struct EngageBuiltinEvents {
+    engage: Engage,
+    runtime: Handle,
+}
+
+impl BuiltinEvents for EngageBuiltinEvents {
+    fn record(
+        &self,
+        metric: &str,
+        profile_id: &ProfileId,
+        properties: Value,
+        unique_id: String,
+        time: Timestamp,
+    ) -> DepResult<()> {
+        let metric = BuiltinMetric::ALL
+            .into_iter()
+            .find(|m| m.name() == metric)
+            .ok_or_else(|| DepError(format!("{metric:?} is not a built-in metric")))?;
+        let properties = match properties {
+            Value::Object(map) => map,
+            Value::Null => serde_json::Map::new(),
+            other => {
+                return Err(DepError(format!(
+                    "properties must be an object, not {other}"
+                )))
+            }
+        };
+        let event = BuiltinEventInput {
+            metric,
+            profile_id: profile_id.clone(),
+            properties,
+            time: Some(time),
+            unique_id: Some(unique_id),
+        };
+        self.runtime
+            .block_on(self.engage.record_builtin_event(event))
+            .map(drop)
+            .map_err(|err| DepError(err.to_string()))
+    }
+}
+
+/// Templates of `/api/templates`, by id. The subject comes from the send action.
+pub struct StoredTemplates(pub TemplateStore);
+
+impl TemplateSource for StoredTemplates {
+    fn get(&self, id: &str) -> Option<EmailTemplateSource> {
+        match self.0.email_source(id, "") {
+            Ok(source) => source,
+            Err(err) => {
+                tracing::warn!(template = id, error = %err, "template lookup failed");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! `signalbox flow apply FILE | list | status NAME`: flows on a running server, through its
+//! Klaviyo-compatible API (`/api/flows`). The engine runs inside `serve`, so changes go
+//! through it rather than to `flows.db` behind its back.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::cli::{FlowArgs, FlowCommand, GlobalArgs};
+
+const REVISION: &str = "2026-07-15";
+
+pub async fn run(global: &GlobalArgs, args: FlowArgs) -> anyhow::Result<()> {
+    let client = Client {
+        base: args
+            .server
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", global.listen))
+            .trim_end_matches('/')
+            .to_owned(),
+        api_key: args.api_key.clone(),
+        http: reqwest::Client::new(),
+    };
+    match args.command {
+        FlowCommand::Apply { file } => apply(&client, &file).await,
+        FlowCommand::List { json } => list(&client, json).await,
+        FlowCommand::Status { name_or_id, json } => status(&client, &name_or_id, json).await,
+    }
+}
+
+struct Client {
+    base: String,
+    api_key: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// Sends a request; a non-2xx answer becomes an error carrying Klaviyo's `errors[]`
+    /// detail and pointer.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .header("Authorization", format!("Klaviyo-API-Key {}", self.api_key))
+            .header("revision", REVISION)
+            .header("Accept", "application/vnd.api+json");
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/vnd.api+json")
+                .body(body.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        let status = response.status();
+        let text = response.text().await.context("cannot read the answer")?;
+        let body: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if !status.is_success() {
+            let error = &body["errors"][0];
+            let detail = error["detail"].as_str().unwrap_or("no detail");
+            match error["source"]["pointer"].as_str() {
+                Some(pointer) => bail!("{method} {path}: {status}: {detail} (at {pointer})"),
+                None => bail!("{method} {path}: {status}: {detail}"),
+            }
+        }
+        Ok(body)
+    }
+
+    async fn flows(&self) -> anyhow::Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut path = "/api/flows".to_owned();
+        loop {
+            let page = self.call(reqwest::Method::GET, &path, None).await?;
+            out.extend(page["data"].as_array().cloned().unwrap_or_default());
+            match page["links"]["next"].as_str() {
+                Some(next) => {
+                    let query = next.split_once('?').map(|(_, q)| q).unwrap_or("");
+                    path = format!("/api/flows?{query}");
+                }
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// The flow named (or with id) `name_or_id`.
+    async fn find(&self, name_or_id: &str) -> anyhow::Result<Option<Value>> {
+        let flows = self.flows().await?;
+        let mut found = flows
+            .iter()
+            .filter(|f| f["id"] == name_or_id)
+            .cloned()
+            .collect::<Vec<_>>();
+        if found.is_empty() {
+            found = flows
+                .into_iter()
+                .filter(|f| f["attributes"]["name"] == name_or_id)
+                .collect();
+        }
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.pop()),
+            n => bail!("{n} flows are named {name_or_id:?}; use the id"),
+        }
+    }
+}
+
+/// What a flow file says: a name, a definition, maybe a status.
+fn read_file(file: &Path) -> anyhow::Result<(String, Value, Option<String>)> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let value: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    let attributes = match value.pointer("/data/attributes") {
+        Some(attributes) => attributes.clone(),
+        None => value,
+    };
+    let name = attributes["name"]
+        .as_str()
+        .filter(|n| !n.trim().is_empty())
+        .with_context(|| format!("{} has no \"name\"", file.display()))?
+        .to_owned();
+    let definition = attributes
+        .get("definition")
+        .filter(|d| d.is_object())
+        .cloned()
+        .with_context(|| format!("{} has no \"definition\" object", file.display()))?;
+    let status = attributes["status"].as_str().map(str::to_owned);
+    Ok((name, definition, status))
+}
+
+async fn apply(client: &Client, file: &Path) -> anyhow::Result<()> {
+    let (name, definition, status) = read_file(file)?;
+    match client.find(&name).await? {
+        None => {
+            let mut attributes = json!({"name": name, "definition": definition});
+            if let Some(status) = &status {
+                attributes["status"] = json!(status);
+            }
+            let created = client
+                .call(
+                    reqwest::Method::POST,
+                    "/api/flows",
+                    Some(json!({"data": {"type": "flow", "attributes": attributes}})),
+                )
+                .await?;
+            println!(
+                "created flow {} {:?} ({})",
+                created["data"]["id"].as_str().unwrap_or(""),
+                name,
+                created["data"]["attributes"]["status"]
+                    .as_str()
+                    .unwrap_or("")
+            );
+        }
+        Some(existing) => {
+            let id = existing["id"].as_str().unwrap_or("").to_owned();
+            let mut attributes = json!({"definition": definition});
+            if let Some(status) = &status {
+                attributes["status"] = json!(status);
+            }
+            let updated = client
+                .call(
+                    reqwest::Method::PATCH,
+                    &format!("/api/flows/{id}"),
+                    Some(json!({"data": {"type": "flow", "id": id, "attributes": attributes}})),
+                )
+                .await?;
+            println!(
+                "updated flow {id} {:?} ({})",
+                name,
+                updated["data"]["attributes"]["status"]
+                    .as_str()
+                    .unwrap_or("")
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn list(client: &Client, as_json: bool) -> anyhow::Result<()> {
+    let flows = client.flows().await?;
+    if as_json {
+        for flow in &flows {
+            println!("{flow}");
+        }
+        return Ok(());
+    }
+    println!("{:<10} {:<8} {:<18} NAME", "ID", "STATUS", "TRIGGER");
+    for flow in &flows {
+        let a = &flow["attributes"];
+        println!(
+            "{:<10} {:<8} {:<18} {}",
+            flow["id"].as_str().unwrap_or(""),
+            a["status"].as_str().unwrap_or(""),
+            a["trigger_type"].as_str().unwrap_or(""),
+            a["name"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+async fn status(client: &Client, name_or_id: &str, as_json: bool) -> anyhow::Result<()> {
+    let Some(flow) = client.find(name_or_id).await? else {
+        bail!("no flow named {name_or_id:?}");
+    };
+    let id = flow["id"].as_str().unwrap_or("");
+    let full = client
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/flows/{id}?additional-fields[flow]=definition,statistics"),
+            None,
+        )
+        .await?;
+    let data = &full["data"];
+    if as_json {
+        println!("{data}");
+        return Ok(());
+    }
+    let a = &data["attributes"];
+    println!(
+        "{} {:?}: {}, trigger {}",
+        id,
+        a["name"].as_str().unwrap_or(""),
+        a["status"].as_str().unwrap_or(""),
+        a["trigger_type"].as_str().unwrap_or("")
+    );
+    let stats = &a["statistics"];
+    println!("  flow      {}", counters_line(&stats["flow"]));
+    for action in a["definition"]["actions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let action_id = action["id"].as_str().unwrap_or("");
+        println!(
+            "  {:<9} {:<18} {}",
+            action_id,
+            action["type"].as_str().unwrap_or(""),
+            counters_line(&stats["actions"][action_id])
+        );
+    }
+    Ok(())
+}
+
+fn counters_line(counters: &Value) -> String {
+    let mut parts: Vec<String> = counters["counts"]
+        .as_object()
+        .map(|counts| {
+            counts
+                .iter()
+                .map(|(name, n)| format!("{name}={n}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(revenue) = counters["revenue"].as_f64().filter(|r| *r != 0.0) {
+        parts.push(format!("revenue={revenue:.2}"));
+    }
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
