@@ -4,7 +4,7 @@
 Usage: send_calls.py --host URL --write-key KEY --calls FILE
 
 FILE holds a JSON array of calls: {"type": "identify", "userId", "traits"} or
-{"type": "track", "userId", "event", "properties"}. Exits non-zero if the library reports an
+{"type": "track", "userId", "event", "properties"}, each with optional "integrations". Exits non-zero if the library reports an
 error; prints "sent N" once every call was flushed.
 """
 
@@ -30,9 +30,11 @@ def main():
     for call in calls:
         kind = call["type"]
         if kind == "identify":
-            client.identify(call["userId"], call.get("traits", {}))
+            client.identify(call["userId"], call.get("traits", {}),
+                            integrations=call.get("integrations"))
         elif kind == "track":
-            client.track(call["userId"], call["event"], call.get("properties", {}))
+            client.track(call["userId"], call["event"], call.get("properties", {}),
+                         integrations=call.get("integrations"))
         else:
             sys.exit(f"unsupported call type {kind!r}")
     client.flush()

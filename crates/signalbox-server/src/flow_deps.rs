@@ -1,7 +1,7 @@
 //! The flows engine's dependencies, implemented over what this server holds: profile facts
 //! from engage ([`crate::flow_facts`]), built-in metrics through
 //! [`signalbox_engage::Engage::record_builtin_event`], templates from [`TemplateStore`].
-//! Lists and segments are not wired yet: `FlowsDeps::lists` and `::membership` stay `None`.
+//! List updates go through [`Engage::add_list_members`]/[`Engage::remove_list_members`].
 //!
 //! The engine calls these on blocking threads; async work is waited on with the runtime's
 //! `Handle::block_on`.
@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde_json::Value;
-use signalbox_engage::{BuiltinEventInput, BuiltinMetric, Engage, ProfileId};
-use signalbox_flows::{BuiltinEvents, DepError, DepResult, FactsLoader, FlowsDeps, TemplateSource};
+use signalbox_engage::{BuiltinEventInput, BuiltinMetric, Engage, ListId, ProfileId};
+use signalbox_flows::{
+    BuiltinEvents, DepError, DepResult, FactsLoader, FlowsDeps, ListActions, TemplateSource,
+};
 use signalbox_mail::EmailTemplateSource;
 use signalbox_seglang::ProfileFacts;
 use tokio::runtime::Handle;
@@ -27,11 +29,45 @@ pub fn flow_deps(engage: &Engage, templates: Option<TemplateStore>, runtime: Han
     }));
     deps.events = Some(Arc::new(EngageBuiltinEvents {
         engage: engage.clone(),
-        runtime,
+        runtime: runtime.clone(),
     }));
     deps.templates =
         templates.map(|store| Arc::new(StoredTemplates(store)) as Arc<dyn TemplateSource>);
+    deps.lists = Some(Arc::new(EngageLists {
+        engage: engage.clone(),
+        runtime,
+    }));
     deps
+}
+
+/// A flow's `list-update` action: members added or removed through engage's list writes.
+pub struct EngageLists {
+    engage: Engage,
+    runtime: Handle,
+}
+
+impl ListActions for EngageLists {
+    fn add(&self, list_id: &str, profile_id: &ProfileId) -> DepResult<()> {
+        let list = ListId(list_id.to_owned());
+        self.runtime
+            .block_on(
+                self.engage
+                    .add_list_members(&list, std::slice::from_ref(profile_id)),
+            )
+            .map(drop)
+            .map_err(|err| DepError(err.to_string()))
+    }
+
+    fn remove(&self, list_id: &str, profile_id: &ProfileId) -> DepResult<()> {
+        let list = ListId(list_id.to_owned());
+        self.runtime
+            .block_on(
+                self.engage
+                    .remove_list_members(&list, std::slice::from_ref(profile_id)),
+            )
+            .map(drop)
+            .map_err(|err| DepError(err.to_string()))
+    }
 }
 
 /// A profile's facts, read from engage when a filter or split needs them.

@@ -3,16 +3,19 @@
 //! events (newest first, at most [`MAX_EVENTS`]).
 //!
 //! Lists and segments are not known here (the flows engine's list and segment adapters bring
-//! them), so list and segment conditions are false. Email consent: profiles without a consent
-//! record are `NEVER_SUBSCRIBED` and may receive flow emails, as in Klaviyo; a suppression or
-//! an unsubscribe is read from the profile's built-in `Unsubscribed`/`Bounced Email` events.
+//! them), so list and segment conditions are false. Email consent is engage's record (a
+//! profile that never subscribed may receive flow emails, as in Klaviyo), made stricter by
+//! the profile's built-in `Unsubscribed`/`Bounced Email` events.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use jiff::Timestamp;
 use serde_json::{Map, Value};
-use signalbox_engage::{feed, BuiltinMetric, Engage, EngageError, EventQuery, Profile, ProfileId};
+use signalbox_engage::{
+    feed, BuiltinMetric, ConsentStatus as EngageConsent, EmailConsent, Engage, EngageError,
+    EventQuery, Profile, ProfileId, SuppressionReason as EngageReason,
+};
 use signalbox_seglang::ast::{BuiltIn, LocationField};
 use signalbox_seglang::{
     event_matches, ConsentStatus, ConsentView, EventFilter, ProfileFacts, PropertyPath,
@@ -110,7 +113,8 @@ impl ProfileSnapshot {
                 _ => break,
             }
         }
-        let consent = consent_from(&events);
+        let recorded = engage.email_consent(&profile.id).await?;
+        let consent = consent_from(&recorded, &events);
         Ok(Some(ProfileSnapshot {
             properties: properties_of(&profile),
             profile,
@@ -235,18 +239,44 @@ fn properties_of(profile: &Profile) -> HashMap<String, Value> {
 
 /// Never subscribed and emailable, unless a built-in `Unsubscribed` or `Bounced Email` event
 /// says otherwise.
-fn consent_from(events: &[FactEvent]) -> ConsentView {
+fn consent_from(recorded: &EmailConsent, events: &[FactEvent]) -> ConsentView {
     let mut consent = ConsentView {
-        can_receive_marketing: true,
-        ..ConsentView::default()
+        status: match recorded.consent {
+            EngageConsent::Subscribed => ConsentStatus::Subscribed,
+            EngageConsent::Unsubscribed => ConsentStatus::Unsubscribed,
+            EngageConsent::NeverSubscribed => ConsentStatus::NeverSubscribed,
+        },
+        can_receive_marketing: recorded.can_receive_email_marketing,
+        status_date: recorded.consent_timestamp,
+        method: recorded.method.clone(),
+        method_detail: recorded.method_detail.clone(),
+        custom_source: recorded.custom_source.clone(),
+        double_opt_in: recorded.double_optin,
+        suppressions: recorded
+            .suppressions
+            .iter()
+            .map(|s| Suppression {
+                reason: match s.reason {
+                    EngageReason::HardBounce => SuppressionReason::HardBounce,
+                    EngageReason::InvalidEmail => SuppressionReason::InvalidEmail,
+                    EngageReason::SpamComplaint => SuppressionReason::SpamComplaint,
+                    EngageReason::Unsubscribe => SuppressionReason::Unsubscribe,
+                    EngageReason::UserSuppressed => SuppressionReason::UserSuppressed,
+                },
+                timestamp: s.timestamp,
+            })
+            .collect(),
     };
+    // A bounce recorded by the mailer suppresses too, and an unsubscribe seen as an event
+    // counts even before its consent record (the stricter of the two wins).
     let signalbox = BuiltinMetric::integration().name;
-    // Oldest first, so the latest event decides.
     for event in events.iter().rev() {
         if event.integration != signalbox {
             continue;
         }
-        if event.metric_name == BuiltinMetric::Unsubscribed.name() {
+        if event.metric_name == BuiltinMetric::Unsubscribed.name()
+            && consent.status_date.is_none_or(|at| at <= event.time)
+        {
             consent.status = ConsentStatus::Unsubscribed;
             consent.status_date = Some(event.time);
             consent.can_receive_marketing = false;

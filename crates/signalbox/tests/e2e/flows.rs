@@ -946,3 +946,95 @@ async fn post_purchase_thank_you_lists_the_order() {
     assert_eq!(counts["bounced"], 1, "{counts}");
     assert_eq!(sink.messages().len(), 1);
 }
+
+fn email_action(id: &str, subject: &str, html: &str, next: Option<&str>) -> Value {
+    json!({"temporary_id": id, "type": "send-email", "data": {"status": "live", "message": {
+        "from_email": "hello@tea.test", "from_label": "Tea Shop", "subject_line": subject,
+        "html": html, "text": "Tea Shop", "smart_sending_enabled": false}},
+        "links": {"next": next}})
+}
+
+#[tokio::test]
+async fn welcome_series_greets_new_list_members_and_follows_up_unless_they_unsubscribed() {
+    let root = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(&root.path().join("mail"));
+    let app = MailServer::start(&sink);
+    let (status, body) = app
+        .api(
+            reqwest::Method::POST,
+            "/api/lists",
+            Some(json!({"data": {"type": "list", "attributes": {"name": "Newsletter"}}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let list = body["data"]["id"].as_str().unwrap().to_owned();
+    let flow_id = app.apply_flow(&json!({
+        "name": "Welcome series",
+        "status": "live",
+        "definition": {
+            "triggers": [{"type": "list", "id": list}],
+            "entry_action_id": "hello",
+            "actions": [
+                email_action("hello", "Welcome, {{ first_name|default:\"friend\" }}",
+                    "<p>Welcome to Tea Shop, {{ first_name }}!</p><a href=\"https://tea.test/start\">Start here</a>",
+                    Some("wait")),
+                {"temporary_id": "wait", "type": "time-delay",
+                 "data": {"unit": "days", "value": 2}, "links": {"next": "tips"}},
+                email_action("tips", "Three ways to brew, {{ first_name }}",
+                    "<p>Gongfu, western, cold brew.</p>", None)
+            ]
+        }
+    }));
+    // Joining through the source's destination settings, as a signup form's identify does.
+    let join = |user: &str, email: &str, name: &str| {
+        let mut call = identify(user, email, name);
+        call["integrations"] = json!({"Klaviyo": {"listId": list, "confirmOptin": false}});
+        call
+    };
+    app.segment(json!([
+        join("ada", "ada@example.com", "Ada"),
+        join("bob", "bob@example.com", "Bob")
+    ]));
+    app.wait_count(&flow_id, "sent", 2).await;
+    let welcomes: Vec<Mail> = sink.wait_for(2).iter().map(parse_mail).collect();
+    assert_eq!(welcomes.len(), 2);
+    let to_bob = welcomes
+        .iter()
+        .find(|m| m.rcpt_tos == ["bob@example.com"])
+        .expect("a welcome to bob");
+    assert_eq!(to_bob.subject, "Welcome, Bob");
+    assert!(to_bob.html.contains("Welcome to Tea Shop, Bob!"));
+    assert!(welcomes
+        .iter()
+        .any(|m| m.rcpt_tos == ["ada@example.com"] && m.subject == "Welcome, Ada"));
+
+    // Bob unsubscribes with his email client's one-click button (RFC 8058).
+    let unsubscribe = to_bob
+        .list_unsubscribe
+        .trim_matches(|c| c == '<' || c == '>')
+        .to_owned();
+    assert!(unsubscribe.starts_with(&format!("{}/u/", app.base())));
+    let response = reqwest::Client::new()
+        .post(&unsubscribe)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+
+    // Two days later Ada gets the second email; Bob does not.
+    app.advance(2 * 24 * 3600 + 60).await;
+    let counts = app.wait_count(&flow_id, "sent", 3).await;
+    let counts = if counts["skipped:consent"].as_i64().unwrap_or(0) >= 1 {
+        counts
+    } else {
+        app.wait_count(&flow_id, "skipped:consent", 1).await
+    };
+    assert_eq!(counts["sent"], 3, "{counts}");
+    let all: Vec<Mail> = sink.wait_for(3).iter().map(parse_mail).collect();
+    assert_eq!(all.len(), 3);
+    let third = &all[2];
+    assert_eq!(third.rcpt_tos, ["ada@example.com"]);
+    assert_eq!(third.subject, "Three ways to brew, Ada");
+}
