@@ -217,6 +217,31 @@ pub fn read_changes(
     Ok(out)
 }
 
+/// Only the list changes after `after_pk` up to the checkpoint `upto_seq`, at most `limit`:
+/// for followers that act on nothing else.
+pub fn read_list_changes(
+    conn: &Connection,
+    after_pk: i64,
+    upto_seq: i64,
+    limit: usize,
+) -> EngageResult<Vec<ListChange>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT pk, seq, list_id, profile_pk, change, at_us FROM list_changes
+         WHERE pk > ?1 AND seq <= ?2 ORDER BY pk LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![after_pk, upto_seq, limit.max(1) as i64], |r| {
+        Ok(ListChange {
+            pk: r.get(0)?,
+            seq: r.get(1)?,
+            list_id: r.get(2)?,
+            profile_pk: r.get(3)?,
+            change: r.get(4)?,
+            at_us: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// The public id of a profile row, if it exists (merged-away rows do not).
 pub fn profile_id(conn: &Connection, pk: i64) -> EngageResult<Option<ProfileId>> {
     use rusqlite::OptionalExtension;

@@ -260,6 +260,11 @@ impl Application {
         self.state.mail = Arc::new(mail);
     }
 
+    /// The mailer and link makers the server uses (shared with background senders).
+    pub fn mail(&self) -> Arc<Mail> {
+        Arc::clone(&self.state.mail)
+    }
+
     /// Where `/api/templates` keeps templates.
     pub fn set_templates(&mut self, templates: TemplateStore) {
         self.state.templates = Some(templates);

@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod confirmations;
 pub mod consent;
 pub mod error;
 pub mod flow_deps;

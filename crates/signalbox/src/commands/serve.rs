@@ -8,6 +8,7 @@ use signalbox_core::{Clock, SystemClock};
 use signalbox_engage::{Engage, EngageConfig};
 use signalbox_flows::{FlowMail, Flows, FlowsConfig};
 use signalbox_mail::{LinkSigner, SmtpUrl, TrackingLinks};
+use signalbox_server::confirmations;
 use signalbox_server::flow_deps::flow_deps;
 use signalbox_server::mail::{Mail, MailSettings};
 use signalbox_server::segment::decode::Limits;
@@ -97,6 +98,13 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     .await
     .context("cannot start the flows engine")?;
     app.set_flows(flows.clone());
+    // Double opt-in confirmation emails, when a mailer is configured.
+    let _confirmations = confirmations::spawn(
+        engage.clone(),
+        app.mail(),
+        path.with_file_name("confirmations.db"),
+    )
+    .context("cannot start the double opt-in mailer")?;
     println!("Signalbox is listening on {base}");
     println!("  Tracking API   {base}/v1   (Segment libraries: host=\"{base}\")");
     println!(

@@ -1038,3 +1038,71 @@ async fn welcome_series_greets_new_list_members_and_follows_up_unless_they_unsub
     assert_eq!(third.rcpt_tos, ["ada@example.com"]);
     assert_eq!(third.subject, "Three ways to brew, Ada");
 }
+
+#[tokio::test]
+async fn double_opt_in_sends_a_confirmation_email_whose_link_subscribes_and_starts_the_welcome() {
+    let root = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(&root.path().join("mail"));
+    let app = MailServer::start(&sink);
+    let (status, body) = app
+        .api(
+            reqwest::Method::POST,
+            "/api/lists",
+            Some(json!({"data": {"type": "list", "attributes": {
+                "name": "Tea Letters", "opt_in_process": "double_opt_in"}}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let list = body["data"]["id"].as_str().unwrap().to_owned();
+    let flow_id = app.apply_flow(&json!({
+        "name": "Welcome (confirmed)",
+        "status": "live",
+        "definition": {
+            "triggers": [{"type": "list", "id": list}],
+            "entry_action_id": "hello",
+            "actions": [email_action("hello", "Welcome aboard, {{ first_name }}",
+                "<p>Thanks for confirming.</p>", None)]
+        }
+    }));
+    let mut call = identify("cleo", "cleo@example.com", "Cleo");
+    call["integrations"] = json!({"Klaviyo": {"listId": list}});
+    app.segment(json!([call]));
+
+    // First the confirmation (sent by Signalbox, not by a flow), and no welcome yet.
+    let messages = sink.wait_for(1);
+    assert_eq!(messages.len(), 1);
+    let confirmation = parse_mail(&messages[0]);
+    assert_eq!(confirmation.rcpt_tos, ["cleo@example.com"]);
+    assert_eq!(
+        confirmation.subject,
+        "Please confirm your subscription to Tea Letters"
+    );
+    let confirm = hrefs(&confirmation.html)
+        .into_iter()
+        .find(|h| h.starts_with(&format!("{}/c/", app.base())))
+        .expect("a signed confirmation link");
+    assert!(confirmation
+        .list_unsubscribe
+        .starts_with(&format!("<{}/u/", app.base())));
+    let counts = app.wait_count(&flow_id, "entered", 0).await;
+    assert_eq!(counts["sent"].as_i64().unwrap_or(0), 0, "{counts}");
+
+    // A forged link changes nothing; the real one confirms.
+    let http = reqwest::Client::new();
+    let forged = format!("{}x", confirm);
+    assert_eq!(http.get(&forged).send().await.unwrap().status(), 400);
+    let page = http.get(&confirm).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains("Subscription confirmed"));
+
+    app.wait_count(&flow_id, "sent", 1).await;
+    let messages = sink.wait_for(2);
+    assert_eq!(messages.len(), 2);
+    let welcome = parse_mail(&messages[1]);
+    assert_eq!(welcome.rcpt_tos, ["cleo@example.com"]);
+    assert_eq!(welcome.subject, "Welcome aboard, Cleo");
+}
