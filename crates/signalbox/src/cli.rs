@@ -314,6 +314,29 @@ pub enum BenchCommand {
     /// The engage pipeline through the real server: events applied per second, and the time
     /// from a call's 200 to its event in the activity feed at a steady rate.
     Pipeline(PipelineBenchArgs),
+    /// The flows engine in process: event → run started latency, waiting runs resuming when
+    /// due, emails per second to `--smtp-url`.
+    Flows(FlowsBenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FlowsBenchArgs {
+    /// Trigger events sent for the start-latency part.
+    #[arg(long, default_value_t = 2_000)]
+    pub events: usize,
+    /// Their rate, per second.
+    #[arg(long, default_value_t = 500)]
+    pub rate: u32,
+    /// Runs waiting on a delay that all become due at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub waiting_runs: usize,
+    /// Emails sent for the emails-per-second part.
+    #[arg(long, default_value_t = 5_000)]
+    pub emails: usize,
+    /// The SMTP server for the email part (e.g. `smtp://127.0.0.1:2525`, the test sink run
+    /// with `--discard`); without it that part is skipped.
+    #[arg(long)]
+    pub smtp_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -12,6 +12,7 @@
 //! loop at `--rate` against the durable server). After the durable server stopped, its log is
 //! read back and must hold exactly the events it acknowledged.
 
+mod flows;
 mod load;
 mod payload;
 mod pipeline;
@@ -40,6 +41,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ingest(args) => ingest(args).await,
         BenchCommand::Pipeline(args) => pipeline::run(args).await,
+        BenchCommand::Flows(args) => flows::run(args).await,
     }
 }
 
