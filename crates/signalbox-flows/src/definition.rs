@@ -671,9 +671,11 @@ impl Parser {
         }
     }
 
+    /// Flags fields this engine does not know. A `null` is let through: SDKs send every
+    /// optional field of Klaviyo's model, `null` when unset.
     fn known(&mut self, object: &Map<String, Value>, at: &str, allowed: &[&str]) {
-        for key in object.keys() {
-            if !allowed.contains(&key.as_str()) {
+        for (key, value) in object {
+            if !allowed.contains(&key.as_str()) && !value.is_null() {
                 self.problem(join(at, key), format!("unknown field `{key}`"));
             }
         }

@@ -127,6 +127,27 @@ fn unknown_types_and_exactly_one_trigger() {
     assert_eq!(got[0].0, "/data/attributes/definition/actions/0/type");
 }
 
+#[test]
+fn optional_fields_an_sdk_sends_as_null_are_accepted_but_unknown_values_are_not() {
+    let mut actions = base_actions();
+    actions[1]["data"]["message"]["cc_email"] = Value::Null;
+    actions[1]["data"]["message"]["bcc_email"] = Value::Null;
+    actions[1]["data"]["message"]["preview_text"] = Value::Null;
+    actions[0]["data"]["secondary_value"] = Value::Null;
+    let definition = json!({"triggers": [{"type": "list", "id": "L1"}], "entry_action_id": "a1",
+        "actions": actions, "profile_filter": null});
+    FlowDefinition::parse(&definition).expect("nulls are unset fields");
+    let mut actions = base_actions();
+    actions[1]["data"]["message"]["cc_email"] = json!("boss@x.com");
+    let got = problems(
+        json!({"triggers": [{"type": "list", "id": "L1"}], "entry_action_id": "a1", "actions": actions}),
+    );
+    assert_eq!(
+        got[0].0,
+        "/data/attributes/definition/actions/1/data/message/cc_email"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn created_flows_get_real_ids_and_read_back_in_klaviyos_shape() {
     let app = TestApp::start_with(Options {
