@@ -14,6 +14,7 @@ use signalbox_core::{CallKind, StoredCall};
 use super::Batch;
 use crate::engine::Engage;
 use crate::error::{EngageError, EngageResult};
+use crate::lists::SuppressionReason;
 use crate::mapping::MappedEvent;
 use crate::model::{Integration, Origin, ProfileId};
 
@@ -120,6 +121,11 @@ impl Batch<'_> {
             properties: input.properties,
         };
         self.count("applied.builtin_event", 1);
-        self.insert_event(pk, 0, &event, &BuiltinMetric::integration())
+        self.insert_event(pk, 0, &event, &BuiltinMetric::integration())?;
+        // A hard bounce suppresses the address, as in Klaviyo: no more marketing email.
+        if input.metric == BuiltinMetric::BouncedEmail {
+            self.set_suppressed(pk, SuppressionReason::HardBounce)?;
+        }
+        Ok(())
     }
 }

@@ -178,7 +178,11 @@ impl Batch<'_> {
         Ok(true)
     }
 
-    fn set_suppressed(&mut self, pk: i64, reason: SuppressionReason) -> EngageResult<bool> {
+    pub(super) fn set_suppressed(
+        &mut self,
+        pk: i64,
+        reason: SuppressionReason,
+    ) -> EngageResult<bool> {
         let before = self.consent(pk)?;
         if before.suppressions.iter().any(|s| s.reason == reason) {
             return Ok(false);

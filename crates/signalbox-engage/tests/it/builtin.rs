@@ -72,6 +72,36 @@ async fn builtin_events_carry_the_signalbox_integration_and_dedupe() {
 }
 
 #[tokio::test]
+async fn a_hard_bounce_suppresses_the_address() {
+    let app = TestApp::start().await;
+    let profile = app
+        .engage
+        .create_profile(ProfileInput {
+            email: Some("gone@example.com".into()),
+            ..ProfileInput::default()
+        })
+        .await
+        .unwrap();
+    let before = app.engage.email_consent(&profile.id).await.unwrap();
+    assert!(before.can_receive_email_marketing);
+    app.engage
+        .record_builtin_event(event(BuiltinMetric::BouncedEmail, &profile.id, "bounce-1"))
+        .await
+        .unwrap();
+    app.settle().await;
+    let after = app.engage.email_consent(&profile.id).await.unwrap();
+    assert!(!after.can_receive_email_marketing);
+    assert_eq!(
+        after
+            .suppressions
+            .iter()
+            .map(|s| s.reason)
+            .collect::<Vec<_>>(),
+        [signalbox_engage::SuppressionReason::HardBounce]
+    );
+}
+
+#[tokio::test]
 async fn a_rebuild_yields_the_same_builtin_events() {
     let app = TestApp::start().await;
     let profile = app
