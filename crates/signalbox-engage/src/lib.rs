@@ -14,7 +14,7 @@
 //! - `apply/`: the applier (identity resolution, merges, held calls, events, API writes),
 //!   the only writer of `engage.db`. `db/`: the file, its schema and read connections.
 //! - `query.rs`, `aggregate.rs`: reads. [`feed`]: what changed after a cursor, for the
-//!   engines that follow derived state.
+//!   engines that follow derived state. [`facts`]: segment conditions over `engage.db`.
 //!
 //! **Invariant:** derived state is a function of the log: applying the log from the start
 //! yields the same state, ids included (row keys are derived from log sequence numbers,
@@ -28,6 +28,7 @@ mod db;
 mod dump;
 pub mod engine;
 pub mod error;
+pub mod facts;
 pub mod feed;
 mod ids;
 pub mod mapping;
