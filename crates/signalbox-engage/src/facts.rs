@@ -359,10 +359,12 @@ impl MetricBulk {
         for (_, condition) in definition.conditions() {
             if let Condition::Metric(metric) = condition {
                 let key = bulk_key(&metric.metric_id, &metric.metric_filters);
-                if !self.loaded.contains_key(&key) {
-                    let events =
-                        metric_events_by_profile(conn, &metric.metric_id, &metric.metric_filters)?;
-                    self.loaded.insert(key, events);
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.loaded.entry(key) {
+                    slot.insert(metric_events_by_profile(
+                        conn,
+                        &metric.metric_id,
+                        &metric.metric_filters,
+                    )?);
                 }
             }
         }
