@@ -130,11 +130,41 @@ fn klaviyo_python_sdk_over_segment_python_data() {
     let server = start_server(data_dir.path());
     let api_key = create_api_key(data_dir.path());
 
-    let script = workspace_root().join("tests/klaviyo/sdk_e2e.py");
+    run_script(
+        "sdk_e2e.py",
+        &[
+            "--base",
+            &server.base,
+            "--write-key",
+            &server.write_key,
+            "--api-key",
+            &api_key,
+        ],
+    );
+    drop(server);
+}
+
+/// Klaviyo's SDK creates a segment with a definition, reads it back and pages its members
+/// (`tests/klaviyo/sdk_segments.py`).
+#[test]
+fn klaviyo_python_sdk_segments() {
+    check_python_packages();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(data_dir.path());
+    let api_key = create_api_key(data_dir.path());
+    run_script(
+        "sdk_segments.py",
+        &["--base", &server.base, "--api-key", &api_key],
+    );
+    drop(server);
+}
+
+/// Runs a script of `tests/klaviyo` to success within [`SCRIPT_TIMEOUT`].
+fn run_script(name: &str, args: &[&str]) {
+    let script = workspace_root().join("tests/klaviyo").join(name);
     let mut child = Command::new(python())
         .arg(&script)
-        .args(["--base", &server.base, "--write-key", &server.write_key])
-        .args(["--api-key", &api_key])
+        .args(args)
         .env("PYTHONUNBUFFERED", "1")
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
@@ -148,13 +178,12 @@ fn klaviyo_python_sdk_over_segment_python_data() {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the SDK script ran longer than {SCRIPT_TIMEOUT:?}");
+            panic!("{name} ran longer than {SCRIPT_TIMEOUT:?}");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(
         status.success(),
-        "the Klaviyo SDK script failed ({status}); its output is above"
+        "the Klaviyo SDK script {name} failed ({status}); its output is above"
     );
-    drop(server);
 }

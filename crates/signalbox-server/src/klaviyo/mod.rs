@@ -6,7 +6,8 @@
 //! - [`jsonapi`]: documents, resource objects, links, shared query parameters, body reading.
 //! - [`filter`]: the `filter` syntax, parsed and checked against each endpoint's table.
 //! - [`error`]: the `errors[]` shape every failure takes.
-//! - One module per resource: [`metrics`], [`events`], [`profiles`], [`aggregates`].
+//! - One module per resource: [`metrics`], [`events`], [`profiles`], [`aggregates`],
+//!   [`segments`].
 //!
 //! **Invariant:** this is the only code that knows Klaviyo's wire format; handlers translate
 //! JSON:API to `signalbox_engage` types and back, and hold no business rules. An unsupported
@@ -20,6 +21,7 @@ pub mod filter;
 pub mod jsonapi;
 pub mod metrics;
 pub mod profiles;
+pub mod segments;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
@@ -47,6 +49,16 @@ pub fn routes() -> Router<AppState> {
         .route("/profiles/{id}", get(profiles::get).patch(profiles::update))
         .route("/profile-import", post(profiles::import))
         .route("/profile-merge", post(profiles::merge))
+        .route("/profiles/{id}/segments", get(segments::of_profile))
+        .route("/segments", get(segments::list).post(segments::create))
+        .route(
+            "/segments/{id}",
+            get(segments::get)
+                .patch(segments::update)
+                .delete(segments::delete),
+        )
+        .route("/segments/{id}/profiles", get(segments::members))
+        .route("/segment-previews", post(segments::preview))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));

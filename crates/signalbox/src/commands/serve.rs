@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use signalbox_audience::Audience;
 use signalbox_core::SystemClock;
 use signalbox_engage::{Engage, EngageConfig};
 use signalbox_mail::{LinkSigner, TrackingLinks};
@@ -37,6 +38,11 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let engage = Engage::start(Arc::clone(&sqlite), Arc::new(SystemClock), engage_config)
         .await
         .context("cannot start the engage pipeline")?;
+    // Live segments follow engage's change feed; their state sits next to engage.db.
+    let audience_path = engage.config().path.with_file_name("audience.db");
+    let audience = Audience::start(engage.clone(), Arc::new(SystemClock), &audience_path)
+        .await
+        .context("cannot start the segment engine")?;
     let store: Arc<dyn Store> = if args.discard {
         Arc::new(DiscardingStore::new(sqlite))
     } else {
@@ -49,6 +55,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut app = Application::build(store, Arc::new(SystemClock), config, global.listen).await?;
     app.set_engage(engage.clone());
+    app.set_audience(audience.clone());
     let addr = app.local_addr();
     let base = format!("http://{addr}");
     let public_url = args.public_url.clone().unwrap_or_else(|| base.clone());
@@ -72,11 +79,13 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     println!("  Metrics        {base}/metrics");
     println!("  Store          {}", path.display());
     println!("  Engage         {}", engage.config().path.display());
+    println!("  Segments       {}", audience.path().display());
     if args.discard {
         println!("  Mode           discard: calls are parsed and validated, then dropped");
     }
     tracing::info!(%addr, discard = args.discard, "serving");
     app.run(shutdown_signal()).await?;
+    audience.shutdown().await;
     engage.shutdown().await;
     tracing::info!("stopped after draining in-flight requests");
     Ok(())
