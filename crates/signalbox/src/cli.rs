@@ -72,9 +72,32 @@ pub enum Command {
     /// Look at profiles and at calls waiting for one.
     #[command(subcommand)]
     Profiles(ProfilesCommand),
+    /// Define segments and list their members, through a running server's API.
+    Segment(SegmentArgs),
     /// Measure the server.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SegmentArgs {
+    /// A private API key of the server (`signalbox api-key create NAME`).
+    #[arg(long, env = "SIGNALBOX_API_KEY", hide_env_values = true)]
+    pub api_key: String,
+    /// The server's base URL. Default: http:// and the listening address.
+    #[arg(long, env = "SIGNALBOX_URL")]
+    pub url: Option<String>,
+    #[command(subcommand)]
+    pub command: SegmentCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SegmentCommand {
+    /// Create or update (by name) the segment a JSON file describes:
+    /// `{"name": …, "definition": {"condition_groups": […]}}`; shows the backfill's progress.
+    Apply { file: PathBuf },
+    /// Print the members of the segment with this name: id, email, joined at.
+    Members { name: String },
 }
 
 #[derive(Debug, Clone, Args)]

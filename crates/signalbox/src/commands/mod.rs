@@ -3,6 +3,7 @@
 pub mod bench;
 mod engage;
 mod events;
+mod segment;
 mod serve;
 mod source;
 
@@ -25,6 +26,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(cmd) => events::run(&cli.global, cmd).await,
         Command::Rebuild(args) => engage::rebuild(&cli.global, args).await,
         Command::Profiles(cmd) => engage::profiles(&cli.global, cmd).await,
+        Command::Segment(args) => segment::run(&cli.global, args).await,
         Command::Bench(cmd) => bench::run(cmd).await,
     }
 }
