@@ -23,6 +23,8 @@ pub(crate) struct Catalog {
     pub segs: Vec<Compiled>,
     pub by_id: HashMap<String, usize>,
     pub by_pk: HashMap<i64, usize>,
+    /// Segment keys by id, as membership lookups want them.
+    pub pks: HashMap<String, i64>,
     /// Segments whose conditions name segment `i`.
     pub dependents: Vec<Vec<usize>>,
     pub by_metric: HashMap<String, Vec<usize>>,
@@ -119,6 +121,7 @@ impl Catalog {
         for (i, seg) in segs.iter().enumerate() {
             catalog.by_id.insert(seg.id.clone(), i);
             catalog.by_pk.insert(seg.pk, i);
+            catalog.pks.insert(seg.id.clone(), seg.pk);
         }
         for (i, seg) in segs.iter().enumerate() {
             for metric in &seg.deps.metrics {
@@ -150,10 +153,6 @@ impl Catalog {
             .iter()
             .map(|s| (s.id.clone(), s.definition.clone()))
             .collect()
-    }
-
-    pub(crate) fn segment_pks(&self) -> HashMap<String, i64> {
-        self.segs.iter().map(|s| (s.id.clone(), s.pk)).collect()
     }
 }
 

@@ -36,7 +36,7 @@ use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use signalbox_core::Clock;
-use signalbox_engage::facts::{EngageFacts, MetricBulk, MetricSource, ProfileRecord};
+use signalbox_engage::facts::{EngageFacts, LiveEvents, MetricBulk, MetricSource, ProfileRecord};
 use signalbox_engage::{feed, Engage, ProfileId};
 use signalbox_seglang::{Definition, EvalContext, ProfileFacts};
 use tokio::sync::{mpsc, oneshot};
@@ -356,11 +356,12 @@ impl Audience {
                     what: format!("profile {profile_id}"),
                 }
             })?;
-            let ids = catalog.segment_pks();
-            let lookup = |g: &str, p: i64| catalog::lookup_member(conn, &ids, g, p);
+            let ids = &catalog.pks;
+            let lookup = |g: &str, p: i64| catalog::lookup_member(conn, ids, g, p);
+            let live = LiveEvents::new(&econn, profile_pk);
             let facts = EngageFacts {
                 record: &record,
-                metrics: MetricSource::Live(&econn),
+                metrics: MetricSource::Live(&live),
                 segments: &lookup,
             };
             let matches_now = seg.definition.matches(&facts, now, &EvalContext::default());

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use signalbox_core::Clock;
-use signalbox_engage::facts::{EngageFacts, MetricBulk, MetricSource, ProfileRecord};
+use signalbox_engage::facts::{EngageFacts, LiveEvents, MetricBulk, MetricSource, ProfileRecord};
 use signalbox_engage::feed::{self, FeedCursor};
 use signalbox_engage::Engage;
 use signalbox_seglang::{find_cycles, EvalContext};
@@ -409,9 +409,10 @@ impl Worker {
         now: Timestamp,
         trigger: &str,
     ) -> AudienceResult<()> {
-        let ids = self.catalog.segment_pks();
+        let ids = &self.catalog.pks;
         let conn = &self.conn;
-        let lookup = |group: &str, profile: i64| catalog::lookup_member(conn, &ids, group, profile);
+        let lookup = |group: &str, profile: i64| catalog::lookup_member(conn, ids, group, profile);
+        let live = LiveEvents::new(&self.econn, pk);
         let ctx = EvalContext::default();
         while let Some(i) = todo.pop_first() {
             let seg = &self.catalog.segs[i];
@@ -421,7 +422,7 @@ impl Worker {
                 Some(record) => {
                     let metrics = match bulk {
                         Some((b, bulk)) if b == i => MetricSource::Bulk(bulk),
-                        _ => MetricSource::Live(&self.econn),
+                        _ => MetricSource::Live(&live),
                     };
                     let facts = EngageFacts {
                         record,

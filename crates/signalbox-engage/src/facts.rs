@@ -14,8 +14,9 @@
 //! time is `joined_us` (or, for rows written before it existed, unknown). Email consent: a row
 //! of `email_consent`, or never subscribed.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ops::Bound;
+use std::rc::Rc;
 
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -384,10 +385,46 @@ fn bulk_key(metric_id: &str, filters: &[EventFilter]) -> (String, String) {
     (metric_id.to_owned(), format!("{filters:?}"))
 }
 
+/// One profile's events, read per (metric, event filters) on first use and kept, so that
+/// several definitions (and [`signalbox_seglang::Definition::next_change_after`]'s probes)
+/// evaluated for the profile cost one query per metric.
+pub struct LiveEvents<'c> {
+    conn: &'c Connection,
+    profile_pk: i64,
+    cache: RefCell<HashMap<(String, String), Rc<Vec<(i64, f64)>>>>,
+}
+
+impl<'c> LiveEvents<'c> {
+    pub fn new(conn: &'c Connection, profile_pk: i64) -> LiveEvents<'c> {
+        LiveEvents {
+            conn,
+            profile_pk,
+            cache: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn events(&self, metric_id: &str, filters: &[EventFilter]) -> Rc<Vec<(i64, f64)>> {
+        let key = bulk_key(metric_id, filters);
+        if let Some(found) = self.cache.borrow().get(&key) {
+            return Rc::clone(found);
+        }
+        let events = match profile_events(self.conn, self.profile_pk, metric_id, filters) {
+            Ok(events) => events,
+            Err(err) => {
+                tracing::error!(error = %err, metric_id, "reading a profile's events failed");
+                Vec::new()
+            }
+        };
+        let events = Rc::new(events);
+        self.cache.borrow_mut().insert(key, Rc::clone(&events));
+        events
+    }
+}
+
 /// Where metric facts come from.
 pub enum MetricSource<'a> {
-    /// Queries for this profile's events, as they are now.
-    Live(&'a Connection),
+    /// This profile's events, as they are now.
+    Live(&'a LiveEvents<'a>),
     /// Prepared for the definition being evaluated.
     Bulk(&'a MetricBulk),
 }
@@ -395,14 +432,6 @@ pub enum MetricSource<'a> {
 /// Whether an instant lies in a window, in microseconds.
 fn window_contains(window: &TimeWindow, time_us: i64) -> bool {
     window.contains(ts(time_us))
-}
-
-fn bound_us(bound: Bound<Timestamp>) -> Bound<i64> {
-    match bound {
-        Bound::Included(t) => Bound::Included(t.as_microsecond()),
-        Bound::Excluded(t) => Bound::Excluded(t.as_microsecond()),
-        Bound::Unbounded => Bound::Unbounded,
-    }
 }
 
 /// The answer of a segment membership question.
@@ -432,64 +461,48 @@ pub struct EngageFacts<'a> {
 }
 
 impl EngageFacts<'_> {
-    /// Matching events' `(time_us, value)`; a failed query reads as no events (and is logged).
+    /// Matching events' `(time_us, value)`.
     fn matching(
         &self,
         metric_id: &str,
         window: TimeWindow,
         filters: &[EventFilter],
     ) -> Vec<(i64, f64)> {
+        let in_window = |(t, _): &&(i64, f64)| window_contains(&window, *t);
         match &self.metrics {
             MetricSource::Bulk(bulk) => bulk
                 .events(metric_id, filters, self.record.pk)
                 .iter()
+                .filter(in_window)
                 .copied()
-                .filter(|(t, _)| window_contains(&window, *t))
                 .collect(),
-            MetricSource::Live(conn) => {
-                match live_events(conn, self.record.pk, metric_id, window, filters) {
-                    Ok(events) => events,
-                    Err(err) => {
-                        tracing::error!(error = %err, metric_id, "reading a profile's events failed");
-                        Vec::new()
-                    }
-                }
-            }
+            MetricSource::Live(live) => live
+                .events(metric_id, filters)
+                .iter()
+                .filter(in_window)
+                .copied()
+                .collect(),
         }
     }
 }
 
-fn live_events(
+/// Every event of one metric and profile that passes `filters`.
+fn profile_events(
     conn: &Connection,
     profile_pk: i64,
     metric_id: &str,
-    window: TimeWindow,
     filters: &[EventFilter],
 ) -> EngageResult<Vec<(i64, f64)>> {
     let Some(metric) = metric_pk(conn, metric_id)? else {
         return Ok(Vec::new());
     };
-    let (lo, lo_strict) = match bound_us(window.start) {
-        Bound::Included(t) => (t, false),
-        Bound::Excluded(t) => (t, true),
-        Bound::Unbounded => (i64::MIN, false),
-    };
-    let (hi, hi_strict) = match bound_us(window.end) {
-        Bound::Included(t) => (t, false),
-        Bound::Excluded(t) => (t, true),
-        Bound::Unbounded => (i64::MAX, false),
-    };
     let mut stmt = conn.prepare_cached(
         "SELECT time_us, value, properties FROM events INDEXED BY events_profile
-         WHERE profile_pk = ?1 AND metric_pk = ?2 AND time_us >= ?3 AND time_us <= ?4",
+         WHERE profile_pk = ?1 AND metric_pk = ?2",
     )?;
-    let mut rows = stmt.query(params![profile_pk, metric, lo, hi])?;
+    let mut rows = stmt.query(params![profile_pk, metric])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        let time: i64 = r.get(0)?;
-        if (lo_strict && time == lo) || (hi_strict && time == hi) {
-            continue;
-        }
         if !filters.is_empty() {
             let properties: String = r.get(2)?;
             let properties: Map<String, Value> =
@@ -499,7 +512,7 @@ fn live_events(
             }
         }
         let value: Option<f64> = r.get(1)?;
-        out.push((time, value.unwrap_or(0.0)));
+        out.push((r.get(0)?, value.unwrap_or(0.0)));
     }
     Ok(out)
 }

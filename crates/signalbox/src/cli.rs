@@ -228,6 +228,30 @@ pub enum BenchCommand {
     /// Load the Tracking API with realistic `/v1/batch` requests: durable throughput, the
     /// parse-and-validate ceiling (`serve --discard`), and latency at a fixed rate.
     Ingest(IngestBenchArgs),
+    /// Live segments over generated ecommerce data: backfill time, pipeline throughput with
+    /// live segments versus none, event → membership change latency.
+    Segments(SegmentsBenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SegmentsBenchArgs {
+    #[arg(long, default_value_t = 100_000)]
+    pub profiles: usize,
+    /// Events generated over the last 90 days before the segments are defined.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// New events applied for each throughput figure (no segments, then live segments).
+    #[arg(long, default_value_t = 100_000)]
+    pub extra_events: usize,
+    /// Segments live during the second throughput run (the typical one included).
+    #[arg(long, default_value_t = 100)]
+    pub live_segments: usize,
+    /// Events of the latency run, each making one profile enter a segment.
+    #[arg(long, default_value_t = 2_000)]
+    pub probes: usize,
+    /// Probe events per second.
+    #[arg(long, default_value_t = 100)]
+    pub probe_rate: u64,
 }
 
 #[derive(Debug, Clone, Args)]

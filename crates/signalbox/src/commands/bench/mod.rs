@@ -1,4 +1,5 @@
-//! `signalbox bench ingest`: a load generator for the Tracking API.
+//! `signalbox bench ingest`: a load generator for the Tracking API; `signalbox bench segments`:
+//! live segments over generated ecommerce data (`segments.rs`, data from `ecommerce.rs`).
 //!
 //! # Layout
 //! - `payload`: realistic `/v1/batch` bodies with unique message ids, made without JSON work.
@@ -11,9 +12,11 @@
 //! loop at `--rate` against the durable server). After the durable server stopped, its log is
 //! read back and must hold exactly the events it acknowledged.
 
+mod ecommerce;
 mod load;
 mod payload;
 mod report;
+mod segments;
 mod server;
 
 use std::sync::Arc;
@@ -37,6 +40,7 @@ const OPEN_LOOP_MAX_IN_FLIGHT: usize = 128;
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ingest(args) => ingest(args).await,
+        BenchCommand::Segments(args) => segments::run(args).await,
     }
 }
 
