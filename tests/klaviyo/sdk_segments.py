@@ -1,6 +1,6 @@
 """Klaviyo's Python SDK against Signalbox's segments: create a segment with a definition, read
-it back (definition, profile_count, is_processing), page its members, rename it, list it,
-see a bad definition refused with a pointer, delete it.
+it back (definition, profile_count, is_processing), page its members, preview a draft, rename
+it, list it, see a bad definition refused with a pointer, delete it.
 
 Usage: sdk_segments.py --base http://127.0.0.1:PORT --api-key pk_...
 """
@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import sys
 import time
+import urllib.request
 import uuid
 
 from klaviyo_api import KlaviyoAPI
@@ -123,6 +124,19 @@ def main():
         check(pages < 10, "paging ends")
     check(sorted(emails) == sorted(buyers), "members are the buyers, each once", emails)
     check(pages == 3, "12 members at 5 a page are 3 pages", pages)
+
+    step("a dry run of a draft definition (POST /api/segment-previews)")
+    request = urllib.request.Request(
+        f"{args.base}/api/segment-previews",
+        data=json.dumps({"data": {"type": "segment-preview", "attributes": {"definition": definition}}}).encode(),
+        headers={"Authorization": f"Klaviyo-API-Key {args.api_key}", "revision": "2026-07-15",
+                 "Content-Type": "application/vnd.api+json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request) as response:
+        preview = json.loads(response.read())["data"]["attributes"]
+    check(preview["profile_count"] == BUYERS, "the preview counts the buyers", preview)
+    check(preview["profiles_evaluated"] >= BUYERS + OTHERS, "the preview saw every profile", preview)
 
     step("a new event moves a profile in")
     newcomer = f"seg{BUYERS}.{run}@example.com"

@@ -50,6 +50,13 @@ struct Backfill {
     touched: HashSet<i64>,
 }
 
+/// What a backfill chunk reads at once for the segment it evaluates.
+struct ChunkState {
+    idx: usize,
+    /// Members among the chunk's profiles, with their join times.
+    was: std::collections::HashMap<i64, i64>,
+}
+
 pub(crate) struct Worker {
     conn: Connection,
     econn: Connection,
@@ -234,7 +241,26 @@ impl Worker {
         Ok(())
     }
 
+    fn save_cursor(&self, cursor: &FeedCursor) -> AudienceResult<()> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('feed_cursor', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [serde_json::to_string(cursor).expect("cursor serialises")],
+        )?;
+        Ok(())
+    }
+
     fn step_feed(&mut self) -> AudienceResult<bool> {
+        if self.catalog.segs.is_empty() {
+            // Nothing to keep up to date: skip to the end (a new segment is backfilled).
+            let end = feed::end_cursor(&self.econn)?;
+            if end == self.cursor {
+                return Ok(false);
+            }
+            self.save_cursor(&end)?;
+            self.cursor = end;
+            return Ok(true);
+        }
         let upto = self.engage.applied_seq();
         let changes = feed::read_changes(&self.econn, &self.cursor, upto, FEED_LIMIT)?;
         if changes.cursor == self.cursor {
@@ -274,11 +300,7 @@ impl Worker {
             let record = ProfileRecord::load(&self.econn, *pk, self.catalog.with_last_event)?;
             self.evaluate(*pk, record.as_ref(), todo.clone(), None, now, trigger)?;
         }
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('feed_cursor', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [serde_json::to_string(&changes.cursor).expect("cursor serialises")],
-        )?;
+        self.save_cursor(&changes.cursor)?;
         self.commit()?;
         self.cursor = changes.cursor;
         for backfill in &mut self.backfills {
@@ -357,13 +379,17 @@ impl Worker {
         )?;
         let now = self.clock.now();
         self.begin()?;
+        let chunk = match (records.first(), records.last()) {
+            (Some(first), Some(last)) => Some(self.chunk_state(idx, first.pk, last.pk)?),
+            _ => None,
+        };
         for record in &records {
-            let bulk = (!backfill.touched.contains(&record.pk)).then_some((idx, &backfill.bulk));
+            let bulk = (!backfill.touched.contains(&record.pk)).then_some(&backfill.bulk);
             self.evaluate(
                 record.pk,
                 Some(record),
                 BTreeSet::from([idx]),
-                bulk,
+                chunk.as_ref().map(|c| (c, bulk)),
                 now,
                 "backfill",
             )?;
@@ -397,6 +423,25 @@ impl Worker {
         Ok(!finished)
     }
 
+    /// Membership of segment `idx` for profiles `lo..=hi`, read at once, and their schedule
+    /// entries cleared (evaluation writes the new ones).
+    fn chunk_state(&self, idx: usize, lo: i64, hi: i64) -> AudienceResult<ChunkState> {
+        let segment_pk = self.catalog.segs[idx].pk;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT profile_pk, joined_us FROM members
+             WHERE segment_pk = ?1 AND profile_pk BETWEEN ?2 AND ?3",
+        )?;
+        let was = stmt
+            .query_map(params![segment_pk, lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        self.conn
+            .prepare_cached(
+                "DELETE FROM schedule WHERE segment_pk = ?1 AND profile_pk BETWEEN ?2 AND ?3",
+            )?
+            .execute(params![segment_pk, lo, hi])?;
+        Ok(ChunkState { idx, was })
+    }
+
     /// Re-evaluates segments `todo` (catalog indexes) for one profile, records every enter
     /// and leave, re-evaluates the segments that read a segment that changed, and keeps the
     /// schedule. `record` is `None` for a profile that no longer exists (it leaves all).
@@ -405,7 +450,7 @@ impl Worker {
         pk: i64,
         record: Option<&ProfileRecord>,
         mut todo: BTreeSet<usize>,
-        bulk: Option<(usize, &MetricBulk)>,
+        chunk: Option<(&ChunkState, Option<&MetricBulk>)>,
         now: Timestamp,
         trigger: &str,
     ) -> AudienceResult<()> {
@@ -416,12 +461,16 @@ impl Worker {
         let ctx = EvalContext::default();
         while let Some(i) = todo.pop_first() {
             let seg = &self.catalog.segs[i];
-            let was = catalog::member_joined(conn, seg.pk, pk)?;
+            let known = chunk.filter(|(c, _)| c.idx == i).map(|(c, _)| c);
+            let was = match known {
+                Some(chunk) => chunk.was.get(&pk).copied(),
+                None => catalog::member_joined(conn, seg.pk, pk)?,
+            };
             let (is, next, cause) = match record {
                 None => (false, None, json!({"trigger": trigger, "conditions": []})),
                 Some(record) => {
-                    let metrics = match bulk {
-                        Some((b, bulk)) if b == i => MetricSource::Bulk(bulk),
+                    let metrics = match chunk {
+                        Some((c, Some(bulk))) if c.idx == i => MetricSource::Bulk(bulk),
                         _ => MetricSource::Live(&live),
                     };
                     let facts = EngageFacts {
@@ -487,7 +536,7 @@ impl Worker {
                     )?
                     .execute(params![seg.pk, pk, due.as_microsecond()])?;
                 }
-                None if seg.deps.time_dependent => {
+                None if seg.deps.time_dependent && known.is_none() => {
                     conn.prepare_cached(
                         "DELETE FROM schedule WHERE segment_pk = ?1 AND profile_pk = ?2",
                     )?

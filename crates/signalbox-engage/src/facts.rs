@@ -381,7 +381,13 @@ impl MetricBulk {
     }
 }
 
-fn bulk_key(metric_id: &str, filters: &[EventFilter]) -> (String, String) {
+/// `(time_us, value)` of events.
+type TimedValues = Vec<(i64, f64)>;
+
+/// (metric id, event filters spelled out).
+type BulkKey = (String, String);
+
+fn bulk_key(metric_id: &str, filters: &[EventFilter]) -> BulkKey {
     (metric_id.to_owned(), format!("{filters:?}"))
 }
 
@@ -391,7 +397,7 @@ fn bulk_key(metric_id: &str, filters: &[EventFilter]) -> (String, String) {
 pub struct LiveEvents<'c> {
     conn: &'c Connection,
     profile_pk: i64,
-    cache: RefCell<HashMap<(String, String), Rc<Vec<(i64, f64)>>>>,
+    cache: RefCell<HashMap<BulkKey, Rc<TimedValues>>>,
 }
 
 impl<'c> LiveEvents<'c> {
