@@ -250,16 +250,21 @@ impl Worker {
         Ok(())
     }
 
+    /// With no segments there is nothing to keep up to date: the cursor skips to the end
+    /// (a segment created later is backfilled). True if it moved.
+    fn skip_to_end(&mut self) -> AudienceResult<bool> {
+        let end = feed::end_cursor(&self.econn)?;
+        if end == self.cursor {
+            return Ok(false);
+        }
+        self.save_cursor(&end)?;
+        self.cursor = end;
+        Ok(true)
+    }
+
     fn step_feed(&mut self) -> AudienceResult<bool> {
         if self.catalog.segs.is_empty() {
-            // Nothing to keep up to date: skip to the end (a new segment is backfilled).
-            let end = feed::end_cursor(&self.econn)?;
-            if end == self.cursor {
-                return Ok(false);
-            }
-            self.save_cursor(&end)?;
-            self.cursor = end;
-            return Ok(true);
+            return self.skip_to_end();
         }
         let upto = self.engage.applied_seq();
         let changes = feed::read_changes(&self.econn, &self.cursor, upto, FEED_LIMIT)?;
@@ -364,6 +369,7 @@ impl Worker {
         let Some(&idx) = self.catalog.by_pk.get(&backfill.segment_pk) else {
             return Ok(false);
         };
+        let started = std::time::Instant::now();
         if !backfill.prepared {
             backfill.touched.clear();
             backfill
@@ -377,6 +383,7 @@ impl Worker {
             BACKFILL_CHUNK,
             self.catalog.with_last_event,
         )?;
+        let loaded = started.elapsed();
         let now = self.clock.now();
         self.begin()?;
         let chunk = match (records.first(), records.last()) {
@@ -394,6 +401,7 @@ impl Worker {
                 "backfill",
             )?;
         }
+        let evaluated = started.elapsed();
         let finished = records.len() < BACKFILL_CHUNK;
         backfill.done += records.len() as u64;
         if let Some(last) = records.last() {
@@ -413,6 +421,13 @@ impl Worker {
             )?;
         }
         self.commit()?;
+        tracing::debug!(
+            profiles = records.len(),
+            loaded_ms = loaded.as_millis() as u64,
+            evaluated_ms = evaluated.as_millis() as u64,
+            committed_ms = started.elapsed().as_millis() as u64,
+            "backfill chunk"
+        );
         if finished {
             tracing::info!(
                 segment = %self.catalog.segs[idx].id,
@@ -620,6 +635,9 @@ impl Worker {
     }
 
     fn create(&mut self, input: SegmentInput) -> AudienceResult<String> {
+        if self.catalog.segs.is_empty() {
+            self.skip_to_end()?;
+        }
         let now = now_us(self.clock.as_ref());
         let mut id = new_segment_id();
         while self.catalog.by_id.contains_key(&id) {
