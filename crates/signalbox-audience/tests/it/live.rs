@@ -171,3 +171,43 @@ async fn profile_changes_and_edits_re_evaluate_and_dependents_follow() {
     app.audience.delete_segment(&pro.id).await.unwrap();
     assert!(app.audience.list_segments().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_merge_moves_membership_to_the_surviving_profile() {
+    let mut app = TestApp::start().await;
+    app.identify(json!({"userId": "a", "traits": {"email": "a@example.com"}}))
+        .await;
+    app.identify(json!({"userId": "b", "traits": {"email": "b@example.com"}}))
+        .await;
+    app.track(json!({"userId": "b", "event": "Ordered"})).await;
+    app.settle().await;
+    let ordered = app.metric_id("Ordered").await;
+    let buyers = app
+        .segment(
+            "buyers",
+            one(metric(&ordered, "greater-than", 0.0, alltime())),
+        )
+        .await;
+    assert_eq!(app.emails(&buyers).await, set(&["b@example.com"]));
+    let a = app.profile_id("a@example.com").await;
+    let b = app.profile_id("b@example.com").await;
+    app.engage.merge_profiles(&a, &[b.clone()]).await.unwrap();
+    app.settle().await;
+    // The merged profile's events now belong to the survivor, which is in; the other is gone.
+    let members = app.audience.members(&buyers.id, None, 10).await.unwrap();
+    let ids: Vec<String> = members
+        .members
+        .iter()
+        .map(|m| m.profile_id.clone())
+        .collect();
+    assert_eq!(ids, vec![a.0.clone()]);
+    let changes = app.audience.changes_after(0, 100).await.unwrap();
+    assert!(
+        changes.iter().any(|c| c.profile_id == b.0 && !c.entered),
+        "{changes:?}"
+    );
+    assert!(
+        changes.iter().any(|c| c.profile_id == a.0 && c.entered),
+        "{changes:?}"
+    );
+}

@@ -6,3 +6,4 @@ mod cli;
 mod clients;
 mod harness;
 mod secrets;
+mod segments;
