@@ -191,7 +191,10 @@ async fn a_merge_moves_membership_to_the_surviving_profile() {
     assert_eq!(app.emails(&buyers).await, set(&["b@example.com"]));
     let a = app.profile_id("a@example.com").await;
     let b = app.profile_id("b@example.com").await;
-    app.engage.merge_profiles(&a, &[b.clone()]).await.unwrap();
+    app.engage
+        .merge_profiles(&a, std::slice::from_ref(&b))
+        .await
+        .unwrap();
     app.settle().await;
     // The merged profile's events now belong to the survivor, which is in; the other is gone.
     let members = app.audience.members(&buyers.id, None, 10).await.unwrap();
