@@ -138,6 +138,18 @@ def main():
     check(preview["profile_count"] == BUYERS, "the preview counts the buyers", preview)
     check(preview["profiles_evaluated"] >= BUYERS + OTHERS, "the preview saw every profile", preview)
 
+    step("why is a member in (GET /api/segments/{id}/explanations/{profile_id})")
+    member = klaviyo.Segments.get_profiles_for_segment(segment_id, page_size=1).data[0]
+    request = urllib.request.Request(
+        f"{args.base}/api/segments/{segment_id}/explanations/{member.id}",
+        headers={"Authorization": f"Klaviyo-API-Key {args.api_key}", "revision": "2026-07-15"},
+    )
+    with urllib.request.urlopen(request) as response:
+        why = json.loads(response.read())["data"]["attributes"]
+    check(why["member"] and why["matches_now"], "the member matches", why)
+    check(why["conditions"][0]["matched"] and why["conditions"][0]["type"] == "profile-metric", "per condition", why)
+    check(why["last_change"]["entered"] and why["last_change"]["cause"]["trigger"] == "backfill", "cause", why)
+
     step("a new event moves a profile in")
     newcomer = f"seg{BUYERS}.{run}@example.com"
     klaviyo.Events.create_event({"data": {"type": "event", "attributes": {

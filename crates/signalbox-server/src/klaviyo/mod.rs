@@ -58,6 +58,10 @@ pub fn routes() -> Router<AppState> {
                 .delete(segments::delete),
         )
         .route("/segments/{id}/profiles", get(segments::members))
+        .route(
+            "/segments/{id}/explanations/{profile_id}",
+            get(segments::explanation),
+        )
         .route("/segment-previews", post(segments::preview))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -4,6 +4,10 @@
 //! body `{"data":{"type":"segment-preview","attributes":{"definition":{…}}}}`, answer
 //! `{"data":{"type":"segment-preview","attributes":{"profile_count":…,"profiles_evaluated":…}}}`.
 //!
+//! `GET /api/segments/{id}/explanations/{profile_id}` (not Klaviyo's either) answers "why is
+//! this profile (not) in this segment?": each condition's outcome now, and the recorded cause
+//! of the last enter or leave.
+//!
 //! `additional-fields[segment]` takes `profile_count` and `definition`, as Klaviyo's does.
 //! While a segment's backfill runs, `is_processing` is true and the resource's `meta.backfill`
 //! says how far it is (`{"done": …, "total": …}`).
@@ -463,5 +467,28 @@ pub async fn preview(
             "profile_count": preview.profile_count,
             "profiles_evaluated": preview.profiles_evaluated,
         }}}),
+    ))
+}
+
+/// `GET /api/segments/{id}/explanations/{profile_id}` (not a Klaviyo endpoint): why the
+/// profile is or is not in the segment, per condition, and the recorded cause of its last
+/// enter or leave.
+#[tracing::instrument(skip_all, fields(key = %caller.key_name))]
+pub async fn explanation(
+    caller: Caller,
+    State(app): State<AppState>,
+    Path((id, profile_id)): Path<(String, String)>,
+) -> Result<JsonApi, ApiError> {
+    let audience = audience(&app)?;
+    let why = audience.why(&id, &ProfileId(profile_id)).await?;
+    drop(caller);
+    let attributes = serde_json::to_value(&why).map_err(|err| {
+        tracing::error!(error = %err, "explanation does not serialise");
+        ApiError::internal()
+    })?;
+    Ok(JsonApi(
+        StatusCode::OK,
+        json!({"data": {"type": "segment-explanation", "id": format!("{}:{}", why.segment_id, why.profile_id),
+                        "attributes": attributes}}),
     ))
 }
