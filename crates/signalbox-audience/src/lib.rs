@@ -29,7 +29,7 @@ mod worker;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -39,7 +39,7 @@ use signalbox_core::Clock;
 use signalbox_engage::facts::{EngageFacts, LiveEvents, MetricBulk, MetricSource, ProfileRecord};
 use signalbox_engage::{feed, Engage, ProfileId};
 use signalbox_seglang::{Definition, EvalContext, ProfileFacts};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub use error::{AudienceError, AudienceResult};
 pub use model::*;
@@ -78,7 +78,7 @@ pub struct Audience {
 }
 
 struct Inner {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     path: PathBuf,
     engage: Engage,
     clock: Arc<dyn Clock>,
@@ -99,8 +99,7 @@ impl Audience {
         path: impl Into<PathBuf>,
     ) -> AudienceResult<Audience> {
         let path: PathBuf = path.into();
-        let (commands, receiver) = mpsc::unbounded_channel();
-        let rt = tokio::runtime::Handle::current();
+        let (commands, receiver) = mpsc::channel();
         let open_path = path.clone();
         let worker_engage = engage.clone();
         let worker_clock = Arc::clone(&clock);
@@ -112,8 +111,19 @@ impl Audience {
         .map_err(|e| AudienceError::Internal(e.to_string()))??;
         let thread = std::thread::Builder::new()
             .name("audience".into())
-            .spawn(move || worker.run(receiver, rt))
+            .spawn(move || worker.run(receiver))
             .map_err(|e| AudienceError::Internal(format!("cannot start the worker: {e}")))?;
+        // The checkpoint's moves wake the worker; the task ends with the pipeline or the worker.
+        if let Some(mut applied) = engage.subscribe_applied() {
+            let wake = commands.clone();
+            tokio::spawn(async move {
+                while applied.changed().await.is_ok() {
+                    if wake.send(Command::Wake).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         Ok(Audience {
             inner: Arc::new(Inner {
                 commands,

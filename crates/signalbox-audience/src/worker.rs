@@ -15,7 +15,7 @@ use signalbox_engage::facts::{EngageFacts, LiveEvents, MetricBulk, MetricSource,
 use signalbox_engage::feed::{self, FeedCursor};
 use signalbox_engage::Engage;
 use signalbox_seglang::{find_cycles, EvalContext};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::catalog::{self, Catalog};
 use crate::error::{AudienceError, AudienceResult};
@@ -37,6 +37,8 @@ pub(crate) enum Command {
     Delete(String, oneshot::Sender<AudienceResult<()>>),
     /// Answered once everything applied so far, everything due and every backfill is done.
     Sync(oneshot::Sender<()>),
+    /// Engage's checkpoint moved.
+    Wake,
     Stop,
 }
 
@@ -126,12 +128,11 @@ impl Worker {
         })
     }
 
-    pub(crate) fn run(
-        mut self,
-        mut commands: mpsc::UnboundedReceiver<Command>,
-        rt: tokio::runtime::Handle,
-    ) {
-        let mut applied = self.engage.subscribe_applied();
+    /// The loop; returns on [`Command::Stop`] or when every sender is gone. Waits on a plain
+    /// channel (the engage checkpoint arrives as [`Command::Wake`]), so a runtime shutting
+    /// down never finds the thread inside it.
+    pub(crate) fn run(mut self, commands: std::sync::mpsc::Receiver<Command>) {
+        use std::sync::mpsc::RecvTimeoutError;
         loop {
             let mut stop = false;
             while let Ok(command) = commands.try_recv() {
@@ -155,35 +156,14 @@ impl Worker {
             for sync in self.syncs.drain(..) {
                 let _ = sync.send(());
             }
-            let wait = self.wait_time();
-            let received = rt.block_on(async {
-                match applied.as_mut() {
-                    Some(rx) => tokio::select! {
-                        command = commands.recv() => Some(command),
-                        changed = rx.changed() => {
-                            if changed.is_err() { Some(None) } else { None }
-                        }
-                        _ = tokio::time::sleep(wait) => None,
-                    },
-                    None => tokio::select! {
-                        command = commands.recv() => Some(command),
-                        _ = tokio::time::sleep(wait) => None,
-                    },
-                }
-            });
-            match received {
-                Some(Some(command)) => {
-                    let stop = self.handle(command);
-                    if stop {
+            match commands.recv_timeout(self.wait_time()) {
+                Ok(command) => {
+                    if self.handle(command) {
                         break;
                     }
                 }
-                // Every handle is gone, or the pipeline stopped publishing its checkpoint.
-                Some(None) if applied.is_none() => break,
-                Some(None) => {
-                    applied = None;
-                }
-                None => {}
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         for sync in self.syncs.drain(..) {
@@ -218,6 +198,7 @@ impl Worker {
                 let _ = reply.send(self.delete(&id));
             }
             Command::Sync(reply) => self.syncs.push(reply),
+            Command::Wake => {}
             Command::Stop => return true,
         }
         false
