@@ -111,7 +111,17 @@ impl Audience {
         .map_err(|e| AudienceError::Internal(e.to_string()))??;
         let thread = std::thread::Builder::new()
             .name("audience".into())
-            .spawn(move || worker.run(receiver))
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(move || worker.run(receiver));
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(panic = %what, "the audience worker stopped");
+                }
+            })
             .map_err(|e| AudienceError::Internal(format!("cannot start the worker: {e}")))?;
         // The checkpoint's moves wake the worker; the task ends with the pipeline or the worker.
         if let Some(mut applied) = engage.subscribe_applied() {

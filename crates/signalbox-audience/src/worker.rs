@@ -384,24 +384,25 @@ impl Worker {
         }
         let evaluated = started.elapsed();
         let finished = records.len() < BACKFILL_CHUNK;
-        backfill.done += records.len() as u64;
-        if let Some(last) = records.last() {
-            backfill.after_pk = last.pk;
-        }
+        // In memory only once committed: a failed step redoes the chunk.
+        let done = backfill.done + records.len() as u64;
+        let after_pk = records.last().map_or(backfill.after_pk, |last| last.pk);
         if finished {
             self.conn.execute(
                 "UPDATE segments SET backfill_after_pk = NULL, backfill_done = ?2,
                  backfill_total = ?2 WHERE pk = ?1",
-                params![backfill.segment_pk, backfill.done as i64],
+                params![backfill.segment_pk, done as i64],
             )?;
         } else {
             self.conn.execute(
                 "UPDATE segments SET backfill_after_pk = ?2, backfill_done = ?3,
                  backfill_total = MAX(backfill_total, ?3) WHERE pk = ?1",
-                params![backfill.segment_pk, backfill.after_pk, backfill.done as i64],
+                params![backfill.segment_pk, after_pk, done as i64],
             )?;
         }
         self.commit()?;
+        backfill.done = done;
+        backfill.after_pk = after_pk;
         tracing::debug!(
             profiles = records.len(),
             loaded_ms = loaded.as_millis() as u64,
