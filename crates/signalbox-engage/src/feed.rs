@@ -242,6 +242,22 @@ pub fn read_list_changes(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// A cursor after everything committed: for a follower that has nothing to do with the past
+/// (no state yet), so it starts at the end instead of reading the whole history.
+pub fn end_cursor(conn: &Connection) -> EngageResult<FeedCursor> {
+    let max = |sql: &str| -> EngageResult<i64> {
+        Ok(conn
+            .query_row(sql, [], |r| r.get::<_, Option<i64>>(0))?
+            .unwrap_or(0))
+    };
+    Ok(FeedCursor {
+        event_pk: max("SELECT MAX(pk) FROM events")?,
+        profile_seq: max("SELECT MAX(changed_seq) FROM profiles")?,
+        list_change_pk: max("SELECT MAX(pk) FROM list_changes")?,
+        merge_seq: max("SELECT MAX(seq) FROM redirects")?,
+    })
+}
+
 /// The public id of a profile row, if it exists (merged-away rows do not).
 pub fn profile_id(conn: &Connection, pk: i64) -> EngageResult<Option<ProfileId>> {
     use rusqlite::OptionalExtension;

@@ -17,7 +17,7 @@
 //! - [`lists`]: lists, members and email consent (types and reads; their writes are log
 //!   entries applied in `apply/lists.rs` and `apply/consent.rs`).
 //! - `query.rs`, `aggregate.rs`: reads. [`feed`]: what changed after a cursor, for the
-//!   engines that follow derived state.
+//!   engines that follow derived state. [`facts`]: segment conditions over `engage.db`.
 //!
 //! **Invariant:** derived state is a function of the log: applying the log from the start
 //! yields the same state, ids included (row keys are derived from log sequence numbers,
@@ -31,6 +31,7 @@ mod db;
 mod dump;
 pub mod engine;
 pub mod error;
+pub mod facts;
 pub mod feed;
 mod ids;
 pub mod lists;

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 use signalbox_core::{Clock, StoredCall};
 use signalbox_store::{CallQuery, Store};
 use tokio::runtime::Handle;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::apply::{self, Applier, BatchReport, Prepared, SourceInfo, Sources};
 use crate::error::{EngageError, EngageResult};
@@ -50,8 +50,35 @@ pub struct PipelineStats {
     pub latency: LatencySummary,
 }
 
+/// A wake-up flag with a condition variable.
+#[derive(Default)]
+struct Wake {
+    woken: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Wake {
+    fn wake(&self) {
+        *self.woken.lock().expect("wake lock") = true;
+        self.cond.notify_one();
+    }
+
+    /// Waits until woken or `timeout` passed, and clears the flag.
+    fn wait(&self, timeout: Duration) {
+        let woken = self.woken.lock().expect("wake lock");
+        let (mut woken, _) = self
+            .cond
+            .wait_timeout_while(woken, timeout, |woken| !*woken)
+            .expect("wake lock");
+        *woken = false;
+    }
+}
+
 struct Shared {
-    notify: Notify,
+    /// Set when something was appended; the reader waits on it between polls. A plain
+    /// condition variable, not a runtime timer: the reader must not depend on a runtime that
+    /// may be shutting down around it.
+    wake: Wake,
     stop: AtomicBool,
     stats: Mutex<(PipelineStats, Histogram<u64>)>,
 }
@@ -143,7 +170,7 @@ impl Pipeline {
     ) -> EngageResult<Pipeline> {
         let (applied_tx, applied) = watch::channel(applier.applied_seq());
         let shared = Arc::new(Shared {
-            notify: Notify::new(),
+            wake: Wake::default(),
             stop: AtomicBool::new(false),
             stats: Mutex::new((
                 PipelineStats {
@@ -197,7 +224,7 @@ impl Pipeline {
     }
 
     pub(crate) fn notify(&self) {
-        self.shared.notify.notify_one();
+        self.shared.wake.wake();
     }
 
     pub(crate) fn applied_seq(&self) -> i64 {
@@ -231,7 +258,7 @@ impl Pipeline {
     /// Stops after the batch in progress and waits for the thread. Blocking.
     pub(crate) fn stop(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        self.shared.notify.notify_one();
+        self.shared.wake.wake();
         if let Some(thread) = self.thread.lock().expect("thread lock").take() {
             let _ = thread.join();
         }
@@ -341,11 +368,7 @@ impl ReaderLoop {
                     }
                 }
                 Ok(None) => {
-                    let notify = &self.shared.notify;
-                    let poll = self.poll_interval;
-                    self.runtime.block_on(async {
-                        let _ = tokio::time::timeout(poll, notify.notified()).await;
-                    });
+                    self.shared.wake.wait(self.poll_interval);
                 }
                 Err(err) => {
                     if self.tx.send(Err(err)).is_err() {
@@ -426,7 +449,7 @@ impl Worker {
                         std::thread::sleep(backoff);
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                         generation = self.control.restart(self.applier.applied_seq());
-                        self.shared.notify.notify_one();
+                        self.shared.wake.wake();
                     }
                 },
                 Ok(Err(err)) => {

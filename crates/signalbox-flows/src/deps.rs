@@ -31,11 +31,13 @@ pub struct SegmentEntry {
     pub segment_id: String,
     pub profile_pk: i64,
     pub at_us: i64,
+    /// False for a profile leaving the segment: no flow starts, but the cursor moves past it.
+    pub entered: bool,
 }
 
 /// Segment entries in order, for segment-triggered flows.
 pub trait MembershipFeed: Send + Sync + 'static {
-    /// Entries with a cursor above `cursor`, oldest first, at most `limit`.
+    /// Membership changes with a cursor above `cursor`, oldest first, at most `limit`.
     fn entered_after(&self, cursor: i64, limit: usize) -> DepResult<Vec<SegmentEntry>>;
 
     /// Whether the profile is in the segment now (segment-triggered flows check it again at

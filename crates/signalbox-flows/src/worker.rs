@@ -486,7 +486,7 @@ fn ingest_segments(inner: &Inner) -> FlowsResult<usize> {
     };
     let now = inner.clock.now();
     let mut candidates = Vec::new();
-    for entry in &entries {
+    for entry in entries.iter().filter(|e| e.entered) {
         let Some(flows) = cache.by_segment.get(&entry.segment_id) else {
             continue;
         };

@@ -13,6 +13,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
+use signalbox_audience::Audience;
 use signalbox_core::Clock;
 use signalbox_engage::Engage;
 use signalbox_mail::{LinkSigner, TrackingLinks};
@@ -75,6 +76,8 @@ pub struct AppState {
     /// Profiles, metrics and events behind the Klaviyo-compatible API; without it `/api/*`
     /// answers 503.
     pub engage: Option<Engage>,
+    /// Live segments behind `/api/segments`; without it those answer 503.
+    pub audience: Option<Audience>,
     /// Signs and checks the links Signalbox serves in emails and consent pages (unsubscribe,
     /// double opt-in confirmation, open pixel, click tracking). Set by
     /// [`Application::set_links`]; until then a random secret (links die with the process).
@@ -226,6 +229,7 @@ impl Application {
             templates: None,
             test_clock: None,
             flows: None,
+            audience: None,
         };
         Ok(Application {
             listener,
@@ -247,6 +251,11 @@ impl Application {
     /// Serves the Klaviyo-compatible API (`/api/*`) from this engine.
     pub fn set_engage(&mut self, engage: Engage) {
         self.state.engage = Some(engage);
+    }
+
+    /// Serves `/api/segments` from this audience engine.
+    pub fn set_audience(&mut self, audience: Audience) {
+        self.state.audience = Some(audience);
     }
 
     /// The signer and public base URL of the links Signalbox serves.

@@ -1,7 +1,8 @@
 //! The flows engine's dependencies, implemented over what this server holds: profile facts
 //! from engage ([`crate::flow_facts`]), built-in metrics through
 //! [`signalbox_engage::Engage::record_builtin_event`], templates from [`TemplateStore`].
-//! List updates go through [`Engage::add_list_members`]/[`Engage::remove_list_members`].
+//! List updates go through [`Engage::add_list_members`]/[`Engage::remove_list_members`];
+//! segment triggers follow the segment engine's membership history ([`Audience::changes_after`]).
 //!
 //! The engine calls these on blocking threads; async work is waited on with the runtime's
 //! `Handle::block_on`.
@@ -10,9 +11,11 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde_json::Value;
+use signalbox_audience::Audience;
 use signalbox_engage::{BuiltinEventInput, BuiltinMetric, Engage, ListId, ProfileId};
 use signalbox_flows::{
-    BuiltinEvents, DepError, DepResult, FactsLoader, FlowsDeps, ListActions, TemplateSource,
+    BuiltinEvents, DepError, DepResult, FactsLoader, FlowsDeps, ListActions, MembershipFeed,
+    SegmentEntry, TemplateSource,
 };
 use signalbox_mail::EmailTemplateSource;
 use signalbox_seglang::ProfileFacts;
@@ -22,7 +25,12 @@ use crate::flow_facts::ProfileSnapshot;
 use crate::templates::{TemplateLookup, TemplateStore};
 
 /// Everything this server can give the engine now.
-pub fn flow_deps(engage: &Engage, templates: Option<TemplateStore>, runtime: Handle) -> FlowsDeps {
+pub fn flow_deps(
+    engage: &Engage,
+    templates: Option<TemplateStore>,
+    audience: Option<Audience>,
+    runtime: Handle,
+) -> FlowsDeps {
     let mut deps = FlowsDeps::new(Arc::new(EngageFactsLoader {
         engage: engage.clone(),
         runtime: runtime.clone(),
@@ -33,11 +41,42 @@ pub fn flow_deps(engage: &Engage, templates: Option<TemplateStore>, runtime: Han
     }));
     deps.templates =
         templates.map(|store| Arc::new(StoredTemplates(store)) as Arc<dyn TemplateSource>);
+    deps.membership = audience.map(|audience| {
+        Arc::new(SegmentEntries {
+            audience,
+            runtime: runtime.clone(),
+        }) as Arc<dyn MembershipFeed>
+    });
     deps.lists = Some(Arc::new(EngageLists {
         engage: engage.clone(),
         runtime,
     }));
     deps
+}
+
+/// Segment entries for segment-triggered flows: the segment engine's membership history.
+pub struct SegmentEntries {
+    audience: Audience,
+    runtime: Handle,
+}
+
+impl MembershipFeed for SegmentEntries {
+    fn entered_after(&self, cursor: i64, limit: usize) -> DepResult<Vec<SegmentEntry>> {
+        let changes = self
+            .runtime
+            .block_on(self.audience.changes_after(cursor, limit))
+            .map_err(|err| DepError(err.to_string()))?;
+        Ok(changes
+            .into_iter()
+            .map(|change| SegmentEntry {
+                cursor: change.cursor,
+                segment_id: change.segment_id,
+                profile_pk: change.profile_pk,
+                at_us: change.at.as_microsecond(),
+                entered: change.entered,
+            })
+            .collect())
+    }
 }
 
 /// A flow's `list-update` action: members added or removed through engage's list writes.

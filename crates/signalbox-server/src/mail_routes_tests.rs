@@ -79,7 +79,12 @@ async fn spawn() -> TestApp {
         engage.clone(),
         Arc::new(SystemClock),
         signalbox_flows::FlowsConfig::new(dir.path().join("flows.db")),
-        crate::flow_deps::flow_deps(&engage, Some(templates), tokio::runtime::Handle::current()),
+        crate::flow_deps::flow_deps(
+            &engage,
+            Some(templates),
+            None,
+            tokio::runtime::Handle::current(),
+        ),
     )
     .await
     .unwrap();

@@ -95,6 +95,8 @@ pub enum Command {
     List(ListArgs),
     /// Manage flows on a running server (over its Klaviyo-compatible API).
     Flow(FlowArgs),
+    /// Define segments and list their members, through a running server's API.
+    Segment(SegmentArgs),
     /// Measure the server.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -168,6 +170,27 @@ pub enum FlowCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SegmentArgs {
+    /// A private API key of the server (`signalbox api-key create NAME`).
+    #[arg(long, env = "SIGNALBOX_API_KEY", hide_env_values = true)]
+    pub api_key: String,
+    /// The server's base URL. Default: http:// and the listening address.
+    #[arg(long, env = "SIGNALBOX_URL")]
+    pub url: Option<String>,
+    #[command(subcommand)]
+    pub command: SegmentCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SegmentCommand {
+    /// Create or update (by name) the segment a JSON file describes:
+    /// `{"name": …, "definition": {"condition_groups": […]}}`; shows the backfill's progress.
+    Apply { file: PathBuf },
+    /// Print the members of the segment with this name: id, email, joined at.
+    Members { name: String },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -317,6 +340,30 @@ pub enum BenchCommand {
     /// The flows engine in process: event → run started latency, waiting runs resuming when
     /// due, emails per second to `--smtp-url`.
     Flows(FlowsBenchArgs),
+    /// Live segments over generated ecommerce data: backfill time, pipeline throughput with
+    /// live segments versus none, event → membership change latency.
+    Segments(SegmentsBenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SegmentsBenchArgs {
+    #[arg(long, default_value_t = 100_000)]
+    pub profiles: usize,
+    /// Events generated over the last 90 days before the segments are defined.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// New events applied for each throughput figure (no segments, then live segments).
+    #[arg(long, default_value_t = 100_000)]
+    pub extra_events: usize,
+    /// Segments live during the second throughput run (the typical one included).
+    #[arg(long, default_value_t = 100)]
+    pub live_segments: usize,
+    /// Events of the latency run, each making one profile enter a segment.
+    #[arg(long, default_value_t = 2_000)]
+    pub probes: usize,
+    /// Probe events per second.
+    #[arg(long, default_value_t = 100)]
+    pub probe_rate: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -155,6 +155,18 @@ fn klaviyo_python_sdk_lists_and_subscriptions() {
     drop(server);
 }
 
+/// Klaviyo's SDK creates a segment with a definition, reads it back and pages its members
+/// (`tests/klaviyo/sdk_segments.py`).
+#[test]
+fn klaviyo_python_sdk_segments() {
+    check_python_packages();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(data_dir.path());
+    let api_key = create_api_key(data_dir.path());
+    run_script("tests/klaviyo/sdk_segments.py", &server, &api_key);
+    drop(server);
+}
+
 #[test]
 fn klaviyo_python_sdk_flows() {
     check_python_packages();

@@ -82,12 +82,14 @@ async fn entering_a_segment_starts_the_flow() {
             segment_id: "VIP".into(),
             profile_pk: app.pk(&ada.id),
             at_us: app.clock_us(),
+            entered: true,
         },
         SegmentEntry {
             cursor: 2,
             segment_id: "OTHER".into(),
             profile_pk: app.pk(&ada.id),
             at_us: app.clock_us(),
+            entered: true,
         },
     ]);
     app.flows.wake();

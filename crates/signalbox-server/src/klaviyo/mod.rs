@@ -8,7 +8,7 @@
 //! - [`error`]: the `errors[]` shape every failure takes.
 //! - One module per resource: [`metrics`], [`events`], [`profiles`], [`aggregates`],
 //!   [`lists`], [`subscriptions`] (subscription and suppression jobs), [`templates`],
-//!   [`flows`].
+//!   [`flows`], [`segments`].
 //!
 //! **Invariant:** this is the only code that knows Klaviyo's wire format; handlers translate
 //! JSON:API to `signalbox_engage` types and back, and hold no business rules. An unsupported
@@ -24,6 +24,7 @@ pub mod jsonapi;
 pub mod lists;
 pub mod metrics;
 pub mod profiles;
+pub mod segments;
 pub mod subscriptions;
 pub mod templates;
 
@@ -92,6 +93,20 @@ pub fn routes() -> Router<AppState> {
             "/flows/{id}",
             get(flows::get).patch(flows::update).delete(flows::delete),
         )
+        .route("/profiles/{id}/segments", get(segments::of_profile))
+        .route("/segments", get(segments::list).post(segments::create))
+        .route(
+            "/segments/{id}",
+            get(segments::get)
+                .patch(segments::update)
+                .delete(segments::delete),
+        )
+        .route("/segments/{id}/profiles", get(segments::members))
+        .route(
+            "/segments/{id}/explanations/{profile_id}",
+            get(segments::explanation),
+        )
+        .route("/segment-previews", post(segments::preview))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));

@@ -5,6 +5,7 @@ mod engage;
 mod events;
 mod flow;
 mod list;
+mod segment;
 mod serve;
 mod source;
 
@@ -29,6 +30,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Profiles(cmd) => engage::profiles(&cli.global, cmd).await,
         Command::List(args) => list::run(&cli.global, args).await,
         Command::Flow(args) => flow::run(&cli.global, args).await,
+        Command::Segment(args) => segment::run(&cli.global, args).await,
         Command::Bench(cmd) => bench::run(cmd).await,
     }
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use signalbox_audience::Audience;
 use signalbox_core::{Clock, SystemClock};
 use signalbox_engage::{Engage, EngageConfig};
 use signalbox_flows::{FlowMail, Flows, FlowsConfig};
@@ -50,6 +51,11 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let engage = Engage::start(Arc::clone(&sqlite), Arc::clone(&clock), engage_config)
         .await
         .context("cannot start the engage pipeline")?;
+    // Live segments follow engage's change feed; their state sits next to engage.db.
+    let audience_path = engage.config().path.with_file_name("audience.db");
+    let audience = Audience::start(engage.clone(), Arc::clone(&clock), &audience_path)
+        .await
+        .context("cannot start the segment engine")?;
     let store: Arc<dyn Store> = if args.discard {
         Arc::new(DiscardingStore::new(sqlite))
     } else {
@@ -65,6 +71,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         app.set_test_clock(Arc::clone(test_clock));
     }
     app.set_engage(engage.clone());
+    app.set_audience(audience.clone());
     let addr = app.local_addr();
     let base = format!("http://{addr}");
     let public_url = args.public_url.clone().unwrap_or_else(|| base.clone());
@@ -88,7 +95,12 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let mut flows_config = FlowsConfig::new(path.with_file_name("flows.db"));
     flows_config.mail = flow_mail;
     flows_config.webhook_key = secret.clone();
-    let deps = flow_deps(&engage, Some(templates), tokio::runtime::Handle::current());
+    let deps = flow_deps(
+        &engage,
+        Some(templates),
+        Some(audience.clone()),
+        tokio::runtime::Handle::current(),
+    );
     let flows = Flows::start(
         engage.clone(),
         Arc::clone(&clock),
@@ -125,12 +137,14 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     if test_clock.is_some() {
         println!("  Clock          test clock: POST {base}/admin/v1/test-clock {{\"advance_seconds\": N}} moves time forward");
     }
+    println!("  Segments       {}", audience.path().display());
     if args.discard {
         println!("  Mode           discard: calls are parsed and validated, then dropped");
     }
     tracing::info!(%addr, discard = args.discard, mail = %mail_summary, "serving");
     app.run(shutdown_signal()).await?;
     flows.shutdown().await;
+    audience.shutdown().await;
     engage.shutdown().await;
     tracing::info!("stopped after draining in-flight requests");
     Ok(())

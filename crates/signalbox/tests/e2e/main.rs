@@ -9,3 +9,4 @@ mod harness;
 mod lists;
 mod mail;
 mod secrets;
+mod segments;

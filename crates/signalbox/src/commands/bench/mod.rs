@@ -1,5 +1,7 @@
 //! `signalbox bench ingest`: a load generator for the Tracking API; `signalbox bench
-//! pipeline` (`pipeline.rs`): the engage pipeline's throughput and latency through it.
+//! pipeline` (`pipeline.rs`): the engage pipeline's throughput and latency through it;
+//! `signalbox bench segments`: live segments over generated ecommerce data (`segments.rs`,
+//! data from `ecommerce.rs`); `signalbox bench flows` (`flows.rs`).
 //!
 //! # Layout
 //! - `payload`: realistic `/v1/batch` bodies with unique message ids, made without JSON work.
@@ -12,11 +14,13 @@
 //! loop at `--rate` against the durable server). After the durable server stopped, its log is
 //! read back and must hold exactly the events it acknowledged.
 
+mod ecommerce;
 mod flows;
 mod load;
 mod payload;
 mod pipeline;
 mod report;
+mod segments;
 mod server;
 
 use std::sync::Arc;
@@ -42,6 +46,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest(args).await,
         BenchCommand::Pipeline(args) => pipeline::run(args).await,
         BenchCommand::Flows(args) => flows::run(args).await,
+        BenchCommand::Segments(args) => segments::run(args).await,
     }
 }
 

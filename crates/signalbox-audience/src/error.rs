@@ -1,0 +1,26 @@
+//! What audience operations fail with.
+
+use signalbox_engage::EngageError;
+use signalbox_seglang::DefinitionError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AudienceError {
+    /// The definition does not parse (or forms a membership cycle); each error carries the
+    /// JSON pointer of the value at fault.
+    #[error("invalid definition: {}", .0.first().map(ToString::to_string).unwrap_or_default())]
+    Invalid(Vec<DefinitionError>),
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{reason}")]
+    Conflict { reason: String },
+    #[error("the audience engine is not running")]
+    Unavailable,
+    #[error(transparent)]
+    Engage(#[from] EngageError),
+    #[error("audience database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type AudienceResult<T> = Result<T, AudienceError>;

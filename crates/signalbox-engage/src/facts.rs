@@ -1,0 +1,583 @@
+//! Segment conditions over `engage.db`: [`EngageFacts`] implements seglang's
+//! [`ProfileFacts`] for one profile, and set-based loaders make a backfill over every profile
+//! a handful of queries instead of several per profile.
+//!
+//! A profile's non-metric facts (fields, custom properties, lists, email consent) are read
+//! into a [`ProfileRecord`], one at a time ([`ProfileRecord::load`]) or a key range at a time
+//! ([`ProfileRecord::load_range`]). Metric facts come from a [`MetricSource`]: per-profile
+//! queries ([`MetricSource::Live`], for incremental updates) or a [`MetricBulk`] that reads
+//! each (metric, event filters) once for every profile and answers any window from memory.
+//!
+//! Membership of segments is not engage's to know: the caller passes a [`SegmentLookup`].
+//!
+//! Lists: a profile is in a list when `list_members` has a row with status `member`; its join
+//! time is `joined_us` (or, for rows written before it existed, unknown). Email consent: a row
+//! of `email_consent`, or never subscribed.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use jiff::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{Map, Value};
+use signalbox_seglang::ast::{BuiltIn, LocationField};
+use signalbox_seglang::{
+    event_matches, ConsentStatus, ConsentView, EventFilter, ProfileFacts, PropertyPath,
+    Suppression, SuppressionReason, TimeWindow,
+};
+use signalbox_seglang::{Condition, Definition};
+
+use crate::error::EngageResult;
+
+fn ts(us: i64) -> Timestamp {
+    Timestamp::from_microsecond(us).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn ts_value(us: i64) -> Value {
+    Value::String(ts(us).to_string())
+}
+
+/// Everything about one profile a condition can read, except its events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileRecord {
+    pub pk: i64,
+    pub id: String,
+    /// Built-in fields by their wire name (`email`, `created` …), unset ones absent.
+    builtins: Map<String, Value>,
+    location: Map<String, Value>,
+    properties: Map<String, Value>,
+    /// Lists the profile is a member of, with the join time (0: unknown).
+    lists: HashMap<String, i64>,
+    consent: ConsentView,
+}
+
+/// How the profile columns are selected (the last event time only when asked: it costs a
+/// look at the profile's events).
+fn profile_select(with_last_event: bool) -> String {
+    let last = if with_last_event {
+        "(SELECT MAX(time_us) FROM events WHERE events.profile_pk = profiles.pk)"
+    } else {
+        "NULL"
+    };
+    format!(
+        "SELECT pk, id, email, phone_number, external_id, created_us, updated_us, {last}, data
+         FROM profiles"
+    )
+}
+
+type RawProfile = (
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+    Option<i64>,
+    String,
+);
+
+fn raw_profile(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawProfile> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+    ))
+}
+
+impl ProfileRecord {
+    fn from_raw(raw: RawProfile) -> ProfileRecord {
+        let (pk, id, email, phone, external_id, created_us, updated_us, last_event, data) = raw;
+        let mut data: Map<String, Value> = serde_json::from_str(&data).unwrap_or_default();
+        let mut builtins = Map::new();
+        let mut put = |name: &str, value: Option<Value>| {
+            if let Some(value) = value.filter(|v| !v.is_null()) {
+                builtins.insert(name.to_owned(), value);
+            }
+        };
+        put("email", email.map(Value::String));
+        put("phone_number", phone.map(Value::String));
+        put("external_id", external_id.map(Value::String));
+        for field in [
+            "first_name",
+            "last_name",
+            "organization",
+            "title",
+            "image",
+            "locale",
+        ] {
+            put(field, data.remove(field));
+        }
+        put("created", Some(ts_value(created_us)));
+        put("updated", Some(ts_value(updated_us)));
+        put("last_event_date", last_event.map(ts_value));
+        let location = match data.remove("location") {
+            Some(Value::Object(map)) => map.into_iter().filter(|(_, v)| !v.is_null()).collect(),
+            _ => Map::new(),
+        };
+        let properties = match data.remove("properties") {
+            Some(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        ProfileRecord {
+            pk,
+            id,
+            builtins,
+            location,
+            properties,
+            lists: HashMap::new(),
+            // No consent record: never subscribed, and (implicit consent) may be emailed.
+            consent: ConsentView {
+                can_receive_marketing: true,
+                ..ConsentView::default()
+            },
+        }
+    }
+
+    /// One profile, `None` if the key names none (merged away or never created).
+    pub fn load(
+        conn: &Connection,
+        pk: i64,
+        with_last_event: bool,
+    ) -> EngageResult<Option<ProfileRecord>> {
+        let sql = format!("{} WHERE pk = ?1", profile_select(with_last_event));
+        let Some(raw) = conn
+            .prepare_cached(&sql)?
+            .query_row([pk], raw_profile)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut record = ProfileRecord::from_raw(raw);
+        let mut stmt = conn.prepare_cached(
+            "SELECT list_id, joined_us FROM list_members
+             WHERE profile_pk = ?1 AND status = 'member'",
+        )?;
+        for row in stmt.query_map([pk], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            let (list, joined): (String, i64) = row?;
+            record.lists.insert(list, joined);
+        }
+        let mut stmt = conn.prepare_cached(&format!("{CONSENT_SELECT} WHERE profile_pk = ?1"))?;
+        if let Some((_, view)) = stmt.query_row([pk], consent_row).optional()? {
+            record.consent = view;
+        }
+        Ok(Some(record))
+    }
+
+    /// Profiles with keys after `after_pk`, in key order, at most `limit`: three queries
+    /// whatever the count.
+    pub fn load_range(
+        conn: &Connection,
+        after_pk: i64,
+        limit: usize,
+        with_last_event: bool,
+    ) -> EngageResult<Vec<ProfileRecord>> {
+        let sql = format!(
+            "{} WHERE pk > ?1 ORDER BY pk LIMIT ?2",
+            profile_select(with_last_event)
+        );
+        let mut records: Vec<ProfileRecord> = conn
+            .prepare_cached(&sql)?
+            .query_map(params![after_pk, limit as i64], raw_profile)?
+            .map(|r| r.map(ProfileRecord::from_raw))
+            .collect::<Result<_, _>>()?;
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return Ok(records);
+        };
+        let (lo, hi) = (first.pk, last.pk);
+        let index: HashMap<i64, usize> =
+            records.iter().enumerate().map(|(i, r)| (r.pk, i)).collect();
+        let mut stmt = conn.prepare_cached(
+            "SELECT profile_pk, list_id, joined_us FROM list_members
+             WHERE status = 'member' AND profile_pk BETWEEN ?1 AND ?2",
+        )?;
+        for row in stmt.query_map([lo, hi], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
+            let (pk, list, joined): (i64, String, i64) = row?;
+            if let Some(&i) = index.get(&pk) {
+                records[i].lists.insert(list, joined);
+            }
+        }
+        let mut stmt = conn.prepare_cached(&format!(
+            "{CONSENT_SELECT} WHERE profile_pk BETWEEN ?1 AND ?2"
+        ))?;
+        for row in stmt.query_map([lo, hi], consent_row)? {
+            let (pk, view) = row?;
+            if let Some(&i) = index.get(&pk) {
+                records[i].consent = view;
+            }
+        }
+        Ok(records)
+    }
+
+    pub fn email_consent(&self) -> &ConsentView {
+        &self.consent
+    }
+
+    /// Lists the profile is a member of.
+    pub fn lists(&self) -> impl Iterator<Item = &str> {
+        self.lists.keys().map(String::as_str)
+    }
+
+    pub fn property(&self, path: &PropertyPath) -> Option<&Value> {
+        let value = match path {
+            PropertyPath::BuiltIn(field) => self.builtins.get(builtin_name(*field)),
+            PropertyPath::Location(field) => self.location.get(location_name(*field)),
+            PropertyPath::Custom(name) => self.properties.get(name),
+        };
+        value.filter(|v| !v.is_null())
+    }
+}
+
+fn builtin_name(field: BuiltIn) -> &'static str {
+    field.as_str()
+}
+
+fn location_name(field: LocationField) -> &'static str {
+    field.as_str()
+}
+
+const CONSENT_SELECT: &str = "SELECT profile_pk, status, status_us, method, method_detail,
+    custom_source, double_opt_in, suppressions FROM email_consent";
+
+fn consent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, ConsentView)> {
+    let status: String = r.get(1)?;
+    let status = match status.as_str() {
+        "SUBSCRIBED" => ConsentStatus::Subscribed,
+        "UNSUBSCRIBED" => ConsentStatus::Unsubscribed,
+        _ => ConsentStatus::NeverSubscribed,
+    };
+    let suppressions: String = r.get(7)?;
+    let suppressions: Vec<Value> = serde_json::from_str(&suppressions).unwrap_or_default();
+    let suppressions: Vec<Suppression> = suppressions
+        .iter()
+        .filter_map(|s| {
+            let reason = match s.get("reason")?.as_str()? {
+                "HARD_BOUNCE" => SuppressionReason::HardBounce,
+                "INVALID_EMAIL" => SuppressionReason::InvalidEmail,
+                "SPAM_COMPLAINT" => SuppressionReason::SpamComplaint,
+                "UNSUBSCRIBE" => SuppressionReason::Unsubscribe,
+                "USER_SUPPRESSED" => SuppressionReason::UserSuppressed,
+                _ => return None,
+            };
+            Some(Suppression {
+                reason,
+                timestamp: ts(s.get("at_us")?.as_i64()?),
+            })
+        })
+        .collect();
+    let double_opt_in: Option<i64> = r.get(6)?;
+    Ok((
+        r.get(0)?,
+        ConsentView {
+            // Klaviyo's implicit consent: anyone not unsubscribed and not suppressed.
+            can_receive_marketing: status != ConsentStatus::Unsubscribed && suppressions.is_empty(),
+            status,
+            status_date: Some(ts(r.get(2)?)),
+            method: r.get(3)?,
+            method_detail: r.get(4)?,
+            custom_source: r.get(5)?,
+            double_opt_in: double_opt_in.map(|v| v != 0),
+            suppressions,
+        },
+    ))
+}
+
+/// The key of a metric id, `None` for an unknown metric (which has no events).
+pub fn metric_pk(conn: &Connection, metric_id: &str) -> EngageResult<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT pk FROM metrics WHERE id = ?1")?
+        .query_row([metric_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// `(time_us, value)` of events, per profile.
+pub type EventsByProfile = HashMap<i64, Vec<(i64, f64)>>;
+
+/// Every event of one metric that passes `filters`, grouped by profile: one scan of the
+/// metric's index (of the metric's events with their properties when there are filters).
+pub fn metric_events_by_profile(
+    conn: &Connection,
+    metric_id: &str,
+    filters: &[EventFilter],
+) -> EngageResult<EventsByProfile> {
+    let mut out: EventsByProfile = HashMap::new();
+    let Some(metric) = metric_pk(conn, metric_id)? else {
+        return Ok(out);
+    };
+    if filters.is_empty() {
+        let mut stmt = conn.prepare_cached(
+            "SELECT profile_pk, time_us, value FROM events INDEXED BY events_metric_time
+             WHERE metric_pk = ?1",
+        )?;
+        let mut rows = stmt.query([metric])?;
+        while let Some(r) = rows.next()? {
+            let value: Option<f64> = r.get(2)?;
+            out.entry(r.get(0)?)
+                .or_default()
+                .push((r.get(1)?, value.unwrap_or(0.0)));
+        }
+    } else {
+        let mut stmt = conn.prepare_cached(
+            "SELECT profile_pk, time_us, value, properties FROM events WHERE metric_pk = ?1",
+        )?;
+        let mut rows = stmt.query([metric])?;
+        while let Some(r) = rows.next()? {
+            let properties: String = r.get(3)?;
+            let properties: Map<String, Value> =
+                serde_json::from_str(&properties).unwrap_or_default();
+            if !event_matches(filters, &properties) {
+                continue;
+            }
+            let value: Option<f64> = r.get(2)?;
+            out.entry(r.get(0)?)
+                .or_default()
+                .push((r.get(1)?, value.unwrap_or(0.0)));
+        }
+    }
+    Ok(out)
+}
+
+/// Per (metric, event filters), every profile's events, loaded once by [`MetricBulk::prepare`].
+/// Answers any window from memory, so evaluating a definition over many profiles (and asking
+/// when each will change) costs one scan per metric condition.
+///
+/// It reflects `engage.db` when it was prepared: a caller that sees later changes for some
+/// profiles must evaluate those with [`MetricSource::Live`].
+#[derive(Default)]
+pub struct MetricBulk {
+    loaded: HashMap<(String, String), EventsByProfile>,
+}
+
+impl MetricBulk {
+    pub fn new() -> MetricBulk {
+        MetricBulk::default()
+    }
+
+    /// Loads what every `profile-metric` condition of the definition reads.
+    pub fn prepare(&mut self, conn: &Connection, definition: &Definition) -> EngageResult<()> {
+        for (_, condition) in definition.conditions() {
+            if let Condition::Metric(metric) = condition {
+                let key = bulk_key(&metric.metric_id, &metric.metric_filters);
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.loaded.entry(key) {
+                    slot.insert(metric_events_by_profile(
+                        conn,
+                        &metric.metric_id,
+                        &metric.metric_filters,
+                    )?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn events(&self, metric_id: &str, filters: &[EventFilter], pk: i64) -> &[(i64, f64)] {
+        self.loaded
+            .get(&bulk_key(metric_id, filters))
+            .and_then(|by_profile| by_profile.get(&pk))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+/// `(time_us, value)` of events.
+type TimedValues = Vec<(i64, f64)>;
+
+/// (metric id, event filters spelled out).
+type BulkKey = (String, String);
+
+fn bulk_key(metric_id: &str, filters: &[EventFilter]) -> BulkKey {
+    (metric_id.to_owned(), format!("{filters:?}"))
+}
+
+/// One profile's events, read per (metric, event filters) on first use and kept, so that
+/// several definitions (and [`signalbox_seglang::Definition::next_change_after`]'s probes)
+/// evaluated for the profile cost one query per metric.
+pub struct LiveEvents<'c> {
+    conn: &'c Connection,
+    profile_pk: i64,
+    cache: RefCell<HashMap<BulkKey, Rc<TimedValues>>>,
+}
+
+impl<'c> LiveEvents<'c> {
+    pub fn new(conn: &'c Connection, profile_pk: i64) -> LiveEvents<'c> {
+        LiveEvents {
+            conn,
+            profile_pk,
+            cache: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn events(&self, metric_id: &str, filters: &[EventFilter]) -> Rc<Vec<(i64, f64)>> {
+        let key = bulk_key(metric_id, filters);
+        if let Some(found) = self.cache.borrow().get(&key) {
+            return Rc::clone(found);
+        }
+        let events = match profile_events(self.conn, self.profile_pk, metric_id, filters) {
+            Ok(events) => events,
+            Err(err) => {
+                tracing::error!(error = %err, metric_id, "reading a profile's events failed");
+                Vec::new()
+            }
+        };
+        let events = Rc::new(events);
+        self.cache.borrow_mut().insert(key, Rc::clone(&events));
+        events
+    }
+}
+
+/// Where metric facts come from.
+pub enum MetricSource<'a> {
+    /// This profile's events, as they are now.
+    Live(&'a LiveEvents<'a>),
+    /// Prepared for the definition being evaluated.
+    Bulk(&'a MetricBulk),
+}
+
+/// Whether an instant lies in a window, in microseconds.
+fn window_contains(window: &TimeWindow, time_us: i64) -> bool {
+    window.contains(ts(time_us))
+}
+
+/// The answer of a segment membership question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentMembership {
+    /// The id names no segment (it may be a list).
+    NotASegment,
+    NotMember,
+    Member {
+        joined: Timestamp,
+    },
+}
+
+/// Membership of segments, which the audience engine keeps.
+pub type SegmentLookup<'a> = &'a dyn Fn(&str, i64) -> SegmentMembership;
+
+/// No segments at all.
+pub fn no_segments(_: &str, _: i64) -> SegmentMembership {
+    SegmentMembership::NotASegment
+}
+
+/// [`ProfileFacts`] of one profile over `engage.db`.
+pub struct EngageFacts<'a> {
+    pub record: &'a ProfileRecord,
+    pub metrics: MetricSource<'a>,
+    pub segments: SegmentLookup<'a>,
+}
+
+impl EngageFacts<'_> {
+    /// Matching events' `(time_us, value)`.
+    fn matching(
+        &self,
+        metric_id: &str,
+        window: TimeWindow,
+        filters: &[EventFilter],
+    ) -> Vec<(i64, f64)> {
+        let in_window = |(t, _): &&(i64, f64)| window_contains(&window, *t);
+        match &self.metrics {
+            MetricSource::Bulk(bulk) => bulk
+                .events(metric_id, filters, self.record.pk)
+                .iter()
+                .filter(in_window)
+                .copied()
+                .collect(),
+            MetricSource::Live(live) => live
+                .events(metric_id, filters)
+                .iter()
+                .filter(in_window)
+                .copied()
+                .collect(),
+        }
+    }
+}
+
+/// Every event of one metric and profile that passes `filters`.
+fn profile_events(
+    conn: &Connection,
+    profile_pk: i64,
+    metric_id: &str,
+    filters: &[EventFilter],
+) -> EngageResult<Vec<(i64, f64)>> {
+    let Some(metric) = metric_pk(conn, metric_id)? else {
+        return Ok(Vec::new());
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT time_us, value, properties FROM events INDEXED BY events_profile
+         WHERE profile_pk = ?1 AND metric_pk = ?2",
+    )?;
+    let mut rows = stmt.query(params![profile_pk, metric])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        if !filters.is_empty() {
+            let properties: String = r.get(2)?;
+            let properties: Map<String, Value> =
+                serde_json::from_str(&properties).unwrap_or_default();
+            if !event_matches(filters, &properties) {
+                continue;
+            }
+        }
+        let value: Option<f64> = r.get(1)?;
+        out.push((r.get(0)?, value.unwrap_or(0.0)));
+    }
+    Ok(out)
+}
+
+impl ProfileFacts for EngageFacts<'_> {
+    fn metric_count(&self, metric_id: &str, window: TimeWindow, filters: &[EventFilter]) -> u64 {
+        self.matching(metric_id, window, filters).len() as u64
+    }
+
+    fn metric_sum(&self, metric_id: &str, window: TimeWindow, filters: &[EventFilter]) -> f64 {
+        self.matching(metric_id, window, filters)
+            .iter()
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    fn metric_event_times(
+        &self,
+        metric_id: &str,
+        window: TimeWindow,
+        filters: &[EventFilter],
+    ) -> Vec<Timestamp> {
+        self.matching(metric_id, window, filters)
+            .into_iter()
+            .map(|(t, _)| ts(t))
+            .collect()
+    }
+
+    fn property(&self, path: &PropertyPath) -> Option<&Value> {
+        self.record.property(path)
+    }
+
+    fn is_member(&self, group_id: &str) -> bool {
+        match (self.segments)(group_id, self.record.pk) {
+            SegmentMembership::NotASegment => self.record.lists.contains_key(group_id),
+            SegmentMembership::NotMember => false,
+            SegmentMembership::Member { .. } => true,
+        }
+    }
+
+    fn joined_at(&self, group_id: &str) -> Option<Timestamp> {
+        match (self.segments)(group_id, self.record.pk) {
+            SegmentMembership::NotASegment => self
+                .record
+                .lists
+                .get(group_id)
+                .filter(|us| **us > 0)
+                .map(|us| ts(*us)),
+            SegmentMembership::NotMember => None,
+            SegmentMembership::Member { joined } => Some(joined),
+        }
+    }
+
+    fn email_consent(&self) -> ConsentView {
+        self.record.consent.clone()
+    }
+}

@@ -1,0 +1,218 @@
+//! `signalbox segment apply FILE` and `signalbox segment members NAME`: segments through a
+//! running server's Klaviyo-compatible API, so the server's segment engine stays the only
+//! writer of `audience.db`.
+//!
+//! The file is JSON: `{"name": "…", "definition": {"condition_groups": […]}}` (optionally
+//! `"is_starred"`). `apply` creates the segment, or updates the one with that name, then shows
+//! the backfill's progress until it is done and prints the member count.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use serde_json::{json, Value};
+
+use crate::cli::{GlobalArgs, SegmentArgs, SegmentCommand};
+
+/// The API revision sent.
+const REVISION: &str = "2026-07-15";
+
+struct Api {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    fn new(global: &GlobalArgs, args: &SegmentArgs) -> anyhow::Result<Api> {
+        let mut headers = HeaderMap::new();
+        let key = HeaderValue::from_str(&format!("Klaviyo-API-Key {}", args.api_key))
+            .context("the API key is not a valid header value")?;
+        headers.insert(AUTHORIZATION, key);
+        headers.insert("revision", HeaderValue::from_static(REVISION));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.api+json"),
+        );
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        let base = args
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", global.listen));
+        Ok(Api {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        let status = response.status();
+        let body: Value = if status == reqwest::StatusCode::NO_CONTENT {
+            Value::Null
+        } else {
+            response.json().await.context("the answer is not JSON")?
+        };
+        if !status.is_success() {
+            let error = &body["errors"][0];
+            bail!(
+                "{status}: {}{}",
+                error["detail"].as_str().unwrap_or("request failed"),
+                error["source"]["pointer"]
+                    .as_str()
+                    .map(|p| format!(" (at {p})"))
+                    .unwrap_or_default()
+            );
+        }
+        Ok(body)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.client.get(format!("{}/api/{path}", self.base)))
+            .await
+    }
+
+    async fn segment_by_name(&self, name: &str) -> anyhow::Result<Option<Value>> {
+        let filter = format!("equals(name,{})", json!(name));
+        let query = form_query(&[("filter", filter.as_str())]);
+        let found = self.get(&format!("segments?{query}")).await?;
+        Ok(found["data"].as_array().and_then(|a| a.first()).cloned())
+    }
+}
+
+fn form_query(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn encode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+pub async fn run(global: &GlobalArgs, args: SegmentArgs) -> anyhow::Result<()> {
+    let api = Api::new(global, &args)?;
+    match &args.command {
+        SegmentCommand::Apply { file } => apply(&api, file).await,
+        SegmentCommand::Members { name } => members(&api, name).await,
+    }
+}
+
+async fn apply(api: &Api, file: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let spec: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    let Some(name) = spec["name"].as_str() else {
+        bail!("{}: \"name\" (a string) is required", file.display());
+    };
+    if !spec["definition"].is_object() {
+        bail!("{}: \"definition\" (an object) is required", file.display());
+    }
+    let mut attributes = json!({"name": name, "definition": spec["definition"]});
+    if let Some(starred) = spec["is_starred"].as_bool() {
+        attributes["is_starred"] = json!(starred);
+    }
+    let id = match api.segment_by_name(name).await? {
+        Some(existing) => {
+            let id = existing["id"].as_str().unwrap_or_default().to_owned();
+            let body = json!({"data": {"type": "segment", "id": id, "attributes": attributes}});
+            api.send(
+                api.client
+                    .patch(format!("{}/api/segments/{id}", api.base))
+                    .body(body.to_string()),
+            )
+            .await?;
+            println!("updated segment {id} ({name})");
+            id
+        }
+        None => {
+            let body = json!({"data": {"type": "segment", "attributes": attributes}});
+            let created = api
+                .send(
+                    api.client
+                        .post(format!("{}/api/segments", api.base))
+                        .body(body.to_string()),
+                )
+                .await?;
+            let id = created["data"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            println!("created segment {id} ({name})");
+            id
+        }
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("backfill {bar:40} {pos}/{len} profiles {msg}")
+            .expect("valid template"),
+    );
+    let count = loop {
+        let got = api
+            .get(&format!(
+                "segments/{id}?additional-fields%5Bsegment%5D=profile_count"
+            ))
+            .await?;
+        let data = &got["data"];
+        if let Some(progress) = data.get("meta").and_then(|m| m.get("backfill")) {
+            bar.set_length(progress["total"].as_u64().unwrap_or(0));
+            bar.set_position(progress["done"].as_u64().unwrap_or(0));
+        }
+        if data["attributes"]["is_processing"] == json!(false) {
+            bar.set_length(bar.length().unwrap_or(0).max(bar.position()));
+            bar.finish_and_clear();
+            break data["attributes"]["profile_count"].as_u64().unwrap_or(0);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("{count} profiles in {name}");
+    Ok(())
+}
+
+async fn members(api: &Api, name: &str) -> anyhow::Result<()> {
+    let Some(segment) = api.segment_by_name(name).await? else {
+        bail!("no segment named {name:?}");
+    };
+    let id = segment["id"].as_str().unwrap_or_default();
+    let mut path = format!("segments/{id}/profiles?page%5Bsize%5D=100");
+    loop {
+        let page = api.get(&path).await?;
+        for profile in page["data"].as_array().into_iter().flatten() {
+            let attributes = &profile["attributes"];
+            println!(
+                "{}\t{}\t{}",
+                profile["id"].as_str().unwrap_or_default(),
+                attributes["email"].as_str().unwrap_or("-"),
+                attributes["joined_group_at"].as_str().unwrap_or("-"),
+            );
+        }
+        let Some(next) = page["links"]["next"].as_str() else {
+            break;
+        };
+        // Links are absolute (https, as Klaviyo's); keep the path and query.
+        let Some((_, rest)) = next.split_once("/api/") else {
+            break;
+        };
+        path = rest.to_owned();
+    }
+    Ok(())
+}
