@@ -127,15 +127,32 @@ pub(crate) fn take_lock(db: &Path) -> EngageResult<File> {
     }
 }
 
-/// Lowers this thread's CPU priority below request handling (on Linux, a positive nice value
-/// for this thread only). Accepting calls and making them durable comes first: under a burst
-/// that saturates the cores, the pipeline falls behind and catches up after, rather than
-/// slowing the answers clients wait for. Without a saturated machine it changes nothing.
+/// Puts this thread in the idle scheduling class (Linux `SCHED_IDLE`; elsewhere the lowest
+/// priority): it runs whenever a core would otherwise be idle, and yields at once to request
+/// handling. Accepting calls and making them durable comes first: under a burst that
+/// saturates the cores the pipeline falls behind and catches up after, rather than slowing
+/// the answers clients wait for. On a machine that is not saturated it changes nothing.
 fn yield_to_requests() {
-    use thread_priority::{set_current_thread_priority, ThreadPriority, ThreadPriorityValue};
-    let value = ThreadPriorityValue::try_from(25u8).expect("25 is a valid priority");
-    if let Err(err) = set_current_thread_priority(ThreadPriority::Crossplatform(value)) {
-        tracing::debug!(error = ?err, "cannot lower the pipeline's priority");
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+            ThreadSchedulePolicy,
+        };
+        use thread_priority::ThreadPriority;
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        if let Err(err) =
+            set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
+        {
+            tracing::debug!(error = ?err, "cannot lower the pipeline's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        use thread_priority::{set_current_thread_priority, ThreadPriority};
+        if let Err(err) = set_current_thread_priority(ThreadPriority::Min) {
+            tracing::debug!(error = ?err, "cannot lower the pipeline's priority");
+        }
     }
 }
 

@@ -354,9 +354,9 @@ struct OriginRow {
 }
 
 /// Profile rows kept between batches at most (the working set of active profiles).
-const PROFILE_CACHE: usize = 50_000;
+const PROFILE_CACHE: usize = 200_000;
 /// Identifiers kept between batches at most, per kind.
-const ID_CACHE: usize = 100_000;
+const ID_CACHE: usize = 500_000;
 
 /// A fast hasher for row keys (integers the applier makes, never chosen by clients).
 #[derive(Default)]

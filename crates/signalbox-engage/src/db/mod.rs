@@ -28,7 +28,7 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> EngageResult<Connect
          PRAGMA synchronous = NORMAL;
          PRAGMA cache_size = -32768;
          PRAGMA temp_store = MEMORY;
-         PRAGMA wal_autocheckpoint = 65536;
+         PRAGMA wal_autocheckpoint = 8192;
          PRAGMA mmap_size = 1073741824;
          PRAGMA journal_size_limit = 67108864;",
     )?;
