@@ -127,15 +127,33 @@ pub(crate) fn take_lock(db: &Path) -> EngageResult<File> {
     }
 }
 
-/// Gives this thread the lowest CPU priority (on Linux, nice 19 for this thread only):
-/// accepting calls and making them durable comes first. Under a burst that saturates the
-/// cores the pipeline falls behind and catches up after, rather than slowing the answers
-/// clients wait for; on a machine that is not saturated it changes nothing.
+/// Puts this thread in the idle scheduling class (Linux `SCHED_IDLE`; elsewhere the lowest
+/// priority): it runs whenever a core would otherwise be idle, and yields at once when a
+/// request handler or the log's writer wakes. Accepting calls and making them durable comes
+/// first: under a burst that saturates the cores the pipeline falls behind and catches up
+/// after, rather than slowing the answers clients wait for. Both pipeline threads (the reader
+/// and the applier) run so. On a machine that is not saturated it changes nothing.
 fn yield_to_requests() {
-    use thread_priority::{set_current_thread_priority, ThreadPriority, ThreadPriorityValue};
-    let lowest = ThreadPriorityValue::try_from(0u8).expect("0 is a valid priority");
-    if let Err(err) = set_current_thread_priority(ThreadPriority::Crossplatform(lowest)) {
-        tracing::debug!(error = ?err, "cannot lower the pipeline's priority");
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+            ThreadSchedulePolicy,
+        };
+        use thread_priority::ThreadPriority;
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        if let Err(err) =
+            set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
+        {
+            tracing::debug!(error = ?err, "cannot lower the pipeline's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        use thread_priority::{set_current_thread_priority, ThreadPriority};
+        if let Err(err) = set_current_thread_priority(ThreadPriority::Min) {
+            tracing::debug!(error = ?err, "cannot lower the pipeline's priority");
+        }
     }
 }
 
@@ -332,7 +350,7 @@ impl ReaderControl {
 /// parsing and the destination mapping need no state), so that the applier only writes.
 /// It hands batches over a small channel. It runs at normal priority and is started by the
 /// caller of [`Pipeline::spawn`], so that the threads the runtime starts on its behalf do
-/// not inherit the applier's lower priority.
+/// not inherit the applier's idle class; it reads only as far ahead as the applier allows.
 struct ReaderLoop {
     store: Arc<dyn Store>,
     runtime: Handle,

@@ -5,6 +5,11 @@ mod commands;
 
 use clap::Parser;
 
+/// mimalloc rather than the system allocator: the pipeline allocates on one thread and frees
+/// on another, which fragments glibc's per-thread arenas into a heap that keeps growing.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     commands::init_tracing(&cli.global);

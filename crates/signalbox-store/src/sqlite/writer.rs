@@ -139,15 +139,24 @@ impl Writer {
     fn commit_group(&mut self, jobs: &mut Vec<AppendJob>) {
         let started = Instant::now();
         let n_calls: usize = jobs.iter().map(|j| j.calls.len()).sum();
-        let result = self.apply(jobs);
+        let result = self.append(jobs);
         let elapsed = started.elapsed();
         metrics::histogram!("signalbox_commit_seconds").record(elapsed.as_secs_f64());
         metrics::histogram!("signalbox_commit_group_requests").record(jobs.len() as f64);
         match result {
-            Ok(outcomes) => {
+            Ok(Appended {
+                outcomes,
+                fresh,
+                last_seq,
+            }) => {
+                // The log is committed: answer now, then index the new ids. The index is
+                // written before the next group is read, so a repeat in it is still caught.
+                let mut calls = Vec::with_capacity(jobs.len());
                 for (job, outcome) in jobs.drain(..).zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));
+                    calls.push(job.calls);
                 }
+                self.index_fresh(&calls, &fresh, last_seq);
             }
             Err(err) => {
                 tracing::error!(error = %err, calls = n_calls, "group commit failed");
@@ -158,7 +167,8 @@ impl Writer {
         }
     }
 
-    fn apply(&mut self, jobs: &[AppendJob]) -> Result<Vec<AppendOutcome>, WriteError> {
+    /// Appends one group in one transaction and commits it.
+    fn append(&mut self, jobs: &[AppendJob]) -> Result<Appended, WriteError> {
         let Writer {
             conn,
             index,
@@ -169,8 +179,9 @@ impl Writer {
         let window_us = *window_us;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut outcomes = Vec::with_capacity(jobs.len());
-        // Ids stored by this group, with their `received_at`.
+        // Ids stored by this group, with their `received_at`, and where each call is.
         let mut fresh: HashMap<&str, i64> = HashMap::new();
+        let mut stored = Vec::new();
         let mut last_seq = 0;
         {
             let mut insert = tx.prepare_cached(
@@ -181,9 +192,9 @@ impl Writer {
                 "INSERT INTO rejections (source_id, code, message, received_at, payload)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for job in jobs {
+            for (job_idx, job) in jobs.iter().enumerate() {
                 let mut outcome = AppendOutcome::default();
-                for call in &job.calls {
+                for (call_idx, call) in job.calls.iter().enumerate() {
                     let received = call.received_at.as_microsecond();
                     let cutoff = received.saturating_sub(window_us);
                     let id = call.message_id.as_str();
@@ -205,6 +216,7 @@ impl Writer {
                         call.payload
                     ])?;
                     fresh.insert(id, received);
+                    stored.push((job_idx, call_idx));
                     *latest = (*latest).max(received);
                     outcome.appended += 1;
                     last_seq = tx.last_insert_rowid();
@@ -224,26 +236,50 @@ impl Writer {
             }
         }
         tx.commit()?;
-        if !fresh.is_empty() {
-            // The log is committed: from here on the calls are stored whatever happens to
-            // the index, which a crash here would leave behind the log (re-indexed on open).
-            let pending = unindexed.iter().map(|(id, at)| (id.as_str(), *at));
-            let ids = fresh.iter().map(|(id, at)| (*id, *at));
-            match index.record(pending.chain(ids), last_seq) {
-                Ok(()) => unindexed.clear(),
-                Err(err) => {
-                    tracing::error!(error = %err, "dedupe index write failed; retrying with the next group");
-                    unindexed.extend(fresh.iter().map(|(id, at)| ((*id).to_owned(), *at)));
-                }
-            }
-            match index.expire(*latest) {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(buckets = n, "dropped expired message ids"),
-                Err(err) => tracing::warn!(error = %err, "dropping expired message ids failed"),
+        Ok(Appended {
+            outcomes,
+            fresh: stored,
+            last_seq,
+        })
+    }
+
+    /// Records the ids a committed group stored in the dedupe index. From the commit on the
+    /// calls are stored whatever happens to the index, which a crash here would leave behind
+    /// the log (re-indexed on open); a failed write is retried with the next group.
+    fn index_fresh(&mut self, calls: &[Vec<NewCall>], fresh: &[(usize, usize)], last_seq: i64) {
+        if fresh.is_empty() {
+            return;
+        }
+        let stored = || {
+            fresh.iter().map(|&(job, call)| {
+                let call = &calls[job][call];
+                (call.message_id.as_str(), call.received_at.as_microsecond())
+            })
+        };
+        let pending = self.unindexed.iter().map(|(id, at)| (id.as_str(), *at));
+        let recorded = self.index.record(pending.chain(stored()), last_seq);
+        match recorded {
+            Ok(()) => self.unindexed.clear(),
+            Err(err) => {
+                tracing::error!(error = %err, "dedupe index write failed; retrying with the next group");
+                let failed: Vec<_> = stored().map(|(id, at)| (id.to_owned(), at)).collect();
+                self.unindexed.extend(failed);
             }
         }
-        Ok(outcomes)
+        match self.index.expire(self.latest) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(buckets = n, "dropped expired message ids"),
+            Err(err) => tracing::warn!(error = %err, "dropping expired message ids failed"),
+        }
     }
+}
+
+/// What one committed group did.
+struct Appended {
+    outcomes: Vec<AppendOutcome>,
+    /// (job, call) of each call stored.
+    fresh: Vec<(usize, usize)>,
+    last_seq: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -285,14 +321,15 @@ mod tests {
     }
 
     fn append(writer: &mut Writer, calls: Vec<NewCall>) -> AppendOutcome {
-        let (reply, _wait) = oneshot::channel();
+        let (reply, wait) = oneshot::channel();
         let job = AppendJob {
             source: SourceId(1),
             calls,
             rejections: Vec::new(),
             reply,
         };
-        writer.apply(&[job]).unwrap()[0]
+        writer.commit_group(&mut vec![job]);
+        wait.blocking_recv().unwrap().unwrap()
     }
 
     #[test]
