@@ -12,6 +12,7 @@
 //! appends.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use jiff::SignedDuration;
@@ -24,7 +25,9 @@ const MIN_BUCKET_US: i64 = 1_000_000;
 /// Block cache shared by every bucket.
 const CACHE_BYTES: u64 = 32 << 20;
 /// One bucket's memtable (at most about six buckets are live at once).
-const MEMTABLE_BYTES: u64 = 16 << 20;
+const MEMTABLE_BYTES: u64 = 32 << 20;
+/// Tables the first level collects before they are merged into the next.
+const L0_TABLES: u8 = 8;
 /// Journal kept before memtables are forced out.
 const JOURNAL_BYTES: u64 = 256 << 20;
 
@@ -162,8 +165,16 @@ impl DedupeIndex {
     }
 }
 
+/// Buckets hold random ids that are written once and only looked up: no compression (it
+/// finds nothing to squeeze in random hex), and compaction starts later than the default so
+/// that a burst is not rewritten level by level while it is still arriving.
 fn bucket_options() -> KeyspaceCreateOptions {
-    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+    KeyspaceCreateOptions::default()
+        .max_memtable_size(MEMTABLE_BYTES)
+        .data_block_compression_policy(fjall::config::CompressionPolicy::disabled())
+        .compaction_strategy(Arc::new(
+            fjall::compaction::Leveled::default().with_l0_threshold(L0_TABLES),
+        ))
 }
 
 fn parse_bucket_name(name: &str) -> Option<(i64, i64)> {

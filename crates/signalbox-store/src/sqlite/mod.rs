@@ -1,5 +1,6 @@
 //! The embedded SQLite store.
 
+mod checkpoint;
 mod dedupe;
 mod schema;
 mod writer;
@@ -63,7 +64,8 @@ impl SqliteStore {
         schema::migrate(&mut conn).map_err(internal)?;
         let (writer_tx, writer_thread) = if options.writer {
             let (tx, rx) = mpsc::channel(options.queue_capacity);
-            let writer = Writer::new(conn, options.dedupe_window, &dedupe_dir(&path))?;
+            let writer = Writer::new(conn, options.dedupe_window, &dedupe_dir(&path))?
+                .with_checkpointer(checkpoint::Checkpointer::start(&path)?);
             let handle = std::thread::Builder::new()
                 .name("signalbox-writer".into())
                 .spawn(move || writer.run(rx))

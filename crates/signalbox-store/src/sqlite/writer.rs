@@ -14,6 +14,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use signalbox_core::{NewCall, Rejection, SourceId};
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::Checkpointer;
 use super::dedupe::DedupeIndex;
 use crate::{AppendOutcome, StoreError, StoreResult};
 
@@ -38,6 +39,8 @@ pub(crate) struct Writer {
     unindexed: HashMap<String, i64>,
     /// Latest `received_at` the writer has seen, the clock that expires index buckets.
     latest: i64,
+    /// Copies committed WAL frames into the database file off this thread.
+    checkpointer: Option<Checkpointer>,
 }
 
 impl Writer {
@@ -56,9 +59,16 @@ impl Writer {
                 .max(0),
             unindexed: HashMap::new(),
             latest: i64::MIN,
+            checkpointer: None,
         };
         writer.catch_up()?;
         Ok(writer)
+    }
+
+    /// Hands checkpoints to a background thread (see `checkpoint.rs`).
+    pub(crate) fn with_checkpointer(mut self, checkpointer: Checkpointer) -> Writer {
+        self.checkpointer = Some(checkpointer);
+        self
     }
 
     /// Indexes the ids of the calls logged after the index's marker (a crash between the log
@@ -149,6 +159,9 @@ impl Writer {
                 fresh,
                 last_seq,
             }) => {
+                if let Some(checkpointer) = &self.checkpointer {
+                    checkpointer.nudge();
+                }
                 // The log is committed: answer now, then index the new ids. The index is
                 // written before the next group is read, so a repeat in it is still caught.
                 let mut calls = Vec::with_capacity(jobs.len());
@@ -175,6 +188,7 @@ impl Writer {
             window_us,
             unindexed,
             latest,
+            ..
         } = self;
         let window_us = *window_us;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
