@@ -200,6 +200,7 @@ impl Pipeline {
         });
         let (tx, batches) = sync_channel(READ_AHEAD);
         let control = Arc::new(ReaderControl::default());
+        let ingest_store = Arc::clone(&store);
         let reading = ReaderLoop {
             store,
             runtime,
@@ -215,6 +216,7 @@ impl Pipeline {
             .spawn(move || reading.run())
             .map_err(|e| EngageError::Internal(e.to_string()))?;
         let worker = Worker {
+            ingest: IngestLoad::new(ingest_store),
             applier,
             _lock: lock,
             clock,
@@ -298,6 +300,7 @@ fn summarize(h: &Histogram<u64>) -> LatencySummary {
 }
 
 struct Worker {
+    ingest: IngestLoad,
     applier: Applier,
     _lock: File,
     clock: Arc<dyn Clock>,
@@ -320,6 +323,46 @@ struct ReadBatch {
     sources: Arc<Sources>,
     /// Time spent reading and mapping it.
     read: Duration,
+}
+
+/// The share of time the log's writer spends committing above which ingest counts as
+/// saturated and the applier waits ([`Worker::yield_to_ingest`]).
+const INGEST_SATURATED: f64 = 0.6;
+/// How often that share is measured.
+const BUSY_SAMPLE: Duration = Duration::from_millis(50);
+/// The longest the applier waits for ingest in one go.
+const MAX_YIELD: Duration = Duration::from_secs(1);
+
+/// How busy the log's writer is, measured over the last [`BUSY_SAMPLE`] or more.
+struct IngestLoad {
+    store: Arc<dyn Store>,
+    at: Instant,
+    busy_nanos: u64,
+    share: f64,
+}
+
+impl IngestLoad {
+    fn new(store: Arc<dyn Store>) -> IngestLoad {
+        IngestLoad {
+            busy_nanos: store.writer_busy_nanos(),
+            store,
+            at: Instant::now(),
+            share: 0.0,
+        }
+    }
+
+    /// The writer's busy share over the last completed sample.
+    fn busy_share(&mut self) -> f64 {
+        let elapsed = self.at.elapsed();
+        if elapsed >= BUSY_SAMPLE {
+            let busy = self.store.writer_busy_nanos();
+            self.share =
+                busy.saturating_sub(self.busy_nanos) as f64 / elapsed.as_nanos().max(1) as f64;
+            self.busy_nanos = busy;
+            self.at = Instant::now();
+        }
+        self.share
+    }
 }
 
 /// Batches the reader may have ready ahead of the applier.
@@ -457,7 +500,8 @@ impl Worker {
             match self.batches.recv_timeout(self.config.poll_interval) {
                 Ok(Ok(batch)) if batch.generation != generation => {}
                 Ok(Ok(mut batch)) => match self
-                    .coalesce(&mut batch)
+                    .yield_to_ingest()
+                    .and_then(|()| self.coalesce(&mut batch))
                     .and_then(|()| self.apply(&mut batch))
                 {
                     Ok(()) => backoff = Duration::from_millis(50),
@@ -486,6 +530,21 @@ impl Worker {
             applied_seq = self.applier.applied_seq(),
             "engage pipeline stopped"
         );
+    }
+
+    /// Waits while the log's writer is saturated (a burst beyond what the cores can both
+    /// accept and apply): accepting calls comes first, and the backlog is applied after. Never
+    /// waits longer than [`MAX_YIELD`] at a time, so a sustained overload slows the pipeline
+    /// down but never stops it.
+    fn yield_to_ingest(&mut self) -> EngageResult<()> {
+        let started = Instant::now();
+        while self.ingest.busy_share() > INGEST_SATURATED
+            && started.elapsed() < MAX_YIELD
+            && !self.shared.stop.load(Ordering::SeqCst)
+        {
+            std::thread::sleep(BUSY_SAMPLE / 2);
+        }
+        Ok(())
     }
 
     /// Takes the batches already read into this one; under load (the last batch had at least

@@ -182,6 +182,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stops taking appends and returns once everything queued is committed. Blocking.
     fn close(&self) {}
+
+    /// Time the log's writer has spent committing since the store opened, in nanoseconds:
+    /// sampled twice, the share of the interval the writer was busy. Work that can wait
+    /// (the engage pipeline) backs off while it is high. Stores without a local writer
+    /// report 0.
+    fn writer_busy_nanos(&self) -> u64 {
+        0
+    }
 }
 
 /// [`Store::totals`] computed from [`Store::read_calls`] and [`Store::read_rejections`]: reads

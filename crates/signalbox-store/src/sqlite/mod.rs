@@ -6,6 +6,7 @@ mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -54,6 +55,8 @@ pub struct SqliteStore {
     writer_tx: Mutex<Option<mpsc::Sender<AppendJob>>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Nanoseconds the writer spent in group commits (see [`Store::writer_busy_nanos`]).
+    writer_busy: Arc<AtomicU64>,
 }
 
 impl SqliteStore {
@@ -62,10 +65,12 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let mut conn = open_connection(&path)?;
         schema::migrate(&mut conn).map_err(internal)?;
+        let writer_busy = Arc::new(AtomicU64::new(0));
         let (writer_tx, writer_thread) = if options.writer {
             let (tx, rx) = mpsc::channel(options.queue_capacity);
             let writer = Writer::new(conn, options.dedupe_window, &dedupe_dir(&path))?
-                .with_checkpointer(checkpoint::Checkpointer::start(&path)?);
+                .with_checkpointer(checkpoint::Checkpointer::start(&path)?)
+                .with_busy_counter(Arc::clone(&writer_busy));
             let handle = std::thread::Builder::new()
                 .name("signalbox-writer".into())
                 .spawn(move || writer.run(rx))
@@ -79,6 +84,7 @@ impl SqliteStore {
             writer_tx: Mutex::new(writer_tx),
             writer_thread: Mutex::new(writer_thread),
             readers: Arc::new(Mutex::new(Vec::new())),
+            writer_busy,
         })
     }
 
@@ -687,5 +693,9 @@ impl Store for SqliteStore {
 
     fn close(&self) {
         self.shutdown();
+    }
+
+    fn writer_busy_nanos(&self) -> u64 {
+        self.writer_busy.load(Ordering::Relaxed)
     }
 }

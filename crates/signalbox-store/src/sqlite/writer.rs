@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use jiff::SignedDuration;
@@ -41,6 +43,8 @@ pub(crate) struct Writer {
     latest: i64,
     /// Copies committed WAL frames into the database file off this thread.
     checkpointer: Option<Checkpointer>,
+    /// Nanoseconds spent in group commits, for whoever wants to know how busy ingest is.
+    busy: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -60,9 +64,16 @@ impl Writer {
             unindexed: HashMap::new(),
             latest: i64::MIN,
             checkpointer: None,
+            busy: Arc::default(),
         };
         writer.catch_up()?;
         Ok(writer)
+    }
+
+    /// Adds the time of each group commit to `busy`.
+    pub(crate) fn with_busy_counter(mut self, busy: Arc<AtomicU64>) -> Writer {
+        self.busy = busy;
+        self
     }
 
     /// Hands checkpoints to a background thread (see `checkpoint.rs`).
@@ -141,7 +152,10 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let started = Instant::now();
             self.commit_group(&mut jobs);
+            let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.busy.fetch_add(nanos, Ordering::Relaxed);
         }
         tracing::debug!("writer drained and stopped");
     }
