@@ -499,21 +499,26 @@ impl Worker {
         while !self.shared.stop.load(Ordering::SeqCst) {
             match self.batches.recv_timeout(self.config.poll_interval) {
                 Ok(Ok(batch)) if batch.generation != generation => {}
-                Ok(Ok(mut batch)) => match self
-                    .yield_to_ingest()
-                    .and_then(|()| self.coalesce(&mut batch))
-                    .and_then(|()| self.apply(&mut batch))
-                {
-                    Ok(()) => backoff = Duration::from_millis(50),
-                    Err(err) => {
-                        // The batch rolled back: read again from the checkpoint.
-                        tracing::error!(error = %err, "engage pipeline batch failed; retrying");
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        generation = self.control.restart(self.applier.applied_seq());
-                        self.shared.wake.wake();
+                Ok(Ok(mut batch)) => {
+                    // Still saturated after waiting: this one batch only, then wait again.
+                    let saturated = self.yield_to_ingest();
+                    let coalesced = if saturated {
+                        Ok(())
+                    } else {
+                        self.coalesce(&mut batch)
+                    };
+                    match coalesced.and_then(|()| self.apply(&mut batch)) {
+                        Ok(()) => backoff = Duration::from_millis(50),
+                        Err(err) => {
+                            // The batch rolled back: read again from the checkpoint.
+                            tracing::error!(error = %err, "engage pipeline batch failed; retrying");
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                            generation = self.control.restart(self.applier.applied_seq());
+                            self.shared.wake.wake();
+                        }
                     }
-                },
+                }
                 Ok(Err(err)) => {
                     tracing::error!(error = %err, "reading the log failed; retrying");
                 }
@@ -535,16 +540,16 @@ impl Worker {
     /// Waits while the log's writer is saturated (a burst beyond what the cores can both
     /// accept and apply): accepting calls comes first, and the backlog is applied after. Never
     /// waits longer than [`MAX_YIELD`] at a time, so a sustained overload slows the pipeline
-    /// down but never stops it.
-    fn yield_to_ingest(&mut self) -> EngageResult<()> {
+    /// down but never stops it. Returns whether ingest is still saturated.
+    fn yield_to_ingest(&mut self) -> bool {
         let started = Instant::now();
-        while self.ingest.busy_share() > INGEST_SATURATED
-            && started.elapsed() < MAX_YIELD
-            && !self.shared.stop.load(Ordering::SeqCst)
-        {
+        while self.ingest.busy_share() > INGEST_SATURATED {
+            if started.elapsed() >= MAX_YIELD || self.shared.stop.load(Ordering::SeqCst) {
+                return true;
+            }
             std::thread::sleep(BUSY_SAMPLE / 2);
         }
-        Ok(())
+        false
     }
 
     /// Takes the batches already read into this one; under load (the last batch had at least

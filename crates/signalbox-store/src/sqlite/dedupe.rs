@@ -54,7 +54,10 @@ impl DedupeIndex {
     pub(crate) fn open(dir: &Path, window: SignedDuration) -> IndexResult<DedupeIndex> {
         let window_us = i64::try_from(window.as_micros()).unwrap_or(i64::MAX).max(0);
         let width_us = (window_us / 4).max(MIN_BUCKET_US);
+        // The journal is left in the process's buffer rather than written out per batch: the
+        // log is the truth, and whatever tail a crash loses is re-indexed from it on open.
         let db = Database::builder(dir)
+            .manual_journal_persist(true)
             .cache_size(CACHE_BYTES)
             .max_journaling_size(JOURNAL_BYTES)
             .open()?;
@@ -117,13 +120,23 @@ impl DedupeIndex {
         ids: impl IntoIterator<Item = (&'a str, i64)>,
         seq: i64,
     ) -> IndexResult<()> {
+        self.batch(ids, seq)?.commit()
+    }
+
+    /// The batch [`DedupeIndex::record`] commits, for committing elsewhere (another thread:
+    /// see `index_thread.rs`).
+    pub(crate) fn batch<'a>(
+        &mut self,
+        ids: impl IntoIterator<Item = (&'a str, i64)>,
+        seq: i64,
+    ) -> IndexResult<fjall::OwnedWriteBatch> {
         let mut batch = self.db.batch();
         for (id, at) in ids {
             let keyspace = self.bucket_for(at)?;
             batch.insert(&keyspace, id, at.to_be_bytes());
         }
         batch.insert(&self.meta, MARKER, seq.to_be_bytes());
-        batch.commit()
+        Ok(batch)
     }
 
     /// Drops the buckets that hold nothing received within one window before `now`.

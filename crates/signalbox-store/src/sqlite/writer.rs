@@ -5,7 +5,7 @@
 //! and commits once, so one fsync covers many requests. A reply is sent only after the commit
 //! returned, which is what makes "200 means durable" true.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Checkpointer;
 use super::dedupe::DedupeIndex;
+use super::index_thread::IndexThread;
 use crate::{AppendOutcome, StoreError, StoreResult};
 
 /// Jobs applied in one transaction at most.
@@ -36,9 +37,16 @@ pub(crate) struct Writer {
     conn: Connection,
     index: DedupeIndex,
     window_us: i64,
-    /// Stored ids whose index write failed; retried with the next group and consulted until
-    /// then, so that a failed index write never lets a repeat in.
+    /// Stored ids not known to be in the index yet: queued for the index thread, or whose
+    /// index write failed (those are retried with the next group). Consulted before the
+    /// index, so that neither lets a repeat in.
     unindexed: HashMap<String, i64>,
+    /// Ids of batches queued for the index thread, by ticket, oldest first.
+    in_flight: VecDeque<(u64, Vec<String>)>,
+    /// Ids whose index write failed, to be written again.
+    retry: Vec<String>,
+    /// Commits index batches off this thread (none: the writer commits them itself).
+    index_thread: Option<IndexThread>,
     /// Latest `received_at` the writer has seen, the clock that expires index buckets.
     latest: i64,
     /// Copies committed WAL frames into the database file off this thread.
@@ -62,6 +70,9 @@ impl Writer {
                 .unwrap_or(i64::MAX)
                 .max(0),
             unindexed: HashMap::new(),
+            in_flight: VecDeque::new(),
+            retry: Vec::new(),
+            index_thread: None,
             latest: i64::MIN,
             checkpointer: None,
             busy: Arc::default(),
@@ -74,6 +85,37 @@ impl Writer {
     pub(crate) fn with_busy_counter(mut self, busy: Arc<AtomicU64>) -> Writer {
         self.busy = busy;
         self
+    }
+
+    /// Commits the dedupe index's batches on a thread of their own (see `index_thread.rs`).
+    pub(crate) fn with_index_thread(mut self, thread: IndexThread) -> Writer {
+        self.index_thread = Some(thread);
+        self
+    }
+
+    /// Takes in what the index thread finished: committed ids leave `unindexed`, ids of a
+    /// failed batch are written again with the next group.
+    fn settle_index(&mut self) {
+        let Some(thread) = &self.index_thread else {
+            return;
+        };
+        for (ticket, result) in thread.finished() {
+            let Some(pos) = self.in_flight.iter().position(|(t, _)| *t == ticket) else {
+                continue;
+            };
+            let (_, ids) = self.in_flight.remove(pos).expect("position is in range");
+            match result {
+                Ok(()) => {
+                    for id in ids {
+                        self.unindexed.remove(&id);
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "dedupe index write failed; retrying with the next group");
+                    self.retry.extend(ids);
+                }
+            }
+        }
     }
 
     /// Hands checkpoints to a background thread (see `checkpoint.rs`).
@@ -196,6 +238,7 @@ impl Writer {
 
     /// Appends one group in one transaction and commits it.
     fn append(&mut self, jobs: &[AppendJob]) -> Result<Appended, WriteError> {
+        self.settle_index();
         let Writer {
             conn,
             index,
@@ -284,20 +327,59 @@ impl Writer {
                 (call.message_id.as_str(), call.received_at.as_microsecond())
             })
         };
-        let pending = self.unindexed.iter().map(|(id, at)| (id.as_str(), *at));
-        let recorded = self.index.record(pending.chain(stored()), last_seq);
-        match recorded {
-            Ok(()) => self.unindexed.clear(),
-            Err(err) => {
-                tracing::error!(error = %err, "dedupe index write failed; retrying with the next group");
-                let failed: Vec<_> = stored().map(|(id, at)| (id.to_owned(), at)).collect();
-                self.unindexed.extend(failed);
+        if self.index_thread.is_some() {
+            self.index_in_background(stored(), last_seq);
+        } else {
+            let pending = self.unindexed.iter().map(|(id, at)| (id.as_str(), *at));
+            let recorded = self.index.record(pending.chain(stored()), last_seq);
+            match recorded {
+                Ok(()) => self.unindexed.clear(),
+                Err(err) => {
+                    tracing::error!(error = %err, "dedupe index write failed; retrying with the next group");
+                    let failed: Vec<_> = stored().map(|(id, at)| (id.to_owned(), at)).collect();
+                    self.unindexed.extend(failed);
+                }
             }
         }
         match self.index.expire(self.latest) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(buckets = n, "dropped expired message ids"),
             Err(err) => tracing::warn!(error = %err, "dropping expired message ids failed"),
+        }
+    }
+
+    /// Queues the stored ids (and any to retry) for the index thread; they stay in
+    /// `unindexed` until it reports them committed.
+    fn index_in_background<'a>(
+        &mut self,
+        stored: impl Iterator<Item = (&'a str, i64)>,
+        last_seq: i64,
+    ) {
+        let mut ids = std::mem::take(&mut self.retry);
+        for (id, at) in stored {
+            self.unindexed.insert(id.to_owned(), at);
+            ids.push(id.to_owned());
+        }
+        let unindexed = &self.unindexed;
+        let entries = ids
+            .iter()
+            .filter_map(|id| unindexed.get(id).map(|at| (id.as_str(), *at)));
+        let batch = match self.index.batch(entries, last_seq) {
+            Ok(batch) => batch,
+            Err(err) => {
+                tracing::error!(error = %err, "dedupe index write failed; retrying with the next group");
+                self.retry = ids;
+                return;
+            }
+        };
+        let thread = self.index_thread.as_mut().expect("checked by the caller");
+        match thread.send(batch) {
+            Some(ticket) => self.in_flight.push_back((ticket, ids)),
+            None => {
+                tracing::error!("the dedupe index thread stopped; retrying with the next group");
+                self.index_thread = None;
+                self.retry = ids;
+            }
         }
     }
 }
