@@ -31,6 +31,7 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("signalbox-checkpoint".into())
             .spawn(move || {
+                super::behind_the_writer();
                 while nudged.recv().is_ok() {
                     checkpoint(&conn);
                 }

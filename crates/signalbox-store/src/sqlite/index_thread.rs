@@ -31,6 +31,7 @@ impl IndexThread {
         let thread = std::thread::Builder::new()
             .name("signalbox-index".into())
             .spawn(move || {
+                super::behind_the_writer();
                 for (ticket, batch) in incoming {
                     let result = batch.commit().map_err(|e| e.to_string());
                     if done.send((ticket, result)).is_err() {

@@ -159,10 +159,18 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
          PRAGMA temp_store = MEMORY;",
     )
     .map_err(internal)?;
-    if let Some(v) = std::env::var_os("XEXP_SQL") {
-        conn.execute_batch(v.to_str().unwrap()).map_err(internal)?;
-    }
     Ok(conn)
+}
+
+/// Lowers the calling thread to nice 9 (relative to the process): for the helpers of the
+/// log's writer (checkpoints, index batches), whose work can wait a little while the writer
+/// and the request handlers it serves cannot.
+fn behind_the_writer() {
+    use thread_priority::{set_current_thread_priority, ThreadPriority, ThreadPriorityValue};
+    let value = ThreadPriorityValue::try_from(23u8).expect("23 is a valid priority");
+    if let Err(err) = set_current_thread_priority(ThreadPriority::Crossplatform(value)) {
+        tracing::debug!(error = ?err, "cannot lower a helper thread's priority");
+    }
 }
 
 fn internal(err: rusqlite::Error) -> StoreError {
