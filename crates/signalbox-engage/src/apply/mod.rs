@@ -30,6 +30,7 @@ use jiff::SignedDuration;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::Value;
 use signalbox_core::{CallKind, SourceId, StoredCall};
+use signalbox_store::sqlite::Checkpointer;
 
 use crate::db;
 use crate::error::{EngageError, EngageResult};
@@ -95,6 +96,9 @@ pub(crate) struct Applier {
     /// The earliest expiry of a held call, if any is held.
     next_expiry: Option<i64>,
     applied_seq: i64,
+    /// Copies committed WAL frames into `engage.db` beside the applier, so that its commits
+    /// rarely do.
+    checkpointer: Option<Checkpointer>,
 }
 
 impl Applier {
@@ -107,6 +111,13 @@ impl Applier {
             caches: Caches::default(),
             next_expiry: None,
             applied_seq: 0,
+            checkpointer: match Checkpointer::start(path) {
+                Ok(checkpointer) => Some(checkpointer),
+                Err(err) => {
+                    tracing::warn!(error = %err, "no background checkpoints for engage.db");
+                    None
+                }
+            },
         };
         applier.reload()?;
         Ok(applier)
@@ -177,6 +188,9 @@ impl Applier {
         drop(batch);
         write_applied_seq(&tx, last)?;
         tx.commit()?;
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.nudge();
+        }
         self.applied_seq = last;
         report.applied_seq = last;
         Ok(report)

@@ -26,7 +26,7 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> EngageResult<Connect
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
-         PRAGMA cache_size = -32768;
+         PRAGMA cache_size = -8192;
          PRAGMA temp_store = MEMORY;
          PRAGMA wal_autocheckpoint = 8192;
          PRAGMA mmap_size = 1073741824;
@@ -43,7 +43,8 @@ pub(crate) fn open_writer(path: &Path) -> EngageResult<Connection> {
         })?;
     }
     let mut conn = open_connection(path, true)?;
-    // The writer's random index writes want the working set cached; readers need less.
+    // The writer's random index writes want the working set cached; readers (up to `POOL`)
+    // read through the memory map and keep small caches, so memory stays flat.
     conn.execute_batch("PRAGMA cache_size = -131072;")?;
     schema::migrate(&mut conn)?;
     Ok(conn)

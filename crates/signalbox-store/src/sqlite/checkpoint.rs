@@ -1,5 +1,6 @@
 //! The background checkpointer: copies committed WAL frames into the database file on its
 //! own thread and connection, so that the writer's commits rarely do that copying themselves.
+//! The log's writer uses one; so does the engage applier for `engage.db`.
 //!
 //! SQLite checkpoints from the committing connection once the WAL passes its threshold
 //! (`wal_autocheckpoint`); left alone, that copy and its fsyncs sit inside the writer's group
@@ -18,14 +19,14 @@ use rusqlite::Connection;
 use crate::{StoreError, StoreResult};
 
 /// The writer's side: nudges, and stops the thread when dropped.
-pub(crate) struct Checkpointer {
+pub struct Checkpointer {
     nudge: Option<SyncSender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Checkpointer {
     /// Starts the thread with its own connection to the database at `path`.
-    pub(crate) fn start(path: &Path) -> StoreResult<Checkpointer> {
+    pub fn start(path: &Path) -> StoreResult<Checkpointer> {
         let conn = super::open_connection(path)?;
         let (nudge, nudged) = sync_channel::<()>(1);
         let thread = std::thread::Builder::new()
@@ -46,7 +47,7 @@ impl Checkpointer {
     }
 
     /// Asks for a checkpoint soon; never blocks (one pending request covers any number).
-    pub(crate) fn nudge(&self) {
+    pub fn nudge(&self) {
         if let Some(nudge) = &self.nudge {
             match nudge.try_send(()) {
                 Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}

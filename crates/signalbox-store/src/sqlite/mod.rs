@@ -1,6 +1,7 @@
 //! The embedded SQLite store.
 
 mod checkpoint;
+pub use checkpoint::Checkpointer;
 mod dedupe;
 mod index_thread;
 mod schema;
@@ -64,13 +65,13 @@ impl SqliteStore {
     /// Opens (creating and migrating) the database file at `path`.
     pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> StoreResult<SqliteStore> {
         let path = path.as_ref().to_path_buf();
-        let mut conn = open_connection(&path)?;
+        let mut conn = open_writer_connection(&path)?;
         schema::migrate(&mut conn).map_err(internal)?;
         let writer_busy = Arc::new(AtomicU64::new(0));
         let (writer_tx, writer_thread) = if options.writer {
             let (tx, rx) = mpsc::channel(options.queue_capacity);
             let writer = Writer::new(conn, options.dedupe_window, &dedupe_dir(&path))?
-                .with_checkpointer(checkpoint::Checkpointer::start(&path)?)
+                .with_checkpointer(Checkpointer::start(&path)?)
                 .with_index_thread(index_thread::IndexThread::start()?)
                 .with_busy_counter(Arc::clone(&writer_busy));
             let handle = std::thread::Builder::new()
@@ -155,10 +156,22 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
-         PRAGMA cache_size = -32768;
+         PRAGMA cache_size = -4096;
+         PRAGMA mmap_size = 268435456;
          PRAGMA temp_store = MEMORY;",
     )
     .map_err(internal)?;
+    Ok(conn)
+}
+
+/// The writer's connection: like the others, with a larger page cache for the B-tree pages
+/// each insert walks. The others mostly read the log in order, which the memory map serves
+/// from the operating system's page cache; a small cache each keeps the process's own memory
+/// flat however many of them the pool holds.
+fn open_writer_connection(path: &Path) -> StoreResult<Connection> {
+    let conn = open_connection(path)?;
+    conn.execute_batch("PRAGMA cache_size = -32768;")
+        .map_err(internal)?;
     Ok(conn)
 }
 

@@ -457,6 +457,28 @@ mod tests {
     }
 
     #[test]
+    fn ids_queued_for_the_index_thread_still_count_as_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(dir.path(), SignedDuration::from_hours(1))
+            .with_index_thread(IndexThread::start().unwrap());
+        let now = Timestamp::now();
+        // Each group's ids go to the index thread after the answer; the next group, at once,
+        // must still see them, committed or not.
+        for round in 0..200 {
+            let id = format!("id-{round}");
+            assert_eq!(append(&mut writer, vec![call(&id, now)]).appended, 1);
+            let again = append(&mut writer, vec![call(&id, now), call("fresh", now)]);
+            assert_eq!(again.duplicates, 1 + u32::from(round > 0), "round {round}");
+        }
+        let mut thread = writer.index_thread.take().unwrap();
+        assert!(thread.finish().iter().all(|(_, result)| result.is_ok()));
+        writer.settle_index();
+        // Everything reached the index, marker included.
+        assert!(writer.index.seen("id-199", now.as_microsecond()).unwrap());
+        assert_eq!(writer.index.indexed_seq().unwrap(), 201);
+    }
+
+    #[test]
     fn a_repeat_counts_from_the_stored_copy_not_from_the_last_repeat() {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = writer(dir.path(), SignedDuration::from_mins(10));
