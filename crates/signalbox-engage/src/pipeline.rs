@@ -131,8 +131,9 @@ pub(crate) fn take_lock(db: &Path) -> EngageResult<File> {
 /// priority): it runs whenever a core would otherwise be idle, and yields at once when a
 /// request handler or the log's writer wakes. Accepting calls and making them durable comes
 /// first: under a burst that saturates the cores the pipeline falls behind and catches up
-/// after, rather than slowing the answers clients wait for. Both pipeline threads (the reader
-/// and the applier) run so. On a machine that is not saturated it changes nothing.
+/// after, rather than slowing the answers clients wait for. Only the applier runs so (the
+/// reader stays normal: see [`ReaderLoop`]). On a machine that is not saturated it changes
+/// nothing.
 fn yield_to_requests() {
     #[cfg(target_os = "linux")]
     {
