@@ -25,6 +25,8 @@ use crate::{AppendOutcome, StoreError, StoreResult};
 const MAX_GROUP: usize = 256;
 /// Log rows re-indexed per batch when the dedupe index is behind the log.
 const REINDEX_CHUNK: usize = 10_000;
+/// A group that takes this long (its commit plus handing its ids to the index) is logged.
+const SLOW_GROUP: std::time::Duration = std::time::Duration::from_millis(250);
 
 pub(crate) struct AppendJob {
     pub source: SourceId,
@@ -225,7 +227,17 @@ impl Writer {
                     let _ = job.reply.send(Ok(outcome));
                     calls.push(job.calls);
                 }
+                let indexing = Instant::now();
                 self.index_fresh(&calls, &fresh, last_seq);
+                let total = started.elapsed();
+                if total >= SLOW_GROUP {
+                    tracing::warn!(
+                        calls = n_calls,
+                        commit_ms = elapsed.as_millis() as u64,
+                        index_ms = indexing.elapsed().as_millis() as u64,
+                        "slow group commit"
+                    );
+                }
             }
             Err(err) => {
                 tracing::error!(error = %err, calls = n_calls, "group commit failed");
