@@ -89,10 +89,6 @@ pub struct BatchReport {
     pub applied_seq: i64,
 }
 
-/// WAL pages past which the applier checkpoints itself when a background checkpointer runs
-/// (256 MiB of 4 KiB pages).
-const BACKSTOP_CHECKPOINT_PAGES: i64 = 65_536;
-
 /// Applies log entries to `engage.db`. Owned by one thread: the file's only writer.
 pub(crate) struct Applier {
     conn: Connection,
@@ -113,20 +109,6 @@ impl Applier {
     pub(crate) fn open(path: &Path, hold_window: SignedDuration) -> EngageResult<Applier> {
         let conn = db::open_writer(path)?;
         conn.set_prepared_statement_cache_capacity(64);
-        let checkpointer = match Checkpointer::start(path) {
-            Ok(checkpointer) => {
-                // A batch under load writes more pages than the usual threshold, so the
-                // automatic checkpoint ran inside every commit (about a third of the
-                // applier's time). The checkpointer copies them instead; this threshold is
-                // only the backstop for when it falls behind.
-                conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES)?;
-                Some(checkpointer)
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "no background checkpoints for engage.db");
-                None
-            }
-        };
         let mut applier = Applier {
             conn,
             hold_window_us: hold_window.as_micros().clamp(0, i64::MAX as i128) as i64,
@@ -134,7 +116,13 @@ impl Applier {
             caches: Caches::default(),
             next_expiry: None,
             applied_seq: 0,
-            checkpointer,
+            checkpointer: match Checkpointer::start(path) {
+                Ok(checkpointer) => Some(checkpointer),
+                Err(err) => {
+                    tracing::warn!(error = %err, "no background checkpoints for engage.db");
+                    None
+                }
+            },
         };
         applier.reload()?;
         Ok(applier)

@@ -23,13 +23,8 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> EngageResult<Connect
     }
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    // 64 KiB pages for a new file (an existing one keeps its size): the applier's large
-    // transactions write far fewer pages, and the log's commits wait behind less disk
-    // traffic. Measured with `signalbox bench pipeline`: 200 -> activity feed p99 at 50,000
-    // events/s went from 5.8 s with 4 KiB pages to 1.1-1.3 s.
     conn.execute_batch(
-        "PRAGMA page_size = 65536;
-         PRAGMA journal_mode = WAL;
+        "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
          PRAGMA cache_size = -8192;
          PRAGMA temp_store = MEMORY;
