@@ -14,7 +14,7 @@ use signalbox_core::{CallKind, Clock, NewCall, SourceId};
 use signalbox_store::Store;
 
 use crate::apply::{
-    ApiConsentOp, ApiListOp, ApiMergeOp, ApiProfileOp, ApiResult, Applier, HeldSource, OpResult,
+    ApiConsentOp, ApiListOp, ApiMergeOp, ApiProfileOp, ApiResult, Applier, OpResult,
 };
 use crate::db::{self, Readers};
 use crate::error::{EngageError, EngageResult};
@@ -96,11 +96,6 @@ impl Engage {
         })
         .await
         .map_err(|e| EngageError::Internal(e.to_string()))??;
-        let mut applier = applier;
-        applier.read_held_from(HeldSource::new(
-            Arc::clone(&store),
-            tokio::runtime::Handle::current(),
-        ));
         let pipeline = Pipeline::spawn(
             applier,
             lock,
@@ -815,7 +810,6 @@ pub async fn rebuild(
         remove_db_files(&fresh)?;
         let done = {
             let mut applier = Applier::open(&fresh, hold_window)?;
-            applier.read_held_from(HeldSource::new(Arc::clone(&store), runtime.clone()));
             let done = pipeline::apply_all(&mut applier, &store, &runtime, 4_000, progress)?;
             applier.expire_holds(now.as_microsecond())?;
             applier.checkpoint()?;

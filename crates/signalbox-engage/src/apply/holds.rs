@@ -4,52 +4,13 @@
 //! it is applied to that profile as if it had just arrived (its own time and ids). A hold
 //! expires `hold_window` after the call was received; expiry is judged by log time (the
 //! receipt time of the entry being applied) so that a rebuild expires the same holds.
-//!
-//! A hold stores the call's place in the log, not the call: when the pipeline runs, the
-//! payload is read back from the log on release ([`HeldSource`]). Most calls of an anonymous
-//! visitor are held and never released, so storing each payload a second time doubled the
-//! bytes the applier wrote. Without a source (an applier on its own) the payload is kept.
-
-use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use signalbox_core::{CallKind, SourceId, StoredCall};
-use signalbox_store::{CallQuery, Store};
-use tokio::runtime::Handle;
 
 use super::identity::{CallIds, ANONYMOUS, EXTERNAL};
 use super::Batch;
 use crate::error::EngageResult;
-
-/// Reads held calls back from the log. Called on the applier's thread, outside the runtime.
-pub(crate) struct HeldSource {
-    store: Arc<dyn Store>,
-    runtime: Handle,
-}
-
-impl HeldSource {
-    pub(crate) fn new(store: Arc<dyn Store>, runtime: Handle) -> HeldSource {
-        HeldSource { store, runtime }
-    }
-
-    /// The payload of the log entry `seq`, if the log still has it.
-    fn payload(&self, seq: i64) -> EngageResult<Option<String>> {
-        let store = Arc::clone(&self.store);
-        let query = CallQuery {
-            after_seq: seq - 1,
-            limit: 1,
-            ..CallQuery::default()
-        };
-        let calls = self
-            .runtime
-            .block_on(async move { store.read_calls(query).await })?;
-        Ok(calls
-            .into_iter()
-            .next()
-            .filter(|call| call.seq == seq)
-            .map(|call| call.payload))
-    }
-}
 
 pub(super) fn earliest_expiry(conn: &Connection) -> EngageResult<Option<i64>> {
     Ok(conn
@@ -108,7 +69,7 @@ impl Batch<'_> {
                 reason,
                 ids.external_id,
                 ids.anonymous_id,
-                self.log.is_none().then_some(&entry.payload)
+                entry.payload
             ])?;
         let mut held_id = self.tx.prepare_cached(
             "INSERT OR IGNORE INTO held_ids (kind, value, seq) VALUES (?1, ?2, ?3)",
@@ -164,19 +125,8 @@ impl Batch<'_> {
                 ))
             })
             .optional()?;
-        let Some((source_id, kind, received_us, kept)) = held else {
+        let Some((source_id, kind, received_us, Some(payload))) = held else {
             return Ok(());
-        };
-        let payload = match (kept, self.log) {
-            (Some(payload), _) => payload,
-            (None, Some(log)) => match log.payload(seq)? {
-                Some(payload) => payload,
-                None => {
-                    tracing::warn!(seq, "a held call is no longer in the log; left held");
-                    return Ok(());
-                }
-            },
-            (None, None) => return Ok(()),
         };
         let Some(kind) = CallKind::parse_logged(&kind) else {
             return Ok(());

@@ -42,7 +42,6 @@ use profile::ProfileRow;
 
 pub(crate) use api::{ApiMergeOp, ApiProfileOp, ApiResult};
 pub(crate) use consent::ApiConsentOp;
-pub(crate) use holds::HeldSource;
 pub(crate) use lists::{ApiListOp, OpOutcome, OpResult};
 
 /// What the applier knows of a source.
@@ -93,9 +92,6 @@ pub struct BatchReport {
 pub(crate) struct Applier {
     conn: Connection,
     hold_window_us: i64,
-    /// Where held calls are read back from when released; without it a hold keeps its
-    /// payload in `engage.db`.
-    log: Option<holds::HeldSource>,
     caches: Caches,
     /// The earliest expiry of a held call, if any is held.
     next_expiry: Option<i64>,
@@ -112,7 +108,6 @@ impl Applier {
         let mut applier = Applier {
             conn,
             hold_window_us: hold_window.as_micros().clamp(0, i64::MAX as i128) as i64,
-            log: None,
             caches: Caches::default(),
             next_expiry: None,
             applied_seq: 0,
@@ -138,12 +133,6 @@ impl Applier {
 
     pub(crate) fn applied_seq(&self) -> i64 {
         self.applied_seq
-    }
-
-    /// Holds from now on keep only their place in the log, which `source` reads back when
-    /// they are released.
-    pub(crate) fn read_held_from(&mut self, source: holds::HeldSource) {
-        self.log = Some(source);
     }
 
     /// Applies `entries` (in log order, all after the checkpoint) in one transaction.
@@ -178,7 +167,6 @@ impl Applier {
             caches: &mut self.caches,
             next_expiry: &mut self.next_expiry,
             hold_window_us: self.hold_window_us,
-            log: self.log.as_ref(),
             sources,
             deleted: HashSet::new(),
             counters: HashMap::new(),
@@ -434,7 +422,6 @@ pub(crate) struct Batch<'a> {
     caches: &'a mut Caches,
     next_expiry: &'a mut Option<i64>,
     hold_window_us: i64,
-    log: Option<&'a holds::HeldSource>,
     sources: &'a Sources,
     /// Profiles merged away in this batch.
     deleted: HashSet<i64>,

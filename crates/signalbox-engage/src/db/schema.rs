@@ -125,7 +125,6 @@ const MIGRATIONS: &[&str] = &[
         user_id TEXT,
         anonymous_id TEXT,
         settled_seq INTEGER,
-        -- Only when no log is at hand to read the call back from (see apply/holds.rs).
         payload TEXT
     );
     CREATE INDEX held_calls_open ON held_calls(status, expires_us);
