@@ -14,6 +14,11 @@ use crate::cli::IngestBenchArgs;
 const TARGET_DURABLE_EVENTS_PER_SEC: f64 = 100_000.0;
 const TARGET_SHARE_OF_CEILING: f64 = 0.5;
 const TARGET_P99_MS: f64 = 50.0;
+/// Heap growth from the second tenth of a long run to its last tenth that still counts as
+/// flat (the first tenth is warm-up: caches and buffers filling).
+const FLAT_HEAP_GROWTH: f64 = 0.10;
+/// Runs shorter than this are too short to judge memory by.
+const FLAT_HEAP_MIN_SECONDS: usize = 120;
 /// Cores used by other programs past which a phase's figures are flagged.
 const BUSY_MACHINE_CORES: f64 = 0.25;
 
@@ -284,6 +289,21 @@ impl Report {
                     latency.timeline.len()
                 ),
             });
+            let heap: Vec<u64> = latency
+                .timeline
+                .iter()
+                .filter_map(|s| s.server_rss_anon_kib)
+                .collect();
+            if let Some(growth) = heap_growth(&heap) {
+                self.targets.push(TargetCheck {
+                    target: format!("memory flat over {} s", latency.timeline.len()),
+                    met: growth <= FLAT_HEAP_GROWTH,
+                    measured: format!(
+                        "heap {:+.1} % from the second tenth of the run to the last",
+                        growth * 100.0
+                    ),
+                });
+            }
         }
     }
 
@@ -454,9 +474,37 @@ pub fn sparkline(values: &[u64], width: usize) -> String {
         .collect()
 }
 
+/// How much the mean heap of a run's last tenth exceeds that of its second tenth (0.05 is
+/// 5 %), from one sample per second; `None` for a run shorter than two minutes.
+fn heap_growth(heap_kib: &[u64]) -> Option<f64> {
+    if heap_kib.len() < FLAT_HEAP_MIN_SECONDS {
+        return None;
+    }
+    let tenth = heap_kib.len() / 10;
+    let mean = |s: &[u64]| s.iter().sum::<u64>() as f64 / s.len().max(1) as f64;
+    let early = mean(&heap_kib[tenth..2 * tenth]);
+    let late = mean(&heap_kib[heap_kib.len() - tenth..]);
+    Some(late / early.max(1.0) - 1.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heap_growth_skips_warm_up_and_catches_a_steady_creep() {
+        // Warm-up to 600 MiB in the first minute, then flat with noise: flat.
+        let flat: Vec<u64> = (0..600u64)
+            .map(|s| if s < 60 { 10 * s } else { 600 + s % 7 } * 1024)
+            .collect();
+        let growth = heap_growth(&flat).unwrap();
+        assert!(growth.abs() < 0.02, "{growth}");
+        // 660 MiB growing 10 MiB a minute (what the dedupe index's resident filters did).
+        let creeping: Vec<u64> = (0..600u64).map(|s| (660 + s / 6) * 1024).collect();
+        assert!(heap_growth(&creeping).unwrap() > FLAT_HEAP_GROWTH);
+        // Too short to judge.
+        assert_eq!(heap_growth(&flat[..60]), None);
+    }
 
     #[test]
     fn sparkline_scales_and_averages() {
