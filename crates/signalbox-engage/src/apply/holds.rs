@@ -11,6 +11,18 @@ use signalbox_core::{CallKind, SourceId, StoredCall};
 use super::identity::{CallIds, ANONYMOUS, EXTERNAL};
 use super::Batch;
 use crate::error::EngageResult;
+use crate::ids;
+
+/// A held call as stored.
+struct HeldRow {
+    source_id: i64,
+    kind: String,
+    received_us: i64,
+    payload: Option<String>,
+    external_id: Option<String>,
+    anonymous_id: Option<String>,
+    alias_of: Option<String>,
+}
 
 pub(super) fn earliest_expiry(conn: &Connection) -> EngageResult<Option<i64>> {
     Ok(conn
@@ -23,13 +35,59 @@ pub(super) fn earliest_expiry(conn: &Connection) -> EngageResult<Option<i64>> {
         .flatten())
 }
 
+/// The keys a held call waits under: its user id as an external id, its anonymous id, and an
+/// alias's `previousId` as either kind.
+fn keys_of<'a>(
+    external_id: Option<&'a str>,
+    anonymous_id: Option<&'a str>,
+    alias_of: Option<&'a str>,
+) -> impl Iterator<Item = i64> + 'a {
+    [
+        (EXTERNAL, external_id),
+        (ANONYMOUS, anonymous_id),
+        (ANONYMOUS, alias_of),
+        (EXTERNAL, alias_of),
+    ]
+    .into_iter()
+    .filter_map(|(kind, value)| value.map(|value| ids::held_key(kind, value)))
+}
+
+/// Removes a settled call's keys.
+fn forget_keys(
+    conn: &Connection,
+    seq: i64,
+    external_id: Option<&str>,
+    anonymous_id: Option<&str>,
+    alias_of: Option<&str>,
+) -> EngageResult<()> {
+    let mut delete = conn.prepare_cached("DELETE FROM held_keys WHERE key = ?1 AND seq = ?2")?;
+    for key in keys_of(external_id, anonymous_id, alias_of) {
+        delete.execute([key, seq])?;
+    }
+    Ok(())
+}
+
 /// Expires holds whose window ended at or before `now_us`; returns how many.
 pub(super) fn expire(conn: &Connection, now_us: i64) -> EngageResult<u64> {
-    conn.execute(
-        "DELETE FROM held_ids WHERE seq IN (
-             SELECT seq FROM held_calls WHERE status = 'held' AND expires_us <= ?1)",
-        [now_us],
-    )?;
+    let due: Vec<(i64, Option<String>, Option<String>, Option<String>)> = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, user_id, anonymous_id, alias_of FROM held_calls
+             WHERE status = 'held' AND expires_us <= ?1",
+        )?;
+        let rows = stmt.query_map([now_us], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (seq, external_id, anonymous_id, alias_of) in &due {
+        forget_keys(
+            conn,
+            *seq,
+            external_id.as_deref(),
+            anonymous_id.as_deref(),
+            alias_of.as_deref(),
+        )?;
+    }
     let expired = conn.execute(
         "UPDATE held_calls SET status = 'expired' WHERE status = 'held' AND expires_us <= ?1",
         [now_us],
@@ -57,8 +115,8 @@ impl Batch<'_> {
         self.tx
             .prepare_cached(
                 "INSERT INTO held_calls (seq, source_id, kind, received_us, expires_us, reason,
-                                         status, user_id, anonymous_id, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'held', ?7, ?8, ?9)",
+                                         status, user_id, anonymous_id, alias_of, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'held', ?7, ?8, ?9, ?10)",
             )?
             .execute(params![
                 entry.seq,
@@ -69,20 +127,18 @@ impl Batch<'_> {
                 reason,
                 ids.external_id,
                 ids.anonymous_id,
+                ids.alias_of,
                 entry.payload
             ])?;
-        let mut held_id = self.tx.prepare_cached(
-            "INSERT OR IGNORE INTO held_ids (kind, value, seq) VALUES (?1, ?2, ?3)",
-        )?;
-        for (kind, value) in [
-            (EXTERNAL, &ids.external_id),
-            (ANONYMOUS, &ids.anonymous_id),
-            (ANONYMOUS, &ids.alias_of),
-            (EXTERNAL, &ids.alias_of),
-        ] {
-            if let Some(value) = value {
-                held_id.execute(params![kind, value, entry.seq])?;
-            }
+        let mut held_key = self
+            .tx
+            .prepare_cached("INSERT OR IGNORE INTO held_keys (key, seq) VALUES (?1, ?2)")?;
+        for key in keys_of(
+            ids.external_id.as_deref(),
+            ids.anonymous_id.as_deref(),
+            ids.alias_of.as_deref(),
+        ) {
+            held_key.execute([key, entry.seq])?;
         }
         if self.next_expiry.is_none_or(|t| expires < t) {
             *self.next_expiry = Some(expires);
@@ -96,10 +152,10 @@ impl Batch<'_> {
     pub(super) fn release_held(&mut self) -> EngageResult<()> {
         while let Some((kind, value)) = self.release.pop_front() {
             let waiting: Vec<i64> = {
-                let mut stmt = self.tx.prepare_cached(
-                    "SELECT seq FROM held_ids WHERE kind = ?1 AND value = ?2 ORDER BY seq",
-                )?;
-                let rows = stmt.query_map(params![kind, value], |r| r.get(0))?;
+                let mut stmt = self
+                    .tx
+                    .prepare_cached("SELECT seq FROM held_keys WHERE key = ?1 ORDER BY seq")?;
+                let rows = stmt.query_map([ids::held_key(kind, &value)], |r| r.get(0))?;
                 rows.collect::<Result<_, _>>()?
             };
             for seq in waiting {
@@ -113,19 +169,31 @@ impl Batch<'_> {
         let held = self
             .tx
             .prepare_cached(
-                "SELECT source_id, kind, received_us, payload FROM held_calls
-                 WHERE seq = ?1 AND status = 'held'",
+                "SELECT source_id, kind, received_us, payload, user_id, anonymous_id, alias_of
+                 FROM held_calls WHERE seq = ?1 AND status = 'held'",
             )?
             .query_row([seq], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                ))
+                Ok(HeldRow {
+                    source_id: r.get(0)?,
+                    kind: r.get(1)?,
+                    received_us: r.get(2)?,
+                    payload: r.get(3)?,
+                    external_id: r.get(4)?,
+                    anonymous_id: r.get(5)?,
+                    alias_of: r.get(6)?,
+                })
             })
             .optional()?;
-        let Some((source_id, kind, received_us, Some(payload))) = held else {
+        let Some(HeldRow {
+            source_id,
+            kind,
+            received_us,
+            payload: Some(payload),
+            external_id,
+            anonymous_id,
+            alias_of,
+        }) = held
+        else {
             return Ok(());
         };
         let Some(kind) = CallKind::parse_logged(&kind) else {
@@ -153,9 +221,13 @@ impl Batch<'_> {
                      WHERE seq = ?1",
                 )?
                 .execute([seq, settled_by])?;
-            self.tx
-                .prepare_cached("DELETE FROM held_ids WHERE seq = ?1")?
-                .execute([seq])?;
+            forget_keys(
+                self.tx,
+                seq,
+                external_id.as_deref(),
+                anonymous_id.as_deref(),
+                alias_of.as_deref(),
+            )?;
             self.count("held.released", 1);
         }
         Ok(())

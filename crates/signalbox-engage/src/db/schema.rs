@@ -191,7 +191,51 @@ const MIGRATIONS: &[&str] = &[
         suppressions TEXT NOT NULL DEFAULT '[]'
     );
     "#,
+    r#"
+    -- Held calls by the key of each identifier they wait for (`ids::held_key`): integers,
+    -- where `held_ids` compared long strings that share their prefix. Filled from `held_ids`
+    -- (see `backfill_held_keys`), which is then dropped.
+    CREATE TABLE held_keys (
+        key INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (key, seq)
+    ) WITHOUT ROWID;
+    -- alias's `previousId`, so that a settled call's keys can be found again.
+    ALTER TABLE held_calls ADD COLUMN alias_of TEXT;
+    -- Only calls still held, by expiry: settled ones leave the index.
+    DROP INDEX held_calls_open;
+    CREATE INDEX held_open ON held_calls(expires_us) WHERE status = 'held';
+    "#,
 ];
+
+/// Rust steps that follow the SQL of a migration (by its index in [`MIGRATIONS`]).
+fn after_migration(idx: usize, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    if idx == 2 {
+        backfill_held_keys(tx)?;
+    }
+    Ok(())
+}
+
+/// Moves `held_ids` into `held_keys`. An alias held before this migration waits under its
+/// `previousId` as both kinds; that id is recorded on its row again.
+fn backfill_held_keys(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    {
+        let mut read = tx.prepare("SELECT kind, value, seq FROM held_ids")?;
+        let mut insert =
+            tx.prepare("INSERT OR IGNORE INTO held_keys (key, seq) VALUES (?1, ?2)")?;
+        let mut alias = tx.prepare(
+            "UPDATE held_calls SET alias_of = ?2 WHERE seq = ?1 AND kind = 'alias'
+             AND (user_id IS NOT ?2) AND (anonymous_id IS NOT ?2)",
+        )?;
+        let mut rows = read.query([])?;
+        while let Some(row) = rows.next()? {
+            let (kind, value, seq): (String, String, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            insert.execute(rusqlite::params![crate::ids::held_key(&kind, &value), seq])?;
+            alias.execute(rusqlite::params![seq, value])?;
+        }
+    }
+    tx.execute_batch("DROP TABLE held_ids;")
+}
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -202,6 +246,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
             continue;
         }
         tx.execute_batch(sql)?;
+        after_migration(idx, &tx)?;
         tx.pragma_update(None, "user_version", idx + 1)?;
         tx.commit()?;
     }
