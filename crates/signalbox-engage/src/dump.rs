@@ -23,7 +23,6 @@ const TABLES: &[(&str, &str)] = &[
     ("metrics", "pk"),
     ("events", "pk"),
     ("held_calls", "seq"),
-    ("held_keys", "key, seq"),
     ("problems", "seq, n"),
     ("api_results", "seq"),
 ];

@@ -13,6 +13,7 @@ use jiff::SignedDuration;
 use signalbox_core::{CallKind, Clock, NewCall, SourceId};
 use signalbox_store::Store;
 
+use crate::apply::held_index::dir_of as held_dir;
 use crate::apply::{
     ApiConsentOp, ApiListOp, ApiMergeOp, ApiProfileOp, ApiResult, Applier, OpResult,
 };
@@ -819,6 +820,9 @@ pub async fn rebuild(
         std::fs::rename(&fresh, &path).map_err(|e| {
             EngageError::Internal(format!("cannot move the rebuilt state into place: {e}"))
         })?;
+        std::fs::rename(held_dir(&fresh), held_dir(&path)).map_err(|e| {
+            EngageError::Internal(format!("cannot move the rebuilt held-call index: {e}"))
+        })?;
         Ok(done)
     })
     .await
@@ -832,8 +836,19 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Removes a SQLite file and its WAL and shared-memory files.
+/// Removes a SQLite file, its WAL and shared-memory files, and its held-call index.
 fn remove_db_files(path: &Path) -> EngageResult<()> {
+    let held = held_dir(path);
+    match std::fs::remove_dir_all(&held) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(EngageError::Internal(format!(
+                "cannot remove {}: {e}",
+                held.display()
+            )))
+        }
+    }
     for file in [
         path.to_path_buf(),
         PathBuf::from(format!("{}-wal", path.display())),

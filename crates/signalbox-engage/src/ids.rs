@@ -94,19 +94,6 @@ pub(crate) fn unique_hash(unique_id: &str) -> i64 {
     i64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
-/// The key under which a held call waits for an identifier (`kind`, `value`): 64 bits of
-/// SHA-256, so the held calls' index compares integers, not long shared-prefix strings. Two
-/// identifiers with one key only cost a release attempt that finds the call's ids still
-/// unlinked and leaves it held.
-pub(crate) fn held_key(kind: &str, value: &str) -> i64 {
-    let mut hasher = Sha256::new();
-    hasher.update(kind.as_bytes());
-    hasher.update([0]);
-    hasher.update(value.as_bytes());
-    let digest = hasher.finalize();
-    i64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
-}
-
 /// An event's id: its time and key.
 pub(crate) fn event_id(time_us: i64, key: i64) -> String {
     ulid(time_us.div_euclid(1000), key)

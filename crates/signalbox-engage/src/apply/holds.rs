@@ -4,14 +4,17 @@
 //! it is applied to that profile as if it had just arrived (its own time and ids). A hold
 //! expires `hold_window` after the call was received; expiry is judged by log time (the
 //! receipt time of the entry being applied) so that a rebuild expires the same holds.
+//!
+//! A held call is one row of `held_calls`, appended in log order. Which calls wait for which
+//! identifier is in [`HeldIndex`], beside `engage.db`.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use signalbox_core::{CallKind, SourceId, StoredCall};
 
+use super::held_index::HeldIndex;
 use super::identity::{CallIds, ANONYMOUS, EXTERNAL};
 use super::Batch;
 use crate::error::EngageResult;
-use crate::ids;
 
 /// A held call as stored.
 struct HeldRow {
@@ -19,9 +22,37 @@ struct HeldRow {
     kind: String,
     received_us: i64,
     payload: Option<String>,
-    external_id: Option<String>,
-    anonymous_id: Option<String>,
-    alias_of: Option<String>,
+    ids: HeldIds,
+}
+
+/// The identifiers a held call waits for.
+#[derive(Debug, Default, Clone)]
+pub(super) struct HeldIds {
+    pub external_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    /// alias's `previousId`, waited for as either kind.
+    pub alias_of: Option<String>,
+}
+
+impl HeldIds {
+    fn of(ids: &CallIds) -> HeldIds {
+        HeldIds {
+            external_id: ids.external_id.clone(),
+            anonymous_id: ids.anonymous_id.clone(),
+            alias_of: ids.alias_of.clone(),
+        }
+    }
+
+    pub(super) fn typed(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            (EXTERNAL, &self.external_id),
+            (ANONYMOUS, &self.anonymous_id),
+            (ANONYMOUS, &self.alias_of),
+            (EXTERNAL, &self.alias_of),
+        ]
+        .into_iter()
+        .filter_map(|(kind, value)| value.as_deref().map(|value| (kind, value)))
+    }
 }
 
 pub(super) fn earliest_expiry(conn: &Connection) -> EngageResult<Option<i64>> {
@@ -35,63 +66,32 @@ pub(super) fn earliest_expiry(conn: &Connection) -> EngageResult<Option<i64>> {
         .flatten())
 }
 
-/// The keys a held call waits under: its user id as an external id, its anonymous id, and an
-/// alias's `previousId` as either kind.
-fn keys_of<'a>(
-    external_id: Option<&'a str>,
-    anonymous_id: Option<&'a str>,
-    alias_of: Option<&'a str>,
-) -> impl Iterator<Item = i64> + 'a {
-    [
-        (EXTERNAL, external_id),
-        (ANONYMOUS, anonymous_id),
-        (ANONYMOUS, alias_of),
-        (EXTERNAL, alias_of),
-    ]
-    .into_iter()
-    .filter_map(|(kind, value)| value.map(|value| ids::held_key(kind, value)))
-}
-
-/// Removes a settled call's keys.
-fn forget_keys(
-    conn: &Connection,
-    seq: i64,
-    external_id: Option<&str>,
-    anonymous_id: Option<&str>,
-    alias_of: Option<&str>,
-) -> EngageResult<()> {
-    let mut delete = conn.prepare_cached("DELETE FROM held_keys WHERE key = ?1 AND seq = ?2")?;
-    for key in keys_of(external_id, anonymous_id, alias_of) {
-        delete.execute([key, seq])?;
-    }
-    Ok(())
-}
-
 /// Expires holds whose window ended at or before `now_us`; returns how many.
-pub(super) fn expire(conn: &Connection, now_us: i64) -> EngageResult<u64> {
-    let due: Vec<(i64, Option<String>, Option<String>, Option<String>)> = {
+pub(super) fn expire(conn: &Connection, index: &mut HeldIndex, now_us: i64) -> EngageResult<u64> {
+    let due: Vec<(i64, HeldIds)> = {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, user_id, anonymous_id, alias_of FROM held_calls
              WHERE status = 'held' AND expires_us <= ?1",
         )?;
         let rows = stmt.query_map([now_us], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((
+                r.get(0)?,
+                HeldIds {
+                    external_id: r.get(1)?,
+                    anonymous_id: r.get(2)?,
+                    alias_of: r.get(3)?,
+                },
+            ))
         })?;
         rows.collect::<Result<_, _>>()?
     };
-    for (seq, external_id, anonymous_id, alias_of) in &due {
-        forget_keys(
-            conn,
-            *seq,
-            external_id.as_deref(),
-            anonymous_id.as_deref(),
-            alias_of.as_deref(),
-        )?;
-    }
     let expired = conn.execute(
         "UPDATE held_calls SET status = 'expired' WHERE status = 'held' AND expires_us <= ?1",
         [now_us],
     )? as i64;
+    for (seq, ids) in &due {
+        index.remove(ids, *seq);
+    }
     if expired > 0 {
         conn.execute(
             "INSERT INTO counters (name, value) VALUES ('held.expired', ?1)
@@ -130,16 +130,7 @@ impl Batch<'_> {
                 ids.alias_of,
                 entry.payload
             ])?;
-        let mut held_key = self
-            .tx
-            .prepare_cached("INSERT OR IGNORE INTO held_keys (key, seq) VALUES (?1, ?2)")?;
-        for key in keys_of(
-            ids.external_id.as_deref(),
-            ids.anonymous_id.as_deref(),
-            ids.alias_of.as_deref(),
-        ) {
-            held_key.execute([key, entry.seq])?;
-        }
+        self.held.add(&HeldIds::of(ids), entry.seq);
         if self.next_expiry.is_none_or(|t| expires < t) {
             *self.next_expiry = Some(expires);
         }
@@ -151,13 +142,7 @@ impl Batch<'_> {
     /// order; each may link more.
     pub(super) fn release_held(&mut self) -> EngageResult<()> {
         while let Some((kind, value)) = self.release.pop_front() {
-            let waiting: Vec<i64> = {
-                let mut stmt = self
-                    .tx
-                    .prepare_cached("SELECT seq FROM held_keys WHERE key = ?1 ORDER BY seq")?;
-                let rows = stmt.query_map([ids::held_key(kind, &value)], |r| r.get(0))?;
-                rows.collect::<Result<_, _>>()?
-            };
+            let waiting = self.held.waiting_for(kind, &value)?;
             for seq in waiting {
                 self.release_one(seq)?;
             }
@@ -178,9 +163,11 @@ impl Batch<'_> {
                     kind: r.get(1)?,
                     received_us: r.get(2)?,
                     payload: r.get(3)?,
-                    external_id: r.get(4)?,
-                    anonymous_id: r.get(5)?,
-                    alias_of: r.get(6)?,
+                    ids: HeldIds {
+                        external_id: r.get(4)?,
+                        anonymous_id: r.get(5)?,
+                        alias_of: r.get(6)?,
+                    },
                 })
             })
             .optional()?;
@@ -189,9 +176,7 @@ impl Batch<'_> {
             kind,
             received_us,
             payload: Some(payload),
-            external_id,
-            anonymous_id,
-            alias_of,
+            ids,
         }) = held
         else {
             return Ok(());
@@ -221,13 +206,7 @@ impl Batch<'_> {
                      WHERE seq = ?1",
                 )?
                 .execute([seq, settled_by])?;
-            forget_keys(
-                self.tx,
-                seq,
-                external_id.as_deref(),
-                anonymous_id.as_deref(),
-                alias_of.as_deref(),
-            )?;
+            self.held.remove(&ids, seq);
             self.count("held.released", 1);
         }
         Ok(())

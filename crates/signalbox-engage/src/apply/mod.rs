@@ -9,13 +9,15 @@
 //! # Layout
 //! - `profile.rs`: the profile row and how a change patches it.
 //! - `identity.rs`: resolving a call's identifiers to a profile, linking, merging.
-//! - `holds.rs`: calls held until their ids are linked to a profile, released or expired.
+//! - `holds.rs`: calls held until their ids are linked to a profile, released or expired;
+//!   `held_index.rs`: which of them wait for which identifier.
 //! - `api.rs`: the Klaviyo-compatible API's writes.
 //! - `lists.rs`: lists and their members; `consent.rs`: email consent and suppressions.
 
 mod api;
 pub(crate) mod builtin;
 mod consent;
+pub(crate) mod held_index;
 mod holds;
 mod identity;
 mod lists;
@@ -38,6 +40,7 @@ use crate::ids;
 use crate::mapping::{self, Mapped, MappedEvent, Skip};
 use crate::model::{Integration, Origin};
 use crate::settings::DestinationSettings;
+use held_index::HeldIndex;
 use profile::ProfileRow;
 
 pub(crate) use api::{ApiMergeOp, ApiProfileOp, ApiResult};
@@ -95,6 +98,8 @@ pub(crate) struct Applier {
     caches: Caches,
     /// The earliest expiry of a held call, if any is held.
     next_expiry: Option<i64>,
+    /// Which held calls wait for which identifier.
+    held: HeldIndex,
     applied_seq: i64,
     /// Copies committed WAL frames into `engage.db` beside the applier, so that its commits
     /// rarely do.
@@ -105,11 +110,13 @@ impl Applier {
     pub(crate) fn open(path: &Path, hold_window: SignedDuration) -> EngageResult<Applier> {
         let conn = db::open_writer(path)?;
         conn.set_prepared_statement_cache_capacity(64);
+        let held = HeldIndex::open(path, &conn)?;
         let mut applier = Applier {
             conn,
             hold_window_us: hold_window.as_micros().clamp(0, i64::MAX as i128) as i64,
             caches: Caches::default(),
             next_expiry: None,
+            held,
             applied_seq: 0,
             checkpointer: match Checkpointer::start(path) {
                 Ok(checkpointer) => Some(checkpointer),
@@ -128,6 +135,8 @@ impl Applier {
         self.caches = Caches::default();
         self.applied_seq = read_applied_seq(&self.conn)?;
         self.next_expiry = holds::earliest_expiry(&self.conn)?;
+        self.held.abort();
+        self.held.catch_up(&self.conn)?;
         Ok(())
     }
 
@@ -166,6 +175,7 @@ impl Applier {
             tx: &tx,
             caches: &mut self.caches,
             next_expiry: &mut self.next_expiry,
+            held: &mut self.held,
             hold_window_us: self.hold_window_us,
             sources,
             deleted: HashSet::new(),
@@ -188,6 +198,7 @@ impl Applier {
         drop(batch);
         write_applied_seq(&tx, last)?;
         tx.commit()?;
+        self.held.commit(last)?;
         if let Some(checkpointer) = &self.checkpointer {
             checkpointer.nudge();
         }
@@ -211,8 +222,17 @@ impl Applier {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let expired = holds::expire(&tx, now_us)?;
-        tx.commit()?;
+        let expired = holds::expire(&tx, &mut self.held, now_us);
+        let expired = expired
+            .and_then(|n| Ok(tx.commit().map(|()| n)?))
+            .and_then(|n| self.held.commit(self.applied_seq).map(|()| n));
+        let expired = match expired {
+            Ok(n) => n,
+            Err(err) => {
+                self.reload()?;
+                return Err(err);
+            }
+        };
         self.next_expiry = holds::earliest_expiry(&self.conn)?;
         Ok(expired)
     }
@@ -421,6 +441,7 @@ pub(crate) struct Batch<'a> {
     tx: &'a Transaction<'a>,
     caches: &'a mut Caches,
     next_expiry: &'a mut Option<i64>,
+    held: &'a mut HeldIndex,
     hold_window_us: i64,
     sources: &'a Sources,
     /// Profiles merged away in this batch.
@@ -450,7 +471,7 @@ impl Batch<'_> {
     fn apply_entry(&mut self, entry: &StoredCall, ready: Option<Prepared>) -> EngageResult<()> {
         let received_us = entry.received_at.as_microsecond();
         if self.next_expiry.is_some_and(|t| t <= received_us) {
-            holds::expire(self.tx, received_us)?;
+            holds::expire(self.tx, self.held, received_us)?;
             *self.next_expiry = holds::earliest_expiry(self.tx)?;
         }
         self.begin_entry(entry.seq, received_us);

@@ -192,15 +192,9 @@ const MIGRATIONS: &[&str] = &[
     );
     "#,
     r#"
-    -- Held calls by the key of each identifier they wait for (`ids::held_key`): integers,
-    -- where `held_ids` compared long strings that share their prefix. Filled from `held_ids`
-    -- (see `backfill_held_keys`), which is then dropped.
-    CREATE TABLE held_keys (
-        key INTEGER NOT NULL,
-        seq INTEGER NOT NULL,
-        PRIMARY KEY (key, seq)
-    ) WITHOUT ROWID;
-    -- alias's `previousId`, so that a settled call's keys can be found again.
+    -- Which held calls wait for which identifier is kept in memory, rebuilt from the rows
+    -- still held (`apply/holds.rs`): `held_ids` goes. A held alias records its `previousId`
+    -- (see `backfill_alias_of`).
     ALTER TABLE held_calls ADD COLUMN alias_of TEXT;
     -- Only calls still held, by expiry: settled ones leave the index.
     DROP INDEX held_calls_open;
@@ -211,30 +205,25 @@ const MIGRATIONS: &[&str] = &[
 /// Rust steps that follow the SQL of a migration (by its index in [`MIGRATIONS`]).
 fn after_migration(idx: usize, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     if idx == 2 {
-        backfill_held_keys(tx)?;
+        backfill_alias_of(tx)?;
     }
     Ok(())
 }
 
-/// Moves `held_ids` into `held_keys`. An alias held before this migration waits under its
-/// `previousId` as both kinds; that id is recorded on its row again.
-fn backfill_held_keys(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-    {
-        let mut read = tx.prepare("SELECT kind, value, seq FROM held_ids")?;
-        let mut insert =
-            tx.prepare("INSERT OR IGNORE INTO held_keys (key, seq) VALUES (?1, ?2)")?;
-        let mut alias = tx.prepare(
-            "UPDATE held_calls SET alias_of = ?2 WHERE seq = ?1 AND kind = 'alias'
-             AND (user_id IS NOT ?2) AND (anonymous_id IS NOT ?2)",
-        )?;
-        let mut rows = read.query([])?;
-        while let Some(row) = rows.next()? {
-            let (kind, value, seq): (String, String, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
-            insert.execute(rusqlite::params![crate::ids::held_key(&kind, &value), seq])?;
-            alias.execute(rusqlite::params![seq, value])?;
-        }
-    }
-    tx.execute_batch("DROP TABLE held_ids;")
+/// Before `alias_of` existed, a held alias waited in `held_ids` under its `previousId` (the
+/// id that is neither its user id nor its anonymous id): recorded on its row, then
+/// `held_ids` is dropped.
+fn backfill_alias_of(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "UPDATE held_calls SET alias_of = (
+             SELECT h.value FROM held_ids h
+             WHERE h.seq = held_calls.seq
+               AND h.value IS NOT held_calls.user_id
+               AND h.value IS NOT held_calls.anonymous_id
+             LIMIT 1)
+         WHERE kind = 'alias' AND status = 'held';
+         DROP TABLE held_ids;",
+    )
 }
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -251,4 +240,49 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_ids_migrate_to_alias_of_on_the_held_row() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute_batch(
+            "INSERT INTO held_calls (seq, source_id, kind, received_us, expires_us, reason,
+                                     status, user_id, anonymous_id, payload)
+             VALUES (5, 1, 'alias', 0, 10, 'r', 'held', 'u2', NULL, '{}'),
+                    (6, 1, 'track', 0, 10, 'r', 'held', NULL, 'a1', '{}');
+             INSERT INTO held_ids (kind, value, seq) VALUES
+                 ('external_id', 'u2', 5), ('anonymous_id', 'a2', 5), ('external_id', 'a2', 5),
+                 ('anonymous_id', 'a1', 6);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let alias: Vec<(i64, Option<String>)> = conn
+            .prepare("SELECT seq, alias_of FROM held_calls ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(alias, vec![(5, Some("a2".to_owned())), (6, None)]);
+        let gone: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'held_ids'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(gone, 0);
+        let version: usize = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+    }
 }

@@ -89,6 +89,51 @@ async fn anonymous_calls_are_held_until_identified_then_applied() {
 }
 
 #[tokio::test]
+async fn held_calls_survive_a_restart_and_are_released_by_any_id_they_wait_for() {
+    let mut app = TestApp::start().await;
+    app.track(json!({"anonymousId": "a1", "event": "Viewed Product"}))
+        .await;
+    app.track(json!({"userId": "u1", "event": "Added Product"}))
+        .await;
+    // An alias whose ids name nobody yet waits for its user id and its previousId.
+    app.send(CallKind::Alias, json!({"previousId": "a2", "userId": "u2"}))
+        .await;
+    app.settle().await;
+    let held = app
+        .engage
+        .held_calls(HeldFilter::Held, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 3);
+
+    // What waits for which id is rebuilt when the pipeline opens again.
+    app.restart().await;
+    app.identify(
+        json!({"userId": "u1", "anonymousId": "a1", "traits": {"email": "r@example.com"}}),
+    )
+    .await;
+    app.identify(json!({"anonymousId": "a2", "traits": {"email": "s@example.com"}}))
+        .await;
+    app.settle().await;
+    let first = app.by_email("r@example.com").await;
+    assert_eq!(app.feed_of(&first).await.len(), 2);
+    // The alias, released by its previousId, linked its user id to that profile.
+    let second = app.by_email("s@example.com").await;
+    let linked = app
+        .profile_by(ProfileField::ExternalId, "u2")
+        .await
+        .unwrap();
+    assert_eq!(linked.id, second.id);
+    assert!(app
+        .engage
+        .held_calls(HeldFilter::Held, 0, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(app.counter("held.released").await, 3);
+}
+
+#[tokio::test]
 async fn holds_expire_after_the_window_and_are_listed_with_their_reason() {
     let mut app = TestApp::start_with(|c| c.hold_window = SignedDuration::from_hours(1)).await;
     app.track(json!({"userId": "ghost", "event": "Viewed"}))

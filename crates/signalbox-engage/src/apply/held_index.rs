@@ -1,0 +1,298 @@
+//! Which held calls wait for which identifier: a log-structured index in a folder beside
+//! `engage.db` (`engage.db.held/`).
+//!
+//! Each held call is keyed under every identifier it waits for: 64 bits of SHA-256 of
+//! (kind, value), then its log `seq`, so the calls waiting for one identifier are one prefix,
+//! in log order. In `engage.db` such an index is a B-tree with a hot page per waiting
+//! identifier: under anonymous traffic every commit rewrote thousands of pages, more than
+//! everything else the applier writes. Here an insert is an append.
+//!
+//! `engage.db` stays the truth (`held_calls`, with each call's ids); this index is derived from
+//! it and kept up to date beside it:
+//! - Keys added by a batch are visible to the batch at once (a call held, then released by an
+//!   identify later in the same batch) and written when the batch has committed, with a marker:
+//!   the checkpoint they belong to. When the applier opens, the calls still held past the
+//!   marker are indexed again, so a crash between the two commits loses nothing.
+//! - Keys of settled calls are removed after the commit. A key left behind (a crash, a rolled
+//!   back batch, two identifiers with one hash) only costs a release attempt that finds the
+//!   call settled, or its ids still unlinked, and leaves it as it is.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use rusqlite::Connection;
+use sha2::{Digest, Sha256};
+
+use super::holds::HeldIds;
+use crate::error::{EngageError, EngageResult};
+
+const WAITING: &str = "waiting";
+const META: &str = "meta";
+const MARKER: &[u8] = b"indexed_seq";
+/// Block cache of the index.
+const CACHE_BYTES: u64 = 16 << 20;
+/// Its memtable.
+const MEMTABLE_BYTES: u64 = 16 << 20;
+/// Journal kept before memtables are forced out.
+const JOURNAL_BYTES: u64 = 128 << 20;
+
+/// The folder of the index of the database at `db`.
+pub(crate) fn dir_of(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".held");
+    PathBuf::from(name)
+}
+
+/// The key of identifier (`kind`, `value`).
+fn id_key(kind: &str, value: &str) -> [u8; 8] {
+    let mut hasher = Sha256::new();
+    hasher.update(kind.as_bytes());
+    hasher.update([0]);
+    hasher.update(value.as_bytes());
+    let digest = hasher.finalize();
+    digest[..8].try_into().expect("8 bytes")
+}
+
+fn entry_key(id: [u8; 8], seq: i64) -> [u8; 16] {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&id);
+    key[8..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn fjall_error(err: fjall::Error) -> EngageError {
+    EngageError::Internal(format!("held-call index: {err}"))
+}
+
+pub(crate) struct HeldIndex {
+    db: Database,
+    waiting: Keyspace,
+    meta: Keyspace,
+    /// Added by the batch in progress, by identifier key: visible to lookups, written at
+    /// [`HeldIndex::commit`].
+    added: HashMap<[u8; 8], Vec<i64>>,
+    /// Settled by the batch in progress: removed at [`HeldIndex::commit`].
+    removed: Vec<[u8; 16]>,
+}
+
+impl HeldIndex {
+    /// Opens the index of the database `conn` (at `db`) and indexes the calls held past its
+    /// marker.
+    pub(crate) fn open(db: &Path, conn: &Connection) -> EngageResult<HeldIndex> {
+        let dir = dir_of(db);
+        let database = Database::builder(&dir)
+            .manual_journal_persist(true)
+            .cache_size(CACHE_BYTES)
+            .max_journaling_size(JOURNAL_BYTES)
+            .worker_threads(1)
+            .open()
+            .map_err(fjall_error)?;
+        let waiting = database
+            .keyspace(WAITING, keyspace_options)
+            .map_err(fjall_error)?;
+        let meta = database
+            .keyspace(META, KeyspaceCreateOptions::default)
+            .map_err(fjall_error)?;
+        let mut index = HeldIndex {
+            db: database,
+            waiting,
+            meta,
+            added: HashMap::new(),
+            removed: Vec::new(),
+        };
+        index.catch_up(conn)?;
+        Ok(index)
+    }
+
+    /// The checkpoint whose keys are all written (0 when none is).
+    fn marker(&self) -> EngageResult<i64> {
+        Ok(self
+            .meta
+            .get(MARKER)
+            .map_err(fjall_error)?
+            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+            .map(i64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// Indexes the calls still held past the marker, and moves it to the checkpoint.
+    pub(crate) fn catch_up(&mut self, conn: &Connection) -> EngageResult<()> {
+        let marker = self.marker()?;
+        let applied = super::read_applied_seq(conn)?;
+        let mut stmt = conn.prepare(
+            // By key range (not the index of open holds): usually the range is empty.
+            "SELECT seq, user_id, anonymous_id, alias_of FROM held_calls NOT INDEXED
+             WHERE seq > ?1 AND status = 'held' ORDER BY seq",
+        )?;
+        let mut rows = stmt.query([marker])?;
+        let mut indexed = 0u64;
+        while let Some(row) = rows.next()? {
+            let ids = HeldIds {
+                external_id: row.get(1)?,
+                anonymous_id: row.get(2)?,
+                alias_of: row.get(3)?,
+            };
+            self.add(&ids, row.get(0)?);
+            indexed += 1;
+        }
+        if indexed > 0 {
+            tracing::info!(indexed, after_seq = marker, "held calls indexed again");
+        }
+        self.commit(applied.max(marker))
+    }
+
+    /// Records that `seq` waits for `ids` (calls are added in log order).
+    pub(super) fn add(&mut self, ids: &HeldIds, seq: i64) {
+        for (kind, value) in ids.typed() {
+            let seqs = self.added.entry(id_key(kind, value)).or_default();
+            if seqs.last() != Some(&seq) {
+                seqs.push(seq);
+            }
+        }
+    }
+
+    /// Forgets that `seq` waits for `ids`.
+    pub(super) fn remove(&mut self, ids: &HeldIds, seq: i64) {
+        for (kind, value) in ids.typed() {
+            let id = id_key(kind, value);
+            if let Some(seqs) = self.added.get_mut(&id) {
+                seqs.retain(|s| *s != seq);
+            }
+            self.removed.push(entry_key(id, seq));
+        }
+    }
+
+    /// The calls waiting for (`kind`, `value`), in log order.
+    pub(super) fn waiting_for(&self, kind: &str, value: &str) -> EngageResult<Vec<i64>> {
+        let id = id_key(kind, value);
+        let mut seqs = Vec::new();
+        for guard in self.waiting.prefix(id) {
+            let key = guard.key().map_err(fjall_error)?;
+            if let Ok(seq) = <[u8; 8]>::try_from(&key[8..]) {
+                seqs.push(i64::from_be_bytes(seq));
+            }
+        }
+        if let Some(added) = self.added.get(&id) {
+            seqs.extend_from_slice(added);
+            seqs.sort_unstable();
+            seqs.dedup();
+        }
+        Ok(seqs)
+    }
+
+    /// Writes what the batch that committed checkpoint `seq` added and settled.
+    pub(crate) fn commit(&mut self, seq: i64) -> EngageResult<()> {
+        let mut batch = self.db.batch();
+        for (id, seqs) in self.added.drain() {
+            for seq in seqs {
+                batch.insert(&self.waiting, entry_key(id, seq), []);
+            }
+        }
+        for key in self.removed.drain(..) {
+            batch.remove(&self.waiting, key);
+        }
+        batch.insert(&self.meta, MARKER, seq.to_be_bytes());
+        batch.commit().map_err(fjall_error)?;
+        // Into the operating system's buffers: a crash of the process keeps it. What a crash
+        // of the machine loses is behind the marker, and indexed again on open.
+        self.db.persist(PersistMode::Buffer).map_err(fjall_error)
+    }
+
+    /// Forgets the batch in progress (it rolled back).
+    pub(crate) fn abort(&mut self) {
+        self.added.clear();
+        self.removed.clear();
+    }
+}
+
+/// Keys are hashes, written once and removed once: no compression, and filters and block
+/// indexes partitioned so that memory stays bounded however many calls are held.
+fn keyspace_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default()
+        .max_memtable_size(MEMTABLE_BYTES)
+        .data_block_compression_policy(fjall::config::CompressionPolicy::disabled())
+        .filter_block_partitioning_policy(fjall::config::PinningPolicy::all(true))
+        .index_block_partitioning_policy(fjall::config::PinningPolicy::all(true))
+        .compaction_strategy(Arc::new(fjall::compaction::Leveled::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::identity::{ANONYMOUS, EXTERNAL};
+    use super::*;
+
+    fn ids(external: Option<&str>, anonymous: Option<&str>, alias: Option<&str>) -> HeldIds {
+        HeldIds {
+            external_id: external.map(str::to_owned),
+            anonymous_id: anonymous.map(str::to_owned),
+            alias_of: alias.map(str::to_owned),
+        }
+    }
+
+    fn database(dir: &Path) -> (PathBuf, Connection) {
+        let path = dir.join("engage.db");
+        let conn = crate::db::open_writer(&path).unwrap();
+        (path, conn)
+    }
+
+    #[test]
+    fn lists_waiting_calls_in_log_order_before_and_after_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, conn) = database(dir.path());
+        let mut index = HeldIndex::open(&path, &conn).unwrap();
+        let a = ids(Some("u1"), Some("a1"), None);
+        let b = ids(Some("u1"), Some("a2"), None);
+        let alias = ids(Some("u3"), None, Some("p1"));
+        index.add(&a, 10);
+        index.add(&b, 11);
+        index.commit(11).unwrap();
+        index.add(&a, 12);
+        index.add(&alias, 13);
+        // Committed and pending keys together.
+        assert_eq!(index.waiting_for(EXTERNAL, "u1").unwrap(), vec![10, 11, 12]);
+        assert_eq!(index.waiting_for(ANONYMOUS, "a1").unwrap(), vec![10, 12]);
+        assert_eq!(index.waiting_for(ANONYMOUS, "a2").unwrap(), vec![11]);
+        // Kinds are told apart; an alias's previousId waits as either kind.
+        assert!(index.waiting_for(ANONYMOUS, "u1").unwrap().is_empty());
+        assert_eq!(index.waiting_for(ANONYMOUS, "p1").unwrap(), vec![13]);
+        assert_eq!(index.waiting_for(EXTERNAL, "p1").unwrap(), vec![13]);
+        index.commit(13).unwrap();
+
+        index.remove(&a, 10);
+        index.commit(14).unwrap();
+        assert_eq!(index.waiting_for(EXTERNAL, "u1").unwrap(), vec![11, 12]);
+        assert_eq!(index.waiting_for(ANONYMOUS, "a1").unwrap(), vec![12]);
+
+        // A rolled back batch leaves nothing behind.
+        index.add(&ids(Some("u9"), None, None), 15);
+        index.abort();
+        index.commit(14).unwrap();
+        assert!(index.waiting_for(EXTERNAL, "u9").unwrap().is_empty());
+    }
+
+    #[test]
+    fn calls_held_past_the_marker_are_indexed_again_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, conn) = database(dir.path());
+        conn.execute_batch(
+            "INSERT INTO held_calls (seq, source_id, kind, received_us, expires_us, reason,
+                                     status, user_id, anonymous_id, payload)
+             VALUES (5, 1, 'track', 0, 10, 'r', 'held', 'u1', 'a1', '{}'),
+                    (6, 1, 'track', 0, 10, 'r', 'released', 'u1', NULL, NULL),
+                    (7, 1, 'track', 0, 10, 'r', 'held', NULL, 'a2', '{}');
+             INSERT INTO meta (key, value) VALUES ('applied_seq', 7);",
+        )
+        .unwrap();
+        {
+            // The index missed them (say, a crash between the two commits).
+            let index = HeldIndex::open(&path, &conn).unwrap();
+            assert_eq!(index.waiting_for(EXTERNAL, "u1").unwrap(), vec![5]);
+            assert_eq!(index.waiting_for(ANONYMOUS, "a2").unwrap(), vec![7]);
+            assert_eq!(index.marker().unwrap(), 7);
+        }
+        let index = HeldIndex::open(&path, &conn).unwrap();
+        assert_eq!(index.waiting_for(ANONYMOUS, "a1").unwrap(), vec![5]);
+    }
+}
