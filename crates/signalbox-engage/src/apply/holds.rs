@@ -26,7 +26,7 @@ struct HeldRow {
 }
 
 /// The identifiers a held call waits for.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug)]
 pub(super) struct HeldIds {
     pub external_id: Option<String>,
     pub anonymous_id: Option<String>,
@@ -41,6 +41,15 @@ impl HeldIds {
             anonymous_id: ids.anonymous_id.clone(),
             alias_of: ids.alias_of.clone(),
         }
+    }
+
+    /// Reads `user_id, anonymous_id, alias_of` from `row`, starting at column `first`.
+    pub(super) fn from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<HeldIds> {
+        Ok(HeldIds {
+            external_id: row.get(first)?,
+            anonymous_id: row.get(first + 1)?,
+            alias_of: row.get(first + 2)?,
+        })
     }
 
     pub(super) fn typed(&self) -> impl Iterator<Item = (&'static str, &str)> {
@@ -73,16 +82,7 @@ pub(super) fn expire(conn: &Connection, index: &mut HeldIndex, now_us: i64) -> E
             "SELECT seq, user_id, anonymous_id, alias_of FROM held_calls
              WHERE status = 'held' AND expires_us <= ?1",
         )?;
-        let rows = stmt.query_map([now_us], |r| {
-            Ok((
-                r.get(0)?,
-                HeldIds {
-                    external_id: r.get(1)?,
-                    anonymous_id: r.get(2)?,
-                    alias_of: r.get(3)?,
-                },
-            ))
-        })?;
+        let rows = stmt.query_map([now_us], |r| Ok((r.get(0)?, HeldIds::from_row(r, 1)?)))?;
         rows.collect::<Result<_, _>>()?
     };
     let expired = conn.execute(
@@ -163,11 +163,7 @@ impl Batch<'_> {
                     kind: r.get(1)?,
                     received_us: r.get(2)?,
                     payload: r.get(3)?,
-                    ids: HeldIds {
-                        external_id: r.get(4)?,
-                        anonymous_id: r.get(5)?,
-                        alias_of: r.get(6)?,
-                    },
+                    ids: HeldIds::from_row(r, 4)?,
                 })
             })
             .optional()?;
