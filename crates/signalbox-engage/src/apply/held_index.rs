@@ -42,10 +42,6 @@ const CACHE_BYTES: u64 = 8 << 20;
 /// several times the bytes counted here: kept small, it flushes every few seconds under
 /// anonymous traffic and the heap stays flat.
 const MEMTABLE_BYTES: u64 = 4 << 20;
-/// Tables the first level collects before they are merged into the next. Keys are random,
-/// so each merge rewrites the whole next level: with the default of 4 small tables the
-/// merging took a third of a core under anonymous traffic.
-const L0_TABLES: u8 = 16;
 /// Journal kept before memtables are forced out.
 const JOURNAL_BYTES: u64 = 128 << 20;
 
@@ -308,17 +304,18 @@ impl Writer {
     }
 }
 
-/// Keys are hashes, written once and removed once: no compression, and filters and block
-/// indexes partitioned so that memory stays bounded however many calls are held.
+/// Keys are hashes, written once and removed once, and only ever read by prefix: no
+/// compression and no bloom filters (a prefix scan cannot use them; building them took a
+/// good part of the compaction thread's time), and block indexes partitioned so that memory
+/// stays bounded however many calls are held.
 fn keyspace_options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default()
         .max_memtable_size(MEMTABLE_BYTES)
         .data_block_compression_policy(fjall::config::CompressionPolicy::disabled())
         .filter_block_partitioning_policy(fjall::config::PinningPolicy::all(true))
         .index_block_partitioning_policy(fjall::config::PinningPolicy::all(true))
-        .compaction_strategy(Arc::new(
-            fjall::compaction::Leveled::default().with_l0_threshold(L0_TABLES),
-        ))
+        .filter_policy(fjall::config::FilterPolicy::disabled())
+        .compaction_strategy(Arc::new(fjall::compaction::Leveled::default()))
 }
 
 #[cfg(test)]
