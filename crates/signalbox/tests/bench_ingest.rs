@@ -1,42 +1,13 @@
 //! `signalbox bench ingest` end to end, briefly: it starts its own servers, runs every phase
 //! and finds exactly the acknowledged events in the durable log.
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn a_short_run_measures_every_phase_and_the_log_holds_what_was_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("bench.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_signalbox"))
-        .args([
-            "bench",
-            "ingest",
-            "--duration",
-            "1s",
-            "--warmup",
-            "0s",
-            "--connections",
-            "2",
-            "--rate",
-            "2000",
-            "--batch-size",
-            "20",
-            "--json",
-        ])
-        .arg(&json)
-        .env("TMPDIR", dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (stdout, report) = common::run_bench("ingest");
     assert!(stdout.contains("durable / ceiling"), "{stdout}");
 
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     for phase in ["durable", "ceiling", "latency"] {
         let phase = &report[phase];
         assert!(phase["events"].as_u64().unwrap() > 0, "{phase}");

@@ -1,0 +1,22 @@
+//! `signalbox bench pipeline` end to end, briefly: it starts its own servers, drains what the
+//! closed loop sent, and sees every probe in its activity feed.
+
+mod common;
+
+#[test]
+fn a_short_run_drains_the_backlog_and_sees_every_probe_in_the_feed() {
+    let (stdout, report) = common::run_bench("pipeline");
+    assert!(stdout.contains("200 -> in the activity feed"), "{stdout}");
+
+    let throughput = &report["throughput"];
+    assert!(throughput["entries"].as_i64().unwrap() > 0, "{throughput}");
+    assert!(throughput["ingest_events_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(throughput["drain_events_per_sec"].as_f64().unwrap() > 0.0);
+    let latency = &report["latency"];
+    // A probe every 50 ms for a second, each seen in the feed.
+    assert!(latency["probes"].as_u64().unwrap() >= 10, "{latency}");
+    let p50 = latency["p50_ms"].as_f64().unwrap();
+    let p99 = latency["p99_ms"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 <= p99, "{latency}");
+    assert!(latency["max_ms"].as_f64().unwrap() >= p99);
+}
