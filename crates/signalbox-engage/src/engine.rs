@@ -839,31 +839,24 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 /// Removes a SQLite file, its WAL and shared-memory files, and its held-call index.
 fn remove_db_files(path: &Path) -> EngageResult<()> {
     let held = held_dir(path);
-    match std::fs::remove_dir_all(&held) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(EngageError::Internal(format!(
-                "cannot remove {}: {e}",
-                held.display()
-            )))
-        }
-    }
+    absent_is_fine(&held, std::fs::remove_dir_all(&held))?;
     for file in [
         path.to_path_buf(),
         PathBuf::from(format!("{}-wal", path.display())),
         PathBuf::from(format!("{}-shm", path.display())),
     ] {
-        match std::fs::remove_file(&file) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(EngageError::Internal(format!(
-                    "cannot remove {}: {e}",
-                    file.display()
-                )))
-            }
-        }
+        absent_is_fine(&file, std::fs::remove_file(&file))?;
     }
     Ok(())
+}
+
+/// The outcome of removing `path`: done, or it was not there.
+fn absent_is_fine(path: &Path, removed: std::io::Result<()>) -> EngageResult<()> {
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(EngageError::Internal(format!(
+            "cannot remove {}: {e}",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
 }

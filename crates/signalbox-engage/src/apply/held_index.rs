@@ -186,7 +186,7 @@ impl HeldIndex {
     }
 
     /// Records that `seq` waits for `ids` (calls are added in log order).
-    pub(super) fn add(&mut self, ids: &HeldIds, seq: i64) {
+    pub(super) fn add(&mut self, ids: &HeldIds<impl AsRef<str>>, seq: i64) {
         for (kind, value) in ids.typed() {
             let seqs = self.added.entry(id_key(kind, value)).or_default();
             if seqs.last() != Some(&seq) {
@@ -197,7 +197,7 @@ impl HeldIndex {
 
     /// Forgets that `seq` waits for `ids`. (A key still in flight may be listed a little
     /// longer: release finds the call settled.)
-    pub(super) fn remove(&mut self, ids: &HeldIds, seq: i64) {
+    pub(super) fn remove(&mut self, ids: &HeldIds<impl AsRef<str>>, seq: i64) {
         for (kind, value) in ids.typed() {
             let id = id_key(kind, value);
             if let Some(seqs) = self.added.get_mut(&id) {

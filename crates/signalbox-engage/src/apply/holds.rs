@@ -25,24 +25,27 @@ struct HeldRow {
     ids: HeldIds,
 }
 
-/// The identifiers a held call waits for.
+/// The identifiers a held call waits for: owned when read back, borrowed from the call when
+/// it is held.
 #[derive(Debug)]
-pub(super) struct HeldIds {
-    pub external_id: Option<String>,
-    pub anonymous_id: Option<String>,
+pub(super) struct HeldIds<S = String> {
+    pub external_id: Option<S>,
+    pub anonymous_id: Option<S>,
     /// alias's `previousId`, waited for as either kind.
-    pub alias_of: Option<String>,
+    pub alias_of: Option<S>,
+}
+
+impl<'a> HeldIds<&'a str> {
+    fn of(ids: &'a CallIds) -> HeldIds<&'a str> {
+        HeldIds {
+            external_id: ids.external_id.as_deref(),
+            anonymous_id: ids.anonymous_id.as_deref(),
+            alias_of: ids.alias_of.as_deref(),
+        }
+    }
 }
 
 impl HeldIds {
-    fn of(ids: &CallIds) -> HeldIds {
-        HeldIds {
-            external_id: ids.external_id.clone(),
-            anonymous_id: ids.anonymous_id.clone(),
-            alias_of: ids.alias_of.clone(),
-        }
-    }
-
     /// Reads `user_id, anonymous_id, alias_of` from `row`, starting at column `first`.
     pub(super) fn from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<HeldIds> {
         Ok(HeldIds {
@@ -51,7 +54,9 @@ impl HeldIds {
             alias_of: row.get(first + 2)?,
         })
     }
+}
 
+impl<S: AsRef<str>> HeldIds<S> {
     pub(super) fn typed(&self) -> impl Iterator<Item = (&'static str, &str)> {
         [
             (EXTERNAL, &self.external_id),
@@ -60,7 +65,7 @@ impl HeldIds {
             (EXTERNAL, &self.alias_of),
         ]
         .into_iter()
-        .filter_map(|(kind, value)| value.as_deref().map(|value| (kind, value)))
+        .filter_map(|(kind, value)| value.as_ref().map(|value| (kind, value.as_ref())))
     }
 }
 

@@ -8,8 +8,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Map, Value};
 use signalbox_core::{CallKind, FakeClock, NewCall, SourceId};
 use signalbox_engage::{
-    DestinationSettings, Engage, EngageConfig, Event, EventQuery, Metric, MetricQuery, Profile,
-    ProfileField, ProfileQuery,
+    DestinationSettings, Engage, EngageConfig, Event, EventQuery, HeldCall, HeldFilter, Metric,
+    MetricQuery, Profile, ProfileField, ProfileQuery,
 };
 use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{SqliteStore, Store};
@@ -204,6 +204,11 @@ impl TestApp {
             .collect();
         names.sort();
         names
+    }
+
+    /// The first hundred held calls with `filter`'s status, in log order.
+    pub async fn held(&self, filter: HeldFilter) -> Vec<HeldCall> {
+        self.engage.held_calls(filter, 0, 100).await.unwrap()
     }
 
     /// A profile's whole feed, newest first.

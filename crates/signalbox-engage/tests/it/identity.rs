@@ -46,11 +46,7 @@ async fn anonymous_calls_are_held_until_identified_then_applied() {
         .await;
     app.settle().await;
     assert!(app.profiles().await.is_empty());
-    let held = app
-        .engage
-        .held_calls(HeldFilter::Held, 0, 100)
-        .await
-        .unwrap();
+    let held = app.held(HeldFilter::Held).await;
     assert_eq!(held.len(), 2);
     assert!(
         held[0].reason.contains("enforceEmail"),
@@ -66,17 +62,8 @@ async fn anonymous_calls_are_held_until_identified_then_applied() {
     app.settle().await;
     let profile = app.by_email("b@example.com").await;
     assert_eq!(app.feed_of(&profile).await.len(), 2);
-    assert!(app
-        .engage
-        .held_calls(HeldFilter::Held, 0, 100)
-        .await
-        .unwrap()
-        .is_empty());
-    let released = app
-        .engage
-        .held_calls(HeldFilter::Released, 0, 100)
-        .await
-        .unwrap();
+    assert!(app.held(HeldFilter::Held).await.is_empty());
+    let released = app.held(HeldFilter::Released).await;
     assert_eq!(released.len(), 2);
     assert_eq!(app.counter("held.released").await, 2);
 
@@ -99,11 +86,7 @@ async fn held_calls_survive_a_restart_and_are_released_by_any_id_they_wait_for()
     app.send(CallKind::Alias, json!({"previousId": "a2", "userId": "u2"}))
         .await;
     app.settle().await;
-    let held = app
-        .engage
-        .held_calls(HeldFilter::Held, 0, 100)
-        .await
-        .unwrap();
+    let held = app.held(HeldFilter::Held).await;
     assert_eq!(held.len(), 3);
 
     // What waits for which id is rebuilt when the pipeline opens again.
@@ -124,12 +107,7 @@ async fn held_calls_survive_a_restart_and_are_released_by_any_id_they_wait_for()
         .await
         .unwrap();
     assert_eq!(linked.id, second.id);
-    assert!(app
-        .engage
-        .held_calls(HeldFilter::Held, 0, 100)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(app.held(HeldFilter::Held).await.is_empty());
     assert_eq!(app.counter("held.released").await, 3);
 }
 
@@ -139,24 +117,13 @@ async fn holds_expire_after_the_window_and_are_listed_with_their_reason() {
     app.track(json!({"userId": "ghost", "event": "Viewed"}))
         .await;
     app.settle().await;
-    assert_eq!(
-        app.engage
-            .held_calls(HeldFilter::Held, 0, 10)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(app.held(HeldFilter::Held).await.len(), 1);
     // Log time moves past the window: the next entry expires the hold first.
     app.advance(SignedDuration::from_hours(2));
     app.identify(json!({"userId": "ghost", "traits": {"email": "ghost@example.com"}}))
         .await;
     app.settle().await;
-    let expired = app
-        .engage
-        .held_calls(HeldFilter::Expired, 0, 10)
-        .await
-        .unwrap();
+    let expired = app.held(HeldFilter::Expired).await;
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0].user_id.as_deref(), Some("ghost"));
     assert!(expired[0].reason.contains("no email"));
@@ -175,11 +142,7 @@ async fn idle_pipeline_expires_holds_by_the_clock() {
     app.clock.advance(SignedDuration::from_hours(1));
     let mut expired = Vec::new();
     for _ in 0..200 {
-        expired = app
-            .engage
-            .held_calls(HeldFilter::Expired, 0, 10)
-            .await
-            .unwrap();
+        expired = app.held(HeldFilter::Expired).await;
         if !expired.is_empty() {
             break;
         }
@@ -203,11 +166,7 @@ async fn with_enforce_email_off_user_id_creates_and_anonymous_needs_send_anonymo
         .expect("userId creates a profile");
     assert_eq!(profile.email, None);
     assert_eq!(app.profiles().await.len(), 1);
-    let held = app
-        .engage
-        .held_calls(HeldFilter::Held, 0, 10)
-        .await
-        .unwrap();
+    let held = app.held(HeldFilter::Held).await;
     assert_eq!(held.len(), 1);
     assert!(
         held[0].reason.contains("sendAnonymous"),
