@@ -158,6 +158,26 @@ fn yield_to_requests() {
     }
 }
 
+/// Runs `open` on a short-lived thread in the idle class (see [`yield_to_requests`]), so that
+/// the threads it starts inherit that class: the held-call index's writer and compaction, and
+/// `engage.db`'s checkpointer work for the applier and must not compete with requests either.
+pub(crate) fn open_behind_requests<T: Send>(
+    open: impl FnOnce() -> EngageResult<T> + Send,
+) -> EngageResult<T> {
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("signalbox-engage-open".into())
+            .spawn_scoped(scope, || {
+                yield_to_requests();
+                open()
+            })
+            .map_err(|e| EngageError::Internal(e.to_string()))?;
+        thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 /// Source settings as the applier wants them.
 pub(crate) async fn load_sources(store: &dyn Store) -> EngageResult<Sources> {
     let mut out = HashMap::new();

@@ -45,6 +45,7 @@ use profile::ProfileRow;
 
 pub(crate) use api::{ApiMergeOp, ApiProfileOp, ApiResult};
 pub(crate) use consent::ApiConsentOp;
+pub(crate) use holds::HeldSource;
 pub(crate) use lists::{ApiListOp, OpOutcome, OpResult};
 
 /// What the applier knows of a source.
@@ -95,6 +96,9 @@ pub struct BatchReport {
 pub(crate) struct Applier {
     conn: Connection,
     hold_window_us: i64,
+    /// Where held calls are read back from when released; without it a hold keeps a copy
+    /// of its call in `engage.db`.
+    log: Option<HeldSource>,
     caches: Caches,
     /// The earliest expiry of a held call, if any is held.
     next_expiry: Option<i64>,
@@ -114,6 +118,7 @@ impl Applier {
         let mut applier = Applier {
             conn,
             hold_window_us: hold_window.as_micros().clamp(0, i64::MAX as i128) as i64,
+            log: None,
             caches: Caches::default(),
             next_expiry: None,
             held,
@@ -142,6 +147,12 @@ impl Applier {
 
     pub(crate) fn applied_seq(&self) -> i64 {
         self.applied_seq
+    }
+
+    /// From now on a hold keeps only its call's place in the log, which `log` reads back
+    /// when the call is released.
+    pub(crate) fn read_held_from(&mut self, log: HeldSource) {
+        self.log = Some(log);
     }
 
     /// Applies `entries` (in log order, all after the checkpoint) in one transaction.
@@ -177,6 +188,7 @@ impl Applier {
             next_expiry: &mut self.next_expiry,
             held: &mut self.held,
             hold_window_us: self.hold_window_us,
+            log: self.log.as_ref(),
             sources,
             deleted: HashSet::new(),
             counters: HashMap::new(),
@@ -268,19 +280,33 @@ pub(crate) struct EventBody {
 
 impl EventBody {
     fn of(seq: i64, idx: i64, event: &MappedEvent) -> EventBody {
+        EventBody::with(seq, idx, event, event.properties.clone())
+    }
+
+    /// As [`EventBody::of`], taking the event's properties instead of copying them.
+    fn taking(seq: i64, idx: i64, event: &mut MappedEvent) -> EventBody {
+        let properties = std::mem::take(&mut event.properties);
+        EventBody::with(seq, idx, event, properties)
+    }
+
+    fn with(
+        seq: i64,
+        idx: i64,
+        event: &MappedEvent,
+        mut properties: serde_json::Map<String, Value>,
+    ) -> EventBody {
         let pk = ids::event_key(seq, idx);
         let unique_id = match &event.unique_id {
             Some(id) => id.clone(),
             None => ids::event_id(event.time.as_microsecond(), pk),
         };
-        let mut properties = event.properties.clone();
         properties
             .entry("$event_id".to_owned())
             .or_insert_with(|| Value::String(unique_id.clone()));
         EventBody {
             hash: ids::unique_hash(&unique_id),
             unique_id,
-            properties: Value::Object(properties).to_string(),
+            properties: serde_json::to_string(&properties).expect("JSON values serialise"),
         }
     }
 }
@@ -318,12 +344,8 @@ pub(crate) fn prepare(entry: &StoredCall, sources: &Sources) -> Option<Prepared>
             .enumerate()
             .map(|(idx, event)| {
                 let idx = idx as i64;
-                (idx < ids::EVENTS_PER_ENTRY).then(|| {
-                    let body = EventBody::of(entry.seq, idx, event);
-                    // Stored now: free the parsed form on this thread.
-                    event.properties = serde_json::Map::new();
-                    body
-                })
+                // Stored now: the parsed properties are freed on this thread.
+                (idx < ids::EVENTS_PER_ENTRY).then(|| EventBody::taking(entry.seq, idx, event))
             })
             .collect();
         PreparedCall { mapped, bodies }
@@ -443,6 +465,7 @@ pub(crate) struct Batch<'a> {
     next_expiry: &'a mut Option<i64>,
     held: &'a mut HeldIndex,
     hold_window_us: i64,
+    log: Option<&'a HeldSource>,
     sources: &'a Sources,
     /// Profiles merged away in this batch.
     deleted: HashSet<i64>,
