@@ -42,6 +42,11 @@ const CACHE_BYTES: u64 = 8 << 20;
 /// several times the bytes counted here: kept small, it flushes every few seconds under
 /// anonymous traffic and the heap stays flat.
 const MEMTABLE_BYTES: u64 = 4 << 20;
+/// Flushed memtables that gather before they are merged into the first level. Keys are
+/// hashes, so every flushed table overlaps the whole first level and each merge rewrites it:
+/// merging twice as much at a time halves that rewriting (drain 130,000 → 143,000 entries/s).
+/// The tables are on disk with only their top-level index in memory.
+const L0_TABLES: u8 = 8;
 /// Journal kept before memtables are forced out.
 const JOURNAL_BYTES: u64 = 128 << 20;
 
@@ -315,7 +320,9 @@ fn keyspace_options() -> KeyspaceCreateOptions {
         .filter_block_partitioning_policy(fjall::config::PinningPolicy::all(true))
         .index_block_partitioning_policy(fjall::config::PinningPolicy::all(true))
         .filter_policy(fjall::config::FilterPolicy::disabled())
-        .compaction_strategy(Arc::new(fjall::compaction::Leveled::default()))
+        .compaction_strategy(Arc::new(
+            fjall::compaction::Leveled::default().with_l0_threshold(L0_TABLES),
+        ))
 }
 
 #[cfg(test)]
