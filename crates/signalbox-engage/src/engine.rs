@@ -15,7 +15,7 @@ use signalbox_store::Store;
 
 use crate::apply::held_index::dir_of as held_dir;
 use crate::apply::{
-    ApiConsentOp, ApiListOp, ApiMergeOp, ApiProfileOp, ApiResult, Applier, HeldSource, OpResult,
+    ApiConsentOp, ApiListOp, ApiMergeOp, ApiProfileOp, ApiResult, Applier, OpResult,
 };
 use crate::db::{self, Readers};
 use crate::error::{EngageError, EngageResult};
@@ -91,7 +91,7 @@ impl Engage {
     ) -> EngageResult<Engage> {
         let path = config.path.clone();
         let hold_window = config.hold_window;
-        let (mut applier, lock) = tokio::task::spawn_blocking(move || {
+        let (applier, lock) = tokio::task::spawn_blocking(move || {
             let lock = pipeline::take_lock(&path)?;
             let applier = pipeline::open_behind_requests(|| Applier::open(&path, hold_window))?;
             Ok::<_, EngageError>((applier, lock))
@@ -99,7 +99,6 @@ impl Engage {
         .await
         .map_err(|e| EngageError::Internal(e.to_string()))??;
         let runtime = tokio::runtime::Handle::current();
-        applier.read_held_from(HeldSource::start(Arc::clone(&store), runtime.clone())?);
         let pipeline = Pipeline::spawn(
             applier,
             lock,
@@ -814,7 +813,6 @@ pub async fn rebuild(
         remove_db_files(&fresh)?;
         let done = {
             let mut applier = Applier::open(&fresh, hold_window)?;
-            applier.read_held_from(HeldSource::start(Arc::clone(&store), runtime.clone())?);
             let done = pipeline::apply_all(&mut applier, &store, &runtime, 4_000, progress)?;
             applier.expire_holds(now.as_microsecond())?;
             applier.checkpoint()?;

@@ -7,92 +7,14 @@
 //!
 //! A held call is one row of `held_calls`, appended in log order. Which calls wait for which
 //! identifier is in [`HeldIndex`], beside `engage.db`.
-//!
-//! The row keeps the call's place in the log, not a copy of it: when it is released the call
-//! is read back from the log ([`HeldSource`]). Most calls of anonymous visitors are held and
-//! never released, so a copy doubled the bytes the applier writes for them. An applier
-//! without a log at hand (tests of the applier alone) keeps the copy in the row.
-
-use std::sync::mpsc::{channel, sync_channel, Sender, SyncSender};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use signalbox_core::{CallKind, SourceId, StoredCall};
-use signalbox_store::{CallQuery, Store};
-use tokio::runtime::Handle;
 
 use super::held_index::HeldIndex;
 use super::identity::{CallIds, ANONYMOUS, EXTERNAL};
 use super::Batch;
-use crate::error::{EngageError, EngageResult};
-
-/// Reads held calls back from the log for the applier.
-///
-/// The reads run on a thread of its own at normal priority (`signalbox-held-read`): the
-/// applier runs in the idle scheduling class, and a thread it made the runtime start for a
-/// blocking read would inherit that class and keep it while serving requests.
-pub(crate) struct HeldSource {
-    requests: Option<Sender<ReadRequest>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-type ReadRequest = (i64, SyncSender<EngageResult<Option<StoredCall>>>);
-
-impl HeldSource {
-    /// Starts the reading thread. Call it from a thread of normal priority.
-    pub(crate) fn start(store: Arc<dyn Store>, runtime: Handle) -> EngageResult<HeldSource> {
-        let (requests, incoming) = channel::<ReadRequest>();
-        let thread = std::thread::Builder::new()
-            .name("signalbox-held-read".into())
-            .spawn(move || {
-                for (seq, reply) in incoming {
-                    let _ = reply.send(read_call(&store, &runtime, seq));
-                }
-            })
-            .map_err(|e| EngageError::Internal(e.to_string()))?;
-        Ok(HeldSource {
-            requests: Some(requests),
-            thread: Some(thread),
-        })
-    }
-
-    /// The log entry `seq`, if the log still has it.
-    fn call(&self, seq: i64) -> EngageResult<Option<StoredCall>> {
-        let stopped = || EngageError::Internal("the held-call reader stopped".into());
-        let (reply, answer) = sync_channel(1);
-        self.requests
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send((seq, reply))
-            .map_err(|_| stopped())?;
-        answer.recv().map_err(|_| stopped())?
-    }
-}
-
-impl Drop for HeldSource {
-    fn drop(&mut self) {
-        drop(self.requests.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn read_call(
-    store: &Arc<dyn Store>,
-    runtime: &Handle,
-    seq: i64,
-) -> EngageResult<Option<StoredCall>> {
-    let store = Arc::clone(store);
-    let query = CallQuery {
-        after_seq: seq - 1,
-        limit: 1,
-        ..CallQuery::default()
-    };
-    let calls = runtime.block_on(async move { store.read_calls(query).await })?;
-    Ok(calls.into_iter().next().filter(|call| call.seq == seq))
-}
+use crate::error::EngageResult;
 
 /// A held call as stored.
 struct HeldRow {
@@ -211,7 +133,7 @@ impl Batch<'_> {
                 ids.external_id,
                 ids.anonymous_id,
                 ids.alias_of,
-                self.log.is_none().then_some(&entry.payload)
+                entry.payload
             ])?;
         self.held.add(&HeldIds::of(ids), entry.seq);
         if self.next_expiry.is_none_or(|t| expires < t) {
@@ -254,37 +176,24 @@ impl Batch<'_> {
             source_id,
             kind,
             received_us,
-            payload,
+            payload: Some(payload),
             ids,
         }) = held
         else {
             return Ok(());
         };
-        let call = match (payload, self.log) {
-            (Some(payload), _) => {
-                let Some(kind) = CallKind::parse_logged(&kind) else {
-                    return Ok(());
-                };
-                StoredCall {
-                    seq,
-                    source_id: SourceId(source_id),
-                    kind,
-                    message_id: String::new(),
-                    received_at: jiff::Timestamp::from_microsecond(received_us)
-                        .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-                    payload,
-                }
-            }
-            (None, Some(log)) => match log.call(seq)? {
-                Some(call) => call,
-                None => {
-                    tracing::warn!(seq, "a held call is no longer in the log; it stays held");
-                    return Ok(());
-                }
-            },
-            (None, None) => return Ok(()),
+        let Some(kind) = CallKind::parse_logged(&kind) else {
+            return Ok(());
         };
-        let kind = call.kind;
+        let call = StoredCall {
+            seq,
+            source_id: SourceId(source_id),
+            kind,
+            message_id: String::new(),
+            received_at: jiff::Timestamp::from_microsecond(received_us)
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            payload,
+        };
         // The held call keys its rows by its own sequence number and time.
         let outer = std::mem::take(&mut self.entry);
         self.begin_entry(seq, received_us);

@@ -45,7 +45,6 @@ use profile::ProfileRow;
 
 pub(crate) use api::{ApiMergeOp, ApiProfileOp, ApiResult};
 pub(crate) use consent::ApiConsentOp;
-pub(crate) use holds::HeldSource;
 pub(crate) use lists::{ApiListOp, OpOutcome, OpResult};
 
 /// What the applier knows of a source.
@@ -96,9 +95,6 @@ pub struct BatchReport {
 pub(crate) struct Applier {
     conn: Connection,
     hold_window_us: i64,
-    /// Where held calls are read back from when released; without it a hold keeps a copy
-    /// of its call in `engage.db`.
-    log: Option<HeldSource>,
     caches: Caches,
     /// The earliest expiry of a held call, if any is held.
     next_expiry: Option<i64>,
@@ -118,7 +114,6 @@ impl Applier {
         let mut applier = Applier {
             conn,
             hold_window_us: hold_window.as_micros().clamp(0, i64::MAX as i128) as i64,
-            log: None,
             caches: Caches::default(),
             next_expiry: None,
             held,
@@ -147,12 +142,6 @@ impl Applier {
 
     pub(crate) fn applied_seq(&self) -> i64 {
         self.applied_seq
-    }
-
-    /// From now on a hold keeps only its call's place in the log, which `log` reads back
-    /// when the call is released.
-    pub(crate) fn read_held_from(&mut self, log: HeldSource) {
-        self.log = Some(log);
     }
 
     /// Applies `entries` (in log order, all after the checkpoint) in one transaction.
@@ -188,7 +177,6 @@ impl Applier {
             next_expiry: &mut self.next_expiry,
             held: &mut self.held,
             hold_window_us: self.hold_window_us,
-            log: self.log.as_ref(),
             sources,
             deleted: HashSet::new(),
             counters: HashMap::new(),
@@ -465,7 +453,6 @@ pub(crate) struct Batch<'a> {
     next_expiry: &'a mut Option<i64>,
     held: &'a mut HeldIndex,
     hold_window_us: i64,
-    log: Option<&'a HeldSource>,
     sources: &'a Sources,
     /// Profiles merged away in this batch.
     deleted: HashSet<i64>,

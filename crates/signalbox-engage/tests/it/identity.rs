@@ -112,34 +112,6 @@ async fn held_calls_survive_a_restart_and_are_released_by_any_id_they_wait_for()
 }
 
 #[tokio::test]
-async fn a_held_call_keeps_its_place_in_the_log_and_is_read_back_on_release() {
-    let mut app = TestApp::start().await;
-    app.track(json!({"userId": "u9", "event": "Viewed Product", "properties": {"sku": "S-1"}}))
-        .await;
-    app.settle().await;
-    // The row holds no copy of the call: the log has it.
-    let copies: i64 = {
-        let db = rusqlite::Connection::open(&app.config.path).unwrap();
-        db.query_row(
-            "SELECT COUNT(*) FROM held_calls WHERE payload IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
-    assert_eq!(copies, 0);
-    assert_eq!(app.held(HeldFilter::Held).await.len(), 1);
-
-    app.identify(json!({"userId": "u9", "traits": {"email": "u9@example.com"}}))
-        .await;
-    app.settle().await;
-    let profile = app.by_email("u9@example.com").await;
-    let feed = app.feed_of(&profile).await;
-    assert_eq!(feed.len(), 1);
-    assert_eq!(feed[0].properties["sku"], json!("S-1"));
-}
-
-#[tokio::test]
 async fn holds_expire_after_the_window_and_are_listed_with_their_reason() {
     let mut app = TestApp::start_with(|c| c.hold_window = SignedDuration::from_hours(1)).await;
     app.track(json!({"userId": "ghost", "event": "Viewed"}))
