@@ -98,7 +98,6 @@ impl Engage {
         })
         .await
         .map_err(|e| EngageError::Internal(e.to_string()))??;
-        let runtime = tokio::runtime::Handle::current();
         let pipeline = Pipeline::spawn(
             applier,
             lock,
@@ -108,7 +107,7 @@ impl Engage {
                 batch_size: config.batch_size.max(1),
                 poll_interval: config.poll_interval,
             },
-            runtime,
+            tokio::runtime::Handle::current(),
         )?;
         Ok(Engage {
             inner: Arc::new(Inner {

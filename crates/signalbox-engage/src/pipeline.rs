@@ -706,3 +706,31 @@ pub(crate) fn apply_all(
     }
     Ok(done)
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use thread_priority::unix::{
+        thread_schedule_policy, NormalThreadSchedulePolicy, ThreadSchedulePolicy,
+    };
+
+    use super::*;
+
+    fn policy() -> ThreadSchedulePolicy {
+        thread_schedule_policy().expect("policy of this thread")
+    }
+
+    #[test]
+    fn threads_started_while_opening_the_applier_yield_to_requests() {
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        let (opener, helper) = open_behind_requests(|| {
+            // As the held-call index starts its writer and compaction threads.
+            let helper = std::thread::spawn(policy).join().expect("helper thread");
+            Ok((policy(), helper))
+        })
+        .unwrap();
+        assert_eq!(opener, idle);
+        assert_eq!(helper, idle);
+        // The caller keeps its own class.
+        assert_ne!(policy(), idle);
+    }
+}
