@@ -39,17 +39,32 @@ async fn a_repeated_message_id_across_requests_and_routes_is_stored_once() {
     )
     .await
     .assert_success();
-    // Dedupe is global, not per source.
-    let (_, other_key) = app.store.create_source("other").await.unwrap();
-    let auth = basic(other_key.expose(), true);
-    app.post(
-        "/v1/batch",
-        json!({"batch": [track("again")]}).to_string(),
-        &[("authorization", &auth)],
-    )
-    .await
-    .assert_success();
     assert_eq!(app.calls().await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_same_message_id_from_two_sources_is_stored_twice() {
+    // Dedupe is per source, as Segment's: a public browser key cannot pre-empt a server
+    // source's predictable ids.
+    let app = spawn_app().await;
+    app.post_batch(&json!({"batch": [track("order-123")]}))
+        .await
+        .assert_success();
+    let (server, server_key) = app.store.create_source("server").await.unwrap();
+    let auth = basic(server_key.expose(), true);
+    for _ in 0..2 {
+        app.post(
+            "/v1/batch",
+            json!({"batch": [track("order-123")]}).to_string(),
+            &[("authorization", &auth)],
+        )
+        .await
+        .assert_success();
+    }
+    let calls = app.calls().await;
+    assert_eq!(calls.len(), 2, "once per source");
+    assert_eq!(calls[1].source_id, server.id);
+    assert!(calls.iter().all(|c| c.message_id == "order-123"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,8 +16,14 @@ use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use jiff::SignedDuration;
+use signalbox_core::SourceId;
 
 const MARKER: &[u8] = b"indexed_seq";
+/// How keys are spelt: absent in an index of bare message ids (before dedupe was per source),
+/// [`KEY_FORMAT`] since.
+const FORMAT: &[u8] = b"key_format";
+/// Keys are [`key`]: the source and the message id.
+const KEY_FORMAT: u8 = 2;
 const META: &str = "meta";
 const BUCKET_PREFIX: &str = "ids-";
 /// Narrowest bucket, so that tiny windows do not create a keyspace per request.
@@ -32,6 +38,13 @@ const L0_TABLES: u8 = 8;
 const JOURNAL_BYTES: u64 = 256 << 20;
 
 pub(crate) type IndexResult<T> = Result<T, fjall::Error>;
+
+/// The key of one stored call: the source's id and the message id. Segment deduplicates per
+/// source, so one source's ids never make another's calls repeats. The source id is decimal
+/// digits and the separator is not one, so no two (source, id) pairs share a key.
+pub(crate) fn key(source: SourceId, message_id: &str) -> String {
+    format!("{}:{message_id}", source.0)
+}
 
 struct Bucket {
     /// First microsecond of `received_at` this bucket holds.
@@ -76,6 +89,18 @@ impl DedupeIndex {
             });
         }
         buckets.sort_by_key(|b| b.start);
+        let format = meta.get(FORMAT)?.and_then(|v| v.first().copied());
+        if format != Some(KEY_FORMAT) {
+            // An index of bare message ids, or a new one: start it empty in the current
+            // format, and the writer re-indexes the log's last window from the start.
+            for bucket in buckets.drain(..) {
+                db.delete_keyspace(bucket.keyspace)?;
+            }
+            let mut batch = db.batch();
+            batch.remove(&meta, MARKER);
+            batch.insert(&meta, FORMAT, [KEY_FORMAT]);
+            batch.commit()?;
+        }
         Ok(DedupeIndex {
             db,
             meta,

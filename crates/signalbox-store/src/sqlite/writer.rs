@@ -17,7 +17,7 @@ use signalbox_core::{NewCall, Rejection, SourceId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Checkpointer;
-use super::dedupe::DedupeIndex;
+use super::dedupe::{self, DedupeIndex};
 use super::index_thread::IndexThread;
 use crate::{AppendOutcome, StoreError, StoreResult};
 
@@ -39,9 +39,9 @@ pub(crate) struct Writer {
     conn: Connection,
     index: DedupeIndex,
     window_us: i64,
-    /// Stored ids not known to be in the index yet: queued for the index thread, or whose
-    /// index write failed (those are retried with the next group). Consulted before the
-    /// index, so that neither lets a repeat in.
+    /// Stored keys ([`dedupe::key`]: source and message id) not known to be in the index
+    /// yet: queued for the index thread, or whose index write failed (those are retried with
+    /// the next group). Consulted before the index, so that neither lets a repeat in.
     unindexed: HashMap<String, i64>,
     /// Ids of batches queued for the index thread, by ticket, oldest first.
     in_flight: VecDeque<(u64, Vec<String>)>,
@@ -146,7 +146,10 @@ impl Writer {
         let cutoff = newest.saturating_sub(self.window_us);
         let mut stmt = self
             .conn
-            .prepare("SELECT seq, message_id, received_at FROM events WHERE seq > ?1 ORDER BY seq")
+            .prepare(
+                "SELECT seq, source_id, message_id, received_at FROM events
+                 WHERE seq > ?1 ORDER BY seq",
+            )
             .map_err(internal)?;
         let mut rows = stmt.query(params![from]).map_err(internal)?;
         let mut chunk: Vec<(String, i64)> = Vec::with_capacity(REINDEX_CHUNK);
@@ -156,10 +159,12 @@ impl Writer {
             let row = rows.next().map_err(internal)?;
             if let Some(row) = row {
                 let seq: i64 = row.get(0).map_err(internal)?;
-                let at: i64 = row.get(2).map_err(internal)?;
+                let at: i64 = row.get(3).map_err(internal)?;
                 last_seq = seq;
                 if at >= cutoff {
-                    chunk.push((row.get(1).map_err(internal)?, at));
+                    let source = SourceId(row.get(1).map_err(internal)?);
+                    let id: String = row.get(2).map_err(internal)?;
+                    chunk.push((dedupe::key(source, &id), at));
                 }
                 if chunk.len() < REINDEX_CHUNK {
                     continue;
@@ -222,13 +227,11 @@ impl Writer {
                 }
                 // The log is committed: answer now, then index the new ids. Until the index
                 // has them they stay in `unindexed`, so a repeat in the next group is caught.
-                let mut calls = Vec::with_capacity(jobs.len());
+                let indexing = Instant::now();
                 for (job, outcome) in jobs.drain(..).zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));
-                    calls.push(job.calls);
                 }
-                let indexing = Instant::now();
-                self.index_fresh(&calls, &fresh, last_seq);
+                self.index_fresh(fresh, last_seq);
                 let total = started.elapsed();
                 if total >= SLOW_GROUP {
                     tracing::warn!(
@@ -262,9 +265,8 @@ impl Writer {
         let window_us = *window_us;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut outcomes = Vec::with_capacity(jobs.len());
-        // Ids stored by this group, with their `received_at`, and where each call is.
-        let mut fresh: HashMap<&str, i64> = HashMap::new();
-        let mut stored = Vec::new();
+        // Keys stored by this group, with their `received_at`.
+        let mut fresh: HashMap<String, i64> = HashMap::new();
         let mut last_seq = 0;
         {
             let mut insert = tx.prepare_cached(
@@ -275,18 +277,18 @@ impl Writer {
                 "INSERT INTO rejections (source_id, code, message, received_at, payload)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for (job_idx, job) in jobs.iter().enumerate() {
+            for job in jobs {
                 let mut outcome = AppendOutcome::default();
-                for (call_idx, call) in job.calls.iter().enumerate() {
+                for call in &job.calls {
                     let received = call.received_at.as_microsecond();
                     let cutoff = received.saturating_sub(window_us);
-                    let id = call.message_id.as_str();
-                    // A message id is a repeat when stored at most one window before this
-                    // call: earlier in this group, in a group whose index write failed, or
-                    // in the index.
-                    let repeat = fresh.get(id).is_some_and(|&at| at >= cutoff)
-                        || unindexed.get(id).is_some_and(|&at| at >= cutoff)
-                        || index.seen(id, received)?;
+                    let key = dedupe::key(job.source, &call.message_id);
+                    // A message id is a repeat when its source stored it at most one window
+                    // before this call: earlier in this group, in a group whose index write
+                    // failed, or in the index.
+                    let repeat = fresh.get(&key).is_some_and(|&at| at >= cutoff)
+                        || unindexed.get(&key).is_some_and(|&at| at >= cutoff)
+                        || index.seen(&key, received)?;
                     if repeat {
                         outcome.duplicates += 1;
                         continue;
@@ -298,8 +300,7 @@ impl Writer {
                         received,
                         call.payload
                     ])?;
-                    fresh.insert(id, received);
-                    stored.push((job_idx, call_idx));
+                    fresh.insert(key, received);
                     *latest = (*latest).max(received);
                     outcome.appended += 1;
                     last_seq = tx.last_insert_rowid();
@@ -321,35 +322,28 @@ impl Writer {
         tx.commit()?;
         Ok(Appended {
             outcomes,
-            fresh: stored,
+            fresh,
             last_seq,
         })
     }
 
-    /// Records the ids a committed group stored in the dedupe index. From the commit on the
+    /// Records the keys a committed group stored in the dedupe index. From the commit on the
     /// calls are stored whatever happens to the index, which a crash here would leave behind
     /// the log (re-indexed on open); a failed write is retried with the next group.
-    fn index_fresh(&mut self, calls: &[Vec<NewCall>], fresh: &[(usize, usize)], last_seq: i64) {
+    fn index_fresh(&mut self, fresh: HashMap<String, i64>, last_seq: i64) {
         if fresh.is_empty() {
             return;
         }
-        let stored = || {
-            fresh.iter().map(|&(job, call)| {
-                let call = &calls[job][call];
-                (call.message_id.as_str(), call.received_at.as_microsecond())
-            })
-        };
         if self.index_thread.is_some() {
-            self.index_in_background(stored(), last_seq);
+            self.index_in_background(fresh, last_seq);
         } else {
-            let pending = self.unindexed.iter().map(|(id, at)| (id.as_str(), *at));
-            let recorded = self.index.record(pending.chain(stored()), last_seq);
-            match recorded {
+            let pending = self.unindexed.iter().map(|(key, at)| (key.as_str(), *at));
+            let stored = fresh.iter().map(|(key, at)| (key.as_str(), *at));
+            match self.index.record(pending.chain(stored), last_seq) {
                 Ok(()) => self.unindexed.clear(),
                 Err(err) => {
                     tracing::error!(error = %err, "dedupe index write failed; retrying with the next group");
-                    let failed: Vec<_> = stored().map(|(id, at)| (id.to_owned(), at)).collect();
-                    self.unindexed.extend(failed);
+                    self.unindexed.extend(fresh);
                 }
             }
         }
@@ -362,15 +356,11 @@ impl Writer {
 
     /// Queues the stored ids (and any to retry) for the index thread; they stay in
     /// `unindexed` until it reports them committed.
-    fn index_in_background<'a>(
-        &mut self,
-        stored: impl Iterator<Item = (&'a str, i64)>,
-        last_seq: i64,
-    ) {
+    fn index_in_background(&mut self, stored: HashMap<String, i64>, last_seq: i64) {
         let mut ids = std::mem::take(&mut self.retry);
-        for (id, at) in stored {
-            self.unindexed.insert(id.to_owned(), at);
-            ids.push(id.to_owned());
+        for (key, at) in stored {
+            ids.push(key.clone());
+            self.unindexed.insert(key, at);
         }
         let unindexed = &self.unindexed;
         let entries = ids
@@ -399,8 +389,8 @@ impl Writer {
 /// What one committed group did.
 struct Appended {
     outcomes: Vec<AppendOutcome>,
-    /// (job, call) of each call stored.
-    fresh: Vec<(usize, usize)>,
+    /// The key of each call stored, with its `received_at`.
+    fresh: HashMap<String, i64>,
     last_seq: i64,
 }
 
@@ -443,9 +433,13 @@ mod tests {
     }
 
     fn append(writer: &mut Writer, calls: Vec<NewCall>) -> AppendOutcome {
+        append_from(writer, SourceId(1), calls)
+    }
+
+    fn append_from(writer: &mut Writer, source: SourceId, calls: Vec<NewCall>) -> AppendOutcome {
         let (reply, wait) = oneshot::channel();
         let job = AppendJob {
-            source: SourceId(1),
+            source,
             calls,
             rejections: Vec::new(),
             reply,
@@ -485,7 +479,8 @@ mod tests {
         let mut thread = writer.index_thread.take().unwrap();
         assert!(thread.finish().iter().all(|(_, result)| result.is_ok()));
         // Everything reached the index, marker included.
-        assert!(writer.index.seen("id-199", now.as_microsecond()).unwrap());
+        let key = dedupe::key(SourceId(1), "id-199");
+        assert!(writer.index.seen(&key, now.as_microsecond()).unwrap());
         assert_eq!(writer.index.indexed_seq().unwrap(), 201);
     }
 
@@ -531,5 +526,75 @@ mod tests {
             ],
         );
         assert_eq!((again.appended, again.duplicates), (1, 2));
+    }
+
+    #[test]
+    fn message_ids_are_deduplicated_per_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(dir.path(), SignedDuration::from_hours(1));
+        let now = Timestamp::now();
+        // A browser source cannot pre-empt a server source's predictable id.
+        let browser = append_from(&mut writer, SourceId(1), vec![call("order-123", now)]);
+        assert_eq!(browser.appended, 1);
+        let server = append_from(&mut writer, SourceId(2), vec![call("order-123", now)]);
+        assert_eq!((server.appended, server.duplicates), (1, 0));
+        // Within one source a repeat is still a repeat, in the same group too.
+        let again = append_from(
+            &mut writer,
+            SourceId(2),
+            vec![call("order-123", now), call("x", now), call("x", now)],
+        );
+        assert_eq!((again.appended, again.duplicates), (1, 2));
+        // Per source after a reopen as well (from the index, not memory).
+        drop(writer);
+        let mut writer = super::tests::writer(dir.path(), SignedDuration::from_hours(1));
+        let reopened = append_from(
+            &mut writer,
+            SourceId(3),
+            vec![call("order-123", now), call("x", now)],
+        );
+        assert_eq!((reopened.appended, reopened.duplicates), (2, 0));
+        assert_eq!(
+            append_from(&mut writer, SourceId(1), vec![call("order-123", now)]).duplicates,
+            1
+        );
+    }
+
+    #[test]
+    fn an_index_of_bare_message_ids_is_rebuilt_per_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::now();
+        {
+            let mut conn = Connection::open(dir.path().join("signalbox.db")).unwrap();
+            super::super::schema::migrate(&mut conn).unwrap();
+            conn.execute(
+                "INSERT INTO events (source_id, kind, message_id, received_at, payload)
+                 VALUES (7, 'track', 'old', ?1, '{}')",
+                params![now.as_microsecond()],
+            )
+            .unwrap();
+            // The index as an earlier version left it: bare ids, a marker, no format.
+            let db = fjall::Database::builder(dir.path().join("signalbox.db-dedupe"))
+                .open()
+                .unwrap();
+            let meta = db
+                .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+                .unwrap();
+            let bucket = db
+                .keyspace("ids-900000000-1", fjall::KeyspaceCreateOptions::default)
+                .unwrap();
+            bucket
+                .insert("old", now.as_microsecond().to_be_bytes())
+                .unwrap();
+            meta.insert("indexed_seq", 1i64.to_be_bytes()).unwrap();
+            db.persist(fjall::PersistMode::SyncAll).unwrap();
+        }
+        let mut writer = writer(dir.path(), SignedDuration::from_hours(1));
+        assert_eq!(writer.index.indexed_seq().unwrap(), 1);
+        assert!(!writer.index.seen("old", now.as_microsecond()).unwrap());
+        let again = append_from(&mut writer, SourceId(7), vec![call("old", now)]);
+        assert_eq!(again.duplicates, 1, "re-indexed under its source");
+        let other = append_from(&mut writer, SourceId(8), vec![call("old", now)]);
+        assert_eq!(other.appended, 1);
     }
 }
