@@ -297,8 +297,21 @@ pub enum SourceCommand {
 #[derive(Debug, Subcommand)]
 pub enum ApiKeyCommand {
     /// Create a private API key; prints it and nothing else. It cannot be shown again.
-    Create { name: String },
-    /// List private API keys (prefixes only).
+    Create {
+        name: String,
+        /// What the key may do; repeat the flag or separate names with commas. Klaviyo's
+        /// scope names (`profiles:read`, `events:write`, `lists:write`, `metrics:read`, …; a
+        /// `:write` scope includes the `:read` of its resource), `full` for every Klaviyo
+        /// scope, `admin` for the admin API (keys, sources and write keys, settings, the raw
+        /// call log, rejections, imports). Default: `full`, without `admin`.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Every Klaviyo scope (the same as `--scope full`); add `--scope admin` for the admin
+        /// API.
+        #[arg(long)]
+        full_access: bool,
+    },
+    /// List private API keys (prefixes only) and their scopes.
     List,
     /// Delete a private API key.
     Delete { name: String },
