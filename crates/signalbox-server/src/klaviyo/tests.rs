@@ -38,8 +38,10 @@ async fn spawn_with(engage_enabled: bool) -> TestApi {
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(dir.path().join("signalbox.db"), SqliteOptions::default()).unwrap(),
     );
+    // Every Klaviyo scope, and the admin API, which some tests read (a list's pending
+    // confirmations).
     let (_, key) = store
-        .create_api_key("tests", &Scopes::default_for_new_key())
+        .create_api_key("tests", &Scopes::parse(["full", "admin"]).unwrap())
         .await
         .unwrap();
     let clock = Arc::new(SystemClock);
