@@ -104,7 +104,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// A private API key (`pk_…`) of the running server.
+    /// A private API key (`pk_…`) of the running server, with the lists and profiles scopes
+    /// and `admin` (imports and pending confirmations are admin API), e.g. one made with
+    /// `signalbox api-key create NAME --scope full,admin`.
     #[arg(long, env = "SIGNALBOX_API_KEY", hide_env_values = true)]
     pub api_key: String,
     /// The running server's base URL (default: `http://` and the --listen address).
@@ -147,7 +149,8 @@ pub struct FlowArgs {
     /// The running server (default: http://LISTEN, from --listen).
     #[arg(long, env = "SIGNALBOX_SERVER")]
     pub server: Option<String>,
-    /// A private API key (`signalbox api-key create NAME`).
+    /// A private API key with `flows:write` (`signalbox api-key create NAME --scope
+    /// flows:write`).
     #[arg(long, env = "SIGNALBOX_API_KEY", hide_env_values = true)]
     pub api_key: String,
     #[command(subcommand)]
@@ -174,7 +177,8 @@ pub enum FlowCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct SegmentArgs {
-    /// A private API key of the server (`signalbox api-key create NAME`).
+    /// A private API key of the server with `segments:write` and `profiles:read`
+    /// (`signalbox api-key create NAME --scope segments:write,profiles:read`).
     #[arg(long, env = "SIGNALBOX_API_KEY", hide_env_values = true)]
     pub api_key: String,
     /// The server's base URL. Default: http:// and the listening address.
