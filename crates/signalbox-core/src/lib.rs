@@ -4,6 +4,7 @@
 //! - [`call`]: a Segment call after it was accepted (normalised), and a rejected one.
 //! - [`source`]: sources, write keys and private API keys.
 //! - [`secret`]: secret strings that never print and compare in constant time.
+//! - [`scope`]: what a private API key may do (Klaviyo's scopes, `full`, `admin`).
 //! - [`clock`]: time as an injected dependency.
 //!
 //! **Invariant:** this crate does no IO and knows no wire format; it cannot fail except on
@@ -11,10 +12,12 @@
 
 pub mod call;
 pub mod clock;
+pub mod scope;
 pub mod secret;
 pub mod source;
 
 pub use call::{CallKind, NewCall, RejectCode, Rejection, StoredCall, StoredRejection};
 pub use clock::{Clock, FakeClock, SystemClock};
+pub use scope::{Access, Resource, Scope, Scopes, UnknownScope};
 pub use secret::{ApiKey, WriteKey};
 pub use source::{ApiKeyInfo, Source, SourceId, SourceStatus};

@@ -5,6 +5,8 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::scope::Scopes;
+
 /// A source's numeric id in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -66,6 +68,8 @@ pub struct ApiKeyInfo {
     pub name: String,
     pub prefix: String,
     pub created_at: Timestamp,
+    /// What the key may do.
+    pub scopes: Scopes,
 }
 
 /// A valid source name: 1–64 characters of letters, digits, `-`, `_` and `.`.

@@ -39,3 +39,5 @@ pub use app::{AppState, Application, ServerConfig, ServerError};
 
 #[cfg(test)]
 mod mail_routes_tests;
+#[cfg(test)]
+mod route_scopes_tests;

@@ -8,7 +8,7 @@ use axum::body::Body as HttpBody;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use serde_json::{json, Value};
-use signalbox_core::SystemClock;
+use signalbox_core::{Scopes, SystemClock};
 use signalbox_engage::{Engage, EngageConfig, ProfileInput};
 use signalbox_mail::{LinkKind, LinkSigner, TrackingLinks};
 use signalbox_store::sqlite::SqliteOptions;
@@ -52,7 +52,10 @@ async fn spawn() -> TestApp {
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(dir.path().join("signalbox.db"), SqliteOptions::default()).unwrap(),
     );
-    let (_, key) = store.create_api_key("tests").await.unwrap();
+    let (_, key) = store
+        .create_api_key("tests", &Scopes::default_for_new_key())
+        .await
+        .unwrap();
     let clock = Arc::new(SystemClock);
     let engage = Engage::start(
         Arc::clone(&store),

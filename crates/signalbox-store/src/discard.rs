@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use jiff::SignedDuration;
 use signalbox_core::{
-    ApiKey, ApiKeyInfo, NewCall, Rejection, Source, SourceId, SourceStatus, StoredCall,
+    ApiKey, ApiKeyInfo, NewCall, Rejection, Scopes, Source, SourceId, SourceStatus, StoredCall,
     StoredRejection, WriteKey,
 };
 
@@ -94,8 +94,12 @@ impl Store for DiscardingStore {
     async fn find_write_key(&self, digest: [u8; 32]) -> StoreResult<Option<WriteKeyRecord>> {
         self.inner.find_write_key(digest).await
     }
-    async fn create_api_key(&self, name: &str) -> StoreResult<(ApiKeyInfo, ApiKey)> {
-        self.inner.create_api_key(name).await
+    async fn create_api_key(
+        &self,
+        name: &str,
+        scopes: &Scopes,
+    ) -> StoreResult<(ApiKeyInfo, ApiKey)> {
+        self.inner.create_api_key(name, scopes).await
     }
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyInfo>> {
         self.inner.list_api_keys().await

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use signalbox_core::{
-    ApiKey, ApiKeyInfo, NewCall, Rejection, Source, SourceId, SourceStatus, StoredCall,
+    ApiKey, ApiKeyInfo, NewCall, Rejection, Scopes, Source, SourceId, SourceStatus, StoredCall,
     StoredRejection, WriteKey,
 };
 
@@ -174,7 +174,12 @@ pub trait Store: Send + Sync + 'static {
 
     // Private API keys.
 
-    async fn create_api_key(&self, name: &str) -> StoreResult<(ApiKeyInfo, ApiKey)>;
+    /// A new key holding `scopes` (at least one).
+    async fn create_api_key(
+        &self,
+        name: &str,
+        scopes: &Scopes,
+    ) -> StoreResult<(ApiKeyInfo, ApiKey)>;
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyInfo>>;
     async fn delete_api_key(&self, name: &str) -> StoreResult<()>;
     /// The key whose digest matches, compared in constant time.

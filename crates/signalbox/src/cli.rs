@@ -104,7 +104,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// A private API key (`pk_…`) of the running server.
+    /// A private API key (`pk_…`) of the running server, with the lists and profiles scopes
+    /// and `admin` (imports and pending confirmations are admin API), e.g. one made with
+    /// `signalbox api-key create NAME --scope full,admin`.
     #[arg(long, env = "SIGNALBOX_API_KEY", hide_env_values = true)]
     pub api_key: String,
     /// The running server's base URL (default: `http://` and the --listen address).
@@ -147,7 +149,8 @@ pub struct FlowArgs {
     /// The running server (default: http://LISTEN, from --listen).
     #[arg(long, env = "SIGNALBOX_SERVER")]
     pub server: Option<String>,
-    /// A private API key (`signalbox api-key create NAME`).
+    /// A private API key with `flows:write` (`signalbox api-key create NAME --scope
+    /// flows:write`).
     #[arg(long, env = "SIGNALBOX_API_KEY", hide_env_values = true)]
     pub api_key: String,
     #[command(subcommand)]
@@ -174,7 +177,8 @@ pub enum FlowCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct SegmentArgs {
-    /// A private API key of the server (`signalbox api-key create NAME`).
+    /// A private API key of the server with `segments:write` and `profiles:read`
+    /// (`signalbox api-key create NAME --scope segments:write,profiles:read`).
     #[arg(long, env = "SIGNALBOX_API_KEY", hide_env_values = true)]
     pub api_key: String,
     /// The server's base URL. Default: http:// and the listening address.
@@ -297,8 +301,21 @@ pub enum SourceCommand {
 #[derive(Debug, Subcommand)]
 pub enum ApiKeyCommand {
     /// Create a private API key; prints it and nothing else. It cannot be shown again.
-    Create { name: String },
-    /// List private API keys (prefixes only).
+    Create {
+        name: String,
+        /// What the key may do; repeat the flag or separate names with commas. Klaviyo's
+        /// scope names (`profiles:read`, `events:write`, `lists:write`, `metrics:read`, …; a
+        /// `:write` scope includes the `:read` of its resource), `full` for every Klaviyo
+        /// scope, `admin` for the admin API (keys, sources and write keys, settings, the raw
+        /// call log, rejections, imports). Default: `full`, without `admin`.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Every Klaviyo scope (the same as `--scope full`); add `--scope admin` for the admin
+        /// API.
+        #[arg(long)]
+        full_access: bool,
+    },
+    /// List private API keys (prefixes only) and their scopes.
     List,
     /// Delete a private API key.
     Delete { name: String },

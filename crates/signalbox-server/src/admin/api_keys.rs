@@ -1,12 +1,14 @@
 //! `/admin/v1/api-keys`: private keys for this API. Only a digest is stored, so a key is
-//! shown once, in the answer to the request that created it.
+//! shown once, in the answer to the request that created it. A key holds scopes
+//! (`{"name": "sdk", "scopes": ["profiles:read", "events:write"]}`); without `scopes` it gets
+//! `full` (every Klaviyo scope) and not `admin`.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use jiff::Timestamp;
 use serde::Serialize;
-use signalbox_core::ApiKeyInfo;
+use signalbox_core::{ApiKeyInfo, Scopes};
 
 use super::auth::AdminKey;
 use super::error::AdminError;
@@ -22,6 +24,8 @@ pub struct ApiKeyView {
     /// The first characters of the key (`pk_abcd…`).
     pub prefix: String,
     pub created_at: Timestamp,
+    /// Scope names, e.g. `["full", "admin"]` or `["profiles:read"]`.
+    pub scopes: Scopes,
 }
 
 impl From<ApiKeyInfo> for ApiKeyView {
@@ -31,6 +35,7 @@ impl From<ApiKeyInfo> for ApiKeyView {
             name: info.name,
             prefix: info.prefix,
             created_at: info.created_at,
+            scopes: info.scopes,
         }
     }
 }
@@ -59,9 +64,14 @@ pub async fn create(
     mut body: JsonObject,
 ) -> Result<(StatusCode, Json<ApiKeyCreated>), AdminError> {
     let name = body.required_string("name")?;
+    let scopes = match body.strings("scopes")? {
+        None => Scopes::default_for_new_key(),
+        Some(names) => Scopes::parse(names.iter().map(String::as_str))
+            .map_err(|err| AdminError::invalid("scopes", err.to_string()))?,
+    };
     body.finish()?;
-    let (info, new_key) = app.store.create_api_key(&name).await?;
-    tracing::info!(api_key = key.name(), created = name, "api key created");
+    let (info, new_key) = app.store.create_api_key(&name, &scopes).await?;
+    tracing::info!(api_key = key.name(), created = name, scopes = %info.scopes, "api key created");
     Ok((
         StatusCode::CREATED,
         Json(ApiKeyCreated {

@@ -1,8 +1,10 @@
-//! [`AdminKey`]: the private API key a request carries, checked before any handler runs.
+//! [`AdminKey`]: the private API key a request carries, checked before any handler runs. The
+//! key must hold the `admin` scope: the admin API manages keys, sources and their write keys,
+//! and reads the raw call log, none of which an SDK's key should reach.
 
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts};
-use signalbox_core::{ApiKey, ApiKeyInfo};
+use signalbox_core::{ApiKey, ApiKeyInfo, Scope};
 
 use super::error::AdminError;
 use crate::app::AppState;
@@ -10,8 +12,9 @@ use crate::app::AppState;
 /// Schemes under which a private key may be sent, compared without regard to case.
 const SCHEMES: [&str; 2] = ["bearer", "klaviyo-api-key"];
 
-/// Proof that the request carries a valid private API key. Every admin handler takes one,
-/// so none can forget to check; the key itself is dropped once checked and never logged.
+/// Proof that the request carries a valid private API key holding the `admin` scope. Every
+/// admin handler takes one, so none can forget to check; the key itself is dropped once
+/// checked and never logged.
 #[derive(Debug, Clone)]
 pub struct AdminKey(ApiKeyInfo);
 
@@ -44,6 +47,9 @@ impl FromRequestParts<AppState> for AdminKey {
             .authenticate_api_key(&key)
             .await?
             .ok_or(AdminError::InvalidApiKey)?;
+        if !info.scopes.allows(Scope::Admin) {
+            return Err(AdminError::PermissionDenied);
+        }
         Ok(AdminKey(info))
     }
 }

@@ -16,6 +16,9 @@ pub enum AdminError {
     MissingApiKey,
     #[error("invalid API key")]
     InvalidApiKey,
+    /// The key is valid but does not hold the `admin` scope.
+    #[error("this API key lacks the 'admin' scope the admin API requires")]
+    PermissionDenied,
     /// The body is not a JSON object.
     #[error("{0}")]
     InvalidBody(String),
@@ -52,6 +55,7 @@ impl AdminError {
     pub fn status(&self) -> StatusCode {
         match self {
             AdminError::MissingApiKey | AdminError::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            AdminError::PermissionDenied => StatusCode::FORBIDDEN,
             AdminError::InvalidBody(_) | AdminError::InvalidField { .. } => StatusCode::BAD_REQUEST,
             AdminError::NotFound { .. } => StatusCode::NOT_FOUND,
             AdminError::Conflict { .. } => StatusCode::CONFLICT,
@@ -66,6 +70,7 @@ impl AdminError {
         match self {
             AdminError::MissingApiKey => "missing_api_key",
             AdminError::InvalidApiKey => "invalid_api_key",
+            AdminError::PermissionDenied => "permission_denied",
             AdminError::InvalidBody(_) => "invalid_body",
             AdminError::InvalidField { .. } => "invalid_field",
             AdminError::NotFound { .. } => "not_found",

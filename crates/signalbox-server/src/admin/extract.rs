@@ -68,6 +68,23 @@ impl JsonObject {
         }
     }
 
+    /// Takes an optional array of strings; `null` counts as absent.
+    pub fn strings(&mut self, field: &'static str) -> Result<Option<Vec<String>>, AdminError> {
+        let not_strings = || AdminError::invalid(field, "must be an array of strings");
+        match self.0.remove(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(s) => Ok(s),
+                    _ => Err(not_strings()),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(not_strings()),
+        }
+    }
+
     pub fn required_string(&mut self, field: &'static str) -> Result<String, AdminError> {
         self.string(field)?
             .ok_or_else(|| AdminError::invalid(field, "is required"))

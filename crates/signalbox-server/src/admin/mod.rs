@@ -14,7 +14,7 @@
 //!   tail), [`rejections`], [`stats`], [`lists`] (pending confirmations, imports); [`view`] holds what the listings share.
 //!
 //! **Invariant:** no route under `/admin/v1/` answers anything but 401 without a valid key,
-//! unknown paths and methods included.
+//! or anything but 403 to a key without the `admin` scope, unknown paths and methods included.
 
 pub mod api_keys;
 pub mod auth;

@@ -12,6 +12,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::filter::{self, Op};
 use super::jsonapi::{BaseUrl, JsonApi, Obj, Params, Patch, QuerySpec, RawQuery};
+use super::scopes::MetricsRead;
 use super::Body;
 
 /// The longest range one query may cover (Klaviyo's limit: a year).
@@ -23,7 +24,7 @@ const QUERY: QuerySpec = QuerySpec::single(&[], &[]);
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn query(
-    caller: Caller,
+    caller: Caller<MetricsRead>,
     base: BaseUrl,
     query: RawQuery,
     Body(body): Body,

@@ -1,6 +1,6 @@
 //! Who is calling the Klaviyo API: `Authorization: Klaviyo-API-Key pk_…`, checked against the
 //! store's private keys (by digest, compared in constant time), plus the `revision` header
-//! every request must carry.
+//! every request must carry, and the scopes the route requires ([`super::scopes`]).
 //!
 //! The key is never logged: it lives in an [`ApiKey`], whose `Debug` is redacted, and only
 //! the key's name travels on.
@@ -8,28 +8,32 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use signalbox_core::{ApiKey, Clock};
 use signalbox_engage::Engage;
 
 use super::error::ApiError;
+use super::scopes::Requires;
 use crate::app::AppState;
 
 /// The authentication scheme of private keys.
 const SCHEME: &str = "Klaviyo-API-Key";
 
-/// An authenticated Klaviyo API request, and what its handler needs.
-pub struct Caller {
+/// An authenticated Klaviyo API request whose key holds the scopes `R` names, and what its
+/// handler needs. A key without them is refused with 403 before the handler runs.
+pub struct Caller<R> {
     pub engage: Engage,
     pub clock: Arc<dyn Clock>,
     /// The name of the private key used.
     pub key_name: String,
     /// The `revision` header, e.g. `2026-07-15` or `2026-07-15.pre`.
     pub revision: String,
+    requires: PhantomData<fn() -> R>,
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<R: Requires> FromRequestParts<AppState> for Caller<R> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
@@ -43,6 +47,10 @@ impl FromRequestParts<AppState> for Caller {
                 ApiError::unavailable("private keys are unavailable; retry shortly")
             })?
             .ok_or_else(ApiError::authentication_failed)?;
+        let missing = info.scopes.missing(R::SCOPES);
+        if !missing.is_empty() {
+            return Err(ApiError::permission_denied(&missing));
+        }
         let revision = revision(&parts.headers)?;
         let engage = app.engage.clone().ok_or_else(|| {
             ApiError::unavailable("the Klaviyo-compatible API is not running on this server")
@@ -52,6 +60,7 @@ impl FromRequestParts<AppState> for Caller {
             clock: Arc::clone(&app.clock),
             key_name: info.name,
             revision,
+            requires: PhantomData,
         })
     }
 }

@@ -119,6 +119,21 @@ impl ApiError {
         )
     }
 
+    /// 403 `permission_denied`: the key is valid but lacks scopes the endpoint requires.
+    pub fn permission_denied(missing: &[signalbox_core::Scope]) -> Self {
+        let names: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            "You do not have permission to perform this action.",
+            format!(
+                "this API key lacks the scope{} this endpoint requires: {}",
+                if names.len() == 1 { "" } else { "s" },
+                names.join(", ")
+            ),
+        )
+    }
+
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

@@ -20,6 +20,7 @@ use super::jsonapi::{
     datetime, linkage, BaseUrl, JsonApi, Obj, Params, Patch, QuerySpec, RawQuery, Resource,
 };
 use super::profiles;
+use super::scopes::{EventsRead, EventsWrite};
 use super::{metrics, Body};
 
 /// Most events one bulk job may create (Klaviyo's limit).
@@ -87,7 +88,11 @@ const LIST: QuerySpec = QuerySpec {
 const ONE: QuerySpec = QuerySpec::single(&["metric", "profile"], FIELDSETS);
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
-pub async fn list(caller: Caller, base: BaseUrl, query: RawQuery) -> Result<JsonApi, ApiError> {
+pub async fn list(
+    caller: Caller<EventsRead>,
+    base: BaseUrl,
+    query: RawQuery,
+) -> Result<JsonApi, ApiError> {
     let params = Params::parse(query, &LIST)?;
     let mut q = EventQuery {
         newest_first: params.sort.is_some_and(|s| s.starts_with('-')),
@@ -126,7 +131,7 @@ pub async fn list(caller: Caller, base: BaseUrl, query: RawQuery) -> Result<Json
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn get(
-    caller: Caller,
+    caller: Caller<EventsRead>,
     base: BaseUrl,
     Path(id): Path<String>,
     query: RawQuery,
@@ -147,7 +152,7 @@ pub async fn get(
 
 /// `POST /api/events`: durable on return, applied asynchronously; 202 with no body.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
-pub async fn create(caller: Caller, Body(body): Body) -> Result<Response, ApiError> {
+pub async fn create(caller: Caller<EventsWrite>, Body(body): Body) -> Result<Response, ApiError> {
     let root = Obj::root(&body)?;
     root.only(&["data"])?;
     let data = root.required_object("data")?;
@@ -161,7 +166,10 @@ pub async fn create(caller: Caller, Body(body): Body) -> Result<Response, ApiErr
 
 /// `POST /api/event-bulk-create-jobs`: several profiles, each with its events; 202.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
-pub async fn bulk_create(caller: Caller, Body(body): Body) -> Result<Response, ApiError> {
+pub async fn bulk_create(
+    caller: Caller<EventsWrite>,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
     let root = Obj::root(&body)?;
     root.only(&["data"])?;
     let data = root.required_object("data")?;

@@ -22,6 +22,7 @@ use super::filter::{self, FieldRule, Op};
 use super::jsonapi::{
     datetime, BaseUrl, JsonApi, Obj, Params, Patch, QuerySpec, RawQuery, Resource,
 };
+use super::scopes::{FlowsRead, FlowsWrite};
 use super::Body;
 use crate::app::AppState;
 
@@ -111,7 +112,7 @@ fn engine(app: &AppState) -> Result<&Flows, ApiError> {
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn list(
-    caller: Caller,
+    caller: Caller<FlowsRead>,
     State(app): State<AppState>,
     base: BaseUrl,
     query: RawQuery,
@@ -179,7 +180,7 @@ fn matches(flow: &FlowInfo, condition: &filter::Condition) -> bool {
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn get(
-    caller: Caller,
+    caller: Caller<FlowsRead>,
     State(app): State<AppState>,
     base: BaseUrl,
     Path(id): Path<String>,
@@ -202,7 +203,7 @@ pub async fn get(
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn create(
-    caller: Caller,
+    caller: Caller<FlowsWrite>,
     State(app): State<AppState>,
     base: BaseUrl,
     query: RawQuery,
@@ -244,7 +245,7 @@ pub async fn create(
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn update(
-    caller: Caller,
+    caller: Caller<FlowsWrite>,
     State(app): State<AppState>,
     base: BaseUrl,
     Path(id): Path<String>,
@@ -291,7 +292,7 @@ pub async fn update(
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn delete(
-    caller: Caller,
+    caller: Caller<FlowsWrite>,
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {

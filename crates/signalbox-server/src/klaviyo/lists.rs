@@ -20,6 +20,7 @@ use super::jsonapi::{
     datetime, BaseUrl, JsonApi, Obj, Params, Patch, QuerySpec, RawQuery, Resource,
 };
 use super::profiles;
+use super::scopes::{ListsProfilesRead, ListsProfilesWrite, ListsRead, ListsWrite};
 use super::Body;
 
 const LIST_FIELDS: &[&str] = &[
@@ -208,7 +209,11 @@ pub fn subscriptions_json(consent: &EmailConsent) -> Value {
 
 /// `GET /api/lists`.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
-pub async fn list(caller: Caller, base: BaseUrl, mut query: RawQuery) -> Result<JsonApi, ApiError> {
+pub async fn list(
+    caller: Caller<ListsRead>,
+    base: BaseUrl,
+    mut query: RawQuery,
+) -> Result<JsonApi, ApiError> {
     let extra = additional_fields(&mut query, "list", &["profile_count"])?;
     let params = Params::parse(query, &LISTS)?;
     let mut q = ListQuery {
@@ -240,7 +245,7 @@ pub async fn list(caller: Caller, base: BaseUrl, mut query: RawQuery) -> Result<
 /// `GET /api/lists/{id}`.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn get(
-    caller: Caller,
+    caller: Caller<ListsRead>,
     base: BaseUrl,
     Path(id): Path<String>,
     mut query: RawQuery,
@@ -283,7 +288,7 @@ fn name(attributes: &Obj<'_>, required: bool) -> Result<Option<String>, ApiError
 /// `POST /api/lists`: 201.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn create(
-    caller: Caller,
+    caller: Caller<ListsWrite>,
     base: BaseUrl,
     query: RawQuery,
     Body(body): Body,
@@ -311,7 +316,7 @@ pub async fn create(
 /// `PATCH /api/lists/{id}`: 200.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn update(
-    caller: Caller,
+    caller: Caller<ListsWrite>,
     base: BaseUrl,
     Path(id): Path<String>,
     query: RawQuery,
@@ -342,7 +347,10 @@ pub async fn update(
 
 /// `DELETE /api/lists/{id}`: 204.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
-pub async fn delete(caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn delete(
+    caller: Caller<ListsWrite>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     caller.engage.delete_list(&ListId(id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -350,7 +358,7 @@ pub async fn delete(caller: Caller, Path(id): Path<String>) -> Result<Response, 
 /// `GET /api/lists/{id}/profiles`: members by `joined_group_at`.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn profiles(
-    caller: Caller,
+    caller: Caller<ListsProfilesRead>,
     base: BaseUrl,
     Path(id): Path<String>,
     mut query: RawQuery,
@@ -444,7 +452,7 @@ fn profile_linkages(body: &Value) -> Result<Vec<ProfileId>, ApiError> {
 /// `POST /api/lists/{id}/relationships/profiles`: 204.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn add_profiles(
-    caller: Caller,
+    caller: Caller<ListsProfilesWrite>,
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
@@ -459,7 +467,7 @@ pub async fn add_profiles(
 /// `DELETE /api/lists/{id}/relationships/profiles`: 204.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn remove_profiles(
-    caller: Caller,
+    caller: Caller<ListsProfilesWrite>,
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<Response, ApiError> {

@@ -9,6 +9,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::filter::{FieldRule, Op};
 use super::jsonapi::{datetime, BaseUrl, JsonApi, Params, QuerySpec, RawQuery, Resource};
+use super::scopes::MetricsRead;
 
 /// Metrics per page (Klaviyo's fixed page size; the endpoint takes no `page[size]`).
 const PAGE_SIZE: u32 = 200;
@@ -36,7 +37,11 @@ const LIST: QuerySpec = QuerySpec {
 const ONE: QuerySpec = QuerySpec::single(&[], &[("metric", FIELDS)]);
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
-pub async fn list(caller: Caller, base: BaseUrl, query: RawQuery) -> Result<JsonApi, ApiError> {
+pub async fn list(
+    caller: Caller<MetricsRead>,
+    base: BaseUrl,
+    query: RawQuery,
+) -> Result<JsonApi, ApiError> {
     let params = Params::parse(query, &LIST)?;
     let mut q = MetricQuery {
         page_size: PAGE_SIZE,
@@ -66,7 +71,7 @@ pub async fn list(caller: Caller, base: BaseUrl, query: RawQuery) -> Result<Json
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn get(
-    caller: Caller,
+    caller: Caller<MetricsRead>,
     base: BaseUrl,
     Path(id): Path<String>,
     query: RawQuery,

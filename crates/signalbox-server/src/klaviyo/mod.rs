@@ -2,7 +2,9 @@
 //! Signalbox as they talk to Klaviyo.
 //!
 //! # Layout
-//! - [`auth`]: the [`auth::Caller`] extractor (private key, `revision` header, the Engage handle).
+//! - [`auth`]: the [`auth::Caller`] extractor (private key, its scopes, `revision` header, the
+//!   Engage handle).
+//! - [`scopes`]: what each route requires of the key, as the type parameter of `Caller`.
 //! - [`jsonapi`]: documents, resource objects, links, shared query parameters, body reading.
 //! - [`filter`]: the `filter` syntax, parsed and checked against each endpoint's table.
 //! - [`error`]: the `errors[]` shape every failure takes.
@@ -13,6 +15,10 @@
 //! **Invariant:** this is the only code that knows Klaviyo's wire format; handlers translate
 //! JSON:API to `signalbox_engage` types and back, and hold no business rules. An unsupported
 //! filter, field, include, sort or body attribute is a 400 that names it, never ignored.
+//!
+//! **Invariant:** every handler takes a `Caller<R>`, so none runs for a key that lacks the
+//! scopes `R` names (403 `permission_denied`); a test checks each route's set against a table
+//! of Klaviyo's.
 
 pub mod aggregates;
 pub mod auth;
@@ -24,6 +30,7 @@ pub mod jsonapi;
 pub mod lists;
 pub mod metrics;
 pub mod profiles;
+pub mod scopes;
 pub mod segments;
 pub mod subscriptions;
 pub mod templates;

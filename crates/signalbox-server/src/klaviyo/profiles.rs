@@ -16,6 +16,7 @@ use super::filter::{FieldRule, Op};
 use super::jsonapi::{
     datetime, BaseUrl, JsonApi, Obj, Params, Patch, QuerySpec, RawQuery, Resource,
 };
+use super::scopes::{ProfilesRead, ProfilesWrite};
 use super::Body;
 
 pub const FIELDS: &[&str] = &[
@@ -110,7 +111,11 @@ const LIST: QuerySpec = QuerySpec {
 const ONE: QuerySpec = QuerySpec::single(&[], FIELDSETS);
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
-pub async fn list(caller: Caller, base: BaseUrl, mut query: RawQuery) -> Result<JsonApi, ApiError> {
+pub async fn list(
+    caller: Caller<ProfilesRead>,
+    base: BaseUrl,
+    mut query: RawQuery,
+) -> Result<JsonApi, ApiError> {
     let with_subscriptions = subscriptions_asked(&mut query)?;
     let params = Params::parse(query, &LIST)?;
     let mut q = ProfileQuery {
@@ -163,7 +168,7 @@ pub async fn list(caller: Caller, base: BaseUrl, mut query: RawQuery) -> Result<
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn get(
-    caller: Caller,
+    caller: Caller<ProfilesRead>,
     base: BaseUrl,
     Path(id): Path<String>,
     mut query: RawQuery,
@@ -191,8 +196,8 @@ fn subscriptions_asked(query: &mut RawQuery) -> Result<bool, ApiError> {
 }
 
 /// Adds `subscriptions` (email marketing consent) to a profile resource.
-async fn add_subscriptions(
-    caller: &Caller,
+async fn add_subscriptions<R>(
+    caller: &Caller<R>,
     profile: &Profile,
     resource: &mut Resource,
 ) -> Result<(), ApiError> {
@@ -208,7 +213,7 @@ async fn add_subscriptions(
 /// the identifiers.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn create(
-    caller: Caller,
+    caller: Caller<ProfilesWrite>,
     base: BaseUrl,
     query: RawQuery,
     Body(body): Body,
@@ -229,7 +234,7 @@ pub async fn create(
 /// `PATCH /api/profiles/{id}`: omitted attributes are unchanged, `null` clears one.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn update(
-    caller: Caller,
+    caller: Caller<ProfilesWrite>,
     base: BaseUrl,
     Path(id): Path<String>,
     query: RawQuery,
@@ -262,7 +267,7 @@ pub async fn update(
 /// updated one.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn import(
-    caller: Caller,
+    caller: Caller<ProfilesWrite>,
     base: BaseUrl,
     query: RawQuery,
     Body(body): Body,
@@ -295,7 +300,7 @@ pub async fn import(
 /// `relationships.profiles.data` are merged into it. 201.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn merge(
-    caller: Caller,
+    caller: Caller<ProfilesWrite>,
     base: BaseUrl,
     query: RawQuery,
     Body(body): Body,

@@ -23,6 +23,7 @@ use super::error::ApiError;
 use super::filter::{FieldRule, Op};
 use super::jsonapi::{datetime, BaseUrl, JsonApi, Obj, Params, QuerySpec, RawQuery, Resource};
 use super::profiles;
+use super::scopes::{SegmentsProfilesRead, SegmentsRead, SegmentsWrite};
 use super::Body;
 use crate::app::AppState;
 
@@ -198,7 +199,7 @@ async fn document(
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn list(
-    caller: Caller,
+    caller: Caller<SegmentsRead>,
     State(app): State<AppState>,
     base: BaseUrl,
     query: RawQuery,
@@ -245,7 +246,7 @@ pub async fn list(
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn get(
-    caller: Caller,
+    caller: Caller<SegmentsRead>,
     State(app): State<AppState>,
     base: BaseUrl,
     Path(id): Path<String>,
@@ -273,7 +274,7 @@ fn definition_of(attributes: &Obj<'_>) -> Result<Option<Value>, ApiError> {
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn create(
-    caller: Caller,
+    caller: Caller<SegmentsWrite>,
     State(app): State<AppState>,
     base: BaseUrl,
     query: RawQuery,
@@ -319,7 +320,7 @@ pub async fn create(
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn update(
-    caller: Caller,
+    caller: Caller<SegmentsWrite>,
     State(app): State<AppState>,
     base: BaseUrl,
     Path(id): Path<String>,
@@ -358,7 +359,7 @@ pub async fn update(
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn delete(
-    caller: Caller,
+    caller: Caller<SegmentsWrite>,
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -371,7 +372,7 @@ pub async fn delete(
 /// `GET /api/segments/{id}/profiles`: members in a stable order, `joined_group_at` added.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn members(
-    caller: Caller,
+    caller: Caller<SegmentsProfilesRead>,
     State(app): State<AppState>,
     base: BaseUrl,
     Path(id): Path<String>,
@@ -416,7 +417,7 @@ pub async fn members(
 /// `GET /api/profiles/{id}/segments`.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn of_profile(
-    caller: Caller,
+    caller: Caller<SegmentsProfilesRead>,
     State(app): State<AppState>,
     base: BaseUrl,
     Path(id): Path<String>,
@@ -444,7 +445,7 @@ pub async fn of_profile(
 /// `POST /api/segment-previews`: how many profiles a draft definition would hold now.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn preview(
-    caller: Caller,
+    caller: Caller<SegmentsRead>,
     State(app): State<AppState>,
     Body(body): Body,
 ) -> Result<JsonApi, ApiError> {
@@ -475,7 +476,7 @@ pub async fn preview(
 /// enter or leave.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn explanation(
-    caller: Caller,
+    caller: Caller<SegmentsProfilesRead>,
     State(app): State<AppState>,
     Path((id, profile_id)): Path<(String, String)>,
 ) -> Result<JsonApi, ApiError> {

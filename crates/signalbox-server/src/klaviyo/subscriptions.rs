@@ -15,6 +15,9 @@ use signalbox_engage::{
 use super::auth::Caller;
 use super::error::ApiError;
 use super::jsonapi::{datetime, BaseUrl, JsonApi, Obj, Patch};
+use super::scopes::{
+    ListsProfilesSubscriptionsWrite, ProfilesSubscriptionsWrite, SubscriptionsWrite,
+};
 use super::Body;
 
 const MAX_SUBSCRIBE: usize = 1000;
@@ -148,7 +151,10 @@ fn accepted() -> Response {
 
 /// `POST /api/profile-subscription-bulk-create-jobs`.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
-pub async fn subscribe(caller: Caller, Body(body): Body) -> Result<Response, ApiError> {
+pub async fn subscribe(
+    caller: Caller<ListsProfilesSubscriptionsWrite>,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
     let root = Obj::root(&body)?;
     let (data, attributes) = job(
         &root,
@@ -190,7 +196,10 @@ pub async fn subscribe(caller: Caller, Body(body): Body) -> Result<Response, Api
 
 /// `POST /api/profile-subscription-bulk-delete-jobs`.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
-pub async fn unsubscribe(caller: Caller, Body(body): Body) -> Result<Response, ApiError> {
+pub async fn unsubscribe(
+    caller: Caller<ListsProfilesSubscriptionsWrite>,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
     let root = Obj::root(&body)?;
     let (data, attributes) = job(&root, "profile-subscription-bulk-delete-job", &["profiles"])?;
     let emails = emails(
@@ -230,7 +239,13 @@ fn suppress_target(data: &Obj<'_>, attributes: &Obj<'_>) -> Result<SuppressTarge
 }
 
 /// A finished suppression job, as Klaviyo describes one.
-fn job_document(caller: &Caller, base: &BaseUrl, kind: &str, total: usize, done: u64) -> JsonApi {
+fn job_document<R>(
+    caller: &Caller<R>,
+    base: &BaseUrl,
+    kind: &str,
+    total: usize,
+    done: u64,
+) -> JsonApi {
     let id = uuid::Uuid::new_v4().to_string();
     let now = datetime(caller.clock.now());
     let total = total.max(done as usize);
@@ -265,7 +280,7 @@ fn target_size(target: &SuppressTarget) -> usize {
 /// `POST /api/profile-suppression-bulk-create-jobs`: `USER_SUPPRESSED`.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn suppress(
-    caller: Caller,
+    caller: Caller<ProfilesSubscriptionsWrite>,
     base: BaseUrl,
     Body(body): Body,
 ) -> Result<JsonApi, ApiError> {
@@ -284,7 +299,7 @@ pub async fn suppress(
 /// `POST /api/profile-suppression-bulk-delete-jobs`: lifts `USER_SUPPRESSED`.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn unsuppress(
-    caller: Caller,
+    caller: Caller<SubscriptionsWrite>,
     base: BaseUrl,
     Body(body): Body,
 ) -> Result<JsonApi, ApiError> {

@@ -18,6 +18,7 @@ use super::filter::{FieldRule, Op};
 use super::jsonapi::{
     datetime, BaseUrl, JsonApi, Obj, Params, Patch, QuerySpec, RawQuery, Resource,
 };
+use super::scopes::{TemplatesRead, TemplatesWrite};
 use super::Body;
 use crate::app::AppState;
 use crate::templates::{
@@ -65,7 +66,7 @@ fn store(app: &AppState) -> Result<&TemplateStore, ApiError> {
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn list(
-    caller: Caller,
+    caller: Caller<TemplatesRead>,
     State(app): State<AppState>,
     base: BaseUrl,
     query: RawQuery,
@@ -135,7 +136,7 @@ async fn names_to_ids(store: &TemplateStore, names: Vec<String>) -> Result<Vec<S
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn get(
-    caller: Caller,
+    caller: Caller<TemplatesRead>,
     State(app): State<AppState>,
     base: BaseUrl,
     Path(id): Path<String>,
@@ -148,7 +149,7 @@ pub async fn get(
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn create(
-    caller: Caller,
+    caller: Caller<TemplatesWrite>,
     State(app): State<AppState>,
     base: BaseUrl,
     query: RawQuery,
@@ -186,7 +187,7 @@ pub async fn create(
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn update(
-    caller: Caller,
+    caller: Caller<TemplatesWrite>,
     State(app): State<AppState>,
     base: BaseUrl,
     Path(id): Path<String>,
@@ -234,7 +235,7 @@ pub async fn update(
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn delete(
-    caller: Caller,
+    caller: Caller<TemplatesWrite>,
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -245,7 +246,7 @@ pub async fn delete(
 /// `POST /api/template-render`: `{"data":{"type":"template","id":…,"attributes":{"context":{…}}}}`.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn render(
-    caller: Caller,
+    caller: Caller<TemplatesRead>,
     State(app): State<AppState>,
     base: BaseUrl,
     query: RawQuery,

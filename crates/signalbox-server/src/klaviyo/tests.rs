@@ -6,7 +6,7 @@ use axum::body::Body as HttpBody;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use serde_json::{json, Value};
-use signalbox_core::SystemClock;
+use signalbox_core::{Scopes, SystemClock};
 use signalbox_engage::{Engage, EngageConfig};
 use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{SqliteStore, Store};
@@ -21,6 +21,7 @@ struct TestApi {
     /// The router as `Application::run` serves it (trailing slashes trimmed).
     router: NormalizePath<Router>,
     key: String,
+    store: Arc<dyn Store>,
     #[allow(dead_code)]
     engage: Engage,
     _dir: tempfile::TempDir,
@@ -37,7 +38,12 @@ async fn spawn_with(engage_enabled: bool) -> TestApi {
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(dir.path().join("signalbox.db"), SqliteOptions::default()).unwrap(),
     );
-    let (_, key) = store.create_api_key("tests").await.unwrap();
+    // Every Klaviyo scope, and the admin API, which some tests read (a list's pending
+    // confirmations).
+    let (_, key) = store
+        .create_api_key("tests", &Scopes::parse(["full", "admin"]).unwrap())
+        .await
+        .unwrap();
     let clock = Arc::new(SystemClock);
     let engage = Engage::start(
         Arc::clone(&store),
@@ -47,7 +53,7 @@ async fn spawn_with(engage_enabled: bool) -> TestApi {
     .await
     .unwrap();
     let mut app = Application::build(
-        store,
+        Arc::clone(&store),
         clock,
         ServerConfig::default(),
         "127.0.0.1:0".parse().unwrap(),
@@ -60,6 +66,7 @@ async fn spawn_with(engage_enabled: bool) -> TestApi {
     TestApi {
         router: NormalizePathLayer::trim_trailing_slash().layer(router(app.state().clone())),
         key: key.expose().to_owned(),
+        store,
         engage,
         _dir: dir,
     }
@@ -71,14 +78,16 @@ async fn spawn() -> TestApi {
 
 impl TestApi {
     fn request(&self, method: Method, uri: &str) -> axum::http::request::Builder {
+        self.request_as(&self.key, method, uri)
+    }
+
+    /// A request with another private key.
+    fn request_as(&self, key: &str, method: Method, uri: &str) -> axum::http::request::Builder {
         Request::builder()
             .method(method)
             .uri(uri)
             .header(header::HOST, "klaviyo.test:8080")
-            .header(
-                header::AUTHORIZATION,
-                format!("Klaviyo-API-Key {}", self.key),
-            )
+            .header(header::AUTHORIZATION, format!("Klaviyo-API-Key {key}"))
             .header("revision", REVISION)
             .header(header::ACCEPT, "application/vnd.api+json")
     }
@@ -185,6 +194,96 @@ async fn an_unknown_key_is_401() {
         "authentication_failed",
     );
     assert!(!error.to_string().contains("pk_not_a_key"));
+}
+
+#[tokio::test]
+async fn a_profiles_read_key_reads_profiles_and_nothing_else() {
+    let api = spawn().await;
+    api.store.create_source("web").await.unwrap();
+    let write_keys_before = api.store.write_keys().await.unwrap().len();
+    let (_, key) = api
+        .store
+        .create_api_key("reader", &Scopes::parse(["profiles:read"]).unwrap())
+        .await
+        .unwrap();
+    let key = key.expose();
+    let send = |method: Method, uri: &str, body: Option<Value>| {
+        let request = api.request_as(key, method, uri);
+        let request = match body {
+            Some(body) => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(HttpBody::from(body.to_string())),
+            None => request.body(HttpBody::empty()),
+        };
+        api.send(request.unwrap())
+    };
+
+    let reply = send(Method::GET, "/api/profiles", None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+
+    let profile = json!({"data": {"type": "profile", "attributes": {"email": "a@example.com"}}});
+    let error = assert_error(
+        &send(Method::POST, "/api/profiles", Some(profile)).await,
+        StatusCode::FORBIDDEN,
+        "permission_denied",
+    );
+    assert!(
+        error["detail"].as_str().unwrap().contains("profiles:write"),
+        "{error}"
+    );
+    let event = json!({"data": {"type": "event", "attributes": {
+        "properties": {}, "metric": {"data": {"type": "metric", "attributes": {"name": "Viewed"}}},
+        "profile": {"data": {"type": "profile", "attributes": {"email": "a@example.com"}}}}}});
+    let error = assert_error(
+        &send(Method::POST, "/api/events", Some(event)).await,
+        StatusCode::FORBIDDEN,
+        "permission_denied",
+    );
+    assert!(
+        error["detail"].as_str().unwrap().contains("events:write"),
+        "{error}"
+    );
+    assert_error(
+        &send(Method::GET, "/api/lists", None).await,
+        StatusCode::FORBIDDEN,
+        "permission_denied",
+    );
+
+    // The admin API: no key minting, no write key rotation, no raw call log.
+    for (method, uri, body) in [
+        (
+            Method::POST,
+            "/admin/v1/api-keys",
+            Some(json!({"name": "more", "scopes": ["admin"]})),
+        ),
+        (Method::POST, "/admin/v1/sources/web/rotate-key", None),
+        (Method::GET, "/admin/v1/events", None),
+    ] {
+        let reply = send(method.clone(), uri, body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{method} {uri}: {}",
+            reply.body
+        );
+        assert_eq!(
+            reply.body["error"]["code"], "permission_denied",
+            "{method} {uri}"
+        );
+    }
+    let names: Vec<String> = api
+        .store
+        .list_api_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(names, ["tests", "reader"]);
+    assert_eq!(
+        api.store.write_keys().await.unwrap().len(),
+        write_keys_before
+    );
 }
 
 #[tokio::test]

@@ -17,8 +17,8 @@ use jiff::{SignedDuration, Timestamp};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use signalbox_core::source::validate_source_name;
 use signalbox_core::{
-    ApiKey, ApiKeyInfo, CallKind, NewCall, Rejection, Source, SourceId, SourceStatus, StoredCall,
-    StoredRejection, WriteKey,
+    ApiKey, ApiKeyInfo, CallKind, NewCall, Rejection, Scopes, Source, SourceId, SourceStatus,
+    StoredCall, StoredRejection, WriteKey,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -259,6 +259,28 @@ fn key_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<WriteKeyRecord> {
         source_name: r.get(2)?,
         status: SourceStatus::parse(&r.get::<_, String>(3)?).unwrap_or(SourceStatus::Disabled),
         expires_at: r.get::<_, Option<i64>>(4)?.map(ts),
+    })
+}
+
+/// The columns [`api_key_info`] reads, then the digest.
+const API_KEY_SELECT: &str = "SELECT id, name, prefix, created_at, scopes, digest FROM api_keys";
+
+fn api_key_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyInfo> {
+    let name: String = r.get(1)?;
+    let (scopes, unknown) = Scopes::from_stored(&r.get::<_, String>(4)?);
+    if !unknown.is_empty() {
+        tracing::warn!(
+            api_key = name,
+            ?unknown,
+            "api key holds scopes this version does not know; they grant nothing"
+        );
+    }
+    Ok(ApiKeyInfo {
+        id: r.get(0)?,
+        name,
+        prefix: r.get(2)?,
+        created_at: ts(r.get(3)?),
+        scopes,
     })
 }
 
@@ -624,20 +646,32 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_api_key(&self, name: &str) -> StoreResult<(ApiKeyInfo, ApiKey)> {
+    async fn create_api_key(
+        &self,
+        name: &str,
+        scopes: &Scopes,
+    ) -> StoreResult<(ApiKeyInfo, ApiKey)> {
         validate_source_name(name).map_err(|reason| StoreError::Invalid {
             field: "name",
             reason,
         })?;
+        if scopes.is_empty() {
+            return Err(StoreError::Invalid {
+                field: "scopes",
+                reason: "a key needs at least one scope".into(),
+            });
+        }
         let name = name.to_owned();
+        let scopes = scopes.clone();
         self.with_conn(move |conn| {
             let key = ApiKey::generate();
             let prefix = key.redacted();
             let created = now_us();
             let inserted = conn.execute(
-                "INSERT INTO api_keys (name, prefix, digest, created_at) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO api_keys (name, prefix, digest, created_at, scopes)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (name) DO NOTHING",
-                params![name, prefix, key.digest_hex(), created],
+                params![name, prefix, key.digest_hex(), created, scopes.to_stored()],
             );
             match inserted.map_err(internal)? {
                 0 => Err(StoreError::Conflict {
@@ -649,6 +683,7 @@ impl Store for SqliteStore {
                         name,
                         prefix,
                         created_at: ts(created),
+                        scopes,
                     },
                     key,
                 )),
@@ -659,19 +694,9 @@ impl Store for SqliteStore {
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyInfo>> {
         self.with_conn(|conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT id, name, prefix, created_at FROM api_keys ORDER BY id")
-                .map_err(internal)?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(ApiKeyInfo {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        prefix: r.get(2)?,
-                        created_at: ts(r.get(3)?),
-                    })
-                })
-                .map_err(internal)?;
+            let sql = format!("{API_KEY_SELECT} ORDER BY id");
+            let mut stmt = conn.prepare_cached(&sql).map_err(internal)?;
+            let rows = stmt.query_map([], api_key_info).map_err(internal)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(internal)
         })
         .await
@@ -697,22 +722,11 @@ impl Store for SqliteStore {
         let key = key.clone();
         self.with_conn(move |conn| {
             let digest = key.digest_hex();
+            let sql = format!("{API_KEY_SELECT} WHERE digest = ?1");
             let row = conn
-                .query_row(
-                    "SELECT id, name, prefix, created_at, digest FROM api_keys WHERE digest = ?1",
-                    [&digest],
-                    |r| {
-                        Ok((
-                            ApiKeyInfo {
-                                id: r.get(0)?,
-                                name: r.get(1)?,
-                                prefix: r.get(2)?,
-                                created_at: ts(r.get(3)?),
-                            },
-                            r.get::<_, String>(4)?,
-                        ))
-                    },
-                )
+                .query_row(&sql, [&digest], |r| {
+                    Ok((api_key_info(r)?, r.get::<_, String>(5)?))
+                })
                 .optional()
                 .map_err(internal)?;
             Ok(row

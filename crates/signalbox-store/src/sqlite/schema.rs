@@ -57,6 +57,15 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE message_ids;
     DELETE FROM meta WHERE key = 'dedupe_pruned_seq';
     "#,
+    // 3: private keys carry scopes (space-separated names, see `signalbox_core::Scopes`).
+    // Keys made before could do everything, the admin API included; they keep that
+    // (`full admin`), so an upgrade locks no operator out. `api-key list` shows it, and the
+    // operator narrows a key by replacing it. The empty default grants nothing: every insert
+    // names its scopes.
+    r#"
+    ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT '';
+    UPDATE api_keys SET scopes = 'full admin';
+    "#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -73,4 +82,79 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use signalbox_core::{ApiKey, Resource, Scope, Scopes};
+
+    use super::*;
+    use crate::sqlite::{SqliteOptions, SqliteStore};
+    use crate::Store;
+
+    /// A database as the version before scopes left it, holding one private key.
+    fn database_before_scopes(path: &std::path::Path) -> ApiKey {
+        let mut conn = Connection::open(path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &MIGRATIONS[..2] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 2).unwrap();
+        let key = ApiKey::generate();
+        tx.execute(
+            "INSERT INTO api_keys (name, prefix, digest, created_at) VALUES ('ops', ?1, ?2, 0)",
+            rusqlite::params![key.redacted(), key.digest_hex()],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        key
+    }
+
+    #[tokio::test]
+    async fn keys_made_before_scopes_keep_full_access_and_admin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signalbox.db");
+        let old_key = database_before_scopes(&path);
+        let options = SqliteOptions {
+            writer: false,
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open(&path, options).unwrap();
+
+        let info = store.authenticate_api_key(&old_key).await.unwrap().unwrap();
+        assert_eq!(info.name, "ops");
+        assert_eq!(info.scopes, Scopes::before_scopes());
+        assert!(info.scopes.allows(Scope::Admin));
+        assert!(info.scopes.allows(Scope::write(Resource::Profiles)));
+
+        // Keys made after the migration hold what they were given, nothing more.
+        let narrow = Scopes::parse(["profiles:read"]).unwrap();
+        let (created, new_key) = store.create_api_key("sdk", &narrow).await.unwrap();
+        assert_eq!(created.scopes, narrow);
+        let info = store.authenticate_api_key(&new_key).await.unwrap().unwrap();
+        assert_eq!(info.scopes.names(), ["profiles:read"]);
+        let listed: Vec<(String, Vec<String>)> = store
+            .list_api_keys()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.name, k.scopes.names()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (
+                    "ops".to_owned(),
+                    vec!["full".to_owned(), "admin".to_owned()]
+                ),
+                ("sdk".to_owned(), vec!["profiles:read".to_owned()]),
+            ]
+        );
+        let err = store
+            .create_api_key("none", &Scopes::default())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("at least one scope"), "{err}");
+        store.close();
+    }
 }

@@ -2,7 +2,7 @@
 //! whether the server runs or not (a running server picks changes up within a second).
 
 use anyhow::Context;
-use signalbox_core::SourceStatus;
+use signalbox_core::{Scope, Scopes, SourceStatus};
 use signalbox_engage::DestinationSettings;
 
 use super::{open_store_readonly, parse_duration};
@@ -93,21 +93,27 @@ pub async fn run_source(global: &GlobalArgs, cmd: SourceCommand) -> anyhow::Resu
 pub async fn run_api_key(global: &GlobalArgs, cmd: ApiKeyCommand) -> anyhow::Result<()> {
     let store = open_store_readonly(global)?;
     match cmd {
-        ApiKeyCommand::Create { name } => {
+        ApiKeyCommand::Create {
+            name,
+            scopes,
+            full_access,
+        } => {
+            let scopes = api_key_scopes(&scopes, full_access)?;
             let (_, key) = store
-                .create_api_key(&name)
+                .create_api_key(&name, &scopes)
                 .await
                 .context("cannot create the API key")?;
             println!("{}", key.expose());
         }
         ApiKeyCommand::List => {
-            println!("{:<24} {:<12} CREATED", "NAME", "KEY");
+            println!("{:<24} {:<12} {:<23} SCOPES", "NAME", "KEY", "CREATED");
             for k in store.list_api_keys().await? {
                 println!(
-                    "{:<24} {:<12} {}",
+                    "{:<24} {:<12} {:<23} {}",
                     k.name,
                     k.prefix,
-                    k.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+                    k.created_at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                    k.scopes
                 );
             }
         }
@@ -117,4 +123,23 @@ pub async fn run_api_key(global: &GlobalArgs, cmd: ApiKeyCommand) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+/// The scopes of a new key: those named (`--scope`, comma-separated or repeated), `full` with
+/// `--full-access`, or `full` alone when nothing was named.
+fn api_key_scopes(names: &[String], full_access: bool) -> anyhow::Result<Scopes> {
+    let mut scopes = Scopes::parse(names.iter().map(String::as_str))?;
+    if full_access {
+        scopes = scopes.iter().chain([Scope::Full]).collect();
+    }
+    if scopes.is_empty() {
+        if !names.is_empty() {
+            anyhow::bail!(
+                "--scope names no scope; valid scopes are: {}",
+                Scope::valid_names()
+            );
+        }
+        scopes = Scopes::default_for_new_key();
+    }
+    Ok(scopes)
 }

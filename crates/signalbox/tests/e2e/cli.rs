@@ -249,6 +249,56 @@ async fn api_key_create_prints_only_a_pk_key_and_list_never_shows_it() {
 }
 
 #[tokio::test]
+async fn api_key_scopes_are_given_at_creation_and_listed() {
+    let env = TestEnv::new();
+    env.cli_ok(&["api-key", "create", "reader", "--scope", "profiles:read"]);
+    env.cli_ok(&["api-key", "create", "sdk"]);
+    env.cli_ok(&[
+        "api-key",
+        "create",
+        "ops",
+        "--scope",
+        "events:write,lists:read",
+        "--scope",
+        "admin",
+    ]);
+    env.cli_ok(&["api-key", "create", "all", "--full-access"]);
+
+    let list = env.cli_ok(&["api-key", "list"]);
+    let scopes_of = |name: &str| {
+        let line = list
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no line for {name}: {list}"));
+        line.split_whitespace().last().unwrap().to_owned()
+    };
+    assert!(list.lines().next().unwrap().contains("SCOPES"), "{list}");
+    assert_eq!(scopes_of("reader"), "profiles:read", "{list}");
+    // Without --scope: every Klaviyo scope, not the admin API.
+    assert_eq!(scopes_of("sdk"), "full", "{list}");
+    assert_eq!(scopes_of("ops"), "admin,events:write,lists:read", "{list}");
+    assert_eq!(scopes_of("all"), "full", "{list}");
+
+    let out = env.cli(&[
+        "api-key",
+        "create",
+        "typo",
+        "--scope",
+        "profiles:read,profile:write",
+    ]);
+    assert!(!out.status.success(), "{}", out.describe());
+    assert!(out.stdout.is_empty(), "{}", out.describe());
+    assert!(
+        out.stderr.contains("unknown scope 'profile:write'")
+            && out.stderr.contains("profiles:write")
+            && out.stderr.contains("admin"),
+        "{}",
+        out.describe()
+    );
+    assert!(!env.cli_ok(&["api-key", "list"]).contains("typo"));
+}
+
+#[tokio::test]
 async fn events_export_filters_by_source_and_since() {
     let env = TestEnv::new();
     let web = env.create_source("web");

@@ -142,7 +142,7 @@ impl MailServer {
     pub fn start(sink: &SmtpSink) -> MailServer {
         let env = TestEnv::new();
         let api_key = env
-            .cli_ok(&["api-key", "create", "flows-e2e"])
+            .cli_ok(&["api-key", "create", "flows-e2e", "--scope", "full,admin"])
             .trim()
             .to_owned();
         // Klaviyo's names for orders (`Placed Order`), as the classic destination's
@@ -278,7 +278,7 @@ async fn the_test_clock_moves_receipt_times_forward() {
     // Without --test-clock the route does not exist.
     let other = TestEnv::new();
     let key = other
-        .cli_ok(&["api-key", "create", "ops"])
+        .cli_ok(&["api-key", "create", "ops", "--scope", "admin"])
         .trim()
         .to_owned();
     let plain = other.serve();

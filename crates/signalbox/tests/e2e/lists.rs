@@ -76,7 +76,9 @@ fn spliced(claims_of: &str, tag_of: &str) -> String {
 async fn double_opt_in_through_the_signed_link_with_a_real_client() {
     let env = TestEnv::new();
     let key = env
-        .cli_ok(&["api-key", "create", "lists"])
+        .cli_ok(&[
+            "api-key", "create", "lists", "--scope", "full", "--scope", "admin",
+        ])
         .trim()
         .to_owned();
     let server = env.serve();
@@ -181,7 +183,9 @@ async fn double_opt_in_through_the_signed_link_with_a_real_client() {
 async fn list_import_and_ls_through_the_running_server() {
     let env = TestEnv::new();
     let key = env
-        .cli_ok(&["api-key", "create", "lists"])
+        .cli_ok(&[
+            "api-key", "create", "lists", "--scope", "full", "--scope", "admin",
+        ])
         .trim()
         .to_owned();
     let server = env.serve();

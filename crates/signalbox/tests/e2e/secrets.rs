@@ -8,7 +8,17 @@ use crate::harness::{unique, Server, TestEnv};
 #[tokio::test]
 async fn no_key_reaches_the_log_at_debug_level() {
     let env = TestEnv::new();
-    let api_key = env.cli_ok(&["api-key", "create", "ops"]).trim().to_owned();
+    let api_key = env
+        .cli_ok(&[
+            "api-key",
+            "create",
+            "ops",
+            "--full-access",
+            "--scope",
+            "admin",
+        ])
+        .trim()
+        .to_owned();
     assert!(api_key.starts_with("pk_"), "{api_key}");
     let mut cmd = env.command();
     cmd.env("SIGNALBOX_LOG", "debug")

@@ -11,7 +11,13 @@ async fn segment_apply_creates_then_updates_by_name_and_members_lists_them() {
     let env = TestEnv::new();
     let server = env.serve();
     let api_key = env
-        .cli_ok(&["api-key", "create", "segments"])
+        .cli_ok(&[
+            "api-key",
+            "create",
+            "segments",
+            "--scope",
+            "segments:write,profiles:read",
+        ])
         .trim()
         .to_owned();
     let batch: Vec<_> = ["pro", "free", "pro"]

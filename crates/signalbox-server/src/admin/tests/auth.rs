@@ -58,7 +58,10 @@ async fn bearer_and_klaviyo_api_key_headers_both_work() {
 async fn a_deleted_key_is_refused_at_once() {
     let app = spawn_app().await;
     let created = app
-        .post("/admin/v1/api-keys", serde_json::json!({"name": "ci"}))
+        .post(
+            "/admin/v1/api-keys",
+            serde_json::json!({"name": "ci", "scopes": ["admin"]}),
+        )
         .await;
     assert_eq!(created.status, StatusCode::CREATED);
     let ci_key = format!("Bearer {}", created.body["key"].as_str().unwrap());

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use jiff::Timestamp;
 use serde_json::{json, Value};
-use signalbox_core::{CallKind, NewCall, RejectCode, Rejection, SourceId, SystemClock};
+use signalbox_core::{CallKind, NewCall, RejectCode, Rejection, Scopes, SourceId, SystemClock};
 use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{SqliteStore, Store, StoreError};
 use tempfile::TempDir;
@@ -58,7 +58,10 @@ async fn spawn_app() -> TestApp {
             .expect("open store"),
     );
     store.create_source("default").await.expect("source");
-    let (_, key) = store.create_api_key("test").await.expect("api key");
+    let (_, key) = store
+        .create_api_key("test", &Scopes::parse(["admin"]).unwrap())
+        .await
+        .expect("api key");
     let app = Application::build(
         store,
         Arc::new(SystemClock),

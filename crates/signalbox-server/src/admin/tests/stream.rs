@@ -5,7 +5,7 @@ use axum::body::{Body, BodyDataStream};
 use axum::http::{header, Request, StatusCode};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use signalbox_core::SystemClock;
+use signalbox_core::{Scopes, SystemClock};
 use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{SqliteStore, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -153,7 +153,10 @@ async fn an_open_stream_ends_when_the_server_shuts_down() {
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(dir.path().join("signalbox.db"), SqliteOptions::default()).unwrap(),
     );
-    let (_, key) = store.create_api_key("test").await.unwrap();
+    let (_, key) = store
+        .create_api_key("test", &Scopes::parse(["admin"]).unwrap())
+        .await
+        .unwrap();
     let app = Application::build(
         store,
         Arc::new(SystemClock),

@@ -252,7 +252,13 @@ async fn create_api_key(data_dir: &std::path::Path) -> anyhow::Result<String> {
     let output = tokio::process::Command::new(exe)
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["api-key", "create", "bench"])
+        .args([
+            "api-key",
+            "create",
+            "bench",
+            "--scope",
+            "profiles:read,events:read",
+        ])
         .env_remove("SIGNALBOX_DATABASE_URL")
         .output()
         .await
