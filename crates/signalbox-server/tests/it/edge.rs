@@ -122,8 +122,9 @@ async fn silent_and_slow_connections_are_cut_off_and_the_server_keeps_answering(
                 return Some(Instant::now());
             }
             // Anything from the server (an error, or the end of the connection) ends it.
-            if let Ok(_) =
-                tokio::time::timeout(Duration::from_millis(200), slow.read(&mut seen)).await
+            if tokio::time::timeout(Duration::from_millis(200), slow.read(&mut seen))
+                .await
+                .is_ok()
             {
                 return Some(Instant::now());
             }

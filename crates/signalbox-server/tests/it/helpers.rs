@@ -26,6 +26,9 @@ use tokio::task::JoinHandle;
 /// The name of the source every test app starts with.
 pub const SOURCE: &str = "test";
 
+/// A change to the server's settings.
+pub type Configure = Arc<dyn Fn(&mut ServerConfig) + Send + Sync>;
+
 /// How a test app is set up.
 #[derive(Clone)]
 pub struct TestOptions {
@@ -38,7 +41,7 @@ pub struct TestOptions {
     /// `None`: the system clock.
     pub clock: Option<FakeClock>,
     /// Changes to the server's settings beyond the above (timeouts, caps, public URL).
-    pub configure: Option<Arc<dyn Fn(&mut ServerConfig) + Send + Sync>>,
+    pub configure: Option<Configure>,
 }
 
 impl Default for TestOptions {
