@@ -421,3 +421,25 @@ async fn shutdown_waits_for_a_half_sent_request_only_until_its_deadline() {
         .collect();
     assert_eq!(ids, ["before-stop"]);
 }
+
+#[tokio::test]
+async fn a_keep_alive_connection_is_closed_after_the_idle_timeout_not_before() {
+    let app = spawn_app_with(options(|c| {
+        c.header_timeout = Duration::from_secs(10);
+        c.idle_timeout = Duration::from_secs(2);
+    }))
+    .await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    stream.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let answered = Instant::now();
+    closed_within(&mut stream, Duration::from_secs(8)).await;
+    let idle = answered.elapsed();
+    assert!(idle >= Duration::from_millis(1_500), "closed after {idle:?}");
+    assert!(idle < Duration::from_secs(8), "closed after {idle:?}");
+}
