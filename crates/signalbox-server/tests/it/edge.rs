@@ -440,6 +440,9 @@ async fn a_keep_alive_connection_is_closed_after_the_idle_timeout_not_before() {
     let answered = Instant::now();
     closed_within(&mut stream, Duration::from_secs(8)).await;
     let idle = answered.elapsed();
-    assert!(idle >= Duration::from_millis(1_500), "closed after {idle:?}");
+    assert!(
+        idle >= Duration::from_millis(1_500),
+        "closed after {idle:?}"
+    );
     assert!(idle < Duration::from_secs(8), "closed after {idle:?}");
 }

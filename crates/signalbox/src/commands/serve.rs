@@ -141,7 +141,14 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     if args.discard {
         println!("  Mode           discard: calls are parsed and validated, then dropped");
     }
-    tracing::info!(%addr, discard = args.discard, mail = %mail_summary, "serving");
+    tracing::info!(
+        %addr,
+        %public_url,
+        max_connections = app.connection_limits().max_connections,
+        discard = args.discard,
+        mail = %mail_summary,
+        "serving"
+    );
     app.run(shutdown_signal()).await?;
     flows.shutdown().await;
     audience.shutdown().await;
