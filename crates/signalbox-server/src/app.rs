@@ -25,12 +25,14 @@ use tower_http::cors::{AllowHeaders, CorsLayer};
 use tower_http::normalize_path::NormalizePathLayer;
 
 use crate::auth::KeyCache;
+use crate::edge::bodies::{self, BodyGuard};
+use crate::edge::connections::{self, ConnectionLimits};
 use crate::ingest::Ingest;
 use crate::mail::Mail;
 use crate::segment::decode::Limits;
 use crate::templates::TemplateStore;
 use crate::test_clock::{self, ShiftedClock};
-use crate::{admin, consent, klaviyo, segment, telemetry, tracking};
+use crate::{admin, consent, edge, klaviyo, segment, telemetry, tracking};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -43,6 +45,8 @@ pub enum ServerError {
     Store(#[from] signalbox_store::StoreError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    #[error("public url {url:?}: {reason}")]
+    PublicUrl { url: String, reason: String },
 }
 
 /// Server settings (what `serve` flags resolve to).
@@ -53,6 +57,24 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// How often write keys are reloaded from the store.
     pub key_refresh: Duration,
+    /// A new connection must complete its first request's headers within this.
+    pub header_timeout: Duration,
+    /// A request body must arrive whole within this of its headers; else 408.
+    pub body_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once (kept below the open-files limit); past it, a fast 503.
+    pub max_connections: usize,
+    /// Request body bytes being read at once, over all requests; past it, a fast 503.
+    pub max_body_bytes_in_flight: usize,
+    /// Concurrent streams on one HTTP/2 connection.
+    pub http2_max_streams: u32,
+    /// How long shutdown lets in-flight requests finish before closing their connections.
+    pub shutdown_timeout: Duration,
+    /// Where people and browsers reach this server (`https://track.example.com`): the base of
+    /// the links Signalbox builds and of the Tracking API host it names. Default: `http://`
+    /// and the listening address. Never taken from a request's `Host`.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +83,14 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             max_in_flight: 256,
             key_refresh: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_body_bytes_in_flight: 64 << 20,
+            http2_max_streams: 100,
+            shutdown_timeout: Duration::from_secs(10),
+            public_url: None,
         }
     }
 }
@@ -91,6 +121,8 @@ pub struct AppState {
     pub test_clock: Option<Arc<ShiftedClock>>,
     /// The flows engine behind `/api/flows`; without it those routes answer 503.
     pub flows: Option<signalbox_flows::Flows>,
+    /// The budget of request body bytes being read and each body's deadline.
+    pub bodies: Arc<BodyGuard>,
 }
 
 /// Open CORS for the Tracking API, which browsers call from any site. The headers a preflight
@@ -112,8 +144,34 @@ pub fn router(state: AppState) -> Router {
         .merge(test_clock::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            bodies::guard_bodies,
+        ))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// What a connection over the cap is served: `/healthz` as usual, anything else a 503.
+fn over_capacity_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .fallback(too_many_connections)
+        .with_state(state)
+}
+
+async fn too_many_connections() -> Response {
+    let body = json!({
+        "success": false,
+        "code": "too_many_connections",
+        "message": "the server has too many open connections; retry shortly"
+    });
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1"), (header::CONNECTION, "close")],
+        Json(body),
+    )
+        .into_response()
 }
 
 async fn healthz(State(app): State<AppState>) -> Response {
@@ -181,10 +239,13 @@ fn listen_url(listener: &TcpListener) -> String {
 }
 
 /// Links signed with a secret that lives as long as the process.
-fn ephemeral_links(base_url: String) -> TrackingLinks {
+fn ephemeral_links(base_url: &str) -> Result<TrackingLinks, ServerError> {
     let secret: [u8; 32] = rand::random();
     let signer = LinkSigner::new(&secret).expect("32 random bytes are a strong secret");
-    TrackingLinks::new(signer, &base_url).expect("the listening address is a valid base URL")
+    TrackingLinks::new(signer, base_url).map_err(|err| ServerError::PublicUrl {
+        url: base_url.to_owned(),
+        reason: err.to_string(),
+    })
 }
 
 /// A bound, ready server.
@@ -192,6 +253,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     refresher: tokio::task::JoinHandle<()>,
+    connections: ConnectionLimits,
 }
 
 impl Application {
@@ -216,7 +278,33 @@ impl Application {
             config.limits,
             config.max_in_flight,
         ));
-        let links = ephemeral_links(listen_url(&listener));
+        let base_url = match &config.public_url {
+            Some(url) => url.clone(),
+            None => listen_url(&listener),
+        };
+        let links = ephemeral_links(&base_url)?;
+        let (max_connections, max_refusing) =
+            edge::connection_caps(config.max_connections, edge::open_files_limit());
+        if max_connections < config.max_connections {
+            tracing::warn!(
+                asked = config.max_connections,
+                max_connections,
+                "the limit of open files caps the connections served at once"
+            );
+        }
+        let connections = ConnectionLimits {
+            header_timeout: config.header_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections,
+            max_refusing,
+            http2_max_streams: config.http2_max_streams.max(1),
+            shutdown_timeout: config.shutdown_timeout,
+        };
+        let bodies = Arc::new(BodyGuard::new(
+            config.max_body_bytes_in_flight,
+            config.body_timeout,
+            config.limits,
+        ));
         let state = AppState {
             store,
             ingest,
@@ -230,11 +318,13 @@ impl Application {
             test_clock: None,
             flows: None,
             audience: None,
+            bodies,
         };
         Ok(Application {
             listener,
             state,
             refresher,
+            connections,
         })
     }
 
@@ -290,29 +380,38 @@ impl Application {
         self.state.test_clock = Some(clock);
     }
 
+    /// The connection bounds in force (the cap already fitted to the open-files limit).
+    pub fn connection_limits(&self) -> &ConnectionLimits {
+        &self.connections
+    }
+
     /// Serves until `shutdown` resolves, then stops taking connections, lets in-flight
-    /// requests finish, and closes the store after its last commit.
+    /// requests finish up to the shutdown timeout, closes the connections still open, and
+    /// closes the store after its last commit.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let store = Arc::clone(&self.state.store);
         let draining = Draining::default();
-        let app = NormalizePathLayer::trim_trailing_slash()
-            .layer(router(self.state).layer(Extension(draining.clone())));
-        let service =
-            axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
-        let served = axum::serve(self.listener, service)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                draining.start();
-            })
-            .await;
+        let over_capacity = over_capacity_router(self.state.clone());
+        let app = Router::new().fallback_service(
+            NormalizePathLayer::trim_trailing_slash()
+                .layer(router(self.state).layer(Extension(draining.clone()))),
+        );
+        connections::serve(
+            self.listener,
+            app,
+            over_capacity,
+            self.connections,
+            draining,
+            shutdown,
+        )
+        .await;
         self.refresher.abort();
         tokio::task::spawn_blocking(move || store.close())
             .await
             .map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
-        served?;
         Ok(())
     }
 }

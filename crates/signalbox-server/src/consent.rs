@@ -21,6 +21,9 @@ use signalbox_mail::{LinkClaims, LinkKind};
 
 use crate::app::AppState;
 
+/// The most a `POST /u/{token}` body may hold: the one-click form is 26 bytes.
+pub const UNSUBSCRIBE_BODY_LIMIT: usize = 4 * 1024;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/c/{token}", get(confirm))
@@ -183,14 +186,23 @@ async fn unsubscribe_page(State(app): State<AppState>, Path(token): Path<String>
     result.unwrap_or_else(|page| page)
 }
 
-/// `POST /u/{token}`: unsubscribes (the page's button or RFC 8058 one-click).
+/// `POST /u/{token}`: unsubscribes (the page's button or RFC 8058 one-click). The token is
+/// checked before the body is read, and the body is read only up to
+/// [`UNSUBSCRIBE_BODY_LIMIT`].
 async fn unsubscribe(
     State(app): State<AppState>,
     Path(token): Path<String>,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Page {
     let result = async {
         let claims = claims(&app, LinkKind::Unsubscribe, &token)?;
+        let body = axum::body::to_bytes(body, UNSUBSCRIBE_BODY_LIMIT)
+            .await
+            .map_err(|_| Page {
+                status: StatusCode::BAD_REQUEST,
+                title: "Unsubscribe",
+                body: "<p>The request body must be List-Unsubscribe=One-Click.</p>".into(),
+            })?;
         // An empty body is accepted too; any other body must be the one-click form.
         if !body.is_empty() {
             let one_click = form_urlencoded::parse(&body)

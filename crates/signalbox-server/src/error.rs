@@ -40,6 +40,8 @@ impl SegmentError {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
             IngestError::Busy => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            IngestError::BodiesBusy => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            IngestError::BodyTimedOut(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             IngestError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             IngestError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             IngestError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

@@ -28,6 +28,12 @@ pub enum IngestError {
     /// Too many requests in flight: retry shortly.
     #[error("too many requests in flight")]
     Busy,
+    /// Too many request body bytes are being read at once: retry shortly.
+    #[error("too many request bodies are being read; retry shortly")]
+    BodiesBusy,
+    /// The request body did not arrive in time.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimedOut(std::time::Duration),
     /// The write queue is full: retry shortly.
     #[error("the event log is busy")]
     Overloaded,

@@ -14,6 +14,7 @@
 //! - [`mail`]: mailer, composer, template cache, template context of a profile and event.
 //! - [`templates`]: stored email templates (`templates.db`) and previews; [`tracking`]: the
 //!   open pixel and click redirects of sent emails, recorded as built-in metrics.
+//! - [`edge`]: connections and request bodies, bounded (caps, timeouts, the body budget).
 //! - [`error`]: how ingest failures look on the wire; [`telemetry`]: metrics and log events.
 //!
 //! **Invariant:** handlers parse and delegate; they hold no SQL and no business rules.
@@ -23,6 +24,7 @@ pub mod app;
 pub mod auth;
 pub mod confirmations;
 pub mod consent;
+pub mod edge;
 pub mod error;
 pub mod flow_deps;
 pub mod flow_facts;

@@ -247,10 +247,43 @@ pub struct ServeArgs {
     /// is held before it expires (e.g. `7d`, `36h`).
     #[arg(long, env = "SIGNALBOX_HOLD_WINDOW", default_value = "7d")]
     pub hold_window: String,
-    /// The URL people reach this server at, for links in emails and consent pages
-    /// (unsubscribe, confirm, open and click tracking). Default: the listening address.
+    /// The URL people and browsers reach this server at (`https://track.example.com`): the
+    /// base of links in emails and consent pages (unsubscribe, confirm, open and click
+    /// tracking) and the Tracking API host analytics.js is told (`apiHost`, `protocol`).
+    /// Default: `http://` and the listening address. A request's `Host` header is never used.
     #[arg(long, env = "SIGNALBOX_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// A new connection must send its first request's headers within this; else it is closed
+    /// (silent and slow-header clients).
+    #[arg(long, env = "SIGNALBOX_HEADER_TIMEOUT", default_value = "10s")]
+    pub header_timeout: String,
+    /// A request body must arrive whole within this of its headers; else 408.
+    #[arg(long, env = "SIGNALBOX_BODY_TIMEOUT", default_value = "30s")]
+    pub body_timeout: String,
+    /// A connection with no request in flight for this long is closed.
+    #[arg(long, env = "SIGNALBOX_IDLE_TIMEOUT", default_value = "60s")]
+    pub idle_timeout: String,
+    /// Connections served at once (capped below the open-files limit, which is raised to its
+    /// hard limit at start); past it a new connection is answered 503 with `Retry-After`
+    /// (`/healthz` still answers) and closed.
+    #[arg(long, env = "SIGNALBOX_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Request body bytes being read at once, over all requests (each request reserves its
+    /// Content-Length, or its route's limit, before its body is read); past it, 503 with
+    /// `Retry-After`. E.g. `64MiB`, `500MB`.
+    #[arg(
+        long,
+        env = "SIGNALBOX_MAX_BODY_BYTES_IN_FLIGHT",
+        default_value = "64MiB"
+    )]
+    pub max_body_bytes_in_flight: String,
+    /// Concurrent streams on one HTTP/2 connection.
+    #[arg(long, env = "SIGNALBOX_HTTP2_MAX_STREAMS", default_value_t = 100)]
+    pub http2_max_streams: u32,
+    /// On SIGTERM or Ctrl-C, how long in-flight requests may take to finish before their
+    /// connections are closed; the store is closed cleanly either way.
+    #[arg(long, env = "SIGNALBOX_SHUTDOWN_TIMEOUT", default_value = "10s")]
+    pub shutdown_timeout: String,
     /// The SMTP server emails are sent through: `smtp://user:pass@host:587?tls=starttls`,
     /// `smtps://user:pass@host:465`, `smtp://127.0.0.1:2525` (plaintext, local sinks only).
     /// Without it sending is off. The password is never printed or logged.

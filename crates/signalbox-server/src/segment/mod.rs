@@ -14,6 +14,8 @@ use serde_json::json;
 use signalbox_core::{CallKind, RejectCode, WriteKey};
 
 use crate::app::AppState;
+use crate::auth;
+use crate::edge::bodies::{self, COMPRESSED_SLACK};
 use crate::error::SegmentError;
 use crate::ingest::{IngestError, RawRequest};
 use decode::{DecodeError, Shape};
@@ -53,9 +55,15 @@ struct DataQuery {
 }
 
 /// POST and PUT take the body; GET (the browser form) takes base64 JSON in `?data=`.
+///
+/// A body is read only once the request holds an in-flight slot, a write key sent in the
+/// `Authorization` header has been checked, and its declared length is within the limit.
 fn message_route(shape: Shape) -> MethodRouter<AppState> {
     let body_handler = move |State(app): State<AppState>, headers: HeaderMap, body: Body| async move {
+        let _permit = app.ingest.admit()?;
         let limit = shape.body_limit(app.ingest.limits());
+        check_header_key(&app, &headers).await?;
+        refuse_declared_oversize(&headers, limit)?;
         let bytes = read_body(body, limit).await.map_err(SegmentError::from)?;
         ingest(&app, shape, &headers, &bytes).await
     };
@@ -63,6 +71,7 @@ fn message_route(shape: Shape) -> MethodRouter<AppState> {
         move |State(app): State<AppState>,
               headers: HeaderMap,
               query: Result<Query<DataQuery>, QueryRejection>| async move {
+            let _permit = app.ingest.admit()?;
             let bytes = query_data(query)?;
             ingest(&app, shape, &headers, &bytes).await
         };
@@ -76,7 +85,6 @@ async fn ingest(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Json<serde_json::Value>, SegmentError> {
-    let _permit = app.ingest.admit()?;
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -116,27 +124,58 @@ fn query_data(query: Result<Query<DataQuery>, QueryRejection>) -> Result<Vec<u8>
     )?)
 }
 
+/// Authenticates a write key sent as the HTTP Basic user name before the body is read, so a
+/// wrong key costs no body bytes. A key in the body (browsers) is checked after decoding.
+async fn check_header_key(app: &AppState, headers: &HeaderMap) -> Result<(), IngestError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Some(key) = auth::write_key_from(authorization, None) {
+        app.ingest.authenticate(&key).await?;
+    }
+    Ok(())
+}
+
+/// Refuses a body whose declared `Content-Length` is over the limit, before reading it.
+fn refuse_declared_oversize(headers: &HeaderMap, limit: usize) -> Result<(), IngestError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(length) if length > (limit + COMPRESSED_SLACK) as u64 => Err(too_large(limit)),
+        _ => Ok(()),
+    }
+}
+
+fn too_large(limit: usize) -> IngestError {
+    let (code, what) = if limit <= decode::Limits::default().max_message_bytes {
+        (RejectCode::MessageTooLarge, "message")
+    } else {
+        (RejectCode::BatchTooLarge, "batch")
+    };
+    IngestError::Invalid(DecodeError {
+        code,
+        message: format!("{what} is over the limit of {limit} bytes"),
+    })
+}
+
 /// Reads a body of at most `limit` bytes (plus slack for a compressed body's framing), so an
 /// oversized request is refused without buffering it whole.
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, IngestError> {
-    axum::body::to_bytes(body, limit + 1024)
+    axum::body::to_bytes(body, limit + COMPRESSED_SLACK)
         .await
         .map_err(|err| {
+            if let Some(timeout) = bodies::timed_out(&err) {
+                return IngestError::BodyTimedOut(timeout);
+            }
             if !is_length_limit(&err) {
                 return IngestError::Invalid(DecodeError {
                     code: RejectCode::UnreadableBody,
                     message: format!("the request body could not be read: {err}"),
                 });
             }
-            let (code, what) = if limit <= decode::Limits::default().max_message_bytes {
-                (RejectCode::MessageTooLarge, "message")
-            } else {
-                (RejectCode::BatchTooLarge, "batch")
-            };
-            IngestError::Invalid(DecodeError {
-                code,
-                message: format!("{what} is over the limit of {limit} bytes"),
-            })
+            too_large(limit)
         })
 }
 
@@ -151,26 +190,22 @@ fn is_length_limit(err: &axum::Error) -> bool {
     false
 }
 
-/// What analytics.js loads before it sends anything; it names this server as its API host.
-async fn settings(
-    State(app): State<AppState>,
-    Path(write_key): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+/// What analytics.js loads before it sends anything; it names this server as its API host:
+/// the public URL's `host[:port][/path]` and `/v1`, and its scheme as the protocol (never the
+/// request's `Host`).
+async fn settings(State(app): State<AppState>, Path(write_key): Path<String>) -> Response {
     let key = WriteKey::new(write_key);
     if let Err(err) = app.ingest.authenticate(&key).await {
         return SegmentError(err).into_response();
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("127.0.0.1:8080");
+    let base = app.links.base_url();
+    let (protocol, host) = base.split_once("://").unwrap_or(("http", base));
     Json(json!({
         "integrations": {
             "Segment.io": {
                 "apiKey": key.expose(),
                 "apiHost": format!("{host}/v1"),
-                "protocol": "http",
+                "protocol": protocol.to_ascii_lowercase(),
                 "unbundledIntegrations": [],
                 "addBundledMetadata": true,
                 "maybeBundledConfigIds": {},
@@ -202,8 +237,12 @@ async fn pixel(
     let Some(kind) = CallKind::parse(&kind) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let result = match query_data(query) {
-        Ok(bytes) => ingest(&app, Shape::Single(kind), &headers, &bytes)
+    let result = match app
+        .ingest
+        .admit()
+        .and_then(|permit| Ok((permit, query_data(query)?)))
+    {
+        Ok((_permit, bytes)) => ingest(&app, Shape::Single(kind), &headers, &bytes)
             .await
             .map(|_| ()),
         Err(err) => Err(SegmentError(err)),

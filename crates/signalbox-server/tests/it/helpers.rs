@@ -14,6 +14,7 @@ use signalbox_core::{
     Clock, FakeClock, Source, StoredCall, StoredRejection, SystemClock, WriteKey,
 };
 use signalbox_server::auth::KeyCache;
+use signalbox_server::edge::bodies::BodyGuard;
 use signalbox_server::ingest::Ingest;
 use signalbox_server::{Application, ServerConfig, ServerError};
 use signalbox_store::sqlite::SqliteOptions;
@@ -24,6 +25,9 @@ use tokio::task::JoinHandle;
 
 /// The name of the source every test app starts with.
 pub const SOURCE: &str = "test";
+
+/// A change to the server's settings.
+pub type Configure = Arc<dyn Fn(&mut ServerConfig) + Send + Sync>;
 
 /// How a test app is set up.
 #[derive(Clone)]
@@ -36,6 +40,8 @@ pub struct TestOptions {
     pub key_refresh: Duration,
     /// `None`: the system clock.
     pub clock: Option<FakeClock>,
+    /// Changes to the server's settings beyond the above (timeouts, caps, public URL).
+    pub configure: Option<Configure>,
 }
 
 impl Default for TestOptions {
@@ -46,6 +52,7 @@ impl Default for TestOptions {
             max_in_flight: 256,
             key_refresh: Duration::from_secs(3600),
             clock: None,
+            configure: None,
         }
     }
 }
@@ -61,6 +68,7 @@ pub struct TestApp {
     pub write_key: WriteKey,
     pub ingest: Arc<Ingest>,
     pub keys: Arc<KeyCache>,
+    pub bodies: Arc<BodyGuard>,
     options: TestOptions,
     dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
@@ -139,6 +147,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         write_key,
         ingest: running.ingest,
         keys: running.keys,
+        bodies: running.bodies,
         options,
         dir,
         shutdown: Some(running.shutdown),
@@ -164,6 +173,7 @@ struct Running {
     addr: SocketAddr,
     ingest: Arc<Ingest>,
     keys: Arc<KeyCache>,
+    bodies: Arc<BodyGuard>,
     shutdown: oneshot::Sender<()>,
     server: JoinHandle<Result<(), ServerError>>,
 }
@@ -174,11 +184,14 @@ async fn serve(store: &Arc<SqliteStore>, options: &TestOptions) -> Running {
         Some(clock) => Arc::new(clock.clone()),
         None => Arc::new(SystemClock),
     };
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         max_in_flight: options.max_in_flight,
         key_refresh: options.key_refresh,
         ..ServerConfig::default()
     };
+    if let Some(configure) = &options.configure {
+        configure(&mut config);
+    }
     let store: Arc<dyn Store> = store.clone();
     let application =
         Application::build(store, clock, config, SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -187,6 +200,7 @@ async fn serve(store: &Arc<SqliteStore>, options: &TestOptions) -> Running {
     let addr = application.local_addr();
     let ingest = Arc::clone(&application.state().ingest);
     let keys = Arc::clone(&application.state().keys);
+    let bodies = Arc::clone(&application.state().bodies);
     let (shutdown, stop) = oneshot::channel::<()>();
     let server = tokio::spawn(application.run(async {
         let _ = stop.await;
@@ -195,6 +209,7 @@ async fn serve(store: &Arc<SqliteStore>, options: &TestOptions) -> Running {
         addr,
         ingest,
         keys,
+        bodies,
         shutdown,
         server,
     }
@@ -211,8 +226,31 @@ impl TestApp {
         self.address = format!("http://{}", running.addr);
         self.ingest = running.ingest;
         self.keys = running.keys;
+        self.bodies = running.bodies;
         self.shutdown = Some(running.shutdown);
         self.server = Some(running.server);
+    }
+
+    /// Asks the server to stop and returns its task, to be awaited by the caller.
+    pub fn begin_stop(&mut self) -> JoinHandle<Result<(), ServerError>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.server.take().expect("the server is running")
+    }
+
+    /// Opens the store again and serves it on a new port after [`TestApp::begin_stop`].
+    pub async fn serve_again(&mut self) {
+        self.store = open_store(&self.dir, &self.options);
+        let running = serve(&self.store, &self.options).await;
+        self.addr = running.addr;
+        self.address = format!("http://{}", running.addr);
+        self.ingest = running.ingest;
+        self.keys = running.keys;
+        self.bodies = running.bodies;
+        self.shutdown = Some(running.shutdown);
+        self.server = Some(running.server);
+        self.client = reqwest::Client::new();
     }
 
     /// Stops the server and waits until it has drained and closed the store.

@@ -4,6 +4,7 @@
 mod auth;
 mod decode_properties;
 mod dedupe;
+mod edge;
 mod helpers;
 mod http_properties;
 mod limits;

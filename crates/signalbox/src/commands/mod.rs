@@ -121,9 +121,64 @@ pub fn parse_duration(text: &str, what: &str) -> anyhow::Result<SignedDuration> 
     Ok(duration)
 }
 
+/// A positive duration as a `std` one (`10s`, `500ms`, `2m`).
+pub fn parse_timeout(text: &str, what: &str) -> anyhow::Result<std::time::Duration> {
+    let duration = parse_duration(text, what)?;
+    if duration.is_zero() {
+        bail!("{what}: must be more than zero");
+    }
+    Ok(duration.unsigned_abs())
+}
+
+/// A size in bytes: a number with an optional unit, `KB`/`MB`/`GB` (powers of 1000) or
+/// `KiB`/`MiB`/`GiB` (powers of 1024), e.g. `64MiB`, `500KB`, `1048576`.
+pub fn parse_size(text: &str, what: &str) -> anyhow::Result<usize> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => bail!("{what}: cannot read {text:?} as a size (e.g. 64MiB, 500KB, 1048576)"),
+    };
+    let bytes = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .and_then(|n| usize::try_from(n).ok())
+        .with_context(|| format!("{what}: cannot read {text:?} as a size (e.g. 64MiB, 500KB)"))?;
+    if bytes == 0 {
+        bail!("{what}: must be more than zero");
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_and_timeouts() {
+        assert_eq!(parse_size("64MiB", "s").unwrap(), 64 << 20);
+        assert_eq!(parse_size("500KB", "s").unwrap(), 500_000);
+        assert_eq!(parse_size("1048576", "s").unwrap(), 1 << 20);
+        assert_eq!(parse_size(" 2 gib ", "s").unwrap(), 2 << 30);
+        for bad in ["", "0", "MiB", "12 parsecs", "-1"] {
+            assert!(parse_size(bad, "s").is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_timeout("500ms", "t").unwrap(),
+            std::time::Duration::from_millis(500)
+        );
+        assert!(parse_timeout("0s", "t").is_err());
+    }
 
     #[test]
     fn durations_in_every_unit() {

@@ -20,13 +20,17 @@ use signalbox_store::discard::DiscardingStore;
 use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{SqliteStore, Store, StoreError};
 
-use super::{database_path, engage_path, parse_duration};
+use super::{database_path, engage_path, parse_duration, parse_size, parse_timeout};
 use crate::cli::{GlobalArgs, ServeArgs};
 
 /// The source created on first start.
 const DEFAULT_SOURCE: &str = "default";
 
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
+    // Every connection is a descriptor: take all the operating system allows; the server
+    // keeps its connection cap safely below it.
+    let open_files = signalbox_server::edge::raise_open_files_limit();
+    tracing::debug!(?open_files, "open files limit");
     let path = database_path(global)?;
     let mail_settings = mail_settings(&args)?;
     let options = SqliteOptions {
@@ -61,11 +65,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     } else {
         sqlite
     };
-    let config = ServerConfig {
-        limits: Limits::default(),
-        max_in_flight: args.max_in_flight.max(1),
-        ..ServerConfig::default()
-    };
+    let config = server_config(&args)?;
     let mut app = Application::build(store, Arc::clone(&clock), config, global.listen).await?;
     if let Some(test_clock) = &test_clock {
         app.set_test_clock(Arc::clone(test_clock));
@@ -74,7 +74,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     app.set_audience(audience.clone());
     let addr = app.local_addr();
     let base = format!("http://{addr}");
-    let public_url = args.public_url.clone().unwrap_or_else(|| base.clone());
+    let public_url = config_public_url(&args).unwrap_or_else(|| base.clone());
     let secret = link_secret(&path)?;
     let signer = LinkSigner::new(&secret).context("the link secret is too short")?;
     let links = TrackingLinks::new(signer, &public_url)
@@ -141,13 +141,49 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     if args.discard {
         println!("  Mode           discard: calls are parsed and validated, then dropped");
     }
-    tracing::info!(%addr, discard = args.discard, mail = %mail_summary, "serving");
+    tracing::info!(
+        %addr,
+        %public_url,
+        max_connections = app.connection_limits().max_connections,
+        discard = args.discard,
+        mail = %mail_summary,
+        "serving"
+    );
     app.run(shutdown_signal()).await?;
     flows.shutdown().await;
     audience.shutdown().await;
     engage.shutdown().await;
     tracing::info!("stopped after draining in-flight requests");
     Ok(())
+}
+
+/// The server's settings from the flags, checked.
+fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+    Ok(ServerConfig {
+        limits: Limits::default(),
+        max_in_flight: args.max_in_flight.max(1),
+        header_timeout: parse_timeout(&args.header_timeout, "--header-timeout")?,
+        body_timeout: parse_timeout(&args.body_timeout, "--body-timeout")?,
+        idle_timeout: parse_timeout(&args.idle_timeout, "--idle-timeout")?,
+        max_connections: args.max_connections.max(1),
+        max_body_bytes_in_flight: parse_size(
+            &args.max_body_bytes_in_flight,
+            "--max-body-bytes-in-flight",
+        )?,
+        http2_max_streams: args.http2_max_streams.max(1),
+        shutdown_timeout: parse_timeout(&args.shutdown_timeout, "--shutdown-timeout")?,
+        public_url: config_public_url(args),
+        ..ServerConfig::default()
+    })
+}
+
+/// `--public-url`, unless empty.
+fn config_public_url(args: &ServeArgs) -> Option<String> {
+    args.public_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(str::to_owned)
 }
 
 /// `--smtp-url` and `--mail-from`, checked. The URL's parse error never echoes the URL, so
