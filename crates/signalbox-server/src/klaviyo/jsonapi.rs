@@ -14,6 +14,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
+use crate::app::AppState;
 use super::filter::{self, Condition, FieldRule};
 
 pub const JSONAPI_MEDIA_TYPE: &str = "application/vnd.api+json";
@@ -49,31 +50,31 @@ pub fn datetime(ts: Timestamp) -> String {
 
 /// The absolute `https://host` links are built on, from the request's `Host` header.
 ///
-/// Links are `https://` whatever the request used, as Klaviyo emits them: the SDK extracts
-/// `page[cursor]` only from links that contain `https://`.
+/// Links are `https://` whatever the public URL's scheme, as Klaviyo emits them: the SDK
+/// extracts `page[cursor]` only from links that contain `https://`. Host, port and path come
+/// from the server's public URL (`serve --public-url`), never from the request's `Host`
+/// header, so a forged header cannot point a client's next page elsewhere.
 #[derive(Debug, Clone)]
 pub struct BaseUrl(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
+impl FromRequestParts<AppState> for BaseUrl {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-            .filter(|h| {
-                !h.is_empty()
-                    && h.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
-            })
-            .unwrap_or("localhost");
-        Ok(BaseUrl(format!("https://{host}")))
+    async fn from_request_parts(_: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(BaseUrl::from_public_url(app.links.base_url()))
     }
 }
 
 impl BaseUrl {
+    /// `https://` and the public URL's host, port and path.
+    pub fn from_public_url(public_url: &str) -> BaseUrl {
+        let rest = public_url
+            .split_once("://")
+            .map_or(public_url, |(_, rest)| rest)
+            .trim_end_matches('/');
+        BaseUrl(format!("https://{rest}"))
+    }
+
     /// `https://host/api/<path>/`.
     pub fn link(&self, path: &str) -> String {
         format!("{}/api/{path}/", self.0)
@@ -621,6 +622,21 @@ mod tests {
             .decode_utf8()
             .unwrap();
         assert_eq!(cursor_from(&decoded).as_deref(), Some("n=="));
+    }
+
+    #[test]
+    fn links_take_the_public_url_as_https() {
+        for (public, base) in [
+            ("http://127.0.0.1:8080", "https://127.0.0.1:8080"),
+            ("https://crm.example.com/", "https://crm.example.com"),
+            ("https://example.com/signalbox", "https://example.com/signalbox"),
+        ] {
+            assert_eq!(BaseUrl::from_public_url(public).0, base);
+        }
+        assert_eq!(
+            BaseUrl::from_public_url("https://example.com/sb/").link("profiles"),
+            "https://example.com/sb/api/profiles/"
+        );
     }
 
     #[test]

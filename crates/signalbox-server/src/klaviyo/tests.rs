@@ -55,7 +55,10 @@ async fn spawn_with(engage_enabled: bool) -> TestApi {
     let mut app = Application::build(
         Arc::clone(&store),
         clock,
-        ServerConfig::default(),
+        ServerConfig {
+            public_url: Some("https://klaviyo.test:8080".into()),
+            ..ServerConfig::default()
+        },
         "127.0.0.1:0".parse().unwrap(),
     )
     .await
@@ -86,7 +89,8 @@ impl TestApi {
         Request::builder()
             .method(method)
             .uri(uri)
-            .header(header::HOST, "klaviyo.test:8080")
+            // A forged Host: links name the public URL all the same.
+            .header(header::HOST, "forged.example")
             .header(header::AUTHORIZATION, format!("Klaviyo-API-Key {key}"))
             .header("revision", REVISION)
             .header(header::ACCEPT, "application/vnd.api+json")

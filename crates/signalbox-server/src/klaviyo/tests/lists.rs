@@ -40,7 +40,8 @@ async fn raw(api: &TestApi, method: Method, uri: &str, body: &str) -> (StatusCod
     let request = Request::builder()
         .method(method)
         .uri(uri)
-        .header(header::HOST, "klaviyo.test:8080")
+        // A forged Host: links name the public URL all the same.
+            .header(header::HOST, "forged.example")
         .header(header::AUTHORIZATION, format!("Bearer {}", api.key))
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(HttpBody::from(body.to_owned()))
