@@ -210,6 +210,23 @@ impl EmailConsent {
         self.can_receive_email_marketing =
             self.suppressions.is_empty() && self.consent != ConsentStatus::Unsubscribed;
     }
+
+    /// Why a call under a public key (a Tracking API identify with `listId`) may not subscribe
+    /// this profile: it unsubscribed, or a suppression stands. `None` when it may.
+    pub(crate) fn refuses_tracking_subscription(&self) -> Option<String> {
+        if self.consent == ConsentStatus::Unsubscribed {
+            return Some("unsubscribed".to_owned());
+        }
+        if self.suppressions.is_empty() {
+            return None;
+        }
+        let reasons: Vec<&str> = self
+            .suppressions
+            .iter()
+            .map(|s| s.reason.as_str())
+            .collect();
+        Some(format!("is suppressed ({})", reasons.join(", ")))
+    }
 }
 
 /// A subscription job: each profile (by email) is created or updated, then subscribed to

@@ -35,7 +35,11 @@ pub struct MappedEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListSubscription {
     pub list_id: String,
+    /// Double opt-in where the list asks for it (the source's setting, see
+    /// [`MessageSettings`](crate::settings::MessageSettings)).
     pub confirm_optin: bool,
+    /// The message's `confirmOptin: false` was ignored.
+    pub confirm_optin_ignored: bool,
 }
 
 /// What one call asks of engage.
@@ -114,6 +118,7 @@ pub fn map_segment(
                 mapped.list = Some(ListSubscription {
                     list_id: list_id.clone(),
                     confirm_optin: per_message.confirm_optin,
+                    confirm_optin_ignored: per_message.confirm_optin_ignored,
                 });
             }
         }

@@ -16,7 +16,8 @@ pub struct DestinationSettings {
     pub enforce_email: bool,
     /// The list an identify with an email subscribes the profile to.
     pub list_id: Option<String>,
-    /// Double opt-in for that list.
+    /// Double opt-in for that list, when the list asks for it. The operator's choice: a
+    /// message's `integrations.Klaviyo.confirmOptin` can turn it on but never off.
     pub confirm_optin: bool,
     /// "Fallback on Anonymous ID": with `enforce_email` off, an anonymous id alone may create
     /// a profile.
@@ -143,12 +144,19 @@ impl DestinationSettings {
 }
 
 /// What one message's `integrations` object says about the destination.
+///
+/// A message comes in under a write key, which is public (it ships in every browser), so a
+/// message may name a list but cannot skip a double opt-in: `confirmOptin: false` in a message
+/// is ignored, and reported through `confirm_optin_ignored`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageSettings {
     /// `integrations.Klaviyo: false`, or `All: false` without `Klaviyo` turned on.
     pub enabled: bool,
     pub list_id: Option<String>,
+    /// The source's `confirmOptin`, or `true` when the message asks for it.
     pub confirm_optin: bool,
+    /// The message asked for `confirmOptin: false` where the source's setting is `true`.
+    pub confirm_optin_ignored: bool,
 }
 
 /// The destination names a message may address this destination by.
@@ -163,6 +171,7 @@ pub fn message_settings(
         enabled: true,
         list_id: settings.list_id.clone(),
         confirm_optin: settings.confirm_optin,
+        confirm_optin_ignored: false,
     };
     let Some(integrations) = integrations else {
         return out;
@@ -184,8 +193,10 @@ pub fn message_settings(
                     _ => {}
                 }
             }
-            if let Some(optin) = options.get("confirmOptin").and_then(Value::as_bool) {
-                out.confirm_optin = optin;
+            match options.get("confirmOptin").and_then(Value::as_bool) {
+                Some(true) => out.confirm_optin = true,
+                Some(false) => out.confirm_optin_ignored = out.confirm_optin,
+                None => {}
             }
         }
         _ => out.enabled = all,
@@ -235,8 +246,30 @@ mod tests {
         assert!(!check(json!({"All": false})).enabled);
         assert!(check(json!({"All": false, "Klaviyo": true})).enabled);
         let m = check(json!({"Klaviyo": {"listId": "L2", "confirmOptin": false}}));
-        assert!(m.enabled && !m.confirm_optin);
+        assert!(m.enabled && m.confirm_optin && m.confirm_optin_ignored);
         assert_eq!(m.list_id.as_deref(), Some("L2"));
         assert!(check(json!({"All": false, "Klaviyo (Actions)": {"listId": "L3"}})).enabled);
+    }
+
+    #[test]
+    fn a_message_may_ask_for_double_opt_in_but_never_skip_it() {
+        let trusting = DestinationSettings {
+            confirm_optin: false,
+            ..DestinationSettings::default()
+        };
+        let check = |settings: &DestinationSettings, integrations: Value| {
+            message_settings(settings, integrations.as_object())
+        };
+        let strict = DestinationSettings::default();
+        let m = check(&strict, json!({"Klaviyo": {"confirmOptin": false}}));
+        assert!(m.confirm_optin && m.confirm_optin_ignored);
+        let m = check(&strict, json!({"Klaviyo": {"confirmOptin": true}}));
+        assert!(m.confirm_optin && !m.confirm_optin_ignored);
+        // The operator turned double opt-in off for the source: a message may turn it on.
+        let m = check(&trusting, json!({"Klaviyo": {"confirmOptin": false}}));
+        assert!(!m.confirm_optin && !m.confirm_optin_ignored);
+        let m = check(&trusting, json!({"Klaviyo": {"confirmOptin": true}}));
+        assert!(m.confirm_optin && !m.confirm_optin_ignored);
+        assert!(!check(&trusting, json!({})).confirm_optin);
     }
 }

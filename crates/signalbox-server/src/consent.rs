@@ -1,22 +1,29 @@
 //! The consent pages people reach from emails, through links signed with
 //! [`AppState::links`](crate::app::AppState):
 //!
-//! - `GET /c/{token}` confirms a double opt-in: the pending member becomes a member and the
+//! - `GET /c/{token}` shows a page with a **Confirm subscription** button; `POST /c/{token}`
+//!   (the button) confirms the double opt-in: the pending member becomes a member and the
 //!   profile SUBSCRIBED with `double_optin`. The token names the profile and the list.
 //! - `GET /u/{token}` shows a page that asks to confirm the unsubscribe; `POST /u/{token}`
 //!   unsubscribes (the page's button, and RFC 8058 one-click: a body of
 //!   `List-Unsubscribe=One-Click`).
 //!
+//! Only a POST changes anything. Mail providers' link scanners and image proxies fetch every
+//! link of an email with GET or HEAD before the reader sees it, so a GET only reads and a HEAD
+//! only checks the token. The forms carry nothing but the token in their URL: no cookie, no
+//! session; the signed token is the authority.
+//!
 //! A token that is malformed, forged, altered or of another kind is a 400 and changes
 //! nothing; a genuine token whose profile or list no longer exists is a 404. Tokens are never
-//! logged.
+//! logged. Pages escape every value they show, are never stored or indexed, and refuse to be
+//! framed (a framed button could be clicked unawares).
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use signalbox_engage::{ConfirmOutcome, Engage, EngageError, ListId, ProfileId};
+use signalbox_engage::{ConfirmOutcome, Engage, EngageError, ListId, MemberStatus, ProfileId};
 use signalbox_mail::{LinkClaims, LinkKind};
 
 use crate::app::AppState;
@@ -26,9 +33,20 @@ pub const UNSUBSCRIBE_BODY_LIMIT: usize = 4 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/c/{token}", get(confirm))
-        .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
+        .route(
+            "/c/{token}",
+            get(confirm_page).head(confirm_head).post(confirm),
+        )
+        .route(
+            "/u/{token}",
+            get(unsubscribe_page)
+                .head(unsubscribe_head)
+                .post(unsubscribe),
+        )
 }
+
+/// The label of the confirmation page's button.
+pub const CONFIRM_BUTTON: &str = "Confirm subscription";
 
 /// A small HTML page.
 struct Page {
@@ -49,17 +67,53 @@ impl IntoResponse for Page {
             title = self.title,
             body = self.body
         );
-        (
-            self.status,
-            [
-                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                (header::CACHE_CONTROL, "no-store"),
-                (header::REFERRER_POLICY, "no-referrer"),
-            ],
-            html,
-        )
-            .into_response()
+        (self.status, page_headers(), html).into_response()
     }
+}
+
+/// The headers of every consent page (and of the answer to a HEAD).
+fn page_headers() -> [(HeaderName, HeaderValue); 7] {
+    [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (
+            HeaderName::from_static("x-robots-tag"),
+            HeaderValue::from_static("noindex, nofollow"),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; \
+                 frame-ancestors 'none'",
+            ),
+        ),
+    ]
+}
+
+/// Where a page's form posts: the link it was reached by, under the public base URL.
+fn form_action(app: &AppState, kind: LinkKind, token: &str) -> String {
+    format!("{}{}{token}", app.links.base_url(), kind.path_prefix())
+}
+
+/// The answer to a HEAD: the token is checked, nothing is read or changed.
+fn head(app: &AppState, kind: LinkKind, token: &str) -> Response {
+    let status = match claims(app, kind, token) {
+        Ok(_) => StatusCode::OK,
+        Err(page) => page.status,
+    };
+    (status, page_headers()).into_response()
 }
 
 fn escape(text: &str) -> String {
@@ -130,7 +184,53 @@ fn engage(app: &AppState) -> Result<Engage, Page> {
     app.engage.clone().ok_or_else(unavailable)
 }
 
-/// `GET /c/{token}`.
+/// `GET /c/{token}`: asks before confirming (a link scanner's GET changes nothing).
+async fn confirm_page(State(app): State<AppState>, Path(token): Path<String>) -> Page {
+    let result = async {
+        let claims = claims(&app, LinkKind::Confirm, &token)?;
+        let engage = engage(&app)?;
+        let list_id = ListId(claims.message_id);
+        let profile_id = ProfileId(claims.profile_id);
+        let list = engage.get_list(&list_id).await.map_err(engine_error)?;
+        let profile = engage
+            .get_profile(&profile_id)
+            .await
+            .map_err(engine_error)?;
+        let status = engage
+            .member_status(&list_id, &profile_id)
+            .await
+            .map_err(engine_error)?;
+        match status {
+            None => Err(not_found()),
+            Some(MemberStatus::Member) => {
+                Ok(confirmed_page(ConfirmOutcome::AlreadyMember, &list.name))
+            }
+            Some(MemberStatus::Pending) => Ok(Page {
+                status: StatusCode::OK,
+                title: "Confirm your subscription",
+                body: format!(
+                    "<p>Receive email from <strong>{list}</strong> at <strong>{who}</strong>?</p>\
+                     <form method=\"post\" action=\"{action}\">\
+                     <button type=\"submit\">{CONFIRM_BUTTON}</button></form>\
+                     <p>If you did not ask for this, close this page: nothing changes.</p>",
+                    list = escape(&list.name),
+                    who = escape(&profile.email.unwrap_or_default()),
+                    action = escape(&form_action(&app, LinkKind::Confirm, &token)),
+                ),
+            }),
+        }
+    }
+    .await;
+    result.unwrap_or_else(|page| page)
+}
+
+/// `HEAD /c/{token}`.
+async fn confirm_head(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+    head(&app, LinkKind::Confirm, &token)
+}
+
+/// `POST /c/{token}`: confirms (the page's button). The body is not read: the token is the
+/// authority.
 async fn confirm(State(app): State<AppState>, Path(token): Path<String>) -> Page {
     let result = async {
         let claims = claims(&app, LinkKind::Confirm, &token)?;
@@ -145,20 +245,24 @@ async fn confirm(State(app): State<AppState>, Path(token): Path<String>) -> Page
             .await
             .map(|l| l.name)
             .unwrap_or_default();
-        Ok::<_, Page>(Page {
-            status: StatusCode::OK,
-            title: match outcome {
-                ConfirmOutcome::Confirmed => "Subscription confirmed",
-                ConfirmOutcome::AlreadyMember => "Already confirmed",
-            },
-            body: format!(
-                "<p>You are subscribed to <strong>{}</strong>. Thank you.</p>",
-                escape(&name)
-            ),
-        })
+        Ok::<_, Page>(confirmed_page(outcome, &name))
     }
     .await;
     result.unwrap_or_else(|page| page)
+}
+
+fn confirmed_page(outcome: ConfirmOutcome, list_name: &str) -> Page {
+    Page {
+        status: StatusCode::OK,
+        title: match outcome {
+            ConfirmOutcome::Confirmed => "Subscription confirmed",
+            ConfirmOutcome::AlreadyMember => "Already confirmed",
+        },
+        body: format!(
+            "<p>You are subscribed to <strong>{}</strong>. Thank you.</p>",
+            escape(list_name)
+        ),
+    }
 }
 
 /// `GET /u/{token}`: asks before unsubscribing (a link scanner's GET changes nothing).
@@ -176,14 +280,21 @@ async fn unsubscribe_page(State(app): State<AppState>, Path(token): Path<String>
             title: "Unsubscribe",
             body: format!(
                 "<p>Stop marketing emails to <strong>{}</strong>?</p>\
-                 <form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" \
-                 value=\"One-Click\"><button type=\"submit\">Unsubscribe</button></form>",
-                escape(&who)
+                 <form method=\"post\" action=\"{action}\">\
+                 <input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
+                 <button type=\"submit\">Unsubscribe</button></form>",
+                escape(&who),
+                action = escape(&form_action(&app, LinkKind::Unsubscribe, &token)),
             ),
         })
     }
     .await;
     result.unwrap_or_else(|page| page)
+}
+
+/// `HEAD /u/{token}`.
+async fn unsubscribe_head(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+    head(&app, LinkKind::Unsubscribe, &token)
 }
 
 /// `POST /u/{token}`: unsubscribes (the page's button or RFC 8058 one-click). The token is

@@ -129,6 +129,18 @@ impl TestApp {
         .await
     }
 
+    /// A HEAD on a tracking URL, as a link scanner sends it.
+    async fn head(&self, url: &str) -> Reply {
+        let path = url.strip_prefix(BASE).unwrap_or(url);
+        self.send(
+            Request::head(path)
+                .header(header::USER_AGENT, "LinkScanner/1.0")
+                .body(HttpBody::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
     fn api(&self, method: Method, uri: &str) -> axum::http::request::Builder {
         Request::builder()
             .method(method)
@@ -234,6 +246,46 @@ async fn opens_and_clicks_become_signalbox_metrics() {
     assert_eq!(click["URL"], target, "{events}");
     assert_eq!(click["$message"], message);
     assert_eq!(click["User Agent"], "MailClient/1.0");
+    let events = app
+        .get(&format!(
+            "/api/events?filter=equals(profile_id,%22{profile_id}%22)"
+        ))
+        .await
+        .json();
+    assert_eq!(events["data"].as_array().unwrap().len(), 2, "{events}");
+}
+
+#[tokio::test]
+async fn a_head_on_a_tracking_link_is_no_open_or_click() {
+    let app = spawn().await;
+    let profile_id = profile(&app, "hal@example.com").await;
+    let target = "https://shop.example.com/";
+    let open_url = app.links.url(LinkKind::Open, &profile_id, "m1", None);
+    let click_url = app
+        .links
+        .url(LinkKind::Click, &profile_id, "m1", Some(target));
+    // The same status and headers as a GET, nothing recorded.
+    let reply = app.head(&open_url).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers[header::CONTENT_TYPE], "image/gif");
+    assert!(reply.bytes.is_empty());
+    let reply = app.head(&click_url).await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert_eq!(reply.headers[header::LOCATION], target);
+    let mut altered = click_url.clone();
+    let last = altered.pop().unwrap();
+    altered.push(if last == 'A' { 'B' } else { 'A' });
+    let reply = app.head(&altered).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.headers.get(header::LOCATION).is_none());
+    app.settle().await;
+    let metrics = app.get("/api/metrics").await.json();
+    assert_eq!(metrics["data"], json!([]), "nothing recorded: {metrics}");
+
+    // A GET is an open or a click, as before.
+    assert_eq!(app.fetch(&open_url).await.status, StatusCode::OK);
+    assert_eq!(app.fetch(&click_url).await.status, StatusCode::FOUND);
+    app.settle().await;
     let events = app
         .get(&format!(
             "/api/events?filter=equals(profile_id,%22{profile_id}%22)"

@@ -2,6 +2,10 @@
 //! emails Signalbox sends. Each genuine hit becomes a built-in event (`Opened Email`,
 //! `Clicked Email`, integration `Signalbox`) on the profile the token was signed for.
 //!
+//! A HEAD is neither an open nor a click (link scanners and proxies send them to check a
+//! link): it gets the same status and headers as the GET, and records nothing. No tracking
+//! link changes consent.
+//!
 //! Tokens are HMAC-signed by [`signalbox_mail::LinkSigner`]: the click's destination is inside
 //! the signature, so a forged or altered token is refused (400) and never redirected: no open
 //! redirect.
@@ -36,8 +40,8 @@ const MAX_USER_AGENT: usize = 256;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/t/o/{token}", get(open))
-        .route("/t/c/{token}", get(click))
+        .route("/t/o/{token}", get(open).head(open_head))
+        .route("/t/c/{token}", get(click).head(click_head))
 }
 
 #[tracing::instrument(skip_all)]
@@ -51,6 +55,42 @@ async fn open(
         Err(err) => return refused("open", err),
     };
     record(&app, BuiltinMetric::OpenedEmail, &claims, &headers).await;
+    pixel()
+}
+
+/// `HEAD /t/o/{token}`: the pixel's headers; no open is recorded.
+#[tracing::instrument(skip_all)]
+async fn open_head(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+    match app.links.signer().verify(LinkKind::Open, &token) {
+        Ok(_) => pixel(),
+        Err(err) => refused("open", err),
+    }
+}
+
+#[tracing::instrument(skip_all)]
+async fn click(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (claims, location) = match click_target(&app, &token) {
+        Ok(target) => target,
+        Err(reason) => return refused("click", reason),
+    };
+    record(&app, BuiltinMetric::ClickedEmail, &claims, &headers).await;
+    redirect(location)
+}
+
+/// `HEAD /t/c/{token}`: the redirect's headers; no click is recorded.
+#[tracing::instrument(skip_all)]
+async fn click_head(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+    match click_target(&app, &token) {
+        Ok((_, location)) => redirect(location),
+        Err(reason) => refused("click", reason),
+    }
+}
+
+fn pixel() -> Response {
     (
         StatusCode::OK,
         [
@@ -62,25 +102,23 @@ async fn open(
         .into_response()
 }
 
-#[tracing::instrument(skip_all)]
-async fn click(
-    State(app): State<AppState>,
-    Path(token): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let claims = match app.links.signer().verify(LinkKind::Click, &token) {
-        Ok(claims) => claims,
-        Err(err) => return refused("click", err),
-    };
-    let Some(location) = claims
+/// A click token's claims and its destination, or why the link is refused.
+fn click_target(app: &AppState, token: &str) -> Result<(LinkClaims, HeaderValue), String> {
+    let claims = app
+        .links
+        .signer()
+        .verify(LinkKind::Click, token)
+        .map_err(|err| err.to_string())?;
+    let location = claims
         .url
         .as_deref()
         .filter(|url| is_web_url(url))
         .and_then(|url| HeaderValue::from_str(url).ok())
-    else {
-        return refused("click", "the signed destination is not an http(s) URL");
-    };
-    record(&app, BuiltinMetric::ClickedEmail, &claims, &headers).await;
+        .ok_or_else(|| "the signed destination is not an http(s) URL".to_owned())?;
+    Ok((claims, location))
+}
+
+fn redirect(location: HeaderValue) -> Response {
     (
         StatusCode::FOUND,
         [

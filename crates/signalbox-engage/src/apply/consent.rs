@@ -63,7 +63,7 @@ pub(crate) enum ApiConsentOp {
 }
 
 impl Batch<'_> {
-    fn consent(&self, pk: i64) -> EngageResult<EmailConsent> {
+    pub(super) fn consent(&self, pk: i64) -> EngageResult<EmailConsent> {
         lists::consent_by_key(self.tx, pk)
     }
 

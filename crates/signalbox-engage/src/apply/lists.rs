@@ -231,8 +231,13 @@ impl Batch<'_> {
         self.insert_event(pk, idx, &event, &Integration::signalbox())
     }
 
-    /// The subscription an identify asks for (`listId`): a list that does not exist is a
-    /// problem, and nothing changes.
+    /// The subscription an identify asks for (`listId`, from the source's settings or the
+    /// message). A Tracking API call comes in under a public write key, so it may add a profile
+    /// to a list (pending where the list asks for double opt-in and the source's
+    /// `confirmOptin` is on) but never changes the consent of a profile that unsubscribed or is
+    /// suppressed: that takes a subscription through the API with a private key. What is
+    /// refused or ignored is a problem, and nothing changes: a list that does not exist, a
+    /// profile that unsubscribed or is suppressed.
     pub(super) fn subscribe_from_identify(
         &mut self,
         pk: i64,
@@ -247,6 +252,31 @@ impl Batch<'_> {
             );
         };
         let double = list.confirm_optin && opt_in == OptInProcess::DoubleOptIn;
+        match self.member_status(&id, pk)? {
+            // Nothing to ask for: an identify repeats on every visit.
+            Some(MemberStatus::Member) => return Ok(()),
+            Some(MemberStatus::Pending) if double => return Ok(()),
+            _ => {}
+        }
+        if let Some(why) = self.consent(pk)?.refuses_tracking_subscription() {
+            return self.problem(
+                Some(pk),
+                &format!(
+                    "listId names list {id}, but the profile {why}; a Tracking API call does \
+                     not subscribe it again (a subscription through the API with a private key \
+                     does); not subscribed"
+                ),
+            );
+        }
+        if list.confirm_optin_ignored && opt_in == OptInProcess::DoubleOptIn {
+            self.problem(
+                Some(pk),
+                &format!(
+                    "integrations.Klaviyo.confirmOptin false ignored: a Tracking API call cannot \
+                     skip the double opt-in of list {id}; pending until confirmed"
+                ),
+            )?;
+        }
         let detail = source.map(|s| format!("Segment source {s}"));
         self.subscribe_profile(pk, &id, double, false, "API", detail.as_deref(), None)?;
         Ok(())

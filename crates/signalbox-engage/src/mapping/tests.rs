@@ -175,7 +175,8 @@ fn identify_subscribes_to_the_list_with_overrides() {
         m.list,
         Some(ListSubscription {
             list_id: "L1".into(),
-            confirm_optin: true
+            confirm_optin: true,
+            confirm_optin_ignored: false
         })
     );
     let m = map_with(
@@ -189,7 +190,8 @@ fn identify_subscribes_to_the_list_with_overrides() {
         m.list,
         Some(ListSubscription {
             list_id: "L2".into(),
-            confirm_optin: false
+            confirm_optin: true,
+            confirm_optin_ignored: true
         })
     );
     // No email, no list.

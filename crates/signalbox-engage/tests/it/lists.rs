@@ -210,8 +210,27 @@ async fn identify_with_list_id_subscribes_single_opt_in_at_once_and_double_opt_i
     assert_eq!(consent.double_optin, Some(false));
     assert!(consent.can_receive_email_marketing);
 
-    assert_eq!(members(&app, &double.id).await, ["three@example.com"]);
-    assert_eq!(pending(&app, &double.id).await, ["two@example.com"]);
+    // A message's `confirmOptin: false` does not skip the double opt-in (write keys are
+    // public); it is a problem on the profile.
+    assert!(members(&app, &double.id).await.is_empty());
+    assert_eq!(
+        pending(&app, &double.id).await,
+        ["two@example.com", "three@example.com"]
+    );
+    let three = app.by_email("three@example.com").await;
+    assert_eq!(
+        app.engage.email_consent(&three.id).await.unwrap().consent,
+        ConsentStatus::NeverSubscribed
+    );
+    let history = app.engage.profile_history(&three.id).await.unwrap();
+    assert!(
+        history
+            .problems
+            .iter()
+            .any(|p| p.contains("confirmOptin false ignored")),
+        "{:?}",
+        history.problems
+    );
     let two = app.by_email("two@example.com").await;
     assert_eq!(
         app.engage.email_consent(&two.id).await.unwrap().consent,
@@ -252,14 +271,14 @@ async fn identify_with_list_id_subscribes_single_opt_in_at_once_and_double_opt_i
     let consent = app.engage.email_consent(&two.id).await.unwrap();
     assert_eq!(consent.consent, ConsentStatus::Subscribed);
     assert_eq!(consent.double_optin, Some(true));
-    assert!(pending(&app, &double.id).await.is_empty());
+    assert_eq!(pending(&app, &double.id).await, ["three@example.com"]);
     // Not on the list at all: nothing to confirm.
     assert!(matches!(
         app.engage.confirm_subscription(&one.id, &double.id).await,
         Err(EngageError::NotFound { .. })
     ));
-    // one, three (added) and two (confirmed).
-    assert_eq!(metric_count(&app, "Subscribed to List").await, 3);
+    // one (added) and two (confirmed).
+    assert_eq!(metric_count(&app, "Subscribed to List").await, 2);
 
     // A member who unsubscribed stays unsubscribed when the same identify comes again.
     app.engage.unsubscribe_profile(&one.id).await.unwrap();
@@ -622,4 +641,226 @@ async fn a_merge_keeps_the_survivors_consent_or_takes_the_losers() {
     assert_eq!(consent.consent, ConsentStatus::Subscribed);
     // The loser's id redirects to the survivor, consent included.
     assert_eq!(app.engage.email_consent(&loser.id).await.unwrap(), consent);
+}
+
+fn reasons(consent: &signalbox_engage::EmailConsent) -> Vec<SuppressionReason> {
+    consent.suppressions.iter().map(|s| s.reason).collect()
+}
+
+async fn consent_of(app: &TestApp, email: &str) -> signalbox_engage::EmailConsent {
+    let profile = app.by_email(email).await;
+    app.engage.email_consent(&profile.id).await.unwrap()
+}
+
+async fn problems_of(app: &TestApp, email: &str) -> Vec<String> {
+    let profile = app.by_email(email).await;
+    app.engage
+        .profile_history(&profile.id)
+        .await
+        .unwrap()
+        .problems
+}
+
+#[tokio::test]
+async fn an_identify_never_resubscribes_or_unsuppresses_and_says_why() {
+    let mut app = TestApp::start().await;
+    let first = app
+        .engage
+        .create_list("First", OptInProcess::SingleOptIn)
+        .await
+        .unwrap();
+    let other = app
+        .engage
+        .create_list("Other", OptInProcess::SingleOptIn)
+        .await
+        .unwrap();
+    let double = app
+        .engage
+        .create_list("Double", OptInProcess::DoubleOptIn)
+        .await
+        .unwrap();
+    // gone@ subscribes, then unsubscribes through the email's link.
+    app.identify(
+        json!({"userId": "gone", "traits": {"email": "gone@example.com"},
+        "integrations": {"Klaviyo": {"listId": first.id.0}}}),
+    )
+    .await;
+    app.settle().await;
+    let gone = app.by_email("gone@example.com").await;
+    assert!(app.engage.unsubscribe_profile(&gone.id).await.unwrap());
+    // bounced@ and quiet@ are suppressed without ever unsubscribing.
+    for email in ["bounced@example.com", "quiet@example.com"] {
+        app.engage
+            .create_profile(ProfileInput {
+                email: Some(email.into()),
+                ..ProfileInput::default()
+            })
+            .await
+            .unwrap();
+    }
+    app.engage
+        .suppress(
+            SuppressTarget::Emails(vec!["bounced@example.com".into()]),
+            SuppressionReason::HardBounce,
+        )
+        .await
+        .unwrap();
+    app.engage
+        .suppress(
+            SuppressTarget::Emails(vec!["quiet@example.com".into()]),
+            SuppressionReason::UserSuppressed,
+        )
+        .await
+        .unwrap();
+    app.settle().await;
+    let gone_before = consent_of(&app, "gone@example.com").await;
+    let bounced_before = consent_of(&app, "bounced@example.com").await;
+    let quiet_before = consent_of(&app, "quiet@example.com").await;
+    assert_eq!(gone_before.consent, ConsentStatus::Unsubscribed);
+
+    // Write-key identifies naming lists, with and without skipping double opt-in.
+    for (user, email) in [
+        ("gone", "gone@example.com"),
+        ("bounced", "bounced@example.com"),
+        ("quiet", "quiet@example.com"),
+    ] {
+        for list in [&first.id, &other.id, &double.id] {
+            app.identify(json!({"userId": user, "traits": {"email": email},
+                "integrations": {"Klaviyo": {"listId": list.0, "confirmOptin": false}}}))
+                .await;
+        }
+    }
+    app.settle().await;
+    assert_eq!(consent_of(&app, "gone@example.com").await, gone_before);
+    assert_eq!(
+        consent_of(&app, "bounced@example.com").await,
+        bounced_before
+    );
+    assert_eq!(consent_of(&app, "quiet@example.com").await, quiet_before);
+    assert_eq!(reasons(&gone_before), [SuppressionReason::Unsubscribe]);
+    assert_eq!(reasons(&bounced_before), [SuppressionReason::HardBounce]);
+    assert_eq!(reasons(&quiet_before), [SuppressionReason::UserSuppressed]);
+    // No membership changed either: gone@ stays on the list it joined, no one joined another.
+    assert_eq!(members(&app, &first.id).await, ["gone@example.com"]);
+    assert!(members(&app, &other.id).await.is_empty());
+    assert!(members(&app, &double.id).await.is_empty());
+    assert!(pending(&app, &double.id).await.is_empty());
+    // Each refusal is a problem on the profile, naming the list and why.
+    let gone_problems = problems_of(&app, "gone@example.com").await;
+    for list in [&other.id, &double.id] {
+        assert!(
+            gone_problems
+                .iter()
+                .any(|p| p.contains(&list.0) && p.contains("unsubscribed")),
+            "{gone_problems:?}"
+        );
+    }
+    let bounced_problems = problems_of(&app, "bounced@example.com").await;
+    assert!(
+        bounced_problems
+            .iter()
+            .any(|p| p.contains(&first.id.0) && p.contains("is suppressed (HARD_BOUNCE)")),
+        "{bounced_problems:?}"
+    );
+    let quiet_problems = problems_of(&app, "quiet@example.com").await;
+    assert!(
+        quiet_problems
+            .iter()
+            .any(|p| p.contains("is suppressed (USER_SUPPRESSED)")),
+        "{quiet_problems:?}"
+    );
+    assert_eq!(metric_count(&app, "Subscribed to List").await, 1);
+
+    // A subscription through the API (a private key) does subscribe them again.
+    app.engage
+        .subscribe(SubscribeRequest {
+            list_id: Some(other.id.clone()),
+            emails: vec!["gone@example.com".into(), "quiet@example.com".into()],
+            ..SubscribeRequest::default()
+        })
+        .await
+        .unwrap();
+    let gone_after = consent_of(&app, "gone@example.com").await;
+    assert_eq!(gone_after.consent, ConsentStatus::Subscribed);
+    assert!(gone_after.suppressions.is_empty());
+    assert!(gone_after.can_receive_email_marketing);
+    let quiet_after = consent_of(&app, "quiet@example.com").await;
+    assert_eq!(quiet_after.consent, ConsentStatus::Subscribed);
+    assert!(quiet_after.suppressions.is_empty());
+    assert_eq!(
+        members(&app, &other.id).await,
+        ["gone@example.com", "quiet@example.com"]
+    );
+
+    // Derived state stays a function of the log, refusals included.
+    app.settle().await;
+    let dumped = app.engage.dump().await.unwrap();
+    assert!(dumped.contains("does not subscribe it again"));
+    app.engage.shutdown().await;
+    let path = app.config.path.clone();
+    rebuild(
+        Arc::clone(&app.store),
+        &path,
+        app.config.hold_window,
+        app.clock_now(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let rebuilt = Engage::open_readonly(&path).await.unwrap();
+    assert_eq!(rebuilt.dump().await.unwrap(), dumped);
+}
+
+#[tokio::test]
+async fn only_the_source_setting_may_skip_double_opt_in() {
+    let mut app = TestApp::start().await;
+    let double = app
+        .engage
+        .create_list("Double", OptInProcess::DoubleOptIn)
+        .await
+        .unwrap();
+    app.settings(|s| s.list_id = Some(double.id.0.clone()))
+        .await;
+    // The source's setting names the list; the message asks to skip the confirmation.
+    app.identify(json!({"userId": "p", "traits": {"email": "p@example.com"},
+        "integrations": {"Klaviyo": {"confirmOptin": false}}}))
+        .await;
+    app.settle().await;
+    assert_eq!(pending(&app, &double.id).await, ["p@example.com"]);
+    assert!(members(&app, &double.id).await.is_empty());
+    let p = app.by_email("p@example.com").await;
+    assert_eq!(
+        app.engage.email_consent(&p.id).await.unwrap().consent,
+        ConsentStatus::NeverSubscribed
+    );
+    // Again: still pending, and the same identify on every visit adds no problem.
+    app.identify(json!({"userId": "p", "traits": {"email": "p@example.com"},
+        "integrations": {"Klaviyo": {"confirmOptin": false}}}))
+        .await;
+    app.settle().await;
+    assert_eq!(pending(&app, &double.id).await, ["p@example.com"]);
+    let problems = problems_of(&app, "p@example.com").await;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("confirmOptin false ignored"));
+
+    // The operator turns double opt-in off for the source: that is trusted.
+    app.settings(|s| s.confirm_optin = false).await;
+    app.identify(json!({"userId": "q", "traits": {"email": "q@example.com"}}))
+        .await;
+    // A message may still ask for double opt-in.
+    app.identify(json!({"userId": "r", "traits": {"email": "r@example.com"},
+        "integrations": {"Klaviyo": {"confirmOptin": true}}}))
+        .await;
+    app.settle().await;
+    assert_eq!(members(&app, &double.id).await, ["q@example.com"]);
+    let q = app.by_email("q@example.com").await;
+    assert_eq!(
+        app.engage.email_consent(&q.id).await.unwrap().consent,
+        ConsentStatus::Subscribed
+    );
+    assert_eq!(
+        pending(&app, &double.id).await,
+        ["p@example.com", "r@example.com"]
+    );
+    assert!(problems_of(&app, "q@example.com").await.is_empty());
 }

@@ -2,6 +2,7 @@
 //! temporary SQLite file, driven over HTTP.
 
 mod auth;
+mod consent;
 mod decode_properties;
 mod dedupe;
 mod edge;

@@ -1039,8 +1039,86 @@ async fn welcome_series_greets_new_list_members_and_follows_up_unless_they_unsub
     assert_eq!(third.subject, "Three ways to brew, Ada");
 }
 
+/// Every link of a received email under `base`, as a mail provider's link scanner finds them:
+/// `href` and `src` attributes of the HTML, URLs in the text part and the `List-Unsubscribe`
+/// header.
+fn links_under(mail: &Mail, base: &str) -> Vec<String> {
+    let mut links: Vec<String> = Vec::new();
+    for attribute in ["href=\"", "src=\""] {
+        links.extend(
+            mail.html
+                .split(attribute)
+                .skip(1)
+                .filter_map(|rest| rest.split('"').next())
+                .map(|link| link.replace("&amp;", "&")),
+        );
+    }
+    links.extend(mail.text.split_whitespace().map(str::to_owned));
+    links.extend(mail.list_unsubscribe.split(',').map(|part| {
+        part.trim()
+            .trim_matches(|c| c == '<' || c == '>')
+            .to_owned()
+    }));
+    links.retain(|link| link.starts_with(&format!("{base}/")));
+    links.sort();
+    links.dedup();
+    links
+}
+
+/// What a scanner does: GET and HEAD every link, twice, following no redirect.
+async fn scan(links: &[String]) {
+    let scanner = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("LinkScanner/1.0")
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        for link in links {
+            for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+                let answer = scanner.request(method.clone(), link).send().await.unwrap();
+                assert!(
+                    answer.status().is_success() || answer.status().is_redirection(),
+                    "{method} {link}: {}",
+                    answer.status()
+                );
+            }
+        }
+    }
+}
+
+impl MailServer {
+    /// The profile's email consent (`subscriptions.email.marketing`) and the lists it is a
+    /// member of, once the engine applied everything.
+    async fn consent_state(&self, email: &str, list: &str) -> (Value, bool) {
+        let (status, body) = self
+            .api(
+                reqwest::Method::GET,
+                &format!(
+                    "/api/profiles?filter=equals(email,%22{email}%22)\
+                     &additional-fields%5Bprofile%5D=subscriptions"
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let marketing =
+            body["data"][0]["attributes"]["subscriptions"]["email"]["marketing"].clone();
+        let (status, members) = self
+            .api(
+                reqwest::Method::GET,
+                &format!("/api/lists/{list}/profiles?filter=equals(email,%22{email}%22)"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{members}");
+        let member = !members["data"].as_array().unwrap().is_empty();
+        (marketing, member)
+    }
+}
+
 #[tokio::test]
-async fn double_opt_in_sends_a_confirmation_email_whose_link_subscribes_and_starts_the_welcome() {
+async fn double_opt_in_email_survives_link_scanners_and_its_button_subscribes_and_starts_the_welcome(
+) {
     let root = tempfile::tempdir().unwrap();
     let sink = SmtpSink::start(&root.path().join("mail"));
     let app = MailServer::start(&sink);
@@ -1061,11 +1139,14 @@ async fn double_opt_in_sends_a_confirmation_email_whose_link_subscribes_and_star
             "triggers": [{"type": "list", "id": list}],
             "entry_action_id": "hello",
             "actions": [email_action("hello", "Welcome aboard, {{ first_name }}",
-                "<p>Thanks for confirming.</p>", None)]
+                "<p>Thanks for confirming.</p><p><a href=\"https://tea.test/start\">Start here</a></p>",
+                None)]
         }
     }));
+    // A signup form's identify asks to skip the confirmation: a write key is public, so
+    // the confirmation is sent all the same.
     let mut call = identify("cleo", "cleo@example.com", "Cleo");
-    call["integrations"] = json!({"Klaviyo": {"listId": list}});
+    call["integrations"] = json!({"Klaviyo": {"listId": list, "confirmOptin": false}});
     app.segment(json!([call]));
 
     // First the confirmation (sent by Signalbox, not by a flow), and no welcome yet.
@@ -1077,27 +1158,58 @@ async fn double_opt_in_sends_a_confirmation_email_whose_link_subscribes_and_star
         confirmation.subject,
         "Please confirm your subscription to Tea Letters"
     );
+    let base = app.base().to_owned();
     let confirm = hrefs(&confirmation.html)
         .into_iter()
-        .find(|h| h.starts_with(&format!("{}/c/", app.base())))
+        .find(|h| h.starts_with(&format!("{base}/c/")))
         .expect("a signed confirmation link");
     assert!(confirmation
         .list_unsubscribe
-        .starts_with(&format!("<{}/u/", app.base())));
+        .starts_with(&format!("<{base}/u/")));
+    let pending = app.consent_state("cleo@example.com", &list).await;
+    assert_eq!(pending.0["consent"], "NEVER_SUBSCRIBED", "{}", pending.0);
+    assert!(!pending.1, "not a member before confirming");
+
+    // The recipient's mail provider scans every link: nothing changes.
+    let links = links_under(&confirmation, &base);
+    assert!(links.contains(&confirm), "{links:?}");
+    assert!(
+        links.iter().any(|l| l.starts_with(&format!("{base}/u/"))),
+        "{links:?}"
+    );
+    scan(&links).await;
+    assert_eq!(app.consent_state("cleo@example.com", &list).await, pending);
     let counts = app.wait_count(&flow_id, "entered", 0).await;
     assert_eq!(counts["sent"].as_i64().unwrap_or(0), 0, "{counts}");
+    assert_eq!(sink.messages().len(), 1);
 
-    // A forged link changes nothing; the real one confirms.
+    // A forged link changes nothing; the page's button confirms.
     let http = reqwest::Client::new();
-    let forged = format!("{}x", confirm);
+    let forged = format!("{confirm}x");
     assert_eq!(http.get(&forged).send().await.unwrap().status(), 400);
+    assert_eq!(http.post(&forged).send().await.unwrap().status(), 400);
     let page = http.get(&confirm).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page
+    let page = page.text().await.unwrap();
+    let action = page
+        .split("<form method=\"post\" action=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("a form that posts: {page}"))
+        .replace("&amp;", "&");
+    assert_eq!(action, confirm);
+    assert!(page.contains(">Confirm subscription</button>"), "{page}");
+    let confirmed = http.post(&action).send().await.unwrap();
+    assert_eq!(confirmed.status(), 200);
+    assert!(confirmed
         .text()
         .await
         .unwrap()
         .contains("Subscription confirmed"));
+    let subscribed = app.consent_state("cleo@example.com", &list).await;
+    assert_eq!(subscribed.0["consent"], "SUBSCRIBED", "{}", subscribed.0);
+    assert_eq!(subscribed.0["double_optin"], true);
+    assert!(subscribed.1);
 
     app.wait_count(&flow_id, "sent", 1).await;
     let messages = sink.wait_for(2);
@@ -1105,4 +1217,42 @@ async fn double_opt_in_sends_a_confirmation_email_whose_link_subscribes_and_star
     let welcome = parse_mail(&messages[1]);
     assert_eq!(welcome.rcpt_tos, ["cleo@example.com"]);
     assert_eq!(welcome.subject, "Welcome aboard, Cleo");
+
+    // The welcome's links (open pixel, tracked click, unsubscribe) are scanned too: opens
+    // and clicks may be counted, consent does not move.
+    let links = links_under(&welcome, &base);
+    for prefix in ["/t/o/", "/t/c/", "/u/"] {
+        assert!(
+            links
+                .iter()
+                .any(|l| l.starts_with(&format!("{base}{prefix}"))),
+            "{prefix} in {links:?}"
+        );
+    }
+    scan(&links).await;
+    assert_eq!(
+        app.consent_state("cleo@example.com", &list).await,
+        subscribed
+    );
+
+    // One-click unsubscribe (RFC 8058) is what unsubscribes.
+    assert_eq!(welcome.list_unsubscribe_post, "List-Unsubscribe=One-Click");
+    let unsubscribe = welcome
+        .list_unsubscribe
+        .split(',')
+        .map(|part| part.trim().trim_matches(|c| c == '<' || c == '>'))
+        .find(|part| part.starts_with(&format!("{base}/u/")))
+        .expect("an unsubscribe URL")
+        .to_owned();
+    let answer = http
+        .post(&unsubscribe)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+    let (marketing, _) = app.consent_state("cleo@example.com", &list).await;
+    assert_eq!(marketing["consent"], "UNSUBSCRIBED", "{marketing}");
+    assert_eq!(marketing["can_receive_email_marketing"], false);
 }

@@ -1,6 +1,7 @@
 //! Lists end to end: the CLI creates and imports through the running server, an identify
 //! with `listId` leaves a profile pending on a double opt-in list, and a real HTTP client
-//! follows the signed confirmation link. Forged and replayed tokens change nothing.
+//! follows the signed confirmation link and presses its button. Forged and replayed tokens
+//! change nothing.
 
 use std::time::{Duration, Instant};
 
@@ -142,8 +143,22 @@ async fn double_opt_in_through_the_signed_link_with_a_real_client() {
     assert_eq!(answer.status(), 400);
     assert!(lists.cli(&["members", &list, "--json"]).trim().is_empty());
 
-    // Ann follows her link.
+    // Ann follows her link: a page with a button; fetching it (or a HEAD) confirms nothing.
     let answer = http.get(&ann_confirm).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let page = answer.text().await.unwrap();
+    assert!(page.contains("Weekly news"), "{page}");
+    assert!(
+        page.contains(&format!(
+            "<form method=\"post\" action=\"{ann_confirm}\"><button type=\"submit\">\
+             Confirm subscription</button></form>"
+        )),
+        "{page}"
+    );
+    assert_eq!(http.head(&ann_confirm).send().await.unwrap().status(), 200);
+    assert!(lists.cli(&["members", &list, "--json"]).trim().is_empty());
+    // She presses the button.
+    let answer = http.post(&ann_confirm).send().await.unwrap();
     assert_eq!(answer.status(), 200);
     let page = answer.text().await.unwrap();
     assert!(page.contains("Subscription confirmed"), "{page}");

@@ -317,7 +317,47 @@ async fn double_opt_in_through_the_pending_link_and_unsubscribe_through_its_link
     let members = api.get(&format!("/api/lists/{id}/profiles")).await;
     assert_eq!(members.body["data"].as_array().unwrap().len(), 0);
 
+    // GET shows the button and HEAD checks the link: neither confirms (link scanners).
     let (status, html) = raw(&api, Method::GET, &confirm, "").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains(&format!(
+            "<button type=\"submit\">{}</button>",
+            crate::consent::CONFIRM_BUTTON
+        )) && html.contains("DOI")
+            && html.contains("p@example.com"),
+        "{html}"
+    );
+    let action = html
+        .split("<form method=\"post\" action=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a form that posts");
+    assert_eq!(path_of(action), confirm);
+    let (status, body) = raw(&api, Method::HEAD, &confirm, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.is_empty());
+    let (status, _) = raw(
+        &api,
+        Method::HEAD,
+        std::str::from_utf8(&forged).unwrap(),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let members = api.get(&format!("/api/lists/{id}/profiles")).await;
+    assert_eq!(members.body["data"].as_array().unwrap().len(), 0);
+    let (status, _) = raw(
+        &api,
+        Method::POST,
+        std::str::from_utf8(&forged).unwrap(),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // The button confirms.
+    let (status, html) = raw(&api, Method::POST, &confirm, "").await;
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(
         html.contains("Subscription confirmed") && html.contains("DOI"),
@@ -333,12 +373,26 @@ async fn double_opt_in_through_the_pending_link_and_unsubscribe_through_its_link
     assert_eq!(marketing["double_optin"], true);
     let (status, html) = raw(&api, Method::GET, &confirm, "").await;
     assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Already confirmed") && !html.contains("<form"));
+    let (status, html) = raw(&api, Method::POST, &confirm, "").await;
+    assert_eq!(status, StatusCode::OK);
     assert!(html.contains("Already confirmed"));
 
-    // The unsubscribe page changes nothing on GET; a bad body is refused; one-click works.
+    // The unsubscribe page changes nothing on GET or HEAD; a bad body is refused; one-click
+    // works.
     let (status, html) = raw(&api, Method::GET, &unsubscribe, "").await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("p@example.com") && html.contains("<form"));
+    let (status, body) = raw(&api, Method::HEAD, &unsubscribe, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.is_empty());
+    let members = api
+        .get(&format!(
+            "/api/lists/{id}/profiles?additional-fields%5Bprofile%5D=subscriptions"
+        ))
+        .await;
+    let marketing = &members.body["data"][0]["attributes"]["subscriptions"]["email"]["marketing"];
+    assert_eq!(marketing["consent"], "SUBSCRIBED");
     let (status, _) = raw(&api, Method::POST, &unsubscribe, "please=yes").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, html) = raw(
