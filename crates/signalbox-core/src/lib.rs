@@ -5,6 +5,7 @@
 //! - [`source`]: sources, write keys and private API keys.
 //! - [`secret`]: secret strings that never print and compare in constant time.
 //! - [`clock`]: time as an injected dependency.
+//! - [`time`]: client-given times, parsed and checked against the range Signalbox keeps.
 //!
 //! **Invariant:** this crate does no IO and knows no wire format; it cannot fail except on
 //! validation of its own inputs.
@@ -13,6 +14,7 @@ pub mod call;
 pub mod clock;
 pub mod secret;
 pub mod source;
+pub mod time;
 
 pub use call::{CallKind, NewCall, RejectCode, Rejection, StoredCall, StoredRejection};
 pub use clock::{Clock, FakeClock, SystemClock};

@@ -397,16 +397,17 @@ fn output_over_the_limit_is_an_error_naming_it() {
     })
     .expect("compiles");
     let mut context = context();
-    context.person.insert("blob".into(), json!("x".repeat(1000)));
+    context
+        .person
+        .insert("blob".into(), json!("x".repeat(1000)));
     let limit = signalbox_mail::template::MAX_RENDERED_PART_BYTES;
-    for result in [
-        template.render(&context),
-        template.preview(&context).result,
-    ] {
+    for result in [template.render(&context), template.preview(&context).result] {
         match result {
-            Err(err @ TemplateError::Render {
-                part: Part::Html, ..
-            }) => {
+            Err(
+                err @ TemplateError::Render {
+                    part: Part::Html, ..
+                },
+            ) => {
                 assert!(err.to_string().contains(&limit.to_string()), "{err}");
             }
             other => panic!("expected a render error, got {other:?}"),
