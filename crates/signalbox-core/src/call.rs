@@ -129,6 +129,8 @@ pub enum RejectCode {
     InvalidField,
     MessageIdTooLong,
     InvalidTimestamp,
+    /// Objects and arrays nested deeper than the decoder's limit.
+    TooDeep,
 }
 
 impl RejectCode {
@@ -149,6 +151,7 @@ impl RejectCode {
             RejectCode::InvalidField => "invalid_field",
             RejectCode::MessageIdTooLong => "message_id_too_long",
             RejectCode::InvalidTimestamp => "invalid_timestamp",
+            RejectCode::TooDeep => "too_deep",
         }
     }
 }

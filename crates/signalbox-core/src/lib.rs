@@ -6,6 +6,7 @@
 //! - [`secret`]: secret strings that never print and compare in constant time.
 //! - [`scope`]: what a private API key may do (Klaviyo's scopes, `full`, `admin`).
 //! - [`clock`]: time as an injected dependency.
+//! - [`time`]: client-given times, parsed and checked against the range Signalbox keeps.
 //!
 //! **Invariant:** this crate does no IO and knows no wire format; it cannot fail except on
 //! validation of its own inputs.
@@ -15,6 +16,7 @@ pub mod clock;
 pub mod scope;
 pub mod secret;
 pub mod source;
+pub mod time;
 
 pub use call::{CallKind, NewCall, RejectCode, Rejection, StoredCall, StoredRejection};
 pub use clock::{Clock, FakeClock, SystemClock};

@@ -110,6 +110,17 @@ fn dimension(raw: &SqlValue) -> (String, Option<Value>) {
     }
 }
 
+/// `sum + value`, held at the largest finite `f64` rather than overflowing to infinity (which
+/// JSON cannot carry: a sum would read as `null`). Values beyond
+/// [`MAX_EVENT_VALUE`](crate::limits::MAX_EVENT_VALUE) are no longer stored, so only events
+/// stored before that limit can reach it; a value that is not finite counts as nothing.
+fn saturating_add(sum: f64, value: f64) -> f64 {
+    if !value.is_finite() {
+        return sum;
+    }
+    (sum + value).clamp(f64::MIN, f64::MAX)
+}
+
 /// Whether a property's value equals the filter's (numbers compare as numbers).
 fn equals(actual: Option<&Value>, wanted: &Value) -> bool {
     match (actual, wanted) {
@@ -212,7 +223,7 @@ pub(crate) fn aggregate(conn: &Connection, q: &AggregateQuery) -> EngageResult<A
             .or_insert_with(|| Acc::new(n, want_unique));
         acc.count[bucket] += 1;
         if let Some(value) = row.get::<_, Option<f64>>(2)? {
-            acc.sum[bucket] += value;
+            acc.sum[bucket] = saturating_add(acc.sum[bucket], value);
         }
         if want_unique {
             acc.unique[bucket].insert(row.get(1)?);
@@ -248,6 +259,17 @@ pub(crate) fn aggregate(conn: &Connection, q: &AggregateQuery) -> EngageResult<A
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sums_saturate_instead_of_overflowing() {
+        let mut sum = 0.0;
+        for value in [f64::MAX, f64::MAX, 1.0, f64::INFINITY, f64::NAN] {
+            sum = saturating_add(sum, value);
+        }
+        assert_eq!(sum, f64::MAX);
+        assert_eq!(saturating_add(sum, -f64::MAX), 0.0);
+        assert_eq!(saturating_add(-f64::MAX, -f64::MAX), f64::MIN);
+    }
 
     fn at(s: &str) -> jiff::Timestamp {
         s.parse().unwrap()

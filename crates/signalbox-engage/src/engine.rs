@@ -18,6 +18,7 @@ use crate::apply::{
     ApiConsentOp, ApiListOp, ApiMergeOp, ApiProfileOp, ApiResult, Applier, OpResult,
 };
 use crate::db::{self, Readers};
+use crate::email::Email;
 use crate::error::{EngageError, EngageResult};
 use crate::lists::{self, *};
 use crate::mapping;
@@ -594,10 +595,10 @@ impl Engage {
     ) -> EngageResult<u64> {
         self.get_list(id).await?;
         for (i, row) in rows.iter().enumerate() {
-            if !row.email.contains('@') {
+            if let Err(err) = Email::parse(&row.email) {
                 return Err(EngageError::invalid(
                     &format!("profiles.{i}.email"),
-                    "is not an email address",
+                    err.to_string(),
                 ));
             }
         }
@@ -770,17 +771,19 @@ fn list_name(name: &str) -> EngageResult<String> {
     Ok(name.to_owned())
 }
 
-/// Trimmed, lowercased emails, each with an `@`; duplicates dropped.
+/// Emails normalised as [`Email`] keys them; duplicates dropped.
 fn checked_emails(emails: &[String]) -> EngageResult<Vec<String>> {
     let mut out: Vec<String> = Vec::with_capacity(emails.len());
     for (i, email) in emails.iter().enumerate() {
-        let email = email.trim().to_lowercase();
-        if !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
-            return Err(EngageError::invalid(
-                &format!("profiles.{i}.email"),
-                "is not an email address",
-            ));
-        }
+        let email = match Email::parse(email) {
+            Ok(email) => email.into_string(),
+            Err(err) => {
+                return Err(EngageError::invalid(
+                    &format!("profiles.{i}.email"),
+                    err.to_string(),
+                ))
+            }
+        };
         if !out.contains(&email) {
             out.push(email);
         }

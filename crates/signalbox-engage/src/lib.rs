@@ -9,11 +9,12 @@
 //!   [`engine::rebuild`] re-derives everything from the log.
 //! - [`mapping`]: Segment calls to profile changes and events (pure; the classic Klaviyo
 //!   destination's mapping). [`settings`]: the destination's per-source settings.
-//!   [`phone`]: E.164 normalisation.
+//!   [`phone`]: E.164 normalisation. [`email`]: email addresses as keys (NFC, lowercase).
 //! - `pipeline.rs`: the thread that reads the log in order and applies it in batches.
 //! - `apply/`: the applier (identity resolution, merges, held calls, events, API writes,
 //!   built-in metrics in `apply/builtin.rs`), the only writer of `engage.db`. `db/`: the
 //!   file, its schema and read connections.
+//! - [`limits`]: caps on a profile's properties and on event values.
 //! - [`lists`]: lists, members and email consent (types and reads; their writes are log
 //!   entries applied in `apply/lists.rs` and `apply/consent.rs`).
 //! - `query.rs`, `aggregate.rs`: reads. [`feed`]: what changed after a cursor, for the
@@ -29,11 +30,13 @@ mod aggregate;
 mod apply;
 mod db;
 mod dump;
+pub mod email;
 pub mod engine;
 pub mod error;
 pub mod facts;
 pub mod feed;
 mod ids;
+pub mod limits;
 pub mod lists;
 pub mod mapping;
 pub mod model;

@@ -361,7 +361,7 @@ pub(crate) fn list_members(conn: &Connection, q: &MemberQuery) -> EngageResult<P
         args.extend(
             q.emails
                 .iter()
-                .map(|e| SqlValue::Text(e.trim().to_lowercase())),
+                .map(|e| SqlValue::Text(crate::email::normal_form(e))),
         );
     }
     for bound in &q.joined {

@@ -15,6 +15,8 @@ use jiff::Timestamp;
 use serde_json::{Map, Value};
 use signalbox_core::CallKind;
 
+use crate::email::{Email, EmailError};
+use crate::limits;
 use crate::model::{Location, ProfileInput};
 use crate::phone;
 use crate::settings::{message_settings, DestinationSettings};
@@ -166,25 +168,30 @@ pub fn map_segment(
     if mapped.profile.email.is_none() {
         mapped.profile.email = user_id.as_deref().and_then(normalize_email);
     }
+    for event in &mut mapped.events {
+        if let Some(problem) = drop_oversized_value(event) {
+            mapped.problems.push(problem);
+        }
+    }
     Ok(mapped)
 }
 
-/// An email as engage keys it (trimmed, lowercased), when the text is one.
+/// Takes away an event's value beyond [`limits::MAX_EVENT_VALUE`] (the event is kept); the
+/// problem to report when it did.
+pub fn drop_oversized_value(event: &mut MappedEvent) -> Option<String> {
+    let value = event.value.filter(|v| !limits::event_value_fits(*v))?;
+    event.value = None;
+    event.properties.remove("$value");
+    Some(format!(
+        "{} event's value {value} is beyond the limit of ±{:e}; the event is kept without a value",
+        event.metric_name,
+        limits::MAX_EVENT_VALUE
+    ))
+}
+
+/// An email as engage keys it (see [`Email`]), when the text is one.
 pub fn normalize_email(text: &str) -> Option<String> {
-    let email = text.trim();
-    let (local, domain) = email.split_once('@')?;
-    if local.is_empty()
-        || domain.len() < 3
-        || !domain.contains('.')
-        || domain.starts_with('.')
-        || domain.ends_with('.')
-        || email.chars().any(|c| c.is_whitespace() || c == ',')
-        || domain.contains('@')
-        || email.len() > 254
-    {
-        return None;
-    }
-    Some(email.to_lowercase())
+    Email::parse(text).ok().map(Email::into_string)
 }
 
 fn email_text(value: &Value) -> Option<String> {
@@ -271,9 +278,10 @@ fn apply_traits(
     let profile = &mut mapped.profile;
     let mut bad_email = None;
     if let Some(value) = take_first(&mut rest, EMAIL) {
-        match email_text(&value) {
-            Some(email) => profile.email = Some(email),
-            None => bad_email = Some(value),
+        match value.as_str().map(Email::parse) {
+            Some(Ok(email)) => profile.email = Some(email.into_string()),
+            Some(Err(err)) => bad_email = Some((value, err)),
+            None => bad_email = Some((value, EmailError::NotAnEmail)),
         }
     }
     set_text(&mut profile.first_name, take_first(&mut rest, FIRST_NAME));
@@ -339,10 +347,10 @@ fn apply_traits(
     }
     profile.location = location;
 
-    if let Some(value) = bad_email {
-        mapped.problems.push(format!(
-            "email {value} is not an email address; kept as a property"
-        ));
+    if let Some((value, err)) = bad_email {
+        mapped
+            .problems
+            .push(format!("email {value} {err}; kept as a property"));
         profile.properties.insert("email".into(), value);
     }
     if keep_custom {
@@ -590,13 +598,17 @@ fn order_events(
     events
 }
 
-/// An API profile input, checked and normalised as Segment traits are: email lowercased,
-/// phone to E.164 (refused when it cannot be).
+/// An API profile input, checked and normalised as Segment traits are: email normalised (see
+/// [`Email`]), phone to E.164 (refused when it cannot be); its properties within the
+/// [`limits`].
 pub fn normalize_input(mut input: ProfileInput) -> Result<ProfileInput, (String, String)> {
+    limits::check_properties(&input.properties)
+        .map_err(|limit| (limit.field(), limit.to_string()))?;
     if let Some(email) = input.email.take() {
         input.email = Some(
-            normalize_email(&email)
-                .ok_or_else(|| ("email".to_owned(), format!("{email:?} is not an email")))?,
+            Email::parse(&email)
+                .map_err(|err| ("email".to_owned(), format!("{email:?} {err}")))?
+                .into_string(),
         );
     }
     if let Some(raw) = input.phone_number.take() {

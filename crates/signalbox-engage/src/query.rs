@@ -121,7 +121,7 @@ pub(crate) fn list_profiles(conn: &Connection, q: &ProfileQuery) -> EngageResult
                     args.push(SqlValue::Integer(pk));
                 }
                 ProfileField::Email => {
-                    args.push(SqlValue::Text(value.trim().to_lowercase()));
+                    args.push(SqlValue::Text(crate::email::normal_form(value)));
                 }
                 _ => args.push(SqlValue::Text(value.clone())),
             }

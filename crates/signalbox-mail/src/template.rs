@@ -28,6 +28,10 @@ use crate::text::html_to_text;
 /// template must not stall a sender).
 const FUEL: u64 = 5_000_000;
 
+/// Largest output of one rendered part, in bytes. Email clients clip far smaller messages
+/// (Gmail at about 100 KB); a template that renders more is broken, and must not fill memory.
+pub const MAX_RENDERED_PART_BYTES: usize = 1 << 20;
+
 /// The parts of an email template, as the author wrote them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct EmailTemplateSource {
@@ -191,9 +195,48 @@ impl EmailTemplate {
             .env
             .get_template(part.name())
             .map_err(|error| render_error(part, &error))?;
-        template
-            .render(value)
-            .map_err(|error| render_error(part, &error))
+        let mut out = BoundedOutput::default();
+        match template.render_captured_to(value, &mut out) {
+            Ok(_) => {}
+            Err(_) if out.over => {
+                return Err(TemplateError::Render {
+                    part,
+                    line: None,
+                    message: format!(
+                        "output is over the limit of {MAX_RENDERED_PART_BYTES} bytes per part"
+                    ),
+                })
+            }
+            Err(error) => return Err(render_error(part, &error)),
+        }
+        String::from_utf8(out.bytes).map_err(|_| TemplateError::Render {
+            part,
+            line: None,
+            message: "output is not UTF-8".into(),
+        })
+    }
+}
+
+/// Collects a part's output up to [`MAX_RENDERED_PART_BYTES`]; a write past it fails, which
+/// stops the rendering.
+#[derive(Default)]
+struct BoundedOutput {
+    bytes: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_RENDERED_PART_BYTES {
+            self.over = true;
+            return Err(std::io::Error::other("rendered output over the limit"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

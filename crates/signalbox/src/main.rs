@@ -11,6 +11,11 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Everything Signalbox creates (the data folder, its databases, their journals and
+    // indexes) is for its own user only: the log holds personal data and the keys' digests.
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(
+        commands::private::UMASK,
+    ));
     let cli = cli::Cli::parse();
     commands::init_tracing(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

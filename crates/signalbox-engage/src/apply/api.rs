@@ -145,16 +145,21 @@ impl Batch<'_> {
                 properties.insert("$value".into(), Value::Number(n));
             }
         }
+        let mut event = MappedEvent {
+            metric_name: input.metric_name.clone(),
+            time: input.time.unwrap_or(entry.received_at),
+            value,
+            value_currency: input.value_currency.clone(),
+            unique_id: input.unique_id.clone(),
+            properties,
+        };
+        let problems = mapping::drop_oversized_value(&mut event)
+            .into_iter()
+            .collect();
         let mapped = Mapped {
             profile,
-            events: vec![MappedEvent {
-                metric_name: input.metric_name.clone(),
-                time: input.time.unwrap_or(entry.received_at),
-                value,
-                value_currency: input.value_currency.clone(),
-                unique_id: input.unique_id.clone(),
-                properties,
-            }],
+            events: vec![event],
+            problems,
             ..Mapped::default()
         };
         self.count("applied.api_event", 1);
@@ -227,6 +232,12 @@ impl Batch<'_> {
                 return Ok(ApiResult::Err(EngageError::Invalid { field, reason }))
             }
         };
+        if let Err(limit) = self.profile(pk)?.properties_fit(&profile) {
+            return Ok(ApiResult::Err(EngageError::Invalid {
+                field: limit.field(),
+                reason: limit.to_string(),
+            }));
+        }
         let ids = CallIds::from_input(&profile);
         // Every new identifier must be free (or already this profile's).
         for (kind, value) in typed(&ids) {

@@ -453,8 +453,11 @@ impl Batch<'_> {
         };
         let linked = self.link_ids(pk, &ids)?;
         let at = self.entry.received_us;
-        let changed = self.profile(pk)?.patch(&input, &origin, at);
-        self.touch_origin(pk, &origin, &ids, changed || linked)?;
+        let patched = self.profile(pk)?.patch(&input, &origin, at);
+        self.touch_origin(pk, &origin, &ids, patched.changed || linked)?;
+        if let Some(limit) = patched.refused {
+            self.properties_refused(pk, &limit)?;
+        }
         Ok(Ok(pk))
     }
 

@@ -37,6 +37,7 @@ use signalbox_store::sqlite::Checkpointer;
 use crate::db;
 use crate::error::{EngageError, EngageResult};
 use crate::ids;
+use crate::limits::PropertyLimit;
 use crate::mapping::{self, Mapped, MappedEvent, Skip};
 use crate::model::{Integration, Origin};
 use crate::settings::DestinationSettings;
@@ -557,10 +558,13 @@ impl Batch<'_> {
     ) -> EngageResult<()> {
         let at_us = self.entry.received_us;
         let linked = self.link_ids(pk, ids)?;
-        let changed = self.profile(pk)?.patch(&mapped.profile, origin, at_us);
-        self.touch_origin(pk, origin, ids, changed || linked)?;
+        let patched = self.profile(pk)?.patch(&mapped.profile, origin, at_us);
+        self.touch_origin(pk, origin, ids, patched.changed || linked)?;
         for problem in &mapped.problems {
             self.problem(Some(pk), problem)?;
+        }
+        if let Some(limit) = patched.refused {
+            self.properties_refused(pk, &limit)?;
         }
         for (idx, event) in mapped.events.iter().enumerate() {
             self.insert_event(pk, idx as i64, event, &integration)?;
@@ -804,6 +808,15 @@ impl Batch<'_> {
                 self.entry.received_us
             ])?;
         Ok(())
+    }
+
+    /// Records that a call's property changes were not applied because of a limit.
+    fn properties_refused(&mut self, pk: i64, limit: &PropertyLimit) -> EngageResult<()> {
+        self.count("refused.properties", 1);
+        self.problem(
+            Some(pk),
+            &format!("property changes not applied: {}", limit.describe()),
+        )
     }
 
     fn problem(&mut self, pk: Option<i64>, message: &str) -> EngageResult<()> {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::EngageResult;
+use crate::limits::{self, PropertyLimit, MAX_PROFILE_PROPERTIES, MAX_PROFILE_PROPERTIES_BYTES};
 use crate::model::{Location, Origin, Profile, ProfileId, ProfileInput};
 
 /// The columns of `profiles` other than the JSON `data`.
@@ -24,6 +25,15 @@ fn has_fields(input: &ProfileInput) -> bool {
         || !input.location.is_empty()
         || !input.properties.is_empty()
         || !input.unset.is_empty()
+}
+
+/// What [`ProfileRow::patch`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Patched {
+    /// Whether anything changed.
+    pub changed: bool,
+    /// The limit that kept the input's property changes from being applied.
+    pub refused: Option<PropertyLimit>,
 }
 
 /// What `profiles.data` holds.
@@ -271,11 +281,20 @@ impl ProfileRow {
         }
     }
 
-    /// Applies the non-identifier fields of `input`; returns whether anything changed (then
-    /// `updated` and `updated_by` move).
-    pub(crate) fn patch(&mut self, input: &ProfileInput, origin: &Origin, at_us: i64) -> bool {
+    /// Whether `input`'s property changes fit this profile's limits.
+    pub(crate) fn properties_fit(&mut self, input: &ProfileInput) -> Result<(), PropertyLimit> {
+        if input.properties.is_empty() {
+            return Ok(());
+        }
+        let mut properties = self.data().properties.clone();
+        limits::apply_properties(&mut properties, &input.properties).map(|_| ())
+    }
+
+    /// Applies the non-identifier fields of `input` (see [`Patched`]): its property changes
+    /// only if the result stays within the limits of [`limits`].
+    pub(crate) fn patch(&mut self, input: &ProfileInput, origin: &Origin, at_us: i64) -> Patched {
         if !has_fields(input) {
-            return false;
+            return Patched::default();
         }
         let mut changed = false;
         let d = self.data_mut_clean();
@@ -309,13 +328,10 @@ impl ProfileRow {
                 changed = true;
             }
         }
-        for (key, value) in &input.properties {
-            if value.is_null() {
-                changed |= d.properties.remove(key).is_some();
-            } else if d.properties.get(key) != Some(value) {
-                d.properties.insert(key.clone(), value.clone());
-                changed = true;
-            }
+        let mut refused = None;
+        match limits::apply_properties(&mut d.properties, &input.properties) {
+            Ok(properties_changed) => changed |= properties_changed,
+            Err(limit) => refused = Some(limit),
         }
         for name in &input.unset {
             changed |= self.unset(name);
@@ -323,7 +339,7 @@ impl ProfileRow {
         if changed {
             self.touch(origin, at_us);
         }
-        changed
+        Patched { changed, refused }
     }
 
     /// Clears a standard attribute by its API name, or removes a custom property.
@@ -391,10 +407,18 @@ impl ProfileRow {
         fill(&mut l.ip, &ol.ip);
         l.latitude = l.latitude.or(ol.latitude);
         l.longitude = l.longitude.or(ol.longitude);
+        // The survivor takes the other's properties it lacks while they fit its limits.
+        let mut size = limits::json_len(&d.properties);
         for (key, value) in &o.properties {
-            d.properties
-                .entry(key.clone())
-                .or_insert_with(|| value.clone());
+            if d.properties.contains_key(key) || d.properties.len() >= MAX_PROFILE_PROPERTIES {
+                continue;
+            }
+            let grows = limits::json_len(key) + limits::json_len(value) + 2;
+            if size + grows > MAX_PROFILE_PROPERTIES_BYTES {
+                continue;
+            }
+            size += grows;
+            d.properties.insert(key.clone(), value.clone());
         }
         if other.created_us < self.created_us {
             self.created_us = other.created_us;

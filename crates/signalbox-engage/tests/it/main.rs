@@ -7,5 +7,6 @@ mod change_feed;
 mod feeds;
 mod helpers;
 mod identity;
+mod limits;
 mod lists;
 mod pipeline;

@@ -386,3 +386,37 @@ fn cache_compiles_once() {
     );
     let _unused: Value = json!(null);
 }
+
+#[test]
+fn output_over_the_limit_is_an_error_naming_it() {
+    // 3,000 copies of a 1,000-byte value: 3 MB from little work, within the fuel.
+    let template = EmailTemplate::compile(&EmailTemplateSource {
+        subject: "s".into(),
+        html: "{% for i in range(3000) %}{{ person.blob }}{% endfor %}".into(),
+        text: Some("short".into()),
+    })
+    .expect("compiles");
+    let mut context = context();
+    context
+        .person
+        .insert("blob".into(), json!("x".repeat(1000)));
+    let limit = signalbox_mail::template::MAX_RENDERED_PART_BYTES;
+    for result in [template.render(&context), template.preview(&context).result] {
+        match result {
+            Err(
+                err @ TemplateError::Render {
+                    part: Part::Html, ..
+                },
+            ) => {
+                assert!(err.to_string().contains(&limit.to_string()), "{err}");
+            }
+            other => panic!("expected a render error, got {other:?}"),
+        }
+    }
+    // Just under the limit renders.
+    context
+        .person
+        .insert("blob".into(), json!("x".repeat(limit / 3000)));
+    let rendered = template.render(&context).expect("renders");
+    assert_eq!(rendered.html.len(), limit / 3000 * 3000);
+}

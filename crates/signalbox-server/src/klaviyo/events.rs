@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use jiff::tz::TimeZone;
 use serde_json::{json, Map, Value};
+use signalbox_engage::limits;
 use signalbox_engage::{
     ApiEventInput, Cmp, Engage, Event, EventId, EventQuery, MetricId, ProfileId, ProfileInput,
     TimeBound,
@@ -306,6 +307,17 @@ fn event_input(
         }
     };
     let value = attributes.number("value")?.into_option();
+    if let Some(value) = value {
+        if !limits::event_value_fits(value) {
+            return Err(ApiError::invalid_at(
+                attributes.pointer("value"),
+                format!(
+                    "'value' must be at most {:e} in magnitude",
+                    limits::MAX_EVENT_VALUE
+                ),
+            ));
+        }
+    }
     Ok(ApiEventInput {
         metric_name,
         profile,

@@ -546,20 +546,17 @@ impl<'a> Obj<'a> {
         let Patch::Set(text) = self.string(key)? else {
             return Ok(None);
         };
-        let invalid = || {
-            ApiError::invalid_at(
+        match signalbox_core::time::parse(&text) {
+            Ok(ts) => Ok(Some(ts)),
+            Err(signalbox_core::time::TimeError::Unparseable) => Err(ApiError::invalid_at(
                 self.pointer(key),
                 format!("'{key}' must be an ISO 8601 datetime such as 2026-01-02T03:04:05Z"),
-            )
-        };
-        if let Ok(ts) = text.parse::<Timestamp>() {
-            return Ok(Some(ts));
+            )),
+            Err(err) => Err(ApiError::invalid_at(
+                self.pointer(key),
+                format!("'{key}' {err}"),
+            )),
         }
-        let civil: jiff::civil::DateTime = text.parse().map_err(|_| invalid())?;
-        civil
-            .to_zoned(TimeZone::UTC)
-            .map(|z| Some(z.timestamp()))
-            .map_err(|_| invalid())
     }
 }
 

@@ -1001,3 +1001,81 @@ async fn aggregates_answer_aligned_series() {
 }
 
 mod lists;
+
+#[tokio::test]
+async fn writes_over_a_limit_are_400_naming_the_field_and_the_limit() {
+    let api = spawn().await;
+    let profile =
+        |attributes: Value| json!({"data": {"type": "profile", "attributes": attributes}});
+
+    let many: serde_json::Map<String, Value> =
+        (0..1001).map(|i| (format!("p{i}"), json!(i))).collect();
+    let reply = api
+        .write(
+            Method::POST,
+            "/api/profiles",
+            profile(json!({"email": "many@example.com", "properties": many})),
+        )
+        .await;
+    let error = assert_error(&reply, StatusCode::BAD_REQUEST, "invalid");
+    assert_eq!(error["source"]["pointer"], "/data/attributes/properties");
+    assert!(
+        error["detail"]
+            .as_str()
+            .unwrap()
+            .contains("over the limit of 1000"),
+        "{error}"
+    );
+
+    let reply = api
+        .write(
+            Method::POST,
+            "/api/profiles",
+            profile(json!({"email": "nul\u{0}@example.com"})),
+        )
+        .await;
+    let error = assert_error(&reply, StatusCode::BAD_REQUEST, "invalid");
+    assert_eq!(error["source"]["pointer"], "/data/attributes/email");
+    assert!(
+        error["detail"]
+            .as_str()
+            .unwrap()
+            .contains("control character"),
+        "{error}"
+    );
+
+    let event = |time: &str, value: f64| {
+        json!({"data": {"type": "event", "attributes": {
+            "properties": {}, "time": time, "value": value,
+            "metric": {"data": {"type": "metric", "attributes": {"name": "Paid"}}},
+            "profile": {"data": {"type": "profile", "attributes": {"email": "ev@example.com"}}},
+        }}})
+    };
+    let reply = api
+        .write(
+            Method::POST,
+            "/api/events",
+            event("2026-01-01T00:00:00+25:00", 1.0),
+        )
+        .await;
+    let error = assert_error(&reply, StatusCode::BAD_REQUEST, "invalid");
+    assert_eq!(error["source"]["pointer"], "/data/attributes/time");
+    assert!(
+        error["detail"].as_str().unwrap().contains("±24:00"),
+        "{error}"
+    );
+
+    let reply = api
+        .write(
+            Method::POST,
+            "/api/events",
+            event("2026-01-01T00:00:00Z", 1e300),
+        )
+        .await;
+    let error = assert_error(&reply, StatusCode::BAD_REQUEST, "invalid");
+    assert_eq!(error["source"]["pointer"], "/data/attributes/value");
+    assert!(
+        error["detail"].as_str().unwrap().contains("1e15"),
+        "{error}"
+    );
+}

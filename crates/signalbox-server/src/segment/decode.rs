@@ -10,7 +10,11 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use signalbox_core::time::TimeError;
 use signalbox_core::{CallKind, NewCall, RejectCode, Rejection};
+
+/// Deepest nesting of objects and arrays a message may have (the message itself is level 1).
+pub const MAX_DEPTH: usize = 64;
 
 /// Segment's documented limits.
 #[derive(Debug, Clone, Copy)]
@@ -73,11 +77,12 @@ pub struct Decoded {
     pub rejections: Vec<Rejection>,
 }
 
-/// Inflates a gzip body, refusing to produce more than the route's limit.
+/// Inflates a gzip body, every member of it (as `gzip -d` reads a file of several members),
+/// refusing to produce more than the route's limit.
 pub fn gunzip(body: &[u8], shape: Shape, limits: &Limits) -> Result<Vec<u8>, DecodeError> {
     let limit = shape.body_limit(limits);
     let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit + 1));
-    flate2::read::GzDecoder::new(body)
+    flate2::read::MultiGzDecoder::new(body)
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
         .map_err(|_| DecodeError::new(RejectCode::MalformedGzip, "malformed gzip content"))?;
@@ -124,10 +129,10 @@ struct Envelope<'a> {
     write_key: Option<Value>,
     #[serde(rename = "sentAt", default)]
     sent_at: Option<Value>,
-    #[serde(default)]
-    context: Option<Value>,
-    #[serde(default)]
-    integrations: Option<Value>,
+    #[serde(default, borrow)]
+    context: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    integrations: Option<&'a RawValue>,
 }
 
 /// Envelope fields of a batch applied to each of its messages.
@@ -148,6 +153,7 @@ pub fn decode(
     check_size(shape, limits, body.len())?;
     match shape {
         Shape::Single(kind) => {
+            check_structure(body, "").map_err(|(code, message)| DecodeError { code, message })?;
             let value: Value = serde_json::from_slice(body).map_err(invalid_json)?;
             let Value::Object(mut message) = value else {
                 return Err(DecodeError::new(
@@ -180,8 +186,8 @@ pub fn decode(
             }
             let defaults = Defaults {
                 sent_at: envelope.sent_at.filter(|v| !v.is_null()),
-                context: as_object(envelope.context),
-                integrations: as_object(envelope.integrations),
+                context: envelope_object(envelope.context, "context")?,
+                integrations: envelope_object(envelope.integrations, "integrations")?,
             };
             let mut decoded = Decoded {
                 write_key: envelope
@@ -220,6 +226,14 @@ fn decode_item(
             payload: oversized_payload(text),
         });
     }
+    if let Err((code, message)) = check_structure(text.as_bytes(), "") {
+        return Err(Rejection {
+            code,
+            message,
+            received_at,
+            payload: oversized_payload(text),
+        });
+    }
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(mut message)) => {
             take_write_key(&mut message);
@@ -251,10 +265,135 @@ fn invalid_json(err: serde_json::Error) -> DecodeError {
     DecodeError::new(RejectCode::InvalidJson, format!("invalid JSON: {err}"))
 }
 
-fn as_object(value: Option<Value>) -> Option<Map<String, Value>> {
-    match value {
-        Some(Value::Object(map)) => Some(map),
-        _ => None,
+/// An envelope's `context` or `integrations`: an object, checked as a message is.
+fn envelope_object(
+    raw: Option<&RawValue>,
+    field: &str,
+) -> Result<Option<Map<String, Value>>, DecodeError> {
+    let Some(raw) = raw else { return Ok(None) };
+    check_structure(raw.get().as_bytes(), field)
+        .map_err(|(code, message)| DecodeError { code, message })?;
+    match serde_json::from_str(raw.get()).map_err(invalid_json)? {
+        Value::Object(map) => Ok(Some(map)),
+        _ => Ok(None),
+    }
+}
+
+/// One level of JSON nesting while [`check_structure`] scans.
+enum Frame {
+    Object {
+        key: Option<String>,
+        expect_key: bool,
+    },
+    Array {
+        index: usize,
+    },
+}
+
+/// The path of the value being scanned, as `properties.items[2].price`.
+fn frame_path(prefix: &str, frames: &[Frame]) -> String {
+    let mut path = prefix.to_owned();
+    for frame in frames {
+        match frame {
+            Frame::Object { key: Some(key), .. } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            Frame::Object { key: None, .. } => {}
+            Frame::Array { index } => path.push_str(&format!("[{index}]")),
+        }
+    }
+    path
+}
+
+/// Checks what serde_json would not keep as sent: objects and arrays nested deeper than
+/// [`MAX_DEPTH`], and integers beyond 64 bits (serde_json reads them as the nearest `f64`,
+/// which would store a different number than the client sent). A scan of the raw text, before
+/// parsing; text that is no JSON passes and is refused by the parser after. `prefix` names
+/// where the text sits in the message, for the path in the error.
+pub fn check_structure(text: &[u8], prefix: &str) -> Result<(), (RejectCode, String)> {
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'"' => {
+                let start = i + 1;
+                let mut end = start;
+                while end < text.len() && text[end] != b'"' {
+                    end += if text[end] == b'\\' { 2 } else { 1 };
+                }
+                if let Some(Frame::Object { key, expect_key }) = frames.last_mut() {
+                    if *expect_key {
+                        let raw = &text[start..end.min(text.len())];
+                        *key = Some(String::from_utf8_lossy(raw).into_owned());
+                        *expect_key = false;
+                    }
+                }
+                i = end + 1;
+                continue;
+            }
+            open @ (b'{' | b'[') => {
+                if frames.len() == MAX_DEPTH {
+                    return Err((
+                        RejectCode::TooDeep,
+                        format!(
+                            "{}: objects and arrays are nested deeper than the limit of {MAX_DEPTH} levels",
+                            or_message(&frame_path(prefix, &frames))
+                        ),
+                    ));
+                }
+                frames.push(if open == b'{' {
+                    Frame::Object {
+                        key: None,
+                        expect_key: true,
+                    }
+                } else {
+                    Frame::Array { index: 0 }
+                });
+            }
+            b'}' | b']' => {
+                frames.pop();
+            }
+            b',' => match frames.last_mut() {
+                Some(Frame::Array { index }) => *index += 1,
+                Some(Frame::Object { expect_key, .. }) => *expect_key = true,
+                None => {}
+            },
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < text.len()
+                    && matches!(text[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                let token = String::from_utf8_lossy(&text[start..i]);
+                let integer = !token.contains(['.', 'e', 'E']);
+                if integer && token.parse::<i64>().is_err() && token.parse::<u64>().is_err() {
+                    return Err((
+                        RejectCode::InvalidField,
+                        format!(
+                            "{}: the integer {} does not fit in 64 bits; send it as a string to keep it exact",
+                            or_message(&frame_path(prefix, &frames)),
+                            truncate(&token, 40)
+                        ),
+                    ));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+fn or_message(path: &str) -> &str {
+    if path.is_empty() {
+        "message"
+    } else {
+        path
     }
 }
 
@@ -293,16 +432,10 @@ fn id_field(
     }
 }
 
-/// Parses an ISO-8601 time: `Z` or offset, any fraction; a time without offset is UTC.
+/// Parses an ISO-8601 time as [`signalbox_core::time::parse`] does: `Z` or an offset up to
+/// ±24:00, any fraction, a time without offset is UTC, in the years 1970 to 2200.
 pub fn parse_time(text: &str) -> Option<Timestamp> {
-    if let Ok(ts) = text.parse::<Timestamp>() {
-        return Some(ts);
-    }
-    let civil = text.parse::<jiff::civil::DateTime>().ok()?;
-    civil
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp())
+    signalbox_core::time::parse(text).ok()
 }
 
 fn time_field(
@@ -311,11 +444,18 @@ fn time_field(
 ) -> Result<Option<(Timestamp, Value)>, (RejectCode, String)> {
     match message.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(value @ Value::String(text)) => match parse_time(text) {
-            Some(ts) => Ok(Some((ts, value.clone()))),
-            None => Err((
+        Some(value @ Value::String(text)) => match signalbox_core::time::parse(text) {
+            Ok(ts) => Ok(Some((ts, value.clone()))),
+            Err(TimeError::Unparseable) => Err((
                 RejectCode::InvalidTimestamp,
-                format!("{field} must be an ISO-8601 date-time, got {text:?}"),
+                format!(
+                    "{field} must be an ISO-8601 date-time, got {:?}",
+                    truncate(text, 64)
+                ),
+            )),
+            Err(err) => Err((
+                RejectCode::InvalidTimestamp,
+                format!("{field} {:?} {err}", truncate(text, 64)),
             )),
         },
         Some(_) => Err((
@@ -499,9 +639,13 @@ fn validate(
     let timestamp = time_field(message, "timestamp")?;
     let sent_at = time_field(message, "sentAt")?;
     let stamps = match (timestamp, sent_at) {
+        // The corrected time stays in the range a client may send; a skew that would carry
+        // it out keeps the time as sent.
         (Some((ts, raw)), Some((sent, _))) => Stamps {
             timestamp: received_at
                 .checked_sub(sent.duration_since(ts))
+                .ok()
+                .filter(|corrected| signalbox_core::time::in_range(*corrected))
                 .unwrap_or(ts),
             original: Some(raw),
         },
@@ -681,15 +825,195 @@ mod tests {
     }
 
     #[test]
-    fn times_before_year_zero_round_trip() {
-        for text in ["-000974-10-02T12:00:00Z", "-009999-06-01T00:00:00.5Z"] {
-            let formatted = format_time(at(text));
-            assert_eq!(parse_time(&formatted), Some(at(text)), "{formatted}");
-        }
+    fn times_before_year_zero_keep_iso_expanded_form() {
+        assert_eq!(
+            format_time(at("-000974-10-02T12:00:00Z")),
+            "-000974-10-02T12:00:00Z"
+        );
         assert_eq!(
             format_time(at("0000-01-01T00:00:00Z")),
             "0000-01-01T00:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn timestamps_outside_the_kept_years_or_offsets_are_refused_naming_the_field() {
+        let check = |field: &str, text: &str| {
+            let d = decode_json(
+                Shape::Single(CallKind::Track),
+                json!({"userId": "u", "event": "E", field: text}),
+            )
+            .unwrap();
+            let rejection = d.rejections.first().expect("refused").clone();
+            assert_eq!(rejection.code, RejectCode::InvalidTimestamp, "{text}");
+            rejection.message
+        };
+        for text in [
+            "9999-01-01T00:00:00Z",
+            "-009999-06-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+        ] {
+            let message = check("timestamp", text);
+            assert!(message.starts_with("timestamp "), "{message}");
+            assert!(message.contains("1970 to 2200"), "{message}");
+        }
+        let message = check("sentAt", "2026-01-01T00:00:00+25:00");
+        assert!(message.starts_with("sentAt "), "{message}");
+        assert!(message.contains("±24:00"), "{message}");
+        // The edges are kept.
+        for text in [
+            "1970-01-01T00:00:00Z",
+            "2200-12-31T23:59:59Z",
+            "2026-01-02T00:00:00+24:00",
+        ] {
+            let d = decode_json(
+                Shape::Single(CallKind::Track),
+                json!({"userId": "u", "event": "E", "timestamp": text}),
+            )
+            .unwrap();
+            assert_eq!(d.calls.len(), 1, "{text}: {:?}", d.rejections);
+        }
+    }
+
+    #[test]
+    fn a_skew_correction_that_leaves_the_kept_years_keeps_the_time_as_sent() {
+        let d = decode_json(
+            Shape::Single(CallKind::Track),
+            json!({"userId": "u", "event": "E", "timestamp": "1970-01-01T00:00:00Z",
+                   "sentAt": "2200-01-01T00:00:00Z"}),
+        )
+        .unwrap();
+        assert_eq!(
+            payload(&d.calls[0])["timestamp"],
+            "1970-01-01T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn integers_beyond_64_bits_are_refused_naming_their_path() {
+        let body = r#"{"batch": [
+            {"type": "track", "userId": "u", "event": "E",
+             "properties": {"items": [{"price": 1}, {"price": 123456789012345678901234567890}]}},
+            {"type": "track", "userId": "u", "event": "E",
+             "properties": {"max": 18446744073709551615, "min": -9223372036854775808,
+                            "f": 1.5e300, "g": 0.1}}
+        ]}"#;
+        let d = decode(
+            body.as_bytes(),
+            Shape::Batch,
+            at("2026-01-01T00:00:10Z"),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(d.rejections.len(), 1);
+        let rejection = &d.rejections[0];
+        assert_eq!(rejection.code, RejectCode::InvalidField);
+        assert!(
+            rejection.message.starts_with(
+                "properties.items[1].price: the integer 123456789012345678901234567890"
+            ),
+            "{}",
+            rejection.message
+        );
+        // Everything that fits in 64 bits is kept exactly, and floats as they are.
+        assert_eq!(d.calls.len(), 1);
+        let kept = payload(&d.calls[0]);
+        assert_eq!(kept["properties"]["max"].as_u64(), Some(u64::MAX));
+        assert_eq!(kept["properties"]["min"].as_i64(), Some(i64::MIN));
+        assert!(d.calls[0].payload.contains("18446744073709551615"));
+
+        let err = decode(
+            br#"{"userId": "u", "event": "E", "properties": {"n": -99999999999999999999}}"#,
+            Shape::Single(CallKind::Track),
+            Timestamp::now(),
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, RejectCode::InvalidField);
+        assert!(err.message.starts_with("properties.n: "), "{}", err.message);
+        let err = decode(
+            br#"{"batch": [], "context": {"ids": [1, 2, 99999999999999999999]}}"#,
+            Shape::Batch,
+            Timestamp::now(),
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.message.starts_with("context.ids[2]: "),
+            "{}",
+            err.message
+        );
+        // Numbers inside strings are text.
+        check_structure(br#"{"a": "99999999999999999999", "b\"": 1}"#, "").unwrap();
+    }
+
+    #[test]
+    fn a_too_deep_batch_item_is_refused_as_too_deep_naming_the_limit() {
+        let nested = |levels: usize| {
+            let mut value = json!(1);
+            for _ in 0..levels {
+                value = json!({ "a": value });
+            }
+            value
+        };
+        // The message is level 1, `properties` level 2.
+        let deep = json!({"type": "track", "userId": "u", "event": "E",
+                          "properties": nested(MAX_DEPTH - 1)});
+        let too_deep = json!({"type": "track", "userId": "u", "event": "E",
+                              "properties": nested(MAX_DEPTH)});
+        let d = decode_json(Shape::Batch, json!({"batch": [deep, too_deep]})).unwrap();
+        assert_eq!(d.calls.len(), 1);
+        assert_eq!(d.rejections.len(), 1);
+        assert_eq!(d.rejections[0].code, RejectCode::TooDeep);
+        assert_eq!(d.rejections[0].code.as_str(), "too_deep");
+        assert!(
+            d.rejections[0].message.contains("limit of 64 levels"),
+            "{}",
+            d.rejections[0].message
+        );
+        // Deeper than serde_json itself parses.
+        let body = format!(
+            r#"{{"batch": [{{"type": "track", "userId": "u", "event": "E", "properties": {}1{}}}]}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let d = decode(
+            body.as_bytes(),
+            Shape::Batch,
+            Timestamp::now(),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(d.rejections[0].code, RejectCode::TooDeep);
+        let err = decode_json(Shape::Single(CallKind::Track), too_deep).unwrap_err();
+        assert_eq!(err.code, RejectCode::TooDeep);
+    }
+
+    #[test]
+    fn every_member_of_a_multi_member_gzip_body_is_read() {
+        use std::io::Write;
+        let member = |text: &[u8]| {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(text).unwrap();
+            enc.finish().unwrap()
+        };
+        let mut body = member(b"{\"batch\":");
+        body.extend(member(
+            b"[{\"type\":\"track\",\"userId\":\"u\",\"event\":\"E\"}]",
+        ));
+        body.extend(member(b"}"));
+        let limits = Limits::default();
+        let inflated = gunzip(&body, Shape::Batch, &limits).unwrap();
+        assert_eq!(
+            inflated,
+            b"{\"batch\":[{\"type\":\"track\",\"userId\":\"u\",\"event\":\"E\"}]}"
+        );
+        // The limit holds over all members together.
+        let half = vec![b' '; limits.max_message_bytes / 2 + 1];
+        let mut body = member(&half);
+        body.extend(member(&half));
+        let err = gunzip(&body, Shape::Single(CallKind::Track), &limits).unwrap_err();
+        assert_eq!(err.code, RejectCode::MessageTooLarge);
     }
 
     #[test]

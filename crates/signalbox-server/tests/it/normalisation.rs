@@ -205,16 +205,17 @@ async fn the_write_key_is_never_stored() {
 }
 
 #[tokio::test]
-async fn an_absurd_clock_skew_still_stores_a_timestamp_that_parses_back() {
-    // Found by `decode_properties`: the correction lands before year 0000.
+async fn an_absurd_clock_skew_keeps_the_time_as_sent() {
+    // Found by `decode_properties`: the correction landed before year 0000. A correction that
+    // would leave the years 1970 to 2200 keeps the client's time instead.
     let app = app_at_noon().await;
     let stored = stored_track(
         &app,
-        json!({"timestamp": "0000-10-01T00:00:00", "sentAt": "3000-03-01T00:00:00"}),
+        json!({"timestamp": "1970-10-01T00:00:00", "sentAt": "2200-03-01T00:00:00"}),
     )
     .await;
     let timestamp = stored["timestamp"].as_str().unwrap();
-    assert_eq!(timestamp, "-000974-10-02T12:00:00Z");
+    assert_eq!(timestamp, "1970-10-01T00:00:00.000Z");
     assert!(signalbox_server::segment::decode::parse_time(timestamp).is_some());
-    assert_eq!(stored["originalTimestamp"], "0000-10-01T00:00:00");
+    assert_eq!(stored["originalTimestamp"], "1970-10-01T00:00:00");
 }

@@ -5,6 +5,7 @@ mod engage;
 mod events;
 mod flow;
 mod list;
+pub mod private;
 mod segment;
 mod serve;
 mod source;
@@ -50,6 +51,10 @@ pub fn init_tracing(global: &GlobalArgs) {
 }
 
 /// Where the SQLite file is: `--database-url sqlite:PATH`, else `DATA_DIR/signalbox.db`.
+///
+/// The data folder is created for its owner only (0700), and a folder or files that an older
+/// version left readable by others are made private (see [`private`]); where that fails, a
+/// warning says so.
 pub fn database_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
     match global.database_url.as_deref() {
         None | Some("") => {
@@ -59,6 +64,15 @@ pub fn database_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
                     global.data_dir.display()
                 )
             })?;
+            // A folder this user may read but not change (a read-only mount) still serves
+            // the commands that only read: the failure is logged, not fatal.
+            if let Err(err) = private::make_private(&global.data_dir) {
+                tracing::warn!(
+                    folder = %global.data_dir.display(),
+                    error = %err,
+                    "cannot make the data folder private (0700, its files 0600)"
+                );
+            }
             Ok(global.data_dir.join("signalbox.db"))
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
@@ -75,6 +89,13 @@ pub fn database_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            if let Err(err) = private::make_files_private(&path) {
+                tracing::warn!(
+                    log = %path.display(),
+                    error = %err,
+                    "cannot make the store's files private (0600)"
+                );
             }
             Ok(path)
         }

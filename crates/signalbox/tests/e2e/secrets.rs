@@ -108,3 +108,66 @@ async fn no_key_reaches_the_log_at_debug_level() {
         );
     }
 }
+
+/// Every path under `dir` (itself included) with its permission bits.
+fn modes(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read the data folder") {
+                pending.push(entry.expect("a folder entry").path());
+            }
+        }
+        out.push((path, meta.permissions().mode() & 0o777));
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_data_folder_and_every_file_in_it_are_private() {
+    let env = TestEnv::new();
+    let server = env.serve();
+    // Something through every store, so that their files (and the log's WAL) exist.
+    assert_eq!(server.track(&server.write_key, "private-1").await, 200);
+    let found = modes(&env.data_dir());
+    let names: Vec<String> = found
+        .iter()
+        .map(|(path, _)| path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for expected in ["signalbox.db", "signalbox.db-wal", "engage.db", "flows.db"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    assert_eq!(found.first().map(|(_, mode)| *mode), Some(0o700));
+    for (path, mode) in &found {
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+    }
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_data_folder_left_open_by_an_older_version_is_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    env.create_source("web");
+    // As an older version left it: a folder and files anyone may read.
+    let open_up = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    for (path, _) in modes(&env.data_dir()) {
+        let mode = if path.is_dir() { 0o755 } else { 0o644 };
+        open_up(&path, mode);
+    }
+    let server = env.serve();
+    for (path, mode) in modes(&env.data_dir()) {
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+    }
+    server.stop();
+}
