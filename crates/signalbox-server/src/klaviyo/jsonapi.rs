@@ -14,8 +14,8 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
-use crate::app::AppState;
 use super::filter::{self, Condition, FieldRule};
+use crate::app::AppState;
 
 pub const JSONAPI_MEDIA_TYPE: &str = "application/vnd.api+json";
 
@@ -626,7 +626,10 @@ mod tests {
         for (public, base) in [
             ("http://127.0.0.1:8080", "https://127.0.0.1:8080"),
             ("https://crm.example.com/", "https://crm.example.com"),
-            ("https://example.com/signalbox", "https://example.com/signalbox"),
+            (
+                "https://example.com/signalbox",
+                "https://example.com/signalbox",
+            ),
         ] {
             assert_eq!(BaseUrl::from_public_url(public).0, base);
         }

@@ -40,7 +40,13 @@ impl ConsentApp {
                 .expect("open store"),
         );
         let (_, write_key) = store.create_source(SOURCE).await.expect("create source");
-        let (_, api_key) = store.create_api_key("consent").await.expect("api key");
+        let (_, api_key) = store
+            .create_api_key(
+                "consent",
+                &signalbox_core::Scopes::parse(["full"]).expect("scopes"),
+            )
+            .await
+            .expect("api key");
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let engage = Engage::start(
             Arc::clone(&store),

@@ -41,7 +41,7 @@ async fn raw(api: &TestApi, method: Method, uri: &str, body: &str) -> (StatusCod
         .method(method)
         .uri(uri)
         // A forged Host: links name the public URL all the same.
-            .header(header::HOST, "forged.example")
+        .header(header::HOST, "forged.example")
         .header(header::AUTHORIZATION, format!("Bearer {}", api.key))
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(HttpBody::from(body.to_owned()))
