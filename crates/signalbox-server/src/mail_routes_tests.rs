@@ -390,7 +390,8 @@ async fn templates_crud_in_klaviyo_shapes() {
     assert_eq!(created["data"]["attributes"]["text"], Value::Null);
     assert_eq!(
         created["data"]["links"]["self"],
-        format!("https://klaviyo.test/api/templates/{id}/")
+        format!("{BASE}/api/templates/{id}/"),
+        "links name the public URL, not the Host header"
     );
 
     let one = app.get(&format!("/api/templates/{id}")).await;
