@@ -28,6 +28,11 @@ use crate::text::html_to_text;
 /// template must not stall a sender).
 const FUEL: u64 = 5_000_000;
 
+/// The most one rendered part may hold. Fuel bounds the steps, not what each step writes:
+/// a loop printing a long property would otherwise grow without bound. A stored template is
+/// at most a few megabytes, so this is far above any real email.
+pub const MAX_RENDERED_BYTES: usize = 16 << 20;
+
 /// The parts of an email template, as the author wrote them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct EmailTemplateSource {
@@ -191,9 +196,48 @@ impl EmailTemplate {
             .env
             .get_template(part.name())
             .map_err(|error| render_error(part, &error))?;
-        template
-            .render(value)
-            .map_err(|error| render_error(part, &error))
+        let mut out = CappedOutput {
+            bytes: Vec::new(),
+            over: false,
+        };
+        let rendered = template.render_captured_to(value, &mut out);
+        if out.over {
+            return Err(TemplateError::Render {
+                part,
+                line: None,
+                message: format!(
+                    "the rendered {part} is over the limit of {MAX_RENDERED_BYTES} bytes"
+                ),
+            });
+        }
+        rendered.map_err(|error| render_error(part, &error))?;
+        // minijinja writes whole strings, so the bytes are UTF-8.
+        String::from_utf8(out.bytes).map_err(|_| TemplateError::Render {
+            part,
+            line: None,
+            message: "the rendered text is not UTF-8".into(),
+        })
+    }
+}
+
+/// Collects a rendering, refusing to grow past [`MAX_RENDERED_BYTES`].
+struct CappedOutput {
+    bytes: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_RENDERED_BYTES {
+            self.over = true;
+            return Err(std::io::Error::other("rendered output over its limit"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
