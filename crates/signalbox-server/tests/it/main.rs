@@ -4,6 +4,7 @@
 mod auth;
 mod decode_properties;
 mod dedupe;
+mod fuzz_decode;
 mod helpers;
 mod http_properties;
 mod limits;
