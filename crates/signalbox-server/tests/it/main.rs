@@ -5,6 +5,7 @@ mod auth;
 mod decode_properties;
 mod dedupe;
 mod fuzz_decode;
+mod fuzz_klaviyo_query;
 mod helpers;
 mod http_properties;
 mod limits;
