@@ -7,7 +7,8 @@
 //! at a pointer under the definition; what parses prints back to JSON that parses to the
 //! same JSON; each case ends in bounded time.
 //!
-//! Each target runs a few dozen cases in `cargo test`, a few seconds in a debug build;
+//! Each target runs the number of cases its `config` names (hundreds) in `cargo test`, well
+//! under a few seconds in a debug build;
 //! `PROPTEST_CASES=100000 cargo test -p signalbox-flows --test it fuzz_` runs longer.
 //! Failures are not persisted: a case found is kept as a plain regression test.
 
@@ -244,7 +245,7 @@ fn check(json: &Value) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(128))]
+    #![proptest_config(config(512))]
 
     #[test]
     fn fuzz_flow_definitions_mutated(json in mutated_flow()) {

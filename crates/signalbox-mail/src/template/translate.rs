@@ -1076,7 +1076,7 @@ mod tests {
                 ..proptest::test_runner::Config::default()
             };
             if std::env::var_os("PROPTEST_CASES").is_none() {
-                config.cases = 512;
+                config.cases = 4096;
             }
             config
         }

@@ -6,7 +6,8 @@
 //! line of the part; rendering never panics, stops (fuel) and never returns more than
 //! `MAX_RENDERED_BYTES` per part; a preview renders what a send renders.
 //!
-//! Each target runs a few dozen cases in `cargo test`, a few seconds in a debug build;
+//! Each target runs the number of cases its `config` names (hundreds) in `cargo test`, well
+//! under a few seconds in a debug build;
 //! `PROPTEST_CASES=100000 cargo test -p signalbox-mail --test it fuzz_` runs longer.
 //! Failures are not persisted: a case found is kept as a plain regression test.
 
@@ -367,7 +368,7 @@ fn check(source: &EmailTemplateSource, context: &RenderContext) -> Result<(), Te
 }
 
 proptest! {
-    #![proptest_config(config(48))]
+    #![proptest_config(config(256))]
 
     #[test]
     fn fuzz_templates_arbitrary_text(

@@ -12,7 +12,8 @@
 //! nodes; what parses prints back to itself; `next_change_after` is after `now`; each case
 //! ends in bounded time.
 //!
-//! Each target runs a few dozen cases in `cargo test`, a few seconds in a debug build;
+//! Each target runs the number of cases its `config` names (hundreds) in `cargo test`, well
+//! under a few seconds in a debug build;
 //! `PROPTEST_CASES=100000 cargo test -p signalbox-seglang --test it fuzz_` runs longer.
 //! Failures are not persisted: a case found is kept as a plain regression test.
 
@@ -319,7 +320,7 @@ fn check_eval(
 }
 
 proptest! {
-    #![proptest_config(config(64))]
+    #![proptest_config(config(256))]
 
     #[test]
     fn fuzz_seglang_mutated_definitions(

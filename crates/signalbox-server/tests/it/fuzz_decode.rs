@@ -9,7 +9,8 @@
 //! than a message may be, however large the batch envelope); round trips hold (gzip,
 //! base64, formatted times).
 //!
-//! Each target runs a few dozen cases in `cargo test`, a few seconds in a debug build.
+//! Each target runs the number of cases its `config` names (hundreds) in `cargo test`, well
+//! under a few seconds in a debug build.
 //! `PROPTEST_CASES=100000 cargo test -p signalbox-server --test it fuzz_decode` runs longer.
 //! Failures are not persisted: a case found is kept as a plain regression test in
 //! `segment/decode.rs`.
@@ -294,7 +295,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(512))]
 
     #[test]
     fn fuzz_decode_arbitrary_bytes(
