@@ -542,3 +542,74 @@ pub(crate) fn counters(conn: &Connection) -> EngageResult<Vec<(String, i64)>> {
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Fuzz targets of page cursors, the one part of a listing's input that is opaque text
+    //! a client sends back: what a cursor encodes it decodes, and any other text is refused
+    //! as `page[cursor]` (never a panic). `PROPTEST_CASES` runs more than the default cases.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn config() -> proptest::test_runner::Config {
+        let mut config = proptest::test_runner::Config {
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        };
+        if std::env::var_os("PROPTEST_CASES").is_none() {
+            config.cases = 2048;
+        }
+        config
+    }
+
+    fn refused_as_cursor(error: &EngageError) -> bool {
+        matches!(error, EngageError::Invalid { field, .. } if field == "page[cursor]")
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn fuzz_cursor_decodes_what_it_encoded(
+            items in prop::collection::vec(prop_oneof![
+                any::<i64>().prop_map(Value::from),
+                any::<String>().prop_map(Value::from),
+            ], 0..4),
+        ) {
+            let cursor = encode_cursor(&Value::Array(items.clone()));
+            prop_assert!(cursor.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            let decoded = decode_cursor(&cursor).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&decoded, &items);
+            for (index, item) in items.iter().enumerate() {
+                if let Some(n) = item.as_i64() {
+                    prop_assert_eq!(cursor_i64(&decoded, index).ok(), Some(n));
+                }
+            }
+        }
+
+        #[test]
+        fn fuzz_cursor_of_any_text(text in prop_oneof![
+            any::<String>(),
+            prop::collection::vec(any::<u8>(), 0..64)
+                .prop_map(|bytes| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)),
+            (1usize..5_000).prop_map(|depth| base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(format!("{}{}", "[".repeat(depth), "]".repeat(depth)))),
+            "[\\[\\]0-9e.,\"a-z -]{0,40}"
+                .prop_map(|json| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)),
+        ]) {
+            match decode_cursor(&text) {
+                Ok(items) => {
+                    prop_assert!(items.len() <= text.len());
+                    for index in 0..3 {
+                        if let Err(error) = cursor_i64(&items, index) {
+                            prop_assert!(refused_as_cursor(&error), "{}", error);
+                        }
+                    }
+                }
+                Err(error) => prop_assert!(refused_as_cursor(&error), "{}", error),
+            }
+        }
+    }
+}

@@ -887,37 +887,36 @@ impl Parser {
         if !self.problems.is_empty() {
             return;
         }
-        // Loops: depth-first search with colours.
+        // Loops: depth-first search with colours, on a stack of its own: a chain of many
+        // thousand actions must not exhaust the thread's stack.
         let mut state = vec![0u8; actions.len()];
-        fn visit(
-            i: usize,
-            actions: &[Action],
-            index: &HashMap<&str, usize>,
-            state: &mut [u8],
-        ) -> Option<usize> {
-            state[i] = 1;
-            for next in actions[i].successors() {
+        for root in 0..actions.len() {
+            if state[root] != 0 {
+                continue;
+            }
+            state[root] = 1;
+            // (action, how many of its successors were followed)
+            let mut path = vec![(root, 0usize)];
+            while let Some(&(i, followed)) = path.last() {
+                let Some(next) = actions[i].successors().get(followed).copied() else {
+                    state[i] = 2;
+                    path.pop();
+                    continue;
+                };
+                if let Some(top) = path.last_mut() {
+                    top.1 += 1;
+                }
                 let j = index[next];
                 if state[j] == 1 {
-                    return Some(i);
-                }
-                if state[j] == 0 {
-                    if let Some(at) = visit(j, actions, index, state) {
-                        return Some(at);
-                    }
-                }
-            }
-            state[i] = 2;
-            None
-        }
-        for i in 0..actions.len() {
-            if state[i] == 0 {
-                if let Some(at_fault) = visit(i, actions, &index, &mut state) {
                     self.problem(
-                        join(&join(&actions_at, at_fault), "links"),
+                        join(&join(&actions_at, i), "links"),
                         "the links form a loop",
                     );
                     return;
+                }
+                if state[j] == 0 {
+                    state[j] = 1;
+                    path.push((j, 0));
                 }
             }
         }

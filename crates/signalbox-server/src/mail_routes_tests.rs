@@ -689,6 +689,25 @@ async fn flows_crud_in_klaviyo_shapes() {
 }
 
 #[tokio::test]
+async fn a_flows_cursor_past_the_end_is_an_empty_page() {
+    // Found by fuzzing: `offset + page[size]` overflowed (a panic in debug builds).
+    let app = spawn().await;
+    let reply = app
+        .write(Method::POST, "/api/flows", flow_body(checkout_definition()))
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json());
+    for cursor in [u64::MAX.to_string(), (u64::MAX - 5).to_string()] {
+        let reply = app
+            .get(&format!("/api/flows?page%5Bcursor%5D={cursor}"))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json());
+        let page = reply.json();
+        assert_eq!(page["data"], json!([]), "{page}");
+        assert_eq!(page["links"]["next"], Value::Null, "{page}");
+    }
+}
+
+#[tokio::test]
 async fn bad_flows_are_400_with_a_pointer_to_the_fault() {
     let app = spawn().await;
     let mut definition = checkout_definition();

@@ -324,7 +324,9 @@ impl TemplateStore {
             .take(PAGE_SIZE)
             .cloned()
             .collect();
-        let next = (offset + PAGE_SIZE < matching.len()).then(|| (offset + PAGE_SIZE).to_string());
+        // A cursor is any number a client sends: past the end is an empty page, not an overflow.
+        let end = offset.saturating_add(PAGE_SIZE);
+        let next = (end < matching.len()).then(|| end.to_string());
         Ok((page, next))
     }
 
@@ -614,6 +616,33 @@ mod tests {
             &err,
             TemplateStoreError::Invalid { field: "name", .. }
         ));
+    }
+
+    #[test]
+    fn a_cursor_past_the_end_is_an_empty_page() {
+        // Found by fuzzing: `offset + PAGE_SIZE` overflowed (a panic in debug builds).
+        let (_dir, store) = store();
+        store
+            .create(
+                TemplateChange {
+                    name: Some("t".into()),
+                    html: Some("<p>x</p>".into()),
+                    text: None,
+                },
+                at("2026-03-01T00:00:00Z"),
+            )
+            .unwrap();
+        for cursor in [u64::MAX.to_string(), (usize::MAX - 5).to_string()] {
+            let (page, next) = store
+                .list(
+                    &TemplateFilter::default(),
+                    TemplateSort::Name,
+                    Some(&cursor),
+                )
+                .unwrap();
+            assert!(page.is_empty());
+            assert_eq!(next, None);
+        }
     }
 
     #[test]

@@ -272,3 +272,32 @@ fn every_action_kind_round_trips_through_klaviyos_shape() {
     let again = FlowDefinition::parse(&out).unwrap();
     assert_eq!(again.to_json(), out);
 }
+
+/// `count` actions in one chain; the last links back to `back` when given.
+fn chain(count: usize, back: Option<usize>) -> Value {
+    let actions: Vec<Value> = (0..count)
+        .map(|i| {
+            let next = if i + 1 < count { Some(i + 1) } else { back };
+            json!({"temporary_id": format!("a{i}"), "type": "time-delay",
+                   "data": {"unit": "minutes", "value": 1},
+                   "links": {"next": next.map(|j| format!("a{j}"))}})
+        })
+        .collect();
+    json!({"triggers": [{"type": "list", "id": "L1"}], "entry_action_id": "a0", "actions": actions})
+}
+
+#[test]
+fn a_long_chain_of_actions_does_not_exhaust_the_stack() {
+    // Found by fuzzing: the loop check recursed once per action, and a chain of a few
+    // thousand actions (well inside a request body) overflowed the thread's stack.
+    let parsed = FlowDefinition::parse(&chain(30_000, None)).expect("a chain is valid");
+    assert_eq!(parsed.actions.len(), 30_000);
+    let got = problems(chain(30_000, Some(10)));
+    assert_eq!(
+        got,
+        [(
+            "/data/attributes/definition/actions/29999/links".to_owned(),
+            "the links form a loop".to_owned()
+        )]
+    );
+}

@@ -6,6 +6,7 @@ mod actions;
 mod consent;
 mod definitions;
 mod email;
+mod fuzz_definitions;
 #[allow(dead_code)]
 mod helpers;
 mod runs;

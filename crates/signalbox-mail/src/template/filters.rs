@@ -430,7 +430,8 @@ fn divide(value: Value, other: Value) -> Value {
 
 fn divisibleby(value: Value, divisor: Value) -> bool {
     match (integer(&value), integer(&divisor)) {
-        (Some(a), Some(b)) if b != 0 => a % b == 0,
+        // `checked_rem`: `i64::MIN % -1` overflows, and panics even in release builds.
+        (Some(a), Some(b)) if b != 0 => a.checked_rem(b).is_none_or(|rest| rest == 0),
         _ => false,
     }
 }
@@ -531,6 +532,20 @@ mod tests {
         assert_eq!(round_decimal("-1.25", 1), "-1.3");
         assert_eq!(round_decimal("12", 2), "12.00");
         assert_eq!(round_decimal(".5", 0), "1");
+    }
+
+    #[test]
+    fn divisibleby_the_ends_of_the_integer_range() {
+        // Found by fuzzing: `{{ x|divisibleby:-1 }}` with x = i64::MIN panicked.
+        let min = Value::from(i64::MIN);
+        assert!(divisibleby(min.clone(), Value::from(-1)));
+        assert!(divisibleby(
+            Value::from("-9223372036854775808"),
+            Value::from("-1")
+        ));
+        assert!(divisibleby(min.clone(), Value::from(2)));
+        assert!(!divisibleby(min, Value::from(3)));
+        assert!(!divisibleby(Value::from(7), Value::from(0)));
     }
 
     #[test]

@@ -856,7 +856,8 @@ fn find_closer(text: &str, closer: &str) -> Option<usize> {
             Some(q) if byte == q => quote = None,
             Some(_) => {}
             None if byte == b'"' || byte == b'\'' => quote = Some(byte),
-            None if text[at..].starts_with(closer) => return Some(at),
+            // Bytes, not `text[at..]`: `at` may be inside a multi-byte character.
+            None if bytes[at..].starts_with(closer.as_bytes()) => return Some(at),
             None => {}
         }
         at += 1;
@@ -977,6 +978,18 @@ mod tests {
     }
 
     #[test]
+    fn non_ascii_inside_a_tag_is_not_a_panic() {
+        // Found by fuzzing: the closing `}}` was searched with `text[at..]` at every byte,
+        // which panics inside a multi-byte character.
+        check("{{ prénom }}", "{{ prénom }}");
+        check(
+            "{% if x == 'é' and ü %}é{% endif %}",
+            "{% if x == 'é' and ü %}é{% endif %}",
+        );
+        check_error("{{é", 1, "{{");
+    }
+
+    #[test]
     fn errors_name_line_and_construct() {
         check_error("a\n{% if x %}\nb", 2, "{% if %}");
         check_error("{% endfor %}", 1, "{% endfor %}");
@@ -987,5 +1000,110 @@ mod tests {
         check_error("{{ x", 1, "{{");
         check_error("{% if x %}{% empty %}{% endif %}", 1, "{% empty %}");
         check_error("{{ forloop.parentloop.counter }}", 1, "forloop");
+    }
+
+    /// Fuzz target of the translation alone: any text either translates, keeping its text
+    /// between tags and every line where it was, or is refused at a line of its own.
+    /// `PROPTEST_CASES` runs more than the default few hundred cases.
+    mod fuzz {
+        use proptest::prelude::*;
+        use proptest::sample::select;
+
+        use super::*;
+
+        const PIECES: &[&str] = &[
+            "{{",
+            "}}",
+            "{%",
+            "%}",
+            "{#",
+            "#}",
+            "{",
+            "}",
+            "%",
+            "#",
+            "-",
+            "+",
+            " ",
+            "\n",
+            "\t",
+            "if",
+            "elif",
+            "else",
+            "endif",
+            "for",
+            " in ",
+            "reversed",
+            "empty",
+            "endfor",
+            "with",
+            " as ",
+            "endwith",
+            "ifequal",
+            "endifequal",
+            "firstof",
+            "now",
+            "comment",
+            "endcomment",
+            "autoescape",
+            " on",
+            "load",
+            "unsubscribe",
+            "x",
+            "a.b",
+            "a.0.c",
+            "forloop.counter",
+            "forloop.",
+            "|",
+            ":",
+            "|default:",
+            "|join:', '",
+            "'",
+            "\"",
+            "\\",
+            "=",
+            "1.5",
+            "-2",
+            "True",
+            "é",
+            "😀",
+            "\u{0}",
+        ];
+
+        fn config() -> proptest::test_runner::Config {
+            let mut config = proptest::test_runner::Config {
+                failure_persistence: None,
+                ..proptest::test_runner::Config::default()
+            };
+            if std::env::var_os("PROPTEST_CASES").is_none() {
+                config.cases = 4096;
+            }
+            config
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn fuzz_translate(source in prop_oneof![
+                prop::collection::vec(select(PIECES), 0..60).prop_map(|p| p.concat()),
+                any::<String>(),
+            ]) {
+                let lines = source.split('\n').count();
+                match translate(&source, Part::Html) {
+                    Ok(translated) => {
+                        prop_assert_eq!(translated.source.split('\n').count(), lines, "{:?} became {:?}", source, translated.source);
+                        // Text outside tags is copied: a source without tags is unchanged.
+                        if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
+                            prop_assert_eq!(&translated.source, &source);
+                        }
+                    }
+                    Err(TemplateError::Syntax { line, .. }) => {
+                        prop_assert!((1..=lines).contains(&line), "line {} of {:?}", line, source);
+                    }
+                    Err(other) => prop_assert!(false, "{:?}", other),
+                }
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! (the aiosmtpd sink in tests/smtp at the repository root).
 
 mod checkout;
+mod fuzz_templates;
 mod links;
 mod sink;
 mod smtp;

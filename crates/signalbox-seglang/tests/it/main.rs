@@ -4,6 +4,7 @@ mod conditions;
 mod cycles;
 mod dependencies;
 mod facts;
+mod fuzz_seglang;
 mod generators;
 mod parse_errors;
 mod roundtrip;

@@ -144,7 +144,9 @@ pub async fn list(
         })?,
     };
     let size = params.page_size as usize;
-    let next = (offset + size < all.len()).then(|| (offset + size).to_string());
+    // A cursor is any number a client sends: past the end is an empty page, not an overflow.
+    let end = offset.saturating_add(size);
+    let next = (end < all.len()).then(|| end.to_string());
     let mut data = Vec::new();
     for flow in all.iter().skip(offset).take(size) {
         let stats = statistics(flows, flow, extra).await?;

@@ -139,8 +139,62 @@ struct Envelope<'a> {
 #[derive(Default)]
 struct Defaults {
     sent_at: Option<Value>,
-    context: Option<Map<String, Value>>,
-    integrations: Option<Map<String, Value>>,
+    context: Option<Shared>,
+    integrations: Option<Shared>,
+}
+
+impl Defaults {
+    /// How many bytes merging the envelope's `context` and `integrations` adds to `message`.
+    fn added_bytes(&self, message: &Map<String, Value>) -> usize {
+        [
+            ("context", &self.context),
+            ("integrations", &self.integrations),
+        ]
+        .into_iter()
+        .filter_map(|(field, shared)| Some(shared.as_ref()?.added_bytes(field, message)))
+        .sum()
+    }
+}
+
+/// An envelope object merged into every message of a batch, with the serialised size of its
+/// entries, so that an item that would grow past a message's limit is refused before the
+/// envelope is copied into it (a small item count times a large envelope is otherwise far
+/// more than the request's size).
+struct Shared {
+    map: Map<String, Value>,
+    /// `"key":value,` bytes per key.
+    entry_bytes: std::collections::HashMap<String, usize>,
+    total_bytes: usize,
+}
+
+impl Shared {
+    fn new(value: Option<Value>) -> Option<Shared> {
+        let map = as_object(value)?;
+        let json_len = |value: &Value| serde_json::to_string(value).map_or(0, |text| text.len());
+        let entry_bytes: std::collections::HashMap<String, usize> = map
+            .iter()
+            .map(|(key, value)| (key.clone(), key.len() + 4 + json_len(value)))
+            .collect();
+        let total_bytes = entry_bytes.values().sum();
+        Some(Shared {
+            map,
+            entry_bytes,
+            total_bytes,
+        })
+    }
+
+    /// Bytes merging adds to the message's `field`: the entries its own object lacks.
+    fn added_bytes(&self, field: &str, message: &Map<String, Value>) -> usize {
+        match message.get(field) {
+            Some(Value::Object(own)) => {
+                let kept: usize = own.keys().filter_map(|key| self.entry_bytes.get(key)).sum();
+                self.total_bytes - kept
+            }
+            None | Some(Value::Null) => field.len() + 5 + self.total_bytes,
+            // Not merged; validation refuses it.
+            Some(_) => 0,
+        }
+    }
 }
 
 /// Decodes a (decompressed) body.
@@ -186,8 +240,12 @@ pub fn decode(
             }
             let defaults = Defaults {
                 sent_at: envelope.sent_at.filter(|v| !v.is_null()),
-                context: envelope_object(envelope.context, "context")?,
-                integrations: envelope_object(envelope.integrations, "integrations")?,
+                context: Shared::new(
+                    envelope_object(envelope.context, "context")?.map(Value::Object),
+                ),
+                integrations: Shared::new(
+                    envelope_object(envelope.integrations, "integrations")?.map(Value::Object),
+                ),
             };
             let mut decoded = Decoded {
                 write_key: envelope
@@ -237,6 +295,19 @@ fn decode_item(
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(mut message)) => {
             take_write_key(&mut message);
+            let merged_len = text.len() + defaults.added_bytes(&message);
+            if merged_len > limits.max_message_bytes {
+                return Err(Rejection {
+                    code: RejectCode::MessageTooLarge,
+                    message: format!(
+                        "message with the batch's context and integrations is {merged_len} bytes, \
+                         over the limit of {} bytes",
+                        limits.max_message_bytes
+                    ),
+                    received_at,
+                    payload: oversized_payload(text),
+                });
+            }
             normalize(message, None, defaults, received_at)
         }
         _ => Err(Rejection {
@@ -512,8 +583,16 @@ fn normalize(
         received_at,
         payload: serde_json::to_string(message).unwrap_or_default(),
     };
-    merge_defaults(&mut message, "context", defaults.context.as_ref());
-    merge_defaults(&mut message, "integrations", defaults.integrations.as_ref());
+    merge_defaults(
+        &mut message,
+        "context",
+        defaults.context.as_ref().map(|s| &s.map),
+    );
+    merge_defaults(
+        &mut message,
+        "integrations",
+        defaults.integrations.as_ref().map(|s| &s.map),
+    );
     if !message.contains_key("sentAt") {
         if let Some(sent_at) = &defaults.sent_at {
             message.insert("sentAt".into(), sent_at.clone());
@@ -746,6 +825,44 @@ mod tests {
         assert_eq!(first["context"]["library"]["name"], "x");
         assert_eq!(first["integrations"]["Klaviyo"], false);
         assert_eq!(first["sentAt"], "2026-01-01T00:00:10Z");
+    }
+
+    #[test]
+    fn an_envelope_context_is_not_copied_past_the_message_limit() {
+        // Found by fuzzing: ten 60-byte items under a 40 KB envelope context came out as ten
+        // 40 KB calls; 2,500 items under a 490 KB context were 1.2 GB.
+        let big = "c".repeat(40_000);
+        let d = decode_json(
+            Shape::Batch,
+            json!({"context": {"big": big, "ip": "1.2.3.4"}, "batch": [
+                {"type": "track", "userId": "u", "event": "A"},
+                {"type": "track", "userId": "u", "event": "B", "context": {"ip": "9.9.9.9"}},
+                {"type": "track", "userId": "u", "event": "C", "context": {"big": "own"}},
+            ]}),
+        )
+        .unwrap();
+        let codes: Vec<_> = d.rejections.iter().map(|r| r.code).collect();
+        assert_eq!(codes, [RejectCode::MessageTooLarge; 2]);
+        assert!(
+            d.rejections[0]
+                .message
+                .contains("over the limit of 32768 bytes"),
+            "{}",
+            d.rejections[0].message
+        );
+        assert!(d.rejections.iter().all(|r| r.payload.len() <= 1024));
+        // An item whose own context replaces the large entry stays under the limit.
+        assert_eq!(d.calls.len(), 1);
+        let kept = payload(&d.calls[0]);
+        assert_eq!(kept["context"], json!({"big": "own", "ip": "1.2.3.4"}));
+
+        let small = decode_json(
+            Shape::Batch,
+            json!({"context": {"big": "c".repeat(30_000)}, "integrations": {"All": false},
+                   "batch": [{"type": "track", "userId": "u", "event": "A"}]}),
+        )
+        .unwrap();
+        assert_eq!(small.calls.len(), 1);
     }
 
     #[test]

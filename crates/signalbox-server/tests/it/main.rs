@@ -6,6 +6,8 @@ mod consent;
 mod decode_properties;
 mod dedupe;
 mod edge;
+mod fuzz_decode;
+mod fuzz_klaviyo_query;
 mod helpers;
 mod http_properties;
 mod limits;
