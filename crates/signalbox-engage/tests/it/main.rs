@@ -9,3 +9,4 @@ mod helpers;
 mod identity;
 mod lists;
 mod pipeline;
+mod quarantine;
