@@ -8,5 +8,6 @@ mod flows;
 mod harness;
 mod lists;
 mod mail;
+mod quarantine;
 mod secrets;
 mod segments;
