@@ -2,6 +2,10 @@
 //! hands batches to the [`Applier`]. It wakes when told that something was appended
 //! ([`Pipeline::notify`]) and otherwise polls.
 //!
+//! A batch that fails is narrowed down to the entry at fault, which is quarantined after a
+//! few tries on its own (`apply/quarantine.rs`): one poisoned entry never stalls the rest.
+//! Retries of quarantined entries reach the applier thread as commands, between batches.
+//!
 //! **Invariant:** this thread is the only writer of `engage.db` (it holds the file's lock);
 //! the log's writer never waits on it.
 
@@ -571,7 +575,8 @@ impl Worker {
                     match coalesced.and_then(|()| self.apply(&mut batch)) {
                         Ok(()) => backoff = Duration::from_millis(50),
                         Err(err) => {
-                            // The batch rolled back: read again from the checkpoint.
+                            // Even narrowing it down failed (quarantining could not commit,
+                            // or the log could not be read): read again from the checkpoint.
                             tracing::error!(error = %err, "engage pipeline batch failed; retrying");
                             std::thread::sleep(backoff);
                             backoff = (backoff * 2).min(Duration::from_secs(5));
