@@ -25,6 +25,7 @@ const TABLES: &[(&str, &str)] = &[
     ("held_calls", "seq"),
     ("problems", "seq, n"),
     ("api_results", "seq"),
+    ("quarantine", "seq"),
 ];
 
 /// One line per row, `table [col, …]`, tables in a fixed order.

@@ -15,7 +15,7 @@ use signalbox_store::Store;
 
 use crate::apply::held_index::dir_of as held_dir;
 use crate::apply::{
-    ApiConsentOp, ApiListOp, ApiMergeOp, ApiProfileOp, ApiResult, Applier, OpResult,
+    ApiConsentOp, ApiListOp, ApiMergeOp, ApiProfileOp, ApiResult, Applier, EntryFault, OpResult,
 };
 use crate::db::{self, Readers};
 use crate::email::Email;
@@ -24,7 +24,7 @@ use crate::lists::{self, *};
 use crate::mapping;
 use crate::model::*;
 use crate::pipeline::{self, Pipeline, PipelineConfig, PipelineStats, RebuildProgress};
-use crate::query::{self, HeldCall, HeldFilter, ProfileHistory};
+use crate::query::{self, HeldCall, HeldFilter, ProfileHistory, QuarantinedEntry};
 use crate::{aggregate, dump};
 
 /// How [`Engage::start`] runs.
@@ -41,6 +41,9 @@ pub struct EngageConfig {
     /// How long a synchronous API write waits for the pipeline before answering
     /// [`EngageError::Unavailable`].
     pub apply_timeout: Duration,
+    /// Planned failures, for tests of quarantine: the entries it names fail to apply.
+    #[doc(hidden)]
+    pub fault: Option<EntryFault>,
 }
 
 /// The default hold window: 7 days.
@@ -54,6 +57,7 @@ impl EngageConfig {
             batch_size: 4_000,
             poll_interval: Duration::from_millis(20),
             apply_timeout: Duration::from_secs(10),
+            fault: None,
         }
     }
 }
@@ -92,9 +96,11 @@ impl Engage {
     ) -> EngageResult<Engage> {
         let path = config.path.clone();
         let hold_window = config.hold_window;
+        let fault = config.fault.clone();
         let (applier, lock) = tokio::task::spawn_blocking(move || {
             let lock = pipeline::take_lock(&path)?;
-            let applier = pipeline::open_behind_requests(|| Applier::open(&path, hold_window))?;
+            let mut applier = pipeline::open_behind_requests(|| Applier::open(&path, hold_window))?;
+            applier.set_fault(fault);
             Ok::<_, EngageError>((applier, lock))
         })
         .await
@@ -293,6 +299,30 @@ impl Engage {
             .readers
             .with(move |conn| query::held_calls(conn, filter, after_seq, limit))
             .await
+    }
+
+    /// Log entries set aside because applying them kept failing, after `after_seq`, in log
+    /// order.
+    pub async fn quarantined(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> EngageResult<Vec<QuarantinedEntry>> {
+        self.inner
+            .readers
+            .with(move |conn| query::quarantined(conn, after_seq, limit))
+            .await
+    }
+
+    /// Applies a quarantined log entry again (after the cause was fixed), through the
+    /// pipeline: on success it leaves the quarantine, in the same transaction. While it still
+    /// fails, answers that error and the entry stays (with one more try). Not found: no
+    /// entry with that sequence number is quarantined. Unavailable when opened read-only.
+    pub async fn retry_quarantined(&self, seq: i64) -> EngageResult<()> {
+        match &self.inner.pipeline {
+            Some(pipeline) => pipeline.retry(seq).await,
+            None => Err(EngageError::Unavailable),
+        }
     }
 
     /// The pipeline's counters (`applied.track`, `held`, `held.expired`, `skipped.…`, …).
@@ -807,6 +837,19 @@ pub async fn rebuild(
     now: jiff::Timestamp,
     progress: impl FnMut(RebuildProgress) + Send + 'static,
 ) -> EngageResult<RebuildProgress> {
+    rebuild_with_fault(store, path, hold_window, now, None, progress).await
+}
+
+/// [`rebuild`] with planned failures, for tests of quarantine.
+#[doc(hidden)]
+pub async fn rebuild_with_fault(
+    store: Arc<dyn Store>,
+    path: &Path,
+    hold_window: SignedDuration,
+    now: jiff::Timestamp,
+    fault: Option<EntryFault>,
+    progress: impl FnMut(RebuildProgress) + Send + 'static,
+) -> EngageResult<RebuildProgress> {
     let path = path.to_path_buf();
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
@@ -815,6 +858,7 @@ pub async fn rebuild(
         remove_db_files(&fresh)?;
         let done = {
             let mut applier = Applier::open(&fresh, hold_window)?;
+            applier.set_fault(fault);
             let done = pipeline::apply_all(&mut applier, &store, &runtime, 4_000, progress)?;
             applier.expire_holds(now.as_microsecond())?;
             applier.checkpoint()?;

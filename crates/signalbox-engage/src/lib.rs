@@ -47,7 +47,8 @@ pub mod settings;
 
 pub use apply::builtin::{BuiltinEventInput, BuiltinMetric};
 pub use apply::BatchReport;
-pub use engine::{rebuild, Engage, EngageConfig, DEFAULT_HOLD_WINDOW};
+pub use apply::EntryFault;
+pub use engine::{rebuild, rebuild_with_fault, Engage, EngageConfig, DEFAULT_HOLD_WINDOW};
 pub use error::{EngageError, EngageResult};
 pub use lists::{
     ConfirmOutcome, ConsentStatus, EmailConsent, ImportRow, List, ListId, ListMember, ListQuery,
@@ -56,5 +57,7 @@ pub use lists::{
 };
 pub use model::*;
 pub use pipeline::{LatencySummary, PipelineStats, RebuildProgress};
-pub use query::{HeldCall, HeldFilter, ProfileHistory, ProfileLink, ProfileOrigin};
+pub use query::{
+    HeldCall, HeldFilter, ProfileHistory, ProfileLink, ProfileOrigin, QuarantinedEntry,
+};
 pub use settings::DestinationSettings;

@@ -2,6 +2,10 @@
 //! hands batches to the [`Applier`]. It wakes when told that something was appended
 //! ([`Pipeline::notify`]) and otherwise polls.
 //!
+//! A batch that fails is narrowed down to the entry at fault, which is quarantined after a
+//! few tries on its own (`apply/quarantine.rs`): one poisoned entry never stalls the rest.
+//! Retries of quarantined entries reach the applier thread as commands, between batches.
+//!
 //! **Invariant:** this thread is the only writer of `engage.db` (it holds the file's lock);
 //! the log's writer never waits on it.
 
@@ -9,7 +13,9 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::mpsc::{
+    channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError,
+};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,7 +24,7 @@ use hdrhistogram::Histogram;
 use signalbox_core::{Clock, StoredCall};
 use signalbox_store::{CallQuery, Store};
 use tokio::runtime::Handle;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::apply::{self, Applier, BatchReport, Prepared, SourceInfo, Sources};
 use crate::error::{EngageError, EngageResult};
@@ -87,6 +93,8 @@ struct Shared {
 pub(crate) struct Pipeline {
     shared: Arc<Shared>,
     applied: watch::Receiver<i64>,
+    /// Requests for the applier thread (the only writer of `engage.db`).
+    commands: Mutex<Sender<Command>>,
     /// The applier (`signalbox-engage`) and the reader (`signalbox-engage-read`).
     thread: Mutex<Option<JoinHandle<()>>>,
     reader: Mutex<Option<JoinHandle<()>>>,
@@ -198,6 +206,15 @@ pub(crate) struct PipelineConfig {
     pub poll_interval: Duration,
 }
 
+/// What the applier thread is asked to do besides applying the log.
+enum Command {
+    /// Apply a quarantined entry again.
+    RetryQuarantined {
+        seq: i64,
+        reply: oneshot::Sender<EngageResult<()>>,
+    },
+}
+
 impl Pipeline {
     pub(crate) fn spawn(
         applier: Applier,
@@ -220,8 +237,10 @@ impl Pipeline {
             )),
         });
         let (tx, batches) = sync_channel(READ_AHEAD);
+        let (commands_tx, commands) = channel();
         let control = Arc::new(ReaderControl::default());
         let ingest_store = Arc::clone(&store);
+        let worker_runtime = runtime.clone();
         let reading = ReaderLoop {
             store,
             runtime,
@@ -245,6 +264,8 @@ impl Pipeline {
             shared: Arc::clone(&shared),
             applied_tx,
             batches,
+            commands,
+            runtime: worker_runtime,
             control,
             last_commit: Instant::now(),
             last_batch_len: 0,
@@ -259,6 +280,7 @@ impl Pipeline {
         Ok(Pipeline {
             shared,
             applied,
+            commands: Mutex::new(commands_tx),
             thread: Mutex::new(Some(thread)),
             reader: Mutex::new(Some(reader)),
         })
@@ -287,6 +309,18 @@ impl Pipeline {
             Ok(true) => Ok(()),
             Ok(false) | Err(_) => Err(EngageError::Unavailable),
         }
+    }
+
+    /// Asks the applier thread to apply a quarantined entry again, and waits for the outcome.
+    pub(crate) async fn retry(&self, seq: i64) -> EngageResult<()> {
+        let (reply, outcome) = oneshot::channel();
+        self.commands
+            .lock()
+            .expect("commands lock")
+            .send(Command::RetryQuarantined { seq, reply })
+            .map_err(|_| EngageError::Unavailable)?;
+        // The applier looks at its commands between batches, at least once a poll interval.
+        outcome.await.map_err(|_| EngageError::Unavailable)?
     }
 
     pub(crate) fn stats(&self) -> PipelineStats {
@@ -329,6 +363,9 @@ struct Worker {
     shared: Arc<Shared>,
     applied_tx: watch::Sender<i64>,
     batches: Receiver<EngageResult<ReadBatch>>,
+    commands: Receiver<Command>,
+    /// Reads the log for commands (a quarantined entry).
+    runtime: Handle,
     control: Arc<ReaderControl>,
     /// When the last batch committed, and its size.
     last_commit: Instant,
@@ -522,6 +559,9 @@ impl Worker {
         let mut backoff = Duration::from_millis(50);
         let mut generation = self.control.generation.load(Ordering::SeqCst);
         while !self.shared.stop.load(Ordering::SeqCst) {
+            while let Ok(command) = self.commands.try_recv() {
+                self.run_command(command);
+            }
             match self.batches.recv_timeout(self.config.poll_interval) {
                 Ok(Ok(batch)) if batch.generation != generation => {}
                 Ok(Ok(mut batch)) => {
@@ -535,7 +575,8 @@ impl Worker {
                     match coalesced.and_then(|()| self.apply(&mut batch)) {
                         Ok(()) => backoff = Duration::from_millis(50),
                         Err(err) => {
-                            // The batch rolled back: read again from the checkpoint.
+                            // Even narrowing it down failed (quarantining could not commit,
+                            // or the log could not be read): read again from the checkpoint.
                             tracing::error!(error = %err, "engage pipeline batch failed; retrying");
                             std::thread::sleep(backoff);
                             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -560,6 +601,42 @@ impl Worker {
             applied_seq = self.applier.applied_seq(),
             "engage pipeline stopped"
         );
+    }
+
+    fn run_command(&mut self, command: Command) {
+        match command {
+            Command::RetryQuarantined { seq, reply } => {
+                let outcome = self.retry_quarantined(seq);
+                if let Err(err) = &outcome {
+                    tracing::warn!(seq, error = %err, "quarantined log entry still fails");
+                }
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+
+    /// Reads the entry from the log and applies it again, behind the checkpoint.
+    fn retry_quarantined(&mut self, seq: i64) -> EngageResult<()> {
+        let store = Arc::clone(&self.ingest.store);
+        let (sources, calls) = self.runtime.block_on(async move {
+            let sources = load_sources(store.as_ref()).await?;
+            let query = CallQuery {
+                after_seq: seq - 1,
+                limit: 1,
+                ..CallQuery::default()
+            };
+            let calls = store.read_calls(query).await?;
+            Ok::<_, EngageError>((sources, calls))
+        })?;
+        let entry = calls
+            .into_iter()
+            .find(|call| call.seq == seq)
+            .ok_or_else(|| EngageError::not_found(format!("log entry {seq}")))?;
+        self.applier.retry_quarantined(&entry, &sources)?;
+        // Followers of the change feed look again (what the entry changed is behind their
+        // cursors; see `Engage::retry_quarantined`).
+        let _ = self.applied_tx.send(self.applier.applied_seq());
+        Ok(())
     }
 
     /// Waits while the log's writer is saturated (a burst beyond what the cores can both

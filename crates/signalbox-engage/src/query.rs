@@ -434,6 +434,44 @@ pub(crate) fn held_calls(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// A log entry set aside because applying it kept failing (see `apply/quarantine.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuarantinedEntry {
+    /// The entry's sequence number in the log.
+    pub seq: i64,
+    /// The entry's kind (`track`, `identify`, `api_profile`, …).
+    pub kind: String,
+    pub source_id: i64,
+    /// When the log received it.
+    pub received: Timestamp,
+    /// The last try's error.
+    pub error: String,
+    /// Tries on its own so far, retries included.
+    pub tries: i64,
+}
+
+pub(crate) fn quarantined(
+    conn: &Connection,
+    after_seq: i64,
+    limit: u32,
+) -> EngageResult<Vec<QuarantinedEntry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, kind, source_id, received_us, error, tries
+         FROM quarantine WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after_seq, limit.max(1)], |r| {
+        Ok(QuarantinedEntry {
+            seq: r.get(0)?,
+            kind: r.get(1)?,
+            source_id: r.get(2)?,
+            received: ts(r.get(3)?),
+            error: r.get(4)?,
+            tries: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// One line of a profile's audit trail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProfileLink {

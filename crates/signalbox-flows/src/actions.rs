@@ -26,6 +26,7 @@ use serde_json::{json, Map, Value};
 use sha2::Sha256;
 use signalbox_engage::{Profile, ProfileId, ProfileInput};
 use signalbox_mail::{EmailTemplateSource, Recipient, RenderContext};
+use signalbox_outbound::{OutboundError, OutboundRequest};
 use tokio::sync::Semaphore;
 
 use crate::definition::{
@@ -430,9 +431,7 @@ async fn send_webhook(
         )
     });
     let signature = sign_webhook(&secret, now.as_second(), body.as_bytes());
-    let mut request = inner
-        .http
-        .post(&webhook.url)
+    let mut request = OutboundRequest::post(&webhook.url)
         .header(SIGNATURE_HEADER, signature)
         .header(IDEMPOTENCY_HEADER, &effect.key)
         .header("User-Agent", "Signalbox-Flows");
@@ -464,27 +463,30 @@ async fn send_webhook(
             }
         }
     };
-    match request.body(body.clone()).send().await {
+    match inner.outbound.send(request.body(body.clone())).await {
         Ok(response) => {
-            let status = response.status();
-            let code = status.as_u16();
-            if status.is_success() {
+            let code = response.status;
+            if response.is_success() {
                 Outcome::Done {
                     stat: "delivered",
                     detail: Some(code.to_string()),
                     message_id: None,
                     subject: None,
                 }
-            } else if status.is_server_error() || code == 429 || code == 408 {
+            } else if (500..600).contains(&code) || code == 429 || code == 408 {
                 retry(format!("HTTP {code}"), Some(code))
             } else {
                 give_up(format!("HTTP {code} (not retried)"), Some(code))
             }
         }
-        Err(error) if error.is_timeout() => retry("timeout".into(), None),
-        Err(error) if error.is_connect() => retry(format!("connection failed: {error}"), None),
-        Err(error) if error.is_builder() => give_up(format!("invalid request: {error}"), None),
-        Err(error) => retry(error.to_string(), None),
+        Err(OutboundError::Timeout(_)) => retry("timeout".into(), None),
+        Err(error) if error.is_transient() => retry(error.to_string(), None),
+        // Refused destinations and headers, and oversized answers, would fail the same way
+        // again.
+        Err(error) => {
+            tracing::warn!(flow = %effect.flow_id, action = %effect.action.id, %error, "webhook not delivered");
+            give_up(format!("{error} (not retried)"), None)
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use jiff::civil::{Time, Weekday};
 use jiff::SignedDuration;
 use serde_json::{json, Map, Value};
+use signalbox_outbound::OutboundError;
 use signalbox_seglang::{Definition, EventFilter, ParseOptions};
 
 /// Where a definition sits in a Flows API request body.
@@ -1626,9 +1627,16 @@ impl Parser {
             let h_at = join(at, "headers");
             if let Some(h) = self.object(h, &h_at) {
                 for (name, value) in h {
-                    let valid_name = reqwest::header::HeaderName::from_bytes(name.as_bytes());
-                    match (valid_name, value.as_str()) {
-                        (Ok(_), Some(v)) => headers.push((name.clone(), v.to_owned())),
+                    // Refused here as they would be at send time: `Host`, hop-by-hop and
+                    // framing headers, and values HTTP cannot carry.
+                    let checked = value
+                        .as_str()
+                        .map(|v| (v, signalbox_outbound::check_header(name, v)));
+                    match checked {
+                        Some((v, Ok(_))) => headers.push((name.clone(), v.to_owned())),
+                        Some((_, Err(error @ OutboundError::ForbiddenHeader { .. }))) => {
+                            self.problem(join(&h_at, name), error.to_string())
+                        }
                         _ => self.problem(
                             join(&h_at, name),
                             "expected a header name with a string value",

@@ -15,6 +15,7 @@ use sha2::Sha256;
 use signalbox_core::Clock;
 use signalbox_engage::Engage;
 use signalbox_mail::{Composer, Mailer, TemplateCache};
+use signalbox_outbound::{OutboundClient, OutboundConfig};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::definition::{ActionKind, FlowDefinition, MessageStatus, Trigger};
@@ -22,6 +23,12 @@ use crate::deps::{BuiltinEvents, FactsLoader, ListActions, MembershipFeed, Templ
 use crate::error::{FlowsError, FlowsResult};
 use crate::model::*;
 use crate::store::{self, Db};
+
+/// The longest a webhook's connection may take to set up (the whole request's timeout, when
+/// shorter).
+const WEBHOOK_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Webhook responses larger than this are refused: the body is not used, only the status.
+pub const WEBHOOK_MAX_RESPONSE: usize = 1024 * 1024;
 
 /// Email sending: the SMTP mailer and the composer that adds signed links.
 #[derive(Clone, Debug)]
@@ -45,6 +52,10 @@ pub struct FlowsConfig {
     pub webhook_key: Vec<u8>,
     /// Each webhook request's timeout.
     pub webhook_timeout: Duration,
+    /// Lets webhooks reach loopback, private, link-local and other non-public addresses
+    /// (see [`signalbox_outbound`]): for tests and receivers on the same network. Off by
+    /// default.
+    pub allow_private_destinations: bool,
     /// Attempts before a webhook delivery is dead-lettered.
     pub webhook_max_attempts: u32,
     /// The first retry's delay; doubled each time.
@@ -81,6 +92,10 @@ impl std::fmt::Debug for FlowsConfig {
             .field("account_timezone", &self.account_timezone)
             .field("webhook_key", &"[redacted]")
             .field("webhook_timeout", &self.webhook_timeout)
+            .field(
+                "allow_private_destinations",
+                &self.allow_private_destinations,
+            )
             .field("webhook_max_attempts", &self.webhook_max_attempts)
             .field("webhook_backoff", &self.webhook_backoff)
             .field("mail_retry", &self.mail_retry)
@@ -99,6 +114,7 @@ impl FlowsConfig {
             account_timezone: "UTC".into(),
             webhook_key: Vec::new(),
             webhook_timeout: Duration::from_secs(10),
+            allow_private_destinations: false,
             webhook_max_attempts: 6,
             webhook_backoff: SignedDuration::from_secs(30),
             mail_retry: SignedDuration::from_secs(60),
@@ -166,7 +182,8 @@ pub(crate) struct Inner {
     pub config: FlowsConfig,
     pub deps: FlowsDeps,
     pub templates: TemplateCache,
-    pub http: reqwest::Client,
+    /// Webhooks go out through the guarded client.
+    pub outbound: OutboundClient,
     pub cache: RwLock<Arc<FlowCache>>,
     pub reader: Mutex<Option<Connection>>,
     pub wake: Notify,
@@ -229,11 +246,13 @@ impl Flows {
             .await
             .map_err(|e| FlowsError::Internal(e.to_string()))??;
         }
-        let http = reqwest::Client::builder()
-            .timeout(config.webhook_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| FlowsError::Internal(e.to_string()))?;
+        let outbound = OutboundClient::new(OutboundConfig {
+            connect_timeout: config.webhook_timeout.min(WEBHOOK_CONNECT_TIMEOUT),
+            timeout: config.webhook_timeout,
+            max_response_bytes: WEBHOOK_MAX_RESPONSE,
+            allow_private_destinations: config.allow_private_destinations,
+        })
+        .map_err(|e| FlowsError::Internal(e.to_string()))?;
         let (syncs, sync_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             db,
@@ -242,7 +261,7 @@ impl Flows {
             config,
             deps,
             templates: TemplateCache::default(),
-            http,
+            outbound,
             cache: RwLock::new(Arc::new(FlowCache::default())),
             reader: Mutex::new(None),
             wake: Notify::new(),

@@ -45,7 +45,7 @@ pub use deps::{
     BuiltinEvents, DepError, DepResult, FactsLoader, ListActions, MembershipFeed, SegmentEntry,
     TemplateSource,
 };
-pub use engine::{Fault, FlowMail, Flows, FlowsConfig, FlowsDeps};
+pub use engine::{Fault, FlowMail, Flows, FlowsConfig, FlowsDeps, WEBHOOK_MAX_RESPONSE};
 pub use error::{FlowsError, FlowsResult};
 pub use model::*;
 pub use worker::{CONVERSION_METRICS, CONVERSION_WINDOW};

@@ -91,6 +91,9 @@ pub enum Command {
     /// Look at profiles and at calls waiting for one.
     #[command(subcommand)]
     Profiles(ProfilesCommand),
+    /// The engage pipeline: log entries it set aside because applying them kept failing.
+    #[command(subcommand)]
+    Engage(EngageCommand),
     /// Manage lists on a running server (through its API; needs a private key).
     List(ListArgs),
     /// Manage flows on a running server (over its Klaviyo-compatible API).
@@ -100,6 +103,41 @@ pub enum Command {
     /// Measure the server.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EngageCommand {
+    /// List quarantined log entries (seq, kind, source, received, tries, error): entries
+    /// the pipeline set aside after three failed tries so that the rest could go on. `retry
+    /// SEQ` applies one again.
+    Quarantine(QuarantineArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct QuarantineArgs {
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Option<QuarantineCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// Apply a quarantined entry again, after fixing its cause, through the running server
+    /// (its pipeline is the only writer of engage.db). Once applied it leaves the quarantine;
+    /// while it still fails, the error is printed and the command fails.
+    Retry {
+        /// The entry's sequence number in the log (see `signalbox engage quarantine`).
+        seq: i64,
+        /// A private API key (`pk_…`) of the running server.
+        #[arg(long, env = "SIGNALBOX_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The running server's base URL (default: `http://` and the --listen address).
+        #[arg(long, env = "SIGNALBOX_URL")]
+        url: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -293,10 +331,20 @@ pub struct ServeArgs {
     /// `from_email` overrides it.
     #[arg(long, env = "SIGNALBOX_MAIL_FROM")]
     pub mail_from: Option<String>,
+    /// Let flow webhooks reach loopback, private (RFC 1918), carrier-grade NAT, link-local,
+    /// cloud metadata and other non-public addresses. Off by default: a webhook URL that is or
+    /// resolves to such an address is refused and dead-lettered. For tests and receivers on
+    /// the same network.
+    #[arg(long, env = "SIGNALBOX_ALLOW_PRIVATE_DESTINATIONS")]
+    pub allow_private_destinations: bool,
     /// For end-to-end tests of time-based behaviour: the server's clock can be moved forward
     /// with `POST /admin/v1/test-clock` (private key). Never for production.
     #[arg(long, hide = true)]
     pub test_clock: bool,
+    /// For end-to-end tests of quarantine: log entries whose payload contains this text fail
+    /// to apply. Never for production.
+    #[arg(long, hide = true, value_name = "TEXT")]
+    pub test_fail_entries_containing: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

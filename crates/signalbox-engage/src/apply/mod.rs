@@ -13,6 +13,8 @@
 //!   `held_index.rs`: which of them wait for which identifier.
 //! - `api.rs`: the Klaviyo-compatible API's writes.
 //! - `lists.rs`: lists and their members; `consent.rs`: email consent and suppressions.
+//! - `quarantine.rs`: a batch that fails is narrowed down to the entry at fault, which is
+//!   set aside after three tries on its own, so that it cannot stall the rest.
 
 mod api;
 pub(crate) mod builtin;
@@ -22,6 +24,7 @@ mod holds;
 mod identity;
 mod lists;
 pub(crate) mod profile;
+mod quarantine;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -105,6 +108,8 @@ pub(crate) struct Applier {
     /// Copies committed WAL frames into `engage.db` beside the applier, so that its commits
     /// rarely do.
     checkpointer: Option<Checkpointer>,
+    /// Planned failures (tests of quarantine).
+    fault: Option<EntryFault>,
 }
 
 impl Applier {
@@ -126,6 +131,7 @@ impl Applier {
                     None
                 }
             },
+            fault: None,
         };
         applier.reload()?;
         Ok(applier)
@@ -145,7 +151,13 @@ impl Applier {
         self.applied_seq
     }
 
-    /// Applies `entries` (in log order, all after the checkpoint) in one transaction.
+    /// Makes the entries `fault` names fail to apply (tests of quarantine).
+    pub(crate) fn set_fault(&mut self, fault: Option<EntryFault>) {
+        self.fault = fault;
+    }
+
+    /// Applies `entries` (in log order, all after the checkpoint) in one transaction, or, when
+    /// that fails, narrowed down to the entry at fault (see `quarantine.rs`).
     ///
     /// `prepared` holds, by position, what [`prepare`] made of the entries ahead of time (on
     /// another thread); an entry without it is mapped here.
@@ -155,10 +167,24 @@ impl Applier {
         prepared: &mut [Option<Prepared>],
         sources: &Sources,
     ) -> EngageResult<BatchReport> {
-        let result = self.try_apply_batch(entries, prepared, sources);
+        self.apply_isolating(entries, prepared, sources)
+    }
+
+    /// One transaction over `entries`. On failure the transaction rolled back and memory is
+    /// reloaded; the failure names the entry at fault when it was one entry's doing.
+    fn try_apply(
+        &mut self,
+        entries: &[StoredCall],
+        prepared: &mut [Option<Prepared>],
+        sources: &Sources,
+        mode: Mode,
+    ) -> Result<BatchReport, BatchFailure> {
+        let result = self.try_apply_batch(entries, prepared, sources, mode);
         if result.is_err() {
             // The transaction rolled back: forget what memory learnt from it.
-            self.reload()?;
+            if let Err(error) = self.reload() {
+                return Err(BatchFailure { error, entry: None });
+            }
         }
         result
     }
@@ -168,10 +194,12 @@ impl Applier {
         entries: &[StoredCall],
         prepared: &mut [Option<Prepared>],
         sources: &Sources,
-    ) -> EngageResult<BatchReport> {
+        mode: Mode,
+    ) -> Result<BatchReport, BatchFailure> {
         let tx = self
             .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(BatchFailure::batch)?;
         let mut batch = Batch {
             tx: &tx,
             caches: &mut self.caches,
@@ -185,21 +213,39 @@ impl Applier {
             entry: EntryState::default(),
             report: BatchReport::default(),
         };
+        if mode == Mode::Retry {
+            // First: the note of its quarantine goes, its own problems may take its place.
+            for entry in entries {
+                batch.count("quarantine.retried", 1);
+                quarantine::release(&tx, entry.seq).map_err(BatchFailure::batch)?;
+            }
+        }
         let mut last = self.applied_seq;
         for (idx, entry) in entries.iter().enumerate() {
-            if entry.seq <= last {
+            if mode == Mode::Forward && entry.seq <= last {
                 continue;
             }
+            let failed = |error| BatchFailure {
+                error,
+                entry: Some(idx),
+            };
+            if let Some(fault) = &self.fault {
+                if let Some(reason) = (fault.0)(entry) {
+                    return Err(failed(EngageError::Internal(reason)));
+                }
+            }
             let ready = prepared.get_mut(idx).and_then(Option::take);
-            batch.apply_entry(entry, ready)?;
-            last = entry.seq;
+            batch.apply_entry(entry, ready).map_err(failed)?;
+            if mode == Mode::Forward {
+                last = entry.seq;
+            }
         }
-        batch.flush()?;
+        batch.flush().map_err(BatchFailure::batch)?;
         let mut report = batch.report;
         drop(batch);
-        write_applied_seq(&tx, last)?;
-        tx.commit()?;
-        self.held.commit(last)?;
+        write_applied_seq(&tx, last).map_err(BatchFailure::batch)?;
+        tx.commit().map_err(BatchFailure::batch)?;
+        self.held.commit(last).map_err(BatchFailure::batch)?;
         if let Some(checkpointer) = &self.checkpointer {
             checkpointer.nudge();
         }
@@ -236,6 +282,48 @@ impl Applier {
         };
         self.next_expiry = holds::earliest_expiry(&self.conn)?;
         Ok(expired)
+    }
+}
+
+/// How a transaction treats its entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Entries after the checkpoint, which moves to the last of them.
+    Forward,
+    /// Quarantined entries, behind the checkpoint, which stays: they leave the quarantine.
+    Retry,
+}
+
+/// A transaction that failed, and the entry at fault when it was one entry's doing (by
+/// position in the batch) rather than the batch's (its flush or commit).
+#[derive(Debug)]
+struct BatchFailure {
+    error: EngageError,
+    entry: Option<usize>,
+}
+
+impl BatchFailure {
+    fn batch(error: impl Into<EngageError>) -> BatchFailure {
+        BatchFailure {
+            error: error.into(),
+            entry: None,
+        }
+    }
+}
+
+/// A planned failure, for tests of quarantine: entries for which the function answers
+/// `Some(reason)` fail to apply with that reason. Never set in production.
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct EntryFault(pub std::sync::Arc<FaultFn>);
+
+/// Answers why an entry fails, or `None`.
+#[doc(hidden)]
+pub type FaultFn = dyn Fn(&StoredCall) -> Option<String> + Send + Sync;
+
+impl std::fmt::Debug for EntryFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EntryFault")
     }
 }
 

@@ -10,3 +10,4 @@ mod identity;
 mod limits;
 mod lists;
 mod pipeline;
+mod quarantine;

@@ -219,7 +219,7 @@ async fn latency_from_receipt_to_applied_is_recorded() {
 }
 
 /// The first differing line of two dumps, for a readable failure.
-fn first_difference(a: &str, b: &str) -> Option<(usize, String, String)> {
+pub(crate) fn first_difference(a: &str, b: &str) -> Option<(usize, String, String)> {
     let mut left = a.lines();
     let mut right = b.lines();
     let mut n = 0;

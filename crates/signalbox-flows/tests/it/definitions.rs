@@ -301,3 +301,46 @@ fn a_long_chain_of_actions_does_not_exhaust_the_stack() {
         )]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_with_a_host_or_hop_by_hop_header_is_refused_when_saved() {
+    let mut app = TestApp::start().await;
+    let metric = app.metric("Order Shipped").await;
+    for header in [
+        "Host",
+        "transfer-encoding",
+        "Proxy-Authorization",
+        "Content-Length",
+    ] {
+        let mut headers = serde_json::Map::new();
+        headers.insert("X-Shop".into(), json!("acme"));
+        headers.insert(header.into(), json!("secret-value"));
+        let definition = json!({
+            "triggers": [{"type": "metric", "id": metric}],
+            "entry_action_id": "w",
+            "actions": [{"temporary_id": "w", "type": "send-webhook", "data": {"status": "live",
+                "url": "https://hooks.example.com/x", "headers": headers}, "links": {"next": null}}]
+        });
+        let err = app
+            .flows
+            .create_flow(&format!("hook with {header}"), &definition, None)
+            .await
+            .unwrap_err();
+        let FlowsError::InvalidDefinition(problems) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            problems[0].pointer,
+            format!("/data/attributes/definition/actions/0/data/headers/{header}")
+        );
+        assert!(
+            problems[0]
+                .detail
+                .starts_with(&format!("header \"{header}\" is not allowed")),
+            "{}",
+            problems[0].detail
+        );
+        assert!(!err.to_string().contains("secret-value"), "{err}");
+    }
+}

@@ -1,11 +1,13 @@
 //! Webhooks against a local HTTP server: signature, idempotency key, retries, dead letters.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
 use jiff::SignedDuration;
@@ -63,12 +65,14 @@ async fn webhook_flow(app: &mut TestApp, url: &str, secret: Option<&str>) -> Flo
     .await
 }
 
+/// The receivers of these tests listen on loopback: they opt in to private destinations.
 fn options() -> Options {
     Options {
         mail: false,
         tune: Box::new(|c| {
             c.webhook_max_attempts = 3;
             c.webhook_timeout = Duration::from_millis(300);
+            c.allow_private_destinations = true;
         }),
     }
 }
@@ -190,5 +194,94 @@ async fn webhooks_are_dead_lettered_with_their_reason() {
         stats.flow.get("completed"),
         2,
         "the run goes on after a dead letter"
+    );
+}
+
+/// A listener that only counts the connections it is offered.
+async fn counting_listener() -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (port, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_to_private_addresses_are_refused_and_dead_lettered_without_a_connection() {
+    // Private destinations are off, as in production.
+    let mut app = TestApp::start_with(Options {
+        mail: false,
+        tune: Box::new(|c| {
+            c.webhook_max_attempts = 3;
+            c.webhook_timeout = Duration::from_millis(300);
+        }),
+    })
+    .await;
+    let (port, accepted) = counting_listener().await;
+    // 10.0.0.1 and 169.254.169.254 are literals: refused before the connector runs, so no
+    // packet leaves for them. `localhost` is refused by the resolver.
+    let cases = [
+        (format!("http://127.0.0.1:{port}/hook"), "loopback"),
+        ("http://10.0.0.1/hook".to_owned(), "private"),
+        (
+            "http://169.254.169.254/latest/meta-data".to_owned(),
+            "cloud metadata",
+        ),
+        (format!("http://localhost:{port}/hook"), "loopback"),
+    ];
+    let mut flows = Vec::new();
+    for (url, _) in &cases {
+        flows.push(webhook_flow(&mut app, url, None).await);
+    }
+    app.profile("h@example.com", "Hal").await;
+    app.track("h@example.com", "Order Shipped", json!({})).await;
+    app.settle().await;
+    // No retry either: a refusal would be the same next time.
+    app.advance(SignedDuration::from_hours(1)).await;
+    for (flow, (url, class)) in flows.iter().zip(&cases) {
+        let dead = app.flows.dead_letters(&flow.id).await.unwrap();
+        assert_eq!(dead.len(), 1, "{url}: {dead:?}");
+        assert_eq!(dead[0].attempts, 1, "{url}");
+        assert!(
+            dead[0].reason.contains("refused")
+                && dead[0].reason.contains(&format!("is a {class} address")),
+            "{url}: {}",
+            dead[0].reason
+        );
+        assert!(dead[0].body.contains("h@example.com"), "the body is kept");
+        let stats = app.flows.stats(&flow.id).await.unwrap();
+        assert_eq!(stats.flow.get("dead_lettered"), 1, "{url}: {stats:?}");
+        assert_eq!(stats.flow.get("delivered"), 0, "{url}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 0, "no connection was made");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_whose_receiver_answers_a_huge_body_is_dead_lettered() {
+    let mut app = TestApp::start_with(options()).await;
+    let app_router = axum::Router::new().route(
+        "/hook",
+        post(|| async { vec![b'x'; signalbox_flows::WEBHOOK_MAX_RESPONSE + 1].into_response() }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app_router).await.unwrap() });
+    let flow = webhook_flow(&mut app, &url, None).await;
+    app.profile("h@example.com", "Hal").await;
+    app.track("h@example.com", "Order Shipped", json!({})).await;
+    app.settle().await;
+    let dead = app.flows.dead_letters(&flow.id).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        dead[0].reason,
+        format!(
+            "response body larger than {} bytes (not retried)",
+            signalbox_flows::WEBHOOK_MAX_RESPONSE
+        )
     );
 }

@@ -11,7 +11,9 @@
 //! - [`error`]: [`AdminError`], status codes and the error body.
 //! - [`extract`]: body, path and query extractors that answer bad input in that format.
 //! - one module per resource: [`sources`], [`api_keys`], [`events`] (pages and the live
-//!   tail), [`rejections`], [`stats`], [`lists`] (pending confirmations, imports); [`view`] holds what the listings share.
+//!   tail), [`rejections`], [`stats`], [`lists`] (pending confirmations, imports),
+//!   [`quarantine`] (engage's quarantined log entries and their retry); [`view`] holds what
+//!   the listings share.
 //!
 //! **Invariant:** no route under `/admin/v1/` answers anything but 401 without a valid key,
 //! or anything but 403 to a key without the `admin` scope, unknown paths and methods included.
@@ -22,6 +24,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod lists;
+pub mod quarantine;
 pub mod rejections;
 pub mod settings;
 pub mod sources;
@@ -72,6 +75,11 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/v1/stats", get(stats::get))
         .route("/admin/v1/lists/{id}/pending", get(lists::pending))
         .route("/admin/v1/lists/{id}/import", post(lists::import))
+        .route("/admin/v1/engage/quarantine", get(quarantine::list))
+        .route(
+            "/admin/v1/engage/quarantine/{seq}/retry",
+            post(quarantine::retry),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .route("/admin/v1/{*rest}", any(not_found))
 }

@@ -168,8 +168,8 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(value: Option<Value>) -> Option<Shared> {
-        let map = as_object(value)?;
+    fn new(map: Option<Map<String, Value>>) -> Option<Shared> {
+        let map = map?;
         let json_len = |value: &Value| serde_json::to_string(value).map_or(0, |text| text.len());
         let entry_bytes: std::collections::HashMap<String, usize> = map
             .iter()
@@ -240,12 +240,8 @@ pub fn decode(
             }
             let defaults = Defaults {
                 sent_at: envelope.sent_at.filter(|v| !v.is_null()),
-                context: Shared::new(
-                    envelope_object(envelope.context, "context")?.map(Value::Object),
-                ),
-                integrations: Shared::new(
-                    envelope_object(envelope.integrations, "integrations")?.map(Value::Object),
-                ),
+                context: Shared::new(envelope_object(envelope.context, "context")?),
+                integrations: Shared::new(envelope_object(envelope.integrations, "integrations")?),
             };
             let mut decoded = Decoded {
                 write_key: envelope

@@ -1,4 +1,5 @@
-//! `signalbox rebuild` and `signalbox profiles …`: the engage state, from the command line.
+//! `signalbox rebuild`, `signalbox profiles …` and `signalbox engage …`: the engage state,
+//! from the command line.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use signalbox_engage::{Engage, HeldFilter, ProfileField, ProfileId, ProfileQuery};
 
 use super::{engage_path, open_store_readonly, parse_duration};
-use crate::cli::{GlobalArgs, ProfilesCommand, RebuildArgs};
+use crate::cli::{EngageCommand, GlobalArgs, ProfilesCommand, QuarantineCommand, RebuildArgs};
 
 pub async fn rebuild(global: &GlobalArgs, args: RebuildArgs) -> anyhow::Result<()> {
     let hold_window = parse_duration(&args.hold_window, "--hold-window")?;
@@ -138,4 +139,103 @@ pub async fn profiles(global: &GlobalArgs, cmd: ProfilesCommand) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+pub async fn run(global: &GlobalArgs, cmd: EngageCommand) -> anyhow::Result<()> {
+    match cmd {
+        EngageCommand::Quarantine(args) => match args.command {
+            None => list_quarantine(global, args.json).await,
+            Some(QuarantineCommand::Retry { seq, api_key, url }) => {
+                let base = url.unwrap_or_else(|| format!("http://{}", global.listen));
+                retry_quarantined(base.trim_end_matches('/'), &api_key, seq).await
+            }
+        },
+    }
+}
+
+/// Reads `engage.db` directly (as `profiles held` does): it works beside a running server
+/// and without one.
+async fn list_quarantine(global: &GlobalArgs, json: bool) -> anyhow::Result<()> {
+    let path = engage_path(global)?;
+    let engage = Engage::open_readonly(&path)
+        .await
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let store = open_store_readonly(global)?;
+    let names: std::collections::HashMap<i64, String> = store
+        .list_sources()
+        .await?
+        .into_iter()
+        .map(|source| (source.id.0, source.name))
+        .collect();
+    if !json {
+        println!(
+            "{:<10} {:<12} {:<16} {:<20} {:<6} ERROR",
+            "SEQ", "KIND", "SOURCE", "RECEIVED", "TRIES"
+        );
+    }
+    let mut after = 0;
+    let mut count = 0;
+    loop {
+        let page = engage.quarantined(after, 1000).await?;
+        for entry in &page {
+            let source = names.get(&entry.source_id).cloned();
+            if json {
+                let mut line = serde_json::to_value(entry)?;
+                line["source"] = serde_json::json!(source);
+                println!("{line}");
+            } else {
+                println!(
+                    "{:<10} {:<12} {:<16} {:<20} {:<6} {}",
+                    entry.seq,
+                    entry.kind,
+                    source.unwrap_or_else(|| format!("#{}", entry.source_id)),
+                    entry.received.strftime("%Y-%m-%d %H:%M:%S"),
+                    entry.tries,
+                    entry.error
+                );
+            }
+        }
+        count += page.len();
+        match page.last() {
+            Some(last) => after = last.seq,
+            None => break,
+        }
+    }
+    if !json {
+        eprintln!("{count} quarantined; `signalbox engage quarantine retry SEQ` applies one again");
+    }
+    Ok(())
+}
+
+/// Through the running server's admin API: its pipeline is the only writer of engage.db.
+async fn retry_quarantined(base: &str, api_key: &str, seq: i64) -> anyhow::Result<()> {
+    let url = format!("{base}/admin/v1/engage/quarantine/{seq}/retry");
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("Authorization", format!("Bearer {api_key}"))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the server at {base} (is it running?)"))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .with_context(|| format!("the server at {base} answered {status} without JSON"))?;
+    if !status.is_success() {
+        let message = body["error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| body.to_string());
+        anyhow::bail!("cannot retry log entry {seq}: {status}: {message}");
+    }
+    if body["applied"] == serde_json::json!(true) {
+        println!("log entry {seq} applied; it left the quarantine");
+        return Ok(());
+    }
+    anyhow::bail!(
+        "log entry {seq} still fails (tries: {}): {}",
+        body["tries"],
+        body["error"].as_str().unwrap_or("unknown error")
+    )
 }

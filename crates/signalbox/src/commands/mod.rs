@@ -29,6 +29,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(cmd) => events::run(&cli.global, cmd).await,
         Command::Rebuild(args) => engage::rebuild(&cli.global, args).await,
         Command::Profiles(cmd) => engage::profiles(&cli.global, cmd).await,
+        Command::Engage(cmd) => engage::run(&cli.global, cmd).await,
         Command::List(args) => list::run(&cli.global, args).await,
         Command::Flow(args) => flow::run(&cli.global, args).await,
         Command::Segment(args) => segment::run(&cli.global, args).await,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use signalbox_audience::Audience;
-use signalbox_core::{Clock, SystemClock};
-use signalbox_engage::{Engage, EngageConfig};
+use signalbox_core::{Clock, StoredCall, SystemClock};
+use signalbox_engage::{Engage, EngageConfig, EntryFault};
 use signalbox_flows::{FlowMail, Flows, FlowsConfig};
 use signalbox_mail::{LinkSigner, SmtpUrl, TrackingLinks};
 use signalbox_server::confirmations;
@@ -52,6 +52,15 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     // The engage pipeline derives profiles, metrics and events from the log.
     let mut engage_config = EngageConfig::new(engage_path(global)?);
     engage_config.hold_window = parse_duration(&args.hold_window, "--hold-window")?;
+    if let Some(text) = args.test_fail_entries_containing.clone() {
+        tracing::warn!("entries containing the test marker fail to apply");
+        engage_config.fault = Some(EntryFault(Arc::new(move |entry: &StoredCall| {
+            entry
+                .payload
+                .contains(&text)
+                .then(|| "planned failure (--test-fail-entries-containing)".to_owned())
+        })));
+    }
     let engage = Engage::start(Arc::clone(&sqlite), Arc::clone(&clock), engage_config)
         .await
         .context("cannot start the engage pipeline")?;
@@ -95,6 +104,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let mut flows_config = FlowsConfig::new(path.with_file_name("flows.db"));
     flows_config.mail = flow_mail;
     flows_config.webhook_key = secret.clone();
+    flows_config.allow_private_destinations = args.allow_private_destinations;
     let deps = flow_deps(
         &engage,
         Some(templates),
@@ -134,6 +144,9 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     println!("  Templates      {}", templates_path.display());
     println!("  Flows          {}", flows_config.path.display());
     println!("  Mail           {mail_summary}");
+    if args.allow_private_destinations {
+        println!("  Outbound       private destinations allowed (--allow-private-destinations)");
+    }
     if test_clock.is_some() {
         println!("  Clock          test clock: POST {base}/admin/v1/test-clock {{\"advance_seconds\": N}} moves time forward");
     }
@@ -147,6 +160,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         max_connections = app.connection_limits().max_connections,
         discard = args.discard,
         mail = %mail_summary,
+        allow_private_destinations = args.allow_private_destinations,
         "serving"
     );
     app.run(shutdown_signal()).await?;

@@ -8,5 +8,7 @@ mod flows;
 mod harness;
 mod lists;
 mod mail;
+mod outbound;
+mod quarantine;
 mod secrets;
 mod segments;

@@ -4,6 +4,7 @@
 mod api_keys;
 mod auth;
 mod events;
+mod quarantine;
 mod rejections;
 mod settings;
 mod sources;
