@@ -38,7 +38,10 @@ fn retry(env: &TestEnv, server: &Server, key: &str, seq: i64) -> crate::harness:
 #[tokio::test]
 async fn a_poisoned_entry_is_quarantined_listed_and_retried_through_the_cli() {
     let env = TestEnv::new();
-    let key = env.cli_ok(&["api-key", "create", "ops"]).trim().to_owned();
+    let key = env
+        .cli_ok(&["api-key", "create", "ops", "--scope", "admin"])
+        .trim()
+        .to_owned();
     let mut cmd = env.command();
     cmd.args([
         "serve",
