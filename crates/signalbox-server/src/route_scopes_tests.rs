@@ -131,6 +131,8 @@ const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/v1/stats"),
     ("GET", "/admin/v1/lists/{id}/pending"),
     ("POST", "/admin/v1/lists/{id}/import"),
+    ("GET", "/admin/v1/engage/quarantine"),
+    ("POST", "/admin/v1/engage/quarantine/{seq}/retry"),
     ("GET", "/admin/v1/test-clock"),
     ("POST", "/admin/v1/test-clock"),
 ];

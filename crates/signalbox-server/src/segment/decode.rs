@@ -407,7 +407,7 @@ pub fn check_structure(text: &[u8], prefix: &str) -> Result<(), (RejectCode, Str
                         RejectCode::TooDeep,
                         format!(
                             "{}: objects and arrays are nested deeper than the limit of {MAX_DEPTH} levels",
-                            or_message(&frame_path(prefix, &frames))
+                            shown_path(prefix, &frames)
                         ),
                     ));
                 }
@@ -436,13 +436,15 @@ pub fn check_structure(text: &[u8], prefix: &str) -> Result<(), (RejectCode, Str
                     i += 1;
                 }
                 let token = String::from_utf8_lossy(&text[start..i]);
-                let integer = !token.contains(['.', 'e', 'E']);
+                // Only a well-formed JSON integer; anything else is the parser's to refuse.
+                let digits = token.strip_prefix('-').unwrap_or(&token);
+                let integer = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
                 if integer && token.parse::<i64>().is_err() && token.parse::<u64>().is_err() {
                     return Err((
                         RejectCode::InvalidField,
                         format!(
                             "{}: the integer {} does not fit in 64 bits; send it as a string to keep it exact",
-                            or_message(&frame_path(prefix, &frames)),
+                            shown_path(prefix, &frames),
                             truncate(&token, 40)
                         ),
                     ));
@@ -456,13 +458,21 @@ pub fn check_structure(text: &[u8], prefix: &str) -> Result<(), (RejectCode, Str
     Ok(())
 }
 
-fn or_message(path: &str) -> &str {
+/// The path an error names: `message` for the top, and at most [`MAX_SHOWN_PATH`] bytes of it
+/// (keys are the sender's text, and an error must stay small whatever was sent).
+fn shown_path(prefix: &str, frames: &[Frame]) -> String {
+    let path = frame_path(prefix, frames);
     if path.is_empty() {
-        "message"
-    } else {
-        path
+        return "message".into();
     }
+    if path.len() <= MAX_SHOWN_PATH {
+        return path;
+    }
+    format!("{}…", truncate(&path, MAX_SHOWN_PATH))
 }
+
+/// Bytes of a value's path that an error message shows.
+const MAX_SHOWN_PATH: usize = 200;
 
 fn take_write_key(message: &mut Map<String, Value>) -> Option<String> {
     match message.remove("writeKey") {
@@ -1000,6 +1010,20 @@ mod tests {
             payload(&d.calls[0])["timestamp"],
             "1970-01-01T00:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn the_structure_check_names_no_non_number_and_keeps_its_errors_small() {
+        // Found by fuzzing: a lone `-` is no integer (the parser refuses the text), and a key
+        // of 100 KB named in an error made the error as large.
+        assert!(check_structure(b"{\"a\": -}", "").is_ok());
+        assert!(check_structure(b"[-, --, -e5]", "").is_ok());
+        let key = "k".repeat(100_000);
+        let text = format!("{{\"{key}\": 123456789012345678901234567890}}");
+        let (code, message) = check_structure(text.as_bytes(), "properties").unwrap_err();
+        assert_eq!(code, RejectCode::InvalidField);
+        assert!(message.len() < 400, "{} bytes", message.len());
+        assert!(message.starts_with("properties.kkk"), "{message}");
     }
 
     #[test]

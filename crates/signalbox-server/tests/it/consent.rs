@@ -43,7 +43,7 @@ impl ConsentApp {
         let (_, api_key) = store
             .create_api_key(
                 "consent",
-                &signalbox_core::Scopes::parse(["full"]).expect("scopes"),
+                &signalbox_core::Scopes::parse(["full", "admin"]).expect("scopes"),
             )
             .await
             .expect("api key");
