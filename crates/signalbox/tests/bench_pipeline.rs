@@ -11,7 +11,16 @@ fn a_short_run_drains_the_backlog_and_sees_every_probe_in_the_feed() {
     let throughput = &report["throughput"];
     assert!(throughput["entries"].as_i64().unwrap() > 0, "{throughput}");
     assert!(throughput["ingest_events_per_sec"].as_f64().unwrap() > 0.0);
-    assert!(throughput["drain_events_per_sec"].as_f64().unwrap() > 0.0);
+    // The pipeline applied what ingest sent: while it ran, or after as a backlog (on a busy
+    // machine a short run may leave no backlog, and then nothing is drained alone).
+    let while_ingesting = throughput["applied_while_ingesting_per_sec"]
+        .as_f64()
+        .unwrap();
+    let drain = throughput["drain_events_per_sec"].as_f64().unwrap();
+    assert!(
+        drain >= 0.0 && while_ingesting + drain > 0.0,
+        "{throughput}"
+    );
     let latency = &report["latency"];
     // A probe every 50 ms for a second, each seen in the feed.
     assert!(latency["probes"].as_u64().unwrap() >= 10, "{latency}");
