@@ -349,7 +349,9 @@ fn envelope_object(
 /// One level of JSON nesting while [`check_structure`] scans.
 enum Frame {
     Object {
-        key: Option<String>,
+        /// Where the current key's text is in the scanned bytes (made a string only for an
+        /// error, so the scan allocates nothing per key).
+        key: Option<std::ops::Range<usize>>,
         expect_key: bool,
     },
     Array {
@@ -358,7 +360,7 @@ enum Frame {
 }
 
 /// The path of the value being scanned, as `properties.items[2].price`.
-fn frame_path(prefix: &str, frames: &[Frame]) -> String {
+fn frame_path(text: &[u8], prefix: &str, frames: &[Frame]) -> String {
     let mut path = prefix.to_owned();
     for frame in frames {
         match frame {
@@ -366,7 +368,7 @@ fn frame_path(prefix: &str, frames: &[Frame]) -> String {
                 if !path.is_empty() {
                     path.push('.');
                 }
-                path.push_str(key);
+                path.push_str(&String::from_utf8_lossy(&text[key.clone()]));
             }
             Frame::Object { key: None, .. } => {}
             Frame::Array { index } => path.push_str(&format!("[{index}]")),
@@ -388,13 +390,20 @@ pub fn check_structure(text: &[u8], prefix: &str) -> Result<(), (RejectCode, Str
             b'"' => {
                 let start = i + 1;
                 let mut end = start;
-                while end < text.len() && text[end] != b'"' {
-                    end += if text[end] == b'\\' { 2 } else { 1 };
+                // The closing quote: the next `"` not escaped by a `\`.
+                while let Some(at) = memchr::memchr2(b'"', b'\\', text.get(end..).unwrap_or(&[])) {
+                    end += at;
+                    if text[end] == b'"' {
+                        break;
+                    }
+                    end += 2;
+                }
+                if end >= text.len() || text[end] != b'"' {
+                    end = text.len();
                 }
                 if let Some(Frame::Object { key, expect_key }) = frames.last_mut() {
                     if *expect_key {
-                        let raw = &text[start..end.min(text.len())];
-                        *key = Some(String::from_utf8_lossy(raw).into_owned());
+                        *key = Some(start.min(text.len())..end.min(text.len()));
                         *expect_key = false;
                     }
                 }
@@ -407,7 +416,7 @@ pub fn check_structure(text: &[u8], prefix: &str) -> Result<(), (RejectCode, Str
                         RejectCode::TooDeep,
                         format!(
                             "{}: objects and arrays are nested deeper than the limit of {MAX_DEPTH} levels",
-                            shown_path(prefix, &frames)
+                            shown_path(text, prefix, &frames)
                         ),
                     ));
                 }
@@ -435,16 +444,18 @@ pub fn check_structure(text: &[u8], prefix: &str) -> Result<(), (RejectCode, Str
                 {
                     i += 1;
                 }
-                let token = String::from_utf8_lossy(&text[start..i]);
+                let token = &text[start..i];
                 // Only a well-formed JSON integer; anything else is the parser's to refuse.
-                let digits = token.strip_prefix('-').unwrap_or(&token);
-                let integer = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
-                if integer && token.parse::<i64>().is_err() && token.parse::<u64>().is_err() {
+                // Up to 18 digits always fit, so only longer ones are parsed.
+                let digits = token.strip_prefix(b"-").unwrap_or(token);
+                let integer = !digits.is_empty() && digits.iter().all(u8::is_ascii_digit);
+                if integer && digits.len() > 18 && !fits_in_64_bits(token) {
+                    let token = String::from_utf8_lossy(token);
                     return Err((
                         RejectCode::InvalidField,
                         format!(
                             "{}: the integer {} does not fit in 64 bits; send it as a string to keep it exact",
-                            shown_path(prefix, &frames),
+                            shown_path(text, prefix, &frames),
                             truncate(&token, 40)
                         ),
                     ));
@@ -460,8 +471,8 @@ pub fn check_structure(text: &[u8], prefix: &str) -> Result<(), (RejectCode, Str
 
 /// The path an error names: `message` for the top, and at most [`MAX_SHOWN_PATH`] bytes of it
 /// (keys are the sender's text, and an error must stay small whatever was sent).
-fn shown_path(prefix: &str, frames: &[Frame]) -> String {
-    let path = frame_path(prefix, frames);
+fn shown_path(text: &[u8], prefix: &str, frames: &[Frame]) -> String {
+    let path = frame_path(text, prefix, frames);
     if path.is_empty() {
         return "message".into();
     }
@@ -469,6 +480,12 @@ fn shown_path(prefix: &str, frames: &[Frame]) -> String {
         return path;
     }
     format!("{}…", truncate(&path, MAX_SHOWN_PATH))
+}
+
+/// Whether an integer's text (ASCII digits, maybe a leading `-`) fits in `i64` or `u64`.
+fn fits_in_64_bits(token: &[u8]) -> bool {
+    std::str::from_utf8(token)
+        .is_ok_and(|text| text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok())
 }
 
 /// Bytes of a value's path that an error message shows.
