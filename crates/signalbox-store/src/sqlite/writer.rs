@@ -227,11 +227,13 @@ impl Writer {
                 }
                 // The log is committed: answer now, then index the new ids. Until the index
                 // has them they stay in `unindexed`, so a repeat in the next group is caught.
-                let indexing = Instant::now();
+                let mut calls = Vec::with_capacity(jobs.len());
                 for (job, outcome) in jobs.drain(..).zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));
+                    calls.push((job.source, job.calls));
                 }
-                self.index_fresh(fresh, last_seq);
+                let indexing = Instant::now();
+                self.index_fresh(&calls, &fresh, last_seq);
                 let total = started.elapsed();
                 if total >= SLOW_GROUP {
                     tracing::warn!(
@@ -265,8 +267,10 @@ impl Writer {
         let window_us = *window_us;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut outcomes = Vec::with_capacity(jobs.len());
-        // Keys stored by this group, with their `received_at`.
+        // Keys stored by this group, with their `received_at`, and where each call is (in log
+        // order, the order the index takes them in).
         let mut fresh: HashMap<String, i64> = HashMap::new();
+        let mut stored = Vec::new();
         let mut last_seq = 0;
         {
             let mut insert = tx.prepare_cached(
@@ -277,9 +281,9 @@ impl Writer {
                 "INSERT INTO rejections (source_id, code, message, received_at, payload)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for job in jobs {
+            for (job_idx, job) in jobs.iter().enumerate() {
                 let mut outcome = AppendOutcome::default();
-                for call in &job.calls {
+                for (call_idx, call) in job.calls.iter().enumerate() {
                     let received = call.received_at.as_microsecond();
                     let cutoff = received.saturating_sub(window_us);
                     let key = dedupe::key(job.source, &call.message_id);
@@ -301,6 +305,7 @@ impl Writer {
                         call.payload
                     ])?;
                     fresh.insert(key, received);
+                    stored.push((job_idx, call_idx));
                     *latest = (*latest).max(received);
                     outcome.appended += 1;
                     last_seq = tx.last_insert_rowid();
@@ -322,7 +327,7 @@ impl Writer {
         tx.commit()?;
         Ok(Appended {
             outcomes,
-            fresh,
+            fresh: stored,
             last_seq,
         })
     }
@@ -330,20 +335,36 @@ impl Writer {
     /// Records the keys a committed group stored in the dedupe index. From the commit on the
     /// calls are stored whatever happens to the index, which a crash here would leave behind
     /// the log (re-indexed on open); a failed write is retried with the next group.
-    fn index_fresh(&mut self, fresh: HashMap<String, i64>, last_seq: i64) {
+    fn index_fresh(
+        &mut self,
+        calls: &[(SourceId, Vec<NewCall>)],
+        fresh: &[(usize, usize)],
+        last_seq: i64,
+    ) {
         if fresh.is_empty() {
             return;
         }
+        let stored: Vec<(String, i64)> = fresh
+            .iter()
+            .map(|&(job, call)| {
+                let (source, calls) = &calls[job];
+                let call = &calls[call];
+                (
+                    dedupe::key(*source, &call.message_id),
+                    call.received_at.as_microsecond(),
+                )
+            })
+            .collect();
         if self.index_thread.is_some() {
-            self.index_in_background(fresh, last_seq);
+            self.index_in_background(stored, last_seq);
         } else {
             let pending = self.unindexed.iter().map(|(key, at)| (key.as_str(), *at));
-            let stored = fresh.iter().map(|(key, at)| (key.as_str(), *at));
-            match self.index.record(pending.chain(stored), last_seq) {
+            let recorded = stored.iter().map(|(key, at)| (key.as_str(), *at));
+            match self.index.record(pending.chain(recorded), last_seq) {
                 Ok(()) => self.unindexed.clear(),
                 Err(err) => {
                     tracing::error!(error = %err, "dedupe index write failed; retrying with the next group");
-                    self.unindexed.extend(fresh);
+                    self.unindexed.extend(stored);
                 }
             }
         }
@@ -356,7 +377,7 @@ impl Writer {
 
     /// Queues the stored ids (and any to retry) for the index thread; they stay in
     /// `unindexed` until it reports them committed.
-    fn index_in_background(&mut self, stored: HashMap<String, i64>, last_seq: i64) {
+    fn index_in_background(&mut self, stored: Vec<(String, i64)>, last_seq: i64) {
         let mut ids = std::mem::take(&mut self.retry);
         for (key, at) in stored {
             ids.push(key.clone());
@@ -389,8 +410,8 @@ impl Writer {
 /// What one committed group did.
 struct Appended {
     outcomes: Vec<AppendOutcome>,
-    /// The key of each call stored, with its `received_at`.
-    fresh: HashMap<String, i64>,
+    /// (job, call) of each call stored, in log order.
+    fresh: Vec<(usize, usize)>,
     last_seq: i64,
 }
 
