@@ -158,12 +158,14 @@ impl Translator<'_> {
                     })?;
                     let inner = &source[start + 2..start + 2 + inner_end];
                     let end = start + 2 + inner_end + 2;
+                    let written = self.out.len();
                     rest = if opener == "{{" {
                         self.variable(inner, line)?;
                         end
                     } else {
                         self.tag(inner, line, end)?
                     };
+                    self.keep_line_count(&source[start..rest], written);
                 }
             }
         }
@@ -177,6 +179,18 @@ impl Translator<'_> {
             ));
         }
         Ok(Translated { source: self.out })
+    }
+
+    /// A tag that spanned lines is written on one: the lines it dropped come back as an
+    /// empty comment, so every later line keeps its number (errors at render name it).
+    fn keep_line_count(&mut self, read: &str, written: usize) {
+        let count = |text: &str| text.bytes().filter(|&b| b == b'\n').count();
+        let missing = count(read).saturating_sub(count(&self.out[written..]));
+        if missing > 0 {
+            self.out.push_str("{#");
+            self.out.extend(std::iter::repeat_n('\n', missing));
+            self.out.push_str("#}");
+        }
     }
 
     fn error(&self, line: usize, construct: &str, message: &str) -> TemplateError {
@@ -307,13 +321,7 @@ impl Translator<'_> {
                 let close = find_endcomment(&source[end..]).ok_or_else(|| {
                     self.error(line, &construct, "`{% comment %}` is never closed")
                 })?;
-                let skipped = &source[end..end + close.0];
-                let newlines = skipped.bytes().filter(|&b| b == b'\n').count();
-                if newlines > 0 {
-                    self.out.push_str("{#");
-                    self.out.extend(std::iter::repeat_n('\n', newlines));
-                    self.out.push_str("#}");
-                }
+                // The lines it covered come back through `keep_line_count`.
                 return Ok(end + close.1);
             }
             "endcomment" => {
@@ -974,6 +982,9 @@ mod tests {
         );
         check("a{% comment %}x\ny{% endcomment %}b", "a{#\n#}b");
         check("{% load static %}x", "x");
+        // A tag spanning lines keeps the lines after it where they were.
+        check("{%load on\n%}x", "{#\n#}x");
+        check("{% if a\n %}x{% endif %}", "{% if a %}{#\n#}x{% endif %}");
         check("{% firstof a b 'c' %}", "{{ (a) or (b) or ('c') }}");
     }
 
