@@ -40,6 +40,7 @@ pub mod limits;
 pub mod lists;
 pub mod mapping;
 pub mod model;
+pub mod outbox;
 pub mod phone;
 mod pipeline;
 mod query;
@@ -56,6 +57,7 @@ pub use lists::{
     SuppressionReason, UnsubscribeRequest,
 };
 pub use model::*;
+pub use outbox::{EmailEvent, OutboxChange, OutboxEntry, OutboxPosition};
 pub use pipeline::{LatencySummary, PipelineStats, RebuildProgress};
 pub use query::{
     HeldCall, HeldFilter, ProfileHistory, ProfileLink, ProfileOrigin, QuarantinedEntry,
