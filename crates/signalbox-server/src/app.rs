@@ -123,6 +123,9 @@ pub struct AppState {
     pub flows: Option<signalbox_flows::Flows>,
     /// The budget of request body bytes being read and each body's deadline.
     pub bodies: Arc<BodyGuard>,
+    /// The sync engine behind `/admin/v1/destinations`, woken after each append; without it
+    /// those routes answer 503.
+    pub sync: Option<signalbox_sync::Sync>,
 }
 
 /// Open CORS for the Tracking API, which browsers call from any site. The headers a preflight
@@ -319,6 +322,7 @@ impl Application {
             flows: None,
             audience: None,
             bodies,
+            sync: None,
         };
         Ok(Application {
             listener,
@@ -374,6 +378,12 @@ impl Application {
         self.state.flows = Some(flows);
     }
 
+    /// Serves `/admin/v1/destinations` from this sync engine and wakes it after appends.
+    /// [`Application::run`] shuts it down (after the last request, before the store closes).
+    pub fn set_sync(&mut self, sync: signalbox_sync::Sync) {
+        self.state.sync = Some(sync);
+    }
+
     /// Exposes `POST /admin/v1/test-clock`; `clock` must be the one given to
     /// [`Application::build`] (and to the engines).
     pub fn set_test_clock(&mut self, clock: Arc<ShiftedClock>) {
@@ -386,13 +396,16 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then stops taking connections, lets in-flight
-    /// requests finish up to the shutdown timeout, closes the connections still open, and
-    /// closes the store after its last commit.
+    /// requests finish up to the shutdown timeout, closes the connections still open, stops
+    /// the sync engine's deliveries (a request in flight may finish), and closes the store
+    /// after its last commit.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let store = Arc::clone(&self.state.store);
+        let sync = self.state.sync.clone();
+        let sync_deadline = self.connections.shutdown_timeout;
         let draining = Draining::default();
         let over_capacity = over_capacity_router(self.state.clone());
         let app = Router::new().fallback_service(
@@ -409,6 +422,9 @@ impl Application {
         )
         .await;
         self.refresher.abort();
+        if let Some(sync) = sync {
+            sync.shutdown(sync_deadline).await;
+        }
         tokio::task::spawn_blocking(move || store.close())
             .await
             .map_err(|e| ServerError::Io(std::io::Error::other(e)))?;

@@ -14,8 +14,10 @@ use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use serde_json::Value;
 use signalbox_core::{Access, Scope, Scopes, SystemClock};
+use signalbox_outbound::{OutboundClient, OutboundConfig};
 use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{SqliteStore, Store};
+use signalbox_sync::{SqliteSyncStore, SyncDeps};
 use tokio::sync::Mutex;
 use tower::ServiceExt;
 
@@ -133,6 +135,15 @@ const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/v1/lists/{id}/import"),
     ("GET", "/admin/v1/engage/quarantine"),
     ("POST", "/admin/v1/engage/quarantine/{seq}/retry"),
+    ("GET", "/admin/v1/destinations"),
+    ("POST", "/admin/v1/destinations"),
+    ("GET", "/admin/v1/destinations/{name}"),
+    ("PATCH", "/admin/v1/destinations/{name}"),
+    ("DELETE", "/admin/v1/destinations/{name}"),
+    ("GET", "/admin/v1/destinations/{name}/status"),
+    ("GET", "/admin/v1/destinations/{name}/dead-letters"),
+    ("POST", "/admin/v1/destinations/{name}/replay"),
+    ("GET", "/admin/v1/destinations/{name}/deliveries"),
     ("GET", "/admin/v1/test-clock"),
     ("POST", "/admin/v1/test-clock"),
 ];
@@ -157,7 +168,7 @@ impl Harness {
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(dir.path().join("signalbox.db"), SqliteOptions::default()).unwrap(),
         );
-        let app = Application::build(
+        let mut app = Application::build(
             Arc::clone(&store),
             Arc::new(SystemClock),
             ServerConfig::default(),
@@ -165,6 +176,13 @@ impl Harness {
         )
         .await
         .unwrap();
+        app.set_sync(signalbox_sync::Sync::new(SyncDeps {
+            store: Arc::new(SqliteSyncStore::open(&dir.path().join("sync.db")).unwrap()),
+            calls: Arc::clone(&store),
+            engage: None,
+            outbound: OutboundClient::new(OutboundConfig::default()).unwrap(),
+            clock: Arc::new(SystemClock),
+        }));
         Harness {
             router: router(app.state().clone()),
             store,

@@ -45,9 +45,35 @@ pub fn prometheus() -> PrometheusHandle {
             // Another recorder may already be installed (several apps in one test process);
             // then this handle still renders what this recorder saw, which is nothing.
             let _ = metrics::set_global_recorder(recorder);
+            describe();
             handle
         })
         .clone()
+}
+
+/// Help texts of the metrics recorded outside this crate (the exporter prints them as
+/// `# HELP` once a metric has a value).
+fn describe() {
+    metrics::describe_counter!(
+        "signalbox_destination_delivered_total",
+        metrics::Unit::Count,
+        "Items a destination delivered (its receiver answered 2xx), by destination"
+    );
+    metrics::describe_counter!(
+        "signalbox_destination_retried_total",
+        metrics::Unit::Count,
+        "Requests a destination sent again after a failure, by destination"
+    );
+    metrics::describe_counter!(
+        "signalbox_destination_dead_lettered_total",
+        metrics::Unit::Count,
+        "Items a receiver refused for good, kept as dead letters, by destination"
+    );
+    metrics::describe_gauge!(
+        "signalbox_destination_lag_seconds",
+        metrics::Unit::Seconds,
+        "Age of a destination's oldest undelivered item (0 when nothing waits), by destination"
+    );
 }
 
 /// How often histogram samples are folded into their buckets.

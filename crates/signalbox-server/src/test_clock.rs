@@ -88,6 +88,9 @@ async fn advance(
     if let Some(flows) = &app.flows {
         flows.wake();
     }
+    if let Some(sync) = &app.sync {
+        sync.notify();
+    }
     Ok(Json(describe(clock)))
 }
 

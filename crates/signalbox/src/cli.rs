@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::commands::bench::IdStyle;
 
@@ -100,9 +101,179 @@ pub enum Command {
     Flow(FlowArgs),
     /// Define segments and list their members, through a running server's API.
     Segment(SegmentArgs),
+    /// Send what Signalbox receives and does to other systems: the reverse sync to a Segment
+    /// source, forwarding to a Klaviyo-compatible API, signed webhooks. Works whether the
+    /// server runs or not; a running server picks changes up within a second.
+    #[command(subcommand)]
+    Destination(DestinationCommand),
     /// Measure the server.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DestinationCommand {
+    /// Create a destination; prints its id. Secrets are stored, never printed back.
+    Create(DestinationCreateArgs),
+    /// List destinations with their kind, state, rate, target and sources (secrets redacted).
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What a destination has done: delivered, queued, retrying, failed, dead-lettered, lag
+    /// (age of the oldest undelivered item), last error, throughput, circuit breaker.
+    Status {
+        name: String,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Calls the receiver refused for good, with the reason and its response.
+    DeadLetters {
+        name: String,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send again the dead letters, or everything received since a time. Each call keeps
+    /// its id (`messageId`, `unique_id`), so the receiver stores nothing twice.
+    Replay(DestinationReplayArgs),
+    /// Stop delivering; what arrives meanwhile waits and is delivered after `resume`.
+    Pause { name: String },
+    /// Deliver again after `pause`, from where it stopped.
+    Resume { name: String },
+    /// Delete the destination with its progress, dead letters and delivery records.
+    Delete { name: String },
+}
+
+/// The kinds of destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DestinationKindArg {
+    /// The reverse sync: profile changes made in Signalbox and email events, as Segment
+    /// `identify` and `track` calls to a Segment source (or another Signalbox's `/v1`).
+    Segment,
+    /// Forward the named sources' calls to a Klaviyo-compatible API (profiles, events, lists).
+    Klaviyo,
+    /// Forward the named sources' calls as Segment-spec JSON batches to a URL, signed with
+    /// HMAC-SHA256 when a secret is given.
+    Webhook,
+}
+
+impl DestinationKindArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationKindArg::Segment => "segment",
+            DestinationKindArg::Klaviyo => "klaviyo",
+            DestinationKindArg::Webhook => "webhook",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DestinationCreateArgs {
+    /// A unique name: letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// What the destination sends and where.
+    #[arg(long, value_enum)]
+    pub kind: DestinationKindArg,
+    /// segment: the write key of the Segment source to send to (HTTP Basic user name).
+    #[arg(long, value_name = "KEY", required_if_eq("kind", "segment"))]
+    pub write_key: Option<SecretArg>,
+    /// klaviyo: a private API key of the receiving account (`Klaviyo-API-Key`).
+    #[arg(long, value_name = "KEY", required_if_eq("kind", "klaviyo"))]
+    pub api_key: Option<SecretArg>,
+    /// webhook: where batches are posted.
+    #[arg(long, required_if_eq("kind", "webhook"))]
+    pub url: Option<String>,
+    /// webhook: the key of the HMAC-SHA256 signature of each body. Without it, unsigned.
+    #[arg(long, value_name = "SECRET")]
+    pub secret: Option<SecretArg>,
+    /// segment, klaviyo: the API host. Default: Segment's US host (https://api.segment.io;
+    /// EU: https://events.eu1.segmentapis.com) or Klaviyo's (https://a.klaviyo.com). Another
+    /// Signalbox works too.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// segment: only sync profiles created or updated through a Segment source ("Do not sync
+    /// profiles that are not updated by the Klaviyo Destination").
+    #[arg(long)]
+    pub only_segment_profiles: bool,
+    /// klaviyo, webhook: a source whose calls are forwarded; repeat for more.
+    #[arg(
+        long = "source",
+        value_name = "NAME",
+        num_args = 1..,
+        required_if_eq_any([("kind", "klaviyo"), ("kind", "webhook")])
+    )]
+    pub sources: Vec<String>,
+    /// Calls per second at most (`100/s` or `100`). Default: Klaviyo's published limits for
+    /// `klaviyo`, unlimited otherwise.
+    #[arg(long, value_name = "N/s", value_parser = parse_rate_arg)]
+    pub rate: Option<f64>,
+    /// Accept an endpoint or URL at a loopback, private or other non-public address (as
+    /// `serve --allow-private-destinations`, which must be on for deliveries to reach it).
+    #[arg(long, env = "SIGNALBOX_ALLOW_PRIVATE_DESTINATIONS")]
+    pub allow_private_destinations: bool,
+}
+
+fn parse_rate_arg(text: &str) -> Result<f64, String> {
+    signalbox_server::admin::destinations::parse_rate(text)
+}
+
+impl DestinationCreateArgs {
+    /// Refuses a flag of another kind (`--write-key` with `--kind webhook`) as clap refuses
+    /// conflicting flags: the same message format and exit status.
+    pub fn check_kind(&self) -> Result<(), clap::Error> {
+        use DestinationKindArg::{Klaviyo, Segment, Webhook};
+        let flags: [(&str, bool, &[DestinationKindArg]); 7] = [
+            ("--write-key", self.write_key.is_some(), &[Segment]),
+            (
+                "--only-segment-profiles",
+                self.only_segment_profiles,
+                &[Segment],
+            ),
+            ("--api-key", self.api_key.is_some(), &[Klaviyo]),
+            ("--endpoint", self.endpoint.is_some(), &[Segment, Klaviyo]),
+            ("--url", self.url.is_some(), &[Webhook]),
+            ("--secret", self.secret.is_some(), &[Webhook]),
+            ("--source", !self.sources.is_empty(), &[Klaviyo, Webhook]),
+        ];
+        for (flag, given, kinds) in flags {
+            if given && !kinds.contains(&self.kind) {
+                let fits: Vec<String> = kinds
+                    .iter()
+                    .map(|kind| format!("--kind {}", kind.as_str()))
+                    .collect();
+                let mut cli = Cli::command();
+                cli.build();
+                let create = cli
+                    .find_subcommand_mut("destination")
+                    .and_then(|destination| destination.find_subcommand_mut("create"))
+                    .expect("destination create is a command");
+                return Err(create.error(
+                    ErrorKind::ArgumentConflict,
+                    format!(
+                        "the argument '{flag}' cannot be used with '--kind {}' (it is for {})",
+                        self.kind.as_str(),
+                        fits.join(" or ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("what").required(true).args(["dead_letters", "since"])))]
+pub struct DestinationReplayArgs {
+    pub name: String,
+    /// Send the dead letters not yet replayed.
+    #[arg(long)]
+    pub dead_letters: bool,
+    /// Send everything received at or after this time (e.g. `2024-05-01T12:00:00Z`).
+    #[arg(long, value_name = "RFC3339")]
+    pub since: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -331,10 +502,10 @@ pub struct ServeArgs {
     /// `from_email` overrides it.
     #[arg(long, env = "SIGNALBOX_MAIL_FROM")]
     pub mail_from: Option<String>,
-    /// Let flow webhooks reach loopback, private (RFC 1918), carrier-grade NAT, link-local,
-    /// cloud metadata and other non-public addresses. Off by default: a webhook URL that is or
-    /// resolves to such an address is refused and dead-lettered. For tests and receivers on
-    /// the same network.
+    /// Let flow webhooks and destinations reach loopback, private (RFC 1918), carrier-grade
+    /// NAT, link-local, cloud metadata and other non-public addresses. Off by default: a URL
+    /// that is or resolves to such an address is refused (a flow webhook's is dead-lettered).
+    /// For tests and receivers on the same network.
     #[arg(long, env = "SIGNALBOX_ALLOW_PRIVATE_DESTINATIONS")]
     pub allow_private_destinations: bool,
     /// For end-to-end tests of time-based behaviour: the server's clock can be moved forward

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use signalbox_store::StoreError;
+use signalbox_sync::SyncError;
 
 /// Seconds a client should wait after a 503.
 const RETRY_AFTER_SECS: u64 = 1;
@@ -109,6 +110,24 @@ impl From<StoreError> for AdminError {
             StoreError::Overloaded => AdminError::Overloaded,
             StoreError::Unavailable => AdminError::Unavailable,
             StoreError::Internal(detail) => AdminError::Internal(detail),
+        }
+    }
+}
+
+impl From<SyncError> for AdminError {
+    fn from(err: SyncError) -> Self {
+        match err {
+            SyncError::Invalid { field, message } => AdminError::invalid(field, message),
+            SyncError::NotFound(name) => AdminError::NotFound {
+                what: format!("destination {name:?}"),
+                field: None,
+            },
+            SyncError::Conflict(name) => AdminError::Conflict {
+                what: format!("destination {name:?}"),
+            },
+            err @ (SyncError::Store(_) | SyncError::Feed(_)) => {
+                AdminError::Internal(err.to_string())
+            }
         }
     }
 }

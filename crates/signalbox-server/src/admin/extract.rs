@@ -85,6 +85,25 @@ impl JsonObject {
         }
     }
 
+    /// Takes an optional boolean field; `null` counts as absent.
+    pub fn bool(&mut self, field: &'static str) -> Result<Option<bool>, AdminError> {
+        match self.0.remove(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(_) => Err(AdminError::invalid(field, "must be true or false")),
+        }
+    }
+
+    /// Takes a field as it is, `null` included (for fields where `null` means "clear").
+    pub fn value(&mut self, field: &'static str) -> Option<Value> {
+        self.0.remove(field)
+    }
+
+    /// Whether the body has this field (`null` included).
+    pub fn has(&self, field: &str) -> bool {
+        self.0.contains_key(field)
+    }
+
     pub fn required_string(&mut self, field: &'static str) -> Result<String, AdminError> {
         self.string(field)?
             .ok_or_else(|| AdminError::invalid(field, "is required"))

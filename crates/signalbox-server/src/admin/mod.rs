@@ -12,14 +12,17 @@
 //! - [`extract`]: body, path and query extractors that answer bad input in that format.
 //! - one module per resource: [`sources`], [`api_keys`], [`events`] (pages and the live
 //!   tail), [`rejections`], [`stats`], [`lists`] (pending confirmations, imports),
-//!   [`quarantine`] (engage's quarantined log entries and their retry); [`view`] holds what
-//!   the listings share.
+//!   [`quarantine`] (engage's quarantined log entries and their retry), [`destinations`]
+//!   (the sync engine's destinations, their status, dead letters, replays and deliveries;
+//!   its fields are the sync model's snake_case names); [`view`] holds what the listings
+//!   share.
 //!
 //! **Invariant:** no route under `/admin/v1/` answers anything but 401 without a valid key,
 //! or anything but 403 to a key without the `admin` scope, unknown paths and methods included.
 
 pub mod api_keys;
 pub mod auth;
+pub mod destinations;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -79,6 +82,32 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/admin/v1/engage/quarantine/{seq}/retry",
             post(quarantine::retry),
+        )
+        .route(
+            "/admin/v1/destinations",
+            get(destinations::list).post(destinations::create),
+        )
+        .route(
+            "/admin/v1/destinations/{name}",
+            get(destinations::get)
+                .patch(destinations::patch)
+                .delete(destinations::delete),
+        )
+        .route(
+            "/admin/v1/destinations/{name}/status",
+            get(destinations::status),
+        )
+        .route(
+            "/admin/v1/destinations/{name}/dead-letters",
+            get(destinations::dead_letters),
+        )
+        .route(
+            "/admin/v1/destinations/{name}/replay",
+            post(destinations::replay),
+        )
+        .route(
+            "/admin/v1/destinations/{name}/deliveries",
+            get(destinations::deliveries),
         )
         .method_not_allowed_fallback(method_not_allowed)
         .route("/admin/v1/{*rest}", any(not_found))

@@ -101,10 +101,13 @@ async fn ingest(
             body,
         })
         .await?;
-    // Wake the engage pipeline now rather than at its next poll.
+    // Wake the engage pipeline and the destinations now rather than at their next poll.
     if outcome.appended > 0 {
         if let Some(engage) = &app.engage {
             engage.notify();
+        }
+        if let Some(sync) = &app.sync {
+            sync.notify();
         }
     }
     Ok(Json(json!({"success": true})))

@@ -1,6 +1,7 @@
 //! One module per command group; each takes resolved arguments and does one thing.
 
 pub mod bench;
+mod destination;
 mod engage;
 mod events;
 mod flow;
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::List(args) => list::run(&cli.global, args).await,
         Command::Flow(args) => flow::run(&cli.global, args).await,
         Command::Segment(args) => segment::run(&cli.global, args).await,
+        Command::Destination(cmd) => destination::run(&cli.global, cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
     }
 }
@@ -110,6 +112,13 @@ pub fn engage_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
         .parent()
         .map(|dir| dir.join("engage.db"))
         .unwrap_or_else(|| PathBuf::from("engage.db")))
+}
+
+/// Where the sync engine keeps destinations, their progress and dead letters: `sync.db`
+/// beside the call log (`DATA_DIR/sync.db`).
+pub fn sync_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
+    let log = database_path(global)?;
+    Ok(log.with_file_name("sync.db"))
 }
 
 /// Opens the store for a command that does not append (no writer thread).

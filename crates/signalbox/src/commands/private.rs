@@ -19,6 +19,7 @@ const SIBLINGS: &[&str] = &[
     "flows.db",
     "templates.db",
     "confirmations.db",
+    "sync.db",
 ];
 
 /// Makes `dir` 0700 and removes the group and other bits from everything in it, recursively.

@@ -9,6 +9,7 @@ use signalbox_core::{Clock, StoredCall, SystemClock};
 use signalbox_engage::{Engage, EngageConfig, EntryFault};
 use signalbox_flows::{FlowMail, Flows, FlowsConfig};
 use signalbox_mail::{LinkSigner, SmtpUrl, TrackingLinks};
+use signalbox_outbound::{OutboundClient, OutboundConfig};
 use signalbox_server::confirmations;
 use signalbox_server::flow_deps::flow_deps;
 use signalbox_server::mail::{Mail, MailSettings};
@@ -19,6 +20,7 @@ use signalbox_server::{Application, ServerConfig};
 use signalbox_store::discard::DiscardingStore;
 use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{SqliteStore, Store, StoreError};
+use signalbox_sync::{SqliteSyncStore, SyncDeps};
 
 use super::{database_path, engage_path, parse_duration, parse_size, parse_timeout};
 use crate::cli::{GlobalArgs, ServeArgs};
@@ -69,6 +71,8 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let audience = Audience::start(engage.clone(), Arc::clone(&clock), &audience_path)
         .await
         .context("cannot start the segment engine")?;
+    // Destinations read the call log itself (under --discard too: it holds what came before).
+    let calls = Arc::clone(&sqlite);
     let store: Arc<dyn Store> = if args.discard {
         Arc::new(DiscardingStore::new(sqlite))
     } else {
@@ -120,6 +124,25 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     .await
     .context("cannot start the flows engine")?;
     app.set_flows(flows.clone());
+    // Destinations: one delivery task each, state in sync.db; every request goes through the
+    // guarded client, so --allow-private-destinations applies as for flow webhooks.
+    let sync_path = path.with_file_name("sync.db");
+    let sync_store = SqliteSyncStore::open(&sync_path)
+        .with_context(|| format!("cannot open {}", sync_path.display()))?;
+    let outbound = OutboundClient::new(OutboundConfig {
+        allow_private_destinations: args.allow_private_destinations,
+        ..OutboundConfig::default()
+    })
+    .context("cannot set up the outbound HTTP client")?;
+    let sync = signalbox_sync::Sync::start(SyncDeps {
+        store: Arc::new(sync_store),
+        calls,
+        engage: Some(engage.clone()),
+        outbound,
+        clock: Arc::clone(&clock),
+    });
+    // Application::run stops its deliveries after the last request, before the log closes.
+    app.set_sync(sync);
     // Double opt-in confirmation emails, when a mailer is configured.
     let _confirmations = confirmations::spawn(
         engage.clone(),
@@ -143,6 +166,10 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     println!("  Engage         {}", engage.config().path.display());
     println!("  Templates      {}", templates_path.display());
     println!("  Flows          {}", flows_config.path.display());
+    println!(
+        "  Destinations   {}   (signalbox destination create NAME --kind segment|klaviyo|webhook)",
+        sync_path.display()
+    );
     println!("  Mail           {mail_summary}");
     if args.allow_private_destinations {
         println!("  Outbound       private destinations allowed (--allow-private-destinations)");
