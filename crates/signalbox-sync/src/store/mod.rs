@@ -2,6 +2,12 @@
 //! letters, replay requests and the recent delivery records. [`SqliteSyncStore`] keeps it in
 //! `sync.db` in the data folder; the PostgreSQL backend slots in under the same trait.
 
+#[cfg(any(test, feature = "testsuite"))]
+pub mod conformance;
+mod sqlite;
+
+pub use sqlite::SqliteSyncStore;
+
 use async_trait::async_trait;
 use jiff::Timestamp;
 
@@ -72,74 +78,4 @@ pub trait SyncStore: Send + Sync + 'static {
     async fn rewind(&self, destination_id: &str, cursor: Position) -> SyncResult<()>;
     /// The newest delivery records, newest first.
     async fn deliveries(&self, name: &str, limit: u32) -> SyncResult<Vec<DeliveryRecord>>;
-}
-
-/// `sync.db`.
-pub struct SqliteSyncStore {
-    _private: (),
-}
-
-impl SqliteSyncStore {
-    /// Opens (creating) the store at `path` (`<data dir>/sync.db`), applying migrations.
-    pub fn open(path: &std::path::Path) -> SyncResult<SqliteSyncStore> {
-        let _ = path;
-        Ok(SqliteSyncStore { _private: () })
-    }
-}
-
-fn unbuilt<T>() -> SyncResult<T> {
-    Err(crate::SyncError::Store("not built yet".into()))
-}
-
-#[async_trait]
-impl SyncStore for SqliteSyncStore {
-    async fn create(&self, _new: NewDestination, _now: Timestamp) -> SyncResult<Destination> {
-        unbuilt()
-    }
-    async fn list(&self) -> SyncResult<Vec<Destination>> {
-        unbuilt()
-    }
-    async fn get(&self, _name: &str) -> SyncResult<Destination> {
-        unbuilt()
-    }
-    async fn patch(
-        &self,
-        _name: &str,
-        _patch: DestinationPatch,
-        _now: Timestamp,
-    ) -> SyncResult<Destination> {
-        unbuilt()
-    }
-    async fn delete(&self, _name: &str) -> SyncResult<()> {
-        unbuilt()
-    }
-    async fn version(&self) -> SyncResult<u64> {
-        unbuilt()
-    }
-    async fn progress(&self, _destination_id: &str) -> SyncResult<Progress> {
-        unbuilt()
-    }
-    async fn commit(&self, _destination_id: &str, _commit: Commit) -> SyncResult<()> {
-        unbuilt()
-    }
-    async fn dead_letters(
-        &self,
-        _name: &str,
-        _pending: bool,
-        _limit: u32,
-    ) -> SyncResult<Vec<DeadLetter>> {
-        unbuilt()
-    }
-    async fn request_replay(&self, _name: &str, _replay: Replay) -> SyncResult<()> {
-        unbuilt()
-    }
-    async fn take_replay(&self, _destination_id: &str) -> SyncResult<Option<Replay>> {
-        unbuilt()
-    }
-    async fn rewind(&self, _destination_id: &str, _cursor: Position) -> SyncResult<()> {
-        unbuilt()
-    }
-    async fn deliveries(&self, _name: &str, _limit: u32) -> SyncResult<Vec<DeliveryRecord>> {
-        unbuilt()
-    }
 }
