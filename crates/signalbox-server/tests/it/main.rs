@@ -5,6 +5,7 @@ mod auth;
 mod consent;
 mod decode_properties;
 mod dedupe;
+mod destinations;
 mod edge;
 mod fuzz_decode;
 mod fuzz_klaviyo_query;

@@ -4,6 +4,7 @@
 mod browser;
 mod cli;
 mod clients;
+mod destinations;
 mod flows;
 mod harness;
 mod lists;
