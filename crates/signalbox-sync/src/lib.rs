@@ -18,18 +18,25 @@
 //! - [`model`]: destinations, their settings and secrets, status, dead letters, deliveries.
 //! - [`store`]: [`SyncStore`], the state behind a trait; [`SqliteSyncStore`] (`sync.db`).
 //! - [`engine`]: [`Sync`], the handle `serve` holds: one task per destination.
-//! - `kinds/`: what each kind sends (`segment`, `klaviyo`, `webhook`): pure encoders.
-//! - `limits.rs`: token bucket, backoff with jitter, circuit breaker.
+//! - [`feed`]: what destinations follow ([`CallFeed`], [`OutboxFeed`]).
+//! - [`kinds`]: what each kind sends (`segment`, `klaviyo`, `webhook`): pure encoders.
+//! - [`limits`]: token bucket, backoff with jitter, circuit breaker.
+//! - `worker.rs`: one destination's delivery task.
 //!
 //! **Invariant:** every request goes through [`signalbox_outbound::OutboundClient`].
 //! **Invariant:** a secret is never printed, logged or stored in a delivery record.
 
 pub mod engine;
 pub mod error;
+pub mod feed;
+pub mod kinds;
+pub mod limits;
 pub mod model;
 pub mod store;
+mod worker;
 
-pub use engine::{Sync, SyncDeps};
+pub use engine::{Feeds, Sync, SyncConfig, SyncDeps};
 pub use error::{SyncError, SyncResult};
+pub use feed::{CallFeed, OutboxFeed};
 pub use model::*;
 pub use store::{SqliteSyncStore, SyncStore};

@@ -6,7 +6,8 @@
 pub mod conformance;
 mod sqlite;
 
-pub use sqlite::SqliteSyncStore;
+pub(crate) use sqlite::apply_patch;
+pub use sqlite::{SqliteSyncStore, KEPT_DELIVERIES};
 
 use async_trait::async_trait;
 use jiff::Timestamp;

@@ -232,7 +232,10 @@ fn id_of(conn: &Connection, name: &str) -> SyncResult<String> {
     .ok_or_else(|| SyncError::NotFound(name.to_owned()))
 }
 
-fn apply_patch(destination: &mut Destination, patch: DestinationPatch) -> SyncResult<()> {
+pub(crate) fn apply_patch(
+    destination: &mut Destination,
+    patch: DestinationPatch,
+) -> SyncResult<()> {
     if let Some(state) = patch.state {
         destination.state = state;
     }
