@@ -210,10 +210,6 @@ pub struct DestinationCreateArgs {
     /// `klaviyo`, unlimited otherwise.
     #[arg(long, value_name = "N/s", value_parser = parse_rate_arg)]
     pub rate: Option<f64>,
-    /// Accept an endpoint or URL at a loopback, private or other non-public address (as
-    /// `serve --allow-private-destinations`, which must be on for deliveries to reach it).
-    #[arg(long, env = "SIGNALBOX_ALLOW_PRIVATE_DESTINATIONS")]
-    pub allow_private_destinations: bool,
 }
 
 fn parse_rate_arg(text: &str) -> Result<f64, String> {

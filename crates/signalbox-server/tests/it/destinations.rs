@@ -4,6 +4,7 @@
 //! scope; the destination metrics on `/metrics`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,6 @@ const ROTATED_KEY: &str = "wk-rotated-6a2d8f0b3c5e7a91";
 struct Server {
     address: String,
     client: reqwest::Client,
-    store: Arc<dyn Store>,
     /// A private key with the `admin` scope.
     admin: String,
     /// A private key with every Klaviyo scope but not `admin`.
@@ -111,7 +111,6 @@ async fn spawn() -> Server {
     Server {
         address,
         client: reqwest::Client::new(),
-        store,
         admin: admin.expose().to_owned(),
         full: full.expose().to_owned(),
         write_key: write_key.expose().to_owned(),
@@ -609,15 +608,71 @@ async fn no_answer_carries_a_secret() {
     server.stop().await;
 }
 
-/// A receiver that answers 200 to everything posted to it.
+/// A receiver that answers its first request 503 (`Retry-After: 1`), refuses for good (400)
+/// any body holding a call named "Poisoned", and takes the rest (200).
 async fn receiver() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let app = Router::new().route("/hook", post(|| async { "ok" }));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let app = Router::new().route(
+        "/hook",
+        post(move |body: String| {
+            let seen = Arc::clone(&seen);
+            async move {
+                if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [("retry-after", "1")],
+                        "busy",
+                    )
+                } else if body.contains("Poisoned") {
+                    (StatusCode::BAD_REQUEST, [("retry-after", "0")], "never")
+                } else {
+                    (StatusCode::OK, [("retry-after", "0")], "ok")
+                }
+            }
+        }),
+    );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     format!("http://{address}/hook")
+}
+
+impl Server {
+    async fn track(&self, message_id: &str, event: &str) {
+        let mut call = track(message_id);
+        call["event"] = json!(event);
+        let sent = self
+            .client
+            .post(format!("{}/v1/batch", self.address))
+            .header("authorization", basic(&self.write_key, true))
+            .json(&json!({"batch": [call]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), StatusCode::OK);
+    }
+
+    /// `/metrics` once `line` (a series and its value) is in it, or after 30 s.
+    async fn metrics_with(&self, line: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = self
+                .client
+                .get(format!("{}/metrics", self.address))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if text.lines().any(|l| l == line) || Instant::now() > deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 #[tokio::test]
@@ -628,55 +683,37 @@ async fn metrics_show_each_destination() {
         .post("/admin/v1/destinations", webhook_body("metered", &url))
         .await
         .expect(201);
-    let auth = basic(&server.write_key, true);
-    let sent = server
-        .client
-        .post(format!("{}/v1/batch", server.address))
-        .header("authorization", auth)
-        .json(&json!({"batch": [track("metered-1")]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), StatusCode::OK);
-    assert!(server.store.last_seq().await.unwrap() > 0);
-
-    // Generous: the engine picks the destination up within a second, then delivers.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let names = [
+    // Refused once (503), then delivered.
+    server.track("metered-1", "Order Completed").await;
+    let text = server
+        .metrics_with("signalbox_destination_delivered_total{destination=\"metered\"} 1")
+        .await;
+    assert!(
+        text.contains("signalbox_destination_retried_total{destination=\"metered\"} 1"),
+        "{text}"
+    );
+    // Refused for good: a dead letter.
+    server.track("metered-2", "Poisoned").await;
+    let text = server
+        .metrics_with("signalbox_destination_dead_lettered_total{destination=\"metered\"} 1")
+        .await;
+    for name in [
         "signalbox_destination_delivered_total",
         "signalbox_destination_retried_total",
         "signalbox_destination_dead_lettered_total",
         "signalbox_destination_lag_seconds",
-    ];
-    let mut text = String::new();
-    while Instant::now() < deadline {
-        text = server
-            .client
-            .get(format!("{}/metrics", server.address))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let delivered = text.lines().any(|line| {
-            line.starts_with("signalbox_destination_delivered_total{destination=\"metered\"}")
-                && !line.ends_with(" 0")
-        });
-        if delivered && names.iter().all(|name| text.contains(name)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    for name in names {
+    ] {
         assert!(
             text.contains(&format!("{name}{{destination=\"metered\"}}")),
             "no {name} for the destination in /metrics:\n{text}"
         );
+        assert!(text.contains(&format!("# HELP {name} ")), "{text}");
     }
-    assert!(
-        text.contains("# HELP signalbox_destination_delivered_total"),
-        "{text}"
-    );
+    let letters = server
+        .get("/admin/v1/destinations/metered/dead-letters")
+        .await;
+    let letters = letters.expect(200)["data"].as_array().unwrap().clone();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["status"], 400);
     server.stop().await;
 }

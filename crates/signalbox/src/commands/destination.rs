@@ -25,10 +25,8 @@ pub async fn run(global: &GlobalArgs, cmd: DestinationCommand) -> anyhow::Result
             err.exit();
         }
     }
-    let allow_private =
-        matches!(&cmd, DestinationCommand::Create(args) if args.allow_private_destinations);
     let with_engage = matches!(&cmd, DestinationCommand::Status { .. });
-    let sync = open(global, with_engage, allow_private).await?;
+    let sync = open(global, with_engage).await?;
     match cmd {
         DestinationCommand::Create(args) => {
             let new = new_destination(args)?;
@@ -141,8 +139,8 @@ pub async fn run(global: &GlobalArgs, cmd: DestinationCommand) -> anyhow::Result
 }
 
 /// The sync handle over `sync.db`, the call log and (for `status`) engage, read-only; it runs
-/// no delivery.
-async fn open(global: &GlobalArgs, with_engage: bool, allow_private: bool) -> anyhow::Result<Sync> {
+/// no delivery (its outbound client sends nothing; the server's checks the addresses).
+async fn open(global: &GlobalArgs, with_engage: bool) -> anyhow::Result<Sync> {
     let calls = open_store_readonly(global)?;
     let path = sync_path(global)?;
     let store =
@@ -165,11 +163,8 @@ async fn open(global: &GlobalArgs, with_engage: bool, allow_private: bool) -> an
     } else {
         None
     };
-    let outbound = OutboundClient::new(OutboundConfig {
-        allow_private_destinations: allow_private,
-        ..OutboundConfig::default()
-    })
-    .context("cannot set up the outbound HTTP client")?;
+    let outbound = OutboundClient::new(OutboundConfig::default())
+        .context("cannot set up the outbound HTTP client")?;
     Ok(Sync::new(SyncDeps {
         store: Arc::new(store),
         calls,

@@ -102,7 +102,6 @@ fn create_all(env: &TestEnv) {
             "http://127.0.0.1:9",
             "--source",
             "web",
-            "--allow-private-destinations",
         ],
     );
     ok(
@@ -578,7 +577,6 @@ async fn a_destination_made_while_the_server_runs_is_picked_up() {
             WEBHOOK_SECRET,
             "--source",
             "default",
-            "--allow-private-destinations",
         ],
     );
     let listed = admin_get(&server, &admin, "/admin/v1/destinations").await;
