@@ -768,7 +768,9 @@ impl Worker {
             }
             if let Some(done) = unit.done {
                 cursor = Some(cursor.map_or(done, |c| c.max(done)));
-                delivered += 1;
+                if !matches!(unit.body, UnitBody::Skip { .. }) {
+                    delivered += 1;
+                }
             }
             if let Some(id) = unit.replay_of {
                 replayed.push(id);

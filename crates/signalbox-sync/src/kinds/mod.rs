@@ -206,12 +206,16 @@ pub fn batch_body<'a>(messages: impl Iterator<Item = &'a str>, sent_at: Timestam
 pub const BATCH_OVERHEAD: usize = 64;
 
 /// How many units from the front go into one `{"batch": […]}` request: consecutive
-/// [`Op::Message`] units whose texts fit in `max_bytes` together, at most `max_units`, at
-/// least one.
+/// [`Op::Message`] units (and skips between them, which add nothing to the body) whose texts
+/// fit in `max_bytes` together, at most `max_units`, at least one.
 pub fn batch_run(units: &[Unit], max_units: usize, max_bytes: usize) -> usize {
     let mut bytes = BATCH_OVERHEAD;
     let mut count = 0;
     for unit in units.iter().take(max_units.max(1)) {
+        if matches!(unit.body, UnitBody::Skip { .. }) {
+            count += 1;
+            continue;
+        }
         if unit.op() != Some(&Op::Message) {
             break;
         }
