@@ -142,9 +142,12 @@ pub(crate) struct Worker {
     settings: HashMap<SourceId, DestinationSettings>,
     settings_read: Option<Instant>,
     buckets: HashMap<Endpoint, TokenBucket>,
+    rate_bucket: Option<TokenBucket>,
     breaker: Breaker,
     /// After a refusal of a batch: the next requests carry at most this many units.
     split_limit: Option<usize>,
+    /// The last position of the batch that was refused: past it, batches are whole again.
+    split_until: Option<Position>,
     attempt: u32,
     /// Strings scrubbed from anything kept (the secret and its encodings).
     secrets: Vec<String>,
@@ -162,17 +165,10 @@ impl Worker {
     ) -> Worker {
         let now = Instant::now();
         let mut buckets = HashMap::new();
-        if let Some(rate) = dest.rate {
-            for endpoint in [
-                Endpoint::Batch,
-                Endpoint::ProfileImport,
-                Endpoint::ListRelationships,
-                Endpoint::EventBulk,
-            ] {
-                // One bucket for every endpoint: the rate is the destination's.
-                buckets.insert(endpoint, TokenBucket::new(rate, rate, now));
-            }
-        } else if let DestinationConfig::Klaviyo { .. } = dest.config {
+        // The destination's own rate counts items over every endpoint; without one, the
+        // klaviyo kind keeps to Klaviyo's published per-endpoint limits (requests).
+        let rate_bucket = dest.rate.map(|rate| TokenBucket::new(rate, rate, now));
+        if rate_bucket.is_none() && matches!(dest.config, DestinationConfig::Klaviyo { .. }) {
             buckets.insert(
                 Endpoint::ProfileImport,
                 TokenBucket::klaviyo(75.0, 700.0, now),
@@ -224,8 +220,10 @@ impl Worker {
             settings: HashMap::new(),
             settings_read: None,
             buckets,
+            rate_bucket,
             breaker,
             split_limit: None,
+            split_until: None,
             attempt: 0,
             secrets,
             replaying: false,
@@ -587,17 +585,19 @@ impl Worker {
             }
             let units: Vec<Unit> = self.queue.iter().take(n).cloned().collect();
             let req = self.build(&units);
-            let items: usize = units.len();
+            let items = units
+                .iter()
+                .filter(|u| matches!(u.body, UnitBody::Send { .. }))
+                .count();
+            let mut wait = Duration::ZERO;
+            if let Some(bucket) = self.rate_bucket.as_mut() {
+                wait = wait.max(bucket.take(items as f64, Instant::now()));
+            }
             if let Some(bucket) = self.buckets.get_mut(&req.endpoint) {
-                let tokens = if self.dest.rate.is_some() {
-                    items as f64
-                } else {
-                    1.0
-                };
-                let wait = bucket.take(tokens, Instant::now());
-                if !wait.is_zero() {
-                    self.sleep(wait).await?;
-                }
+                wait = wait.max(bucket.take(1.0, Instant::now()));
+            }
+            if !wait.is_zero() {
+                self.sleep(wait).await?;
             }
             let at = self.shared.clock.now();
             let started = Instant::now();
@@ -605,14 +605,26 @@ impl Worker {
             for (name, value) in &req.headers {
                 request = request.header(name, value);
             }
-            let result = self.shared.outbound.send(request).await;
+            let result = {
+                // The lag gauge keeps moving while a request is in flight.
+                let send = self.shared.outbound.send(request);
+                tokio::pin!(send);
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        result = &mut send => break result,
+                        _ = tick.tick() => self.set_lag(units.first().map(|u| u.at)),
+                    }
+                }
+            };
             let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
             let mut record = DeliveryRecord {
                 id: 0,
                 destination: self.dest.name.clone(),
                 at,
                 method: "POST".into(),
-                url: req.url.clone(),
+                url: without_credentials(&req.url),
                 request_headers: kinds::redacted_headers(&req.headers),
                 request_body: self.scrub(&kinds::cut(
                     &String::from_utf8_lossy(&req.body),
@@ -722,6 +734,10 @@ impl Worker {
                     if n > 1 {
                         record.outcome = "split".into();
                         self.split_limit = Some(n / 2);
+                        let last = self.queue.get(n - 1).map(|u| u.position);
+                        if self.split_until.is_none() {
+                            self.split_until = last;
+                        }
                         let commit = Commit {
                             failed: 1,
                             record: Some(record),
@@ -775,6 +791,12 @@ impl Worker {
             if let Some(id) = unit.replay_of {
                 replayed.push(id);
                 delivered += 1;
+            }
+        }
+        if let (Some(until), Some(last)) = (self.split_until, units.last()) {
+            if last.position >= until {
+                self.split_limit = None;
+                self.split_until = None;
             }
         }
         if let Some(unit) = follow_up {
@@ -838,7 +860,10 @@ impl Worker {
         response: Option<String>,
         record: Option<DeliveryRecord>,
     ) {
-        self.split_limit = None;
+        if self.split_until.is_none_or(|until| unit.position >= until) {
+            self.split_limit = None;
+            self.split_until = None;
+        }
         let reason = self.scrub(&reason);
         tracing::warn!(destination = %self.dest.name, message_id = %unit.message_id, reason = %reason, "dead-lettered");
         if unit.replay_of.is_some() {
@@ -935,7 +960,7 @@ impl Worker {
         let ops = matches!(self.dest.config, DestinationConfig::Klaviyo { .. });
         let saved = std::mem::take(&mut self.queue);
         let saved_pending = self.pending_done.take();
-        let saved_split = self.split_limit.take();
+        let saved_split = (self.split_limit.take(), self.split_until.take());
         self.queue = letters
             .iter()
             .map(|l| Unit::from_dead_letter(l, ops))
@@ -951,7 +976,7 @@ impl Worker {
         self.replaying = false;
         self.queue = saved;
         self.pending_done = saved_pending;
-        self.split_limit = saved_split;
+        (self.split_limit, self.split_until) = saved_split;
         result
     }
 
@@ -980,12 +1005,25 @@ impl Worker {
                 self.queue.clear();
                 self.pending_done = None;
                 self.split_limit = None;
+                self.split_until = None;
             }
             Ok(_) => {}
             Err(err) => {
                 tracing::warn!(destination = %self.dest.name, error = %err, "cannot find where to replay from")
             }
         }
+    }
+}
+
+/// A URL as a record keeps it: without a user name or password in it.
+fn without_credentials(url: &str) -> String {
+    match signalbox_outbound::check_url_syntax(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => url.to_owned(),
     }
 }
 

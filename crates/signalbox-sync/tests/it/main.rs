@@ -5,5 +5,6 @@
 mod helpers;
 mod kinds;
 mod manage;
+mod metrics;
 mod secrets;
 mod webhook;
