@@ -176,13 +176,24 @@ pub enum Endpoint {
 }
 
 /// A request ready to send. Its headers may carry a secret: they are redacted before they
-/// are recorded ([`redacted_headers`]).
-#[derive(Debug, Clone)]
+/// are recorded ([`redacted_headers`]), and its `Debug` shows them redacted.
+#[derive(Clone)]
 pub struct Req {
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
     pub endpoint: Endpoint,
+}
+
+impl std::fmt::Debug for Req {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Req")
+            .field("url", &self.url)
+            .field("headers", &redacted_headers(&self.headers))
+            .field("body_bytes", &self.body.len())
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
 }
 
 /// `{"batch":[…],"sentAt":"…"}` from messages' JSON texts, written without parsing them
@@ -310,6 +321,13 @@ mod tests {
             ("Signalbox-Signature".to_owned(), "t=1,v1=abc".to_owned()),
             ("Content-Type".to_owned(), "application/json".to_owned()),
         ];
+        let req = Req {
+            url: "http://h".into(),
+            headers: headers.clone(),
+            body: Bytes::new(),
+            endpoint: Endpoint::Batch,
+        };
+        assert!(!format!("{req:?}").contains("c2VjcmV0Og=="));
         let shown = redacted_headers(&headers);
         assert_eq!(shown[0].1, "Basic ••••");
         assert_eq!(shown[1].1, "••••");

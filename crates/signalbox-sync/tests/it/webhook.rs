@@ -299,3 +299,31 @@ async fn a_rate_limit_paces_requests() {
         .all(|r| r.json()["batch"].as_array().unwrap().len() <= 20));
     sync.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_address_is_the_destination_s_error_and_does_not_spin() {
+    let mut h = Harness::new().await;
+    // A client that keeps to public addresses, as production's does.
+    h.outbound = signalbox_outbound::OutboundClient::new(Default::default()).unwrap();
+    let receiver = Receiver::start().await;
+    let sync = h.start();
+    create(&sync, webhook("hook", &receiver.url("/in"), None)).await;
+    h.append_tracks(0, 10, Timestamp::now()).await;
+    sync.notify();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = sync.status("hook").await.unwrap();
+    let error = status.last_error.clone().unwrap_or_default();
+    assert!(error.contains("refused"), "{status:?}");
+    assert!(status.retrying);
+    assert!(
+        status.failed >= 1 && status.failed < 40,
+        "backs off: {status:?}"
+    );
+    assert_eq!(status.delivered, 0);
+    assert!(
+        sync.dead_letters("hook").await.unwrap().is_empty(),
+        "the calls wait"
+    );
+    assert!(receiver.requests().is_empty());
+    sync.shutdown(Duration::from_secs(5)).await;
+}
