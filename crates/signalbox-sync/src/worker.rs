@@ -148,6 +148,10 @@ pub(crate) struct Worker {
     split_limit: Option<usize>,
     /// The last position of the batch that was refused: past it, batches are whole again.
     split_until: Option<Position>,
+    /// When the last read started, and whether it found less than a full page.
+    last_fill: Option<Instant>,
+    trickle: bool,
+    last_pass_commit: Option<Instant>,
     attempt: u32,
     /// Strings scrubbed from anything kept (the secret and its encodings).
     secrets: Vec<String>,
@@ -224,6 +228,9 @@ impl Worker {
             breaker,
             split_limit: None,
             split_until: None,
+            last_fill: None,
+            trickle: false,
+            last_pass_commit: None,
             attempt: 0,
             secrets,
             replaying: false,
@@ -269,7 +276,16 @@ impl Worker {
                 self.replays().await?;
             }
             if self.queue.is_empty() {
+                // Trickling in: let a few more arrive so that a busy log is sent in batches
+                // rather than a request (and a commit) per append.
+                if let Some(last) = self.last_fill.filter(|_| self.trickle) {
+                    let linger = self.shared.config.linger;
+                    if last.elapsed() < linger {
+                        self.sleep(linger - last.elapsed()).await?;
+                    }
+                }
                 let started = Instant::now();
+                self.last_fill = Some(started);
                 match self.fill().await {
                     Ok(true) => {}
                     Ok(false) => {
@@ -277,7 +293,7 @@ impl Worker {
                         self.set_lag(None);
                         {
                             let mut live = self.live.lock().expect("live lock");
-                            if !live.check_replay {
+                            if !live.check_replay && self.pending_done.is_none() {
                                 live.idle_since = Some(started);
                             }
                         }
@@ -368,6 +384,7 @@ impl Worker {
                     return Ok(false);
                 };
                 let entries = outbox.outbox_after(self.read_pos, page).await?;
+                self.trickle = entries.len() < page as usize;
                 let Some(last) = entries.last() else {
                     return Ok(false);
                 };
@@ -398,6 +415,7 @@ impl Worker {
                     .calls
                     .calls_after(self.read_pos.seq, single, page)
                     .await?;
+                self.trickle = calls.len() < page as usize;
                 let Some(last) = calls.last() else {
                     // Nothing of ours up to the head: pass the others' calls.
                     if let Some(head) = head {
@@ -480,11 +498,21 @@ impl Worker {
     }
 
     /// Commits the cursor past skipped units, when there are any and nothing else to send.
+    ///
+    /// At most once per [`SyncConfig::idle_commit_interval`]: passing other sources' calls
+    /// must not cost a transaction per wake-up (re-reading them after a restart is harmless).
     async fn commit_passed(&mut self) {
         if self.replaying {
             return;
         }
+        let recent = self
+            .last_pass_commit
+            .is_some_and(|at| at.elapsed() < self.shared.config.idle_commit_interval);
+        if recent {
+            return;
+        }
         if let Some(done) = self.pending_done.take() {
+            self.last_pass_commit = Some(Instant::now());
             if done > self.cursor {
                 let commit = Commit {
                     cursor: Some(done),

@@ -32,6 +32,7 @@ pub fn fast_config() -> SyncConfig {
         retry_after_cap: Duration::from_secs(5),
         breaker_threshold: 5,
         breaker_open: Duration::from_millis(500),
+        idle_commit_interval: Duration::from_millis(100),
         ..SyncConfig::default()
     }
 }
