@@ -29,7 +29,7 @@ use crate::error::{SyncError, SyncResult};
 use crate::feed::{CallFeed, OutboxFeed};
 use crate::model::{
     Circuit, DeadLetter, DeliveryRecord, Destination, DestinationConfig, DestinationPatch,
-    DestinationState, DestinationStatus, NewDestination, Replay, Secret,
+    DestinationState, DestinationStatus, NewDestination, Position, Replay, Secret,
 };
 use crate::store::SyncStore;
 use crate::worker::{Live, Shared, Worker};
@@ -70,6 +70,13 @@ pub struct SyncConfig {
     pub page_items: u32,
     /// Items per request at most (batches are also bounded by bytes). Default 2,500.
     pub max_batch_items: usize,
+    /// While what a destination follows trickles in (the last read found less than a page),
+    /// reads are at least this far apart, so a busy log goes out in batches rather than a
+    /// request and a commit per append. Default 20 ms.
+    pub linger: Duration,
+    /// The cursor moves past calls a destination does not send (other sources) in a commit
+    /// at most this often. Default 1 s.
+    pub idle_commit_interval: Duration,
 }
 
 impl Default for SyncConfig {
@@ -84,9 +91,14 @@ impl Default for SyncConfig {
             breaker_open: Duration::from_secs(30),
             page_items: 2000,
             max_batch_items: 2500,
+            linger: Duration::from_millis(20),
+            idle_commit_interval: Duration::from_secs(1),
         }
     }
 }
+
+/// `status` counts a `segment` destination's queue up to this many entries.
+pub const OUTBOX_COUNT_CAP: u64 = 100_000;
 
 /// The feeds a handle reads, when a test drives them itself (see [`Sync::start_with`]).
 #[derive(Clone)]
@@ -115,10 +127,11 @@ pub struct Sync {
     inner: Arc<Inner>,
 }
 
+/// `engine` is first: it drops (stopping the tasks) before the wake-up sender they watch.
 struct Inner {
+    engine: Option<Engine>,
     feeds: Feeds,
     wake: watch::Sender<u64>,
-    engine: Option<Engine>,
 }
 
 struct Engine {
@@ -329,7 +342,7 @@ impl Sync {
     /// `queued` for the call log is computed from sequence numbers: the calls after the
     /// cursor, of every source (an upper bound when the destination follows some sources
     /// only; a running task moves its cursor past the others' calls when it is idle). For the
-    /// outbox it is counted, up to 100,000. `lag_seconds` is the age of the first item after
+    /// outbox it is counted, up to [`OUTBOX_COUNT_CAP`]. `lag_seconds` is the age of the first item after
     /// the cursor.
     async fn status_of(&self, destination: &Destination) -> SyncResult<DestinationStatus> {
         let progress = self.deps.store.progress(&destination.id).await?;
@@ -339,9 +352,23 @@ impl Sync {
         let (queued, lag_seconds) = match &destination.config {
             DestinationConfig::Segment { .. } => match &self.inner.feeds.outbox {
                 Some(outbox) => {
-                    let pending = outbox.outbox_after(cursor, 100_000).await?;
-                    let lag = pending.first().map(|e| age(e.at)).unwrap_or(0.0);
-                    (pending.len() as u64, lag)
+                    // Counted a page at a time (memory stays one page), up to a cap.
+                    let mut queued = 0u64;
+                    let mut lag = 0.0;
+                    let mut after = cursor;
+                    while queued < OUTBOX_COUNT_CAP {
+                        let page = outbox.outbox_after(after, 2000).await?;
+                        let Some(last) = page.last() else { break };
+                        if queued == 0 {
+                            lag = page.first().map(|e| age(e.at)).unwrap_or(0.0);
+                        }
+                        queued += page.len() as u64;
+                        after = Position {
+                            seq: last.seq,
+                            n: last.n,
+                        };
+                    }
+                    (queued, lag)
                 }
                 None => (0, 0.0),
             },

@@ -142,9 +142,16 @@ pub(crate) struct Worker {
     settings: HashMap<SourceId, DestinationSettings>,
     settings_read: Option<Instant>,
     buckets: HashMap<Endpoint, TokenBucket>,
+    rate_bucket: Option<TokenBucket>,
     breaker: Breaker,
     /// After a refusal of a batch: the next requests carry at most this many units.
     split_limit: Option<usize>,
+    /// The last position of the batch that was refused: past it, batches are whole again.
+    split_until: Option<Position>,
+    /// When the last read started, and whether it found less than a full page.
+    last_fill: Option<Instant>,
+    trickle: bool,
+    last_pass_commit: Option<Instant>,
     attempt: u32,
     /// Strings scrubbed from anything kept (the secret and its encodings).
     secrets: Vec<String>,
@@ -162,17 +169,10 @@ impl Worker {
     ) -> Worker {
         let now = Instant::now();
         let mut buckets = HashMap::new();
-        if let Some(rate) = dest.rate {
-            for endpoint in [
-                Endpoint::Batch,
-                Endpoint::ProfileImport,
-                Endpoint::ListRelationships,
-                Endpoint::EventBulk,
-            ] {
-                // One bucket for every endpoint: the rate is the destination's.
-                buckets.insert(endpoint, TokenBucket::new(rate, rate, now));
-            }
-        } else if let DestinationConfig::Klaviyo { .. } = dest.config {
+        // The destination's own rate counts items over every endpoint; without one, the
+        // klaviyo kind keeps to Klaviyo's published per-endpoint limits (requests).
+        let rate_bucket = dest.rate.map(|rate| TokenBucket::new(rate, rate, now));
+        if rate_bucket.is_none() && matches!(dest.config, DestinationConfig::Klaviyo { .. }) {
             buckets.insert(
                 Endpoint::ProfileImport,
                 TokenBucket::klaviyo(75.0, 700.0, now),
@@ -224,8 +224,13 @@ impl Worker {
             settings: HashMap::new(),
             settings_read: None,
             buckets,
+            rate_bucket,
             breaker,
             split_limit: None,
+            split_until: None,
+            last_fill: None,
+            trickle: false,
+            last_pass_commit: None,
             attempt: 0,
             secrets,
             replaying: false,
@@ -271,7 +276,16 @@ impl Worker {
                 self.replays().await?;
             }
             if self.queue.is_empty() {
+                // Trickling in: let a few more arrive so that a busy log is sent in batches
+                // rather than a request (and a commit) per append.
+                if let Some(last) = self.last_fill.filter(|_| self.trickle) {
+                    let linger = self.shared.config.linger;
+                    if last.elapsed() < linger {
+                        self.sleep(linger - last.elapsed()).await?;
+                    }
+                }
                 let started = Instant::now();
+                self.last_fill = Some(started);
                 match self.fill().await {
                     Ok(true) => {}
                     Ok(false) => {
@@ -279,7 +293,7 @@ impl Worker {
                         self.set_lag(None);
                         {
                             let mut live = self.live.lock().expect("live lock");
-                            if !live.check_replay {
+                            if !live.check_replay && self.pending_done.is_none() {
                                 live.idle_since = Some(started);
                             }
                         }
@@ -370,6 +384,7 @@ impl Worker {
                     return Ok(false);
                 };
                 let entries = outbox.outbox_after(self.read_pos, page).await?;
+                self.trickle = entries.len() < page as usize;
                 let Some(last) = entries.last() else {
                     return Ok(false);
                 };
@@ -400,6 +415,7 @@ impl Worker {
                     .calls
                     .calls_after(self.read_pos.seq, single, page)
                     .await?;
+                self.trickle = calls.len() < page as usize;
                 let Some(last) = calls.last() else {
                     // Nothing of ours up to the head: pass the others' calls.
                     if let Some(head) = head {
@@ -482,11 +498,21 @@ impl Worker {
     }
 
     /// Commits the cursor past skipped units, when there are any and nothing else to send.
+    ///
+    /// At most once per [`SyncConfig::idle_commit_interval`]: passing other sources' calls
+    /// must not cost a transaction per wake-up (re-reading them after a restart is harmless).
     async fn commit_passed(&mut self) {
         if self.replaying {
             return;
         }
+        let recent = self
+            .last_pass_commit
+            .is_some_and(|at| at.elapsed() < self.shared.config.idle_commit_interval);
+        if recent {
+            return;
+        }
         if let Some(done) = self.pending_done.take() {
+            self.last_pass_commit = Some(Instant::now());
             if done > self.cursor {
                 let commit = Commit {
                     cursor: Some(done),
@@ -587,17 +613,19 @@ impl Worker {
             }
             let units: Vec<Unit> = self.queue.iter().take(n).cloned().collect();
             let req = self.build(&units);
-            let items: usize = units.len();
+            let items = units
+                .iter()
+                .filter(|u| matches!(u.body, UnitBody::Send { .. }))
+                .count();
+            let mut wait = Duration::ZERO;
+            if let Some(bucket) = self.rate_bucket.as_mut() {
+                wait = wait.max(bucket.take(items as f64, Instant::now()));
+            }
             if let Some(bucket) = self.buckets.get_mut(&req.endpoint) {
-                let tokens = if self.dest.rate.is_some() {
-                    items as f64
-                } else {
-                    1.0
-                };
-                let wait = bucket.take(tokens, Instant::now());
-                if !wait.is_zero() {
-                    self.sleep(wait).await?;
-                }
+                wait = wait.max(bucket.take(1.0, Instant::now()));
+            }
+            if !wait.is_zero() {
+                self.sleep(wait).await?;
             }
             let at = self.shared.clock.now();
             let started = Instant::now();
@@ -605,14 +633,26 @@ impl Worker {
             for (name, value) in &req.headers {
                 request = request.header(name, value);
             }
-            let result = self.shared.outbound.send(request).await;
+            let result = {
+                // The lag gauge keeps moving while a request is in flight.
+                let send = self.shared.outbound.send(request);
+                tokio::pin!(send);
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        result = &mut send => break result,
+                        _ = tick.tick() => self.set_lag(units.first().map(|u| u.at)),
+                    }
+                }
+            };
             let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
             let mut record = DeliveryRecord {
                 id: 0,
                 destination: self.dest.name.clone(),
                 at,
                 method: "POST".into(),
-                url: req.url.clone(),
+                url: without_credentials(&req.url),
                 request_headers: kinds::redacted_headers(&req.headers),
                 request_body: self.scrub(&kinds::cut(
                     &String::from_utf8_lossy(&req.body),
@@ -722,6 +762,10 @@ impl Worker {
                     if n > 1 {
                         record.outcome = "split".into();
                         self.split_limit = Some(n / 2);
+                        let last = self.queue.get(n - 1).map(|u| u.position);
+                        if self.split_until.is_none() {
+                            self.split_until = last;
+                        }
                         let commit = Commit {
                             failed: 1,
                             record: Some(record),
@@ -768,11 +812,19 @@ impl Worker {
             }
             if let Some(done) = unit.done {
                 cursor = Some(cursor.map_or(done, |c| c.max(done)));
-                delivered += 1;
+                if !matches!(unit.body, UnitBody::Skip { .. }) {
+                    delivered += 1;
+                }
             }
             if let Some(id) = unit.replay_of {
                 replayed.push(id);
                 delivered += 1;
+            }
+        }
+        if let (Some(until), Some(last)) = (self.split_until, units.last()) {
+            if last.position >= until {
+                self.split_limit = None;
+                self.split_until = None;
             }
         }
         if let Some(unit) = follow_up {
@@ -836,7 +888,10 @@ impl Worker {
         response: Option<String>,
         record: Option<DeliveryRecord>,
     ) {
-        self.split_limit = None;
+        if self.split_until.is_none_or(|until| unit.position >= until) {
+            self.split_limit = None;
+            self.split_until = None;
+        }
         let reason = self.scrub(&reason);
         tracing::warn!(destination = %self.dest.name, message_id = %unit.message_id, reason = %reason, "dead-lettered");
         if unit.replay_of.is_some() {
@@ -933,7 +988,7 @@ impl Worker {
         let ops = matches!(self.dest.config, DestinationConfig::Klaviyo { .. });
         let saved = std::mem::take(&mut self.queue);
         let saved_pending = self.pending_done.take();
-        let saved_split = self.split_limit.take();
+        let saved_split = (self.split_limit.take(), self.split_until.take());
         self.queue = letters
             .iter()
             .map(|l| Unit::from_dead_letter(l, ops))
@@ -949,7 +1004,7 @@ impl Worker {
         self.replaying = false;
         self.queue = saved;
         self.pending_done = saved_pending;
-        self.split_limit = saved_split;
+        (self.split_limit, self.split_until) = saved_split;
         result
     }
 
@@ -978,12 +1033,25 @@ impl Worker {
                 self.queue.clear();
                 self.pending_done = None;
                 self.split_limit = None;
+                self.split_until = None;
             }
             Ok(_) => {}
             Err(err) => {
                 tracing::warn!(destination = %self.dest.name, error = %err, "cannot find where to replay from")
             }
         }
+    }
+}
+
+/// A URL as a record keeps it: without a user name or password in it.
+fn without_credentials(url: &str) -> String {
+    match signalbox_outbound::check_url_syntax(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => url.to_owned(),
     }
 }
 

@@ -201,13 +201,17 @@ fn bulk_entry(profile: &Value, event: &MappedEvent, unique_id: &str) -> Value {
 }
 
 /// How many units from the front go into the next request: a run of events (≤ 1,000, ≤
-/// 5 MB, ≤ `max_units`), or one profile import or list write.
+/// 5 MB, ≤ `max_units`; skips between them ride along), or one profile import or list write.
 pub fn run(units: &[Unit], max_units: usize) -> usize {
     match units.first().and_then(Unit::op) {
         Some(Op::Event) => {
             let mut bytes = 256;
             let mut count = 0;
             for unit in units.iter().take(max_units.clamp(1, MAX_JOB_EVENTS)) {
+                if matches!(unit.body, UnitBody::Skip { .. }) {
+                    count += 1;
+                    continue;
+                }
                 if unit.op() != Some(&Op::Event) {
                     break;
                 }

@@ -176,13 +176,24 @@ pub enum Endpoint {
 }
 
 /// A request ready to send. Its headers may carry a secret: they are redacted before they
-/// are recorded ([`redacted_headers`]).
-#[derive(Debug, Clone)]
+/// are recorded ([`redacted_headers`]), and its `Debug` shows them redacted.
+#[derive(Clone)]
 pub struct Req {
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
     pub endpoint: Endpoint,
+}
+
+impl std::fmt::Debug for Req {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Req")
+            .field("url", &self.url)
+            .field("headers", &redacted_headers(&self.headers))
+            .field("body_bytes", &self.body.len())
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
 }
 
 /// `{"batch":[…],"sentAt":"…"}` from messages' JSON texts, written without parsing them
@@ -206,12 +217,16 @@ pub fn batch_body<'a>(messages: impl Iterator<Item = &'a str>, sent_at: Timestam
 pub const BATCH_OVERHEAD: usize = 64;
 
 /// How many units from the front go into one `{"batch": […]}` request: consecutive
-/// [`Op::Message`] units whose texts fit in `max_bytes` together, at most `max_units`, at
-/// least one.
+/// [`Op::Message`] units (and skips between them, which add nothing to the body) whose texts
+/// fit in `max_bytes` together, at most `max_units`, at least one.
 pub fn batch_run(units: &[Unit], max_units: usize, max_bytes: usize) -> usize {
     let mut bytes = BATCH_OVERHEAD;
     let mut count = 0;
     for unit in units.iter().take(max_units.max(1)) {
+        if matches!(unit.body, UnitBody::Skip { .. }) {
+            count += 1;
+            continue;
+        }
         if unit.op() != Some(&Op::Message) {
             break;
         }
@@ -306,6 +321,13 @@ mod tests {
             ("Signalbox-Signature".to_owned(), "t=1,v1=abc".to_owned()),
             ("Content-Type".to_owned(), "application/json".to_owned()),
         ];
+        let req = Req {
+            url: "http://h".into(),
+            headers: headers.clone(),
+            body: Bytes::new(),
+            endpoint: Endpoint::Batch,
+        };
+        assert!(!format!("{req:?}").contains("c2VjcmV0Og=="));
         let shown = redacted_headers(&headers);
         assert_eq!(shown[0].1, "Basic ••••");
         assert_eq!(shown[1].1, "••••");

@@ -501,7 +501,7 @@ impl SyncStore for SqliteSyncStore {
                 },
             )
             .optional()?
-            .ok_or_else(|| SyncError::NotFound(id))
+            .ok_or(SyncError::NotFound(id))
         })
         .await
     }
