@@ -117,12 +117,12 @@ mod tests {
     #[test]
     fn beside_a_chosen_log_only_signalbox_files_are_touched() {
         let root = tempfile::tempdir().unwrap();
-        for file in ["log.db", "log.db-wal", "engage.db", "notes.txt"] {
+        for file in ["log.db", "log.db-wal", "engage.db", "sync.db", "notes.txt"] {
             fs::write(root.path().join(file), b"x").unwrap();
             fs::set_permissions(root.path().join(file), fs::Permissions::from_mode(0o644)).unwrap();
         }
         make_files_private(&root.path().join("log.db")).unwrap();
-        for file in ["log.db", "log.db-wal", "engage.db"] {
+        for file in ["log.db", "log.db-wal", "engage.db", "sync.db"] {
             assert_eq!(mode(&root.path().join(file)), 0o600, "{file}");
         }
         assert_eq!(mode(&root.path().join("notes.txt")), 0o644);

@@ -139,7 +139,14 @@ async fn the_data_folder_and_every_file_in_it_are_private() {
         .iter()
         .map(|(path, _)| path.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    for expected in ["signalbox.db", "signalbox.db-wal", "engage.db", "flows.db"] {
+    // sync.db holds the destinations' write keys, API keys and webhook secrets.
+    for expected in [
+        "signalbox.db",
+        "signalbox.db-wal",
+        "engage.db",
+        "flows.db",
+        "sync.db",
+    ] {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} in {names:?}"
