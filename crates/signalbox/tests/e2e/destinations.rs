@@ -65,9 +65,10 @@ fn fails(env: &TestEnv, args: &[&str], code: i32, needle: &str) -> String {
     out.stderr
 }
 
-/// One of each kind, forwarding the source `web`.
+/// One of each kind, forwarding the sources `web` (and `app`).
 fn create_all(env: &TestEnv) {
     env.create_source("web");
+    env.create_source("app");
     let id = ok(
         env,
         &[
@@ -118,6 +119,8 @@ fn create_all(env: &TestEnv) {
             WEBHOOK_SECRET,
             "--source",
             "web",
+            "--source",
+            "app",
             "--rate",
             "25",
         ],
@@ -162,6 +165,7 @@ fn each_kind_is_created_and_listed_with_its_secret_redacted() {
     assert_eq!(hook["kind"], "webhook");
     assert_eq!(hook["url"], "https://hooks.example.com/signalbox");
     assert_eq!(hook["secret"], tail(WEBHOOK_SECRET));
+    assert_eq!(hook["sources"], json!(["web", "app"]));
     assert_eq!(hook["rate"], 25.0);
 
     let table = ok(&env, &["destination", "list"]);
