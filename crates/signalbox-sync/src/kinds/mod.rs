@@ -335,6 +335,53 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_letter_gives_back_the_unit_it_was() {
+        let ops = [
+            Op::Message,
+            Op::Event,
+            Op::ProfileImport {
+                list_id: Some("L1".into()),
+            },
+            Op::ProfileImport { list_id: None },
+            Op::ListAdd {
+                list_id: "L2".into(),
+            },
+        ];
+        for op in ops {
+            let is_message = op == Op::Message;
+            let unit = Unit {
+                position: Position { seq: 4, n: 1 },
+                at: Timestamp::UNIX_EPOCH,
+                done: Some(Position { seq: 4, n: 0 }),
+                message_id: "id-4".into(),
+                body: UnitBody::Send {
+                    json: r#"{"messageId":"id-4","n":1}"#.into(),
+                    op: op.clone(),
+                },
+                replay_of: None,
+            };
+            let letter = crate::model::DeadLetter {
+                id: 9,
+                destination: "d".into(),
+                position: unit.position,
+                message_id: unit.message_id.clone(),
+                reason: "refused".into(),
+                status: Some(400),
+                response: None,
+                payload: unit.dead_letter_payload(),
+                at: Timestamp::UNIX_EPOCH,
+                replayed_at: None,
+            };
+            let back = Unit::from_dead_letter(&letter, !is_message);
+            assert_eq!(back.op(), Some(&op));
+            assert_eq!(back.size(), unit.size());
+            assert_eq!(back.replay_of, Some(9));
+            assert_eq!(back.done, None, "a replay never moves the cursor");
+            assert_eq!(back.position, unit.position);
+        }
+    }
+
+    #[test]
     fn cut_keeps_characters_whole() {
         assert_eq!(cut("héllo", 2), "h…");
         assert_eq!(cut("short", 10), "short");
