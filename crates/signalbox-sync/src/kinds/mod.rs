@@ -21,6 +21,10 @@ use serde_json::Value;
 
 use crate::model::Position;
 
+/// The skip reason of a call a forwarding destination does not follow (another source's, or
+/// not a Segment call): passed over, not counted as skipped.
+pub const NOT_FOLLOWED: &str = "not a Segment call of the destination's sources";
+
 /// Segment's limit on one message.
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
 /// Segment's limit on one batch request.
