@@ -5,7 +5,7 @@
 //! [`SyncConfig::reload_interval`] and, when it changed (a CLI command, the admin API, a
 //! replay request), reloads the destinations: a new or changed active destination gets a
 //! fresh task (the old one stops after its request in flight), a paused or deleted one
-//! stops. Each task is a [`crate::worker`]; tasks share nothing but the store and the
+//! stops. Each task is a worker (`worker.rs`); tasks share nothing but the store and the
 //! outbound client, so a slow receiver holds only its own.
 //!
 //! **Invariant:** at most one task per destination: the old one is stopped and awaited
