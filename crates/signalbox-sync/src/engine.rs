@@ -5,7 +5,7 @@
 //! [`SyncConfig::reload_interval`] and, when it changed (a CLI command, the admin API, a
 //! replay request), reloads the destinations: a new or changed active destination gets a
 //! fresh task (the old one stops after its request in flight), a paused or deleted one
-//! stops. Each task is a [`crate::worker`]; tasks share nothing but the store and the
+//! stops. Each task is a worker (`worker.rs`); tasks share nothing but the store and the
 //! outbound client, so a slow receiver holds only its own.
 //!
 //! **Invariant:** at most one task per destination: the old one is stopped and awaited
@@ -72,7 +72,7 @@ pub struct SyncConfig {
     pub max_batch_items: usize,
     /// While what a destination follows trickles in (the last read found less than a page),
     /// reads are at least this far apart, so a busy log goes out in batches rather than a
-    /// request and a commit per append. Default 20 ms.
+    /// request and a commit per append. Default 50 ms.
     pub linger: Duration,
     /// The cursor moves past calls a destination does not send (other sources) in a commit
     /// at most this often. Default 1 s.
@@ -91,7 +91,7 @@ impl Default for SyncConfig {
             breaker_open: Duration::from_secs(30),
             page_items: 2000,
             max_batch_items: 2500,
-            linger: Duration::from_millis(20),
+            linger: Duration::from_millis(50),
             idle_commit_interval: Duration::from_secs(1),
         }
     }

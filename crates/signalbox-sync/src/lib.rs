@@ -23,6 +23,13 @@
 //! - [`limits`]: token bucket, backoff with jitter, circuit breaker.
 //! - `worker.rs`: one destination's delivery task.
 //!
+//! # Metrics
+//! Per destination (label `destination`): `signalbox_destination_delivered_total`,
+//! `signalbox_destination_retried_total`, `signalbox_destination_dead_lettered_total`,
+//! `signalbox_destination_skipped_total` (followed, but nothing to send: no identity, Klaviyo
+//! turned off, …) and the gauge `signalbox_destination_lag_seconds` (age of the oldest
+//! undelivered item, updated at least every second).
+//!
 //! **Invariant:** every request goes through [`signalbox_outbound::OutboundClient`].
 //! **Invariant:** a secret is never printed, logged or stored in a delivery record.
 

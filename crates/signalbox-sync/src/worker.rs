@@ -443,7 +443,7 @@ impl Worker {
                         self.queue.push_back(Unit::skip(
                             position,
                             call.received_at,
-                            "not a Segment call of the destination's sources",
+                            kinds::NOT_FOLLOWED,
                         ));
                     } else if is_klaviyo {
                         let settings = self
@@ -534,6 +534,7 @@ impl Worker {
     async fn step(&mut self) -> Result<(), Stopped> {
         while let Some(UnitBody::Skip { .. }) = self.queue.front().map(|u| &u.body) {
             let unit = self.queue.pop_front().expect("front");
+            self.count_skipped(std::slice::from_ref(&unit));
             if let Some(done) = unit.done {
                 self.pending_done = Some(self.pending_done.map_or(done, |p| p.max(done)));
             }
@@ -549,6 +550,22 @@ impl Worker {
             return Ok(());
         }
         self.deliver().await
+    }
+
+    /// Counts what the destination follows but had nothing to send for (no identity, not a
+    /// Segment-updated profile, Klaviyo turned off, a call type the receiver has no use for);
+    /// the others' calls passed over are not counted.
+    fn count_skipped(&self, units: &[Unit]) {
+        let skipped = units
+            .iter()
+            .filter(
+                |u| matches!(u.body, UnitBody::Skip { reason } if reason != kinds::NOT_FOLLOWED),
+            )
+            .count();
+        if skipped > 0 {
+            metrics::counter!("signalbox_destination_skipped_total", &self.labels)
+                .increment(skipped as u64);
+        }
     }
 
     fn max_units(&self) -> usize {
@@ -797,6 +814,7 @@ impl Worker {
     /// a profile import).
     async fn delivered(&mut self, n: usize, response: &[u8], record: DeliveryRecord) {
         let units: Vec<Unit> = self.queue.drain(..n).collect();
+        self.count_skipped(&units);
         let mut follow_up = None;
         if let Some(first) = units.first() {
             if matches!(first.op(), Some(Op::ProfileImport { .. })) {

@@ -21,6 +21,10 @@ use serde_json::Value;
 
 use crate::model::Position;
 
+/// The skip reason of a call a forwarding destination does not follow (another source's, or
+/// not a Segment call): passed over, not counted as skipped.
+pub const NOT_FOLLOWED: &str = "not a Segment call of the destination's sources";
+
 /// Segment's limit on one message.
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
 /// Segment's limit on one batch request.
@@ -332,6 +336,53 @@ mod tests {
         assert_eq!(shown[0].1, "Basic ••••");
         assert_eq!(shown[1].1, "••••");
         assert_eq!(shown[2].1, "application/json");
+    }
+
+    #[test]
+    fn a_dead_letter_gives_back_the_unit_it_was() {
+        let ops = [
+            Op::Message,
+            Op::Event,
+            Op::ProfileImport {
+                list_id: Some("L1".into()),
+            },
+            Op::ProfileImport { list_id: None },
+            Op::ListAdd {
+                list_id: "L2".into(),
+            },
+        ];
+        for op in ops {
+            let is_message = op == Op::Message;
+            let unit = Unit {
+                position: Position { seq: 4, n: 1 },
+                at: Timestamp::UNIX_EPOCH,
+                done: Some(Position { seq: 4, n: 0 }),
+                message_id: "id-4".into(),
+                body: UnitBody::Send {
+                    json: r#"{"messageId":"id-4","n":1}"#.into(),
+                    op: op.clone(),
+                },
+                replay_of: None,
+            };
+            let letter = crate::model::DeadLetter {
+                id: 9,
+                destination: "d".into(),
+                position: unit.position,
+                message_id: unit.message_id.clone(),
+                reason: "refused".into(),
+                status: Some(400),
+                response: None,
+                payload: unit.dead_letter_payload(),
+                at: Timestamp::UNIX_EPOCH,
+                replayed_at: None,
+            };
+            let back = Unit::from_dead_letter(&letter, !is_message);
+            assert_eq!(back.op(), Some(&op));
+            assert_eq!(back.size(), unit.size());
+            assert_eq!(back.replay_of, Some(9));
+            assert_eq!(back.done, None, "a replay never moves the cursor");
+            assert_eq!(back.position, unit.position);
+        }
     }
 
     #[test]

@@ -311,14 +311,13 @@ async fn handle(
         ),
         None => {
             let poisoned = {
+                // Any request naming a poisoned id (a `messageId`, a `unique_id`).
                 let poison = state.poison.lock().unwrap();
-                parsed["batch"].as_array().and_then(|batch| {
-                    batch
-                        .iter()
-                        .filter_map(|m| m["messageId"].as_str())
-                        .find(|id| poison.contains(*id))
-                        .map(str::to_owned)
-                })
+                let text = String::from_utf8_lossy(&body);
+                poison
+                    .iter()
+                    .find(|id| text.contains(&format!("\"{id}\"")))
+                    .cloned()
             };
             if *state.down.lock().unwrap() {
                 (

@@ -110,6 +110,77 @@ async fn klaviyo_gets_imports_list_adds_and_event_jobs_in_log_order() {
     sync.shutdown(Duration::from_secs(5)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_klaviyo_event_is_dead_lettered_and_replayed() {
+    let h = Harness::new().await;
+    let receiver = Receiver::start().await;
+    receiver.state.poison.lock().unwrap().insert("t3".into());
+    for i in 1..=6 {
+        h.append(
+            CallKind::Track,
+            json!({"type":"track","messageId":format!("t{i}"),"userId":"u1",
+            "event":"Viewed","properties":{"email":"ada@example.com","i":i}}),
+        )
+        .await;
+    }
+    let sync = h.start();
+    sync.create(NewDestination {
+        name: "klaviyo".into(),
+        config: DestinationConfig::Klaviyo {
+            api_key: Secret::new("pk_replay_key"),
+            endpoint: receiver.url(""),
+            sources: vec!["web".into()],
+        },
+        rate: None,
+    })
+    .await
+    .unwrap();
+    sync.notify();
+    assert!(sync.wait_idle(WAIT).await);
+    let unique_ids = |only_ok: bool| -> Vec<String> {
+        receiver
+            .requests()
+            .iter()
+            .filter(|r| !only_ok || r.status == 202)
+            .flat_map(|r| {
+                r.json()["data"]["attributes"]["events-bulk-create"]["data"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|e| {
+                e["attributes"]["events"]["data"][0]["attributes"]["unique_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(unique_ids(true), ["t1", "t2", "t4", "t5", "t6"]);
+    let letters = sync.dead_letters("klaviyo").await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].message_id, "t3");
+    assert_eq!(letters[0].status, Some(400));
+    assert_eq!(letters[0].payload["op"], "event");
+
+    receiver.state.poison.lock().unwrap().clear();
+    sync.replay("klaviyo", signalbox_sync::Replay::DeadLetters)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while unique_ids(true).len() < 6 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(unique_ids(true), ["t1", "t2", "t4", "t5", "t6", "t3"]);
+    assert!(sync.wait_idle(WAIT).await);
+    assert!(sync.dead_letters("klaviyo").await.unwrap()[0]
+        .replayed_at
+        .is_some());
+    let status = sync.status("klaviyo").await.unwrap();
+    assert_eq!((status.delivered, status.dead_lettered), (6, 1));
+    sync.shutdown(Duration::from_secs(5)).await;
+}
+
 /// An outbox driven by the test.
 #[derive(Default)]
 struct TestOutbox {

@@ -40,3 +40,42 @@ async fn delivered_retried_dead_lettered_and_lag_are_exported() {
     assert_eq!(value("signalbox_destination_dead_lettered_total"), 1.0);
     assert_eq!(value("signalbox_destination_lag_seconds"), 0.0);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn calls_with_nothing_to_send_are_counted_as_skipped() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+
+    let h = Harness::new().await;
+    let receiver = Receiver::start().await;
+    let sync = h.start();
+    sync.create(signalbox_sync::NewDestination {
+        name: "klaviyo".into(),
+        config: signalbox_sync::DestinationConfig::Klaviyo {
+            api_key: signalbox_sync::Secret::new("pk_key"),
+            endpoint: receiver.url(""),
+            sources: vec!["web".into()],
+        },
+        rate: None,
+    })
+    .await
+    .unwrap();
+    h.append(
+        signalbox_core::CallKind::Track,
+        serde_json::json!({"type":"track","messageId":"off","userId":"u","event":"E",
+            "integrations":{"Klaviyo":false}}),
+    )
+    .await;
+    h.append_tracks(0, 2, Timestamp::now()).await;
+    sync.notify();
+    receiver.wait_for(0, WAIT).await;
+    assert!(sync.wait_idle(WAIT).await);
+    sync.shutdown(Duration::from_secs(5)).await;
+    let text = handle.render();
+    assert!(
+        text.contains("signalbox_destination_skipped_total{destination=\"klaviyo\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("signalbox_destination_delivered_total{destination=\"klaviyo\"} 2"));
+}
