@@ -69,6 +69,11 @@ fn describe() {
         metrics::Unit::Count,
         "Items a receiver refused for good, kept as dead letters, by destination"
     );
+    metrics::describe_counter!(
+        "signalbox_destination_skipped_total",
+        metrics::Unit::Count,
+        "Items a destination read but had nothing to send for (another source, an echo), by destination"
+    );
     metrics::describe_gauge!(
         "signalbox_destination_lag_seconds",
         metrics::Unit::Seconds,
