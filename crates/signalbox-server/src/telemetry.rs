@@ -72,7 +72,7 @@ fn describe() {
     metrics::describe_counter!(
         "signalbox_destination_skipped_total",
         metrics::Unit::Count,
-        "Items a destination read but had nothing to send for (another source, an echo), by destination"
+        "Items a destination followed but had nothing to send for (no identity, turned off by the call's integrations), by destination"
     );
     metrics::describe_gauge!(
         "signalbox_destination_lag_seconds",
