@@ -12,3 +12,4 @@ mod outbound;
 mod quarantine;
 mod secrets;
 mod segments;
+mod sync;
