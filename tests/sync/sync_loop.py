@@ -79,13 +79,15 @@ def feed(args):
             seg_a.identify(f"ua-{k}-{args.run}", {"email": person, "firstName": f"A{step}", "origin": "segment-a", "step": step})
             bump("segment_a", person)
         elif op == "track_a" and person in fed["segment_a"]:
-            seg_a.track(f"ua-{k}-{args.run}", "Sync Viewed", {"origin": "segment-a", "step": step})
+            seg_a.track(f"ua-{k}-{args.run}", "Sync Viewed", {"origin": "segment-a", "step": step},
+                        context={"traits": {"email": person}})
             bump("tracks_a", person)
         elif op == "identify_b":
             seg_b.identify(f"ub-{k}-{args.run}", {"email": person, "lastName": f"B{step}", "origin": "segment-b", "step": step})
             bump("segment_b", person)
         elif op == "track_b" and person in fed["segment_b"]:
-            seg_b.track(f"ub-{k}-{args.run}", "Sync Ordered", {"origin": "segment-b", "step": step, "order_id": f"o-{step}-{args.run}"})
+            seg_b.track(f"ub-{k}-{args.run}", "Sync Ordered", {"origin": "segment-b", "step": step, "order_id": f"o-{step}-{args.run}"},
+                        context={"traits": {"email": person}})
             bump("tracks_b", person)
         elif op in ("api_a", "api_only"):
             if op == "api_only":
