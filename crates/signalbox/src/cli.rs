@@ -608,6 +608,32 @@ pub enum BenchCommand {
     /// Live segments over generated ecommerce data: backfill time, pipeline throughput with
     /// live segments versus none, event → membership change latency.
     Segments(SegmentsBenchArgs),
+    /// Destinations through the real server and a receiver in this process: calls delivered
+    /// per second by one destination, the time from a call's 200 to the receiver's 200 at a
+    /// steady rate, and ingest with three destinations running versus none.
+    Destinations(DestinationsBenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DestinationsBenchArgs {
+    /// Connections of the closed-loop phases.
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Length of each measured phase (e.g. `10s`).
+    #[arg(long, default_value = "10s")]
+    pub duration: String,
+    /// Unmeasured load before each phase.
+    #[arg(long, default_value = "2s")]
+    pub warmup: String,
+    /// Events per second of the lag phase.
+    #[arg(long, default_value_t = 25_000)]
+    pub rate: u64,
+    /// Calls per `/v1/batch` request.
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// Also write every figure to this JSON file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

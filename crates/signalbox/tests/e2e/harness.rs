@@ -279,6 +279,12 @@ impl Server {
         );
     }
 
+    /// Kills the server with SIGKILL (no draining, no clean close), as a crash would.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops the server with SIGTERM, as an operator would, and checks that it exits cleanly.
     pub fn stop(mut self) {
         let pid = self.child.id().to_string();

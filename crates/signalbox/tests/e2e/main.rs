@@ -13,3 +13,4 @@ mod outbound;
 mod quarantine;
 mod secrets;
 mod segments;
+mod sync;

@@ -1,7 +1,8 @@
 //! `signalbox bench ingest`: a load generator for the Tracking API; `signalbox bench
 //! pipeline` (`pipeline.rs`): the engage pipeline's throughput and latency through it;
 //! `signalbox bench segments`: live segments over generated ecommerce data (`segments.rs`,
-//! data from `ecommerce.rs`); `signalbox bench flows` (`flows.rs`).
+//! data from `ecommerce.rs`); `signalbox bench flows` (`flows.rs`); `signalbox bench
+//! destinations`: the delivery engine's throughput, lag and cost to ingest (`destinations.rs`).
 //!
 //! # Layout
 //! - `payload`: realistic `/v1/batch` bodies with unique message ids, made without JSON work.
@@ -14,6 +15,7 @@
 //! loop at `--rate` against the durable server). After the durable server stopped, its log is
 //! read back and must hold exactly the events it acknowledged.
 
+mod destinations;
 mod ecommerce;
 mod flows;
 mod load;
@@ -47,6 +49,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Pipeline(args) => pipeline::run(args).await,
         BenchCommand::Flows(args) => flows::run(args).await,
         BenchCommand::Segments(args) => segments::run(args).await,
+        BenchCommand::Destinations(args) => destinations::run(args).await,
     }
 }
 

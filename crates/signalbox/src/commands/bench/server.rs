@@ -21,6 +21,15 @@ impl ServerChild {
     /// Starts `serve` on a free loopback port with its store in `data_dir`, and waits for the
     /// lines naming its address and write key.
     pub async fn start(data_dir: &Path, discard: bool) -> anyhow::Result<ServerChild> {
+        ServerChild::start_with(data_dir, discard, &[]).await
+    }
+
+    /// [`ServerChild::start`] with more arguments for `serve`.
+    pub async fn start_with(
+        data_dir: &Path,
+        discard: bool,
+        extra: &[&str],
+    ) -> anyhow::Result<ServerChild> {
         let exe = std::env::current_exe().context("cannot find this program's path")?;
         let log_path = data_dir.join("server.log");
         let log = std::fs::File::create(&log_path)
@@ -41,6 +50,7 @@ impl ServerChild {
         if discard {
             command.arg("--discard");
         }
+        command.args(extra);
         let mut child = command.spawn().context("cannot start the server")?;
         let pid = child.id().context("the server exited at once")?;
         let stdout = child.stdout.take().context("no stdout from the server")?;
