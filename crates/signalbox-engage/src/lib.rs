@@ -57,7 +57,7 @@ pub use lists::{
     SuppressionReason, UnsubscribeRequest,
 };
 pub use model::*;
-pub use outbox::{EmailEvent, OutboxChange, OutboxEntry, OutboxPosition};
+pub use outbox::{EmailEvent, OutboxChange, OutboxEntry, OutboxPosition, WriteOrigin};
 pub use pipeline::{LatencySummary, PipelineStats, RebuildProgress};
 pub use query::{
     HeldCall, HeldFilter, ProfileHistory, ProfileLink, ProfileOrigin, QuarantinedEntry,
