@@ -93,7 +93,8 @@ pub struct EmailEvent {
     /// The clicked link (`Clicked Email`).
     pub url: Option<String>,
     pub list_id: Option<String>,
-    /// Every property the event was stored with.
+    /// The properties the event was recorded with (without the `$event_id` the stored event
+    /// adds when it has no unique id of its own).
     pub properties: Map<String, Value>,
 }
 
