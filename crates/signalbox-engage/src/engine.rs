@@ -23,8 +23,8 @@ use crate::error::{EngageError, EngageResult};
 use crate::lists::{self, *};
 use crate::mapping;
 use crate::model::*;
-use crate::pipeline::{self, Pipeline, PipelineConfig, PipelineStats, RebuildProgress};
 use crate::outbox::{Stamped, WriteOrigin};
+use crate::pipeline::{self, Pipeline, PipelineConfig, PipelineStats, RebuildProgress};
 use crate::query::{self, HeldCall, HeldFilter, ProfileHistory, QuarantinedEntry};
 use crate::{aggregate, dump};
 

@@ -177,12 +177,8 @@ fn entries_after(
         "SELECT seq, n, at_us, profile_id, email, user_id, anonymous_id, from_segment, change
          FROM outbox WHERE (seq, n) > (?1, ?2) ORDER BY seq, n LIMIT ?3",
     )?;
-    let rows = stmt.query_map(
-        params![after.0, after.1, limit.min(MAX_READ)],
-        read_entry,
-    )?;
-    rows.map(|row| row?.map_err(EngageError::from))
-        .collect::<Result<_, _>>()
+    let rows = stmt.query_map(params![after.0, after.1, limit.min(MAX_READ)], read_entry)?;
+    rows.map(|row| row?).collect::<Result<_, _>>()
 }
 
 /// A row, or the reason its change cannot be read.

@@ -170,7 +170,7 @@ impl Batch<'_> {
         self.count("applied.api_event", 1);
         let (changed, properties_applied) =
             self.apply_mapped(pk, &mapped, &ids, &origin, Integration::api())?;
-        if self.from_segment() {
+        if self.entry_from_segment() {
             return self.mark_from_segment(pk, ids.external_id.as_deref());
         }
         // The event itself is not sent back; what it did to its profile is.
@@ -309,7 +309,7 @@ impl Batch<'_> {
         }
         changed |= self.profile(pk)?.patch(&profile, &origin, at).changed;
         self.touch_origin(pk, &origin, &ids, true)?;
-        if changed || self.from_segment() {
+        if changed || self.entry_from_segment() {
             self.outbox_profile_write(pk, &profile, &ids)?;
         }
         let id = self.profile(pk)?.id.clone();
@@ -369,7 +369,7 @@ impl Batch<'_> {
         profile: &ProfileInput,
         ids: &CallIds,
     ) -> EngageResult<()> {
-        if self.from_segment() {
+        if self.entry_from_segment() {
             return self.mark_from_segment(pk, ids.external_id.as_deref());
         }
         self.outbox_traits(pk, profile, true)

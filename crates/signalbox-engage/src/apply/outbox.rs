@@ -18,7 +18,7 @@ use crate::outbox::{EmailEvent, OutboxChange, WriteOrigin};
 
 impl Batch<'_> {
     /// Whether the entry being applied came from a Segment source.
-    pub(super) fn from_segment(&self) -> bool {
+    pub(super) fn entry_from_segment(&self) -> bool {
         self.entry.origin == WriteOrigin::Segment
     }
 
@@ -36,7 +36,7 @@ impl Batch<'_> {
         at_us: Option<i64>,
         change: OutboxChange,
     ) -> EngageResult<()> {
-        if self.from_segment() {
+        if self.entry_from_segment() {
             return self.mark_from_segment(pk, None);
         }
         let n = self.entry.outbox_n;
@@ -81,7 +81,7 @@ impl Batch<'_> {
         input: &ProfileInput,
         with_properties: bool,
     ) -> EngageResult<()> {
-        if self.from_segment() {
+        if self.entry_from_segment() {
             return self.mark_from_segment(pk, None);
         }
         let traits = segment_traits(input, self.profile(pk)?, with_properties);
@@ -99,7 +99,7 @@ impl Batch<'_> {
         time_us: i64,
         properties: &Map<String, Value>,
     ) -> EngageResult<()> {
-        if self.from_segment() {
+        if self.entry_from_segment() {
             return self.mark_from_segment(pk, None);
         }
         let mut event = email_event(metric, properties);
@@ -179,7 +179,10 @@ pub(crate) fn email_event(metric: BuiltinMetric, properties: &Map<String, Value>
         flow_id: text(properties, &["$flow", "$flow_id", "flow_id"]),
         flow_name: text(properties, &["$flow_name", "Flow Name", "flow_name"]),
         campaign_id: text(properties, &["$campaign", "$campaign_id", "campaign_id"]),
-        campaign_name: text(properties, &["$campaign_name", "Campaign Name", "campaign_name"]),
+        campaign_name: text(
+            properties,
+            &["$campaign_name", "Campaign Name", "campaign_name"],
+        ),
         url: text(properties, &["URL", "url"]),
         list_id: text(properties, &["list_id", "$list", "List ID"]),
         properties: properties.clone(),
@@ -201,8 +204,7 @@ fn segment_traits(
     }
     let mut address = Map::new();
     let mut address_cleared = false;
-    let mut street_touched =
-        input.location.address1.is_some() || input.location.address2.is_some();
+    let mut street_touched = input.location.address1.is_some() || input.location.address2.is_some();
     for name in &input.unset {
         let (key, in_address) = match name.as_str() {
             "first_name" => ("firstName", false),

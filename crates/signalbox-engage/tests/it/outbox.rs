@@ -6,8 +6,8 @@ use std::sync::Arc;
 use jiff::SignedDuration;
 use serde_json::{json, Map, Value};
 use signalbox_engage::{
-    rebuild, ApiEventInput, BuiltinEventInput, BuiltinMetric, Engage, ImportRow, ListId,
-    Location, OptInProcess, OutboxChange, OutboxEntry, OutboxPosition, ProfileId, ProfileInput,
+    rebuild, ApiEventInput, BuiltinEventInput, BuiltinMetric, Engage, ImportRow, ListId, Location,
+    OptInProcess, OutboxChange, OutboxEntry, OutboxPosition, ProfileId, ProfileInput,
     SubscribeRequest, SuppressTarget, SuppressionReason, UnsubscribeRequest, WriteOrigin,
 };
 
@@ -174,7 +174,11 @@ async fn segment_calls_make_no_rows_and_mark_the_profile_with_its_user_id() {
         .await;
     app.settle().await;
     let profile = app.by_email("cy@example.com").await;
-    assert_eq!(app.feed_of(&profile).await.len(), 3, "two tracks and the list's join");
+    assert_eq!(
+        app.feed_of(&profile).await.len(),
+        3,
+        "two tracks and the list's join"
+    );
     assert_eq!(after(&app, (0, 0)).await, Vec::new());
     assert_eq!(app.engage.outbox_head().await.unwrap(), (0, 0));
 
@@ -197,7 +201,10 @@ async fn segment_calls_make_no_rows_and_mark_the_profile_with_its_user_id() {
     assert_eq!(rows[0].user_id.as_deref(), Some("u1"));
     assert_eq!(rows[0].email.as_deref(), Some("cy@example.com"));
     assert_eq!(rows[0].anonymous_id.as_deref(), Some("a1"));
-    assert_eq!(Value::Object(traits(&rows[0]).clone()), json!({"title": "CTO"}));
+    assert_eq!(
+        Value::Object(traits(&rows[0]).clone()),
+        json!({"title": "CTO"})
+    );
 
     // A later userId from Segment replaces the one kept.
     app.identify(json!({"userId": "u1-new", "traits": {"email": "cy@example.com"}}))
@@ -221,7 +228,10 @@ async fn segment_calls_make_no_rows_and_mark_the_profile_with_its_user_id() {
 #[tokio::test]
 async fn a_profile_segment_never_touched_is_not_from_segment() {
     let app = TestApp::start().await;
-    app.engage.create_profile(email("d@example.com")).await.unwrap();
+    app.engage
+        .create_profile(email("d@example.com"))
+        .await
+        .unwrap();
     let rows = after(&app, (0, 0)).await;
     assert_eq!(rows.len(), 1);
     assert!(!rows[0].from_segment);
@@ -274,7 +284,15 @@ async fn writes_forwarded_from_segment_make_no_rows_and_mark_the_profile() {
         .await
         .unwrap();
     app.settle().await;
-    assert_eq!(app.engage.email_consent(&profile.id).await.unwrap().consent.as_str(), "SUBSCRIBED");
+    assert_eq!(
+        app.engage
+            .email_consent(&profile.id)
+            .await
+            .unwrap()
+            .consent
+            .as_str(),
+        "SUBSCRIBED"
+    );
     assert_eq!(after(&app, (0, 0)).await, Vec::new());
 
     // The same writes made in Signalbox do make rows, flagged with what Segment gave.
@@ -319,7 +337,11 @@ async fn list_and_consent_changes_and_imports_make_rows() {
         .create_list("VIP", OptInProcess::DoubleOptIn)
         .await
         .unwrap();
-    let gus = app.engage.create_profile(email("gus@example.com")).await.unwrap();
+    let gus = app
+        .engage
+        .create_profile(email("gus@example.com"))
+        .await
+        .unwrap();
     let head = app.engage.outbox_head().await.unwrap();
     app.engage
         .add_list_members(&single.id, std::slice::from_ref(&gus.id))
@@ -396,26 +418,59 @@ async fn list_and_consent_changes_and_imports_make_rows() {
     assert_eq!(
         described,
         vec![
-            (gus.clone(), json!({"list": "Newsletter", "id": s, "change": "added"})),
-            (gus.clone(), json!({"list": "Newsletter", "id": s, "change": "removed"})),
-            (gus.clone(), json!({"list": "VIP", "id": d, "change": "pending"})),
-            (gus.clone(), json!({"list": "VIP", "id": d, "change": "confirmed"})),
-            (gus.clone(), json!({"consent": "SUBSCRIBED", "suppressed": null})),
-            (gus.clone(), json!({"consent": "UNSUBSCRIBED", "suppressed": "UNSUBSCRIBE"})),
+            (
+                gus.clone(),
+                json!({"list": "Newsletter", "id": s, "change": "added"})
+            ),
+            (
+                gus.clone(),
+                json!({"list": "Newsletter", "id": s, "change": "removed"})
+            ),
+            (
+                gus.clone(),
+                json!({"list": "VIP", "id": d, "change": "pending"})
+            ),
+            (
+                gus.clone(),
+                json!({"list": "VIP", "id": d, "change": "confirmed"})
+            ),
+            (
+                gus.clone(),
+                json!({"consent": "SUBSCRIBED", "suppressed": null})
+            ),
+            (
+                gus.clone(),
+                json!({"consent": "UNSUBSCRIBED", "suppressed": "UNSUBSCRIBE"})
+            ),
             (
                 gus.clone(),
                 json!({"email": "Unsubscribed", "properties":
                        {"method": "EMAIL_UNSUBSCRIBE", "method_detail": "link"}})
             ),
-            (gus.clone(), json!({"consent": "UNSUBSCRIBED", "suppressed": "USER_SUPPRESSED"})),
-            (hal.clone(), json!({"traits": {"email": "hal@example.com", "firstName": "Hal"}})),
-            (hal.clone(), json!({"list": "Newsletter", "id": s, "change": "added"})),
-            (hal.clone(), json!({"consent": "UNSUBSCRIBED", "suppressed": "UNSUBSCRIBE"})),
+            (
+                gus.clone(),
+                json!({"consent": "UNSUBSCRIBED", "suppressed": "USER_SUPPRESSED"})
+            ),
+            (
+                hal.clone(),
+                json!({"traits": {"email": "hal@example.com", "firstName": "Hal"}})
+            ),
+            (
+                hal.clone(),
+                json!({"list": "Newsletter", "id": s, "change": "added"})
+            ),
+            (
+                hal.clone(),
+                json!({"consent": "UNSUBSCRIBED", "suppressed": "UNSUBSCRIBE"})
+            ),
             (
                 hal.clone(),
                 json!({"email": "Unsubscribed", "properties": {"method": "API"}})
             ),
-            (hal.clone(), json!({"list": "Newsletter", "id": s, "change": "removed"})),
+            (
+                hal.clone(),
+                json!({"list": "Newsletter", "id": s, "change": "removed"})
+            ),
         ]
     );
     // Positions strictly increase.
@@ -442,7 +497,11 @@ fn builtin(
 #[tokio::test]
 async fn built_in_email_events_make_rows_with_the_email_spec_fields() {
     let app = TestApp::start().await;
-    let ivy = app.engage.create_profile(email("ivy@example.com")).await.unwrap();
+    let ivy = app
+        .engage
+        .create_profile(email("ivy@example.com"))
+        .await
+        .unwrap();
     let head = app.engage.outbox_head().await.unwrap();
     let key = "run-7:act-3";
     let sent_at: jiff::Timestamp = "2026-02-27T10:00:00Z".parse().unwrap();
@@ -487,7 +546,11 @@ async fn built_in_email_events_make_rows_with_the_email_spec_fields() {
         .await
         .unwrap();
     let rows = after(&app, head).await;
-    assert_eq!(rows.len(), 5, "one open (a duplicate is no event), and the bounce's suppression: {rows:?}");
+    assert_eq!(
+        rows.len(),
+        5,
+        "one open (a duplicate is no event), and the bounce's suppression: {rows:?}"
+    );
     let events: Vec<_> = rows[..4]
         .iter()
         .map(|r| match &r.change {
@@ -517,13 +580,19 @@ async fn built_in_email_events_make_rows_with_the_email_spec_fields() {
             suppressed: Some("HARD_BOUNCE".into())
         }
     );
-    assert!(rows.iter().all(|r| r.email.as_deref() == Some("ivy@example.com")));
+    assert!(rows
+        .iter()
+        .all(|r| r.email.as_deref() == Some("ivy@example.com")));
 }
 
 #[tokio::test]
 async fn a_merge_makes_no_row_and_later_rows_name_the_survivor() {
     let app = TestApp::start().await;
-    let keep = app.engage.create_profile(email("jo@example.com")).await.unwrap();
+    let keep = app
+        .engage
+        .create_profile(email("jo@example.com"))
+        .await
+        .unwrap();
     let gone = app
         .engage
         .create_profile(ProfileInput {
@@ -582,13 +651,19 @@ async fn reads_page_in_order_and_find_a_time() {
     let last = whole.last().unwrap();
     assert_eq!(app.engage.outbox_head().await.unwrap(), (last.seq, last.n));
     assert_eq!(
-        app.engage.outbox_after((last.seq, last.n), 10).await.unwrap(),
+        app.engage
+            .outbox_after((last.seq, last.n), 10)
+            .await
+            .unwrap(),
         Vec::new()
     );
 
     // Before the first: from the start. At the fourth's time: just before it. After all:
     // the head (nothing to replay).
-    assert_eq!(app.engage.outbox_position_before(start).await.unwrap(), (0, 0));
+    assert_eq!(
+        app.engage.outbox_position_before(start).await.unwrap(),
+        (0, 0)
+    );
     let fourth = &whole[3];
     let before = app.engage.outbox_position_before(fourth.at).await.unwrap();
     assert_eq!(before, (whole[2].seq, whole[2].n));

@@ -6,6 +6,7 @@ mod consent;
 mod decode_properties;
 mod dedupe;
 mod edge;
+mod forwarded;
 mod fuzz_decode;
 mod fuzz_klaviyo_query;
 mod helpers;
