@@ -126,12 +126,32 @@ impl WriteOrigin {
 
 /// A log entry's payload with the origin of the write beside the op's own fields. The origin
 /// is absent for writes made in Signalbox, so entries written before it existed read alike.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize)]
 pub(crate) struct Stamped<T> {
     #[serde(flatten)]
     pub op: T,
-    #[serde(default, skip_serializing_if = "WriteOrigin::is_signalbox")]
+    #[serde(skip_serializing_if = "WriteOrigin::is_signalbox")]
     pub origin: WriteOrigin,
+}
+
+/// Reads a [`Stamped`] payload: the op (which ignores the `origin` key), and the origin. The
+/// origin is parsed only when the payload mentions it, so a write made in Signalbox is read
+/// once, as before.
+pub(crate) fn read_stamped<T: serde::de::DeserializeOwned>(
+    payload: &str,
+) -> serde_json::Result<(T, WriteOrigin)> {
+    #[derive(Deserialize)]
+    struct OriginOnly {
+        #[serde(default)]
+        origin: WriteOrigin,
+    }
+    let op = serde_json::from_str(payload)?;
+    let origin = if payload.contains("\"origin\"") {
+        serde_json::from_str::<OriginOnly>(payload)?.origin
+    } else {
+        WriteOrigin::Signalbox
+    };
+    Ok((op, origin))
 }
 
 impl crate::Engage {
@@ -243,7 +263,7 @@ fn position_before(conn: &Connection, since: Timestamp) -> EngageResult<OutboxPo
 mod tests {
     use super::*;
     use crate::apply::ApiProfileOp;
-    use crate::model::ProfileInput;
+    use crate::model::{ApiEventInput, ProfileInput};
 
     #[test]
     fn the_origin_sits_beside_the_op_and_is_absent_when_made_in_signalbox() {
@@ -254,21 +274,41 @@ mod tests {
             },
         };
         let plain = serde_json::to_string(&Stamped {
-            op: op.clone(),
+            op: &op,
             origin: WriteOrigin::Signalbox,
         })
         .unwrap();
         assert_eq!(plain, serde_json::to_string(&op).unwrap());
-        let read: Stamped<ApiProfileOp> = serde_json::from_str(&plain).unwrap();
-        assert_eq!((read.op, read.origin), (op.clone(), WriteOrigin::Signalbox));
+        let read: (ApiProfileOp, _) = read_stamped(&plain).unwrap();
+        assert_eq!(read, (op.clone(), WriteOrigin::Signalbox));
 
         let forwarded = serde_json::to_string(&Stamped {
-            op: op.clone(),
+            op: &op,
             origin: WriteOrigin::Segment,
         })
         .unwrap();
         assert!(forwarded.contains(r#""origin":"segment""#), "{forwarded}");
-        let read: Stamped<ApiProfileOp> = serde_json::from_str(&forwarded).unwrap();
-        assert_eq!((read.op, read.origin), (op, WriteOrigin::Segment));
+        let read: (ApiProfileOp, _) = read_stamped(&forwarded).unwrap();
+        assert_eq!(read, (op, WriteOrigin::Segment));
+    }
+
+    #[test]
+    fn only_the_top_level_origin_counts() {
+        let mut input = ApiEventInput {
+            metric_name: "Viewed".into(),
+            ..ApiEventInput::default()
+        };
+        input
+            .properties
+            .insert("origin".into(), serde_json::json!("segment"));
+        let payload = serde_json::to_string(&Stamped {
+            op: &input,
+            origin: WriteOrigin::Signalbox,
+        })
+        .unwrap();
+        let read: (ApiEventInput, _) = read_stamped(&payload).unwrap();
+        assert_eq!(read, (input, WriteOrigin::Signalbox));
+        let err = read_stamped::<ApiEventInput>(r#"{"metric_name":"x","origin":"elsewhere"}"#);
+        assert!(err.is_err());
     }
 }

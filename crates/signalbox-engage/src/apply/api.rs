@@ -13,7 +13,7 @@ use crate::error::{EngageError, EngageResult};
 use crate::ids;
 use crate::mapping::{self, Mapped, MappedEvent};
 use crate::model::{ApiEventInput, Integration, Origin, ProfileId, ProfileInput};
-use crate::outbox::Stamped;
+use crate::outbox::read_stamped;
 
 /// `api_profile` entries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,10 +94,10 @@ impl Batch<'_> {
     }
 
     pub(super) fn apply_api_event(&mut self, entry: &StoredCall) -> EngageResult<()> {
-        let input: ApiEventInput = match serde_json::from_str::<Stamped<_>>(&entry.payload) {
-            Ok(stamped) => {
-                self.entry.origin = stamped.origin;
-                stamped.op
+        let input: ApiEventInput = match read_stamped(&entry.payload) {
+            Ok((op, origin)) => {
+                self.entry.origin = origin;
+                op
             }
             Err(err) => {
                 self.problem(None, &format!("unreadable API event: {err}"))?;
@@ -181,10 +181,10 @@ impl Batch<'_> {
     }
 
     pub(super) fn apply_api_profile(&mut self, entry: &StoredCall) -> EngageResult<()> {
-        let op: ApiProfileOp = match serde_json::from_str::<Stamped<_>>(&entry.payload) {
-            Ok(stamped) => {
-                self.entry.origin = stamped.origin;
-                stamped.op
+        let op: ApiProfileOp = match read_stamped(&entry.payload) {
+            Ok((op, origin)) => {
+                self.entry.origin = origin;
+                op
             }
             Err(err) => {
                 let result = ApiResult::Err(EngageError::Internal(format!(
@@ -376,10 +376,10 @@ impl Batch<'_> {
     }
 
     pub(super) fn apply_api_merge(&mut self, entry: &StoredCall) -> EngageResult<()> {
-        let op: ApiMergeOp = match serde_json::from_str::<Stamped<_>>(&entry.payload) {
-            Ok(stamped) => {
-                self.entry.origin = stamped.origin;
-                stamped.op
+        let op: ApiMergeOp = match read_stamped(&entry.payload) {
+            Ok((op, origin)) => {
+                self.entry.origin = origin;
+                op
             }
             Err(err) => {
                 let result = ApiResult::Err(EngageError::Internal(format!(

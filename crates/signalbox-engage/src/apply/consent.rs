@@ -18,7 +18,7 @@ use crate::lists::{
     Suppression, SuppressionReason,
 };
 use crate::model::{ProfileId, ProfileInput};
-use crate::outbox::{OutboxChange, Stamped};
+use crate::outbox::{read_stamped, OutboxChange};
 
 /// `api_consent` entries. Jobs are split into one entry per email (an entry creates few
 /// profiles at most).
@@ -272,10 +272,10 @@ impl Batch<'_> {
     }
 
     pub(super) fn apply_api_consent(&mut self, entry: &StoredCall) -> EngageResult<()> {
-        let op: ApiConsentOp = match serde_json::from_str::<Stamped<_>>(&entry.payload) {
-            Ok(stamped) => {
-                self.entry.origin = stamped.origin;
-                stamped.op
+        let op: ApiConsentOp = match read_stamped(&entry.payload) {
+            Ok((op, origin)) => {
+                self.entry.origin = origin;
+                op
             }
             Err(err) => {
                 return self.record_op_result(&Err(EngageError::Internal(format!(

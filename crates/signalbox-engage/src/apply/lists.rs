@@ -15,7 +15,7 @@ use crate::ids;
 use crate::lists::{ConfirmOutcome, ImportRow, ListId, MemberStatus, OptInProcess};
 use crate::mapping::{self, ListSubscription, MappedEvent};
 use crate::model::{Integration, Origin, ProfileId, ProfileInput};
-use crate::outbox::{OutboxChange, Stamped};
+use crate::outbox::{read_stamped, OutboxChange};
 
 /// `api_list` entries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -302,10 +302,10 @@ impl Batch<'_> {
     }
 
     pub(super) fn apply_api_list(&mut self, entry: &StoredCall) -> EngageResult<()> {
-        let op: ApiListOp = match serde_json::from_str::<Stamped<_>>(&entry.payload) {
-            Ok(stamped) => {
-                self.entry.origin = stamped.origin;
-                stamped.op
+        let op: ApiListOp = match read_stamped(&entry.payload) {
+            Ok((op, origin)) => {
+                self.entry.origin = origin;
+                op
             }
             Err(err) => {
                 return self.record_op_result(&Err(EngageError::Internal(format!(

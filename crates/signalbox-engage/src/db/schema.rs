@@ -301,6 +301,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn profiles_from_segment_are_marked_on_migration_with_their_latest_user_id() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute_batch(
+            "INSERT INTO profiles (pk, id, created_us, updated_us, data) VALUES
+                 (1, 'p1', 0, 0, '{}'), (2, 'p2', 0, 0, '{}'), (3, 'p3', 0, 0, '{}');
+             INSERT INTO profile_origins (profile_pk, integration, source, external_id,
+                                          anonymous_id, first_seq, last_seq) VALUES
+                 (1, 'Segment', 'web', 'old', NULL, 1, 2),
+                 (1, 'Segment', 'app', 'new', NULL, 3, 9),
+                 (1, 'API', '', 'crm', NULL, 4, 10),
+                 (2, 'API', '', 'x', NULL, 5, 5),
+                 (3, 'Segment', 'web', NULL, 'a3', 6, 6);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let rows: Vec<(i64, bool, Option<String>)> = conn
+            .prepare("SELECT pk, from_segment, segment_user_id FROM profiles ORDER BY pk")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (1, true, Some("new".to_owned())),
+                (2, false, None),
+                (3, true, None)
+            ]
+        );
+    }
+
+    #[test]
     fn held_ids_migrate_to_alias_of_on_the_held_row() {
         let mut conn = Connection::open_in_memory().unwrap();
         for sql in &MIGRATIONS[..2] {
