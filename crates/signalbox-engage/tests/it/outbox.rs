@@ -754,3 +754,38 @@ async fn a_rebuild_writes_the_same_outbox() {
     assert_eq!(all(&rebuilt, 2).await, before);
     assert_eq!(rebuilt.dump().await.unwrap(), dump);
 }
+
+#[tokio::test]
+async fn the_flag_costs_a_profile_write_only_the_first_time() {
+    use signalbox_engage::feed::{self, FeedCursor};
+
+    let mut app = TestApp::start().await;
+    app.engage
+        .create_profile(email("mo@example.com"))
+        .await
+        .unwrap();
+    app.settle().await;
+    let conn = feed::open_reader(app.engage.path()).unwrap();
+    let created =
+        feed::read_changes(&conn, &FeedCursor::default(), app.engage.applied_seq(), 100).unwrap();
+    assert_eq!(created.profiles.len(), 1);
+    // The first Segment call sets the flag: the row is written once.
+    app.track(
+        json!({"userId": "u7", "event": "Viewed", "properties": {"email": "mo@example.com"}}),
+    )
+    .await;
+    app.settle().await;
+    let flagged =
+        feed::read_changes(&conn, &created.cursor, app.engage.applied_seq(), 100).unwrap();
+    assert_eq!(flagged.events.len(), 1);
+    assert_eq!(flagged.profiles, created.profiles);
+    // Later calls with the same userId add events and leave the row alone.
+    for n in 0..3 {
+        app.track(json!({"userId": "u7", "event": "Viewed", "properties": {"n": n}}))
+            .await;
+    }
+    app.settle().await;
+    let later = feed::read_changes(&conn, &flagged.cursor, app.engage.applied_seq(), 100).unwrap();
+    assert_eq!(later.events.len(), 3);
+    assert!(later.profiles.is_empty(), "{later:?}");
+}
