@@ -37,7 +37,9 @@ pub type OutboxPosition = (i64, u32);
 /// One change made in Signalbox to one profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEntry {
-    /// The log entry that made the change.
+    /// The log entry that made the change. (An entry applied again from quarantine, behind
+    /// the checkpoint, places its rows at the checkpoint's sequence number instead, after the
+    /// rows there: a reader past its own position would never see them.)
     pub seq: i64,
     /// The change's index among the entry's changes (a job may change many profiles).
     pub n: u32,

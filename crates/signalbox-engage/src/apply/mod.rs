@@ -213,6 +213,7 @@ impl Applier {
             release: VecDeque::new(),
             entry: EntryState::default(),
             report: BatchReport::default(),
+            outbox_at_checkpoint: (mode == Mode::Retry).then_some(self.applied_seq),
         };
         if mode == Mode::Retry {
             // First: the note of its quarantine goes, its own problems may take its place.
@@ -556,6 +557,9 @@ pub(crate) struct Batch<'a> {
     release: VecDeque<(&'static str, String)>,
     entry: EntryState,
     report: BatchReport,
+    /// A quarantined entry applied again is behind the checkpoint, and readers of the outbox
+    /// may be past its position: its rows go after the checkpoint's rows instead.
+    outbox_at_checkpoint: Option<i64>,
 }
 
 impl Batch<'_> {

@@ -39,9 +39,19 @@ impl Batch<'_> {
         if self.entry_from_segment() {
             return self.mark_from_segment(pk, None);
         }
-        let n = self.entry.outbox_n;
-        self.entry.outbox_n += 1;
-        let seq = self.entry.seq;
+        let (seq, n) = match self.outbox_at_checkpoint {
+            Some(checkpoint) => {
+                let next: u32 = self
+                    .tx
+                    .prepare_cached("SELECT COALESCE(MAX(n) + 1, 0) FROM outbox WHERE seq = ?1")?
+                    .query_row([checkpoint], |r| r.get(0))?;
+                (checkpoint, next)
+            }
+            None => {
+                self.entry.outbox_n += 1;
+                (self.entry.seq, self.entry.outbox_n - 1)
+            }
+        };
         let at_us = at_us.unwrap_or(self.entry.received_us);
         let row = self.profile(pk)?;
         let (id, email, user_id, anonymous_id, from_segment) = (

@@ -789,3 +789,52 @@ async fn the_flag_costs_a_profile_write_only_the_first_time() {
     assert_eq!(later.events.len(), 3);
     assert!(later.profiles.is_empty(), "{later:?}");
 }
+
+#[tokio::test]
+async fn an_entry_applied_again_from_quarantine_lands_after_what_readers_have_seen() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use signalbox_core::StoredCall;
+    use signalbox_engage::EntryFault;
+
+    let fixed = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&fixed);
+    let fault = EntryFault(Arc::new(move |entry: &StoredCall| {
+        (!flag.load(Ordering::SeqCst) && entry.payload.contains("Poisoned"))
+            .then(|| "planned failure".to_owned())
+    }));
+    let app = TestApp::start_with(|c| c.fault = Some(fault)).await;
+    app.engage
+        .create_events(vec![ApiEventInput {
+            metric_name: "Viewed".into(),
+            profile: ProfileInput {
+                email: Some("pat@example.com".into()),
+                first_name: Some("Poisoned".into()),
+                ..ProfileInput::default()
+            },
+            ..ApiEventInput::default()
+        }])
+        .await
+        .unwrap();
+    app.engage
+        .create_profile(email("quinn@example.com"))
+        .await
+        .unwrap();
+    let seen = after(&app, (0, 0)).await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let head = app.engage.outbox_head().await.unwrap();
+    let quarantined = app.engage.quarantined(0, 10).await.unwrap();
+    assert_eq!(quarantined.len(), 1);
+    assert!(quarantined[0].seq < head.0);
+
+    fixed.store(true, Ordering::SeqCst);
+    app.engage
+        .retry_quarantined(quarantined[0].seq)
+        .await
+        .unwrap();
+    let rows = after(&app, head).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!((rows[0].seq, rows[0].n) > head);
+    assert_eq!(rows[0].email.as_deref(), Some("pat@example.com"));
+    assert_eq!(traits(&rows[0])["firstName"], "Poisoned");
+}
