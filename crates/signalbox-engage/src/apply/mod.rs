@@ -13,6 +13,8 @@
 //!   `held_index.rs`: which of them wait for which identifier.
 //! - `api.rs`: the Klaviyo-compatible API's writes.
 //! - `lists.rs`: lists and their members; `consent.rs`: email consent and suppressions.
+//! - `outbox.rs`: the outbox rows of changes made in Signalbox, and the `from_segment` mark
+//!   that changes coming from Segment leave instead.
 //! - `quarantine.rs`: a batch that fails is narrowed down to the entry at fault, which is
 //!   set aside after three tries on its own, so that it cannot stall the rest.
 

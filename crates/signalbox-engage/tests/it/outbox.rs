@@ -838,3 +838,27 @@ async fn an_entry_applied_again_from_quarantine_lands_after_what_readers_have_se
     assert_eq!(rows[0].email.as_deref(), Some("pat@example.com"));
     assert_eq!(traits(&rows[0])["firstName"], "Poisoned");
 }
+
+#[tokio::test]
+async fn an_api_event_makes_a_row_only_for_what_it_did_to_its_profile() {
+    let app = TestApp::start().await;
+    let event = |first_name: Option<&str>| ApiEventInput {
+        metric_name: "Viewed".into(),
+        profile: ProfileInput {
+            email: Some("rae@example.com".into()),
+            first_name: first_name.map(str::to_owned),
+            ..ProfileInput::default()
+        },
+        ..ApiEventInput::default()
+    };
+    app.engage
+        .create_events(vec![event(Some("Rae")), event(None), event(Some("Rae"))])
+        .await
+        .unwrap();
+    let rows = after(&app, (0, 0)).await;
+    assert_eq!(rows.len(), 1, "the event itself is not sent back: {rows:?}");
+    assert_eq!(
+        Value::Object(traits(&rows[0]).clone()),
+        json!({"email": "rae@example.com", "firstName": "Rae"})
+    );
+}
