@@ -132,6 +132,9 @@ impl Batch<'_> {
                 self.entry.received_us
             ])?;
         self.profile(pk)?.mark_changed();
+        if self.entry_from_segment() {
+            return self.mark_from_segment(pk, None);
+        }
         let list_name = self
             .list_info(list)?
             .map(|(name, _)| name)
