@@ -26,6 +26,7 @@ const TABLES: &[(&str, &str)] = &[
     ("problems", "seq, n"),
     ("api_results", "seq"),
     ("quarantine", "seq"),
+    ("outbox", "seq, n"),
 ];
 
 /// One line per row, `table [col, …]`, tables in a fixed order.
@@ -35,7 +36,7 @@ pub(crate) fn dump(conn: &Connection) -> EngageResult<String> {
         let columns = match *table {
             "profiles" => {
                 "pk, id, email, phone_number, external_id, anonymous_id, created_us, \
-                           updated_us, data"
+                           updated_us, data, from_segment, segment_user_id"
             }
             _ => "*",
         };

@@ -23,6 +23,7 @@ use crate::error::{EngageError, EngageResult};
 use crate::lists::{self, *};
 use crate::mapping;
 use crate::model::*;
+use crate::outbox::{Stamped, WriteOrigin};
 use crate::pipeline::{self, Pipeline, PipelineConfig, PipelineStats, RebuildProgress};
 use crate::query::{self, HeldCall, HeldFilter, ProfileHistory, QuarantinedEntry};
 use crate::{aggregate, dump};
@@ -67,6 +68,8 @@ impl EngageConfig {
 #[derive(Clone)]
 pub struct Engage {
     inner: Arc<Inner>,
+    /// Where this handle's writes come from (see [`Engage::with_origin`]).
+    origin: WriteOrigin,
 }
 
 struct Inner {
@@ -124,6 +127,7 @@ impl Engage {
                 config,
                 pipeline: Some(pipeline),
             }),
+            origin: WriteOrigin::Signalbox,
         })
     }
 
@@ -142,6 +146,34 @@ impl Engage {
                 config: EngageConfig::new(path),
                 pipeline: None,
             }),
+            origin: WriteOrigin::Signalbox,
+        })
+    }
+
+    /// The same engine, whose writes are recorded as coming from `origin`. Writes forwarded
+    /// from a Segment source ([`WriteOrigin::Segment`]) are applied as usual but make no
+    /// outbox row, and mark the profiles they touch as updated through Segment.
+    pub fn with_origin(&self, origin: WriteOrigin) -> Engage {
+        Engage {
+            inner: Arc::clone(&self.inner),
+            origin,
+        }
+    }
+
+    /// Where this handle's writes come from.
+    pub fn origin(&self) -> WriteOrigin {
+        self.origin
+    }
+
+    pub(crate) fn readers(&self) -> &Readers {
+        &self.inner.readers
+    }
+
+    /// A write's log payload: the op, and this handle's origin beside it.
+    fn payload<T: serde::Serialize>(&self, op: &T) -> String {
+        to_json(&Stamped {
+            op,
+            origin: self.origin,
         })
     }
 
@@ -413,10 +445,7 @@ impl Engage {
                 event.profile = mapping::normalize_input(event.profile)
                     .map_err(|(field, reason)| EngageError::Invalid { field, reason })?;
             }
-            entries.push((
-                CallKind::ApiEvent,
-                serde_json::to_string(&event).expect("event serialises"),
-            ));
+            entries.push((CallKind::ApiEvent, self.payload(&event)));
         }
         if entries.is_empty() {
             return Ok(());
@@ -438,7 +467,7 @@ impl Engage {
         }
         let op = ApiProfileOp::Create { profile: p };
         let result = self
-            .append_and_wait(CallKind::ApiProfile, to_json(&op))
+            .append_and_wait(CallKind::ApiProfile, self.payload(&op))
             .await?;
         Ok(self.profile_result(result).await?.0)
     }
@@ -455,7 +484,7 @@ impl Engage {
             profile: p,
         };
         let result = self
-            .append_and_wait(CallKind::ApiProfile, to_json(&op))
+            .append_and_wait(CallKind::ApiProfile, self.payload(&op))
             .await?;
         Ok(self.profile_result(result).await?.0)
     }
@@ -472,7 +501,7 @@ impl Engage {
         }
         let op = ApiProfileOp::Import { profile: p };
         let result = self
-            .append_and_wait(CallKind::ApiProfile, to_json(&op))
+            .append_and_wait(CallKind::ApiProfile, self.payload(&op))
             .await?;
         self.profile_result(result).await
     }
@@ -494,7 +523,7 @@ impl Engage {
             from: from.to_vec(),
         };
         let result = self
-            .append_and_wait(CallKind::ApiMerge, to_json(&op))
+            .append_and_wait(CallKind::ApiMerge, self.payload(&op))
             .await?;
         Ok(self.profile_result(result).await?.0)
     }
@@ -504,7 +533,9 @@ impl Engage {
 /// applied by the pipeline; each waits until applied.
 impl Engage {
     async fn list_op(&self, op: ApiListOp) -> EngageResult<crate::apply::OpOutcome> {
-        let seq = self.append(vec![(CallKind::ApiList, to_json(&op))]).await?;
+        let seq = self
+            .append(vec![(CallKind::ApiList, self.payload(&op))])
+            .await?;
         let result: OpResult = self.result_of(seq).await?;
         result
     }
@@ -517,7 +548,7 @@ impl Engage {
         let last = self
             .append(
                 ops.iter()
-                    .map(|op| (CallKind::ApiConsent, to_json(op)))
+                    .map(|op| (CallKind::ApiConsent, self.payload(op)))
                     .collect(),
             )
             .await?;
@@ -641,7 +672,7 @@ impl Engage {
             .map(|row| {
                 (
                     CallKind::ApiList,
-                    to_json(&ApiListOp::Import {
+                    self.payload(&ApiListOp::Import {
                         id: id.clone(),
                         row,
                     }),
@@ -743,7 +774,7 @@ impl Engage {
             profile: profile.clone(),
         };
         let seq = self
-            .append(vec![(CallKind::ApiConsent, to_json(&op))])
+            .append(vec![(CallKind::ApiConsent, self.payload(&op))])
             .await?;
         let result: OpResult = self.result_of(seq).await?;
         result?
@@ -758,7 +789,7 @@ impl Engage {
             profile: profile.clone(),
         };
         let seq = self
-            .append(vec![(CallKind::ApiConsent, to_json(&op))])
+            .append(vec![(CallKind::ApiConsent, self.payload(&op))])
             .await?;
         let result: OpResult = self.result_of(seq).await?;
         Ok(result?.changed > 0)

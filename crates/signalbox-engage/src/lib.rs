@@ -19,6 +19,9 @@
 //!   entries applied in `apply/lists.rs` and `apply/consent.rs`).
 //! - `query.rs`, `aggregate.rs`: reads. [`feed`]: what changed after a cursor, for the
 //!   engines that follow derived state. [`facts`]: segment conditions over `engage.db`.
+//! - [`outbox`]: what Signalbox itself did to profiles (API writes, flows, consent and list
+//!   changes, imports, built-in email events), in log order, for the reverse sync; never what
+//!   came from a Segment source ([`WriteOrigin`]).
 //!
 //! **Invariant:** derived state is a function of the log: applying the log from the start
 //! yields the same state, ids included (row keys are derived from log sequence numbers,
@@ -57,7 +60,7 @@ pub use lists::{
     SuppressionReason, UnsubscribeRequest,
 };
 pub use model::*;
-pub use outbox::{EmailEvent, OutboxChange, OutboxEntry, OutboxPosition};
+pub use outbox::{EmailEvent, OutboxChange, OutboxEntry, OutboxPosition, WriteOrigin};
 pub use pipeline::{LatencySummary, PipelineStats, RebuildProgress};
 pub use query::{
     HeldCall, HeldFilter, ProfileHistory, ProfileLink, ProfileOrigin, QuarantinedEntry,

@@ -13,6 +13,7 @@ use crate::error::{EngageError, EngageResult};
 use crate::ids;
 use crate::mapping::{self, Mapped, MappedEvent};
 use crate::model::{ApiEventInput, Integration, Origin, ProfileId, ProfileInput};
+use crate::outbox::read_stamped;
 
 /// `api_profile` entries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,8 +94,11 @@ impl Batch<'_> {
     }
 
     pub(super) fn apply_api_event(&mut self, entry: &StoredCall) -> EngageResult<()> {
-        let input: ApiEventInput = match serde_json::from_str(&entry.payload) {
-            Ok(input) => input,
+        let input: ApiEventInput = match read_stamped(&entry.payload) {
+            Ok((op, origin)) => {
+                self.entry.origin = origin;
+                op
+            }
             Err(err) => {
                 self.problem(None, &format!("unreadable API event: {err}"))?;
                 return Ok(());
@@ -127,6 +131,7 @@ impl Batch<'_> {
             }
         };
         let ids = CallIds::from_input(&profile);
+        let created_before = self.entry.profiles_created;
         let pk = match pk {
             Some(pk) => pk,
             None => match self.resolve_or_create(&ids, &origin, Rules::API)? {
@@ -163,12 +168,24 @@ impl Batch<'_> {
             ..Mapped::default()
         };
         self.count("applied.api_event", 1);
-        self.apply_mapped(pk, &mapped, &ids, &origin, Integration::api())
+        let (changed, properties_applied) =
+            self.apply_mapped(pk, &mapped, &ids, &origin, Integration::api())?;
+        if self.entry_from_segment() {
+            return self.mark_from_segment(pk, ids.external_id.as_deref());
+        }
+        // The event itself is not sent back; what it did to its profile is.
+        if changed || self.entry.profiles_created > created_before {
+            self.outbox_traits(pk, &mapped.profile, properties_applied)?;
+        }
+        Ok(())
     }
 
     pub(super) fn apply_api_profile(&mut self, entry: &StoredCall) -> EngageResult<()> {
-        let op: ApiProfileOp = match serde_json::from_str(&entry.payload) {
-            Ok(op) => op,
+        let op: ApiProfileOp = match read_stamped(&entry.payload) {
+            Ok((op, origin)) => {
+                self.entry.origin = origin;
+                op
+            }
             Err(err) => {
                 let result = ApiResult::Err(EngageError::Internal(format!(
                     "unreadable API profile write: {err}"
@@ -218,6 +235,7 @@ impl Batch<'_> {
         let at = self.entry.received_us;
         self.profile(pk)?.patch(&profile, &origin, at);
         self.touch_origin(pk, &origin, &ids, true)?;
+        self.outbox_profile_write(pk, &profile, &ids)?;
         let id = self.profile(pk)?.id.clone();
         Ok(ApiResult::Ok {
             profile: ProfileId(id),
@@ -252,6 +270,7 @@ impl Batch<'_> {
         }
         let origin = api_origin();
         let at = self.entry.received_us;
+        let mut changed = false;
         for (kind, value) in typed(&ids) {
             let row = self.profile(pk)?;
             let current = match kind {
@@ -263,6 +282,7 @@ impl Batch<'_> {
             if current.as_deref() == Some(value) {
                 continue;
             }
+            changed = true;
             if let Some(old) = &current {
                 self.unlink(pk, kind, old)?;
                 let row = self.profile(pk)?;
@@ -287,8 +307,11 @@ impl Batch<'_> {
             }
             self.profile(pk)?.touch(&origin, at);
         }
-        self.profile(pk)?.patch(&profile, &origin, at);
+        changed |= self.profile(pk)?.patch(&profile, &origin, at).changed;
         self.touch_origin(pk, &origin, &ids, true)?;
+        if changed || self.entry_from_segment() {
+            self.outbox_profile_write(pk, &profile, &ids)?;
+        }
         let id = self.profile(pk)?.id.clone();
         Ok(ApiResult::Ok {
             profile: ProfileId(id),
@@ -338,9 +361,26 @@ impl Batch<'_> {
         }
     }
 
+    /// What an API profile write did, for the reverse sync; a write forwarded from Segment
+    /// marks the profile with the `userId` (external id) it carried instead.
+    fn outbox_profile_write(
+        &mut self,
+        pk: i64,
+        profile: &ProfileInput,
+        ids: &CallIds,
+    ) -> EngageResult<()> {
+        if self.entry_from_segment() {
+            return self.mark_from_segment(pk, ids.external_id.as_deref());
+        }
+        self.outbox_traits(pk, profile, true)
+    }
+
     pub(super) fn apply_api_merge(&mut self, entry: &StoredCall) -> EngageResult<()> {
-        let op: ApiMergeOp = match serde_json::from_str(&entry.payload) {
-            Ok(op) => op,
+        let op: ApiMergeOp = match read_stamped(&entry.payload) {
+            Ok((op, origin)) => {
+                self.entry.origin = origin;
+                op
+            }
             Err(err) => {
                 let result = ApiResult::Err(EngageError::Internal(format!(
                     "unreadable API merge: {err}"

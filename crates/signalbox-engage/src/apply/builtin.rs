@@ -121,7 +121,10 @@ impl Batch<'_> {
             properties: input.properties,
         };
         self.count("applied.builtin_event", 1);
-        self.insert_event(pk, 0, &event, &BuiltinMetric::integration())?;
+        if self.insert_event(pk, 0, &event, &BuiltinMetric::integration())? {
+            let time_us = event.time.as_microsecond();
+            self.outbox_email(pk, input.metric, time_us, &event.properties)?;
+        }
         // A hard bounce suppresses the address, as in Klaviyo: no more marketing email.
         if input.metric == BuiltinMetric::BouncedEmail {
             self.set_suppressed(pk, SuppressionReason::HardBounce)?;

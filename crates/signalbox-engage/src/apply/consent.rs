@@ -18,6 +18,7 @@ use crate::lists::{
     Suppression, SuppressionReason,
 };
 use crate::model::{ProfileId, ProfileInput};
+use crate::outbox::{read_stamped, OutboxChange};
 
 /// `api_consent` entries. Jobs are split into one entry per email (an entry creates few
 /// profiles at most).
@@ -95,7 +96,19 @@ impl Batch<'_> {
                 lists::suppressions_json(&consent.suppressions)
             ])?;
         self.profile(pk)?.mark_changed();
-        Ok(())
+        let suppressed = consent
+            .suppressions
+            .iter()
+            .max_by_key(|s| s.timestamp)
+            .map(|s| s.reason.as_str().to_owned());
+        self.outbox(
+            pk,
+            None,
+            OutboxChange::Consent {
+                consent: consent.consent.as_str().to_owned(),
+                suppressed,
+            },
+        )
     }
 
     fn now(&self) -> Timestamp {
@@ -259,8 +272,11 @@ impl Batch<'_> {
     }
 
     pub(super) fn apply_api_consent(&mut self, entry: &StoredCall) -> EngageResult<()> {
-        let op: ApiConsentOp = match serde_json::from_str(&entry.payload) {
-            Ok(op) => op,
+        let op: ApiConsentOp = match read_stamped(&entry.payload) {
+            Ok((op, origin)) => {
+                self.entry.origin = origin;
+                op
+            }
             Err(err) => {
                 return self.record_op_result(&Err(EngageError::Internal(format!(
                     "unreadable API consent write: {err}"

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use signalbox_core::StoredCall;
 
+use super::builtin::BuiltinMetric;
 use super::identity::CallIds;
 use super::{Batch, Rules};
 use crate::error::{EngageError, EngageResult};
@@ -14,6 +15,7 @@ use crate::ids;
 use crate::lists::{ConfirmOutcome, ImportRow, ListId, MemberStatus, OptInProcess};
 use crate::mapping::{self, ListSubscription, MappedEvent};
 use crate::model::{Integration, Origin, ProfileId, ProfileInput};
+use crate::outbox::{read_stamped, OutboxChange};
 
 /// `api_list` entries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,7 +132,22 @@ impl Batch<'_> {
                 self.entry.received_us
             ])?;
         self.profile(pk)?.mark_changed();
-        Ok(())
+        if self.entry_from_segment() {
+            return self.mark_from_segment(pk, None);
+        }
+        let list_name = self
+            .list_info(list)?
+            .map(|(name, _)| name)
+            .unwrap_or_default();
+        self.outbox(
+            pk,
+            None,
+            OutboxChange::List {
+                list_id: list.0.clone(),
+                list_name,
+                change: change.to_owned(),
+            },
+        )
     }
 
     /// Puts a profile on a list (or leaves it pending). Returns whether anything changed.
@@ -228,7 +245,12 @@ impl Batch<'_> {
             unique_id: None,
             properties,
         };
-        self.insert_event(pk, idx, &event, &Integration::signalbox())
+        let inserted = self.insert_event(pk, idx, &event, &Integration::signalbox())?;
+        if inserted && metric == BuiltinMetric::Unsubscribed.name() {
+            let time_us = event.time.as_microsecond();
+            self.outbox_email(pk, BuiltinMetric::Unsubscribed, time_us, &event.properties)?;
+        }
+        Ok(())
     }
 
     /// The subscription an identify asks for (`listId`, from the source's settings or the
@@ -283,8 +305,11 @@ impl Batch<'_> {
     }
 
     pub(super) fn apply_api_list(&mut self, entry: &StoredCall) -> EngageResult<()> {
-        let op: ApiListOp = match serde_json::from_str(&entry.payload) {
-            Ok(op) => op,
+        let op: ApiListOp = match read_stamped(&entry.payload) {
+            Ok((op, origin)) => {
+                self.entry.origin = origin;
+                op
+            }
             Err(err) => {
                 return self.record_op_result(&Err(EngageError::Internal(format!(
                     "unreadable API list write: {err}"
@@ -455,8 +480,11 @@ impl Batch<'_> {
         let at = self.entry.received_us;
         let patched = self.profile(pk)?.patch(&input, &origin, at);
         self.touch_origin(pk, &origin, &ids, patched.changed || linked)?;
-        if let Some(limit) = patched.refused {
-            self.properties_refused(pk, &limit)?;
+        if let Some(limit) = &patched.refused {
+            self.properties_refused(pk, limit)?;
+        }
+        if patched.changed || linked {
+            self.outbox_traits(pk, &input, patched.refused.is_none())?;
         }
         Ok(Ok(pk))
     }

@@ -13,6 +13,8 @@
 //!   `held_index.rs`: which of them wait for which identifier.
 //! - `api.rs`: the Klaviyo-compatible API's writes.
 //! - `lists.rs`: lists and their members; `consent.rs`: email consent and suppressions.
+//! - `outbox.rs`: the outbox rows of changes made in Signalbox, and the `from_segment` mark
+//!   that changes coming from Segment leave instead.
 //! - `quarantine.rs`: a batch that fails is narrowed down to the entry at fault, which is
 //!   set aside after three tries on its own, so that it cannot stall the rest.
 
@@ -23,6 +25,7 @@ pub(crate) mod held_index;
 mod holds;
 mod identity;
 mod lists;
+mod outbox;
 pub(crate) mod profile;
 mod quarantine;
 
@@ -212,6 +215,7 @@ impl Applier {
             release: VecDeque::new(),
             entry: EntryState::default(),
             report: BatchReport::default(),
+            outbox_at_checkpoint: (mode == Mode::Retry).then_some(self.applied_seq),
         };
         if mode == Mode::Retry {
             // First: the note of its quarantine goes, its own problems may take its place.
@@ -474,6 +478,11 @@ struct EntryState {
     bodies: Vec<Option<EventBody>>,
     /// Events made from this entry so far (their row keys).
     events_n: i64,
+    /// Where the entry came from: Segment calls, and API writes forwarded from Segment,
+    /// make no outbox rows.
+    origin: crate::outbox::WriteOrigin,
+    /// Outbox rows made from this entry so far (their positions).
+    outbox_n: u32,
 }
 
 /// Provenance of one profile from one (integration, source).
@@ -550,6 +559,9 @@ pub(crate) struct Batch<'a> {
     release: VecDeque<(&'static str, String)>,
     entry: EntryState,
     report: BatchReport,
+    /// A quarantined entry applied again is behind the checkpoint, and readers of the outbox
+    /// may be past its position: its rows go after the checkpoint's rows instead.
+    outbox_at_checkpoint: Option<i64>,
 }
 
 impl Batch<'_> {
@@ -606,6 +618,7 @@ impl Batch<'_> {
         may_hold: bool,
         ready: Option<Prepared>,
     ) -> EngageResult<bool> {
+        self.entry.origin = crate::outbox::WriteOrigin::Segment;
         let info = self.source_info(entry.source_id);
         let ready = ready.unwrap_or_else(|| map_call(entry, kind, &info.settings).map(Into::into));
         let (mapped, bodies) = match ready {
@@ -632,10 +645,15 @@ impl Batch<'_> {
         self.count(applied_counter(kind), 1);
         self.entry.bodies = bodies;
         self.apply_mapped(pk, &mapped, &ids, &origin, Integration::segment())?;
+        // The profile row is loaded and cached by now: this dirties it only the first time
+        // (or when the userId changes).
+        self.mark_from_segment(pk, ids.external_id.as_deref())?;
         Ok(true)
     }
 
-    /// Everything after resolution: links, profile fields, provenance, list, events.
+    /// Everything after resolution: links, profile fields, provenance, list, events. Returns
+    /// whether identifiers or fields of the profile changed, and whether its custom
+    /// properties were applied (not refused by a limit).
     fn apply_mapped(
         &mut self,
         pk: i64,
@@ -643,7 +661,7 @@ impl Batch<'_> {
         ids: &identity::CallIds,
         origin: &Origin,
         integration: Integration,
-    ) -> EngageResult<()> {
+    ) -> EngageResult<(bool, bool)> {
         let at_us = self.entry.received_us;
         let linked = self.link_ids(pk, ids)?;
         let patched = self.profile(pk)?.patch(&mapped.profile, origin, at_us);
@@ -651,8 +669,8 @@ impl Batch<'_> {
         for problem in &mapped.problems {
             self.problem(Some(pk), problem)?;
         }
-        if let Some(limit) = patched.refused {
-            self.properties_refused(pk, &limit)?;
+        if let Some(limit) = &patched.refused {
+            self.properties_refused(pk, limit)?;
         }
         for (idx, event) in mapped.events.iter().enumerate() {
             self.insert_event(pk, idx as i64, event, &integration)?;
@@ -661,7 +679,7 @@ impl Batch<'_> {
         if let Some(list) = &mapped.list {
             self.subscribe_from_identify(pk, list, origin.source.as_deref())?;
         }
-        Ok(())
+        Ok((patched.changed || linked, patched.refused.is_none()))
     }
 
     /// The profile with this key, loaded into the batch's working set.
@@ -799,13 +817,14 @@ impl Batch<'_> {
         Ok(pk)
     }
 
+    /// Stores an event; whether it was new (not a duplicate, not past the entry's limit).
     fn insert_event(
         &mut self,
         profile_pk: i64,
         idx: i64,
         event: &MappedEvent,
         integration: &Integration,
-    ) -> EngageResult<()> {
+    ) -> EngageResult<bool> {
         if idx >= ids::EVENTS_PER_ENTRY {
             self.problem(
                 Some(profile_pk),
@@ -814,7 +833,7 @@ impl Batch<'_> {
                     ids::EVENTS_PER_ENTRY
                 ),
             )?;
-            return Ok(());
+            return Ok(false);
         }
         let metric_pk = self.metric(integration, &event.metric_name)?;
         let pk = ids::event_key(self.entry.seq, idx);
@@ -863,11 +882,11 @@ impl Batch<'_> {
         };
         if inserted == 0 {
             self.count("events.duplicate", 1);
-            return Ok(());
+            return Ok(false);
         }
         self.report.events += 1;
         self.count("events.created", 1);
-        Ok(())
+        Ok(true)
     }
 
     fn audit(

@@ -12,7 +12,11 @@ use crate::model::{Location, Origin, Profile, ProfileId, ProfileInput};
 /// The columns of `profiles` other than the JSON `data`.
 pub(crate) const PROFILE_COLUMNS: &str =
     "pk, id, email, phone_number, external_id, anonymous_id, created_us, updated_us,
-     (SELECT MAX(time_us) FROM events WHERE events.profile_pk = profiles.pk), data";
+     (SELECT MAX(time_us) FROM events WHERE events.profile_pk = profiles.pk), data,
+     from_segment, segment_user_id";
+
+/// How many columns [`PROFILE_COLUMNS`] selects (a query's own columns follow them).
+pub(crate) const PROFILE_COLUMN_COUNT: usize = 12;
 
 /// Whether an input changes anything kept in `profiles.data`.
 fn has_fields(input: &ProfileInput) -> bool {
@@ -73,6 +77,10 @@ pub(crate) struct ProfileRow {
     pub updated_us: i64,
     /// Read from `events` when loaded (not kept up to date while applying).
     pub last_event_us: Option<i64>,
+    /// A call from a Segment source (or an API write forwarded from one) touched it.
+    pub from_segment: bool,
+    /// The `userId` a Segment source last gave it.
+    pub segment_user_id: Option<String>,
     /// `data` as stored, until parsed.
     raw: Option<String>,
     parsed: Option<ProfileData>,
@@ -100,6 +108,8 @@ impl ProfileRow {
             created_us: at_us,
             updated_us: at_us,
             last_event_us: None,
+            from_segment: false,
+            segment_user_id: None,
             raw: None,
             parsed: Some(ProfileData {
                 first_name: None,
@@ -131,6 +141,8 @@ impl ProfileRow {
             updated_us: r.get(7)?,
             last_event_us: r.get(8)?,
             raw: Some(r.get(9)?),
+            from_segment: r.get(10)?,
+            segment_user_id: r.get(11)?,
             parsed: None,
             dirty: false,
             data_dirty: false,
@@ -214,13 +226,15 @@ impl ProfileRow {
             let data = serde_json::to_string(self.data()).expect("profile data serialises");
             let mut stmt = conn.prepare_cached(
                 "INSERT INTO profiles (pk, id, email, phone_number, external_id, anonymous_id,
-                                       created_us, updated_us, data, changed_seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                                       created_us, updated_us, data, changed_seq,
+                                       from_segment, segment_user_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT (pk) DO UPDATE SET email = excluded.email,
                      phone_number = excluded.phone_number, external_id = excluded.external_id,
                      anonymous_id = excluded.anonymous_id, created_us = excluded.created_us,
                      updated_us = excluded.updated_us, data = excluded.data,
-                     changed_seq = excluded.changed_seq",
+                     changed_seq = excluded.changed_seq, from_segment = excluded.from_segment,
+                     segment_user_id = excluded.segment_user_id",
             )?;
             stmt.execute(params![
                 self.pk,
@@ -232,12 +246,15 @@ impl ProfileRow {
                 self.created_us,
                 self.updated_us,
                 data,
-                seq
+                seq,
+                self.from_segment,
+                self.segment_user_id
             ])?;
         } else {
             let mut stmt = conn.prepare_cached(
                 "UPDATE profiles SET email = ?2, phone_number = ?3, external_id = ?4,
-                     anonymous_id = ?5, created_us = ?6, updated_us = ?7, changed_seq = ?8
+                     anonymous_id = ?5, created_us = ?6, updated_us = ?7, changed_seq = ?8,
+                     from_segment = ?9, segment_user_id = ?10
                  WHERE pk = ?1",
             )?;
             stmt.execute(params![
@@ -248,7 +265,9 @@ impl ProfileRow {
                 self.anonymous_id,
                 self.created_us,
                 self.updated_us,
-                seq
+                seq,
+                self.from_segment,
+                self.segment_user_id
             ])?;
         }
         self.stored = true;
@@ -372,6 +391,22 @@ impl ProfileRow {
         slot.take().is_some()
     }
 
+    /// Records that a Segment source (directly or through a forwarded API write) touched the
+    /// profile, with the `userId` it gave. Dirties the row only when something is new: the
+    /// first time, or a different user id.
+    pub(crate) fn mark_from_segment(&mut self, user_id: Option<&str>) {
+        if !self.from_segment {
+            self.from_segment = true;
+            self.dirty = true;
+        }
+        if let Some(user_id) = user_id {
+            if self.segment_user_id.as_deref() != Some(user_id) {
+                self.segment_user_id = Some(user_id.to_owned());
+                self.dirty = true;
+            }
+        }
+    }
+
     pub(crate) fn touch(&mut self, origin: &Origin, at_us: i64) {
         self.updated_us = self.updated_us.max(at_us);
         self.data_mut().updated_by = origin.clone();
@@ -388,6 +423,8 @@ impl ProfileRow {
         fill(&mut self.phone_number, &other.phone_number);
         fill(&mut self.external_id, &other.external_id);
         fill(&mut self.anonymous_id, &other.anonymous_id);
+        fill(&mut self.segment_user_id, &other.segment_user_id);
+        self.from_segment |= other.from_segment;
         let other_data = other.data_copy();
         let (d, o) = (self.data_mut(), &other_data);
         fill(&mut d.first_name, &o.first_name);

@@ -213,12 +213,40 @@ const MIGRATIONS: &[&str] = &[
         tries INTEGER NOT NULL
     );
     "#,
+    r#"
+    -- What Signalbox itself did to profiles, in log order, for the reverse sync (`outbox.rs`):
+    -- one row per change, keyed by the log entry that made it and the change's index in it.
+    -- `at_us` is the entry's receipt time (a built-in event's own time); `email`, `user_id`,
+    -- `anonymous_id` and `from_segment` are the profile's as of the change; `change` is the
+    -- `OutboxChange` as JSON. Never written for calls from Segment sources, nor for API
+    -- writes forwarded from one.
+    CREATE TABLE outbox (
+        seq INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        at_us INTEGER NOT NULL,
+        profile_id TEXT NOT NULL,
+        email TEXT,
+        user_id TEXT,
+        anonymous_id TEXT,
+        from_segment INTEGER NOT NULL,
+        change TEXT NOT NULL,
+        PRIMARY KEY (seq, n)
+    ) WITHOUT ROWID;
+    CREATE INDEX outbox_at ON outbox(at_us, seq, n);
+    -- Set once a call from a Segment source (or an API write forwarded from one) touched the
+    -- profile; `segment_user_id` is the `userId` a Segment source last gave it.
+    ALTER TABLE profiles ADD COLUMN from_segment INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE profiles ADD COLUMN segment_user_id TEXT;
+    "#,
 ];
 
 /// Rust steps that follow the SQL of a migration (by its index in [`MIGRATIONS`]).
 fn after_migration(idx: usize, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     if idx == 2 {
         backfill_alias_of(tx)?;
+    }
+    if idx == 4 {
+        backfill_from_segment(tx)?;
     }
     Ok(())
 }
@@ -236,6 +264,19 @@ fn backfill_alias_of(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
              LIMIT 1)
          WHERE kind = 'alias' AND status = 'held';
          DROP TABLE held_ids;",
+    )
+}
+
+/// Profiles that a Segment source touched before the flag existed: their provenance says so,
+/// and the user id is the one the latest such source gave.
+fn backfill_from_segment(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "UPDATE profiles SET from_segment = 1, segment_user_id = (
+             SELECT o.external_id FROM profile_origins o
+             WHERE o.profile_pk = profiles.pk AND o.integration = 'Segment'
+               AND o.external_id IS NOT NULL
+             ORDER BY o.last_seq DESC LIMIT 1)
+         WHERE pk IN (SELECT profile_pk FROM profile_origins WHERE integration = 'Segment');",
     )
 }
 
@@ -258,6 +299,43 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profiles_from_segment_are_marked_on_migration_with_their_latest_user_id() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute_batch(
+            "INSERT INTO profiles (pk, id, created_us, updated_us, data) VALUES
+                 (1, 'p1', 0, 0, '{}'), (2, 'p2', 0, 0, '{}'), (3, 'p3', 0, 0, '{}');
+             INSERT INTO profile_origins (profile_pk, integration, source, external_id,
+                                          anonymous_id, first_seq, last_seq) VALUES
+                 (1, 'Segment', 'web', 'old', NULL, 1, 2),
+                 (1, 'Segment', 'app', 'new', NULL, 3, 9),
+                 (1, 'API', '', 'crm', NULL, 4, 10),
+                 (2, 'API', '', 'x', NULL, 5, 5),
+                 (3, 'Segment', 'web', NULL, 'a3', 6, 6);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let rows: Vec<(i64, bool, Option<String>)> = conn
+            .prepare("SELECT pk, from_segment, segment_user_id FROM profiles ORDER BY pk")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (1, true, Some("new".to_owned())),
+                (2, false, None),
+                (3, true, None)
+            ]
+        );
+    }
 
     #[test]
     fn held_ids_migrate_to_alias_of_on_the_held_row() {

@@ -9,5 +9,6 @@ mod helpers;
 mod identity;
 mod limits;
 mod lists;
+mod outbox;
 mod pipeline;
 mod quarantine;

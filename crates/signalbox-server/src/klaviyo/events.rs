@@ -20,6 +20,7 @@ use super::filter::{FieldRule, Op};
 use super::jsonapi::{
     datetime, linkage, BaseUrl, JsonApi, Obj, Params, Patch, QuerySpec, RawQuery, Resource,
 };
+use super::origin::RequestOrigin;
 use super::profiles;
 use super::scopes::{EventsRead, EventsWrite};
 use super::{metrics, Body};
@@ -153,7 +154,11 @@ pub async fn get(
 
 /// `POST /api/events`: durable on return, applied asynchronously; 202 with no body.
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
-pub async fn create(caller: Caller<EventsWrite>, Body(body): Body) -> Result<Response, ApiError> {
+pub async fn create(
+    caller: Caller<EventsWrite>,
+    origin: RequestOrigin,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
     let root = Obj::root(&body)?;
     root.only(&["data"])?;
     let data = root.required_object("data")?;
@@ -161,7 +166,10 @@ pub async fn create(caller: Caller<EventsWrite>, Body(body): Body) -> Result<Res
     data.expect_type("event")?;
     let attributes = data.required_object("attributes")?;
     let event = event_input(&attributes, None, caller.clock.now())?;
-    caller.engage.create_events(vec![event]).await?;
+    origin
+        .engage(&caller.engage)
+        .create_events(vec![event])
+        .await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -169,6 +177,7 @@ pub async fn create(caller: Caller<EventsWrite>, Body(body): Body) -> Result<Res
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn bulk_create(
     caller: Caller<EventsWrite>,
+    origin: RequestOrigin,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let root = Obj::root(&body)?;
@@ -219,7 +228,7 @@ pub async fn bulk_create(
             "a bulk job needs at least one event",
         ));
     }
-    caller.engage.create_events(events).await?;
+    origin.engage(&caller.engage).create_events(events).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 

@@ -19,6 +19,7 @@ use super::filter::{FieldRule, Op};
 use super::jsonapi::{
     datetime, BaseUrl, JsonApi, Obj, Params, Patch, QuerySpec, RawQuery, Resource,
 };
+use super::origin::RequestOrigin;
 use super::profiles;
 use super::scopes::{ListsProfilesRead, ListsProfilesWrite, ListsRead, ListsWrite};
 use super::Body;
@@ -453,12 +454,13 @@ fn profile_linkages(body: &Value) -> Result<Vec<ProfileId>, ApiError> {
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn add_profiles(
     caller: Caller<ListsProfilesWrite>,
+    origin: RequestOrigin,
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let profiles = profile_linkages(&body)?;
-    caller
-        .engage
+    origin
+        .engage(&caller.engage)
         .add_list_members(&ListId(id), &profiles)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -468,12 +470,13 @@ pub async fn add_profiles(
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn remove_profiles(
     caller: Caller<ListsProfilesWrite>,
+    origin: RequestOrigin,
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let profiles = profile_linkages(&body)?;
-    caller
-        .engage
+    origin
+        .engage(&caller.engage)
         .remove_list_members(&ListId(id), &profiles)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())

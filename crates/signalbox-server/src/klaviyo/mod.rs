@@ -8,6 +8,7 @@
 //! - [`jsonapi`]: documents, resource objects, links, shared query parameters, body reading.
 //! - [`filter`]: the `filter` syntax, parsed and checked against each endpoint's table.
 //! - [`error`]: the `errors[]` shape every failure takes.
+//! - [`origin`]: the `Signalbox-Origin` header of writes forwarded from a Segment source.
 //! - One module per resource: [`metrics`], [`events`], [`profiles`], [`aggregates`],
 //!   [`lists`], [`subscriptions`] (subscription and suppression jobs), [`templates`],
 //!   [`flows`], [`segments`].
@@ -29,6 +30,7 @@ pub mod flows;
 pub mod jsonapi;
 pub mod lists;
 pub mod metrics;
+pub mod origin;
 pub mod profiles;
 pub mod scopes;
 pub mod segments;

@@ -16,6 +16,7 @@ use super::filter::{FieldRule, Op};
 use super::jsonapi::{
     datetime, BaseUrl, JsonApi, Obj, Params, Patch, QuerySpec, RawQuery, Resource,
 };
+use super::origin::RequestOrigin;
 use super::scopes::{ProfilesRead, ProfilesWrite};
 use super::Body;
 
@@ -214,6 +215,7 @@ async fn add_subscriptions<R>(
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn create(
     caller: Caller<ProfilesWrite>,
+    origin: RequestOrigin,
     base: BaseUrl,
     query: RawQuery,
     Body(body): Body,
@@ -227,7 +229,7 @@ pub async fn create(
     let attributes = data.required_object("attributes")?;
     let input = read_attributes(&attributes, Shape::Create)?;
     require_identifier(&input, &data)?;
-    let profile = caller.engage.create_profile(input).await?;
+    let profile = origin.engage(&caller.engage).create_profile(input).await?;
     Ok(document(StatusCode::CREATED, &profile, &base, &params))
 }
 
@@ -235,6 +237,7 @@ pub async fn create(
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn update(
     caller: Caller<ProfilesWrite>,
+    origin: RequestOrigin,
     base: BaseUrl,
     Path(id): Path<String>,
     query: RawQuery,
@@ -259,7 +262,10 @@ pub async fn update(
     if let Some(meta) = data.object("meta")? {
         read_meta(&meta, &mut input)?;
     }
-    let profile = caller.engage.update_profile(&ProfileId(id), input).await?;
+    let profile = origin
+        .engage(&caller.engage)
+        .update_profile(&ProfileId(id), input)
+        .await?;
     Ok(document(StatusCode::OK, &profile, &base, &params))
 }
 
@@ -268,6 +274,7 @@ pub async fn update(
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn import(
     caller: Caller<ProfilesWrite>,
+    origin: RequestOrigin,
     base: BaseUrl,
     query: RawQuery,
     Body(body): Body,
@@ -287,7 +294,7 @@ pub async fn import(
         input.id = Some(ProfileId(id));
     }
     require_identifier(&input, &data)?;
-    let (profile, created) = caller.engage.import_profile(input).await?;
+    let (profile, created) = origin.engage(&caller.engage).import_profile(input).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

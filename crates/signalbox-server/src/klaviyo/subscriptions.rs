@@ -15,6 +15,7 @@ use signalbox_engage::{
 use super::auth::Caller;
 use super::error::ApiError;
 use super::jsonapi::{datetime, BaseUrl, JsonApi, Obj, Patch};
+use super::origin::RequestOrigin;
 use super::scopes::{
     ListsProfilesSubscriptionsWrite, ProfilesSubscriptionsWrite, SubscriptionsWrite,
 };
@@ -153,6 +154,7 @@ fn accepted() -> Response {
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn subscribe(
     caller: Caller<ListsProfilesSubscriptionsWrite>,
+    origin: RequestOrigin,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let root = Obj::root(&body)?;
@@ -181,8 +183,8 @@ pub async fn subscribe(
         }
     }
     let list_id = related_list(&data, false)?;
-    caller
-        .engage
+    origin
+        .engage(&caller.engage)
         .subscribe(SubscribeRequest {
             list_id,
             emails,
@@ -198,6 +200,7 @@ pub async fn subscribe(
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn unsubscribe(
     caller: Caller<ListsProfilesSubscriptionsWrite>,
+    origin: RequestOrigin,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let root = Obj::root(&body)?;
@@ -209,8 +212,8 @@ pub async fn unsubscribe(
         &mut None,
     )?;
     let list_id = related_list(&data, false)?;
-    caller
-        .engage
+    origin
+        .engage(&caller.engage)
         .unsubscribe(UnsubscribeRequest { list_id, emails })
         .await?;
     Ok(accepted())
@@ -281,6 +284,7 @@ fn target_size(target: &SuppressTarget) -> usize {
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn suppress(
     caller: Caller<ProfilesSubscriptionsWrite>,
+    origin: RequestOrigin,
     base: BaseUrl,
     Body(body): Body,
 ) -> Result<JsonApi, ApiError> {
@@ -289,8 +293,8 @@ pub async fn suppress(
     let (data, attributes) = job(&root, kind, &["profiles"])?;
     let target = suppress_target(&data, &attributes)?;
     let total = target_size(&target);
-    let done = caller
-        .engage
+    let done = origin
+        .engage(&caller.engage)
         .suppress(target, SuppressionReason::UserSuppressed)
         .await?;
     Ok(job_document(&caller, &base, kind, total, done))
@@ -300,6 +304,7 @@ pub async fn suppress(
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn unsuppress(
     caller: Caller<SubscriptionsWrite>,
+    origin: RequestOrigin,
     base: BaseUrl,
     Body(body): Body,
 ) -> Result<JsonApi, ApiError> {
@@ -308,6 +313,6 @@ pub async fn unsuppress(
     let (data, attributes) = job(&root, kind, &["profiles"])?;
     let target = suppress_target(&data, &attributes)?;
     let total = target_size(&target);
-    let done = caller.engage.unsuppress(target).await?;
+    let done = origin.engage(&caller.engage).unsuppress(target).await?;
     Ok(job_document(&caller, &base, kind, total, done))
 }

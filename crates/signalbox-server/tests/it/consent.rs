@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use signalbox_core::{Clock, SystemClock, WriteKey};
-use signalbox_engage::{Engage, EngageConfig};
+use signalbox_engage::{Engage, EngageConfig, OutboxChange};
 use signalbox_server::{Application, ServerConfig, ServerError};
 use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{SqliteStore, Store};
@@ -20,20 +20,20 @@ use tokio::task::JoinHandle;
 
 use crate::helpers::{basic, SOURCE};
 
-/// A server with the engage pipeline, on `127.0.0.1:0`.
-struct ConsentApp {
+/// A server with the engage pipeline, on `127.0.0.1:0` (also used by `forwarded.rs`).
+pub(crate) struct ConsentApp {
     address: String,
     http: reqwest::Client,
     write_key: WriteKey,
     api_key: String,
-    engage: Engage,
+    pub(crate) engage: Engage,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), ServerError>>>,
     _dir: TempDir,
 }
 
 impl ConsentApp {
-    async fn spawn() -> ConsentApp {
+    pub(crate) async fn spawn() -> ConsentApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(dir.path().join("signalbox.db"), SqliteOptions::default())
@@ -81,7 +81,7 @@ impl ConsentApp {
         }
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -90,7 +90,7 @@ impl ConsentApp {
         }
     }
 
-    async fn settle(&self) {
+    pub(crate) async fn settle(&self) {
         self.engage
             .catch_up(Duration::from_secs(30))
             .await
@@ -98,12 +98,31 @@ impl ConsentApp {
     }
 
     /// A Klaviyo API or admin request with the private key; status and JSON body.
-    async fn api(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub(crate) async fn api(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.api_with(method, path, body, &[]).await
+    }
+
+    /// [`ConsentApp::api`] with more headers.
+    pub(crate) async fn api_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.address))
             .header("Authorization", format!("Klaviyo-API-Key {}", self.api_key))
             .header("revision", "2026-07-15");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(body) = body {
             request = request
                 .header("Content-Type", "application/vnd.api+json")
@@ -116,7 +135,7 @@ impl ConsentApp {
     }
 
     /// An identify through the Tracking API, signed with the source's (public) write key.
-    async fn identify(&self, message: Value) {
+    pub(crate) async fn identify(&self, message: Value) {
         let response = self
             .http
             .post(format!("{}/v1/identify", self.address))
@@ -128,7 +147,7 @@ impl ConsentApp {
         assert_eq!(response.status(), StatusCode::OK);
     }
 
-    async fn create_list(&self, name: &str, opt_in: &str) -> String {
+    pub(crate) async fn create_list(&self, name: &str, opt_in: &str) -> String {
         let (status, body) = self
             .api(
                 Method::POST,
@@ -363,6 +382,32 @@ async fn consent_links_change_nothing_on_get_or_head_and_act_on_post() {
     assert_eq!(
         app.marketing("jo@example.com").await["consent"],
         "UNSUBSCRIBED"
+    );
+    // What the links did is in the outbox for the reverse sync; the identify that asked for
+    // the subscription came from Segment and is not.
+    let outbox = app.engage.outbox_after((0, 0), 100).await.unwrap();
+    let changes: Vec<Value> = outbox
+        .iter()
+        .map(|row| {
+            assert!(row.from_segment);
+            assert_eq!(row.user_id.as_deref(), Some("jo"));
+            assert_eq!(row.email.as_deref(), Some("jo@example.com"));
+            match &row.change {
+                OutboxChange::List { change, .. } => json!({"list": change}),
+                OutboxChange::Consent { consent, .. } => json!({"consent": consent}),
+                OutboxChange::Email(event) => json!({"email": event.metric.name()}),
+                OutboxChange::Traits { traits } => json!({"traits": traits}),
+            }
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            json!({"list": "confirmed"}),
+            json!({"consent": "SUBSCRIBED"}),
+            json!({"consent": "UNSUBSCRIBED"}),
+            json!({"email": "Unsubscribed"}),
+        ]
     );
 
     // A forged token: 400 on every method, nothing read or changed.

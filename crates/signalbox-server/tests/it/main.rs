@@ -7,6 +7,7 @@ mod decode_properties;
 mod dedupe;
 mod destinations;
 mod edge;
+mod forwarded;
 mod fuzz_decode;
 mod fuzz_klaviyo_query;
 mod helpers;
