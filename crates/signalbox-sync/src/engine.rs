@@ -28,10 +28,11 @@ use tokio::task::JoinHandle;
 use crate::error::{SyncError, SyncResult};
 use crate::feed::{CallFeed, OutboxFeed};
 use crate::model::{
-    Circuit, DeadLetter, DeliveryRecord, Destination, DestinationConfig, DestinationPatch,
-    DestinationState, DestinationStatus, NewDestination, Position, Replay, Secret,
+    Circuit, DeadLetter, DeliveryRecord, Destination, DestinationConfig, DestinationKind,
+    DestinationPatch, DestinationState, DestinationStatus, NewDestination, Position, Replay,
+    Secret,
 };
-use crate::store::SyncStore;
+use crate::store::{Commit, SyncStore};
 use crate::worker::{Live, Shared, Worker};
 
 /// What the engine reads and sends through.
@@ -218,9 +219,34 @@ impl Sync {
     pub async fn create(&self, new: NewDestination) -> SyncResult<Destination> {
         validate_name(&new.name)?;
         self.validate(&new.config, new.rate).await?;
+        // A new destination delivers what arrives from now on, as a new Segment destination
+        // does; `replay --since` sends what came before.
+        let head = self.head_of(new.config.kind()).await?;
         let destination = self.deps.store.create(new, self.deps.clock.now()).await?;
+        if head > Position::default() {
+            let start = Commit {
+                cursor: Some(head),
+                ..Commit::default()
+            };
+            self.deps.store.commit(&destination.id, start).await?;
+        }
         self.reload();
         Ok(destination)
+    }
+
+    /// Where the feed a kind follows ends now.
+    async fn head_of(&self, kind: DestinationKind) -> SyncResult<Position> {
+        let feeds = &self.inner.feeds;
+        match kind {
+            DestinationKind::Segment => match &feeds.outbox {
+                Some(outbox) => outbox.outbox_head().await,
+                None => Ok(Position::default()),
+            },
+            DestinationKind::Klaviyo | DestinationKind::Webhook => Ok(Position {
+                seq: feeds.calls.head().await?,
+                n: 0,
+            }),
+        }
     }
 
     pub async fn list(&self) -> SyncResult<Vec<Destination>> {

@@ -9,7 +9,9 @@ use jiff::Timestamp;
 use serde_json::{json, Map, Value};
 use signalbox_core::CallKind;
 use signalbox_engage::{BuiltinMetric, EmailEvent, OutboxChange, OutboxEntry, ProfileId};
-use signalbox_sync::{DestinationConfig, NewDestination, OutboxFeed, Position, Secret, SyncResult};
+use signalbox_sync::{
+    DestinationConfig, NewDestination, OutboxFeed, Position, Replay, Secret, SyncResult,
+};
 use tokio::sync::watch;
 
 use crate::helpers::*;
@@ -47,6 +49,10 @@ async fn klaviyo_gets_imports_list_adds_and_event_jobs_in_log_order() {
     })
     .await
     .unwrap();
+    // A destination starts at the log's end; a replay from the start sends what came before.
+    sync.replay("klaviyo", Replay::Since(Timestamp::UNIX_EPOCH))
+        .await
+        .unwrap();
     sync.notify();
     assert!(sync.wait_idle(WAIT).await);
     let requests = receiver.requests();
@@ -135,6 +141,10 @@ async fn a_refused_klaviyo_event_is_dead_lettered_and_replayed() {
     })
     .await
     .unwrap();
+    // A destination starts at the log's end; a replay from the start sends what came before.
+    sync.replay("klaviyo", Replay::Since(Timestamp::UNIX_EPOCH))
+        .await
+        .unwrap();
     sync.notify();
     assert!(sync.wait_idle(WAIT).await);
     let unique_ids = |only_ok: bool| -> Vec<String> {

@@ -210,12 +210,14 @@ async fn a_restart_resumes_at_the_cursor_without_gaps() {
     let h = Harness::new().await;
     let receiver = Receiver::start().await;
     let base = Timestamp::now();
-    let mut expected = h.append_tracks(0, 500, base).await;
+    let mut expected;
     {
         let sync = h.start();
         create(&sync, webhook("hook", &receiver.url("/in"), None)).await;
         // Stop while delivery is under way (the receiver is slow).
         receiver.script((0..3).map(|_| Reply::Status(503)));
+        expected = h.append_tracks(0, 500, base).await;
+        sync.notify();
         receiver.wait_for(1, WAIT).await;
         drop(sync);
     }

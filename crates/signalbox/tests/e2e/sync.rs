@@ -401,6 +401,7 @@ async fn a_failing_receiver_and_a_killed_sender_lose_nothing_and_repeat_nothing(
         f.hangs = 1;
         f.poison = Some(poison.clone());
     }
+    let mut server = serve_with_private_destinations(&env);
     env.cli_ok(&[
         "destination",
         "create",
@@ -412,7 +413,6 @@ async fn a_failing_receiver_and_a_killed_sender_lose_nothing_and_repeat_nothing(
         "--source",
         "default",
     ]);
-    let mut server = serve_with_private_destinations(&env);
 
     // 40 people, 50 calls each, in order: userId p{k}, properties.n = 0..50.
     let mut expected: BTreeMap<String, Vec<u64>> = BTreeMap::new();
@@ -491,8 +491,7 @@ async fn a_failing_receiver_and_a_killed_sender_lose_nothing_and_repeat_nothing(
 
     // The poisoned call is a dead letter with its reason and the response.
     let letters = env.cli_ok(&["destination", "dead-letters", "hook", "--json"]);
-    let letters: Value = serde_json::from_str(&letters).expect("dead-letters --json");
-    let letters = letters.as_array().expect("a list of dead letters").clone();
+    let letters = crate::harness::json_lines(&letters);
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["message_id"], json!(poison));
     assert_eq!(letters[0]["status"], json!(400));
