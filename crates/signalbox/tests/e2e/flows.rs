@@ -161,6 +161,7 @@ impl MailServer {
             "--listen",
             "127.0.0.1:0",
             "--test-clock",
+            "--allow-private-destinations",
             "--smtp-url",
             &sink.url(),
             "--mail-from",
@@ -495,7 +496,7 @@ pub fn parse_mail(captured: &Captured) -> Mail {
 }
 
 /// The `href`s of an HTML body.
-fn hrefs(html: &str) -> Vec<String> {
+pub fn hrefs(html: &str) -> Vec<String> {
     html.split("href=\"")
         .skip(1)
         .filter_map(|rest| rest.split('"').next())

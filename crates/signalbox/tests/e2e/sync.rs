@@ -669,3 +669,161 @@ async fn secrets_appear_in_no_log_output_record_or_error() {
 fn describe(out: &CliOutput) -> String {
     format!("{}\n{}", out.stdout, out.stderr)
 }
+
+/// The events of B's log from A's reverse sync (`messageId` `sbx-…`) named `event`.
+fn reverse_tracks(env_b: &TestEnv, event: &str) -> Vec<Value> {
+    env_b
+        .export(&["--source", "default"])
+        .into_iter()
+        .filter(|c| {
+            c["messageId"].as_str().unwrap_or("").starts_with("sbx-") && c["event"] == event
+        })
+        .collect()
+}
+
+async fn wait_reverse(env_b: &TestEnv, event: &str) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let found = reverse_tracks(env_b, event);
+        if !found.is_empty() {
+            return found;
+        }
+        assert!(
+            started.elapsed() < SETTLE,
+            "no {event:?} reached B within {SETTLE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn flow_emails_go_back_to_segment_as_email_spec_tracks() {
+    use crate::flows::{hrefs, parse_mail, MailServer, SmtpSink};
+    let root = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(&root.path().join("mail"));
+    let a = MailServer::start(&sink);
+    let env_b = TestEnv::new();
+    let b = env_b.serve();
+    a.env.cli_ok(&[
+        "destination",
+        "create",
+        "to-segment",
+        "--kind",
+        "segment",
+        "--write-key",
+        &b.write_key,
+        "--endpoint",
+        &b.base_url,
+    ]);
+    let identify = |user: &str, email: &str| json!({"type": "identify", "userId": user, "traits": {"email": email, "firstName": "Erin"}});
+    let order = |user: &str, id: &str| {
+        json!({"type": "track", "userId": user, "event": "Order Completed",
+               "properties": {"order_id": id, "revenue": 10, "products": []}})
+    };
+    a.segment(json!([
+        identify("seed", "seed@tea.test"),
+        order("seed", "o-seed")
+    ]));
+    let placed = a.metric_id("Placed Order").await;
+    let flow_id = a.apply_flow(&json!({
+        "name": "Thanks",
+        "status": "live",
+        "definition": {
+            "triggers": [{"type": "metric", "id": placed}],
+            "entry_action_id": "email",
+            "actions": [
+                {"temporary_id": "email", "type": "send-email", "data": {"status": "live", "message": {
+                    "from_email": "orders@tea.test", "from_label": "Tea Shop",
+                    "subject_line": "Thanks, {{ first_name }}",
+                    "html": "<p>Thanks!</p><p><a href=\"https://tea.test/orders\">Your orders</a></p>",
+                    "text": "Thanks", "smart_sending_enabled": false}},
+                 "links": {"next": null}}
+            ],
+            "reentry_criteria": {"duration": 0, "unit": "alltime"}
+        }
+    }));
+    a.segment(json!([
+        identify("erin", "erin@example.com"),
+        order("erin", "o-1")
+    ]));
+    a.wait_count(&flow_id, "sent", 1).await;
+    // (The seed's order may start a run too, depending on when the flow went live.)
+    let started = Instant::now();
+    let mail = loop {
+        let to_erin = sink
+            .messages()
+            .iter()
+            .map(parse_mail)
+            .find(|m| m.rcpt_tos == ["erin@example.com"]);
+        if let Some(mail) = to_erin {
+            break mail;
+        }
+        assert!(started.elapsed() < SETTLE, "no email to erin");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    let started = Instant::now();
+    let call = loop {
+        let found = reverse_tracks(&env_b, "Email Delivered")
+            .into_iter()
+            .find(|c| c["context"]["traits"]["email"] == "erin@example.com");
+        if let Some(call) = found {
+            break call;
+        }
+        assert!(started.elapsed() < SETTLE, "no Email Delivered for erin");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let call = &call;
+    assert_eq!(call["type"], "track");
+    assert_eq!(
+        call["userId"], "erin",
+        "the id Segment knows the person by: {call}"
+    );
+    assert_eq!(call["context"]["traits"]["email"], "erin@example.com");
+    assert_eq!(call["properties"]["email_subject"], "Thanks, Erin");
+    assert_eq!(call["properties"]["flow_id"], json!(flow_id));
+    assert!(call["properties"]["email_id"].is_string(), "{call}");
+    assert_eq!(call["integrations"]["Klaviyo"], json!(false));
+
+    // A click on the tracked link: `Email Link Clicked` with the link.
+    let click = hrefs(&mail.html)
+        .into_iter()
+        .find(|h| h.contains("/t/c/"))
+        .expect("a tracked link");
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let answer = no_redirects.get(&click).send().await.unwrap();
+    assert!(answer.status().is_redirection(), "{}", answer.status());
+    let clicked = wait_reverse(&env_b, "Email Link Clicked").await;
+    assert_eq!(
+        clicked[0]["properties"]["link_url"],
+        "https://tea.test/orders"
+    );
+    assert_eq!(
+        clicked[0]["properties"]["email_id"],
+        call["properties"]["email_id"]
+    );
+
+    // A refused address: `Email Bounced`.
+    a.segment(json!([
+        identify("frank", "bounce-frank@example.com"),
+        order("frank", "o-2")
+    ]));
+    let bounced = wait_reverse(&env_b, "Email Bounced").await;
+    assert_eq!(
+        bounced[0]["context"]["traits"]["email"],
+        "bounce-frank@example.com"
+    );
+    // What A's own Segment source sent never goes back: no identify repeats its traits (the
+    // bounce's suppression, made by Signalbox, does go back).
+    let echoed: Vec<Value> = env_b
+        .export(&["--source", "default"])
+        .into_iter()
+        .filter(|c| c["messageId"].as_str().unwrap_or("").starts_with("sbx-"))
+        .filter(|c| !c["traits"]["firstName"].is_null())
+        .collect();
+    assert!(echoed.is_empty(), "{echoed:?}");
+    b.stop();
+}
