@@ -48,6 +48,7 @@ pub(crate) struct Effect {
     pub key: String,
     pub run_id: i64,
     pub flow_id: String,
+    pub flow_name: String,
     pub action: Action,
     pub profile_id: String,
     pub trigger_event_id: Option<String>,
@@ -281,6 +282,7 @@ async fn send_email(
             let props = json!({
                 "Subject": subject,
                 "$flow": effect.flow_id,
+                "$flow_name": effect.flow_name,
                 "$message": effect.action.id,
                 "$message_id": effect.key,
                 "Message-ID": receipt.message_id,
@@ -299,6 +301,7 @@ async fn send_email(
             let props = json!({
                 "Subject": subject,
                 "$flow": effect.flow_id,
+                "$flow_name": effect.flow_name,
                 "$message": effect.action.id,
                 "$message_id": effect.key,
                 "Email": address,

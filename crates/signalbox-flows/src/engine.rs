@@ -151,6 +151,8 @@ impl FlowsDeps {
 /// A flow as the worker uses it.
 pub(crate) struct CachedFlow {
     pub id: String,
+    /// The flow's name, recorded with its email events (`$flow_name`).
+    pub name: String,
     pub status: FlowStatus,
     pub definition: FlowDefinition,
 }
@@ -855,6 +857,7 @@ pub(crate) async fn reload_cache(inner: &Arc<Inner>) -> FlowsResult<()> {
     for flow in flows {
         let cached = Arc::new(CachedFlow {
             id: flow.id.clone(),
+            name: flow.name.clone(),
             status: if flow.archived {
                 FlowStatus::Paused
             } else {

@@ -1025,6 +1025,7 @@ fn effect(
         key,
         run_id: run.id,
         flow_id: flow.id.clone(),
+        flow_name: flow.name.clone(),
         action: action.clone(),
         profile_id: run.profile_id.clone(),
         trigger_event_id: run.trigger_event_id.clone(),

@@ -782,6 +782,7 @@ async fn flow_emails_go_back_to_segment_as_email_spec_tracks() {
     assert_eq!(call["context"]["traits"]["email"], "erin@example.com");
     assert_eq!(call["properties"]["email_subject"], "Thanks, Erin");
     assert_eq!(call["properties"]["flow_id"], json!(flow_id));
+    assert_eq!(call["properties"]["flow_name"], "Thanks");
     assert!(call["properties"]["email_id"].is_string(), "{call}");
     assert_eq!(call["integrations"]["Klaviyo"], json!(false));
 
