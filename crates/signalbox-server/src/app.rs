@@ -126,6 +126,8 @@ pub struct AppState {
     /// The sync engine behind `/admin/v1/destinations`, woken after each append; without it
     /// those routes answer 503.
     pub sync: Option<signalbox_sync::Sync>,
+    /// Who may use the console (accounts and sessions); until set, nobody.
+    pub console_auth: Arc<dyn signalbox_console::Authenticator>,
 }
 
 /// Open CORS for the Tracking API, which browsers call from any site. The headers a preflight
@@ -138,6 +140,16 @@ fn tracking_cors() -> CorsLayer {
 }
 
 pub fn router(state: AppState) -> Router {
+    let console = signalbox_console::Console::new(signalbox_console::ConsoleDeps {
+        store: Arc::clone(&state.store),
+        engage: state.engage.clone(),
+        audience: state.audience.clone(),
+        flows: state.flows.clone(),
+        sync: state.sync.clone(),
+        clock: Arc::clone(&state.clock),
+        public_url: state.links.base_url().trim_end_matches('/').to_owned(),
+        auth: Arc::clone(&state.console_auth),
+    });
     Router::new()
         .merge(segment::routes().layer(tracking_cors()))
         .merge(admin::routes())
@@ -147,6 +159,7 @@ pub fn router(state: AppState) -> Router {
         .merge(test_clock::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(console.routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             bodies::guard_bodies,
@@ -323,6 +336,7 @@ impl Application {
             audience: None,
             bodies,
             sync: None,
+            console_auth: Arc::new(signalbox_console::DenyAll),
         };
         Ok(Application {
             listener,
@@ -382,6 +396,11 @@ impl Application {
     /// [`Application::run`] shuts it down (after the last request, before the store closes).
     pub fn set_sync(&mut self, sync: signalbox_sync::Sync) {
         self.state.sync = Some(sync);
+    }
+
+    /// Lets the console's accounts in.
+    pub fn set_console_auth(&mut self, auth: Arc<dyn signalbox_console::Authenticator>) {
+        self.state.console_auth = auth;
     }
 
     /// Exposes `POST /admin/v1/test-clock`; `clock` must be the one given to

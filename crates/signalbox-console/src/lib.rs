@@ -1,0 +1,84 @@
+//! The console: the web app where a person connects sources and destinations, watches data
+//! arrive, and works with profiles, metrics, lists, segments and flows.
+//!
+//! Server-rendered HTML (minijinja templates compiled into the binary), a little JavaScript of
+//! our own, charts drawn as SVG on the server; every asset is embedded, nothing comes from a
+//! CDN. Pages call the same domain handles the APIs use ([`ConsoleDeps`]); no SQL, no store
+//! opened by path.
+//!
+//! # Layout
+//! - [`auth`]: who is signed in ([`Authenticator`], the [`SignedIn`] extractor) and CSRF.
+//! - `render.rs`: the template environment and the page layout.
+//! - `pages/`: one module per area, each with its routes and templates.
+//! - `assets.rs`: the embedded stylesheet and script.
+//!
+//! **Invariant:** every page and form handler takes [`SignedIn`]: nothing but the sign-in and
+//! first-account setup pages is reachable without a session.
+//! **Invariant:** every form that changes something checks the session's CSRF token.
+
+pub mod auth;
+pub mod error;
+
+mod assets;
+mod pages;
+mod render;
+
+use std::sync::Arc;
+
+use axum::Router;
+use signalbox_audience::Audience;
+use signalbox_core::Clock;
+use signalbox_engage::Engage;
+use signalbox_flows::Flows;
+use signalbox_store::Store;
+use signalbox_sync::Sync;
+
+pub use auth::{Authenticator, DenyAll, SignedIn};
+pub use error::{ConsoleError, ConsoleResult};
+
+/// The domain handles the console works through (the ones the APIs use).
+#[derive(Clone)]
+pub struct ConsoleDeps {
+    pub store: Arc<dyn Store>,
+    pub engage: Option<Engage>,
+    pub audience: Option<Audience>,
+    pub flows: Option<Flows>,
+    pub sync: Option<Sync>,
+    pub clock: Arc<dyn Clock>,
+    /// Where people reach this server (`--public-url`, else the listening address), without a
+    /// trailing slash: the base of links the console shows (the Tracking API's host).
+    pub public_url: String,
+    /// Who is signed in.
+    pub auth: Arc<dyn Authenticator>,
+}
+
+/// The console's state: its deps and the compiled templates. Cheap to clone.
+#[derive(Clone)]
+pub struct Console {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub deps: ConsoleDeps,
+    pub templates: render::Templates,
+}
+
+impl Console {
+    pub fn new(deps: ConsoleDeps) -> Console {
+        Console {
+            inner: Arc::new(Inner {
+                deps,
+                templates: render::Templates::new(),
+            }),
+        }
+    }
+
+    pub fn deps(&self) -> &ConsoleDeps {
+        &self.inner.deps
+    }
+
+    /// Every console route (pages, forms, assets), to merge into the server's router.
+    pub fn routes<S: Clone + Send + std::marker::Sync + 'static>(self) -> Router<S> {
+        pages::routes().merge(assets::routes()).with_state(self)
+    }
+}
