@@ -272,7 +272,11 @@ async fn create_source(
     let name = form.text("name");
     match console.deps().store.create_source(&name).await {
         Ok((source, _key)) => {
-            tracing::info!(account = signed_in.email, source = source.name, "source created");
+            tracing::info!(
+                account = signed_in.email,
+                source = source.name,
+                "source created"
+            );
             Ok(see(format!("/sources/{}?done=created", source.name)))
         }
         Err(err) => {
@@ -330,7 +334,11 @@ async fn render_source(
 ) -> ConsoleResult<Response> {
     let deps = console.deps();
     let source = deps.store.source_by_name(name).await.map_err(store_error)?;
-    let stored = deps.store.source_settings(name).await.map_err(store_error)?;
+    let stored = deps
+        .store
+        .source_settings(name)
+        .await
+        .map_err(store_error)?;
     let settings = DestinationSettings::from_json(&stored);
     let forwarded_to: Vec<Value> = match &deps.sync {
         Some(sync) => sync
@@ -379,7 +387,11 @@ async fn reveal_key(
         .current_write_key(&name)
         .await
         .map_err(store_error)?;
-    tracing::info!(account = signed_in.email, source = name, "write key revealed");
+    tracing::info!(
+        account = signed_in.email,
+        source = name,
+        "write key revealed"
+    );
     render_source(
         &console,
         &signed_in,

@@ -190,6 +190,11 @@ async fn set_state(
         DestinationState::Paused => "paused",
         DestinationState::Active => "resumed",
     };
-    tracing::info!(account = signed_in.email, destination = name, done, "destination state set");
+    tracing::info!(
+        account = signed_in.email,
+        destination = name,
+        done,
+        "destination state set"
+    );
     Ok(Redirect::to(&format!("/deliveries/{name}?done={done}")).into_response())
 }

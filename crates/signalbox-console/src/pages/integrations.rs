@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde_json::{json, Value};
 use signalbox_sync::{
-    DestinationConfig, DestinationKind, DestinationPatch, DestinationState, NewDestination,
-    Secret, SEGMENT_US_ENDPOINT,
+    DestinationConfig, DestinationKind, DestinationPatch, DestinationState, NewDestination, Secret,
+    SEGMENT_US_ENDPOINT,
 };
 
 use crate::auth::SignedIn;
