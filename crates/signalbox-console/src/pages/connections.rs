@@ -807,3 +807,42 @@ async fn segment_save(
     }
     render_destination_form(&console, &signed_in, "segment", values, errors).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_fields_keep_repeats_and_read_check_boxes() {
+        let form = Fields::parse(b"csrf=t&name=+web+&sources=a&sources=&sources=b&flag=on");
+        assert_eq!(form.text("name"), "web");
+        assert_eq!(form.get("missing"), "");
+        assert_eq!(form.all("sources"), vec!["a".to_owned(), "b".to_owned()]);
+        assert!(form.checked("flag"));
+        assert!(!form.checked("other"));
+        let signed_in = SignedIn {
+            email: "a@example.com".into(),
+            csrf: "t".into(),
+        };
+        assert!(form.check_csrf(&signed_in).is_ok());
+        assert!(Fields::parse(b"name=x").check_csrf(&signed_in).is_err());
+    }
+
+    #[test]
+    fn domain_errors_name_the_form_field() {
+        let mut errors = FieldErrors::new();
+        field_error(&mut errors, sync_error(SyncError::invalid("url", "bad"))).unwrap();
+        field_error(&mut errors, sync_error(SyncError::Conflict("x".into()))).unwrap();
+        assert_eq!(errors["url"], "bad");
+        assert!(errors["name"].contains("already exists"));
+        let not_found = sync_error(SyncError::NotFound("x".into()));
+        assert!(field_error(&mut errors, not_found).is_err());
+        assert!(matches!(
+            klaviyo_field(ConsoleError::Invalid {
+                field: "name".into(),
+                message: "taken".into()
+            }),
+            ConsoleError::Invalid { ref field, .. } if field == "destination"
+        ));
+    }
+}
