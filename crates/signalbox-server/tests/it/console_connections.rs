@@ -663,6 +663,7 @@ async fn the_segment_integration_is_installed_in_steps_and_its_key_never_shown()
         "Recent deliveries",
         "active",
     ]);
+    assert!(!card.text.contains(">Install</a>"), "{}", card.text);
     seen.push(card.text);
     // Installing again names the conflict at the key's field.
     let again = console
