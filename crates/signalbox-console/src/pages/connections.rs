@@ -8,6 +8,7 @@
 //!   key masked, its engage destination settings.
 //! - `POST /sources/{name}/settings/reveal`: the settings page with the write key shown.
 //! - `POST /sources/{name}/settings/rotate` (`grace`, as `source rotate-key --grace`).
+//! - `POST /sources/{name}/disable`, `…/enable`: its calls refused (401) or accepted again.
 //! - `GET /destinations/catalog?q=`: the kinds, filtered by the search.
 //! - `GET|POST /destinations/new/klaviyo` (Configure Klaviyo), `…/webhook`, `…/segment`.
 //!
@@ -23,6 +24,7 @@ use axum::routing::{get, post};
 use jiff::SignedDuration;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use signalbox_core::SourceStatus;
 use signalbox_engage::DestinationSettings;
 use signalbox_store::StoreError;
 use signalbox_sync::{
@@ -74,6 +76,8 @@ pub(crate) fn routes() -> axum::Router<Console> {
         .route("/sources/{name}/settings", get(source_settings))
         .route("/sources/{name}/settings/reveal", post(reveal_key))
         .route("/sources/{name}/settings/rotate", post(rotate_key))
+        .route("/sources/{name}/disable", post(disable_source))
+        .route("/sources/{name}/enable", post(enable_source))
         .route("/destinations/catalog", get(catalog))
         .route(
             "/destinations/new/klaviyo",
@@ -302,6 +306,8 @@ fn notice_text(code: Option<&str>) -> Option<&'static str> {
         "klaviyo" => Some("Klaviyo settings saved."),
         "rotated" => Some("Write key rotated. The old key keeps working for its grace period."),
         "rotated-now" => Some("Write key rotated. The old key no longer works."),
+        "disabled" => Some("Source disabled: its calls are refused until it is enabled."),
+        "enabled" => Some("Source enabled."),
         _ => None,
     }
 }
@@ -438,6 +444,47 @@ async fn rotate_key(
         "rotated"
     };
     Ok(see(format!("/sources/{name}/settings?done={done}")))
+}
+
+async fn disable_source(
+    state: State<Console>,
+    signed_in: SignedIn,
+    name: Path<String>,
+    form: RawForm,
+) -> ConsoleResult<Response> {
+    set_source_status(state, signed_in, name, form, SourceStatus::Disabled).await
+}
+
+async fn enable_source(
+    state: State<Console>,
+    signed_in: SignedIn,
+    name: Path<String>,
+    form: RawForm,
+) -> ConsoleResult<Response> {
+    set_source_status(state, signed_in, name, form, SourceStatus::Enabled).await
+}
+
+async fn set_source_status(
+    State(console): State<Console>,
+    signed_in: SignedIn,
+    Path(name): Path<String>,
+    RawForm(body): RawForm,
+    status: SourceStatus,
+) -> ConsoleResult<Response> {
+    Fields::parse(&body).check_csrf(&signed_in)?;
+    console
+        .deps()
+        .store
+        .set_source_status(&name, status)
+        .await
+        .map_err(store_error)?;
+    tracing::info!(
+        account = signed_in.email,
+        source = name,
+        status = status.as_str(),
+        "source status set"
+    );
+    Ok(see(format!("/sources/{name}?done={}", status.as_str())))
 }
 
 // ---- The catalog ----

@@ -14,7 +14,7 @@ use axum::Router;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use signalbox_console::{Authenticator, SignedIn};
-use signalbox_core::{Scopes, SystemClock};
+use signalbox_core::{Scopes, SourceStatus, SystemClock};
 use signalbox_outbound::{OutboundClient, OutboundConfig};
 use signalbox_server::{Application, ServerConfig, ServerError};
 use signalbox_store::sqlite::SqliteOptions;
@@ -365,6 +365,24 @@ async fn a_source_is_created_in_the_form() {
         "web-app"
     );
     console.get("/connections").await.has(&["web-app"]);
+
+    // Disable and enable it.
+    console
+        .post("/sources/web-app/disable", &[])
+        .await
+        .redirects_to("/sources/web-app?done=disabled");
+    let disabled = console.store.source_by_name("web-app").await.unwrap();
+    assert_eq!(disabled.status, SourceStatus::Disabled);
+    console
+        .get("/sources/web-app?done=disabled")
+        .await
+        .has(&["Source disabled", ">Enable source</button>"]);
+    console
+        .post("/sources/web-app/enable", &[])
+        .await
+        .redirects_to("/sources/web-app?done=enabled");
+    let enabled = console.store.source_by_name("web-app").await.unwrap();
+    assert_eq!(enabled.status, SourceStatus::Enabled);
 
     // A bad name: the error next to the field, the value kept.
     let bad = console.post("/sources", &[("name", "no spaces")]).await;
@@ -813,6 +831,7 @@ async fn every_form_without_its_csrf_token_is_refused() {
     let forms: &[(&str, &[(&str, &str)])] = &[
         ("/sources", &[("name", "sneaky")]),
         ("/sources/test/settings/reveal", &[]),
+        ("/sources/test/disable", &[]),
         ("/sources/test/settings/rotate", &[("grace", "0s")]),
         (
             "/destinations/new/klaviyo",
@@ -853,6 +872,10 @@ async fn every_form_without_its_csrf_token_is_refused() {
         assert_eq!(wrong.status, StatusCode::FORBIDDEN, "{path}");
     }
     // Nothing changed.
+    assert_eq!(
+        console.store.source_by_name("test").await.unwrap().status,
+        SourceStatus::Enabled
+    );
     assert!(console.store.source_by_name("sneaky").await.is_err());
     assert_eq!(
         console
