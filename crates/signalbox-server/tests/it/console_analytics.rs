@@ -1,0 +1,376 @@
+//! The console's analytics pages over real HTTP: Analytics › Metrics (the gear icon of
+//! third-party metrics, a metric's chart and Activity Feed), Profiles (search, the profile
+//! page), with a signed-in session from a test authenticator and Segment calls sent through the
+//! Tracking API.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use signalbox_audience::Audience;
+use signalbox_console::{Authenticator, SignedIn};
+use signalbox_core::{Clock, SystemClock, WriteKey};
+use signalbox_engage::{
+    BuiltinEventInput, BuiltinMetric, Engage, EngageConfig, Metric, MetricQuery, ProfileField,
+    ProfileId, ProfileQuery,
+};
+use signalbox_server::{Application, ServerConfig, ServerError};
+use signalbox_store::sqlite::SqliteOptions;
+use signalbox_store::{SqliteStore, Store};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::helpers::{basic, SOURCE};
+
+const SESSION: &str = "analytics-test-session";
+const CSRF: &str = "analytics-test-csrf";
+
+/// Lets in the one session cookie the tests send.
+struct OneSession;
+
+#[async_trait::async_trait]
+impl Authenticator for OneSession {
+    async fn authenticate(&self, session: &str) -> Option<SignedIn> {
+        (session == SESSION).then(|| SignedIn {
+            email: "ops@example.com".into(),
+            csrf: CSRF.into(),
+        })
+    }
+}
+
+struct ConsoleApp {
+    address: String,
+    http: reqwest::Client,
+    write_key: WriteKey,
+    engage: Engage,
+    store: Arc<dyn Store>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), ServerError>>>,
+    _dir: TempDir,
+}
+
+impl ConsoleApp {
+    async fn spawn() -> ConsoleApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(dir.path().join("signalbox.db"), SqliteOptions::default())
+                .expect("open store"),
+        );
+        let (_, write_key) = store.create_source(SOURCE).await.expect("create source");
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let engage = Engage::start(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            EngageConfig::new(dir.path().join("engage.db")),
+        )
+        .await
+        .expect("start engage");
+        let audience = Audience::start(
+            engage.clone(),
+            Arc::clone(&clock),
+            dir.path().join("audience.db"),
+        )
+        .await
+        .expect("start audience");
+        let mut application = Application::build(
+            Arc::clone(&store),
+            clock,
+            ServerConfig::default(),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await
+        .expect("build the application");
+        application.set_engage(engage.clone());
+        application.set_audience(audience);
+        application.set_console_auth(Arc::new(OneSession));
+        let address = format!("http://{}", application.local_addr());
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let server = tokio::spawn(application.run(async {
+            let _ = stop.await;
+        }));
+        ConsoleApp {
+            address,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            write_key,
+            engage,
+            store,
+            shutdown: Some(shutdown),
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server stopped");
+        }
+    }
+
+    async fn settle(&self) {
+        self.engage
+            .catch_up(Duration::from_secs(30))
+            .await
+            .expect("the pipeline catches up");
+    }
+
+    /// A Tracking API call signed with the source's write key.
+    async fn segment(&self, kind: &str, message: Value) {
+        let response = self
+            .http
+            .post(format!("{}/v1/{kind}", self.address))
+            .header("Authorization", basic(self.write_key.expose(), true))
+            .json(&message)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), StatusCode::OK, "{kind} accepted");
+    }
+
+    /// A console page with the session; status and body.
+    async fn page(&self, path: &str) -> (StatusCode, String) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.address))
+            .header("Cookie", format!("signalbox_session={SESSION}"))
+            .send()
+            .await
+            .expect("send");
+        let status = response.status();
+        (status, response.text().await.expect("read"))
+    }
+
+    async fn metric(&self, name: &str) -> Metric {
+        self.engage
+            .list_metrics(MetricQuery::default())
+            .await
+            .expect("metrics")
+            .items
+            .into_iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("metric {name} exists"))
+    }
+
+    async fn profile_id(&self, email: &str) -> ProfileId {
+        self.engage
+            .list_profiles(ProfileQuery {
+                any_of: vec![(ProfileField::Email, vec![email.into()])],
+                ..ProfileQuery::default()
+            })
+            .await
+            .expect("profiles")
+            .items
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("a profile for {email}"))
+            .id
+    }
+}
+
+/// Ada identifies herself and places an order through the Segment source; she also has a
+/// built-in `Unsubscribed` event.
+async fn with_ada() -> (ConsoleApp, ProfileId) {
+    let app = ConsoleApp::spawn().await;
+    app.segment(
+        "identify",
+        json!({"userId": "user-ada", "traits": {"email": "ada@example.com",
+            "firstName": "Ada", "plan": "analytical-engine"}}),
+    )
+    .await;
+    app.segment(
+        "track",
+        json!({"userId": "user-ada", "event": "Placed Order",
+            "properties": {"order_id": "o-1", "revenue": 42.5}}),
+    )
+    .await;
+    app.settle().await;
+    let ada = app.profile_id("ada@example.com").await;
+    app.engage
+        .record_builtin_event(BuiltinEventInput {
+            metric: BuiltinMetric::Unsubscribed,
+            profile_id: ada.clone(),
+            properties: serde_json::Map::new(),
+            time: None,
+            unique_id: Some("unsubscribed-1".into()),
+        })
+        .await
+        .expect("record a built-in event");
+    app.settle().await;
+    (app, ada)
+}
+
+/// The table row of the listing that names `text`.
+fn row_with<'a>(html: &'a str, text: &str) -> &'a str {
+    html.split("<tr>")
+        .find(|row| row.contains(text))
+        .unwrap_or_else(|| panic!("a row with {text} in {html}"))
+}
+
+#[tokio::test]
+async fn the_metrics_page_marks_third_party_metrics_with_a_named_gear() {
+    let (app, _) = with_ada().await;
+    let (status, html) = app.page("/analytics/metrics").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("aria-current=\"page\">Analytics"), "{html}");
+
+    let order = row_with(&html, ">Placed Order</a>");
+    assert!(order.contains("Segment"), "{order}");
+    assert!(order.contains("role=\"img\""), "{order}");
+    assert!(
+        order.contains("aria-label=\"Third-party API metric\""),
+        "{order}"
+    );
+    assert!(order.contains("<title>Third-party API metric</title>"), "{order}");
+
+    let unsubscribed = row_with(&html, ">Unsubscribed</a>");
+    assert!(unsubscribed.contains("Signalbox"), "{unsubscribed}");
+    assert!(
+        !unsubscribed.contains("Third-party API metric"),
+        "{unsubscribed}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_metric_page_draws_its_counts_and_its_activity_feed_links_to_the_person() {
+    let (app, ada) = with_ada().await;
+    let order = app.metric("Placed Order").await;
+    let (status, html) = app
+        .page(&format!("/analytics/metrics/{}", order.id.0))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    // The chart: an SVG with an accessible name and a summary of the series.
+    assert!(html.contains("<svg class=\"chart\" role=\"img\""), "{html}");
+    assert!(
+        html.contains("<title id=\"chart-title\">Placed Order per day</title>"),
+        "{html}"
+    );
+    assert!(html.contains("1 events from"), "{html}");
+    assert_eq!(html.matches("<rect class=\"bar\"").count(), 31, "{html}");
+    // The same numbers for screen readers, hidden from sight.
+    assert!(html.contains("<table class=\"visually-hidden\">"), "{html}");
+    // The interval control, labelled; day is chosen.
+    assert!(html.contains("<label for=\"interval\">Interval</label>"), "{html}");
+    assert!(html.contains("<option value=\"day\" selected>"), "{html}");
+    // The Activity Feed, with a link to Ada's profile.
+    assert!(html.contains(">Activity Feed</h2>"), "{html}");
+    let link = format!("<a href=\"/profiles/{}\">ada@example.com</a>", ada.0);
+    assert!(html.contains(&link), "{html}");
+    assert!(html.contains("o-1"), "{html}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_interval_switch_buckets_by_week_and_month_and_refuses_others() {
+    let (app, _) = with_ada().await;
+    let order = app.metric("Placed Order").await;
+    let path = format!("/analytics/metrics/{}", order.id.0);
+
+    let (status, html) = app.page(&format!("{path}?interval=week")).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("<option value=\"week\" selected>"), "{html}");
+    assert!(html.contains("Placed Order per week"), "{html}");
+    let weeks = html.matches("<rect class=\"bar\"").count();
+    assert!((12..=14).contains(&weeks), "{weeks} weekly bars");
+
+    let (status, html) = app.page(&format!("{path}?interval=month")).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("<option value=\"month\" selected>"), "{html}");
+    assert!(html.contains("Placed Order per month"), "{html}");
+    let months = html.matches("<rect class=\"bar\"").count();
+    assert!((12..=13).contains(&months), "{months} monthly bars");
+
+    let (status, html) = app.page(&format!("{path}?interval=year")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("interval"), "{html}");
+
+    let (status, _) = app.page("/analytics/metrics/no-such-metric").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_profile_search_by_email_phone_or_id_finds_the_person() {
+    let (app, ada) = with_ada().await;
+    let link = format!("href=\"/profiles/{}\"", ada.0);
+
+    let (status, html) = app.page("/profiles?q=ada%40example.com").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("<label for=\"q\">Search by email, phone or id</label>"),
+        "{html}"
+    );
+    assert!(html.contains("Found by email"), "{html}");
+    assert!(html.contains(&link), "{html}");
+
+    let (_, html) = app.page(&format!("/profiles?q={}", ada.0)).await;
+    assert!(html.contains("Found by profile id"), "{html}");
+    assert!(html.contains(&link), "{html}");
+
+    let (_, html) = app.page("/profiles?q=user-ada").await;
+    assert!(html.contains("Found by external id"), "{html}");
+    assert!(html.contains(&link), "{html}");
+
+    let (_, html) = app.page("/profiles?q=nobody%40example.com").await;
+    assert!(html.contains("No profile found"), "{html}");
+    assert!(!html.contains(&link), "{html}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_profile_page_shows_properties_identifiers_consent_and_timeline() {
+    let (app, ada) = with_ada().await;
+    let (status, html) = app.page(&format!("/profiles/{}", ada.0)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("<h1>ada@example.com</h1>"), "{html}");
+    assert!(html.contains(">Properties</h2>"), "{html}");
+    assert!(html.contains("<dt>First name</dt><dd>Ada</dd>"), "{html}");
+    assert!(html.contains("analytical-engine"), "{html}");
+    assert!(html.contains(">Identifiers</h2>"), "{html}");
+    assert!(html.contains("user-ada"), "{html}");
+    assert!(html.contains(">Merge history</h2>"), "{html}");
+    assert!(html.contains(">Consent</h2>"), "{html}");
+    assert!(html.contains(">Segments</h2>"), "{html}");
+    assert!(html.contains("In no segment."), "{html}");
+    // The timeline, newest first: the built-in event came after the order.
+    assert!(html.contains(">Timeline</h2>"), "{html}");
+    let unsubscribed = html.find(">Unsubscribed</a>").expect("the built-in event");
+    let order = html.find(">Placed Order</a>").expect("the order");
+    assert!(unsubscribed < order, "newest first");
+    assert!(html.contains("&quot;order_id&quot;: &quot;o-1&quot;"), "{html}");
+
+    let (status, _) = app.page("/profiles/01J0000000000000000000000Z").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn analytics_pages_need_a_session() {
+    let app = ConsoleApp::spawn().await;
+    for path in ["/analytics/metrics", "/analytics/metrics/x", "/profiles", "/profiles/x"] {
+        let response = app
+            .http
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await
+            .expect("send");
+        assert!(response.status().is_redirection(), "{path}");
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(location.starts_with("/sign-in?next="), "{path}: {location}");
+    }
+    drop(Arc::clone(&app.store));
+    app.stop().await;
+}
