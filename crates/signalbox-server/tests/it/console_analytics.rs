@@ -355,7 +355,13 @@ async fn a_profile_page_shows_properties_identifiers_consent_and_timeline() {
 #[tokio::test]
 async fn analytics_pages_need_a_session() {
     let app = ConsoleApp::spawn().await;
-    for path in ["/analytics/metrics", "/analytics/metrics/x", "/profiles", "/profiles/x"] {
+    for path in [
+        "/analytics/metrics",
+        "/analytics/metrics/x",
+        "/profiles",
+        "/profiles/x",
+        "/debugger",
+    ] {
         let response = app
             .http
             .get(format!("{}{path}", app.address))
@@ -371,6 +377,144 @@ async fn analytics_pages_need_a_session() {
             .to_owned();
         assert!(location.starts_with("/sign-in?next="), "{path}: {location}");
     }
-    drop(Arc::clone(&app.store));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_debugger_shows_sent_calls_filtered_by_type_and_rejections_with_their_reason() {
+    let app = ConsoleApp::spawn().await;
+    app.segment(
+        "identify",
+        json!({"userId": "user-bo", "messageId": "m-identify", "traits": {"email": "bo@example.com"}}),
+    )
+    .await;
+    app.segment(
+        "track",
+        json!({"userId": "user-bo", "messageId": "m-track", "event": "Debugged Thing",
+            "properties": {"colour": "teal"}}),
+    )
+    .await;
+    for n in 0..3 {
+        let response = app
+            .http
+            .post(format!("{}/v1/track", app.address))
+            .header("Authorization", basic(app.write_key.expose(), true))
+            .header("Content-Type", "application/json")
+            // No event name: refused, and kept with its reason.
+            .body(json!({"userId": "user-bo", "messageId": format!("bad-{n}")}).to_string())
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+    let rejections = app
+        .store
+        .read_rejections(signalbox_store::RejectionQuery {
+            after_id: 0,
+            source_id: None,
+            limit: 10,
+        })
+        .await
+        .expect("rejections");
+    assert_eq!(rejections.len(), 3, "each refused call is kept");
+
+    let (status, html) = app.page("/debugger").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("<label for=\"type\">Type</label>"), "{html}");
+    assert!(html.contains("<code>m-track</code>"), "{html}");
+    assert!(html.contains("<code>m-identify</code>"), "{html}");
+    // Pretty-printed, escaped.
+    assert!(html.contains("&quot;colour&quot;: &quot;teal&quot;"), "{html}");
+    // Newest first.
+    assert!(html.find("m-track").unwrap() < html.find("m-identify").unwrap());
+    // The rejected calls with their reason.
+    assert!(html.contains(">Rejected calls</h2>"), "{html}");
+    let code = &rejections[0].code;
+    assert_eq!(html.matches(&format!("<span class=\"error\">{code}</span>")).count(), 3);
+    assert!(html.contains(&rejections[0].message.replace('\'', "&#x27;")), "{html}");
+    // The live list starts after the newest call shown.
+    assert!(html.contains("data-stream=\"/debugger/stream?type=&amp;after=2\""), "{html}");
+
+    let (status, html) = app.page("/debugger?type=identify").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("<option value=\"identify\" selected>"), "{html}");
+    assert!(html.contains("<code>m-identify</code>"), "{html}");
+    assert!(!html.contains("<code>m-track</code>"), "{html}");
+
+    let (status, html) = app.page("/debugger?type=nope").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("type"), "{html}");
+    app.stop().await;
+}
+
+/// Reads a Server-Sent Events response until `needle` shows, within a generous bound.
+async fn read_until(response: &mut reqwest::Response, needle: &str) -> String {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !seen.contains(needle) {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("{needle} streamed in time; got {seen}"))
+            .expect("read the stream")
+            .unwrap_or_else(|| panic!("the stream ended before {needle}; got {seen}"));
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn the_debugger_stream_sends_each_new_call_of_its_type() {
+    let app = ConsoleApp::spawn().await;
+    app.segment("track", json!({"userId": "u", "messageId": "before", "event": "Old"}))
+        .await;
+    let mut response = app
+        .http
+        .get(format!("{}/debugger/stream?type=track", app.address))
+        .header("Cookie", format!("signalbox_session={SESSION}"))
+        .send()
+        .await
+        .expect("open the stream");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream")));
+    app.segment("identify", json!({"userId": "u", "messageId": "skipped-identify"}))
+        .await;
+    app.segment(
+        "track",
+        json!({"userId": "u", "messageId": "live-one", "event": "Arrived Live"}),
+    )
+    .await;
+    let seen = read_until(&mut response, "live-one").await;
+    assert!(seen.contains("event: call"), "{seen}");
+    assert!(seen.contains("id: 3"), "{seen}");
+    assert!(seen.contains("Arrived Live"), "{seen}");
+    assert!(!seen.contains("before"), "only calls after the stream opened: {seen}");
+    assert!(!seen.contains("skipped-identify"), "only its type: {seen}");
+
+    // A reconnecting EventSource resumes after its Last-Event-ID.
+    let mut resumed = app
+        .http
+        .get(format!("{}/debugger/stream", app.address))
+        .header("Cookie", format!("signalbox_session={SESSION}"))
+        .header("Last-Event-ID", "1")
+        .send()
+        .await
+        .expect("reopen the stream");
+    let seen = read_until(&mut resumed, "live-one").await;
+    assert!(seen.contains("skipped-identify"), "{seen}");
+    assert!(!seen.contains("before"), "{seen}");
+    drop(response);
+    drop(resumed);
+
+    let response = app
+        .http
+        .get(format!("{}/debugger/stream", app.address))
+        .send()
+        .await
+        .expect("send");
+    assert!(response.status().is_redirection(), "no session, no stream");
     app.stop().await;
 }
