@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use signalbox_audience::Audience;
+use signalbox_audience::{Audience, SegmentInput};
 use signalbox_console::{Authenticator, SignedIn};
 use signalbox_core::{Clock, SystemClock, WriteKey};
 use signalbox_engage::{
-    BuiltinEventInput, BuiltinMetric, Engage, EngageConfig, Metric, MetricQuery, ProfileField,
-    ProfileId, ProfileQuery,
+    BuiltinEventInput, BuiltinMetric, Engage, EngageConfig, Metric, MetricQuery, OptInProcess,
+    ProfileField, ProfileId, ProfileQuery, SubscribeRequest,
 };
 use signalbox_server::{Application, ServerConfig, ServerError};
 use signalbox_store::sqlite::SqliteOptions;
@@ -46,6 +46,7 @@ struct ConsoleApp {
     http: reqwest::Client,
     write_key: WriteKey,
     engage: Engage,
+    audience: Audience,
     store: Arc<dyn Store>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), ServerError>>>,
@@ -84,7 +85,7 @@ impl ConsoleApp {
         .await
         .expect("build the application");
         application.set_engage(engage.clone());
-        application.set_audience(audience);
+        application.set_audience(audience.clone());
         application.set_console_auth(Arc::new(OneSession));
         let address = format!("http://{}", application.local_addr());
         let (shutdown, stop) = oneshot::channel::<()>();
@@ -99,6 +100,7 @@ impl ConsoleApp {
                 .expect("client"),
             write_key,
             engage,
+            audience,
             store,
             shutdown: Some(shutdown),
             server: Some(server),
@@ -148,6 +150,32 @@ impl ConsoleApp {
         (status, response.text().await.expect("read"))
     }
 
+    /// A form post with the session; status, `Location` and body.
+    async fn form(&self, path: &str, fields: &[(&str, &str)]) -> (StatusCode, String, String) {
+        let body = fields
+            .iter()
+            .map(|(name, value)| format!("{}={}", form_encode(name), form_encode(value)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let response = self
+            .http
+            .post(format!("{}{path}", self.address))
+            .header("Cookie", format!("signalbox_session={SESSION}"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        let status = response.status();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, location, response.text().await.expect("read"))
+    }
+
     async fn metric(&self, name: &str) -> Metric {
         self.engage
             .list_metrics(MetricQuery::default())
@@ -173,6 +201,17 @@ impl ConsoleApp {
             .unwrap_or_else(|| panic!("a profile for {email}"))
             .id
     }
+}
+
+fn form_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Ada identifies herself and places an order through the Segment source; she also has a
@@ -361,6 +400,11 @@ async fn analytics_pages_need_a_session() {
         "/profiles",
         "/profiles/x",
         "/debugger",
+        "/debugger/stream",
+        "/lists",
+        "/lists/x",
+        "/segments",
+        "/segments/x",
     ] {
         let response = app
             .http
@@ -516,5 +560,146 @@ async fn the_debugger_stream_sends_each_new_call_of_its_type() {
         .await
         .expect("send");
     assert!(response.status().is_redirection(), "no session, no stream");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn lists_show_members_and_the_double_opt_in_state() {
+    let (app, ada) = with_ada().await;
+    let single = app
+        .engage
+        .create_list("Newsletter", OptInProcess::SingleOptIn)
+        .await
+        .expect("a list");
+    app.engage
+        .add_list_members(&single.id, std::slice::from_ref(&ada))
+        .await
+        .expect("add ada");
+    let double = app
+        .engage
+        .create_list("Careful", OptInProcess::DoubleOptIn)
+        .await
+        .expect("a list");
+    app.engage
+        .subscribe(SubscribeRequest {
+            list_id: Some(double.id.clone()),
+            emails: vec!["ada@example.com".into()],
+            ..SubscribeRequest::default()
+        })
+        .await
+        .expect("subscribe ada");
+    app.settle().await;
+
+    let (status, html) = app.page("/lists").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(row_with(&html, ">Newsletter</a>").contains("Single opt-in"), "{html}");
+    assert!(row_with(&html, ">Careful</a>").contains("Double opt-in"), "{html}");
+
+    let link = format!("<a href=\"/profiles/{}\">ada@example.com</a>", ada.0);
+    let (status, html) = app.page(&format!("/lists/{}", single.id.0)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains(&link), "{html}");
+    assert!(row_with(&html, &link).contains("member"), "{html}");
+
+    // On the double opt-in list Ada waits to confirm.
+    let (_, html) = app.page(&format!("/lists/{}", double.id.0)).await;
+    assert!(html.contains("Double opt-in"), "{html}");
+    assert!(!html.contains(&link), "not a member yet: {html}");
+    let (_, html) = app
+        .page(&format!("/lists/{}?status=pending", double.id.0))
+        .await;
+    assert!(row_with(&html, &link).contains("pending"), "{html}");
+
+    // The profile page shows both.
+    let (_, html) = app.page(&format!("/profiles/{}", ada.0)).await;
+    assert!(html.contains(">Newsletter</a>: member"), "{html}");
+    assert!(html.contains(">Careful</a>: pending (double opt-in)"), "{html}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_segment_shows_members_why_and_previews_an_edited_definition() {
+    let (app, ada) = with_ada().await;
+    let definition = |ending: &str| {
+        json!({"condition_groups": [{"conditions": [{"type": "profile-property",
+            "property": "email", "filter": {"type": "string", "operator": "ends-with",
+            "value": ending}}]}]})
+    };
+    let segment = app
+        .audience
+        .create_segment(SegmentInput {
+            name: "Example people".into(),
+            definition: definition("@example.com"),
+            is_starred: false,
+        })
+        .await
+        .expect("a segment");
+    app.audience
+        .sync_timeout(Duration::from_secs(60))
+        .await
+        .expect("backfilled");
+
+    let (status, html) = app.page("/segments").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains(">Example people</a>"), "{html}");
+
+    let path = format!("/segments/{}", segment.id);
+    let (status, html) = app.page(&path).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("1 profile ·"), "{html}");
+    assert!(html.contains(&format!("href=\"/profiles/{}\"", ada.0)), "{html}");
+    assert!(html.contains("<label for=\"definition\">"), "{html}");
+    assert!(html.contains("&quot;ends-with&quot;"), "{html}");
+    assert!(html.contains("<button type=\"submit\">Preview</button>"), "{html}");
+
+    // The profile page says why Ada is in it.
+    let (_, html) = app.page(&format!("/profiles/{}", ada.0)).await;
+    assert!(html.contains(">Example people</a>"), "{html}");
+    assert!(html.contains("profile-property: matches"), "{html}");
+
+    // Preview: a live count, nothing saved.
+    let draft = definition("@elsewhere.test").to_string();
+    let preview = format!("{path}/preview");
+    let (status, _, html) = app
+        .form(&preview, &[("csrf", CSRF), ("definition", &draft)])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Preview: 0 of 1 profile would be in this segment now"), "{html}");
+    assert!(html.contains("@elsewhere.test"), "the draft stays in the editor");
+    let (status, _, html) = app
+        .form(&preview, &[("csrf", CSRF), ("definition", &definition("@example.com").to_string())])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Preview: 1 of 1 profile would be in this segment now"), "{html}");
+
+    // A broken definition is explained.
+    let (status, _, html) = app
+        .form(&preview, &[("csrf", CSRF), ("definition", "{\"condition_groups\": 3}")])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("role=\"alert\""), "{html}");
+
+    // Without the form's token nothing happens.
+    let (status, _, _) = app.form(&preview, &[("definition", &draft)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let save = format!("{path}/definition");
+    let (status, _, _) = app
+        .form(&save, &[("csrf", "wrong"), ("definition", &draft)])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.audience.get_segment(&segment.id).await.expect("segment").version,
+        1
+    );
+
+    // Saving makes a new version and goes back to the segment.
+    let (status, location, _) = app
+        .form(&save, &[("csrf", CSRF), ("definition", &draft)])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location, path);
+    let saved = app.audience.get_segment(&segment.id).await.expect("segment");
+    assert_eq!(saved.version, 2);
+    assert_eq!(saved.definition, definition("@elsewhere.test"));
     app.stop().await;
 }
