@@ -16,6 +16,7 @@ use signalbox_engage::{
     BuiltinEventInput, BuiltinMetric, Engage, EngageConfig, Metric, MetricQuery, OptInProcess,
     ProfileField, ProfileId, ProfileQuery, SubscribeRequest,
 };
+use signalbox_flows::{FlowStatus, Flows, FlowsConfig};
 use signalbox_server::{Application, ServerConfig, ServerError};
 use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{SqliteStore, Store};
@@ -47,6 +48,7 @@ struct ConsoleApp {
     write_key: WriteKey,
     engage: Engage,
     audience: Audience,
+    flows: Flows,
     store: Arc<dyn Store>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), ServerError>>>,
@@ -86,6 +88,20 @@ impl ConsoleApp {
         .expect("build the application");
         application.set_engage(engage.clone());
         application.set_audience(audience.clone());
+        let flows = Flows::start(
+            engage.clone(),
+            Arc::new(SystemClock),
+            FlowsConfig::new(dir.path().join("flows.db")),
+            signalbox_server::flow_deps::flow_deps(
+                &engage,
+                None,
+                Some(audience.clone()),
+                tokio::runtime::Handle::current(),
+            ),
+        )
+        .await
+        .expect("start flows");
+        application.set_flows(flows.clone());
         application.set_console_auth(Arc::new(OneSession));
         let address = format!("http://{}", application.local_addr());
         let (shutdown, stop) = oneshot::channel::<()>();
@@ -101,6 +117,7 @@ impl ConsoleApp {
             write_key,
             engage,
             audience,
+            flows,
             store,
             shutdown: Some(shutdown),
             server: Some(server),
@@ -405,6 +422,8 @@ async fn analytics_pages_need_a_session() {
         "/lists/x",
         "/segments",
         "/segments/x",
+        "/flows",
+        "/flows/x",
     ] {
         let response = app
             .http
@@ -701,5 +720,100 @@ async fn a_segment_shows_members_why_and_previews_an_edited_definition() {
     let saved = app.audience.get_segment(&segment.id).await.expect("segment");
     assert_eq!(saved.version, 2);
     assert_eq!(saved.definition, definition("@elsewhere.test"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_flow_is_drawn_with_its_step_counts_and_its_status_switches() {
+    let (app, _) = with_ada().await;
+    let order = app.metric("Placed Order").await;
+    let definition = json!({
+        "triggers": [{"type": "metric", "id": order.id.0}],
+        "entry_action_id": "wait",
+        "actions": [
+            {"temporary_id": "wait", "type": "time-delay", "data": {"unit": "hours", "value": 4},
+             "links": {"next": "split"}},
+            {"temporary_id": "split", "type": "conditional-split", "data": {"profile_filter":
+                {"condition_groups": [{"conditions": [{"type": "profile-property",
+                    "property": "email", "filter": {"type": "string", "operator": "ends-with",
+                    "value": "@example.com"}}]}]}},
+             "links": {"next_if_true": "email", "next_if_false": null}},
+            {"temporary_id": "email", "type": "send-email", "data": {"status": "draft", "message": {
+                "from_email": "shop@example.com", "subject_line": "Thanks for your order",
+                "html": "<p>Thanks</p>", "smart_sending_enabled": false}},
+             "links": {"next": null}}
+        ],
+        "reentry_criteria": {"duration": 0, "unit": "alltime"}
+    });
+    let flow = app
+        .flows
+        .create_flow("After an order", &definition, Some(FlowStatus::Live))
+        .await
+        .expect("a flow");
+    // A new order starts a run, which waits at the first step.
+    app.segment(
+        "track",
+        json!({"userId": "user-ada", "event": "Placed Order", "properties": {"order_id": "o-2"}}),
+    )
+    .await;
+    app.settle().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let wait_id = flow.definition.entry_action_id.clone();
+    loop {
+        app.flows.sync().await.expect("flows catch up");
+        let stats = app.flows.stats(&flow.id).await.expect("stats");
+        if stats.action(&wait_id).get("waiting") == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the run waits: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let (status, html) = app.page("/flows").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let row = row_with(&html, ">After an order</a>");
+    assert!(row.contains(">Live</span>"), "{row}");
+
+    let path = format!("/flows/{}", flow.id);
+    let (status, html) = app.page(&path).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("<strong>Wait 4 hours</strong>"), "{html}");
+    assert!(html.contains("<li>waiting: 1</li>"), "{html}");
+    assert!(html.contains("<strong>Conditional split</strong>"), "{html}");
+    assert!(html.contains("<span class=\"branch-label\">Yes</span>"), "{html}");
+    assert!(html.contains("<strong>Email: Thanks for your order</strong>"), "{html}");
+    // The email sits inside the split's Yes branch, after the wait.
+    let wait = html.find("Wait 4 hours").unwrap();
+    let yes = html.find(">Yes</span>").unwrap();
+    let email = html.find("Email: Thanks").unwrap();
+    assert!(wait < yes && yes < email, "{html}");
+    assert!(html.contains("<label for=\"status\">Status</label>"), "{html}");
+    assert!(html.contains("<option value=\"live\" selected>"), "{html}");
+
+    // Status toggles: refused without the form's token, then to manual and to draft.
+    let post = format!("{path}/status");
+    let (status, _, _) = app.form(&post, &[("status", "draft")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, html) = app
+        .form(&post, &[("csrf", CSRF), ("status", "paused")])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
+    assert_eq!(
+        app.flows.get_flow(&flow.id).await.expect("flow").status,
+        FlowStatus::Live
+    );
+    for (value, expected) in [("manual", FlowStatus::Manual), ("draft", FlowStatus::Draft)] {
+        let (status, location, _) = app
+            .form(&post, &[("csrf", CSRF), ("status", value)])
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(location, path);
+        assert_eq!(
+            app.flows.get_flow(&flow.id).await.expect("flow").status,
+            expected
+        );
+    }
+    let (_, html) = app.page(&path).await;
+    assert!(html.contains("<option value=\"draft\" selected>"), "{html}");
     app.stop().await;
 }
