@@ -74,12 +74,12 @@ struct Params {
 fn parse_kind(text: Option<&str>) -> ConsoleResult<Option<CallKind>> {
     match text.unwrap_or("") {
         "" | "all" => Ok(None),
-        other => CallKind::parse_logged(other).map(Some).ok_or_else(|| {
-            ConsoleError::Invalid {
+        other => CallKind::parse_logged(other)
+            .map(Some)
+            .ok_or_else(|| ConsoleError::Invalid {
                 field: "type".into(),
                 message: format!("'{other}' is not a call type"),
-            }
-        }),
+            }),
     }
 }
 
@@ -106,7 +106,10 @@ impl CallLine {
                 .cloned()
                 .unwrap_or_else(|| format!("deleted source {}", call.source_id.0)),
             message_id: call.message_id,
-            received_at: call.received_at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            received_at: call
+                .received_at
+                .strftime("%Y-%m-%d %H:%M:%S UTC")
+                .to_string(),
             payload: pretty(&call.payload),
         }
     }
@@ -221,10 +224,10 @@ async fn index(
         after: last,
         rejections,
     };
-    console
-        .inner
-        .templates
-        .render("debugger/index.html", Page::new(&signed_in, "debugger", data))
+    console.inner.templates.render(
+        "debugger/index.html",
+        Page::new(&signed_in, "debugger", data),
+    )
 }
 
 /// Whether a rejection with an id above `after` exists, and the first such id.
@@ -244,9 +247,7 @@ async fn next_rejection(store: &dyn Store, after: i64) -> ConsoleResult<Option<i
 /// The newest rejections, newest first. The store lists rejections by id from a point, so
 /// the last id is found by galloping and bisecting over that listing (each probe one indexed
 /// read of one row), never by reading or counting them all.
-async fn last_rejections(
-    store: &dyn Store,
-) -> ConsoleResult<Vec<signalbox_core::StoredRejection>> {
+async fn last_rejections(store: &dyn Store) -> ConsoleResult<Vec<signalbox_core::StoredRejection>> {
     let Some(mut lo) = next_rejection(store, 0).await? else {
         return Ok(Vec::new());
     };
@@ -303,9 +304,7 @@ async fn stream(
                 message: "must be a call's sequence number".into(),
             })
     };
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok());
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let after = match (last_event_id, params.after.as_deref()) {
         (Some(id), _) => cursor("Last-Event-ID", id)?,
         (None, Some(after)) if !after.is_empty() => cursor("after", after)?,

@@ -83,7 +83,7 @@ struct IndexData {
 async fn index(State(console): State<Console>, signed_in: SignedIn) -> ConsoleResult<Html<String>> {
     let flows = flows(&console)?;
     let mut all = flows.list_flows().await.map_err(flows_error)?;
-    all.sort_by(|a, b| b.updated.cmp(&a.updated));
+    all.sort_by_key(|f| std::cmp::Reverse(f.updated));
     let data = IndexData {
         flows: all
             .into_iter()
@@ -293,7 +293,10 @@ async fn set_status(
         .filter(|s| SETTABLE.contains(s))
         .ok_or_else(|| ConsoleError::Invalid {
             field: "status".into(),
-            message: format!("'{}' is not a status; use draft, manual or live", form.status),
+            message: format!(
+                "'{}' is not a status; use draft, manual or live",
+                form.status
+            ),
         })?;
     let flows = flows(&console)?;
     let flow = flows
@@ -363,7 +366,12 @@ mod tests {
         let actions = actions(json!([
             {"id": "a", "type": "time-delay", "data": {"unit": "days", "value": 1}, "links": {"next": "a"}},
         ]));
-        let nodes = chain(Some("a"), &actions, &FlowStats::default(), &mut HashSet::new());
+        let nodes = chain(
+            Some("a"),
+            &actions,
+            &FlowStats::default(),
+            &mut HashSet::new(),
+        );
         assert_eq!(nodes.len(), 2);
         assert!(nodes[1].joins);
     }

@@ -161,10 +161,7 @@ async fn list(
             })
         }
     };
-    let list = engage
-        .get_list(&ListId(id))
-        .await
-        .map_err(engage_error)?;
+    let list = engage.get_list(&ListId(id)).await.map_err(engage_error)?;
     let first_page = params.cursor.is_none();
     let page = engage
         .list_members(MemberQuery {
@@ -270,13 +267,17 @@ struct SegmentData {
     first_page: bool,
 }
 
+/// A definition edited in the form, and the outcome of previewing or saving it: the preview
+/// count and the profiles evaluated, or the errors to show.
+type Draft = (String, Result<(u64, u64), Vec<String>>);
+
 /// The segment's page; `draft` and its outcome replace the saved definition in the editor.
 async fn segment_page(
     console: &Console,
     signed_in: &SignedIn,
     id: &str,
     after: Option<i64>,
-    draft: Option<(String, Result<(u64, u64), Vec<String>>)>,
+    draft: Option<Draft>,
 ) -> ConsoleResult<Html<String>> {
     let audience = audience(console)?;
     let segment = audience.get_segment(id).await.map_err(audience_error)?;

@@ -338,10 +338,10 @@ async fn metric(
         next_cursor: events.next_cursor,
         first_page,
     };
-    console
-        .inner
-        .templates
-        .render("metrics/metric.html", Page::new(&signed_in, "metrics", data))
+    console.inner.templates.render(
+        "metrics/metric.html",
+        Page::new(&signed_in, "metrics", data),
+    )
 }
 
 /// An event's properties on one short line.

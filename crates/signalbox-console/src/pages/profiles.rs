@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use signalbox_audience::AudienceError;
 use signalbox_engage::{
-    EventQuery, ListQuery, MetricId, OptInProcess, Profile, ProfileField, ProfileId, ProfileQuery, ProfileSort,
-    ProfileSortField,
+    EventQuery, ListQuery, MetricId, OptInProcess, Profile, ProfileField, ProfileId, ProfileQuery,
+    ProfileSort, ProfileSortField,
 };
 
 use super::metrics::{engage, engage_error};
@@ -182,10 +182,10 @@ async fn index(
             }
         }
     }
-    console
-        .inner
-        .templates
-        .render("profiles/index.html", Page::new(&signed_in, "profiles", data))
+    console.inner.templates.render(
+        "profiles/index.html",
+        Page::new(&signed_in, "profiles", data),
+    )
 }
 
 #[derive(Deserialize)]
@@ -457,8 +457,7 @@ async fn profile(
             properties: if event.properties.is_empty() {
                 String::new()
             } else {
-                serde_json::to_string_pretty(&Value::Object(event.properties))
-                    .unwrap_or_default()
+                serde_json::to_string_pretty(&Value::Object(event.properties)).unwrap_or_default()
             },
         });
     }
@@ -533,10 +532,10 @@ async fn profile(
         next_cursor: events.next_cursor,
         first_page,
     };
-    console
-        .inner
-        .templates
-        .render("profiles/profile.html", Page::new(&signed_in, "profiles", data))
+    console.inner.templates.render(
+        "profiles/profile.html",
+        Page::new(&signed_in, "profiles", data),
+    )
 }
 
 pub(crate) fn audience_error(err: AudienceError) -> ConsoleError {

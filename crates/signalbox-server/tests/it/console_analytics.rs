@@ -284,7 +284,10 @@ async fn the_metrics_page_marks_third_party_metrics_with_a_named_gear() {
         order.contains("aria-label=\"Third-party API metric\""),
         "{order}"
     );
-    assert!(order.contains("<title>Third-party API metric</title>"), "{order}");
+    assert!(
+        order.contains("<title>Third-party API metric</title>"),
+        "{order}"
+    );
 
     let unsubscribed = row_with(&html, ">Unsubscribed</a>");
     assert!(unsubscribed.contains("Signalbox"), "{unsubscribed}");
@@ -314,7 +317,10 @@ async fn a_metric_page_draws_its_counts_and_its_activity_feed_links_to_the_perso
     // The same numbers for screen readers, hidden from sight.
     assert!(html.contains("<table class=\"visually-hidden\">"), "{html}");
     // The interval control, labelled; day is chosen.
-    assert!(html.contains("<label for=\"interval\">Interval</label>"), "{html}");
+    assert!(
+        html.contains("<label for=\"interval\">Interval</label>"),
+        "{html}"
+    );
     assert!(html.contains("<option value=\"day\" selected>"), "{html}");
     // The Activity Feed, with a link to Ada's profile.
     assert!(html.contains(">Activity Feed</h2>"), "{html}");
@@ -401,7 +407,10 @@ async fn a_profile_page_shows_properties_identifiers_consent_and_timeline() {
     let unsubscribed = html.find(">Unsubscribed</a>").expect("the built-in event");
     let order = html.find(">Placed Order</a>").expect("the order");
     assert!(unsubscribed < order, "newest first");
-    assert!(html.contains("&quot;order_id&quot;: &quot;o-1&quot;"), "{html}");
+    assert!(
+        html.contains("&quot;order_id&quot;: &quot;o-1&quot;"),
+        "{html}"
+    );
 
     let (status, _) = app.page("/profiles/01J0000000000000000000000Z").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -487,20 +496,36 @@ async fn the_debugger_shows_sent_calls_filtered_by_type_and_rejections_with_thei
     assert!(html.contains("<code>m-track</code>"), "{html}");
     assert!(html.contains("<code>m-identify</code>"), "{html}");
     // Pretty-printed, escaped.
-    assert!(html.contains("&quot;colour&quot;: &quot;teal&quot;"), "{html}");
+    assert!(
+        html.contains("&quot;colour&quot;: &quot;teal&quot;"),
+        "{html}"
+    );
     // Newest first.
     assert!(html.find("m-track").unwrap() < html.find("m-identify").unwrap());
     // The rejected calls with their reason.
     assert!(html.contains(">Rejected calls</h2>"), "{html}");
     let code = &rejections[0].code;
-    assert_eq!(html.matches(&format!("<span class=\"error\">{code}</span>")).count(), 3);
-    assert!(html.contains(&rejections[0].message.replace('\'', "&#x27;")), "{html}");
+    assert_eq!(
+        html.matches(&format!("<span class=\"error\">{code}</span>"))
+            .count(),
+        3
+    );
+    assert!(
+        html.contains(&rejections[0].message.replace('\'', "&#x27;")),
+        "{html}"
+    );
     // The live list starts after the newest call shown.
-    assert!(html.contains("data-stream=\"/debugger/stream?type=&amp;after=2\""), "{html}");
+    assert!(
+        html.contains("data-stream=\"/debugger/stream?type=&amp;after=2\""),
+        "{html}"
+    );
 
     let (status, html) = app.page("/debugger?type=identify").await;
     assert_eq!(status, StatusCode::OK, "{html}");
-    assert!(html.contains("<option value=\"identify\" selected>"), "{html}");
+    assert!(
+        html.contains("<option value=\"identify\" selected>"),
+        "{html}"
+    );
     assert!(html.contains("<code>m-identify</code>"), "{html}");
     assert!(!html.contains("<code>m-track</code>"), "{html}");
 
@@ -528,8 +553,11 @@ async fn read_until(response: &mut reqwest::Response, needle: &str) -> String {
 #[tokio::test]
 async fn the_debugger_stream_sends_each_new_call_of_its_type() {
     let app = ConsoleApp::spawn().await;
-    app.segment("track", json!({"userId": "u", "messageId": "before", "event": "Old"}))
-        .await;
+    app.segment(
+        "track",
+        json!({"userId": "u", "messageId": "before", "event": "Old"}),
+    )
+    .await;
     let mut response = app
         .http
         .get(format!("{}/debugger/stream?type=track", app.address))
@@ -543,8 +571,11 @@ async fn the_debugger_stream_sends_each_new_call_of_its_type() {
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream")));
-    app.segment("identify", json!({"userId": "u", "messageId": "skipped-identify"}))
-        .await;
+    app.segment(
+        "identify",
+        json!({"userId": "u", "messageId": "skipped-identify"}),
+    )
+    .await;
     app.segment(
         "track",
         json!({"userId": "u", "messageId": "live-one", "event": "Arrived Live"}),
@@ -554,7 +585,10 @@ async fn the_debugger_stream_sends_each_new_call_of_its_type() {
     assert!(seen.contains("event: call"), "{seen}");
     assert!(seen.contains("id: 3"), "{seen}");
     assert!(seen.contains("Arrived Live"), "{seen}");
-    assert!(!seen.contains("before"), "only calls after the stream opened: {seen}");
+    assert!(
+        !seen.contains("before"),
+        "only calls after the stream opened: {seen}"
+    );
     assert!(!seen.contains("skipped-identify"), "only its type: {seen}");
 
     // A reconnecting EventSource resumes after its Last-Event-ID.
@@ -611,8 +645,14 @@ async fn lists_show_members_and_the_double_opt_in_state() {
 
     let (status, html) = app.page("/lists").await;
     assert_eq!(status, StatusCode::OK, "{html}");
-    assert!(row_with(&html, ">Newsletter</a>").contains("Single opt-in"), "{html}");
-    assert!(row_with(&html, ">Careful</a>").contains("Double opt-in"), "{html}");
+    assert!(
+        row_with(&html, ">Newsletter</a>").contains("Single opt-in"),
+        "{html}"
+    );
+    assert!(
+        row_with(&html, ">Careful</a>").contains("Double opt-in"),
+        "{html}"
+    );
 
     let link = format!("<a href=\"/profiles/{}\">ada@example.com</a>", ada.0);
     let (status, html) = app.page(&format!("/lists/{}", single.id.0)).await;
@@ -632,7 +672,10 @@ async fn lists_show_members_and_the_double_opt_in_state() {
     // The profile page shows both.
     let (_, html) = app.page(&format!("/profiles/{}", ada.0)).await;
     assert!(html.contains(">Newsletter</a>: member"), "{html}");
-    assert!(html.contains(">Careful</a>: pending (double opt-in)"), "{html}");
+    assert!(
+        html.contains(">Careful</a>: pending (double opt-in)"),
+        "{html}"
+    );
     app.stop().await;
 }
 
@@ -666,10 +709,16 @@ async fn a_segment_shows_members_why_and_previews_an_edited_definition() {
     let (status, html) = app.page(&path).await;
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(html.contains("1 profile ·"), "{html}");
-    assert!(html.contains(&format!("href=\"/profiles/{}\"", ada.0)), "{html}");
+    assert!(
+        html.contains(&format!("href=\"/profiles/{}\"", ada.0)),
+        "{html}"
+    );
     assert!(html.contains("<label for=\"definition\">"), "{html}");
     assert!(html.contains("&quot;ends-with&quot;"), "{html}");
-    assert!(html.contains("<button type=\"submit\">Preview</button>"), "{html}");
+    assert!(
+        html.contains("<button type=\"submit\">Preview</button>"),
+        "{html}"
+    );
 
     // The profile page says why Ada is in it.
     let (_, html) = app.page(&format!("/profiles/{}", ada.0)).await;
@@ -683,17 +732,35 @@ async fn a_segment_shows_members_why_and_previews_an_edited_definition() {
         .form(&preview, &[("csrf", CSRF), ("definition", &draft)])
         .await;
     assert_eq!(status, StatusCode::OK, "{html}");
-    assert!(html.contains("Preview: 0 of 1 profile would be in this segment now"), "{html}");
-    assert!(html.contains("@elsewhere.test"), "the draft stays in the editor");
+    assert!(
+        html.contains("Preview: 0 of 1 profile would be in this segment now"),
+        "{html}"
+    );
+    assert!(
+        html.contains("@elsewhere.test"),
+        "the draft stays in the editor"
+    );
     let (status, _, html) = app
-        .form(&preview, &[("csrf", CSRF), ("definition", &definition("@example.com").to_string())])
+        .form(
+            &preview,
+            &[
+                ("csrf", CSRF),
+                ("definition", &definition("@example.com").to_string()),
+            ],
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{html}");
-    assert!(html.contains("Preview: 1 of 1 profile would be in this segment now"), "{html}");
+    assert!(
+        html.contains("Preview: 1 of 1 profile would be in this segment now"),
+        "{html}"
+    );
 
     // A broken definition is explained.
     let (status, _, html) = app
-        .form(&preview, &[("csrf", CSRF), ("definition", "{\"condition_groups\": 3}")])
+        .form(
+            &preview,
+            &[("csrf", CSRF), ("definition", "{\"condition_groups\": 3}")],
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(html.contains("role=\"alert\""), "{html}");
@@ -707,7 +774,11 @@ async fn a_segment_shows_members_why_and_previews_an_edited_definition() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(
-        app.audience.get_segment(&segment.id).await.expect("segment").version,
+        app.audience
+            .get_segment(&segment.id)
+            .await
+            .expect("segment")
+            .version,
         1
     );
 
@@ -717,7 +788,11 @@ async fn a_segment_shows_members_why_and_previews_an_edited_definition() {
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location, path);
-    let saved = app.audience.get_segment(&segment.id).await.expect("segment");
+    let saved = app
+        .audience
+        .get_segment(&segment.id)
+        .await
+        .expect("segment");
     assert_eq!(saved.version, 2);
     assert_eq!(saved.definition, definition("@elsewhere.test"));
     app.stop().await;
@@ -765,7 +840,10 @@ async fn a_flow_is_drawn_with_its_step_counts_and_its_status_switches() {
         if stats.action(&wait_id).get("waiting") == 1 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the run waits: {stats:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run waits: {stats:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -779,15 +857,27 @@ async fn a_flow_is_drawn_with_its_step_counts_and_its_status_switches() {
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(html.contains("<strong>Wait 4 hours</strong>"), "{html}");
     assert!(html.contains("<li>waiting: 1</li>"), "{html}");
-    assert!(html.contains("<strong>Conditional split</strong>"), "{html}");
-    assert!(html.contains("<span class=\"branch-label\">Yes</span>"), "{html}");
-    assert!(html.contains("<strong>Email: Thanks for your order</strong>"), "{html}");
+    assert!(
+        html.contains("<strong>Conditional split</strong>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<span class=\"branch-label\">Yes</span>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<strong>Email: Thanks for your order</strong>"),
+        "{html}"
+    );
     // The email sits inside the split's Yes branch, after the wait.
     let wait = html.find("Wait 4 hours").unwrap();
     let yes = html.find(">Yes</span>").unwrap();
     let email = html.find("Email: Thanks").unwrap();
     assert!(wait < yes && yes < email, "{html}");
-    assert!(html.contains("<label for=\"status\">Status</label>"), "{html}");
+    assert!(
+        html.contains("<label for=\"status\">Status</label>"),
+        "{html}"
+    );
     assert!(html.contains("<option value=\"live\" selected>"), "{html}");
 
     // Status toggles: refused without the form's token, then to manual and to draft.
@@ -803,9 +893,7 @@ async fn a_flow_is_drawn_with_its_step_counts_and_its_status_switches() {
         FlowStatus::Live
     );
     for (value, expected) in [("manual", FlowStatus::Manual), ("draft", FlowStatus::Draft)] {
-        let (status, location, _) = app
-            .form(&post, &[("csrf", CSRF), ("status", value)])
-            .await;
+        let (status, location, _) = app.form(&post, &[("csrf", CSRF), ("status", value)]).await;
         assert_eq!(status, StatusCode::SEE_OTHER);
         assert_eq!(location, path);
         assert_eq!(
