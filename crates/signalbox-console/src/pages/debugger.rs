@@ -40,7 +40,7 @@ pub(crate) const TEMPLATES: &[(&str, &str)] = &[(
 /// Calls shown on load.
 const SHOWN: usize = 50;
 /// How far back from the end of the log a filtered view looks for calls of its type.
-const FILTER_WINDOW: i64 = 1000;
+const FILTER_WINDOW: i64 = 500;
 /// Rejected calls shown.
 const REJECTIONS_SHOWN: usize = 20;
 /// How far back from the last rejection the page reads.
