@@ -433,6 +433,38 @@ mod tests {
         assert!(err.to_string().starts_with("type:"));
     }
 
+    #[tokio::test]
+    async fn the_last_rejections_are_found_without_reading_them_all() {
+        use signalbox_core::{RejectCode, Rejection};
+        use signalbox_store::sqlite::SqliteOptions;
+        use signalbox_store::SqliteStore;
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path().join("log.db"), SqliteOptions::default())
+            .expect("open store");
+        assert!(last_rejections(&store).await.expect("none").is_empty());
+        let (source, _) = store.create_source("web").await.expect("source");
+        // 300 rejections: the search gallops past 256 and bisects back.
+        for batch in 0..3 {
+            let rejections = (0..100)
+                .map(|n| Rejection {
+                    code: RejectCode::InvalidJson,
+                    message: format!("bad {}", batch * 100 + n),
+                    received_at: jiff::Timestamp::UNIX_EPOCH,
+                    payload: String::new(),
+                })
+                .collect();
+            store
+                .append(source.id, Vec::new(), rejections)
+                .await
+                .expect("append");
+        }
+        let last = last_rejections(&store).await.expect("rejections");
+        assert_eq!(last.len(), REJECTIONS_SHOWN);
+        assert_eq!(last[0].message, "bad 299", "newest first");
+        assert_eq!(last[REJECTIONS_SHOWN - 1].message, "bad 280");
+    }
+
     #[test]
     fn payloads_are_pretty_printed_and_cut() {
         assert_eq!(pretty("{\"a\":1}"), "{\n  \"a\": 1\n}");
