@@ -31,3 +31,36 @@ document.addEventListener("input", (event) => {
   const empty = document.getElementById(list.id.replace("-tiles", "-empty"));
   if (empty) empty.hidden = shown > 0;
 });
+// Source debugger: follow the call log over server-sent events and put each new call at the
+// top of the list (built with textContent: nothing from a payload is parsed as HTML).
+(() => {
+  const list = document.querySelector("ol[data-stream]");
+  if (!list || !window.EventSource) return;
+  const status = document.querySelector("[data-live-status]");
+  const KEEP = 200;
+  let received = 0;
+  const source = new EventSource(list.getAttribute("data-stream"));
+  const text = (tag, content, className) => {
+    const node = document.createElement(tag);
+    node.textContent = content;
+    if (className) node.className = className;
+    return node;
+  };
+  source.addEventListener("call", (event) => {
+    const call = JSON.parse(event.data);
+    const item = document.createElement("li");
+    item.id = "call-" + call.seq;
+    item.append(text("span", call.type, "call-kind"), " · " + call.source + " · ",
+      text("time", call.received_at), " · ", text("code", call.message_id));
+    const details = document.createElement("details");
+    details.append(text("summary", "Payload"), text("pre", call.payload));
+    item.append(details);
+    list.prepend(item);
+    while (list.children.length > KEEP) list.lastElementChild.remove();
+    const empty = document.querySelector("[data-empty]");
+    if (empty) empty.remove();
+    received += 1;
+    if (status) status.textContent = received + " new call" + (received === 1 ? "" : "s") + " since the page loaded.";
+  });
+  window.addEventListener("pagehide", () => source.close());
+})();

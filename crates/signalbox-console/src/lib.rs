@@ -20,6 +20,7 @@ pub mod auth;
 pub mod error;
 
 mod assets;
+mod chart;
 mod pages;
 mod render;
 

@@ -4,6 +4,7 @@
 mod auth;
 mod consent;
 mod console_connections;
+mod console_analytics;
 mod decode_properties;
 mod dedupe;
 mod destinations;
