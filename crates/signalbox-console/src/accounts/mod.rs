@@ -28,7 +28,7 @@ pub use limit::{RateLimit, ADDRESS_FAILURES, EMAIL_FAILURES, FAILURE_WINDOW};
 pub use password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
 pub use sqlite::SqliteAccountStore;
 pub use token::TokenDigest;
-pub(crate) use token::random_token;
+pub(crate) use token::{random_token, well_formed as token_well_formed};
 
 /// How long a setup link works.
 pub const SETUP_TOKEN_LIFETIME: SignedDuration = SignedDuration::from_hours(24);
