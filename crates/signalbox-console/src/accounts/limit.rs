@@ -103,7 +103,10 @@ impl RateLimit {
 }
 
 fn forget_old(times: &mut VecDeque<Timestamp>, now: Timestamp) {
-    while times.front().is_some_and(|t| now.duration_since(*t) >= FAILURE_WINDOW) {
+    while times
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= FAILURE_WINDOW)
+    {
         times.pop_front();
     }
 }
@@ -137,7 +140,9 @@ mod tests {
         for i in 0..ADDRESS_FAILURES {
             limit.record_failure(&keys(&format!("{i}@example.com"), Some(ip)), now);
         }
-        assert!(limit.blocked(&keys("new@example.com", Some(ip)), now).is_some());
+        assert!(limit
+            .blocked(&keys("new@example.com", Some(ip)), now)
+            .is_some());
         assert!(limit.blocked(&keys("new@example.com", None), now).is_none());
     }
 

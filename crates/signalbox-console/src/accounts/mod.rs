@@ -128,8 +128,11 @@ pub trait AccountStore: Send + Sync + 'static {
         created_before: Timestamp,
     ) -> AccountResult<u64>;
 
-    async fn create_setup_token(&self, digest: &TokenDigest, expires: Timestamp)
-        -> AccountResult<()>;
+    async fn create_setup_token(
+        &self,
+        digest: &TokenDigest,
+        expires: Timestamp,
+    ) -> AccountResult<()>;
     /// Whether the token is known, unused and unexpired, and no account exists.
     async fn setup_token_open(&self, digest: &TokenDigest, now: Timestamp) -> AccountResult<bool>;
     /// Uses the token and creates the first account, at once: fails with
@@ -311,7 +314,8 @@ impl Authenticator for Accounts {
         let now = self.now();
         let limits = self.inner.sessions;
         if now.duration_since(record.last_seen) > limits.idle
-            || now.duration_since(record.created) > limits.absolute {
+            || now.duration_since(record.created) > limits.absolute
+        {
             if let Err(err) = self.inner.store.delete_session(&digest).await {
                 tracing::warn!(error = %err, "cannot delete an expired console session");
             }

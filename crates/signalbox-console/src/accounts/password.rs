@@ -61,8 +61,9 @@ pub(crate) async fn verify(password: String, stored: Option<String>) -> AccountR
         if password.len() > MAX_PASSWORD_BYTES {
             return Ok(false);
         }
-        let parsed = PasswordHash::new(&stored)
-            .map_err(|err| AccountError::Store(format!("a stored password hash is invalid: {err}")))?;
+        let parsed = PasswordHash::new(&stored).map_err(|err| {
+            AccountError::Store(format!("a stored password hash is invalid: {err}"))
+        })?;
         // The crate compares the computed hash with the stored one in constant time.
         let matches = Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
@@ -92,8 +93,12 @@ mod tests {
     async fn argon2id_phc_strings_that_verify() {
         let hash = hash("correct horse battery".to_owned()).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
-        assert!(verify("correct horse battery".into(), Some(hash.clone())).await.unwrap());
-        assert!(!verify("wrong horse battery".into(), Some(hash)).await.unwrap());
+        assert!(verify("correct horse battery".into(), Some(hash.clone()))
+            .await
+            .unwrap());
+        assert!(!verify("wrong horse battery".into(), Some(hash))
+            .await
+            .unwrap());
         assert!(!verify("anything at all".into(), None).await.unwrap());
     }
 

@@ -26,9 +26,15 @@ fn attempt<'a>(email: &'a str, password: &'a str) -> SignInAttempt<'a> {
 #[tokio::test]
 async fn emails_are_normalised_and_unique() {
     let (_dir, _clock, accounts) = accounts();
-    let account = accounts.create("  Ada@Example.COM ", PASSWORD).await.unwrap();
+    let account = accounts
+        .create("  Ada@Example.COM ", PASSWORD)
+        .await
+        .unwrap();
     assert_eq!(account.email, "ada@example.com");
-    let err = accounts.create("ada@example.com", PASSWORD).await.unwrap_err();
+    let err = accounts
+        .create("ada@example.com", PASSWORD)
+        .await
+        .unwrap_err();
     assert!(matches!(err, AccountError::Exists(_)), "{err}");
     let err = accounts.create("not an email", PASSWORD).await.unwrap_err();
     assert!(err.to_string().starts_with("email: "), "{err}");
@@ -49,7 +55,10 @@ async fn sessions_end_when_idle_or_old() {
         .sign_in(attempt("ADA@example.com", PASSWORD))
         .await
         .unwrap();
-    assert_eq!(session.max_age, std::time::Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(
+        session.max_age,
+        std::time::Duration::from_secs(7 * 24 * 3600)
+    );
     let signed_in = accounts.authenticate(&session.token).await.unwrap();
     assert_eq!(signed_in.email, "ada@example.com");
     // Busy for almost seven days: each request within the idle limit keeps it.
@@ -58,14 +67,20 @@ async fn sessions_end_when_idle_or_old() {
         assert!(accounts.authenticate(&session.token).await.is_some());
     }
     clock.advance(SignedDuration::from_hours(25));
-    assert!(accounts.authenticate(&session.token).await.is_none(), "past 7 days");
+    assert!(
+        accounts.authenticate(&session.token).await.is_none(),
+        "past 7 days"
+    );
 
     let session = accounts
         .sign_in(attempt("ada@example.com", PASSWORD))
         .await
         .unwrap();
     clock.advance(SignedDuration::from_hours(12) + SignedDuration::from_secs(1));
-    assert!(accounts.authenticate(&session.token).await.is_none(), "idle 12 h");
+    assert!(
+        accounts.authenticate(&session.token).await.is_none(),
+        "idle 12 h"
+    );
 }
 
 #[tokio::test]
@@ -105,8 +120,20 @@ async fn a_setup_token_works_once_and_expires() {
     assert!(!accounts.setup_open(&expiring).await);
     let token = accounts.create_setup_token().await.unwrap();
     assert!(accounts.setup_open(&token).await);
-    let err = accounts.set_up(&token, "ada@example.com", "short").await.unwrap_err();
-    assert!(matches!(err, SetupError::Invalid { field: "password", .. }), "{err}");
+    let err = accounts
+        .set_up(&token, "ada@example.com", "short")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SetupError::Invalid {
+                field: "password",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let session = accounts
         .set_up(&token, "ada@example.com", PASSWORD)
         .await
@@ -127,7 +154,9 @@ async fn sign_in_failures_are_rate_limited() {
     accounts.create("ada@example.com", PASSWORD).await.unwrap();
     for _ in 0..EMAIL_FAILURES {
         assert!(matches!(
-            accounts.sign_in(attempt("ada@example.com", "wrong password!")).await,
+            accounts
+                .sign_in(attempt("ada@example.com", "wrong password!"))
+                .await,
             Err(SignInError::WrongCredentials)
         ));
     }
@@ -139,5 +168,8 @@ async fn sign_in_failures_are_rate_limited() {
         other => panic!("expected a rate limit, got {other:?}"),
     }
     clock.advance(FAILURE_WINDOW);
-    assert!(accounts.sign_in(attempt("ada@example.com", PASSWORD)).await.is_ok());
+    assert!(accounts
+        .sign_in(attempt("ada@example.com", PASSWORD))
+        .await
+        .is_ok());
 }

@@ -140,7 +140,13 @@ async fn sign_in_page(
         email: "",
         error: None,
     };
-    page(&console, "account/sign_in.html", StatusCode::OK, &csrf, view)
+    page(
+        &console,
+        "account/sign_in.html",
+        StatusCode::OK,
+        &csrf,
+        view,
+    )
 }
 
 async fn sign_in(
@@ -173,9 +179,8 @@ async fn sign_in(
         Err(SignInError::RateLimited { retry_after }) => {
             let minutes = retry_after.as_secs().div_ceil(60).max(1);
             let unit = if minutes == 1 { "minute" } else { "minutes" };
-            let message = format!(
-                "Too many failed sign-in attempts. Try again in {minutes} {unit}."
-            );
+            let message =
+                format!("Too many failed sign-in attempts. Try again in {minutes} {unit}.");
             let mut response = refused(StatusCode::TOO_MANY_REQUESTS, message)?;
             response.headers_mut().insert(
                 header::RETRY_AFTER,
@@ -241,7 +246,13 @@ async fn set_up(
             error: Some(error),
             min_password: MIN_PASSWORD_CHARS,
         };
-        page(&console, "account/setup.html", StatusCode::BAD_REQUEST, &csrf, view)
+        page(
+            &console,
+            "account/setup.html",
+            StatusCode::BAD_REQUEST,
+            &csrf,
+            view,
+        )
     };
     if form.password != form.confirm {
         return invalid("Confirm password: the two passwords are not the same".to_owned());
@@ -252,7 +263,11 @@ async fn set_up(
         Err(SetupError::Closed) => setup_closed(&console),
         Err(SetupError::Invalid { field, message }) => invalid(format!(
             "{}: {message}",
-            if field == "email" { "Email" } else { "Password" }
+            if field == "email" {
+                "Email"
+            } else {
+                "Password"
+            }
         )),
         Err(SetupError::Internal(message)) => Err(ConsoleError::Internal(message)),
     }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod consent;
+mod console_account;
 mod decode_properties;
 mod dedupe;
 mod destinations;
