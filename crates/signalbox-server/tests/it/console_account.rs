@@ -547,7 +547,6 @@ async fn the_admin_api_takes_a_console_session_with_its_csrf_token() {
 
     let app = &app;
     let create = |headers: Vec<(&'static str, String)>| {
-        let cookies = cookies;
         async move {
             let headers: Vec<(&str, &str)> =
                 headers.iter().map(|(k, v)| (*k, v.as_str())).collect();

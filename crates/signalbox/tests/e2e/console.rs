@@ -227,13 +227,7 @@ fn banner_value(server: &Server, label: &str) -> Option<String> {
         .banner
         .iter()
         .find_map(|line| line.strip_prefix(&format!("  {label}")))
-        .map(|rest| {
-            rest.trim()
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_owned()
-        })
+        .map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned())
 }
 
 #[tokio::test]
@@ -290,7 +284,7 @@ async fn a_first_serve_prints_a_one_time_setup_link() {
     );
     // The link of the first start was never used, but an account exists now: it is closed.
     let page = http
-        .get(&link.replacen(&base, &server.base_url, 1))
+        .get(link.replacen(&base, &server.base_url, 1))
         .send()
         .await
         .unwrap();
