@@ -1,13 +1,15 @@
 // Signs in to the Signalbox console in headless Chromium, as a person would: opens the console,
 // is sent to the sign-in page, fills Email and Password by their labels, clicks Sign in and
-// lands on the overview. Saves a screenshot of each page.
+// lands on the overview (a screenshot of each page); then signs out and finds the console
+// closed again.
 //
 // Usage: CONSOLE_PASSWORD=… node console_sign_in.mjs --console URL --email EMAIL
 //                     --screenshots DIR [--chromium PATH] [--timeout SECONDS]
 //
 // The password comes from the environment, not the command line (other users can read
 // command lines). Prints one JSON line once done:
-//   {signInUrl, landedUrl, heading, cookie: {name, httpOnly, sameSite, secure, path}, screenshots}
+//   {signInUrl, landedUrl, afterSignOut, heading,
+//    cookie: {name, httpOnly, sameSite, secure, path}, screenshots}
 // Exits non-zero on any step that fails, a page error, or a request to another host.
 
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
@@ -83,16 +85,27 @@ try {
     page.waitForURL((url) => url.pathname === '/'),
     page.getByRole('button', { name: 'Sign in', exact: true }).click(),
   ])
+  const landedUrl = page.url()
   const heading = (await page.getByRole('heading', { level: 1 }).first().textContent())?.trim()
   const overviewShot = join(args.screenshots, 'overview.png')
   await page.screenshot({ path: overviewShot, fullPage: true })
 
   const session = (await context.cookies(base.href)).find((c) => c.name === 'signalbox_session')
   if (!session) problems.push('no signalbox_session cookie after signing in')
+
+  // Sign out: back to the sign-in page, and the console is closed again.
+  await Promise.all([
+    page.waitForURL((url) => url.pathname === '/sign-in'),
+    page.getByRole('button', { name: 'Sign out', exact: true }).click(),
+  ])
+  await page.goto(new URL('/', base).href)
+  await page.waitForURL((url) => url.pathname === '/sign-in')
+  const afterSignOut = page.url()
   console.log(
     JSON.stringify({
       signInUrl,
-      landedUrl: page.url(),
+      landedUrl,
+      afterSignOut,
       heading,
       cookie: session && {
         name: session.name,

@@ -133,6 +133,12 @@ async fn sign_in_page(
     headers: HeaderMap,
     Query(query): Query<NextQuery>,
 ) -> ConsoleResult<Response> {
+    // Someone already signed in goes on to where they were headed.
+    if let Some(session) = cookie_value(&headers, SESSION_COOKIE) {
+        if console.deps().auth.authenticate(&session).await.is_some() {
+            return Ok(Redirect::to(&local_path(&query.next)).into_response());
+        }
+    }
     let csrf = form_token(&headers);
     let view = SignInView {
         csrf: &csrf,

@@ -297,6 +297,12 @@ async fn sign_in_sets_a_flagged_session_cookie_and_returns_to_next() {
     let home = app.get("/", &[("signalbox_session", &session)]).await;
     assert_eq!(home.status, StatusCode::OK);
     assert!(home.body.contains(EMAIL));
+    // Signed in, the sign-in page sends on to `next`.
+    let page = app
+        .get("/sign-in?next=/flows", &[("signalbox_session", &session)])
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), "/flows");
 
     // `next` never leaves the server.
     let page = app.post_sign_in(EMAIL, PASSWORD, "//evil.example/").await;
@@ -546,22 +552,19 @@ async fn the_admin_api_takes_a_console_session_with_its_csrf_token() {
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
 
     let app = &app;
-    let create = |headers: Vec<(&'static str, String)>| {
-        async move {
-            let headers: Vec<(&str, &str)> =
-                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let mut request = app
-                .client
-                .post(format!("{}/admin/v1/sources", app.address))
-                .header("cookie", format!("signalbox_session={}", cookies[0].1))
-                .body(r#"{"name":"web"}"#);
-            for (name, value) in headers {
-                request = request.header(name, value);
-            }
-            let response = request.send().await.unwrap();
-            let status = response.status();
-            (status, response.text().await.unwrap())
+    let create = |headers: Vec<(&'static str, String)>| async move {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut request = app
+            .client
+            .post(format!("{}/admin/v1/sources", app.address))
+            .header("cookie", format!("signalbox_session={}", cookies[0].1))
+            .body(r#"{"name":"web"}"#);
+        for (name, value) in headers {
+            request = request.header(name, value);
         }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.text().await.unwrap())
     };
     let (status, body) = create(vec![]).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");

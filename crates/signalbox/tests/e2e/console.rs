@@ -352,6 +352,11 @@ fn sign_in_in_chromium_lands_on_the_overview() {
     );
     assert_eq!(report["landedUrl"], format!("{base}/"), "{report}");
     assert_eq!(report["heading"], "Overview", "{report}");
+    assert_eq!(
+        report["afterSignOut"],
+        format!("{base}/sign-in?next=/"),
+        "{report}"
+    );
     assert_eq!(report["cookie"]["httpOnly"], true, "{report}");
     assert_eq!(report["cookie"]["sameSite"], "Lax", "{report}");
     assert_eq!(report["cookie"]["path"], "/", "{report}");
