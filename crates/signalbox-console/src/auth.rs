@@ -17,11 +17,107 @@ pub const SESSION_COOKIE: &str = "signalbox_session";
 /// The name of the hidden form field that carries the CSRF token.
 pub const CSRF_FIELD: &str = "csrf";
 
-/// Sessions and accounts, behind a trait so the console does not care where they live.
+/// The cookie that ties the sign-in and setup forms to the browser that loaded them (login
+/// CSRF): its value must come back in the form's [`CSRF_FIELD`].
+pub const FORM_COOKIE: &str = "signalbox_signin";
+
+/// Sessions and accounts, behind a trait so the console does not care where they live. Only
+/// [`Authenticator::authenticate`] is required; an authenticator that keeps the other methods'
+/// defaults lets nobody sign in or set up an account.
 #[async_trait]
 pub trait Authenticator: Send + Sync + 'static {
     /// The session a cookie value names, if it is valid and not expired.
     async fn authenticate(&self, session: &str) -> Option<SignedIn>;
+
+    /// Checks an email and password and opens a session.
+    async fn sign_in(&self, _attempt: SignInAttempt<'_>) -> Result<NewSession, SignInError> {
+        Err(SignInError::Unavailable)
+    }
+
+    /// Ends the session a cookie value names (nothing happens for an unknown one).
+    async fn sign_out(&self, _session: &str) {}
+
+    /// Whether a one-time setup token may still create the first account.
+    async fn setup_open(&self, _token: &str) -> bool {
+        false
+    }
+
+    /// Uses a one-time setup token to create the first account, and signs it in.
+    async fn set_up(
+        &self,
+        _token: &str,
+        _email: &str,
+        _password: &str,
+    ) -> Result<NewSession, SetupError> {
+        Err(SetupError::Closed)
+    }
+}
+
+/// One sign-in attempt: what the person typed and where the request came from (for the rate
+/// limit).
+#[derive(Clone, Copy)]
+pub struct SignInAttempt<'a> {
+    pub email: &'a str,
+    pub password: &'a str,
+    pub client: Option<std::net::IpAddr>,
+}
+
+impl std::fmt::Debug for SignInAttempt<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignInAttempt")
+            .field("email", &self.email)
+            .field("password", &"[redacted]")
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+/// A session just opened: the cookie value (shown to the browser once, stored only as a
+/// digest) and how long the cookie may live.
+pub struct NewSession {
+    pub token: String,
+    pub max_age: std::time::Duration,
+}
+
+impl std::fmt::Debug for NewSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSession")
+            .field("token", &"[redacted]")
+            .field("max_age", &self.max_age)
+            .finish()
+    }
+}
+
+/// Why a sign-in failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    /// The email has no account or the password is not its password (the two are not told
+    /// apart).
+    #[error("wrong email or password")]
+    WrongCredentials,
+    /// Too many failures lately for this email or from this address.
+    #[error("too many failed sign-in attempts; try again in {} seconds", retry_after.as_secs())]
+    RateLimited { retry_after: std::time::Duration },
+    #[error("signing in is not available on this server")]
+    Unavailable,
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Why a first-account setup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The token is unknown, used or expired, or an account exists already.
+    #[error("this setup link is not valid: it was used or has expired, or an account exists already (create accounts with `signalbox admin create`)")]
+    Closed,
+    /// A field is wrong; names it.
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// An authenticator that lets nobody in.
@@ -57,14 +153,18 @@ impl SignedIn {
 
 /// The value of the session cookie in a request's `Cookie` headers.
 pub fn session_cookie(parts: &Parts) -> Option<String> {
-    parts
-        .headers
+    cookie_value(&parts.headers, SESSION_COOKIE)
+}
+
+/// The value of the cookie `name` in a request's `Cookie` headers.
+pub fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(key, _)| *key == name)
         .map(|(_, value)| value.to_owned())
 }
 

@@ -8,6 +8,8 @@
 //!
 //! # Layout
 //! - [`auth`]: who is signed in ([`Authenticator`], the [`SignedIn`] extractor) and CSRF.
+//! - [`accounts`]: accounts, sessions and setup tokens ([`Accounts`], the authenticator
+//!   `serve` installs) over an [`accounts::AccountStore`] (`console.db`).
 //! - `render.rs`: the template environment and the page layout.
 //! - `pages/`: one module per area, each with its routes and templates.
 //! - `assets.rs`: the embedded stylesheet and script.
@@ -16,6 +18,7 @@
 //! first-account setup pages is reachable without a session.
 //! **Invariant:** every form that changes something checks the session's CSRF token.
 
+pub mod accounts;
 pub mod auth;
 pub mod error;
 
@@ -34,6 +37,7 @@ use signalbox_flows::Flows;
 use signalbox_store::Store;
 use signalbox_sync::Sync;
 
+pub use accounts::{Accounts, SqliteAccountStore};
 pub use auth::{Authenticator, DenyAll, SignedIn};
 pub use error::{ConsoleError, ConsoleResult};
 

@@ -109,6 +109,40 @@ pub enum Command {
     /// Measure the server.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Manage the console's accounts (`console.db` in the data folder). Works whether the
+    /// server runs or not.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a console account. The password is read from standard input (its first line,
+    /// the line break dropped), at least 12 characters:
+    /// `printf '%s\n' "$PASSWORD" | signalbox admin create EMAIL --password-stdin`.
+    Create {
+        /// The account's email (kept trimmed and lowercase).
+        email: String,
+        /// Read the password from standard input (the only way to give it: never on the
+        /// command line, where other users could see it).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// List console accounts (email, created).
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a console account; its sessions end.
+    Delete { email: String },
+    /// Set a new password, read from standard input like `create`; the account's sessions end.
+    ResetPassword {
+        email: String,
+        /// Read the password from standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

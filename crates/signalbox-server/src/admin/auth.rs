@@ -1,9 +1,11 @@
-//! [`AdminKey`]: the private API key a request carries, checked before any handler runs. The
-//! key must hold the `admin` scope: the admin API manages keys, sources and their write keys,
-//! and reads the raw call log, none of which an SDK's key should reach.
+//! [`AdminKey`]: who is calling the admin API, checked before any handler runs. Either a
+//! private API key holding the `admin` scope (the admin API manages keys, sources and their
+//! write keys, and reads the raw call log, none of which an SDK's key should reach), or a
+//! console session: its `signalbox_session` cookie, and for anything but GET and HEAD the
+//! session's CSRF token in an `X-CSRF-Token` header. Nothing else gets in.
 
 use axum::extract::FromRequestParts;
-use axum::http::{header, request::Parts};
+use axum::http::{header, request::Parts, Method};
 use signalbox_core::{ApiKey, ApiKeyInfo, Scope};
 
 use super::error::AdminError;
@@ -12,20 +14,39 @@ use crate::app::AppState;
 /// Schemes under which a private key may be sent, compared without regard to case.
 const SCHEMES: [&str; 2] = ["bearer", "klaviyo-api-key"];
 
-/// Proof that the request carries a valid private API key holding the `admin` scope. Every
-/// admin handler takes one, so none can forget to check; the key itself is dropped once
-/// checked and never logged.
+/// The header a console session sends its CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Proof that the request carries a valid private API key holding the `admin` scope, or a
+/// valid console session (with its CSRF token when it changes something). Every admin handler
+/// takes one, so none can forget to check; the key itself is dropped once checked and never
+/// logged.
 #[derive(Debug, Clone)]
-pub struct AdminKey(ApiKeyInfo);
+pub struct AdminKey(Caller);
+
+#[derive(Debug, Clone)]
+enum Caller {
+    Key(ApiKeyInfo),
+    /// A console session; the name is `console:` and the account's email.
+    Console(String),
+}
 
 impl AdminKey {
-    /// The name the key was created under (safe to log).
+    /// The name the key was created under, or `console:` and the signed-in email (safe to
+    /// log).
     pub fn name(&self) -> &str {
-        &self.0.name
+        match &self.0 {
+            Caller::Key(info) => &info.name,
+            Caller::Console(name) => name,
+        }
     }
 
-    pub fn info(&self) -> &ApiKeyInfo {
-        &self.0
+    /// The key's record, when the caller used a key.
+    pub fn info(&self) -> Option<&ApiKeyInfo> {
+        match &self.0 {
+            Caller::Key(info) => Some(info),
+            Caller::Console(_) => None,
+        }
     }
 }
 
@@ -33,10 +54,9 @@ impl FromRequestParts<AppState> for AdminKey {
     type Rejection = AdminError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<AdminKey, AdminError> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or(AdminError::MissingApiKey)?;
+        let Some(header) = parts.headers.get(header::AUTHORIZATION) else {
+            return console_session(parts, app).await;
+        };
         let key = header
             .to_str()
             .ok()
@@ -50,8 +70,32 @@ impl FromRequestParts<AppState> for AdminKey {
         if !info.scopes.allows(Scope::Admin) {
             return Err(AdminError::PermissionDenied);
         }
-        Ok(AdminKey(info))
+        Ok(AdminKey(Caller::Key(info)))
     }
+}
+
+/// A request without an `Authorization` header: a console session, or refused.
+async fn console_session(parts: &Parts, app: &AppState) -> Result<AdminKey, AdminError> {
+    let cookie = signalbox_console::auth::session_cookie(parts).ok_or(AdminError::MissingApiKey)?;
+    let signed_in = app
+        .console_auth
+        .authenticate(&cookie)
+        .await
+        .ok_or(AdminError::InvalidSession)?;
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        let token = parts
+            .headers
+            .get(CSRF_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("");
+        signed_in
+            .check_csrf(token)
+            .map_err(|_| AdminError::MissingCsrfToken)?;
+    }
+    Ok(AdminKey(Caller::Console(format!(
+        "console:{}",
+        signed_in.email
+    ))))
 }
 
 /// The key of `Bearer pk_…` or `Klaviyo-API-Key pk_…`.

@@ -17,6 +17,12 @@ pub enum AdminError {
     MissingApiKey,
     #[error("invalid API key")]
     InvalidApiKey,
+    /// A console session cookie that is unknown or expired.
+    #[error("the console session is not valid or has expired: sign in again")]
+    InvalidSession,
+    /// A console session changing something without its CSRF token.
+    #[error("missing or wrong X-CSRF-Token header: a console session sends its CSRF token with every request that is not GET or HEAD")]
+    MissingCsrfToken,
     /// The key is valid but does not hold the `admin` scope.
     #[error("this API key lacks the 'admin' scope the admin API requires")]
     PermissionDenied,
@@ -55,8 +61,10 @@ impl AdminError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            AdminError::MissingApiKey | AdminError::InvalidApiKey => StatusCode::UNAUTHORIZED,
-            AdminError::PermissionDenied => StatusCode::FORBIDDEN,
+            AdminError::MissingApiKey | AdminError::InvalidApiKey | AdminError::InvalidSession => {
+                StatusCode::UNAUTHORIZED
+            }
+            AdminError::PermissionDenied | AdminError::MissingCsrfToken => StatusCode::FORBIDDEN,
             AdminError::InvalidBody(_) | AdminError::InvalidField { .. } => StatusCode::BAD_REQUEST,
             AdminError::NotFound { .. } => StatusCode::NOT_FOUND,
             AdminError::Conflict { .. } => StatusCode::CONFLICT,
@@ -71,6 +79,8 @@ impl AdminError {
         match self {
             AdminError::MissingApiKey => "missing_api_key",
             AdminError::InvalidApiKey => "invalid_api_key",
+            AdminError::InvalidSession => "invalid_session",
+            AdminError::MissingCsrfToken => "csrf_token_required",
             AdminError::PermissionDenied => "permission_denied",
             AdminError::InvalidBody(_) => "invalid_body",
             AdminError::InvalidField { .. } => "invalid_field",

@@ -1,4 +1,4 @@
-//! The admin API (`/admin/v1/*`), authenticated by private API keys.
+//! The admin API (`/admin/v1/*`), authenticated by private API keys or a console session.
 //!
 //! It is what the console and its live debugger are built on, and what the `signalbox` CLI
 //! offers over HTTP. Bodies and answers are JSON with camelCase fields; listings are
@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //! - [`auth`]: [`AdminKey`], the extractor every handler takes: `Authorization: Bearer pk_…`
-//!   or `Authorization: Klaviyo-API-Key pk_…`, checked against the store on each request.
+//!   or `Authorization: Klaviyo-API-Key pk_…`, checked against the store on each request, or
+//!   a console session cookie (with its `X-CSRF-Token` for anything but GET and HEAD).
 //! - [`error`]: [`AdminError`], status codes and the error body.
 //! - [`extract`]: body, path and query extractors that answer bad input in that format.
 //! - one module per resource: [`sources`], [`api_keys`], [`events`] (pages and the live
@@ -17,8 +18,9 @@
 //!   its fields are the sync model's snake_case names); [`view`] holds what the listings
 //!   share.
 //!
-//! **Invariant:** no route under `/admin/v1/` answers anything but 401 without a valid key,
-//! or anything but 403 to a key without the `admin` scope, unknown paths and methods included.
+//! **Invariant:** no route under `/admin/v1/` answers anything but 401 without a valid key or
+//! console session, or anything but 403 to a key without the `admin` scope or to a session
+//! changing something without its CSRF token, unknown paths and methods included.
 
 pub mod api_keys;
 pub mod auth;

@@ -5,6 +5,7 @@ mod auth;
 mod consent;
 mod console_connections;
 mod console_analytics;
+mod console_account;
 mod decode_properties;
 mod dedupe;
 mod destinations;

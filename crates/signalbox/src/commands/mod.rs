@@ -1,5 +1,6 @@
 //! One module per command group; each takes resolved arguments and does one thing.
 
+mod admin;
 pub mod bench;
 mod destination;
 mod engage;
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Segment(args) => segment::run(&cli.global, args).await,
         Command::Destination(cmd) => destination::run(&cli.global, cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
+        Command::Admin(cmd) => admin::run(&cli.global, cmd).await,
     }
 }
 
@@ -119,6 +121,13 @@ pub fn engage_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
 pub fn sync_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
     let log = database_path(global)?;
     Ok(log.with_file_name("sync.db"))
+}
+
+/// Where the console keeps accounts and sessions: `console.db` beside the call log
+/// (`DATA_DIR/console.db`).
+pub fn console_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
+    let log = database_path(global)?;
+    Ok(log.with_file_name("console.db"))
 }
 
 /// Opens the store for a command that does not append (no writer thread).

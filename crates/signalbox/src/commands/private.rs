@@ -20,6 +20,7 @@ const SIBLINGS: &[&str] = &[
     "templates.db",
     "confirmations.db",
     "sync.db",
+    "console.db",
 ];
 
 /// Makes `dir` 0700 and removes the group and other bits from everything in it, recursively.
@@ -117,12 +118,19 @@ mod tests {
     #[test]
     fn beside_a_chosen_log_only_signalbox_files_are_touched() {
         let root = tempfile::tempdir().unwrap();
-        for file in ["log.db", "log.db-wal", "engage.db", "sync.db", "notes.txt"] {
+        for file in [
+            "log.db",
+            "log.db-wal",
+            "engage.db",
+            "sync.db",
+            "console.db",
+            "notes.txt",
+        ] {
             fs::write(root.path().join(file), b"x").unwrap();
             fs::set_permissions(root.path().join(file), fs::Permissions::from_mode(0o644)).unwrap();
         }
         make_files_private(&root.path().join("log.db")).unwrap();
-        for file in ["log.db", "log.db-wal", "engage.db", "sync.db"] {
+        for file in ["log.db", "log.db-wal", "engage.db", "sync.db", "console.db"] {
             assert_eq!(mode(&root.path().join(file)), 0o600, "{file}");
         }
         assert_eq!(mode(&root.path().join("notes.txt")), 0o644);

@@ -143,6 +143,21 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     });
     // Application::run stops its deliveries after the last request, before the log closes.
     app.set_sync(sync);
+    // The console's accounts and sessions; on a first start, a one-time link to create the
+    // first account.
+    let console_path = path.with_file_name("console.db");
+    let accounts = super::admin::open_at(&console_path, Arc::clone(&clock))?;
+    app.set_console_auth(Arc::new(accounts.clone()));
+    let setup_token = if accounts.has_accounts().await? {
+        None
+    } else {
+        Some(
+            accounts
+                .create_setup_token()
+                .await
+                .context("cannot create a setup link")?,
+        )
+    };
     // Double opt-in confirmation emails, when a mailer is configured.
     let _confirmations = confirmations::spawn(
         engage.clone(),
@@ -160,6 +175,13 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     println!(
         "  Klaviyo API    {base}/api   (Klaviyo SDKs: test_host=\"{base}\"; keys: signalbox api-key create NAME)"
     );
+    let console = public_url.trim_end_matches('/');
+    println!("  Console        {console}/");
+    if let Some(token) = &setup_token {
+        println!(
+            "  Set up         {console}/setup/{token}   (one-time link: create the first account)"
+        );
+    }
     println!("  Health         {base}/healthz");
     println!("  Metrics        {base}/metrics");
     println!("  Store          {}", path.display());

@@ -4,6 +4,7 @@
 mod browser;
 mod cli;
 mod clients;
+mod console;
 mod destinations;
 mod flows;
 mod harness;

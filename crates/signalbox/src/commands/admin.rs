@@ -1,0 +1,95 @@
+//! `signalbox admin …`: console accounts. They edit `console.db` in the data folder directly,
+//! so they work whether the server runs or not; a running server sees a change at the next
+//! request. Passwords come from standard input only.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use signalbox_console::accounts::AccountStore;
+use signalbox_console::{Accounts, SqliteAccountStore};
+use signalbox_core::{Clock, SystemClock};
+
+use super::console_path;
+use crate::cli::{AdminCommand, GlobalArgs};
+
+pub async fn run(global: &GlobalArgs, cmd: AdminCommand) -> anyhow::Result<()> {
+    let accounts = open(global)?;
+    match cmd {
+        AdminCommand::Create { email, .. } => {
+            let password = read_password()?;
+            let account = accounts
+                .create(&email, &password)
+                .await
+                .context("cannot create the account")?;
+            eprintln!(
+                "account '{}' created; it signs in at the console's /sign-in",
+                account.email
+            );
+        }
+        AdminCommand::List { json } => {
+            let list = accounts.list().await.context("cannot list the accounts")?;
+            if json {
+                for account in &list {
+                    println!("{}", serde_json::to_string(account)?);
+                }
+            } else {
+                println!("{:<40} CREATED", "EMAIL");
+                for account in &list {
+                    println!(
+                        "{:<40} {}",
+                        account.email,
+                        account.created.strftime("%Y-%m-%d %H:%M:%S UTC")
+                    );
+                }
+            }
+        }
+        AdminCommand::Delete { email } => {
+            accounts
+                .delete(&email)
+                .await
+                .context("cannot delete the account")?;
+            eprintln!("account '{}' deleted; its sessions ended", email.trim());
+        }
+        AdminCommand::ResetPassword { email, .. } => {
+            let password = read_password()?;
+            accounts
+                .reset_password(&email, &password)
+                .await
+                .context("cannot reset the password")?;
+            eprintln!("password of '{}' changed; its sessions ended", email.trim());
+        }
+    }
+    Ok(())
+}
+
+/// The accounts in the data folder's `console.db` (created if missing).
+fn open(global: &GlobalArgs) -> anyhow::Result<Accounts> {
+    open_at(&console_path(global)?, Arc::new(SystemClock))
+}
+
+/// The accounts in `console.db` at `path` (created if missing), on `clock`.
+pub fn open_at(path: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<Accounts> {
+    let store = SqliteAccountStore::open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let store: Arc<dyn AccountStore> = Arc::new(store);
+    Ok(Accounts::new(store, clock))
+}
+
+/// The first line of standard input, without its line break.
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line
+        .strip_suffix('\n')
+        .map(|rest| rest.strip_suffix('\r').unwrap_or(rest))
+        .unwrap_or(&line);
+    if password.is_empty() {
+        anyhow::bail!("no password on standard input (--password-stdin reads its first line)");
+    }
+    Ok(password.to_owned())
+}

@@ -1,0 +1,373 @@
+//! The console's way in, through the built binary: `signalbox admin` accounts (with and
+//! without a running server), the setup link a first `serve` prints, and a real sign-in in
+//! headless Chromium (tests/clients/browser/console_sign_in.mjs, Playwright over Debian's
+//! `chromium`; `scripts/test` installs both).
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{json_lines, repo_root, run_to_success, unique, CliOutput, Server, TestEnv};
+
+const EMAIL: &str = "ada@example.com";
+const PASSWORD: &str = "correct horse battery";
+
+/// `signalbox admin ARGS` with `stdin` on its standard input.
+fn admin(env: &TestEnv, args: &[&str], stdin: &str) -> CliOutput {
+    let mut child = env
+        .command()
+        .arg("admin")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start signalbox admin");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(stdin.as_bytes())
+        .expect("write the password");
+    let output = child.wait_with_output().expect("wait for signalbox admin");
+    CliOutput {
+        status: output.status,
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+#[track_caller]
+fn admin_ok(env: &TestEnv, args: &[&str], stdin: &str) -> CliOutput {
+    let out = admin(env, args, stdin);
+    assert!(out.status.success(), "admin {args:?}:\n{}", out.describe());
+    out
+}
+
+/// Signs in over HTTP as the sign-in form does; the session cookie, or the status.
+async fn sign_in(base: &str, email: &str, password: &str) -> Result<String, u16> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = client.get(format!("{base}/sign-in")).send().await.unwrap();
+    let cookie = set_cookie(&form, "signalbox_signin").expect("a form cookie");
+    let html = form.text().await.unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).expect("a csrf field") + marker.len();
+    let csrf = &html[start..start + html[start..].find('"').unwrap()];
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([("csrf", csrf), ("email", email), ("password", password)])
+        .finish();
+    let response = client
+        .post(format!("{base}/sign-in"))
+        .header("cookie", format!("signalbox_signin={cookie}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    if response.status() != reqwest::StatusCode::SEE_OTHER {
+        return Err(response.status().as_u16());
+    }
+    Ok(set_cookie(&response, "signalbox_session").expect("a session cookie"))
+}
+
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// The status of the overview page with this session.
+async fn overview(base: &str, session: &str) -> u16 {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{base}/"))
+        .header("cookie", format!("signalbox_session={session}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn admin_commands_manage_accounts_without_a_server() {
+    let env = TestEnv::new();
+    let out = admin(&env, &["create", EMAIL, "--password-stdin"], "too short\n");
+    assert!(!out.status.success());
+    assert!(
+        out.stderr
+            .contains("password: must be at least 12 characters"),
+        "{}",
+        out.describe()
+    );
+    let out = admin(&env, &["create", EMAIL], "");
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("--password-stdin"),
+        "{}",
+        out.describe()
+    );
+    let out = admin(
+        &env,
+        &["create", "not-an-email", "--password-stdin"],
+        "a long enough one\n",
+    );
+    assert!(out.stderr.contains("email: "), "{}", out.describe());
+
+    admin_ok(
+        &env,
+        &["create", " Ada@Example.com ", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    admin_ok(
+        &env,
+        &["create", "bob@example.com", "--password-stdin"],
+        "another long password\r\n",
+    );
+    let out = admin(
+        &env,
+        &["create", EMAIL, "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("exists already"), "{}", out.describe());
+
+    let table = admin_ok(&env, &["list"], "").stdout;
+    assert!(table.starts_with("EMAIL"), "{table}");
+    assert!(
+        table.contains(EMAIL) && table.contains("bob@example.com"),
+        "{table}"
+    );
+    let listed: Vec<String> = json_lines(&admin_ok(&env, &["list", "--json"], "").stdout)
+        .iter()
+        .map(|account| account["email"].as_str().unwrap().to_owned())
+        .collect();
+    // Sorted by email.
+    assert_eq!(listed, ["ada@example.com", "bob@example.com"]);
+
+    admin_ok(
+        &env,
+        &["reset-password", EMAIL, "--password-stdin"],
+        "a brand new password\n",
+    );
+    admin_ok(&env, &["delete", "bob@example.com"], "");
+    let out = admin(&env, &["delete", "bob@example.com"], "");
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("no account for bob@example.com"),
+        "{}",
+        out.describe()
+    );
+    let listed = json_lines(&admin_ok(&env, &["list", "--json"], "").stdout);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["email"], EMAIL);
+
+    // The file is the owner's only, and holds no password.
+    let path = env.data_dir().join("console.db");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "console.db is {mode:o}");
+    let bytes = std::fs::read(&path).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(!text.contains("a brand new password") && !text.contains(PASSWORD));
+    assert!(text.contains("$argon2id$"));
+}
+
+#[tokio::test]
+async fn admin_commands_work_beside_a_running_server() {
+    let env = TestEnv::new();
+    let server = env.serve();
+    let base = server.base_url.clone();
+    admin_ok(
+        &env,
+        &["create", EMAIL, "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let session = sign_in(&base, EMAIL, PASSWORD).await.expect("signed in");
+    assert_eq!(overview(&base, &session).await, 200);
+
+    // A new password ends the account's sessions; the old password no longer works.
+    admin_ok(
+        &env,
+        &["reset-password", EMAIL, "--password-stdin"],
+        "a brand new password\n",
+    );
+    assert_eq!(overview(&base, &session).await, 303);
+    assert_eq!(sign_in(&base, EMAIL, PASSWORD).await, Err(401));
+    let session = sign_in(&base, EMAIL, "a brand new password")
+        .await
+        .expect("signed in");
+    assert_eq!(overview(&base, &session).await, 200);
+
+    admin_ok(&env, &["delete", EMAIL], "");
+    assert_eq!(overview(&base, &session).await, 303);
+    assert_eq!(
+        sign_in(&base, EMAIL, "a brand new password").await,
+        Err(401)
+    );
+    server.stop();
+}
+
+fn banner_value(server: &Server, label: &str) -> Option<String> {
+    server
+        .banner
+        .iter()
+        .find_map(|line| line.strip_prefix(&format!("  {label}")))
+        .map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned())
+}
+
+#[tokio::test]
+async fn a_first_serve_prints_a_one_time_setup_link() {
+    let env = TestEnv::new();
+    let server = env.serve();
+    let base = server.base_url.clone();
+    assert_eq!(
+        banner_value(&server, "Console").as_deref(),
+        Some(format!("{base}/").as_str())
+    );
+    let line = server
+        .banner
+        .iter()
+        .find(|line| line.starts_with("  Set up         "))
+        .unwrap_or_else(|| panic!("no setup line in {:#?}", server.banner));
+    assert!(
+        line.ends_with("(one-time link: create the first account)"),
+        "{line}"
+    );
+    let link = banner_value(&server, "Set up").unwrap();
+    assert!(link.starts_with(&format!("{base}/setup/")), "{link}");
+
+    let http = reqwest::Client::new();
+    let page = http.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(">Confirm password</label>"), "{html}");
+    server.stop();
+
+    // With an account, no link; the console's address follows --public-url.
+    admin_ok(
+        &env,
+        &["create", EMAIL, "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let mut cmd = env.command();
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--public-url",
+        "https://console.example.com",
+    ]);
+    let server = Server::spawn(cmd, env.root().join(format!("server-{}.log", unique())));
+    assert_eq!(
+        banner_value(&server, "Console").as_deref(),
+        Some("https://console.example.com/")
+    );
+    assert!(
+        !server.banner.iter().any(|line| line.contains("Set up")),
+        "{:#?}",
+        server.banner
+    );
+    // The link of the first start was never used, but an account exists now: it is closed.
+    let page = http
+        .get(link.replacen(&base, &server.base_url, 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 404);
+    server.stop();
+}
+
+/// Where this test's screenshots go: a folder under the system's temporary folder that is
+/// kept after the test, printed in the test's output.
+fn artifacts(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("signalbox-e2e-{test}-{}", unique()));
+    std::fs::create_dir_all(&dir).expect("create the artifacts folder");
+    println!("artifacts of {test}: {}", dir.display());
+    dir
+}
+
+#[test]
+fn sign_in_in_chromium_lands_on_the_overview() {
+    let install = "run scripts/test, which installs them";
+    let chromium =
+        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+    assert!(
+        chromium.exists(),
+        "Chromium is not installed ({} is missing); {install}, or `apt-get install chromium`",
+        chromium.display()
+    );
+    let folder = repo_root().join("tests/clients/browser");
+    let manifest = folder.join("node_modules/playwright-core/package.json");
+    assert!(
+        manifest.exists(),
+        "playwright-core is not installed ({} is missing); {install}, or `npm ci` in tests/clients/browser",
+        manifest.display()
+    );
+    let env = TestEnv::new();
+    let server = env.serve();
+    admin_ok(
+        &env,
+        &["create", EMAIL, "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let screenshots = artifacts("console-sign-in");
+    let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
+    let mut cmd = Command::new(node);
+    cmd.arg(folder.join("console_sign_in.mjs"))
+        .args(["--console", &server.base_url])
+        .args(["--email", EMAIL])
+        .arg("--screenshots")
+        .arg(&screenshots)
+        .arg("--chromium")
+        .arg(&chromium)
+        .args(["--timeout", "60"])
+        .env("CONSOLE_PASSWORD", PASSWORD);
+    let out = run_to_success(&mut cmd, Duration::from_secs(180), &server);
+    let report: Value = out
+        .stdout
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no report line:\n{}", out.describe()));
+    let base = &server.base_url;
+    assert_eq!(
+        report["signInUrl"],
+        format!("{base}/sign-in?next=/"),
+        "{report}"
+    );
+    assert_eq!(report["landedUrl"], format!("{base}/"), "{report}");
+    assert_eq!(report["heading"], "Overview", "{report}");
+    assert_eq!(
+        report["afterSignOut"],
+        format!("{base}/sign-in?next=/"),
+        "{report}"
+    );
+    assert_eq!(report["cookie"]["httpOnly"], true, "{report}");
+    assert_eq!(report["cookie"]["sameSite"], "Lax", "{report}");
+    assert_eq!(report["cookie"]["path"], "/", "{report}");
+    for shot in report["screenshots"].as_array().unwrap() {
+        let path = PathBuf::from(shot.as_str().unwrap());
+        let bytes = std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        assert!(
+            bytes.starts_with(b"\x89PNG"),
+            "{} is not a PNG",
+            path.display()
+        );
+    }
+    server.stop();
+}
