@@ -3,9 +3,9 @@
 
 mod auth;
 mod consent;
-mod console_connections;
-mod console_analytics;
 mod console_account;
+mod console_analytics;
+mod console_connections;
 mod decode_properties;
 mod dedupe;
 mod destinations;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::harness::{json_lines, repo_root, run_to_success, unique, CliOutput, Server, TestEnv};
 
@@ -361,6 +361,176 @@ fn sign_in_in_chromium_lands_on_the_overview() {
     assert_eq!(report["cookie"]["sameSite"], "Lax", "{report}");
     assert_eq!(report["cookie"]["path"], "/", "{report}");
     for shot in report["screenshots"].as_array().unwrap() {
+        let path = PathBuf::from(shot.as_str().unwrap());
+        let bytes = std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        assert!(
+            bytes.starts_with(b"\x89PNG"),
+            "{} is not a PNG",
+            path.display()
+        );
+    }
+    server.stop();
+}
+
+/// Runs one phase of `tests/clients/browser/console_walkthrough.mjs`; its report line.
+fn walkthrough_phase(
+    server: &Server,
+    screenshots: &std::path::Path,
+    phase: &str,
+    extra: &[&str],
+) -> Value {
+    let folder = repo_root().join("tests/clients/browser");
+    let chromium =
+        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+    let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
+    let mut cmd = Command::new(node);
+    cmd.arg(folder.join("console_walkthrough.mjs"))
+        .args(["--phase", phase])
+        .args(["--console", &server.base_url])
+        .args(["--email", EMAIL])
+        .arg("--screenshots")
+        .arg(screenshots)
+        .arg("--chromium")
+        .arg(&chromium)
+        .args(["--timeout", "60"])
+        .args(extra)
+        .env("CONSOLE_PASSWORD", PASSWORD);
+    let out = run_to_success(&mut cmd, Duration::from_secs(300), server);
+    out.stdout
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no report line from {phase}:\n{}", out.describe()))
+}
+
+/// The seed's walkthrough, by its labels, in real Chromium: sign in; a source's Settings › API
+/// Keys › Reveal; Add Destination › search › Klaviyo › Configure Klaviyo; Integrations ›
+/// Segment › Install › Connect to Segment › the option › Complete setup; then calls sent with
+/// Segment's Python library under the revealed key; the metric with its gear icon, its chart and
+/// the call in its Activity Feed; the person's profile and timeline. Every page is a screenshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_walkthrough_in_chromium() {
+    let install = "run scripts/test, which installs them";
+    let chromium =
+        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+    assert!(chromium.exists(), "Chromium is not installed; {install}");
+    let manifest =
+        repo_root().join("tests/clients/browser/node_modules/playwright-core/package.json");
+    assert!(
+        manifest.exists(),
+        "playwright-core is not installed; {install}"
+    );
+    let env = TestEnv::new();
+    let mut cmd = env.command();
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-private-destinations",
+    ]);
+    let server = Server::spawn(cmd, env.root().join(format!("server-{}.log", unique())));
+    admin_ok(
+        &env,
+        &["create", EMAIL, "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let api_key = env
+        .cli_ok(&[
+            "api-key",
+            "create",
+            "walk",
+            "--scope",
+            "metrics:read,profiles:read",
+        ])
+        .trim()
+        .to_owned();
+    let screenshots = artifacts("console-walkthrough");
+
+    let setup = walkthrough_phase(
+        &server,
+        &screenshots,
+        "setup",
+        &["--segment-endpoint", &server.base_url],
+    );
+    assert_eq!(
+        setup["writeKey"],
+        json!(server.write_key),
+        "the revealed key is the source's: {setup}"
+    );
+    let settings = env.cli_ok(&["source", "settings", "default"]);
+    assert!(
+        settings.contains("confirmOptin"),
+        "Configure Klaviyo saved the settings: {settings}"
+    );
+    let destinations = env.cli_ok(&["destination", "list", "--json"]);
+    assert!(
+        destinations.contains("\"segment\""),
+        "the Segment integration is installed: {destinations}"
+    );
+
+    // Calls from Segment's Python library, with the key the console revealed.
+    let calls = json!([
+        {"type": "identify", "userId": "walker-1", "traits": {"email": "walker@example.com", "firstName": "Walker"}},
+        {"type": "track", "userId": "walker-1", "event": "Viewed Product", "properties": {"sku": "TEA-1", "name": "Sencha"}},
+    ]);
+    let file = env.root().join("calls.json");
+    std::fs::write(&file, calls.to_string()).unwrap();
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut send = Command::new(python);
+    send.arg(repo_root().join("tests/flows/send_calls.py"))
+        .args([
+            "--host",
+            &server.base_url,
+            "--write-key",
+            setup["writeKey"].as_str().unwrap(),
+        ])
+        .arg("--calls")
+        .arg(&file);
+    run_to_success(&mut send, Duration::from_secs(120), &server);
+    // The console shows what engage has applied: wait until the event is there.
+    let started = std::time::Instant::now();
+    let http = reqwest::Client::new();
+    loop {
+        let body = match http
+            .get(format!("{}/api/metrics", server.base_url))
+            .header("Authorization", format!("Klaviyo-API-Key {api_key}"))
+            .header("revision", "2026-07-15")
+            .send()
+            .await
+        {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if body.contains("Viewed Product") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the event was not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let verify = walkthrough_phase(
+        &server,
+        &screenshots,
+        "verify",
+        &[
+            "--person",
+            "walker@example.com",
+            "--metric",
+            "Viewed Product",
+        ],
+    );
+    assert_eq!(verify["metric"], "Viewed Product", "{verify}");
+    let shots: Vec<&Value> = setup["screenshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(verify["screenshots"].as_array().unwrap())
+        .collect();
+    assert!(shots.len() >= 15, "a screenshot of each page: {shots:?}");
+    for shot in shots {
         let path = PathBuf::from(shot.as_str().unwrap());
         let bytes = std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
         assert!(
