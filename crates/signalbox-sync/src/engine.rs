@@ -32,7 +32,7 @@ use crate::model::{
     DestinationPatch, DestinationState, DestinationStatus, NewDestination, Position, Replay,
     Secret,
 };
-use crate::store::{Commit, SyncStore};
+use crate::store::SyncStore;
 use crate::worker::{Live, Shared, Worker};
 
 /// What the engine reads and sends through.
@@ -219,17 +219,31 @@ impl Sync {
     pub async fn create(&self, new: NewDestination) -> SyncResult<Destination> {
         validate_name(&new.name)?;
         self.validate(&new.config, new.rate).await?;
+        self.create_in(new, DestinationState::Active).await
+    }
+
+    /// [`Sync::create`], paused: nothing is sent until it is resumed (a setup finished in
+    /// more than one step).
+    pub async fn create_paused(&self, new: NewDestination) -> SyncResult<Destination> {
+        validate_name(&new.name)?;
+        self.validate(&new.config, new.rate).await?;
+        self.create_in(new, DestinationState::Paused).await
+    }
+
+    async fn create_in(
+        &self,
+        new: NewDestination,
+        state: DestinationState,
+    ) -> SyncResult<Destination> {
         // A new destination delivers what arrives from now on, as a new Segment destination
-        // does; `replay --since` sends what came before.
+        // does; `replay --since` sends what came before. The cursor is set with the creation,
+        // so a running engine never starts it from the beginning.
         let head = self.head_of(new.config.kind()).await?;
-        let destination = self.deps.store.create(new, self.deps.clock.now()).await?;
-        if head > Position::default() {
-            let start = Commit {
-                cursor: Some(head),
-                ..Commit::default()
-            };
-            self.deps.store.commit(&destination.id, start).await?;
-        }
+        let destination = self
+            .deps
+            .store
+            .create_at(new, self.deps.clock.now(), state, head)
+            .await?;
         self.reload();
         Ok(destination)
     }

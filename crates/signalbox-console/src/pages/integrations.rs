@@ -177,20 +177,14 @@ async fn install(
         },
         rate: None,
     };
-    let created = match sync.create(new).await {
+    // Paused from its creation: nothing is sent before the setup is complete.
+    let created = match sync.create_paused(new).await {
         Ok(created) => created,
         Err(err) => {
             field_error(&mut errors, install_field(sync_error(err)))?;
             return render_install(&console, &signed_in, values, errors);
         }
     };
-    let paused = DestinationPatch {
-        state: Some(DestinationState::Paused),
-        ..DestinationPatch::default()
-    };
-    sync.patch(&created.name, paused)
-        .await
-        .map_err(sync_error)?;
     tracing::info!(
         account = signed_in.email,
         destination = created.name,

@@ -47,6 +47,7 @@ fn record(at: Timestamp, n: usize) -> DeliveryRecord {
 pub async fn run_all(store: &dyn SyncStore) {
     destinations_crud(store).await;
     progress_and_commits(store).await;
+    created_in_a_state_at_a_cursor(store).await;
     dead_letters_and_replays(store).await;
     deliveries_keep_the_newest_hundred(store).await;
 }
@@ -209,6 +210,25 @@ pub async fn progress_and_commits(store: &dyn SyncStore) {
         Position { seq: 4, n: 0 }
     );
     store.delete("progress").await.unwrap();
+}
+
+/// `create_at` sets the state and the cursor with the creation (one version bump), so an
+/// engine never sees the destination without them.
+pub async fn created_in_a_state_at_a_cursor(store: &dyn SyncStore) {
+    let now = Timestamp::now();
+    let before = store.version().await.unwrap();
+    let cursor = Position { seq: 42, n: 3 };
+    let d = store
+        .create_at(webhook("created-at"), now, DestinationState::Paused, cursor)
+        .await
+        .unwrap();
+    assert_eq!(d.state, DestinationState::Paused);
+    assert_eq!(
+        store.get("created-at").await.unwrap().state,
+        DestinationState::Paused
+    );
+    assert_eq!(store.progress(&d.id).await.unwrap().cursor, cursor);
+    assert_eq!(store.version().await.unwrap(), before + 1);
 }
 
 pub async fn dead_letters_and_replays(store: &dyn SyncStore) {

@@ -14,8 +14,8 @@ use jiff::Timestamp;
 
 use crate::error::SyncResult;
 use crate::model::{
-    DeadLetter, DeliveryRecord, Destination, DestinationPatch, NewDestination, Position, Progress,
-    Replay,
+    DeadLetter, DeliveryRecord, Destination, DestinationPatch, DestinationState, NewDestination,
+    Position, Progress, Replay,
 };
 
 /// A dead letter to keep (its id and destination are the store's).
@@ -50,6 +50,15 @@ pub struct Commit {
 #[async_trait]
 pub trait SyncStore: Send + Sync + 'static {
     async fn create(&self, new: NewDestination, now: Timestamp) -> SyncResult<Destination>;
+    /// Creates a destination in `state` whose cursor starts at `cursor`, in one step: a
+    /// running engine never sees it before its cursor is set.
+    async fn create_at(
+        &self,
+        new: NewDestination,
+        now: Timestamp,
+        state: DestinationState,
+        cursor: Position,
+    ) -> SyncResult<Destination>;
     async fn list(&self) -> SyncResult<Vec<Destination>>;
     async fn get(&self, name: &str) -> SyncResult<Destination>;
     async fn patch(

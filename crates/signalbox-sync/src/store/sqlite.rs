@@ -351,6 +351,17 @@ fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRecord> {
 #[async_trait]
 impl SyncStore for SqliteSyncStore {
     async fn create(&self, new: NewDestination, now: Timestamp) -> SyncResult<Destination> {
+        self.create_at(new, now, DestinationState::Active, Position::default())
+            .await
+    }
+
+    async fn create_at(
+        &self,
+        new: NewDestination,
+        now: Timestamp,
+        state: DestinationState,
+        cursor: Position,
+    ) -> SyncResult<Destination> {
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let taken: Option<String> = tx
@@ -368,7 +379,7 @@ impl SyncStore for SqliteSyncStore {
                 name: new.name,
                 config: new.config,
                 rate: new.rate,
-                state: DestinationState::Active,
+                state,
                 created: now,
                 updated: now,
             };
@@ -388,8 +399,8 @@ impl SyncStore for SqliteSyncStore {
                 ],
             )?;
             tx.execute(
-                "INSERT INTO progress (destination_id) VALUES (?1)",
-                [&destination.id],
+                "INSERT INTO progress (destination_id, cursor_seq, cursor_n) VALUES (?1, ?2, ?3)",
+                params![destination.id, cursor.seq, cursor.n],
             )?;
             bump_version(&tx)?;
             tx.commit()?;

@@ -178,3 +178,27 @@ async fn a_running_engine_picks_up_pause_resume_and_delete_from_another_handle()
     assert_eq!(receiver.delivered_ids().len(), 20, "deleted: nothing sent");
     engine.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_destination_starts_at_the_end_of_the_log_and_a_paused_one_sends_nothing() {
+    let h = Harness::new().await;
+    let receiver = Receiver::start().await;
+    h.append_tracks(0, 50, Timestamp::now()).await;
+    let sync = h.start();
+    create(&sync, webhook("late", &receiver.url("/in"), None)).await;
+    let paused_receiver = Receiver::start().await;
+    let paused = sync
+        .create_paused(webhook("held", &paused_receiver.url("/in"), None))
+        .await
+        .unwrap();
+    assert_eq!(paused.state, signalbox_sync::DestinationState::Paused);
+    let fresh = h.append_tracks(50, 60, Timestamp::now()).await;
+    sync.notify();
+    let delivered = receiver.wait_for(10, WAIT).await;
+    assert!(sync.wait_idle(WAIT).await);
+    // Only what arrived after the destination was made; the history is for `replay --since`.
+    assert_eq!(delivered.len(), 10, "{delivered:?}");
+    assert_all_in_order(&delivered, &fresh);
+    assert!(paused_receiver.delivered_ids().is_empty());
+    sync.shutdown(Duration::from_secs(5)).await;
+}
