@@ -26,9 +26,9 @@ use reqwest::redirect::Policy;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
+use super::bench_dir;
 use super::ecommerce::{self, METRICS};
 use super::load::thousands;
-use super::bench_dir;
 use super::server::ServerChild;
 use crate::cli::ConsoleBenchArgs;
 
@@ -148,7 +148,9 @@ async fn measure(
     .map(|p| (*p).to_owned())
     .collect();
     for interval in ["day", "week", "month"] {
-        paths.push(format!("/analytics/metrics/{metric_id}?interval={interval}"));
+        paths.push(format!(
+            "/analytics/metrics/{metric_id}?interval={interval}"
+        ));
     }
     paths.push("/profiles".to_owned());
     paths.push(format!(
@@ -515,7 +517,8 @@ async fn fetch(
         if !status.is_success() {
             return Err(format!("HTTP {}", status.as_u16()));
         }
-        body.map(|b| b.len()).map_err(|err| format!("body failed: {err}"))
+        body.map(|b| b.len())
+            .map_err(|err| format!("body failed: {err}"))
     }
     .await;
     (started.elapsed(), result)
@@ -604,7 +607,10 @@ fn print_table(pages: &[PageFigures]) {
     if missed == 0 {
         println!("every page under {TARGET_MS:.0} ms at p99");
     } else {
-        println!("{missed} of {} pages miss {TARGET_MS:.0} ms at p99", pages.len());
+        println!(
+            "{missed} of {} pages miss {TARGET_MS:.0} ms at p99",
+            pages.len()
+        );
     }
 }
 
