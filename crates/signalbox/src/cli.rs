@@ -646,6 +646,29 @@ pub enum BenchCommand {
     /// per second by one destination, the time from a call's 200 to the receiver's 200 at a
     /// steady rate, and ingest with three destinations running versus none.
     Destinations(DestinationsBenchArgs),
+    /// The console's page times through the real server over the segments benchmark's data
+    /// set (posted to `/v1/batch` and applied first): p50, p99 and max per page, signed in as
+    /// a browser is, against the 100 ms target.
+    Console(ConsoleBenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConsoleBenchArgs {
+    /// Profiles of the data set (one identify each).
+    #[arg(long, default_value_t = 100_000)]
+    pub profiles: usize,
+    /// Events of the data set, over the last 90 days.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// Timed fetches of each page.
+    #[arg(long, default_value_t = 20)]
+    pub iterations: usize,
+    /// Unmeasured fetches of each page before the timed ones.
+    #[arg(long, default_value_t = 2)]
+    pub warmups: usize,
+    /// Also write every figure to this JSON file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

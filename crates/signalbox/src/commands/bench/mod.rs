@@ -2,7 +2,8 @@
 //! pipeline` (`pipeline.rs`): the engage pipeline's throughput and latency through it;
 //! `signalbox bench segments`: live segments over generated ecommerce data (`segments.rs`,
 //! data from `ecommerce.rs`); `signalbox bench flows` (`flows.rs`); `signalbox bench
-//! destinations`: the delivery engine's throughput, lag and cost to ingest (`destinations.rs`).
+//! destinations`: the delivery engine's throughput, lag and cost to ingest (`destinations.rs`);
+//! `signalbox bench console`: the console's page times over the segments data set (`console.rs`).
 //!
 //! # Layout
 //! - `payload`: realistic `/v1/batch` bodies with unique message ids, made without JSON work.
@@ -15,6 +16,7 @@
 //! loop at `--rate` against the durable server). After the durable server stopped, its log is
 //! read back and must hold exactly the events it acknowledged.
 
+mod console;
 mod destinations;
 mod ecommerce;
 mod flows;
@@ -50,6 +52,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Flows(args) => flows::run(args).await,
         BenchCommand::Segments(args) => segments::run(args).await,
         BenchCommand::Destinations(args) => destinations::run(args).await,
+        BenchCommand::Console(args) => console::run(args).await,
     }
 }
 
