@@ -63,19 +63,39 @@ struct Settings {
     batches_per_sec: f64,
 }
 
+impl Settings {
+    /// The load flags every load benchmark shares, checked.
+    fn parse(
+        duration: &str,
+        warmup: &str,
+        connections: usize,
+        rate: u64,
+        batch_size: usize,
+    ) -> anyhow::Result<Settings> {
+        let settings = Settings {
+            duration: std_duration(duration, "--duration")?,
+            warmup: std_duration(warmup, "--warmup")?,
+            connections: connections.max(1),
+            batches_per_sec: rate as f64 / batch_size.max(1) as f64,
+        };
+        if settings.duration.is_zero() {
+            bail!("--duration must be more than zero");
+        }
+        if batch_size == 0 || batch_size > 2_500 {
+            bail!("--batch-size must be between 1 and 2500 (Segment's limit per batch)");
+        }
+        Ok(settings)
+    }
+}
+
 async fn ingest(args: IngestBenchArgs) -> anyhow::Result<()> {
-    let settings = Settings {
-        duration: std_duration(&args.duration, "--duration")?,
-        warmup: std_duration(&args.warmup, "--warmup")?,
-        connections: args.connections.max(1),
-        batches_per_sec: args.rate as f64 / args.batch_size.max(1) as f64,
-    };
-    if settings.duration.is_zero() {
-        bail!("--duration must be more than zero");
-    }
-    if args.batch_size == 0 || args.batch_size > 2_500 {
-        bail!("--batch-size must be between 1 and 2500 (Segment's limit per batch)");
-    }
+    let settings = Settings::parse(
+        &args.duration,
+        &args.warmup,
+        args.connections,
+        args.rate,
+        args.batch_size,
+    )?;
     if args.target.is_some() != args.write_key.is_some() {
         bail!("--target and --write-key go together");
     }

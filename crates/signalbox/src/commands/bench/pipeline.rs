@@ -25,7 +25,7 @@ use super::load::{self, new_histogram, thousands, PhaseSpec, Target};
 use super::payload::BodyFactory;
 use super::report::sparkline;
 use super::server::ServerChild;
-use super::{bench_dir, std_duration, warm_up, Settings};
+use super::{bench_dir, warm_up, Settings};
 use crate::cli::PipelineBenchArgs;
 
 /// How often the probe sends a tracked call during the latency phase.
@@ -39,18 +39,13 @@ const DRAIN_POLL: Duration = Duration::from_millis(100);
 const DRAIN_LIMIT: Duration = Duration::from_secs(600);
 
 pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
-    let settings = Settings {
-        duration: std_duration(&args.duration, "--duration")?,
-        warmup: std_duration(&args.warmup, "--warmup")?,
-        connections: args.connections.max(1),
-        batches_per_sec: args.rate as f64 / args.batch_size.max(1) as f64,
-    };
-    if settings.duration.is_zero() {
-        bail!("--duration must be more than zero");
-    }
-    if args.batch_size == 0 || args.batch_size > 2_500 {
-        bail!("--batch-size must be between 1 and 2500 (Segment's limit per batch)");
-    }
+    let settings = Settings::parse(
+        &args.duration,
+        &args.warmup,
+        args.connections,
+        args.rate,
+        args.batch_size,
+    )?;
     let factory = Arc::new(BodyFactory::new(
         args.batch_size,
         super::IdStyle::Sequential,
