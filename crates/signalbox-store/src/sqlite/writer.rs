@@ -44,7 +44,8 @@ pub(crate) struct Writer {
     /// the next group). Consulted before the index, so that neither lets a repeat in.
     unindexed: HashMap<String, i64>,
     /// Ids of batches queued for the index thread, by ticket, oldest first.
-    in_flight: VecDeque<(u64, Vec<String>)>,
+    /// Batches the index thread holds: their ticket and the ids with the time each was stored.
+    in_flight: VecDeque<(u64, Vec<(String, i64)>)>,
     /// Ids whose index write failed, to be written again.
     retry: Vec<String>,
     /// Commits index batches off this thread (none: the writer commits them itself).
@@ -105,16 +106,21 @@ impl Writer {
             let Some(pos) = self.in_flight.iter().position(|(t, _)| *t == ticket) else {
                 continue;
             };
-            let (_, ids) = self.in_flight.remove(pos).expect("position is in range");
+            let (_, entries) = self.in_flight.remove(pos).expect("position is in range");
             match result {
                 Ok(()) => {
-                    for id in ids {
-                        self.unindexed.remove(&id);
+                    for (id, at) in entries {
+                        // Only the copy this batch wrote: the id may have been stored again
+                        // since (a repeat outside the window), and that newer copy is not in
+                        // the index yet.
+                        if self.unindexed.get(&id) == Some(&at) {
+                            self.unindexed.remove(&id);
+                        }
                     }
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "dedupe index write failed; retrying with the next group");
-                    self.retry.extend(ids);
+                    self.retry.extend(entries.into_iter().map(|(id, _)| id));
                 }
             }
         }
@@ -384,10 +390,14 @@ impl Writer {
             self.unindexed.insert(key, at);
         }
         let unindexed = &self.unindexed;
-        let entries = ids
+        let entries: Vec<(String, i64)> = ids
             .iter()
-            .filter_map(|id| unindexed.get(id).map(|at| (id.as_str(), *at)));
-        let batch = match self.index.batch(entries, last_seq) {
+            .filter_map(|id| unindexed.get(id).map(|at| (id.clone(), *at)))
+            .collect();
+        let batch = match self
+            .index
+            .batch(entries.iter().map(|(id, at)| (id.as_str(), *at)), last_seq)
+        {
             Ok(batch) => batch,
             Err(err) => {
                 tracing::error!(error = %err, "dedupe index write failed; retrying with the next group");
@@ -397,7 +407,7 @@ impl Writer {
         };
         let thread = self.index_thread.as_mut().expect("checked by the caller");
         match thread.send(batch) {
-            Some(ticket) => self.in_flight.push_back((ticket, ids)),
+            Some(ticket) => self.in_flight.push_back((ticket, entries)),
             None => {
                 tracing::error!("the dedupe index thread stopped; retrying with the next group");
                 self.index_thread = None;
