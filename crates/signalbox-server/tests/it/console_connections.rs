@@ -744,7 +744,11 @@ async fn deliveries_show_a_dead_letter_and_replay_sends_it_again() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let page = loop {
         let page = console.get("/deliveries/hook").await;
-        if page.text.contains("<code>poisoned-call-1</code>") || Instant::now() > deadline {
+        // The page reads status, attempts and dead letters one after another: wait until
+        // one view holds both the dead letter and the attempt that refused it.
+        let whole = page.text.contains("<code>poisoned-call-1</code>")
+            && page.text.contains("· dead_lettered ·");
+        if whole || Instant::now() > deadline {
             break page;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
