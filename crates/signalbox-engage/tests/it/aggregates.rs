@@ -231,3 +231,62 @@ async fn bad_queries_say_what_is_wrong() {
     q.end = q.start;
     assert!(app.engage.aggregate(q).await.is_err());
 }
+
+/// Without a split, a filter or distinct profiles, counts and sums are counted per bucket
+/// inside the store; they must agree with the pass over every event.
+#[tokio::test]
+async fn counted_totals_agree_with_the_pass_over_every_event() {
+    let (app, metric) = purchases().await;
+    for (interval, start, end, tz) in [
+        (
+            Interval::Day,
+            "2026-03-01T00:00:00Z",
+            "2026-03-03T00:00:00Z",
+            "UTC",
+        ),
+        (
+            Interval::Day,
+            "2026-03-01T05:00:00Z",
+            "2026-03-03T05:00:00Z",
+            "America/New_York",
+        ),
+        (
+            Interval::Hour,
+            "2026-03-01T23:45:00Z",
+            "2026-03-02T10:00:00Z",
+            "UTC",
+        ),
+        (
+            Interval::Week,
+            "2026-03-02T00:00:00Z",
+            "2026-04-01T00:30:00Z",
+            "UTC",
+        ),
+        (
+            Interval::Month,
+            "2026-01-15T00:00:00Z",
+            "2026-05-01T00:00:00Z",
+            "Europe/Berlin",
+        ),
+    ] {
+        let every = app
+            .engage
+            .aggregate(query(&metric, interval, start, end, tz))
+            .await
+            .unwrap();
+        let mut counted = query(&metric, interval, start, end, tz);
+        counted.measurements = vec![Measurement::Count, Measurement::SumValue];
+        let counted = app.engage.aggregate(counted).await.unwrap();
+        assert_eq!(dates(&counted), dates(&every), "{interval:?} {start}");
+        assert_eq!(counted.rows.len(), 1);
+        assert_eq!(
+            counted.rows[0].count, every.rows[0].count,
+            "{interval:?} {start}"
+        );
+        assert_eq!(
+            counted.rows[0].sum_value, every.rows[0].sum_value,
+            "{interval:?} {start}"
+        );
+        assert!(counted.rows[0].unique.is_empty());
+    }
+}
