@@ -428,7 +428,9 @@ const PRODUCT_URL: &[&str] = &["url", "productUrl", "product_url"];
 const PRODUCT_IMAGE: &[&str] = &["image_url", "imageUrl", "image"];
 const PRODUCT_ID: &[&str] = &["product_id", "productId", "id"];
 
-/// A product's standard fields, with the rest of its keys kept apart.
+/// A product's standard fields, read from the keys Segment's spec names, and every key the
+/// product came with (`custom`), kept under its own name and value so a template loop or a
+/// segment filter on `product_id` finds what was sent.
 struct Product {
     id: Option<String>,
     sku: Option<String>,
@@ -443,7 +445,8 @@ struct Product {
 
 impl Product {
     fn read(value: &Value) -> Option<Product> {
-        let mut rest = value.as_object()?.clone();
+        let original = value.as_object()?;
+        let mut rest = original.clone();
         let id = take_first(&mut rest, PRODUCT_ID);
         let categories = match take_first(&mut rest, PRODUCT_CATEGORY) {
             Some(Value::Array(items)) => items.into_iter().filter(|v| !v.is_null()).collect(),
@@ -459,7 +462,7 @@ impl Product {
             categories,
             url: text(take_first(&mut rest, PRODUCT_URL).as_ref()),
             image_url: text(take_first(&mut rest, PRODUCT_IMAGE).as_ref()),
-            custom: rest,
+            custom: original.clone(),
         };
         Some(product)
     }

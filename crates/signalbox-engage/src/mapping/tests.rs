@@ -277,9 +277,13 @@ fn order_completed_fans_out_with_segment_spec() {
                 {"ProductID": "P1", "SKU": "S1", "Name": "Tee", "Quantity": 2.0,
                  "Item Price": 10.0, "Row Total": 20.0, "Categories": ["Shirts"],
                  "Product URL": "https://shop/p1", "Image URL": "https://img/p1",
+                 "product_id": "P1", "sku": "S1", "name": "Tee", "price": 10, "quantity": 2,
+                 "category": "Shirts", "url": "https://shop/p1", "image_url": "https://img/p1",
                  "description": "A soft tee", "brand": "B"},
                 {"ProductID": "P2", "SKU": "S2", "Name": "Cap", "Quantity": 1.0,
-                 "Item Price": 10.0, "Row Total": 10.0, "Categories": ["Hats"]}
+                 "Item Price": 10.0, "Row Total": 10.0, "Categories": ["Hats"],
+                 "product_id": "P2", "sku": "S2", "name": "Cap", "price": 10, "quantity": 1,
+                 "category": "Hats"}
             ]
         }))
     );
@@ -293,6 +297,8 @@ fn order_completed_fans_out_with_segment_spec() {
         props(json!({
             "ProductID": "P1", "SKU": "S1", "Name": "Tee", "Quantity": 2.0,
             "Product URL": "https://shop/p1", "Image URL": "https://img/p1",
+            "product_id": "P1", "sku": "S1", "name": "Tee", "price": 10, "quantity": 2,
+            "category": "Shirts", "url": "https://shop/p1", "image_url": "https://img/p1",
             "description": "A soft tee", "brand": "B", "Product Categories": ["Shirts"],
             "OrderId": "O-1", "$event_id": "O-1_P1", "$value": 10.0
         }))
@@ -313,6 +319,32 @@ fn order_completed_as_placed_order_without_segment_spec() {
         ["Placed Order", "Ordered Product", "Ordered Product"]
     );
     assert_eq!(m.events[0].unique_id.as_deref(), Some("O-1"));
+}
+
+/// A product keeps every key it was sent with, under its own name and with its own type, so
+/// a template loop or a segment filter on `product_id` finds it; the standard names are added
+/// beside it.
+#[test]
+fn order_items_keep_their_own_keys_and_values() {
+    let m = map(
+        CallKind::Track,
+        json!({"userId": "u", "event": "Order Completed", "messageId": "m8",
+               "properties": {"order_id": 7, "products": [
+                   {"product_id": 123, "sku": 45, "name": "Mug", "price": 4.5,
+                    "variant": {"colour": "blue"}}]}}),
+    )
+    .unwrap();
+    let items = m.events[0].properties["Items"].as_array().unwrap();
+    assert_eq!(items[0]["product_id"], json!(123));
+    assert_eq!(items[0]["sku"], json!(45));
+    assert_eq!(items[0]["variant"], json!({"colour": "blue"}));
+    assert_eq!(items[0]["ProductID"], json!("123"));
+    let product = &m.events[1];
+    assert_eq!(product.metric_name, "Ordered Product");
+    assert_eq!(product.properties["product_id"], json!(123));
+    assert_eq!(product.properties["name"], json!("Mug"));
+    assert_eq!(product.properties["ProductID"], json!("123"));
+    assert_eq!(product.unique_id.as_deref(), Some("7_123"));
 }
 
 #[test]
