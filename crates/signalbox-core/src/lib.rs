@@ -23,3 +23,7 @@ pub use clock::{Clock, FakeClock, SystemClock};
 pub use scope::{Access, Resource, Scope, Scopes, UnknownScope};
 pub use secret::{ApiKey, WriteKey};
 pub use source::{ApiKeyInfo, Source, SourceId, SourceStatus};
+
+/// The Klaviyo API revision Signalbox speaks: what its clients (the CLI, the Klaviyo
+/// destination) send in the `revision` header.
+pub const KLAVIYO_REVISION: &str = "2026-07-15";

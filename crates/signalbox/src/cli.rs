@@ -335,10 +335,17 @@ pub enum QuarantineCommand {
         /// A private API key (`pk_…`) of the running server.
         #[arg(long, env = "SIGNALBOX_API_KEY", hide_env_values = true)]
         api_key: String,
-        /// The running server's base URL (default: `http://` and the --listen address).
-        #[arg(long, env = "SIGNALBOX_URL")]
-        url: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
     },
+}
+
+/// Where the running server is, for the commands that go through its API.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// The running server's base URL (default: `http://` and the --listen address).
+    #[arg(long, env = "SIGNALBOX_URL", alias = "server", value_name = "URL")]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -348,9 +355,8 @@ pub struct ListArgs {
     /// `signalbox api-key create NAME --scope full,admin`.
     #[arg(long, env = "SIGNALBOX_API_KEY", hide_env_values = true)]
     pub api_key: String,
-    /// The running server's base URL (default: `http://` and the --listen address).
-    #[arg(long, env = "SIGNALBOX_URL")]
-    pub url: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
     #[command(subcommand)]
     pub command: ListCommand,
 }
@@ -385,9 +391,8 @@ pub enum ListCommand {
 
 #[derive(Debug, Args)]
 pub struct FlowArgs {
-    /// The running server (default: http://LISTEN, from --listen).
-    #[arg(long, env = "SIGNALBOX_SERVER")]
-    pub server: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// A private API key with `flows:write` (`signalbox api-key create NAME --scope
     /// flows:write`).
     #[arg(long, env = "SIGNALBOX_API_KEY", hide_env_values = true)]
@@ -420,9 +425,8 @@ pub struct SegmentArgs {
     /// (`signalbox api-key create NAME --scope segments:write,profiles:read`).
     #[arg(long, env = "SIGNALBOX_API_KEY", hide_env_values = true)]
     pub api_key: String,
-    /// The server's base URL. Default: http:// and the listening address.
-    #[arg(long, env = "SIGNALBOX_URL")]
-    pub url: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
     #[command(subcommand)]
     pub command: SegmentCommand,
 }

@@ -28,7 +28,7 @@ use super::{Endpoint, Op, Req, Unit, UnitBody};
 use crate::model::{Position, Secret};
 
 /// The API revision requests ask for.
-pub const REVISION: &str = "2026-07-15";
+pub const REVISION: &str = signalbox_core::KLAVIYO_REVISION;
 /// The header that marks a write as forwarded from a Segment source.
 pub const ORIGIN_HEADER: &str = "Signalbox-Origin";
 /// Events per bulk job, Klaviyo's limit.

@@ -7,6 +7,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use signalbox_engage::{Engage, HeldFilter, ProfileField, ProfileId, ProfileQuery};
 
+use super::api::ServerClient;
 use super::{engage_path, open_store_readonly, parse_duration};
 use crate::cli::{EngageCommand, GlobalArgs, ProfilesCommand, QuarantineCommand, RebuildArgs};
 
@@ -145,9 +146,13 @@ pub async fn run(global: &GlobalArgs, cmd: EngageCommand) -> anyhow::Result<()> 
     match cmd {
         EngageCommand::Quarantine(args) => match args.command {
             None => list_quarantine(global, args.json).await,
-            Some(QuarantineCommand::Retry { seq, api_key, url }) => {
-                let base = url.unwrap_or_else(|| format!("http://{}", global.listen));
-                retry_quarantined(base.trim_end_matches('/'), &api_key, seq).await
+            Some(QuarantineCommand::Retry {
+                seq,
+                api_key,
+                server,
+            }) => {
+                let client = ServerClient::new(global, &server, &api_key)?;
+                retry_quarantined(&client, seq).await
             }
         },
     }
@@ -208,27 +213,12 @@ async fn list_quarantine(global: &GlobalArgs, json: bool) -> anyhow::Result<()> 
 }
 
 /// Through the running server's admin API: its pipeline is the only writer of engage.db.
-async fn retry_quarantined(base: &str, api_key: &str, seq: i64) -> anyhow::Result<()> {
-    let url = format!("{base}/admin/v1/engage/quarantine/{seq}/retry");
-    let response = reqwest::Client::new()
-        .post(&url)
-        .header("Authorization", format!("Bearer {api_key}"))
-        .timeout(Duration::from_secs(60))
-        .send()
+async fn retry_quarantined(client: &ServerClient, seq: i64) -> anyhow::Result<()> {
+    let path = format!("/admin/v1/engage/quarantine/{seq}/retry");
+    let body = client
+        .ok(reqwest::Method::POST, &path, None)
         .await
-        .with_context(|| format!("cannot reach the server at {base} (is it running?)"))?;
-    let status = response.status();
-    let body: serde_json::Value = response
-        .json()
-        .await
-        .with_context(|| format!("the server at {base} answered {status} without JSON"))?;
-    if !status.is_success() {
-        let message = body["error"]["message"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| body.to_string());
-        anyhow::bail!("cannot retry log entry {seq}: {status}: {message}");
-    }
+        .with_context(|| format!("cannot retry log entry {seq}"))?;
     if body["applied"] == serde_json::json!(true) {
         println!("log entry {seq} applied; it left the quarantine");
         return Ok(());

@@ -7,21 +7,11 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
+use super::api::ServerClient;
 use crate::cli::{FlowArgs, FlowCommand, GlobalArgs};
 
-const REVISION: &str = "2026-07-15";
-
 pub async fn run(global: &GlobalArgs, args: FlowArgs) -> anyhow::Result<()> {
-    let client = Client {
-        base: args
-            .server
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", global.listen))
-            .trim_end_matches('/')
-            .to_owned(),
-        api_key: args.api_key.clone(),
-        http: reqwest::Client::new(),
-    };
+    let client = Client(ServerClient::new(global, &args.server, &args.api_key)?);
     match args.command {
         FlowCommand::Apply { file } => apply(&client, &file).await,
         FlowCommand::List { json } => list(&client, json).await,
@@ -29,52 +19,17 @@ pub async fn run(global: &GlobalArgs, args: FlowArgs) -> anyhow::Result<()> {
     }
 }
 
-struct Client {
-    base: String,
-    api_key: String,
-    http: reqwest::Client,
-}
+/// The server's flows API.
+struct Client(ServerClient);
 
 impl Client {
-    /// Sends a request; a non-2xx answer becomes an error carrying Klaviyo's `errors[]`
-    /// detail and pointer.
     async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .header("Authorization", format!("Klaviyo-API-Key {}", self.api_key))
-            .header("revision", REVISION)
-            .header("Accept", "application/vnd.api+json");
-        if let Some(body) = body {
-            request = request
-                .header("Content-Type", "application/vnd.api+json")
-                .body(body.to_string());
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the server at {}", self.base))?;
-        let status = response.status();
-        let text = response.text().await.context("cannot read the answer")?;
-        let body: Value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        if !status.is_success() {
-            let error = &body["errors"][0];
-            let detail = error["detail"].as_str().unwrap_or("no detail");
-            match error["source"]["pointer"].as_str() {
-                Some(pointer) => bail!("{method} {path}: {status}: {detail} (at {pointer})"),
-                None => bail!("{method} {path}: {status}: {detail}"),
-            }
-        }
-        Ok(body)
+        self.0.ok(method, path, body).await
     }
 
     async fn flows(&self) -> anyhow::Result<Vec<Value>> {

@@ -7,133 +7,42 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{json, Value};
 
+use super::api::{encode, error_message, next_cursor, ServerClient};
 use crate::cli::{GlobalArgs, ListArgs, ListCommand};
 
 /// Profiles per import request (the server takes up to 1000).
 const IMPORT_BATCH: usize = 500;
-const REVISION: &str = "2026-07-15";
-
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    key: String,
-}
-
-impl Client {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<(StatusCode, Value)> {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .header("Authorization", format!("Klaviyo-API-Key {}", self.key))
-            .header("revision", REVISION)
-            .header("Accept", "application/vnd.api+json");
-        if let Some(body) = body {
-            request = request
-                .header("Content-Type", "application/vnd.api+json")
-                .body(body.to_string());
-        }
-        let response = request.send().await.with_context(|| {
-            format!("cannot reach the server at {} (is it running?)", self.base)
-        })?;
-        let status = response.status();
-        let text = response.text().await.context("cannot read the answer")?;
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Ok((status, value))
+/// A list's id from its id or its name.
+async fn resolve(client: &ServerClient, list: &str) -> anyhow::Result<String> {
+    let (status, value) = client
+        .call(Method::GET, &format!("/api/lists/{}", encode(list)), None)
+        .await?;
+    if status.is_success() {
+        return Ok(list.to_owned());
     }
-
-    /// A call that must succeed; the server's message otherwise.
-    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let (status, value) = self.call(method.clone(), path, body).await?;
-        if !status.is_success() {
-            bail!("{method} {path}: {status}: {}", error_message(&value));
-        }
-        Ok(value)
+    let filter = format!("equals(name,{})", serde_json::to_string(list)?);
+    let found = client
+        .get(&format!("/api/lists?filter={}", encode(&filter)))
+        .await?;
+    let ids: Vec<&str> = found["data"]
+        .as_array()
+        .map(|items| items.iter().filter_map(|l| l["id"].as_str()).collect())
+        .unwrap_or_default();
+    match ids.as_slice() {
+        [id] => Ok((*id).to_owned()),
+        [] => bail!(
+            "no list has the id or name {list:?} ({}); `signalbox list ls` shows them",
+            error_message(&value)
+        ),
+        _ => bail!("several lists are named {list:?}; give its id"),
     }
-
-    /// A list's id from its id or its name.
-    async fn resolve(&self, list: &str) -> anyhow::Result<String> {
-        let (status, value) = self
-            .call(Method::GET, &format!("/api/lists/{}", encode(list)), None)
-            .await?;
-        if status.is_success() {
-            return Ok(list.to_owned());
-        }
-        let filter = format!("equals(name,{})", serde_json::to_string(list)?);
-        let found = self
-            .ok(
-                Method::GET,
-                &format!("/api/lists?filter={}", encode(&filter)),
-                None,
-            )
-            .await?;
-        let ids: Vec<&str> = found["data"]
-            .as_array()
-            .map(|items| items.iter().filter_map(|l| l["id"].as_str()).collect())
-            .unwrap_or_default();
-        match ids.as_slice() {
-            [id] => Ok((*id).to_owned()),
-            [] => bail!(
-                "no list has the id or name {list:?} ({})",
-                error_message(&value)
-            ),
-            _ => bail!("several lists are named {list:?}; give its id"),
-        }
-    }
-}
-
-fn encode(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
-}
-
-fn error_message(value: &Value) -> String {
-    if let Some(detail) = value["errors"][0]["detail"].as_str() {
-        let pointer = value["errors"][0]["source"]["pointer"]
-            .as_str()
-            .map(|p| format!(" (at {p})"))
-            .unwrap_or_default();
-        return format!("{detail}{pointer}");
-    }
-    if let Some(message) = value["error"]["message"].as_str() {
-        return message.to_owned();
-    }
-    value.to_string()
-}
-
-/// The `page[cursor]` of a `links.next`, if any.
-fn next_cursor(value: &Value) -> Option<String> {
-    let next = value["links"]["next"].as_str()?;
-    let query = next.split_once('?')?.1;
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "page[cursor]")
-        .map(|(_, v)| v.into_owned())
 }
 
 pub async fn run(global: &GlobalArgs, args: ListArgs) -> anyhow::Result<()> {
-    let base = args
-        .url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", global.listen))
-        .trim_end_matches('/')
-        .to_owned();
-    let client = Client {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()?,
-        base,
-        key: args.api_key.clone(),
-    };
+    let client = ServerClient::new(global, &args.server, &args.api_key)?;
     match args.command {
         ListCommand::Create {
             name,
@@ -196,7 +105,7 @@ pub async fn run(global: &GlobalArgs, args: ListArgs) -> anyhow::Result<()> {
             pending,
             json,
         } => {
-            let id = client.resolve(&list).await?;
+            let id = resolve(&client, &list).await?;
             if pending {
                 let mut after = String::new();
                 loop {
@@ -261,7 +170,7 @@ pub async fn run(global: &GlobalArgs, args: ListArgs) -> anyhow::Result<()> {
         }
         ListCommand::Import { list, file } => {
             let rows = read_rows(&file)?;
-            let id = client.resolve(&list).await?;
+            let id = resolve(&client, &list).await?;
             let bar = ProgressBar::new(rows.len() as u64);
             bar.set_style(
                 ProgressStyle::with_template(

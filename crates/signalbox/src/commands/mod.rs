@@ -1,6 +1,7 @@
 //! One module per command group; each takes resolved arguments and does one thing.
 
 mod admin;
+mod api;
 pub mod bench;
 mod destination;
 mod engage;
@@ -24,6 +25,15 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{Cli, Command, GlobalArgs, LogFormat};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if reads_only_local_data(&cli.command)
+        && cli.global.database_url.as_deref().unwrap_or("").is_empty()
+        && !cli.global.data_dir.exists()
+    {
+        bail!(
+            "there is no data folder at {}: pass the --data-dir (or SIGNALBOX_DATA_DIR) the server uses, or start one there with `signalbox serve`",
+            cli.global.data_dir.display()
+        );
+    }
     match cli.command {
         Command::Serve(args) => serve::run(&cli.global, args).await,
         Command::Source(cmd) => source::run_source(&cli.global, cmd).await,
@@ -38,6 +48,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Destination(cmd) => destination::run(&cli.global, cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
         Command::Admin(cmd) => admin::run(&cli.global, cmd).await,
+    }
+}
+
+/// Whether the command only looks at the data folder: then a folder that is not there is a
+/// mistake to name (a wrong `--data-dir`), not one to create empty. The commands that create
+/// something there (`serve`, `… create`) make the folder; those that
+/// go through a running server's API or measure in a folder of their own do not need it.
+fn reads_only_local_data(command: &Command) -> bool {
+    use crate::cli::{
+        AdminCommand, ApiKeyCommand, DestinationCommand, EngageCommand, SourceCommand,
+    };
+    match command {
+        Command::Serve(_)
+        | Command::List(_)
+        | Command::Flow(_)
+        | Command::Segment(_)
+        | Command::Bench(_) => false,
+        Command::Engage(EngageCommand::Quarantine(args)) => args.command.is_none(),
+        Command::Source(cmd) => !matches!(cmd, SourceCommand::Create { .. }),
+        Command::ApiKey(cmd) => !matches!(cmd, ApiKeyCommand::Create { .. }),
+        Command::Destination(cmd) => !matches!(cmd, DestinationCommand::Create(_)),
+        Command::Admin(cmd) => !matches!(cmd, AdminCommand::Create { .. }),
+        Command::Events(_) | Command::Rebuild(_) | Command::Profiles(_) => true,
     }
 }
 

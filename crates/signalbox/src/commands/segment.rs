@@ -11,105 +11,31 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::Method;
 use serde_json::{json, Value};
 
+use super::api::{encode, ServerClient};
 use crate::cli::{GlobalArgs, SegmentArgs, SegmentCommand};
 
-/// The API revision sent.
-const REVISION: &str = "2026-07-15";
-
-struct Api {
-    client: reqwest::Client,
-    base: String,
-}
+/// The server's segments API.
+struct Api(ServerClient);
 
 impl Api {
-    fn new(global: &GlobalArgs, args: &SegmentArgs) -> anyhow::Result<Api> {
-        let mut headers = HeaderMap::new();
-        let key = HeaderValue::from_str(&format!("Klaviyo-API-Key {}", args.api_key))
-            .context("the API key is not a valid header value")?;
-        headers.insert(AUTHORIZATION, key);
-        headers.insert("revision", HeaderValue::from_static(REVISION));
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/vnd.api+json"),
-        );
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(Duration::from_secs(60))
-            .build()?;
-        let base = args
-            .url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", global.listen));
-        Ok(Api {
-            client,
-            base: base.trim_end_matches('/').to_owned(),
-        })
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the server at {}", self.base))?;
-        let status = response.status();
-        let body: Value = if status == reqwest::StatusCode::NO_CONTENT {
-            Value::Null
-        } else {
-            response.json().await.context("the answer is not JSON")?
-        };
-        if !status.is_success() {
-            let error = &body["errors"][0];
-            bail!(
-                "{status}: {}{}",
-                error["detail"].as_str().unwrap_or("request failed"),
-                error["source"]["pointer"]
-                    .as_str()
-                    .map(|p| format!(" (at {p})"))
-                    .unwrap_or_default()
-            );
-        }
-        Ok(body)
-    }
-
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(self.client.get(format!("{}/api/{path}", self.base)))
-            .await
+        self.0.get(&format!("/api/{path}")).await
     }
 
     async fn segment_by_name(&self, name: &str) -> anyhow::Result<Option<Value>> {
         let filter = format!("equals(name,{})", json!(name));
-        let query = form_query(&[("filter", filter.as_str())]);
-        let found = self.get(&format!("segments?{query}")).await?;
+        let found = self
+            .get(&format!("segments?filter={}", encode(&filter)))
+            .await?;
         Ok(found["data"].as_array().and_then(|a| a.first()).cloned())
     }
 }
 
-fn form_query(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn encode(text: &str) -> String {
-    let mut out = String::new();
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
-
 pub async fn run(global: &GlobalArgs, args: SegmentArgs) -> anyhow::Result<()> {
-    let api = Api::new(global, &args)?;
+    let api = Api(ServerClient::new(global, &args.server, &args.api_key)?);
     match &args.command {
         SegmentCommand::Apply { file } => apply(&api, file).await,
         SegmentCommand::Members { name } => members(&api, name).await,
@@ -135,24 +61,15 @@ async fn apply(api: &Api, file: &Path) -> anyhow::Result<()> {
         Some(existing) => {
             let id = existing["id"].as_str().unwrap_or_default().to_owned();
             let body = json!({"data": {"type": "segment", "id": id, "attributes": attributes}});
-            api.send(
-                api.client
-                    .patch(format!("{}/api/segments/{id}", api.base))
-                    .body(body.to_string()),
-            )
-            .await?;
+            api.0
+                .ok(Method::PATCH, &format!("/api/segments/{id}"), Some(body))
+                .await?;
             println!("updated segment {id} ({name})");
             id
         }
         None => {
             let body = json!({"data": {"type": "segment", "attributes": attributes}});
-            let created = api
-                .send(
-                    api.client
-                        .post(format!("{}/api/segments", api.base))
-                        .body(body.to_string()),
-                )
-                .await?;
+            let created = api.0.ok(Method::POST, "/api/segments", Some(body)).await?;
             let id = created["data"]["id"]
                 .as_str()
                 .unwrap_or_default()

@@ -343,7 +343,7 @@ impl MailServer {
 
     /// `signalbox flow ARGS` against this server.
     pub fn flow_cli(&self, args: &[&str]) -> String {
-        let mut full = vec!["flow", "--server", self.base(), "--api-key", &self.api_key];
+        let mut full = vec!["flow", "--url", self.base(), "--api-key", &self.api_key];
         full.extend_from_slice(args);
         self.env.cli_ok(&full)
     }

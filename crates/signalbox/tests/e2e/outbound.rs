@@ -141,7 +141,7 @@ async fn webhooks_reach_a_local_receiver_only_with_allow_private_destinations() 
     .unwrap();
     let out = env.cli_ok(&[
         "flow",
-        "--server",
+        "--url",
         &server.base_url,
         "--api-key",
         &key,

@@ -41,7 +41,7 @@ const LOAD_CONNECTIONS: usize = 8;
 /// How long the pipeline may take to apply the data set.
 const APPLY_LIMIT: Duration = Duration::from_secs(3_600);
 /// The Klaviyo API revision the id look-ups ask for.
-const REVISION: &str = "2026-07-15";
+const REVISION: &str = signalbox_core::KLAVIYO_REVISION;
 const ACCOUNT_EMAIL: &str = "bench@signalbox.example";
 const ACCOUNT_PASSWORD: &str = "bench-console-password";
 

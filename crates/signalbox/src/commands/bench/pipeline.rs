@@ -432,7 +432,7 @@ impl Probe {
             .get(format!("{}{path_and_query}", self.base))
             .header(AUTHORIZATION, format!("Klaviyo-API-Key {}", self.api_key))
             .header(ACCEPT, "application/vnd.api+json")
-            .header("revision", "2026-07-15")
+            .header("revision", signalbox_core::KLAVIYO_REVISION)
             .send()
             .await?;
         if !response.status().is_success() {

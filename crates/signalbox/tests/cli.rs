@@ -1,0 +1,287 @@
+//! The command line as a person meets it: every subcommand's `--help` (one spelling for the
+//! server's address, the key's variable named), the commands the README names exist, and
+//! errors that say what was wrong and what to do, with exit code 2 for usage and 1 for failure.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_signalbox");
+
+fn signalbox(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("SIGNALBOX_URL")
+        .env_remove("SIGNALBOX_SERVER")
+        .env_remove("SIGNALBOX_API_KEY")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The subcommands a `--help` text lists under `Commands:`.
+fn subcommands(help: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in help.lines() {
+        if line.starts_with("Commands:") {
+            inside = true;
+            continue;
+        }
+        if inside {
+            if !line.starts_with("  ") {
+                break;
+            }
+            if let Some(name) = line.split_whitespace().next() {
+                if name != "help" && !line.starts_with("    ") {
+                    out.push(name.to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every command path (`["list", "ls"]`, …) with its `--help` text, depth first.
+fn every_help() -> Vec<(Vec<String>, String)> {
+    let mut out = Vec::new();
+    let mut todo: Vec<Vec<String>> = vec![Vec::new()];
+    while let Some(path) = todo.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let output = signalbox(&args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        let help = stdout(&output);
+        for sub in subcommands(&help) {
+            let mut next = path.clone();
+            next.push(sub);
+            todo.push(next);
+        }
+        out.push((path, help));
+    }
+    out
+}
+
+#[test]
+fn every_subcommand_spells_the_server_and_the_key_one_way() {
+    let helps = every_help();
+    assert!(helps.len() > 40, "only {} commands found", helps.len());
+    let mut with_url = BTreeSet::new();
+    for (path, help) in &helps {
+        let name = format!("signalbox {}", path.join(" "));
+        assert!(
+            !help.contains("--server"),
+            "{name} still shows --server:\n{help}"
+        );
+        assert!(
+            !help.contains("SIGNALBOX_SERVER"),
+            "{name} still names SIGNALBOX_SERVER:\n{help}"
+        );
+        // A destination's `--url` and `--api-key` are the receiver's, not this server's.
+        let receiver = path.first().is_some_and(|p| p == "destination");
+        for line in help.lines() {
+            let line = line.trim_start();
+            if receiver {
+                continue;
+            }
+            if line.starts_with("--url ") {
+                assert!(
+                    line.contains("[env: SIGNALBOX_URL="),
+                    "{name}: --url without SIGNALBOX_URL: {line}"
+                );
+                with_url.insert(name.clone());
+            }
+            if line.starts_with("--api-key ") {
+                assert!(
+                    line.contains("[env: SIGNALBOX_API_KEY"),
+                    "{name}: --api-key without SIGNALBOX_API_KEY: {line}"
+                );
+            }
+        }
+    }
+    for command in [
+        "signalbox list",
+        "signalbox flow",
+        "signalbox segment",
+        "signalbox engage quarantine retry",
+    ] {
+        assert!(with_url.contains(command), "{command} takes no --url");
+    }
+}
+
+#[test]
+fn the_commands_the_readme_names_exist() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    let helps = every_help();
+    let known: BTreeSet<String> = helps.iter().map(|(path, _)| path.join(" ")).collect();
+    let mut checked = 0;
+    for cell in readme.split('`') {
+        let Some(rest) = cell.strip_prefix("signalbox ") else {
+            continue;
+        };
+        // The longest known command this mention starts with: `signalbox list import LIST
+        // FILE` names `list import`.
+        let words: Vec<&str> = rest
+            .split_whitespace()
+            .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            .collect();
+        if words.is_empty() {
+            continue;
+        }
+        let found = (1..=words.len())
+            .rev()
+            .map(|n| words[..n].join(" "))
+            .find(|candidate| known.contains(candidate));
+        assert!(
+            found.is_some(),
+            "README names `signalbox {rest}`, which is not a command"
+        );
+        let command = found.expect("found");
+        // Its flags are the command's own.
+        let help = &helps
+            .iter()
+            .find(|(path, _)| path.join(" ") == command)
+            .expect("known")
+            .1;
+        let root = &helps[0].1;
+        for flag in rest.split_whitespace().filter(|w| w.starts_with("--")) {
+            let flag = flag.split(['=', '`', ',', ')']).next().unwrap_or(flag);
+            assert!(
+                help.contains(flag) || root.contains(flag),
+                "README gives `signalbox {command}` the flag {flag}, which it does not take"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked > 20, "only {checked} commands found in README.md");
+}
+
+#[test]
+fn a_server_that_is_not_running_is_named_in_one_line_with_what_to_do() {
+    let output = signalbox(&[
+        "list",
+        "--url",
+        "http://127.0.0.1:9",
+        "--api-key",
+        "pk_x",
+        "ls",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot reach the server at http://127.0.0.1:9"),
+        "{err}"
+    );
+    assert!(
+        err.contains("signalbox serve") && err.contains("--url"),
+        "{err}"
+    );
+
+    // The older spelling still works, hidden: the flag and its variable.
+    let output = signalbox(&[
+        "flow",
+        "--server",
+        "http://127.0.0.1:9",
+        "--api-key",
+        "pk_x",
+        "list",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("cannot reach the server at http://127.0.0.1:9"));
+    let output = Command::new(BIN)
+        .args(["flow", "--api-key", "pk_x", "list"])
+        .env_remove("SIGNALBOX_URL")
+        .env("SIGNALBOX_SERVER", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert!(stderr(&output).contains("cannot reach the server at http://127.0.0.1:9"));
+}
+
+#[test]
+fn a_bad_url_or_a_missing_key_is_a_failure_that_says_what_to_give() {
+    let output = signalbox(&[
+        "segment",
+        "--url",
+        "localhost:8080",
+        "--api-key",
+        "pk_x",
+        "members",
+        "x",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("--url") && err.contains("http://"), "{err}");
+
+    let output = signalbox(&[
+        "list",
+        "--url",
+        "http://127.0.0.1:9",
+        "--api-key",
+        " ",
+        "ls",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("SIGNALBOX_API_KEY"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn usage_errors_exit_with_two() {
+    for args in [
+        vec!["lst"],
+        vec!["list", "ls", "--no-such-flag"],
+        vec!["source", "create"],
+    ] {
+        let output = signalbox(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(!stderr(&output).is_empty());
+    }
+}
+
+#[test]
+fn a_missing_data_folder_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing-here");
+    let folder = missing.to_str().unwrap();
+    for command in [
+        &["source", "list"][..],
+        &["events", "export"],
+        &["profiles", "held"],
+        &["engage", "quarantine"],
+        &["destination", "list"],
+        &["admin", "list"],
+    ] {
+        let mut args = vec!["--data-dir", folder];
+        args.extend_from_slice(command);
+        let output = signalbox(&args);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{command:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("nothing-here") && err.contains("--data-dir"),
+            "{err}"
+        );
+        assert!(!missing.exists(), "{command:?} made the folder");
+    }
+    // Creating a source is how a new installation starts: it makes the folder.
+    let output = signalbox(&["--data-dir", folder, "source", "create", "web"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(missing.exists());
+}
