@@ -52,7 +52,10 @@ impl SourceStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct Source {
     pub id: SourceId,
+    /// The slug machines use (URLs, the CLI, destinations): letters, digits, `-`, `_`, `.`.
     pub name: String,
+    /// The name a person gave it ("Test website"); the slug when none was given.
+    pub display_name: String,
     pub status: SourceStatus,
     pub created_at: Timestamp,
     /// Current write key, redacted.
@@ -84,4 +87,74 @@ pub fn validate_source_name(name: &str) -> Result<(), String> {
         return Err("name may contain only letters, digits, '-', '_' and '.'".into());
     }
     Ok(())
+}
+
+/// The longest display name a source may have, in characters.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
+
+/// A new source's slug and display name from what a person typed: a valid slug is both; any
+/// other text of 1–100 characters (no control characters) is the display name, and its slug is
+/// made of its letters and digits, lowercased, with `-` between words ("Test website" →
+/// `test-website`).
+pub fn source_names(given: &str) -> Result<(String, String), String> {
+    let given = given.trim();
+    if validate_source_name(given).is_ok() {
+        return Ok((given.to_owned(), given.to_owned()));
+    }
+    let chars = given.chars().count();
+    if chars == 0 || chars > MAX_DISPLAY_NAME_CHARS {
+        return Err(format!(
+            "name must be 1 to {MAX_DISPLAY_NAME_CHARS} characters"
+        ));
+    }
+    if given.chars().any(char::is_control) {
+        return Err("name may not contain control characters".into());
+    }
+    let mut slug = String::new();
+    for c in given.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() || matches!(c, '_' | '.') {
+            slug.push(c);
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    let slug: String = slug.chars().take(64).collect();
+    let slug = slug.trim_end_matches('-').to_owned();
+    if slug.is_empty() {
+        return Err(
+            "name needs at least one letter or digit (a-z, 0-9) to make the source's slug from"
+                .into(),
+        );
+    }
+    Ok((slug, given.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slug_is_made_from_the_words_of_a_display_name() {
+        let names = |s: &str| source_names(s).unwrap();
+        assert_eq!(names("web"), ("web".into(), "web".into()));
+        assert_eq!(
+            names("ios_app.v2"),
+            ("ios_app.v2".into(), "ios_app.v2".into())
+        );
+        assert_eq!(
+            names("test website"),
+            ("test-website".into(), "test website".into())
+        );
+        assert_eq!(
+            names("  Shop — Checkout (EU) "),
+            ("shop-checkout-eu".into(), "Shop — Checkout (EU)".into())
+        );
+        assert_eq!(names("Café Crème").0, "caf-cr-me");
+        assert_eq!(names(&"Long name ".repeat(9)).0.len(), 64);
+        assert!(source_names("").is_err());
+        assert!(source_names("——").is_err());
+        assert!(source_names("tab\there").is_err());
+        assert!(source_names(&"x ".repeat(60)).is_err());
+    }
 }

@@ -555,7 +555,11 @@ pub struct ServeArgs {
 #[derive(Debug, Subcommand)]
 pub enum SourceCommand {
     /// Create a source; prints its write key and nothing else.
-    Create { name: String },
+    Create {
+        /// Its name: any text people know it by ("test website"); its slug for URLs and
+        /// commands (`test-website`) is made from it. The commands below take either.
+        name: String,
+    },
     /// List sources (keys redacted).
     List {
         #[arg(long)]

@@ -285,3 +285,37 @@ fn a_missing_data_folder_is_named() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(missing.exists());
 }
+
+#[test]
+fn a_source_takes_a_name_people_use_and_the_commands_take_either_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().to_str().unwrap();
+    let output = signalbox(&["--data-dir", folder, "source", "create", "test website"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output).trim().lines().count(), 1, "only the key");
+    let list = stdout(&signalbox(&["--data-dir", folder, "source", "list"]));
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("test-website "))
+        .expect(&list);
+    assert!(row.ends_with("test website"), "{row}");
+    for (command, name) in [("disable", "test website"), ("enable", "test-website")] {
+        let output = signalbox(&["--data-dir", folder, "source", command, name]);
+        assert!(
+            output.status.success(),
+            "{command} {name}: {}",
+            stderr(&output)
+        );
+    }
+    let json = stdout(&signalbox(&[
+        "--data-dir",
+        folder,
+        "source",
+        "list",
+        "--json",
+    ]));
+    let source: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(source["name"], "test-website");
+    assert_eq!(source["display_name"], "test website");
+    assert_eq!(source["status"], "enabled");
+}

@@ -250,6 +250,7 @@ async fn render_index(
     let data = json!({
         "sources": sources.iter().map(|s| json!({
             "name": s.name,
+            "display_name": s.display_name,
             "status": s.status.as_str(),
             "created_at": s.created_at.to_string(),
         })).collect::<Vec<_>>(),
@@ -360,6 +361,7 @@ async fn render_source(
     let data = json!({
         "source": {
             "name": source.name,
+            "display_name": source.display_name,
             "status": source.status.as_str(),
             "created_at": source.created_at.to_string(),
             "write_key": source.write_key,

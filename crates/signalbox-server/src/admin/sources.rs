@@ -23,7 +23,10 @@ const DEFAULT_GRACE: SignedDuration = SignedDuration::from_hours(24);
 #[serde(rename_all = "camelCase")]
 pub struct SourceView {
     pub id: SourceId,
+    /// The slug (URLs, the CLI).
     pub name: String,
+    /// The name a person gave it.
+    pub display_name: String,
     pub status: SourceStatus,
     pub created_at: Timestamp,
     /// The current write key, redacted.
@@ -37,6 +40,7 @@ impl From<Source> for SourceView {
         SourceView {
             id: source.id,
             name: source.name,
+            display_name: source.display_name,
             status: source.status,
             created_at: source.created_at,
             write_key: source.write_key,

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use signalbox_core::source::validate_source_name;
+use signalbox_core::source::{source_names, validate_source_name};
 use signalbox_core::{
     ApiKey, ApiKeyInfo, CallKind, NewCall, Rejection, Scopes, Source, SourceId, SourceStatus,
     StoredCall, StoredRejection, WriteKey,
@@ -203,10 +203,29 @@ fn now_us() -> i64 {
     Timestamp::now().as_microsecond()
 }
 
+/// The slug of the source `given` names: its slug, else its display name.
+fn resolve_source(conn: &Connection, given: &str) -> StoreResult<String> {
+    conn.query_row(
+        "SELECT name FROM (
+            SELECT name, 0 AS rank FROM sources WHERE name = ?1
+            UNION ALL
+            SELECT name, 1 AS rank FROM sources WHERE display_name = ?1
+         ) ORDER BY rank, name LIMIT 1",
+        [given],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(internal)?
+    .ok_or_else(|| StoreError::NotFound {
+        what: format!("source '{given}'"),
+    })
+}
+
 fn source_row(conn: &Connection, name: &str) -> StoreResult<(SourceId, SourceStatus, i64)> {
+    let name = resolve_source(conn, name)?;
     conn.query_row(
         "SELECT id, status, created_at FROM sources WHERE name = ?1",
-        [name],
+        [&name],
         |r| Ok((SourceId(r.get(0)?), r.get::<_, String>(1)?, r.get(2)?)),
     )
     .optional()
@@ -224,10 +243,11 @@ fn source_row(conn: &Connection, name: &str) -> StoreResult<(SourceId, SourceSta
 }
 
 fn list_sources_sync(conn: &Connection, only: Option<&str>) -> StoreResult<Vec<Source>> {
+    let only = only.map(|given| resolve_source(conn, given)).transpose()?;
     let now = now_us();
     let mut stmt = conn
         .prepare_cached(
-            "SELECT s.id, s.name, s.status, s.created_at,
+            "SELECT s.id, s.name, s.status, s.created_at, COALESCE(s.display_name, s.name),
                     (SELECT key FROM write_keys k WHERE k.source_id = s.id AND k.expires_at IS NULL
                      ORDER BY created_at DESC LIMIT 1),
                     (SELECT COUNT(*) FROM write_keys k WHERE k.source_id = s.id
@@ -237,15 +257,16 @@ fn list_sources_sync(conn: &Connection, only: Option<&str>) -> StoreResult<Vec<S
         .map_err(internal)?;
     let rows = stmt
         .query_map(params![now, only], |r| {
-            let key: Option<String> = r.get(4)?;
+            let key: Option<String> = r.get(5)?;
             Ok(Source {
                 id: SourceId(r.get(0)?),
                 name: r.get(1)?,
+                display_name: r.get(4)?,
                 status: SourceStatus::parse(&r.get::<_, String>(2)?)
                     .unwrap_or(SourceStatus::Disabled),
                 created_at: ts(r.get(3)?),
                 write_key: key.map(|k| WriteKey::new(k).redacted()).unwrap_or_default(),
-                keys_in_grace: r.get(5)?,
+                keys_in_grace: r.get(6)?,
             })
         })
         .map_err(internal)?;
@@ -431,30 +452,36 @@ impl Store for SqliteStore {
     }
 
     async fn create_source(&self, name: &str) -> StoreResult<(Source, WriteKey)> {
-        validate_source_name(name).map_err(|reason| StoreError::Invalid {
+        let (name, display_name) = source_names(name).map_err(|reason| StoreError::Invalid {
             field: "name",
             reason,
         })?;
-        let name = name.to_owned();
         self.with_conn(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(internal)?;
-            let exists: bool = tx
+            let taken: Option<String> = tx
                 .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM sources WHERE name = ?1)",
-                    [&name],
+                    "SELECT name FROM sources
+                     WHERE name IN (?1, ?2) OR display_name IN (?1, ?2) LIMIT 1",
+                    [&name, &display_name],
                     |r| r.get(0),
                 )
+                .optional()
                 .map_err(internal)?;
-            if exists {
+            if let Some(taken) = taken {
                 return Err(StoreError::Conflict {
-                    what: format!("source '{name}'"),
+                    what: if taken == name {
+                        format!("source '{name}'")
+                    } else {
+                        format!("source '{taken}' named {display_name:?}")
+                    },
                 });
             }
             tx.execute(
-                "INSERT INTO sources (name, status, created_at) VALUES (?1, 'enabled', ?2)",
-                params![name, now_us()],
+                "INSERT INTO sources (name, display_name, status, created_at)
+                 VALUES (?1, ?2, 'enabled', ?3)",
+                params![name, display_name, now_us()],
             )
             .map_err(internal)?;
             let id = SourceId(tx.last_insert_rowid());
@@ -526,6 +553,7 @@ impl Store for SqliteStore {
     async fn set_source_status(&self, name: &str, status: SourceStatus) -> StoreResult<()> {
         let name = name.to_owned();
         self.with_conn(move |conn| {
+            let name = resolve_source(conn, &name)?;
             let changed = conn
                 .execute(
                     "UPDATE sources SET status = ?2 WHERE name = ?1",
@@ -545,6 +573,7 @@ impl Store for SqliteStore {
     async fn delete_source(&self, name: &str) -> StoreResult<()> {
         let name = name.to_owned();
         self.with_conn(move |conn| {
+            let name = resolve_source(conn, &name)?;
             let changed = conn
                 .execute("DELETE FROM sources WHERE name = ?1", [&name])
                 .map_err(internal)?;
@@ -561,6 +590,7 @@ impl Store for SqliteStore {
     async fn source_settings(&self, name: &str) -> StoreResult<serde_json::Value> {
         let name = name.to_owned();
         self.with_conn(move |conn| {
+            let name = resolve_source(conn, &name)?;
             let text: Option<String> = conn
                 .query_row(
                     "SELECT settings FROM sources WHERE name = ?1",
@@ -590,6 +620,7 @@ impl Store for SqliteStore {
         }
         let name = name.to_owned();
         self.with_conn(move |conn| {
+            let name = resolve_source(conn, &name)?;
             let changed = conn
                 .execute(
                     "UPDATE sources SET settings = ?2 WHERE name = ?1",

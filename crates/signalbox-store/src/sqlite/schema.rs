@@ -66,6 +66,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT '';
     UPDATE api_keys SET scopes = 'full admin';
     "#,
+    // 4: a source has a display name of free text beside its slug (`name`); sources made
+    // before have none, and show their slug.
+    r#"
+    ALTER TABLE sources ADD COLUMN display_name TEXT;
+    CREATE INDEX sources_by_display_name ON sources (display_name);
+    "#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -156,5 +162,77 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("at least one scope"), "{err}");
         store.close();
+    }
+}
+
+#[cfg(test)]
+mod display_name_tests {
+    use signalbox_core::SourceStatus;
+
+    use crate::sqlite::{SqliteOptions, SqliteStore};
+    use crate::{Store, StoreError};
+
+    #[tokio::test]
+    async fn a_source_is_named_as_people_name_sites_and_found_by_either_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open(dir.path().join("signalbox.db"), SqliteOptions::default()).unwrap();
+        let (source, key) = store.create_source("test website").await.unwrap();
+        assert_eq!(source.name, "test-website");
+        assert_eq!(source.display_name, "test website");
+        let (plain, _) = store.create_source("ios").await.unwrap();
+        assert_eq!(
+            (plain.name.as_str(), plain.display_name.as_str()),
+            ("ios", "ios")
+        );
+
+        // Every command that takes a source takes either name.
+        for given in ["test website", "test-website"] {
+            assert_eq!(store.source_by_name(given).await.unwrap().id, source.id);
+        }
+        store
+            .set_source_status("test website", SourceStatus::Disabled)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.source_by_name("test-website").await.unwrap().status,
+            SourceStatus::Disabled
+        );
+        let rotated = store
+            .rotate_write_key("test website", jiff::SignedDuration::ZERO)
+            .await
+            .unwrap();
+        assert_ne!(rotated.expose(), key.expose());
+        assert_eq!(
+            store
+                .current_write_key("test-website")
+                .await
+                .unwrap()
+                .expose(),
+            rotated.expose()
+        );
+        store
+            .set_source_settings("test website", serde_json::json!({"listId": "L1"}))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.source_settings("test-website").await.unwrap()["listId"],
+            "L1"
+        );
+
+        // The same slug twice is a conflict that names the source it would collide with.
+        match store.create_source("Test Website!").await {
+            Err(StoreError::Conflict { what }) => assert!(what.contains("test-website"), "{what}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            store.create_source("—").await,
+            Err(StoreError::Invalid { field: "name", .. })
+        ));
+        store.delete_source("test website").await.unwrap();
+        assert!(matches!(
+            store.source_by_name("test-website").await,
+            Err(StoreError::NotFound { .. })
+        ));
     }
 }

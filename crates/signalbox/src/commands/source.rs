@@ -26,17 +26,18 @@ pub async fn run_source(global: &GlobalArgs, cmd: SourceCommand) -> anyhow::Resu
                 }
             } else {
                 println!(
-                    "{:<24} {:<9} {:<10} {:<8} CREATED",
-                    "NAME", "STATUS", "KEY", "IN GRACE"
+                    "{:<24} {:<9} {:<10} {:<8} {:<23} DISPLAY NAME",
+                    "NAME", "STATUS", "KEY", "IN GRACE", "CREATED"
                 );
                 for s in sources {
                     println!(
-                        "{:<24} {:<9} {:<10} {:<8} {}",
+                        "{:<24} {:<9} {:<10} {:<8} {:<23} {}",
                         s.name,
                         s.status.as_str(),
                         s.write_key,
                         s.keys_in_grace,
-                        s.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+                        s.created_at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                        s.display_name
                     );
                 }
             }

@@ -81,12 +81,17 @@ async fn create_refuses_bad_input_naming_the_field() {
             json!("name"),
         ),
         (
-            json!({"name": "has space"}).to_string(),
+            json!({"name": "tab\there"}).to_string(),
             "invalid_field",
             json!("name"),
         ),
         (
-            json!({"name": "x".repeat(65)}).to_string(),
+            json!({"name": "-- !! --"}).to_string(),
+            "invalid_field",
+            json!("name"),
+        ),
+        (
+            json!({"name": "x".repeat(101)}).to_string(),
             "invalid_field",
             json!("name"),
         ),
@@ -252,4 +257,23 @@ async fn delete_source() {
         app.delete("/admin/v1/sources/web").await.status,
         StatusCode::NOT_FOUND
     );
+}
+
+#[tokio::test]
+async fn a_source_named_as_people_name_sites_gets_a_slug_and_answers_to_both() {
+    let app = spawn_app().await;
+    let answer = app
+        .post("/admin/v1/sources", json!({"name": "Test website"}))
+        .await;
+    assert!(answer.status.is_success(), "{:?}", answer.body);
+    let source = &answer.body["source"];
+    assert_eq!(source["name"], "test-website", "{:?}", answer.body);
+    assert_eq!(source["displayName"], "Test website");
+    for path in [
+        "/admin/v1/sources/test-website",
+        "/admin/v1/sources/Test%20website",
+    ] {
+        let got = app.get(path).await;
+        assert_eq!(got.status, StatusCode::OK, "{path}: {:?}", got.body);
+    }
 }
