@@ -1,7 +1,9 @@
-//! The console's way in, through the built binary: `signalbox admin` accounts (with and
-//! without a running server), the setup link a first `serve` prints, and a real sign-in in
-//! headless Chromium (tests/clients/browser/console_sign_in.mjs, Playwright over Debian's
-//! `chromium`; `scripts/test` installs both).
+//! The console through the built binary: `signalbox admin` accounts (with and without a
+//! running server), the setup link a first `serve` prints, and in headless Chromium
+//! (Playwright over Debian's `chromium`; `scripts/test` installs both) a real sign-in
+//! (tests/clients/browser/console_sign_in.mjs), the seed's walkthrough
+//! (console_walkthrough.mjs) and every page at phone and laptop width and by keyboard
+//! (console_layout.mjs).
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
