@@ -294,6 +294,43 @@ async fn a_first_serve_prints_a_one_time_setup_link() {
     server.stop();
 }
 
+#[tokio::test]
+async fn serve_caps_the_debuggers_streams_at_console_max_streams() {
+    let env = TestEnv::new();
+    let mut cmd = env.command();
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--console-max-streams",
+        "1",
+    ]);
+    let server = Server::spawn(cmd, env.root().join(format!("server-{}.log", unique())));
+    admin_ok(
+        &env,
+        &["create", EMAIL, "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let base = server.base_url.clone();
+    let session = sign_in(&base, EMAIL, PASSWORD).await.expect("signed in");
+    let http = reqwest::Client::new();
+    let open = || {
+        http.get(format!("{base}/debugger/stream"))
+            .header("cookie", format!("signalbox_session={session}"))
+            .send()
+    };
+    let first = open().await.expect("open a stream");
+    assert_eq!(first.status(), 200);
+    let second = open().await.expect("open another");
+    assert_eq!(second.status(), 429);
+    assert!(second.headers().contains_key("retry-after"));
+    let body = second.text().await.unwrap();
+    assert!(body.contains("--console-max-streams"), "{body}");
+    // The open stream does not hold up shutdown.
+    server.stop();
+    drop(first);
+}
+
 /// Where this test's screenshots go: a folder under the system's temporary folder that is
 /// kept after the test, printed in the test's output.
 fn artifacts(test: &str) -> PathBuf {
