@@ -62,5 +62,16 @@ document.addEventListener("input", (event) => {
     received += 1;
     if (status) status.textContent = received + " new call" + (received === 1 ? "" : "s") + " since the page loaded.";
   });
+  // The server skipped calls because this view fell behind: say so where the list starts.
+  source.addEventListener("skipped", (event) => {
+    list.prepend(text("li", event.data, "notice"));
+    if (status) status.textContent = event.data;
+  });
+  // A refused stream (too many open) or a server gone: EventSource gives up; say so.
+  source.addEventListener("error", () => {
+    if (source.readyState === EventSource.CLOSED && status) {
+      status.textContent = "Live updates stopped (too many debugger views open, or the server is away). Reload the page to try again.";
+    }
+  });
   window.addEventListener("pagehide", () => source.close());
 })();

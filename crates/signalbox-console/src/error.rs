@@ -17,6 +17,12 @@ pub enum ConsoleError {
     /// The form's CSRF token is missing or wrong.
     #[error("the form has expired: reload the page and try again")]
     Csrf,
+    /// Too many of something at once (the Source debugger's streams); try again later.
+    #[error("{message}")]
+    Busy {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     Internal(String),
 }
@@ -32,6 +38,7 @@ impl ConsoleError {
             ConsoleError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ConsoleError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ConsoleError::Csrf => StatusCode::FORBIDDEN,
+            ConsoleError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             ConsoleError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -44,7 +51,17 @@ impl IntoResponse for ConsoleError {
         }
         let status = self.status();
         let body = crate::render::error_page(status, &self.to_string());
-        (status, body).into_response()
+        let mut response = (status, body).into_response();
+        if let ConsoleError::Busy {
+            retry_after_secs, ..
+        } = &self
+        {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after_secs),
+            );
+        }
+        response
     }
 }
 

@@ -28,6 +28,7 @@ mod pages;
 mod render;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use signalbox_audience::Audience;
@@ -36,6 +37,7 @@ use signalbox_engage::Engage;
 use signalbox_flows::Flows;
 use signalbox_store::Store;
 use signalbox_sync::Sync;
+use tokio_util::sync::CancellationToken;
 
 pub use accounts::{Accounts, SqliteAccountStore};
 pub use auth::{Authenticator, DenyAll, SignedIn};
@@ -55,6 +57,37 @@ pub struct ConsoleDeps {
     pub public_url: String,
     /// Who is signed in.
     pub auth: Arc<dyn Authenticator>,
+    /// The console's own bounds.
+    pub config: ConsoleConfig,
+    /// Cancelled when the server begins to shut down: responses that never end on their own
+    /// (the Source debugger's stream) finish then.
+    pub shutdown: CancellationToken,
+}
+
+/// The console's bounds (what `serve` flags resolve to).
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// Source debugger streams open at once over the whole server; past it, a 429.
+    pub max_streams: usize,
+    /// Source debugger streams one session may have open at once; past it, a 429.
+    pub max_streams_per_session: usize,
+    /// A stream ends after this long (a browser's `EventSource` reconnects where it left
+    /// off, taking a slot again).
+    pub stream_lifetime: Duration,
+    /// A stream further than this many calls behind the end of the log (a slow reader, or a
+    /// reconnect from far back) skips ahead to the newest ones and says how many it skipped.
+    pub stream_backlog: u32,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            max_streams: 16,
+            max_streams_per_session: 4,
+            stream_lifetime: Duration::from_secs(30 * 60),
+            stream_backlog: 1000,
+        }
+    }
 }
 
 /// The console's state: its deps and the compiled templates. Cheap to clone.
@@ -66,14 +99,21 @@ pub struct Console {
 pub(crate) struct Inner {
     pub deps: ConsoleDeps,
     pub templates: render::Templates,
+    /// The Source debugger's open streams, against the caps of [`ConsoleConfig`].
+    pub streams: Arc<pages::StreamSlots>,
 }
 
 impl Console {
     pub fn new(deps: ConsoleDeps) -> Console {
+        let streams = Arc::new(pages::StreamSlots::new(
+            deps.config.max_streams,
+            deps.config.max_streams_per_session,
+        ));
         Console {
             inner: Arc::new(Inner {
                 deps,
                 templates: render::Templates::new(),
+                streams,
             }),
         }
     }

@@ -804,6 +804,20 @@ impl Engage {
             .await
     }
 
+    /// The lists a profile is on (members and pending ones), the first `limit` by list id,
+    /// with their number; one indexed read of the profile's memberships.
+    pub async fn lists_of_profile(
+        &self,
+        profile: &ProfileId,
+        limit: u32,
+    ) -> EngageResult<ProfileLists> {
+        let profile = profile.clone();
+        self.inner
+            .readers
+            .with(move |conn| lists::lists_of_profile(conn, &profile, limit))
+            .await
+    }
+
     /// Whether a profile is on a list (member or pending); `None` when it is not.
     pub async fn member_status(
         &self,

@@ -56,8 +56,8 @@ pub use engine::{rebuild, rebuild_with_fault, Engage, EngageConfig, DEFAULT_HOLD
 pub use error::{EngageError, EngageResult};
 pub use lists::{
     ConfirmOutcome, ConsentStatus, EmailConsent, ImportRow, List, ListId, ListMember, ListQuery,
-    MemberQuery, MemberStatus, OptInProcess, SubscribeRequest, SuppressTarget, Suppression,
-    SuppressionReason, UnsubscribeRequest,
+    MemberQuery, MemberStatus, OptInProcess, ProfileListMembership, ProfileLists, SubscribeRequest,
+    SuppressTarget, Suppression, SuppressionReason, UnsubscribeRequest,
 };
 pub use model::*;
 pub use outbox::{EmailEvent, OutboxChange, OutboxEntry, OutboxPosition, WriteOrigin};

@@ -96,6 +96,27 @@ pub struct ListMember {
     pub joined: Timestamp,
 }
 
+/// A list a profile is on (a member, or pending until it confirms a double opt-in).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProfileListMembership {
+    pub list_id: ListId,
+    pub name: String,
+    pub opt_in_process: OptInProcess,
+    pub status: MemberStatus,
+    /// When it joined (or asked to join, while pending).
+    pub joined: Timestamp,
+    /// Whether it joined through a double opt-in (a confirmation was asked for).
+    pub confirm_optin: bool,
+}
+
+/// The lists a profile is on: the first ones (by list id) and how many there are in all.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ProfileLists {
+    pub items: Vec<ProfileListMembership>,
+    /// Every list the profile is on, also those past `items`.
+    pub total: u64,
+}
+
 /// A listing of lists, by creation.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListQuery {
@@ -513,4 +534,52 @@ pub(crate) fn member_status(
             MemberStatus::Member
         }
     }))
+}
+
+/// The lists a profile is on, at most `limit` of them (by list id), and their number: reads
+/// only the profile's own rows of `list_members` (the index by profile), never every list.
+pub(crate) fn lists_of_profile(
+    conn: &Connection,
+    profile: &ProfileId,
+    limit: u32,
+) -> EngageResult<ProfileLists> {
+    let pk = profile_key(conn, profile)?
+        .ok_or_else(|| EngageError::not_found(format!("profile {profile}")))?;
+    let total: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM list_members m INDEXED BY list_members_profile
+             JOIN lists l ON l.id = m.list_id
+             WHERE m.profile_pk = ?1",
+        )?
+        .query_row([pk], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.list_id, l.name, l.opt_in, m.status, m.joined_us, m.confirm_optin
+         FROM list_members m INDEXED BY list_members_profile
+         JOIN lists l ON l.id = m.list_id
+         WHERE m.profile_pk = ?1
+         ORDER BY m.list_id
+         LIMIT ?2",
+    )?;
+    let items = stmt
+        .query_map(params![pk, i64::from(limit)], |r| {
+            let opt_in: String = r.get(2)?;
+            let status: String = r.get(3)?;
+            Ok(ProfileListMembership {
+                list_id: ListId(r.get(0)?),
+                name: r.get(1)?,
+                opt_in_process: OptInProcess::parse(&opt_in).unwrap_or_default(),
+                status: if status == "pending" {
+                    MemberStatus::Pending
+                } else {
+                    MemberStatus::Member
+                },
+                joined: ts(r.get(4)?),
+                confirm_optin: r.get(5)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ProfileLists {
+        items,
+        total: total.max(0) as u64,
+    })
 }

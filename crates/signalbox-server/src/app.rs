@@ -75,6 +75,8 @@ pub struct ServerConfig {
     /// the links Signalbox builds and of the Tracking API host it names. Default: `http://`
     /// and the listening address. Never taken from a request's `Host`.
     pub public_url: Option<String>,
+    /// The console's bounds (the Source debugger's streams).
+    pub console: signalbox_console::ConsoleConfig,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +93,7 @@ impl Default for ServerConfig {
             http2_max_streams: 100,
             shutdown_timeout: Duration::from_secs(10),
             public_url: None,
+            console: signalbox_console::ConsoleConfig::default(),
         }
     }
 }
@@ -128,6 +131,10 @@ pub struct AppState {
     pub sync: Option<signalbox_sync::Sync>,
     /// Who may use the console (accounts and sessions); until set, nobody.
     pub console_auth: Arc<dyn signalbox_console::Authenticator>,
+    /// The console's bounds.
+    pub console: signalbox_console::ConsoleConfig,
+    /// Started when shutdown begins (see [`Draining`]).
+    pub draining: Draining,
 }
 
 /// Open CORS for the Tracking API, which browsers call from any site. The headers a preflight
@@ -149,6 +156,8 @@ pub fn router(state: AppState) -> Router {
         clock: Arc::clone(&state.clock),
         public_url: state.links.base_url().trim_end_matches('/').to_owned(),
         auth: Arc::clone(&state.console_auth),
+        config: state.console.clone(),
+        shutdown: state.draining.token(),
     });
     Router::new()
         .merge(segment::routes().layer(tracking_cors()))
@@ -245,6 +254,11 @@ impl Draining {
     pub fn start(&self) {
         self.0.cancel()
     }
+
+    /// The token cancelled when shutdown begins.
+    pub fn token(&self) -> CancellationToken {
+        self.0.clone()
+    }
 }
 
 fn listen_url(listener: &TcpListener) -> String {
@@ -337,6 +351,8 @@ impl Application {
             bodies,
             sync: None,
             console_auth: Arc::new(signalbox_console::DenyAll),
+            console: config.console.clone(),
+            draining: Draining::default(),
         };
         Ok(Application {
             listener,
@@ -425,7 +441,7 @@ impl Application {
         let store = Arc::clone(&self.state.store);
         let sync = self.state.sync.clone();
         let sync_deadline = self.connections.shutdown_timeout;
-        let draining = Draining::default();
+        let draining = self.state.draining.clone();
         let over_capacity = over_capacity_router(self.state.clone());
         let app = Router::new().fallback_service(
             NormalizePathLayer::trim_trailing_slash()

@@ -527,6 +527,11 @@ pub struct ServeArgs {
     /// connections are closed; the store is closed cleanly either way.
     #[arg(long, env = "SIGNALBOX_SHUTDOWN_TIMEOUT", default_value = "10s")]
     pub shutdown_timeout: String,
+    /// Source debugger streams (the console's live view of arriving calls) open at once over
+    /// the whole server; past it a new one is answered 429 with `Retry-After`. Each session
+    /// may have at most 4 open, and a stream ends after 30 minutes (the browser reconnects).
+    #[arg(long, env = "SIGNALBOX_CONSOLE_MAX_STREAMS", default_value_t = 16)]
+    pub console_max_streams: usize,
     /// The SMTP server emails are sent through: `smtp://user:pass@host:587?tls=starttls`,
     /// `smtps://user:pass@host:465`, `smtp://127.0.0.1:2525` (plaintext, local sinks only).
     /// Without it sending is off. The password is never printed or logged.

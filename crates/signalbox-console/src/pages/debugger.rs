@@ -4,8 +4,15 @@
 //! The page renders the newest calls from the log on load (so it works without JavaScript);
 //! the script then follows the log through `/debugger/stream`, a Server-Sent Events stream of
 //! the calls stored after the page's newest one. One stream per page; it ends when the client
-//! goes away (or after [`STREAM_LIFETIME`], when the browser's `EventSource` reconnects from its
-//! `Last-Event-ID`).
+//! goes away, when the server shuts down, or after [`ConsoleConfig::stream_lifetime`] (the
+//! browser's `EventSource` then reconnects from its `Last-Event-ID`).
+//!
+//! Streams are bounded: at most [`ConsoleConfig::max_streams`] open over the whole server and
+//! [`ConsoleConfig::max_streams_per_session`] per session (past either, a 429 with
+//! `Retry-After`, [`StreamSlots`]). A stream reads the log only as fast as its client takes
+//! the events (one page of at most [`STREAM_PAGE`] calls held at a time), and when it falls
+//! more than [`ConsoleConfig::stream_backlog`] calls behind the end of the log it drops the
+//! oldest of them and sends an `event: skipped` saying how many.
 //!
 //! Reads: `Store::last_seq` and `Store::read_calls` (a bounded window at the end of the log),
 //! `Store::read_rejections` (the last ones, found by id without a count), `Store::list_sources`
@@ -13,7 +20,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -23,14 +30,16 @@ use axum::response::Html;
 use axum::routing::get;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use signalbox_core::{CallKind, SourceId, StoredCall};
 use signalbox_store::{CallQuery, RejectionQuery, Store};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::auth::SignedIn;
+use crate::auth::{cookie_value, SignedIn, SESSION_COOKIE};
 use crate::error::{ConsoleError, ConsoleResult};
 use crate::pages::Page;
-use crate::Console;
+use crate::{Console, ConsoleConfig};
 
 pub(crate) const TEMPLATES: &[(&str, &str)] = &[(
     "debugger/index.html",
@@ -49,10 +58,11 @@ const REJECTION_WINDOW: i64 = 200;
 const POLL_EVERY: Duration = Duration::from_millis(250);
 /// How long the stream waits after the store failed before asking again.
 const ERROR_BACKOFF: Duration = Duration::from_secs(2);
-/// Calls the stream reads at once.
-const STREAM_PAGE: u32 = 200;
-/// A stream ends after this long; `EventSource` reconnects where it left off.
-const STREAM_LIFETIME: Duration = Duration::from_secs(300);
+/// Calls the stream reads at once: the most it holds in memory (each payload cut at
+/// [`MAX_PAYLOAD`]).
+const STREAM_PAGE: u32 = 100;
+/// What a refused stream is told to wait before trying again.
+const RETRY_AFTER_SECS: u64 = 30;
 /// A comment line after this much silence keeps proxies from closing the connection.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The longest payload shown pretty-printed; longer ones are cut.
@@ -283,9 +293,86 @@ async fn last_rejections(store: &dyn Store) -> ConsoleResult<Vec<signalbox_core:
     Ok(rows)
 }
 
+/// The Source debugger's open streams, counted over the server and per session.
+pub(crate) struct StreamSlots {
+    max_total: usize,
+    max_per_session: usize,
+    open: Mutex<OpenStreams>,
+}
+
+#[derive(Default)]
+struct OpenStreams {
+    total: usize,
+    /// By the SHA-256 of the session's cookie (the token itself is not kept).
+    per_session: HashMap<[u8; 32], usize>,
+}
+
+impl StreamSlots {
+    pub(crate) fn new(max_total: usize, max_per_session: usize) -> StreamSlots {
+        StreamSlots {
+            max_total,
+            max_per_session,
+            open: Mutex::new(OpenStreams::default()),
+        }
+    }
+
+    /// A slot for one more stream of `session`, given back when the slot is dropped; a
+    /// [`ConsoleError::Busy`] past either cap.
+    fn acquire(self: &Arc<Self>, session: [u8; 32]) -> ConsoleResult<StreamSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = open.per_session.get(&session).copied().unwrap_or(0);
+        if mine >= self.max_per_session {
+            return Err(ConsoleError::Busy {
+                message: format!(
+                    "this session has {mine} Source debugger streams open already, the most \
+                     allowed ({}); close a debugger tab, or retry in {RETRY_AFTER_SECS} seconds",
+                    self.max_per_session
+                ),
+                retry_after_secs: RETRY_AFTER_SECS,
+            });
+        }
+        if open.total >= self.max_total {
+            return Err(ConsoleError::Busy {
+                message: format!(
+                    "the server has {} Source debugger streams open already, the most allowed \
+                     (--console-max-streams); retry in {RETRY_AFTER_SECS} seconds",
+                    open.total
+                ),
+                retry_after_secs: RETRY_AFTER_SECS,
+            });
+        }
+        open.total += 1;
+        *open.per_session.entry(session).or_insert(0) += 1;
+        Ok(StreamSlot {
+            slots: Arc::clone(self),
+            session,
+        })
+    }
+}
+
+/// One open stream's place under the caps.
+struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    session: [u8; 32],
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.total = open.total.saturating_sub(1);
+        if let Some(mine) = open.per_session.get_mut(&self.session) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                open.per_session.remove(&self.session);
+            }
+        }
+    }
+}
+
 /// `GET /debugger/stream?type=&after=SEQ`: one `event: call` (its `id` the call's seq, its
 /// data the call as JSON) per call stored after `after`, or after the `Last-Event-ID` a
-/// reconnecting `EventSource` sends, or after the log's current end.
+/// reconnecting `EventSource` sends, or after the log's current end; an `event: skipped`
+/// (its data a sentence with the number) when it had to skip calls to keep up.
 async fn stream(
     State(console): State<Console>,
     _signed_in: SignedIn,
@@ -310,7 +397,12 @@ async fn stream(
         (None, Some(after)) if !after.is_empty() => cursor("after", after)?,
         _ => store.last_seq().await.map_err(ConsoleError::internal)?,
     };
+    // `SignedIn` found the session cookie valid, so it is there.
+    let session: [u8; 32] =
+        Sha256::digest(cookie_value(&headers, SESSION_COOKIE).unwrap_or_default()).into();
+    let slot = console.inner.streams.acquire(session)?;
     let names = source_names(store.as_ref()).await?;
+    let config: &ConsoleConfig = &console.deps().config;
     let tail = Tail {
         store,
         kind,
@@ -318,7 +410,11 @@ async fn stream(
         names,
         pending: VecDeque::new(),
         wait: None,
-        ends: Instant::now() + STREAM_LIFETIME,
+        check_lag: true,
+        backlog: i64::from(config.stream_backlog.max(1)),
+        ends: Instant::now() + config.stream_lifetime,
+        shutdown: console.deps().shutdown.clone(),
+        _slot: slot,
     };
     Ok(Sse::new(tail.into_stream()).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
@@ -331,17 +427,29 @@ struct Tail {
     names: HashMap<SourceId, String>,
     pending: VecDeque<Event>,
     wait: Option<Duration>,
+    /// Whether the next read first checks how far behind the log's end the stream is (at
+    /// the start, and after a full page).
+    check_lag: bool,
+    /// The most calls the stream may be behind before it skips ahead.
+    backlog: i64,
     ends: Instant,
+    shutdown: CancellationToken,
+    /// Given back when the stream is dropped.
+    _slot: StreamSlot,
 }
 
 impl Tail {
-    /// Events until the client goes away (the stream is dropped) or the lifetime is over.
+    /// Events until the client goes away (the stream is dropped), the server shuts down, or
+    /// the lifetime is over.
     fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> {
         futures::stream::unfold(self, |mut tail| async move {
             let ends = tail.ends;
+            let shutdown = tail.shutdown.clone();
             let event = tokio::select! {
-                event = tail.next_event() => event,
+                biased;
+                () = shutdown.cancelled() => return None,
                 () = tokio::time::sleep_until(ends) => return None,
+                event = tail.next_event() => event,
             };
             Some((Ok(event), tail))
         })
@@ -368,6 +476,23 @@ impl Tail {
     }
 
     async fn read_page(&mut self) -> ConsoleResult<()> {
+        if self.check_lag {
+            let last = self
+                .store
+                .last_seq()
+                .await
+                .map_err(ConsoleError::internal)?;
+            let behind = last - self.after;
+            if behind > self.backlog {
+                let skipped = behind - self.backlog;
+                self.after = last - self.backlog;
+                self.pending
+                    .push_back(Event::default().event("skipped").data(format!(
+                        "{skipped} calls skipped: this view fell more than {} calls behind the log",
+                        self.backlog
+                    )));
+            }
+        }
         let calls = self
             .store
             .read_calls(CallQuery {
@@ -378,6 +503,7 @@ impl Tail {
             })
             .await
             .map_err(ConsoleError::internal)?;
+        self.check_lag = calls.len() >= STREAM_PAGE as usize;
         let Some(last) = calls.last() else {
             self.wait = Some(POLL_EVERY);
             return Ok(());
@@ -463,6 +589,27 @@ mod tests {
         assert_eq!(last.len(), REJECTIONS_SHOWN);
         assert_eq!(last[0].message, "bad 299", "newest first");
         assert_eq!(last[REJECTIONS_SHOWN - 1].message, "bad 280");
+    }
+
+    #[test]
+    fn stream_slots_are_capped_per_session_and_in_all_and_given_back() {
+        let slots = Arc::new(StreamSlots::new(3, 2));
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let a1 = slots.acquire(a).expect("a first");
+        let _a2 = slots.acquire(a).expect("a second");
+        let err = slots.acquire(a).err().expect("a third is refused");
+        assert!(
+            matches!(&err, ConsoleError::Busy { message, retry_after_secs: 30 }
+                if message.contains("this session has 2")),
+            "{err}"
+        );
+        let _b1 = slots.acquire(b).expect("b first");
+        let err = slots.acquire(b).err().expect("the server is full");
+        assert!(err.to_string().contains("the server has 3"), "{err}");
+        assert_eq!(err.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+        drop(a1);
+        let _b2 = slots.acquire(b).expect("a slot given back is taken again");
+        assert_eq!(slots.open.lock().unwrap().total, 3);
     }
 
     #[test]

@@ -17,6 +17,8 @@ mod lists;
 mod metrics;
 mod profiles;
 
+pub(crate) use debugger::StreamSlots;
+
 pub(crate) fn routes() -> axum::Router<Console> {
     axum::Router::new()
         .merge(home::routes())

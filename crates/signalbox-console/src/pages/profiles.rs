@@ -4,7 +4,7 @@
 //!
 //! Reads: `Engage::list_profiles` (exact lookups by one identifier, or the recently updated
 //! page when nothing is searched), `Engage::profile_history`, `Engage::email_consent`,
-//! `Engage::list_lists` and `Engage::member_status` (the first page of lists),
+//! `Engage::lists_of_profile` (the lists it is on, one read of its memberships),
 //! `Engage::list_events` (a page of the profile's events, newest first), `Engage::get_metric`
 //! for the metric names on that page, and `Audience::segments_of` and `Audience::why`.
 
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use signalbox_audience::AudienceError;
 use signalbox_engage::{
-    EventQuery, ListQuery, MetricId, OptInProcess, Profile, ProfileField, ProfileId, ProfileQuery,
+    EventQuery, MetricId, OptInProcess, Profile, ProfileField, ProfileId, ProfileQuery,
     ProfileSort, ProfileSortField,
 };
 
@@ -42,8 +42,8 @@ pub(crate) const TEMPLATES: &[(&str, &str)] = &[
 const RECENT_PAGE: u32 = 25;
 /// Events per page of a timeline.
 const TIMELINE_PAGE: u32 = 25;
-/// Lists whose membership a profile page shows (the first page of lists).
-const LISTS_SHOWN: u32 = 50;
+/// Lists a profile page shows (the first by list id; the page says how many there are).
+const LISTS_SHOWN: u32 = 100;
 /// Segments whose explanation a profile page shows.
 const WHY_SHOWN: usize = 20;
 /// The longest search text.
@@ -205,6 +205,7 @@ struct ListLine {
     name: String,
     status: &'static str,
     double_opt_in: bool,
+    joined: String,
 }
 
 #[derive(Serialize)]
@@ -250,6 +251,8 @@ struct ProfileData {
     origins: Vec<Field>,
     consent: Vec<Field>,
     lists: Vec<ListLine>,
+    /// Every list the profile is on; only the first [`LISTS_SHOWN`] are in `lists`.
+    lists_total: u64,
     more_lists: bool,
     /// `None` when the audience engine is not running.
     segments: Option<Vec<SegmentLine>>,
@@ -363,28 +366,23 @@ async fn profile(
         .into(),
     });
 
-    let lists_page = engage
-        .list_lists(ListQuery {
-            page_size: LISTS_SHOWN,
-            ..ListQuery::default()
-        })
+    let memberships = engage
+        .lists_of_profile(&id, LISTS_SHOWN)
         .await
         .map_err(engage_error)?;
-    let mut lists = Vec::new();
-    for list in &lists_page.items {
-        if let Some(status) = engage
-            .member_status(&list.id, &id)
-            .await
-            .map_err(engage_error)?
-        {
-            lists.push(ListLine {
-                id: list.id.0.clone(),
-                name: list.name.clone(),
-                status: status.as_str(),
-                double_opt_in: list.opt_in_process == OptInProcess::DoubleOptIn,
-            });
-        }
-    }
+    let mut lists: Vec<ListLine> = memberships
+        .items
+        .into_iter()
+        .map(|m| ListLine {
+            id: m.list_id.0,
+            name: m.name,
+            status: m.status.as_str(),
+            double_opt_in: m.opt_in_process == OptInProcess::DoubleOptIn,
+            joined: m.joined.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        })
+        .collect();
+    lists.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+    let lists_total = memberships.total;
 
     let segments = match &console.deps().audience {
         None => None,
@@ -525,8 +523,9 @@ async fn profile(
             })
             .collect(),
         consent: consent_fields,
+        more_lists: lists_total > lists.len() as u64,
         lists,
-        more_lists: lists_page.next_cursor.is_some(),
+        lists_total,
         segments,
         timeline,
         next_cursor: events.next_cursor,

@@ -864,3 +864,84 @@ async fn only_the_source_setting_may_skip_double_opt_in() {
     );
     assert!(problems_of(&app, "q@example.com").await.is_empty());
 }
+
+#[tokio::test]
+async fn a_profiles_lists_are_read_in_one_query_however_many_lists_there_are() {
+    let app = TestApp::start().await;
+    let ada = app
+        .engage
+        .create_profile(ProfileInput {
+            email: Some("ada@example.com".into()),
+            ..ProfileInput::default()
+        })
+        .await
+        .unwrap();
+    let bo = app
+        .engage
+        .create_profile(ProfileInput {
+            email: Some("bo@example.com".into()),
+            ..ProfileInput::default()
+        })
+        .await
+        .unwrap();
+    let mut lists = Vec::new();
+    for n in 1..=60 {
+        let opt_in = if n == 60 {
+            OptInProcess::DoubleOptIn
+        } else {
+            OptInProcess::SingleOptIn
+        };
+        lists.push(
+            app.engage
+                .create_list(&format!("List {n}"), opt_in)
+                .await
+                .unwrap(),
+        );
+    }
+    // Ada is only on the last list of 60 (past any first page of lists), pending its
+    // confirmation; Bo is on every list.
+    app.engage
+        .subscribe(SubscribeRequest {
+            list_id: Some(lists[59].id.clone()),
+            emails: vec!["ada@example.com".into()],
+            ..SubscribeRequest::default()
+        })
+        .await
+        .unwrap();
+    for list in &lists {
+        app.engage
+            .add_list_members(&list.id, std::slice::from_ref(&bo.id))
+            .await
+            .unwrap();
+    }
+
+    let of_ada = app.engage.lists_of_profile(&ada.id, 100).await.unwrap();
+    assert_eq!(of_ada.total, 1);
+    assert_eq!(of_ada.items.len(), 1);
+    let only = &of_ada.items[0];
+    assert_eq!(only.list_id, lists[59].id);
+    assert_eq!(only.name, "List 60");
+    assert_eq!(only.opt_in_process, OptInProcess::DoubleOptIn);
+    assert_eq!(only.status, MemberStatus::Pending);
+    assert!(only.confirm_optin);
+
+    // Bounded: the first ones by list id, and the number of all of them.
+    let of_bo = app.engage.lists_of_profile(&bo.id, 25).await.unwrap();
+    assert_eq!(of_bo.total, 60);
+    assert_eq!(of_bo.items.len(), 25);
+    let mut ids: Vec<_> = lists.iter().map(|l| l.id.clone()).collect();
+    ids.sort();
+    let shown: Vec<_> = of_bo.items.iter().map(|m| m.list_id.clone()).collect();
+    assert_eq!(shown, ids[..25]);
+    assert!(of_bo
+        .items
+        .iter()
+        .all(|m| m.status == MemberStatus::Member && !m.confirm_optin));
+
+    // An unknown profile is not found.
+    let unknown = signalbox_engage::ProfileId("01ARZ3NDEKTSV4RRFFQ69G5FAV".into());
+    assert!(matches!(
+        app.engage.lists_of_profile(&unknown, 100).await,
+        Err(EngageError::NotFound { .. })
+    ));
+}

@@ -236,6 +236,10 @@ fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
         http2_max_streams: args.http2_max_streams.max(1),
         shutdown_timeout: parse_timeout(&args.shutdown_timeout, "--shutdown-timeout")?,
         public_url: config_public_url(args),
+        console: signalbox_console::ConsoleConfig {
+            max_streams: args.console_max_streams.max(1),
+            ..signalbox_console::ConsoleConfig::default()
+        },
         ..ServerConfig::default()
     })
 }

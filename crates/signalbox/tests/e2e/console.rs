@@ -1,7 +1,9 @@
-//! The console's way in, through the built binary: `signalbox admin` accounts (with and
-//! without a running server), the setup link a first `serve` prints, and a real sign-in in
-//! headless Chromium (tests/clients/browser/console_sign_in.mjs, Playwright over Debian's
-//! `chromium`; `scripts/test` installs both).
+//! The console through the built binary: `signalbox admin` accounts (with and without a
+//! running server), the setup link a first `serve` prints, and in headless Chromium
+//! (Playwright over Debian's `chromium`; `scripts/test` installs both) a real sign-in
+//! (tests/clients/browser/console_sign_in.mjs), the seed's walkthrough
+//! (console_walkthrough.mjs) and every page at phone and laptop width and by keyboard
+//! (console_layout.mjs).
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -292,6 +294,43 @@ async fn a_first_serve_prints_a_one_time_setup_link() {
     server.stop();
 }
 
+#[tokio::test]
+async fn serve_caps_the_debuggers_streams_at_console_max_streams() {
+    let env = TestEnv::new();
+    let mut cmd = env.command();
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--console-max-streams",
+        "1",
+    ]);
+    let server = Server::spawn(cmd, env.root().join(format!("server-{}.log", unique())));
+    admin_ok(
+        &env,
+        &["create", EMAIL, "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let base = server.base_url.clone();
+    let session = sign_in(&base, EMAIL, PASSWORD).await.expect("signed in");
+    let http = reqwest::Client::new();
+    let open = || {
+        http.get(format!("{base}/debugger/stream"))
+            .header("cookie", format!("signalbox_session={session}"))
+            .send()
+    };
+    let first = open().await.expect("open a stream");
+    assert_eq!(first.status(), 200);
+    let second = open().await.expect("open another");
+    assert_eq!(second.status(), 429);
+    assert!(second.headers().contains_key("retry-after"));
+    let body = second.text().await.unwrap();
+    assert!(body.contains("--console-max-streams"), "{body}");
+    // The open stream does not hold up shutdown.
+    server.stop();
+    drop(first);
+}
+
 /// Where this test's screenshots go: a folder under the system's temporary folder that is
 /// kept after the test, printed in the test's output.
 fn artifacts(test: &str) -> PathBuf {
@@ -530,6 +569,268 @@ async fn the_seed_walkthrough_in_chromium() {
         .chain(verify["screenshots"].as_array().unwrap())
         .collect();
     assert!(shots.len() >= 15, "a screenshot of each page: {shots:?}");
+    for shot in shots {
+        let path = PathBuf::from(shot.as_str().unwrap());
+        let bytes = std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        assert!(
+            bytes.starts_with(b"\x89PNG"),
+            "{} is not a PNG",
+            path.display()
+        );
+    }
+    server.stop();
+}
+
+/// A Klaviyo-compatible API request with a private key; the status and the JSON body.
+async fn api(
+    server: &Server,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", server.base_url))
+        .header("Authorization", format!("Klaviyo-API-Key {key}"))
+        .header("revision", "2026-07-15");
+    if let Some(body) = body {
+        request = request
+            .header("Content-Type", "application/vnd.api+json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.expect("send an API request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("read the body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Every console page with data in it, at 390 px and at 1280 px, in real Chromium
+/// (tests/clients/browser/console_layout.mjs): no horizontal scrolling, one h1 and a main
+/// landmark, an accessible name on every visible field and image; the sign-in by keyboard
+/// alone and the main navigation reached by Tab with a visible focus style. A screenshot of
+/// each page at 390 px.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_console_page_fits_390_px_and_works_by_keyboard_in_chromium() {
+    let install = "run scripts/test, which installs them";
+    let chromium =
+        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+    assert!(chromium.exists(), "Chromium is not installed; {install}");
+    let folder = repo_root().join("tests/clients/browser");
+    assert!(
+        folder
+            .join("node_modules/playwright-core/package.json")
+            .exists(),
+        "playwright-core is not installed; {install}"
+    );
+    let env = TestEnv::new();
+    let mut cmd = env.command();
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-private-destinations",
+    ]);
+    let server = Server::spawn(cmd, env.root().join(format!("server-{}.log", unique())));
+    admin_ok(
+        &env,
+        &["create", EMAIL, "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let key = env
+        .cli_ok(&["api-key", "create", "layout", "--scope", "full,admin"])
+        .trim()
+        .to_owned();
+
+    // Data on every page: a list the people join, calls from the source, a segment, a flow,
+    // a webhook destination (failing: nothing listens on its port).
+    let (status, body) = api(
+        &server,
+        &key,
+        reqwest::Method::POST,
+        "/api/lists",
+        Some(json!({"data": {"type": "list", "attributes": {"name": "Newsletter subscribers of the spring tea tasting"}}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let list = body["data"]["id"].as_str().unwrap().to_owned();
+    let mut batch = Vec::new();
+    for (n, plan) in ["pro", "free", "pro"].iter().enumerate() {
+        batch.push(json!({"type": "identify", "userId": format!("layout-{n}"),
+            "traits": {"email": format!("person.with.a.rather.long.address.{n}@a-long-domain-name.example.com"),
+                "firstName": "Walker", "plan": plan,
+                "favourite_teas": ["Sencha", "Gyokuro", "Long Jing", "Darjeeling first flush"]},
+            "integrations": {"Klaviyo": {"listId": list, "confirmOptin": false}}}));
+        batch.push(json!({"type": "track", "userId": format!("layout-{n}"), "event": "Placed Order",
+            "properties": {"order_id": format!("order-{n}"), "revenue": 42.5,
+                "products": [{"sku": "TEA-SENCHA-LOOSE-LEAF-100G", "name": "Sencha, loose leaf, 100 g"}]}}));
+    }
+    let (status, body) = server
+        .post("/v1/batch", &server.write_key, &json!({"batch": batch}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let segment_file = env.root().join("segment.json");
+    std::fs::write(
+        &segment_file,
+        json!({"name": "Pro plan", "definition": {"condition_groups": [{"conditions": [
+            {"type": "profile-property", "property": "properties['plan']",
+             "filter": {"type": "string", "operator": "equals", "value": "pro"}}]}]}})
+        .to_string(),
+    )
+    .unwrap();
+    let out = env.cli_ok(&[
+        "segment",
+        "--api-key",
+        &key,
+        "--url",
+        &server.base_url,
+        "apply",
+        segment_file.to_str().unwrap(),
+    ]);
+    let segment = out
+        .strip_prefix("created segment ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected `segment apply` output {out:?}"))
+        .to_owned();
+    let flow_file = env.root().join("flow.json");
+    std::fs::write(
+        &flow_file,
+        json!({"name": "Welcome series", "status": "draft", "definition": {
+        "triggers": [{"type": "list", "id": list}],
+        "entry_action_id": "hello",
+        "actions": [
+            {"temporary_id": "hello", "type": "send-email", "data": {"status": "live", "message": {
+                "from_email": "hello@tea.test", "from_label": "Tea Shop", "subject_line": "Welcome",
+                "html": "<p>Welcome</p>", "text": "Welcome", "smart_sending_enabled": false}},
+             "links": {"next": "wait"}},
+            {"temporary_id": "wait", "type": "time-delay", "data": {"unit": "days", "value": 2},
+             "links": {"next": null}}
+        ]}})
+        .to_string(),
+    )
+    .unwrap();
+    let out = env.cli_ok(&[
+        "flow",
+        "--server",
+        &server.base_url,
+        "--api-key",
+        &key,
+        "apply",
+        flow_file.to_str().unwrap(),
+    ]);
+    let flow = out
+        .strip_prefix("created flow ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected `flow apply` output {out:?}"))
+        .to_owned();
+    env.cli_ok(&[
+        "destination",
+        "create",
+        "hook",
+        "--kind",
+        "webhook",
+        "--url",
+        "http://127.0.0.1:9/signalbox-hook",
+        "--secret",
+        "a-webhook-secret-of-some-length",
+        "--source",
+        "default",
+    ]);
+
+    // Wait until engage has applied the calls: the person and the metric are there.
+    let started = std::time::Instant::now();
+    let (person, metric) = loop {
+        let (_, profiles) = api(
+            &server,
+            &key,
+            reqwest::Method::GET,
+            "/api/profiles?filter=equals(external_id,%22layout-0%22)",
+            None,
+        )
+        .await;
+        let (_, metrics) = api(&server, &key, reqwest::Method::GET, "/api/metrics", None).await;
+        let person = profiles["data"][0]["id"].as_str().map(str::to_owned);
+        let metric = metrics["data"].as_array().and_then(|all| {
+            all.iter()
+                .find(|m| m["attributes"]["name"] == "Placed Order")
+                .and_then(|m| m["id"].as_str().map(str::to_owned))
+        });
+        if let (Some(person), Some(metric)) = (person, metric) {
+            break (person, metric);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the calls were not applied: {profiles} {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let pages = json!([
+        {"name": "connections", "path": "/connections"},
+        {"name": "source", "path": "/sources/default"},
+        {"name": "source-settings", "path": "/sources/default/settings"},
+        {"name": "catalog", "path": "/destinations/catalog"},
+        {"name": "configure-klaviyo", "path": "/destinations/new/klaviyo?source=default"},
+        {"name": "configure-webhook", "path": "/destinations/new/webhook"},
+        {"name": "configure-segment", "path": "/destinations/new/segment"},
+        {"name": "integrations", "path": "/integrations"},
+        {"name": "segment-install", "path": "/integrations/segment/install"},
+        {"name": "debugger", "path": "/debugger"},
+        {"name": "metrics", "path": "/analytics/metrics"},
+        {"name": "metric", "path": format!("/analytics/metrics/{metric}")},
+        {"name": "profiles", "path": "/profiles"},
+        {"name": "profile", "path": format!("/profiles/{person}")},
+        {"name": "lists", "path": "/lists"},
+        {"name": "list", "path": format!("/lists/{list}")},
+        {"name": "segments", "path": "/segments"},
+        {"name": "segment", "path": format!("/segments/{segment}")},
+        {"name": "flows", "path": "/flows"},
+        {"name": "flow", "path": format!("/flows/{flow}")},
+        {"name": "deliveries", "path": "/deliveries"},
+        {"name": "delivery", "path": "/deliveries/hook"},
+    ]);
+    let screenshots = artifacts("console-layout");
+    let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
+    let mut cmd = Command::new(node);
+    cmd.arg(folder.join("console_layout.mjs"))
+        .args(["--console", &server.base_url])
+        .args(["--email", EMAIL])
+        .arg("--screenshots")
+        .arg(&screenshots)
+        .args(["--pages", &pages.to_string()])
+        .args(["--segment-write-key", "a-segment-write-key-from-segment"])
+        .arg("--chromium")
+        .arg(&chromium)
+        .args(["--timeout", "60"])
+        .env("CONSOLE_PASSWORD", PASSWORD);
+    let out = run_to_success(&mut cmd, Duration::from_secs(600), &server);
+    let report: Value = out
+        .stdout
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no report line:\n{}", out.describe()));
+    assert_eq!(report["problems"], json!([]), "{report}");
+    assert_eq!(report["signIn"]["landed"], "/", "{report}");
+    assert!(report["navFocus"]["link"].is_string(), "{report}");
+    let checked = report["pages"].as_array().unwrap();
+    // Every page above, the sign-in page, the overview and the Segment setup page, at two
+    // widths each.
+    assert_eq!(
+        checked.len(),
+        2 * (pages.as_array().unwrap().len() + 3),
+        "{report}"
+    );
+    for page in checked {
+        assert!(
+            page["scrollWidth"].as_u64() <= page["innerWidth"].as_u64(),
+            "{page}"
+        );
+    }
+    let shots = report["screenshots"].as_array().unwrap();
+    assert!(shots.len() > pages.as_array().unwrap().len(), "{shots:?}");
     for shot in shots {
         let path = PathBuf::from(shot.as_str().unwrap());
         let bytes = std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
