@@ -6,6 +6,7 @@ mod consent;
 mod console_account;
 mod console_analytics;
 mod console_connections;
+mod console_flows;
 mod decode_properties;
 mod dedupe;
 mod destinations;
@@ -19,4 +20,8 @@ mod limits;
 mod normalisation;
 mod overload;
 mod routes;
+#[allow(dead_code)]
+// The SMTP sink helper is the mail crate's, shared rather than copied.
+#[path = "../../../signalbox-mail/tests/it/sink.rs"]
+mod sink;
 mod validation;
