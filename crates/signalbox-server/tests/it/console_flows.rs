@@ -762,3 +762,45 @@ async fn a_welcome_series_made_in_the_console_and_set_live_sends_its_first_email
     assert!(html.contains("entered: 1"), "{html}");
     shop.app.stop().await;
 }
+
+#[tokio::test]
+async fn the_create_and_delete_pages_need_a_session() {
+    let app = ConsoleApp::spawn(None).await;
+    for path in [
+        "/flows/new",
+        "/flows/new/welcome-series",
+        "/flows/new/scratch",
+        "/flows/x/delete",
+    ] {
+        let response = app
+            .http
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await
+            .expect("send");
+        assert!(response.status().is_redirection(), "{path}");
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(location.starts_with("/sign-in?next="), "{path}: {location}");
+    }
+    for path in [
+        "/flows/new/welcome-series",
+        "/flows/new/scratch",
+        "/flows/x/delete",
+    ] {
+        let response = app
+            .http
+            .post(format!("{}{path}", app.address))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={CSRF}&name=x"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    app.stop().await;
+}
