@@ -564,6 +564,12 @@ async fn render_template(
         .iter()
         .map(|p| param_field(p, &offered, values.get(p.key).map(String::as_str), &errors))
         .collect();
+    // Errors of no field of this form (a definition the engine refused), shown on their own.
+    let other: Vec<String> = errors
+        .iter()
+        .filter(|(key, _)| key.as_str() != "name" && !template.params.iter().any(|p| p.key == *key))
+        .map(|(_, message)| message.clone())
+        .collect();
     let status = form_status(&errors);
     let page = console.inner.templates.render(
         "flows/template.html",
@@ -579,6 +585,7 @@ async fn render_template(
                 },
                 "name": name,
                 "fields": fields,
+                "other_errors": other,
                 "errors": errors,
             }),
         ),
