@@ -399,6 +399,76 @@ impl Flows {
             .await
     }
 
+    /// A page of at most `limit` flows, the most recently changed first, after the flow
+    /// `after` names (a [`FlowPage::next`] of an earlier page). Reads only that page's rows.
+    pub async fn list_flows_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> FlowsResult<FlowPage> {
+        let after = match after {
+            None => None,
+            Some(cursor) => Some(parse_flow_cursor(cursor)?),
+        };
+        let limit = limit.clamp(1, 1_000);
+        self.inner
+            .db
+            .read_async(move |conn| {
+                let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+                let ids: Vec<(String, i64)> = match &after {
+                    None => conn
+                        .prepare_cached(
+                            "SELECT id, updated_us FROM flows
+                             ORDER BY updated_us DESC, id DESC LIMIT ?1",
+                        )?
+                        .query_map([fetch], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<_, _>>()?,
+                    Some((updated, id)) => conn
+                        .prepare_cached(
+                            "SELECT id, updated_us FROM flows
+                             WHERE (updated_us, id) < (?1, ?2)
+                             ORDER BY updated_us DESC, id DESC LIMIT ?3",
+                        )?
+                        .query_map(params![updated, id, fetch], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<_, _>>()?,
+                };
+                let more = ids.len() > limit;
+                let mut flows = Vec::with_capacity(limit);
+                let mut next = None;
+                for (id, updated) in ids.into_iter().take(limit) {
+                    if let Some(flow) = read_flow(conn, &id)? {
+                        flows.push(flow);
+                    }
+                    next = Some(format!("{updated}.{id}"));
+                }
+                Ok(FlowPage {
+                    flows,
+                    next: if more { next } else { None },
+                })
+            })
+            .await
+    }
+
+    /// Creates a draft flow from a ready template ([`crate::templates`]) with the values picked
+    /// for its parameters (by parameter key); `name` empty: the template's name.
+    pub async fn create_from_template(
+        &self,
+        template: &str,
+        name: &str,
+        values: &HashMap<String, String>,
+    ) -> FlowsResult<FlowInfo> {
+        let template = crate::templates::find(template)
+            .ok_or_else(|| FlowsError::not_found(format!("flow template {template}")))?;
+        let definition = template.definition(values)?;
+        let name = if name.trim().is_empty() {
+            template.name
+        } else {
+            name
+        };
+        self.create_flow(name, &definition, Some(FlowStatus::Draft))
+            .await
+    }
+
     /// Changes a flow's name, status, archived flag or definition.
     pub async fn update_flow(&self, id: &str, update: FlowUpdate) -> FlowsResult<FlowInfo> {
         let parsed = match &update.definition {
@@ -790,6 +860,15 @@ fn assign_action_ids(conn: &Connection, definition: &mut FlowDefinition) -> Flow
         id
     });
     store::set_meta(conn, "next_action_id", &next.to_string())
+}
+
+/// `<updated_us>.<id>`, as [`Flows::list_flows_page`] writes it.
+fn parse_flow_cursor(cursor: &str) -> FlowsResult<(i64, String)> {
+    cursor
+        .split_once('.')
+        .and_then(|(updated, id)| Some((updated.parse().ok()?, id.to_owned())))
+        .filter(|(_, id)| !id.is_empty())
+        .ok_or_else(|| FlowsError::invalid("after", "not a cursor of this listing"))
 }
 
 pub(crate) fn read_flow(conn: &Connection, id: &str) -> FlowsResult<Option<FlowInfo>> {

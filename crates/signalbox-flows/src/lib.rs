@@ -19,6 +19,7 @@
 //! - `worker.rs`: the loop: feed → new runs; due runs → plan, act, record.
 //! - `actions.rs`: emails, webhooks (HMAC signature, retries, dead letters), profile and list
 //!   updates; the exactly-once notes.
+//! - [`templates`]: ready flows to start from (welcome series, abandoned cart, …).
 //! - [`schedule`]: delays in a timezone, date triggers. `store.rs`: `flows.db`.
 //! - [`bench`](mod@bench): the engine's benchmark, callable from the binary.
 //!
@@ -34,6 +35,7 @@ pub mod engine;
 pub mod error;
 pub mod model;
 pub mod schedule;
+pub mod templates;
 
 mod actions;
 mod store;

@@ -61,6 +61,14 @@ pub struct FlowInfo {
     pub definition: FlowDefinition,
 }
 
+/// A page of flows ([`crate::Flows::list_flows_page`]).
+#[derive(Debug, Clone)]
+pub struct FlowPage {
+    pub flows: Vec<FlowInfo>,
+    /// The cursor of the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
 /// A change to a flow (PATCH); `None` leaves a part as it is.
 #[derive(Debug, Clone, Default)]
 pub struct FlowUpdate {

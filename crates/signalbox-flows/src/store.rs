@@ -13,7 +13,8 @@ use signalbox_engage::feed::FeedCursor;
 
 use crate::error::{FlowsError, FlowsResult};
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE meta (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -148,7 +149,10 @@ const MIGRATIONS: &[&str] = &[r#"
         PRIMARY KEY (flow_id, profile_pk)
     ) WITHOUT ROWID;
     CREATE INDEX date_schedule_due ON date_schedule(next_us);
-    "#];
+    "#,
+    // The console's listing of flows, newest change first, a page at a time.
+    "CREATE INDEX flows_updated ON flows(updated_us, id);",
+];
 
 /// The database, shared by the worker and the API calls.
 #[derive(Clone)]

@@ -15,5 +15,6 @@ mod runs;
 #[path = "../../../signalbox-mail/tests/it/sink.rs"]
 mod sink;
 mod stats;
+mod templates;
 mod triggers;
 mod webhooks;

@@ -9,6 +9,7 @@ mod console_connections;
 mod console_debugger;
 mod console_harness;
 mod console_profiles;
+mod console_flows;
 mod decode_properties;
 mod dedupe;
 mod destinations;
@@ -22,4 +23,8 @@ mod limits;
 mod normalisation;
 mod overload;
 mod routes;
+#[allow(dead_code)]
+// The SMTP sink helper is the mail crate's, shared rather than copied.
+#[path = "../../../signalbox-mail/tests/it/sink.rs"]
+mod sink;
 mod validation;
