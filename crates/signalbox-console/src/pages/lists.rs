@@ -1,22 +1,37 @@
 //! Lists & Segments: lists with their members and double opt-in state (`/lists`,
-//! `/lists/{id}`), segments with their members and a definition editor with a live preview
-//! count (`/segments`, `/segments/{id}`).
+//! `/lists/{id}`; created, renamed and deleted here), segments with their members and a
+//! builder for their conditions with a live preview count (`/segments`, `/segments/new`,
+//! `/segments/{id}`).
 //!
 //! Reads: `Engage::list_lists`, `Engage::get_list`, `Engage::list_members` (a page, members or
-//! those waiting to confirm), `Audience::list_segments`, `Audience::get_segment`,
-//! `Audience::profile_count`, `Audience::members` (a page). Writes: `Audience::preview` (a dry
-//! run, nothing saved) and `Audience::update_segment` (a new definition version).
+//! those waiting to confirm), `Engage::list_metrics` (the builder's metric choices),
+//! `Audience::list_segments_page`, `Audience::get_segment`, `Audience::profile_count`,
+//! `Audience::members` (a page). Writes, the calls the Klaviyo-compatible API makes:
+//! `Engage::create_list`, `Engage::update_list`, `Engage::delete_list`,
+//! `Audience::create_segment`, `Audience::update_segment`, `Audience::delete_segment`; and
+//! `Audience::preview` (a dry run, nothing saved).
+//!
+//! The builder (`builder.rs`) turns form fields into a definition and back; its buttons post
+//! the whole form, so it works without JavaScript, and the script's live count posts the same
+//! form to `/segments/preview`.
+
+mod builder;
+
+use std::collections::BTreeSet;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::Form;
+use axum::{Form, Json};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use signalbox_audience::{Audience, AudienceError, SegmentPatch};
-use signalbox_engage::{ListId, ListQuery, MemberQuery, MemberStatus, OptInProcess};
+use serde_json::{json, Value};
+use signalbox_audience::{Audience, AudienceError, SegmentInput, SegmentPatch};
+use signalbox_engage::{
+    EngageError, ListId, ListQuery, MemberQuery, MemberStatus, MetricQuery, OptInProcess,
+};
 
+use self::builder::{Builder, Edit, FieldErrors};
 use super::metrics::{engage, engage_error};
 use super::profiles::audience_error;
 use crate::auth::SignedIn;
@@ -30,32 +45,66 @@ pub(crate) const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/lists/index.html"),
     ),
     (
+        "lists/new.html",
+        include_str!("../../templates/lists/new.html"),
+    ),
+    (
         "lists/list.html",
         include_str!("../../templates/lists/list.html"),
+    ),
+    (
+        "lists/list_fields.html",
+        include_str!("../../templates/lists/list_fields.html"),
+    ),
+    (
+        "lists/delete.html",
+        include_str!("../../templates/lists/delete.html"),
     ),
     (
         "lists/segments.html",
         include_str!("../../templates/lists/segments.html"),
     ),
     (
+        "lists/segment_new.html",
+        include_str!("../../templates/lists/segment_new.html"),
+    ),
+    (
         "lists/segment.html",
         include_str!("../../templates/lists/segment.html"),
     ),
+    (
+        "lists/builder.html",
+        include_str!("../../templates/lists/builder.html"),
+    ),
 ];
 
-/// Lists per page, and members per page of a list or segment.
+/// Lists or segments per page, and members per page of a list or segment.
 const PAGE: u32 = 50;
+/// How many metrics, lists and segments the builder offers to pick from.
+const CHOICES: u32 = 200;
 /// The longest definition the editor takes.
 const MAX_DEFINITION: usize = 64 * 1024;
+/// The longest name of a list or segment.
+const MAX_NAME: usize = 255;
 
 pub(crate) fn routes() -> axum::Router<Console> {
     axum::Router::new()
         .route("/lists", get(index))
+        .route("/lists/new", get(new_list).post(create_list))
         .route("/lists/{id}", get(list))
+        .route("/lists/{id}/settings", post(list_settings))
+        .route("/lists/{id}/delete", get(confirm_delete_list).post(delete_list))
         .route("/segments", get(segments))
+        .route("/segments/new", get(new_segment).post(create_segment))
+        .route("/segments/preview", post(live_preview))
         .route("/segments/{id}", get(segment))
+        .route("/segments/{id}/builder", post(edit_segment))
         .route("/segments/{id}/preview", post(preview))
         .route("/segments/{id}/definition", post(save_definition))
+        .route(
+            "/segments/{id}/delete",
+            get(confirm_delete_segment).post(delete_segment),
+        )
 }
 
 fn audience(console: &Console) -> ConsoleResult<&Audience> {
@@ -65,6 +114,29 @@ fn audience(console: &Console) -> ConsoleResult<&Audience> {
         .as_ref()
         .ok_or(ConsoleError::Unavailable("the segments engine"))
 }
+
+fn see_other(to: String) -> Response {
+    Redirect::to(&to).into_response()
+}
+
+/// A name for a list or segment: trimmed, required, bounded.
+fn checked_name(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("is required".into());
+    }
+    if name.chars().count() > MAX_NAME {
+        return Err(format!("must be at most {MAX_NAME} characters"));
+    }
+    Ok(name.to_owned())
+}
+
+fn opt_in(text: &str) -> Result<OptInProcess, String> {
+    OptInProcess::parse(text).ok_or_else(|| "choose single or double opt-in".to_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lists
 
 #[derive(Deserialize)]
 struct CursorParams {
@@ -124,6 +196,98 @@ async fn index(
         .render("lists/index.html", Page::new(&signed_in, "lists", data))
 }
 
+#[derive(Deserialize)]
+struct ListForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    opt_in: String,
+}
+
+/// The fields of a list's form with their errors.
+#[derive(Serialize)]
+struct ListFields {
+    name: String,
+    opt_in: String,
+    errors: FieldErrors,
+}
+
+impl ListFields {
+    /// The form's fields checked; errors by field.
+    fn check(form: &ListForm) -> Result<(String, OptInProcess), FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let name = checked_name(&form.name).map_err(|e| errors.insert("name".into(), e));
+        let opt_in = opt_in(&form.opt_in).map_err(|e| errors.insert("opt_in".into(), e));
+        match (name, opt_in) {
+            (Ok(name), Ok(opt_in)) => Ok((name, opt_in)),
+            _ => Err(errors),
+        }
+    }
+
+    fn with_errors(form: ListForm, errors: FieldErrors) -> ListFields {
+        ListFields {
+            name: form.name,
+            opt_in: form.opt_in,
+            errors,
+        }
+    }
+}
+
+/// Engage's refusal of a list's fields as errors at the field, or the error page.
+fn list_errors(err: EngageError) -> ConsoleResult<FieldErrors> {
+    match err {
+        EngageError::Invalid { field, reason } => Ok(FieldErrors::from([(field, reason)])),
+        other => Err(engage_error(other)),
+    }
+}
+
+fn render_new_list(
+    console: &Console,
+    signed_in: &SignedIn,
+    fields: ListFields,
+    status: StatusCode,
+) -> ConsoleResult<Response> {
+    let page = console
+        .inner
+        .templates
+        .render(
+            "lists/new.html",
+            Page::new(signed_in, "lists", json!({ "settings": fields })),
+        )?;
+    Ok((status, page).into_response())
+}
+
+/// `GET /lists/new`: the form to create a list.
+async fn new_list(State(console): State<Console>, signed_in: SignedIn) -> ConsoleResult<Response> {
+    let fields = ListFields {
+        name: String::new(),
+        opt_in: OptInProcess::SingleOptIn.as_str().into(),
+        errors: FieldErrors::new(),
+    };
+    render_new_list(&console, &signed_in, fields, StatusCode::OK)
+}
+
+/// `POST /lists/new`: creates the list (as `POST /api/lists` does), then to its page.
+async fn create_list(
+    State(console): State<Console>,
+    signed_in: SignedIn,
+    Form(form): Form<ListForm>,
+) -> ConsoleResult<Response> {
+    signed_in.check_csrf(&form.csrf)?;
+    let engage = engage(&console)?;
+    let errors = match ListFields::check(&form) {
+        Err(errors) => errors,
+        Ok((name, opt_in)) => match engage.create_list(&name, opt_in).await {
+            Ok(list) => return Ok(see_other(format!("/lists/{}", urlencode(&list.id.0)))),
+            Err(err) => list_errors(err)?,
+        },
+    };
+    let fields = ListFields::with_errors(form, errors);
+    render_new_list(&console, &signed_in, fields, StatusCode::BAD_REQUEST)
+}
+
 #[derive(Serialize)]
 struct MemberLine {
     profile_id: String,
@@ -142,15 +306,18 @@ struct ListData {
     lines: Vec<MemberLine>,
     next_cursor: Option<String>,
     first_page: bool,
+    /// The settings form: the list's own, or the ones just refused.
+    settings: ListFields,
 }
 
-async fn list(
-    State(console): State<Console>,
-    signed_in: SignedIn,
-    Path(id): Path<String>,
-    Query(params): Query<CursorParams>,
+async fn list_page(
+    console: &Console,
+    signed_in: &SignedIn,
+    id: String,
+    params: CursorParams,
+    settings: Option<ListFields>,
 ) -> ConsoleResult<Html<String>> {
-    let engage = engage(&console)?;
+    let engage = engage(console)?;
     let pending = match params.status.as_deref().unwrap_or("") {
         "" | "member" => false,
         "pending" => true,
@@ -174,6 +341,11 @@ async fn list(
         })
         .await
         .map_err(engage_error)?;
+    let settings = settings.unwrap_or_else(|| ListFields {
+        name: list.name.clone(),
+        opt_in: list.opt_in_process.as_str().into(),
+        errors: FieldErrors::new(),
+    });
     let data = ListData {
         id: list.id.0,
         name: list.name,
@@ -192,12 +364,120 @@ async fn list(
             .collect(),
         next_cursor: page.next_cursor,
         first_page,
+        settings,
     };
     console
         .inner
         .templates
-        .render("lists/list.html", Page::new(&signed_in, "lists", data))
+        .render("lists/list.html", Page::new(signed_in, "lists", data))
 }
+
+async fn list(
+    State(console): State<Console>,
+    signed_in: SignedIn,
+    Path(id): Path<String>,
+    Query(params): Query<CursorParams>,
+) -> ConsoleResult<Html<String>> {
+    list_page(&console, &signed_in, id, params, None).await
+}
+
+/// `POST /lists/{id}/settings`: renames the list or changes its opt-in process (as
+/// `PATCH /api/lists/{id}` does), then back to its page.
+async fn list_settings(
+    State(console): State<Console>,
+    signed_in: SignedIn,
+    Path(id): Path<String>,
+    Form(form): Form<ListForm>,
+) -> ConsoleResult<Response> {
+    signed_in.check_csrf(&form.csrf)?;
+    let engage = engage(&console)?;
+    let errors = match ListFields::check(&form) {
+        Err(errors) => errors,
+        Ok((name, opt_in)) => {
+            let list_id = ListId(id.clone());
+            match engage.update_list(&list_id, Some(&name), Some(opt_in)).await {
+                Ok(list) => return Ok(see_other(format!("/lists/{}", urlencode(&list.id.0)))),
+                Err(err) => list_errors(err)?,
+            }
+        }
+    };
+    let params = CursorParams {
+        cursor: None,
+        status: None,
+    };
+    let settings = Some(ListFields::with_errors(form, errors));
+    let page = list_page(&console, &signed_in, id, params, settings).await?;
+    Ok((StatusCode::BAD_REQUEST, page).into_response())
+}
+
+#[derive(Serialize)]
+struct DeleteData {
+    /// "list" or "segment".
+    what: &'static str,
+    name: String,
+    action: String,
+    back: String,
+    error: Option<String>,
+}
+
+fn render_delete(
+    console: &Console,
+    signed_in: &SignedIn,
+    data: DeleteData,
+    status: StatusCode,
+) -> ConsoleResult<Response> {
+    let page = console
+        .inner
+        .templates
+        .render("lists/delete.html", Page::new(signed_in, "lists", data))?;
+    Ok((status, page).into_response())
+}
+
+/// `GET /lists/{id}/delete`: asks before deleting.
+async fn confirm_delete_list(
+    State(console): State<Console>,
+    signed_in: SignedIn,
+    Path(id): Path<String>,
+) -> ConsoleResult<Response> {
+    let list = engage(&console)?
+        .get_list(&ListId(id))
+        .await
+        .map_err(engage_error)?;
+    let path = format!("/lists/{}", urlencode(&list.id.0));
+    let data = DeleteData {
+        what: "list",
+        name: list.name,
+        action: format!("{path}/delete"),
+        back: path,
+        error: None,
+    };
+    render_delete(&console, &signed_in, data, StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /lists/{id}/delete`: deletes the list (as `DELETE /api/lists/{id}` does), then to
+/// the lists.
+async fn delete_list(
+    State(console): State<Console>,
+    signed_in: SignedIn,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> ConsoleResult<Response> {
+    signed_in.check_csrf(&form.csrf)?;
+    engage(&console)?
+        .delete_list(&ListId(id))
+        .await
+        .map_err(engage_error)?;
+    Ok(see_other("/lists".into()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segments
 
 #[derive(Serialize)]
 struct SegmentLine {
@@ -212,16 +492,35 @@ struct SegmentLine {
 #[derive(Serialize)]
 struct SegmentsData {
     segments: Vec<SegmentLine>,
+    next_after: Option<String>,
+    first_page: bool,
+}
+
+#[derive(Deserialize)]
+struct AfterParams {
+    after: Option<String>,
 }
 
 async fn segments(
     State(console): State<Console>,
     signed_in: SignedIn,
+    Query(params): Query<AfterParams>,
 ) -> ConsoleResult<Html<String>> {
     let audience = audience(&console)?;
-    let segments = audience.list_segments().await.map_err(audience_error)?;
+    let after = params.after.filter(|a| !a.is_empty());
+    let page = audience
+        .list_segments_page(after.as_deref(), PAGE as usize)
+        .await
+        .map_err(|err| match err {
+            AudienceError::NotFound { .. } => ConsoleError::Invalid {
+                field: "after".into(),
+                message: "not a segment of this listing (was it deleted?)".into(),
+            },
+            other => audience_error(other),
+        })?;
     let data = SegmentsData {
-        segments: segments
+        segments: page
+            .segments
             .into_iter()
             .map(|s| SegmentLine {
                 id: s.id,
@@ -232,11 +531,365 @@ async fn segments(
                 backfill: s.backfill.map(|p| format!("{} of {}", p.done, p.total)),
             })
             .collect(),
+        next_after: page.next,
+        first_page: after.is_none(),
     };
     console
         .inner
         .templates
         .render("lists/segments.html", Page::new(&signed_in, "lists", data))
+}
+
+/// A form's value by name (the first, if repeated); empty when absent.
+fn field<'a>(pairs: &'a [(String, String)], name: &str) -> &'a str {
+    pairs
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+        .unwrap_or("")
+}
+
+/// The choices the builder's selects offer, as (value, label).
+#[derive(Serialize)]
+struct Choices {
+    kinds: &'static [(&'static str, &'static str)],
+    property_ops: Vec<(String, String)>,
+    count_ops: Vec<(&'static str, String)>,
+    timeframes: &'static [(&'static str, &'static str)],
+    units: &'static [&'static str],
+    channels: &'static [&'static str],
+    subscriptions: &'static [(&'static str, &'static str)],
+    metrics: Vec<(String, String)>,
+    groups: Vec<(String, String)>,
+}
+
+impl Choices {
+    /// The first metrics, lists and segments by age (one page each, never a whole table),
+    /// plus whatever the rows already name.
+    async fn load(console: &Console, builder: &Builder) -> ConsoleResult<Choices> {
+        let engage = engage(console)?;
+        let audience = audience(console)?;
+        let mut metrics: Vec<(String, String)> = engage
+            .list_metrics(MetricQuery {
+                page_size: CHOICES,
+                ..MetricQuery::default()
+            })
+            .await
+            .map_err(engage_error)?
+            .items
+            .into_iter()
+            .map(|m| {
+                let label = format!("{} ({})", m.name, m.integration.name);
+                (m.id.0, label)
+            })
+            .collect();
+        let mut groups: Vec<(String, String)> = engage
+            .list_lists(ListQuery {
+                page_size: CHOICES,
+                ..ListQuery::default()
+            })
+            .await
+            .map_err(engage_error)?
+            .items
+            .into_iter()
+            .map(|l| (l.id.0, format!("List: {}", l.name)))
+            .collect();
+        groups.extend(
+            audience
+                .list_segments_page(None, CHOICES as usize)
+                .await
+                .map_err(audience_error)?
+                .segments
+                .into_iter()
+                .map(|s| (s.id, format!("Segment: {}", s.name))),
+        );
+        let rows = || builder.groups.iter().flatten();
+        let known: BTreeSet<String> = metrics.iter().map(|(id, _)| id.clone()).collect();
+        let named: BTreeSet<&String> = rows()
+            .filter(|r| !r.metric.is_empty() && !known.contains(&r.metric))
+            .map(|r| &r.metric)
+            .collect();
+        metrics.extend(named.into_iter().map(|id| (id.clone(), id.clone())));
+        let known: BTreeSet<String> = groups.iter().map(|(id, _)| id.clone()).collect();
+        let named: BTreeSet<&String> = rows()
+            .flat_map(|r| r.groups.iter())
+            .filter(|id| !known.contains(*id))
+            .collect();
+        groups.extend(named.into_iter().map(|id| (id.clone(), id.clone())));
+        Ok(Choices {
+            kinds: builder::KINDS,
+            property_ops: builder::property_ops(),
+            count_ops: builder::count_ops(),
+            timeframes: builder::TIMEFRAMES,
+            units: builder::UNITS,
+            channels: builder::CHANNELS,
+            subscriptions: builder::SUBSCRIPTIONS,
+            metrics,
+            groups,
+        })
+    }
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct PreviewCount {
+    count: u64,
+    evaluated: u64,
+}
+
+/// The builder's form as the person left it.
+struct BuilderState {
+    name: String,
+    builder: Builder,
+    errors: FieldErrors,
+    preview: Option<PreviewCount>,
+    /// The "Edit as JSON" text (on the create page).
+    json: String,
+    json_open: bool,
+}
+
+impl BuilderState {
+    fn fresh(name: String, builder: Builder) -> BuilderState {
+        BuilderState {
+            name,
+            builder,
+            errors: FieldErrors::new(),
+            preview: None,
+            json: String::new(),
+            json_open: false,
+        }
+    }
+}
+
+/// What the builder template gets.
+#[derive(Serialize)]
+struct BuilderData {
+    action: String,
+    name: String,
+    builder: Builder,
+    errors: FieldErrors,
+    preview: Option<PreviewCount>,
+    json: String,
+    json_open: bool,
+    /// The create page has its own "Edit as JSON"; a segment's page has the JSON form.
+    create: bool,
+    choices: Choices,
+}
+
+impl BuilderData {
+    async fn new(
+        console: &Console,
+        action: String,
+        create: bool,
+        state: BuilderState,
+    ) -> ConsoleResult<BuilderData> {
+        let choices = Choices::load(console, &state.builder).await?;
+        Ok(BuilderData {
+            action,
+            name: state.name,
+            builder: state.builder,
+            errors: state.errors,
+            preview: state.preview,
+            json: state.json,
+            json_open: state.json_open,
+            create,
+            choices,
+        })
+    }
+}
+
+/// What a post of the builder's form comes to: the form again (after an edit, a preview or
+/// errors), or a segment to save.
+enum Posted {
+    Again(BuilderState),
+    Save {
+        name: String,
+        definition: Value,
+        state: BuilderState,
+        /// The definition came from the JSON text, not the rows.
+        from_json: bool,
+    },
+}
+
+/// The JSON text as a definition, bounded.
+fn read_definition(text: &str) -> Result<Value, String> {
+    if text.len() > MAX_DEFINITION {
+        return Err(format!("must be at most {MAX_DEFINITION} bytes"));
+    }
+    serde_json::from_str(text).map_err(|err| format!("not JSON: {err}"))
+}
+
+/// Reads a builder form and does what its button (`op`) asks.
+async fn posted(audience: &Audience, pairs: &[(String, String)]) -> Posted {
+    let mut state = BuilderState::fresh(field(pairs, "name").to_owned(), Builder::from_form(pairs));
+    state.json = field(pairs, "definition").to_owned();
+    let op = field(pairs, "op");
+    if let Some(edit) = Edit::parse(op) {
+        state.builder.apply(edit);
+        return Posted::Again(state);
+    }
+    match op {
+        "save" | "json-save" => {
+            let from_json = op == "json-save";
+            let name = checked_name(&state.name).map_err(|e| {
+                state.errors.insert("name".into(), e);
+            });
+            let definition = if from_json {
+                state.json_open = true;
+                read_definition(&state.json).map_err(|e| {
+                    state.errors.insert("definition".into(), e);
+                })
+            } else {
+                state.builder.to_definition().map_err(|errors| {
+                    state.errors.extend(errors);
+                })
+            };
+            match (name, definition) {
+                (Ok(name), Ok(definition)) => Posted::Save {
+                    name,
+                    definition,
+                    state,
+                    from_json,
+                },
+                _ => Posted::Again(state),
+            }
+        }
+        "json-load" => {
+            state.json_open = true;
+            match read_definition(&state.json) {
+                Ok(definition) => state.builder = Builder::from_definition(&definition),
+                Err(e) => {
+                    state.errors.insert("definition".into(), e);
+                }
+            }
+            Posted::Again(state)
+        }
+        // "preview", or Enter in a field.
+        _ => {
+            match count(audience, &state.builder).await {
+                Ok(preview) => state.preview = Some(preview),
+                Err(errors) => state.errors = errors,
+            }
+            Posted::Again(state)
+        }
+    }
+}
+
+/// The preview count of the rows' definition, or the errors by field.
+async fn count(audience: &Audience, builder: &Builder) -> Result<PreviewCount, FieldErrors> {
+    let definition = builder.to_definition()?;
+    match audience.preview(&definition).await {
+        Ok(p) => Ok(PreviewCount {
+            count: p.profile_count,
+            evaluated: p.profiles_evaluated,
+        }),
+        Err(AudienceError::Invalid(problems)) => Err(builder.field_errors(&problems)),
+        Err(other) => Err(FieldErrors::from([(
+            "definition".to_owned(),
+            other.to_string(),
+        )])),
+    }
+}
+
+/// A refused save as errors at the fields (or the error page for a failure of the engine).
+fn save_errors(err: AudienceError, state: &BuilderState, from_json: bool) -> ConsoleResult<FieldErrors> {
+    match err {
+        AudienceError::Invalid(problems) if !from_json => Ok(state.builder.field_errors(&problems)),
+        AudienceError::Invalid(problems) => Ok(FieldErrors::from([(
+            "definition".to_owned(),
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )])),
+        AudienceError::Conflict { reason } => Ok(FieldErrors::from([("definition".into(), reason)])),
+        other => Err(audience_error(other)),
+    }
+}
+
+fn status_of(state: &BuilderState) -> StatusCode {
+    if state.errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    }
+}
+
+async fn render_new_segment(
+    console: &Console,
+    signed_in: &SignedIn,
+    state: BuilderState,
+) -> ConsoleResult<Response> {
+    let status = status_of(&state);
+    let form = BuilderData::new(console, "/segments/new".into(), true, state).await?;
+    let page = console.inner.templates.render(
+        "lists/segment_new.html",
+        Page::new(signed_in, "lists", json!({ "form": form })),
+    )?;
+    Ok((status, page).into_response())
+}
+
+/// `GET /segments/new`: a name and the builder with one condition.
+async fn new_segment(
+    State(console): State<Console>,
+    signed_in: SignedIn,
+) -> ConsoleResult<Response> {
+    let state = BuilderState::fresh(String::new(), Builder::default());
+    render_new_segment(&console, &signed_in, state).await
+}
+
+/// `POST /segments/new`: the builder's buttons; **Create segment** creates it (as
+/// `POST /api/segments` does) and goes to its page.
+async fn create_segment(
+    State(console): State<Console>,
+    signed_in: SignedIn,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> ConsoleResult<Response> {
+    signed_in.check_csrf(field(&pairs, "csrf"))?;
+    let audience = audience(&console)?;
+    let state = match posted(audience, &pairs).await {
+        Posted::Again(state) => state,
+        Posted::Save {
+            name,
+            definition,
+            mut state,
+            from_json,
+        } => {
+            let input = SegmentInput {
+                name,
+                definition,
+                is_starred: false,
+            };
+            match audience.create_segment(input).await {
+                Ok(segment) => {
+                    return Ok(see_other(format!("/segments/{}", urlencode(&segment.id))))
+                }
+                Err(err) => state.errors = save_errors(err, &state, from_json)?,
+            }
+            state
+        }
+    };
+    render_new_segment(&console, &signed_in, state).await
+}
+
+/// `POST /segments/preview`: the live count for a builder form, as JSON
+/// (`{"count","evaluated"}`, or `{"errors":{field: message}}` with 400).
+async fn live_preview(
+    State(console): State<Console>,
+    signed_in: SignedIn,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> ConsoleResult<Response> {
+    signed_in.check_csrf(field(&pairs, "csrf"))?;
+    let audience = audience(&console)?;
+    let builder = Builder::from_form(&pairs);
+    Ok(match count(audience, &builder).await {
+        Ok(preview) => Json(json!({
+            "count": preview.count,
+            "evaluated": preview.evaluated,
+        }))
+        .into_response(),
+        Err(errors) => (StatusCode::BAD_REQUEST, Json(json!({ "errors": errors }))).into_response(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -257,27 +910,32 @@ struct SegmentData {
     version: i64,
     backfill: Option<String>,
     profile_count: u64,
-    /// The definition in the editor: the saved one, or the one just previewed.
+    /// The definition in the JSON editor: the saved one, or the one just previewed.
     definition: String,
+    /// The JSON editor is open (a JSON draft was just previewed or refused).
+    json_open: bool,
     preview: Option<u64>,
     evaluated: Option<u64>,
-    errors: Vec<String>,
+    json_errors: Vec<String>,
+    form: BuilderData,
     members: Vec<SegmentMember>,
     next_after: Option<i64>,
     first_page: bool,
 }
 
-/// A definition edited in the form, and the outcome of previewing or saving it: the preview
+/// A definition edited as JSON, and the outcome of previewing or saving it: the preview
 /// count and the profiles evaluated, or the errors to show.
 type Draft = (String, Result<(u64, u64), Vec<String>>);
 
-/// The segment's page; `draft` and its outcome replace the saved definition in the editor.
+/// The segment's page; `draft` and its outcome replace the saved definition in the JSON
+/// editor, `state` the saved one in the builder.
 async fn segment_page(
     console: &Console,
     signed_in: &SignedIn,
     id: &str,
     after: Option<i64>,
     draft: Option<Draft>,
+    state: Option<BuilderState>,
 ) -> ConsoleResult<Html<String>> {
     let audience = audience(console)?;
     let segment = audience.get_segment(id).await.map_err(audience_error)?;
@@ -289,7 +947,8 @@ async fn segment_page(
         .members(&segment.id, after, PAGE as usize)
         .await
         .map_err(audience_error)?;
-    let (definition, preview, evaluated, errors) = match draft {
+    let json_open = draft.is_some();
+    let (definition, preview, evaluated, json_errors) = match draft {
         Some((text, Ok((count, evaluated)))) => (text, Some(count), Some(evaluated), Vec::new()),
         Some((text, Err(errors))) => (text, None, None, errors),
         None => (
@@ -299,6 +958,14 @@ async fn segment_page(
             Vec::new(),
         ),
     };
+    let state = state.unwrap_or_else(|| {
+        BuilderState::fresh(
+            segment.name.clone(),
+            Builder::from_definition(&segment.definition),
+        )
+    });
+    let action = format!("/segments/{}/builder", urlencode(&segment.id));
+    let form = BuilderData::new(console, action, false, state).await?;
     let data = SegmentData {
         id: segment.id,
         name: segment.name,
@@ -308,9 +975,11 @@ async fn segment_page(
             .map(|p| format!("{} of {}", p.done, p.total)),
         profile_count,
         definition,
+        json_open,
         preview,
         evaluated,
-        errors,
+        json_errors,
+        form,
         members: page
             .members
             .into_iter()
@@ -341,7 +1010,49 @@ async fn segment(
             message: "not a position in this listing".into(),
         })?),
     };
-    segment_page(&console, &signed_in, &id, after, None).await
+    segment_page(&console, &signed_in, &id, after, None, None).await
+}
+
+/// `POST /segments/{id}/builder`: the builder's buttons on a segment's page; **Save segment**
+/// renames it and saves the definition (a new version when it changed, backfilled), as
+/// `PATCH /api/segments/{id}` does.
+async fn edit_segment(
+    State(console): State<Console>,
+    signed_in: SignedIn,
+    Path(id): Path<String>,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> ConsoleResult<Response> {
+    signed_in.check_csrf(field(&pairs, "csrf"))?;
+    let audience = audience(&console)?;
+    let state = match posted(audience, &pairs).await {
+        Posted::Again(state) => state,
+        Posted::Save {
+            name,
+            definition,
+            mut state,
+            from_json,
+        } => {
+            let current = audience.get_segment(&id).await.map_err(audience_error)?;
+            let patch = SegmentPatch {
+                name: (name != current.name).then_some(name),
+                definition: (definition != current.definition).then_some(definition),
+                ..SegmentPatch::default()
+            };
+            if patch == SegmentPatch::default() {
+                return Ok(see_other(format!("/segments/{}", urlencode(&current.id))));
+            }
+            match audience.update_segment(&id, patch).await {
+                Ok(segment) => {
+                    return Ok(see_other(format!("/segments/{}", urlencode(&segment.id))))
+                }
+                Err(err) => state.errors = save_errors(err, &state, from_json)?,
+            }
+            state
+        }
+    };
+    let status = status_of(&state);
+    let page = segment_page(&console, &signed_in, &id, None, None, Some(state)).await?;
+    Ok((status, page).into_response())
 }
 
 #[derive(Deserialize)]
@@ -352,16 +1063,6 @@ struct DefinitionForm {
     definition: String,
 }
 
-/// The form's definition as JSON, or the errors to show.
-fn read_definition(text: &str) -> Result<Value, Vec<String>> {
-    if text.len() > MAX_DEFINITION {
-        return Err(vec![format!(
-            "definition: must be at most {MAX_DEFINITION} bytes"
-        )]);
-    }
-    serde_json::from_str(text).map_err(|err| vec![format!("definition: not JSON: {err}")])
-}
-
 fn definition_errors(err: AudienceError) -> Result<Vec<String>, ConsoleError> {
     match err {
         AudienceError::Invalid(errors) => Ok(errors.iter().map(ToString::to_string).collect()),
@@ -370,8 +1071,13 @@ fn definition_errors(err: AudienceError) -> Result<Vec<String>, ConsoleError> {
     }
 }
 
-/// `POST /segments/{id}/preview`: how many profiles the edited definition would hold now,
-/// shown on the segment's page with the draft still in the editor. Nothing is saved.
+/// The JSON editor's text as a definition, or the errors to show.
+fn json_draft(text: &str) -> Result<Value, Vec<String>> {
+    read_definition(text).map_err(|e| vec![format!("definition: {e}")])
+}
+
+/// `POST /segments/{id}/preview`: how many profiles the definition edited as JSON would hold
+/// now, shown on the segment's page with the draft still in the editor. Nothing is saved.
 async fn preview(
     State(console): State<Console>,
     signed_in: SignedIn,
@@ -380,7 +1086,7 @@ async fn preview(
 ) -> ConsoleResult<Response> {
     signed_in.check_csrf(&form.csrf)?;
     let audience = audience(&console)?;
-    let outcome = match read_definition(&form.definition) {
+    let outcome = match json_draft(&form.definition) {
         Err(errors) => Err(errors),
         Ok(definition) => match audience.preview(&definition).await {
             Ok(p) => Ok((p.profile_count, p.profiles_evaluated)),
@@ -392,19 +1098,13 @@ async fn preview(
     } else {
         StatusCode::BAD_REQUEST
     };
-    let page = segment_page(
-        &console,
-        &signed_in,
-        &id,
-        None,
-        Some((form.definition, outcome)),
-    )
-    .await?;
+    let draft = Some((form.definition, outcome));
+    let page = segment_page(&console, &signed_in, &id, None, draft, None).await?;
     Ok((status, page).into_response())
 }
 
-/// `POST /segments/{id}/definition`: saves the edited definition (a new version, backfilled),
-/// then back to the segment's page.
+/// `POST /segments/{id}/definition`: saves the definition edited as JSON (a new version,
+/// backfilled), then back to the segment's page.
 async fn save_definition(
     State(console): State<Console>,
     signed_in: SignedIn,
@@ -413,7 +1113,7 @@ async fn save_definition(
 ) -> ConsoleResult<Response> {
     signed_in.check_csrf(&form.csrf)?;
     let audience = audience(&console)?;
-    let errors = match read_definition(&form.definition) {
+    let errors = match json_draft(&form.definition) {
         Err(errors) => errors,
         Ok(definition) => {
             let patch = SegmentPatch {
@@ -422,22 +1122,64 @@ async fn save_definition(
             };
             match audience.update_segment(&id, patch).await {
                 Ok(segment) => {
-                    let to = format!("/segments/{}", urlencode(&segment.id));
-                    return Ok(Redirect::to(&to).into_response());
+                    return Ok(see_other(format!("/segments/{}", urlencode(&segment.id))))
                 }
                 Err(err) => definition_errors(err)?,
             }
         }
     };
-    let page = segment_page(
-        &console,
-        &signed_in,
-        &id,
-        None,
-        Some((form.definition, Err(errors))),
-    )
-    .await?;
+    let draft = Some((form.definition, Err(errors)));
+    let page = segment_page(&console, &signed_in, &id, None, draft, None).await?;
     Ok((StatusCode::BAD_REQUEST, page).into_response())
+}
+
+/// `GET /segments/{id}/delete`: asks before deleting.
+async fn confirm_delete_segment(
+    State(console): State<Console>,
+    signed_in: SignedIn,
+    Path(id): Path<String>,
+) -> ConsoleResult<Response> {
+    let segment = audience(&console)?
+        .get_segment(&id)
+        .await
+        .map_err(audience_error)?;
+    let path = format!("/segments/{}", urlencode(&segment.id));
+    let data = DeleteData {
+        what: "segment",
+        name: segment.name,
+        action: format!("{path}/delete"),
+        back: path,
+        error: None,
+    };
+    render_delete(&console, &signed_in, data, StatusCode::OK)
+}
+
+/// `POST /segments/{id}/delete`: deletes the segment (as `DELETE /api/segments/{id}` does),
+/// then to the segments; a segment other segments read is kept, and the page says why.
+async fn delete_segment(
+    State(console): State<Console>,
+    signed_in: SignedIn,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> ConsoleResult<Response> {
+    signed_in.check_csrf(&form.csrf)?;
+    let audience = audience(&console)?;
+    match audience.delete_segment(&id).await {
+        Ok(()) => Ok(see_other("/segments".into())),
+        Err(AudienceError::Conflict { reason }) => {
+            let segment = audience.get_segment(&id).await.map_err(audience_error)?;
+            let path = format!("/segments/{}", urlencode(&segment.id));
+            let data = DeleteData {
+                what: "segment",
+                name: segment.name,
+                action: format!("{path}/delete"),
+                back: path,
+                error: Some(reason),
+            };
+            render_delete(&console, &signed_in, data, StatusCode::CONFLICT)
+        }
+        Err(err) => Err(audience_error(err)),
+    }
 }
 
 fn urlencode(text: &str) -> String {
@@ -459,12 +1201,21 @@ mod tests {
 
     #[test]
     fn a_definition_must_be_json_and_bounded() {
-        assert!(read_definition("{\"condition_groups\": []}").is_ok());
-        let errors = read_definition("{").expect_err("not json");
+        assert!(json_draft("{\"condition_groups\": []}").is_ok());
+        let errors = json_draft("{").expect_err("not json");
         assert!(errors[0].starts_with("definition: not JSON"));
         let huge = format!("\"{}\"", "x".repeat(MAX_DEFINITION));
-        let errors = read_definition(&huge).expect_err("too long");
+        let errors = json_draft(&huge).expect_err("too long");
         assert!(errors[0].contains("at most"));
+    }
+
+    #[test]
+    fn names_are_required_and_bounded() {
+        assert_eq!(checked_name("  VIP "), Ok("VIP".into()));
+        assert_eq!(checked_name(" "), Err("is required".into()));
+        assert!(checked_name(&"x".repeat(MAX_NAME + 1))
+            .expect_err("too long")
+            .contains("at most 255"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod consent;
 mod console_account;
 mod console_analytics;
 mod console_connections;
+mod console_lists;
 mod decode_properties;
 mod dedupe;
 mod destinations;
