@@ -93,7 +93,10 @@ pub(crate) fn routes() -> axum::Router<Console> {
         .route("/lists/new", get(new_list).post(create_list))
         .route("/lists/{id}", get(list))
         .route("/lists/{id}/settings", post(list_settings))
-        .route("/lists/{id}/delete", get(confirm_delete_list).post(delete_list))
+        .route(
+            "/lists/{id}/delete",
+            get(confirm_delete_list).post(delete_list),
+        )
         .route("/segments", get(segments))
         .route("/segments/new", get(new_segment).post(create_segment))
         .route("/segments/preview", post(live_preview))
@@ -249,13 +252,10 @@ fn render_new_list(
     fields: ListFields,
     status: StatusCode,
 ) -> ConsoleResult<Response> {
-    let page = console
-        .inner
-        .templates
-        .render(
-            "lists/new.html",
-            Page::new(signed_in, "lists", json!({ "settings": fields })),
-        )?;
+    let page = console.inner.templates.render(
+        "lists/new.html",
+        Page::new(signed_in, "lists", json!({ "settings": fields })),
+    )?;
     Ok((status, page).into_response())
 }
 
@@ -395,7 +395,10 @@ async fn list_settings(
         Err(errors) => errors,
         Ok((name, opt_in)) => {
             let list_id = ListId(id.clone());
-            match engage.update_list(&list_id, Some(&name), Some(opt_in)).await {
+            match engage
+                .update_list(&list_id, Some(&name), Some(opt_in))
+                .await
+            {
                 Ok(list) => return Ok(see_other(format!("/lists/{}", urlencode(&list.id.0)))),
                 Err(err) => list_errors(err)?,
             }
@@ -791,7 +794,11 @@ async fn count(audience: &Audience, builder: &Builder) -> Result<PreviewCount, F
 }
 
 /// A refused save as errors at the fields (or the error page for a failure of the engine).
-fn save_errors(err: AudienceError, state: &BuilderState, from_json: bool) -> ConsoleResult<FieldErrors> {
+fn save_errors(
+    err: AudienceError,
+    state: &BuilderState,
+    from_json: bool,
+) -> ConsoleResult<FieldErrors> {
     match err {
         AudienceError::Invalid(problems) if !from_json => Ok(state.builder.field_errors(&problems)),
         AudienceError::Invalid(problems) => Ok(FieldErrors::from([(
@@ -802,7 +809,9 @@ fn save_errors(err: AudienceError, state: &BuilderState, from_json: bool) -> Con
                 .collect::<Vec<_>>()
                 .join("; "),
         )])),
-        AudienceError::Conflict { reason } => Ok(FieldErrors::from([("definition".into(), reason)])),
+        AudienceError::Conflict { reason } => {
+            Ok(FieldErrors::from([("definition".into(), reason)]))
+        }
         other => Err(audience_error(other)),
     }
 }

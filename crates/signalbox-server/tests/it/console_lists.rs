@@ -277,7 +277,10 @@ async fn a_list_is_created_with_its_opt_in_process_renamed_and_deleted() {
     assert_eq!(newsletter.opt_in_process, OptInProcess::SingleOptIn);
     let (status, html) = app.page(&location).await;
     assert_eq!(status, StatusCode::OK, "{html}");
-    assert!(html.contains("Single opt-in: people join at once"), "{html}");
+    assert!(
+        html.contains("Single opt-in: people join at once"),
+        "{html}"
+    );
 
     // Double opt-in.
     let (status, location, _) = app
@@ -309,12 +312,13 @@ async fn a_list_is_created_with_its_opt_in_process_renamed_and_deleted() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
     assert!(
-        html.contains(
-            "<p class=\"error\" role=\"alert\" id=\"f-list-name-error\">is required</p>"
-        ),
+        html.contains("<p class=\"error\" role=\"alert\" id=\"f-list-name-error\">is required</p>"),
         "{html}"
     );
-    assert!(html.contains("aria-describedby=\"f-list-name-error\""), "{html}");
+    assert!(
+        html.contains("aria-describedby=\"f-list-name-error\""),
+        "{html}"
+    );
     assert!(
         html.contains("role=\"alert\" id=\"f-opt-in-error\">choose single or double opt-in"),
         "{html}"
@@ -360,9 +364,16 @@ async fn a_list_is_created_with_its_opt_in_process_renamed_and_deleted() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(html.contains("id=\"f-list-name-error\">is required"), "{html}");
+    assert!(
+        html.contains("id=\"f-list-name-error\">is required"),
+        "{html}"
+    );
     assert_eq!(
-        app.engage.get_list(&newsletter.id).await.expect("list").name,
+        app.engage
+            .get_list(&newsletter.id)
+            .await
+            .expect("list")
+            .name,
         "Weekly news"
     );
 
@@ -567,13 +578,22 @@ async fn a_segment_built_from_two_groups_previews_its_count_and_saves() {
     assert!(html.contains("2 profiles ·"), "{html}");
     for email in ["ada@example.com", "cleo@example.com"] {
         let id = app.profile_id(email).await;
-        assert!(html.contains(&format!("href=\"/profiles/{}\"", id.0)), "{html}");
+        assert!(
+            html.contains(&format!("href=\"/profiles/{}\"", id.0)),
+            "{html}"
+        );
     }
     let bob = app.profile_id("bob@example.com").await;
     assert!(!html.contains(&format!("href=\"/profiles/{}\"", bob.0)));
     // The builder shows the saved definition as fields.
-    assert!(html.contains("name=\"g0.c1.value\" value=\"basic\""), "{html}");
-    assert!(html.contains("name=\"g1.c0.quantity\" value=\"30\""), "{html}");
+    assert!(
+        html.contains("name=\"g0.c1.value\" value=\"basic\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("name=\"g1.c0.quantity\" value=\"30\""),
+        "{html}"
+    );
     assert!(
         html.contains("<option value=\"greater-than-or-equal\" selected>"),
         "{html}"
