@@ -935,3 +935,51 @@ async fn the_segments_index_pages_by_fifty() {
     assert!(html.contains("after:"), "{html}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_segment_another_segment_reads_is_kept_with_the_reason() {
+    let app = ConsoleApp::spawn().await;
+    let base = app
+        .audience
+        .create_segment(SegmentInput {
+            name: "Base".into(),
+            definition: json!({"condition_groups": [{"conditions": [{"type": "profile-property",
+                "property": "email", "filter": {"type": "existence", "operator": "is-set"}}]}]}),
+            is_starred: false,
+        })
+        .await
+        .expect("a segment");
+    app.audience
+        .create_segment(SegmentInput {
+            name: "Reader".into(),
+            definition: json!({"condition_groups": [{"conditions": [
+                {"type": "profile-group-membership", "is_member": true, "group_ids": [base.id]}]}]}),
+            is_starred: false,
+        })
+        .await
+        .expect("a segment reading the first");
+    let delete = format!("/segments/{}/delete", base.id);
+    let (status, _, html) = app.form(&delete, &[("csrf", CSRF)]).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{html}");
+    assert!(
+        html.contains("<p role=\"alert\" class=\"error\">"),
+        "{html}"
+    );
+    app.audience.get_segment(&base.id).await.expect("kept");
+    // The reader's builder offers the segment it reads, chosen.
+    let reader = app
+        .audience
+        .segment_by_name("Reader")
+        .await
+        .expect("read")
+        .expect("there");
+    let (_, html) = app.page(&format!("/segments/{}", reader.id)).await;
+    assert!(
+        html.contains(&format!(
+            "<option value=\"{}\" selected>Segment: Base</option>",
+            base.id
+        )),
+        "{html}"
+    );
+    app.stop().await;
+}
