@@ -179,10 +179,12 @@ impl Builder {
             let Some((group, condition, field)) = row_field(key) else {
                 continue;
             };
-            let row = rows.entry((group, condition)).or_insert_with(|| Row {
-                groups: Vec::new(),
-                ..Row::default()
-            });
+            // One row past the limit is kept, so the definition's check names the limit; a
+            // form with thousands of rows costs no more than that.
+            if rows.len() > MAX_CONDITIONS && !rows.contains_key(&(group, condition)) {
+                continue;
+            }
+            let row = rows.entry((group, condition)).or_default();
             let value = value.clone();
             match field {
                 "kind" => row.kind = value,
@@ -690,6 +692,21 @@ mod tests {
         ]));
         let errors = builder.to_definition().expect_err("bad operator");
         assert!(errors.contains_key("g0.c0.count_op"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_form_holds_at_most_one_row_past_the_limit() {
+        let mut fields = Vec::new();
+        for g in 0..MAX_CONDITIONS {
+            for c in 0..10 {
+                fields.push((format!("g{g}.c{c}.kind"), "property".to_owned()));
+            }
+        }
+        let builder = Builder::from_form(&fields);
+        let rows: usize = builder.groups.iter().map(Vec::len).sum();
+        assert_eq!(rows, MAX_CONDITIONS + 1);
+        let errors = builder.to_definition().expect_err("too many");
+        assert!(errors["definition"].contains("at most 100"), "{errors:?}");
     }
 
     #[test]
