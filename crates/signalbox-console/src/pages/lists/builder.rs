@@ -103,6 +103,8 @@ pub(crate) struct Row {
     pub can_receive: String,
     pub subscription: String,
     pub json: String,
+    /// The kind the row had when the form was drawn (a hidden field).
+    pub was: String,
 }
 
 impl Default for Row {
@@ -125,6 +127,7 @@ impl Default for Row {
             can_receive: "true".into(),
             subscription: "subscribed".into(),
             json: String::new(),
+            was: "property".into(),
         }
     }
 }
@@ -204,8 +207,22 @@ impl Builder {
                 "can_receive" => row.can_receive = value,
                 "subscription" => row.subscription = value,
                 "json" => row.json = value,
+                "was" => row.was = value,
                 _ => {}
             }
+        }
+        // A row just switched to JSON starts from what its fields said.
+        for row in rows.values_mut() {
+            if row.kind == "json" && row.json.trim().is_empty() && row.was != "json" {
+                let typed = Row {
+                    kind: row.was.clone(),
+                    ..row.clone()
+                };
+                if let Ok(condition) = condition_of(&typed) {
+                    row.json = serde_json::to_string_pretty(&condition).unwrap_or_default();
+                }
+            }
+            row.was = row.kind.clone();
         }
         let mut groups: BTreeMap<usize, Vec<Row>> = BTreeMap::new();
         for ((group, _), row) in rows {
@@ -384,6 +401,7 @@ fn row_of(condition: &Value) -> Row {
     Row {
         kind: "json".into(),
         json: serde_json::to_string_pretty(condition).unwrap_or_default(),
+        was: "json".into(),
         ..Row::default()
     }
 }
@@ -444,6 +462,7 @@ fn typed_row(condition: &Value) -> Option<Row> {
         }
         _ => return None,
     }
+    row.was = row.kind.clone();
     Some(row)
 }
 
@@ -707,6 +726,24 @@ mod tests {
         assert_eq!(rows, MAX_CONDITIONS + 1);
         let errors = builder.to_definition().expect_err("too many");
         assert!(errors["definition"].contains("at most 100"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_row_switched_to_json_starts_from_its_fields() {
+        let builder = Builder::from_form(&pairs(&[
+            ("g0.c0.kind", "json"),
+            ("g0.c0.was", "property"),
+            ("g0.c0.property", "Plan"),
+            ("g0.c0.op", "existence:is-set"),
+        ]));
+        let row = &builder.groups[0][0];
+        assert_eq!(row.was, "json");
+        let condition: Value = serde_json::from_str(&row.json).expect("json");
+        assert_eq!(
+            condition,
+            json!({"type": "profile-property", "property": "properties['Plan']",
+                "filter": {"type": "existence", "operator": "is-set"}})
+        );
     }
 
     #[test]
