@@ -234,6 +234,37 @@ impl Audience {
         self.read(|conn| segment_rows(conn, "", params![])).await
     }
 
+    /// A page of segments, oldest first: at most `limit` after the segment `after` (an id;
+    /// unknown: [`AudienceError::NotFound`]). `next` is the id to continue after, if more
+    /// follow. Reads only the page, not the whole table.
+    pub async fn list_segments_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> AudienceResult<SegmentPage> {
+        let after = after.map(str::to_owned);
+        let limit = limit.max(1);
+        self.read(move |conn| {
+            let after_pk: i64 = match &after {
+                None => 0,
+                Some(id) => segment_pk(conn, id)?,
+            };
+            let mut segments = segment_rows(
+                conn,
+                &format!("WHERE pk > ?1 ORDER BY pk LIMIT {}", limit + 1),
+                params![after_pk],
+            )?;
+            let next = if segments.len() > limit {
+                segments.truncate(limit);
+                segments.last().map(|s| s.id.clone())
+            } else {
+                None
+            };
+            Ok(SegmentPage { segments, next })
+        })
+        .await
+    }
+
     /// The oldest segment with this name.
     pub async fn segment_by_name(&self, name: &str) -> AudienceResult<Option<Segment>> {
         let name = name.to_owned();
@@ -489,10 +520,15 @@ fn segment_rows(
     filter: &str,
     args: impl rusqlite::Params,
 ) -> AudienceResult<Vec<Segment>> {
+    let order = if filter.contains("ORDER BY") {
+        ""
+    } else {
+        "ORDER BY pk"
+    };
     let mut stmt = conn.prepare(&format!(
         "SELECT id, name, definition, version, is_starred, created_us, updated_us,
                 backfill_after_pk, backfill_done, backfill_total
-         FROM segments {filter} ORDER BY pk"
+         FROM segments {filter} {order}"
     ))?;
     let rows = stmt
         .query_map(args, |r| {

@@ -32,6 +32,13 @@ pub struct Progress {
     pub total: u64,
 }
 
+/// A page of segments, oldest first; `next` is the id to continue after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentPage {
+    pub segments: Vec<Segment>,
+    pub next: Option<String>,
+}
+
 /// A new segment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SegmentInput {

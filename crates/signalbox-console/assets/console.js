@@ -75,3 +75,51 @@ document.addEventListener("input", (event) => {
   });
   window.addEventListener("pagehide", () => source.close());
 })();
+// Lists & Segments: the segment builder's live preview count. As the person edits, the form
+// is posted (debounced) to the preview endpoint and the count written into the builder's
+// aria-live element. Changing a condition's kind re-renders the form with that kind's fields,
+// as the "Show its fields" button does without JavaScript.
+(() => {
+  const form = document.querySelector("form[data-builder]");
+  if (!form || !window.fetch) return;
+  const out = form.querySelector("[data-preview]");
+  const url = form.getAttribute("data-preview-url");
+  if (!out || !url) return;
+  for (const button of form.querySelectorAll("[data-refresh]")) button.hidden = true;
+  const where = (key) => key.replace(/^g(\d+)\.c(\d+)\.(\w+)$/,
+    (_, g, c, field) => "group " + (Number(g) + 1) + ", condition " + (Number(c) + 1) + ", " + field.replace("_", " "));
+  let timer = null;
+  let latest = 0;
+  const update = () => {
+    const mine = ++latest;
+    const body = new URLSearchParams(new FormData(form));
+    body.delete("op");
+    fetch(url, { method: "POST", body, credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then((response) => response.json().then((data) => ({ ok: response.ok, data })))
+      .then(({ ok, data }) => {
+        if (mine !== latest) return;
+        if (ok) {
+          const n = data.evaluated;
+          out.textContent = "Preview: " + data.count + " of " + n + " profile" + (n === 1 ? "" : "s") + " would be in this segment now.";
+        } else {
+          const first = Object.entries(data.errors || {})[0];
+          out.textContent = first ? "Not counted: " + where(first[0]) + ": " + first[1] : "Not counted.";
+        }
+      })
+      .catch(() => {});
+  };
+  const schedule = () => {
+    clearTimeout(timer);
+    timer = setTimeout(update, 400);
+  };
+  form.addEventListener("input", schedule);
+  form.addEventListener("change", (event) => {
+    if (!event.target.matches("[data-kind]")) return schedule();
+    const op = document.createElement("input");
+    op.type = "hidden";
+    op.name = "op";
+    op.value = "refresh";
+    form.append(op);
+    form.submit();
+  });
+})();

@@ -214,3 +214,36 @@ async fn a_merge_moves_membership_to_the_surviving_profile() {
         "{changes:?}"
     );
 }
+
+#[tokio::test]
+async fn segments_are_listed_a_page_at_a_time_oldest_first() {
+    let app = TestApp::start().await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let definition = one(json!({"type": "profile-property", "property": "email",
+            "filter": {"type": "string", "operator": "ends-with", "value": format!("@{n}.test")}}));
+        ids.push(app.segment(&format!("s{n}"), definition).await.id);
+    }
+    let first = app.audience.list_segments_page(None, 2).await.unwrap();
+    let names: Vec<&str> = first.segments.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["s0", "s1"]);
+    assert_eq!(first.next.as_deref(), Some(ids[1].as_str()));
+    let second = app
+        .audience
+        .list_segments_page(first.next.as_deref(), 2)
+        .await
+        .unwrap();
+    assert_eq!(second.segments[0].id, ids[2]);
+    let last = app
+        .audience
+        .list_segments_page(Some(&ids[3]), 2)
+        .await
+        .unwrap();
+    assert_eq!(last.segments.len(), 1);
+    assert_eq!(last.segments[0].id, ids[4]);
+    assert_eq!(last.next, None, "nothing follows the last page");
+    assert!(matches!(
+        app.audience.list_segments_page(Some("gone"), 2).await,
+        Err(AudienceError::NotFound { .. })
+    ));
+}

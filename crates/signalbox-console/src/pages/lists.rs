@@ -1,11 +1,23 @@
 //! Lists & Segments: lists with their members and double opt-in state (`/lists`,
-//! `/lists/{id}`), segments with their members and a definition editor with a live preview
-//! count (`/segments`, `/segments/{id}`).
+//! `/lists/{id}`; created, renamed and deleted here), segments with their members and a
+//! builder for their conditions with a live preview count (`/segments`, `/segments/new`,
+//! `/segments/{id}`).
 //!
 //! Reads: `Engage::list_lists`, `Engage::get_list`, `Engage::list_members` (a page, members or
-//! those waiting to confirm), `Audience::list_segments`, `Audience::get_segment`,
-//! `Audience::profile_count`, `Audience::members` (a page). Writes: `Audience::preview` (a dry
-//! run, nothing saved) and `Audience::update_segment` (a new definition version).
+//! those waiting to confirm), `Engage::list_metrics` (the builder's metric choices),
+//! `Audience::list_segments_page`, `Audience::get_segment`, `Audience::profile_count`,
+//! `Audience::members` (a page). Writes, the calls the Klaviyo-compatible API makes:
+//! `Engage::create_list`, `Engage::update_list`, `Engage::delete_list`,
+//! `Audience::create_segment`, `Audience::update_segment`, `Audience::delete_segment`; and
+//! `Audience::preview` (a dry run, nothing saved).
+//!
+//! Layout: this file has the routes, the lists' pages and what both halves share;
+//! `segments.rs` the segments' pages; `builder.rs` turns the builder's form fields into a
+//! definition and back. The builder's buttons post the whole form, so it works without
+//! JavaScript; the script's live count posts the same form to `/segments/preview`.
+
+mod builder;
+mod segments;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -13,12 +25,12 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Form;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use signalbox_audience::{Audience, AudienceError, SegmentPatch};
-use signalbox_engage::{ListId, ListQuery, MemberQuery, MemberStatus, OptInProcess};
+use serde_json::json;
+use signalbox_audience::Audience;
+use signalbox_engage::{EngageError, ListId, ListQuery, MemberQuery, MemberStatus, OptInProcess};
 
+use self::builder::FieldErrors;
 use super::metrics::{engage, engage_error};
-use super::profiles::audience_error;
 use crate::auth::SignedIn;
 use crate::error::{ConsoleError, ConsoleResult};
 use crate::pages::Page;
@@ -30,32 +42,72 @@ pub(crate) const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/lists/index.html"),
     ),
     (
+        "lists/new.html",
+        include_str!("../../templates/lists/new.html"),
+    ),
+    (
         "lists/list.html",
         include_str!("../../templates/lists/list.html"),
+    ),
+    (
+        "lists/list_fields.html",
+        include_str!("../../templates/lists/list_fields.html"),
+    ),
+    (
+        "lists/delete.html",
+        include_str!("../../templates/lists/delete.html"),
     ),
     (
         "lists/segments.html",
         include_str!("../../templates/lists/segments.html"),
     ),
     (
+        "lists/segment_new.html",
+        include_str!("../../templates/lists/segment_new.html"),
+    ),
+    (
         "lists/segment.html",
         include_str!("../../templates/lists/segment.html"),
     ),
+    (
+        "lists/builder.html",
+        include_str!("../../templates/lists/builder.html"),
+    ),
 ];
 
-/// Lists per page, and members per page of a list or segment.
+/// Lists or segments per page, and members per page of a list or segment.
 const PAGE: u32 = 50;
+/// How many metrics, lists and segments the builder offers to pick from.
+const CHOICES: u32 = 200;
 /// The longest definition the editor takes.
 const MAX_DEFINITION: usize = 64 * 1024;
+/// The longest name of a list or segment.
+const MAX_NAME: usize = 255;
 
 pub(crate) fn routes() -> axum::Router<Console> {
     axum::Router::new()
         .route("/lists", get(index))
+        .route("/lists/new", get(new_list).post(create_list))
         .route("/lists/{id}", get(list))
-        .route("/segments", get(segments))
-        .route("/segments/{id}", get(segment))
-        .route("/segments/{id}/preview", post(preview))
-        .route("/segments/{id}/definition", post(save_definition))
+        .route("/lists/{id}/settings", post(list_settings))
+        .route(
+            "/lists/{id}/delete",
+            get(confirm_delete_list).post(delete_list),
+        )
+        .route("/segments", get(segments::segments))
+        .route(
+            "/segments/new",
+            get(segments::new_segment).post(segments::create_segment),
+        )
+        .route("/segments/preview", post(segments::live_preview))
+        .route("/segments/{id}", get(segments::segment))
+        .route("/segments/{id}/builder", post(segments::edit_segment))
+        .route("/segments/{id}/preview", post(segments::preview))
+        .route("/segments/{id}/definition", post(segments::save_definition))
+        .route(
+            "/segments/{id}/delete",
+            get(segments::confirm_delete_segment).post(segments::delete_segment),
+        )
 }
 
 fn audience(console: &Console) -> ConsoleResult<&Audience> {
@@ -65,6 +117,29 @@ fn audience(console: &Console) -> ConsoleResult<&Audience> {
         .as_ref()
         .ok_or(ConsoleError::Unavailable("the segments engine"))
 }
+
+fn see_other(to: String) -> Response {
+    Redirect::to(&to).into_response()
+}
+
+/// A name for a list or segment: trimmed, required, bounded.
+fn checked_name(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("is required".into());
+    }
+    if name.chars().count() > MAX_NAME {
+        return Err(format!("must be at most {MAX_NAME} characters"));
+    }
+    Ok(name.to_owned())
+}
+
+fn opt_in(text: &str) -> Result<OptInProcess, String> {
+    OptInProcess::parse(text).ok_or_else(|| "choose single or double opt-in".to_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lists
 
 #[derive(Deserialize)]
 struct CursorParams {
@@ -124,6 +199,95 @@ async fn index(
         .render("lists/index.html", Page::new(&signed_in, "lists", data))
 }
 
+#[derive(Deserialize)]
+struct ListForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    opt_in: String,
+}
+
+/// The fields of a list's form with their errors.
+#[derive(Serialize)]
+struct ListFields {
+    name: String,
+    opt_in: String,
+    errors: FieldErrors,
+}
+
+impl ListFields {
+    /// The form's fields checked; errors by field.
+    fn check(form: &ListForm) -> Result<(String, OptInProcess), FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let name = checked_name(&form.name).map_err(|e| errors.insert("name".into(), e));
+        let opt_in = opt_in(&form.opt_in).map_err(|e| errors.insert("opt_in".into(), e));
+        match (name, opt_in) {
+            (Ok(name), Ok(opt_in)) => Ok((name, opt_in)),
+            _ => Err(errors),
+        }
+    }
+
+    fn with_errors(form: ListForm, errors: FieldErrors) -> ListFields {
+        ListFields {
+            name: form.name,
+            opt_in: form.opt_in,
+            errors,
+        }
+    }
+}
+
+/// Engage's refusal of a list's fields as errors at the field, or the error page.
+fn list_errors(err: EngageError) -> ConsoleResult<FieldErrors> {
+    match err {
+        EngageError::Invalid { field, reason } => Ok(FieldErrors::from([(field, reason)])),
+        other => Err(engage_error(other)),
+    }
+}
+
+fn render_new_list(
+    console: &Console,
+    signed_in: &SignedIn,
+    fields: ListFields,
+    status: StatusCode,
+) -> ConsoleResult<Response> {
+    let page = console.inner.templates.render(
+        "lists/new.html",
+        Page::new(signed_in, "lists", json!({ "settings": fields })),
+    )?;
+    Ok((status, page).into_response())
+}
+
+/// `GET /lists/new`: the form to create a list.
+async fn new_list(State(console): State<Console>, signed_in: SignedIn) -> ConsoleResult<Response> {
+    let fields = ListFields {
+        name: String::new(),
+        opt_in: OptInProcess::SingleOptIn.as_str().into(),
+        errors: FieldErrors::new(),
+    };
+    render_new_list(&console, &signed_in, fields, StatusCode::OK)
+}
+
+/// `POST /lists/new`: creates the list (as `POST /api/lists` does), then to its page.
+async fn create_list(
+    State(console): State<Console>,
+    signed_in: SignedIn,
+    Form(form): Form<ListForm>,
+) -> ConsoleResult<Response> {
+    signed_in.check_csrf(&form.csrf)?;
+    let engage = engage(&console)?;
+    let errors = match ListFields::check(&form) {
+        Err(errors) => errors,
+        Ok((name, opt_in)) => match engage.create_list(&name, opt_in).await {
+            Ok(list) => return Ok(see_other(format!("/lists/{}", urlencode(&list.id.0)))),
+            Err(err) => list_errors(err)?,
+        },
+    };
+    let fields = ListFields::with_errors(form, errors);
+    render_new_list(&console, &signed_in, fields, StatusCode::BAD_REQUEST)
+}
+
 #[derive(Serialize)]
 struct MemberLine {
     profile_id: String,
@@ -142,15 +306,18 @@ struct ListData {
     lines: Vec<MemberLine>,
     next_cursor: Option<String>,
     first_page: bool,
+    /// The settings form: the list's own, or the ones just refused.
+    settings: ListFields,
 }
 
-async fn list(
-    State(console): State<Console>,
-    signed_in: SignedIn,
-    Path(id): Path<String>,
-    Query(params): Query<CursorParams>,
+async fn list_page(
+    console: &Console,
+    signed_in: &SignedIn,
+    id: String,
+    params: CursorParams,
+    settings: Option<ListFields>,
 ) -> ConsoleResult<Html<String>> {
-    let engage = engage(&console)?;
+    let engage = engage(console)?;
     let pending = match params.status.as_deref().unwrap_or("") {
         "" | "member" => false,
         "pending" => true,
@@ -174,6 +341,11 @@ async fn list(
         })
         .await
         .map_err(engage_error)?;
+    let settings = settings.unwrap_or_else(|| ListFields {
+        name: list.name.clone(),
+        opt_in: list.opt_in_process.as_str().into(),
+        errors: FieldErrors::new(),
+    });
     let data = ListData {
         id: list.id.0,
         name: list.name,
@@ -192,252 +364,119 @@ async fn list(
             .collect(),
         next_cursor: page.next_cursor,
         first_page,
+        settings,
     };
     console
         .inner
         .templates
-        .render("lists/list.html", Page::new(&signed_in, "lists", data))
+        .render("lists/list.html", Page::new(signed_in, "lists", data))
 }
 
-#[derive(Serialize)]
-struct SegmentLine {
-    id: String,
-    name: String,
-    version: i64,
-    starred: bool,
-    updated: String,
-    backfill: Option<String>,
-}
-
-#[derive(Serialize)]
-struct SegmentsData {
-    segments: Vec<SegmentLine>,
-}
-
-async fn segments(
-    State(console): State<Console>,
-    signed_in: SignedIn,
-) -> ConsoleResult<Html<String>> {
-    let audience = audience(&console)?;
-    let segments = audience.list_segments().await.map_err(audience_error)?;
-    let data = SegmentsData {
-        segments: segments
-            .into_iter()
-            .map(|s| SegmentLine {
-                id: s.id,
-                name: s.name,
-                version: s.version,
-                starred: s.is_starred,
-                updated: s.updated.strftime("%Y-%m-%d %H:%M UTC").to_string(),
-                backfill: s.backfill.map(|p| format!("{} of {}", p.done, p.total)),
-            })
-            .collect(),
-    };
-    console
-        .inner
-        .templates
-        .render("lists/segments.html", Page::new(&signed_in, "lists", data))
-}
-
-#[derive(Deserialize)]
-struct SegmentParams {
-    after: Option<String>,
-}
-
-#[derive(Serialize)]
-struct SegmentMember {
-    profile_id: String,
-    joined: String,
-}
-
-#[derive(Serialize)]
-struct SegmentData {
-    id: String,
-    name: String,
-    version: i64,
-    backfill: Option<String>,
-    profile_count: u64,
-    /// The definition in the editor: the saved one, or the one just previewed.
-    definition: String,
-    preview: Option<u64>,
-    evaluated: Option<u64>,
-    errors: Vec<String>,
-    members: Vec<SegmentMember>,
-    next_after: Option<i64>,
-    first_page: bool,
-}
-
-/// A definition edited in the form, and the outcome of previewing or saving it: the preview
-/// count and the profiles evaluated, or the errors to show.
-type Draft = (String, Result<(u64, u64), Vec<String>>);
-
-/// The segment's page; `draft` and its outcome replace the saved definition in the editor.
-async fn segment_page(
-    console: &Console,
-    signed_in: &SignedIn,
-    id: &str,
-    after: Option<i64>,
-    draft: Option<Draft>,
-) -> ConsoleResult<Html<String>> {
-    let audience = audience(console)?;
-    let segment = audience.get_segment(id).await.map_err(audience_error)?;
-    let profile_count = audience
-        .profile_count(&segment.id)
-        .await
-        .map_err(audience_error)?;
-    let page = audience
-        .members(&segment.id, after, PAGE as usize)
-        .await
-        .map_err(audience_error)?;
-    let (definition, preview, evaluated, errors) = match draft {
-        Some((text, Ok((count, evaluated)))) => (text, Some(count), Some(evaluated), Vec::new()),
-        Some((text, Err(errors))) => (text, None, None, errors),
-        None => (
-            serde_json::to_string_pretty(&segment.definition).map_err(ConsoleError::internal)?,
-            None,
-            None,
-            Vec::new(),
-        ),
-    };
-    let data = SegmentData {
-        id: segment.id,
-        name: segment.name,
-        version: segment.version,
-        backfill: segment
-            .backfill
-            .map(|p| format!("{} of {}", p.done, p.total)),
-        profile_count,
-        definition,
-        preview,
-        evaluated,
-        errors,
-        members: page
-            .members
-            .into_iter()
-            .map(|m| SegmentMember {
-                profile_id: m.profile_id,
-                joined: m.joined.strftime("%Y-%m-%d %H:%M UTC").to_string(),
-            })
-            .collect(),
-        next_after: page.next_after_pk,
-        first_page: after.is_none(),
-    };
-    console
-        .inner
-        .templates
-        .render("lists/segment.html", Page::new(signed_in, "lists", data))
-}
-
-async fn segment(
+async fn list(
     State(console): State<Console>,
     signed_in: SignedIn,
     Path(id): Path<String>,
-    Query(params): Query<SegmentParams>,
+    Query(params): Query<CursorParams>,
 ) -> ConsoleResult<Html<String>> {
-    let after = match params.after.as_deref().unwrap_or("") {
-        "" => None,
-        text => Some(text.parse::<i64>().map_err(|_| ConsoleError::Invalid {
-            field: "after".into(),
-            message: "not a position in this listing".into(),
-        })?),
-    };
-    segment_page(&console, &signed_in, &id, after, None).await
+    list_page(&console, &signed_in, id, params, None).await
 }
 
-#[derive(Deserialize)]
-struct DefinitionForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    definition: String,
-}
-
-/// The form's definition as JSON, or the errors to show.
-fn read_definition(text: &str) -> Result<Value, Vec<String>> {
-    if text.len() > MAX_DEFINITION {
-        return Err(vec![format!(
-            "definition: must be at most {MAX_DEFINITION} bytes"
-        )]);
-    }
-    serde_json::from_str(text).map_err(|err| vec![format!("definition: not JSON: {err}")])
-}
-
-fn definition_errors(err: AudienceError) -> Result<Vec<String>, ConsoleError> {
-    match err {
-        AudienceError::Invalid(errors) => Ok(errors.iter().map(ToString::to_string).collect()),
-        AudienceError::Conflict { reason } => Ok(vec![reason]),
-        other => Err(audience_error(other)),
-    }
-}
-
-/// `POST /segments/{id}/preview`: how many profiles the edited definition would hold now,
-/// shown on the segment's page with the draft still in the editor. Nothing is saved.
-async fn preview(
+/// `POST /lists/{id}/settings`: renames the list or changes its opt-in process (as
+/// `PATCH /api/lists/{id}` does), then back to its page.
+async fn list_settings(
     State(console): State<Console>,
     signed_in: SignedIn,
     Path(id): Path<String>,
-    Form(form): Form<DefinitionForm>,
+    Form(form): Form<ListForm>,
 ) -> ConsoleResult<Response> {
     signed_in.check_csrf(&form.csrf)?;
-    let audience = audience(&console)?;
-    let outcome = match read_definition(&form.definition) {
-        Err(errors) => Err(errors),
-        Ok(definition) => match audience.preview(&definition).await {
-            Ok(p) => Ok((p.profile_count, p.profiles_evaluated)),
-            Err(err) => Err(definition_errors(err)?),
-        },
-    };
-    let status = if outcome.is_ok() {
-        StatusCode::OK
-    } else {
-        StatusCode::BAD_REQUEST
-    };
-    let page = segment_page(
-        &console,
-        &signed_in,
-        &id,
-        None,
-        Some((form.definition, outcome)),
-    )
-    .await?;
-    Ok((status, page).into_response())
-}
-
-/// `POST /segments/{id}/definition`: saves the edited definition (a new version, backfilled),
-/// then back to the segment's page.
-async fn save_definition(
-    State(console): State<Console>,
-    signed_in: SignedIn,
-    Path(id): Path<String>,
-    Form(form): Form<DefinitionForm>,
-) -> ConsoleResult<Response> {
-    signed_in.check_csrf(&form.csrf)?;
-    let audience = audience(&console)?;
-    let errors = match read_definition(&form.definition) {
+    let engage = engage(&console)?;
+    let errors = match ListFields::check(&form) {
         Err(errors) => errors,
-        Ok(definition) => {
-            let patch = SegmentPatch {
-                definition: Some(definition),
-                ..SegmentPatch::default()
-            };
-            match audience.update_segment(&id, patch).await {
-                Ok(segment) => {
-                    let to = format!("/segments/{}", urlencode(&segment.id));
-                    return Ok(Redirect::to(&to).into_response());
-                }
-                Err(err) => definition_errors(err)?,
+        Ok((name, opt_in)) => {
+            let list_id = ListId(id.clone());
+            match engage
+                .update_list(&list_id, Some(&name), Some(opt_in))
+                .await
+            {
+                Ok(list) => return Ok(see_other(format!("/lists/{}", urlencode(&list.id.0)))),
+                Err(err) => list_errors(err)?,
             }
         }
     };
-    let page = segment_page(
-        &console,
-        &signed_in,
-        &id,
-        None,
-        Some((form.definition, Err(errors))),
-    )
-    .await?;
+    let params = CursorParams {
+        cursor: None,
+        status: None,
+    };
+    let settings = Some(ListFields::with_errors(form, errors));
+    let page = list_page(&console, &signed_in, id, params, settings).await?;
     Ok((StatusCode::BAD_REQUEST, page).into_response())
+}
+
+#[derive(Serialize)]
+struct DeleteData {
+    /// "list" or "segment".
+    what: &'static str,
+    name: String,
+    action: String,
+    back: String,
+    error: Option<String>,
+}
+
+fn render_delete(
+    console: &Console,
+    signed_in: &SignedIn,
+    data: DeleteData,
+    status: StatusCode,
+) -> ConsoleResult<Response> {
+    let page = console
+        .inner
+        .templates
+        .render("lists/delete.html", Page::new(signed_in, "lists", data))?;
+    Ok((status, page).into_response())
+}
+
+/// `GET /lists/{id}/delete`: asks before deleting.
+async fn confirm_delete_list(
+    State(console): State<Console>,
+    signed_in: SignedIn,
+    Path(id): Path<String>,
+) -> ConsoleResult<Response> {
+    let list = engage(&console)?
+        .get_list(&ListId(id))
+        .await
+        .map_err(engage_error)?;
+    let path = format!("/lists/{}", urlencode(&list.id.0));
+    let data = DeleteData {
+        what: "list",
+        name: list.name,
+        action: format!("{path}/delete"),
+        back: path,
+        error: None,
+    };
+    render_delete(&console, &signed_in, data, StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /lists/{id}/delete`: deletes the list (as `DELETE /api/lists/{id}` does), then to
+/// the lists.
+async fn delete_list(
+    State(console): State<Console>,
+    signed_in: SignedIn,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> ConsoleResult<Response> {
+    signed_in.check_csrf(&form.csrf)?;
+    engage(&console)?
+        .delete_list(&ListId(id))
+        .await
+        .map_err(engage_error)?;
+    Ok(see_other("/lists".into()))
 }
 
 fn urlencode(text: &str) -> String {
@@ -458,13 +497,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_definition_must_be_json_and_bounded() {
-        assert!(read_definition("{\"condition_groups\": []}").is_ok());
-        let errors = read_definition("{").expect_err("not json");
-        assert!(errors[0].starts_with("definition: not JSON"));
-        let huge = format!("\"{}\"", "x".repeat(MAX_DEFINITION));
-        let errors = read_definition(&huge).expect_err("too long");
-        assert!(errors[0].contains("at most"));
+    fn names_are_required_and_bounded() {
+        assert_eq!(checked_name("  VIP "), Ok("VIP".into()));
+        assert_eq!(checked_name(" "), Err("is required".into()));
+        assert!(checked_name(&"x".repeat(MAX_NAME + 1))
+            .expect_err("too long")
+            .contains("at most 255"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod console_debugger;
 mod console_harness;
 mod console_profiles;
 mod console_flows;
+mod console_lists;
 mod decode_properties;
 mod dedupe;
 mod destinations;

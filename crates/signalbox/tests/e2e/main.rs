@@ -5,6 +5,7 @@ mod browser;
 mod cli;
 mod clients;
 mod console;
+mod console_lists;
 mod destinations;
 mod flows;
 mod harness;
