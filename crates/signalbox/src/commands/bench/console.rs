@@ -158,7 +158,15 @@ async fn measure(
         form_urlencoded::byte_serialize(email.as_bytes()).collect::<String>()
     ));
     paths.push(format!("/profiles/{profile_id}"));
-    for p in ["/lists", "/segments", "/flows"] {
+    for p in [
+        "/lists",
+        "/lists/new",
+        "/segments",
+        "/segments/new",
+        "/flows",
+        "/flows/new",
+        "/flows/new/welcome-series",
+    ] {
         paths.push(p.to_owned());
     }
 
