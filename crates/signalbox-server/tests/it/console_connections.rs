@@ -384,12 +384,26 @@ async fn a_source_is_created_in_the_form() {
     let enabled = console.store.source_by_name("web-app").await.unwrap();
     assert_eq!(enabled.status, SourceStatus::Enabled);
 
+    // A name as people name sites: its slug is made from it, and both are shown.
+    console
+        .post("/sources", &[("name", "Test website")])
+        .await
+        .redirects_to("/sources/test-website?done=created");
+    console
+        .get("/sources/test-website")
+        .await
+        .has(&["<h1>Test website</h1>", "<code>test-website</code>"]);
+    console
+        .get("/connections")
+        .await
+        .has(&[">Test website</a> <code>test-website</code>"]);
+
     // A bad name: the error next to the field, the value kept.
-    let bad = console.post("/sources", &[("name", "no spaces")]).await;
+    let bad = console.post("/sources", &[("name", "— !")]).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
     bad.has(&[
         "role=\"alert\" id=\"f-name-error\"",
-        "value=\"no spaces\"",
+        "value=\"— !\"",
         "aria-invalid=\"true\"",
     ]);
     let taken = console.post("/sources", &[("name", "web-app")]).await;
