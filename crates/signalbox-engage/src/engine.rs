@@ -742,11 +742,15 @@ impl Engage {
                 self.get_list(&list).await?;
                 vec![ApiConsentOp::SuppressList { list, reason }]
             }
+            SuppressTarget::Profiles(profiles) => profiles
+                .into_iter()
+                .map(|profile| ApiConsentOp::SuppressProfile { profile, reason })
+                .collect(),
         };
         self.consent_ops(ops).await
     }
 
-    /// Lifts `USER_SUPPRESSED` from profiles by email, or from every member of a list.
+    /// Lifts `USER_SUPPRESSED` from profiles by email or id, or from every member of a list.
     pub async fn unsuppress(&self, target: SuppressTarget) -> EngageResult<u64> {
         let ops = match target {
             SuppressTarget::Emails(emails) => checked_emails(&emails)?
@@ -757,6 +761,10 @@ impl Engage {
                 self.get_list(&list).await?;
                 vec![ApiConsentOp::UnsuppressList { list }]
             }
+            SuppressTarget::Profiles(profiles) => profiles
+                .into_iter()
+                .map(|profile| ApiConsentOp::UnsuppressProfile { profile })
+                .collect(),
         };
         self.consent_ops(ops).await
     }

@@ -249,11 +249,14 @@ pub struct UnsubscribeRequest {
     pub emails: Vec<String>,
 }
 
-/// What a suppression job names: emails, or all members of a list.
+/// What a suppression job names: emails, all members of a list (as they are when the job is
+/// applied), or profiles by id (a segment's members, as the segment engine holds them when
+/// the job is asked for).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SuppressTarget {
     Emails(Vec<String>),
     List(ListId),
+    Profiles(Vec<ProfileId>),
 }
 
 /// What confirming a double opt-in did.
