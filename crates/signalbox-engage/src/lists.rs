@@ -161,6 +161,14 @@ pub enum SuppressionReason {
 }
 
 impl SuppressionReason {
+    pub const ALL: [SuppressionReason; 5] = [
+        SuppressionReason::HardBounce,
+        SuppressionReason::InvalidEmail,
+        SuppressionReason::SpamComplaint,
+        SuppressionReason::Unsubscribe,
+        SuppressionReason::UserSuppressed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SuppressionReason::HardBounce => "HARD_BOUNCE",

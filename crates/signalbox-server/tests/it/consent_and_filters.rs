@@ -320,6 +320,51 @@ async fn suppressing_a_segment_or_a_list_lands_in_the_profile_and_list_answers()
         ]
     );
 
+    // The profile listing filters on the suppression fields.
+    let filtered = async |filter: &str| {
+        let path = format!("/api/profiles?filter={filter}");
+        app.api(reqwest::Method::GET, &path, None).await
+    };
+    let emails = |body: &Value| -> Vec<String> {
+        let mut out: Vec<String> = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["attributes"]["email"].as_str().unwrap().to_owned())
+            .collect();
+        out.sort();
+        out
+    };
+    let reason = "subscriptions.email.marketing.suppression.reason";
+    let since = "subscriptions.email.marketing.suppression.timestamp";
+    let (status, body) = filtered(&format!("equals({reason},\"USER_SUPPRESSED\")")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(emails(&body), ["ann@example.com", "bob@example.com"]);
+    let (_, body) = filtered(&format!("any({reason},[\"HARD_BOUNCE\",\"UNSUBSCRIBE\"])")).await;
+    assert!(emails(&body).is_empty(), "{body}");
+    let (_, body) = filtered(&format!(
+        "greater-than({since},2020-01-01T00:00:00Z),equals(email,\"bob@example.com\")"
+    ))
+    .await;
+    assert_eq!(emails(&body), ["bob@example.com"]);
+    let (_, body) = filtered(&format!("less-than({since},2020-01-01T00:00:00Z)")).await;
+    assert!(emails(&body).is_empty(), "{body}");
+    let (status, body) = filtered(&format!(
+        "equals(subscriptions.email.marketing.list_suppressions.list_id,\"{list}\")"
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        emails(&body).is_empty(),
+        "no list-level suppressions: {body}"
+    );
+    let (status, body) = filtered(&format!("equals({reason},\"BORED\")")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["errors"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("USER_SUPPRESSED"));
+
     // All members of a list, then lifted by segment: Cat stays, Ann and Bob are free again.
     app.suppression_job(
         "profile-suppression-bulk-create-job",
