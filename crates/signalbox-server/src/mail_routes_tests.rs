@@ -791,7 +791,7 @@ async fn built_in_unsubscribes_and_bounces_land_in_the_profiles_consent() {
     }
     app.settle().await;
 
-    let marketing = |id: String| async move {
+    let marketing = async |id: String| {
         let reply = app
             .get(&format!(
                 "/api/profiles/{id}?additional-fields[profile]=subscriptions"
