@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use jiff::Timestamp;
 use serde_json::Value;
 use signalbox_audience::Audience;
-use signalbox_engage::facts::{no_segments, FactsReader, SharedSegmentLookup};
+use signalbox_engage::facts::{no_segments, FactsReader, SegmentMembership, SharedSegmentLookup};
 use signalbox_engage::{BuiltinEventInput, BuiltinMetric, Engage, ListId, ProfileId};
 use signalbox_flows::{
     BuiltinEvents, DepError, DepResult, FactsLoader, FlowsDeps, ListActions, MembershipFeed,
@@ -46,6 +46,7 @@ pub fn flow_deps(
         Arc::new(SegmentEntries {
             audience,
             runtime: runtime.clone(),
+            lookup: Mutex::new(None),
         }) as Arc<dyn MembershipFeed>
     });
     deps.lists = Some(Arc::new(EngageLists {
@@ -55,10 +56,12 @@ pub fn flow_deps(
     deps
 }
 
-/// Segment entries for segment-triggered flows: the segment engine's membership history.
+/// Segment entries for segment-triggered flows: the segment engine's membership history,
+/// and its membership now (checked again before an email goes out).
 pub struct SegmentEntries {
     audience: Audience,
     runtime: Handle,
+    lookup: Mutex<Option<SharedSegmentLookup>>,
 }
 
 impl MembershipFeed for SegmentEntries {
@@ -77,6 +80,30 @@ impl MembershipFeed for SegmentEntries {
                 entered: change.entered,
             })
             .collect())
+    }
+
+    fn is_member(&self, segment_id: &str, profile_pk: i64) -> DepResult<bool> {
+        let lookup = {
+            let mut lookup = self
+                .lookup
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match lookup.as_ref() {
+                Some(open) => Arc::clone(open),
+                None => {
+                    let open = self
+                        .audience
+                        .segment_lookup()
+                        .map_err(|err| DepError(err.to_string()))?;
+                    *lookup = Some(Arc::clone(&open));
+                    open
+                }
+            }
+        };
+        Ok(matches!(
+            lookup(segment_id, profile_pk),
+            SegmentMembership::Member { .. }
+        ))
     }
 }
 

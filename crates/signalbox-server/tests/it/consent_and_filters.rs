@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use signalbox_audience::{Audience, SegmentInput};
-use signalbox_core::{Clock, Scopes, SystemClock};
+use signalbox_core::{Clock, FakeClock, Scopes, SystemClock};
 use signalbox_engage::{
     ApiEventInput, BuiltinEventInput, BuiltinMetric, Engage, EngageConfig, ListId, OptInProcess,
     ProfileId, ProfileInput, ProfileQuery, SuppressTarget, SuppressionReason, UnsubscribeRequest,
 };
-use signalbox_flows::{FlowStatus, Flows, FlowsConfig};
+use signalbox_flows::{FlowMail, FlowStatus, Flows, FlowsConfig};
+use signalbox_mail::{Composer, LinkSigner, Mailer, MailerConfig, TrackingLinks};
 use signalbox_server::{Application, ServerConfig, ServerError};
 use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{SqliteStore, Store};
@@ -37,6 +38,11 @@ struct App {
 
 impl App {
     async fn start() -> App {
+        App::start_on(Arc::new(SystemClock), |_| {}).await
+    }
+
+    /// On `clock`, with the flows engine's configuration tuned.
+    async fn start_on(clock: Arc<dyn Clock>, tune: impl FnOnce(&mut FlowsConfig)) -> App {
         let dir = tempfile::tempdir().expect("temp dir");
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(dir.path().join("signalbox.db"), SqliteOptions::default())
@@ -46,7 +52,6 @@ impl App {
             .create_api_key("tests", &Scopes::default_for_new_key())
             .await
             .expect("api key");
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let engage = Engage::start(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -71,10 +76,13 @@ impl App {
         .expect("build the application");
         application.set_engage(engage.clone());
         application.set_audience(audience.clone());
+        let mut flows_config = FlowsConfig::new(dir.path().join("flows.db"));
+        flows_config.poll_interval = Duration::from_millis(20);
+        tune(&mut flows_config);
         let flows = Flows::start(
             engage.clone(),
             clock,
-            FlowsConfig::new(dir.path().join("flows.db")),
+            flows_config,
             signalbox_server::flow_deps::flow_deps(
                 &engage,
                 None,
@@ -582,5 +590,79 @@ async fn a_flow_filter_and_a_segment_with_the_same_condition_hold_the_same_profi
     assert_eq!(entered, expected);
     let stats = app.flows.stats(&flow.id).await.unwrap();
     assert_eq!(stats.flow.get("skipped_entry:filter"), 5, "{stats:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_triggered_email_is_skipped_for_a_profile_that_left_the_segment() {
+    let clock = FakeClock::new(jiff::Timestamp::now());
+    let app = App::start_on(Arc::new(clock.clone()), |config| {
+        // Nothing listens there: an email that is not skipped fails and waits for a retry.
+        let smtp = MailerConfig::new("smtp://127.0.0.1:1".parse().unwrap(), "shop@example.com");
+        let links = TrackingLinks::new(
+            LinkSigner::new(b"a long random link secret for tests").unwrap(),
+            "https://mail.example.com",
+        )
+        .unwrap();
+        config.mail = Some(FlowMail {
+            mailer: Mailer::new(smtp).unwrap(),
+            composer: Composer::new(links, None),
+        });
+    })
+    .await;
+    let paris = app
+        .audience
+        .create_segment(SegmentInput {
+            name: "Paris".into(),
+            definition: json!({"condition_groups": [{"conditions": [{
+                "type": "profile-property", "property": "properties['City']",
+                "filter": {"type": "string", "operator": "equals", "value": "Paris"}}]}]}),
+            is_starred: false,
+        })
+        .await
+        .unwrap();
+    let flow = app
+        .flows
+        .create_flow(
+            "Welcome to Paris",
+            &json!({
+                "triggers": [{"type": "segment", "id": paris.id}],
+                "entry_action_id": "wait",
+                "actions": [
+                    {"temporary_id": "wait", "type": "time-delay",
+                     "data": {"unit": "hours", "value": 1}, "links": {"next": "email"}},
+                    {"temporary_id": "email", "type": "send-email", "data": {"status": "live",
+                     "message": {"subject_line": "Bonjour", "html": "<p>Bonjour</p>",
+                     "smart_sending_enabled": false}}, "links": {"next": null}},
+                ],
+            }),
+            Some(FlowStatus::Live),
+        )
+        .await
+        .unwrap();
+    app.person("stays@example.com", json!({"City": "Paris"}))
+        .await;
+    let leaves = app
+        .person("leaves@example.com", json!({"City": "Paris"}))
+        .await;
+    app.settle().await;
+    assert_eq!(app.flows.runs(&flow.id, 10).await.unwrap().len(), 2);
+    let mut moved = Map::new();
+    moved.insert("City".into(), json!("Lyon"));
+    app.engage
+        .update_profile(
+            &leaves,
+            ProfileInput {
+                properties: moved,
+                ..ProfileInput::default()
+            },
+        )
+        .await
+        .unwrap();
+    app.settle().await;
+    clock.advance(jiff::SignedDuration::from_hours(2));
+    app.settle().await;
+    let stats = app.flows.stats(&flow.id).await.unwrap();
+    assert_eq!(stats.flow.get("skipped:not_in_segment"), 1, "{stats:?}");
     app.stop().await;
 }
