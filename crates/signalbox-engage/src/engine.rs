@@ -50,6 +50,10 @@ pub struct EngageConfig {
 /// The default hold window: 7 days.
 pub const DEFAULT_HOLD_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 7);
 
+/// Profiles named by id in one suppression entry (a segment's members are split into entries
+/// of at most this many, so none grows without bound).
+const PROFILES_PER_ENTRY: usize = 1000;
+
 impl EngageConfig {
     pub fn new(path: impl Into<PathBuf>) -> EngageConfig {
         EngageConfig {
@@ -727,7 +731,7 @@ impl Engage {
         self.consent_ops(ops).await
     }
 
-    /// Adds a global suppression to profiles by email, or to every member of a list.
+    /// Adds a global suppression to profiles by email or id, or to every member of a list.
     pub async fn suppress(
         &self,
         target: SuppressTarget,
@@ -743,8 +747,11 @@ impl Engage {
                 vec![ApiConsentOp::SuppressList { list, reason }]
             }
             SuppressTarget::Profiles(profiles) => profiles
-                .into_iter()
-                .map(|profile| ApiConsentOp::SuppressProfile { profile, reason })
+                .chunks(PROFILES_PER_ENTRY)
+                .map(|chunk| ApiConsentOp::SuppressProfiles {
+                    profiles: chunk.to_vec(),
+                    reason,
+                })
                 .collect(),
         };
         self.consent_ops(ops).await
@@ -762,8 +769,10 @@ impl Engage {
                 vec![ApiConsentOp::UnsuppressList { list }]
             }
             SuppressTarget::Profiles(profiles) => profiles
-                .into_iter()
-                .map(|profile| ApiConsentOp::UnsuppressProfile { profile })
+                .chunks(PROFILES_PER_ENTRY)
+                .map(|chunk| ApiConsentOp::UnsuppressProfiles {
+                    profiles: chunk.to_vec(),
+                })
                 .collect(),
         };
         self.consent_ops(ops).await

@@ -52,13 +52,14 @@ pub(crate) enum ApiConsentOp {
     UnsuppressList {
         list: ListId,
     },
-    /// Suppresses one profile by id (a member of a segment when the job was asked for).
-    SuppressProfile {
-        profile: ProfileId,
+    /// Suppresses profiles by id (members of a segment when the job was asked for; no
+    /// profile is created, so one entry holds many).
+    SuppressProfiles {
+        profiles: Vec<ProfileId>,
         reason: SuppressionReason,
     },
-    UnsuppressProfile {
-        profile: ProfileId,
+    UnsuppressProfiles {
+        profiles: Vec<ProfileId>,
     },
     /// A double opt-in confirmed through its signed link.
     Confirm {
@@ -427,15 +428,20 @@ impl Batch<'_> {
                 }
                 outcome.list = Some(list);
             }
-            ApiConsentOp::SuppressProfile { profile, reason } => {
-                // A profile merged or deleted since the job was asked for is skipped.
-                if let Some(pk) = self.profile_by_id(&profile)? {
-                    outcome.changed = u64::from(self.set_suppressed(pk, reason)?);
+            ApiConsentOp::SuppressProfiles { profiles, reason } => {
+                // A profile deleted since the job was asked for is skipped; a merged one
+                // is found as the profile it was merged into.
+                for profile in profiles {
+                    if let Some(pk) = self.profile_by_id(&profile)? {
+                        outcome.changed += u64::from(self.set_suppressed(pk, reason)?);
+                    }
                 }
             }
-            ApiConsentOp::UnsuppressProfile { profile } => {
-                if let Some(pk) = self.profile_by_id(&profile)? {
-                    outcome.changed = u64::from(self.lift_user_suppression(pk)?);
+            ApiConsentOp::UnsuppressProfiles { profiles } => {
+                for profile in profiles {
+                    if let Some(pk) = self.profile_by_id(&profile)? {
+                        outcome.changed += u64::from(self.lift_user_suppression(pk)?);
+                    }
                 }
             }
             ApiConsentOp::Confirm { list, profile } => {
