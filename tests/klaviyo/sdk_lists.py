@@ -5,7 +5,8 @@ Usage: sdk_lists.py --base http://127.0.0.1:PORT --api-key pk_...
 Creates lists (single and double opt-in), reads and renames them, creates profiles, adds them
 to a list, pages the members (following the SDK's own cursor handling), subscribes by email
 through a subscription job (and leaves one pending on a double opt-in list), unsubscribes,
-suppresses and lifts it, removes members and deletes a list. Responses go through the SDK's
+suppresses and lifts it, suppresses a list's members and finds them by suppression reason,
+removes members and deletes a list. Responses go through the SDK's
 strict pydantic models. Any mismatch raises and the script exits non-zero.
 """
 
@@ -145,6 +146,27 @@ def main():
     klaviyo.Profiles.bulk_unsuppress_profiles(suppress)
     m = marketing(klaviyo, news, "sdk1@example.com")
     check(m.can_receive_email_marketing is True, "suppression lifted", m)
+
+    step("suppress a list's members, find them by suppression")
+    few = klaviyo.Lists.create_list(
+        {"data": {"type": "list", "attributes": {"name": "SDK few"}}}
+    ).data.id
+    klaviyo.Lists.add_profiles_to_list(
+        few, {"data": [{"type": "profile", "id": i} for i in ids[5:7]]}
+    )
+    klaviyo.Profiles.bulk_suppress_profiles({"data": {
+        "type": "profile-suppression-bulk-create-job", "attributes": {},
+        "relationships": {"list": {"data": {"type": "list", "id": few}}}}})
+    for n in (5, 6):
+        m = marketing(klaviyo, few, f"sdk{n}@example.com")
+        check([s.reason for s in m.suppression] == ["USER_SUPPRESSED"], "suppressed", m)
+        check(m.can_receive_email_marketing is False, "cannot receive", m)
+        check(not m.list_suppressions, "a global suppression, not a list one", m)
+    found = klaviyo.Profiles.get_profiles(
+        filter='equals(subscriptions.email.marketing.suppression.reason,"USER_SUPPRESSED")'
+    )
+    emails = sorted(p.attributes.email for p in found.data)
+    check(emails == ["sdk5@example.com", "sdk6@example.com"], "found by reason", emails)
 
     step("remove members, delete a list, errors")
     klaviyo.Lists.remove_profiles_from_list(

@@ -179,6 +179,29 @@ pub(crate) fn lookup_member(
     }
 }
 
+/// Like [`lookup_member`], for a caller that holds no catalog: the segment is found by id.
+pub(crate) fn lookup_member_by_id(
+    conn: &Connection,
+    group_id: &str,
+    profile_pk: i64,
+) -> SegmentMembership {
+    use rusqlite::OptionalExtension;
+    let segment_pk = conn
+        .prepare_cached("SELECT pk FROM segments WHERE id = ?1")
+        .and_then(|mut stmt| stmt.query_row([group_id], |r| r.get(0)).optional());
+    match segment_pk {
+        Ok(Some(segment_pk)) => {
+            let ids = HashMap::from([(group_id.to_owned(), segment_pk)]);
+            lookup_member(conn, &ids, group_id, profile_pk)
+        }
+        Ok(None) => SegmentMembership::NotASegment,
+        Err(err) => {
+            tracing::error!(error = %err, "reading segment membership failed");
+            SegmentMembership::NotMember
+        }
+    }
+}
+
 pub(crate) fn member_joined(
     conn: &Connection,
     segment_pk: i64,

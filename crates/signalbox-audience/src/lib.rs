@@ -36,7 +36,9 @@ use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use signalbox_core::Clock;
-use signalbox_engage::facts::{EngageFacts, LiveEvents, MetricBulk, MetricSource, ProfileRecord};
+use signalbox_engage::facts::{
+    EngageFacts, LiveEvents, MetricBulk, MetricSource, ProfileRecord, SharedSegmentLookup,
+};
 use signalbox_engage::{feed, Engage, ProfileId};
 use signalbox_seglang::{Definition, EvalContext, ProfileFacts};
 use tokio::sync::oneshot;
@@ -354,6 +356,18 @@ impl Audience {
         })
         .await
         .map_err(|e| AudienceError::Internal(e.to_string()))?
+    }
+
+    /// Membership of segments as this engine holds it, for evaluations outside it (flow
+    /// filters and splits read the facts segments read: [`signalbox_engage::facts`]). It
+    /// reads `audience.db` through a connection of its own; blocking, so call it (and the
+    /// lookup) off the async runtime.
+    pub fn segment_lookup(&self) -> AudienceResult<SharedSegmentLookup> {
+        let conn = Mutex::new(db::open(&self.inner.path)?);
+        Ok(Arc::new(move |group_id: &str, profile_pk: i64| {
+            let conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            catalog::lookup_member_by_id(&conn, group_id, profile_pk)
+        }))
     }
 
     /// Enters and leaves after `cursor` (0: from the start), oldest first.

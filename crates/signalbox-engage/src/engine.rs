@@ -50,6 +50,10 @@ pub struct EngageConfig {
 /// The default hold window: 7 days.
 pub const DEFAULT_HOLD_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 7);
 
+/// Profiles named by id in one suppression entry (a segment's members are split into entries
+/// of at most this many, so none grows without bound).
+const PROFILES_PER_ENTRY: usize = 1000;
+
 impl EngageConfig {
     pub fn new(path: impl Into<PathBuf>) -> EngageConfig {
         EngageConfig {
@@ -727,7 +731,7 @@ impl Engage {
         self.consent_ops(ops).await
     }
 
-    /// Adds a global suppression to profiles by email, or to every member of a list.
+    /// Adds a global suppression to profiles by email or id, or to every member of a list.
     pub async fn suppress(
         &self,
         target: SuppressTarget,
@@ -742,11 +746,18 @@ impl Engage {
                 self.get_list(&list).await?;
                 vec![ApiConsentOp::SuppressList { list, reason }]
             }
+            SuppressTarget::Profiles(profiles) => profiles
+                .chunks(PROFILES_PER_ENTRY)
+                .map(|chunk| ApiConsentOp::SuppressProfiles {
+                    profiles: chunk.to_vec(),
+                    reason,
+                })
+                .collect(),
         };
         self.consent_ops(ops).await
     }
 
-    /// Lifts `USER_SUPPRESSED` from profiles by email, or from every member of a list.
+    /// Lifts `USER_SUPPRESSED` from profiles by email or id, or from every member of a list.
     pub async fn unsuppress(&self, target: SuppressTarget) -> EngageResult<u64> {
         let ops = match target {
             SuppressTarget::Emails(emails) => checked_emails(&emails)?
@@ -757,6 +768,12 @@ impl Engage {
                 self.get_list(&list).await?;
                 vec![ApiConsentOp::UnsuppressList { list }]
             }
+            SuppressTarget::Profiles(profiles) => profiles
+                .chunks(PROFILES_PER_ENTRY)
+                .map(|chunk| ApiConsentOp::UnsuppressProfiles {
+                    profiles: chunk.to_vec(),
+                })
+                .collect(),
         };
         self.consent_ops(ops).await
     }

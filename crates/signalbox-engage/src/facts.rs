@@ -10,6 +10,11 @@
 //!
 //! Membership of segments is not engage's to know: the caller passes a [`SegmentLookup`].
 //!
+//! Segments (the audience engine) and flow filters and splits read the same facts: the
+//! audience worker builds an [`EngageFacts`] over its own connection, flows load an
+//! [`OwnedFacts`] through a [`FactsReader`], which evaluates through [`EngageFacts`] too, so a
+//! condition means the same thing in both places.
+//!
 //! Lists: a profile is in a list when `list_members` has a row with status `member`; its join
 //! time is `joined_us` (or, for rows written before it existed, unknown). Email consent: a row
 //! of `email_consent`, or never subscribed.
@@ -17,6 +22,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -28,6 +34,7 @@ use signalbox_seglang::{
 };
 use signalbox_seglang::{Condition, Definition};
 
+use crate::engine::Engage;
 use crate::error::EngageResult;
 
 fn ts(us: i64) -> Timestamp {
@@ -575,6 +582,108 @@ impl ProfileFacts for EngageFacts<'_> {
             SegmentMembership::NotMember => None,
             SegmentMembership::Member { joined } => Some(joined),
         }
+    }
+
+    fn email_consent(&self) -> ConsentView {
+        self.record.consent.clone()
+    }
+}
+
+/// Membership of segments, shareable between threads (flows evaluate on blocking threads).
+pub type SharedSegmentLookup = Arc<dyn Fn(&str, i64) -> SegmentMembership + Send + Sync>;
+
+/// Reads profiles' facts for evaluations outside the segment engine (flow filters and
+/// splits), through one connection of its own, reused by every load. Cheap to clone.
+#[derive(Clone)]
+pub struct FactsReader {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Engage {
+    /// A [`FactsReader`] over this engine's file. Blocking: call it off the async runtime.
+    pub fn facts_reader(&self) -> EngageResult<FactsReader> {
+        Ok(FactsReader {
+            conn: Arc::new(Mutex::new(crate::feed::open_reader(self.path())?)),
+        })
+    }
+}
+
+fn locked(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while reading leaves the connection usable: its statements are reset on drop.
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl FactsReader {
+    /// The facts of the profile with key `profile_pk`, `None` when the key names none (merged
+    /// away or never created). Its events are read when a condition asks for them. Blocking.
+    pub fn load(
+        &self,
+        profile_pk: i64,
+        segments: SharedSegmentLookup,
+    ) -> EngageResult<Option<OwnedFacts>> {
+        let record = ProfileRecord::load(&locked(&self.conn), profile_pk, true)?;
+        Ok(record.map(|record| OwnedFacts {
+            record,
+            conn: Arc::clone(&self.conn),
+            segments,
+        }))
+    }
+}
+
+/// One profile's facts that own what they need (`Send`): its record, read when loaded, and
+/// the reader its events are read through when a condition asks. Every answer is
+/// [`EngageFacts`]'s.
+pub struct OwnedFacts {
+    record: ProfileRecord,
+    conn: Arc<Mutex<Connection>>,
+    segments: SharedSegmentLookup,
+}
+
+impl OwnedFacts {
+    pub fn record(&self) -> &ProfileRecord {
+        &self.record
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&EngageFacts<'_>) -> T) -> T {
+        let conn = locked(&self.conn);
+        let live = LiveEvents::new(&conn, self.record.pk);
+        let lookup = |group: &str, pk: i64| (self.segments)(group, pk);
+        f(&EngageFacts {
+            record: &self.record,
+            metrics: MetricSource::Live(&live),
+            segments: &lookup,
+        })
+    }
+}
+
+impl ProfileFacts for OwnedFacts {
+    fn metric_count(&self, metric_id: &str, window: TimeWindow, filters: &[EventFilter]) -> u64 {
+        self.with(|facts| facts.metric_count(metric_id, window, filters))
+    }
+
+    fn metric_sum(&self, metric_id: &str, window: TimeWindow, filters: &[EventFilter]) -> f64 {
+        self.with(|facts| facts.metric_sum(metric_id, window, filters))
+    }
+
+    fn metric_event_times(
+        &self,
+        metric_id: &str,
+        window: TimeWindow,
+        filters: &[EventFilter],
+    ) -> Vec<Timestamp> {
+        self.with(|facts| facts.metric_event_times(metric_id, window, filters))
+    }
+
+    fn property(&self, path: &PropertyPath) -> Option<&Value> {
+        self.record.property(path)
+    }
+
+    fn is_member(&self, group_id: &str) -> bool {
+        self.with(|facts| facts.is_member(group_id))
+    }
+
+    fn joined_at(&self, group_id: &str) -> Option<Timestamp> {
+        self.with(|facts| facts.joined_at(group_id))
     }
 
     fn email_consent(&self) -> ConsentView {

@@ -182,6 +182,14 @@ pub enum SuppressionReason {
 }
 
 impl SuppressionReason {
+    pub const ALL: [SuppressionReason; 5] = [
+        SuppressionReason::HardBounce,
+        SuppressionReason::InvalidEmail,
+        SuppressionReason::SpamComplaint,
+        SuppressionReason::Unsubscribe,
+        SuppressionReason::UserSuppressed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SuppressionReason::HardBounce => "HARD_BOUNCE",
@@ -270,11 +278,14 @@ pub struct UnsubscribeRequest {
     pub emails: Vec<String>,
 }
 
-/// What a suppression job names: emails, or all members of a list.
+/// What a suppression job names: emails, all members of a list (as they are when the job is
+/// applied), or profiles by id (a segment's members, as the segment engine holds them when
+/// the job is asked for).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SuppressTarget {
     Emails(Vec<String>),
     List(ListId),
+    Profiles(Vec<ProfileId>),
 }
 
 /// What confirming a double opt-in did.

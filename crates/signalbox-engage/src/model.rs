@@ -212,6 +212,13 @@ pub struct ProfileQuery {
     pub any_of: Vec<(ProfileField, Vec<String>)>,
     pub created: Vec<TimeBound>,
     pub updated: Vec<TimeBound>,
+    /// Profiles with a global email suppression that has one of these reasons (any reason when
+    /// empty) and a time within every bound of `suppressed_at`. Neither given: no condition.
+    pub suppression_reasons: Vec<crate::lists::SuppressionReason>,
+    pub suppressed_at: Vec<TimeBound>,
+    /// Only profiles with a list-level suppression. Every suppression Signalbox records is
+    /// global, so no profile has one and the answer is empty.
+    pub list_suppressed: bool,
     pub sort: ProfileSort,
     pub page_size: u32,
     pub cursor: Option<String>,

@@ -141,6 +141,38 @@ pub(crate) fn list_profiles(conn: &Connection, q: &ProfileQuery) -> EngageResult
             args.push(SqlValue::Integer(bound.at.as_microsecond()));
         }
     }
+    if q.list_suppressed {
+        return Ok(Page {
+            items: Vec::new(),
+            next_cursor: None,
+        });
+    }
+    if !q.suppression_reasons.is_empty() || !q.suppressed_at.is_empty() {
+        // One suppression must pass every condition.
+        sql.push_str(
+            " AND EXISTS (SELECT 1 FROM email_consent c, json_each(c.suppressions) s
+               WHERE c.profile_pk = profiles.pk",
+        );
+        if !q.suppression_reasons.is_empty() {
+            let marks = vec!["?"; q.suppression_reasons.len()].join(", ");
+            sql.push_str(&format!(
+                " AND json_extract(s.value, '$.reason') IN ({marks})"
+            ));
+            args.extend(
+                q.suppression_reasons
+                    .iter()
+                    .map(|r| SqlValue::Text(r.as_str().to_owned())),
+            );
+        }
+        for bound in &q.suppressed_at {
+            sql.push_str(&format!(
+                " AND json_extract(s.value, '$.at_us') {} ?",
+                cmp_sql(bound.cmp)
+            ));
+            args.push(SqlValue::Integer(bound.at.as_microsecond()));
+        }
+        sql.push(')');
+    }
     let (column, text_key) = match q.sort.field {
         ProfileSortField::Id => ("id", true),
         ProfileSortField::Created => ("created_us", false),

@@ -1,5 +1,6 @@
 //! The flows engine's dependencies, implemented over what this server holds: profile facts
-//! from engage ([`crate::flow_facts`]), built-in metrics through
+//! as segments read them (engage's [`signalbox_engage::facts`], with segment membership from
+//! [`Audience::segment_lookup`]), built-in metrics through
 //! [`signalbox_engage::Engage::record_builtin_event`], templates from [`TemplateStore`].
 //! List updates go through [`Engage::add_list_members`]/[`Engage::remove_list_members`];
 //! segment triggers follow the segment engine's membership history ([`Audience::changes_after`]).
@@ -7,11 +8,12 @@
 //! The engine calls these on blocking threads; async work is waited on with the runtime's
 //! `Handle::block_on`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 use serde_json::Value;
 use signalbox_audience::Audience;
+use signalbox_engage::facts::{no_segments, FactsReader, SegmentMembership, SharedSegmentLookup};
 use signalbox_engage::{BuiltinEventInput, BuiltinMetric, Engage, ListId, ProfileId};
 use signalbox_flows::{
     BuiltinEvents, DepError, DepResult, FactsLoader, FlowsDeps, ListActions, MembershipFeed,
@@ -21,7 +23,6 @@ use signalbox_mail::EmailTemplateSource;
 use signalbox_seglang::ProfileFacts;
 use tokio::runtime::Handle;
 
-use crate::flow_facts::ProfileSnapshot;
 use crate::templates::{TemplateLookup, TemplateStore};
 
 /// Everything this server can give the engine now.
@@ -31,10 +32,10 @@ pub fn flow_deps(
     audience: Option<Audience>,
     runtime: Handle,
 ) -> FlowsDeps {
-    let mut deps = FlowsDeps::new(Arc::new(EngageFactsLoader {
-        engage: engage.clone(),
-        runtime: runtime.clone(),
-    }));
+    let mut deps = FlowsDeps::new(Arc::new(ProfileFactsLoader::new(
+        engage.clone(),
+        audience.clone(),
+    )));
     deps.events = Some(Arc::new(EngageBuiltinEvents {
         engage: engage.clone(),
         runtime: runtime.clone(),
@@ -45,6 +46,7 @@ pub fn flow_deps(
         Arc::new(SegmentEntries {
             audience,
             runtime: runtime.clone(),
+            lookup: Mutex::new(None),
         }) as Arc<dyn MembershipFeed>
     });
     deps.lists = Some(Arc::new(EngageLists {
@@ -54,10 +56,12 @@ pub fn flow_deps(
     deps
 }
 
-/// Segment entries for segment-triggered flows: the segment engine's membership history.
+/// Segment entries for segment-triggered flows: the segment engine's membership history,
+/// and its membership now (checked again before an email goes out).
 pub struct SegmentEntries {
     audience: Audience,
     runtime: Handle,
+    lookup: Mutex<Option<SharedSegmentLookup>>,
 }
 
 impl MembershipFeed for SegmentEntries {
@@ -76,6 +80,30 @@ impl MembershipFeed for SegmentEntries {
                 entered: change.entered,
             })
             .collect())
+    }
+
+    fn is_member(&self, segment_id: &str, profile_pk: i64) -> DepResult<bool> {
+        let lookup = {
+            let mut lookup = self
+                .lookup
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match lookup.as_ref() {
+                Some(open) => Arc::clone(open),
+                None => {
+                    let open = self
+                        .audience
+                        .segment_lookup()
+                        .map_err(|err| DepError(err.to_string()))?;
+                    *lookup = Some(Arc::clone(&open));
+                    open
+                }
+            }
+        };
+        Ok(matches!(
+            lookup(segment_id, profile_pk),
+            SegmentMembership::Member { .. }
+        ))
     }
 }
 
@@ -109,20 +137,54 @@ impl ListActions for EngageLists {
     }
 }
 
-/// A profile's facts, read from engage when a filter or split needs them.
-pub struct EngageFactsLoader {
+/// A profile's facts for filters and splits: the facts segments read, through one reader of
+/// engage's and one of the segment engine's, opened on first use.
+pub struct ProfileFactsLoader {
     engage: Engage,
-    runtime: Handle,
+    audience: Option<Audience>,
+    readers: Mutex<Option<(FactsReader, SharedSegmentLookup)>>,
 }
 
-impl FactsLoader for EngageFactsLoader {
+impl ProfileFactsLoader {
+    pub fn new(engage: Engage, audience: Option<Audience>) -> ProfileFactsLoader {
+        ProfileFactsLoader {
+            engage,
+            audience,
+            readers: Mutex::new(None),
+        }
+    }
+
+    fn readers(&self) -> DepResult<(FactsReader, SharedSegmentLookup)> {
+        let mut readers = self
+            .readers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(open) = readers.as_ref() {
+            return Ok(open.clone());
+        }
+        let facts = self
+            .engage
+            .facts_reader()
+            .map_err(|err| DepError(err.to_string()))?;
+        let segments: SharedSegmentLookup = match &self.audience {
+            Some(audience) => audience
+                .segment_lookup()
+                .map_err(|err| DepError(err.to_string()))?,
+            None => Arc::new(no_segments),
+        };
+        *readers = Some((facts, segments));
+        Ok(readers.clone().expect("just opened"))
+    }
+}
+
+impl FactsLoader for ProfileFactsLoader {
     fn load(&self, profile_pk: i64, _now: Timestamp) -> DepResult<Box<dyn ProfileFacts + Send>> {
-        let snapshot = self
-            .runtime
-            .block_on(ProfileSnapshot::load(&self.engage, profile_pk))
+        let (facts, segments) = self.readers()?;
+        let loaded = facts
+            .load(profile_pk, segments)
             .map_err(|err| DepError(err.to_string()))?
             .ok_or_else(|| DepError(format!("no profile with key {profile_pk}")))?;
-        Ok(Box::new(snapshot))
+        Ok(Box::new(loaded))
     }
 }
 

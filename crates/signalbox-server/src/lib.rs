@@ -9,8 +9,8 @@
 //! - [`klaviyo`]: the Klaviyo-compatible REST API (`/api/*`) over the engage engine; the only
 //!   code that knows Klaviyo's JSON:API shapes.
 //! - [`admin`]: the admin API (`/admin/v1/*`), authenticated by private API keys.
-//! - [`flow_deps`]: the flows engine's dependencies over engage and templates
-//!   ([`flow_facts`]: a profile's facts for flow filters).
+//! - [`flow_deps`]: the flows engine's dependencies over engage, segments and templates
+//!   (filters and splits read the facts segments read).
 //! - [`mail`]: mailer, composer, template cache, template context of a profile and event.
 //! - [`templates`]: stored email templates (`templates.db`) and previews; [`tracking`]: the
 //!   open pixel and click redirects of sent emails, recorded as built-in metrics.
@@ -27,7 +27,6 @@ pub mod consent;
 pub mod edge;
 pub mod error;
 pub mod flow_deps;
-pub mod flow_facts;
 pub mod ingest;
 pub mod klaviyo;
 pub mod mail;

@@ -767,49 +767,58 @@ async fn bad_flows_are_400_with_a_pointer_to_the_fault() {
 }
 
 #[tokio::test]
-async fn flow_facts_read_events_and_consent_from_built_in_metrics() {
+async fn built_in_unsubscribes_and_bounces_land_in_the_profiles_consent() {
     use signalbox_engage::{BuiltinEventInput, BuiltinMetric, ProfileId};
-    use signalbox_seglang::{ConsentStatus, ProfileFacts, TimeWindow};
 
     let app = spawn().await;
-    let ada = ProfileId(profile(&app, "ada@example.com").await);
-    let bo = ProfileId(profile(&app, "bo@example.com").await);
-    app.engage
-        .record_builtin_event(BuiltinEventInput {
-            metric: BuiltinMetric::Unsubscribed,
-            profile_id: bo.clone(),
-            properties: serde_json::Map::new(),
-            time: None,
-            unique_id: Some("u1".into()),
-        })
-        .await
-        .unwrap();
+    let ada = profile(&app, "ada@example.com").await;
+    let bo = profile(&app, "bo@example.com").await;
+    let cy = profile(&app, "cy@example.com").await;
+    for (metric, id) in [
+        (BuiltinMetric::Unsubscribed, &bo),
+        (BuiltinMetric::BouncedEmail, &cy),
+    ] {
+        app.engage
+            .record_builtin_event(BuiltinEventInput {
+                metric,
+                profile_id: ProfileId(id.clone()),
+                properties: serde_json::Map::new(),
+                time: None,
+                unique_id: Some(format!("{id}-1")),
+            })
+            .await
+            .unwrap();
+    }
     app.settle().await;
 
-    let snapshot = crate::flow_facts::ProfileSnapshot::load_by_id(&app.engage, &ada)
-        .await
-        .unwrap()
-        .expect("ada exists");
-    let consent = snapshot.email_consent();
-    assert_eq!(consent.status, ConsentStatus::NeverSubscribed);
-    assert!(consent.can_receive_marketing);
-    let email = signalbox_seglang::PropertyPath::from_wire("email").unwrap();
-    assert_eq!(snapshot.property(&email), Some(&json!("ada@example.com")));
-
-    let snapshot = crate::flow_facts::ProfileSnapshot::load_by_id(&app.engage, &bo)
-        .await
-        .unwrap()
-        .expect("bo exists");
-    assert_eq!(snapshot.email_consent().status, ConsentStatus::Unsubscribed);
-    assert!(!snapshot.email_consent().can_receive_marketing);
-    let metrics = app.get("/api/metrics").await.json();
-    let unsubscribed = metrics["data"][0]["id"].as_str().unwrap();
-    assert_eq!(snapshot.metric_count(unsubscribed, TimeWindow::ALL, &[]), 1);
-    assert!(crate::flow_facts::ProfileSnapshot::load_by_id(
-        &app.engage,
-        &ProfileId("01JNOSUCHPROFILE0000000000".into())
-    )
-    .await
-    .unwrap()
-    .is_none());
+    let marketing = async |id: String| {
+        let reply = app
+            .get(&format!(
+                "/api/profiles/{id}?additional-fields[profile]=subscriptions"
+            ))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        reply.json()["data"]["attributes"]["subscriptions"]["email"]["marketing"].clone()
+    };
+    let reasons = |m: &Value| -> Vec<String> {
+        m["suppression"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["reason"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let m = marketing(ada).await;
+    assert_eq!(m["consent"], "NEVER_SUBSCRIBED");
+    assert_eq!(m["can_receive_email_marketing"], true);
+    assert!(reasons(&m).is_empty());
+    let m = marketing(bo).await;
+    assert_eq!(m["consent"], "UNSUBSCRIBED", "{m}");
+    assert_eq!(m["can_receive_email_marketing"], false);
+    assert_eq!(reasons(&m), ["UNSUBSCRIBE"]);
+    assert_eq!(m["list_suppressions"], json!([]));
+    let m = marketing(cy).await;
+    assert_eq!(m["consent"], "NEVER_SUBSCRIBED", "{m}");
+    assert_eq!(m["can_receive_email_marketing"], false);
+    assert_eq!(reasons(&m), ["HARD_BOUNCE"]);
 }

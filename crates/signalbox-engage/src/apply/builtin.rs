@@ -1,6 +1,7 @@
 //! Built-in metrics: events Signalbox records itself (`Received Email`, `Opened Email`,
 //! `Clicked Email`, `Bounced Email`, `Unsubscribed`) on a known profile, with integration
-//! `Signalbox`.
+//! `Signalbox`. `Bounced Email` suppresses the address (`HARD_BOUNCE`) and `Unsubscribed`
+//! unsubscribes it, in the entry that records the event.
 //!
 //! They travel through the log as `builtin_event` entries like any other write, so engage
 //! state stays a function of the log. Only server code appends them ([`Engage::record_builtin_event`]):
@@ -125,9 +126,18 @@ impl Batch<'_> {
             let time_us = event.time.as_microsecond();
             self.outbox_email(pk, input.metric, time_us, &event.properties)?;
         }
-        // A hard bounce suppresses the address, as in Klaviyo: no more marketing email.
-        if input.metric == BuiltinMetric::BouncedEmail {
-            self.set_suppressed(pk, SuppressionReason::HardBounce)?;
+        // A hard bounce suppresses the address, as in Klaviyo: no more marketing email. An
+        // unsubscribe recorded as an event is one: consent becomes UNSUBSCRIBED with its
+        // suppression, so everything that reads consent (the profile and list APIs, segments,
+        // flows) sees it.
+        match input.metric {
+            BuiltinMetric::BouncedEmail => {
+                self.set_suppressed(pk, SuppressionReason::HardBounce)?;
+            }
+            BuiltinMetric::Unsubscribed => {
+                self.set_unsubscribed_by_event(pk)?;
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -52,6 +52,15 @@ pub(crate) enum ApiConsentOp {
     UnsuppressList {
         list: ListId,
     },
+    /// Suppresses profiles by id (members of a segment when the job was asked for; no
+    /// profile is created, so one entry holds many).
+    SuppressProfiles {
+        profiles: Vec<ProfileId>,
+        reason: SuppressionReason,
+    },
+    UnsuppressProfiles {
+        profiles: Vec<ProfileId>,
+    },
     /// A double opt-in confirmed through its signed link.
     Confirm {
         list: ListId,
@@ -156,6 +165,31 @@ impl Batch<'_> {
         method: &str,
         method_detail: Option<&str>,
     ) -> EngageResult<bool> {
+        let (changed, newly) = self.store_unsubscribed(pk, method, method_detail)?;
+        if newly {
+            let mut properties = Map::new();
+            properties.insert("method".into(), Value::String(method.to_owned()));
+            if let Some(detail) = method_detail {
+                properties.insert("method_detail".into(), Value::String(detail.to_owned()));
+            }
+            self.signal_event(pk, "Unsubscribed", properties)?;
+        }
+        Ok(changed)
+    }
+
+    /// Sets consent to UNSUBSCRIBED with an `UNSUBSCRIBE` suppression, for an `Unsubscribed`
+    /// event that is already stored (a built-in one).
+    pub(super) fn set_unsubscribed_by_event(&mut self, pk: i64) -> EngageResult<bool> {
+        Ok(self.store_unsubscribed(pk, "EMAIL_UNSUBSCRIBE", None)?.0)
+    }
+
+    /// `(changed, newly unsubscribed)`.
+    fn store_unsubscribed(
+        &mut self,
+        pk: i64,
+        method: &str,
+        method_detail: Option<&str>,
+    ) -> EngageResult<(bool, bool)> {
         let before = self.consent(pk)?;
         let mut after = before.clone();
         if !after
@@ -168,7 +202,8 @@ impl Batch<'_> {
                 timestamp: self.now(),
             });
         }
-        if before.consent != ConsentStatus::Unsubscribed {
+        let newly = before.consent != ConsentStatus::Unsubscribed;
+        if newly {
             after.consent = ConsentStatus::Unsubscribed;
             after.consent_timestamp = Some(self.now());
             after.method = Some(method.to_owned());
@@ -176,19 +211,13 @@ impl Batch<'_> {
             after.double_optin = None;
         }
         if after == before {
-            return Ok(false);
+            return Ok((false, false));
         }
         self.store_consent(pk, &after)?;
-        if before.consent != ConsentStatus::Unsubscribed {
-            let mut properties = Map::new();
-            properties.insert("method".into(), Value::String(method.to_owned()));
-            if let Some(detail) = method_detail {
-                properties.insert("method_detail".into(), Value::String(detail.to_owned()));
-            }
-            self.signal_event(pk, "Unsubscribed", properties)?;
+        if newly {
             self.count("consent.unsubscribed", 1);
         }
-        Ok(true)
+        Ok((true, newly))
     }
 
     pub(super) fn set_suppressed(
@@ -398,6 +427,22 @@ impl Batch<'_> {
                     outcome.changed += u64::from(self.lift_user_suppression(pk)?);
                 }
                 outcome.list = Some(list);
+            }
+            ApiConsentOp::SuppressProfiles { profiles, reason } => {
+                // A profile deleted since the job was asked for is skipped; a merged one
+                // is found as the profile it was merged into.
+                for profile in profiles {
+                    if let Some(pk) = self.profile_by_id(&profile)? {
+                        outcome.changed += u64::from(self.set_suppressed(pk, reason)?);
+                    }
+                }
+            }
+            ApiConsentOp::UnsuppressProfiles { profiles } => {
+                for profile in profiles {
+                    if let Some(pk) = self.profile_by_id(&profile)? {
+                        outcome.changed += u64::from(self.lift_user_suppression(pk)?);
+                    }
+                }
             }
             ApiConsentOp::Confirm { list, profile } => {
                 if self.list_info(&list)?.is_none() {

@@ -139,3 +139,47 @@ async fn a_rebuild_yields_the_same_builtin_events() {
         .unwrap();
     assert_eq!(before, after);
 }
+
+#[tokio::test]
+async fn a_recorded_unsubscribe_unsubscribes_with_one_event() {
+    let app = TestApp::start().await;
+    let profile = app
+        .engage
+        .create_profile(ProfileInput {
+            email: Some("leaving@example.com".into()),
+            ..ProfileInput::default()
+        })
+        .await
+        .unwrap();
+    for unique in ["unsub-1", "unsub-1"] {
+        app.engage
+            .record_builtin_event(event(BuiltinMetric::Unsubscribed, &profile.id, unique))
+            .await
+            .unwrap();
+    }
+    app.settle().await;
+    let consent = app.engage.email_consent(&profile.id).await.unwrap();
+    assert_eq!(
+        consent.consent,
+        signalbox_engage::ConsentStatus::Unsubscribed
+    );
+    assert!(!consent.can_receive_email_marketing);
+    assert_eq!(
+        consent
+            .suppressions
+            .iter()
+            .map(|s| s.reason)
+            .collect::<Vec<_>>(),
+        [signalbox_engage::SuppressionReason::Unsubscribe]
+    );
+    // The recorded event is the only `Unsubscribed` event: consent adds none of its own.
+    let unsubscribed = app.metric("Unsubscribed").await;
+    let feed = app.feed_of(&profile).await;
+    assert_eq!(
+        feed.iter()
+            .filter(|e| e.metric_id == unsubscribed.id)
+            .count(),
+        1,
+        "{feed:?}"
+    );
+}

@@ -945,3 +945,76 @@ async fn a_profiles_lists_are_read_in_one_query_however_many_lists_there_are() {
         Err(EngageError::NotFound { .. })
     ));
 }
+
+#[tokio::test]
+async fn profiles_suppressed_by_id_show_it_in_consent_and_in_facts() {
+    use signalbox_engage::facts::no_segments;
+    use signalbox_engage::ProfileId;
+    use signalbox_seglang::{ProfileFacts, PropertyPath};
+
+    let app = TestApp::start().await;
+    let mut ids = Vec::new();
+    for email in ["a@example.com", "b@example.com"] {
+        let profile = app
+            .engage
+            .create_profile(ProfileInput {
+                email: Some(email.into()),
+                ..ProfileInput::default()
+            })
+            .await
+            .unwrap();
+        ids.push(profile.id);
+    }
+    let unknown = ProfileId("01JUNKNOWNPROFILE000000000".into());
+    let changed = app
+        .engage
+        .suppress(
+            SuppressTarget::Profiles(vec![ids[0].clone(), unknown]),
+            SuppressionReason::UserSuppressed,
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed, 1, "an unknown profile is skipped");
+    let consent = app.engage.email_consent(&ids[0]).await.unwrap();
+    assert!(!consent.can_receive_email_marketing);
+    assert!(
+        app.engage
+            .email_consent(&ids[1])
+            .await
+            .unwrap()
+            .can_receive_email_marketing
+    );
+
+    // Facts as flows load them: the same consent, fields and lists as segments read.
+    let conn = feed::open_reader(app.engage.path()).unwrap();
+    let pk = feed::profile_pk(&conn, &ids[0]).unwrap().unwrap();
+    let reader = app.engage.facts_reader().unwrap();
+    let facts = reader
+        .load(pk, Arc::new(no_segments))
+        .unwrap()
+        .expect("the profile exists");
+    let consent = facts.email_consent();
+    assert!(!consent.can_receive_marketing);
+    assert_eq!(
+        consent.suppressions[0].reason,
+        signalbox_seglang::SuppressionReason::UserSuppressed
+    );
+    assert_eq!(
+        facts.property(&PropertyPath::from_wire("email").unwrap()),
+        Some(&json!("a@example.com"))
+    );
+    assert!(reader
+        .load(i64::MAX, Arc::new(no_segments))
+        .unwrap()
+        .is_none());
+
+    let lifted = app
+        .engage
+        .unsuppress(SuppressTarget::Profiles(vec![ids[0].clone()]))
+        .await
+        .unwrap();
+    assert_eq!(lifted, 1);
+    let facts = reader.load(pk, Arc::new(no_segments)).unwrap().unwrap();
+    assert!(facts.email_consent().can_receive_marketing);
+    assert!(facts.email_consent().suppressions.is_empty());
+}

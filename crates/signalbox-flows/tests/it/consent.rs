@@ -3,6 +3,8 @@
 use jiff::SignedDuration;
 use serde_json::json;
 
+use signalbox_engage::{SuppressTarget, SuppressionReason, UnsubscribeRequest};
+
 use crate::helpers::*;
 
 fn browse(metric: &str, smart: bool) -> serde_json::Value {
@@ -68,8 +70,20 @@ async fn unsubscribed_and_suppressed_profiles_are_never_emailed() {
     let gone = app.profile("gone@example.com", "Gus").await;
     let bounced = app.profile("bounced@example.com", "Bea").await;
     app.profile("ok@example.com", "Oli").await;
-    app.set_consent(&gone, unsubscribed());
-    app.set_consent(&bounced, suppressed());
+    app.engage
+        .unsubscribe(UnsubscribeRequest {
+            list_id: None,
+            emails: vec![gone.email.clone().unwrap()],
+        })
+        .await
+        .unwrap();
+    app.engage
+        .suppress(
+            SuppressTarget::Emails(vec![bounced.email.clone().unwrap()]),
+            SuppressionReason::HardBounce,
+        )
+        .await
+        .unwrap();
     for email in ["gone@example.com", "bounced@example.com", "ok@example.com"] {
         app.track(email, "Product Viewed", json!({"ProductName": "Teapot"}))
             .await;

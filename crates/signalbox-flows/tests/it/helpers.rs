@@ -1,5 +1,5 @@
 //! A log and engage on a fake clock, the flows engine on them, in-memory stand-ins for the
-//! dependencies owned elsewhere, and a facts loader over engage for filters.
+//! dependencies owned elsewhere, and engage's own facts for filters.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use rusqlite::OptionalExtension;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use signalbox_core::{Clock, FakeClock};
+use signalbox_engage::facts::no_segments;
 use signalbox_engage::{
-    feed, ApiEventInput, Engage, EngageConfig, MetricQuery, Profile, ProfileId, ProfileInput,
+    ApiEventInput, Engage, EngageConfig, MetricQuery, Profile, ProfileId, ProfileInput,
 };
 use signalbox_flows::{
     BuiltinEvents, DepResult, FactsLoader, FlowMail, Flows, FlowsConfig, FlowsDeps, ListActions,
@@ -20,10 +20,7 @@ use signalbox_flows::{
 use signalbox_mail::{
     Composer, EmailTemplateSource, LinkSigner, Mailer, MailerConfig, TrackingLinks,
 };
-use signalbox_seglang::{
-    ConsentStatus, ConsentView, EventFilter, ProfileFacts, PropertyPath, Suppression,
-    SuppressionReason, TimeWindow,
-};
+use signalbox_seglang::ProfileFacts;
 use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{SqliteStore, Store};
 use tempfile::TempDir;
@@ -115,154 +112,26 @@ impl MembershipFeed for MemoryMembership {
     }
 }
 
-/// Consent per profile id, set by tests (engage's consent writes are not part of this crate).
-pub type ConsentMap = Arc<Mutex<HashMap<String, ConsentView>>>;
-
-/// Facts from engage: the profile (through [`Engage::get_profile`]) and its events (SQL on
-/// the engage file, as a follower reads it).
+/// Facts as the server gives them to flows: engage's (no segment engine here), with profiles
+/// whose facts fail to load on demand (a broken dependency).
 pub struct EngageFacts {
     pub engage: Engage,
-    pub consent: ConsentMap,
-    /// Profile ids whose facts fail to load (a broken dependency).
+    /// Profile ids whose facts fail to load.
     pub failing: Arc<Mutex<std::collections::HashSet<String>>>,
-}
-
-struct LoadedFacts {
-    properties: HashMap<PropertyPath, Value>,
-    events: Vec<(String, Timestamp, f64, Map<String, Value>)>,
-    consent: ConsentView,
 }
 
 impl FactsLoader for EngageFacts {
     fn load(&self, profile_pk: i64, _now: Timestamp) -> DepResult<Box<dyn ProfileFacts + Send>> {
         let err = |e: &dyn std::fmt::Display| signalbox_flows::DepError(e.to_string());
-        let conn = feed::open_reader(self.engage.path()).map_err(|e| err(&e))?;
-        let id = feed::profile_id(&conn, profile_pk)
+        let reader = self.engage.facts_reader().map_err(|e| err(&e))?;
+        let facts = reader
+            .load(profile_pk, Arc::new(no_segments))
             .map_err(|e| err(&e))?
             .ok_or_else(|| signalbox_flows::DepError("no such profile".into()))?;
-        if self.failing.lock().unwrap().contains(id.as_str()) {
+        if self.failing.lock().unwrap().contains(&facts.record().id) {
             return Err(signalbox_flows::DepError("facts unavailable".into()));
         }
-        let engage = self.engage.clone();
-        let profile: Profile = tokio::runtime::Handle::current()
-            .block_on(engage.get_profile(&id))
-            .map_err(|e| err(&e))?;
-        let mut properties = HashMap::new();
-        let mut put = |wire: &str, value: Option<Value>| {
-            if let (Some(path), Some(value)) = (PropertyPath::from_wire(wire), value) {
-                properties.insert(path, value);
-            }
-        };
-        put("email", profile.email.clone().map(Value::from));
-        put("first_name", profile.first_name.clone().map(Value::from));
-        put("last_name", profile.last_name.clone().map(Value::from));
-        put(
-            "location['timezone']",
-            profile.location.timezone.clone().map(Value::from),
-        );
-        for (k, v) in &profile.properties {
-            properties.insert(PropertyPath::Custom(k.clone()), v.clone());
-        }
-        let mut stmt = conn
-            .prepare(
-                "SELECT m.id, e.time_us, COALESCE(e.value, 0), e.properties FROM events e
-                 JOIN metrics m ON m.pk = e.metric_pk WHERE e.profile_pk = ?1",
-            )
-            .map_err(|e| err(&e))?;
-        let events = stmt
-            .query_map([profile_pk], |r| {
-                let props: String = r.get(3)?;
-                Ok((
-                    r.get::<_, String>(0)?,
-                    Timestamp::from_microsecond(r.get(1)?).unwrap(),
-                    r.get::<_, f64>(2)?,
-                    serde_json::from_str(&props).unwrap_or_default(),
-                ))
-            })
-            .map_err(|e| err(&e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| err(&e))?;
-        let _ = conn
-            .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-            .optional();
-        let consent = self
-            .consent
-            .lock()
-            .unwrap()
-            .get(id.as_str())
-            .cloned()
-            .unwrap_or(ConsentView {
-                can_receive_marketing: true,
-                ..ConsentView::default()
-            });
-        Ok(Box::new(LoadedFacts {
-            properties,
-            events,
-            consent,
-        }))
-    }
-}
-
-impl LoadedFacts {
-    fn matching<'a>(
-        &'a self,
-        metric_id: &'a str,
-        window: TimeWindow,
-        filters: &'a [EventFilter],
-    ) -> impl Iterator<Item = &'a (String, Timestamp, f64, Map<String, Value>)> + 'a {
-        self.events.iter().filter(move |e| {
-            e.0 == metric_id
-                && window.contains(e.1)
-                && signalbox_seglang::event_matches(filters, &e.3)
-        })
-    }
-}
-
-impl ProfileFacts for LoadedFacts {
-    fn metric_count(&self, metric_id: &str, window: TimeWindow, filters: &[EventFilter]) -> u64 {
-        self.matching(metric_id, window, filters).count() as u64
-    }
-    fn metric_sum(&self, metric_id: &str, window: TimeWindow, filters: &[EventFilter]) -> f64 {
-        self.matching(metric_id, window, filters).map(|e| e.2).sum()
-    }
-    fn metric_event_times(
-        &self,
-        metric_id: &str,
-        window: TimeWindow,
-        filters: &[EventFilter],
-    ) -> Vec<Timestamp> {
-        self.matching(metric_id, window, filters)
-            .map(|e| e.1)
-            .collect()
-    }
-    fn property(&self, path: &PropertyPath) -> Option<&Value> {
-        self.properties.get(path)
-    }
-    fn is_member(&self, _group_id: &str) -> bool {
-        false
-    }
-    fn email_consent(&self) -> ConsentView {
-        self.consent.clone()
-    }
-}
-
-pub fn unsubscribed() -> ConsentView {
-    ConsentView {
-        status: ConsentStatus::Unsubscribed,
-        can_receive_marketing: false,
-        ..ConsentView::default()
-    }
-}
-
-pub fn suppressed() -> ConsentView {
-    ConsentView {
-        status: ConsentStatus::Subscribed,
-        can_receive_marketing: false,
-        suppressions: vec![Suppression {
-            reason: SuppressionReason::HardBounce,
-            timestamp: at("2026-01-01T00:00:00Z"),
-        }],
-        ..ConsentView::default()
+        Ok(Box::new(facts))
     }
 }
 
@@ -292,7 +161,6 @@ pub struct TestApp {
     pub templates: Arc<MemoryTemplates>,
     pub lists: Arc<MemoryLists>,
     pub membership: Arc<MemoryMembership>,
-    pub consent: ConsentMap,
     pub failing: Arc<Mutex<std::collections::HashSet<String>>>,
     metrics: BTreeMap<String, String>,
 }
@@ -327,7 +195,6 @@ impl TestApp {
         let templates = Arc::new(MemoryTemplates::default());
         let lists = Arc::new(MemoryLists::default());
         let membership = Arc::new(MemoryMembership::default());
-        let consent: ConsentMap = Arc::default();
         let failing: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
         let flows = start_flows(
             &engage,
@@ -337,7 +204,6 @@ impl TestApp {
             &templates,
             &lists,
             &membership,
-            &consent,
             &failing,
         )
         .await;
@@ -353,7 +219,6 @@ impl TestApp {
             templates,
             lists,
             membership,
-            consent,
             failing,
             metrics: BTreeMap::new(),
         }
@@ -371,7 +236,6 @@ impl TestApp {
             &self.templates,
             &self.lists,
             &self.membership,
-            &self.consent,
             &self.failing,
         )
         .await;
@@ -462,13 +326,6 @@ impl TestApp {
         id
     }
 
-    pub fn set_consent(&self, profile: &Profile, view: signalbox_seglang::ConsentView) {
-        self.consent
-            .lock()
-            .unwrap()
-            .insert(profile.id.to_string(), view);
-    }
-
     pub fn sink(&self) -> &SmtpSink {
         self.sink.as_ref().expect("a sink")
     }
@@ -509,12 +366,10 @@ async fn start_flows(
     templates: &Arc<MemoryTemplates>,
     lists: &Arc<MemoryLists>,
     membership: &Arc<MemoryMembership>,
-    consent: &ConsentMap,
     failing: &Arc<Mutex<std::collections::HashSet<String>>>,
 ) -> Flows {
     let facts = Arc::new(EngageFacts {
         engage: engage.clone(),
-        consent: Arc::clone(consent),
         failing: Arc::clone(failing),
     });
     let mut deps = FlowsDeps::new(facts);

@@ -276,7 +276,6 @@ async fn one_engine_per_flows_file() {
     .await;
     let facts = std::sync::Arc::new(EngageFacts {
         engage: app.engage.clone(),
-        consent: app.consent.clone(),
         failing: app.failing.clone(),
     });
     let second = signalbox_flows::Flows::start(

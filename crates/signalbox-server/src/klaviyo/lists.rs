@@ -184,6 +184,12 @@ fn list_document(
 }
 
 /// `subscriptions` as Klaviyo shows it (email marketing only).
+///
+/// `suppression` holds the profile's global suppressions: suppression jobs (by email, list or
+/// segment), hard bounces, unsubscribes (jobs, links, recorded `Unsubscribed` events).
+/// `list_suppressions` is always empty: Klaviyo fills it for list-level unsubscribes, and
+/// nothing in Signalbox suppresses for one list only (a suppression job naming a list
+/// suppresses each member globally, an unsubscribe job naming a list unsubscribes globally).
 pub fn subscriptions_json(consent: &EmailConsent) -> Value {
     let suppression: Vec<Value> = consent
         .suppressions

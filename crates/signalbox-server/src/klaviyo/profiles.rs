@@ -7,7 +7,7 @@ use jiff::tz::TimeZone;
 use serde_json::{json, Map, Value};
 use signalbox_engage::{
     Cmp, Profile, ProfileField, ProfileId, ProfileInput, ProfileQuery, ProfileSort,
-    ProfileSortField, TimeBound,
+    ProfileSortField, SuppressionReason, TimeBound,
 };
 
 use super::auth::Caller;
@@ -75,6 +75,34 @@ const TIME_OPS: &[Op] = &[
 
 const FIELDSETS: &[(&str, &[&str])] = &[("profile", FIELDS)];
 
+/// The suppression fields profiles can be filtered on. Every suppression is global in
+/// Signalbox (see [`super::lists::subscriptions_json`]), so a `list_suppressions` filter
+/// finds no profile.
+const SUPPRESSION_REASON: &str = "subscriptions.email.marketing.suppression.reason";
+const SUPPRESSION_TIMESTAMP: &str = "subscriptions.email.marketing.suppression.timestamp";
+const LIST_SUPPRESSION_LIST_ID: &str = "subscriptions.email.marketing.list_suppressions.list_id";
+const LIST_SUPPRESSION_REASON: &str = "subscriptions.email.marketing.list_suppressions.reason";
+const LIST_SUPPRESSION_TIMESTAMP: &str =
+    "subscriptions.email.marketing.list_suppressions.timestamp";
+
+/// A suppression reason as filters name it.
+fn suppression_reason(value: &str) -> Result<SuppressionReason, ApiError> {
+    SuppressionReason::ALL
+        .into_iter()
+        .find(|reason| reason.as_str() == value)
+        .ok_or_else(|| {
+            ApiError::invalid_parameter(
+                "filter",
+                format!(
+                    "'{value}' is not a suppression reason; one of: {}",
+                    SuppressionReason::ALL
+                        .map(SuppressionReason::as_str)
+                        .join(", ")
+                ),
+            )
+        })
+}
+
 const LIST: QuerySpec = QuerySpec {
     filters: &[
         FieldRule {
@@ -99,6 +127,26 @@ const LIST: QuerySpec = QuerySpec {
         },
         FieldRule {
             field: "updated",
+            ops: TIME_OPS,
+        },
+        FieldRule {
+            field: SUPPRESSION_REASON,
+            ops: IDENTIFIER_OPS,
+        },
+        FieldRule {
+            field: SUPPRESSION_TIMESTAMP,
+            ops: TIME_OPS,
+        },
+        FieldRule {
+            field: LIST_SUPPRESSION_LIST_ID,
+            ops: IDENTIFIER_OPS,
+        },
+        FieldRule {
+            field: LIST_SUPPRESSION_REASON,
+            ops: IDENTIFIER_OPS,
+        },
+        FieldRule {
+            field: LIST_SUPPRESSION_TIMESTAMP,
             ops: TIME_OPS,
         },
     ],
@@ -126,25 +174,43 @@ pub async fn list(
         ..ProfileQuery::default()
     };
     for condition in &params.filter {
+        let bound = |condition: &super::filter::Condition| -> Result<TimeBound, ApiError> {
+            Ok(TimeBound {
+                cmp: match condition.op {
+                    Op::GreaterThan => Cmp::Gt,
+                    Op::GreaterOrEqual => Cmp::Ge,
+                    Op::LessThan => Cmp::Lt,
+                    _ => Cmp::Le,
+                },
+                at: condition.instant(&TimeZone::UTC, false)?,
+            })
+        };
         let field = match condition.field.as_str() {
             "id" => ProfileField::Id,
             "email" => ProfileField::Email,
             "phone_number" => ProfileField::PhoneNumber,
             "external_id" => ProfileField::ExternalId,
-            time_field => {
-                let bound = TimeBound {
-                    cmp: match condition.op {
-                        Op::GreaterThan => Cmp::Gt,
-                        Op::GreaterOrEqual => Cmp::Ge,
-                        Op::LessThan => Cmp::Lt,
-                        _ => Cmp::Le,
-                    },
-                    at: condition.instant(&TimeZone::UTC, false)?,
-                };
-                match time_field {
-                    "created" => q.created.push(bound),
-                    _ => q.updated.push(bound),
+            "created" => {
+                q.created.push(bound(condition)?);
+                continue;
+            }
+            "updated" => {
+                q.updated.push(bound(condition)?);
+                continue;
+            }
+            SUPPRESSION_REASON => {
+                for value in condition.strings()? {
+                    q.suppression_reasons.push(suppression_reason(&value)?);
                 }
+                continue;
+            }
+            SUPPRESSION_TIMESTAMP => {
+                q.suppressed_at.push(bound(condition)?);
+                continue;
+            }
+            _ => {
+                // A list suppression: none exists.
+                q.list_suppressed = true;
                 continue;
             }
         };

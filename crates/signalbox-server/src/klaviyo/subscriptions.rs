@@ -4,12 +4,19 @@
 //! a body, suppression jobs with the job resource (status `complete`), as Klaviyo does.
 //!
 //! Profiles are named by email (`data.attributes.profiles.data[].attributes.email`); only
-//! email marketing is handled, so an `sms` subscription is a 400 naming it.
+//! email marketing is handled, so an `sms` subscription is a 400 naming it. A suppression job
+//! may name a list or a segment instead: its members are suppressed (or lifted) one by one.
+//!
+//! Every suppression is global, as Klaviyo's jobs are: suppressing "all members of list X"
+//! suppresses each member for every list, and an unsubscribe job that names a list
+//! unsubscribes globally and takes the profile off that list.
 
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use signalbox_audience::Audience;
 use signalbox_engage::{
-    ListId, SubscribeRequest, SuppressTarget, SuppressionReason, UnsubscribeRequest,
+    ListId, ProfileId, SubscribeRequest, SuppressTarget, SuppressionReason, UnsubscribeRequest,
 };
 
 use super::auth::Caller;
@@ -20,6 +27,7 @@ use super::scopes::{
     ListsProfilesSubscriptionsWrite, ProfilesSubscriptionsWrite, SubscriptionsWrite,
 };
 use super::Body;
+use crate::app::AppState;
 
 const MAX_SUBSCRIBE: usize = 1000;
 const MAX_UNSUBSCRIBE: usize = 100;
@@ -40,30 +48,53 @@ fn job<'a>(
     Ok((data, attrs))
 }
 
-/// `relationships.list.data.id`, if given (and `segment`, refused: segments are not here).
-fn related_list(data: &Obj<'_>, allow_segment: bool) -> Result<Option<ListId>, ApiError> {
+/// What a job's `relationships` name.
+enum Related {
+    List(ListId),
+    Segment(String),
+}
+
+/// `relationships.list.data.id` (or, where `allow_segment`, `relationships.segment.data.id`),
+/// if given.
+fn related(data: &Obj<'_>, allow_segment: bool) -> Result<Option<Related>, ApiError> {
     let Some(relationships) = data.object("relationships")? else {
         return Ok(None);
     };
     if allow_segment {
         relationships.only(&["list", "segment"])?;
-        if relationships.object("segment")?.is_some() {
-            return Err(ApiError::invalid_at(
-                relationships.pointer("segment"),
-                "suppressing a segment's members is not supported; name a list or emails",
-            ));
-        }
     } else {
         relationships.only(&["list"])?;
     }
-    let Some(list) = relationships.object("list")? else {
-        return Ok(None);
-    };
-    list.only(&["data"])?;
-    let linkage = list.required_object("data")?;
-    linkage.only(&["type", "id"])?;
-    linkage.expect_type("list")?;
-    Ok(Some(ListId(linkage.required_string("id")?)))
+    let mut found = None;
+    for kind in ["list", "segment"] {
+        let Some(related) = relationships.object(kind)? else {
+            continue;
+        };
+        if found.is_some() {
+            return Err(ApiError::invalid_at(
+                relationships.pointer(kind),
+                "name a list or a segment, not both",
+            ));
+        }
+        related.only(&["data"])?;
+        let linkage = related.required_object("data")?;
+        linkage.only(&["type", "id"])?;
+        linkage.expect_type(kind)?;
+        let id = linkage.required_string("id")?;
+        found = Some(match kind {
+            "list" => Related::List(ListId(id)),
+            _ => Related::Segment(id),
+        });
+    }
+    Ok(found)
+}
+
+/// `relationships.list.data.id`, if given.
+fn related_list(data: &Obj<'_>) -> Result<Option<ListId>, ApiError> {
+    Ok(match related(data, false)? {
+        Some(Related::List(list)) => Some(list),
+        _ => None,
+    })
 }
 
 /// The emails of `attributes.profiles.data[]`, with each profile's email marketing consent
@@ -182,7 +213,7 @@ pub async fn subscribe(
             }
         }
     }
-    let list_id = related_list(&data, false)?;
+    let list_id = related_list(&data)?;
     origin
         .engage(&caller.engage)
         .subscribe(SubscribeRequest {
@@ -211,7 +242,7 @@ pub async fn unsubscribe(
         Some("UNSUBSCRIBED"),
         &mut None,
     )?;
-    let list_id = related_list(&data, false)?;
+    let list_id = related_list(&data)?;
     origin
         .engage(&caller.engage)
         .unsubscribe(UnsubscribeRequest { list_id, emails })
@@ -219,25 +250,58 @@ pub async fn unsubscribe(
     Ok(accepted())
 }
 
-/// Emails, or a list: exactly one.
-fn suppress_target(data: &Obj<'_>, attributes: &Obj<'_>) -> Result<SuppressTarget, ApiError> {
-    let list = related_list(data, true)?;
-    match (attributes.map.contains_key("profiles"), list) {
+/// Emails, a list or a segment: exactly one. A segment's members are taken as the segment
+/// engine holds them now, so the job (and a rebuild) names the same profiles.
+async fn suppress_target(
+    app: &AppState,
+    data: &Obj<'_>,
+    attributes: &Obj<'_>,
+) -> Result<SuppressTarget, ApiError> {
+    let related = related(data, true)?;
+    match (attributes.map.contains_key("profiles"), related) {
         (true, None) => Ok(SuppressTarget::Emails(emails(
             attributes,
             MAX_SUPPRESS,
             None,
             &mut None,
         )?)),
-        (false, Some(list)) => Ok(SuppressTarget::List(list)),
+        (false, Some(Related::List(list))) => Ok(SuppressTarget::List(list)),
+        (false, Some(Related::Segment(id))) => {
+            let audience = app
+                .audience
+                .as_ref()
+                .ok_or_else(|| ApiError::unavailable("segments are not running on this server"))?;
+            Ok(SuppressTarget::Profiles(
+                segment_members(audience, &id).await?,
+            ))
+        }
         (true, Some(_)) => Err(ApiError::invalid_at(
             data.pointer("relationships"),
-            "name either profiles or a list, not both",
+            "name either profiles or a list or segment, not both",
         )),
         (false, None) => Err(ApiError::invalid_at(
             attributes.pointer("profiles"),
-            "name profiles, or a list in relationships",
+            "name profiles, or a list or segment in relationships",
         )),
+    }
+}
+
+/// Every member of a segment, by profile id.
+async fn segment_members(audience: &Audience, id: &str) -> Result<Vec<ProfileId>, ApiError> {
+    const PAGE: usize = 1000;
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = audience.members(id, after, PAGE).await?;
+        out.extend(
+            page.members
+                .into_iter()
+                .map(|member| ProfileId(member.profile_id)),
+        );
+        match page.next_after_pk {
+            Some(next) => after = Some(next),
+            None => return Ok(out),
+        }
     }
 }
 
@@ -276,6 +340,7 @@ fn job_document<R>(
 fn target_size(target: &SuppressTarget) -> usize {
     match target {
         SuppressTarget::Emails(emails) => emails.len(),
+        SuppressTarget::Profiles(profiles) => profiles.len(),
         SuppressTarget::List(_) => 0,
     }
 }
@@ -284,6 +349,7 @@ fn target_size(target: &SuppressTarget) -> usize {
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn suppress(
     caller: Caller<ProfilesSubscriptionsWrite>,
+    State(app): State<AppState>,
     origin: RequestOrigin,
     base: BaseUrl,
     Body(body): Body,
@@ -291,7 +357,7 @@ pub async fn suppress(
     let root = Obj::root(&body)?;
     let kind = "profile-suppression-bulk-create-job";
     let (data, attributes) = job(&root, kind, &["profiles"])?;
-    let target = suppress_target(&data, &attributes)?;
+    let target = suppress_target(&app, &data, &attributes).await?;
     let total = target_size(&target);
     let done = origin
         .engage(&caller.engage)
@@ -304,6 +370,7 @@ pub async fn suppress(
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn unsuppress(
     caller: Caller<SubscriptionsWrite>,
+    State(app): State<AppState>,
     origin: RequestOrigin,
     base: BaseUrl,
     Body(body): Body,
@@ -311,7 +378,7 @@ pub async fn unsuppress(
     let root = Obj::root(&body)?;
     let kind = "profile-suppression-bulk-delete-job";
     let (data, attributes) = job(&root, kind, &["profiles"])?;
-    let target = suppress_target(&data, &attributes)?;
+    let target = suppress_target(&app, &data, &attributes).await?;
     let total = target_size(&target);
     let done = origin.engage(&caller.engage).unsuppress(target).await?;
     Ok(job_document(&caller, &base, kind, total, done))

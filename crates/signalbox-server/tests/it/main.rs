@@ -3,6 +3,7 @@
 
 mod auth;
 mod consent;
+mod consent_and_filters;
 mod console_account;
 mod console_analytics;
 mod console_connections;

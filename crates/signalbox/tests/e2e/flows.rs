@@ -1257,3 +1257,81 @@ async fn double_opt_in_email_survives_link_scanners_and_its_button_subscribes_an
     assert_eq!(marketing["consent"], "UNSUBSCRIBED", "{marketing}");
     assert_eq!(marketing["can_receive_email_marketing"], false);
 }
+
+#[tokio::test]
+async fn a_profile_suppressed_by_a_job_gets_no_flow_email_until_the_suppression_is_lifted() {
+    let root = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(&root.path().join("mail"));
+    let app = MailServer::start(&sink);
+    let ask = |user: &str| json!({"type": "track", "userId": user, "event": "Asked For Tea"});
+    app.segment(json!([
+        identify("seed", "seed@tea.test", "Seed"),
+        ask("seed")
+    ]));
+    let asked = app.metric_id("Asked For Tea").await;
+    let flow_id = app.apply_flow(&json!({
+        "name": "Tea reply",
+        "status": "live",
+        "definition": {
+            "triggers": [{"type": "metric", "id": asked}],
+            "entry_action_id": "reply",
+            "actions": [email_action("reply", "Your tea, {{ first_name }}",
+                "<p>Tea is on its way.</p>", None)],
+            "reentry_criteria": {"duration": 0, "unit": "alltime"}
+        }
+    }));
+    app.segment(json!([
+        identify("ann", "ann@example.com", "Ann"),
+        ask("ann")
+    ]));
+    app.wait_count(&flow_id, "sent", 1).await;
+
+    let job = |kind: &str| {
+        json!({"data": {"type": kind, "attributes": {"profiles": {"data": [
+            {"type": "profile", "attributes": {"email": "ann@example.com"}}]}}}})
+    };
+    let (status, body) = app
+        .api(
+            reqwest::Method::POST,
+            "/api/profile-suppression-bulk-create-jobs",
+            Some(job("profile-suppression-bulk-create-job")),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (_, profiles) = app
+        .api(
+            reqwest::Method::GET,
+            "/api/profiles?filter=equals(email,%22ann@example.com%22)\
+             &additional-fields[profile]=subscriptions",
+            None,
+        )
+        .await;
+    let marketing = &profiles["data"][0]["attributes"]["subscriptions"]["email"]["marketing"];
+    assert_eq!(
+        marketing["suppression"][0]["reason"], "USER_SUPPRESSED",
+        "{profiles}"
+    );
+    assert_eq!(marketing["can_receive_email_marketing"], false);
+
+    // Suppressed: the next trigger starts a run whose email is skipped, with the reason.
+    app.segment(json!([ask("ann")]));
+    let counts = app.wait_count(&flow_id, "skipped:suppressed", 1).await;
+    assert_eq!(counts["sent"], 1, "{counts}");
+    assert_eq!(sink.messages().len(), 1);
+
+    // Lifted: a new trigger is emailed again.
+    let (status, body) = app
+        .api(
+            reqwest::Method::POST,
+            "/api/profile-suppression-bulk-delete-jobs",
+            Some(job("profile-suppression-bulk-delete-job")),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    app.segment(json!([ask("ann")]));
+    let counts = app.wait_count(&flow_id, "sent", 2).await;
+    assert_eq!(counts["skipped:suppressed"], 1, "{counts}");
+    let mails: Vec<Mail> = sink.wait_for(2).iter().map(parse_mail).collect();
+    assert!(mails.iter().all(|m| m.rcpt_tos == ["ann@example.com"]));
+    assert_eq!(mails[1].subject, "Your tea, Ann");
+}
