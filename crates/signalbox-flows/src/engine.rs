@@ -30,6 +30,9 @@ const WEBHOOK_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Webhook responses larger than this are refused: the body is not used, only the status.
 pub const WEBHOOK_MAX_RESPONSE: usize = 1024 * 1024;
 
+/// How long a message held for review waits before it ages out, unless configured.
+pub const DEFAULT_MANUAL_REVIEW_EXPIRY: SignedDuration = SignedDuration::from_hours(24 * 7);
+
 /// Email sending: the SMTP mailer and the composer that adds signed links.
 #[derive(Clone, Debug)]
 pub struct FlowMail {
@@ -68,6 +71,9 @@ pub struct FlowsConfig {
     pub concurrency: usize,
     /// How often the worker looks for work when nothing woke it.
     pub poll_interval: Duration,
+    /// How long a message held for review (a `manual` action or flow) waits to be approved or
+    /// skipped before it ages out as `skipped:expired` and its run moves on. Default 7 days.
+    pub manual_review_expiry: SignedDuration,
     /// Fault injection for crash tests: the worker stops as if the process died.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -102,6 +108,7 @@ impl std::fmt::Debug for FlowsConfig {
             .field("batch_size", &self.batch_size)
             .field("concurrency", &self.concurrency)
             .field("poll_interval", &self.poll_interval)
+            .field("manual_review_expiry", &self.manual_review_expiry)
             .finish_non_exhaustive()
     }
 }
@@ -121,6 +128,7 @@ impl FlowsConfig {
             batch_size: 1_000,
             concurrency: 64,
             poll_interval: Duration::from_millis(500),
+            manual_review_expiry: DEFAULT_MANUAL_REVIEW_EXPIRY,
             fault: None,
         }
     }
@@ -612,6 +620,11 @@ impl Flows {
                 tx.execute("DELETE FROM flow_versions WHERE flow_id = ?1", [&flow_id])?;
                 tx.execute("DELETE FROM date_schedule WHERE flow_id = ?1", [&flow_id])?;
                 tx.execute(
+                    "UPDATE held_messages SET status = 'cancelled', decided_us = ?2
+                     WHERE flow_id = ?1 AND status = 'pending'",
+                    params![flow_id, now],
+                )?;
+                tx.execute(
                     "UPDATE runs SET status = 'cancelled', exit_reason = 'flow_deleted',
                          ended_us = ?2, wake_us = NULL
                      WHERE flow_id = ?1 AND status = 'active'",
@@ -675,6 +688,25 @@ impl Flows {
                         .insert("waiting".into(), n);
                 }
                 stats.flow.counts.insert("waiting".into(), waiting);
+                let mut stmt = conn.prepare_cached(
+                    "SELECT action_id, COUNT(*) FROM held_messages
+                     WHERE flow_id = ?1 AND status = 'pending' GROUP BY action_id",
+                )?;
+                let rows = stmt.query_map([&flow_id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })?;
+                let mut pending = 0;
+                for row in rows {
+                    let (action, n) = row?;
+                    pending += n;
+                    stats
+                        .actions
+                        .entry(action)
+                        .or_default()
+                        .counts
+                        .insert("pending".into(), n);
+                }
+                stats.flow.counts.insert("pending".into(), pending);
                 let active: i64 = conn.query_row(
                     "SELECT COUNT(*) FROM runs WHERE flow_id = ?1 AND status = 'active'",
                     [&flow_id],
@@ -771,6 +803,132 @@ impl Flows {
             .await
     }
 
+    // Messages held for review.
+
+    /// The flow's messages held for review that are still pending, oldest first: at most
+    /// `limit` after the id `after` (a [`HeldPage::next`] of an earlier page).
+    pub async fn pending_messages(
+        &self,
+        flow_id: &str,
+        after: Option<i64>,
+        limit: usize,
+    ) -> FlowsResult<HeldPage> {
+        self.messages(flow_id, Some(HeldStatus::Pending), after, limit)
+            .await
+    }
+
+    /// The flow's held messages with `status` (all when `None`), oldest first, a page at a
+    /// time as [`Flows::pending_messages`].
+    pub async fn messages(
+        &self,
+        flow_id: &str,
+        status: Option<HeldStatus>,
+        after: Option<i64>,
+        limit: usize,
+    ) -> FlowsResult<HeldPage> {
+        let limit = limit.clamp(1, 1_000);
+        let flow_id = flow_id.to_owned();
+        self.inner
+            .db
+            .read_async(move |conn| {
+                if read_flow(conn, &flow_id)?.is_none() {
+                    return Err(FlowsError::not_found(format!("flow {flow_id}")));
+                }
+                let mut messages =
+                    store::held_page(conn, &flow_id, status, after.unwrap_or(0), limit + 1)?;
+                let next = if messages.len() > limit {
+                    messages.truncate(limit);
+                    messages.last().map(|m| m.id)
+                } else {
+                    None
+                };
+                Ok(HeldPage { messages, next })
+            })
+            .await
+    }
+
+    /// One held message of the flow.
+    pub async fn message(&self, flow_id: &str, id: i64) -> FlowsResult<HeldMessage> {
+        let flow_id = flow_id.to_owned();
+        self.inner
+            .db
+            .read_async(move |conn| Ok(held_of_flow(conn, &flow_id, id)?.0))
+            .await
+    }
+
+    /// Releases a pending message: the worker sends it as it sends a live one (the same
+    /// checks of consent and suppressions, the same exactly-once step) and its run moves on.
+    /// Approving an approved message changes nothing; one that was skipped, expired or
+    /// cancelled is a [`FlowsError::Conflict`].
+    pub async fn approve_message(&self, flow_id: &str, id: i64) -> FlowsResult<HeldMessage> {
+        self.decide_message(flow_id, id, HeldStatus::Approved).await
+    }
+
+    /// Skips a pending message (`skipped:manual`): it is never sent and its run moves on.
+    /// Skipping a skipped message changes nothing; one that was approved, expired or cancelled
+    /// is a [`FlowsError::Conflict`].
+    pub async fn skip_message(&self, flow_id: &str, id: i64) -> FlowsResult<HeldMessage> {
+        self.decide_message(flow_id, id, HeldStatus::Skipped).await
+    }
+
+    async fn decide_message(
+        &self,
+        flow_id: &str,
+        id: i64,
+        to: HeldStatus,
+    ) -> FlowsResult<HeldMessage> {
+        let flow_id = flow_id.to_owned();
+        let now = self.inner.clock.now();
+        let now_us = now.as_microsecond();
+        let held = self
+            .inner
+            .db
+            .write_async(move |tx| {
+                let (held, key) = held_of_flow(tx, &flow_id, id)?;
+                if held.status == to {
+                    return Ok(held);
+                }
+                let verb = match to {
+                    HeldStatus::Approved => "approved",
+                    _ => "skipped",
+                };
+                if held.status != HeldStatus::Pending {
+                    return Err(FlowsError::Conflict {
+                        reason: format!(
+                            "message {id} was {} and cannot be {verb}",
+                            held.status.as_str()
+                        ),
+                    });
+                }
+                if now >= held.expires {
+                    return Err(FlowsError::Conflict {
+                        reason: format!(
+                            "message {id} expired at {} and cannot be {verb}",
+                            held.expires
+                        ),
+                    });
+                }
+                store::set_held_status(tx, id, to, now_us)?;
+                if to == HeldStatus::Skipped {
+                    store::finish_step(tx, &key, "skipped", Some("manual"), now_us)?;
+                    store::bump(tx, &flow_id, &held.action_id, "skipped:manual", 1, 0.0)?;
+                    store::bump(tx, &flow_id, "", "skipped:manual", 1, 0.0)?;
+                } else {
+                    store::bump(tx, &flow_id, &held.action_id, "approved", 1, 0.0)?;
+                    store::bump(tx, &flow_id, "", "approved", 1, 0.0)?;
+                }
+                store::wake_run(tx, held.run_id, now_us)?;
+                Ok(HeldMessage {
+                    status: to,
+                    decided: Some(now),
+                    ..held
+                })
+            })
+            .await?;
+        self.inner.wake.notify_one();
+        Ok(held)
+    }
+
     /// The secret a `send-webhook` action signs with: its own `secret` if the definition gives
     /// one, else `hex(HMAC-SHA256(webhook_key, "flow:{flow_id}:action:{action_id}"))`.
     pub async fn webhook_secret(&self, flow_id: &str, action_id: &str) -> FlowsResult<String> {
@@ -860,6 +1018,13 @@ fn assign_action_ids(conn: &Connection, definition: &mut FlowDefinition) -> Flow
         id
     });
     store::set_meta(conn, "next_action_id", &next.to_string())
+}
+
+/// A held message of the flow, with its step key; not found when it is another flow's.
+fn held_of_flow(conn: &Connection, flow_id: &str, id: i64) -> FlowsResult<(HeldMessage, String)> {
+    store::held_by_id(conn, id)?
+        .filter(|(held, _)| held.flow_id == flow_id)
+        .ok_or_else(|| FlowsError::not_found(format!("message {id} of flow {flow_id}")))
 }
 
 /// `<updated_us>.<id>`, as [`Flows::list_flows_page`] writes it.

@@ -12,7 +12,8 @@
 //! - [`definition`]: Klaviyo's flow definition JSON, parsed with JSON-pointer errors and
 //!   written back with real ids.
 //! - [`engine`]: [`Flows`], the handle (flows CRUD, statistics, runs, sends, dead letters,
-//!   [`Flows::sync`] for tests); [`FlowsConfig`], [`FlowsDeps`].
+//!   the review queue of held messages, [`Flows::sync`] for tests); [`FlowsConfig`],
+//!   [`FlowsDeps`].
 //! - [`deps`]: the traits through which the engine reaches state owned elsewhere
 //!   ([`FactsLoader`], [`MembershipFeed`], [`BuiltinEvents`], [`TemplateSource`],
 //!   [`ListActions`]).
@@ -22,6 +23,17 @@
 //! - [`templates`]: ready flows to start from (welcome series, abandoned cart, …).
 //! - [`schedule`]: delays in a timezone, date triggers. `store.rs`: `flows.db`.
 //! - [`bench`](mod@bench): the engine's benchmark, callable from the binary.
+//!
+//! # Review of manual messages
+//! A message (email or webhook) whose action is `manual`, or any message of a `manual` flow,
+//! is not sent when a run reaches it: once the usual checks pass (consent, suppressions,
+//! smart sending …) it is **held** as a pending [`HeldMessage`] and the run waits on it, as
+//! Klaviyo's review queue keeps a profile at the message. A reviewer approves it
+//! ([`Flows::approve_message`]: the checks run again, then it is sent through the same
+//! exactly-once step as a live message) or skips it ([`Flows::skip_message`],
+//! `skipped:manual`); one left alone ages out after [`FlowsConfig::manual_review_expiry`]
+//! (`skipped:expired`). Either way the run then moves on to the next action. Setting the flow
+//! live later does not release messages already held.
 //!
 //! **Invariant:** the feed cursor commits in the transaction that inserts the runs it caused;
 //! a run's step intent commits before its side effect starts.
@@ -47,7 +59,10 @@ pub use deps::{
     BuiltinEvents, DepError, DepResult, FactsLoader, ListActions, MembershipFeed, SegmentEntry,
     TemplateSource,
 };
-pub use engine::{Fault, FlowMail, Flows, FlowsConfig, FlowsDeps, WEBHOOK_MAX_RESPONSE};
+pub use engine::{
+    Fault, FlowMail, Flows, FlowsConfig, FlowsDeps, DEFAULT_MANUAL_REVIEW_EXPIRY,
+    WEBHOOK_MAX_RESPONSE,
+};
 pub use error::{FlowsError, FlowsResult};
 pub use model::*;
 pub use worker::{CONVERSION_METRICS, CONVERSION_WINDOW};

@@ -82,9 +82,11 @@ pub struct FlowUpdate {
 }
 
 /// Counters of one flow or action: `entered`, `completed`, `exited_filter`,
-/// `skipped:<reason>` (`smart_sending`, `consent`, `draft`, `manual`, `no_email`, …),
-/// `sent`, `failed`, `bounced`, `opened`, `clicked`, `converted`, `delivered`,
-/// `dead_lettered`, `waiting` (runs waiting on a delay now).
+/// `skipped:<reason>` (`smart_sending`, `consent`, `draft`, `no_email`, `manual` (skipped by
+/// a reviewer), `expired` (held for review too long), …), `held` (messages held for review),
+/// `approved`, `sent`, `failed`, `bounced`, `opened`, `clicked`, `converted`, `delivered`,
+/// `dead_lettered`, `waiting` (runs waiting on a delay now), `pending` (messages waiting for
+/// review now).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counters {
     pub counts: BTreeMap<String, i64>,
@@ -153,4 +155,82 @@ pub struct DeadLetter {
     pub reason: String,
     pub attempts: i64,
     pub at: Timestamp,
+}
+
+/// Where a message held for review stands ([`crate::Flows::approve_message`],
+/// [`crate::Flows::skip_message`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeldStatus {
+    /// Waiting in the review queue; the run waits on it.
+    Pending,
+    /// Released by a person: the worker sends it (after the usual checks) and the run moves on.
+    Approved,
+    /// Skipped by a person (`skipped:manual`); the run moves on.
+    Skipped,
+    /// Not released in time (`skipped:expired`); the run moved on.
+    Expired,
+    /// Its run ended before it was released (the flow was deleted, the profile left it).
+    Cancelled,
+}
+
+impl HeldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeldStatus::Pending => "pending",
+            HeldStatus::Approved => "approved",
+            HeldStatus::Skipped => "skipped",
+            HeldStatus::Expired => "expired",
+            HeldStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<HeldStatus> {
+        match s {
+            "pending" => Some(HeldStatus::Pending),
+            "approved" => Some(HeldStatus::Approved),
+            "skipped" => Some(HeldStatus::Skipped),
+            "expired" => Some(HeldStatus::Expired),
+            "cancelled" => Some(HeldStatus::Cancelled),
+            _ => None,
+        }
+    }
+
+    pub const ALL: [HeldStatus; 5] = [
+        HeldStatus::Pending,
+        HeldStatus::Approved,
+        HeldStatus::Skipped,
+        HeldStatus::Expired,
+        HeldStatus::Cancelled,
+    ];
+}
+
+/// A message (email or webhook) of a `manual` action or flow, held for review.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldMessage {
+    /// The id a reviewer names to approve or skip it.
+    pub id: i64,
+    pub flow_id: String,
+    pub action_id: String,
+    /// `send-email` or `send-webhook`.
+    pub kind: String,
+    pub run_id: i64,
+    pub profile_id: String,
+    /// The profile's email address when it was held.
+    pub email: Option<String>,
+    /// The subject line as the action writes it (a template; rendered when sent).
+    pub subject: Option<String>,
+    pub status: HeldStatus,
+    pub created: Timestamp,
+    /// When a pending message ages out (`skipped:expired`).
+    pub expires: Timestamp,
+    /// When it was approved, skipped, expired or cancelled.
+    pub decided: Option<Timestamp>,
+}
+
+/// A page of held messages, oldest first ([`crate::Flows::messages`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldPage {
+    pub messages: Vec<HeldMessage>,
+    /// The `after` of the next page; `None` on the last.
+    pub next: Option<i64>,
 }

@@ -152,6 +152,29 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // The console's listing of flows, newest change first, a page at a time.
     "CREATE INDEX flows_updated ON flows(updated_us, id);",
+    // Messages of `manual` actions and flows, held for review. The step (`key`) is `held`
+    // while the message is pending; its run waits on it, woken at `expires_us`.
+    r#"
+    CREATE TABLE held_messages (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        flow_id TEXT NOT NULL,
+        action_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        run_id INTEGER NOT NULL,
+        profile_pk INTEGER NOT NULL,
+        profile_id TEXT NOT NULL,
+        email TEXT,
+        subject TEXT,
+        -- pending, approved, skipped, expired, cancelled
+        status TEXT NOT NULL,
+        created_us INTEGER NOT NULL,
+        expires_us INTEGER NOT NULL,
+        decided_us INTEGER
+    );
+    CREATE INDEX held_messages_flow ON held_messages(flow_id, status, id);
+    CREATE INDEX held_messages_run ON held_messages(run_id) WHERE status = 'pending';
+    "#,
 ];
 
 /// The database, shared by the worker and the API calls.
@@ -428,6 +451,11 @@ pub(crate) fn end_run(
          WHERE id = ?1",
     )?
     .execute(params![run_id, status, reason, now_us])?;
+    conn.prepare_cached(
+        "UPDATE held_messages SET status = 'cancelled', decided_us = ?2
+         WHERE run_id = ?1 AND status = 'pending'",
+    )?
+    .execute(params![run_id, now_us])?;
     Ok(())
 }
 
@@ -738,5 +766,153 @@ pub(crate) fn insert_dead_letter(
     .execute(params![
         key, flow_id, action_id, run_id, url, body, reason, attempts, now_us
     ])?;
+    Ok(())
+}
+
+// Messages held for review.
+
+pub(crate) struct NewHeld<'a> {
+    pub key: &'a str,
+    pub flow_id: &'a str,
+    pub action_id: &'a str,
+    pub kind: &'a str,
+    pub run_id: i64,
+    pub profile_pk: i64,
+    pub profile_id: &'a str,
+    pub email: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub now_us: i64,
+    pub expires_us: i64,
+}
+
+pub(crate) fn insert_held(conn: &Connection, h: &NewHeld<'_>) -> FlowsResult<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO held_messages (key, flow_id, action_id, kind, run_id, profile_pk,
+             profile_id, email, subject, status, created_us, expires_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11)",
+    )?
+    .execute(params![
+        h.key,
+        h.flow_id,
+        h.action_id,
+        h.kind,
+        h.run_id,
+        h.profile_pk,
+        h.profile_id,
+        h.email,
+        h.subject,
+        h.now_us,
+        h.expires_us
+    ])?;
+    Ok(())
+}
+
+const HELD_COLUMNS: &str = "id, flow_id, action_id, kind, run_id, profile_id, email, subject,
+    status, created_us, expires_us, decided_us, key";
+
+fn held_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(crate::model::HeldMessage, String)> {
+    let status: String = r.get(8)?;
+    Ok((
+        crate::model::HeldMessage {
+            id: r.get(0)?,
+            flow_id: r.get(1)?,
+            action_id: r.get(2)?,
+            kind: r.get(3)?,
+            run_id: r.get(4)?,
+            profile_id: r.get(5)?,
+            email: r.get(6)?,
+            subject: r.get(7)?,
+            status: crate::model::HeldStatus::parse(&status)
+                .unwrap_or(crate::model::HeldStatus::Cancelled),
+            created: crate::engine::ts(r.get(9)?),
+            expires: crate::engine::ts(r.get(10)?),
+            decided: r.get::<_, Option<i64>>(11)?.map(crate::engine::ts),
+        },
+        r.get(12)?,
+    ))
+}
+
+/// A held message by its step key.
+pub(crate) fn held_by_key(
+    conn: &Connection,
+    key: &str,
+) -> FlowsResult<Option<crate::model::HeldMessage>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {HELD_COLUMNS} FROM held_messages WHERE key = ?1"
+        ))?
+        .query_row([key], held_row)
+        .optional()?
+        .map(|(held, _)| held))
+}
+
+/// A held message by its id, with its step key.
+pub(crate) fn held_by_id(
+    conn: &Connection,
+    id: i64,
+) -> FlowsResult<Option<(crate::model::HeldMessage, String)>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {HELD_COLUMNS} FROM held_messages WHERE id = ?1"
+        ))?
+        .query_row([id], held_row)
+        .optional()?)
+}
+
+/// A flow's held messages with `status` (any when `None`) after id `after`, oldest first.
+pub(crate) fn held_page(
+    conn: &Connection,
+    flow_id: &str,
+    status: Option<crate::model::HeldStatus>,
+    after: i64,
+    limit: usize,
+) -> FlowsResult<Vec<crate::model::HeldMessage>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = match status {
+        Some(status) => conn
+            .prepare_cached(&format!(
+                "SELECT {HELD_COLUMNS} FROM held_messages
+                 WHERE flow_id = ?1 AND status = ?2 AND id > ?3 ORDER BY id LIMIT ?4"
+            ))?
+            .query_map(params![flow_id, status.as_str(), after, limit], held_row)?
+            .collect::<Result<Vec<_>, _>>()?,
+        None => conn
+            .prepare_cached(&format!(
+                "SELECT {HELD_COLUMNS} FROM held_messages
+                 WHERE flow_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+            ))?
+            .query_map(params![flow_id, after, limit], held_row)?
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    Ok(rows.into_iter().map(|(held, _)| held).collect())
+}
+
+pub(crate) fn set_held_status(
+    conn: &Connection,
+    id: i64,
+    status: crate::model::HeldStatus,
+    now_us: i64,
+) -> FlowsResult<()> {
+    conn.prepare_cached("UPDATE held_messages SET status = ?2, decided_us = ?3 WHERE id = ?1")?
+        .execute(params![id, status.as_str(), now_us])?;
+    Ok(())
+}
+
+/// Turns a held step into an intent: the worker carries it out like any other.
+pub(crate) fn release_step(conn: &Connection, key: &str) -> FlowsResult<()> {
+    conn.prepare_cached("UPDATE steps SET state = 'intent', done_us = NULL WHERE key = ?1")?
+        .execute([key])?;
+    Ok(())
+}
+
+/// Wakes a run now, or, if its flow is parked, as soon as the flow runs again.
+pub(crate) fn wake_run(conn: &Connection, run_id: i64, now_us: i64) -> FlowsResult<()> {
+    conn.prepare_cached(
+        "UPDATE runs SET
+             wake_us = CASE WHEN held_wake_us IS NULL THEN ?2 ELSE NULL END,
+             held_wake_us = CASE WHEN held_wake_us IS NULL THEN NULL ELSE ?2 END
+         WHERE id = ?1 AND status = 'active'",
+    )?
+    .execute(params![run_id, now_us])?;
     Ok(())
 }

@@ -24,6 +24,7 @@ use crate::actions::{self, Effect, Outcome};
 use crate::definition::{ActionKind, MessageStatus, Reentry, Trigger};
 use crate::engine::{CachedFlow, Fault, FlowCache, Inner};
 use crate::error::{FlowsError, FlowsResult};
+use crate::model::HeldStatus;
 use crate::schedule;
 use crate::store::{self, NewRun, NewSend, NewStep, RunRow};
 
@@ -354,6 +355,11 @@ fn apply_merge(tx: &Transaction, from: i64, to: i64, to_id: Option<&str>) -> Flo
     tx.execute(
         "UPDATE sends SET profile_pk = ?2 WHERE profile_pk = ?1",
         params![from, to],
+    )?;
+    tx.execute(
+        "UPDATE held_messages SET profile_pk = ?2, profile_id = COALESCE(?3, profile_id)
+         WHERE profile_pk = ?1",
+        params![from, to, to_id],
     )?;
     tx.execute(
         "INSERT INTO entries (flow_id, profile_pk, last_us)
@@ -847,6 +853,21 @@ fn plan_run(
             | ActionKind::ListUpdate(_) => {
                 let key = actions::step_key(run.id, &pos);
                 match store::step(tx, &key)? {
+                    Some(step) if step.state == "held" => {
+                        match review(inner, tx, &run, flow, action, &key, &mut facts, now)? {
+                            Review::Wait => return Ok(None),
+                            Review::MoveOn => {
+                                position = action.next.clone();
+                                continue;
+                            }
+                            Review::Send => {
+                                store::release_step(tx, &key)?;
+                                return Ok(Some(start_effect(
+                                    inner, tx, &run, flow, action, key, &mut facts, now,
+                                )?));
+                            }
+                        }
+                    }
                     Some(step) if step.state != "intent" => {
                         position = action.next.clone();
                         continue;
@@ -866,7 +887,12 @@ fn plan_run(
                     }
                     None => {}
                 }
-                if let Some(skip) = decide(inner, tx, &run, flow, action, &mut facts, now)? {
+                let decision = decide(inner, tx, &run, flow, action, &mut facts, now, false)?;
+                if let Decision::Hold = decision {
+                    hold(inner, tx, &run, action, &key, &mut facts, now)?;
+                    return Ok(None);
+                }
+                if let Decision::Skip(skip) = decision {
                     store::insert_step(
                         tx,
                         &NewStep {
@@ -898,26 +924,9 @@ fn plan_run(
                         now_us,
                     },
                 )?;
-                if let ActionKind::SendEmail(_) = &action.kind {
-                    let email = email_of(facts.get()?).unwrap_or_default();
-                    store::insert_send(
-                        tx,
-                        &NewSend {
-                            key: &key,
-                            flow_id: &run.flow_id,
-                            action_id: &pos,
-                            run_id: run.id,
-                            profile_pk: run.profile_pk,
-                            email: &email,
-                            now_us,
-                        },
-                    )?;
-                }
-                if let ActionKind::SendWebhook(w) = &action.kind {
-                    store::upsert_webhook(tx, &key, &run.flow_id, &pos, run.id, &w.url, now_us)?;
-                }
-                store::move_run(tx, run.id, Some(&pos), None, Some(now_us))?;
-                return Ok(Some(effect(inner, &run, flow, action, key, 0, tx)?));
+                return Ok(Some(start_effect(
+                    inner, tx, &run, flow, action, key, &mut facts, now,
+                )?));
             }
         }
     }
@@ -932,6 +941,165 @@ fn plan_run(
     Ok(None)
 }
 
+/// Records what an intent sends (the send, the webhook delivery) and points the run at it.
+#[allow(clippy::too_many_arguments)]
+fn start_effect(
+    inner: &Inner,
+    tx: &Transaction,
+    run: &RunRow,
+    flow: &CachedFlow,
+    action: &crate::definition::Action,
+    key: String,
+    facts: &mut RunFacts<'_>,
+    now: Timestamp,
+) -> FlowsResult<Effect> {
+    let now_us = now.as_microsecond();
+    let pos = action.id.as_str();
+    if let ActionKind::SendEmail(_) = &action.kind {
+        let email = email_of(facts.get()?).unwrap_or_default();
+        store::insert_send(
+            tx,
+            &NewSend {
+                key: &key,
+                flow_id: &run.flow_id,
+                action_id: pos,
+                run_id: run.id,
+                profile_pk: run.profile_pk,
+                email: &email,
+                now_us,
+            },
+        )?;
+    }
+    if let ActionKind::SendWebhook(w) = &action.kind {
+        store::upsert_webhook(tx, &key, &run.flow_id, pos, run.id, &w.url, now_us)?;
+    }
+    store::move_run(tx, run.id, Some(pos), None, Some(now_us))?;
+    effect(inner, run, flow, action, key, 0, tx)
+}
+
+/// What a run waiting on a held message does in this pass.
+enum Review {
+    /// Still pending: wait (until it is released or expires).
+    Wait,
+    /// Skipped, expired or refused at release: go on to the next action.
+    MoveOn,
+    /// Approved and still allowed: send it.
+    Send,
+}
+
+/// Holds a message for review: a `held` step, a pending [`crate::HeldMessage`], and the run
+/// waiting on it until its expiry.
+fn hold(
+    inner: &Inner,
+    tx: &Transaction,
+    run: &RunRow,
+    action: &crate::definition::Action,
+    key: &str,
+    facts: &mut RunFacts<'_>,
+    now: Timestamp,
+) -> FlowsResult<()> {
+    let now_us = now.as_microsecond();
+    let expires_us = now_us.saturating_add(
+        i64::try_from(inner.config.manual_review_expiry.as_micros()).unwrap_or(i64::MAX),
+    );
+    let email = email_of(facts.get()?);
+    let subject = match &action.kind {
+        ActionKind::SendEmail(e) => Some(e.subject.as_str()),
+        _ => None,
+    };
+    store::insert_step(
+        tx,
+        &NewStep {
+            key,
+            run_id: run.id,
+            flow_id: &run.flow_id,
+            action_id: &action.id,
+            kind: action.kind.type_name(),
+            state: "held",
+            detail: None,
+            now_us,
+        },
+    )?;
+    store::insert_held(
+        tx,
+        &store::NewHeld {
+            key,
+            flow_id: &run.flow_id,
+            action_id: &action.id,
+            kind: action.kind.type_name(),
+            run_id: run.id,
+            profile_pk: run.profile_pk,
+            profile_id: &run.profile_id,
+            email: email.as_deref(),
+            subject,
+            now_us,
+            expires_us,
+        },
+    )?;
+    store::bump(tx, &run.flow_id, &action.id, "held", 1, 0.0)?;
+    store::bump(tx, &run.flow_id, "", "held", 1, 0.0)?;
+    store::move_run(tx, run.id, Some(&action.id), None, Some(expires_us))?;
+    Ok(())
+}
+
+/// A run at a held message: wait, expire it, or (approved) check it again and send it.
+#[allow(clippy::too_many_arguments)]
+fn review(
+    inner: &Inner,
+    tx: &Transaction,
+    run: &RunRow,
+    flow: &CachedFlow,
+    action: &crate::definition::Action,
+    key: &str,
+    facts: &mut RunFacts<'_>,
+    now: Timestamp,
+) -> FlowsResult<Review> {
+    let now_us = now.as_microsecond();
+    let Some(held) = store::held_by_key(tx, key)? else {
+        return Err(FlowsError::Internal(format!(
+            "step {key} is held but no held message records it"
+        )));
+    };
+    let skip = |reason: &str| -> FlowsResult<()> {
+        store::finish_step(tx, key, "skipped", Some(reason), now_us)?;
+        let stat = format!("skipped:{reason}");
+        store::bump(tx, &run.flow_id, &action.id, &stat, 1, 0.0)?;
+        store::bump(tx, &run.flow_id, "", &stat, 1, 0.0)
+    };
+    match held.status {
+        HeldStatus::Pending if now < held.expires => {
+            store::move_run(
+                tx,
+                run.id,
+                Some(&action.id),
+                None,
+                Some(held.expires.as_microsecond()),
+            )?;
+            Ok(Review::Wait)
+        }
+        HeldStatus::Pending => {
+            store::set_held_status(tx, held.id, HeldStatus::Expired, now_us)?;
+            skip("expired")?;
+            Ok(Review::MoveOn)
+        }
+        HeldStatus::Approved => {
+            // Consent, suppressions, smart sending … may have changed while it waited.
+            match decide(inner, tx, run, flow, action, facts, now, true)? {
+                // A reviewed message is never held again.
+                Decision::Send | Decision::Hold => Ok(Review::Send),
+                Decision::Skip(reason) => {
+                    skip(reason)?;
+                    Ok(Review::MoveOn)
+                }
+            }
+        }
+        HeldStatus::Skipped | HeldStatus::Expired | HeldStatus::Cancelled => {
+            // The step was finished with the status; a stale `held` step only moves on.
+            Ok(Review::MoveOn)
+        }
+    }
+}
+
 pub(crate) fn email_of(facts: &dyn ProfileFacts) -> Option<String> {
     let path = PropertyPath::from_wire("email")?;
     facts
@@ -942,7 +1110,18 @@ pub(crate) fn email_of(facts: &dyn ProfileFacts) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Why a side effect is skipped, if it is.
+/// What happens to a side effect.
+enum Decision {
+    Send,
+    /// Skipped, counted as `skipped:<reason>`.
+    Skip(&'static str),
+    /// A message of a `manual` action or flow that would be sent: held for review.
+    Hold,
+}
+
+/// Whether a side effect runs, is skipped (and why) or is held for review. `reviewed`: a
+/// person released it, so the manual status no longer holds it.
+#[allow(clippy::too_many_arguments)]
 fn decide(
     inner: &Inner,
     tx: &Transaction,
@@ -951,17 +1130,37 @@ fn decide(
     action: &crate::definition::Action,
     facts: &mut RunFacts<'_>,
     now: Timestamp,
-) -> FlowsResult<Option<&'static str>> {
+    reviewed: bool,
+) -> FlowsResult<Decision> {
     let status = match &action.kind {
         ActionKind::SendEmail(e) => Some(e.status),
         ActionKind::SendWebhook(w) => Some(w.status),
         _ => None,
     };
-    match status.map(|s| flow.message_status(s)) {
-        Some(MessageStatus::Draft) => return Ok(Some("draft")),
-        Some(MessageStatus::Manual) => return Ok(Some("manual")),
-        _ => {}
+    let status = status.map(|s| flow.message_status(s));
+    if status == Some(MessageStatus::Draft) {
+        return Ok(Decision::Skip("draft"));
     }
+    // Checked last: a message that would be skipped anyway is not put before a reviewer.
+    let held = status == Some(MessageStatus::Manual) && !reviewed;
+    let decision = match why_skip(inner, tx, run, flow, action, facts, now)? {
+        Some(reason) => Decision::Skip(reason),
+        None if held => Decision::Hold,
+        None => Decision::Send,
+    };
+    Ok(decision)
+}
+
+/// Why a side effect is skipped, if it is.
+fn why_skip(
+    inner: &Inner,
+    tx: &Transaction,
+    run: &RunRow,
+    flow: &CachedFlow,
+    action: &crate::definition::Action,
+    facts: &mut RunFacts<'_>,
+    now: Timestamp,
+) -> FlowsResult<Option<&'static str>> {
     let ActionKind::SendEmail(email) = &action.kind else {
         return Ok(None);
     };

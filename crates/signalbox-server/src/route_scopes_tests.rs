@@ -133,6 +133,9 @@ const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/v1/stats"),
     ("GET", "/admin/v1/lists/{id}/pending"),
     ("POST", "/admin/v1/lists/{id}/import"),
+    ("GET", "/admin/v1/flows/{id}/messages"),
+    ("POST", "/admin/v1/flows/{id}/messages/{message_id}/approve"),
+    ("POST", "/admin/v1/flows/{id}/messages/{message_id}/skip"),
     ("GET", "/admin/v1/engage/quarantine"),
     ("POST", "/admin/v1/engage/quarantine/{seq}/retry"),
     ("GET", "/admin/v1/destinations"),
@@ -246,6 +249,7 @@ fn concrete(pattern: &str) -> String {
     pattern
         .replace("{id}", "X1")
         .replace("{profile_id}", "P1")
+        .replace("{message_id}", "1")
         .replace("{name}", "nosuchsource")
 }
 

@@ -394,7 +394,8 @@ pub struct FlowArgs {
     #[command(flatten)]
     pub server: ServerArgs,
     /// A private API key with `flows:write` (`signalbox api-key create NAME --scope
-    /// flows:write`).
+    /// flows:write`); `messages`, `approve` and `skip` also need `admin` (they are admin API):
+    /// `--scope flows:write,admin`.
     #[arg(long, env = "SIGNALBOX_API_KEY", hide_env_values = true)]
     pub api_key: String,
     #[command(subcommand)]
@@ -416,6 +417,33 @@ pub enum FlowCommand {
         name_or_id: String,
         #[arg(long)]
         json: bool,
+    },
+    /// The messages a flow (by name or id) held for review (a `manual` flow or message):
+    /// id, status, action, recipient, subject, when it ages out.
+    Messages {
+        flow: String,
+        /// Only those waiting for review.
+        #[arg(long)]
+        pending: bool,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a message held for review (consent and suppressions are checked again); the
+    /// profile's run then moves on. Approving it twice sends it once.
+    Approve {
+        flow: String,
+        /// The message's id, as `signalbox flow messages` shows it.
+        #[arg(long = "message", value_name = "ID")]
+        message: i64,
+    },
+    /// Skip a message held for review (`skipped:manual`): it is never sent, and the
+    /// profile's run moves on.
+    Skip {
+        flow: String,
+        /// The message's id, as `signalbox flow messages` shows it.
+        #[arg(long = "message", value_name = "ID")]
+        message: i64,
     },
 }
 
@@ -490,6 +518,11 @@ pub struct ServeArgs {
     /// is held before it expires (e.g. `7d`, `36h`).
     #[arg(long, env = "SIGNALBOX_HOLD_WINDOW", default_value = "7d")]
     pub hold_window: String,
+    /// How long a flow message held for review (a `manual` flow or message) waits to be
+    /// approved or skipped (`signalbox flow approve|skip`) before it ages out as
+    /// `skipped:expired` and its run moves on (e.g. `7d`, `48h`).
+    #[arg(long, env = "SIGNALBOX_MANUAL_REVIEW_EXPIRY", default_value = "7d")]
+    pub manual_review_expiry: String,
     /// The URL people and browsers reach this server at (`https://track.example.com`): the
     /// base of links in emails and consent pages (unsubscribe, confirm, open and click
     /// tracking) and the Tracking API host analytics.js is told (`apiHost`, `protocol`).

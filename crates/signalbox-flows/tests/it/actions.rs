@@ -118,7 +118,7 @@ async fn conditional_split_reads_the_profile_and_updates_write_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn draft_and_manual_messages_are_skipped_and_counted() {
+async fn draft_messages_are_skipped_and_manual_ones_held() {
     let mut app = TestApp::start().await;
     let metric = app.metric("Ping").await;
     let mut definition = json!({
@@ -158,7 +158,11 @@ async fn draft_and_manual_messages_are_skipped_and_counted() {
     app.settle().await;
     assert_eq!(app.sink().messages().len(), 1);
     let stats = app.flows.stats(&flow.id).await.unwrap();
-    assert_eq!(stats.flow.get("skipped:manual"), 2, "{stats:?}");
+    // Every message follows the flow's status: the first is held for review now.
+    assert_eq!(stats.flow.get("skipped:draft"), 1, "{stats:?}");
+    assert_eq!(stats.flow.get("held"), 1, "{stats:?}");
+    assert_eq!(stats.flow.get("pending"), 1, "{stats:?}");
+    assert_eq!(stats.flow.get("skipped:manual"), 0, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

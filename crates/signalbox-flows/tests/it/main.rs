@@ -9,6 +9,7 @@ mod email;
 mod fuzz_definitions;
 #[allow(dead_code)]
 mod helpers;
+mod review;
 mod runs;
 #[allow(dead_code)]
 // The SMTP sink helper is the mail crate's, shared rather than copied.

@@ -40,6 +40,13 @@ pub enum AdminError {
     },
     #[error("{what} already exists")]
     Conflict { what: String },
+    /// The change does not fit the state of what it names (a message already skipped).
+    #[error("{reason}")]
+    Refused {
+        reason: String,
+        /// The input that named it.
+        field: Option<&'static str>,
+    },
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("the store is overloaded; retry shortly")]
@@ -67,7 +74,7 @@ impl AdminError {
             AdminError::PermissionDenied | AdminError::MissingCsrfToken => StatusCode::FORBIDDEN,
             AdminError::InvalidBody(_) | AdminError::InvalidField { .. } => StatusCode::BAD_REQUEST,
             AdminError::NotFound { .. } => StatusCode::NOT_FOUND,
-            AdminError::Conflict { .. } => StatusCode::CONFLICT,
+            AdminError::Conflict { .. } | AdminError::Refused { .. } => StatusCode::CONFLICT,
             AdminError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::Overloaded | AdminError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -85,7 +92,7 @@ impl AdminError {
             AdminError::InvalidBody(_) => "invalid_body",
             AdminError::InvalidField { .. } => "invalid_field",
             AdminError::NotFound { .. } => "not_found",
-            AdminError::Conflict { .. } => "conflict",
+            AdminError::Conflict { .. } | AdminError::Refused { .. } => "conflict",
             AdminError::MethodNotAllowed => "method_not_allowed",
             AdminError::Overloaded => "overloaded",
             AdminError::Unavailable => "unavailable",
@@ -96,7 +103,7 @@ impl AdminError {
     fn field(&self) -> Option<&str> {
         match self {
             AdminError::InvalidField { field, .. } => Some(field),
-            AdminError::NotFound { field, .. } => *field,
+            AdminError::NotFound { field, .. } | AdminError::Refused { field, .. } => *field,
             _ => None,
         }
     }

@@ -12,7 +12,8 @@
 //! - [`error`]: [`AdminError`], status codes and the error body.
 //! - [`extract`]: body, path and query extractors that answer bad input in that format.
 //! - one module per resource: [`sources`], [`api_keys`], [`events`] (pages and the live
-//!   tail), [`rejections`], [`stats`], [`lists`] (pending confirmations, imports),
+//!   tail), [`rejections`], [`stats`], [`lists`] (pending confirmations, imports), [`flows`]
+//!   (the review queue of messages held by `manual` flows, their approval and skipping),
 //!   [`quarantine`] (engage's quarantined log entries and their retry), [`destinations`]
 //!   (the sync engine's destinations, their status, dead letters, replays and deliveries;
 //!   its fields are the sync model's snake_case names); [`view`] holds what the listings
@@ -28,6 +29,7 @@ pub mod destinations;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod flows;
 pub mod lists;
 pub mod quarantine;
 pub mod rejections;
@@ -80,6 +82,15 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/v1/stats", get(stats::get))
         .route("/admin/v1/lists/{id}/pending", get(lists::pending))
         .route("/admin/v1/lists/{id}/import", post(lists::import))
+        .route("/admin/v1/flows/{id}/messages", get(flows::messages))
+        .route(
+            "/admin/v1/flows/{id}/messages/{message_id}/approve",
+            post(flows::approve),
+        )
+        .route(
+            "/admin/v1/flows/{id}/messages/{message_id}/skip",
+            post(flows::skip),
+        )
         .route("/admin/v1/engage/quarantine", get(quarantine::list))
         .route(
             "/admin/v1/engage/quarantine/{seq}/retry",

@@ -1,6 +1,7 @@
 //! Integration tests of the Segment Tracking API: a real server on a random port over a
 //! temporary SQLite file, driven over HTTP.
 
+mod admin_flows;
 mod auth;
 mod consent;
 mod consent_and_filters;

@@ -1,6 +1,7 @@
-//! `signalbox flow apply FILE | list | status NAME`: flows on a running server, through its
-//! Klaviyo-compatible API (`/api/flows`). The engine runs inside `serve`, so changes go
-//! through it rather than to `flows.db` behind its back.
+//! `signalbox flow apply FILE | list | status NAME | messages FLOW | approve FLOW | skip FLOW`:
+//! flows on a running server, through its Klaviyo-compatible API (`/api/flows`) and, for the
+//! review queue of held messages, the admin API (`/admin/v1/flows/{id}/messages`). The engine
+//! runs inside `serve`, so changes go through it rather than to `flows.db` behind its back.
 
 use std::path::Path;
 
@@ -16,6 +17,17 @@ pub async fn run(global: &GlobalArgs, args: FlowArgs) -> anyhow::Result<()> {
         FlowCommand::Apply { file } => apply(&client, &file).await,
         FlowCommand::List { json } => list(&client, json).await,
         FlowCommand::Status { name_or_id, json } => status(&client, &name_or_id, json).await,
+        FlowCommand::Messages {
+            flow,
+            pending,
+            json,
+        } => messages(&client, &flow, pending, json).await,
+        FlowCommand::Approve { flow, message } => {
+            release(&client, &flow, message, Release::Approve).await
+        }
+        FlowCommand::Skip { flow, message } => {
+            release(&client, &flow, message, Release::Skip).await
+        }
     }
 }
 
@@ -204,6 +216,95 @@ async fn status(client: &Client, name_or_id: &str, as_json: bool) -> anyhow::Res
             action["type"].as_str().unwrap_or(""),
             counters_line(&stats["actions"][action_id])
         );
+    }
+    Ok(())
+}
+
+/// The id of the flow named (or with id) `name_or_id`.
+async fn flow_id(client: &Client, name_or_id: &str) -> anyhow::Result<String> {
+    let Some(flow) = client.find(name_or_id).await? else {
+        bail!("no flow named {name_or_id:?}; `signalbox flow list` shows them");
+    };
+    Ok(flow["id"].as_str().unwrap_or_default().to_owned())
+}
+
+async fn messages(
+    client: &Client,
+    name_or_id: &str,
+    pending: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let id = flow_id(client, name_or_id).await?;
+    let status = if pending { "&status=pending" } else { "" };
+    if !as_json {
+        println!(
+            "{:<8} {:<9} {:<10} {:<30} {:<24} SUBJECT",
+            "ID", "STATUS", "ACTION", "EMAIL", "EXPIRES"
+        );
+    }
+    let mut after = 0;
+    loop {
+        let page = client
+            .call(
+                reqwest::Method::GET,
+                &format!("/admin/v1/flows/{id}/messages?limit=1000&after={after}{status}"),
+                None,
+            )
+            .await?;
+        for message in page["data"].as_array().into_iter().flatten() {
+            if as_json {
+                println!("{message}");
+                continue;
+            }
+            println!(
+                "{:<8} {:<9} {:<10} {:<30} {:<24} {}",
+                message["id"],
+                message["status"].as_str().unwrap_or_default(),
+                message["actionId"].as_str().unwrap_or_default(),
+                message["email"].as_str().unwrap_or("-"),
+                message["expires"].as_str().unwrap_or_default(),
+                message["subject"].as_str().unwrap_or("-"),
+            );
+        }
+        match page["next"].as_i64() {
+            Some(next) => after = next,
+            None => return Ok(()),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Release {
+    Approve,
+    Skip,
+}
+
+async fn release(
+    client: &Client,
+    name_or_id: &str,
+    message: i64,
+    how: Release,
+) -> anyhow::Result<()> {
+    let id = flow_id(client, name_or_id).await?;
+    let verb = match how {
+        Release::Approve => "approve",
+        Release::Skip => "skip",
+    };
+    let held = client
+        .call(
+            reqwest::Method::POST,
+            &format!("/admin/v1/flows/{id}/messages/{message}/{verb}"),
+            None,
+        )
+        .await?;
+    let to = held["email"].as_str().unwrap_or("-");
+    match how {
+        Release::Approve => {
+            println!("approved message {message} of flow {id} to {to}; it is sent shortly")
+        }
+        Release::Skip => {
+            println!("skipped message {message} of flow {id} to {to}; it will not be sent")
+        }
     }
     Ok(())
 }

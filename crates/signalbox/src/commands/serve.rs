@@ -109,6 +109,8 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     flows_config.mail = flow_mail;
     flows_config.webhook_key = secret.clone();
     flows_config.allow_private_destinations = args.allow_private_destinations;
+    flows_config.manual_review_expiry =
+        parse_duration(&args.manual_review_expiry, "--manual-review-expiry")?;
     let deps = flow_deps(
         &engage,
         Some(templates),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{repo_root, run_to_success, Server, TestEnv};
+use crate::harness::{json_lines, repo_root, run_to_success, Server, TestEnv};
 
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -1334,4 +1334,138 @@ async fn a_profile_suppressed_by_a_job_gets_no_flow_email_until_the_suppression_
     let mails: Vec<Mail> = sink.wait_for(2).iter().map(parse_mail).collect();
     assert!(mails.iter().all(|m| m.rcpt_tos == ["ann@example.com"]));
     assert_eq!(mails[1].subject, "Your tea, Ann");
+}
+
+#[tokio::test]
+async fn a_manual_flow_holds_its_emails_for_review_approved_skipped_or_aged_out() {
+    let root = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(&root.path().join("mail"));
+    let app = MailServer::start(&sink);
+    app.segment(json!([
+        identify("seed", "seed@tea.test", "Seed"),
+        {"type": "track", "userId": "seed", "event": "Quote Requested", "properties": {}},
+    ]));
+    let requested = app.metric_id("Quote Requested").await;
+    let flow_id = app.apply_flow(&json!({
+        "name": "Quote review",
+        "status": "manual",
+        "definition": {
+            "triggers": [{"type": "metric", "id": requested}],
+            "entry_action_id": "quote",
+            "actions": [email_action("quote", "Your quote, {{ first_name }}",
+                "<p>Here is your quote.</p>", None)]
+        }
+    }));
+    let mut calls = Vec::new();
+    for (user, email, name) in [
+        ("ann", "ann@example.com", "Ann"),
+        ("ben", "ben@example.com", "Ben"),
+        ("cy", "cy@example.com", "Cy"),
+    ] {
+        calls.push(identify(user, email, name));
+        calls.push(
+            json!({"type": "track", "userId": user, "event": "Quote Requested",
+            "properties": {}}),
+        );
+    }
+    app.segment(Value::Array(calls));
+    app.wait_count(&flow_id, "held", 3).await;
+    assert!(sink.messages().is_empty(), "held, not sent");
+
+    // The queue, by the flow's name: a table, and JSON lines.
+    let table = app.flow_cli(&["messages", "Quote review", "--pending"]);
+    assert!(table.starts_with("ID"), "{table}");
+    for email in ["ann@example.com", "ben@example.com", "cy@example.com"] {
+        assert!(table.contains(email), "{table}");
+    }
+    assert!(table.contains("Your quote, {{ first_name }}"), "{table}");
+    let held = json_lines(&app.flow_cli(&["messages", &flow_id, "--pending", "--json"]));
+    assert_eq!(held.len(), 3, "{held:?}");
+    let id_of = |email: &str| {
+        held.iter()
+            .find(|m| m["email"] == email)
+            .and_then(|m| m["id"].as_i64())
+            .unwrap_or_else(|| panic!("{email} held: {held:?}"))
+            .to_string()
+    };
+    let status = app.flow_cli(&["status", "Quote review"]);
+    assert!(status.contains("pending=3"), "{status}");
+
+    // Approved twice: one email.
+    let out = app.flow_cli(&[
+        "approve",
+        "Quote review",
+        "--message",
+        &id_of("ann@example.com"),
+    ]);
+    assert!(out.starts_with("approved message"), "{out}");
+    app.flow_cli(&["approve", &flow_id, "--message", &id_of("ann@example.com")]);
+    app.wait_count(&flow_id, "sent", 1).await;
+    let mail = parse_mail(&sink.wait_for(1)[0]);
+    assert_eq!(mail.rcpt_tos, ["ann@example.com"]);
+    assert_eq!(mail.subject, "Your quote, Ann");
+
+    // Skipped: never sent; approving it afterwards is refused in one line.
+    let out = app.flow_cli(&[
+        "skip",
+        "Quote review",
+        "--message",
+        &id_of("ben@example.com"),
+    ]);
+    assert!(out.starts_with("skipped message"), "{out}");
+    app.wait_count(&flow_id, "skipped:manual", 1).await;
+    let refused = app.env.cli(&[
+        "flow",
+        "--url",
+        app.base(),
+        "--api-key",
+        &app.api_key,
+        "approve",
+        &flow_id,
+        "--message",
+        &id_of("ben@example.com"),
+    ]);
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.describe());
+    assert_eq!(
+        refused.stderr.trim().lines().count(),
+        1,
+        "{}",
+        refused.describe()
+    );
+    assert!(
+        refused.stderr.contains("409") && refused.stderr.contains("skipped"),
+        "{}",
+        refused.describe()
+    );
+    let pending = json_lines(&app.flow_cli(&["messages", &flow_id, "--pending", "--json"]));
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0]["email"], "cy@example.com");
+
+    // Left alone past the review time (seven days by default): aged out, never sent.
+    app.advance(8 * 24 * 3600).await;
+    app.wait_count(&flow_id, "skipped:expired", 1).await;
+    let pending = json_lines(&app.flow_cli(&["messages", &flow_id, "--pending", "--json"]));
+    assert!(pending.is_empty(), "{pending:?}");
+    let all = json_lines(&app.flow_cli(&["messages", &flow_id, "--json"]));
+    let mut statuses: Vec<(String, String)> = all
+        .iter()
+        .map(|m| {
+            (
+                m["email"].as_str().unwrap_or_default().to_owned(),
+                m["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [
+            ("ann@example.com".to_owned(), "approved".to_owned()),
+            ("ben@example.com".to_owned(), "skipped".to_owned()),
+            ("cy@example.com".to_owned(), "expired".to_owned()),
+        ]
+    );
+    let counts = app.wait_count(&flow_id, "completed", 3).await;
+    assert_eq!(counts["sent"], 1, "{counts}");
+    assert_eq!(sink.messages().len(), 1);
 }
