@@ -3,6 +3,7 @@
 
 use jiff::SignedDuration;
 use serde_json::{json, Value};
+use signalbox_engage::UnsubscribeRequest;
 use signalbox_flows::{FlowStatus, FlowsError, HeldStatus};
 
 use crate::helpers::*;
@@ -259,7 +260,14 @@ async fn an_approved_message_is_checked_again_and_pages_list_the_queue() {
         .find(|m| m.email.as_deref() == Some("a@example.com"))
         .unwrap()
         .clone();
-    app.set_consent(&profiles[0], unsubscribed());
+    app.engage
+        .unsubscribe(UnsubscribeRequest {
+            list_id: None,
+            emails: vec![profiles[0].email.clone().unwrap()],
+        })
+        .await
+        .unwrap();
+    app.settle().await;
     app.flows.approve_message(&flow.id, ann.id).await.unwrap();
     app.advance(SignedDuration::from_secs(60)).await;
     assert!(app.sink().messages().is_empty());
