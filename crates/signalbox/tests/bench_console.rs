@@ -26,7 +26,7 @@ fn a_tiny_run_signs_in_and_times_every_page() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(figures["profiles"], 50);
     let pages = figures["pages"].as_array().unwrap();
-    assert_eq!(pages.len(), 18, "{figures}");
+    assert_eq!(pages.len(), 22, "{figures}");
     for page in pages {
         // Signed in: every page answered 200 with a body, none redirected to the sign-in.
         assert!(page["errors"].as_object().unwrap().is_empty(), "{page}");
