@@ -319,3 +319,69 @@ fn a_source_takes_a_name_people_use_and_the_commands_take_either_name() {
     assert_eq!(source["display_name"], "test website");
     assert_eq!(source["status"], "enabled");
 }
+
+/// `serve` started on a fresh folder until its banner, then stopped: what it wrote to stderr.
+fn serve_stderr(extra: &[&str]) -> String {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    args.push("serve");
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .env_remove("SIGNALBOX_LOG")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The banner's last line, read on a thread so that a banner that changed fails the test
+    // after a while instead of hanging it.
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (seen, banner) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if line.starts_with("  Segments") {
+                let _ = seen.send(());
+            }
+        }
+    });
+    let started = banner.recv_timeout(std::time::Duration::from_secs(60));
+    // Give the last start-up lines a moment, then stop it and read what it logged.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(started.is_ok(), "no banner within 60 s:\n{stderr}");
+    stderr
+}
+
+#[test]
+fn start_up_logs_are_signalboxs_own_and_json_when_asked() {
+    let pretty = serve_stderr(&[]);
+    assert!(pretty.contains("engage pipeline started"), "{pretty}");
+    for chatter in ["Creating database at", "Finished ingestion writer"] {
+        assert!(
+            !pretty.contains(chatter),
+            "{chatter:?} is logged:\n{pretty}"
+        );
+    }
+    let json = serve_stderr(&["--log-format", "json"]);
+    let lines: Vec<&str> = json.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{json}");
+    for line in lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            value["level"].is_string() && value["fields"].is_object(),
+            "{line}"
+        );
+    }
+}

@@ -74,11 +74,16 @@ fn reads_only_local_data(command: &Command) -> bool {
     }
 }
 
+/// What is logged when neither `SIGNALBOX_LOG` nor `RUST_LOG` says otherwise: Signalbox's own
+/// INFO lines; the embedded storage engines' (fjall, lsm-tree: "Creating database at …",
+/// "Finished ingestion writer") only from WARN up, since the banner already names each store.
+const DEFAULT_LOG_FILTER: &str = "info,fjall=warn,lsm_tree=warn";
+
 /// Logs go to stderr (stdout is for what a command prints: keys, JSON lines).
 pub fn init_tracing(global: &GlobalArgs) {
     let filter = EnvFilter::try_from_env("SIGNALBOX_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
