@@ -427,13 +427,8 @@ impl Store for SqliteStore {
         self.with_conn(|conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT source_id, SUM(calls), MAX(last_seq), SUM(rejections) FROM (
-                         SELECT source_id, COUNT(*) AS calls, MAX(seq) AS last_seq,
-                                0 AS rejections
-                         FROM events GROUP BY source_id
-                         UNION ALL
-                         SELECT source_id, 0, 0, COUNT(*) FROM rejections GROUP BY source_id
-                     ) GROUP BY source_id ORDER BY source_id",
+                    "SELECT source_id, calls, last_seq, rejections FROM source_totals
+                     ORDER BY source_id",
                 )
                 .map_err(internal)?;
             let rows = stmt

@@ -5,7 +5,7 @@
 //! and commits once, so one fsync covers many requests. A reply is sent only after the commit
 //! returned, which is what makes "200 means durable" true.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -278,6 +278,8 @@ impl Writer {
         let mut fresh: HashMap<String, i64> = HashMap::new();
         let mut stored = Vec::new();
         let mut last_seq = 0;
+        // Per source: calls stored, the last one's seq, rejections (kept in `source_totals`).
+        let mut totals: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (source_id, kind, message_id, received_at, payload)
@@ -316,6 +318,9 @@ impl Writer {
                     outcome.appended += 1;
                     last_seq = tx.last_insert_rowid();
                     outcome.last_seq = last_seq;
+                    let total = totals.entry(job.source.0).or_default();
+                    total.0 += 1;
+                    total.1 = last_seq;
                 }
                 for rejection in &job.rejections {
                     reject.execute(params![
@@ -326,8 +331,20 @@ impl Writer {
                         rejection.payload
                     ])?;
                     outcome.rejected += 1;
+                    totals.entry(job.source.0).or_default().2 += 1;
                 }
                 outcomes.push(outcome);
+            }
+            let mut count = tx.prepare_cached(
+                "INSERT INTO source_totals (source_id, calls, last_seq, rejections)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (source_id) DO UPDATE SET
+                    calls = calls + excluded.calls,
+                    last_seq = MAX(last_seq, excluded.last_seq),
+                    rejections = rejections + excluded.rejections",
+            )?;
+            for (source, (calls, seq, rejections)) in &totals {
+                count.execute(params![source, calls, seq, rejections])?;
             }
         }
         tx.commit()?;
