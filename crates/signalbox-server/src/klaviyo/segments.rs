@@ -15,7 +15,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
-use signalbox_audience::{Audience, AudienceError, Segment, SegmentInput, SegmentPatch};
+use signalbox_audience::{Audience, Segment, SegmentInput, SegmentPatch};
 use signalbox_engage::ProfileId;
 
 use super::auth::Caller;
@@ -112,27 +112,6 @@ fn audience(app: &AppState) -> Result<Audience, ApiError> {
     app.audience
         .clone()
         .ok_or_else(|| ApiError::unavailable("segments are not running on this server"))
-}
-
-impl From<AudienceError> for ApiError {
-    fn from(err: AudienceError) -> Self {
-        match err {
-            AudienceError::Invalid(errors) => match errors.into_iter().next() {
-                Some(first) => ApiError::invalid_at(first.pointer, first.detail),
-                None => ApiError::invalid_at("/data/attributes/definition", "invalid definition"),
-            },
-            AudienceError::NotFound { what } => ApiError::not_found(format!("{what} not found")),
-            AudienceError::Conflict { reason } => ApiError::conflict(reason),
-            AudienceError::Unavailable => {
-                ApiError::unavailable("the segment engine is unavailable; retry shortly")
-            }
-            AudienceError::Engage(err) => err.into(),
-            other => {
-                tracing::error!(error = %other, "segment request failed");
-                ApiError::internal()
-            }
-        }
-    }
 }
 
 async fn resource(
