@@ -150,12 +150,11 @@ pub async fn list(
     let mut data = Vec::new();
     for flow in all.iter().skip(offset).take(size) {
         let stats = statistics(flows, flow, extra).await?;
-        data.push(resource(flow, extra, stats.as_ref(), &base).to_json(params.fields_for("flow")));
+        data.push(params.render(&resource(flow, extra, stats.as_ref(), &base)));
     }
-    let links = params.collection_links(&base, "flows", next.as_deref());
     Ok(JsonApi(
         StatusCode::OK,
-        json!({"data": data, "links": links}),
+        params.collection(&base, "flows", data, next.as_deref()),
     ))
 }
 
@@ -334,13 +333,7 @@ fn document(
     base: &BaseUrl,
     params: &Params,
 ) -> JsonApi {
-    JsonApi(
-        status,
-        json!({
-            "data": resource(flow, extra, stats, base).to_json(params.fields_for("flow")),
-            "links": {"self": base.link(&format!("flows/{}", flow.id))},
-        }),
-    )
+    params.document(status, &resource(flow, extra, stats, base))
 }
 
 /// A flow as a JSON:API resource.

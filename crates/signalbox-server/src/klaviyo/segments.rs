@@ -21,7 +21,9 @@ use signalbox_engage::ProfileId;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::filter::{FieldRule, Op};
-use super::jsonapi::{datetime, BaseUrl, JsonApi, Obj, Params, QuerySpec, RawQuery, Resource};
+use super::jsonapi::{
+    datetime, relationship_links, BaseUrl, JsonApi, Obj, Params, QuerySpec, RawQuery, Resource,
+};
 use super::profiles;
 use super::scopes::{SegmentsProfilesRead, SegmentsRead, SegmentsWrite};
 use super::Body;
@@ -137,10 +139,7 @@ async fn resource(
     let mut relationships = Map::new();
     relationships.insert(
         "profiles".into(),
-        json!({"links": {
-            "self": base.link(&format!("segments/{}/relationships/profiles", segment.id)),
-            "related": base.link(&format!("segments/{}/profiles", segment.id)),
-        }}),
+        relationship_links(base, &format!("segments/{}", segment.id), "profiles"),
     );
     Ok(Resource {
         kind: "segment",
@@ -166,14 +165,9 @@ async fn document(
     params: &Params,
     extra: Additional,
 ) -> Result<JsonApi, ApiError> {
-    let data = resource(audience, segment, base, extra)
-        .await?
-        .to_json(params.fields_for("segment"));
-    let links = json!({ "self": base.link(&format!("segments/{}", segment.id)) });
-    Ok(JsonApi(
-        status,
-        json!({ "data": with_progress(data, segment), "links": links }),
-    ))
+    let mut document = params.document_json(&resource(audience, segment, base, extra).await?);
+    document["data"] = with_progress(document["data"].take(), segment);
+    Ok(JsonApi(status, document))
 }
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
@@ -210,16 +204,13 @@ pub async fn list(
         .flatten();
     let mut data = Vec::new();
     for segment in page {
-        let json = resource(&audience, segment, &base, extra)
-            .await?
-            .to_json(params.fields_for("segment"));
+        let json = params.render(&resource(&audience, segment, &base, extra).await?);
         data.push(with_progress(json, segment));
     }
-    let links = params.collection_links(&base, "segments", next.as_deref());
     drop(caller);
     Ok(JsonApi(
         StatusCode::OK,
-        json!({ "data": data, "links": links }),
+        params.collection(&base, "segments", data, next.as_deref()),
     ))
 }
 
@@ -383,13 +374,13 @@ pub async fn members(
         resource
             .attributes
             .insert("joined_group_at".into(), json!(datetime(member.joined)));
-        data.push(resource.to_json(params.fields_for("profile")));
+        data.push(params.render(&resource));
     }
     let next = page.next_after_pk.map(|pk| pk.to_string());
-    let links = params.collection_links(&base, &format!("segments/{id}/profiles"), next.as_deref());
+    let path = format!("segments/{id}/profiles");
     Ok(JsonApi(
         StatusCode::OK,
-        json!({ "data": data, "links": links }),
+        params.collection(&base, &path, data, next.as_deref()),
     ))
 }
 
@@ -408,10 +399,7 @@ pub async fn of_profile(
     let segments = audience.segments_of(&ProfileId(id.clone())).await?;
     let mut data = Vec::new();
     for segment in &segments {
-        let json = resource(&audience, segment, &base, extra)
-            .await?
-            .to_json(params.fields_for("segment"));
-        data.push(json);
+        data.push(params.render(&resource(&audience, segment, &base, extra).await?));
     }
     drop(caller);
     let links = json!({ "self": base.link(&format!("profiles/{id}/segments")) });

@@ -97,15 +97,10 @@ pub async fn list(
     let (page, next) = store(&app)?
         .list_async(filter, sort, params.cursor.clone())
         .await?;
-    let fields = params.fields_for("template");
-    let data: Vec<Value> = page
-        .iter()
-        .map(|t| resource(t, &base).to_json(fields))
-        .collect();
-    let links = params.collection_links(&base, "templates", next.as_deref());
+    let data = page.iter().map(|t| params.render(&resource(t, &base)));
     Ok(JsonApi(
         StatusCode::OK,
-        json!({"data": data, "links": links}),
+        params.collection(&base, "templates", data, next.as_deref()),
     ))
 }
 
@@ -285,7 +280,7 @@ pub async fn render(
     Ok(JsonApi(
         StatusCode::CREATED,
         json!({
-            "data": resource.to_json(params.fields_for("template")),
+            "data": params.render(&resource),
             "links": {"self": base.link("template-render")},
             "meta": {"undefined_variables": preview.undefined},
         }),
@@ -322,14 +317,7 @@ fn refuse_unsupported(attributes: &Obj<'_>) -> Result<(), ApiError> {
 }
 
 fn document(status: StatusCode, template: &Template, base: &BaseUrl, params: &Params) -> JsonApi {
-    let self_link = base.link(&format!("templates/{}", template.id));
-    JsonApi(
-        status,
-        json!({
-            "data": resource(template, base).to_json(params.fields_for("template")),
-            "links": {"self": self_link},
-        }),
-    )
+    params.document(status, &resource(template, base))
 }
 
 /// A template as a JSON:API resource.
