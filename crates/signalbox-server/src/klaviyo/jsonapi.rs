@@ -412,6 +412,15 @@ fn copy_path(from: &Map<String, Value>, to: &mut Map<String, Value>, path: &[&st
     }
 }
 
+/// The answer of an operation endpoint (`metric-aggregates`, a bulk job): `data` is the
+/// resource the operation made, `links.self` the endpoint itself.
+pub fn operation_document(status: StatusCode, resource: &Resource, endpoint: String) -> JsonApi {
+    JsonApi(
+        status,
+        json!({ "data": resource.to_json(None), "links": { "self": endpoint } }),
+    )
+}
+
 /// A to-many relationship given by its links: `self` (the relationship) and `related` (the
 /// members), e.g. `lists/{id}/relationships/profiles` and `lists/{id}/profiles`.
 pub fn relationship_links(base: &BaseUrl, owner: &str, name: &str) -> Value {
