@@ -394,3 +394,93 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(error: &ApiError) -> Value {
+        error.body()["errors"][0]["source"].clone()
+    }
+
+    #[test]
+    fn the_same_kind_of_failure_answers_the_same_in_every_domain() {
+        let not_found: [ApiError; 4] = [
+            EngageError::NotFound { what: "x".into() }.into(),
+            AudienceError::NotFound { what: "x".into() }.into(),
+            FlowsError::NotFound { what: "x".into() }.into(),
+            TemplateStoreError::NotFound("x".into()).into(),
+        ];
+        let conflict: [ApiError; 3] = [
+            EngageError::Conflict { reason: "x".into() }.into(),
+            AudienceError::Conflict { reason: "x".into() }.into(),
+            FlowsError::Conflict { reason: "x".into() }.into(),
+        ];
+        let unavailable: [ApiError; 4] = [
+            EngageError::Unavailable.into(),
+            EngageError::Overloaded.into(),
+            AudienceError::Unavailable.into(),
+            FlowsError::Unavailable.into(),
+        ];
+        let internal: [ApiError; 4] = [
+            EngageError::Internal("secret cause".into()).into(),
+            AudienceError::Internal("secret cause".into()).into(),
+            FlowsError::Internal("secret cause".into()).into(),
+            TemplateStoreError::Internal("secret cause".into()).into(),
+        ];
+        for (errors, status, code) in [
+            (&not_found[..], StatusCode::NOT_FOUND, "not_found"),
+            (&conflict[..], StatusCode::CONFLICT, "conflict"),
+            (
+                &unavailable[..],
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+            ),
+            (&internal[..], StatusCode::INTERNAL_SERVER_ERROR, "error"),
+        ] {
+            for error in errors {
+                assert_eq!((error.status(), error.code()), (status, code), "{error:?}");
+                assert!(!error.body().to_string().contains("secret cause"));
+            }
+        }
+    }
+
+    #[test]
+    fn an_invalid_field_names_a_pointer_or_a_parameter_alike_in_every_domain() {
+        let attribute: [ApiError; 3] = [
+            EngageError::Invalid {
+                field: "location.city".into(),
+                reason: "is too long".into(),
+            }
+            .into(),
+            FlowsError::Invalid {
+                field: "location.city".into(),
+                reason: "is too long".into(),
+            }
+            .into(),
+            ApiError::invalid_field("location.city", "is too long"),
+        ];
+        for error in &attribute {
+            assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+            assert_eq!(
+                source(error),
+                json!({"pointer": "/data/attributes/location/city"})
+            );
+        }
+        let cursor: ApiError = TemplateStoreError::Invalid {
+            field: "page[cursor]",
+            reason: "is not a cursor".into(),
+        }
+        .into();
+        assert_eq!(source(&cursor), json!({"parameter": "page[cursor]"}));
+        let pointer: ApiError = FlowsError::Invalid {
+            field: "/data/attributes/definition/actions/0".into(),
+            reason: "is wrong".into(),
+        }
+        .into();
+        assert_eq!(
+            source(&pointer),
+            json!({"pointer": "/data/attributes/definition/actions/0"})
+        );
+    }
+}
