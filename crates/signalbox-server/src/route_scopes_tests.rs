@@ -24,7 +24,7 @@ use tower::ServiceExt;
 use crate::app::{router, Application, ServerConfig};
 
 /// Every `/api` route as `klaviyo::routes` declares it, with the scopes it requires.
-const API_ROUTES: &[(&str, &str, &[&str])] = &[
+pub(crate) const API_ROUTES: &[(&str, &str, &[&str])] = &[
     ("GET", "/metrics", &["metrics:read"]),
     ("GET", "/metrics/{id}", &["metrics:read"]),
     ("POST", "/metric-aggregates", &["metrics:read"]),
@@ -245,7 +245,7 @@ impl Harness {
 }
 
 /// A route's path with its parameters filled in.
-fn concrete(pattern: &str) -> String {
+pub(crate) fn concrete(pattern: &str) -> String {
     pattern
         .replace("{id}", "X1")
         .replace("{profile_id}", "P1")

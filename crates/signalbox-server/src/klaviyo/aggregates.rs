@@ -11,7 +11,9 @@ use signalbox_engage::{AggregateQuery, AggregateResult, Interval, Measurement, M
 use super::auth::Caller;
 use super::error::ApiError;
 use super::filter::{self, Op};
-use super::jsonapi::{BaseUrl, JsonApi, Obj, Params, Patch, QuerySpec, RawQuery};
+use super::jsonapi::{
+    operation_document, BaseUrl, JsonApi, Obj, Params, Patch, QuerySpec, RawQuery, Resource,
+};
 use super::scopes::MetricsRead;
 use super::Body;
 
@@ -38,17 +40,17 @@ pub async fn query(
     let attributes = data.required_object("attributes")?;
     let (q, measurements) = read_query(&attributes)?;
     let result = caller.engage.aggregate(q.clone()).await?;
-    Ok(JsonApi(
+    let resource = Resource {
+        kind: "metric-aggregate",
+        id: uuid::Uuid::new_v4().to_string(),
+        attributes: render(&result, &measurements),
+        relationships: None,
+        self_link: base.link("metric-aggregates"),
+    };
+    Ok(operation_document(
         StatusCode::OK,
-        json!({
-            "data": {
-                "type": "metric-aggregate",
-                "id": uuid::Uuid::new_v4().to_string(),
-                "attributes": render(&result, &measurements),
-                "links": { "self": base.link("metric-aggregates") },
-            },
-            "links": { "self": base.link("metric-aggregates") },
-        }),
+        &resource,
+        base.link("metric-aggregates"),
     ))
 }
 
@@ -270,7 +272,7 @@ fn measurement(name: &str) -> Option<Measurement> {
 
 /// `{"dates": [...], "data": [{"dimensions": [...], "measurements": {...}}]}` with only the
 /// measurements asked for, each aligned with `dates`.
-fn render(result: &AggregateResult, measurements: &[Measurement]) -> Value {
+fn render(result: &AggregateResult, measurements: &[Measurement]) -> Map<String, Value> {
     let dates: Vec<String> = result
         .dates
         .iter()
@@ -292,7 +294,10 @@ fn render(result: &AggregateResult, measurements: &[Measurement]) -> Value {
             json!({ "dimensions": row.dimensions, "measurements": values })
         })
         .collect();
-    json!({ "dates": dates, "data": data })
+    let mut attributes = Map::new();
+    attributes.insert("dates".into(), json!(dates));
+    attributes.insert("data".into(), Value::Array(data));
+    attributes
 }
 
 #[cfg(test)]

@@ -115,15 +115,11 @@ pub async fn list(
         }
     }
     let page = caller.engage.list_events(q).await?;
-    let data: Vec<Value> = page
+    let data = page
         .items
         .iter()
-        .map(|e| resource(e, &base).to_json(params.fields_for("event")))
-        .collect();
-    let mut document = json!({
-        "data": data,
-        "links": params.collection_links(&base, "events", page.next_cursor.as_deref()),
-    });
+        .map(|e| params.render(&resource(e, &base)));
+    let mut document = params.collection(&base, "events", data, page.next_cursor.as_deref());
     if !params.include.is_empty() {
         document["included"] =
             Value::Array(included(&caller.engage, &base, &params, &page.items).await?);
@@ -140,10 +136,7 @@ pub async fn get(
 ) -> Result<JsonApi, ApiError> {
     let params = Params::parse(query, &ONE)?;
     let event = caller.engage.get_event(&EventId(id)).await?;
-    let mut document = json!({
-        "data": resource(&event, &base).to_json(params.fields_for("event")),
-        "links": { "self": base.link(&format!("events/{}", event.id)) },
-    });
+    let mut document = params.document_json(&resource(&event, &base));
     if !params.include.is_empty() {
         let events = std::slice::from_ref(&event);
         document["included"] =
@@ -414,11 +407,10 @@ async fn included(
             .buffered(INCLUDE_CONCURRENCY)
             .try_collect()
             .await?;
-        let fields = params.fields_for("metric");
         out.extend(
             metrics
                 .iter()
-                .map(|m| metrics::resource(m, base).to_json(fields)),
+                .map(|m| params.render(&metrics::resource(m, base))),
         );
     }
     if params.includes("profile") {
@@ -431,11 +423,10 @@ async fn included(
             .buffered(INCLUDE_CONCURRENCY)
             .try_collect()
             .await?;
-        let fields = params.fields_for("profile");
         out.extend(
             found
                 .iter()
-                .map(|p| profiles::resource(p, base).to_json(fields)),
+                .map(|p| params.render(&profiles::resource(p, base))),
         );
     }
     Ok(out)

@@ -14,7 +14,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
-use signalbox_flows::{FlowInfo, FlowStats, FlowStatus, FlowUpdate, Flows, FlowsError};
+use signalbox_flows::{FlowInfo, FlowStats, FlowStatus, FlowUpdate, Flows};
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -120,7 +120,7 @@ pub async fn list(
     let (query, extra) = extra(query)?;
     let params = Params::parse(query, &LIST)?;
     let flows = engine(&app)?;
-    let mut all = flows.list_flows().await.map_err(flows_error)?;
+    let mut all = flows.list_flows().await?;
     for condition in &params.filter {
         all.retain(|flow| matches(flow, condition));
     }
@@ -150,12 +150,11 @@ pub async fn list(
     let mut data = Vec::new();
     for flow in all.iter().skip(offset).take(size) {
         let stats = statistics(flows, flow, extra).await?;
-        data.push(resource(flow, extra, stats.as_ref(), &base).to_json(params.fields_for("flow")));
+        data.push(params.render(&resource(flow, extra, stats.as_ref(), &base)));
     }
-    let links = params.collection_links(&base, "flows", next.as_deref());
     Ok(JsonApi(
         StatusCode::OK,
-        json!({"data": data, "links": links}),
+        params.collection(&base, "flows", data, next.as_deref()),
     ))
 }
 
@@ -191,7 +190,7 @@ pub async fn get(
     let (query, extra) = extra(query)?;
     let params = Params::parse(query, &ONE)?;
     let flows = engine(&app)?;
-    let flow = flows.get_flow(&id).await.map_err(flows_error)?;
+    let flow = flows.get_flow(&id).await?;
     let stats = statistics(flows, &flow, extra).await?;
     Ok(document(
         StatusCode::OK,
@@ -229,10 +228,7 @@ pub async fn create(
             ApiError::invalid_at(attributes.pointer("definition"), "'definition' is required")
         })?;
     let status = status_of(&attributes)?;
-    let flow = engine(&app)?
-        .create_flow(&name, definition, status)
-        .await
-        .map_err(flows_error)?;
+    let flow = engine(&app)?.create_flow(&name, definition, status).await?;
     // The created flow's definition carries the real action ids.
     extra.definition = true;
     Ok(document(
@@ -280,7 +276,7 @@ pub async fn update(
             .cloned(),
     };
     let flows = engine(&app)?;
-    let flow = flows.update_flow(&id, update).await.map_err(flows_error)?;
+    let flow = flows.update_flow(&id, update).await?;
     let stats = statistics(flows, &flow, extra).await?;
     Ok(document(
         StatusCode::OK,
@@ -298,7 +294,7 @@ pub async fn delete(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    engine(&app)?.delete_flow(&id).await.map_err(flows_error)?;
+    engine(&app)?.delete_flow(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -322,43 +318,11 @@ async fn statistics(
     if !extra.statistics {
         return Ok(None);
     }
-    flows.stats(&flow.id).await.map(Some).map_err(flows_error)
-}
-
-fn flows_error(err: FlowsError) -> ApiError {
-    match err {
-        FlowsError::InvalidDefinition(problems) => {
-            let Some(first) = problems.first() else {
-                return ApiError::invalid_at(
-                    "/data/attributes/definition",
-                    "the definition is invalid",
-                );
-            };
-            let mut detail = first.detail.clone();
-            if problems.len() > 1 {
-                let rest: Vec<String> = problems[1..].iter().map(ToString::to_string).collect();
-                detail.push_str(&format!(" (and {} more: {})", rest.len(), rest.join("; ")));
-            }
-            ApiError::invalid_at(first.pointer.clone(), detail)
-        }
-        FlowsError::Invalid { field, reason } => {
-            let pointer = if field.starts_with('/') {
-                field.clone()
-            } else {
-                format!("/data/attributes/{field}")
-            };
-            ApiError::invalid_at(pointer, format!("{field} {reason}"))
-        }
-        FlowsError::NotFound { what } => ApiError::not_found(format!("{what} not found")),
-        FlowsError::Conflict { reason } => ApiError::conflict(reason),
-        FlowsError::Unavailable => {
-            ApiError::unavailable("the flows engine is unavailable; retry shortly")
-        }
-        FlowsError::Internal(detail) => {
-            tracing::error!(detail, "flows request failed");
-            ApiError::internal()
-        }
-    }
+    flows
+        .stats(&flow.id)
+        .await
+        .map(Some)
+        .map_err(ApiError::from)
 }
 
 fn document(
@@ -369,13 +333,7 @@ fn document(
     base: &BaseUrl,
     params: &Params,
 ) -> JsonApi {
-    JsonApi(
-        status,
-        json!({
-            "data": resource(flow, extra, stats, base).to_json(params.fields_for("flow")),
-            "links": {"self": base.link(&format!("flows/{}", flow.id))},
-        }),
-    )
+    params.document(status, &resource(flow, extra, stats, base))
 }
 
 /// A flow as a JSON:API resource.

@@ -293,6 +293,34 @@ impl Params {
         });
         json!({ "self": self_link, "next": next, "prev": null })
     }
+
+    /// A resource's JSON, with this request's sparse fieldset for its type.
+    pub fn render(&self, resource: &Resource) -> Value {
+        resource.to_json(self.fields_for(resource.kind))
+    }
+
+    /// The document of one resource: `data` and `links.self` (the resource's own link).
+    pub fn document(&self, status: StatusCode, resource: &Resource) -> JsonApi {
+        JsonApi(status, self.document_json(resource))
+    }
+
+    /// [`Params::document`]'s body, for a handler that adds `included` or `meta`.
+    pub fn document_json(&self, resource: &Resource) -> Value {
+        json!({ "data": self.render(resource), "links": { "self": resource.self_link } })
+    }
+
+    /// The document of one page of the collection at `path`: `data` (rendered resources)
+    /// and the paging `links`.
+    pub fn collection(
+        &self,
+        base: &BaseUrl,
+        path: &str,
+        data: impl IntoIterator<Item = Value>,
+        next_cursor: Option<&str>,
+    ) -> Value {
+        let data: Vec<Value> = data.into_iter().collect();
+        json!({ "data": data, "links": self.collection_links(base, path, next_cursor) })
+    }
 }
 
 fn with_query<'a>(mut url: String, pairs: impl Iterator<Item = &'a (String, String)>) -> String {
@@ -382,6 +410,24 @@ fn copy_path(from: &Map<String, Value>, to: &mut Map<String, Value>, path: &[&st
     if let Value::Object(target) = slot {
         copy_path(inner, target, rest);
     }
+}
+
+/// The answer of an operation endpoint (`metric-aggregates`, a bulk job): `data` is the
+/// resource the operation made, `links.self` the endpoint itself.
+pub fn operation_document(status: StatusCode, resource: &Resource, endpoint: String) -> JsonApi {
+    JsonApi(
+        status,
+        json!({ "data": resource.to_json(None), "links": { "self": endpoint } }),
+    )
+}
+
+/// A to-many relationship given by its links: `self` (the relationship) and `related` (the
+/// members), e.g. `lists/{id}/relationships/profiles` and `lists/{id}/profiles`.
+pub fn relationship_links(base: &BaseUrl, owner: &str, name: &str) -> Value {
+    json!({"links": {
+        "self": base.link(&format!("{owner}/relationships/{name}")),
+        "related": base.link(&format!("{owner}/{name}")),
+    }})
 }
 
 /// A `{"type": ..., "id": ...}` linkage.

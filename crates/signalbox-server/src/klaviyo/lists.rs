@@ -17,7 +17,8 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::filter::{FieldRule, Op};
 use super::jsonapi::{
-    datetime, BaseUrl, JsonApi, Obj, Params, Patch, QuerySpec, RawQuery, Resource,
+    datetime, relationship_links, BaseUrl, JsonApi, Obj, Params, Patch, QuerySpec, RawQuery,
+    Resource,
 };
 use super::origin::RequestOrigin;
 use super::profiles;
@@ -153,10 +154,7 @@ fn list_resource(list: &List, base: &BaseUrl, with_count: bool) -> Resource {
     let mut relationships = Map::new();
     relationships.insert(
         "profiles".into(),
-        json!({"links": {
-            "self": base.link(&format!("lists/{}/relationships/profiles", list.id)),
-            "related": base.link(&format!("lists/{}/profiles", list.id)),
-        }}),
+        relationship_links(base, &format!("lists/{}", list.id), "profiles"),
     );
     Resource {
         kind: "list",
@@ -174,13 +172,7 @@ fn list_document(
     params: &Params,
     count: bool,
 ) -> JsonApi {
-    JsonApi(
-        status,
-        json!({
-            "data": list_resource(list, base, count).to_json(params.fields_for("list")),
-            "links": { "self": base.link(&format!("lists/{}", list.id)) },
-        }),
-    )
+    params.document(status, &list_resource(list, base, count))
 }
 
 /// `subscriptions` as Klaviyo shows it (email marketing only).
@@ -237,15 +229,13 @@ pub async fn list(
     }
     let page = caller.engage.list_lists(q).await?;
     let count = !extra.is_empty();
-    let data: Vec<Value> = page
+    let data = page
         .items
         .iter()
-        .map(|l| list_resource(l, &base, count).to_json(params.fields_for("list")))
-        .collect();
-    let links = params.collection_links(&base, "lists", page.next_cursor.as_deref());
+        .map(|l| params.render(&list_resource(l, &base, count)));
     Ok(JsonApi(
         StatusCode::OK,
-        json!({"data": data, "links": links}),
+        params.collection(&base, "lists", data, page.next_cursor.as_deref()),
     ))
 }
 
@@ -406,16 +396,12 @@ pub async fn profiles(
                 .attributes
                 .insert("subscriptions".into(), subscriptions_json(&consent));
         }
-        data.push(resource.to_json(params.fields_for("profile")));
+        data.push(params.render(&resource));
     }
-    let links = params.collection_links(
-        &base,
-        &format!("lists/{id}/profiles"),
-        page.next_cursor.as_deref(),
-    );
+    let path = format!("lists/{id}/profiles");
     Ok(JsonApi(
         StatusCode::OK,
-        json!({"data": data, "links": links}),
+        params.collection(&base, &path, data, page.next_cursor.as_deref()),
     ))
 }
 

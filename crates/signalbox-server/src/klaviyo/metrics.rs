@@ -56,16 +56,13 @@ pub async fn list(
         }
     }
     let page = caller.engage.list_metrics(q).await?;
-    let fields = params.fields_for("metric");
-    let data: Vec<_> = page
+    let data = page
         .items
         .iter()
-        .map(|m| resource(m, &base).to_json(fields))
-        .collect();
-    let links = params.collection_links(&base, "metrics", page.next_cursor.as_deref());
+        .map(|m| params.render(&resource(m, &base)));
     Ok(JsonApi(
         StatusCode::OK,
-        json!({ "data": data, "links": links }),
+        params.collection(&base, "metrics", data, page.next_cursor.as_deref()),
     ))
 }
 
@@ -78,12 +75,7 @@ pub async fn get(
 ) -> Result<JsonApi, ApiError> {
     let params = Params::parse(query, &ONE)?;
     let metric = caller.engage.get_metric(&MetricId(id)).await?;
-    let data = resource(&metric, &base).to_json(params.fields_for("metric"));
-    let links = json!({ "self": base.link(&format!("metrics/{}", metric.id)) });
-    Ok(JsonApi(
-        StatusCode::OK,
-        json!({ "data": data, "links": links }),
-    ))
+    Ok(params.document(StatusCode::OK, &resource(&metric, &base)))
 }
 
 /// A metric as a JSON:API resource.

@@ -7,7 +7,8 @@
 //! - [`scopes`]: what each route requires of the key, as the type parameter of `Caller`.
 //! - [`jsonapi`]: documents, resource objects, links, shared query parameters, body reading.
 //! - [`filter`]: the `filter` syntax, parsed and checked against each endpoint's table.
-//! - [`error`]: the `errors[]` shape every failure takes.
+//! - [`error`]: the `errors[]` shape every failure takes, and the one mapping of domain errors
+//!   (engine, audience, flows, templates) to it.
 //! - [`origin`]: the `Signalbox-Origin` header of writes forwarded from a Segment source.
 //! - One module per resource: [`metrics`], [`events`], [`profiles`], [`aggregates`],
 //!   [`lists`], [`subscriptions`] (subscription and suppression jobs), [`templates`],
@@ -43,7 +44,6 @@ use axum::http::{header, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::Value;
-use signalbox_engage::EngageError;
 
 use crate::app::AppState;
 use error::ApiError;
@@ -162,30 +162,6 @@ impl<S: Send + Sync> FromRequest<S> for Body {
         let value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::parse_error(format!("the body is not valid JSON: {e}")))?;
         Ok(Body(value))
-    }
-}
-
-impl From<EngageError> for ApiError {
-    fn from(err: EngageError) -> Self {
-        match err {
-            EngageError::NotFound { what } => ApiError::not_found(format!("{what} not found")),
-            EngageError::DuplicateProfile { id } => ApiError::duplicate_profile(id.as_str()),
-            EngageError::Invalid { field, reason } => ApiError::invalid_at(
-                format!("/data/attributes/{}", field.replace('.', "/")),
-                format!("{field} {reason}"),
-            ),
-            EngageError::Conflict { reason } => ApiError::conflict(reason),
-            EngageError::Overloaded => {
-                ApiError::unavailable("the event log is busy; retry shortly")
-            }
-            EngageError::Unavailable => {
-                ApiError::unavailable("the engine is unavailable; retry shortly")
-            }
-            EngageError::Internal(detail) => {
-                tracing::error!(detail, "klaviyo api request failed");
-                ApiError::internal()
-            }
-        }
     }
 }
 

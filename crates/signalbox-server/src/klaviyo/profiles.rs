@@ -217,19 +217,17 @@ pub async fn list(
         q.any_of.push((field, condition.strings()?));
     }
     let page = caller.engage.list_profiles(q).await?;
-    let fields = params.fields_for("profile");
     let mut data: Vec<Value> = Vec::with_capacity(page.items.len());
     for profile in &page.items {
         let mut resource = resource(profile, &base);
         if with_subscriptions {
             add_subscriptions(&caller, profile, &mut resource).await?;
         }
-        data.push(resource.to_json(fields));
+        data.push(params.render(&resource));
     }
-    let links = params.collection_links(&base, "profiles", page.next_cursor.as_deref());
     Ok(JsonApi(
         StatusCode::OK,
-        json!({ "data": data, "links": links }),
+        params.collection(&base, "profiles", data, page.next_cursor.as_deref()),
     ))
 }
 
@@ -248,13 +246,7 @@ pub async fn get(
     }
     let mut resource = resource(&profile, &base);
     add_subscriptions(&caller, &profile, &mut resource).await?;
-    Ok(JsonApi(
-        StatusCode::OK,
-        json!({
-            "data": resource.to_json(params.fields_for("profile")),
-            "links": { "self": base.link(&format!("profiles/{}", profile.id)) },
-        }),
-    ))
+    Ok(params.document(StatusCode::OK, &resource))
 }
 
 /// Whether `additional-fields[profile]=subscriptions` was asked for (taken off the query).
@@ -423,13 +415,7 @@ pub async fn merge(
 }
 
 fn document(status: StatusCode, profile: &Profile, base: &BaseUrl, params: &Params) -> JsonApi {
-    JsonApi(
-        status,
-        json!({
-            "data": resource(profile, base).to_json(params.fields_for("profile")),
-            "links": { "self": base.link(&format!("profiles/{}", profile.id)) },
-        }),
-    )
+    params.document(status, &resource(profile, base))
 }
 
 fn require_identifier(input: &ProfileInput, data: &Obj<'_>) -> Result<(), ApiError> {

@@ -15,13 +15,15 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
-use signalbox_audience::{Audience, AudienceError, Segment, SegmentInput, SegmentPatch};
+use signalbox_audience::{Audience, Segment, SegmentInput, SegmentPatch};
 use signalbox_engage::ProfileId;
 
 use super::auth::Caller;
 use super::error::ApiError;
 use super::filter::{FieldRule, Op};
-use super::jsonapi::{datetime, BaseUrl, JsonApi, Obj, Params, QuerySpec, RawQuery, Resource};
+use super::jsonapi::{
+    datetime, relationship_links, BaseUrl, JsonApi, Obj, Params, QuerySpec, RawQuery, Resource,
+};
 use super::profiles;
 use super::scopes::{SegmentsProfilesRead, SegmentsRead, SegmentsWrite};
 use super::Body;
@@ -114,27 +116,6 @@ fn audience(app: &AppState) -> Result<Audience, ApiError> {
         .ok_or_else(|| ApiError::unavailable("segments are not running on this server"))
 }
 
-impl From<AudienceError> for ApiError {
-    fn from(err: AudienceError) -> Self {
-        match err {
-            AudienceError::Invalid(errors) => match errors.into_iter().next() {
-                Some(first) => ApiError::invalid_at(first.pointer, first.detail),
-                None => ApiError::invalid_at("/data/attributes/definition", "invalid definition"),
-            },
-            AudienceError::NotFound { what } => ApiError::not_found(format!("{what} not found")),
-            AudienceError::Conflict { reason } => ApiError::conflict(reason),
-            AudienceError::Unavailable => {
-                ApiError::unavailable("the segment engine is unavailable; retry shortly")
-            }
-            AudienceError::Engage(err) => err.into(),
-            other => {
-                tracing::error!(error = %other, "segment request failed");
-                ApiError::internal()
-            }
-        }
-    }
-}
-
 async fn resource(
     audience: &Audience,
     segment: &Segment,
@@ -158,10 +139,7 @@ async fn resource(
     let mut relationships = Map::new();
     relationships.insert(
         "profiles".into(),
-        json!({"links": {
-            "self": base.link(&format!("segments/{}/relationships/profiles", segment.id)),
-            "related": base.link(&format!("segments/{}/profiles", segment.id)),
-        }}),
+        relationship_links(base, &format!("segments/{}", segment.id), "profiles"),
     );
     Ok(Resource {
         kind: "segment",
@@ -187,14 +165,9 @@ async fn document(
     params: &Params,
     extra: Additional,
 ) -> Result<JsonApi, ApiError> {
-    let data = resource(audience, segment, base, extra)
-        .await?
-        .to_json(params.fields_for("segment"));
-    let links = json!({ "self": base.link(&format!("segments/{}", segment.id)) });
-    Ok(JsonApi(
-        status,
-        json!({ "data": with_progress(data, segment), "links": links }),
-    ))
+    let mut document = params.document_json(&resource(audience, segment, base, extra).await?);
+    document["data"] = with_progress(document["data"].take(), segment);
+    Ok(JsonApi(status, document))
 }
 
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
@@ -231,16 +204,13 @@ pub async fn list(
         .flatten();
     let mut data = Vec::new();
     for segment in page {
-        let json = resource(&audience, segment, &base, extra)
-            .await?
-            .to_json(params.fields_for("segment"));
+        let json = params.render(&resource(&audience, segment, &base, extra).await?);
         data.push(with_progress(json, segment));
     }
-    let links = params.collection_links(&base, "segments", next.as_deref());
     drop(caller);
     Ok(JsonApi(
         StatusCode::OK,
-        json!({ "data": data, "links": links }),
+        params.collection(&base, "segments", data, next.as_deref()),
     ))
 }
 
@@ -404,13 +374,13 @@ pub async fn members(
         resource
             .attributes
             .insert("joined_group_at".into(), json!(datetime(member.joined)));
-        data.push(resource.to_json(params.fields_for("profile")));
+        data.push(params.render(&resource));
     }
     let next = page.next_after_pk.map(|pk| pk.to_string());
-    let links = params.collection_links(&base, &format!("segments/{id}/profiles"), next.as_deref());
+    let path = format!("segments/{id}/profiles");
     Ok(JsonApi(
         StatusCode::OK,
-        json!({ "data": data, "links": links }),
+        params.collection(&base, &path, data, next.as_deref()),
     ))
 }
 
@@ -429,10 +399,7 @@ pub async fn of_profile(
     let segments = audience.segments_of(&ProfileId(id.clone())).await?;
     let mut data = Vec::new();
     for segment in &segments {
-        let json = resource(&audience, segment, &base, extra)
-            .await?
-            .to_json(params.fields_for("segment"));
-        data.push(json);
+        data.push(params.render(&resource(&audience, segment, &base, extra).await?));
     }
     drop(caller);
     let links = json!({ "self": base.link(&format!("profiles/{id}/segments")) });

@@ -21,7 +21,7 @@ use signalbox_engage::{
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::jsonapi::{datetime, BaseUrl, JsonApi, Obj, Patch};
+use super::jsonapi::{datetime, operation_document, BaseUrl, JsonApi, Obj, Patch, Resource};
 use super::origin::RequestOrigin;
 use super::scopes::{
     ListsProfilesSubscriptionsWrite, ProfilesSubscriptionsWrite, SubscriptionsWrite,
@@ -309,31 +309,34 @@ async fn segment_members(audience: &Audience, id: &str) -> Result<Vec<ProfileId>
 fn job_document<R>(
     caller: &Caller<R>,
     base: &BaseUrl,
-    kind: &str,
+    kind: &'static str,
     total: usize,
     done: u64,
 ) -> JsonApi {
     let id = uuid::Uuid::new_v4().to_string();
     let now = datetime(caller.clock.now());
     let total = total.max(done as usize);
-    JsonApi(
+    let mut attributes = serde_json::Map::new();
+    attributes.insert("status".into(), "complete".into());
+    attributes.insert("created_at".into(), now.clone().into());
+    attributes.insert("total_count".into(), total.into());
+    attributes.insert("completed_count".into(), total.into());
+    attributes.insert("completed_at".into(), now.into());
+    attributes.insert(
+        "skipped_count".into(),
+        (total as u64 - done.min(total as u64)).into(),
+    );
+    let resource = Resource {
+        kind,
+        self_link: base.link(&format!("{kind}s/{id}")),
+        id,
+        attributes,
+        relationships: None,
+    };
+    operation_document(
         StatusCode::ACCEPTED,
-        serde_json::json!({
-            "data": {
-                "type": kind,
-                "id": id,
-                "attributes": {
-                    "status": "complete",
-                    "created_at": now,
-                    "total_count": total,
-                    "completed_count": total,
-                    "completed_at": now,
-                    "skipped_count": total as u64 - done.min(total as u64),
-                },
-                "links": { "self": base.link(&format!("{kind}s/{id}")) },
-            },
-            "links": { "self": base.link(&format!("{kind}s")) },
-        }),
+        &resource,
+        base.link(&format!("{kind}s")),
     )
 }
 

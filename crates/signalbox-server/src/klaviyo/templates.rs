@@ -22,8 +22,8 @@ use super::scopes::{TemplatesRead, TemplatesWrite};
 use super::Body;
 use crate::app::AppState;
 use crate::templates::{
-    self, PreviewError, PreviewRequest, Template, TemplateChange, TemplateFilter, TemplateSort,
-    TemplateStore, TemplateStoreError, EDITOR_CODE,
+    self, PreviewRequest, Template, TemplateChange, TemplateFilter, TemplateSort, TemplateStore,
+    EDITOR_CODE,
 };
 
 pub const FIELDS: &[&str] = &[
@@ -96,17 +96,11 @@ pub async fn list(
     };
     let (page, next) = store(&app)?
         .list_async(filter, sort, params.cursor.clone())
-        .await
-        .map_err(store_error)?;
-    let fields = params.fields_for("template");
-    let data: Vec<Value> = page
-        .iter()
-        .map(|t| resource(t, &base).to_json(fields))
-        .collect();
-    let links = params.collection_links(&base, "templates", next.as_deref());
+        .await?;
+    let data = page.iter().map(|t| params.render(&resource(t, &base)));
     Ok(JsonApi(
         StatusCode::OK,
-        json!({"data": data, "links": links}),
+        params.collection(&base, "templates", data, next.as_deref()),
     ))
 }
 
@@ -122,8 +116,7 @@ async fn names_to_ids(store: &TemplateStore, names: Vec<String>) -> Result<Vec<S
             };
             let (page, next) = store
                 .list_async(filter, TemplateSort::Created, cursor)
-                .await
-                .map_err(store_error)?;
+                .await?;
             ids.extend(page.into_iter().map(|t| t.id));
             match next {
                 Some(next) => cursor = Some(next),
@@ -143,7 +136,7 @@ pub async fn get(
     query: RawQuery,
 ) -> Result<JsonApi, ApiError> {
     let params = Params::parse(query, &ONE)?;
-    let template = store(&app)?.get_async(id).await.map_err(store_error)?;
+    let template = store(&app)?.get_async(id).await?;
     Ok(document(StatusCode::OK, &template, &base, &params))
 }
 
@@ -180,8 +173,7 @@ pub async fn create(
     };
     let template = store(&app)?
         .create_async(change, caller.clock.now())
-        .await
-        .map_err(store_error)?;
+        .await?;
     Ok(document(StatusCode::CREATED, &template, &base, &params))
 }
 
@@ -228,8 +220,7 @@ pub async fn update(
     };
     let template = store(&app)?
         .update_async(id, change, caller.clock.now())
-        .await
-        .map_err(store_error)?;
+        .await?;
     Ok(document(StatusCode::OK, &template, &base, &params))
 }
 
@@ -239,7 +230,7 @@ pub async fn delete(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    store(&app)?.delete_async(id).await.map_err(store_error)?;
+    store(&app)?.delete_async(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -268,10 +259,8 @@ pub async fn render(
     };
     request.profile_id = take_id(&mut request.context, &context, "profile_id")?.map(ProfileId);
     request.event_id = take_id(&mut request.context, &context, "event_id")?.map(EventId);
-    let template = store(&app)?.get_async(id).await.map_err(store_error)?;
-    let preview = templates::preview(Some(&caller.engage), &app.mail, &template, request)
-        .await
-        .map_err(|err| preview_error(err, &context))?;
+    let template = store(&app)?.get_async(id).await?;
+    let preview = templates::preview(Some(&caller.engage), &app.mail, &template, request).await?;
     let rendered = preview.result.map_err(|err| {
         ApiError::invalid_at(
             "/data/attributes/context",
@@ -291,7 +280,7 @@ pub async fn render(
     Ok(JsonApi(
         StatusCode::CREATED,
         json!({
-            "data": resource.to_json(params.fields_for("template")),
+            "data": params.render(&resource),
             "links": {"self": base.link("template-render")},
             "meta": {"undefined_variables": preview.undefined},
         }),
@@ -314,22 +303,6 @@ fn take_id(
     }
 }
 
-fn preview_error(err: PreviewError, context: &Obj<'_>) -> ApiError {
-    match err {
-        PreviewError::ProfileNotFound(id) => {
-            ApiError::invalid_at(context.pointer("profile_id"), format!("no profile {id}"))
-        }
-        PreviewError::EventNotFound(id) => {
-            ApiError::invalid_at(context.pointer("event_id"), format!("no event {id}"))
-        }
-        PreviewError::NoEngine => ApiError::unavailable("the engine is not running"),
-        PreviewError::Engage(err) => err.into(),
-        PreviewError::Template(err) => {
-            ApiError::invalid_at("/data/id", format!("the template does not compile: {err}"))
-        }
-    }
-}
-
 /// AMP and drag-and-drop definitions are not stored: refused rather than dropped.
 fn refuse_unsupported(attributes: &Obj<'_>) -> Result<(), ApiError> {
     for key in ["amp", "definition"] {
@@ -343,33 +316,8 @@ fn refuse_unsupported(attributes: &Obj<'_>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn store_error(err: TemplateStoreError) -> ApiError {
-    match err {
-        TemplateStoreError::NotFound(id) => ApiError::not_found(format!("template {id} not found")),
-        TemplateStoreError::Invalid {
-            field: "page[cursor]",
-            reason,
-        } => ApiError::invalid_parameter("page[cursor]", format!("page[cursor] {reason}")),
-        TemplateStoreError::Invalid { field, reason } => ApiError::invalid_at(
-            format!("/data/attributes/{field}"),
-            format!("{field} {reason}"),
-        ),
-        TemplateStoreError::Internal(detail) => {
-            tracing::error!(detail, "template store failed");
-            ApiError::internal()
-        }
-    }
-}
-
 fn document(status: StatusCode, template: &Template, base: &BaseUrl, params: &Params) -> JsonApi {
-    let self_link = base.link(&format!("templates/{}", template.id));
-    JsonApi(
-        status,
-        json!({
-            "data": resource(template, base).to_json(params.fields_for("template")),
-            "links": {"self": self_link},
-        }),
-    )
+    params.document(status, &resource(template, base))
 }
 
 /// A template as a JSON:API resource.

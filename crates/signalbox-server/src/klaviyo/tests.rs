@@ -34,6 +34,16 @@ struct Reply {
 }
 
 async fn spawn_with(engage_enabled: bool) -> TestApi {
+    spawn_parts(engage_enabled, false).await
+}
+
+/// With the template store, the flows engine and the audience engine too, so every route
+/// reaches its handler's own logic.
+async fn spawn_complete() -> TestApi {
+    spawn_parts(true, true).await
+}
+
+async fn spawn_parts(engage_enabled: bool, every_part: bool) -> TestApi {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(dir.path().join("signalbox.db"), SqliteOptions::default()).unwrap(),
@@ -65,6 +75,33 @@ async fn spawn_with(engage_enabled: bool) -> TestApi {
     .unwrap();
     if engage_enabled {
         app.set_engage(engage.clone());
+    }
+    if every_part {
+        let templates =
+            crate::templates::TemplateStore::open(dir.path().join("templates.db")).unwrap();
+        app.set_templates(templates.clone());
+        let flows = signalbox_flows::Flows::start(
+            engage.clone(),
+            Arc::new(SystemClock),
+            signalbox_flows::FlowsConfig::new(dir.path().join("flows.db")),
+            crate::flow_deps::flow_deps(
+                &engage,
+                Some(templates),
+                None,
+                tokio::runtime::Handle::current(),
+            ),
+        )
+        .await
+        .unwrap();
+        app.set_flows(flows);
+        let audience = signalbox_audience::Audience::start(
+            engage.clone(),
+            Arc::new(SystemClock),
+            dir.path().join("audience.db"),
+        )
+        .await
+        .unwrap();
+        app.set_audience(audience);
     }
     TestApi {
         router: NormalizePathLayer::trim_trailing_slash().layer(router(app.state().clone())),
@@ -1000,6 +1037,7 @@ async fn aggregates_answer_aligned_series() {
     assert_eq!(card["measurements"]["count"], json!([1, 0, 1]));
 }
 
+mod errors;
 mod lists;
 
 #[tokio::test]
