@@ -28,9 +28,9 @@ use tokio::task::JoinHandle;
 use crate::error::{SyncError, SyncResult};
 use crate::feed::{CallFeed, OutboxFeed};
 use crate::model::{
-    Circuit, DeadLetter, DeliveryRecord, Destination, DestinationConfig, DestinationKind,
-    DestinationPatch, DestinationState, DestinationStatus, NewDestination, Position, Replay,
-    Secret,
+    Circuit, DeadLetter, DeliveryOutcome, DeliveryRecord, Destination, DestinationConfig,
+    DestinationKind, DestinationPatch, DestinationState, DestinationStatus, NewDestination,
+    Position, Replay, Secret,
 };
 use crate::store::SyncStore;
 use crate::worker::{Live, Shared, Worker};
@@ -440,7 +440,9 @@ impl Sync {
             }
             None => {
                 let records = self.deps.store.deliveries(&destination.name, 100).await?;
-                let retrying = records.first().is_some_and(|r| r.outcome == "retry");
+                let retrying = records
+                    .first()
+                    .is_some_and(|r| r.outcome == DeliveryOutcome::Retry);
                 (retrying, Circuit::Closed, throughput_of(&records, now))
             }
         };
@@ -563,7 +565,10 @@ impl Drop for Engine {
 fn throughput_of(records: &[DeliveryRecord], now: Timestamp) -> f64 {
     let recent: Vec<&DeliveryRecord> = records
         .iter()
-        .filter(|r| r.outcome == "delivered" && now.duration_since(r.at).as_secs_f64() <= 60.0)
+        .filter(|r| {
+            r.outcome == DeliveryOutcome::Delivered
+                && now.duration_since(r.at).as_secs_f64() <= 60.0
+        })
         .collect();
     let items: u64 = recent.iter().map(|r| u64::from(r.items)).sum();
     if items == 0 {

@@ -319,6 +319,74 @@ pub struct DeliveryRecord {
     pub duration_ms: f64,
     /// Items the request carried.
     pub items: u32,
-    /// `delivered`, `retry`, `dead_lettered` or `split`.
-    pub outcome: String,
+    pub outcome: DeliveryOutcome,
+}
+
+/// What became of one request to a receiver; stored and shown as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    /// The receiver took the batch.
+    Delivered,
+    /// A failure worth trying again (timeout, 5xx, 408, 429).
+    Retry,
+    /// The receiver refused a batch of several: it is sent again in halves.
+    Split,
+    /// The receiver refused a single call for good: it went to the dead letters.
+    DeadLettered,
+}
+
+impl DeliveryOutcome {
+    pub const ALL: [DeliveryOutcome; 4] = [
+        DeliveryOutcome::Delivered,
+        DeliveryOutcome::Retry,
+        DeliveryOutcome::Split,
+        DeliveryOutcome::DeadLettered,
+    ];
+
+    /// The stored and wire text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryOutcome::Delivered => "delivered",
+            DeliveryOutcome::Retry => "retry",
+            DeliveryOutcome::Split => "split",
+            DeliveryOutcome::DeadLettered => "dead_lettered",
+        }
+    }
+
+    /// The outcome a stored text names; `None` for any other text.
+    pub fn parse(text: &str) -> Option<DeliveryOutcome> {
+        DeliveryOutcome::ALL
+            .into_iter()
+            .find(|outcome| outcome.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for DeliveryOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_delivery_outcome_round_trips_through_its_stored_and_wire_text() {
+        let texts: Vec<&str> = DeliveryOutcome::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(texts, ["delivered", "retry", "split", "dead_lettered"]);
+        for outcome in DeliveryOutcome::ALL {
+            assert_eq!(DeliveryOutcome::parse(outcome.as_str()), Some(outcome));
+            assert_eq!(outcome.to_string(), outcome.as_str());
+            let wire = serde_json::to_value(outcome).unwrap();
+            assert_eq!(wire, serde_json::Value::from(outcome.as_str()));
+            assert_eq!(
+                serde_json::from_value::<DeliveryOutcome>(wire).unwrap(),
+                outcome
+            );
+        }
+        assert_eq!(DeliveryOutcome::parse("Delivered"), None);
+        assert_eq!(DeliveryOutcome::parse(""), None);
+    }
 }

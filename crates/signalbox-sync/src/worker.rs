@@ -34,7 +34,9 @@ use crate::engine::SyncConfig;
 use crate::feed::{CallFeed, OutboxFeed};
 use crate::kinds::{self, klaviyo, segment, webhook, Endpoint, Op, Req, Unit, UnitBody};
 use crate::limits::{backoff, parse_retry_after, Breaker, TokenBucket};
-use crate::model::{Circuit, DeliveryRecord, Destination, DestinationConfig, Position, Replay};
+use crate::model::{
+    Circuit, DeliveryOutcome, DeliveryRecord, Destination, DestinationConfig, Position, Replay,
+};
 use crate::store::{Commit, NewDeadLetter, SyncStore};
 
 /// Request and response bodies are kept in delivery records up to this many bytes.
@@ -680,7 +682,7 @@ impl Worker {
                 error: None,
                 duration_ms,
                 items: items as u32,
-                outcome: String::new(),
+                outcome: DeliveryOutcome::Retry,
             };
             let outcome = match result {
                 Ok(response) => {
@@ -719,7 +721,7 @@ impl Worker {
                     self.attempt = 0;
                     self.live.lock().expect("live lock").retrying = false;
                     self.update_circuit();
-                    record.outcome = "delivered".into();
+                    record.outcome = DeliveryOutcome::Delivered;
                     self.delivered(n, &body, record).await;
                     return Ok(());
                 }
@@ -733,7 +735,7 @@ impl Worker {
                     self.attempt = self.attempt.saturating_add(1);
                     self.live.lock().expect("live lock").retrying = true;
                     self.update_circuit();
-                    record.outcome = "retry".into();
+                    record.outcome = DeliveryOutcome::Retry;
                     let reason = match (status, body) {
                         (Some(_), Some(body)) if !body.is_empty() => format!(
                             "{reason}: {}",
@@ -777,7 +779,7 @@ impl Worker {
                         DEAD_LETTER_RESPONSE_BYTES,
                     ));
                     if n > 1 {
-                        record.outcome = "split".into();
+                        record.outcome = DeliveryOutcome::Split;
                         self.split_limit = Some(n / 2);
                         let last = self.queue.get(n - 1).map(|u| u.position);
                         if self.split_until.is_none() {
@@ -794,7 +796,7 @@ impl Worker {
                         }
                         return Ok(());
                     }
-                    record.outcome = "dead_lettered".into();
+                    record.outcome = DeliveryOutcome::DeadLettered;
                     let unit = self.queue.pop_front().expect("front");
                     let reason = format!("the receiver refused it with status {status}");
                     self.dead_letter(unit, reason, Some(status), Some(response), Some(record))

@@ -8,8 +8,8 @@ use serde_json::json;
 use super::{Commit, NewDeadLetter, SyncStore};
 use crate::error::SyncError;
 use crate::model::{
-    DeliveryRecord, DestinationConfig, DestinationPatch, DestinationState, NewDestination,
-    Position, Replay, Secret,
+    DeliveryOutcome, DeliveryRecord, DestinationConfig, DestinationPatch, DestinationState,
+    NewDestination, Position, Replay, Secret,
 };
 
 /// A webhook destination named `name` following the source `web`.
@@ -39,7 +39,7 @@ fn record(at: Timestamp, n: usize) -> DeliveryRecord {
         error: None,
         duration_ms: 1.5,
         items: 1,
-        outcome: "delivered".into(),
+        outcome: DeliveryOutcome::Delivered,
     }
 }
 

@@ -21,8 +21,8 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use super::{Commit, SyncStore};
 use crate::error::{SyncError, SyncResult};
 use crate::model::{
-    DeadLetter, DeliveryRecord, Destination, DestinationConfig, DestinationPatch, DestinationState,
-    NewDestination, Position, Progress, Replay,
+    DeadLetter, DeliveryOutcome, DeliveryRecord, Destination, DestinationConfig, DestinationPatch,
+    DestinationState, NewDestination, Position, Progress, Replay,
 };
 
 /// Delivery records kept per destination.
@@ -181,6 +181,16 @@ fn parse_ts(text: &str) -> rusqlite::Result<Timestamp> {
 
 fn opt_ts(text: Option<String>) -> rusqlite::Result<Option<Timestamp>> {
     text.as_deref().map(parse_ts).transpose()
+}
+
+fn outcome(text: &str) -> rusqlite::Result<DeliveryOutcome> {
+    DeliveryOutcome::parse(text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown delivery outcome {text:?}").into(),
+        )
+    })
 }
 
 fn json_err(e: serde_json::Error) -> rusqlite::Error {
@@ -344,7 +354,7 @@ fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         error: row.get(9)?,
         duration_ms: row.get(10)?,
         items: row.get(11)?,
-        outcome: row.get(12)?,
+        outcome: outcome(&row.get::<_, String>(12)?)?,
     })
 }
 
@@ -617,7 +627,7 @@ impl SyncStore for SqliteSyncStore {
                         record.error,
                         record.duration_ms,
                         record.items,
-                        record.outcome
+                        record.outcome.as_str()
                     ],
                 )?;
                 tx.execute(

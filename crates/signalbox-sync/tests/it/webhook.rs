@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use signalbox_sync::kinds::webhook::sign;
-use signalbox_sync::{Circuit, Replay};
+use signalbox_sync::{Circuit, DeliveryOutcome, Replay};
 
 use crate::helpers::*;
 
@@ -58,7 +58,7 @@ async fn many_calls_go_in_few_signed_batches_in_order() {
     assert_eq!(records.len(), requests.len());
     assert!(records
         .iter()
-        .all(|r| r.outcome == "delivered" && r.status == Some(200)));
+        .all(|r| r.outcome == DeliveryOutcome::Delivered && r.status == Some(200)));
     sync.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -80,7 +80,13 @@ async fn server_errors_are_retried_until_the_receiver_recovers() {
     assert!(!status.retrying);
     assert!(status.last_error.unwrap().contains("503"));
     let records = sync.deliveries("hook", 100).await.unwrap();
-    assert!(records.iter().filter(|r| r.outcome == "retry").count() >= 3);
+    assert!(
+        records
+            .iter()
+            .filter(|r| r.outcome == DeliveryOutcome::Retry)
+            .count()
+            >= 3
+    );
     sync.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -119,9 +125,8 @@ async fn a_receiver_that_hangs_times_out_and_is_retried() {
     let status = sync.status("hook").await.unwrap();
     assert!(status.retried >= 1);
     let records = sync.deliveries("hook", 100).await.unwrap();
-    assert!(records
-        .iter()
-        .any(|r| r.outcome == "retry" && r.error.as_deref().unwrap_or("").contains("timed out")));
+    assert!(records.iter().any(|r| r.outcome == DeliveryOutcome::Retry
+        && r.error.as_deref().unwrap_or("").contains("timed out")));
     sync.shutdown(Duration::from_secs(5)).await;
 }
 
