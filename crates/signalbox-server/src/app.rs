@@ -106,11 +106,10 @@ pub struct AppState {
     pub keys: Arc<KeyCache>,
     pub clock: Arc<dyn Clock>,
     pub metrics: PrometheusHandle,
-    /// Profiles, metrics and events behind the Klaviyo-compatible API; without it `/api/*`
-    /// answers 503.
-    pub engage: Option<Engage>,
-    /// Live segments behind `/api/segments`; without it those answer 503.
-    pub audience: Option<Audience>,
+    /// The Klaviyo-compatible engine behind `/api/*`, the consent and tracking links, and the
+    /// admin API's lists, quarantine and flows; without it those answer 503 (the Tracking API
+    /// and destinations run on).
+    pub engine: Option<Engine>,
     /// Signs and checks the links Signalbox serves in emails and consent pages (unsubscribe,
     /// double opt-in confirmation, open pixel, click tracking). Set by
     /// [`Application::set_links`]; until then a random secret (links die with the process).
@@ -118,16 +117,13 @@ pub struct AppState {
     /// Mailer (when sending is on), composer and template cache. Set by
     /// [`Application::set_mail`]; until then sending is off.
     pub mail: Arc<Mail>,
-    /// Email templates (`templates.db`); without it `/api/templates` answers 503.
-    pub templates: Option<TemplateStore>,
     /// The movable clock of `serve --test-clock`; `None` on the system clock.
     pub test_clock: Option<Arc<ShiftedClock>>,
-    /// The flows engine behind `/api/flows`; without it those routes answer 503.
-    pub flows: Option<signalbox_flows::Flows>,
     /// The budget of request body bytes being read and each body's deadline.
     pub bodies: Arc<BodyGuard>,
     /// The sync engine behind `/admin/v1/destinations`, woken after each append; without it
-    /// those routes answer 503.
+    /// those routes answer 503. Apart from [`Engine`]: destinations read the call log itself
+    /// and need no engage pipeline.
     pub sync: Option<signalbox_sync::Sync>,
     /// Who may use the console (accounts and sessions); until set, nobody.
     pub console_auth: Arc<dyn signalbox_console::Authenticator>,
@@ -135,6 +131,58 @@ pub struct AppState {
     pub console: signalbox_console::ConsoleConfig,
     /// Started when shutdown begins (see [`Draining`]).
     pub draining: Draining,
+}
+
+/// The parts of the Klaviyo-compatible engine. They come together: segments and flows follow
+/// engage's change feed, flows send the stored templates, and every `/api/*` route needs
+/// engage first.
+#[derive(Clone)]
+pub struct Engine {
+    /// Profiles, metrics, events, lists and consent.
+    pub engage: Engage,
+    /// Live segments.
+    pub audience: Audience,
+    /// Email templates (`templates.db`).
+    pub templates: TemplateStore,
+    /// The flows engine.
+    pub flows: signalbox_flows::Flows,
+}
+
+impl AppState {
+    /// The engine's parts, or `None` on a server built without them.
+    pub fn engine(&self) -> Option<&Engine> {
+        self.engine.as_ref()
+    }
+}
+
+/// An engine around `engage` for tests: segments, templates and flows with default settings,
+/// their files in `dir`, wired as `serve` wires them.
+#[cfg(test)]
+pub(crate) async fn test_engine(engage: &Engage, dir: &std::path::Path) -> Engine {
+    let clock: Arc<dyn Clock> = Arc::new(signalbox_core::SystemClock);
+    let audience = Audience::start(engage.clone(), Arc::clone(&clock), dir.join("audience.db"))
+        .await
+        .expect("start the audience engine");
+    let templates = TemplateStore::open(dir.join("templates.db")).expect("open templates");
+    let flows = signalbox_flows::Flows::start(
+        engage.clone(),
+        clock,
+        signalbox_flows::FlowsConfig::new(dir.join("flows.db")),
+        crate::flow_deps::flow_deps(
+            engage,
+            Some(templates.clone()),
+            Some(audience.clone()),
+            tokio::runtime::Handle::current(),
+        ),
+    )
+    .await
+    .expect("start the flows engine");
+    Engine {
+        engage: engage.clone(),
+        audience,
+        templates,
+        flows,
+    }
 }
 
 /// Open CORS for the Tracking API, which browsers call from any site. The headers a preflight
@@ -149,9 +197,9 @@ fn tracking_cors() -> CorsLayer {
 pub fn router(state: AppState) -> Router {
     let console = signalbox_console::Console::new(signalbox_console::ConsoleDeps {
         store: Arc::clone(&state.store),
-        engage: state.engage.clone(),
-        audience: state.audience.clone(),
-        flows: state.flows.clone(),
+        engage: state.engine().map(|e| e.engage.clone()),
+        audience: state.engine().map(|e| e.audience.clone()),
+        flows: state.engine().map(|e| e.flows.clone()),
         sync: state.sync.clone(),
         clock: Arc::clone(&state.clock),
         public_url: state.links.base_url().trim_end_matches('/').to_owned(),
@@ -341,13 +389,10 @@ impl Application {
             keys,
             clock,
             metrics: telemetry::prometheus(),
-            engage: None,
+            engine: None,
             links: links.clone(),
             mail: Arc::new(Mail::disabled(links)),
-            templates: None,
             test_clock: None,
-            flows: None,
-            audience: None,
             bodies,
             sync: None,
             console_auth: Arc::new(signalbox_console::DenyAll),
@@ -372,14 +417,10 @@ impl Application {
         &self.state
     }
 
-    /// Serves the Klaviyo-compatible API (`/api/*`) from this engine.
-    pub fn set_engage(&mut self, engage: Engage) {
-        self.state.engage = Some(engage);
-    }
-
-    /// Serves `/api/segments` from this audience engine.
-    pub fn set_audience(&mut self, audience: Audience) {
-        self.state.audience = Some(audience);
+    /// Serves the Klaviyo-compatible API (`/api/*`), the consent and tracking links and the
+    /// admin API's engine routes from this engine.
+    pub fn set_engine(&mut self, engine: Engine) {
+        self.state.engine = Some(engine);
     }
 
     /// The signer and public base URL of the links Signalbox serves.
@@ -396,16 +437,6 @@ impl Application {
     /// The mailer and link makers the server uses (shared with background senders).
     pub fn mail(&self) -> Arc<Mail> {
         Arc::clone(&self.state.mail)
-    }
-
-    /// Where `/api/templates` keeps templates.
-    pub fn set_templates(&mut self, templates: TemplateStore) {
-        self.state.templates = Some(templates);
-    }
-
-    /// Serves `/api/flows` from this engine.
-    pub fn set_flows(&mut self, flows: signalbox_flows::Flows) {
-        self.state.flows = Some(flows);
     }
 
     /// Serves `/admin/v1/destinations` from this sync engine and wakes it after appends.

@@ -181,7 +181,9 @@ fn claims(app: &AppState, kind: LinkKind, token: &str) -> Result<LinkClaims, Pag
 }
 
 fn engage(app: &AppState) -> Result<Engage, Page> {
-    app.engage.clone().ok_or_else(unavailable)
+    app.engine()
+        .map(|engine| engine.engage.clone())
+        .ok_or_else(unavailable)
 }
 
 /// `GET /c/{token}`: asks before confirming (a link scanner's GET changes nothing).

@@ -36,7 +36,7 @@ pub mod templates;
 pub mod test_clock;
 pub mod tracking;
 
-pub use app::{AppState, Application, ServerConfig, ServerError};
+pub use app::{AppState, Application, Engine, ServerConfig, ServerError};
 
 #[cfg(test)]
 mod mail_routes_tests;

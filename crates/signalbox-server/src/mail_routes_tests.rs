@@ -18,7 +18,6 @@ use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
 use crate::app::{router, Application, ServerConfig};
 use crate::mail::{Mail, MailSettings};
-use crate::templates::TemplateStore;
 use crate::tracking::PIXEL_GIF;
 
 const BASE: &str = "https://mail.example.com";
@@ -72,26 +71,10 @@ async fn spawn() -> TestApp {
     )
     .await
     .unwrap();
-    app.set_engage(engage.clone());
     let links = TrackingLinks::new(LinkSigner::new(&[7u8; 32]).unwrap(), BASE).unwrap();
     app.set_links(links.clone());
     app.set_mail(Mail::new(&MailSettings::default(), links.clone()).unwrap());
-    let templates = TemplateStore::open(dir.path().join("templates.db")).unwrap();
-    app.set_templates(templates.clone());
-    let flows = signalbox_flows::Flows::start(
-        engage.clone(),
-        Arc::new(SystemClock),
-        signalbox_flows::FlowsConfig::new(dir.path().join("flows.db")),
-        crate::flow_deps::flow_deps(
-            &engage,
-            Some(templates),
-            None,
-            tokio::runtime::Handle::current(),
-        ),
-    )
-    .await
-    .unwrap();
-    app.set_flows(flows);
+    app.set_engine(crate::app::test_engine(&engage, dir.path()).await);
     TestApp {
         router: NormalizePathLayer::trim_trailing_slash().layer(router(app.state().clone())),
         key: key.expose().to_owned(),

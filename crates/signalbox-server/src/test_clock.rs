@@ -82,11 +82,9 @@ async fn advance(
         })?;
     clock.advance(SignedDuration::from_secs(seconds));
     tracing::info!(key = key.name(), seconds, "test clock advanced");
-    if let Some(engage) = &app.engage {
-        engage.notify();
-    }
-    if let Some(flows) = &app.flows {
-        flows.wake();
+    if let Some(engine) = app.engine() {
+        engine.engage.notify();
+        engine.flows.wake();
     }
     if let Some(sync) = &app.sync {
         sync.notify();

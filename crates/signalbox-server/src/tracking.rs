@@ -158,7 +158,7 @@ async fn record(app: &AppState, metric: BuiltinMetric, claims: &LinkClaims, head
     } else {
         "open"
     };
-    let Some(engage) = &app.engage else {
+    let Some(engage) = app.engine().map(|engine| &engine.engage) else {
         telemetry::tracking_hit(kind, "not_recorded");
         tracing::debug!(
             metric = metric.name(),

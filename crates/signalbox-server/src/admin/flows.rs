@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::Json;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use signalbox_flows::{Flows, FlowsError, HeldMessage, HeldStatus};
+use signalbox_flows::{FlowsError, HeldMessage, HeldStatus};
 
 use super::auth::AdminKey;
 use super::error::AdminError;
@@ -76,10 +76,6 @@ pub struct ListParams {
     limit: Option<String>,
 }
 
-fn flows(app: &AppState) -> Result<Flows, AdminError> {
-    app.flows.clone().ok_or(AdminError::Unavailable)
-}
-
 /// The engine's errors on the wire; `message_field` names the input a missing message or a
 /// refused change is about.
 fn flows_error(err: FlowsError, message_field: Option<&'static str>) -> AdminError {
@@ -136,7 +132,8 @@ pub async fn messages(
     let status = parse_status(params.status.as_deref())?;
     let after = parse_cursor("after", params.after.as_deref())?;
     let limit = parse_limit(params.limit.as_deref())?;
-    let page = flows(&app)?
+    let page = super::engine(&app)?
+        .flows
         .messages(&flow_id, status, Some(after), limit as usize)
         .await
         .map_err(|err| flows_error(err, None))?;
@@ -153,7 +150,8 @@ pub async fn approve(
     AdminPath((flow_id, message_id)): AdminPath<(String, String)>,
 ) -> Result<Json<HeldView>, AdminError> {
     let id = parse_message_id(&message_id)?;
-    let held = flows(&app)?
+    let held = super::engine(&app)?
+        .flows
         .approve_message(&flow_id, id)
         .await
         .map_err(|err| flows_error(err, Some("message_id")))?;
@@ -173,7 +171,8 @@ pub async fn skip(
     AdminPath((flow_id, message_id)): AdminPath<(String, String)>,
 ) -> Result<Json<HeldView>, AdminError> {
     let id = parse_message_id(&message_id)?;
-    let held = flows(&app)?
+    let held = super::engine(&app)?
+        .flows
         .skip_message(&flow_id, id)
         .await
         .map_err(|err| flows_error(err, Some("message_id")))?;

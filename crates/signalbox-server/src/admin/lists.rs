@@ -43,10 +43,6 @@ fn engage_error(err: EngageError) -> AdminError {
     }
 }
 
-fn engage(app: &AppState) -> Result<signalbox_engage::Engage, AdminError> {
-    app.engage.clone().ok_or(AdminError::Unavailable)
-}
-
 /// `GET /admin/v1/lists/{id}/pending`.
 pub async fn pending(
     _key: AdminKey,
@@ -55,7 +51,7 @@ pub async fn pending(
     AdminQuery(query): AdminQuery<PendingQuery>,
 ) -> Result<Json<Value>, AdminError> {
     let limit = parse_limit(query.limit.as_deref())?;
-    let engage = engage(&app)?;
+    let engage = super::engine(&app)?.engage.clone();
     let page = engage
         .list_members(MemberQuery {
             list_id: ListId(id.clone()),
@@ -147,7 +143,7 @@ pub async fn import(
         });
     }
     let received = rows.len();
-    let engage = engage(&app)?;
+    let engage = super::engine(&app)?.engage.clone();
     let added = engage
         .import_list_members(&ListId(id.clone()), rows)
         .await

@@ -44,7 +44,7 @@ mod tests;
 use axum::routing::{any, get, post};
 use axum::Router;
 
-use crate::app::AppState;
+use crate::app::{AppState, Engine};
 pub use auth::AdminKey;
 pub use error::AdminError;
 
@@ -135,4 +135,10 @@ async fn not_found(_key: AdminKey) -> AdminError {
         what: "route".into(),
         field: None,
     }
+}
+
+/// The engine behind the lists, quarantine and flows routes, or 503 on a server built
+/// without it.
+fn engine(app: &AppState) -> Result<&Engine, AdminError> {
+    app.engine().ok_or(AdminError::Unavailable)
 }

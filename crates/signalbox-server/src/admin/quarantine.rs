@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use signalbox_core::SourceId;
-use signalbox_engage::{Engage, EngageError, QuarantinedEntry};
+use signalbox_engage::{EngageError, QuarantinedEntry};
 
 use super::auth::AdminKey;
 use super::error::AdminError;
@@ -57,10 +57,6 @@ pub struct ListParams {
     limit: Option<String>,
 }
 
-fn engage(app: &AppState) -> Result<Engage, AdminError> {
-    app.engage.clone().ok_or(AdminError::Unavailable)
-}
-
 fn engage_error(err: EngageError) -> AdminError {
     match err {
         EngageError::NotFound { what } => AdminError::NotFound { what, field: None },
@@ -79,7 +75,9 @@ pub async fn list(
 ) -> Result<Json<Page<QuarantinedView>>, AdminError> {
     let after = parse_cursor("after", params.after.as_deref())?;
     let limit = parse_limit(params.limit.as_deref())?;
-    let entries = engage(&app)?
+    let entries = super::engine(&app)?
+        .engage
+        .clone()
         .quarantined(after, limit)
         .await
         .map_err(engage_error)?;
@@ -102,7 +100,7 @@ pub async fn retry(
         .ok()
         .filter(|seq| *seq > 0)
         .ok_or_else(|| AdminError::invalid("seq", "expected a log sequence number"))?;
-    let engage = engage(&app)?;
+    let engage = super::engine(&app)?.engage.clone();
     match engage.retry_quarantined(seq).await {
         Ok(()) => Ok(Json(json!({"seq": seq, "applied": true}))),
         Err(err @ (EngageError::NotFound { .. } | EngageError::Unavailable)) => {

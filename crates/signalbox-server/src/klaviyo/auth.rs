@@ -52,9 +52,7 @@ impl<R: Requires> FromRequestParts<AppState> for Caller<R> {
             return Err(ApiError::permission_denied(&missing));
         }
         let revision = revision(&parts.headers)?;
-        let engage = app.engage.clone().ok_or_else(|| {
-            ApiError::unavailable("the Klaviyo-compatible API is not running on this server")
-        })?;
+        let engage = super::engine(app)?.engage.clone();
         Ok(Caller {
             engage,
             clock: Arc::clone(&app.clock),

@@ -17,6 +17,7 @@ use serde_json::{json, Map, Value};
 use signalbox_flows::{FlowInfo, FlowStats, FlowStatus, FlowUpdate, Flows};
 
 use super::auth::Caller;
+use super::engine;
 use super::error::ApiError;
 use super::filter::{self, FieldRule, Op};
 use super::jsonapi::{
@@ -104,12 +105,6 @@ fn extra(query: RawQuery) -> Result<(RawQuery, Extra), ApiError> {
     Ok((RawQuery(rest), extra))
 }
 
-fn engine(app: &AppState) -> Result<&Flows, ApiError> {
-    app.flows
-        .as_ref()
-        .ok_or_else(|| ApiError::unavailable("flows are not running on this server"))
-}
-
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn list(
     caller: Caller<FlowsRead>,
@@ -119,7 +114,7 @@ pub async fn list(
 ) -> Result<JsonApi, ApiError> {
     let (query, extra) = extra(query)?;
     let params = Params::parse(query, &LIST)?;
-    let flows = engine(&app)?;
+    let flows = &engine(&app)?.flows;
     let mut all = flows.list_flows().await?;
     for condition in &params.filter {
         all.retain(|flow| matches(flow, condition));
@@ -189,7 +184,7 @@ pub async fn get(
 ) -> Result<JsonApi, ApiError> {
     let (query, extra) = extra(query)?;
     let params = Params::parse(query, &ONE)?;
-    let flows = engine(&app)?;
+    let flows = &engine(&app)?.flows;
     let flow = flows.get_flow(&id).await?;
     let stats = statistics(flows, &flow, extra).await?;
     Ok(document(
@@ -228,7 +223,10 @@ pub async fn create(
             ApiError::invalid_at(attributes.pointer("definition"), "'definition' is required")
         })?;
     let status = status_of(&attributes)?;
-    let flow = engine(&app)?.create_flow(&name, definition, status).await?;
+    let flow = engine(&app)?
+        .flows
+        .create_flow(&name, definition, status)
+        .await?;
     // The created flow's definition carries the real action ids.
     extra.definition = true;
     Ok(document(
@@ -275,7 +273,7 @@ pub async fn update(
             .filter(|d| !d.is_null())
             .cloned(),
     };
-    let flows = engine(&app)?;
+    let flows = &engine(&app)?.flows;
     let flow = flows.update_flow(&id, update).await?;
     let stats = statistics(flows, &flow, extra).await?;
     Ok(document(
@@ -294,7 +292,7 @@ pub async fn delete(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    engine(&app)?.delete_flow(&id).await?;
+    engine(&app)?.flows.delete_flow(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -45,7 +45,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::Value;
 
-use crate::app::AppState;
+use crate::app::{AppState, Engine};
 use error::ApiError;
 
 /// Largest request body: Klaviyo's bulk limit (5 MB).
@@ -167,3 +167,10 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 
 #[cfg(test)]
 mod tests;
+
+/// The engine behind every `/api/*` route, or 503 on a server built without it.
+pub(crate) fn engine(app: &AppState) -> Result<&Engine, ApiError> {
+    app.engine().ok_or_else(|| {
+        ApiError::unavailable("the Klaviyo-compatible API is not running on this server")
+    })
+}

@@ -19,6 +19,7 @@ use signalbox_audience::{Audience, Segment, SegmentInput, SegmentPatch};
 use signalbox_engage::ProfileId;
 
 use super::auth::Caller;
+use super::engine;
 use super::error::ApiError;
 use super::filter::{FieldRule, Op};
 use super::jsonapi::{
@@ -110,12 +111,6 @@ fn additional(query: RawQuery) -> Result<(RawQuery, Additional), ApiError> {
     Ok((RawQuery(rest), extra))
 }
 
-fn audience(app: &AppState) -> Result<Audience, ApiError> {
-    app.audience
-        .clone()
-        .ok_or_else(|| ApiError::unavailable("segments are not running on this server"))
-}
-
 async fn resource(
     audience: &Audience,
     segment: &Segment,
@@ -177,7 +172,7 @@ pub async fn list(
     base: BaseUrl,
     query: RawQuery,
 ) -> Result<JsonApi, ApiError> {
-    let audience = audience(&app)?;
+    let audience = engine(&app)?.audience.clone();
     let (query, extra) = additional(query)?;
     let params = Params::parse(query, &LIST)?;
     let mut segments = audience.list_segments().await?;
@@ -222,7 +217,7 @@ pub async fn get(
     Path(id): Path<String>,
     query: RawQuery,
 ) -> Result<JsonApi, ApiError> {
-    let audience = audience(&app)?;
+    let audience = engine(&app)?.audience.clone();
     let (query, extra) = additional(query)?;
     let params = Params::parse(query, &ONE)?;
     let segment = audience.get_segment(&id).await?;
@@ -250,7 +245,7 @@ pub async fn create(
     query: RawQuery,
     Body(body): Body,
 ) -> Result<JsonApi, ApiError> {
-    let audience = audience(&app)?;
+    let audience = engine(&app)?.audience.clone();
     let (query, extra) = additional(query)?;
     let params = Params::parse(query, &ONE)?;
     let root = Obj::root(&body)?;
@@ -297,7 +292,7 @@ pub async fn update(
     query: RawQuery,
     Body(body): Body,
 ) -> Result<JsonApi, ApiError> {
-    let audience = audience(&app)?;
+    let audience = engine(&app)?.audience.clone();
     let (query, extra) = additional(query)?;
     let params = Params::parse(query, &ONE)?;
     let root = Obj::root(&body)?;
@@ -333,7 +328,7 @@ pub async fn delete(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let audience = audience(&app)?;
+    let audience = engine(&app)?.audience.clone();
     audience.delete_segment(&id).await?;
     drop(caller);
     Ok(StatusCode::NO_CONTENT)
@@ -348,7 +343,7 @@ pub async fn members(
     Path(id): Path<String>,
     query: RawQuery,
 ) -> Result<JsonApi, ApiError> {
-    let audience = audience(&app)?;
+    let audience = engine(&app)?.audience.clone();
     let params = Params::parse(query, &MEMBERS)?;
     let after = match &params.cursor {
         Some(cursor) => Some(
@@ -393,7 +388,7 @@ pub async fn of_profile(
     Path(id): Path<String>,
     query: RawQuery,
 ) -> Result<JsonApi, ApiError> {
-    let audience = audience(&app)?;
+    let audience = engine(&app)?.audience.clone();
     let (query, extra) = additional(query)?;
     let params = Params::parse(query, &PROFILE_SEGMENTS)?;
     let segments = audience.segments_of(&ProfileId(id.clone())).await?;
@@ -416,7 +411,7 @@ pub async fn preview(
     State(app): State<AppState>,
     Body(body): Body,
 ) -> Result<JsonApi, ApiError> {
-    let audience = audience(&app)?;
+    let audience = engine(&app)?.audience.clone();
     let root = Obj::root(&body)?;
     root.only(&["data"])?;
     let data = root.required_object("data")?;
@@ -447,7 +442,7 @@ pub async fn explanation(
     State(app): State<AppState>,
     Path((id, profile_id)): Path<(String, String)>,
 ) -> Result<JsonApi, ApiError> {
-    let audience = audience(&app)?;
+    let audience = engine(&app)?.audience.clone();
     let why = audience.why(&id, &ProfileId(profile_id)).await?;
     drop(caller);
     let attributes = serde_json::to_value(&why).map_err(|err| {

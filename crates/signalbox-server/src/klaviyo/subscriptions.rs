@@ -20,6 +20,7 @@ use signalbox_engage::{
 };
 
 use super::auth::Caller;
+use super::engine;
 use super::error::ApiError;
 use super::jsonapi::{datetime, operation_document, BaseUrl, JsonApi, Obj, Patch, Resource};
 use super::origin::RequestOrigin;
@@ -267,10 +268,7 @@ async fn suppress_target(
         )?)),
         (false, Some(Related::List(list))) => Ok(SuppressTarget::List(list)),
         (false, Some(Related::Segment(id))) => {
-            let audience = app
-                .audience
-                .as_ref()
-                .ok_or_else(|| ApiError::unavailable("segments are not running on this server"))?;
+            let audience = &engine(app)?.audience;
             Ok(SuppressTarget::Profiles(
                 segment_members(audience, &id).await?,
             ))

@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use signalbox_engage::{EventId, ProfileId};
 
 use super::auth::Caller;
+use super::engine;
 use super::error::ApiError;
 use super::filter::{FieldRule, Op};
 use super::jsonapi::{
@@ -58,12 +59,6 @@ const LIST: QuerySpec = QuerySpec {
 
 const ONE: QuerySpec = QuerySpec::single(&[], &[("template", FIELDS)]);
 
-fn store(app: &AppState) -> Result<&TemplateStore, ApiError> {
-    app.templates
-        .as_ref()
-        .ok_or_else(|| ApiError::unavailable("templates are not stored on this server"))
-}
-
 #[tracing::instrument(skip_all, fields(key = %caller.key_name))]
 pub async fn list(
     caller: Caller<TemplatesRead>,
@@ -82,7 +77,7 @@ pub async fn list(
             "id" => filter.ids = Some(values),
             _ => match values.as_slice() {
                 [one] => filter.name = Some(one.clone()),
-                _ => filter.ids = Some(names_to_ids(store(&app)?, values).await?),
+                _ => filter.ids = Some(names_to_ids(&engine(&app)?.templates, values).await?),
             },
         }
     }
@@ -94,7 +89,8 @@ pub async fn list(
         Some("-updated") => TemplateSort::UpdatedDesc,
         _ => TemplateSort::Created,
     };
-    let (page, next) = store(&app)?
+    let (page, next) = engine(&app)?
+        .templates
         .list_async(filter, sort, params.cursor.clone())
         .await?;
     let data = page.iter().map(|t| params.render(&resource(t, &base)));
@@ -136,7 +132,7 @@ pub async fn get(
     query: RawQuery,
 ) -> Result<JsonApi, ApiError> {
     let params = Params::parse(query, &ONE)?;
-    let template = store(&app)?.get_async(id).await?;
+    let template = engine(&app)?.templates.get_async(id).await?;
     Ok(document(StatusCode::OK, &template, &base, &params))
 }
 
@@ -171,7 +167,8 @@ pub async fn create(
         html: Some(attributes.required_string("html")?),
         text: Some(attributes.string("text")?.into_option()),
     };
-    let template = store(&app)?
+    let template = engine(&app)?
+        .templates
         .create_async(change, caller.clock.now())
         .await?;
     Ok(document(StatusCode::CREATED, &template, &base, &params))
@@ -218,7 +215,8 @@ pub async fn update(
             Patch::Set(text) => Some(Some(text)),
         },
     };
-    let template = store(&app)?
+    let template = engine(&app)?
+        .templates
         .update_async(id, change, caller.clock.now())
         .await?;
     Ok(document(StatusCode::OK, &template, &base, &params))
@@ -230,7 +228,7 @@ pub async fn delete(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    store(&app)?.delete_async(id).await?;
+    engine(&app)?.templates.delete_async(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -259,7 +257,7 @@ pub async fn render(
     };
     request.profile_id = take_id(&mut request.context, &context, "profile_id")?.map(ProfileId);
     request.event_id = take_id(&mut request.context, &context, "event_id")?.map(EventId);
-    let template = store(&app)?.get_async(id).await?;
+    let template = engine(&app)?.templates.get_async(id).await?;
     let preview = templates::preview(Some(&caller.engage), &app.mail, &template, request).await?;
     let rendered = preview.result.map_err(|err| {
         ApiError::invalid_at(

@@ -33,17 +33,13 @@ struct Reply {
     body: Value,
 }
 
-async fn spawn_with(engage_enabled: bool) -> TestApi {
-    spawn_parts(engage_enabled, false).await
-}
-
-/// With the template store, the flows engine and the audience engine too, so every route
-/// reaches its handler's own logic.
+/// With the whole engine (engage, segments, templates, flows), so every route reaches its
+/// handler's own logic.
 async fn spawn_complete() -> TestApi {
-    spawn_parts(true, true).await
+    spawn_with(true).await
 }
 
-async fn spawn_parts(engage_enabled: bool, every_part: bool) -> TestApi {
+async fn spawn_with(engage_enabled: bool) -> TestApi {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(dir.path().join("signalbox.db"), SqliteOptions::default()).unwrap(),
@@ -74,34 +70,7 @@ async fn spawn_parts(engage_enabled: bool, every_part: bool) -> TestApi {
     .await
     .unwrap();
     if engage_enabled {
-        app.set_engage(engage.clone());
-    }
-    if every_part {
-        let templates =
-            crate::templates::TemplateStore::open(dir.path().join("templates.db")).unwrap();
-        app.set_templates(templates.clone());
-        let flows = signalbox_flows::Flows::start(
-            engage.clone(),
-            Arc::new(SystemClock),
-            signalbox_flows::FlowsConfig::new(dir.path().join("flows.db")),
-            crate::flow_deps::flow_deps(
-                &engage,
-                Some(templates),
-                None,
-                tokio::runtime::Handle::current(),
-            ),
-        )
-        .await
-        .unwrap();
-        app.set_flows(flows);
-        let audience = signalbox_audience::Audience::start(
-            engage.clone(),
-            Arc::new(SystemClock),
-            dir.path().join("audience.db"),
-        )
-        .await
-        .unwrap();
-        app.set_audience(audience);
+        app.set_engine(crate::app::test_engine(&engage, dir.path()).await);
     }
     TestApi {
         router: NormalizePathLayer::trim_trailing_slash().layer(router(app.state().clone())),

@@ -103,8 +103,8 @@ async fn ingest(
         .await?;
     // Wake the engage pipeline and the destinations now rather than at their next poll.
     if outcome.appended > 0 {
-        if let Some(engage) = &app.engage {
-            engage.notify();
+        if let Some(engine) = app.engine() {
+            engine.engage.notify();
         }
         if let Some(sync) = &app.sync {
             sync.notify();

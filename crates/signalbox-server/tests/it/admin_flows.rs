@@ -80,7 +80,6 @@ impl Server {
         )
         .await
         .expect("build the application");
-        application.set_engage(engage.clone());
         let mut config = FlowsConfig::new(dir.path().join("flows.db"));
         config.mail = Some(mail_for(&sink.url()));
         config.poll_interval = Duration::from_millis(50);
@@ -97,7 +96,9 @@ impl Server {
         )
         .await
         .expect("start flows");
-        application.set_flows(flows.clone());
+        application.set_engine(
+            crate::helpers::engine(&engage, dir.path(), None, Some(flows.clone())).await,
+        );
         let address = format!("http://{}", application.local_addr());
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(application.run(async {

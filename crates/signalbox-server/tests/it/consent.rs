@@ -63,7 +63,7 @@ impl ConsentApp {
         )
         .await
         .expect("build the application");
-        application.set_engage(engage.clone());
+        application.set_engine(crate::helpers::engine(&engage, dir.path(), None, None).await);
         let address = format!("http://{}", application.local_addr());
         let (shutdown, stop) = oneshot::channel::<()>();
         let server = tokio::spawn(application.run(async {

@@ -74,8 +74,6 @@ impl App {
         )
         .await
         .expect("build the application");
-        application.set_engage(engage.clone());
-        application.set_audience(audience.clone());
         let mut flows_config = FlowsConfig::new(dir.path().join("flows.db"));
         flows_config.poll_interval = Duration::from_millis(20);
         tune(&mut flows_config);
@@ -92,7 +90,15 @@ impl App {
         )
         .await
         .expect("start flows");
-        application.set_flows(flows.clone());
+        application.set_engine(
+            crate::helpers::engine(
+                &engage,
+                dir.path(),
+                Some(audience.clone()),
+                Some(flows.clone()),
+            )
+            .await,
+        );
         let address = format!("http://{}", application.local_addr());
         let (shutdown, stop) = oneshot::channel::<()>();
         let server = tokio::spawn(application.run(async {

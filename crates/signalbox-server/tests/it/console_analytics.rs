@@ -86,8 +86,6 @@ impl ConsoleApp {
         )
         .await
         .expect("build the application");
-        application.set_engage(engage.clone());
-        application.set_audience(audience.clone());
         let flows = Flows::start(
             engage.clone(),
             Arc::new(SystemClock),
@@ -101,7 +99,15 @@ impl ConsoleApp {
         )
         .await
         .expect("start flows");
-        application.set_flows(flows.clone());
+        application.set_engine(
+            crate::helpers::engine(
+                &engage,
+                dir.path(),
+                Some(audience.clone()),
+                Some(flows.clone()),
+            )
+            .await,
+        );
         application.set_console_auth(Arc::new(OneSession));
         let address = format!("http://{}", application.local_addr());
         let (shutdown, stop) = oneshot::channel::<()>();

@@ -98,8 +98,6 @@ impl ConsoleApp {
         )
         .await
         .expect("build the application");
-        application.set_engage(engage.clone());
-        application.set_audience(audience.clone());
         let mut config = FlowsConfig::new(dir.path().join("flows.db"));
         config.mail = sink.map(|sink| mail_for(&sink.url()));
         config.poll_interval = Duration::from_millis(100);
@@ -116,7 +114,15 @@ impl ConsoleApp {
         )
         .await
         .expect("start flows");
-        application.set_flows(flows.clone());
+        application.set_engine(
+            crate::helpers::engine(
+                &engage,
+                dir.path(),
+                Some(audience.clone()),
+                Some(flows.clone()),
+            )
+            .await,
+        );
         application.set_console_auth(Arc::new(OneSession));
         let address = format!("http://{}", application.local_addr());
         let (shutdown, stop) = oneshot::channel::<()>();

@@ -69,7 +69,7 @@ impl ConsoleServer {
         )
         .await
         .expect("build the application");
-        application.set_engage(engage.clone());
+        application.set_engine(crate::helpers::engine(&engage, dir.path(), None, None).await);
         application.set_console_auth(Arc::new(TwoSessions));
         let address = format!("http://{}", application.local_addr());
         let (shutdown, stop) = oneshot::channel::<()>();

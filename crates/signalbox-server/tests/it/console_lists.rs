@@ -83,8 +83,9 @@ impl ConsoleApp {
         )
         .await
         .expect("build the application");
-        application.set_engage(engage.clone());
-        application.set_audience(audience.clone());
+        application.set_engine(
+            crate::helpers::engine(&engage, dir.path(), Some(audience.clone()), None).await,
+        );
         application.set_console_auth(Arc::new(OneSession));
         let address = format!("http://{}", application.local_addr());
         let (shutdown, stop) = oneshot::channel::<()>();

@@ -393,3 +393,48 @@ pub fn track(message_id: &str) -> Value {
         "properties": {"revenue": 10}
     })
 }
+
+/// The server's engine around `engage`: the parts given as they are, the others started with
+/// default settings on the system clock, their files in `dir`.
+pub async fn engine(
+    engage: &signalbox_engage::Engage,
+    dir: &std::path::Path,
+    audience: Option<signalbox_audience::Audience>,
+    flows: Option<signalbox_flows::Flows>,
+) -> signalbox_server::Engine {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let audience = match audience {
+        Some(audience) => audience,
+        None => signalbox_audience::Audience::start(
+            engage.clone(),
+            Arc::clone(&clock),
+            dir.join("audience.db"),
+        )
+        .await
+        .expect("start audience"),
+    };
+    let templates = signalbox_server::templates::TemplateStore::open(dir.join("templates.db"))
+        .expect("open templates");
+    let flows = match flows {
+        Some(flows) => flows,
+        None => signalbox_flows::Flows::start(
+            engage.clone(),
+            clock,
+            signalbox_flows::FlowsConfig::new(dir.join("flows.db")),
+            signalbox_server::flow_deps::flow_deps(
+                engage,
+                Some(templates.clone()),
+                Some(audience.clone()),
+                tokio::runtime::Handle::current(),
+            ),
+        )
+        .await
+        .expect("start flows"),
+    };
+    signalbox_server::Engine {
+        engage: engage.clone(),
+        audience,
+        templates,
+        flows,
+    }
+}

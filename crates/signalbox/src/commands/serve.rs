@@ -16,7 +16,7 @@ use signalbox_server::mail::{Mail, MailSettings};
 use signalbox_server::segment::decode::Limits;
 use signalbox_server::templates::TemplateStore;
 use signalbox_server::test_clock::ShiftedClock;
-use signalbox_server::{Application, ServerConfig};
+use signalbox_server::{Application, Engine, ServerConfig};
 use signalbox_store::discard::DiscardingStore;
 use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{SqliteStore, Store, StoreError};
@@ -83,8 +83,6 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     if let Some(test_clock) = &test_clock {
         app.set_test_clock(Arc::clone(test_clock));
     }
-    app.set_engage(engage.clone());
-    app.set_audience(audience.clone());
     let addr = app.local_addr();
     let base = format!("http://{addr}");
     let public_url = config_public_url(&args).unwrap_or_else(|| base.clone());
@@ -103,7 +101,6 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let templates_path = path.with_file_name("templates.db");
     let templates = TemplateStore::open(&templates_path)
         .with_context(|| format!("cannot open {}", templates_path.display()))?;
-    app.set_templates(templates.clone());
     // The flows engine follows engage's change feed; its runs live in flows.db.
     let mut flows_config = FlowsConfig::new(path.with_file_name("flows.db"));
     flows_config.mail = flow_mail;
@@ -113,7 +110,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         parse_duration(&args.manual_review_expiry, "--manual-review-expiry")?;
     let deps = flow_deps(
         &engage,
-        Some(templates),
+        Some(templates.clone()),
         Some(audience.clone()),
         tokio::runtime::Handle::current(),
     );
@@ -125,7 +122,12 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     )
     .await
     .context("cannot start the flows engine")?;
-    app.set_flows(flows.clone());
+    app.set_engine(Engine {
+        engage: engage.clone(),
+        audience: audience.clone(),
+        templates,
+        flows: flows.clone(),
+    });
     // Destinations: one delivery task each, state in sync.db; every request goes through the
     // guarded client, so --allow-private-destinations applies as for flow webhooks.
     let sync_path = path.with_file_name("sync.db");

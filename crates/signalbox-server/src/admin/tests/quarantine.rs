@@ -48,7 +48,7 @@ async fn app_with_quarantine(fixed: &Arc<AtomicBool>) -> (TestApp, i64) {
         .unwrap();
     engage.notify();
     engage.catch_up(Duration::from_secs(20)).await.unwrap();
-    app.state.engage = Some(engage);
+    app.state.engine = Some(crate::app::test_engine(&engage, app._dir.path()).await);
     (app, outcome.last_seq)
 }
 
@@ -82,7 +82,7 @@ async fn quarantined_entries_are_listed_and_retried() {
     assert_eq!(applied.body, json!({"seq": seq, "applied": true}));
     let listed = app.get("/admin/v1/engage/quarantine").await;
     assert_eq!(listed.body["data"], json!([]));
-    let engage = app.state.engage.clone().unwrap();
+    let engage = app.state.engine.clone().unwrap().engage;
     let profiles = engage
         .list_profiles(signalbox_engage::ProfileQuery::default())
         .await
