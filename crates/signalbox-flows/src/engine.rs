@@ -738,7 +738,7 @@ impl Flows {
                         started: ts(r.get(4)?),
                         position: r.get(5)?,
                         next_wake: r.get::<_, Option<i64>>(6)?.map(ts),
-                        status: r.get(7)?,
+                        status: run_status(&r.get::<_, String>(7)?)?,
                         exit_reason: r.get(8)?,
                     })
                 })?;
@@ -1131,4 +1131,15 @@ pub(crate) async fn reload_cache(inner: &Arc<Inner>) -> FlowsResult<()> {
     }
     *inner.cache.write().expect("cache lock") = Arc::new(cache);
     Ok(())
+}
+
+/// A run's stored status; other text is a corrupt row.
+fn run_status(text: &str) -> rusqlite::Result<RunStatus> {
+    RunStatus::parse(text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            7,
+            rusqlite::types::Type::Text,
+            format!("unknown run status {text:?}").into(),
+        )
+    })
 }

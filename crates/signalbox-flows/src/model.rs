@@ -124,9 +124,49 @@ pub struct RunInfo {
     /// The action it is at (`None` once finished).
     pub position: Option<String>,
     pub next_wake: Option<Timestamp>,
-    /// `active`, `completed`, `exited` or `cancelled`.
-    pub status: String,
+    pub status: RunStatus,
     pub exit_reason: Option<String>,
+}
+
+/// Where a run stands; stored as its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunStatus {
+    /// Moving through the flow or waiting (a delay, a message held for review).
+    Active,
+    /// Reached the end of the flow.
+    Completed,
+    /// Left early: the profile filter no longer matched, or its action was removed.
+    Exited,
+    /// Ended because its flow was deleted.
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Active => "active",
+            RunStatus::Completed => "completed",
+            RunStatus::Exited => "exited",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        match s {
+            "active" => Some(RunStatus::Active),
+            "completed" => Some(RunStatus::Completed),
+            "exited" => Some(RunStatus::Exited),
+            "cancelled" => Some(RunStatus::Cancelled),
+            _ => None,
+        }
+    }
+
+    pub const ALL: [RunStatus; 4] = [
+        RunStatus::Active,
+        RunStatus::Completed,
+        RunStatus::Exited,
+        RunStatus::Cancelled,
+    ];
 }
 
 /// One email a flow decided to send.
@@ -233,4 +273,20 @@ pub struct HeldPage {
     pub messages: Vec<HeldMessage>,
     /// The `after` of the next page; `None` on the last.
     pub next: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_run_status_round_trips_through_its_stored_text() {
+        let texts: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(texts, ["active", "completed", "exited", "cancelled"]);
+        for status in RunStatus::ALL {
+            assert_eq!(RunStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(RunStatus::parse("Active"), None);
+        assert_eq!(RunStatus::parse(""), None);
+    }
 }

@@ -442,7 +442,7 @@ pub(crate) fn move_run(
 pub(crate) fn end_run(
     conn: &Connection,
     run_id: i64,
-    status: &str,
+    status: crate::model::RunStatus,
     reason: Option<&str>,
     now_us: i64,
 ) -> FlowsResult<()> {
@@ -450,7 +450,7 @@ pub(crate) fn end_run(
         "UPDATE runs SET status = ?2, exit_reason = ?3, ended_us = ?4, wake_us = NULL, armed = NULL
          WHERE id = ?1",
     )?
-    .execute(params![run_id, status, reason, now_us])?;
+    .execute(params![run_id, status.as_str(), reason, now_us])?;
     conn.prepare_cached(
         "UPDATE held_messages SET status = 'cancelled', decided_us = ?2
          WHERE run_id = ?1 AND status = 'pending'",

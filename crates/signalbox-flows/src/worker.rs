@@ -24,7 +24,7 @@ use crate::actions::{self, Effect, Outcome};
 use crate::definition::{ActionKind, MessageStatus, Reentry, Trigger};
 use crate::engine::{CachedFlow, Fault, FlowCache, Inner};
 use crate::error::{FlowsError, FlowsResult};
-use crate::model::HeldStatus;
+use crate::model::{HeldStatus, RunStatus};
 use crate::schedule;
 use crate::store::{self, NewRun, NewSend, NewStep, RunRow};
 
@@ -709,16 +709,16 @@ fn plan(inner: &Inner, now: Timestamp) -> FlowsResult<(usize, Vec<Effect>)> {
 fn finish(
     tx: &Transaction,
     run: &RunRow,
-    status: &str,
+    status: RunStatus,
     reason: Option<&str>,
     now_us: i64,
 ) -> FlowsResult<()> {
     store::end_run(tx, run.id, status, reason, now_us)?;
     let name = match (status, reason) {
-        ("completed", _) => "completed".to_owned(),
+        (RunStatus::Completed, _) => "completed".to_owned(),
         (_, Some("filter")) => "exited_filter".to_owned(),
         (_, Some(reason)) => format!("exited:{reason}"),
-        (other, None) => other.to_owned(),
+        (other, None) => other.as_str().to_owned(),
     };
     store::bump(tx, &run.flow_id, "", &name, 1, 0.0)
 }
@@ -732,7 +732,7 @@ fn plan_run(
 ) -> FlowsResult<Option<Effect>> {
     let now_us = now.as_microsecond();
     let Some(flow) = cache.flows.get(&run.flow_id) else {
-        finish(tx, &run, "cancelled", Some("flow_deleted"), now_us)?;
+        finish(tx, &run, RunStatus::Cancelled, Some("flow_deleted"), now_us)?;
         return Ok(None);
     };
     if !flow.status.is_running() {
@@ -751,11 +751,11 @@ fn plan_run(
     let mut filter_checked = false;
     for _ in 0..MAX_STEPS_PER_PASS {
         let Some(pos) = position.clone() else {
-            finish(tx, &run, "completed", None, now_us)?;
+            finish(tx, &run, RunStatus::Completed, None, now_us)?;
             return Ok(None);
         };
         let Some(action) = flow.definition.action(&pos) else {
-            finish(tx, &run, "exited", Some("action_removed"), now_us)?;
+            finish(tx, &run, RunStatus::Exited, Some("action_removed"), now_us)?;
             return Ok(None);
         };
         // The profile filter, before every action (once per pass: facts do not change
@@ -770,7 +770,7 @@ fn plan_run(
             {
                 if !conditions.matches(facts.get()?, now, &ctx) {
                     store::bump(tx, &run.flow_id, &pos, "exited_filter", 1, 0.0)?;
-                    finish(tx, &run, "exited", Some("filter"), now_us)?;
+                    finish(tx, &run, RunStatus::Exited, Some("filter"), now_us)?;
                     return Ok(None);
                 }
             }
@@ -1365,7 +1365,7 @@ fn record(inner: &Inner, outcomes: Vec<(Effect, Outcome)>, now: Timestamp) -> Fl
             match next {
                 Some(next) => store::move_run(tx, effect.run_id, Some(&next), None, Some(now_us))?,
                 None => {
-                    store::end_run(tx, effect.run_id, "completed", None, now_us)?;
+                    store::end_run(tx, effect.run_id, RunStatus::Completed, None, now_us)?;
                     store::bump(tx, &effect.flow_id, "", "completed", 1, 0.0)?;
                 }
             }

@@ -2,6 +2,7 @@
 
 use jiff::SignedDuration;
 use serde_json::json;
+use signalbox_flows::RunStatus;
 
 use crate::helpers::*;
 
@@ -84,7 +85,7 @@ async fn placed_order_since_the_flow_started_exits_the_run() {
     assert_eq!(stats.flow.get("entered"), 1, "{stats:?}");
     assert_eq!(stats.flow.get("exited_filter"), 1, "{stats:?}");
     let runs = app.flows.runs(&flow.id, 10).await.unwrap();
-    assert_eq!(runs[0].status, "exited");
+    assert_eq!(runs[0].status, RunStatus::Exited);
     assert_eq!(runs[0].exit_reason.as_deref(), Some("filter"));
 }
 

@@ -4,7 +4,7 @@
 use jiff::SignedDuration;
 use serde_json::{json, Value};
 use signalbox_engage::UnsubscribeRequest;
-use signalbox_flows::{FlowStatus, FlowsError, HeldStatus};
+use signalbox_flows::{FlowStatus, FlowsError, HeldStatus, RunStatus};
 
 use crate::helpers::*;
 
@@ -69,7 +69,7 @@ async fn a_manual_message_waits_for_review_and_is_sent_once_when_approved() {
     assert_eq!(stats.action(&first).get("pending"), 1, "{stats:?}");
     assert_eq!(stats.flow.get("skipped:manual"), 0, "{stats:?}");
     let runs = app.flows.runs(&flow.id, 10).await.unwrap();
-    assert_eq!(runs[0].status, "active");
+    assert_eq!(runs[0].status, RunStatus::Active);
     assert_eq!(runs[0].position.as_deref(), Some(first.as_str()));
 
     // Approved twice: sent once, through SMTP, then the run moves on to the next message,
