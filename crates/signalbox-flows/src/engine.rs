@@ -767,7 +767,7 @@ impl Flows {
                         email: r.get(4)?,
                         subject: r.get(5)?,
                         message_id: r.get(6)?,
-                        status: r.get(7)?,
+                        status: send_status(&r.get::<_, String>(7)?)?,
                         detail: r.get(8)?,
                     })
                 })?;
@@ -1140,6 +1140,17 @@ fn run_status(text: &str) -> rusqlite::Result<RunStatus> {
             7,
             rusqlite::types::Type::Text,
             format!("unknown run status {text:?}").into(),
+        )
+    })
+}
+
+/// A send's stored status; other text is a corrupt row.
+fn send_status(text: &str) -> rusqlite::Result<SendStatus> {
+    SendStatus::parse(text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            7,
+            rusqlite::types::Type::Text,
+            format!("unknown send status {text:?}").into(),
         )
     })
 }

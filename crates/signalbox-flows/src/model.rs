@@ -179,9 +179,49 @@ pub struct SendInfo {
     pub email: String,
     pub subject: Option<String>,
     pub message_id: Option<String>,
-    /// `pending`, `sent`, `bounced`, `failed`.
-    pub status: String,
+    pub status: SendStatus,
     pub detail: Option<String>,
+}
+
+/// Where an email a flow decided to send stands; stored as its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SendStatus {
+    /// Decided, not yet handed to the mailer.
+    Pending,
+    /// Accepted by the mail server.
+    Sent,
+    /// Refused by the receiving mail server.
+    Bounced,
+    /// Not sent (no mailer, no address, a template error, a permanent mailer error).
+    Failed,
+}
+
+impl SendStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendStatus::Pending => "pending",
+            SendStatus::Sent => "sent",
+            SendStatus::Bounced => "bounced",
+            SendStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SendStatus> {
+        match s {
+            "pending" => Some(SendStatus::Pending),
+            "sent" => Some(SendStatus::Sent),
+            "bounced" => Some(SendStatus::Bounced),
+            "failed" => Some(SendStatus::Failed),
+            _ => None,
+        }
+    }
+
+    pub const ALL: [SendStatus; 4] = [
+        SendStatus::Pending,
+        SendStatus::Sent,
+        SendStatus::Bounced,
+        SendStatus::Failed,
+    ];
 }
 
 /// A webhook delivery given up on.
@@ -288,5 +328,16 @@ mod tests {
         }
         assert_eq!(RunStatus::parse("Active"), None);
         assert_eq!(RunStatus::parse(""), None);
+    }
+
+    #[test]
+    fn every_send_status_round_trips_through_its_stored_text() {
+        let texts: Vec<&str> = SendStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(texts, ["pending", "sent", "bounced", "failed"]);
+        for status in SendStatus::ALL {
+            assert_eq!(SendStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(SendStatus::parse("Sent"), None);
+        assert_eq!(SendStatus::parse(""), None);
     }
 }

@@ -621,7 +621,7 @@ pub(crate) fn insert_send(conn: &Connection, s: &NewSend<'_>) -> FlowsResult<()>
 pub(crate) fn finish_send(
     conn: &Connection,
     key: &str,
-    status: &str,
+    status: crate::model::SendStatus,
     subject: Option<&str>,
     message_id: Option<&str>,
     detail: Option<&str>,
@@ -632,7 +632,14 @@ pub(crate) fn finish_send(
              message_id = COALESCE(?4, message_id), detail = ?5, sent_us = ?6
          WHERE key = ?1",
     )?
-    .execute(params![key, status, subject, message_id, detail, now_us])?;
+    .execute(params![
+        key,
+        status.as_str(),
+        subject,
+        message_id,
+        detail,
+        now_us
+    ])?;
     Ok(())
 }
 

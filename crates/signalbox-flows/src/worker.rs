@@ -24,7 +24,7 @@ use crate::actions::{self, Effect, Outcome};
 use crate::definition::{ActionKind, MessageStatus, Reentry, Trigger};
 use crate::engine::{CachedFlow, Fault, FlowCache, Inner};
 use crate::error::{FlowsError, FlowsResult};
-use crate::model::{HeldStatus, RunStatus};
+use crate::model::{HeldStatus, RunStatus, SendStatus};
 use crate::schedule;
 use crate::store::{self, NewRun, NewSend, NewStep, RunRow};
 
@@ -1254,7 +1254,7 @@ fn record(inner: &Inner, outcomes: Vec<(Effect, Outcome)>, now: Timestamp) -> Fl
                         store::finish_send(
                             tx,
                             &effect.key,
-                            "sent",
+                            SendStatus::Sent,
                             subject.as_deref(),
                             message_id.as_deref(),
                             None,
@@ -1285,9 +1285,9 @@ fn record(inner: &Inner, outcomes: Vec<(Effect, Outcome)>, now: Timestamp) -> Fl
                     store::finish_step(tx, &effect.key, "failed", Some(&reason), now_us)?;
                     if matches!(effect.action.kind, ActionKind::SendEmail(_)) {
                         let status = if stat == "bounced" {
-                            "bounced"
+                            SendStatus::Bounced
                         } else {
-                            "failed"
+                            SendStatus::Failed
                         };
                         store::finish_send(
                             tx,

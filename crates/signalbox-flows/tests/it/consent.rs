@@ -4,6 +4,7 @@ use jiff::SignedDuration;
 use serde_json::json;
 
 use signalbox_engage::{SuppressTarget, SuppressionReason, UnsubscribeRequest};
+use signalbox_flows::SendStatus;
 
 use crate::helpers::*;
 
@@ -122,7 +123,7 @@ async fn a_rejected_recipient_is_a_bounce() {
     assert_eq!(app.events.named("Bounced Email").len(), 1);
     assert_eq!(
         app.flows.sends(&flow.id).await.unwrap()[0].status,
-        "bounced"
+        SendStatus::Bounced
     );
 }
 
@@ -163,7 +164,7 @@ async fn a_deferred_recipient_is_retried_with_backoff_then_fails() {
     assert_eq!(stats.action(&action).get("retried"), 7, "{stats:?}");
     assert_eq!(stats.flow.get("failed"), 1, "{stats:?}");
     let sends = app.flows.sends(&flow.id).await.unwrap();
-    assert_eq!(sends[0].status, "failed");
+    assert_eq!(sends[0].status, SendStatus::Failed);
     assert!(sends[0]
         .detail
         .as_deref()

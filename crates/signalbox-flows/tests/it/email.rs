@@ -2,7 +2,7 @@
 
 use jiff::SignedDuration;
 use serde_json::json;
-use signalbox_flows::RunStatus;
+use signalbox_flows::{RunStatus, SendStatus};
 
 use crate::helpers::*;
 
@@ -147,7 +147,7 @@ async fn stored_templates_render_the_profile_and_the_event() {
     );
     let sends = app.flows.sends(&flow.id).await.unwrap();
     assert_eq!(sends.len(), 2);
-    assert_eq!(sends[1].status, "failed");
+    assert_eq!(sends[1].status, SendStatus::Failed);
     assert_eq!(sends[1].detail.as_deref(), Some("template T9 not found"));
     assert_eq!(
         app.flows.stats(&flow.id).await.unwrap().flow.get("failed"),

@@ -4,7 +4,7 @@
 use jiff::SignedDuration;
 use serde_json::{json, Value};
 use signalbox_engage::UnsubscribeRequest;
-use signalbox_flows::{FlowStatus, FlowsError, HeldStatus, RunStatus};
+use signalbox_flows::{FlowStatus, FlowsError, HeldStatus, RunStatus, SendStatus};
 
 use crate::helpers::*;
 
@@ -87,7 +87,7 @@ async fn a_manual_message_waits_for_review_and_is_sent_once_when_approved() {
     assert_eq!(app.sink().messages().len(), 1, "approved once, sent once");
     let sends = app.flows.sends(&flow.id).await.unwrap();
     assert_eq!(sends.len(), 1);
-    assert_eq!(sends[0].status, "sent");
+    assert_eq!(sends[0].status, SendStatus::Sent);
 
     let page = app
         .flows

@@ -3,7 +3,7 @@
 use jiff::SignedDuration;
 use serde_json::{json, Value};
 use signalbox_engage::{Location, ProfileInput};
-use signalbox_flows::Fault;
+use signalbox_flows::{Fault, SendStatus};
 
 use crate::helpers::*;
 
@@ -174,7 +174,7 @@ async fn a_crash_after_the_decision_sends_once_after_recovery() {
     assert!(app.flows.is_stopped());
     let sends = app.flows.sends(&flow.id).await.unwrap();
     assert_eq!(sends.len(), 1);
-    assert_eq!(sends[0].status, "pending");
+    assert_eq!(sends[0].status, SendStatus::Pending);
     assert!(app.sink().messages().is_empty());
 
     app.restart(|c| c.fault = None).await;
@@ -192,7 +192,10 @@ async fn a_crash_after_the_decision_sends_once_after_recovery() {
     app.restart(|_| {}).await;
     app.advance(SignedDuration::from_hours(1)).await;
     assert_eq!(app.sink().messages().len(), 1);
-    assert_eq!(app.flows.sends(&flow.id).await.unwrap()[0].status, "sent");
+    assert_eq!(
+        app.flows.sends(&flow.id).await.unwrap()[0].status,
+        SendStatus::Sent
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
