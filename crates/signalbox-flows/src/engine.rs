@@ -910,7 +910,13 @@ impl Flows {
                 }
                 store::set_held_status(tx, id, to, now_us)?;
                 if to == HeldStatus::Skipped {
-                    store::finish_step(tx, &key, "skipped", Some("manual"), now_us)?;
+                    store::finish_step(
+                        tx,
+                        &key,
+                        store::StepState::Skipped,
+                        Some("manual"),
+                        now_us,
+                    )?;
                     store::bump(tx, &flow_id, &held.action_id, "skipped:manual", 1, 0.0)?;
                     store::bump(tx, &flow_id, "", "skipped:manual", 1, 0.0)?;
                 } else {

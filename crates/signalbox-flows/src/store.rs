@@ -499,9 +499,48 @@ pub(crate) fn hold_run(conn: &Connection, run_id: i64) -> FlowsResult<()> {
 
 // Steps (idempotency records).
 
+/// Where a step stands; stored as its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StepState {
+    /// Decided, its effect not yet carried out (or being tried again).
+    Intent,
+    /// A message waiting in the review queue.
+    Held,
+    /// Not carried out (skipped in review, expired, or nothing to do).
+    Skipped,
+    /// Carried out.
+    Done,
+    /// Given up on.
+    Failed,
+}
+
+impl StepState {
+    pub(crate) const ALL: [StepState; 5] = [
+        StepState::Intent,
+        StepState::Held,
+        StepState::Skipped,
+        StepState::Done,
+        StepState::Failed,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            StepState::Intent => "intent",
+            StepState::Held => "held",
+            StepState::Skipped => "skipped",
+            StepState::Done => "done",
+            StepState::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<StepState> {
+        StepState::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StepRow {
-    pub state: String,
+    pub state: StepState,
     pub attempts: i64,
     pub detail: Option<String>,
 }
@@ -510,8 +549,15 @@ pub(crate) fn step(conn: &Connection, key: &str) -> FlowsResult<Option<StepRow>>
     Ok(conn
         .prepare_cached("SELECT state, attempts, detail FROM steps WHERE key = ?1")?
         .query_row([key], |r| {
+            let state: String = r.get(0)?;
             Ok(StepRow {
-                state: r.get(0)?,
+                state: StepState::parse(&state).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        0,
+                        rusqlite::types::Type::Text,
+                        format!("unknown step state {state:?}").into(),
+                    )
+                })?,
                 attempts: r.get(1)?,
                 detail: r.get(2)?,
             })
@@ -525,7 +571,7 @@ pub(crate) struct NewStep<'a> {
     pub flow_id: &'a str,
     pub action_id: &'a str,
     pub kind: &'a str,
-    pub state: &'a str,
+    pub state: StepState,
     pub detail: Option<&'a str>,
     pub now_us: i64,
 }
@@ -542,7 +588,7 @@ pub(crate) fn insert_step(conn: &Connection, s: &NewStep<'_>) -> FlowsResult<()>
         s.flow_id,
         s.action_id,
         s.kind,
-        s.state,
+        s.state.as_str(),
         s.detail,
         s.now_us
     ])?;
@@ -552,7 +598,7 @@ pub(crate) fn insert_step(conn: &Connection, s: &NewStep<'_>) -> FlowsResult<()>
 pub(crate) fn finish_step(
     conn: &Connection,
     key: &str,
-    state: &str,
+    state: StepState,
     detail: Option<&str>,
     now_us: i64,
 ) -> FlowsResult<()> {
@@ -560,7 +606,7 @@ pub(crate) fn finish_step(
         "UPDATE steps SET state = ?2, detail = ?3, done_us = ?4, attempts = attempts + 1
          WHERE key = ?1",
     )?
-    .execute(params![key, state, detail, now_us])?;
+    .execute(params![key, state.as_str(), detail, now_us])?;
     Ok(())
 }
 
@@ -922,4 +968,20 @@ pub(crate) fn wake_run(conn: &Connection, run_id: i64, now_us: i64) -> FlowsResu
     )?
     .execute(params![run_id, now_us])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StepState;
+
+    #[test]
+    fn every_step_state_round_trips_through_its_stored_text() {
+        let texts: Vec<&str> = StepState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(texts, ["intent", "held", "skipped", "done", "failed"]);
+        for state in StepState::ALL {
+            assert_eq!(StepState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(StepState::parse("Done"), None);
+        assert_eq!(StepState::parse(""), None);
+    }
 }

@@ -26,7 +26,7 @@ use crate::engine::{CachedFlow, Fault, FlowCache, Inner};
 use crate::error::{FlowsError, FlowsResult};
 use crate::model::{HeldStatus, RunStatus, SendStatus};
 use crate::schedule;
-use crate::store::{self, NewRun, NewSend, NewStep, RunRow};
+use crate::store::{self, NewRun, NewSend, NewStep, RunRow, StepState};
 
 /// The order events that count as conversions: Klaviyo's `Placed Order`, and `Order Completed`
 /// as Segment sources name it when the destination follows Segment's spec.
@@ -853,7 +853,7 @@ fn plan_run(
             | ActionKind::ListUpdate(_) => {
                 let key = actions::step_key(run.id, &pos);
                 match store::step(tx, &key)? {
-                    Some(step) if step.state == "held" => {
+                    Some(step) if step.state == StepState::Held => {
                         match review(inner, tx, &run, flow, action, &key, &mut facts, now)? {
                             Review::Wait => return Ok(None),
                             Review::MoveOn => {
@@ -868,7 +868,7 @@ fn plan_run(
                             }
                         }
                     }
-                    Some(step) if step.state != "intent" => {
+                    Some(step) if step.state != StepState::Intent => {
                         position = action.next.clone();
                         continue;
                     }
@@ -901,7 +901,7 @@ fn plan_run(
                             flow_id: &run.flow_id,
                             action_id: &pos,
                             kind: action.kind.type_name(),
-                            state: "skipped",
+                            state: StepState::Skipped,
                             detail: Some(skip),
                             now_us,
                         },
@@ -919,7 +919,7 @@ fn plan_run(
                         flow_id: &run.flow_id,
                         action_id: &pos,
                         kind: action.kind.type_name(),
-                        state: "intent",
+                        state: StepState::Intent,
                         detail: None,
                         now_us,
                     },
@@ -1015,7 +1015,7 @@ fn hold(
             flow_id: &run.flow_id,
             action_id: &action.id,
             kind: action.kind.type_name(),
-            state: "held",
+            state: StepState::Held,
             detail: None,
             now_us,
         },
@@ -1061,7 +1061,7 @@ fn review(
         )));
     };
     let skip = |reason: &str| -> FlowsResult<()> {
-        store::finish_step(tx, key, "skipped", Some(reason), now_us)?;
+        store::finish_step(tx, key, StepState::Skipped, Some(reason), now_us)?;
         let stat = format!("skipped:{reason}");
         store::bump(tx, &run.flow_id, &action.id, &stat, 1, 0.0)?;
         store::bump(tx, &run.flow_id, "", &stat, 1, 0.0)
@@ -1249,7 +1249,13 @@ fn record(inner: &Inner, outcomes: Vec<(Effect, Outcome)>, now: Timestamp) -> Fl
                     message_id,
                     subject,
                 } => {
-                    store::finish_step(tx, &effect.key, "done", detail.as_deref(), now_us)?;
+                    store::finish_step(
+                        tx,
+                        &effect.key,
+                        StepState::Done,
+                        detail.as_deref(),
+                        now_us,
+                    )?;
                     if matches!(effect.action.kind, ActionKind::SendEmail(_)) {
                         store::finish_send(
                             tx,
@@ -1282,7 +1288,7 @@ fn record(inner: &Inner, outcomes: Vec<(Effect, Outcome)>, now: Timestamp) -> Fl
                     dead_letter_body,
                     http_status,
                 } => {
-                    store::finish_step(tx, &effect.key, "failed", Some(&reason), now_us)?;
+                    store::finish_step(tx, &effect.key, StepState::Failed, Some(&reason), now_us)?;
                     if matches!(effect.action.kind, ActionKind::SendEmail(_)) {
                         let status = if stat == "bounced" {
                             SendStatus::Bounced
