@@ -778,10 +778,45 @@ pub(crate) fn upsert_webhook(
     Ok(())
 }
 
+/// Where a webhook delivery stands; stored as its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WebhookState {
+    /// Not yet delivered; tried again at `next_us`.
+    Pending,
+    /// The receiver took it.
+    Delivered,
+    /// Given up on; a dead letter holds it.
+    Dead,
+}
+
+impl WebhookState {
+    #[cfg(test)]
+    const ALL: [WebhookState; 3] = [
+        WebhookState::Pending,
+        WebhookState::Delivered,
+        WebhookState::Dead,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            WebhookState::Pending => "pending",
+            WebhookState::Delivered => "delivered",
+            WebhookState::Dead => "dead",
+        }
+    }
+
+    #[cfg(test)]
+    fn parse(s: &str) -> Option<WebhookState> {
+        WebhookState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+    }
+}
+
 pub(crate) fn webhook_attempt(
     conn: &Connection,
     key: &str,
-    state: &str,
+    state: WebhookState,
     status: Option<u16>,
     error: Option<&str>,
     next_us: Option<i64>,
@@ -792,7 +827,7 @@ pub(crate) fn webhook_attempt(
              last_error = ?4, next_us = ?5, done_us = CASE WHEN ?2 = 'pending' THEN NULL ELSE ?6 END
          WHERE key = ?1",
     )?
-    .execute(params![key, state, status, error, next_us, now_us])?;
+    .execute(params![key, state.as_str(), status, error, next_us, now_us])?;
     Ok(conn
         .prepare_cached("SELECT attempts FROM webhooks WHERE key = ?1")?
         .query_row([key], |r| r.get(0))?)
@@ -972,7 +1007,7 @@ pub(crate) fn wake_run(conn: &Connection, run_id: i64, now_us: i64) -> FlowsResu
 
 #[cfg(test)]
 mod tests {
-    use super::StepState;
+    use super::{StepState, WebhookState};
 
     #[test]
     fn every_step_state_round_trips_through_its_stored_text() {
@@ -983,5 +1018,15 @@ mod tests {
         }
         assert_eq!(StepState::parse("Done"), None);
         assert_eq!(StepState::parse(""), None);
+    }
+
+    #[test]
+    fn every_webhook_state_round_trips_through_its_stored_text() {
+        let texts: Vec<&str> = WebhookState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(texts, ["pending", "delivered", "dead"]);
+        for state in WebhookState::ALL {
+            assert_eq!(WebhookState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(WebhookState::parse("Dead"), None);
     }
 }

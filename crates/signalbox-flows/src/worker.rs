@@ -26,7 +26,7 @@ use crate::engine::{CachedFlow, Fault, FlowCache, Inner};
 use crate::error::{FlowsError, FlowsResult};
 use crate::model::{HeldStatus, RunStatus, SendStatus};
 use crate::schedule;
-use crate::store::{self, NewRun, NewSend, NewStep, RunRow, StepState};
+use crate::store::{self, NewRun, NewSend, NewStep, RunRow, StepState, WebhookState};
 
 /// The order events that count as conversions: Klaviyo's `Placed Order`, and `Order Completed`
 /// as Segment sources name it when the destination follows Segment's spec.
@@ -1271,7 +1271,7 @@ fn record(inner: &Inner, outcomes: Vec<(Effect, Outcome)>, now: Timestamp) -> Fl
                         store::webhook_attempt(
                             tx,
                             &effect.key,
-                            "delivered",
+                            WebhookState::Delivered,
                             detail.as_deref().and_then(|d| d.parse().ok()),
                             None,
                             None,
@@ -1309,7 +1309,7 @@ fn record(inner: &Inner, outcomes: Vec<(Effect, Outcome)>, now: Timestamp) -> Fl
                         let attempts = store::webhook_attempt(
                             tx,
                             &effect.key,
-                            "dead",
+                            WebhookState::Dead,
                             http_status,
                             Some(&reason),
                             None,
@@ -1342,7 +1342,7 @@ fn record(inner: &Inner, outcomes: Vec<(Effect, Outcome)>, now: Timestamp) -> Fl
                         store::webhook_attempt(
                             tx,
                             &effect.key,
-                            "pending",
+                            WebhookState::Pending,
                             http_status,
                             Some(&reason),
                             Some(at.as_microsecond()),
