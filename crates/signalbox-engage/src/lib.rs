@@ -63,6 +63,7 @@ pub use model::*;
 pub use outbox::{EmailEvent, OutboxChange, OutboxEntry, OutboxPosition, WriteOrigin};
 pub use pipeline::{LatencySummary, PipelineStats, RebuildProgress};
 pub use query::{
-    HeldCall, HeldFilter, ProfileHistory, ProfileLink, ProfileOrigin, QuarantinedEntry,
+    HeldCall, HeldCallStatus, HeldFilter, ProfileHistory, ProfileLink, ProfileOrigin,
+    QuarantinedEntry,
 };
 pub use settings::DestinationSettings;

@@ -413,12 +413,53 @@ pub struct HeldCall {
     pub received: Timestamp,
     pub expires: Timestamp,
     pub reason: String,
-    /// `held`, `released` or `expired`.
-    pub status: String,
+    pub status: HeldCallStatus,
     pub user_id: Option<String>,
     pub anonymous_id: Option<String>,
     /// The entry whose application released it.
     pub released_by: Option<i64>,
+}
+
+/// Where a held call stands; stored and shown as its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeldCallStatus {
+    /// Waiting for the profile it names to exist.
+    Held,
+    /// Applied once that profile appeared.
+    Released,
+    /// Dropped after the hold window passed.
+    Expired,
+}
+
+impl HeldCallStatus {
+    pub const ALL: [HeldCallStatus; 3] = [
+        HeldCallStatus::Held,
+        HeldCallStatus::Released,
+        HeldCallStatus::Expired,
+    ];
+
+    /// The stored and wire text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeldCallStatus::Held => "held",
+            HeldCallStatus::Released => "released",
+            HeldCallStatus::Expired => "expired",
+        }
+    }
+
+    /// The status a stored text names; `None` for any other text.
+    pub fn parse(text: &str) -> Option<HeldCallStatus> {
+        HeldCallStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for HeldCallStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// Which held calls to list.
@@ -439,9 +480,9 @@ pub(crate) fn held_calls(
     limit: u32,
 ) -> EngageResult<Vec<HeldCall>> {
     let status = match filter {
-        HeldFilter::Held => Some("held"),
-        HeldFilter::Expired => Some("expired"),
-        HeldFilter::Released => Some("released"),
+        HeldFilter::Held => Some(HeldCallStatus::Held.as_str()),
+        HeldFilter::Expired => Some(HeldCallStatus::Expired.as_str()),
+        HeldFilter::Released => Some(HeldCallStatus::Released.as_str()),
         HeldFilter::All => None,
     };
     let mut stmt = conn.prepare_cached(
@@ -457,7 +498,16 @@ pub(crate) fn held_calls(
             received: ts(r.get(3)?),
             expires: ts(r.get(4)?),
             reason: r.get(5)?,
-            status: r.get(6)?,
+            status: {
+                let text: String = r.get(6)?;
+                HeldCallStatus::parse(&text).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        6,
+                        rusqlite::types::Type::Text,
+                        format!("unknown held call status {text:?}").into(),
+                    )
+                })?
+            },
             user_id: r.get(7)?,
             anonymous_id: r.get(8)?,
             released_by: r.get(9)?,
@@ -622,6 +672,23 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn every_held_call_status_round_trips_through_its_stored_and_wire_text() {
+        let texts: Vec<&str> = HeldCallStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(texts, ["held", "released", "expired"]);
+        for status in HeldCallStatus::ALL {
+            assert_eq!(HeldCallStatus::parse(status.as_str()), Some(status));
+            assert_eq!(format!("{status:<9}|"), format!("{:<9}|", status.as_str()));
+            let wire = serde_json::to_value(status).unwrap();
+            assert_eq!(wire, serde_json::Value::from(status.as_str()));
+            assert_eq!(
+                serde_json::from_value::<HeldCallStatus>(wire).unwrap(),
+                status
+            );
+        }
+        assert_eq!(HeldCallStatus::parse("Held"), None);
+    }
 
     fn config() -> proptest::test_runner::Config {
         let mut config = proptest::test_runner::Config {

@@ -364,7 +364,7 @@ impl DeliveryOutcome {
 
 impl std::fmt::Display for DeliveryOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -379,6 +379,10 @@ mod tests {
         for outcome in DeliveryOutcome::ALL {
             assert_eq!(DeliveryOutcome::parse(outcome.as_str()), Some(outcome));
             assert_eq!(outcome.to_string(), outcome.as_str());
+            assert_eq!(
+                format!("{outcome:<14}|"),
+                format!("{:<14}|", outcome.as_str())
+            );
             let wire = serde_json::to_value(outcome).unwrap();
             assert_eq!(wire, serde_json::Value::from(outcome.as_str()));
             assert_eq!(
