@@ -625,10 +625,15 @@ impl Flows {
                     params![flow_id, now],
                 )?;
                 tx.execute(
-                    "UPDATE runs SET status = 'cancelled', exit_reason = 'flow_deleted',
-                         ended_us = ?2, wake_us = NULL
-                     WHERE flow_id = ?1 AND status = 'active'",
-                    params![flow_id, now],
+                    "UPDATE runs SET status = ?3, exit_reason = ?4, ended_us = ?2, wake_us = NULL
+                     WHERE flow_id = ?1 AND status = ?5",
+                    params![
+                        flow_id,
+                        now,
+                        RunStatus::Cancelled.as_str(),
+                        RunExit::FlowDeleted.as_str(),
+                        RunStatus::Active.as_str()
+                    ],
                 )?;
                 Ok(())
             })
@@ -739,7 +744,10 @@ impl Flows {
                         position: r.get(5)?,
                         next_wake: r.get::<_, Option<i64>>(6)?.map(ts),
                         status: run_status(&r.get::<_, String>(7)?)?,
-                        exit_reason: r.get(8)?,
+                        exit_reason: r
+                            .get::<_, Option<String>>(8)?
+                            .map(|text| run_exit(&text))
+                            .transpose()?,
                     })
                 })?;
                 Ok(rows.collect::<Result<_, _>>()?)
@@ -1157,6 +1165,17 @@ fn send_status(text: &str) -> rusqlite::Result<SendStatus> {
             7,
             rusqlite::types::Type::Text,
             format!("unknown send status {text:?}").into(),
+        )
+    })
+}
+
+/// A run's stored exit reason; other text is a corrupt row.
+fn run_exit(text: &str) -> rusqlite::Result<RunExit> {
+    RunExit::parse(text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            8,
+            rusqlite::types::Type::Text,
+            format!("unknown run exit reason {text:?}").into(),
         )
     })
 }

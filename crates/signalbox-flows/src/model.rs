@@ -125,7 +125,39 @@ pub struct RunInfo {
     pub position: Option<String>,
     pub next_wake: Option<Timestamp>,
     pub status: RunStatus,
-    pub exit_reason: Option<String>,
+    /// Why it ended early (`None` while active or once completed).
+    pub exit_reason: Option<RunExit>,
+}
+
+/// Why a run ended before the end of its flow; stored as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunExit {
+    /// The profile no longer matched the flow's profile filter.
+    Filter,
+    /// The action it was at was removed from the flow.
+    ActionRemoved,
+    /// Its flow was deleted.
+    FlowDeleted,
+}
+
+impl RunExit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunExit::Filter => "filter",
+            RunExit::ActionRemoved => "action_removed",
+            RunExit::FlowDeleted => "flow_deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunExit> {
+        RunExit::ALL.into_iter().find(|reason| reason.as_str() == s)
+    }
+
+    pub const ALL: [RunExit; 3] = [
+        RunExit::Filter,
+        RunExit::ActionRemoved,
+        RunExit::FlowDeleted,
+    ];
 }
 
 /// Where a run stands; stored as its lowercase name.
@@ -328,6 +360,16 @@ mod tests {
         }
         assert_eq!(RunStatus::parse("Active"), None);
         assert_eq!(RunStatus::parse(""), None);
+    }
+
+    #[test]
+    fn every_run_exit_round_trips_through_its_stored_text() {
+        let texts: Vec<&str> = RunExit::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(texts, ["filter", "action_removed", "flow_deleted"]);
+        for reason in RunExit::ALL {
+            assert_eq!(RunExit::parse(reason.as_str()), Some(reason));
+        }
+        assert_eq!(RunExit::parse("Filter"), None);
     }
 
     #[test]

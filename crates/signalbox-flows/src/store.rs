@@ -443,14 +443,19 @@ pub(crate) fn end_run(
     conn: &Connection,
     run_id: i64,
     status: crate::model::RunStatus,
-    reason: Option<&str>,
+    reason: Option<crate::model::RunExit>,
     now_us: i64,
 ) -> FlowsResult<()> {
     conn.prepare_cached(
         "UPDATE runs SET status = ?2, exit_reason = ?3, ended_us = ?4, wake_us = NULL, armed = NULL
          WHERE id = ?1",
     )?
-    .execute(params![run_id, status.as_str(), reason, now_us])?;
+    .execute(params![
+        run_id,
+        status.as_str(),
+        reason.map(crate::model::RunExit::as_str),
+        now_us
+    ])?;
     conn.prepare_cached(
         "UPDATE held_messages SET status = 'cancelled', decided_us = ?2
          WHERE run_id = ?1 AND status = 'pending'",

@@ -24,7 +24,7 @@ use crate::actions::{self, Effect, Outcome};
 use crate::definition::{ActionKind, MessageStatus, Reentry, Trigger};
 use crate::engine::{CachedFlow, Fault, FlowCache, Inner};
 use crate::error::{FlowsError, FlowsResult};
-use crate::model::{HeldStatus, RunStatus, SendStatus};
+use crate::model::{HeldStatus, RunExit, RunStatus, SendStatus};
 use crate::schedule;
 use crate::store::{self, NewRun, NewSend, NewStep, RunRow, StepState, WebhookState};
 
@@ -710,14 +710,14 @@ fn finish(
     tx: &Transaction,
     run: &RunRow,
     status: RunStatus,
-    reason: Option<&str>,
+    reason: Option<RunExit>,
     now_us: i64,
 ) -> FlowsResult<()> {
     store::end_run(tx, run.id, status, reason, now_us)?;
     let name = match (status, reason) {
         (RunStatus::Completed, _) => "completed".to_owned(),
-        (_, Some("filter")) => "exited_filter".to_owned(),
-        (_, Some(reason)) => format!("exited:{reason}"),
+        (_, Some(RunExit::Filter)) => "exited_filter".to_owned(),
+        (_, Some(reason)) => format!("exited:{}", reason.as_str()),
         (other, None) => other.as_str().to_owned(),
     };
     store::bump(tx, &run.flow_id, "", &name, 1, 0.0)
@@ -732,7 +732,13 @@ fn plan_run(
 ) -> FlowsResult<Option<Effect>> {
     let now_us = now.as_microsecond();
     let Some(flow) = cache.flows.get(&run.flow_id) else {
-        finish(tx, &run, RunStatus::Cancelled, Some("flow_deleted"), now_us)?;
+        finish(
+            tx,
+            &run,
+            RunStatus::Cancelled,
+            Some(RunExit::FlowDeleted),
+            now_us,
+        )?;
         return Ok(None);
     };
     if !flow.status.is_running() {
@@ -755,7 +761,13 @@ fn plan_run(
             return Ok(None);
         };
         let Some(action) = flow.definition.action(&pos) else {
-            finish(tx, &run, RunStatus::Exited, Some("action_removed"), now_us)?;
+            finish(
+                tx,
+                &run,
+                RunStatus::Exited,
+                Some(RunExit::ActionRemoved),
+                now_us,
+            )?;
             return Ok(None);
         };
         // The profile filter, before every action (once per pass: facts do not change
@@ -770,7 +782,7 @@ fn plan_run(
             {
                 if !conditions.matches(facts.get()?, now, &ctx) {
                     store::bump(tx, &run.flow_id, &pos, "exited_filter", 1, 0.0)?;
-                    finish(tx, &run, RunStatus::Exited, Some("filter"), now_us)?;
+                    finish(tx, &run, RunStatus::Exited, Some(RunExit::Filter), now_us)?;
                     return Ok(None);
                 }
             }

@@ -2,7 +2,7 @@
 
 use jiff::SignedDuration;
 use serde_json::json;
-use signalbox_flows::{RunStatus, SendStatus};
+use signalbox_flows::{RunExit, RunStatus, SendStatus};
 
 use crate::helpers::*;
 
@@ -86,7 +86,7 @@ async fn placed_order_since_the_flow_started_exits_the_run() {
     assert_eq!(stats.flow.get("exited_filter"), 1, "{stats:?}");
     let runs = app.flows.runs(&flow.id, 10).await.unwrap();
     assert_eq!(runs[0].status, RunStatus::Exited);
-    assert_eq!(runs[0].exit_reason.as_deref(), Some("filter"));
+    assert_eq!(runs[0].exit_reason, Some(RunExit::Filter));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
