@@ -598,3 +598,94 @@ async fn the_admin_api_takes_a_console_session_with_its_csrf_token() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// Every route the console serves besides sign-in, setup and its assets, with sample ids: a
+/// page load without a session goes to the sign-in, anything else is 401, before any id is
+/// looked up or any form read.
+const EVERY_ROUTE: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/connections"),
+    ("POST", "/sources"),
+    ("GET", "/sources/web"),
+    ("POST", "/sources/web/disable"),
+    ("POST", "/sources/web/enable"),
+    ("GET", "/sources/web/settings"),
+    ("POST", "/sources/web/settings/reveal"),
+    ("POST", "/sources/web/settings/rotate"),
+    ("GET", "/destinations/catalog"),
+    ("GET", "/destinations/new/klaviyo"),
+    ("POST", "/destinations/new/klaviyo"),
+    ("GET", "/destinations/new/segment"),
+    ("POST", "/destinations/new/segment"),
+    ("GET", "/destinations/new/webhook"),
+    ("POST", "/destinations/new/webhook"),
+    ("GET", "/integrations"),
+    ("GET", "/integrations/segment/install"),
+    ("POST", "/integrations/segment/install"),
+    ("GET", "/integrations/segment/seg/setup"),
+    ("POST", "/integrations/segment/seg/setup"),
+    ("GET", "/debugger"),
+    ("GET", "/debugger/stream"),
+    ("GET", "/analytics/metrics"),
+    ("GET", "/analytics/metrics/M1"),
+    ("GET", "/profiles"),
+    ("GET", "/profiles/P1"),
+    ("GET", "/lists"),
+    ("GET", "/lists/new"),
+    ("POST", "/lists/new"),
+    ("GET", "/lists/L1"),
+    ("POST", "/lists/L1/settings"),
+    ("GET", "/lists/L1/delete"),
+    ("POST", "/lists/L1/delete"),
+    ("GET", "/segments"),
+    ("GET", "/segments/new"),
+    ("POST", "/segments/new"),
+    ("POST", "/segments/preview"),
+    ("GET", "/segments/S1"),
+    ("POST", "/segments/S1/builder"),
+    ("POST", "/segments/S1/preview"),
+    ("POST", "/segments/S1/definition"),
+    ("GET", "/segments/S1/delete"),
+    ("POST", "/segments/S1/delete"),
+    ("GET", "/flows"),
+    ("GET", "/flows/new"),
+    ("GET", "/flows/new/scratch"),
+    ("POST", "/flows/new/scratch"),
+    ("GET", "/flows/new/welcome-series"),
+    ("POST", "/flows/new/welcome-series"),
+    ("GET", "/flows/F1"),
+    ("POST", "/flows/F1/status"),
+    ("GET", "/flows/F1/delete"),
+    ("POST", "/flows/F1/delete"),
+    ("GET", "/deliveries"),
+    ("GET", "/deliveries/hook"),
+    ("POST", "/deliveries/hook/pause"),
+    ("POST", "/deliveries/hook/resume"),
+    ("POST", "/deliveries/hook/replay"),
+];
+
+#[tokio::test]
+async fn every_route_with_ids_and_forms_is_refused_without_a_session() {
+    let app = ConsoleApp::spawn().await;
+    app.accounts.create(EMAIL, PASSWORD).await.unwrap();
+    let forged = "A".repeat(43);
+    for cookies in [vec![], vec![("signalbox_session", forged.as_str())]] {
+        for (method, path) in EVERY_ROUTE {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let form: &[(&str, &str)] = &[("csrf", "x"), ("name", "n")];
+            let page = app
+                .request(method.clone(), path, &cookies, &[], Some(form))
+                .await;
+            if method == Method::GET {
+                assert_eq!(page.status, StatusCode::SEE_OTHER, "{method} {path}");
+                assert!(
+                    page.location().starts_with("/sign-in?next="),
+                    "{method} {path}: {}",
+                    page.location()
+                );
+            } else {
+                assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+            }
+        }
+    }
+}
