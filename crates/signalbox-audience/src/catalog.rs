@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::Connection;
 use signalbox_engage::facts::SegmentMembership;
+use signalbox_engage::ProfileKey;
 use signalbox_seglang::{Definition, Dependencies};
 
 use crate::error::AudienceResult;
@@ -162,12 +163,12 @@ pub(crate) fn lookup_member(
     conn: &Connection,
     ids: &HashMap<String, i64>,
     group_id: &str,
-    profile_pk: i64,
+    profile_pk: ProfileKey,
 ) -> SegmentMembership {
     let Some(&segment_pk) = ids.get(group_id) else {
         return SegmentMembership::NotASegment;
     };
-    match member_joined(conn, segment_pk, profile_pk) {
+    match member_joined(conn, segment_pk, profile_pk.0) {
         Ok(Some(us)) => SegmentMembership::Member {
             joined: crate::ts(us),
         },
@@ -183,7 +184,7 @@ pub(crate) fn lookup_member(
 pub(crate) fn lookup_member_by_id(
     conn: &Connection,
     group_id: &str,
-    profile_pk: i64,
+    profile_pk: ProfileKey,
 ) -> SegmentMembership {
     use rusqlite::OptionalExtension;
     let segment_pk = conn

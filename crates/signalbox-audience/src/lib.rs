@@ -37,9 +37,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use signalbox_core::Clock;
 use signalbox_engage::facts::{
-    EngageFacts, LiveEvents, MetricBulk, MetricSource, ProfileRecord, SharedSegmentLookup,
+    EngageFacts, LiveEvents, MetricBulk, MetricSource, SharedSegmentLookup,
 };
-use signalbox_engage::{feed, Engage, ProfileId};
+use signalbox_engage::{Engage, EngageReader, ProfileId, ProfileKey};
 use signalbox_seglang::{Definition, EvalContext, ProfileFacts};
 use tokio::sync::oneshot;
 
@@ -293,11 +293,11 @@ impl Audience {
     pub async fn members(
         &self,
         id: &str,
-        after_pk: Option<i64>,
+        after_pk: Option<ProfileKey>,
         limit: usize,
     ) -> AudienceResult<MemberPage> {
         let id = id.to_owned();
-        let engage_path = self.inner.engage.path().to_owned();
+        let engage = self.inner.engage.clone();
         self.read(move |conn| {
             let pk = segment_pk(conn, &id)?;
             let mut stmt = conn.prepare(
@@ -306,15 +306,21 @@ impl Audience {
             )?;
             let rows: Vec<(i64, i64)> = stmt
                 .query_map(
-                    params![pk, after_pk.unwrap_or(i64::MIN), limit as i64 + 1],
+                    params![
+                        pk,
+                        after_pk.map_or(i64::MIN, ProfileKey::get),
+                        limit as i64 + 1
+                    ],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?
                 .collect::<Result<_, _>>()?;
-            let econn = feed::open_reader(&engage_path)?;
+            let econn = engage.reader()?;
             let more = rows.len() > limit;
             let mut members = Vec::new();
             for (profile_pk, joined) in rows.into_iter().take(limit) {
-                let profile_id = feed::profile_id(&econn, profile_pk)?
+                let profile_pk = ProfileKey(profile_pk);
+                let profile_id = econn
+                    .profile_id(profile_pk)?
                     .map(|id| id.0)
                     .unwrap_or_default();
                 members.push(Member {
@@ -339,20 +345,22 @@ impl Audience {
             segment_rows(
                 conn,
                 "WHERE pk IN (SELECT segment_pk FROM members WHERE profile_pk = ?1)",
-                params![profile_pk],
+                params![profile_pk.0],
             )
         })
         .await
     }
 
-    async fn profile_pk(&self, profile_id: &ProfileId) -> AudienceResult<i64> {
-        let engage_path = self.inner.engage.path().to_owned();
+    async fn profile_pk(&self, profile_id: &ProfileId) -> AudienceResult<ProfileKey> {
+        let engage = self.inner.engage.clone();
         let id = profile_id.clone();
         tokio::task::spawn_blocking(move || {
-            let econn = feed::open_reader(&engage_path)?;
-            feed::profile_pk(&econn, &id)?.ok_or(AudienceError::NotFound {
-                what: format!("profile {}", id.0),
-            })
+            engage
+                .reader()?
+                .profile_key(&id)?
+                .ok_or(AudienceError::NotFound {
+                    what: format!("profile {}", id.0),
+                })
         })
         .await
         .map_err(|e| AudienceError::Internal(e.to_string()))?
@@ -364,7 +372,7 @@ impl Audience {
     /// lookup) off the async runtime.
     pub fn segment_lookup(&self) -> AudienceResult<SharedSegmentLookup> {
         let conn = Mutex::new(db::open(&self.inner.path)?);
-        Ok(Arc::new(move |group_id: &str, profile_pk: i64| {
+        Ok(Arc::new(move |group_id: &str, profile_pk: ProfileKey| {
             let conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             catalog::lookup_member_by_id(&conn, group_id, profile_pk)
         }))
@@ -386,7 +394,7 @@ impl Audience {
                     Ok(MembershipChange {
                         cursor: r.get(0)?,
                         segment_id: r.get(1)?,
-                        profile_pk: r.get(2)?,
+                        profile_pk: ProfileKey(r.get(2)?),
                         profile_id: r.get(3)?,
                         entered: r.get(4)?,
                         at: ts(r.get(5)?),
@@ -404,7 +412,7 @@ impl Audience {
         let profile_pk = self.profile_pk(profile_id).await?;
         let segment_id = segment_id.to_owned();
         let profile_id = profile_id.0.clone();
-        let engage_path = self.inner.engage.path().to_owned();
+        let engage = self.inner.engage.clone();
         let now = self.inner.clock.now();
         self.read(move |conn| {
             let catalog = catalog::Catalog::build(catalog::load_rows(conn)?);
@@ -415,15 +423,16 @@ impl Audience {
                     what: format!("segment {segment_id}"),
                 })?;
             let seg = &catalog.segs[idx];
-            let econn = feed::open_reader(&engage_path)?;
-            let record = ProfileRecord::load(&econn, profile_pk, true)?.ok_or_else(|| {
-                AudienceError::NotFound {
-                    what: format!("profile {profile_id}"),
-                }
-            })?;
+            let econn = engage.reader()?;
+            let record =
+                econn
+                    .profile_record(profile_pk, true)?
+                    .ok_or_else(|| AudienceError::NotFound {
+                        what: format!("profile {profile_id}"),
+                    })?;
             let ids = &catalog.pks;
-            let lookup = |g: &str, p: i64| catalog::lookup_member(conn, ids, g, p);
-            let live = LiveEvents::new(&econn, profile_pk);
+            let lookup = |g: &str, p: ProfileKey| catalog::lookup_member(conn, ids, g, p);
+            let live = LiveEvents::new(econn.as_ref(), profile_pk);
             let facts = EngageFacts {
                 record: &record,
                 metrics: MetricSource::Live(&live),
@@ -431,12 +440,12 @@ impl Audience {
             };
             let matches_now = seg.definition.matches(&facts, now, &EvalContext::default());
             let conditions = explain(&seg.definition, &facts, now);
-            let joined = catalog::member_joined(conn, seg.pk, profile_pk)?;
+            let joined = catalog::member_joined(conn, seg.pk, profile_pk.0)?;
             let last_change = conn
                 .query_row(
                     "SELECT cursor, entered, at_us, cause FROM history
                      WHERE profile_pk = ?1 AND segment_pk = ?2 ORDER BY cursor DESC LIMIT 1",
-                    [profile_pk, seg.pk],
+                    [profile_pk.0, seg.pk],
                     |r| {
                         let cause: String = r.get(3)?;
                         Ok(RecordedChange {
@@ -464,15 +473,15 @@ impl Audience {
     /// How many profiles a draft definition would hold now, without saving anything.
     pub async fn preview(&self, definition: &Value) -> AudienceResult<Preview> {
         let definition = signalbox_seglang::parse(definition).map_err(AudienceError::Invalid)?;
-        let engage_path = self.inner.engage.path().to_owned();
+        let engage = self.inner.engage.clone();
         let now = self.inner.clock.now();
         self.read(move |conn| {
             let ids: HashMap<String, i64> = catalog::load_rows(conn)?
                 .into_iter()
                 .map(|(pk, id, _, _)| (id, pk))
                 .collect();
-            let econn = feed::open_reader(&engage_path)?;
-            count_matching(&econn, conn, &ids, &definition, now)
+            let econn = engage.reader()?;
+            count_matching(econn.as_ref(), conn, &ids, &definition, now)
         })
         .await
     }
@@ -480,7 +489,7 @@ impl Audience {
 
 /// Evaluates a definition over every profile with set-based loads.
 fn count_matching(
-    econn: &Connection,
+    econn: &dyn EngageReader,
     conn: &Connection,
     ids: &HashMap<String, i64>,
     definition: &Definition,
@@ -492,16 +501,15 @@ fn count_matching(
         .dependencies()
         .properties
         .contains("last_event_date");
-    let lookup = |g: &str, p: i64| catalog::lookup_member(conn, ids, g, p);
+    let lookup = |g: &str, p: ProfileKey| catalog::lookup_member(conn, ids, g, p);
     let ctx = EvalContext::default();
-    let mut after = 0;
+    let mut after = ProfileKey(0);
     let mut preview = Preview {
         profile_count: 0,
         profiles_evaluated: 0,
     };
     loop {
-        let records =
-            ProfileRecord::load_range(econn, after, worker::BACKFILL_CHUNK, with_last_event)?;
+        let records = econn.profile_records(after, worker::BACKFILL_CHUNK, with_last_event)?;
         for record in &records {
             let facts = EngageFacts {
                 record,

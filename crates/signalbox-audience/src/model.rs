@@ -3,6 +3,7 @@
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
+use signalbox_engage::ProfileKey;
 
 /// A segment as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,7 +61,7 @@ pub struct SegmentPatch {
 pub struct MembershipChange {
     pub cursor: i64,
     pub segment_id: String,
-    pub profile_pk: i64,
+    pub profile_pk: ProfileKey,
     pub profile_id: String,
     pub entered: bool,
     pub at: Timestamp,
@@ -69,7 +70,7 @@ pub struct MembershipChange {
 /// A member of a segment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Member {
-    pub profile_pk: i64,
+    pub profile_pk: ProfileKey,
     pub profile_id: String,
     pub joined: Timestamp,
 }
@@ -78,7 +79,7 @@ pub struct Member {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemberPage {
     pub members: Vec<Member>,
-    pub next_after_pk: Option<i64>,
+    pub next_after_pk: Option<ProfileKey>,
 }
 
 /// "Why is this profile (not) in this segment?", answered per condition, as of now.

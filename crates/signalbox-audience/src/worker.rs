@@ -12,8 +12,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use signalbox_core::Clock;
 use signalbox_engage::facts::{EngageFacts, LiveEvents, MetricBulk, MetricSource, ProfileRecord};
-use signalbox_engage::feed::{self, FeedCursor};
+use signalbox_engage::feed::FeedCursor;
 use signalbox_engage::Engage;
+use signalbox_engage::{EngageReader, ProfileKey};
 use signalbox_seglang::{find_cycles, EvalContext};
 use tokio::sync::oneshot;
 
@@ -61,7 +62,7 @@ struct ChunkState {
 
 pub(crate) struct Worker {
     conn: Connection,
-    econn: Connection,
+    econn: Box<dyn EngageReader>,
     engage: Engage,
     clock: Arc<dyn Clock>,
     catalog: Catalog,
@@ -80,7 +81,7 @@ impl Worker {
         engage: Engage,
         clock: Arc<dyn Clock>,
     ) -> AudienceResult<Worker> {
-        let econn = feed::open_reader(engage.path())?;
+        let econn = engage.reader()?;
         let cursor = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'feed_cursor'",
@@ -234,7 +235,7 @@ impl Worker {
     /// With no segments there is nothing to keep up to date: the cursor skips to the end
     /// (a segment created later is backfilled). True if it moved.
     fn skip_to_end(&mut self) -> AudienceResult<bool> {
-        let end = feed::end_cursor(&self.econn)?;
+        let end = self.econn.end_cursor()?;
         if end == self.cursor {
             return Ok(false);
         }
@@ -248,7 +249,7 @@ impl Worker {
             return self.skip_to_end();
         }
         let upto = self.engage.applied_seq();
-        let changes = feed::read_changes(&self.econn, &self.cursor, upto, FEED_LIMIT)?;
+        let changes = self.econn.changes(&self.cursor, upto, FEED_LIMIT)?;
         if changes.cursor == self.cursor {
             return Ok(false);
         }
@@ -263,27 +264,29 @@ impl Worker {
         };
         for event in &changes.events {
             if let Some(segs) = self.catalog.by_metric.get(event.metric_id.as_str()) {
-                add(event.profile_pk, segs, "event");
+                add(event.profile_pk.0, segs, "event");
             }
-            add(event.profile_pk, &self.catalog.any_event, "event");
+            add(event.profile_pk.0, &self.catalog.any_event, "event");
         }
         for pk in &changes.profiles {
-            add(*pk, &self.catalog.profile_readers, "profile");
+            add(pk.0, &self.catalog.profile_readers, "profile");
         }
         for change in &changes.lists {
             if let Some(segs) = self.catalog.by_group.get(&change.list_id) {
-                add(change.profile_pk, segs, "list");
+                add(change.profile_pk.0, segs, "list");
             }
         }
         let all_segs: Vec<usize> = all.iter().copied().collect();
         let now = self.clock.now();
         self.begin()?;
         for merge in &changes.merges {
-            self.drop_profile(merge.from_pk, now, "merge")?;
-            add(merge.to_pk, &all_segs, "merge");
+            self.drop_profile(merge.from_pk.0, now, "merge")?;
+            add(merge.to_pk.0, &all_segs, "merge");
         }
         for (pk, (todo, trigger)) in &work {
-            let record = ProfileRecord::load(&self.econn, *pk, self.catalog.with_last_event)?;
+            let record = self
+                .econn
+                .profile_record(ProfileKey(*pk), self.catalog.with_last_event)?;
             self.evaluate(*pk, record.as_ref(), todo.clone(), None, now, trigger)?;
         }
         self.save_cursor(&changes.cursor)?;
@@ -321,7 +324,9 @@ impl Worker {
             }
         }
         for (pk, todo) in work {
-            let record = ProfileRecord::load(&self.econn, pk, self.catalog.with_last_event)?;
+            let record = self
+                .econn
+                .profile_record(ProfileKey(pk), self.catalog.with_last_event)?;
             self.evaluate(pk, record.as_ref(), todo, None, now, "time")?;
         }
         self.commit()?;
@@ -355,12 +360,11 @@ impl Worker {
             backfill.touched.clear();
             backfill
                 .bulk
-                .prepare(&self.econn, &self.catalog.segs[idx].definition)?;
+                .prepare(self.econn.as_ref(), &self.catalog.segs[idx].definition)?;
             backfill.prepared = true;
         }
-        let records = ProfileRecord::load_range(
-            &self.econn,
-            backfill.after_pk,
+        let records = self.econn.profile_records(
+            ProfileKey(backfill.after_pk),
             BACKFILL_CHUNK,
             self.catalog.with_last_event,
         )?;
@@ -368,13 +372,13 @@ impl Worker {
         let now = self.clock.now();
         self.begin()?;
         let chunk = match (records.first(), records.last()) {
-            (Some(first), Some(last)) => Some(self.chunk_state(idx, first.pk, last.pk)?),
+            (Some(first), Some(last)) => Some(self.chunk_state(idx, first.pk.0, last.pk.0)?),
             _ => None,
         };
         for record in &records {
-            let bulk = (!backfill.touched.contains(&record.pk)).then_some(&backfill.bulk);
+            let bulk = (!backfill.touched.contains(&record.pk.0)).then_some(&backfill.bulk);
             self.evaluate(
-                record.pk,
+                record.pk.0,
                 Some(record),
                 BTreeSet::from([idx]),
                 chunk.as_ref().map(|c| (c, bulk)),
@@ -386,7 +390,7 @@ impl Worker {
         let finished = records.len() < BACKFILL_CHUNK;
         // In memory only once committed: a failed step redoes the chunk.
         let done = backfill.done + records.len() as u64;
-        let after_pk = records.last().map_or(backfill.after_pk, |last| last.pk);
+        let after_pk = records.last().map_or(backfill.after_pk, |last| last.pk.0);
         if finished {
             self.conn.execute(
                 "UPDATE segments SET backfill_after_pk = NULL, backfill_done = ?2,
@@ -453,8 +457,9 @@ impl Worker {
     ) -> AudienceResult<()> {
         let ids = &self.catalog.pks;
         let conn = &self.conn;
-        let lookup = |group: &str, profile: i64| catalog::lookup_member(conn, ids, group, profile);
-        let live = LiveEvents::new(&self.econn, pk);
+        let lookup =
+            |group: &str, profile: ProfileKey| catalog::lookup_member(conn, ids, group, profile);
+        let live = LiveEvents::new(self.econn.as_ref(), ProfileKey(pk));
         let ctx = EvalContext::default();
         while let Some(i) = todo.pop_first() {
             let seg = &self.catalog.segs[i];
@@ -596,9 +601,7 @@ impl Worker {
     }
 
     fn start_backfill(&mut self, segment_pk: i64) -> AudienceResult<()> {
-        let total: i64 = self
-            .econn
-            .query_row("SELECT COUNT(*) FROM profiles", [], |r| r.get(0))?;
+        let total = self.econn.profile_count()? as i64;
         self.conn.execute(
             "UPDATE segments SET backfill_after_pk = 0, backfill_done = 0, backfill_total = ?2
              WHERE pk = ?1",

@@ -17,6 +17,7 @@ use crate::apply::held_index::dir_of as held_dir;
 use crate::apply::{
     ApiConsentOp, ApiListOp, ApiMergeOp, ApiProfileOp, ApiResult, Applier, EntryFault, OpResult,
 };
+use crate::db::reader::SqliteReader;
 use crate::db::{self, Readers};
 use crate::email::Email;
 use crate::error::{EngageError, EngageResult};
@@ -26,6 +27,7 @@ use crate::model::*;
 use crate::outbox::{Stamped, WriteOrigin};
 use crate::pipeline::{self, Pipeline, PipelineConfig, PipelineStats, RebuildProgress};
 use crate::query::{self, HeldCall, HeldFilter, ProfileHistory, QuarantinedEntry};
+use crate::reader::EngageReader;
 use crate::{aggregate, dump};
 
 /// How [`Engage::start`] runs.
@@ -210,9 +212,10 @@ impl Engage {
         self.inner.pipeline.as_ref().map(Pipeline::subscribe)
     }
 
-    /// The derived state's file.
-    pub fn path(&self) -> &std::path::Path {
-        &self.inner.config.path
+    /// A reader of the derived state for a follower's own thread (the change feed, profiles,
+    /// the facts conditions read). Blocking: call it, and the reader, off the async runtime.
+    pub fn reader(&self) -> EngageResult<Box<dyn EngageReader>> {
+        Ok(Box::new(SqliteReader::open(&self.inner.config.path)?))
     }
 
     /// Waits until everything up to `seq` is applied.

@@ -3,15 +3,18 @@
 //! a handful of queries instead of several per profile.
 //!
 //! A profile's non-metric facts (fields, custom properties, lists, email consent) are read
-//! into a [`ProfileRecord`], one at a time ([`ProfileRecord::load`]) or a key range at a time
-//! ([`ProfileRecord::load_range`]). Metric facts come from a [`MetricSource`]: per-profile
+//! into a [`ProfileRecord`], one at a time ([`EngageReader::profile_record`]) or a key range at
+//! a time ([`EngageReader::profile_records`]). Metric facts come from a [`MetricSource`]: per-profile
 //! queries ([`MetricSource::Live`], for incremental updates) or a [`MetricBulk`] that reads
 //! each (metric, event filters) once for every profile and answers any window from memory.
 //!
 //! Membership of segments is not engage's to know: the caller passes a [`SegmentLookup`].
 //!
+//! Every read goes through an [`EngageReader`], so the facts mean the same whatever store
+//! engage runs on.
+//!
 //! Segments (the audience engine) and flow filters and splits read the same facts: the
-//! audience worker builds an [`EngageFacts`] over its own connection, flows load an
+//! audience worker builds an [`EngageFacts`] over its own reader, flows load an
 //! [`OwnedFacts`] through a [`FactsReader`], which evaluates through [`EngageFacts`] too, so a
 //! condition means the same thing in both places.
 //!
@@ -36,6 +39,8 @@ use signalbox_seglang::{Condition, Definition};
 
 use crate::engine::Engage;
 use crate::error::EngageResult;
+use crate::model::ProfileKey;
+use crate::reader::EngageReader;
 
 fn ts(us: i64) -> Timestamp {
     Timestamp::from_microsecond(us).unwrap_or(Timestamp::UNIX_EPOCH)
@@ -48,7 +53,7 @@ fn ts_value(us: i64) -> Value {
 /// Everything about one profile a condition can read, except its events.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileRecord {
-    pub pk: i64,
+    pub pk: ProfileKey,
     pub id: String,
     /// Built-in fields by their wire name (`email`, `created` …), unset ones absent.
     builtins: Map<String, Value>,
@@ -134,7 +139,7 @@ impl ProfileRecord {
             _ => Map::new(),
         };
         ProfileRecord {
-            pk,
+            pk: ProfileKey(pk),
             id,
             builtins,
             location,
@@ -149,15 +154,15 @@ impl ProfileRecord {
     }
 
     /// One profile, `None` if the key names none (merged away or never created).
-    pub fn load(
+    pub(crate) fn load(
         conn: &Connection,
-        pk: i64,
+        pk: ProfileKey,
         with_last_event: bool,
     ) -> EngageResult<Option<ProfileRecord>> {
         let sql = format!("{} WHERE pk = ?1", profile_select(with_last_event));
         let Some(raw) = conn
             .prepare_cached(&sql)?
-            .query_row([pk], raw_profile)
+            .query_row([pk.0], raw_profile)
             .optional()?
         else {
             return Ok(None);
@@ -167,12 +172,12 @@ impl ProfileRecord {
             "SELECT list_id, joined_us FROM list_members
              WHERE profile_pk = ?1 AND status = 'member'",
         )?;
-        for row in stmt.query_map([pk], |r| Ok((r.get(0)?, r.get(1)?)))? {
+        for row in stmt.query_map([pk.0], |r| Ok((r.get(0)?, r.get(1)?)))? {
             let (list, joined): (String, i64) = row?;
             record.lists.insert(list, joined);
         }
         let mut stmt = conn.prepare_cached(&format!("{CONSENT_SELECT} WHERE profile_pk = ?1"))?;
-        if let Some((_, view)) = stmt.query_row([pk], consent_row).optional()? {
+        if let Some((_, view)) = stmt.query_row([pk.0], consent_row).optional()? {
             record.consent = view;
         }
         Ok(Some(record))
@@ -180,9 +185,9 @@ impl ProfileRecord {
 
     /// Profiles with keys after `after_pk`, in key order, at most `limit`: three queries
     /// whatever the count.
-    pub fn load_range(
+    pub(crate) fn load_range(
         conn: &Connection,
-        after_pk: i64,
+        after_pk: ProfileKey,
         limit: usize,
         with_last_event: bool,
     ) -> EngageResult<Vec<ProfileRecord>> {
@@ -192,14 +197,14 @@ impl ProfileRecord {
         );
         let mut records: Vec<ProfileRecord> = conn
             .prepare_cached(&sql)?
-            .query_map(params![after_pk, limit as i64], raw_profile)?
+            .query_map(params![after_pk.0, limit as i64], raw_profile)?
             .map(|r| r.map(ProfileRecord::from_raw))
             .collect::<Result<_, _>>()?;
         let (Some(first), Some(last)) = (records.first(), records.last()) else {
             return Ok(records);
         };
-        let (lo, hi) = (first.pk, last.pk);
-        let index: HashMap<i64, usize> =
+        let (lo, hi) = (first.pk.0, last.pk.0);
+        let index: HashMap<ProfileKey, usize> =
             records.iter().enumerate().map(|(i, r)| (r.pk, i)).collect();
         let mut stmt = conn.prepare_cached(
             "SELECT profile_pk, list_id, joined_us FROM list_members
@@ -207,7 +212,7 @@ impl ProfileRecord {
         )?;
         for row in stmt.query_map([lo, hi], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
             let (pk, list, joined): (i64, String, i64) = row?;
-            if let Some(&i) = index.get(&pk) {
+            if let Some(&i) = index.get(&ProfileKey(pk)) {
                 records[i].lists.insert(list, joined);
             }
         }
@@ -216,7 +221,7 @@ impl ProfileRecord {
         ))?;
         for row in stmt.query_map([lo, hi], consent_row)? {
             let (pk, view) = row?;
-            if let Some(&i) = index.get(&pk) {
+            if let Some(&i) = index.get(&ProfileKey(pk)) {
                 records[i].consent = view;
             }
         }
@@ -297,7 +302,7 @@ fn consent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, ConsentView)> {
 }
 
 /// The key of a metric id, `None` for an unknown metric (which has no events).
-pub fn metric_pk(conn: &Connection, metric_id: &str) -> EngageResult<Option<i64>> {
+fn metric_pk(conn: &Connection, metric_id: &str) -> EngageResult<Option<i64>> {
     Ok(conn
         .prepare_cached("SELECT pk FROM metrics WHERE id = ?1")?
         .query_row([metric_id], |r| r.get(0))
@@ -305,11 +310,11 @@ pub fn metric_pk(conn: &Connection, metric_id: &str) -> EngageResult<Option<i64>
 }
 
 /// `(time_us, value)` of events, per profile.
-pub type EventsByProfile = HashMap<i64, Vec<(i64, f64)>>;
+pub type EventsByProfile = HashMap<ProfileKey, Vec<(i64, f64)>>;
 
 /// Every event of one metric that passes `filters`, grouped by profile: one scan of the
 /// metric's index (of the metric's events with their properties when there are filters).
-pub fn metric_events_by_profile(
+pub(crate) fn metric_events_by_profile(
     conn: &Connection,
     metric_id: &str,
     filters: &[EventFilter],
@@ -326,7 +331,7 @@ pub fn metric_events_by_profile(
         let mut rows = stmt.query([metric])?;
         while let Some(r) = rows.next()? {
             let value: Option<f64> = r.get(2)?;
-            out.entry(r.get(0)?)
+            out.entry(ProfileKey(r.get(0)?))
                 .or_default()
                 .push((r.get(1)?, value.unwrap_or(0.0)));
         }
@@ -343,7 +348,7 @@ pub fn metric_events_by_profile(
                 continue;
             }
             let value: Option<f64> = r.get(2)?;
-            out.entry(r.get(0)?)
+            out.entry(ProfileKey(r.get(0)?))
                 .or_default()
                 .push((r.get(1)?, value.unwrap_or(0.0)));
         }
@@ -368,23 +373,23 @@ impl MetricBulk {
     }
 
     /// Loads what every `profile-metric` condition of the definition reads.
-    pub fn prepare(&mut self, conn: &Connection, definition: &Definition) -> EngageResult<()> {
+    pub fn prepare(
+        &mut self,
+        reader: &dyn EngageReader,
+        definition: &Definition,
+    ) -> EngageResult<()> {
         for (_, condition) in definition.conditions() {
             if let Condition::Metric(metric) = condition {
                 let key = bulk_key(&metric.metric_id, &metric.metric_filters);
                 if let std::collections::hash_map::Entry::Vacant(slot) = self.loaded.entry(key) {
-                    slot.insert(metric_events_by_profile(
-                        conn,
-                        &metric.metric_id,
-                        &metric.metric_filters,
-                    )?);
+                    slot.insert(reader.metric_events(&metric.metric_id, &metric.metric_filters)?);
                 }
             }
         }
         Ok(())
     }
 
-    fn events(&self, metric_id: &str, filters: &[EventFilter], pk: i64) -> &[(i64, f64)] {
+    fn events(&self, metric_id: &str, filters: &[EventFilter], pk: ProfileKey) -> &[(i64, f64)] {
         self.loaded
             .get(&bulk_key(metric_id, filters))
             .and_then(|by_profile| by_profile.get(&pk))
@@ -407,15 +412,15 @@ fn bulk_key(metric_id: &str, filters: &[EventFilter]) -> BulkKey {
 /// several definitions (and [`signalbox_seglang::Definition::next_change_after`]'s probes)
 /// evaluated for the profile cost one query per metric.
 pub struct LiveEvents<'c> {
-    conn: &'c Connection,
-    profile_pk: i64,
+    reader: &'c dyn EngageReader,
+    profile_pk: ProfileKey,
     cache: RefCell<HashMap<BulkKey, Rc<TimedValues>>>,
 }
 
 impl<'c> LiveEvents<'c> {
-    pub fn new(conn: &'c Connection, profile_pk: i64) -> LiveEvents<'c> {
+    pub fn new(reader: &'c dyn EngageReader, profile_pk: ProfileKey) -> LiveEvents<'c> {
         LiveEvents {
-            conn,
+            reader,
             profile_pk,
             cache: RefCell::new(HashMap::new()),
         }
@@ -426,7 +431,10 @@ impl<'c> LiveEvents<'c> {
         if let Some(found) = self.cache.borrow().get(&key) {
             return Rc::clone(found);
         }
-        let events = match profile_events(self.conn, self.profile_pk, metric_id, filters) {
+        let events = match self
+            .reader
+            .profile_metric_events(self.profile_pk, metric_id, filters)
+        {
             Ok(events) => events,
             Err(err) => {
                 tracing::error!(error = %err, metric_id, "reading a profile's events failed");
@@ -464,10 +472,10 @@ pub enum SegmentMembership {
 }
 
 /// Membership of segments, which the audience engine keeps.
-pub type SegmentLookup<'a> = &'a dyn Fn(&str, i64) -> SegmentMembership;
+pub type SegmentLookup<'a> = &'a dyn Fn(&str, ProfileKey) -> SegmentMembership;
 
 /// No segments at all.
-pub fn no_segments(_: &str, _: i64) -> SegmentMembership {
+pub fn no_segments(_: &str, _: ProfileKey) -> SegmentMembership {
     SegmentMembership::NotASegment
 }
 
@@ -505,9 +513,9 @@ impl EngageFacts<'_> {
 }
 
 /// Every event of one metric and profile that passes `filters`.
-fn profile_events(
+pub(crate) fn profile_events(
     conn: &Connection,
-    profile_pk: i64,
+    profile_pk: ProfileKey,
     metric_id: &str,
     filters: &[EventFilter],
 ) -> EngageResult<Vec<(i64, f64)>> {
@@ -518,7 +526,7 @@ fn profile_events(
         "SELECT time_us, value, properties FROM events INDEXED BY events_profile
          WHERE profile_pk = ?1 AND metric_pk = ?2",
     )?;
-    let mut rows = stmt.query(params![profile_pk, metric])?;
+    let mut rows = stmt.query(params![profile_pk.0, metric])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         if !filters.is_empty() {
@@ -590,27 +598,31 @@ impl ProfileFacts for EngageFacts<'_> {
 }
 
 /// Membership of segments, shareable between threads (flows evaluate on blocking threads).
-pub type SharedSegmentLookup = Arc<dyn Fn(&str, i64) -> SegmentMembership + Send + Sync>;
+pub type SharedSegmentLookup = Arc<dyn Fn(&str, ProfileKey) -> SegmentMembership + Send + Sync>;
 
 /// Reads profiles' facts for evaluations outside the segment engine (flow filters and
-/// splits), through one connection of its own, reused by every load. Cheap to clone.
+/// splits), through one [`EngageReader`] of its own, reused by every load. Cheap to clone.
 #[derive(Clone)]
 pub struct FactsReader {
-    conn: Arc<Mutex<Connection>>,
+    reader: SharedReader,
 }
 
+type SharedReader = Arc<Mutex<Box<dyn EngageReader>>>;
+
 impl Engage {
-    /// A [`FactsReader`] over this engine's file. Blocking: call it off the async runtime.
+    /// A [`FactsReader`] over this engine's state. Blocking: call it off the async runtime.
     pub fn facts_reader(&self) -> EngageResult<FactsReader> {
         Ok(FactsReader {
-            conn: Arc::new(Mutex::new(crate::feed::open_reader(self.path())?)),
+            reader: Arc::new(Mutex::new(self.reader()?)),
         })
     }
 }
 
-fn locked(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    // A panic while reading leaves the connection usable: its statements are reset on drop.
-    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+fn locked(reader: &Mutex<Box<dyn EngageReader>>) -> MutexGuard<'_, Box<dyn EngageReader>> {
+    // A panic while reading leaves the reader usable: a read holds no state across calls.
+    reader
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl FactsReader {
@@ -618,13 +630,13 @@ impl FactsReader {
     /// away or never created). Its events are read when a condition asks for them. Blocking.
     pub fn load(
         &self,
-        profile_pk: i64,
+        profile_pk: ProfileKey,
         segments: SharedSegmentLookup,
     ) -> EngageResult<Option<OwnedFacts>> {
-        let record = ProfileRecord::load(&locked(&self.conn), profile_pk, true)?;
+        let record = locked(&self.reader).profile_record(profile_pk, true)?;
         Ok(record.map(|record| OwnedFacts {
             record,
-            conn: Arc::clone(&self.conn),
+            reader: Arc::clone(&self.reader),
             segments,
         }))
     }
@@ -635,7 +647,7 @@ impl FactsReader {
 /// [`EngageFacts`]'s.
 pub struct OwnedFacts {
     record: ProfileRecord,
-    conn: Arc<Mutex<Connection>>,
+    reader: SharedReader,
     segments: SharedSegmentLookup,
 }
 
@@ -645,9 +657,9 @@ impl OwnedFacts {
     }
 
     fn with<T>(&self, f: impl FnOnce(&EngageFacts<'_>) -> T) -> T {
-        let conn = locked(&self.conn);
-        let live = LiveEvents::new(&conn, self.record.pk);
-        let lookup = |group: &str, pk: i64| (self.segments)(group, pk);
+        let reader = locked(&self.reader);
+        let live = LiveEvents::new(reader.as_ref(), self.record.pk);
+        let lookup = |group: &str, pk: ProfileKey| (self.segments)(group, pk);
         f(&EngageFacts {
             record: &self.record,
             metrics: MetricSource::Live(&live),

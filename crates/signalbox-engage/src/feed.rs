@@ -2,7 +2,8 @@
 //! derived state (audiences and flows) without rescanning it.
 //!
 //! A follower keeps a [`FeedCursor`] in its own store, reads [`Changes`] after it up to the
-//! checkpoint it was told about ([`crate::Engage::subscribe_applied`]), acts, and saves the
+//! checkpoint it was told about ([`crate::Engage::subscribe_applied`]) through its
+//! [`crate::EngageReader`] ([`crate::EngageReader::changes`]), acts, and saves the
 //! cursor with what it did: at-least-once reading, and its own idempotence makes the effect
 //! exactly once.
 //!
@@ -11,14 +12,11 @@
 //! `list_changes.pk` and `redirects.seq`. So reading up to a committed checkpoint never sees
 //! half a batch.
 
-use std::path::Path;
-
 use rusqlite::{params, Connection};
 
-use crate::db;
 use crate::error::EngageResult;
 use crate::ids;
-use crate::model::{EventId, MetricId, ProfileId};
+use crate::model::{EventId, MetricId, ProfileId, ProfileKey};
 
 /// Where a follower is in the feed. `Default` is the beginning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -38,7 +36,7 @@ pub struct FeedCursor {
 pub struct FeedEvent {
     pub pk: i64,
     pub id: EventId,
-    pub profile_pk: i64,
+    pub profile_pk: ProfileKey,
     pub metric_pk: i64,
     pub metric_id: MetricId,
     pub metric_name: String,
@@ -55,7 +53,7 @@ pub struct ListChange {
     pub pk: i64,
     pub seq: i64,
     pub list_id: String,
-    pub profile_pk: i64,
+    pub profile_pk: ProfileKey,
     /// `added`, `pending`, `confirmed` or `removed`.
     pub change: String,
     pub at_us: i64,
@@ -64,8 +62,8 @@ pub struct ListChange {
 /// A merge: `from_pk` no longer exists; its data now belongs to `to_pk`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Merge {
-    pub from_pk: i64,
-    pub to_pk: i64,
+    pub from_pk: ProfileKey,
+    pub to_pk: ProfileKey,
     pub seq: i64,
 }
 
@@ -74,7 +72,7 @@ pub struct Merge {
 pub struct Changes {
     pub events: Vec<FeedEvent>,
     /// Profiles created or changed (fields, properties, consent, lists), each once.
-    pub profiles: Vec<i64>,
+    pub profiles: Vec<ProfileKey>,
     pub lists: Vec<ListChange>,
     pub merges: Vec<Merge>,
     pub cursor: FeedCursor,
@@ -91,14 +89,9 @@ impl Changes {
     }
 }
 
-/// A read connection to `engage.db` for a follower's own thread.
-pub fn open_reader(path: &Path) -> EngageResult<Connection> {
-    db::open_connection(path, false)
-}
-
 /// The changes after `after`, up to the checkpoint `upto_seq` (entries after it are not
 /// read even if committed since), at most `limit` rows of each part.
-pub fn read_changes(
+pub(crate) fn read_changes(
     conn: &Connection,
     after: &FeedCursor,
     upto_seq: i64,
@@ -123,7 +116,7 @@ pub fn read_changes(
             Ok(FeedEvent {
                 pk,
                 id: EventId(ids::event_id(time_us, pk)),
-                profile_pk: r.get(1)?,
+                profile_pk: ProfileKey(r.get(1)?),
                 metric_pk: r.get(2)?,
                 metric_id: MetricId(r.get(3)?),
                 metric_name: r.get(4)?,
@@ -152,7 +145,7 @@ pub fn read_changes(
         let mut last_seq = after.profile_seq;
         for row in rows {
             let (pk, seq) = row?;
-            out.profiles.push(pk);
+            out.profiles.push(ProfileKey(pk));
             last_seq = seq;
         }
         if out.profiles.len() >= limit.max(1) {
@@ -160,8 +153,8 @@ pub fn read_changes(
             let last_count = out.profiles.len();
             let mut stmt =
                 conn.prepare_cached("SELECT pk FROM profiles WHERE changed_seq = ?1 ORDER BY pk")?;
-            let same: Vec<i64> = stmt
-                .query_map([last_seq], |r| r.get(0))?
+            let same: Vec<ProfileKey> = stmt
+                .query_map([last_seq], |r| r.get(0).map(ProfileKey))?
                 .collect::<Result<_, _>>()?;
             out.profiles.retain(|pk| !same.contains(pk));
             out.profiles.extend(same);
@@ -182,7 +175,7 @@ pub fn read_changes(
                 pk: r.get(0)?,
                 seq: r.get(1)?,
                 list_id: r.get(2)?,
-                profile_pk: r.get(3)?,
+                profile_pk: ProfileKey(r.get(3)?),
                 change: r.get(4)?,
                 at_us: r.get(5)?,
             })
@@ -202,8 +195,8 @@ pub fn read_changes(
         )?;
         let rows = stmt.query_map(params![after.merge_seq, upto_seq], |r| {
             Ok(Merge {
-                from_pk: r.get(0)?,
-                to_pk: r.get(1)?,
+                from_pk: ProfileKey(r.get(0)?),
+                to_pk: ProfileKey(r.get(1)?),
                 seq: r.get(2)?,
             })
         })?;
@@ -219,7 +212,7 @@ pub fn read_changes(
 
 /// Only the list changes after `after_pk` up to the checkpoint `upto_seq`, at most `limit`:
 /// for followers that act on nothing else.
-pub fn read_list_changes(
+pub(crate) fn read_list_changes(
     conn: &Connection,
     after_pk: i64,
     upto_seq: i64,
@@ -234,7 +227,7 @@ pub fn read_list_changes(
             pk: r.get(0)?,
             seq: r.get(1)?,
             list_id: r.get(2)?,
-            profile_pk: r.get(3)?,
+            profile_pk: ProfileKey(r.get(3)?),
             change: r.get(4)?,
             at_us: r.get(5)?,
         })
@@ -244,7 +237,7 @@ pub fn read_list_changes(
 
 /// A cursor after everything committed: for a follower that has nothing to do with the past
 /// (no state yet), so it starts at the end instead of reading the whole history.
-pub fn end_cursor(conn: &Connection) -> EngageResult<FeedCursor> {
+pub(crate) fn end_cursor(conn: &Connection) -> EngageResult<FeedCursor> {
     let max = |sql: &str| -> EngageResult<i64> {
         Ok(conn
             .query_row(sql, [], |r| r.get::<_, Option<i64>>(0))?
@@ -259,21 +252,21 @@ pub fn end_cursor(conn: &Connection) -> EngageResult<FeedCursor> {
 }
 
 /// The public id of a profile row, if it exists (merged-away rows do not).
-pub fn profile_id(conn: &Connection, pk: i64) -> EngageResult<Option<ProfileId>> {
+pub(crate) fn profile_id(conn: &Connection, key: ProfileKey) -> EngageResult<Option<ProfileId>> {
     use rusqlite::OptionalExtension;
     let mut stmt = conn.prepare_cached("SELECT id FROM profiles WHERE pk = ?1")?;
     Ok(stmt
-        .query_row([pk], |r| r.get::<_, String>(0))
+        .query_row([key.0], |r| r.get::<_, String>(0))
         .optional()?
         .map(ProfileId))
 }
 
 /// The row key of a profile id (following merges), if it names a profile.
-pub fn profile_pk(conn: &Connection, id: &ProfileId) -> EngageResult<Option<i64>> {
+pub(crate) fn profile_key(conn: &Connection, id: &ProfileId) -> EngageResult<Option<ProfileKey>> {
     use rusqlite::OptionalExtension;
     let mut stmt = conn.prepare_cached("SELECT pk FROM profiles WHERE id = ?1")?;
     if let Some(pk) = stmt.query_row([&id.0], |r| r.get(0)).optional()? {
-        return Ok(Some(pk));
+        return Ok(Some(ProfileKey(pk)));
     }
     Ok(None)
 }

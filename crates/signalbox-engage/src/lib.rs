@@ -17,8 +17,10 @@
 //! - [`limits`]: caps on a profile's properties and on event values.
 //! - [`lists`]: lists, members and email consent (types and reads; their writes are log
 //!   entries applied in `apply/lists.rs` and `apply/consent.rs`).
-//! - `query.rs`, `aggregate.rs`: reads. [`feed`]: what changed after a cursor, for the
-//!   engines that follow derived state. [`facts`]: segment conditions over `engage.db`.
+//! - `query.rs`, `aggregate.rs`: reads. [`reader`]: [`EngageReader`], the read side the
+//!   engines that follow derived state use (segments, flows, confirmations), implemented over
+//!   `engage.db` in `db/reader.rs`; nothing outside this crate opens the file. [`feed`]: what
+//!   changed after a cursor. [`facts`]: segment conditions over a reader.
 //! - [`outbox`]: what Signalbox itself did to profiles (API writes, flows, consent and list
 //!   changes, imports, built-in email events), in log order, for the reverse sync; never what
 //!   came from a Segment source ([`WriteOrigin`]).
@@ -47,6 +49,7 @@ pub mod outbox;
 pub mod phone;
 mod pipeline;
 mod query;
+pub mod reader;
 pub mod settings;
 
 pub use apply::builtin::{BuiltinEventInput, BuiltinMetric};
@@ -66,4 +69,5 @@ pub use query::{
     HeldCall, HeldCallStatus, HeldFilter, ProfileHistory, ProfileLink, ProfileOrigin,
     QuarantinedEntry,
 };
+pub use reader::EngageReader;
 pub use settings::DestinationSettings;

@@ -13,6 +13,25 @@ use serde_json::{Map, Value};
 #[serde(transparent)]
 pub struct ProfileId(pub String);
 
+/// A profile's key in engage's store: how the engines that follow engage (segments, flows,
+/// confirmations) refer to a profile in their own stores and in the change feed. Unlike
+/// [`ProfileId`] it is not shown to users; a merged-away profile's key names no profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProfileKey(pub i64);
+
+impl fmt::Display for ProfileKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl ProfileKey {
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
+
 /// A metric's id: 6 alphanumeric characters, derived from the metric's integration and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]

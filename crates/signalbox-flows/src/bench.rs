@@ -18,7 +18,7 @@
 //! p50 2.5 ms and p99 23–25 ms from accepted to started at 500–1,000 events/s; 10,000 due
 //! runs all moved on 123–143 ms after due; 1,196–1,492 emails/s.
 //!
-//! The profile facts come from a minimal reader of engage's `profiles` (email only); flows
+//! The profile facts come from a minimal reader of engage's profiles (email only); flows
 //! here have no profile filter.
 
 use std::path::Path;
@@ -28,7 +28,10 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Map, Value};
 use signalbox_core::Clock;
-use signalbox_engage::{ApiEventInput, Engage, EngageConfig, MetricQuery, ProfileInput};
+use signalbox_engage::{
+    ApiEventInput, Engage, EngageConfig, EngageReader, MetricQuery, ProfileInput, ProfileKey,
+};
+use signalbox_seglang::ast::BuiltIn;
 use signalbox_seglang::{ConsentView, EventFilter, ProfileFacts, PropertyPath, TimeWindow};
 use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{SqliteStore, Store};
@@ -184,8 +187,8 @@ impl BenchClock {
 
 /// Minimal facts: the profile's email; consent as "never subscribed, not suppressed".
 struct EmailFacts {
-    path: std::path::PathBuf,
-    conns: Mutex<Vec<rusqlite::Connection>>,
+    engage: Engage,
+    readers: Mutex<Vec<Box<dyn EngageReader>>>,
 }
 
 struct Facts(Option<Value>);
@@ -217,19 +220,26 @@ impl ProfileFacts for Facts {
 }
 
 impl FactsLoader for EmailFacts {
-    fn load(&self, profile_pk: i64, _now: Timestamp) -> DepResult<Box<dyn ProfileFacts + Send>> {
-        let conn = self.conns.lock().expect("lock").pop();
-        let conn = match conn {
-            Some(c) => c,
-            None => signalbox_engage::feed::open_reader(&self.path)
-                .map_err(|e| DepError(e.to_string()))?,
+    fn load(
+        &self,
+        profile_pk: ProfileKey,
+        _now: Timestamp,
+    ) -> DepResult<Box<dyn ProfileFacts + Send>> {
+        let reader = self.readers.lock().expect("lock").pop();
+        let reader = match reader {
+            Some(reader) => reader,
+            None => self.engage.reader().map_err(|e| DepError(e.to_string()))?,
         };
-        let email: Option<String> = conn
-            .prepare_cached("SELECT email FROM profiles WHERE pk = ?1")
-            .and_then(|mut s| s.query_row([profile_pk], |r| r.get(0)))
-            .map_err(|e| DepError(e.to_string()))?;
-        self.conns.lock().expect("lock").push(conn);
-        Ok(Box::new(Facts(email.map(Value::from))))
+        let email = reader
+            .profile_record(profile_pk, false)
+            .map_err(|e| DepError(e.to_string()))?
+            .and_then(|record| {
+                record
+                    .property(&PropertyPath::BuiltIn(BuiltIn::Email))
+                    .cloned()
+            });
+        self.readers.lock().expect("lock").push(reader);
+        Ok(Box::new(Facts(email)))
     }
 }
 
@@ -256,8 +266,8 @@ async fn setup(mail: Option<FlowMail>) -> Result<Setup, BenchError> {
         .await
         .map_err(err)?;
     let facts = Arc::new(EmailFacts {
-        path: dir.path().join("engage.db"),
-        conns: Mutex::new(Vec::new()),
+        engage: engage.clone(),
+        readers: Mutex::new(Vec::new()),
     });
     let flows_path = dir.path().join("flows.db");
     let mut config = FlowsConfig::new(&flows_path);

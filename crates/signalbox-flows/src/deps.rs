@@ -7,7 +7,7 @@
 
 use jiff::Timestamp;
 use serde_json::Value;
-use signalbox_engage::ProfileId;
+use signalbox_engage::{ProfileId, ProfileKey};
 use signalbox_mail::EmailTemplateSource;
 use signalbox_seglang::ProfileFacts;
 
@@ -21,7 +21,11 @@ pub type DepResult<T> = Result<T, DepError>;
 /// A profile's facts for profile filters and conditional splits (metric counts with
 /// `flow-start` windows, properties, list and segment membership, email consent).
 pub trait FactsLoader: Send + Sync + 'static {
-    fn load(&self, profile_pk: i64, now: Timestamp) -> DepResult<Box<dyn ProfileFacts + Send>>;
+    fn load(
+        &self,
+        profile_pk: ProfileKey,
+        now: Timestamp,
+    ) -> DepResult<Box<dyn ProfileFacts + Send>>;
 }
 
 /// A profile that newly entered a segment; `cursor` increases with every entry.
@@ -29,7 +33,7 @@ pub trait FactsLoader: Send + Sync + 'static {
 pub struct SegmentEntry {
     pub cursor: i64,
     pub segment_id: String,
-    pub profile_pk: i64,
+    pub profile_pk: ProfileKey,
     pub at_us: i64,
     /// False for a profile leaving the segment: no flow starts, but the cursor moves past it.
     pub entered: bool,
@@ -42,7 +46,7 @@ pub trait MembershipFeed: Send + Sync + 'static {
 
     /// Whether the profile is in the segment now (segment-triggered flows check it again at
     /// send time). The default trusts the entry.
-    fn is_member(&self, _segment_id: &str, _profile_pk: i64) -> DepResult<bool> {
+    fn is_member(&self, _segment_id: &str, _profile_pk: ProfileKey) -> DepResult<bool> {
         Ok(true)
     }
 }

@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use sha2::Sha256;
 use signalbox_core::Clock;
-use signalbox_engage::Engage;
+use signalbox_engage::{Engage, EngageReader, ProfileKey};
 use signalbox_mail::{Composer, Mailer, TemplateCache};
 use signalbox_outbound::{OutboundClient, OutboundConfig};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -195,7 +195,7 @@ pub(crate) struct Inner {
     /// Webhooks go out through the guarded client.
     pub outbound: OutboundClient,
     pub cache: RwLock<Arc<FlowCache>>,
-    pub reader: Mutex<Option<Connection>>,
+    pub reader: Mutex<Option<Box<dyn EngageReader>>>,
     pub wake: Notify,
     pub stopped: AtomicBool,
     pub syncs: mpsc::UnboundedSender<oneshot::Sender<FlowsResult<()>>>,
@@ -243,12 +243,11 @@ impl Flows {
         {
             // A new engine starts at the feed's head: history does not trigger flows.
             let db = db.clone();
-            let engage_path = engage.path().to_owned();
+            let engage = engage.clone();
             tokio::task::spawn_blocking(move || {
                 db.write(|tx| {
                     if store::get_meta(tx, "feed_cursor")?.is_none() {
-                        let reader = signalbox_engage::feed::open_reader(&engage_path)?;
-                        store::set_feed_cursor(tx, &crate::worker::head_cursor(&reader)?)?;
+                        store::set_feed_cursor(tx, &engage.reader()?.end_cursor()?)?;
                     }
                     Ok(())
                 })
@@ -771,7 +770,7 @@ impl Flows {
                         key: r.get(0)?,
                         flow_id: r.get(1)?,
                         action_id: r.get(2)?,
-                        profile_pk: r.get(3)?,
+                        profile_pk: ProfileKey(r.get(3)?),
                         email: r.get(4)?,
                         subject: r.get(5)?,
                         message_id: r.get(6)?,

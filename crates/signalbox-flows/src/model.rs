@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use serde_json::Value;
+use signalbox_engage::ProfileKey;
 
 use crate::definition::FlowDefinition;
 
@@ -207,7 +208,7 @@ pub struct SendInfo {
     pub key: String,
     pub flow_id: String,
     pub action_id: String,
-    pub profile_pk: i64,
+    pub profile_pk: ProfileKey,
     pub email: String,
     pub subject: Option<String>,
     pub message_id: Option<String>,

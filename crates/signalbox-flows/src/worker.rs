@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Transaction};
 use serde_json::{Map, Value};
 use signalbox_engage::feed::{self, Changes};
+use signalbox_engage::{EngageReader, ProfileKey};
 use signalbox_seglang::{ConsentStatus, EvalContext, ProfileFacts, PropertyPath};
 use tokio::sync::{mpsc, oneshot};
 
@@ -153,7 +154,7 @@ struct Candidate {
 /// slow) and, in `tx`, re-entry; inserts the runs that pass. Returns how many started.
 fn admit(
     inner: &Inner,
-    reader: &Connection,
+    reader: &dyn EngageReader,
     tx: &Transaction,
     candidates: Vec<Candidate>,
     now: Timestamp,
@@ -183,7 +184,7 @@ fn admit(
                 continue;
             }
             if let Some(conditions) = &filter.conditions {
-                let facts = match inner.deps.facts.load(c.profile_pk, now) {
+                let facts = match inner.deps.facts.load(ProfileKey(c.profile_pk), now) {
                     Ok(facts) => facts,
                     Err(error) => {
                         tracing::warn!(%error, flow_id, "profile facts unavailable at entry");
@@ -198,7 +199,7 @@ fn admit(
                 }
             }
         }
-        let Some(profile_id) = feed::profile_id(reader, c.profile_pk)? else {
+        let Some(profile_id) = reader.profile_id(ProfileKey(c.profile_pk))? else {
             continue;
         };
         let inserted = store::insert_run(
@@ -224,27 +225,15 @@ fn admit(
     Ok(started)
 }
 
-/// The feed's current head: where a new engine starts reading.
-pub(crate) fn head_cursor(reader: &Connection) -> FlowsResult<feed::FeedCursor> {
-    let max = |sql: &str| -> FlowsResult<i64> {
-        Ok(reader
-            .query_row(sql, [], |r| r.get::<_, Option<i64>>(0))?
-            .unwrap_or(0))
-    };
-    Ok(feed::FeedCursor {
-        event_pk: max("SELECT MAX(pk) FROM events")?,
-        profile_seq: max("SELECT MAX(changed_seq) FROM profiles")?,
-        list_change_pk: max("SELECT MAX(pk) FROM list_changes")?,
-        merge_seq: max("SELECT MAX(seq) FROM redirects")?,
-    })
-}
-
-fn with_reader<T>(inner: &Inner, f: impl FnOnce(&Connection) -> FlowsResult<T>) -> FlowsResult<T> {
+fn with_reader<T>(
+    inner: &Inner,
+    f: impl FnOnce(&dyn EngageReader) -> FlowsResult<T>,
+) -> FlowsResult<T> {
     let mut reader = inner.reader.lock().expect("reader lock");
     if reader.is_none() {
-        *reader = Some(feed::open_reader(inner.engage.path())?);
+        *reader = Some(inner.engage.reader()?);
     }
-    f(reader.as_ref().expect("opened"))
+    f(reader.as_deref().expect("opened"))
 }
 
 /// One batch of engage's change feed: metric and list triggers, engagement statistics,
@@ -254,7 +243,7 @@ fn ingest_feed(inner: &Inner) -> FlowsResult<usize> {
     let cursor = inner.db.read(store::feed_cursor)?;
     let limit = inner.config.batch_size.max(1);
     with_reader(inner, |reader| {
-        let changes = feed::read_changes(reader, &cursor, upto, limit)?;
+        let changes = reader.changes(&cursor, upto, limit)?;
         if changes.cursor == cursor {
             return Ok(0);
         }
@@ -265,8 +254,8 @@ fn ingest_feed(inner: &Inner) -> FlowsResult<usize> {
         let rows = changes.events.len() + changes.lists.len() + changes.profiles.len();
         inner.db.write(|tx| {
             for merge in &changes.merges {
-                let to_id = feed::profile_id(reader, merge.to_pk)?;
-                apply_merge(tx, merge.from_pk, merge.to_pk, to_id.as_ref().map(|id| id.as_str()))?;
+                let to_id = reader.profile_id(merge.to_pk)?;
+                apply_merge(tx, merge.from_pk.0, merge.to_pk.0, to_id.as_ref().map(|id| id.as_str()))?;
             }
             for event in &changes.events {
                 engagement(tx, event)?;
@@ -315,7 +304,7 @@ fn feed_candidates(cache: &FlowCache, changes: &Changes) -> Vec<Candidate> {
             }
             out.push(Candidate {
                 flow: Arc::clone(flow),
-                profile_pk: event.profile_pk,
+                profile_pk: event.profile_pk.0,
                 origin: format!("event:{}", event.id),
                 event_id: Some(event.id.to_string()),
                 properties: event.properties.clone(),
@@ -333,7 +322,7 @@ fn feed_candidates(cache: &FlowCache, changes: &Changes) -> Vec<Candidate> {
         for flow in flows.iter().filter(|f| f.status.is_running()) {
             out.push(Candidate {
                 flow: Arc::clone(flow),
-                profile_pk: change.profile_pk,
+                profile_pk: change.profile_pk.0,
                 origin: format!("list:{}", change.pk),
                 event_id: None,
                 properties: "{}".into(),
@@ -393,7 +382,7 @@ fn engagement(tx: &Transaction, event: &feed::FeedEvent) -> FlowsResult<()> {
         Some(send) => Some(send),
         None => store::latest_send(
             tx,
-            event.profile_pk,
+            event.profile_pk.0,
             event.time_us - CONVERSION_WINDOW.as_micros() as i64,
             event.time_us,
         )?,
@@ -427,7 +416,7 @@ fn engagement(tx: &Transaction, event: &feed::FeedEvent) -> FlowsResult<()> {
 fn date_schedules(
     inner: &Inner,
     cache: &FlowCache,
-    profiles: &[i64],
+    profiles: &[ProfileKey],
     now: Timestamp,
 ) -> FlowsResult<Vec<(String, i64, Option<i64>)>> {
     let mut out = Vec::new();
@@ -445,7 +434,7 @@ fn date_schedules(
         };
         for flow in &flows {
             let next = next_date_for(inner, flow, facts.as_ref(), now);
-            out.push((flow.id.clone(), *pk, next));
+            out.push((flow.id.clone(), pk.0, next));
         }
     }
     Ok(out)
@@ -499,7 +488,7 @@ fn ingest_segments(inner: &Inner) -> FlowsResult<usize> {
         for flow in flows.iter().filter(|f| f.status.is_running()) {
             candidates.push(Candidate {
                 flow: Arc::clone(flow),
-                profile_pk: entry.profile_pk,
+                profile_pk: entry.profile_pk.0,
                 origin: format!("segment:{}", entry.cursor),
                 event_id: None,
                 properties: "{}".into(),
@@ -516,6 +505,9 @@ fn ingest_segments(inner: &Inner) -> FlowsResult<usize> {
     Ok(entries.len())
 }
 
+/// Profile keys read per page when a new date flow schedules every profile.
+const PROFILE_PAGE: usize = 10_000;
+
 /// Date triggers that are due, and the backfill of schedules for date flows not seen yet.
 fn ingest_dates(inner: &Inner) -> FlowsResult<usize> {
     let cache = cache(inner);
@@ -531,14 +523,20 @@ fn ingest_dates(inner: &Inner) -> FlowsResult<usize> {
             continue;
         }
         let pks: Vec<i64> = with_reader(inner, |reader| {
-            Ok(reader
-                .prepare("SELECT pk FROM profiles ORDER BY pk")?
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?)
+            let mut pks = Vec::new();
+            let mut after = ProfileKey(0);
+            loop {
+                let page = reader.profile_keys(after, PROFILE_PAGE)?;
+                pks.extend(page.iter().map(|key| key.0));
+                match page.last() {
+                    Some(last) if page.len() == PROFILE_PAGE => after = *last,
+                    _ => return Ok(pks),
+                }
+            }
         })?;
         let mut rows = Vec::new();
         for pk in pks {
-            let Ok(facts) = inner.deps.facts.load(pk, now) else {
+            let Ok(facts) = inner.deps.facts.load(ProfileKey(pk), now) else {
                 continue;
             };
             if let Some(next) = next_date_for(inner, flow, facts.as_ref(), now) {
@@ -577,7 +575,7 @@ fn ingest_dates(inner: &Inner) -> FlowsResult<usize> {
             reschedule.push((flow_id.clone(), *pk, None));
             continue;
         };
-        let next = match inner.deps.facts.load(*pk, now) {
+        let next = match inner.deps.facts.load(ProfileKey(*pk), now) {
             Ok(facts) => next_date_for(inner, flow, facts.as_ref(), crate::engine::ts(*at_us)),
             Err(_) => None,
         };
@@ -658,7 +656,7 @@ struct RunFacts<'a> {
 impl RunFacts<'_> {
     fn get(&mut self) -> FlowsResult<&dyn ProfileFacts> {
         if self.facts.is_none() {
-            self.facts = Some(self.inner.deps.facts.load(self.pk, self.now)?);
+            self.facts = Some(self.inner.deps.facts.load(ProfileKey(self.pk), self.now)?);
         }
         Ok(self.facts.as_deref().expect("loaded"))
     }
@@ -1205,7 +1203,7 @@ fn why_skip(
     }
     if let Trigger::Segment { segment_id } = &flow.definition.trigger {
         if let Some(membership) = &inner.deps.membership {
-            if !membership.is_member(segment_id, run.profile_pk)? {
+            if !membership.is_member(segment_id, ProfileKey(run.profile_pk))? {
                 return Ok(Some("not_in_segment"));
             }
         }

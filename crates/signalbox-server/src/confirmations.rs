@@ -9,13 +9,16 @@
 //! otherwise, and never drops one. On first start it begins at the feed's head: people who
 //! became pending before a mailer was configured are listed, with their links, by
 //! `GET /admin/v1/lists/{id}/pending`.
+//!
+//! Engage's state is read through its [`signalbox_engage::EngageReader`] only; this file
+//! holds nothing of engage's.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use signalbox_engage::feed::{self, ListChange};
+use signalbox_engage::feed::ListChange;
 use signalbox_engage::{Engage, ListId};
 use signalbox_mail::{LinkKind, ListUnsubscribe, MailError, OutgoingEmail};
 use tokio::task::JoinHandle;
@@ -52,7 +55,8 @@ pub fn spawn(
     let Some(mut applied) = engage.subscribe_applied() else {
         return Ok(None);
     };
-    let store = ConfirmationStore::open(&path, engage.path())?;
+    let store =
+        ConfirmationStore::open(&path, || Ok(engage.reader()?.end_cursor()?.list_change_pk))?;
     Ok(Some(tokio::spawn(async move {
         let mut store = store;
         loop {
@@ -80,13 +84,11 @@ async fn step(
 ) -> Result<bool, ConfirmationError> {
     let upto = engage.applied_seq();
     let after = store.cursor()?;
-    let engage_path = engage.path().to_path_buf();
-    let changes = tokio::task::spawn_blocking(move || {
-        let conn = feed::open_reader(&engage_path)?;
-        feed::read_list_changes(&conn, after, upto, BATCH)
-    })
-    .await
-    .map_err(|e| ConfirmationError::Internal(e.to_string()))??;
+    let reader = engage.clone();
+    let changes =
+        tokio::task::spawn_blocking(move || reader.reader()?.list_changes(after, upto, BATCH))
+            .await
+            .map_err(|e| ConfirmationError::Internal(e.to_string()))??;
     for change in changes.iter().filter(|c| c.change == "pending") {
         if store.sent(change.pk)? {
             continue;
@@ -105,14 +107,11 @@ async fn send(engage: &Engage, mail: &Mail, change: &ListChange) -> Result<(), C
     let Some(mailer) = mail.mailer() else {
         return Ok(());
     };
-    let engage_path = engage.path().to_path_buf();
-    let pk = change.profile_pk;
-    let profile_id = tokio::task::spawn_blocking(move || {
-        let conn = feed::open_reader(&engage_path)?;
-        feed::profile_id(&conn, pk)
-    })
-    .await
-    .map_err(|e| ConfirmationError::Internal(e.to_string()))??;
+    let reader = engage.clone();
+    let key = change.profile_pk;
+    let profile_id = tokio::task::spawn_blocking(move || reader.reader()?.profile_id(key))
+        .await
+        .map_err(|e| ConfirmationError::Internal(e.to_string()))??;
     let Some(profile_id) = profile_id else {
         return Ok(()); // merged away since; the survivor has its own change
     };
@@ -179,7 +178,11 @@ struct ConfirmationStore {
 }
 
 impl ConfirmationStore {
-    fn open(path: &Path, engage_path: &Path) -> Result<ConfirmationStore, ConfirmationError> {
+    /// Opens (creating) the file; a new one starts after `head()`, the last list change now.
+    fn open(
+        path: &Path,
+        head: impl FnOnce() -> Result<i64, ConfirmationError>,
+    ) -> Result<ConfirmationStore, ConfirmationError> {
         let conn = Connection::open(path)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -196,12 +199,7 @@ impl ConfirmationStore {
             .optional()?;
         if has_cursor.is_none() {
             // First start: from the feed's head.
-            let reader = feed::open_reader(engage_path)?;
-            let head: i64 =
-                reader.query_row("SELECT COALESCE(MAX(pk), 0) FROM list_changes", [], |r| {
-                    r.get(0)
-                })?;
-            store.save_cursor(head)?;
+            store.save_cursor(head()?)?;
         }
         Ok(store)
     }

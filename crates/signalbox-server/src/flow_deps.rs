@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 use signalbox_audience::Audience;
 use signalbox_engage::facts::{no_segments, FactsReader, SegmentMembership, SharedSegmentLookup};
-use signalbox_engage::{BuiltinEventInput, BuiltinMetric, Engage, ListId, ProfileId};
+use signalbox_engage::{BuiltinEventInput, BuiltinMetric, Engage, ListId, ProfileId, ProfileKey};
 use signalbox_flows::{
     BuiltinEvents, DepError, DepResult, FactsLoader, FlowsDeps, ListActions, MembershipFeed,
     SegmentEntry, TemplateSource,
@@ -82,7 +82,7 @@ impl MembershipFeed for SegmentEntries {
             .collect())
     }
 
-    fn is_member(&self, segment_id: &str, profile_pk: i64) -> DepResult<bool> {
+    fn is_member(&self, segment_id: &str, profile_pk: ProfileKey) -> DepResult<bool> {
         let lookup = {
             let mut lookup = self
                 .lookup
@@ -178,7 +178,11 @@ impl ProfileFactsLoader {
 }
 
 impl FactsLoader for ProfileFactsLoader {
-    fn load(&self, profile_pk: i64, _now: Timestamp) -> DepResult<Box<dyn ProfileFacts + Send>> {
+    fn load(
+        &self,
+        profile_pk: ProfileKey,
+        _now: Timestamp,
+    ) -> DepResult<Box<dyn ProfileFacts + Send>> {
         let (facts, segments) = self.readers()?;
         let loaded = facts
             .load(profile_pk, segments)

@@ -1,7 +1,7 @@
 //! The change feed that audiences and flows follow.
 
 use serde_json::json;
-use signalbox_engage::feed::{self, FeedCursor};
+use signalbox_engage::feed::FeedCursor;
 
 use crate::helpers::TestApp;
 
@@ -13,19 +13,20 @@ async fn the_feed_reports_each_event_and_changed_profile_once_in_log_order() {
     app.track(json!({"userId": "u1", "event": "Viewed", "properties": {"n": 1}}))
         .await;
     app.settle().await;
-    let conn = feed::open_reader(app.engage.path()).unwrap();
-    let first =
-        feed::read_changes(&conn, &FeedCursor::default(), app.engage.applied_seq(), 100).unwrap();
+    let reader = app.engage.reader().unwrap();
+    let first = reader
+        .changes(&FeedCursor::default(), app.engage.applied_seq(), 100)
+        .unwrap();
     assert_eq!(first.events.len(), 1);
     assert_eq!(first.events[0].metric_name, "Viewed");
     assert_eq!(first.profiles.len(), 1);
     let profile = app.by_email("a@example.com").await;
     assert_eq!(
-        feed::profile_id(&conn, first.profiles[0]).unwrap(),
+        reader.profile_id(first.profiles[0]).unwrap(),
         Some(profile.id.clone())
     );
     assert_eq!(
-        feed::profile_pk(&conn, &profile.id).unwrap(),
+        reader.profile_key(&profile.id).unwrap(),
         Some(first.profiles[0])
     );
 
@@ -33,16 +34,22 @@ async fn the_feed_reports_each_event_and_changed_profile_once_in_log_order() {
     app.track(json!({"userId": "u1", "event": "Viewed", "properties": {"n": 2}}))
         .await;
     app.settle().await;
-    let second = feed::read_changes(&conn, &first.cursor, app.engage.applied_seq(), 100).unwrap();
+    let second = reader
+        .changes(&first.cursor, app.engage.applied_seq(), 100)
+        .unwrap();
     assert_eq!(second.events.len(), 1);
     assert!(second.profiles.is_empty(), "{second:?}");
     app.identify(json!({"userId": "u1", "traits": {"plan": "pro"}}))
         .await;
     app.settle().await;
-    let third = feed::read_changes(&conn, &second.cursor, app.engage.applied_seq(), 100).unwrap();
+    let third = reader
+        .changes(&second.cursor, app.engage.applied_seq(), 100)
+        .unwrap();
     assert!(third.events.is_empty());
     assert_eq!(third.profiles, first.profiles);
-    let empty = feed::read_changes(&conn, &third.cursor, app.engage.applied_seq(), 100).unwrap();
+    let empty = reader
+        .changes(&third.cursor, app.engage.applied_seq(), 100)
+        .unwrap();
     assert!(empty.is_empty());
 }
 
@@ -59,11 +66,11 @@ async fn the_feed_pages_by_limit_and_stops_at_the_checkpoint_given() {
     }
     app.track(json!({"userId": "u1", "event": "Later"})).await;
     app.settle().await;
-    let conn = feed::open_reader(app.engage.path()).unwrap();
+    let reader = app.engage.reader().unwrap();
     let mut cursor = FeedCursor::default();
     let mut seen = Vec::new();
     loop {
-        let page = feed::read_changes(&conn, &cursor, upto, 2).unwrap();
+        let page = reader.changes(&cursor, upto, 2).unwrap();
         seen.extend(page.events.iter().map(|e| e.metric_name.clone()));
         cursor = page.cursor;
         if !page.more {

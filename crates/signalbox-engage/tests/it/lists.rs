@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use signalbox_engage::feed::{self, FeedCursor};
+use signalbox_engage::feed::FeedCursor;
 use signalbox_engage::{
     rebuild, ConfirmOutcome, ConsentStatus, Engage, EngageError, EventQuery, ListQuery,
     MemberQuery, MemberStatus, OptInProcess, ProfileInput, SubscribeRequest, SuppressTarget,
@@ -490,9 +490,10 @@ async fn the_change_feed_reports_list_and_consent_changes() {
     app.identify(json!({"userId": "u1", "traits": {"email": "f@example.com"}}))
         .await;
     app.settle().await;
-    let conn = feed::open_reader(app.engage.path()).unwrap();
-    let start =
-        feed::read_changes(&conn, &FeedCursor::default(), app.engage.applied_seq(), 100).unwrap();
+    let reader = app.engage.reader().unwrap();
+    let start = reader
+        .changes(&FeedCursor::default(), app.engage.applied_seq(), 100)
+        .unwrap();
     let list = app
         .engage
         .create_list("Feed", OptInProcess::DoubleOptIn)
@@ -503,8 +504,10 @@ async fn the_change_feed_reports_list_and_consent_changes() {
         .await;
     app.settle().await;
     let f = app.by_email("f@example.com").await;
-    let pk = feed::profile_pk(&conn, &f.id).unwrap().unwrap();
-    let changes = feed::read_changes(&conn, &start.cursor, app.engage.applied_seq(), 100).unwrap();
+    let pk = reader.profile_key(&f.id).unwrap().unwrap();
+    let changes = reader
+        .changes(&start.cursor, app.engage.applied_seq(), 100)
+        .unwrap();
     assert_eq!(changes.profiles, [pk]);
     assert_eq!(
         changes
@@ -522,7 +525,9 @@ async fn the_change_feed_reports_list_and_consent_changes() {
         .remove_list_members(&list.id, std::slice::from_ref(&f.id))
         .await
         .unwrap();
-    let later = feed::read_changes(&conn, &changes.cursor, app.engage.applied_seq(), 100).unwrap();
+    let later = reader
+        .changes(&changes.cursor, app.engage.applied_seq(), 100)
+        .unwrap();
     assert_eq!(later.profiles, [pk]);
     assert_eq!(
         later
@@ -540,7 +545,9 @@ async fn the_change_feed_reports_list_and_consent_changes() {
         )
         .await
         .unwrap();
-    let last = feed::read_changes(&conn, &later.cursor, app.engage.applied_seq(), 100).unwrap();
+    let last = reader
+        .changes(&later.cursor, app.engage.applied_seq(), 100)
+        .unwrap();
     assert_eq!(last.profiles, [pk]);
     assert!(last.lists.is_empty());
 }
@@ -986,8 +993,8 @@ async fn profiles_suppressed_by_id_show_it_in_consent_and_in_facts() {
     );
 
     // Facts as flows load them: the same consent, fields and lists as segments read.
-    let conn = feed::open_reader(app.engage.path()).unwrap();
-    let pk = feed::profile_pk(&conn, &ids[0]).unwrap().unwrap();
+    let reader = app.engage.reader().unwrap();
+    let pk = reader.profile_key(&ids[0]).unwrap().unwrap();
     let reader = app.engage.facts_reader().unwrap();
     let facts = reader
         .load(pk, Arc::new(no_segments))
@@ -1004,7 +1011,10 @@ async fn profiles_suppressed_by_id_show_it_in_consent_and_in_facts() {
         Some(&json!("a@example.com"))
     );
     assert!(reader
-        .load(i64::MAX, Arc::new(no_segments))
+        .load(
+            signalbox_engage::ProfileKey(i64::MAX),
+            Arc::new(no_segments)
+        )
         .unwrap()
         .is_none());
 

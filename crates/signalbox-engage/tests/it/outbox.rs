@@ -757,7 +757,7 @@ async fn a_rebuild_writes_the_same_outbox() {
 
 #[tokio::test]
 async fn the_flag_costs_a_profile_write_only_the_first_time() {
-    use signalbox_engage::feed::{self, FeedCursor};
+    use signalbox_engage::feed::FeedCursor;
 
     let mut app = TestApp::start().await;
     app.engage
@@ -765,9 +765,10 @@ async fn the_flag_costs_a_profile_write_only_the_first_time() {
         .await
         .unwrap();
     app.settle().await;
-    let conn = feed::open_reader(app.engage.path()).unwrap();
-    let created =
-        feed::read_changes(&conn, &FeedCursor::default(), app.engage.applied_seq(), 100).unwrap();
+    let reader = app.engage.reader().unwrap();
+    let created = reader
+        .changes(&FeedCursor::default(), app.engage.applied_seq(), 100)
+        .unwrap();
     assert_eq!(created.profiles.len(), 1);
     // The first Segment call sets the flag: the row is written once.
     app.track(
@@ -775,8 +776,9 @@ async fn the_flag_costs_a_profile_write_only_the_first_time() {
     )
     .await;
     app.settle().await;
-    let flagged =
-        feed::read_changes(&conn, &created.cursor, app.engage.applied_seq(), 100).unwrap();
+    let flagged = reader
+        .changes(&created.cursor, app.engage.applied_seq(), 100)
+        .unwrap();
     assert_eq!(flagged.events.len(), 1);
     assert_eq!(flagged.profiles, created.profiles);
     // Later calls with the same userId add events and leave the row alone.
@@ -785,7 +787,9 @@ async fn the_flag_costs_a_profile_write_only_the_first_time() {
             .await;
     }
     app.settle().await;
-    let later = feed::read_changes(&conn, &flagged.cursor, app.engage.applied_seq(), 100).unwrap();
+    let later = reader
+        .changes(&flagged.cursor, app.engage.applied_seq(), 100)
+        .unwrap();
     assert_eq!(later.events.len(), 3);
     assert!(later.profiles.is_empty(), "{later:?}");
 }

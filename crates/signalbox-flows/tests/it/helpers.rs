@@ -121,7 +121,11 @@ pub struct EngageFacts {
 }
 
 impl FactsLoader for EngageFacts {
-    fn load(&self, profile_pk: i64, _now: Timestamp) -> DepResult<Box<dyn ProfileFacts + Send>> {
+    fn load(
+        &self,
+        profile_pk: signalbox_engage::ProfileKey,
+        _now: Timestamp,
+    ) -> DepResult<Box<dyn ProfileFacts + Send>> {
         let err = |e: &dyn std::fmt::Display| signalbox_flows::DepError(e.to_string());
         let reader = self.engage.facts_reader().map_err(|e| err(&e))?;
         let facts = reader

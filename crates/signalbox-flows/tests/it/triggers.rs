@@ -2,7 +2,7 @@
 
 use jiff::SignedDuration;
 use serde_json::{json, Value};
-use signalbox_engage::{feed, ProfileInput};
+use signalbox_engage::{ProfileInput, ProfileKey};
 use signalbox_flows::SegmentEntry;
 
 use crate::helpers::*;
@@ -18,13 +18,13 @@ fn welcome(trigger: Value) -> Value {
 }
 
 /// Writes a list change as the engage applier records it (the Lists work owns that path).
-fn list_change(app: &TestApp, list_id: &str, profile_pk: i64, change: &str) {
-    let conn = rusqlite::Connection::open(app.engage.path()).unwrap();
+fn list_change(app: &TestApp, list_id: &str, profile_pk: ProfileKey, change: &str) {
+    let conn = rusqlite::Connection::open(app.dir.path().join("engage.db")).unwrap();
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .unwrap();
     conn.execute(
         "INSERT INTO list_changes (seq, list_id, profile_pk, change, at_us) VALUES (?1, ?2, ?3, ?4, ?5)",
-        rusqlite::params![app.engage.applied_seq(), list_id, profile_pk, change, app.clock_us()],
+        rusqlite::params![app.engage.applied_seq(), list_id, profile_pk.0, change, app.clock_us()],
     )
     .unwrap();
 }
@@ -35,9 +35,9 @@ impl TestApp {
         self.clock.now().as_microsecond()
     }
 
-    fn pk(&self, id: &signalbox_engage::ProfileId) -> i64 {
-        let conn = feed::open_reader(self.engage.path()).unwrap();
-        feed::profile_pk(&conn, id).unwrap().unwrap()
+    fn pk(&self, id: &signalbox_engage::ProfileId) -> ProfileKey {
+        let reader = self.engage.reader().unwrap();
+        reader.profile_key(id).unwrap().unwrap()
     }
 }
 

@@ -16,7 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 use signalbox_audience::{Audience, Segment, SegmentInput, SegmentPatch};
-use signalbox_engage::ProfileId;
+use signalbox_engage::{ProfileId, ProfileKey};
 
 use super::auth::Caller;
 use super::engine;
@@ -349,6 +349,7 @@ pub async fn members(
         Some(cursor) => Some(
             cursor
                 .parse::<i64>()
+                .map(ProfileKey)
                 .map_err(|_| ApiError::invalid_parameter("page[cursor]", "unknown cursor"))?,
         ),
         None => None,

@@ -10,7 +10,7 @@ use axum::{Form, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use signalbox_audience::{Audience, AudienceError, SegmentInput, SegmentPatch};
-use signalbox_engage::{ListQuery, MetricQuery};
+use signalbox_engage::{ListQuery, MetricQuery, ProfileKey};
 
 use super::builder::{self, Builder, Edit, FieldErrors};
 use super::{
@@ -470,7 +470,7 @@ struct SegmentData {
     json_errors: Vec<String>,
     form: BuilderData,
     members: Vec<SegmentMember>,
-    next_after: Option<i64>,
+    next_after: Option<ProfileKey>,
     first_page: bool,
 }
 
@@ -484,7 +484,7 @@ async fn segment_page(
     console: &Console,
     signed_in: &SignedIn,
     id: &str,
-    after: Option<i64>,
+    after: Option<ProfileKey>,
     draft: Option<Draft>,
     state: Option<BuilderState>,
 ) -> ConsoleResult<Html<String>> {
@@ -556,10 +556,14 @@ pub(super) async fn segment(
 ) -> ConsoleResult<Html<String>> {
     let after = match params.after.as_deref().unwrap_or("") {
         "" => None,
-        text => Some(text.parse::<i64>().map_err(|_| ConsoleError::Invalid {
-            field: "after".into(),
-            message: "not a position in this listing".into(),
-        })?),
+        text => Some(
+            text.parse::<i64>()
+                .map(ProfileKey)
+                .map_err(|_| ConsoleError::Invalid {
+                    field: "after".into(),
+                    message: "not a position in this listing".into(),
+                })?,
+        ),
     };
     segment_page(&console, &signed_in, &id, after, None, None).await
 }
