@@ -21,6 +21,7 @@
 //!   engines that follow derived state use (segments, flows, confirmations), implemented over
 //!   `engage.db` in `db/reader.rs`; nothing outside this crate opens the file. [`feed`]: what
 //!   changed after a cursor. [`facts`]: segment conditions over a reader.
+//!   `conformance.rs` (feature `conformance`): the suite every reader backend runs.
 //! - [`outbox`]: what Signalbox itself did to profiles (API writes, flows, consent and list
 //!   changes, imports, built-in email events), in log order, for the reverse sync; never what
 //!   came from a Segment source ([`WriteOrigin`]).
@@ -33,6 +34,8 @@
 
 mod aggregate;
 mod apply;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod db;
 mod dump;
 pub mod email;

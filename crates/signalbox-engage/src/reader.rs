@@ -5,6 +5,9 @@
 //! keeps it on its own blocking thread: every method is synchronous and may do IO. Which
 //! store is behind it is engage's business; no connection, file or storage error crosses
 //! this boundary, only engage's types and [`crate::EngageError`].
+//!
+//! What the methods mean is fixed by the conformance suite every backend runs
+//! (`conformance.rs`, behind the `conformance` feature).
 
 use signalbox_seglang::EventFilter;
 

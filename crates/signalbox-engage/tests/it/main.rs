@@ -12,3 +12,4 @@ mod lists;
 mod outbox;
 mod pipeline;
 mod quarantine;
+mod reader_conformance;
