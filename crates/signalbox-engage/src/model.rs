@@ -363,3 +363,18 @@ pub struct ApiEventInput {
     /// The event's own id when absent, so that two events in the same second are both kept.
     pub unique_id: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_key_is_its_number_on_the_wire_and_in_text() {
+        let key = ProfileKey(42);
+        assert_eq!(serde_json::to_string(&key).unwrap(), "42");
+        assert_eq!(serde_json::from_str::<ProfileKey>("42").unwrap(), key);
+        assert_eq!(key.to_string(), "42");
+        assert_eq!(key.get(), 42);
+        assert!(ProfileKey(1) < ProfileKey(2));
+    }
+}
