@@ -825,3 +825,104 @@ mod tests {
         assert_eq!(version as usize, schema::STORE_MIGRATIONS.len());
     }
 }
+
+#[cfg(test)]
+mod restart_tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::atomic::AtomicBool;
+
+    use super::testing::PrivateServer;
+    use super::*;
+
+    fn call(id: String) -> NewCall {
+        NewCall {
+            kind: CallKind::Track,
+            payload: format!(r#"{{"type":"track","messageId":"{id}","event":"Ordered"}}"#),
+            message_id: id,
+            received_at: Timestamp::now(),
+        }
+    }
+
+    /// Senders keep appending while the server restarts; a refused append is sent again with
+    /// the same message ids, as the Segment libraries do. Afterwards every acknowledged call
+    /// is in the log exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_acknowledged_call_survives_a_restart_of_postgresql_once() {
+        let Some(server) = PrivateServer::start() else {
+            return;
+        };
+        let store = Arc::new(
+            PgStore::connect(server.url(), PgOptions::default())
+                .await
+                .unwrap(),
+        );
+        let source = store.create_source("web").await.unwrap().0.id;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut senders = Vec::new();
+        for sender in 0..4 {
+            let store = Arc::clone(&store);
+            let stop = Arc::clone(&stop);
+            senders.push(tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                let mut refused = 0u32;
+                let mut batch = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let ids: Vec<String> =
+                        (0..20).map(|i| format!("s{sender}-b{batch}-{i}")).collect();
+                    loop {
+                        let calls = ids.iter().cloned().map(call).collect();
+                        match store.append(source, calls, vec![]).await {
+                            Ok(_) => break,
+                            Err(StoreError::Unavailable | StoreError::Overloaded) => {
+                                refused += 1;
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                            Err(err) => panic!("append failed: {err}"),
+                        }
+                    }
+                    acknowledged.extend(ids);
+                    batch += 1;
+                }
+                (acknowledged, refused)
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        tokio::task::block_in_place(|| server.restart());
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut acknowledged = BTreeSet::new();
+        let mut refused = 0;
+        for sender in senders {
+            let (ids, refusals) = sender.await.unwrap();
+            refused += refusals;
+            acknowledged.extend(ids);
+        }
+        assert!(refused > 0, "the restart refused some appends");
+
+        let mut stored: BTreeMap<String, u32> = BTreeMap::new();
+        let mut after_seq = 0;
+        loop {
+            let page = store
+                .read_calls(CallQuery {
+                    after_seq,
+                    limit: 10_000,
+                    ..CallQuery::default()
+                })
+                .await
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            after_seq = last.seq;
+            for call in page {
+                *stored.entry(call.message_id).or_default() += 1;
+            }
+        }
+        let twice: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "stored more than once: {twice:?}");
+        let lost: Vec<_> = acknowledged
+            .iter()
+            .filter(|id| !stored.contains_key(*id))
+            .collect();
+        assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+        assert!(acknowledged.len() > 100, "{} calls", acknowledged.len());
+    }
+}

@@ -89,3 +89,73 @@ pub fn test_server() -> Option<PostgresUrl> {
         }
     }
 }
+
+/// A PostgreSQL server of a test's own (started by `scripts/test-postgres`), for tests that
+/// restart or stop it; stopped and deleted on drop.
+pub struct PrivateServer {
+    url: PostgresUrl,
+    dir: String,
+}
+
+fn script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-postgres")
+}
+
+impl PrivateServer {
+    /// Starts a server, or `None` (with a note) outside CI when PostgreSQL is not installed.
+    pub fn start() -> Option<PrivateServer> {
+        let installed = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|mut versions| versions.next().is_some())
+            .unwrap_or(false);
+        if !installed {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "PostgreSQL is not installed: scripts/test installs it"
+            );
+            eprintln!("PostgreSQL is not installed: skipping a test that runs its own server");
+            return None;
+        }
+        let output = std::process::Command::new(script())
+            .arg("start")
+            .output()
+            .expect("run scripts/test-postgres");
+        assert!(
+            output.status.success(),
+            "scripts/test-postgres start: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8(output.stdout).expect("utf-8");
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("no {name} in {text:?}"))
+                .to_owned()
+        };
+        Some(PrivateServer {
+            url: PostgresUrl::parse(&value(TEST_DATABASE_URL)).expect("a URL"),
+            dir: value("SIGNALBOX_TEST_POSTGRES_DIR"),
+        })
+    }
+
+    /// The superuser's URL of the maintenance database.
+    pub fn url(&self) -> &PostgresUrl {
+        &self.url
+    }
+
+    /// Stops the server, cutting every connection, and starts it again. Blocking.
+    pub fn restart(&self) {
+        let status = std::process::Command::new(script())
+            .args(["restart", &self.dir])
+            .status()
+            .expect("run scripts/test-postgres");
+        assert!(status.success(), "scripts/test-postgres restart failed");
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(script())
+            .args(["stop", &self.dir])
+            .status();
+    }
+}
