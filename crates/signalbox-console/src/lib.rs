@@ -39,7 +39,7 @@ use signalbox_store::Store;
 use signalbox_sync::Sync;
 use tokio_util::sync::CancellationToken;
 
-pub use accounts::{Accounts, SqliteAccountStore};
+pub use accounts::{Accounts, PgAccountStore, SqliteAccountStore};
 pub use auth::{Authenticator, DenyAll, SignedIn};
 pub use error::{ConsoleError, ConsoleResult};
 

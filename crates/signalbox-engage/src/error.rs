@@ -51,6 +51,7 @@ impl From<signalbox_store::StoreError> for EngageError {
             },
             StoreError::Overloaded => EngageError::Overloaded,
             StoreError::Unavailable => EngageError::Unavailable,
+            err @ StoreError::SchemaTooNew { .. } => EngageError::Internal(err.to_string()),
             StoreError::Internal(msg) => EngageError::Internal(msg),
         }
     }

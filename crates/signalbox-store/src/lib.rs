@@ -5,13 +5,19 @@
 //!   sources and keys). Held as `Arc<dyn Store>`.
 //! - [`sqlite::SqliteStore`]: the embedded default. One writer thread applies appends in
 //!   group commits (WAL, `synchronous=FULL`), readers use a small pool of connections.
+//! - [`postgres::PgStore`]: PostgreSQL, for several nodes on one database. A pool of
+//!   connections for reads, one group-committing writer per node for appends.
+//! - [`conformance`] (tests only): the cases every backend passes, run against both.
 //! - [`discard::DiscardingStore`]: wraps a store and drops appends; the ceiling the ingest
 //!   benchmark compares against.
 //!
 //! **Invariant:** no type from a database crate crosses this boundary; backend errors become
 //! [`StoreError`].
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod conformance;
 pub mod discard;
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -23,9 +29,10 @@ use signalbox_core::{
     StoredRejection, WriteKey,
 };
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("{what} not found")]
     NotFound { what: String },
@@ -39,6 +46,16 @@ pub enum StoreError {
     /// The store is shutting down or its writer is gone.
     #[error("store unavailable")]
     Unavailable,
+    /// The database was made by a newer Signalbox: this build refuses to touch it.
+    #[error(
+        "the database's {component} schema is version {found}, newer than this signalbox knows \
+         ({known}): run the newer signalbox, or upgrade this one"
+    )]
+    SchemaTooNew {
+        component: String,
+        found: usize,
+        known: usize,
+    },
     #[error("store internal error: {0}")]
     Internal(String),
 }

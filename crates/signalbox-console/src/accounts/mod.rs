@@ -1,9 +1,10 @@
 //! Console accounts, sessions and one-time setup tokens.
 //!
 //! [`Accounts`] holds the rules (email form, password length, Argon2id hashing, session
-//! expiry, the sign-in rate limit) over an [`AccountStore`], which only keeps records; the
+//! expiry, the sign-in rate limit) over an [`AccountStore`], which only keeps records: the
 //! SQLite one ([`SqliteAccountStore`]) lives in `console.db` in the data folder, shared by
-//! `serve` and the `signalbox admin` commands.
+//! `serve` and the `signalbox admin` commands; [`PgAccountStore`] keeps them in PostgreSQL.
+//! The tests run every case against both.
 //!
 //! **Invariant:** no password, session token or setup token is stored: passwords as Argon2id
 //! PHC strings, tokens as SHA-256 digests of 32 random bytes.
@@ -13,6 +14,7 @@
 
 mod limit;
 mod password;
+mod postgres;
 mod sqlite;
 mod token;
 
@@ -26,6 +28,7 @@ use thiserror::Error;
 use crate::auth::{Authenticator, NewSession, SetupError, SignInAttempt, SignInError, SignedIn};
 pub use limit::{RateLimit, ADDRESS_FAILURES, EMAIL_FAILURES, FAILURE_WINDOW};
 pub use password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
+pub use postgres::PgAccountStore;
 pub use sqlite::SqliteAccountStore;
 pub use token::TokenDigest;
 pub(crate) use token::{random_token, well_formed as token_well_formed};

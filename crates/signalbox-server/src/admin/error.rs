@@ -126,6 +126,7 @@ impl From<StoreError> for AdminError {
             StoreError::Invalid { field, reason } => AdminError::invalid(field, reason),
             StoreError::Overloaded => AdminError::Overloaded,
             StoreError::Unavailable => AdminError::Unavailable,
+            err @ StoreError::SchemaTooNew { .. } => AdminError::Internal(err.to_string()),
             StoreError::Internal(detail) => AdminError::Internal(detail),
         }
     }

@@ -66,7 +66,14 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> StoreResult<SqliteStore> {
         let path = path.as_ref().to_path_buf();
         let mut conn = open_writer_connection(&path)?;
-        schema::migrate(&mut conn).map_err(internal)?;
+        schema::migrate(&mut conn).map_err(|err| match err {
+            schema::MigrateError::TooNew { found, known } => StoreError::SchemaTooNew {
+                component: "call log".into(),
+                found,
+                known,
+            },
+            schema::MigrateError::Sqlite(err) => internal(err),
+        })?;
         let writer_busy = Arc::new(AtomicU64::new(0));
         let (writer_tx, writer_thread) = if options.writer {
             let (tx, rx) = mpsc::channel(options.queue_capacity);

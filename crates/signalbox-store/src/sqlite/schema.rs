@@ -92,8 +92,24 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+/// Why the schema could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MigrateError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file was written by a newer Signalbox.
+    #[error("schema version {found} is newer than this build knows ({known})")]
+    TooNew { found: usize, known: usize },
+}
+
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
     let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > MIGRATIONS.len() {
+        return Err(MigrateError::TooNew {
+            found: version,
+            known: MIGRATIONS.len(),
+        });
+    }
     for (idx, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // Another process may have migrated while we waited for the lock.
@@ -302,5 +318,37 @@ mod totals_tests {
                 .collect::<Vec<_>>(),
             [(1, 2, 2, 0), (2, 1, 3, 0), (3, 0, 0, 1)]
         );
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+    use crate::sqlite::{SqliteOptions, SqliteStore};
+
+    #[test]
+    fn a_file_from_a_newer_signalbox_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signalbox.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", MIGRATIONS.len() + 1)
+                .unwrap();
+        }
+        let err = SqliteStore::open(&path, SqliteOptions::default())
+            .err()
+            .expect("refused");
+        let text = err.to_string();
+        assert!(
+            matches!(err, crate::StoreError::SchemaTooNew { found, known, .. }
+                if found == MIGRATIONS.len() + 1 && known == MIGRATIONS.len()),
+            "{text}"
+        );
+        assert!(text.contains("newer than this signalbox knows"), "{text}");
+        let conn = Connection::open(&path).unwrap();
+        let tables: i64 = conn
+            .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 0, "nothing was created in the newer file");
     }
 }

@@ -12,6 +12,11 @@ use crate::model::{
     NewDestination, Position, Replay, Secret,
 };
 
+/// Now, to the microsecond: what every backend keeps of a time.
+fn now() -> Timestamp {
+    Timestamp::from_microsecond(Timestamp::now().as_microsecond()).expect("now is in range")
+}
+
 /// A webhook destination named `name` following the source `web`.
 pub fn webhook(name: &str) -> NewDestination {
     NewDestination {
@@ -53,7 +58,7 @@ pub async fn run_all(store: &dyn SyncStore) {
 }
 
 pub async fn destinations_crud(store: &dyn SyncStore) {
-    let now = Timestamp::now();
+    let now = now();
     let v0 = store.version().await.unwrap();
     let created = store.create(webhook("crud"), now).await.unwrap();
     assert!(created.id.starts_with("dst_") && created.id.len() == 30);
@@ -146,7 +151,7 @@ pub async fn destinations_crud(store: &dyn SyncStore) {
 }
 
 pub async fn progress_and_commits(store: &dyn SyncStore) {
-    let now = Timestamp::now();
+    let now = now();
     let d = store.create(webhook("progress"), now).await.unwrap();
     let fresh = store.progress(&d.id).await.unwrap();
     assert_eq!(fresh.cursor, Position::default());
@@ -215,7 +220,7 @@ pub async fn progress_and_commits(store: &dyn SyncStore) {
 /// `create_at` sets the state and the cursor with the creation (one version bump), so an
 /// engine never sees the destination without them.
 pub async fn created_in_a_state_at_a_cursor(store: &dyn SyncStore) {
-    let now = Timestamp::now();
+    let now = now();
     let before = store.version().await.unwrap();
     let cursor = Position { seq: 42, n: 3 };
     let d = store
@@ -232,7 +237,7 @@ pub async fn created_in_a_state_at_a_cursor(store: &dyn SyncStore) {
 }
 
 pub async fn dead_letters_and_replays(store: &dyn SyncStore) {
-    let now = Timestamp::now();
+    let now = now();
     let d = store.create(webhook("dead"), now).await.unwrap();
     let letter = |seq: i64, id: &str| NewDeadLetter {
         position: Position { seq, n: 0 },
@@ -323,7 +328,7 @@ pub async fn dead_letters_and_replays(store: &dyn SyncStore) {
 }
 
 pub async fn deliveries_keep_the_newest_hundred(store: &dyn SyncStore) {
-    let now = Timestamp::now();
+    let now = now();
     let d = store.create(webhook("records"), now).await.unwrap();
     let other = store.create(webhook("records-other"), now).await.unwrap();
     for n in 0..130 {

@@ -1,22 +1,26 @@
 //! The sync layer's own state behind [`SyncStore`]: destinations, cursors and counters, dead
 //! letters, replay requests and the recent delivery records. [`SqliteSyncStore`] keeps it in
-//! `sync.db` in the data folder; the PostgreSQL backend slots in under the same trait.
+//! `sync.db` in the data folder, [`PgSyncStore`] in PostgreSQL; both pass [`conformance`].
 
 #[cfg(any(test, feature = "testsuite"))]
 pub mod conformance;
+mod postgres;
 mod sqlite;
 
-pub(crate) use sqlite::apply_patch;
-pub use sqlite::{SqliteSyncStore, KEPT_DELIVERIES};
+pub use postgres::PgSyncStore;
+pub use sqlite::SqliteSyncStore;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use crate::error::SyncResult;
+use crate::error::{SyncError, SyncResult};
 use crate::model::{
-    DeadLetter, DeliveryRecord, Destination, DestinationPatch, DestinationState, NewDestination,
-    Position, Progress, Replay,
+    DeadLetter, DeliveryRecord, Destination, DestinationConfig, DestinationPatch, DestinationState,
+    NewDestination, Position, Progress, Replay,
 };
+
+/// Delivery records kept per destination.
+pub const KEPT_DELIVERIES: i64 = 100;
 
 /// A dead letter to keep (its id and destination are the store's).
 #[derive(Debug, Clone, PartialEq)]
@@ -88,4 +92,97 @@ pub trait SyncStore: Send + Sync + 'static {
     async fn rewind(&self, destination_id: &str, cursor: Position) -> SyncResult<()>;
     /// The newest delivery records, newest first.
     async fn deliveries(&self, name: &str, limit: u32) -> SyncResult<Vec<DeliveryRecord>>;
+}
+
+/// `dst_` and 26 Crockford base-32 characters: 48 bits of milliseconds, then 80 random bits
+/// (a ULID), so ids sort by creation.
+pub(crate) fn new_destination_id(now: Timestamp) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let millis = now.as_millisecond().max(0) as u128 & ((1 << 48) - 1);
+    let random: u128 = rand::random::<u128>() & ((1 << 80) - 1);
+    let mut value = (millis << 80) | random;
+    let mut out = [0u8; 26];
+    for slot in out.iter_mut().rev() {
+        *slot = ALPHABET[(value & 31) as usize];
+        value >>= 5;
+    }
+    format!("dst_{}", String::from_utf8_lossy(&out))
+}
+
+pub(crate) fn apply_patch(
+    destination: &mut Destination,
+    patch: DestinationPatch,
+) -> SyncResult<()> {
+    if let Some(state) = patch.state {
+        destination.state = state;
+    }
+    if let Some(rate) = patch.rate {
+        destination.rate = rate;
+    }
+    match &mut destination.config {
+        DestinationConfig::Segment {
+            write_key,
+            endpoint,
+            only_segment_profiles,
+        } => {
+            if patch.sources.is_some() {
+                return Err(SyncError::invalid(
+                    "sources",
+                    "a segment destination sends Signalbox's own changes and has no sources",
+                ));
+            }
+            if let Some(new) = patch.endpoint {
+                *endpoint = new;
+            }
+            if let Some(new) = patch.only_segment_profiles {
+                *only_segment_profiles = new;
+            }
+            if let Some(new) = patch.secret {
+                *write_key = new;
+            }
+        }
+        DestinationConfig::Klaviyo {
+            api_key,
+            endpoint,
+            sources,
+        } => {
+            if patch.only_segment_profiles.is_some() {
+                return Err(SyncError::invalid(
+                    "only_segment_profiles",
+                    "applies to segment destinations only",
+                ));
+            }
+            if let Some(new) = patch.endpoint {
+                *endpoint = new;
+            }
+            if let Some(new) = patch.sources {
+                *sources = new;
+            }
+            if let Some(new) = patch.secret {
+                *api_key = new;
+            }
+        }
+        DestinationConfig::Webhook {
+            url,
+            secret,
+            sources,
+        } => {
+            if patch.only_segment_profiles.is_some() {
+                return Err(SyncError::invalid(
+                    "only_segment_profiles",
+                    "applies to segment destinations only",
+                ));
+            }
+            if let Some(new) = patch.endpoint {
+                *url = new;
+            }
+            if let Some(new) = patch.sources {
+                *sources = new;
+            }
+            if let Some(new) = patch.secret {
+                *secret = Some(new);
+            }
+        }
+    }
+    Ok(())
 }

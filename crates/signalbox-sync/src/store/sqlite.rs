@@ -18,15 +18,12 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{Commit, SyncStore};
+use super::{apply_patch, new_destination_id, Commit, SyncStore, KEPT_DELIVERIES};
 use crate::error::{SyncError, SyncResult};
 use crate::model::{
-    DeadLetter, DeliveryOutcome, DeliveryRecord, Destination, DestinationConfig, DestinationPatch,
-    DestinationState, NewDestination, Position, Progress, Replay,
+    DeadLetter, DeliveryOutcome, DeliveryRecord, Destination, DestinationPatch, DestinationState,
+    NewDestination, Position, Progress, Replay,
 };
-
-/// Delivery records kept per destination.
-pub const KEPT_DELIVERIES: i64 = 100;
 
 const MIGRATIONS: &[&str] = &[
     // 1: everything.
@@ -146,21 +143,6 @@ fn migrate(conn: &mut Connection) -> SyncResult<()> {
     Ok(())
 }
 
-/// `dst_` and 26 Crockford base-32 characters: 48 bits of milliseconds, then 80 random bits
-/// (a ULID), so ids sort by creation.
-fn new_destination_id(now: Timestamp) -> String {
-    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    let millis = now.as_millisecond().max(0) as u128 & ((1 << 48) - 1);
-    let random: u128 = rand::random::<u128>() & ((1 << 80) - 1);
-    let mut value = (millis << 80) | random;
-    let mut out = [0u8; 26];
-    for slot in out.iter_mut().rev() {
-        *slot = ALPHABET[(value & 31) as usize];
-        value >>= 5;
-    }
-    format!("dst_{}", String::from_utf8_lossy(&out))
-}
-
 fn bump_version(tx: &rusqlite::Transaction<'_>) -> SyncResult<()> {
     tx.execute(
         "UPDATE meta SET value = value + 1 WHERE key = 'version'",
@@ -240,84 +222,6 @@ fn id_of(conn: &Connection, name: &str) -> SyncResult<String> {
     })
     .optional()?
     .ok_or_else(|| SyncError::NotFound(name.to_owned()))
-}
-
-pub(crate) fn apply_patch(
-    destination: &mut Destination,
-    patch: DestinationPatch,
-) -> SyncResult<()> {
-    if let Some(state) = patch.state {
-        destination.state = state;
-    }
-    if let Some(rate) = patch.rate {
-        destination.rate = rate;
-    }
-    match &mut destination.config {
-        DestinationConfig::Segment {
-            write_key,
-            endpoint,
-            only_segment_profiles,
-        } => {
-            if patch.sources.is_some() {
-                return Err(SyncError::invalid(
-                    "sources",
-                    "a segment destination sends Signalbox's own changes and has no sources",
-                ));
-            }
-            if let Some(new) = patch.endpoint {
-                *endpoint = new;
-            }
-            if let Some(new) = patch.only_segment_profiles {
-                *only_segment_profiles = new;
-            }
-            if let Some(new) = patch.secret {
-                *write_key = new;
-            }
-        }
-        DestinationConfig::Klaviyo {
-            api_key,
-            endpoint,
-            sources,
-        } => {
-            if patch.only_segment_profiles.is_some() {
-                return Err(SyncError::invalid(
-                    "only_segment_profiles",
-                    "applies to segment destinations only",
-                ));
-            }
-            if let Some(new) = patch.endpoint {
-                *endpoint = new;
-            }
-            if let Some(new) = patch.sources {
-                *sources = new;
-            }
-            if let Some(new) = patch.secret {
-                *api_key = new;
-            }
-        }
-        DestinationConfig::Webhook {
-            url,
-            secret,
-            sources,
-        } => {
-            if patch.only_segment_profiles.is_some() {
-                return Err(SyncError::invalid(
-                    "only_segment_profiles",
-                    "applies to segment destinations only",
-                ));
-            }
-            if let Some(new) = patch.endpoint {
-                *url = new;
-            }
-            if let Some(new) = patch.sources {
-                *sources = new;
-            }
-            if let Some(new) = patch.secret {
-                *secret = Some(new);
-            }
-        }
-    }
-    Ok(())
 }
 
 fn dead_letter_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter> {
