@@ -209,7 +209,10 @@ async fn send_email(
     };
     let source = match &email.template_id {
         Some(id) => {
-            let stored = inner.deps.templates.as_ref().and_then(|t| t.get(id));
+            let stored = match &inner.deps.templates {
+                Some(templates) => templates.get(id).await,
+                None => None,
+            };
             match stored {
                 Some(t) => EmailTemplateSource {
                     subject: email.subject.clone(),

@@ -65,8 +65,9 @@ pub trait BuiltinEvents: Send + Sync + 'static {
 }
 
 /// Templates stored through `/api/templates`, by id.
+#[async_trait::async_trait]
 pub trait TemplateSource: Send + Sync + 'static {
-    fn get(&self, id: &str) -> Option<EmailTemplateSource>;
+    async fn get(&self, id: &str) -> Option<EmailTemplateSource>;
 }
 
 /// List membership changes made by `list-update` actions. Both must be idempotent: the

@@ -23,7 +23,7 @@ use signalbox_mail::EmailTemplateSource;
 use signalbox_seglang::ProfileFacts;
 use tokio::runtime::Handle;
 
-use crate::templates::{TemplateLookup, TemplateStore};
+use crate::templates::TemplateStore;
 
 /// Everything this server can give the engine now.
 pub fn flow_deps(
@@ -237,9 +237,10 @@ impl BuiltinEvents for EngageBuiltinEvents {
 /// Templates of `/api/templates`, by id. The subject comes from the send action.
 pub struct StoredTemplates(pub TemplateStore);
 
+#[async_trait::async_trait]
 impl TemplateSource for StoredTemplates {
-    fn get(&self, id: &str) -> Option<EmailTemplateSource> {
-        match self.0.email_source(id, "") {
+    async fn get(&self, id: &str) -> Option<EmailTemplateSource> {
+        match self.0.email_source(id, "").await {
             Ok(source) => source,
             Err(err) => {
                 tracing::warn!(template = id, error = %err, "template lookup failed");

@@ -69,8 +69,9 @@ impl MemoryEvents {
 #[derive(Default)]
 pub struct MemoryTemplates(pub Mutex<HashMap<String, EmailTemplateSource>>);
 
+#[async_trait::async_trait]
 impl TemplateSource for MemoryTemplates {
-    fn get(&self, id: &str) -> Option<EmailTemplateSource> {
+    async fn get(&self, id: &str) -> Option<EmailTemplateSource> {
         self.0.lock().unwrap().get(id).cloned()
     }
 }

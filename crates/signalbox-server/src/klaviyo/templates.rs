@@ -1,6 +1,6 @@
 //! `GET|POST /api/templates`, `GET|PATCH|DELETE /api/templates/{id}` and
 //! `POST /api/template-render`, in Klaviyo's shapes (`name`, `editor_type: CODE`, `html`,
-//! `text`). Templates live in `templates.db` ([`crate::templates::TemplateStore`]).
+//! `text`). Templates are kept by [`crate::templates::TemplateStore`].
 //!
 //! Render takes Klaviyo's `context`; as a Signalbox extension, `context.profile_id` and
 //! `context.event_id` name a real profile and event whose fields fill `person` and `event`
@@ -91,7 +91,7 @@ pub async fn list(
     };
     let (page, next) = engine(&app)?
         .templates
-        .list_async(filter, sort, params.cursor.clone())
+        .list(&filter, sort, params.cursor.as_deref())
         .await?;
     let data = page.iter().map(|t| params.render(&resource(t, &base)));
     Ok(JsonApi(
@@ -111,7 +111,7 @@ async fn names_to_ids(store: &TemplateStore, names: Vec<String>) -> Result<Vec<S
                 name: Some(name.clone()),
             };
             let (page, next) = store
-                .list_async(filter, TemplateSort::Created, cursor)
+                .list(&filter, TemplateSort::Created, cursor.as_deref())
                 .await?;
             ids.extend(page.into_iter().map(|t| t.id));
             match next {
@@ -132,7 +132,7 @@ pub async fn get(
     query: RawQuery,
 ) -> Result<JsonApi, ApiError> {
     let params = Params::parse(query, &ONE)?;
-    let template = engine(&app)?.templates.get_async(id).await?;
+    let template = engine(&app)?.templates.get(&id).await?;
     Ok(document(StatusCode::OK, &template, &base, &params))
 }
 
@@ -169,7 +169,7 @@ pub async fn create(
     };
     let template = engine(&app)?
         .templates
-        .create_async(change, caller.clock.now())
+        .create(change, caller.clock.now())
         .await?;
     Ok(document(StatusCode::CREATED, &template, &base, &params))
 }
@@ -217,7 +217,7 @@ pub async fn update(
     };
     let template = engine(&app)?
         .templates
-        .update_async(id, change, caller.clock.now())
+        .update(&id, change, caller.clock.now())
         .await?;
     Ok(document(StatusCode::OK, &template, &base, &params))
 }
@@ -228,7 +228,7 @@ pub async fn delete(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    engine(&app)?.templates.delete_async(id).await?;
+    engine(&app)?.templates.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -257,7 +257,7 @@ pub async fn render(
     };
     request.profile_id = take_id(&mut request.context, &context, "profile_id")?.map(ProfileId);
     request.event_id = take_id(&mut request.context, &context, "event_id")?.map(EventId);
-    let template = engine(&app)?.templates.get_async(id).await?;
+    let template = engine(&app)?.templates.get(&id).await?;
     let preview = templates::preview(Some(&caller.engage), &app.mail, &template, request).await?;
     let rendered = preview.result.map_err(|err| {
         ApiError::invalid_at(
