@@ -6,6 +6,7 @@
 //! - [`secret`]: secret strings that never print and compare in constant time.
 //! - [`scope`]: what a private API key may do (Klaviyo's scopes, `full`, `admin`).
 //! - [`clock`]: time as an injected dependency.
+//! - [`email`]: email addresses, normalised once and checked where they come in.
 //! - [`time`]: client-given times, parsed and checked against the range Signalbox keeps.
 //!
 //! **Invariant:** this crate does no IO and knows no wire format; it cannot fail except on
@@ -13,6 +14,7 @@
 
 pub mod call;
 pub mod clock;
+pub mod email;
 pub mod scope;
 pub mod secret;
 pub mod source;
@@ -20,6 +22,7 @@ pub mod time;
 
 pub use call::{CallKind, NewCall, RejectCode, Rejection, StoredCall, StoredRejection};
 pub use clock::{Clock, FakeClock, SystemClock};
+pub use email::{Email, EmailError};
 pub use scope::{Access, Resource, Scope, Scopes, UnknownScope};
 pub use secret::{ApiKey, WriteKey};
 pub use source::{ApiKeyInfo, Source, SourceId, SourceStatus};

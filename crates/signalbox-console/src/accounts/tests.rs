@@ -15,6 +15,10 @@ fn accounts() -> (tempfile::TempDir, FakeClock, Accounts) {
     (dir, clock, accounts)
 }
 
+fn email(text: &str) -> Email {
+    Email::parse(text).unwrap()
+}
+
 fn attempt<'a>(email: &'a str, password: &'a str) -> SignInAttempt<'a> {
     SignInAttempt {
         email,
@@ -27,17 +31,15 @@ fn attempt<'a>(email: &'a str, password: &'a str) -> SignInAttempt<'a> {
 async fn emails_are_normalised_and_unique() {
     let (_dir, _clock, accounts) = accounts();
     let account = accounts
-        .create("  Ada@Example.COM ", PASSWORD)
+        .create(&email("  Ada@Example.COM "), PASSWORD)
         .await
         .unwrap();
     assert_eq!(account.email, "ada@example.com");
     let err = accounts
-        .create("ada@example.com", PASSWORD)
+        .create(&email("ada@example.com"), PASSWORD)
         .await
         .unwrap_err();
     assert!(matches!(err, AccountError::Exists(_)), "{err}");
-    let err = accounts.create("not an email", PASSWORD).await.unwrap_err();
-    assert!(err.to_string().starts_with("email: "), "{err}");
     let hash = accounts
         .store()
         .password_hash("ada@example.com")
@@ -50,7 +52,10 @@ async fn emails_are_normalised_and_unique() {
 #[tokio::test]
 async fn sessions_end_when_idle_or_old() {
     let (_dir, clock, accounts) = accounts();
-    accounts.create("ada@example.com", PASSWORD).await.unwrap();
+    accounts
+        .create(&email("ada@example.com"), PASSWORD)
+        .await
+        .unwrap();
     let session = accounts
         .sign_in(attempt("ADA@example.com", PASSWORD))
         .await
@@ -86,13 +91,16 @@ async fn sessions_end_when_idle_or_old() {
 #[tokio::test]
 async fn reset_and_delete_end_sessions() {
     let (_dir, _clock, accounts) = accounts();
-    accounts.create("ada@example.com", PASSWORD).await.unwrap();
+    accounts
+        .create(&email("ada@example.com"), PASSWORD)
+        .await
+        .unwrap();
     let session = accounts
         .sign_in(attempt("ada@example.com", PASSWORD))
         .await
         .unwrap();
     accounts
-        .reset_password("ada@example.com", "another long password")
+        .reset_password(&email("ada@example.com"), "another long password")
         .await
         .unwrap();
     assert!(accounts.authenticate(&session.token).await.is_none());
@@ -104,10 +112,10 @@ async fn reset_and_delete_end_sessions() {
         .sign_in(attempt("ada@example.com", "another long password"))
         .await
         .unwrap();
-    accounts.delete("ada@example.com").await.unwrap();
+    accounts.delete(&email("ada@example.com")).await.unwrap();
     assert!(accounts.authenticate(&session.token).await.is_none());
     assert!(matches!(
-        accounts.delete("ada@example.com").await,
+        accounts.delete(&email("ada@example.com")).await,
         Err(AccountError::NotFound(_))
     ));
 }
@@ -121,7 +129,7 @@ async fn a_setup_token_works_once_and_expires() {
     let token = accounts.create_setup_token().await.unwrap();
     assert!(accounts.setup_open(&token).await);
     let err = accounts
-        .set_up(&token, "ada@example.com", "short")
+        .set_up(&token, &email("ada@example.com"), "short")
         .await
         .unwrap_err();
     assert!(
@@ -135,7 +143,7 @@ async fn a_setup_token_works_once_and_expires() {
         "{err}"
     );
     let session = accounts
-        .set_up(&token, "ada@example.com", PASSWORD)
+        .set_up(&token, &email("ada@example.com"), PASSWORD)
         .await
         .unwrap();
     assert!(accounts.authenticate(&session.token).await.is_some());
@@ -143,7 +151,9 @@ async fn a_setup_token_works_once_and_expires() {
     let other = accounts.create_setup_token().await.unwrap();
     assert!(!accounts.setup_open(&other).await, "an account exists");
     assert!(matches!(
-        accounts.set_up(&other, "eve@example.com", PASSWORD).await,
+        accounts
+            .set_up(&other, &email("eve@example.com"), PASSWORD)
+            .await,
         Err(SetupError::Closed)
     ));
 }
@@ -151,7 +161,10 @@ async fn a_setup_token_works_once_and_expires() {
 #[tokio::test]
 async fn sign_in_failures_are_rate_limited() {
     let (_dir, clock, accounts) = accounts();
-    accounts.create("ada@example.com", PASSWORD).await.unwrap();
+    accounts
+        .create(&email("ada@example.com"), PASSWORD)
+        .await
+        .unwrap();
     for _ in 0..EMAIL_FAILURES {
         assert!(matches!(
             accounts

@@ -50,7 +50,7 @@ pub async fn run(global: &GlobalArgs, cmd: AdminCommand) -> anyhow::Result<()> {
                 .delete(&email)
                 .await
                 .context("cannot delete the account")?;
-            eprintln!("account '{}' deleted; its sessions ended", email.trim());
+            eprintln!("account '{email}' deleted; its sessions ended");
         }
         AdminCommand::ResetPassword { email, .. } => {
             let password = read_password()?;
@@ -58,7 +58,7 @@ pub async fn run(global: &GlobalArgs, cmd: AdminCommand) -> anyhow::Result<()> {
                 .reset_password(&email, &password)
                 .await
                 .context("cannot reset the password")?;
-            eprintln!("password of '{}' changed; its sessions ended", email.trim());
+            eprintln!("password of '{email}' changed; its sessions ended");
         }
     }
     Ok(())

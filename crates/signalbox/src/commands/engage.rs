@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use signalbox_core::Email;
 use signalbox_engage::{Engage, HeldFilter, ProfileField, ProfileId, ProfileQuery};
 
 use super::api::ServerClient;
@@ -121,9 +122,12 @@ pub async fn profiles(global: &GlobalArgs, cmd: ProfilesCommand) -> anyhow::Resu
         }
         ProfilesCommand::Show { id_or_email } => {
             let id = if id_or_email.contains('@') {
+                let email = Email::parse(&id_or_email).with_context(|| {
+                    format!("{id_or_email:?} is neither a profile id nor an email")
+                })?;
                 let page = engage
                     .list_profiles(ProfileQuery {
-                        any_of: vec![(ProfileField::Email, vec![id_or_email.clone()])],
+                        any_of: vec![(ProfileField::Email, vec![email.into_string()])],
                         ..ProfileQuery::default()
                     })
                     .await?;
