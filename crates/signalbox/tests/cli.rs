@@ -533,3 +533,78 @@ fn the_crate_graph_architecture_draws_is_the_manifests() {
         "ARCHITECTURE.md's code map and the crates' Cargo.toml disagree"
     );
 }
+
+#[path = "common/cli_json.rs"]
+mod cli_json;
+
+/// Each line `command` prints, parsed; fails when the command fails.
+fn json_lines_of(folder: &str, command: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["--data-dir", folder];
+    args.extend_from_slice(command);
+    let output = signalbox(&args);
+    assert!(output.status.success(), "{command:?}: {}", stderr(&output));
+    stdout(&output)
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("{command:?}: {err}: {line}"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_commands_that_run_without_a_server_print_the_documented_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().to_str().unwrap();
+    let created = signalbox(&["--data-dir", folder, "source", "create", "web"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let mut admin = Command::new(BIN)
+        .args(["--data-dir", folder, "admin", "create", "ann@example.com"])
+        .arg("--password-stdin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    {
+        use std::io::Write;
+        let mut stdin = admin.stdin.take().expect("stdin");
+        writeln!(stdin, "a long enough password").unwrap();
+    }
+    let admin = admin.wait_with_output().unwrap();
+    assert!(admin.status.success(), "{}", stderr(&admin));
+    for (name, kind, extra) in [
+        ("back", "segment", ["--write-key", "wk_0123456789abcdef"]),
+        ("hook", "webhook", ["--url", "https://hooks.example.com/in"]),
+        ("fwd", "klaviyo", ["--api-key", "pk_0123456789abcdef"]),
+    ] {
+        let mut args = vec!["--data-dir", folder, "destination", "create", name];
+        args.extend(["--kind", kind]);
+        args.extend(extra);
+        if kind != "segment" {
+            args.extend(["--source", "web"]);
+        }
+        let output = signalbox(&args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    }
+
+    for (documented, command, lines) in [
+        ("admin list --json", vec!["admin", "list", "--json"], 1),
+        ("source list --json", vec!["source", "list", "--json"], 1),
+        (
+            "destination list --json",
+            vec!["destination", "list", "--json"],
+            3,
+        ),
+        (
+            "destination status NAME --json",
+            vec!["destination", "status", "hook", "--json"],
+            1,
+        ),
+    ] {
+        let printed = json_lines_of(folder, &command);
+        assert_eq!(printed.len(), lines, "{command:?} printed {printed:?}");
+        for line in &printed {
+            cli_json::assert_documented(documented, line);
+        }
+    }
+}

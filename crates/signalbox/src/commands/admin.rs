@@ -12,6 +12,7 @@ use signalbox_console::{Accounts, SqliteAccountStore};
 use signalbox_core::{Clock, SystemClock};
 
 use super::console_path;
+use super::output::print_line;
 use crate::cli::{AdminCommand, GlobalArgs};
 
 pub async fn run(global: &GlobalArgs, cmd: AdminCommand) -> anyhow::Result<()> {
@@ -32,7 +33,7 @@ pub async fn run(global: &GlobalArgs, cmd: AdminCommand) -> anyhow::Result<()> {
             let list = accounts.list().await.context("cannot list the accounts")?;
             if json {
                 for account in &list {
-                    println!("{}", serde_json::to_string(account)?);
+                    print_line(account)?;
                 }
             } else {
                 println!("{:<40} CREATED", "EMAIL");
