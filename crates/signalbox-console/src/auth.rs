@@ -7,6 +7,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use signalbox_core::Email;
 
 use crate::error::{ConsoleError, ConsoleResult};
 use crate::Console;
@@ -46,7 +47,7 @@ pub trait Authenticator: Send + Sync + 'static {
     async fn set_up(
         &self,
         _token: &str,
-        _email: &str,
+        _email: &Email,
         _password: &str,
     ) -> Result<NewSession, SetupError> {
         Err(SetupError::Closed)

@@ -47,9 +47,11 @@ pub use error::{ConsoleError, ConsoleResult};
 #[derive(Clone)]
 pub struct ConsoleDeps {
     pub store: Arc<dyn Store>,
-    pub engage: Option<Engage>,
-    pub audience: Option<Audience>,
-    pub flows: Option<Flows>,
+    /// Profiles, segments and flows, which come together (the server's `Engine`); absent on
+    /// a server built without them, whose pages about them then answer 503. Pages reach it
+    /// through [`Console::engine`].
+    pub engine: Option<ConsoleEngine>,
+    /// Destinations; absent on a server built without them (pages then show none).
     pub sync: Option<Sync>,
     pub clock: Arc<dyn Clock>,
     /// Where people reach this server (`--public-url`, else the listening address), without a
@@ -62,6 +64,15 @@ pub struct ConsoleDeps {
     /// Cancelled when the server begins to shut down: responses that never end on their own
     /// (the Source debugger's stream) finish then.
     pub shutdown: CancellationToken,
+}
+
+/// The Klaviyo side the console shows: engage, with the segments and flows engines that
+/// follow it. A page that needs one of them gets all three, so none is guarded alone.
+#[derive(Clone)]
+pub struct ConsoleEngine {
+    pub engage: Engage,
+    pub audience: Audience,
+    pub flows: Flows,
 }
 
 /// The console's bounds (what `serve` flags resolve to).
@@ -120,6 +131,18 @@ impl Console {
 
     pub fn deps(&self) -> &ConsoleDeps {
         &self.inner.deps
+    }
+
+    /// Engage, segments and flows, or the "not available" error of a page that needs them:
+    /// the one guard for the server's optional engine.
+    pub(crate) fn engine(&self) -> ConsoleResult<&ConsoleEngine> {
+        self.inner
+            .deps
+            .engine
+            .as_ref()
+            .ok_or(ConsoleError::Unavailable(
+                "the profiles, segments and flows engine",
+            ))
     }
 
     /// Every console route (pages, forms, assets), to merge into the server's router.

@@ -662,14 +662,6 @@ impl Engage {
         rows: Vec<ImportRow>,
     ) -> EngageResult<u64> {
         self.get_list(id).await?;
-        for (i, row) in rows.iter().enumerate() {
-            if let Err(err) = Email::parse(&row.email) {
-                return Err(EngageError::invalid(
-                    &format!("profiles.{i}.email"),
-                    err.to_string(),
-                ));
-            }
-        }
         if rows.is_empty() {
             return Ok(0);
         }
@@ -703,7 +695,7 @@ impl Engage {
         if let Some(id) = &req.list_id {
             self.get_list(id).await?;
         }
-        let emails = checked_emails(&req.emails)?;
+        let emails = distinct_emails(req.emails)?;
         let ops = emails
             .into_iter()
             .map(|email| ApiConsentOp::Subscribe {
@@ -723,7 +715,7 @@ impl Engage {
         if let Some(id) = &req.list_id {
             self.get_list(id).await?;
         }
-        let emails = checked_emails(&req.emails)?;
+        let emails = distinct_emails(req.emails)?;
         let ops = emails
             .into_iter()
             .map(|email| ApiConsentOp::Unsubscribe {
@@ -741,7 +733,7 @@ impl Engage {
         reason: SuppressionReason,
     ) -> EngageResult<u64> {
         let ops = match target {
-            SuppressTarget::Emails(emails) => checked_emails(&emails)?
+            SuppressTarget::Emails(emails) => distinct_emails(emails)?
                 .into_iter()
                 .map(|email| ApiConsentOp::Suppress { email, reason })
                 .collect(),
@@ -763,7 +755,7 @@ impl Engage {
     /// Lifts `USER_SUPPRESSED` from profiles by email or id, or from every member of a list.
     pub async fn unsuppress(&self, target: SuppressTarget) -> EngageResult<u64> {
         let ops = match target {
-            SuppressTarget::Emails(emails) => checked_emails(&emails)?
+            SuppressTarget::Emails(emails) => distinct_emails(emails)?
                 .into_iter()
                 .map(|email| ApiConsentOp::Unsuppress { email })
                 .collect(),
@@ -866,19 +858,12 @@ fn list_name(name: &str) -> EngageResult<String> {
     Ok(name.to_owned())
 }
 
-/// Emails normalised as [`Email`] keys them; duplicates dropped.
-fn checked_emails(emails: &[String]) -> EngageResult<Vec<String>> {
+/// A job's emails (normalised when they were made), duplicates dropped, as log entries
+/// carry them.
+fn distinct_emails(emails: Vec<Email>) -> EngageResult<Vec<String>> {
     let mut out: Vec<String> = Vec::with_capacity(emails.len());
-    for (i, email) in emails.iter().enumerate() {
-        let email = match Email::parse(email) {
-            Ok(email) => email.into_string(),
-            Err(err) => {
-                return Err(EngageError::invalid(
-                    &format!("profiles.{i}.email"),
-                    err.to_string(),
-                ))
-            }
-        };
+    for email in emails {
+        let email = email.into_string();
         if !out.contains(&email) {
             out.push(email);
         }

@@ -9,7 +9,7 @@
 //!   [`engine::rebuild`] re-derives everything from the log.
 //! - [`mapping`]: Segment calls to profile changes and events (pure; the classic Klaviyo
 //!   destination's mapping). [`settings`]: the destination's per-source settings.
-//!   [`phone`]: E.164 normalisation. [`email`]: email addresses as keys (NFC, lowercase).
+//!   [`phone`]: E.164 normalisation. [`email`]: core's `Email`, the key of a profile.
 //! - `pipeline.rs`: the thread that reads the log in order and applies it in batches.
 //! - `apply/`: the applier (identity resolution, merges, held calls, events, API writes,
 //!   built-in metrics in `apply/builtin.rs`), the only writer of `engage.db`. `db/`: the

@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
+use signalbox_core::Email;
 
 use crate::apply::profile::{ProfileRow, PROFILE_COLUMNS, PROFILE_COLUMN_COUNT};
 use crate::error::{EngageError, EngageResult};
@@ -263,7 +264,7 @@ impl EmailConsent {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SubscribeRequest {
     pub list_id: Option<ListId>,
-    pub emails: Vec<String>,
+    pub emails: Vec<Email>,
     pub custom_source: Option<String>,
     /// Skips double opt-in (consent given elsewhere, at `consented_at`).
     pub historical_import: bool,
@@ -275,7 +276,7 @@ pub struct SubscribeRequest {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UnsubscribeRequest {
     pub list_id: Option<ListId>,
-    pub emails: Vec<String>,
+    pub emails: Vec<Email>,
 }
 
 /// What a suppression job names: emails, all members of a list (as they are when the job is
@@ -283,7 +284,7 @@ pub struct UnsubscribeRequest {
 /// the job is asked for).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SuppressTarget {
-    Emails(Vec<String>),
+    Emails(Vec<Email>),
     List(ListId),
     Profiles(Vec<ProfileId>),
 }
@@ -297,9 +298,9 @@ pub enum ConfirmOutcome {
 }
 
 /// A profile to add to a list by its identifiers (CSV or JSON lines import).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImportRow {
-    pub email: String,
+    pub email: Email,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
 }

@@ -38,7 +38,7 @@ use signalbox_store::{SqliteStore, Store};
 
 use crate::deps::{DepError, DepResult, FactsLoader};
 use crate::engine::{FlowMail, Flows, FlowsConfig, FlowsDeps};
-use crate::model::FlowStatus;
+use crate::model::{FlowStatus, RunStatus, SendStatus};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -481,14 +481,22 @@ async fn resume(count: usize, mail: Option<FlowMail>) -> Result<(Duration, Durat
     let flow_id = flow.id.clone();
     let done_after = tokio::task::spawn_blocking(move || -> Result<Duration, BenchError> {
         let conn = reader(&path)?;
-        let sql = if with_mail {
-            "SELECT COUNT(*) FROM sends WHERE flow_id = ?1 AND status = 'sent'"
+        let (sql, status) = if with_mail {
+            (
+                "SELECT COUNT(*) FROM sends WHERE flow_id = ?1 AND status = ?2",
+                SendStatus::Sent.as_str(),
+            )
         } else {
-            "SELECT COUNT(*) FROM runs WHERE flow_id = ?1 AND status = 'completed'"
+            (
+                "SELECT COUNT(*) FROM runs WHERE flow_id = ?1 AND status = ?2",
+                RunStatus::Completed.as_str(),
+            )
         };
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            let n: i64 = conn.query_row(sql, [&flow_id], |r| r.get(0)).map_err(err)?;
+            let n: i64 = conn
+                .query_row(sql, rusqlite::params![flow_id, status], |r| r.get(0))
+                .map_err(err)?;
             if n as usize >= count {
                 return Ok(began.elapsed());
             }

@@ -582,8 +582,12 @@ impl Flows {
                     params![flow_id, now],
                 )?;
                 let running: bool = tx.query_row(
-                    "SELECT status IN ('live', 'manual') AND archived = 0 FROM flows WHERE id = ?1",
-                    [&flow_id],
+                    "SELECT status IN (?2, ?3) AND archived = 0 FROM flows WHERE id = ?1",
+                    params![
+                        flow_id,
+                        FlowStatus::Live.as_str(),
+                        FlowStatus::Manual.as_str()
+                    ],
                     |r| r.get(0),
                 )?;
                 if !running {
@@ -619,9 +623,14 @@ impl Flows {
                 tx.execute("DELETE FROM flow_versions WHERE flow_id = ?1", [&flow_id])?;
                 tx.execute("DELETE FROM date_schedule WHERE flow_id = ?1", [&flow_id])?;
                 tx.execute(
-                    "UPDATE held_messages SET status = 'cancelled', decided_us = ?2
-                     WHERE flow_id = ?1 AND status = 'pending'",
-                    params![flow_id, now],
+                    "UPDATE held_messages SET status = ?3, decided_us = ?2
+                     WHERE flow_id = ?1 AND status = ?4",
+                    params![
+                        flow_id,
+                        now,
+                        HeldStatus::Cancelled.as_str(),
+                        HeldStatus::Pending.as_str()
+                    ],
                 )?;
                 tx.execute(
                     "UPDATE runs SET status = ?3, exit_reason = ?4, ended_us = ?2, wake_us = NULL
@@ -674,10 +683,10 @@ impl Flows {
                 }
                 let mut stmt = conn.prepare_cached(
                     "SELECT armed, COUNT(*) FROM runs
-                     WHERE flow_id = ?1 AND status = 'active' AND armed IS NOT NULL
+                     WHERE flow_id = ?1 AND status = ?2 AND armed IS NOT NULL
                      GROUP BY armed",
                 )?;
-                let rows = stmt.query_map([&flow_id], |r| {
+                let rows = stmt.query_map(params![flow_id, RunStatus::Active.as_str()], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
                 })?;
                 let mut waiting = 0;
@@ -694,9 +703,9 @@ impl Flows {
                 stats.flow.counts.insert("waiting".into(), waiting);
                 let mut stmt = conn.prepare_cached(
                     "SELECT action_id, COUNT(*) FROM held_messages
-                     WHERE flow_id = ?1 AND status = 'pending' GROUP BY action_id",
+                     WHERE flow_id = ?1 AND status = ?2 GROUP BY action_id",
                 )?;
-                let rows = stmt.query_map([&flow_id], |r| {
+                let rows = stmt.query_map(params![flow_id, HeldStatus::Pending.as_str()], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
                 })?;
                 let mut pending = 0;
@@ -712,8 +721,8 @@ impl Flows {
                 }
                 stats.flow.counts.insert("pending".into(), pending);
                 let active: i64 = conn.query_row(
-                    "SELECT COUNT(*) FROM runs WHERE flow_id = ?1 AND status = 'active'",
-                    [&flow_id],
+                    "SELECT COUNT(*) FROM runs WHERE flow_id = ?1 AND status = ?2",
+                    params![flow_id, RunStatus::Active.as_str()],
                     |r| r.get(0),
                 )?;
                 stats.flow.counts.insert("active".into(), active);

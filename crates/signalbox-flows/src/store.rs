@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use signalbox_engage::feed::FeedCursor;
 
 use crate::error::{FlowsError, FlowsResult};
+use crate::model::{HeldStatus, RunStatus, SendStatus};
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -388,12 +389,7 @@ pub(crate) fn last_entry(
 }
 
 pub(crate) fn due_runs(conn: &Connection, now_us: i64, limit: usize) -> FlowsResult<Vec<RunRow>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, flow_id, profile_pk, profile_id, trigger_event_id, trigger_properties,
-                started_us, position, armed
-         FROM runs WHERE status = 'active' AND wake_us IS NOT NULL AND wake_us <= ?1
-         ORDER BY wake_us, id LIMIT ?2",
-    )?;
+    let mut stmt = conn.prepare_cached(&due_runs_sql())?;
     let rows = stmt.query_map(params![now_us, limit as i64], |r| {
         let props: String = r.get(5)?;
         Ok(RunRow {
@@ -411,12 +407,43 @@ pub(crate) fn due_runs(conn: &Connection, now_us: i64, limit: usize) -> FlowsRes
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+// The queries below spell a status out rather than bind it: a partial index names it
+// (`runs_due`, `held_messages_run`), and SQLite uses such an index only for a query that
+// names the same value. They take the text from the enum all the same; a test checks that
+// each one still uses its index.
+
+/// Active runs whose wake-up is due, oldest first (`?1` now, `?2` limit).
+fn due_runs_sql() -> String {
+    format!(
+        "SELECT id, flow_id, profile_pk, profile_id, trigger_event_id, trigger_properties,
+                started_us, position, armed
+         FROM runs WHERE status = '{active}' AND wake_us IS NOT NULL AND wake_us <= ?1
+         ORDER BY wake_us, id LIMIT ?2",
+        active = RunStatus::Active.as_str()
+    )
+}
+
+/// The earliest wake-up of an active run.
+fn next_wake_sql() -> String {
+    format!(
+        "SELECT MIN(wake_us) FROM runs WHERE status = '{active}' AND wake_us IS NOT NULL",
+        active = RunStatus::Active.as_str()
+    )
+}
+
+/// Cancels a run's messages waiting for review (`?1` run, `?2` now, `?3` cancelled).
+fn cancel_held_of_run_sql() -> String {
+    format!(
+        "UPDATE held_messages SET status = ?3, decided_us = ?2
+         WHERE run_id = ?1 AND status = '{pending}'",
+        pending = HeldStatus::Pending.as_str()
+    )
+}
+
 /// The earliest wake-up of an active run, or of a date trigger.
 pub(crate) fn next_wake(conn: &Connection) -> FlowsResult<Option<i64>> {
     let run: Option<i64> = conn
-        .prepare_cached(
-            "SELECT MIN(wake_us) FROM runs WHERE status = 'active' AND wake_us IS NOT NULL",
-        )?
+        .prepare_cached(&next_wake_sql())?
         .query_row([], |r| r.get(0))?;
     let date: Option<i64> = conn
         .prepare_cached("SELECT MIN(next_us) FROM date_schedule")?
@@ -456,11 +483,8 @@ pub(crate) fn end_run(
         reason.map(crate::model::RunExit::as_str),
         now_us
     ])?;
-    conn.prepare_cached(
-        "UPDATE held_messages SET status = 'cancelled', decided_us = ?2
-         WHERE run_id = ?1 AND status = 'pending'",
-    )?
-    .execute(params![run_id, now_us])?;
+    conn.prepare_cached(&cancel_held_of_run_sql())?
+        .execute(params![run_id, now_us, HeldStatus::Cancelled.as_str()])?;
     Ok(())
 }
 
@@ -475,15 +499,15 @@ pub(crate) fn park_runs(
     if parked {
         conn.prepare_cached(
             "UPDATE runs SET held_wake_us = wake_us, wake_us = NULL
-             WHERE flow_id = ?1 AND status = 'active' AND wake_us IS NOT NULL",
+             WHERE flow_id = ?1 AND status = ?2 AND wake_us IS NOT NULL",
         )?
-        .execute(params![flow_id])?;
+        .execute(params![flow_id, RunStatus::Active.as_str()])?;
     } else {
         conn.prepare_cached(
             "UPDATE runs SET wake_us = MAX(COALESCE(held_wake_us, ?2), ?2), held_wake_us = NULL
-             WHERE flow_id = ?1 AND status = 'active' AND wake_us IS NULL",
+             WHERE flow_id = ?1 AND status = ?3 AND wake_us IS NULL",
         )?
-        .execute(params![flow_id, now_us])?;
+        .execute(params![flow_id, now_us, RunStatus::Active.as_str()])?;
     }
     Ok(())
 }
@@ -634,9 +658,17 @@ pub(crate) fn emailed_since(
     Ok(conn
         .prepare_cached(
             "SELECT 1 FROM sends WHERE profile_pk = ?1 AND decided_us > ?2
-             AND status IN ('pending', 'sent') LIMIT 1",
+             AND status IN (?3, ?4) LIMIT 1",
         )?
-        .query_row(params![profile_pk, since_us], |_| Ok(()))
+        .query_row(
+            params![
+                profile_pk,
+                since_us,
+                SendStatus::Pending.as_str(),
+                SendStatus::Sent.as_str()
+            ],
+            |_| Ok(()),
+        )
         .optional()?
         .is_some())
 }
@@ -719,9 +751,9 @@ pub(crate) fn send_by_key(conn: &Connection, key: &str) -> FlowsResult<Option<Se
     Ok(conn
         .prepare_cached(
             "SELECT key, flow_id, action_id, opened_us, clicked_us, converted_us FROM sends
-             WHERE (key = ?1 OR message_id = ?1) AND status = 'sent'",
+             WHERE (key = ?1 OR message_id = ?1) AND status = ?2",
         )?
-        .query_row([key], send_ref)
+        .query_row(params![key, SendStatus::Sent.as_str()], send_ref)
         .optional()?)
 }
 
@@ -735,10 +767,13 @@ pub(crate) fn latest_send(
     Ok(conn
         .prepare_cached(
             "SELECT key, flow_id, action_id, opened_us, clicked_us, converted_us FROM sends
-             WHERE profile_pk = ?1 AND status = 'sent' AND sent_us >= ?2 AND sent_us <= ?3
+             WHERE profile_pk = ?1 AND status = ?4 AND sent_us >= ?2 AND sent_us <= ?3
              ORDER BY sent_us DESC LIMIT 1",
         )?
-        .query_row(params![profile_pk, since_us, until_us], send_ref)
+        .query_row(
+            params![profile_pk, since_us, until_us, SendStatus::Sent.as_str()],
+            send_ref,
+        )
         .optional()?)
 }
 
@@ -993,8 +1028,8 @@ pub(crate) fn set_held_status(
 
 /// Turns a held step into an intent: the worker carries it out like any other.
 pub(crate) fn release_step(conn: &Connection, key: &str) -> FlowsResult<()> {
-    conn.prepare_cached("UPDATE steps SET state = 'intent', done_us = NULL WHERE key = ?1")?
-        .execute([key])?;
+    conn.prepare_cached("UPDATE steps SET state = ?2, done_us = NULL WHERE key = ?1")?
+        .execute(params![key, StepState::Intent.as_str()])?;
     Ok(())
 }
 
@@ -1004,15 +1039,45 @@ pub(crate) fn wake_run(conn: &Connection, run_id: i64, now_us: i64) -> FlowsResu
         "UPDATE runs SET
              wake_us = CASE WHEN held_wake_us IS NULL THEN ?2 ELSE NULL END,
              held_wake_us = CASE WHEN held_wake_us IS NULL THEN NULL ELSE ?2 END
-         WHERE id = ?1 AND status = 'active'",
+         WHERE id = ?1 AND status = ?3",
     )?
-    .execute(params![run_id, now_us])?;
+    .execute(params![run_id, now_us, RunStatus::Active.as_str()])?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{StepState, WebhookState};
+    use super::{
+        cancel_held_of_run_sql, due_runs_sql, next_wake_sql, Db, FlowsResult, StepState,
+        WebhookState,
+    };
+
+    /// The query plan of `sql`, one detail a line.
+    fn plan(db: &Db, sql: &str) -> String {
+        db.read(|conn| -> FlowsResult<String> {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            let nulls = std::iter::repeat_n(rusqlite::types::Null, stmt.parameter_count());
+            let details = stmt
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(details.join("\n"))
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_queries_over_a_partial_index_use_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("flows.db")).unwrap();
+        for (sql, index) in [
+            (due_runs_sql(), "runs_due"),
+            (next_wake_sql(), "runs_due"),
+            (cancel_held_of_run_sql(), "held_messages_run"),
+        ] {
+            let plan = plan(&db, &sql);
+            assert!(plan.contains(index), "{sql}\n{plan}");
+        }
+    }
 
     #[test]
     fn every_step_state_round_trips_through_its_stored_text() {

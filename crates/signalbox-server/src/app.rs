@@ -197,9 +197,13 @@ fn tracking_cors() -> CorsLayer {
 pub fn router(state: AppState) -> Router {
     let console = signalbox_console::Console::new(signalbox_console::ConsoleDeps {
         store: Arc::clone(&state.store),
-        engage: state.engine().map(|e| e.engage.clone()),
-        audience: state.engine().map(|e| e.audience.clone()),
-        flows: state.engine().map(|e| e.flows.clone()),
+        engine: state
+            .engine()
+            .map(|engine| signalbox_console::ConsoleEngine {
+                engage: engine.engage.clone(),
+                audience: engine.audience.clone(),
+                flows: engine.flows.clone(),
+            }),
         sync: state.sync.clone(),
         clock: Arc::clone(&state.clock),
         public_url: state.links.base_url().trim_end_matches('/').to_owned(),

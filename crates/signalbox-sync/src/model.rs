@@ -169,6 +169,24 @@ pub enum DestinationState {
     Paused,
 }
 
+impl DestinationState {
+    /// How it is stored and shown (the same text as its JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationState::Active => "active",
+            DestinationState::Paused => "paused",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DestinationState> {
+        match text {
+            "active" => Some(DestinationState::Active),
+            "paused" => Some(DestinationState::Paused),
+            _ => None,
+        }
+    }
+}
+
 /// A destination as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Destination {

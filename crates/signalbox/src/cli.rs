@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::error::ErrorKind;
 use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use signalbox_core::Email;
 
 use crate::commands::bench::IdStyle;
 
@@ -122,7 +123,7 @@ pub enum AdminCommand {
     /// `printf '%s\n' "$PASSWORD" | signalbox admin create EMAIL --password-stdin`.
     Create {
         /// The account's email (kept trimmed and lowercase).
-        email: String,
+        email: Email,
         /// Read the password from standard input (the only way to give it: never on the
         /// command line, where other users could see it).
         #[arg(long, required = true)]
@@ -135,10 +136,10 @@ pub enum AdminCommand {
         json: bool,
     },
     /// Delete a console account; its sessions end.
-    Delete { email: String },
+    Delete { email: Email },
     /// Set a new password, read from standard input like `create`; the account's sessions end.
     ResetPassword {
-        email: String,
+        email: Email,
         /// Read the password from standard input.
         #[arg(long, required = true)]
         password_stdin: bool,

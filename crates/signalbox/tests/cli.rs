@@ -1,8 +1,8 @@
 //! The command line as a person meets it: every subcommand's `--help` (one spelling for the
-//! server's address, the key's variable named), the commands the README names exist, and
-//! errors that say what was wrong and what to do, with exit code 2 for usage and 1 for failure.
+//! server's address, the key's variable named), the commands and flags README.md and
+//! ARCHITECTURE.md name exist, and errors that say what was wrong and what to do, with exit code 2 for usage and 1 for failure.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_signalbox");
@@ -118,14 +118,56 @@ fn every_subcommand_spells_the_server_and_the_key_one_way() {
 
 #[test]
 fn the_commands_the_readme_names_exist() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-        .expect("README.md");
-    let helps = every_help();
+    let checked = check_doc("README.md", &every_help());
+    assert!(checked > 20, "only {checked} commands found in README.md");
+}
+
+#[test]
+fn the_commands_and_flags_architecture_names_exist() {
+    let checked = check_doc("ARCHITECTURE.md", &every_help());
+    assert!(
+        checked > 20,
+        "only {checked} commands and flags found in ARCHITECTURE.md"
+    );
+}
+
+/// Checks every command and flag a document of the repository names in code spans against
+/// `--help`: `signalbox list import LIST FILE`, `serve --discard` (a command without the
+/// binary's name is checked when it has a subcommand or a flag), and a flag alone
+/// (`--max-connections`, which some command must take). Returns how many were checked.
+fn check_doc(name: &str, helps: &[(Vec<String>, String)]) -> usize {
+    let path = format!("{}/../../{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{name}: {err}"));
     let known: BTreeSet<String> = helps.iter().map(|(path, _)| path.join(" ")).collect();
+    let root = &helps[0].1;
+    let help_of = |command: &str| -> &str {
+        &helps
+            .iter()
+            .find(|(path, _)| path.join(" ") == command)
+            .expect("known")
+            .1
+    };
+    let top_level = subcommands(root);
     let mut checked = 0;
-    for cell in readme.split('`') {
-        let Some(rest) = cell.strip_prefix("signalbox ") else {
+    // Code spans are the odd pieces between backticks; a span may run over a line break.
+    for cell in text.split('`').skip(1).step_by(2) {
+        let cell = cell.split_whitespace().collect::<Vec<_>>().join(" ");
+        if let Some(flag) = cell.strip_prefix("--") {
+            if flag.is_empty() || cell.contains(' ') {
+                continue;
+            }
+            let flag = flag_name(&cell);
+            assert!(
+                helps.iter().any(|(_, help)| takes_flag(help, flag))
+                    || known.iter().any(|command| is_hidden_flag(command, flag)),
+                "{name} names the flag {flag}, which no command takes"
+            );
+            checked += 1;
             continue;
+        }
+        let (rest, named) = match cell.strip_prefix("signalbox ") {
+            Some(rest) => (rest, true),
+            None => (cell.as_str(), false),
         };
         // The longest known command this mention starts with: `signalbox list import LIST
         // FILE` names `list import`.
@@ -136,32 +178,62 @@ fn the_commands_the_readme_names_exist() {
         if words.is_empty() {
             continue;
         }
+        let has_flag = rest.split_whitespace().any(|w| w.starts_with("--"));
+        if !named && (!top_level.iter().any(|c| c == words[0]) || (words.len() < 2 && !has_flag)) {
+            continue;
+        }
         let found = (1..=words.len())
             .rev()
             .map(|n| words[..n].join(" "))
             .find(|candidate| known.contains(candidate));
-        assert!(
-            found.is_some(),
-            "README names `signalbox {rest}`, which is not a command"
-        );
-        let command = found.expect("found");
+        let Some(command) = found else {
+            panic!("{name} names `signalbox {rest}`, which is not a command");
+        };
+        if !named && !has_flag {
+            assert_eq!(
+                command,
+                words.join(" "),
+                "{name} names `{rest}`, which is not a command"
+            );
+        }
         // Its flags are the command's own.
-        let help = &helps
-            .iter()
-            .find(|(path, _)| path.join(" ") == command)
-            .expect("known")
-            .1;
-        let root = &helps[0].1;
-        for flag in rest.split_whitespace().filter(|w| w.starts_with("--")) {
-            let flag = flag.split(['=', '`', ',', ')']).next().unwrap_or(flag);
+        let help = help_of(&command);
+        for word in rest.split_whitespace().filter(|w| w.starts_with("--")) {
+            let flag = flag_name(word);
             assert!(
-                help.contains(flag) || root.contains(flag),
-                "README gives `signalbox {command}` the flag {flag}, which it does not take"
+                takes_flag(help, flag) || takes_flag(root, flag) || is_hidden_flag(&command, flag),
+                "{name} gives `signalbox {command}` the flag {flag}, which it does not take"
             );
         }
         checked += 1;
     }
-    assert!(checked > 20, "only {checked} commands found in README.md");
+    checked
+}
+
+/// `--set`, from `--set=KEY`, `--scope,` and the like.
+fn flag_name(word: &str) -> &str {
+    word.split(['=', '`', ',', ')']).next().unwrap_or(word)
+}
+
+/// Whether a `--help` text lists the flag (not merely a longer one that starts with it).
+fn takes_flag(help: &str, flag: &str) -> bool {
+    help.lines().any(|line| {
+        line.split([' ', ',', '[', ']', '='])
+            .any(|word| word == flag)
+    })
+}
+
+/// A flag `--help` does not show (the switch `serve --test-clock`, the old spelling
+/// `--server` of `--url`) but the command accepts: the command still parses with it, alone or
+/// with a value.
+fn is_hidden_flag(command: &str, flag: &str) -> bool {
+    let path: Vec<&str> = command.split_whitespace().collect();
+    [&[flag][..], &[flag, "x"][..]].iter().any(|given| {
+        let mut args = path.clone();
+        args.extend_from_slice(given);
+        args.push("--help");
+        signalbox(&args).status.success()
+    })
 }
 
 #[test]
@@ -383,5 +455,156 @@ fn start_up_logs_are_signalboxs_own_and_json_when_asked() {
             value["level"].is_string() && value["fields"].is_object(),
             "{line}"
         );
+    }
+}
+
+/// The `signalbox-… → …` lines of ARCHITECTURE.md's code map, as each crate's Signalbox
+/// dependencies.
+fn architecture_crate_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../ARCHITECTURE.md"
+    ))
+    .expect("ARCHITECTURE.md");
+    let mut graph = BTreeMap::new();
+    for line in text.lines() {
+        let Some((name, deps)) = line.split_once(" → ") else {
+            continue;
+        };
+        let name = name.trim();
+        if !name.starts_with("signalbox") || name.contains(' ') {
+            continue;
+        }
+        let deps: BTreeSet<String> = if deps.starts_with("(none") {
+            BTreeSet::new()
+        } else {
+            deps.split(',')
+                .map(|dep| format!("signalbox-{}", dep.trim()))
+                .collect()
+        };
+        graph.insert(name.to_owned(), deps);
+    }
+    graph
+}
+
+/// Each crate's Signalbox `[dependencies]`, from its `Cargo.toml`.
+fn manifest_crate_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let crates = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut graph = BTreeMap::new();
+    for entry in std::fs::read_dir(crates).expect("crates/") {
+        let dir = entry.expect("an entry").path();
+        let Ok(manifest) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+            continue;
+        };
+        let mut section = "";
+        let mut deps = BTreeSet::new();
+        for line in manifest.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                section = line;
+                continue;
+            }
+            if section == "[dependencies]" && line.starts_with("signalbox") {
+                let dep = line.split(['.', ' ', '=']).next().expect("a name");
+                deps.insert(dep.to_owned());
+            }
+        }
+        let name = dir
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        graph.insert(name, deps);
+    }
+    graph
+}
+
+#[test]
+fn the_crate_graph_architecture_draws_is_the_manifests() {
+    let drawn = architecture_crate_graph();
+    let manifests = manifest_crate_graph();
+    assert!(
+        manifests.len() >= 12,
+        "only {} crates found",
+        manifests.len()
+    );
+    assert_eq!(
+        drawn, manifests,
+        "ARCHITECTURE.md's code map and the crates' Cargo.toml disagree"
+    );
+}
+
+#[path = "common/cli_json.rs"]
+mod cli_json;
+
+/// Each line `command` prints, parsed; fails when the command fails.
+fn json_lines_of(folder: &str, command: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["--data-dir", folder];
+    args.extend_from_slice(command);
+    let output = signalbox(&args);
+    assert!(output.status.success(), "{command:?}: {}", stderr(&output));
+    stdout(&output)
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("{command:?}: {err}: {line}"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_commands_that_run_without_a_server_print_the_documented_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().to_str().unwrap();
+    let created = signalbox(&["--data-dir", folder, "source", "create", "web"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let mut admin = Command::new(BIN)
+        .args(["--data-dir", folder, "admin", "create", "ann@example.com"])
+        .arg("--password-stdin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    {
+        use std::io::Write;
+        let mut stdin = admin.stdin.take().expect("stdin");
+        writeln!(stdin, "a long enough password").unwrap();
+    }
+    let admin = admin.wait_with_output().unwrap();
+    assert!(admin.status.success(), "{}", stderr(&admin));
+    for (name, kind, extra) in [
+        ("back", "segment", ["--write-key", "wk_0123456789abcdef"]),
+        ("hook", "webhook", ["--url", "https://hooks.example.com/in"]),
+        ("fwd", "klaviyo", ["--api-key", "pk_0123456789abcdef"]),
+    ] {
+        let mut args = vec!["--data-dir", folder, "destination", "create", name];
+        args.extend(["--kind", kind]);
+        args.extend(extra);
+        if kind != "segment" {
+            args.extend(["--source", "web"]);
+        }
+        let output = signalbox(&args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    }
+
+    for (documented, command, lines) in [
+        ("admin list --json", vec!["admin", "list", "--json"], 1),
+        ("source list --json", vec!["source", "list", "--json"], 1),
+        (
+            "destination list --json",
+            vec!["destination", "list", "--json"],
+            3,
+        ),
+        (
+            "destination status NAME --json",
+            vec!["destination", "status", "hook", "--json"],
+            1,
+        ),
+    ] {
+        let printed = json_lines_of(folder, &command);
+        assert_eq!(printed.len(), lines, "{command:?} printed {printed:?}");
+        for line in &printed {
+            cli_json::assert_documented(documented, line);
+        }
     }
 }

@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
-use signalbox_core::Clock;
+use signalbox_core::email::normal_form;
+use signalbox_core::{Clock, Email};
 use thiserror::Error;
 
 use crate::auth::{Authenticator, NewSession, SetupError, SignInAttempt, SignInError, SignedIn};
@@ -196,13 +197,12 @@ impl Accounts {
     }
 
     /// Creates an account (`signalbox admin create`).
-    pub async fn create(&self, email: &str, password: &str) -> AccountResult<Account> {
-        let email = normalise_email(email)?;
+    pub async fn create(&self, email: &Email, password: &str) -> AccountResult<Account> {
         password::check_new(password)?;
         let hash = password::hash(password.to_owned()).await?;
         self.inner
             .store
-            .create_account(&email, &hash, self.now())
+            .create_account(email.as_str(), &hash, self.now())
             .await
     }
 
@@ -215,17 +215,18 @@ impl Accounts {
     }
 
     /// Deletes an account and ends its sessions.
-    pub async fn delete(&self, email: &str) -> AccountResult<()> {
-        let email = normalise_email(email)?;
-        self.inner.store.delete_account(&email).await
+    pub async fn delete(&self, email: &Email) -> AccountResult<()> {
+        self.inner.store.delete_account(email.as_str()).await
     }
 
     /// Sets a new password and ends the account's sessions.
-    pub async fn reset_password(&self, email: &str, password: &str) -> AccountResult<()> {
-        let email = normalise_email(email)?;
+    pub async fn reset_password(&self, email: &Email, password: &str) -> AccountResult<()> {
         password::check_new(password)?;
         let hash = password::hash(password.to_owned()).await?;
-        self.inner.store.set_password_hash(&email, &hash).await
+        self.inner
+            .store
+            .set_password_hash(email.as_str(), &hash)
+            .await
     }
 
     /// A one-time link token that lets the first person create their account for
@@ -262,7 +263,9 @@ impl Accounts {
 
     async fn check_sign_in(&self, attempt: SignInAttempt<'_>) -> Result<NewSession, SignInError> {
         let now = self.now();
-        let email = attempt.email.trim().to_lowercase();
+        // The form's text in the form accounts are keyed by; a text that is no address
+        // matches no account, as a wrong password would.
+        let email = normal_form(attempt.email);
         let keys = limit::keys(&email, attempt.client);
         if let Some(retry_after) = self.limiter().blocked(&keys, now) {
             tracing::warn!(client = ?attempt.client, "console sign-in rate limited");
@@ -370,7 +373,7 @@ impl Authenticator for Accounts {
     async fn set_up(
         &self,
         token: &str,
-        email: &str,
+        email: &Email,
         password: &str,
     ) -> Result<NewSession, SetupError> {
         if !self.setup_open(token).await {
@@ -381,41 +384,17 @@ impl Authenticator for Accounts {
             AccountError::SetupClosed => SetupError::Closed,
             other => SetupError::Internal(other.to_string()),
         };
-        let email = normalise_email(email).map_err(setup_error)?;
         password::check_new(password).map_err(setup_error)?;
         let hash = password::hash(password.to_owned())
             .await
             .map_err(setup_error)?;
         self.inner
             .store
-            .create_first_account(&TokenDigest::of(token), &email, &hash, self.now())
+            .create_first_account(&TokenDigest::of(token), email.as_str(), &hash, self.now())
             .await
             .map_err(setup_error)?;
         tracing::info!(account = %email, "first console account created through the setup link");
-        self.open_session(&email).await.map_err(setup_error)
-    }
-}
-
-/// An email as accounts key it: trimmed and lowercase; something `@` something, at most 254
-/// bytes, no spaces or control characters.
-pub fn normalise_email(text: &str) -> AccountResult<String> {
-    let email = text.trim().to_lowercase();
-    let invalid = |message: &str| AccountError::Invalid {
-        field: "email",
-        message: message.to_owned(),
-    };
-    if email.is_empty() {
-        return Err(invalid("is required"));
-    }
-    if email.len() > 254 {
-        return Err(invalid("must be at most 254 bytes"));
-    }
-    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid("must not contain spaces or control characters"));
-    }
-    match email.rsplit_once('@') {
-        Some((local, domain)) if !local.is_empty() && !domain.is_empty() => Ok(email),
-        _ => Err(invalid("must look like name@example.com")),
+        self.open_session(email.as_str()).await.map_err(setup_error)
     }
 }
 

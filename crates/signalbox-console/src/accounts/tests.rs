@@ -37,6 +37,10 @@ macro_rules! account_tests {
             Some((guard, clock, accounts))
         }
 
+        fn email(text: &str) -> Email {
+            Email::parse(text).unwrap()
+        }
+
         fn attempt<'a>(email: &'a str, password: &'a str) -> SignInAttempt<'a> {
             SignInAttempt {
                 email,
@@ -51,17 +55,15 @@ macro_rules! account_tests {
                 return;
             };
             let account = accounts
-                .create("  Ada@Example.COM ", PASSWORD)
+                .create(&email("  Ada@Example.COM "), PASSWORD)
                 .await
                 .unwrap();
             assert_eq!(account.email, "ada@example.com");
             let err = accounts
-                .create("ada@example.com", PASSWORD)
+                .create(&email("ada@example.com"), PASSWORD)
                 .await
                 .unwrap_err();
             assert!(matches!(err, AccountError::Exists(_)), "{err}");
-            let err = accounts.create("not an email", PASSWORD).await.unwrap_err();
-            assert!(err.to_string().starts_with("email: "), "{err}");
             let hash = accounts
                 .store()
                 .password_hash("ada@example.com")
@@ -76,7 +78,10 @@ macro_rules! account_tests {
             let Some((_guard, clock, accounts)) = accounts().await else {
                 return;
             };
-            accounts.create("ada@example.com", PASSWORD).await.unwrap();
+            accounts
+                .create(&email("ada@example.com"), PASSWORD)
+                .await
+                .unwrap();
             let session = accounts
                 .sign_in(attempt("ADA@example.com", PASSWORD))
                 .await
@@ -114,13 +119,16 @@ macro_rules! account_tests {
             let Some((_guard, _clock, accounts)) = accounts().await else {
                 return;
             };
-            accounts.create("ada@example.com", PASSWORD).await.unwrap();
+            accounts
+                .create(&email("ada@example.com"), PASSWORD)
+                .await
+                .unwrap();
             let session = accounts
                 .sign_in(attempt("ada@example.com", PASSWORD))
                 .await
                 .unwrap();
             accounts
-                .reset_password("ada@example.com", "another long password")
+                .reset_password(&email("ada@example.com"), "another long password")
                 .await
                 .unwrap();
             assert!(accounts.authenticate(&session.token).await.is_none());
@@ -132,10 +140,10 @@ macro_rules! account_tests {
                 .sign_in(attempt("ada@example.com", "another long password"))
                 .await
                 .unwrap();
-            accounts.delete("ada@example.com").await.unwrap();
+            accounts.delete(&email("ada@example.com")).await.unwrap();
             assert!(accounts.authenticate(&session.token).await.is_none());
             assert!(matches!(
-                accounts.delete("ada@example.com").await,
+                accounts.delete(&email("ada@example.com")).await,
                 Err(AccountError::NotFound(_))
             ));
         }
@@ -151,7 +159,7 @@ macro_rules! account_tests {
             let token = accounts.create_setup_token().await.unwrap();
             assert!(accounts.setup_open(&token).await);
             let err = accounts
-                .set_up(&token, "ada@example.com", "short")
+                .set_up(&token, &email("ada@example.com"), "short")
                 .await
                 .unwrap_err();
             assert!(
@@ -165,7 +173,7 @@ macro_rules! account_tests {
                 "{err}"
             );
             let session = accounts
-                .set_up(&token, "ada@example.com", PASSWORD)
+                .set_up(&token, &email("ada@example.com"), PASSWORD)
                 .await
                 .unwrap();
             assert!(accounts.authenticate(&session.token).await.is_some());
@@ -173,7 +181,9 @@ macro_rules! account_tests {
             let other = accounts.create_setup_token().await.unwrap();
             assert!(!accounts.setup_open(&other).await, "an account exists");
             assert!(matches!(
-                accounts.set_up(&other, "eve@example.com", PASSWORD).await,
+                accounts
+                    .set_up(&other, &email("eve@example.com"), PASSWORD)
+                    .await,
                 Err(SetupError::Closed)
             ));
         }
@@ -183,7 +193,10 @@ macro_rules! account_tests {
             let Some((_guard, clock, accounts)) = accounts().await else {
                 return;
             };
-            accounts.create("ada@example.com", PASSWORD).await.unwrap();
+            accounts
+                .create(&email("ada@example.com"), PASSWORD)
+                .await
+                .unwrap();
             for _ in 0..EMAIL_FAILURES {
                 assert!(matches!(
                     accounts

@@ -20,6 +20,7 @@ use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Form;
 use serde::{Deserialize, Serialize};
+use signalbox_core::Email;
 
 use crate::accounts::{random_token, token_well_formed, MIN_PASSWORD_CHARS};
 use crate::auth::{
@@ -263,8 +264,12 @@ async fn set_up(
     if form.password != form.confirm {
         return invalid("Confirm password: the two passwords are not the same".to_owned());
     }
+    let email = match Email::parse(&form.email) {
+        Ok(email) => email,
+        Err(err) => return invalid(format!("Email: {err}")),
+    };
     let auth = &console.deps().auth;
-    match auth.set_up(&token, &form.email, &form.password).await {
+    match auth.set_up(&token, &email, &form.password).await {
         Ok(session) => Ok(signed_in(&console, session, "/")),
         Err(SetupError::Closed) => setup_closed(&console),
         Err(SetupError::Invalid { field, message }) => invalid(format!(

@@ -87,11 +87,7 @@ pub(crate) fn routes() -> axum::Router<Console> {
 }
 
 fn flows(console: &Console) -> ConsoleResult<&Flows> {
-    console
-        .deps()
-        .flows
-        .as_ref()
-        .ok_or(ConsoleError::Unavailable("the flows engine"))
+    Ok(&console.engine()?.flows)
 }
 
 fn flows_error(err: FlowsError) -> ConsoleError {
@@ -428,11 +424,7 @@ struct Choices {
 }
 
 fn engage(console: &Console) -> ConsoleResult<&Engage> {
-    console
-        .deps()
-        .engage
-        .as_ref()
-        .ok_or(ConsoleError::Unavailable("the profiles and metrics engine"))
+    Ok(&console.engine()?.engage)
 }
 
 async fn choices(
@@ -473,16 +465,16 @@ async fn choices(
             .collect();
     }
     if segments {
-        if let Some(audience) = console.deps().audience.as_ref() {
-            out.segments = audience
-                .list_segments()
-                .await
-                .map_err(audience_error)?
-                .into_iter()
-                .take(CHOICES as usize)
-                .map(|s| (s.id, s.name))
-                .collect();
-        }
+        out.segments = console
+            .engine()?
+            .audience
+            .list_segments()
+            .await
+            .map_err(audience_error)?
+            .into_iter()
+            .take(CHOICES as usize)
+            .map(|s| (s.id, s.name))
+            .collect();
     }
     Ok(out)
 }
@@ -634,11 +626,7 @@ async fn check_pick(console: &Console, kind: ParamKind, id: &str) -> ConsoleResu
             Err(err) => return Err(engage_error(err)),
         },
         ParamKind::Segment => {
-            let audience = console
-                .deps()
-                .audience
-                .as_ref()
-                .ok_or(ConsoleError::Unavailable("the segments engine"))?;
+            let audience = &console.engine()?.audience;
             match audience.get_segment(id).await {
                 Ok(_) => false,
                 Err(signalbox_audience::AudienceError::NotFound { .. }) => true,

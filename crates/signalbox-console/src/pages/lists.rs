@@ -111,11 +111,7 @@ pub(crate) fn routes() -> axum::Router<Console> {
 }
 
 fn audience(console: &Console) -> ConsoleResult<&Audience> {
-    console
-        .deps()
-        .audience
-        .as_ref()
-        .ok_or(ConsoleError::Unavailable("the segments engine"))
+    Ok(&console.engine()?.audience)
 }
 
 fn see_other(to: String) -> Response {

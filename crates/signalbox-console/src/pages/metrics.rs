@@ -52,11 +52,7 @@ pub(crate) fn routes() -> axum::Router<Console> {
 
 /// The engage handle, or the page's "not available" error.
 pub(crate) fn engage(console: &Console) -> ConsoleResult<&Engage> {
-    console
-        .deps()
-        .engage
-        .as_ref()
-        .ok_or(ConsoleError::Unavailable("the profiles and metrics engine"))
+    Ok(&console.engine()?.engage)
 }
 
 /// Engage's errors as the console shows them.

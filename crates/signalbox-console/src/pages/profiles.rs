@@ -384,42 +384,38 @@ async fn profile(
     lists.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
     let lists_total = memberships.total;
 
-    let segments = match &console.deps().audience {
-        None => None,
-        Some(audience) => {
-            let found = audience.segments_of(&id).await.map_err(audience_error)?;
-            let mut lines = Vec::with_capacity(found.len());
-            for (i, segment) in found.into_iter().enumerate() {
-                let (joined, why) = if i < WHY_SHOWN {
-                    match audience.why(&segment.id, &id).await {
-                        Ok(why) => (
-                            why.joined
-                                .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()),
-                            why.conditions
-                                .into_iter()
-                                .map(|c| Reason {
-                                    kind: c.kind,
-                                    matched: c.matched,
-                                    observed: c.observed,
-                                })
-                                .collect(),
-                        ),
-                        Err(AudienceError::NotFound { .. }) => (None, Vec::new()),
-                        Err(err) => return Err(audience_error(err)),
-                    }
-                } else {
-                    (None, Vec::new())
-                };
-                lines.push(SegmentLine {
-                    id: segment.id,
-                    name: segment.name,
-                    joined,
-                    why,
-                });
+    let audience = &console.engine()?.audience;
+    let found = audience.segments_of(&id).await.map_err(audience_error)?;
+    let mut lines = Vec::with_capacity(found.len());
+    for (i, segment) in found.into_iter().enumerate() {
+        let (joined, why) = if i < WHY_SHOWN {
+            match audience.why(&segment.id, &id).await {
+                Ok(why) => (
+                    why.joined
+                        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()),
+                    why.conditions
+                        .into_iter()
+                        .map(|c| Reason {
+                            kind: c.kind,
+                            matched: c.matched,
+                            observed: c.observed,
+                        })
+                        .collect(),
+                ),
+                Err(AudienceError::NotFound { .. }) => (None, Vec::new()),
+                Err(err) => return Err(audience_error(err)),
             }
-            Some(lines)
-        }
-    };
+        } else {
+            (None, Vec::new())
+        };
+        lines.push(SegmentLine {
+            id: segment.id,
+            name: segment.name,
+            joined,
+            why,
+        });
+    }
+    let segments = Some(lines);
 
     let first_page = params.cursor.is_none();
     let events = engage

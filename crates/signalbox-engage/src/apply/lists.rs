@@ -439,7 +439,7 @@ impl Batch<'_> {
                     return Ok(Err(EngageError::not_found(format!("list {id}"))));
                 }
                 let input = ProfileInput {
-                    email: Some(row.email.clone()),
+                    email: Some(row.email.as_str().to_owned()),
                     first_name: row.first_name.clone(),
                     last_name: row.last_name.clone(),
                     ..ProfileInput::default()

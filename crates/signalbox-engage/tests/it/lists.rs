@@ -321,7 +321,10 @@ async fn consent_moves_through_subscribe_unsubscribe_and_suppression() {
     app.engage
         .subscribe(SubscribeRequest {
             list_id: Some(list.id.clone()),
-            emails: vec!["C@Example.com".into(), "d@example.com".into()],
+            emails: vec![
+                "C@Example.com".parse().unwrap(),
+                "d@example.com".parse().unwrap(),
+            ],
             custom_source: Some("checkout".into()),
             ..SubscribeRequest::default()
         })
@@ -338,7 +341,7 @@ async fn consent_moves_through_subscribe_unsubscribe_and_suppression() {
     app.engage
         .unsubscribe(UnsubscribeRequest {
             list_id: None,
-            emails: vec!["c@example.com".into()],
+            emails: vec!["c@example.com".parse().unwrap()],
         })
         .await
         .unwrap();
@@ -360,7 +363,7 @@ async fn consent_moves_through_subscribe_unsubscribe_and_suppression() {
     app.engage
         .unsubscribe(UnsubscribeRequest {
             list_id: Some(list.id.clone()),
-            emails: vec!["c@example.com".into()],
+            emails: vec!["c@example.com".parse().unwrap()],
         })
         .await
         .unwrap();
@@ -370,14 +373,14 @@ async fn consent_moves_through_subscribe_unsubscribe_and_suppression() {
     // Subscribing again lifts UNSUBSCRIBE, not a hard bounce.
     app.engage
         .suppress(
-            SuppressTarget::Emails(vec!["c@example.com".into()]),
+            SuppressTarget::Emails(vec!["c@example.com".parse().unwrap()]),
             SuppressionReason::HardBounce,
         )
         .await
         .unwrap();
     app.engage
         .subscribe(SubscribeRequest {
-            emails: vec!["c@example.com".into()],
+            emails: vec!["c@example.com".parse().unwrap()],
             ..SubscribeRequest::default()
         })
         .await
@@ -411,7 +414,9 @@ async fn consent_moves_through_subscribe_unsubscribe_and_suppression() {
             .can_receive_email_marketing
     );
     app.engage
-        .unsuppress(SuppressTarget::Emails(vec!["d@example.com".into()]))
+        .unsuppress(SuppressTarget::Emails(vec!["d@example.com"
+            .parse()
+            .unwrap()]))
         .await
         .unwrap();
     let consent = app.engage.email_consent(&d.id).await.unwrap();
@@ -436,11 +441,11 @@ async fn consent_moves_through_subscribe_unsubscribe_and_suppression() {
     assert_eq!(consent.consent, ConsentStatus::Unsubscribed);
     assert!(!consent.can_receive_email_marketing);
 
-    // Bad input.
+    // Bad input: a job that names nobody.
     assert!(matches!(
         app.engage
             .subscribe(SubscribeRequest {
-                emails: vec!["not-an-email".into()],
+                emails: vec![],
                 ..SubscribeRequest::default()
             })
             .await,
@@ -459,7 +464,7 @@ async fn double_opt_in_subscription_jobs_wait_for_confirmation_unless_historical
     app.engage
         .subscribe(SubscribeRequest {
             list_id: Some(list.id.clone()),
-            emails: vec!["p@example.com".into()],
+            emails: vec!["p@example.com".parse().unwrap()],
             ..SubscribeRequest::default()
         })
         .await
@@ -468,7 +473,7 @@ async fn double_opt_in_subscription_jobs_wait_for_confirmation_unless_historical
     app.engage
         .subscribe(SubscribeRequest {
             list_id: Some(list.id.clone()),
-            emails: vec!["h@example.com".into()],
+            emails: vec!["h@example.com".parse().unwrap()],
             historical_import: true,
             consented_at: Some("2025-01-01T00:00:00Z".parse().unwrap()),
             ..SubscribeRequest::default()
@@ -540,7 +545,7 @@ async fn the_change_feed_reports_list_and_consent_changes() {
     // A consent change alone reports the profile.
     app.engage
         .suppress(
-            SuppressTarget::Emails(vec!["f@example.com".into()]),
+            SuppressTarget::Emails(vec!["f@example.com".parse().unwrap()]),
             SuppressionReason::SpamComplaint,
         )
         .await
@@ -581,7 +586,7 @@ async fn rebuild_gives_the_same_lists_members_and_consent() {
     app.engage
         .unsubscribe(UnsubscribeRequest {
             list_id: Some(single.id.clone()),
-            emails: vec!["r0@example.com".into()],
+            emails: vec!["r0@example.com".parse().unwrap()],
         })
         .await
         .unwrap();
@@ -589,7 +594,7 @@ async fn rebuild_gives_the_same_lists_members_and_consent() {
         .import_list_members(
             &single.id,
             vec![signalbox_engage::ImportRow {
-                email: "imported@example.com".into(),
+                email: "imported@example.com".parse().unwrap(),
                 first_name: Some("Imp".into()),
                 last_name: None,
             }],
@@ -626,7 +631,7 @@ async fn a_merge_keeps_the_survivors_consent_or_takes_the_losers() {
     let app = TestApp::start().await;
     app.engage
         .subscribe(SubscribeRequest {
-            emails: vec!["loser@example.com".into()],
+            emails: vec!["loser@example.com".parse().unwrap()],
             ..SubscribeRequest::default()
         })
         .await
@@ -707,14 +712,14 @@ async fn an_identify_never_resubscribes_or_unsuppresses_and_says_why() {
     }
     app.engage
         .suppress(
-            SuppressTarget::Emails(vec!["bounced@example.com".into()]),
+            SuppressTarget::Emails(vec!["bounced@example.com".parse().unwrap()]),
             SuppressionReason::HardBounce,
         )
         .await
         .unwrap();
     app.engage
         .suppress(
-            SuppressTarget::Emails(vec!["quiet@example.com".into()]),
+            SuppressTarget::Emails(vec!["quiet@example.com".parse().unwrap()]),
             SuppressionReason::UserSuppressed,
         )
         .await
@@ -782,7 +787,10 @@ async fn an_identify_never_resubscribes_or_unsuppresses_and_says_why() {
     app.engage
         .subscribe(SubscribeRequest {
             list_id: Some(other.id.clone()),
-            emails: vec!["gone@example.com".into(), "quiet@example.com".into()],
+            emails: vec![
+                "gone@example.com".parse().unwrap(),
+                "quiet@example.com".parse().unwrap(),
+            ],
             ..SubscribeRequest::default()
         })
         .await
@@ -910,7 +918,7 @@ async fn a_profiles_lists_are_read_in_one_query_however_many_lists_there_are() {
     app.engage
         .subscribe(SubscribeRequest {
             list_id: Some(lists[59].id.clone()),
-            emails: vec!["ada@example.com".into()],
+            emails: vec!["ada@example.com".parse().unwrap()],
             ..SubscribeRequest::default()
         })
         .await

@@ -278,7 +278,7 @@ async fn writes_forwarded_from_segment_make_no_rows_and_mark_the_profile() {
     forwarded
         .subscribe(SubscribeRequest {
             list_id: None,
-            emails: vec!["eve@example.com".into()],
+            emails: vec!["eve@example.com".parse().unwrap()],
             ..SubscribeRequest::default()
         })
         .await
@@ -354,7 +354,7 @@ async fn list_and_consent_changes_and_imports_make_rows() {
     app.engage
         .subscribe(SubscribeRequest {
             list_id: Some(double.id.clone()),
-            emails: vec!["gus@example.com".into()],
+            emails: vec!["gus@example.com".parse().unwrap()],
             ..SubscribeRequest::default()
         })
         .await
@@ -366,7 +366,7 @@ async fn list_and_consent_changes_and_imports_make_rows() {
     app.engage.unsubscribe_profile(&gus.id).await.unwrap();
     app.engage
         .suppress(
-            SuppressTarget::Emails(vec!["gus@example.com".into()]),
+            SuppressTarget::Emails(vec!["gus@example.com".parse().unwrap()]),
             SuppressionReason::UserSuppressed,
         )
         .await
@@ -375,7 +375,7 @@ async fn list_and_consent_changes_and_imports_make_rows() {
         .import_list_members(
             &single.id,
             vec![ImportRow {
-                email: "hal@example.com".into(),
+                email: "hal@example.com".parse().unwrap(),
                 first_name: Some("Hal".into()),
                 last_name: None,
             }],
@@ -385,7 +385,7 @@ async fn list_and_consent_changes_and_imports_make_rows() {
     app.engage
         .unsubscribe(UnsubscribeRequest {
             list_id: Some(single.id.clone()),
-            emails: vec!["hal@example.com".into()],
+            emails: vec!["hal@example.com".parse().unwrap()],
         })
         .await
         .unwrap();
@@ -726,7 +726,7 @@ async fn a_rebuild_writes_the_same_outbox() {
         .import_list_members(
             &ListId(list.id.0.clone()),
             vec![ImportRow {
-                email: "lee@example.com".into(),
+                email: "lee@example.com".parse().unwrap(),
                 first_name: Some("Lee".into()),
                 last_name: None,
             }],

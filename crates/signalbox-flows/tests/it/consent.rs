@@ -74,13 +74,13 @@ async fn unsubscribed_and_suppressed_profiles_are_never_emailed() {
     app.engage
         .unsubscribe(UnsubscribeRequest {
             list_id: None,
-            emails: vec![gone.email.clone().unwrap()],
+            emails: vec![gone.email.as_deref().unwrap().parse().unwrap()],
         })
         .await
         .unwrap();
     app.engage
         .suppress(
-            SuppressTarget::Emails(vec![bounced.email.clone().unwrap()]),
+            SuppressTarget::Emails(vec![bounced.email.as_deref().unwrap().parse().unwrap()]),
             SuppressionReason::HardBounce,
         )
         .await

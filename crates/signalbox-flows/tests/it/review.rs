@@ -263,7 +263,7 @@ async fn an_approved_message_is_checked_again_and_pages_list_the_queue() {
     app.engage
         .unsubscribe(UnsubscribeRequest {
             list_id: None,
-            emails: vec![profiles[0].email.clone().unwrap()],
+            emails: vec![profiles[0].email.as_deref().unwrap().parse().unwrap()],
         })
         .await
         .unwrap();

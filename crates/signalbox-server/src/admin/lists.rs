@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use signalbox_core::Email;
 use signalbox_engage::{EngageError, ImportRow, ListId, MemberQuery, MemberStatus};
 use signalbox_mail::LinkKind;
 
@@ -133,9 +134,10 @@ pub async fn import(
                 "unknown field",
             ));
         }
-        let email = text("email")?.filter(|e| e.contains('@')).ok_or_else(|| {
-            AdminError::invalid(format!("profiles.{i}.email"), "must be an email address")
-        })?;
+        let email = text("email")?
+            .ok_or_else(|| AdminError::invalid(format!("profiles.{i}.email"), "is required"))?;
+        let email = Email::parse(&email)
+            .map_err(|err| AdminError::invalid(format!("profiles.{i}.email"), err.to_string()))?;
         rows.push(ImportRow {
             email,
             first_name: text("firstName")?,

@@ -5,6 +5,7 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use jiff::tz::TimeZone;
 use serde_json::{json, Map, Value};
+use signalbox_core::Email;
 use signalbox_engage::{
     Cmp, Profile, ProfileField, ProfileId, ProfileInput, ProfileQuery, ProfileSort,
     ProfileSortField, SuppressionReason, TimeBound,
@@ -476,6 +477,13 @@ pub fn read_attributes(attributes: &Obj<'_>, shape: Shape) -> Result<ProfileInpu
     let mut input = ProfileInput::default();
     for name in STRING_ATTRIBUTES {
         match attributes.string(name)? {
+            // An email is checked where it comes in, so the error points at it.
+            Patch::Set(value) if *name == "email" => {
+                let email = Email::parse(&value).map_err(|err| {
+                    ApiError::invalid_at(attributes.pointer("email"), format!("'email' {err}"))
+                })?;
+                input.email = Some(email.into_string());
+            }
             Patch::Set(value) => *string_slot(&mut input, name) = Some(value),
             Patch::Null => input.unset.push((*name).to_owned()),
             Patch::Absent => {}

@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use signalbox_audience::Audience;
+use signalbox_core::Email;
 use signalbox_engage::{
     ListId, ProfileId, SubscribeRequest, SuppressTarget, SuppressionReason, UnsubscribeRequest,
 };
@@ -105,7 +106,7 @@ fn emails(
     max: usize,
     consent: Option<&str>,
     consented_at: &mut Option<jiff::Timestamp>,
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<Email>, ApiError> {
     let profiles = attributes.required_object("profiles")?;
     profiles.only(&["data"])?;
     let items = profiles.array("data")?.map(Vec::as_slice).unwrap_or(&[]);
@@ -135,7 +136,9 @@ fn emails(
             ));
         }
         let email = match attrs.string("email")? {
-            Patch::Set(email) if valid_email(&email) => email,
+            Patch::Set(email) => Email::parse(&email).map_err(|err| {
+                ApiError::invalid_at(attrs.pointer("email"), format!("'email' {err}"))
+            })?,
             _ => {
                 return Err(ApiError::invalid_at(
                     attrs.pointer("email"),
@@ -168,14 +171,6 @@ fn emails(
         out.push(email);
     }
     Ok(out)
-}
-
-fn valid_email(email: &str) -> bool {
-    let email = email.trim();
-    match email.split_once('@') {
-        Some((local, domain)) => !local.is_empty() && !domain.is_empty() && !email.contains(' '),
-        None => false,
-    }
 }
 
 fn accepted() -> Response {

@@ -480,7 +480,7 @@ async fn a_flow_filter_and_a_segment_with_the_same_condition_hold_the_same_profi
     let bounced = person("g@example.com", "pro", "Paris", 0, true).await; // bounced
     app.engage
         .suppress(
-            SuppressTarget::Emails(vec!["c@example.com".into()]),
+            SuppressTarget::Emails(vec!["c@example.com".parse().unwrap()]),
             SuppressionReason::UserSuppressed,
         )
         .await
@@ -488,7 +488,7 @@ async fn a_flow_filter_and_a_segment_with_the_same_condition_hold_the_same_profi
     app.engage
         .unsubscribe(UnsubscribeRequest {
             list_id: None,
-            emails: vec!["f@example.com".into()],
+            emails: vec!["f@example.com".parse().unwrap()],
         })
         .await
         .unwrap();

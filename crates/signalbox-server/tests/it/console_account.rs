@@ -10,7 +10,7 @@ use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use signalbox_console::accounts::{AccountStore, EMAIL_FAILURES};
 use signalbox_console::{Accounts, SqliteAccountStore};
-use signalbox_core::{Clock, FakeClock, SystemClock};
+use signalbox_core::{Clock, Email, FakeClock, SystemClock};
 use signalbox_server::{Application, ServerConfig, ServerError};
 use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{SqliteStore, Store};
@@ -223,7 +223,10 @@ impl Drop for ConsoleApp {
 #[tokio::test]
 async fn every_console_route_is_refused_without_a_session() {
     let app = ConsoleApp::spawn().await;
-    app.accounts.create(EMAIL, PASSWORD).await.unwrap();
+    app.accounts
+        .create(&Email::parse(EMAIL).unwrap(), PASSWORD)
+        .await
+        .unwrap();
     // The pages this build serves: those a session opens. Every area's page is in the list;
     // one this build does not have answers 404 with a session and is not a way in either.
     let session = app.session().await;
@@ -286,7 +289,10 @@ async fn every_console_route_is_refused_without_a_session() {
 #[tokio::test]
 async fn sign_in_sets_a_flagged_session_cookie_and_returns_to_next() {
     let app = ConsoleApp::spawn().await;
-    app.accounts.create(EMAIL, PASSWORD).await.unwrap();
+    app.accounts
+        .create(&Email::parse(EMAIL).unwrap(), PASSWORD)
+        .await
+        .unwrap();
     let page = app
         .post_sign_in("  ADA@example.com ", PASSWORD, "/profiles?q=a")
         .await;
@@ -316,7 +322,10 @@ async fn sign_in_sets_a_flagged_session_cookie_and_returns_to_next() {
 
     // Served over https, the cookies are Secure.
     let app = ConsoleApp::spawn_with(Some("https://console.example.com")).await;
-    app.accounts.create(EMAIL, PASSWORD).await.unwrap();
+    app.accounts
+        .create(&Email::parse(EMAIL).unwrap(), PASSWORD)
+        .await
+        .unwrap();
     let form = app.get("/sign-in", &[]).await;
     assert!(form
         .set_cookie("signalbox_signin")
@@ -330,7 +339,10 @@ async fn sign_in_sets_a_flagged_session_cookie_and_returns_to_next() {
 #[tokio::test]
 async fn forms_without_the_right_csrf_token_are_refused() {
     let app = ConsoleApp::spawn().await;
-    app.accounts.create(EMAIL, PASSWORD).await.unwrap();
+    app.accounts
+        .create(&Email::parse(EMAIL).unwrap(), PASSWORD)
+        .await
+        .unwrap();
     // The sign-in form: no form cookie, or a field that is not the cookie.
     let (cookie, csrf) = app.sign_in_form().await;
     let fields = |csrf: &'static str| -> Vec<(&'static str, &'static str)> {
@@ -404,7 +416,10 @@ async fn forms_without_the_right_csrf_token_are_refused() {
 #[tokio::test]
 async fn a_wrong_password_is_refused_and_then_rate_limited() {
     let app = ConsoleApp::spawn().await;
-    app.accounts.create(EMAIL, PASSWORD).await.unwrap();
+    app.accounts
+        .create(&Email::parse(EMAIL).unwrap(), PASSWORD)
+        .await
+        .unwrap();
     for _ in 0..EMAIL_FAILURES {
         let page = app.post_sign_in(EMAIL, "not the password", "/").await;
         assert_eq!(page.status, StatusCode::UNAUTHORIZED);
@@ -443,7 +458,10 @@ async fn a_wrong_password_is_refused_and_then_rate_limited() {
 #[tokio::test]
 async fn sessions_expire() {
     let app = ConsoleApp::spawn().await;
-    app.accounts.create(EMAIL, PASSWORD).await.unwrap();
+    app.accounts
+        .create(&Email::parse(EMAIL).unwrap(), PASSWORD)
+        .await
+        .unwrap();
     let session = app.session().await;
     let cookies = [("signalbox_session", session.as_str())];
     app.clock.advance(SignedDuration::from_hours(11));
@@ -534,7 +552,10 @@ async fn a_setup_link_expires() {
 #[tokio::test]
 async fn passwords_are_stored_as_argon2id_phc_strings() {
     let app = ConsoleApp::spawn().await;
-    app.accounts.create(EMAIL, PASSWORD).await.unwrap();
+    app.accounts
+        .create(&Email::parse(EMAIL).unwrap(), PASSWORD)
+        .await
+        .unwrap();
     let hash = app
         .account_store
         .password_hash(EMAIL)
@@ -551,7 +572,10 @@ async fn passwords_are_stored_as_argon2id_phc_strings() {
 #[tokio::test]
 async fn the_admin_api_takes_a_console_session_with_its_csrf_token() {
     let app = ConsoleApp::spawn().await;
-    app.accounts.create(EMAIL, PASSWORD).await.unwrap();
+    app.accounts
+        .create(&Email::parse(EMAIL).unwrap(), PASSWORD)
+        .await
+        .unwrap();
     let session = app.session().await;
     let cookies = [("signalbox_session", session.as_str())];
     let page = app.get("/admin/v1/sources", &cookies).await;
@@ -667,7 +691,10 @@ const EVERY_ROUTE: &[(&str, &str)] = &[
 #[tokio::test]
 async fn every_route_with_ids_and_forms_is_refused_without_a_session() {
     let app = ConsoleApp::spawn().await;
-    app.accounts.create(EMAIL, PASSWORD).await.unwrap();
+    app.accounts
+        .create(&Email::parse(EMAIL).unwrap(), PASSWORD)
+        .await
+        .unwrap();
     let forged = "A".repeat(43);
     for cookies in [vec![], vec![("signalbox_session", forged.as_str())]] {
         for (method, path) in EVERY_ROUTE {

@@ -642,7 +642,7 @@ async fn lists_show_members_and_the_double_opt_in_state() {
     app.engage
         .subscribe(SubscribeRequest {
             list_id: Some(double.id.clone()),
-            emails: vec!["ada@example.com".into()],
+            emails: vec!["ada@example.com".parse().unwrap()],
             ..SubscribeRequest::default()
         })
         .await

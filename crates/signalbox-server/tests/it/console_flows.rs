@@ -748,7 +748,7 @@ async fn a_welcome_series_made_in_the_console_and_set_live_sends_its_first_email
     app.engage
         .subscribe(SubscribeRequest {
             list_id: Some(shop.list.id.clone()),
-            emails: vec!["grace@example.com".into()],
+            emails: vec!["grace@example.com".parse().unwrap()],
             ..SubscribeRequest::default()
         })
         .await

@@ -39,7 +39,7 @@ async fn a_profile_page_shows_a_list_past_the_first_sixty() {
     app.engage
         .subscribe(SubscribeRequest {
             list_id: Some(lists[59].id.clone()),
-            emails: vec!["ada@example.com".into()],
+            emails: vec!["ada@example.com".parse().unwrap()],
             ..SubscribeRequest::default()
         })
         .await

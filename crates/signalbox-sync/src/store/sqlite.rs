@@ -179,13 +179,6 @@ fn json_err(e: serde_json::Error) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
 }
 
-fn state_text(state: DestinationState) -> &'static str {
-    match state {
-        DestinationState::Active => "active",
-        DestinationState::Paused => "paused",
-    }
-}
-
 const DESTINATION_COLUMNS: &str = "id, name, config, rate, state, created, updated";
 
 fn destination_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Destination> {
@@ -196,11 +189,13 @@ fn destination_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Destination> {
         name: row.get(1)?,
         config: serde_json::from_str(&config).map_err(json_err)?,
         rate: row.get(3)?,
-        state: if state == "paused" {
-            DestinationState::Paused
-        } else {
-            DestinationState::Active
-        },
+        state: DestinationState::parse(&state).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                4,
+                rusqlite::types::Type::Text,
+                format!("unknown destination state {state:?}").into(),
+            )
+        })?,
         created: parse_ts(&row.get::<_, String>(5)?)?,
         updated: parse_ts(&row.get::<_, String>(6)?)?,
     })
@@ -308,7 +303,7 @@ impl SyncStore for SqliteSyncStore {
                     destination.config.kind().as_str(),
                     config,
                     destination.rate,
-                    state_text(destination.state),
+                    destination.state.as_str(),
                     ts_text(now),
                 ],
             )?;
@@ -360,7 +355,7 @@ impl SyncStore for SqliteSyncStore {
                     destination.id,
                     config,
                     destination.rate,
-                    state_text(destination.state),
+                    destination.state.as_str(),
                     ts_text(now),
                 ],
             )?;

@@ -12,6 +12,7 @@ use signalbox_console::{Accounts, SqliteAccountStore};
 use signalbox_core::{Clock, SystemClock};
 
 use super::console_path;
+use super::output::print_line;
 use crate::cli::{AdminCommand, GlobalArgs};
 
 pub async fn run(global: &GlobalArgs, cmd: AdminCommand) -> anyhow::Result<()> {
@@ -32,7 +33,7 @@ pub async fn run(global: &GlobalArgs, cmd: AdminCommand) -> anyhow::Result<()> {
             let list = accounts.list().await.context("cannot list the accounts")?;
             if json {
                 for account in &list {
-                    println!("{}", serde_json::to_string(account)?);
+                    print_line(account)?;
                 }
             } else {
                 println!("{:<40} CREATED", "EMAIL");
@@ -50,7 +51,7 @@ pub async fn run(global: &GlobalArgs, cmd: AdminCommand) -> anyhow::Result<()> {
                 .delete(&email)
                 .await
                 .context("cannot delete the account")?;
-            eprintln!("account '{}' deleted; its sessions ended", email.trim());
+            eprintln!("account '{email}' deleted; its sessions ended");
         }
         AdminCommand::ResetPassword { email, .. } => {
             let password = read_password()?;
@@ -58,7 +59,7 @@ pub async fn run(global: &GlobalArgs, cmd: AdminCommand) -> anyhow::Result<()> {
                 .reset_password(&email, &password)
                 .await
                 .context("cannot reset the password")?;
-            eprintln!("password of '{}' changed; its sessions ended", email.trim());
+            eprintln!("password of '{email}' changed; its sessions ended");
         }
     }
     Ok(())

@@ -9,13 +9,13 @@ use jiff::Timestamp;
 use signalbox_core::SystemClock;
 use signalbox_engage::Engage;
 use signalbox_outbound::{OutboundClient, OutboundConfig};
-use signalbox_server::admin::destinations::destination_json;
 use signalbox_sync::{
     Destination, DestinationConfig, DestinationPatch, DestinationState, DestinationStatus,
     NewDestination, Replay, Secret, SqliteSyncStore, Sync, SyncDeps, KLAVIYO_ENDPOINT,
     SEGMENT_US_ENDPOINT,
 };
 
+use super::output::{print_line, DestinationLine};
 use super::{engage_path, open_store_readonly, sync_path};
 use crate::cli::{DestinationCommand, DestinationCreateArgs, DestinationKindArg, GlobalArgs};
 
@@ -46,7 +46,7 @@ pub async fn run(global: &GlobalArgs, cmd: DestinationCommand) -> anyhow::Result
             let destinations = sync.list().await.context("cannot list the destinations")?;
             if json {
                 for destination in &destinations {
-                    println!("{}", serde_json::to_string(&destination_json(destination))?);
+                    print_line(&DestinationLine::from(destination))?;
                 }
             } else {
                 print_table(&destinations);
@@ -58,7 +58,7 @@ pub async fn run(global: &GlobalArgs, cmd: DestinationCommand) -> anyhow::Result
                 .await
                 .with_context(|| format!("cannot read the status of destination '{name}'"))?;
             if json {
-                println!("{}", serde_json::to_string(&status)?);
+                print_line(&status)?;
             } else {
                 let destination = sync.get(&name).await?;
                 print_status(&destination, &status);
@@ -70,7 +70,7 @@ pub async fn run(global: &GlobalArgs, cmd: DestinationCommand) -> anyhow::Result
             let letters = sync.dead_letters(&name).await?;
             if json {
                 for letter in &letters {
-                    println!("{}", serde_json::to_string(letter)?);
+                    print_line(letter)?;
                 }
             } else {
                 println!(

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use signalbox_core::Email;
 use signalbox_engage::{Engage, HeldFilter, ProfileField, ProfileId, ProfileQuery};
 
 use super::api::ServerClient;
+use super::output::{print_line, QuarantineLine};
 use super::{engage_path, open_store_readonly, parse_duration};
 use crate::cli::{EngageCommand, GlobalArgs, ProfilesCommand, QuarantineCommand, RebuildArgs};
 
@@ -82,7 +84,7 @@ pub async fn profiles(global: &GlobalArgs, cmd: ProfilesCommand) -> anyhow::Resu
                 let page = engage.held_calls(filter, after, 1000).await?;
                 for held in &page {
                     if json {
-                        println!("{}", serde_json::to_string(held)?);
+                        print_line(held)?;
                     } else {
                         println!(
                             "{:<10} {:<9} {:<9} {:<20} {:<24} {:<24} {}",
@@ -121,9 +123,12 @@ pub async fn profiles(global: &GlobalArgs, cmd: ProfilesCommand) -> anyhow::Resu
         }
         ProfilesCommand::Show { id_or_email } => {
             let id = if id_or_email.contains('@') {
+                let email = Email::parse(&id_or_email).with_context(|| {
+                    format!("{id_or_email:?} is neither a profile id nor an email")
+                })?;
                 let page = engage
                     .list_profiles(ProfileQuery {
-                        any_of: vec![(ProfileField::Email, vec![id_or_email.clone()])],
+                        any_of: vec![(ProfileField::Email, vec![email.into_string()])],
                         ..ProfileQuery::default()
                     })
                     .await?;
@@ -185,9 +190,7 @@ async fn list_quarantine(global: &GlobalArgs, json: bool) -> anyhow::Result<()> 
         for entry in &page {
             let source = names.get(&entry.source_id).cloned();
             if json {
-                let mut line = serde_json::to_value(entry)?;
-                line["source"] = serde_json::json!(source);
-                println!("{line}");
+                print_line(&QuarantineLine::new(entry, source))?;
             } else {
                 println!(
                     "{:<10} {:<12} {:<16} {:<20} {:<6} {}",

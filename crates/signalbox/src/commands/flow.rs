@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use super::api::ServerClient;
+use super::output::{print_line, FlowLine, FlowResource, FlowStatusLine, HeldMessageLine};
 use crate::cli::{FlowArgs, FlowCommand, GlobalArgs};
 
 pub async fn run(global: &GlobalArgs, args: FlowArgs) -> anyhow::Result<()> {
@@ -159,7 +160,7 @@ async fn list(client: &Client, as_json: bool) -> anyhow::Result<()> {
     let flows = client.flows().await?;
     if as_json {
         for flow in &flows {
-            println!("{flow}");
+            print_line(&FlowLine::from(flow_resource(flow.clone())?))?;
         }
         return Ok(());
     }
@@ -191,7 +192,7 @@ async fn status(client: &Client, name_or_id: &str, as_json: bool) -> anyhow::Res
         .await?;
     let data = &full["data"];
     if as_json {
-        println!("{data}");
+        print_line(&FlowStatusLine::from(flow_resource(data.clone())?))?;
         return Ok(());
     }
     let a = &data["attributes"];
@@ -218,6 +219,11 @@ async fn status(client: &Client, name_or_id: &str, as_json: bool) -> anyhow::Res
         );
     }
     Ok(())
+}
+
+/// A flow resource of the server's answer, as `--json` prints it.
+fn flow_resource(value: Value) -> anyhow::Result<FlowResource> {
+    serde_json::from_value(value).context("the server answered a flow this version cannot read")
 }
 
 /// The id of the flow named (or with id) `name_or_id`.
@@ -253,7 +259,9 @@ async fn messages(
             .await?;
         for message in page["data"].as_array().into_iter().flatten() {
             if as_json {
-                println!("{message}");
+                let line: HeldMessageLine = serde_json::from_value(message.clone())
+                    .context("the server answered a message this version cannot read")?;
+                print_line(&line)?;
                 continue;
             }
             println!(

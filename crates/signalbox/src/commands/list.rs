@@ -11,6 +11,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::api::{encode, error_message, next_cursor, ServerClient};
+use super::output::{
+    print_line, ListLine, ListResource, MemberLine, MemberResource, PendingMemberLine,
+};
 use crate::cli::{GlobalArgs, ListArgs, ListCommand};
 
 /// Profiles per import request (the server takes up to 1000).
@@ -77,13 +80,9 @@ pub async fn run(global: &GlobalArgs, args: ListArgs) -> anyhow::Result<()> {
                 for list in page["data"].as_array().into_iter().flatten() {
                     let attributes = &list["attributes"];
                     if json {
-                        println!(
-                            "{}",
-                            json!({"id": list["id"], "name": attributes["name"],
-                                "optInProcess": attributes["opt_in_process"],
-                                "profileCount": attributes["profile_count"],
-                                "created": attributes["created"]})
-                        );
+                        let resource: ListResource = serde_json::from_value(list.clone())
+                            .context("the server answered a list this version cannot read")?;
+                        print_line(&ListLine::from(resource))?;
                     } else {
                         println!(
                             "{:<8} {:<14} {:>8} {}",
@@ -121,7 +120,9 @@ pub async fn run(global: &GlobalArgs, args: ListArgs) -> anyhow::Result<()> {
                         .await?;
                     for member in page["data"].as_array().into_iter().flatten() {
                         if json {
-                            println!("{member}");
+                            let line: PendingMemberLine = serde_json::from_value(member.clone())
+                                .context("the server answered a member this version cannot read")?;
+                            print_line(&line)?;
                         } else {
                             println!(
                                 "{:<26} {:<32} {}",
@@ -148,11 +149,9 @@ pub async fn run(global: &GlobalArgs, args: ListArgs) -> anyhow::Result<()> {
                 for member in page["data"].as_array().into_iter().flatten() {
                     let attributes = &member["attributes"];
                     if json {
-                        println!(
-                            "{}",
-                            json!({"id": member["id"], "email": attributes["email"],
-                                "joinedGroupAt": attributes["joined_group_at"]})
-                        );
+                        let resource: MemberResource = serde_json::from_value(member.clone())
+                            .context("the server answered a member this version cannot read")?;
+                        print_line(&MemberLine::from(resource))?;
                     } else {
                         println!(
                             "{:<26} {:<32} {}",

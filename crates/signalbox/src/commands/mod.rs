@@ -8,6 +8,7 @@ mod engage;
 mod events;
 mod flow;
 mod list;
+mod output;
 pub mod private;
 mod segment;
 mod serve;

@@ -5,6 +5,7 @@ use anyhow::Context;
 use signalbox_core::{Scope, Scopes, SourceStatus};
 use signalbox_engage::DestinationSettings;
 
+use super::output::print_line;
 use super::{open_store_readonly, parse_duration};
 use crate::cli::{ApiKeyCommand, GlobalArgs, SourceCommand};
 
@@ -22,7 +23,7 @@ pub async fn run_source(global: &GlobalArgs, cmd: SourceCommand) -> anyhow::Resu
             let sources = store.list_sources().await?;
             if json {
                 for source in sources {
-                    println!("{}", serde_json::to_string(&source)?);
+                    print_line(&source)?;
                 }
             } else {
                 println!(

@@ -129,7 +129,13 @@ fn admin_commands_manage_accounts_without_a_server() {
         &["create", "not-an-email", "--password-stdin"],
         "a long enough one\n",
     );
-    assert!(out.stderr.contains("email: "), "{}", out.describe());
+    // A text that is no address is a mistake in the command line: named, with the reason.
+    assert_eq!(out.status.code(), Some(2), "{}", out.describe());
+    assert!(
+        out.stderr.contains("'not-an-email'") && out.stderr.contains("is not an email address"),
+        "{}",
+        out.describe()
+    );
 
     admin_ok(
         &env,

@@ -839,6 +839,17 @@ async fn browse_abandonment_respects_smart_sending() {
     );
     let listed = app.flow_cli(&["list"]);
     assert!(listed.contains("paused"), "{listed}");
+    let listed = json_lines(&app.flow_cli(&["list", "--json"]));
+    let line = listed
+        .iter()
+        .find(|flow| flow["id"] == flow_id.as_str())
+        .expect("the flow is listed");
+    crate::cli_json::assert_documented("flow list --json", line);
+    assert_eq!(line["status"], "paused");
+    let status = json_lines(&app.flow_cli(&["status", &flow_id, "--json"]));
+    assert_eq!(status.len(), 1, "{status:?}");
+    crate::cli_json::assert_documented("flow status NAME --json", &status[0]);
+    assert_eq!(status[0]["statistics"]["flow"]["counts"]["sent"], 2);
     let status = app.flow_cli(&["status", &flow_id]);
     assert!(
         status.contains("skipped:smart_sending=1") && status.contains("sent=2"),
@@ -1381,6 +1392,9 @@ async fn a_manual_flow_holds_its_emails_for_review_approved_skipped_or_aged_out(
     assert!(table.contains("Your quote, {{ first_name }}"), "{table}");
     let held = json_lines(&app.flow_cli(&["messages", &flow_id, "--pending", "--json"]));
     assert_eq!(held.len(), 3, "{held:?}");
+    for message in &held {
+        crate::cli_json::assert_documented("flow messages FLOW --json", message);
+    }
     let id_of = |email: &str| {
         held.iter()
             .find(|m| m["email"] == email)

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use crate::cli_json::assert_documented;
 use crate::harness::{json_lines, Server, TestEnv};
 
 struct Lists<'a> {
@@ -35,6 +36,9 @@ impl Lists<'_> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let rows = json_lines(&self.cli(&["members", list, "--pending", "--json"]));
+            for row in &rows {
+                assert_documented("list members LIST --pending --json", row);
+            }
             if rows.len() >= n || Instant::now() > deadline {
                 return rows;
             }
@@ -165,6 +169,7 @@ async fn double_opt_in_through_the_signed_link_with_a_real_client() {
     assert!(page.contains("Weekly news"), "{page}");
     let members = json_lines(&lists.cli(&["members", &list, "--json"]));
     assert_eq!(members.len(), 1);
+    assert_documented("list members LIST --json", &members[0]);
     assert_eq!(members[0]["email"], "ann@example.com");
     let consent = lists.consent(&list, "ann@example.com").await;
     assert_eq!(consent["consent"], "SUBSCRIBED", "{consent}");
@@ -248,6 +253,7 @@ async fn list_import_and_ls_through_the_running_server() {
     assert!(out.stderr.contains("1 added"), "{}", out.stderr);
     let ls = json_lines(&lists.cli(&["ls", "--json"]));
     assert_eq!(ls.len(), 1);
+    assert_documented("list ls --json", &ls[0]);
     assert_eq!(ls[0]["profileCount"], 1201);
     assert_eq!(ls[0]["name"], "Customers");
     let members = json_lines(&lists.cli(&["members", &list, "--json"]));

@@ -3,6 +3,8 @@
 
 mod browser;
 mod cli;
+#[path = "../common/cli_json.rs"]
+mod cli_json;
 mod clients;
 mod console;
 mod console_lists;

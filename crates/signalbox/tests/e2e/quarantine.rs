@@ -15,6 +15,9 @@ fn quarantined(env: &TestEnv, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let rows = json_lines(&env.cli_ok(&["engage", "quarantine", "--json"]));
+        for row in &rows {
+            crate::cli_json::assert_documented("engage quarantine --json", row);
+        }
         if rows.len() == n || Instant::now() > deadline {
             return rows;
         }

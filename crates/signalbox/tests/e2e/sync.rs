@@ -493,6 +493,7 @@ async fn a_failing_receiver_and_a_killed_sender_lose_nothing_and_repeat_nothing(
     let letters = env.cli_ok(&["destination", "dead-letters", "hook", "--json"]);
     let letters = crate::harness::json_lines(&letters);
     assert_eq!(letters.len(), 1, "{letters:?}");
+    crate::cli_json::assert_documented("destination dead-letters NAME --json", &letters[0]);
     assert_eq!(letters[0]["message_id"], json!(poison));
     assert_eq!(letters[0]["status"], json!(400));
     assert!(

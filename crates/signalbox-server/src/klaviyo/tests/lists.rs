@@ -494,3 +494,74 @@ async fn suppression_jobs_suppress_and_lift() {
     let members = api.get(&format!("/api/lists/{id}/profiles")).await;
     assert_eq!(members.body["data"].as_array().unwrap().len(), 0);
 }
+
+/// An email is normalised once where it comes in: however it is written (spaces around it,
+/// capitals), the profile API, the import and a subscription job reach the same profile; a
+/// text that is no address is refused with the reason, pointing at it.
+#[tokio::test]
+async fn one_address_however_it_is_written_is_one_profile() {
+    let api = spawn().await;
+    let profile =
+        |email: &str| json!({"data": {"type": "profile", "attributes": {"email": email}}});
+    let created = api
+        .write(Method::POST, "/api/profiles", profile(" Ann@Example.COM "))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(
+        created.body["data"]["attributes"]["email"],
+        "ann@example.com"
+    );
+    let id = created.body["data"]["id"].as_str().unwrap().to_owned();
+
+    let imported = api
+        .write(
+            Method::POST,
+            "/api/profile-import",
+            profile("ann@example.com"),
+        )
+        .await;
+    assert_eq!(imported.status, StatusCode::OK, "{}", imported.body);
+    assert_eq!(imported.body["data"]["id"], id.as_str());
+
+    let list = create_list(&api, "News", "single_opt_in").await;
+    let reply = api
+        .write(
+            Method::POST,
+            "/api/profile-subscription-bulk-create-jobs",
+            subscribe_job(&["  ANN@example.com", "ann@EXAMPLE.com"], Some(&list)),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    let members = api.get(&format!("/api/lists/{list}/profiles")).await;
+    let members = members.body["data"].as_array().unwrap().clone();
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert_eq!(members[0]["id"], id.as_str());
+
+    let refused = api
+        .write(Method::POST, "/api/profiles", profile("ann@example"))
+        .await;
+    let error = assert_error(&refused, StatusCode::BAD_REQUEST, "invalid");
+    assert_eq!(error["source"]["pointer"], "/data/attributes/email");
+    assert!(
+        error["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is not an email address"),
+        "{error}"
+    );
+    let refused = api
+        .write(
+            Method::POST,
+            "/api/profile-subscription-bulk-create-jobs",
+            subscribe_job(&["ann\u{7}@example.com"], None),
+        )
+        .await;
+    let error = assert_error(&refused, StatusCode::BAD_REQUEST, "invalid");
+    assert!(
+        error["detail"]
+            .as_str()
+            .unwrap()
+            .contains("contains a control character"),
+        "{error}"
+    );
+}
