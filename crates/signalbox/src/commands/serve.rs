@@ -163,12 +163,11 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         )
     };
     // Double opt-in confirmation emails, when a mailer is configured.
-    let _confirmations = confirmations::spawn(
-        engage.clone(),
-        app.mail(),
-        path.with_file_name("confirmations.db"),
-    )
-    .context("cannot start the double opt-in mailer")?;
+    let ledger = confirmations::SqliteConfirmations::open(&path.with_file_name("confirmations.db"))
+        .context("cannot open the double opt-in ledger")?;
+    let _confirmations = confirmations::spawn(engage.clone(), app.mail(), Arc::new(ledger))
+        .await
+        .context("cannot start the double opt-in mailer")?;
     println!("Signalbox is listening on {base}");
     println!("  Tracking API   {base}/v1   (Segment libraries: host=\"{base}\")");
     println!(

@@ -2,8 +2,9 @@
 //! list, it gets one email with its signed confirmation link (`/c/{token}`, served by
 //! [`crate::consent`]) and an unsubscribe link.
 //!
-//! A task follows engage's change feed (`list_changes` rows `pending`) and keeps, in its own
-//! small SQLite file, its position and each change it emailed for. The change is recorded
+//! A task follows engage's change feed (`list_changes` rows `pending`) and keeps, in a
+//! [`ConfirmationLedger`] (`confirmations.db` by default, or PostgreSQL), its position and each
+//! change it emailed for. The change is recorded
 //! before the SMTP hand-off and marked sent after, in the same way as flow sends: a crash in
 //! between re-sends with the same Message-ID (derived from the change), never twice
 //! otherwise, and never drops one. On first start it begins at the feed's head: people who
@@ -13,17 +14,24 @@
 //! Engage's state is read through its [`signalbox_engage::EngageReader`] only; this file
 //! holds nothing of engage's.
 
-use std::path::{Path, PathBuf};
+mod postgres;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use async_trait::async_trait;
 use signalbox_engage::feed::ListChange;
 use signalbox_engage::{Engage, ListId};
 use signalbox_mail::{LinkKind, ListUnsubscribe, MailError, OutgoingEmail};
 use tokio::task::JoinHandle;
 
 use crate::mail::Mail;
+
+pub use postgres::PgConfirmations;
+pub use sqlite::SqliteConfirmations;
 
 /// List changes read per step at most.
 const BATCH: usize = 200;
@@ -34,7 +42,7 @@ const RETRY: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum ConfirmationError {
     #[error("confirmations store: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(String),
     #[error("engage: {0}")]
     Engage(#[from] signalbox_engage::EngageError),
     #[error("mail: {0}")]
@@ -43,11 +51,26 @@ pub enum ConfirmationError {
     Internal(String),
 }
 
-/// Starts the task; it runs until the runtime stops. Without a mailer it does nothing.
-pub fn spawn(
+/// Where the mailer keeps its position in the feed and the changes it emailed for.
+#[async_trait]
+pub trait ConfirmationLedger: Send + Sync + 'static {
+    /// The last list change handled; `None` before the first start.
+    async fn cursor(&self) -> Result<Option<i64>, ConfirmationError>;
+    async fn save_cursor(&self, list_change_pk: i64) -> Result<(), ConfirmationError>;
+    /// Whether the email for this change was handed to the mail server.
+    async fn sent(&self, change_pk: i64) -> Result<bool, ConfirmationError>;
+    /// Records that the email for this change is about to go (kept when already recorded).
+    async fn intend(&self, change_pk: i64) -> Result<(), ConfirmationError>;
+    /// Records that it went.
+    async fn done(&self, change_pk: i64) -> Result<(), ConfirmationError>;
+}
+
+/// Starts the task; it runs until the runtime stops. Without a mailer it does nothing. On the
+/// first start (`ledger` has no cursor) it begins at the feed's head.
+pub async fn spawn(
     engage: Engage,
     mail: Arc<Mail>,
-    path: PathBuf,
+    ledger: Arc<dyn ConfirmationLedger>,
 ) -> Result<Option<JoinHandle<()>>, ConfirmationError> {
     if mail.mailer().is_none() {
         return Ok(None);
@@ -55,12 +78,18 @@ pub fn spawn(
     let Some(mut applied) = engage.subscribe_applied() else {
         return Ok(None);
     };
-    let store =
-        ConfirmationStore::open(&path, || Ok(engage.reader()?.end_cursor()?.list_change_pk))?;
+    if ledger.cursor().await?.is_none() {
+        let reader = engage.clone();
+        let head = tokio::task::spawn_blocking(move || {
+            Ok::<_, ConfirmationError>(reader.reader()?.end_cursor()?.list_change_pk)
+        })
+        .await
+        .map_err(|e| ConfirmationError::Internal(e.to_string()))??;
+        ledger.save_cursor(head).await?;
+    }
     Ok(Some(tokio::spawn(async move {
-        let mut store = store;
         loop {
-            match step(&engage, &mail, &mut store).await {
+            match step(&engage, &mail, &*ledger).await {
                 Ok(true) => continue,
                 Ok(false) => {
                     if applied.changed().await.is_err() {
@@ -80,25 +109,25 @@ pub fn spawn(
 async fn step(
     engage: &Engage,
     mail: &Mail,
-    store: &mut ConfirmationStore,
+    store: &dyn ConfirmationLedger,
 ) -> Result<bool, ConfirmationError> {
     let upto = engage.applied_seq();
-    let after = store.cursor()?;
+    let after = store.cursor().await?.unwrap_or(0);
     let reader = engage.clone();
     let changes =
         tokio::task::spawn_blocking(move || reader.reader()?.list_changes(after, upto, BATCH))
             .await
             .map_err(|e| ConfirmationError::Internal(e.to_string()))??;
     for change in changes.iter().filter(|c| c.change == "pending") {
-        if store.sent(change.pk)? {
+        if store.sent(change.pk).await? {
             continue;
         }
-        store.intend(change.pk)?;
+        store.intend(change.pk).await?;
         send(engage, mail, change).await?;
-        store.done(change.pk)?;
+        store.done(change.pk).await?;
     }
     if let Some(last) = changes.last() {
-        store.save_cursor(last.pk)?;
+        store.save_cursor(last.pk).await?;
     }
     Ok(changes.len() >= BATCH)
 }
@@ -170,81 +199,4 @@ fn escape(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-/// The task's position in the feed and the changes it emailed for.
-struct ConfirmationStore {
-    conn: Connection,
-}
-
-impl ConfirmationStore {
-    /// Opens (creating) the file; a new one starts after `head()`, the last list change now.
-    fn open(
-        path: &Path,
-        head: impl FnOnce() -> Result<i64, ConfirmationError>,
-    ) -> Result<ConfirmationStore, ConfirmationError> {
-        let conn = Connection::open(path)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             CREATE TABLE IF NOT EXISTS cursor (id INTEGER PRIMARY KEY CHECK (id = 1),
-                                                value INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS sends (change_pk INTEGER PRIMARY KEY,
-                                               sent INTEGER NOT NULL);",
-        )?;
-        let store = ConfirmationStore { conn };
-        let has_cursor: Option<i64> = store
-            .conn
-            .query_row("SELECT 1 FROM cursor", [], |r| r.get(0))
-            .optional()?;
-        if has_cursor.is_none() {
-            // First start: from the feed's head.
-            store.save_cursor(head()?)?;
-        }
-        Ok(store)
-    }
-
-    /// The last list change handled.
-    fn cursor(&self) -> Result<i64, ConfirmationError> {
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM cursor WHERE id = 1", [], |r| r.get(0))?)
-    }
-
-    fn save_cursor(&self, list_change_pk: i64) -> Result<(), ConfirmationError> {
-        self.conn.execute(
-            "INSERT INTO cursor (id, value) VALUES (1, ?1)
-             ON CONFLICT (id) DO UPDATE SET value = excluded.value",
-            [list_change_pk],
-        )?;
-        Ok(())
-    }
-
-    fn sent(&self, change_pk: i64) -> Result<bool, ConfirmationError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT sent FROM sends WHERE change_pk = ?1",
-                [change_pk],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
-            == Some(1))
-    }
-
-    fn intend(&self, change_pk: i64) -> Result<(), ConfirmationError> {
-        self.conn.execute(
-            "INSERT OR IGNORE INTO sends (change_pk, sent) VALUES (?1, 0)",
-            params![change_pk],
-        )?;
-        Ok(())
-    }
-
-    fn done(&self, change_pk: i64) -> Result<(), ConfirmationError> {
-        self.conn.execute(
-            "UPDATE sends SET sent = 1 WHERE change_pk = ?1",
-            params![change_pk],
-        )?;
-        Ok(())
-    }
 }
