@@ -3,12 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rusqlite::Connection;
+use jiff::Timestamp;
 use signalbox_engage::facts::SegmentMembership;
 use signalbox_engage::ProfileKey;
 use signalbox_seglang::{Definition, Dependencies};
 
 use crate::error::AudienceResult;
+use crate::store::{SegmentKey, StoredSegment};
 
 pub(crate) struct Compiled {
     pub pk: i64,
@@ -37,22 +38,17 @@ pub(crate) struct Catalog {
     pub with_last_event: bool,
 }
 
-/// Stored segments: `(pk, id, version, definition JSON)`.
-pub(crate) fn load_rows(conn: &Connection) -> AudienceResult<Vec<(i64, String, i64, String)>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT pk, id, version, definition FROM segments ORDER BY pk")?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
-}
-
 impl Catalog {
-    pub(crate) fn build(rows: Vec<(i64, String, i64, String)>) -> Catalog {
+    pub(crate) fn build(rows: Vec<StoredSegment>) -> Catalog {
         let mut parsed = Vec::new();
-        for (pk, id, version, json) in rows {
-            let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
-            match signalbox_seglang::parse(&value) {
+        for StoredSegment {
+            key: pk,
+            id,
+            version,
+            definition,
+        } in rows
+        {
+            match signalbox_seglang::parse(&definition) {
                 Ok(definition) => {
                     let deps = definition.dependencies();
                     parsed.push(Compiled {
@@ -158,58 +154,22 @@ impl Catalog {
 }
 
 /// Stored membership, as [`signalbox_engage::facts::EngageFacts`] asks for it: `ids` maps
-/// segment ids to their keys.
+/// segment ids to their keys, `joined` reads a membership.
 pub(crate) fn lookup_member(
-    conn: &Connection,
-    ids: &HashMap<String, i64>,
+    joined: &dyn Fn(SegmentKey, ProfileKey) -> AudienceResult<Option<Timestamp>>,
+    ids: &HashMap<String, SegmentKey>,
     group_id: &str,
     profile_pk: ProfileKey,
 ) -> SegmentMembership {
     let Some(&segment_pk) = ids.get(group_id) else {
         return SegmentMembership::NotASegment;
     };
-    match member_joined(conn, segment_pk, profile_pk.0) {
-        Ok(Some(us)) => SegmentMembership::Member {
-            joined: crate::ts(us),
-        },
+    match joined(segment_pk, profile_pk) {
+        Ok(Some(joined)) => SegmentMembership::Member { joined },
         Ok(None) => SegmentMembership::NotMember,
         Err(err) => {
             tracing::error!(error = %err, "reading segment membership failed");
             SegmentMembership::NotMember
         }
     }
-}
-
-/// Like [`lookup_member`], for a caller that holds no catalog: the segment is found by id.
-pub(crate) fn lookup_member_by_id(
-    conn: &Connection,
-    group_id: &str,
-    profile_pk: ProfileKey,
-) -> SegmentMembership {
-    use rusqlite::OptionalExtension;
-    let segment_pk = conn
-        .prepare_cached("SELECT pk FROM segments WHERE id = ?1")
-        .and_then(|mut stmt| stmt.query_row([group_id], |r| r.get(0)).optional());
-    match segment_pk {
-        Ok(Some(segment_pk)) => {
-            let ids = HashMap::from([(group_id.to_owned(), segment_pk)]);
-            lookup_member(conn, &ids, group_id, profile_pk)
-        }
-        Ok(None) => SegmentMembership::NotASegment,
-        Err(err) => {
-            tracing::error!(error = %err, "reading segment membership failed");
-            SegmentMembership::NotMember
-        }
-    }
-}
-
-pub(crate) fn member_joined(
-    conn: &Connection,
-    segment_pk: i64,
-    profile_pk: i64,
-) -> rusqlite::Result<Option<i64>> {
-    use rusqlite::OptionalExtension;
-    conn.prepare_cached("SELECT joined_us FROM members WHERE segment_pk = ?1 AND profile_pk = ?2")?
-        .query_row([segment_pk, profile_pk], |r| r.get(0))
-        .optional()
 }

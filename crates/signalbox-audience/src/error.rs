@@ -17,8 +17,12 @@ pub enum AudienceError {
     Unavailable,
     #[error(transparent)]
     Engage(#[from] EngageError),
+    /// The store failed (the backend's error, as text).
     #[error("audience database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(String),
+    /// The store was written by a newer build; this one refuses to touch it.
+    #[error("audience database schema version {found} is newer than this build knows ({known})")]
+    SchemaTooNew { found: usize, known: usize },
     #[error("{0}")]
     Internal(String),
 }

@@ -13,31 +13,36 @@
 //! # Layout
 //! - `worker.rs`: the one thread that writes `audience.db` (feed, schedule, backfills, edits).
 //! - `catalog.rs`: the parsed segments in dependency order, and what re-evaluates what.
-//! - `db.rs`: the file and its schema. [`model`]: public types. [`error`]: [`AudienceError`].
+//! - [`store`]: [`AudienceStore`] and [`AudienceWriter`], what the engine keeps, in its
+//!   terms; [`sqlite`]: the embedded backend (`audience.db`), the only module that knows SQL.
+//!   [`conformance`] (feature `conformance`): the behaviour every backend shows.
+//! - [`model`]: public types. [`error`]: [`AudienceError`].
 //!
-//! **Invariant:** only the worker writes `audience.db`; the feed cursor commits with the
+//! **Invariant:** only the worker writes the store (through the one [`AudienceWriter`]); the feed cursor commits with the
 //! membership changes it caused, so a restart neither loses nor repeats an enter or leave.
 //! **Invariant:** membership is always evaluated against engage's current state; the feed
 //! only says which profiles to look at. So a profile's membership after its last change is
 //! what a from-scratch evaluation gives.
 
 mod catalog;
-mod db;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod error;
 pub mod model;
+pub mod sqlite;
+pub mod store;
 mod worker;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use signalbox_core::Clock;
 use signalbox_engage::facts::{
-    EngageFacts, LiveEvents, MetricBulk, MetricSource, SharedSegmentLookup,
+    EngageFacts, LiveEvents, MetricBulk, MetricSource, SegmentMembership, SharedSegmentLookup,
 };
 use signalbox_engage::{Engage, EngageReader, ProfileId, ProfileKey};
 use signalbox_seglang::{Definition, EvalContext, ProfileFacts};
@@ -45,6 +50,8 @@ use tokio::sync::oneshot;
 
 pub use error::{AudienceError, AudienceResult};
 pub use model::*;
+pub use sqlite::SqliteAudienceStore;
+pub use store::{AudienceStore, AudienceWriter, SegmentKey};
 use worker::{Command, Worker};
 
 pub(crate) fn ts(us: i64) -> Timestamp {
@@ -81,7 +88,7 @@ pub struct Audience {
 
 struct Inner {
     commands: mpsc::Sender<Command>,
-    path: PathBuf,
+    store: Arc<dyn AudienceStore>,
     engage: Engage,
     clock: Arc<dyn Clock>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -94,20 +101,32 @@ impl Drop for Inner {
 }
 
 impl Audience {
-    /// Opens (creating) `audience.db` at `path` and starts the worker that follows `engage`.
+    /// Opens (creating) the embedded store at `path` (`audience.db`) and starts the worker
+    /// that follows `engage`.
     pub async fn start(
         engage: Engage,
         clock: Arc<dyn Clock>,
         path: impl Into<PathBuf>,
     ) -> AudienceResult<Audience> {
         let path: PathBuf = path.into();
+        let store = tokio::task::spawn_blocking(move || SqliteAudienceStore::open(path))
+            .await
+            .map_err(|e| AudienceError::Internal(e.to_string()))??;
+        Audience::start_with_store(engage, clock, Arc::new(store)).await
+    }
+
+    /// Starts the worker that follows `engage` over `store`.
+    pub async fn start_with_store(
+        engage: Engage,
+        clock: Arc<dyn Clock>,
+        store: Arc<dyn AudienceStore>,
+    ) -> AudienceResult<Audience> {
         let (commands, receiver) = mpsc::channel();
-        let open_path = path.clone();
+        let worker_store = Arc::clone(&store);
         let worker_engage = engage.clone();
         let worker_clock = Arc::clone(&clock);
         let worker = tokio::task::spawn_blocking(move || {
-            let conn = db::open_writer(&open_path)?;
-            Worker::open(conn, worker_engage, worker_clock)
+            Worker::open(worker_store.writer()?, worker_engage, worker_clock)
         })
         .await
         .map_err(|e| AudienceError::Internal(e.to_string()))??;
@@ -139,17 +158,12 @@ impl Audience {
         Ok(Audience {
             inner: Arc::new(Inner {
                 commands,
-                path,
+                store,
                 engage,
                 clock,
                 thread: Mutex::new(Some(thread)),
             }),
         })
-    }
-
-    /// The file (`DATA_DIR/audience.db`).
-    pub fn path(&self) -> &Path {
-        &self.inner.path
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> AudienceResult<T> {
@@ -211,29 +225,27 @@ impl Audience {
 
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> AudienceResult<T> + Send + 'static,
+        f: impl FnOnce(&dyn AudienceStore) -> AudienceResult<T> + Send + 'static,
     ) -> AudienceResult<T> {
-        let path = self.inner.path.clone();
-        tokio::task::spawn_blocking(move || f(&db::open(&path)?))
+        let store = Arc::clone(&self.inner.store);
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
             .map_err(|e| AudienceError::Internal(e.to_string()))?
     }
 
     pub async fn get_segment(&self, id: &str) -> AudienceResult<Segment> {
         let id = id.to_owned();
-        self.read(move |conn| {
-            segment_rows(conn, "WHERE id = ?1", params![id])?
-                .pop()
-                .ok_or(AudienceError::NotFound {
-                    what: format!("segment {id}"),
-                })
+        self.read(move |store| {
+            store.segment(&id)?.ok_or(AudienceError::NotFound {
+                what: format!("segment {id}"),
+            })
         })
         .await
     }
 
     /// Every segment, oldest first.
     pub async fn list_segments(&self) -> AudienceResult<Vec<Segment>> {
-        self.read(|conn| segment_rows(conn, "", params![])).await
+        self.read(|store| store.segments()).await
     }
 
     /// A page of segments, oldest first: at most `limit` after the segment `after` (an id;
@@ -245,48 +257,21 @@ impl Audience {
         limit: usize,
     ) -> AudienceResult<SegmentPage> {
         let after = after.map(str::to_owned);
-        let limit = limit.max(1);
-        self.read(move |conn| {
-            let after_pk: i64 = match &after {
-                None => 0,
-                Some(id) => segment_pk(conn, id)?,
-            };
-            let mut segments = segment_rows(
-                conn,
-                &format!("WHERE pk > ?1 ORDER BY pk LIMIT {}", limit + 1),
-                params![after_pk],
-            )?;
-            let next = if segments.len() > limit {
-                segments.truncate(limit);
-                segments.last().map(|s| s.id.clone())
-            } else {
-                None
-            };
-            Ok(SegmentPage { segments, next })
-        })
-        .await
+        self.read(move |store| store.segments_page(after.as_deref(), limit))
+            .await
     }
 
-    /// The oldest segment with this name.
+    /// The newest segment with this name.
     pub async fn segment_by_name(&self, name: &str) -> AudienceResult<Option<Segment>> {
         let name = name.to_owned();
-        self.read(move |conn| Ok(segment_rows(conn, "WHERE name = ?1", params![name])?.pop()))
-            .await
+        self.read(move |store| store.segment_by_name(&name)).await
     }
 
     /// How many profiles are in the segment.
     pub async fn profile_count(&self, id: &str) -> AudienceResult<u64> {
         let id = id.to_owned();
-        self.read(move |conn| {
-            let pk = segment_pk(conn, &id)?;
-            let n: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM members WHERE segment_pk = ?1",
-                [pk],
-                |r| r.get(0),
-            )?;
-            Ok(n as u64)
-        })
-        .await
+        self.read(move |store| store.member_count(segment_key(store, &id)?))
+            .await
     }
 
     /// Members in profile key order, after `after_pk`, at most `limit`.
@@ -298,27 +283,13 @@ impl Audience {
     ) -> AudienceResult<MemberPage> {
         let id = id.to_owned();
         let engage = self.inner.engage.clone();
-        self.read(move |conn| {
-            let pk = segment_pk(conn, &id)?;
-            let mut stmt = conn.prepare(
-                "SELECT profile_pk, joined_us FROM members WHERE segment_pk = ?1 AND profile_pk > ?2
-                 ORDER BY profile_pk LIMIT ?3",
-            )?;
-            let rows: Vec<(i64, i64)> = stmt
-                .query_map(
-                    params![
-                        pk,
-                        after_pk.map_or(i64::MIN, ProfileKey::get),
-                        limit as i64 + 1
-                    ],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?
-                .collect::<Result<_, _>>()?;
+        self.read(move |store| {
+            let key = segment_key(store, &id)?;
+            let rows = store.members(key, after_pk, limit.saturating_add(1))?;
             let econn = engage.reader()?;
             let more = rows.len() > limit;
             let mut members = Vec::new();
             for (profile_pk, joined) in rows.into_iter().take(limit) {
-                let profile_pk = ProfileKey(profile_pk);
                 let profile_id = econn
                     .profile_id(profile_pk)?
                     .map(|id| id.0)
@@ -326,7 +297,7 @@ impl Audience {
                 members.push(Member {
                     profile_pk,
                     profile_id,
-                    joined: ts(joined),
+                    joined,
                 });
             }
             let next_after_pk = more.then(|| members.last().map(|m| m.profile_pk)).flatten();
@@ -341,14 +312,7 @@ impl Audience {
     /// The segments a profile is in.
     pub async fn segments_of(&self, profile_id: &ProfileId) -> AudienceResult<Vec<Segment>> {
         let profile_pk = self.profile_pk(profile_id).await?;
-        self.read(move |conn| {
-            segment_rows(
-                conn,
-                "WHERE pk IN (SELECT segment_pk FROM members WHERE profile_pk = ?1)",
-                params![profile_pk.0],
-            )
-        })
-        .await
+        self.read(move |store| store.segments_of(profile_pk)).await
     }
 
     async fn profile_pk(&self, profile_id: &ProfileId) -> AudienceResult<ProfileKey> {
@@ -367,14 +331,17 @@ impl Audience {
     }
 
     /// Membership of segments as this engine holds it, for evaluations outside it (flow
-    /// filters and splits read the facts segments read: [`signalbox_engage::facts`]). It
-    /// reads `audience.db` through a connection of its own; blocking, so call it (and the
-    /// lookup) off the async runtime.
+    /// filters and splits read the facts segments read: [`signalbox_engage::facts`]). The
+    /// lookup blocks, so call it off the async runtime.
     pub fn segment_lookup(&self) -> AudienceResult<SharedSegmentLookup> {
-        let conn = Mutex::new(db::open(&self.inner.path)?);
+        let store = Arc::clone(&self.inner.store);
         Ok(Arc::new(move |group_id: &str, profile_pk: ProfileKey| {
-            let conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            catalog::lookup_member_by_id(&conn, group_id, profile_pk)
+            store
+                .membership(group_id, profile_pk)
+                .unwrap_or_else(|err| {
+                    tracing::error!(error = %err, "reading segment membership failed");
+                    SegmentMembership::NotMember
+                })
         }))
     }
 
@@ -384,26 +351,8 @@ impl Audience {
         cursor: i64,
         limit: usize,
     ) -> AudienceResult<Vec<MembershipChange>> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT cursor, segment_id, profile_pk, profile_id, entered, at_us FROM history
-                 WHERE cursor > ?1 ORDER BY cursor LIMIT ?2",
-            )?;
-            let rows = stmt
-                .query_map(params![cursor, limit as i64], |r| {
-                    Ok(MembershipChange {
-                        cursor: r.get(0)?,
-                        segment_id: r.get(1)?,
-                        profile_pk: ProfileKey(r.get(2)?),
-                        profile_id: r.get(3)?,
-                        entered: r.get(4)?,
-                        at: ts(r.get(5)?),
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
-            Ok(rows)
-        })
-        .await
+        self.read(move |store| store.changes_after(cursor, limit))
+            .await
     }
 
     /// Why the profile is (or is not) in the segment: each condition evaluated now, and the
@@ -414,8 +363,8 @@ impl Audience {
         let profile_id = profile_id.0.clone();
         let engage = self.inner.engage.clone();
         let now = self.inner.clock.now();
-        self.read(move |conn| {
-            let catalog = catalog::Catalog::build(catalog::load_rows(conn)?);
+        self.read(move |store| {
+            let catalog = catalog::Catalog::build(store.stored_segments()?);
             let &idx = catalog
                 .by_id
                 .get(&segment_id)
@@ -431,7 +380,8 @@ impl Audience {
                         what: format!("profile {profile_id}"),
                     })?;
             let ids = &catalog.pks;
-            let lookup = |g: &str, p: ProfileKey| catalog::lookup_member(conn, ids, g, p);
+            let joined = |s: SegmentKey, p: ProfileKey| store.joined(s, p);
+            let lookup = |g: &str, p: ProfileKey| catalog::lookup_member(&joined, ids, g, p);
             let live = LiveEvents::new(econn.as_ref(), profile_pk);
             let facts = EngageFacts {
                 record: &record,
@@ -440,28 +390,13 @@ impl Audience {
             };
             let matches_now = seg.definition.matches(&facts, now, &EvalContext::default());
             let conditions = explain(&seg.definition, &facts, now);
-            let joined = catalog::member_joined(conn, seg.pk, profile_pk.0)?;
-            let last_change = conn
-                .query_row(
-                    "SELECT cursor, entered, at_us, cause FROM history
-                     WHERE profile_pk = ?1 AND segment_pk = ?2 ORDER BY cursor DESC LIMIT 1",
-                    [profile_pk.0, seg.pk],
-                    |r| {
-                        let cause: String = r.get(3)?;
-                        Ok(RecordedChange {
-                            cursor: r.get(0)?,
-                            entered: r.get(1)?,
-                            at: ts(r.get(2)?),
-                            cause: serde_json::from_str(&cause).unwrap_or(Value::Null),
-                        })
-                    },
-                )
-                .optional()?;
+            let joined = store.joined(seg.pk, profile_pk)?;
+            let last_change = store.last_change(seg.pk, profile_pk)?;
             Ok(Why {
                 segment_id: seg.id.clone(),
                 profile_id,
                 member: joined.is_some(),
-                joined: joined.map(ts),
+                joined,
                 matches_now,
                 conditions,
                 last_change,
@@ -475,13 +410,14 @@ impl Audience {
         let definition = signalbox_seglang::parse(definition).map_err(AudienceError::Invalid)?;
         let engage = self.inner.engage.clone();
         let now = self.inner.clock.now();
-        self.read(move |conn| {
-            let ids: HashMap<String, i64> = catalog::load_rows(conn)?
+        self.read(move |store| {
+            let ids: HashMap<String, SegmentKey> = store
+                .stored_segments()?
                 .into_iter()
-                .map(|(pk, id, _, _)| (id, pk))
+                .map(|s| (s.id, s.key))
                 .collect();
             let econn = engage.reader()?;
-            count_matching(econn.as_ref(), conn, &ids, &definition, now)
+            count_matching(econn.as_ref(), store, &ids, &definition, now)
         })
         .await
     }
@@ -490,8 +426,8 @@ impl Audience {
 /// Evaluates a definition over every profile with set-based loads.
 fn count_matching(
     econn: &dyn EngageReader,
-    conn: &Connection,
-    ids: &HashMap<String, i64>,
+    store: &dyn AudienceStore,
+    ids: &HashMap<String, SegmentKey>,
     definition: &Definition,
     now: Timestamp,
 ) -> AudienceResult<Preview> {
@@ -501,7 +437,8 @@ fn count_matching(
         .dependencies()
         .properties
         .contains("last_event_date");
-    let lookup = |g: &str, p: ProfileKey| catalog::lookup_member(conn, ids, g, p);
+    let joined = |s: SegmentKey, p: ProfileKey| store.joined(s, p);
+    let lookup = |g: &str, p: ProfileKey| catalog::lookup_member(&joined, ids, g, p);
     let ctx = EvalContext::default();
     let mut after = ProfileKey(0);
     let mut preview = Preview {
@@ -529,49 +466,10 @@ fn count_matching(
     Ok(preview)
 }
 
-fn segment_pk(conn: &Connection, id: &str) -> AudienceResult<i64> {
-    conn.query_row("SELECT pk FROM segments WHERE id = ?1", [id], |r| r.get(0))
-        .optional()?
+fn segment_key(store: &dyn AudienceStore, id: &str) -> AudienceResult<SegmentKey> {
+    store
+        .segment_key(id)?
         .ok_or_else(|| AudienceError::NotFound {
             what: format!("segment {id}"),
         })
-}
-
-fn segment_rows(
-    conn: &Connection,
-    filter: &str,
-    args: impl rusqlite::Params,
-) -> AudienceResult<Vec<Segment>> {
-    let order = if filter.contains("ORDER BY") {
-        ""
-    } else {
-        "ORDER BY pk"
-    };
-    let mut stmt = conn.prepare(&format!(
-        "SELECT id, name, definition, version, is_starred, created_us, updated_us,
-                backfill_after_pk, backfill_done, backfill_total
-         FROM segments {filter} {order}"
-    ))?;
-    let rows = stmt
-        .query_map(args, |r| {
-            let definition: String = r.get(2)?;
-            let running: Option<i64> = r.get(7)?;
-            let done: i64 = r.get(8)?;
-            let total: i64 = r.get(9)?;
-            Ok(Segment {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                definition: serde_json::from_str(&definition).unwrap_or(Value::Null),
-                version: r.get(3)?,
-                is_starred: r.get(4)?,
-                created: ts(r.get(5)?),
-                updated: ts(r.get(6)?),
-                backfill: running.map(|_| Progress {
-                    done: done as u64,
-                    total: total.max(done) as u64,
-                }),
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
 }

@@ -1,4 +1,4 @@
-//! The one thread that writes `audience.db`: it follows engage's change feed, runs the
+//! The one thread that writes the store (through its [`AudienceWriter`]): it follows engage's change feed, runs the
 //! schedule of time-driven re-evaluations, advances backfills a chunk at a time, and applies
 //! segment edits, in that loop, each step in one transaction with what it changed (the feed
 //! cursor included).
@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use signalbox_core::Clock;
 use signalbox_engage::facts::{EngageFacts, LiveEvents, MetricBulk, MetricSource, ProfileRecord};
@@ -21,11 +20,12 @@ use tokio::sync::oneshot;
 use crate::catalog::{self, Catalog};
 use crate::error::{AudienceError, AudienceResult};
 use crate::model::{SegmentInput, SegmentPatch};
+use crate::store::{AudienceWriter, NewChange, NewSegment, SegmentKey};
 
 /// Feed rows read per step.
 const FEED_LIMIT: usize = 2_000;
 /// Due schedule entries handled per step.
-const SCHEDULE_LIMIT: i64 = 2_000;
+const SCHEDULE_LIMIT: usize = 2_000;
 /// Profiles a backfill evaluates per step (one transaction).
 pub(crate) const BACKFILL_CHUNK: usize = 10_000;
 /// Longest wait between looks at the clock (time-driven changes with a clock that is not
@@ -57,11 +57,11 @@ struct Backfill {
 struct ChunkState {
     idx: usize,
     /// Members among the chunk's profiles, with their join times.
-    was: std::collections::HashMap<i64, i64>,
+    was: std::collections::HashMap<ProfileKey, Timestamp>,
 }
 
 pub(crate) struct Worker {
-    conn: Connection,
+    store: Box<dyn AudienceWriter>,
     econn: Box<dyn EngageReader>,
     engage: Engage,
     clock: Arc<dyn Clock>,
@@ -77,48 +77,27 @@ fn now_us(clock: &dyn Clock) -> i64 {
 
 impl Worker {
     pub(crate) fn open(
-        conn: Connection,
+        store: Box<dyn AudienceWriter>,
         engage: Engage,
         clock: Arc<dyn Clock>,
     ) -> AudienceResult<Worker> {
         let econn = engage.reader()?;
-        let cursor = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'feed_cursor'",
-                [],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()?
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default();
-        let catalog = Catalog::build(catalog::load_rows(&conn)?);
-        let mut backfills = Vec::new();
-        {
-            let mut stmt = conn.prepare(
-                "SELECT pk, backfill_after_pk, backfill_done FROM segments
-                 WHERE backfill_after_pk IS NOT NULL ORDER BY pk",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (segment_pk, after_pk, done) = row?;
-                backfills.push(Backfill {
-                    segment_pk,
-                    after_pk,
-                    done: done as u64,
-                    bulk: MetricBulk::new(),
-                    prepared: false,
-                    touched: HashSet::new(),
-                });
-            }
-        }
+        let cursor = store.feed_cursor()?.unwrap_or_default();
+        let catalog = Catalog::build(store.stored_segments()?);
+        let backfills = store
+            .running_backfills()?
+            .into_iter()
+            .map(|state| Backfill {
+                segment_pk: state.segment,
+                after_pk: state.after.0,
+                done: state.done,
+                bulk: MetricBulk::new(),
+                prepared: false,
+                touched: HashSet::new(),
+            })
+            .collect();
         Ok(Worker {
-            conn,
+            store,
             econn,
             engage,
             clock,
@@ -146,7 +125,9 @@ impl Worker {
                 Ok(busy) => busy,
                 Err(err) => {
                     tracing::error!(error = %err, "audience step failed; retrying");
-                    let _ = self.conn.execute_batch("ROLLBACK");
+                    if let Err(err) = self.store.rollback() {
+                        tracing::error!(error = %err, "audience rollback failed");
+                    }
                     std::thread::sleep(Duration::from_millis(200));
                     true
                 }
@@ -173,13 +154,13 @@ impl Worker {
     }
 
     fn wait_time(&self) -> Duration {
-        let next: Option<i64> = self
-            .conn
-            .query_row("SELECT MIN(due_us) FROM schedule", [], |r| r.get(0))
-            .unwrap_or(None);
+        let next = self.store.next_due().unwrap_or(None);
         match next {
             Some(due) => {
-                let ahead = due.saturating_sub(now_us(self.clock.as_ref())).max(0) as u64;
+                let ahead = due
+                    .as_microsecond()
+                    .saturating_sub(now_us(self.clock.as_ref()))
+                    .max(0) as u64;
                 Duration::from_micros(ahead).min(MAX_WAIT)
             }
             None => MAX_WAIT,
@@ -214,22 +195,15 @@ impl Worker {
     }
 
     fn begin(&self) -> AudienceResult<()> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        Ok(())
+        self.store.begin()
     }
 
     fn commit(&self) -> AudienceResult<()> {
-        self.conn.execute_batch("COMMIT")?;
-        Ok(())
+        self.store.commit()
     }
 
     fn save_cursor(&self, cursor: &FeedCursor) -> AudienceResult<()> {
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('feed_cursor', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [serde_json::to_string(cursor).expect("cursor serialises")],
-        )?;
-        Ok(())
+        self.store.save_feed_cursor(cursor)
     }
 
     /// With no segments there is nothing to keep up to date: the cursor skips to the end
@@ -300,27 +274,15 @@ impl Worker {
 
     fn step_schedule(&mut self) -> AudienceResult<bool> {
         let now = self.clock.now();
-        let due: Vec<(i64, i64)> = {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT segment_pk, profile_pk FROM schedule WHERE due_us <= ?1
-                 ORDER BY due_us LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![now.as_microsecond(), SCHEDULE_LIMIT], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-            rows.collect::<Result<_, _>>()?
-        };
-        if due.is_empty() {
-            return Ok(false);
+        match self.store.next_due()? {
+            Some(due) if due <= now => {}
+            _ => return Ok(false),
         }
         let mut work: BTreeMap<i64, BTreeSet<usize>> = BTreeMap::new();
         self.begin()?;
-        for (segment_pk, profile_pk) in &due {
-            self.conn
-                .prepare_cached("DELETE FROM schedule WHERE segment_pk = ?1 AND profile_pk = ?2")?
-                .execute([segment_pk, profile_pk])?;
-            if let Some(&i) = self.catalog.by_pk.get(segment_pk) {
-                work.entry(*profile_pk).or_default().insert(i);
+        for (segment_pk, profile_pk) in self.store.take_due(now, SCHEDULE_LIMIT)? {
+            if let Some(&i) = self.catalog.by_pk.get(&segment_pk) {
+                work.entry(profile_pk.0).or_default().insert(i);
             }
         }
         for (pk, todo) in work {
@@ -391,19 +353,11 @@ impl Worker {
         // In memory only once committed: a failed step redoes the chunk.
         let done = backfill.done + records.len() as u64;
         let after_pk = records.last().map_or(backfill.after_pk, |last| last.pk.0);
-        if finished {
-            self.conn.execute(
-                "UPDATE segments SET backfill_after_pk = NULL, backfill_done = ?2,
-                 backfill_total = ?2 WHERE pk = ?1",
-                params![backfill.segment_pk, done as i64],
-            )?;
-        } else {
-            self.conn.execute(
-                "UPDATE segments SET backfill_after_pk = ?2, backfill_done = ?3,
-                 backfill_total = MAX(backfill_total, ?3) WHERE pk = ?1",
-                params![backfill.segment_pk, after_pk, done as i64],
-            )?;
-        }
+        self.store.backfill_progress(
+            backfill.segment_pk,
+            (!finished).then_some(ProfileKey(after_pk)),
+            done,
+        )?;
         self.commit()?;
         backfill.done = done;
         backfill.after_pk = after_pk;
@@ -428,18 +382,9 @@ impl Worker {
     /// entries cleared (evaluation writes the new ones).
     fn chunk_state(&self, idx: usize, lo: i64, hi: i64) -> AudienceResult<ChunkState> {
         let segment_pk = self.catalog.segs[idx].pk;
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT profile_pk, joined_us FROM members
-             WHERE segment_pk = ?1 AND profile_pk BETWEEN ?2 AND ?3",
-        )?;
-        let was = stmt
-            .query_map(params![segment_pk, lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        self.conn
-            .prepare_cached(
-                "DELETE FROM schedule WHERE segment_pk = ?1 AND profile_pk BETWEEN ?2 AND ?3",
-            )?
-            .execute(params![segment_pk, lo, hi])?;
+        let (lo, hi) = (ProfileKey(lo), ProfileKey(hi));
+        let was = self.store.members_between(segment_pk, lo, hi)?;
+        self.store.unschedule_between(segment_pk, lo, hi)?;
         Ok(ChunkState { idx, was })
     }
 
@@ -456,17 +401,18 @@ impl Worker {
         trigger: &str,
     ) -> AudienceResult<()> {
         let ids = &self.catalog.pks;
-        let conn = &self.conn;
+        let store = self.store.as_ref();
+        let joined = |segment: SegmentKey, profile: ProfileKey| store.joined(segment, profile);
         let lookup =
-            |group: &str, profile: ProfileKey| catalog::lookup_member(conn, ids, group, profile);
+            |group: &str, profile: ProfileKey| catalog::lookup_member(&joined, ids, group, profile);
         let live = LiveEvents::new(self.econn.as_ref(), ProfileKey(pk));
         let ctx = EvalContext::default();
         while let Some(i) = todo.pop_first() {
             let seg = &self.catalog.segs[i];
             let known = chunk.filter(|(c, _)| c.idx == i).map(|(c, _)| c);
             let was = match known {
-                Some(chunk) => chunk.was.get(&pk).copied(),
-                None => catalog::member_joined(conn, seg.pk, pk)?,
+                Some(chunk) => chunk.was.get(&ProfileKey(pk)).copied(),
+                None => store.joined(seg.pk, ProfileKey(pk))?,
             };
             let (is, next, cause) = match record {
                 None => (false, None, json!({"trigger": trigger, "conditions": []})),
@@ -498,51 +444,26 @@ impl Worker {
                 }
             };
             if is != was.is_some() {
-                if is {
-                    conn.prepare_cached(
-                        "INSERT INTO members (segment_pk, profile_pk, joined_us) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![seg.pk, pk, now.as_microsecond()])?;
-                } else {
-                    conn.prepare_cached(
-                        "DELETE FROM members WHERE segment_pk = ?1 AND profile_pk = ?2",
-                    )?
-                    .execute([seg.pk, pk])?;
-                }
                 let profile_id = match record {
                     Some(record) => record.id.clone(),
                     None => self.last_profile_id(pk)?,
                 };
-                conn.prepare_cached(
-                    "INSERT INTO history (segment_pk, segment_id, version, profile_pk, profile_id,
-                                          entered, at_us, cause)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
-                    seg.pk,
-                    seg.id,
-                    seg.version,
-                    pk,
-                    profile_id,
-                    is,
-                    now.as_microsecond(),
-                    cause.to_string()
-                ])?;
+                store.record_change(&NewChange {
+                    segment: seg.pk,
+                    segment_id: &seg.id,
+                    version: seg.version,
+                    profile: ProfileKey(pk),
+                    profile_id: &profile_id,
+                    entered: is,
+                    at: now,
+                    cause: &cause,
+                })?;
                 todo.extend(self.catalog.dependents[i].iter().copied());
             }
             match next {
-                Some(due) => {
-                    conn.prepare_cached(
-                        "INSERT INTO schedule (segment_pk, profile_pk, due_us) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (segment_pk, profile_pk) DO UPDATE SET due_us = excluded.due_us",
-                    )?
-                    .execute(params![seg.pk, pk, due.as_microsecond()])?;
-                }
+                Some(due) => store.schedule(seg.pk, ProfileKey(pk), due)?,
                 None if seg.deps.time_dependent && known.is_none() => {
-                    conn.prepare_cached(
-                        "DELETE FROM schedule WHERE segment_pk = ?1 AND profile_pk = ?2",
-                    )?
-                    .execute([seg.pk, pk])?;
+                    store.unschedule(seg.pk, ProfileKey(pk))?;
                 }
                 None => {}
             }
@@ -552,43 +473,29 @@ impl Worker {
 
     fn last_profile_id(&self, pk: i64) -> AudienceResult<String> {
         Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT profile_id FROM history WHERE profile_pk = ?1 ORDER BY cursor DESC LIMIT 1",
-            )?
-            .query_row([pk], |r| r.get(0))
-            .optional()?
+            .store
+            .last_profile_id(ProfileKey(pk))?
             .unwrap_or_default())
     }
 
     /// A profile merged into another: it leaves every segment (the survivor is re-evaluated).
     fn drop_profile(&self, pk: i64, now: Timestamp, trigger: &str) -> AudienceResult<()> {
-        let segs: Vec<i64> = {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT segment_pk FROM members WHERE profile_pk = ?1")?;
-            let rows = stmt.query_map([pk], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
         let mut todo = BTreeSet::new();
-        for segment_pk in segs {
+        for segment_pk in self.store.segments_of(ProfileKey(pk))? {
             if let Some(&i) = self.catalog.by_pk.get(&segment_pk) {
                 todo.insert(i);
             }
         }
         self.evaluate(pk, None, todo, None, now, trigger)?;
-        self.conn
-            .prepare_cached("DELETE FROM schedule WHERE profile_pk = ?1")?
-            .execute([pk])?;
-        Ok(())
+        self.store.unschedule_profile(ProfileKey(pk))
     }
 
     fn reload(&mut self) -> AudienceResult<()> {
-        self.catalog = Catalog::build(catalog::load_rows(&self.conn)?);
+        self.catalog = Catalog::build(self.store.stored_segments()?);
         Ok(())
     }
 
-    fn check(&self, id: &str, definition: &Value) -> AudienceResult<String> {
+    fn check(&self, id: &str, definition: &Value) -> AudienceResult<Value> {
         let parsed = signalbox_seglang::parse(definition).map_err(AudienceError::Invalid)?;
         let mut all = self.catalog.definitions();
         all.insert(id.to_owned(), parsed.clone());
@@ -597,16 +504,12 @@ impl Worker {
                 return Err(AudienceError::Invalid(vec![err]));
             }
         }
-        Ok(parsed.to_json().to_string())
+        Ok(parsed.to_json())
     }
 
     fn start_backfill(&mut self, segment_pk: i64) -> AudienceResult<()> {
-        let total = self.econn.profile_count()? as i64;
-        self.conn.execute(
-            "UPDATE segments SET backfill_after_pk = 0, backfill_done = 0, backfill_total = ?2
-             WHERE pk = ?1",
-            params![segment_pk, total],
-        )?;
+        let total = self.econn.profile_count()?;
+        self.store.start_backfill(segment_pk, total)?;
         self.backfills.retain(|b| b.segment_pk != segment_pk);
         self.backfills.push(Backfill {
             segment_pk,
@@ -623,18 +526,19 @@ impl Worker {
         if self.catalog.segs.is_empty() {
             self.skip_to_end()?;
         }
-        let now = now_us(self.clock.as_ref());
+        let now = self.clock.now();
         let mut id = new_segment_id();
         while self.catalog.by_id.contains_key(&id) {
             id = new_segment_id();
         }
         let definition = self.check(&id, &input.definition)?;
-        self.conn.execute(
-            "INSERT INTO segments (id, name, definition, version, is_starred, created_us, updated_us)
-             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5)",
-            params![id, input.name, definition, input.is_starred, now],
-        )?;
-        let pk = self.conn.last_insert_rowid();
+        let pk = self.store.insert_segment(&NewSegment {
+            id: &id,
+            name: &input.name,
+            definition: &definition,
+            is_starred: input.is_starred,
+            now,
+        })?;
         self.start_backfill(pk)?;
         self.reload()?;
         Ok(id)
@@ -647,36 +551,18 @@ impl Worker {
             });
         };
         let pk = self.catalog.segs[idx].pk;
-        let now = now_us(self.clock.as_ref());
+        let now = self.clock.now();
         self.begin()?;
         let result = (|| {
             if let Some(name) = &patch.name {
-                self.conn.execute(
-                    "UPDATE segments SET name = ?2, updated_us = ?3 WHERE pk = ?1",
-                    params![pk, name, now],
-                )?;
+                self.store.rename_segment(pk, name, now)?;
             }
             if let Some(starred) = patch.is_starred {
-                self.conn.execute(
-                    "UPDATE segments SET is_starred = ?2, updated_us = ?3 WHERE pk = ?1",
-                    params![pk, starred, now],
-                )?;
+                self.store.star_segment(pk, starred, now)?;
             }
             if let Some(definition) = &patch.definition {
                 let definition = self.check(id, definition)?;
-                let stored: String = self.conn.query_row(
-                    "SELECT definition FROM segments WHERE pk = ?1",
-                    [pk],
-                    |r| r.get(0),
-                )?;
-                if stored != definition {
-                    self.conn.execute(
-                        "UPDATE segments SET definition = ?2, version = version + 1,
-                         updated_us = ?3 WHERE pk = ?1",
-                        params![pk, definition, now],
-                    )?;
-                    return Ok(true);
-                }
+                return self.store.set_definition(pk, &definition, now);
             }
             Ok::<_, AudienceError>(false)
         })();
@@ -689,7 +575,7 @@ impl Worker {
                 self.reload()
             }
             Err(err) => {
-                self.conn.execute_batch("ROLLBACK")?;
+                self.store.rollback()?;
                 Err(err)
             }
         }
@@ -711,12 +597,7 @@ impl Worker {
         }
         let pk = self.catalog.segs[idx].pk;
         self.begin()?;
-        self.conn
-            .execute("DELETE FROM members WHERE segment_pk = ?1", [pk])?;
-        self.conn
-            .execute("DELETE FROM schedule WHERE segment_pk = ?1", [pk])?;
-        self.conn
-            .execute("DELETE FROM segments WHERE pk = ?1", [pk])?;
+        self.store.delete_segment(pk)?;
         self.commit()?;
         self.backfills.retain(|b| b.segment_pk != pk);
         self.reload()

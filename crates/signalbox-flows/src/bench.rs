@@ -38,7 +38,8 @@ use signalbox_store::{SqliteStore, Store};
 
 use crate::deps::{DepError, DepResult, FactsLoader};
 use crate::engine::{FlowMail, Flows, FlowsConfig, FlowsDeps};
-use crate::model::{FlowStatus, RunStatus, SendStatus};
+use crate::model::FlowStatus;
+use crate::store::Probe;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -320,10 +321,8 @@ async fn metric_id(s: &Setup, name: &str) -> Result<String, BenchError> {
         .ok_or_else(|| BenchError(format!("metric {name} missing")))
 }
 
-fn reader(path: &Path) -> Result<rusqlite::Connection, BenchError> {
-    let conn = rusqlite::Connection::open(path).map_err(err)?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-    Ok(conn)
+fn reader(path: &Path) -> Result<Probe, BenchError> {
+    Probe::open(path).map_err(err)
 }
 
 async fn start_latency(
@@ -354,23 +353,11 @@ async fn start_latency(
             let mut found = 0;
             let deadline = Instant::now() + Duration::from_secs(120);
             while found < events && Instant::now() < deadline {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT id, trigger_properties FROM runs WHERE id > ?1 ORDER BY id",
-                    )
-                    .map_err(err)?;
-                let rows: Vec<(i64, String)> = stmt
-                    .query_map([last_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .map_err(err)?
-                    .collect::<Result<_, _>>()
-                    .map_err(err)?;
+                let rows = conn.runs_after(last_id).map_err(err)?;
                 let now = Instant::now();
                 for (id, props) in rows {
                     last_id = id;
-                    let n = serde_json::from_str::<Value>(&props)
-                        .ok()
-                        .and_then(|v| v["n"].as_u64())
-                        .map(|n| n as usize);
+                    let n = props.get("n").and_then(Value::as_u64).map(|n| n as usize);
                     if let Some(n) = n.filter(|n| *n < events) {
                         seen.lock().expect("lock")[n] = Some(now);
                         found += 1;
@@ -481,22 +468,14 @@ async fn resume(count: usize, mail: Option<FlowMail>) -> Result<(Duration, Durat
     let flow_id = flow.id.clone();
     let done_after = tokio::task::spawn_blocking(move || -> Result<Duration, BenchError> {
         let conn = reader(&path)?;
-        let (sql, status) = if with_mail {
-            (
-                "SELECT COUNT(*) FROM sends WHERE flow_id = ?1 AND status = ?2",
-                SendStatus::Sent.as_str(),
-            )
-        } else {
-            (
-                "SELECT COUNT(*) FROM runs WHERE flow_id = ?1 AND status = ?2",
-                RunStatus::Completed.as_str(),
-            )
-        };
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            let n: i64 = conn
-                .query_row(sql, rusqlite::params![flow_id, status], |r| r.get(0))
-                .map_err(err)?;
+            let n = if with_mail {
+                conn.sent_count(&flow_id)
+            } else {
+                conn.completed_count(&flow_id)
+            }
+            .map_err(err)?;
             if n as usize >= count {
                 return Ok(began.elapsed());
             }
@@ -512,13 +491,7 @@ async fn resume(count: usize, mail: Option<FlowMail>) -> Result<(Duration, Durat
     let flow_id = flow.id.clone();
     let lateness = tokio::task::spawn_blocking(move || -> Result<Duration, BenchError> {
         let conn = reader(&path)?;
-        let last: Option<i64> = conn
-            .query_row(
-                "SELECT MAX(ended_us) FROM runs WHERE flow_id = ?1",
-                [&flow_id],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
+        let last = conn.last_ended_us(&flow_id).map_err(err)?;
         let last = last.unwrap_or(due.as_microsecond());
         Ok(Duration::from_micros(
             (last - due.as_microsecond()).max(0) as u64

@@ -248,8 +248,16 @@ impl Db {
     }
 }
 
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+/// Brings the schema up to date; a schema newer than this build (a newer release wrote the
+/// file) is refused rather than read with the wrong assumptions.
+fn migrate(conn: &mut Connection) -> FlowsResult<()> {
     let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > MIGRATIONS.len() {
+        return Err(FlowsError::Internal(format!(
+            "flows.db schema version {version} is newer than this build knows ({})",
+            MIGRATIONS.len()
+        )));
+    }
     for (idx, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)?;
@@ -257,6 +265,67 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+/// A look at `flows.db` from a connection of its own, for the benchmark, which watches the
+/// engine from outside it.
+pub(crate) struct Probe {
+    conn: Connection,
+}
+
+impl Probe {
+    pub(crate) fn open(path: &Path) -> FlowsResult<Probe> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(Probe { conn })
+    }
+
+    /// Runs started after run `after_id`, oldest first: their ids and trigger properties.
+    pub(crate) fn runs_after(&self, after_id: i64) -> FlowsResult<Vec<(i64, Map<String, Value>)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, trigger_properties FROM runs WHERE id > ?1 ORDER BY id")?;
+        let rows = stmt
+            .query_map([after_id], |r| Ok((r.get(0)?, r.get::<_, String>(1)?)))?
+            .map(|row| row.map(|(id, text)| (id, serde_json::from_str(&text).unwrap_or_default())))
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// The flow's emails handed to SMTP.
+    pub(crate) fn sent_count(&self, flow_id: &str) -> FlowsResult<u64> {
+        self.count(
+            "SELECT COUNT(*) FROM sends WHERE flow_id = ?1 AND status = ?2",
+            flow_id,
+            SendStatus::Sent.as_str(),
+        )
+    }
+
+    /// The flow's runs that completed.
+    pub(crate) fn completed_count(&self, flow_id: &str) -> FlowsResult<u64> {
+        self.count(
+            "SELECT COUNT(*) FROM runs WHERE flow_id = ?1 AND status = ?2",
+            flow_id,
+            RunStatus::Completed.as_str(),
+        )
+    }
+
+    /// When the flow's last run ended, in microseconds.
+    pub(crate) fn last_ended_us(&self, flow_id: &str) -> FlowsResult<Option<i64>> {
+        Ok(self.conn.query_row(
+            "SELECT MAX(ended_us) FROM runs WHERE flow_id = ?1",
+            [flow_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn count(&self, sql: &str, flow_id: &str, status: &str) -> FlowsResult<u64> {
+        let n: i64 = self
+            .conn
+            .prepare_cached(sql)?
+            .query_row([flow_id, status], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
 }
 
 // Meta values.
@@ -1049,7 +1118,7 @@ pub(crate) fn wake_run(conn: &Connection, run_id: i64, now_us: i64) -> FlowsResu
 mod tests {
     use super::{
         cancel_held_of_run_sql, due_runs_sql, next_wake_sql, Db, FlowsResult, StepState,
-        WebhookState,
+        WebhookState, MIGRATIONS,
     };
 
     /// The query plan of `sql`, one detail a line.
@@ -1077,6 +1146,30 @@ mod tests {
             let plan = plan(&db, &sql);
             assert!(plan.contains(index), "{sql}\n{plan}");
         }
+    }
+
+    #[test]
+    fn a_schema_newer_than_the_build_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flows.db");
+        drop(Db::open(&path).unwrap());
+        // Opening the current schema again is fine.
+        drop(Db::open(&path).unwrap());
+        let newer = MIGRATIONS.len() + 1;
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", newer)
+            .unwrap();
+        let Err(err) = Db::open(&path) else {
+            panic!("a newer schema was opened")
+        };
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "internal error: flows.db schema version {newer} is newer than this build knows ({})",
+                MIGRATIONS.len()
+            )
+        );
     }
 
     #[test]

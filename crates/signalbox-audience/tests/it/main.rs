@@ -4,3 +4,4 @@ mod conditions;
 mod helpers;
 mod incremental;
 mod live;
+mod store_conformance;

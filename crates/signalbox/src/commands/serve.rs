@@ -202,7 +202,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     if test_clock.is_some() {
         println!("  Clock          test clock: POST {base}/admin/v1/test-clock {{\"advance_seconds\": N}} moves time forward");
     }
-    println!("  Segments       {}", audience.path().display());
+    println!("  Segments       {}", audience_path.display());
     if args.discard {
         println!("  Mode           discard: calls are parsed and validated, then dropped");
     }
