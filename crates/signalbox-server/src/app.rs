@@ -27,6 +27,7 @@ use tower_http::normalize_path::NormalizePathLayer;
 use crate::auth::KeyCache;
 use crate::edge::bodies::{self, BodyGuard};
 use crate::edge::connections::{self, ConnectionLimits};
+use crate::edge::disk::{self, DiskFloor};
 use crate::ingest::Ingest;
 use crate::mail::Mail;
 use crate::segment::decode::Limits;
@@ -131,6 +132,9 @@ pub struct AppState {
     pub console: signalbox_console::ConsoleConfig,
     /// Started when shutdown begins (see [`Draining`]).
     pub draining: Draining,
+    /// The free-space floor under which writes answer 503. Set by
+    /// [`Application::set_disk_floor`]; until then none.
+    pub disk: DiskFloor,
 }
 
 /// The parts of the Klaviyo-compatible engine. They come together: segments and flows follow
@@ -225,6 +229,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             bodies::guard_bodies,
         ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            disk::guard_disk,
+        ))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -253,7 +261,23 @@ async fn too_many_connections() -> Response {
 
 async fn healthz(State(app): State<AppState>) -> Response {
     match app.store.last_seq().await {
-        Ok(seq) => Json(json!({"status": "ok", "last_seq": seq})).into_response(),
+        Ok(seq) if app.disk.is_low() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "disk_low",
+                "message": "free disk space is below --min-free-disk: writes are refused",
+                "last_seq": seq,
+                "disk": app.disk.status(),
+            })),
+        )
+            .into_response(),
+        Ok(seq) => {
+            let mut body = json!({"status": "ok", "last_seq": seq});
+            if let Some(disk) = app.disk.status() {
+                body["disk"] = disk;
+            }
+            Json(body).into_response()
+        }
         Err(err) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "unavailable", "message": err.to_string()})),
@@ -402,6 +426,7 @@ impl Application {
             console_auth: Arc::new(signalbox_console::DenyAll),
             console: config.console.clone(),
             draining: Draining::default(),
+            disk: DiskFloor::off(),
         };
         Ok(Application {
             listener,
@@ -425,6 +450,11 @@ impl Application {
     /// admin API's engine routes from this engine.
     pub fn set_engine(&mut self, engine: Engine) {
         self.state.engine = Some(engine);
+    }
+
+    /// Refuses writes with 503 while the data folder's disk is below its floor.
+    pub fn set_disk_floor(&mut self, disk: DiskFloor) {
+        self.state.disk = disk;
     }
 
     /// The signer and public base URL of the links Signalbox serves.

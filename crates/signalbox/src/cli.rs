@@ -557,6 +557,11 @@ pub struct ServeArgs {
     /// Concurrent streams on one HTTP/2 connection.
     #[arg(long, env = "SIGNALBOX_HTTP2_MAX_STREAMS", default_value_t = 100)]
     pub http2_max_streams: u32,
+    /// Free space the data folder's disk keeps: below it the Tracking API and the Klaviyo
+    /// write API answer 503 with Retry-After (nothing is acknowledged that might not be kept),
+    /// reads go on, and writes resume by themselves once space is back. 0 turns it off.
+    #[arg(long, env = "SIGNALBOX_MIN_FREE_DISK", default_value = "1GiB")]
+    pub min_free_disk: String,
     /// On SIGTERM or Ctrl-C, how long in-flight requests may take to finish before their
     /// connections are closed; the store is closed cleanly either way.
     #[arg(long, env = "SIGNALBOX_SHUTDOWN_TIMEOUT", default_value = "10s")]

@@ -1,6 +1,6 @@
 //! Crash safety of the real binary: a call the server acknowledged survives `kill -9`, a batch
-//! retried after a crash is never applied twice, SIGTERM drains before exiting, and dedupe
-//! outlives a restart.
+//! retried after a crash is never applied twice, SIGTERM drains before exiting, dedupe
+//! outlives a restart, and a disk that runs low refuses calls rather than losing them.
 //!
 //! Every test runs `signalbox serve` on a fresh data folder and a random port, drives it over
 //! HTTP like a Segment library would (batches of unique `messageId`s, retried on failure), and
@@ -56,6 +56,14 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dedupe_survives_restarts() {
     within_limit(dedupe_across_restarts()).await;
+}
+
+/// A small file system filled under a stream of calls: below `--min-free-disk` the server
+/// answers 503 with Retry-After (reads go on, `/healthz` says why), nothing acknowledged is
+/// lost, and once space is freed it takes calls again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_refuses_calls_with_503_and_takes_them_again_once_space_is_back() {
+    within_limit(full_disk()).await;
 }
 
 async fn within_limit(test: impl std::future::Future<Output = anyhow::Result<()>>) {
@@ -253,11 +261,17 @@ struct Server {
 impl Server {
     /// Starts `signalbox serve` on `data_dir` and waits until it prints its address and key.
     async fn start(data_dir: &Path) -> anyhow::Result<Server> {
+        Server::start_with(data_dir, &[]).await
+    }
+
+    /// [`Server::start`] with more flags.
+    async fn start_with(data_dir: &Path, flags: &[&str]) -> anyhow::Result<Server> {
         let mut child = Command::new(BIN)
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(flags)
             .env("SIGNALBOX_LOG", "warn")
             .env_remove("SIGNALBOX_DATABASE_URL")
             .env_remove("SIGNALBOX_DISCARD")
@@ -362,6 +376,177 @@ impl Server {
         self.check_no_errors()?;
         Ok(status)
     }
+}
+
+/// A tmpfs of `mib` MiB mounted in a temporary folder, unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` (with a note) outside CI when this process may not mount; in CI that fails.
+    fn mount(mib: u64) -> anyhow::Result<Option<SmallDisk>> {
+        let dir = tempfile::tempdir()?;
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .context("cannot run mount")?;
+        if output.status.success() {
+            return Ok(Some(SmallDisk { dir }));
+        }
+        let why = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        ensure!(
+            std::env::var_os("CI").is_none(),
+            "cannot mount a tmpfs for the full-disk test: {why}"
+        );
+        eprintln!("cannot mount a tmpfs ({why}): skipping the full-disk test");
+        Ok(None)
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn free_bytes(&self) -> anyhow::Result<u64> {
+        let output = std::process::Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(self.path())
+            .output()?;
+        let text = String::from_utf8(output.stdout)?;
+        text.lines()
+            .nth(1)
+            .and_then(|line| line.trim().parse().ok())
+            .with_context(|| format!("df printed {text:?}"))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// What a probe call was answered: the status, `Retry-After` and the body.
+async fn probe(
+    client: &reqwest::Client,
+    target: &Target,
+    id: &str,
+) -> anyhow::Result<(u16, Option<String>, Value)> {
+    let response = client
+        .post(format!("{}/v1/batch", target.base))
+        .basic_auth(&target.write_key, Some(""))
+        .json(&json!({"batch": [{"type": "track", "event": "Probe", "userId": "p", "messageId": id}]}))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok((
+        status,
+        retry_after,
+        response.json().await.unwrap_or(Value::Null),
+    ))
+}
+
+async fn full_disk() -> anyhow::Result<()> {
+    let Some(disk) = SmallDisk::mount(512)? else {
+        return Ok(());
+    };
+    let data = disk.path().join("data");
+    std::fs::create_dir(&data)?;
+    let client = http_client()?;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let mut server = Server::start_with(&data, &["--min-free-disk", "200MiB"]).await?;
+    let target = server.target();
+    let load = Load::start(&client, &target, &ledger, "disk");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Leave 120 MiB: below the floor, with room for what arrives before the next reading.
+    let filler = disk.path().join("filler");
+    let fill = disk.free_bytes()?.saturating_sub(120 << 20);
+    std::fs::write(&filler, vec![0u8; usize::try_from(fill)?])?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (status, retry_after, body) = loop {
+        let answer = probe(
+            &client,
+            &target,
+            &format!("probe-low-{}", rand::random::<u32>()),
+        )
+        .await?;
+        if answer.0 != 200 || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    ensure!(status == 503, "below the floor a call got {status}: {body}");
+    ensure!(retry_after.is_some(), "a 503 without Retry-After: {body}");
+    ensure!(body["code"] == "insufficient_storage", "{body}");
+    let health = client
+        .get(format!("{}/healthz", target.base))
+        .send()
+        .await?;
+    ensure!(health.status() == 503, "healthz says {}", health.status());
+    let health: Value = health.json().await?;
+    ensure!(health["status"] == "disk_low", "{health}");
+    // Reads go on.
+    let settings = client
+        .get(format!(
+            "{}/v1/projects/{}/settings",
+            target.base, target.write_key
+        ))
+        .send()
+        .await?;
+    ensure!(settings.status() == 200, "a read got {}", settings.status());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Space comes back: calls are taken again, with no restart.
+    std::fs::remove_file(&filler)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, _, body) = probe(
+            &client,
+            &target,
+            &format!("probe-back-{}", rand::random::<u32>()),
+        )
+        .await?;
+        if status == 200 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "still {status} after space came back: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = load.stop().await;
+    ensure!(
+        stats.unanswered > 0,
+        "no call was refused while the disk was low"
+    );
+    let status = server.terminate().await?;
+    ensure!(status.success(), "exit status {status}");
+    let exported: Vec<Value> = export(&data)
+        .await?
+        .into_iter()
+        .filter(|call| {
+            !call["messageId"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("probe-")
+        })
+        .collect();
+    let ledger = ledger.lock().expect("ledger lock");
+    let report = check_log(&ledger, &exported)?;
+    ensure!(report.acked_calls > 0, "nothing was acknowledged");
+    Ok(())
 }
 
 async fn export(data_dir: &Path) -> anyhow::Result<Vec<Value>> {

@@ -1,9 +1,11 @@
 //! The HTTP edge, bounded by construction: connections ([`connections`]: how many, how long
 //! they may stay silent or idle, HTTP/2 streams, the shutdown deadline) and request bodies
-//! ([`bodies`]: a global budget of bytes being read, a deadline per body).
+//! ([`bodies`]: a global budget of bytes being read, a deadline per body), and the free disk
+//! space below which writes are refused ([`disk`]).
 
 pub mod bodies;
 pub mod connections;
+pub mod disk;
 
 /// Descriptors kept free for the store, its indexes and everything else the process opens.
 fn reserved_descriptors(limit: u64) -> u64 {

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use signalbox_audience::Audience;
@@ -11,6 +12,7 @@ use signalbox_flows::{FlowMail, Flows, FlowsConfig};
 use signalbox_mail::{LinkSigner, SmtpUrl, TrackingLinks};
 use signalbox_outbound::{OutboundClient, OutboundConfig};
 use signalbox_server::confirmations;
+use signalbox_server::edge::disk::DiskFloor;
 use signalbox_server::flow_deps::flow_deps;
 use signalbox_server::mail::{Mail, MailSettings};
 use signalbox_server::segment::decode::Limits;
@@ -83,6 +85,16 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     if let Some(test_clock) = &test_clock {
         app.set_test_clock(Arc::clone(test_clock));
     }
+    let min_free_disk = match args.min_free_disk.trim() {
+        "0" => 0,
+        text => parse_size(text, "--min-free-disk")? as u64,
+    };
+    let data_dir = path.parent().unwrap_or(Path::new("."));
+    app.set_disk_floor(DiskFloor::watch(
+        data_dir,
+        min_free_disk,
+        Duration::from_secs(1),
+    ));
     let addr = app.local_addr();
     let base = format!("http://{addr}");
     let public_url = config_public_url(&args).unwrap_or_else(|| base.clone());
