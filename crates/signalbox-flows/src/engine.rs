@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use jiff::{SignedDuration, Timestamp};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde_json::Value;
 use sha2::Sha256;
 use signalbox_core::Clock;
@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::definition::{ActionKind, FlowDefinition, MessageStatus, Trigger};
 use crate::deps::{BuiltinEvents, FactsLoader, ListActions, MembershipFeed, TemplateSource};
 use crate::error::{FlowsError, FlowsResult};
+use crate::flow_store::{FlowStore, NewFlow};
 use crate::model::*;
 use crate::store::{self, Db};
 
@@ -340,37 +341,23 @@ impl Flows {
                 "must not be empty",
             ));
         }
-        let mut definition =
+        let definition =
             FlowDefinition::parse(definition).map_err(FlowsError::InvalidDefinition)?;
         let flow_id = new_flow_id();
-        let now = self.inner.clock.now().as_microsecond();
+        let now = self.inner.clock.now();
         let status = status.unwrap_or(FlowStatus::Draft);
         let name = name.trim().to_owned();
         let id = flow_id.clone();
-        self.inner
-            .db
-            .write_async(move |tx| {
-                assign_action_ids(tx, &mut definition)?;
-                tx.execute(
-                    "INSERT INTO flows (id, name, status, version, trigger_type, created_us,
-                         updated_us)
-                     VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5)",
-                    params![
-                        id,
-                        name,
-                        status.as_str(),
-                        definition.trigger.type_name(),
-                        now
-                    ],
-                )?;
-                tx.execute(
-                    "INSERT INTO flow_versions (flow_id, version, definition, created_us)
-                     VALUES (?1, 1, ?2, ?3)",
-                    params![id, definition.to_stored_json().to_string(), now],
-                )?;
-                Ok(())
-            })
-            .await?;
+        on_store(&self.inner, move |store| {
+            let flow = NewFlow {
+                id: &id,
+                name: &name,
+                status,
+                now,
+            };
+            store.create_flow(&flow, definition)
+        })
+        .await?;
         reload_cache(&self.inner).await?;
         self.inner.wake.notify_one();
         self.get_flow(&flow_id).await
@@ -378,32 +365,17 @@ impl Flows {
 
     pub async fn get_flow(&self, id: &str) -> FlowsResult<FlowInfo> {
         let id = id.to_owned();
-        self.inner
-            .db
-            .read_async(move |conn| {
-                read_flow(conn, &id)?.ok_or_else(|| FlowsError::not_found(format!("flow {id}")))
-            })
-            .await
+        on_store(&self.inner, move |store| {
+            store
+                .flow(&id)?
+                .ok_or_else(|| FlowsError::not_found(format!("flow {id}")))
+        })
+        .await
     }
 
     /// Every flow, oldest first.
     pub async fn list_flows(&self) -> FlowsResult<Vec<FlowInfo>> {
-        self.inner
-            .db
-            .read_async(|conn| {
-                let ids: Vec<String> = conn
-                    .prepare("SELECT id FROM flows ORDER BY created_us, id")?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
-                let mut out = Vec::with_capacity(ids.len());
-                for id in ids {
-                    if let Some(flow) = read_flow(conn, &id)? {
-                        out.push(flow);
-                    }
-                }
-                Ok(out)
-            })
-            .await
+        on_store(&self.inner, |store| store.flows()).await
     }
 
     /// A page of at most `limit` flows, the most recently changed first, after the flow
@@ -418,42 +390,10 @@ impl Flows {
             Some(cursor) => Some(parse_flow_cursor(cursor)?),
         };
         let limit = limit.clamp(1, 1_000);
-        self.inner
-            .db
-            .read_async(move |conn| {
-                let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
-                let ids: Vec<(String, i64)> = match &after {
-                    None => conn
-                        .prepare_cached(
-                            "SELECT id, updated_us FROM flows
-                             ORDER BY updated_us DESC, id DESC LIMIT ?1",
-                        )?
-                        .query_map([fetch], |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect::<Result<_, _>>()?,
-                    Some((updated, id)) => conn
-                        .prepare_cached(
-                            "SELECT id, updated_us FROM flows
-                             WHERE (updated_us, id) < (?1, ?2)
-                             ORDER BY updated_us DESC, id DESC LIMIT ?3",
-                        )?
-                        .query_map(params![updated, id, fetch], |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect::<Result<_, _>>()?,
-                };
-                let more = ids.len() > limit;
-                let mut flows = Vec::with_capacity(limit);
-                let mut next = None;
-                for (id, updated) in ids.into_iter().take(limit) {
-                    if let Some(flow) = read_flow(conn, &id)? {
-                        flows.push(flow);
-                    }
-                    next = Some(format!("{updated}.{id}"));
-                }
-                Ok(FlowPage {
-                    flows,
-                    next: if more { next } else { None },
-                })
-            })
-            .await
+        on_store(&self.inner, move |store| {
+            store.flows_page(after.as_ref().map(|(u, id)| (*u, id.as_str())), limit)
+        })
+        .await
     }
 
     /// Creates a draft flow from a ready template ([`crate::templates`]) with the values picked
@@ -496,7 +436,7 @@ impl Flows {
             .inner
             .db
             .write_async(move |tx| {
-                let current = read_flow(tx, &flow_id)?
+                let current = store::read_flow(tx, &flow_id)?
                     .ok_or_else(|| FlowsError::not_found(format!("flow {flow_id}")))?;
                 let mut definition = match parsed {
                     Some(mut def) => {
@@ -532,7 +472,7 @@ impl Flows {
                                 }
                             }
                         }
-                        assign_action_ids(tx, &mut def)?;
+                        store::assign_action_ids(tx, &mut def)?;
                         Some(def)
                     }
                     None => None,
@@ -847,7 +787,7 @@ impl Flows {
         self.inner
             .db
             .read_async(move |conn| {
-                if read_flow(conn, &flow_id)?.is_none() {
+                if store::read_flow(conn, &flow_id)?.is_none() {
                     return Err(FlowsError::not_found(format!("flow {flow_id}")));
                 }
                 let mut messages =
@@ -1029,19 +969,6 @@ fn new_flow_id() -> String {
         .collect()
 }
 
-/// Real action ids: decimal numbers from a counter in `meta`, unique across flows.
-fn assign_action_ids(conn: &Connection, definition: &mut FlowDefinition) -> FlowsResult<()> {
-    let mut next: i64 = store::get_meta(conn, "next_action_id")?
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000_001);
-    definition.assign_ids(|| {
-        let id = next.to_string();
-        next += 1;
-        id
-    });
-    store::set_meta(conn, "next_action_id", &next.to_string())
-}
-
 /// A held message of the flow, with its step key; not found when it is another flow's.
 fn held_of_flow(conn: &Connection, flow_id: &str, id: i64) -> FlowsResult<(HeldMessage, String)> {
     store::held_by_id(conn, id)?
@@ -1058,47 +985,16 @@ fn parse_flow_cursor(cursor: &str) -> FlowsResult<(i64, String)> {
         .ok_or_else(|| FlowsError::invalid("after", "not a cursor of this listing"))
 }
 
-pub(crate) fn read_flow(conn: &Connection, id: &str) -> FlowsResult<Option<FlowInfo>> {
-    let row = conn
-        .prepare_cached(
-            "SELECT f.name, f.status, f.archived, f.version, f.created_us, f.updated_us,
-                    v.definition
-             FROM flows f JOIN flow_versions v ON v.flow_id = f.id AND v.version = f.version
-             WHERE f.id = ?1",
-        )?
-        .query_row([id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, bool>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, String>(6)?,
-            ))
-        })
-        .optional()?;
-    let Some((name, status, archived, version, created, updated, definition)) = row else {
-        return Ok(None);
-    };
-    let json: Value = serde_json::from_str(&definition)
-        .map_err(|e| FlowsError::Internal(format!("stored definition of {id}: {e}")))?;
-    let definition = FlowDefinition::parse(&json).map_err(|problems| {
-        FlowsError::Internal(format!(
-            "stored definition of {id} no longer parses: {problems:?}"
-        ))
-    })?;
-    Ok(Some(FlowInfo {
-        id: id.to_owned(),
-        name,
-        status: FlowStatus::parse(&status).unwrap_or(FlowStatus::Draft),
-        archived,
-        trigger_type: definition.trigger.type_name(),
-        version,
-        created: ts(created),
-        updated: ts(updated),
-        definition,
-    }))
+/// Runs `f` on the store on the blocking pool.
+pub(crate) async fn on_store<T, F>(inner: &Arc<Inner>, f: F) -> FlowsResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn FlowStore) -> FlowsResult<T> + Send + 'static,
+{
+    let store = inner.db.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| FlowsError::Internal(e.to_string()))?
 }
 
 /// Rebuilds the in-memory flows and trigger indexes from the database.
@@ -1112,7 +1008,7 @@ pub(crate) async fn reload_cache(inner: &Arc<Inner>) -> FlowsResult<()> {
                 .collect::<Result<_, _>>()?;
             let mut out = Vec::new();
             for id in ids {
-                if let Some(flow) = read_flow(conn, &id)? {
+                if let Some(flow) = store::read_flow(conn, &id)? {
                     out.push(flow);
                 }
             }

@@ -11,8 +11,10 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::{Map, Value};
 use signalbox_engage::feed::FeedCursor;
 
+use crate::definition::FlowDefinition;
 use crate::error::{FlowsError, FlowsResult};
-use crate::model::{HeldStatus, RunStatus, SendStatus};
+use crate::flow_store::{FlowStore, NewFlow};
+use crate::model::{FlowInfo, FlowPage, FlowStatus, HeldStatus, RunStatus, SendStatus};
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -178,14 +180,15 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-/// The database, shared by the worker and the API calls.
+/// `flows.db`, the embedded [`FlowStore`], shared by the worker and the API calls.
 #[derive(Clone)]
-pub(crate) struct Db {
+pub struct Db {
     conn: Arc<Mutex<Connection>>,
 }
 
 impl Db {
-    pub(crate) fn open(path: &Path) -> FlowsResult<Db> {
+    /// Opens (creating it if needed) and migrates the file.
+    pub fn open(path: &Path) -> FlowsResult<Db> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
                 FlowsError::Internal(format!("cannot create {}: {e}", parent.display()))
@@ -326,6 +329,156 @@ impl Probe {
             .query_row([flow_id, status], |r| r.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
+}
+
+impl FlowStore for Db {
+    fn create_flow(
+        &self,
+        flow: &NewFlow<'_>,
+        mut definition: FlowDefinition,
+    ) -> FlowsResult<FlowDefinition> {
+        let now = flow.now.as_microsecond();
+        self.write(|tx| {
+            assign_action_ids(tx, &mut definition)?;
+            tx.execute(
+                "INSERT INTO flows (id, name, status, version, trigger_type, created_us,
+                     updated_us)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5)",
+                params![
+                    flow.id,
+                    flow.name,
+                    flow.status.as_str(),
+                    definition.trigger.type_name(),
+                    now
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO flow_versions (flow_id, version, definition, created_us)
+                 VALUES (?1, 1, ?2, ?3)",
+                params![flow.id, definition.to_stored_json().to_string(), now],
+            )?;
+            Ok(())
+        })?;
+        Ok(definition)
+    }
+
+    fn flow(&self, id: &str) -> FlowsResult<Option<FlowInfo>> {
+        self.read(|conn| read_flow(conn, id))
+    }
+
+    fn flows(&self) -> FlowsResult<Vec<FlowInfo>> {
+        self.read(|conn| {
+            let ids: Vec<String> = conn
+                .prepare("SELECT id FROM flows ORDER BY created_us, id")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(flow) = read_flow(conn, &id)? {
+                    out.push(flow);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn flows_page(&self, after: Option<(i64, &str)>, limit: usize) -> FlowsResult<FlowPage> {
+        let limit = limit.max(1);
+        self.read(|conn| {
+            let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+            let ids: Vec<(String, i64)> = match after {
+                None => conn
+                    .prepare_cached(
+                        "SELECT id, updated_us FROM flows
+                         ORDER BY updated_us DESC, id DESC LIMIT ?1",
+                    )?
+                    .query_map([fetch], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?,
+                Some((updated, id)) => conn
+                    .prepare_cached(
+                        "SELECT id, updated_us FROM flows
+                         WHERE (updated_us, id) < (?1, ?2)
+                         ORDER BY updated_us DESC, id DESC LIMIT ?3",
+                    )?
+                    .query_map(params![updated, id, fetch], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?,
+            };
+            let more = ids.len() > limit;
+            let mut flows = Vec::with_capacity(limit);
+            let mut next = None;
+            for (id, updated) in ids.into_iter().take(limit) {
+                if let Some(flow) = read_flow(conn, &id)? {
+                    flows.push(flow);
+                }
+                next = Some(format!("{updated}.{id}"));
+            }
+            Ok(FlowPage {
+                flows,
+                next: if more { next } else { None },
+            })
+        })
+    }
+}
+
+// Flows.
+
+/// Real action ids: decimal numbers from a counter in `meta`, unique across flows.
+pub(crate) fn assign_action_ids(
+    conn: &Connection,
+    definition: &mut FlowDefinition,
+) -> FlowsResult<()> {
+    let mut next: i64 = get_meta(conn, "next_action_id")?
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000_001);
+    definition.assign_ids(|| {
+        let id = next.to_string();
+        next += 1;
+        id
+    });
+    set_meta(conn, "next_action_id", &next.to_string())
+}
+
+pub(crate) fn read_flow(conn: &Connection, id: &str) -> FlowsResult<Option<FlowInfo>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT f.name, f.status, f.archived, f.version, f.created_us, f.updated_us,
+                    v.definition
+             FROM flows f JOIN flow_versions v ON v.flow_id = f.id AND v.version = f.version
+             WHERE f.id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, bool>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })
+        .optional()?;
+    let Some((name, status, archived, version, created, updated, definition)) = row else {
+        return Ok(None);
+    };
+    let json: Value = serde_json::from_str(&definition)
+        .map_err(|e| FlowsError::Internal(format!("stored definition of {id}: {e}")))?;
+    let definition = FlowDefinition::parse(&json).map_err(|problems| {
+        FlowsError::Internal(format!(
+            "stored definition of {id} no longer parses: {problems:?}"
+        ))
+    })?;
+    Ok(Some(FlowInfo {
+        id: id.to_owned(),
+        name,
+        status: FlowStatus::parse(&status).unwrap_or(FlowStatus::Draft),
+        archived,
+        trigger_type: definition.trigger.type_name(),
+        version,
+        created: crate::engine::ts(created),
+        updated: crate::engine::ts(updated),
+        definition,
+    }))
 }
 
 // Meta values.

@@ -1,0 +1,124 @@
+//! The behaviour every [`FlowStore`] backend shows, written once and run against each backend
+//! so they cannot drift. Each case takes a new, empty store;
+//! [`flow_store_conformance!`](crate::flow_store_conformance) makes one test per case.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde_json::json;
+
+use crate::definition::FlowDefinition;
+use crate::flow_store::{FlowStore, NewFlow};
+use crate::model::FlowStatus;
+
+/// Makes one `#[test]` per conformance case. `$make` is an expression that evaluates to
+/// `(Arc<dyn FlowStore>, G)`: a new empty store and a guard that keeps its files or database
+/// alive.
+#[macro_export]
+macro_rules! flow_store_conformance {
+    ($make:expr) => {
+        $crate::flow_store_conformance!(@cases $make;
+            a_created_flow_is_read_back_with_real_action_ids,
+            action_ids_are_unique_across_flows,
+            an_unknown_flow_is_none,
+            flows_are_listed_oldest_first,
+            flows_are_paged_newest_change_first
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let (store, guard) = $make;
+                $crate::conformance::$case(store);
+                drop(guard);
+            }
+        )*
+    };
+}
+
+fn at(second: i64) -> Timestamp {
+    Timestamp::from_second(1_790_000_000 + second).unwrap()
+}
+
+fn definition() -> FlowDefinition {
+    FlowDefinition::parse(&json!({
+        "triggers": [{"type": "metric", "id": "M1"}],
+        "entry_action_id": "wait",
+        "actions": [
+            {"temporary_id": "wait", "type": "time-delay",
+             "data": {"unit": "hours", "value": 4}, "links": {"next": "later"}},
+            {"temporary_id": "later", "type": "time-delay",
+             "data": {"unit": "days", "value": 1}, "links": {"next": null}}
+        ]
+    }))
+    .unwrap()
+}
+
+fn create(store: &dyn FlowStore, id: &str, second: i64) -> FlowDefinition {
+    let flow = NewFlow {
+        id,
+        name: &format!("Flow {id}"),
+        status: FlowStatus::Draft,
+        now: at(second),
+    };
+    store.create_flow(&flow, definition()).unwrap()
+}
+
+pub fn a_created_flow_is_read_back_with_real_action_ids(store: Arc<dyn FlowStore>) {
+    let saved = create(&*store, "F1", 1);
+    assert!(saved.actions.iter().all(|a| !a.temporary));
+    assert_eq!(saved.entry_action_id, saved.actions[0].id);
+    let flow = store.flow("F1").unwrap().unwrap();
+    assert_eq!(flow.id, "F1");
+    assert_eq!(flow.name, "Flow F1");
+    assert_eq!(flow.status, FlowStatus::Draft);
+    assert!(!flow.archived);
+    assert_eq!(flow.version, 1);
+    assert_eq!(flow.trigger_type, "Metric");
+    assert_eq!(flow.created, at(1));
+    assert_eq!(flow.updated, at(1));
+    assert_eq!(flow.definition.to_stored_json(), saved.to_stored_json());
+}
+
+pub fn action_ids_are_unique_across_flows(store: Arc<dyn FlowStore>) {
+    let first = create(&*store, "F1", 1);
+    let second = create(&*store, "F2", 2);
+    for action in &second.actions {
+        assert!(first.action(&action.id).is_none(), "{} reused", action.id);
+    }
+}
+
+pub fn an_unknown_flow_is_none(store: Arc<dyn FlowStore>) {
+    assert!(store.flow("nope").unwrap().is_none());
+    assert!(store.flows().unwrap().is_empty());
+    let page = store.flows_page(None, 10).unwrap();
+    assert!(page.flows.is_empty());
+    assert_eq!(page.next, None);
+}
+
+pub fn flows_are_listed_oldest_first(store: Arc<dyn FlowStore>) {
+    create(&*store, "B", 2);
+    create(&*store, "A", 3);
+    create(&*store, "C", 1);
+    let ids: Vec<String> = store.flows().unwrap().into_iter().map(|f| f.id).collect();
+    assert_eq!(ids, ["C", "B", "A"]);
+}
+
+pub fn flows_are_paged_newest_change_first(store: Arc<dyn FlowStore>) {
+    create(&*store, "A", 1);
+    create(&*store, "B", 2);
+    create(&*store, "C", 2);
+    let first = store.flows_page(None, 2).unwrap();
+    let ids: Vec<&str> = first.flows.iter().map(|f| f.id.as_str()).collect();
+    assert_eq!(ids, ["C", "B"]);
+    let next = first.next.expect("a next page");
+    let updated_us = at(2).as_microsecond();
+    assert_eq!(next, format!("{updated_us}.B"));
+    let second = store.flows_page(Some((updated_us, "B")), 2).unwrap();
+    let ids: Vec<&str> = second.flows.iter().map(|f| f.id.as_str()).collect();
+    assert_eq!(ids, ["A"]);
+    assert_eq!(second.next, None);
+    // A limit of zero still reads one.
+    assert_eq!(store.flows_page(None, 0).unwrap().flows.len(), 1);
+}
