@@ -8,8 +8,9 @@ use jiff::Timestamp;
 use serde_json::json;
 
 use crate::definition::FlowDefinition;
+use crate::error::FlowsError;
 use crate::flow_store::{FlowStore, NewFlow};
-use crate::model::FlowStatus;
+use crate::model::{FlowStatus, HeldStatus};
 
 /// Makes one `#[test]` per conformance case. `$make` is an expression that evaluates to
 /// `(Arc<dyn FlowStore>, G)`: a new empty store and a guard that keeps its files or database
@@ -22,7 +23,9 @@ macro_rules! flow_store_conformance {
             action_ids_are_unique_across_flows,
             an_unknown_flow_is_none,
             flows_are_listed_oldest_first,
-            flows_are_paged_newest_change_first
+            flows_are_paged_newest_change_first,
+            a_new_flow_has_no_activity,
+            an_unknown_held_message_is_not_found
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -121,4 +124,28 @@ pub fn flows_are_paged_newest_change_first(store: Arc<dyn FlowStore>) {
     assert_eq!(second.next, None);
     // A limit of zero still reads one.
     assert_eq!(store.flows_page(None, 0).unwrap().flows.len(), 1);
+}
+
+pub fn a_new_flow_has_no_activity(store: Arc<dyn FlowStore>) {
+    create(&*store, "F1", 1);
+    let stats = store.stats("F1").unwrap();
+    assert_eq!(stats.flow.counts.get("active"), Some(&0));
+    assert_eq!(stats.flow.counts.get("waiting"), Some(&0));
+    assert_eq!(stats.flow.counts.get("pending"), Some(&0));
+    assert!(stats.actions.is_empty());
+    assert!(store.runs("F1", 10).unwrap().is_empty());
+    assert!(store.sends("F1").unwrap().is_empty());
+    assert!(store.dead_letters("F1").unwrap().is_empty());
+    assert!(store.held_messages("F1", None, 0, 10).unwrap().is_empty());
+    let pending = store.held_messages("F1", Some(HeldStatus::Pending), 0, 10);
+    assert!(pending.unwrap().is_empty());
+}
+
+pub fn an_unknown_held_message_is_not_found(store: Arc<dyn FlowStore>) {
+    create(&*store, "F1", 1);
+    assert!(store.held_message(1).unwrap().is_none());
+    let err = store
+        .decide_held("F1", 1, HeldStatus::Approved, at(2))
+        .unwrap_err();
+    assert!(matches!(err, FlowsError::NotFound { .. }), "{err}");
 }

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use jiff::{SignedDuration, Timestamp};
-use rusqlite::{params, Connection};
+use rusqlite::params;
 use serde_json::Value;
 use sha2::Sha256;
 use signalbox_core::Clock;
-use signalbox_engage::{Engage, EngageReader, ProfileKey};
+use signalbox_engage::{Engage, EngageReader};
 use signalbox_mail::{Composer, Mailer, TemplateCache};
 use signalbox_outbound::{OutboundClient, OutboundConfig};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -594,169 +594,25 @@ impl Flows {
     /// Counters of the flow and of each action (see [`Counters`]).
     pub async fn stats(&self, flow_id: &str) -> FlowsResult<FlowStats> {
         let flow_id = flow_id.to_owned();
-        self.inner
-            .db
-            .read_async(move |conn| {
-                let mut stats = FlowStats::default();
-                let mut stmt = conn.prepare_cached(
-                    "SELECT action_id, name, value, amount FROM stats WHERE flow_id = ?1",
-                )?;
-                let rows = stmt.query_map([&flow_id], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, f64>(3)?,
-                    ))
-                })?;
-                for row in rows {
-                    let (action, name, value, amount) = row?;
-                    let counters = if action.is_empty() {
-                        &mut stats.flow
-                    } else {
-                        stats.actions.entry(action).or_default()
-                    };
-                    if name == "converted" {
-                        counters.revenue += amount;
-                    }
-                    *counters.counts.entry(name).or_default() += value;
-                }
-                let mut stmt = conn.prepare_cached(
-                    "SELECT armed, COUNT(*) FROM runs
-                     WHERE flow_id = ?1 AND status = ?2 AND armed IS NOT NULL
-                     GROUP BY armed",
-                )?;
-                let rows = stmt.query_map(params![flow_id, RunStatus::Active.as_str()], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-                })?;
-                let mut waiting = 0;
-                for row in rows {
-                    let (action, n) = row?;
-                    waiting += n;
-                    stats
-                        .actions
-                        .entry(action)
-                        .or_default()
-                        .counts
-                        .insert("waiting".into(), n);
-                }
-                stats.flow.counts.insert("waiting".into(), waiting);
-                let mut stmt = conn.prepare_cached(
-                    "SELECT action_id, COUNT(*) FROM held_messages
-                     WHERE flow_id = ?1 AND status = ?2 GROUP BY action_id",
-                )?;
-                let rows = stmt.query_map(params![flow_id, HeldStatus::Pending.as_str()], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-                })?;
-                let mut pending = 0;
-                for row in rows {
-                    let (action, n) = row?;
-                    pending += n;
-                    stats
-                        .actions
-                        .entry(action)
-                        .or_default()
-                        .counts
-                        .insert("pending".into(), n);
-                }
-                stats.flow.counts.insert("pending".into(), pending);
-                let active: i64 = conn.query_row(
-                    "SELECT COUNT(*) FROM runs WHERE flow_id = ?1 AND status = ?2",
-                    params![flow_id, RunStatus::Active.as_str()],
-                    |r| r.get(0),
-                )?;
-                stats.flow.counts.insert("active".into(), active);
-                Ok(stats)
-            })
-            .await
+        on_store(&self.inner, move |store| store.stats(&flow_id)).await
     }
 
     /// The flow's runs, newest first, at most `limit`.
     pub async fn runs(&self, flow_id: &str, limit: usize) -> FlowsResult<Vec<RunInfo>> {
         let flow_id = flow_id.to_owned();
-        self.inner
-            .db
-            .read_async(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT id, flow_id, profile_id, trigger_event_id, started_us, position,
-                            wake_us, status, exit_reason
-                     FROM runs WHERE flow_id = ?1 ORDER BY id DESC LIMIT ?2",
-                )?;
-                let rows = stmt.query_map(params![flow_id, limit as i64], |r| {
-                    Ok(RunInfo {
-                        id: r.get(0)?,
-                        flow_id: r.get(1)?,
-                        profile_id: r.get(2)?,
-                        trigger_event_id: r.get(3)?,
-                        started: ts(r.get(4)?),
-                        position: r.get(5)?,
-                        next_wake: r.get::<_, Option<i64>>(6)?.map(ts),
-                        status: run_status(&r.get::<_, String>(7)?)?,
-                        exit_reason: r
-                            .get::<_, Option<String>>(8)?
-                            .map(|text| run_exit(&text))
-                            .transpose()?,
-                    })
-                })?;
-                Ok(rows.collect::<Result<_, _>>()?)
-            })
-            .await
+        on_store(&self.inner, move |store| store.runs(&flow_id, limit)).await
     }
 
     /// The emails the flow decided to send, oldest first.
     pub async fn sends(&self, flow_id: &str) -> FlowsResult<Vec<SendInfo>> {
         let flow_id = flow_id.to_owned();
-        self.inner
-            .db
-            .read_async(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT key, flow_id, action_id, profile_pk, email, subject, message_id,
-                            status, detail
-                     FROM sends WHERE flow_id = ?1 ORDER BY decided_us, key",
-                )?;
-                let rows = stmt.query_map([flow_id], |r| {
-                    Ok(SendInfo {
-                        key: r.get(0)?,
-                        flow_id: r.get(1)?,
-                        action_id: r.get(2)?,
-                        profile_pk: ProfileKey(r.get(3)?),
-                        email: r.get(4)?,
-                        subject: r.get(5)?,
-                        message_id: r.get(6)?,
-                        status: send_status(&r.get::<_, String>(7)?)?,
-                        detail: r.get(8)?,
-                    })
-                })?;
-                Ok(rows.collect::<Result<_, _>>()?)
-            })
-            .await
+        on_store(&self.inner, move |store| store.sends(&flow_id)).await
     }
 
     /// Webhook deliveries given up on, oldest first.
     pub async fn dead_letters(&self, flow_id: &str) -> FlowsResult<Vec<DeadLetter>> {
         let flow_id = flow_id.to_owned();
-        self.inner
-            .db
-            .read_async(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT key, flow_id, action_id, url, body, reason, attempts, at_us
-                     FROM dead_letters WHERE flow_id = ?1 ORDER BY at_us, key",
-                )?;
-                let rows = stmt.query_map([flow_id], |r| {
-                    Ok(DeadLetter {
-                        key: r.get(0)?,
-                        flow_id: r.get(1)?,
-                        action_id: r.get(2)?,
-                        url: r.get(3)?,
-                        body: r.get(4)?,
-                        reason: r.get(5)?,
-                        attempts: r.get(6)?,
-                        at: ts(r.get(7)?),
-                    })
-                })?;
-                Ok(rows.collect::<Result<_, _>>()?)
-            })
-            .await
+        on_store(&self.inner, move |store| store.dead_letters(&flow_id)).await
     }
 
     // Messages held for review.
@@ -784,32 +640,33 @@ impl Flows {
     ) -> FlowsResult<HeldPage> {
         let limit = limit.clamp(1, 1_000);
         let flow_id = flow_id.to_owned();
-        self.inner
-            .db
-            .read_async(move |conn| {
-                if store::read_flow(conn, &flow_id)?.is_none() {
-                    return Err(FlowsError::not_found(format!("flow {flow_id}")));
-                }
-                let mut messages =
-                    store::held_page(conn, &flow_id, status, after.unwrap_or(0), limit + 1)?;
-                let next = if messages.len() > limit {
-                    messages.truncate(limit);
-                    messages.last().map(|m| m.id)
-                } else {
-                    None
-                };
-                Ok(HeldPage { messages, next })
-            })
-            .await
+        on_store(&self.inner, move |store| {
+            if store.flow(&flow_id)?.is_none() {
+                return Err(FlowsError::not_found(format!("flow {flow_id}")));
+            }
+            let mut messages =
+                store.held_messages(&flow_id, status, after.unwrap_or(0), limit + 1)?;
+            let next = if messages.len() > limit {
+                messages.truncate(limit);
+                messages.last().map(|m| m.id)
+            } else {
+                None
+            };
+            Ok(HeldPage { messages, next })
+        })
+        .await
     }
 
     /// One held message of the flow.
     pub async fn message(&self, flow_id: &str, id: i64) -> FlowsResult<HeldMessage> {
         let flow_id = flow_id.to_owned();
-        self.inner
-            .db
-            .read_async(move |conn| Ok(held_of_flow(conn, &flow_id, id)?.0))
-            .await
+        on_store(&self.inner, move |store| {
+            store
+                .held_message(id)?
+                .filter(|held| held.flow_id == flow_id)
+                .ok_or_else(|| FlowsError::not_found(format!("message {id} of flow {flow_id}")))
+        })
+        .await
     }
 
     /// Releases a pending message: the worker sends it as it sends a live one (the same
@@ -835,58 +692,10 @@ impl Flows {
     ) -> FlowsResult<HeldMessage> {
         let flow_id = flow_id.to_owned();
         let now = self.inner.clock.now();
-        let now_us = now.as_microsecond();
-        let held = self
-            .inner
-            .db
-            .write_async(move |tx| {
-                let (held, key) = held_of_flow(tx, &flow_id, id)?;
-                if held.status == to {
-                    return Ok(held);
-                }
-                let verb = match to {
-                    HeldStatus::Approved => "approved",
-                    _ => "skipped",
-                };
-                if held.status != HeldStatus::Pending {
-                    return Err(FlowsError::Conflict {
-                        reason: format!(
-                            "message {id} was {} and cannot be {verb}",
-                            held.status.as_str()
-                        ),
-                    });
-                }
-                if now >= held.expires {
-                    return Err(FlowsError::Conflict {
-                        reason: format!(
-                            "message {id} expired at {} and cannot be {verb}",
-                            held.expires
-                        ),
-                    });
-                }
-                store::set_held_status(tx, id, to, now_us)?;
-                if to == HeldStatus::Skipped {
-                    store::finish_step(
-                        tx,
-                        &key,
-                        store::StepState::Skipped,
-                        Some("manual"),
-                        now_us,
-                    )?;
-                    store::bump(tx, &flow_id, &held.action_id, "skipped:manual", 1, 0.0)?;
-                    store::bump(tx, &flow_id, "", "skipped:manual", 1, 0.0)?;
-                } else {
-                    store::bump(tx, &flow_id, &held.action_id, "approved", 1, 0.0)?;
-                    store::bump(tx, &flow_id, "", "approved", 1, 0.0)?;
-                }
-                store::wake_run(tx, held.run_id, now_us)?;
-                Ok(HeldMessage {
-                    status: to,
-                    decided: Some(now),
-                    ..held
-                })
-            })
-            .await?;
+        let held = on_store(&self.inner, move |store| {
+            store.decide_held(&flow_id, id, to, now)
+        })
+        .await?;
         self.inner.wake.notify_one();
         Ok(held)
     }
@@ -969,13 +778,6 @@ fn new_flow_id() -> String {
         .collect()
 }
 
-/// A held message of the flow, with its step key; not found when it is another flow's.
-fn held_of_flow(conn: &Connection, flow_id: &str, id: i64) -> FlowsResult<(HeldMessage, String)> {
-    store::held_by_id(conn, id)?
-        .filter(|(held, _)| held.flow_id == flow_id)
-        .ok_or_else(|| FlowsError::not_found(format!("message {id} of flow {flow_id}")))
-}
-
 /// `<updated_us>.<id>`, as [`Flows::list_flows_page`] writes it.
 fn parse_flow_cursor(cursor: &str) -> FlowsResult<(i64, String)> {
     cursor
@@ -1049,37 +851,4 @@ pub(crate) async fn reload_cache(inner: &Arc<Inner>) -> FlowsResult<()> {
     }
     *inner.cache.write().expect("cache lock") = Arc::new(cache);
     Ok(())
-}
-
-/// A run's stored status; other text is a corrupt row.
-fn run_status(text: &str) -> rusqlite::Result<RunStatus> {
-    RunStatus::parse(text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            7,
-            rusqlite::types::Type::Text,
-            format!("unknown run status {text:?}").into(),
-        )
-    })
-}
-
-/// A send's stored status; other text is a corrupt row.
-fn send_status(text: &str) -> rusqlite::Result<SendStatus> {
-    SendStatus::parse(text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            7,
-            rusqlite::types::Type::Text,
-            format!("unknown send status {text:?}").into(),
-        )
-    })
-}
-
-/// A run's stored exit reason; other text is a corrupt row.
-fn run_exit(text: &str) -> rusqlite::Result<RunExit> {
-    RunExit::parse(text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            8,
-            rusqlite::types::Type::Text,
-            format!("unknown run exit reason {text:?}").into(),
-        )
-    })
 }

@@ -11,7 +11,10 @@ use jiff::Timestamp;
 
 use crate::definition::FlowDefinition;
 use crate::error::FlowsResult;
-use crate::model::{FlowInfo, FlowPage, FlowStatus};
+use crate::model::{
+    DeadLetter, FlowInfo, FlowPage, FlowStats, FlowStatus, HeldMessage, HeldStatus, RunInfo,
+    SendInfo,
+};
 
 /// A new flow, its definition already checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,4 +46,42 @@ pub trait FlowStore: Send + Sync {
     /// changed at `after.0` with id `after.1`. `next` (`<updated_us>.<id>`) is set when more
     /// follow.
     fn flows_page(&self, after: Option<(i64, &str)>, limit: usize) -> FlowsResult<FlowPage>;
+
+    /// Counters of the flow and of each action, with the runs waiting at each delay
+    /// (`waiting`), the messages pending review (`pending`) and the active runs (`active`).
+    fn stats(&self, flow_id: &str) -> FlowsResult<FlowStats>;
+
+    /// The flow's runs, newest first, at most `limit`.
+    fn runs(&self, flow_id: &str, limit: usize) -> FlowsResult<Vec<RunInfo>>;
+
+    /// The emails the flow decided to send, oldest first.
+    fn sends(&self, flow_id: &str) -> FlowsResult<Vec<SendInfo>>;
+
+    /// The flow's webhook deliveries given up on, oldest first.
+    fn dead_letters(&self, flow_id: &str) -> FlowsResult<Vec<DeadLetter>>;
+
+    /// The flow's held messages with `status` (any when `None`) after id `after`, oldest
+    /// first, at most `limit`.
+    fn held_messages(
+        &self,
+        flow_id: &str,
+        status: Option<HeldStatus>,
+        after: i64,
+        limit: usize,
+    ) -> FlowsResult<Vec<HeldMessage>>;
+
+    fn held_message(&self, id: i64) -> FlowsResult<Option<HeldMessage>>;
+
+    /// Approves or skips the flow's pending message `id` in one transaction: the message,
+    /// its step (skipped: `skipped` with detail `manual`), the counters (`approved` or
+    /// `skipped:manual`) and its run, woken at `now`. Deciding as already decided changes
+    /// nothing; a message decided otherwise, or expired by `now`, is a
+    /// [`crate::FlowsError::Conflict`]; another flow's is not found.
+    fn decide_held(
+        &self,
+        flow_id: &str,
+        id: i64,
+        to: HeldStatus,
+        now: Timestamp,
+    ) -> FlowsResult<HeldMessage>;
 }

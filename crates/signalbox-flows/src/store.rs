@@ -7,14 +7,19 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::{Map, Value};
 use signalbox_engage::feed::FeedCursor;
+use signalbox_engage::ProfileKey;
 
 use crate::definition::FlowDefinition;
 use crate::error::{FlowsError, FlowsResult};
 use crate::flow_store::{FlowStore, NewFlow};
-use crate::model::{FlowInfo, FlowPage, FlowStatus, HeldStatus, RunStatus, SendStatus};
+use crate::model::{
+    DeadLetter, FlowInfo, FlowPage, FlowStats, FlowStatus, HeldMessage, HeldStatus, RunExit,
+    RunInfo, RunStatus, SendInfo, SendStatus,
+};
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -418,6 +423,264 @@ impl FlowStore for Db {
             })
         })
     }
+
+    fn stats(&self, flow_id: &str) -> FlowsResult<FlowStats> {
+        self.read(|conn| {
+            let mut stats = FlowStats::default();
+            let mut stmt = conn.prepare_cached(
+                "SELECT action_id, name, value, amount FROM stats WHERE flow_id = ?1",
+            )?;
+            let rows = stmt.query_map([&flow_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, f64>(3)?,
+                ))
+            })?;
+            for row in rows {
+                let (action, name, value, amount) = row?;
+                let counters = if action.is_empty() {
+                    &mut stats.flow
+                } else {
+                    stats.actions.entry(action).or_default()
+                };
+                if name == "converted" {
+                    counters.revenue += amount;
+                }
+                *counters.counts.entry(name).or_default() += value;
+            }
+            let mut stmt = conn.prepare_cached(
+                "SELECT armed, COUNT(*) FROM runs
+                 WHERE flow_id = ?1 AND status = ?2 AND armed IS NOT NULL
+                 GROUP BY armed",
+            )?;
+            let rows = stmt.query_map(params![flow_id, RunStatus::Active.as_str()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            let mut waiting = 0;
+            for row in rows {
+                let (action, n) = row?;
+                waiting += n;
+                stats
+                    .actions
+                    .entry(action)
+                    .or_default()
+                    .counts
+                    .insert("waiting".into(), n);
+            }
+            stats.flow.counts.insert("waiting".into(), waiting);
+            let mut stmt = conn.prepare_cached(
+                "SELECT action_id, COUNT(*) FROM held_messages
+                 WHERE flow_id = ?1 AND status = ?2 GROUP BY action_id",
+            )?;
+            let rows = stmt.query_map(params![flow_id, HeldStatus::Pending.as_str()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            let mut pending = 0;
+            for row in rows {
+                let (action, n) = row?;
+                pending += n;
+                stats
+                    .actions
+                    .entry(action)
+                    .or_default()
+                    .counts
+                    .insert("pending".into(), n);
+            }
+            stats.flow.counts.insert("pending".into(), pending);
+            let active: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM runs WHERE flow_id = ?1 AND status = ?2",
+                params![flow_id, RunStatus::Active.as_str()],
+                |r| r.get(0),
+            )?;
+            stats.flow.counts.insert("active".into(), active);
+            Ok(stats)
+        })
+    }
+
+    fn runs(&self, flow_id: &str, limit: usize) -> FlowsResult<Vec<RunInfo>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, flow_id, profile_id, trigger_event_id, started_us, position,
+                        wake_us, status, exit_reason
+                 FROM runs WHERE flow_id = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![flow_id, limit as i64], |r| {
+                Ok(RunInfo {
+                    id: r.get(0)?,
+                    flow_id: r.get(1)?,
+                    profile_id: r.get(2)?,
+                    trigger_event_id: r.get(3)?,
+                    started: crate::engine::ts(r.get(4)?),
+                    position: r.get(5)?,
+                    next_wake: r.get::<_, Option<i64>>(6)?.map(crate::engine::ts),
+                    status: run_status(&r.get::<_, String>(7)?)?,
+                    exit_reason: r
+                        .get::<_, Option<String>>(8)?
+                        .map(|text| run_exit(&text))
+                        .transpose()?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn sends(&self, flow_id: &str) -> FlowsResult<Vec<SendInfo>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, flow_id, action_id, profile_pk, email, subject, message_id,
+                        status, detail
+                 FROM sends WHERE flow_id = ?1 ORDER BY decided_us, key",
+            )?;
+            let rows = stmt.query_map([flow_id], |r| {
+                Ok(SendInfo {
+                    key: r.get(0)?,
+                    flow_id: r.get(1)?,
+                    action_id: r.get(2)?,
+                    profile_pk: ProfileKey(r.get(3)?),
+                    email: r.get(4)?,
+                    subject: r.get(5)?,
+                    message_id: r.get(6)?,
+                    status: send_status(&r.get::<_, String>(7)?)?,
+                    detail: r.get(8)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn dead_letters(&self, flow_id: &str) -> FlowsResult<Vec<DeadLetter>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, flow_id, action_id, url, body, reason, attempts, at_us
+                 FROM dead_letters WHERE flow_id = ?1 ORDER BY at_us, key",
+            )?;
+            let rows = stmt.query_map([flow_id], |r| {
+                Ok(DeadLetter {
+                    key: r.get(0)?,
+                    flow_id: r.get(1)?,
+                    action_id: r.get(2)?,
+                    url: r.get(3)?,
+                    body: r.get(4)?,
+                    reason: r.get(5)?,
+                    attempts: r.get(6)?,
+                    at: crate::engine::ts(r.get(7)?),
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn held_messages(
+        &self,
+        flow_id: &str,
+        status: Option<HeldStatus>,
+        after: i64,
+        limit: usize,
+    ) -> FlowsResult<Vec<HeldMessage>> {
+        self.read(|conn| held_page(conn, flow_id, status, after, limit))
+    }
+
+    fn held_message(&self, id: i64) -> FlowsResult<Option<HeldMessage>> {
+        self.read(|conn| Ok(held_by_id(conn, id)?.map(|(held, _)| held)))
+    }
+
+    fn decide_held(
+        &self,
+        flow_id: &str,
+        id: i64,
+        to: HeldStatus,
+        now: Timestamp,
+    ) -> FlowsResult<HeldMessage> {
+        self.write(|tx| {
+            let (held, key) = held_of_flow(tx, flow_id, id)?;
+            if held.status == to {
+                return Ok(held);
+            }
+            let verb = match to {
+                HeldStatus::Approved => "approved",
+                _ => "skipped",
+            };
+            if held.status != HeldStatus::Pending {
+                return Err(FlowsError::Conflict {
+                    reason: format!(
+                        "message {id} was {} and cannot be {verb}",
+                        held.status.as_str()
+                    ),
+                });
+            }
+            if now >= held.expires {
+                return Err(FlowsError::Conflict {
+                    reason: format!(
+                        "message {id} expired at {} and cannot be {verb}",
+                        held.expires
+                    ),
+                });
+            }
+            set_held_status(tx, id, to, now.as_microsecond())?;
+            if to == HeldStatus::Skipped {
+                finish_step(
+                    tx,
+                    &key,
+                    StepState::Skipped,
+                    Some("manual"),
+                    now.as_microsecond(),
+                )?;
+                bump(tx, flow_id, &held.action_id, "skipped:manual", 1, 0.0)?;
+                bump(tx, flow_id, "", "skipped:manual", 1, 0.0)?;
+            } else {
+                bump(tx, flow_id, &held.action_id, "approved", 1, 0.0)?;
+                bump(tx, flow_id, "", "approved", 1, 0.0)?;
+            }
+            wake_run(tx, held.run_id, now.as_microsecond())?;
+            Ok(HeldMessage {
+                status: to,
+                decided: Some(now),
+                ..held
+            })
+        })
+    }
+}
+
+/// A held message of the flow, with its step key; not found when it is another flow's.
+fn held_of_flow(conn: &Connection, flow_id: &str, id: i64) -> FlowsResult<(HeldMessage, String)> {
+    held_by_id(conn, id)?
+        .filter(|(held, _)| held.flow_id == flow_id)
+        .ok_or_else(|| FlowsError::not_found(format!("message {id} of flow {flow_id}")))
+}
+
+/// A run's stored status; other text is a corrupt row.
+fn run_status(text: &str) -> rusqlite::Result<RunStatus> {
+    RunStatus::parse(text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            7,
+            rusqlite::types::Type::Text,
+            format!("unknown run status {text:?}").into(),
+        )
+    })
+}
+
+/// A send's stored status; other text is a corrupt row.
+fn send_status(text: &str) -> rusqlite::Result<SendStatus> {
+    SendStatus::parse(text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            7,
+            rusqlite::types::Type::Text,
+            format!("unknown send status {text:?}").into(),
+        )
+    })
+}
+
+/// A run's stored exit reason; other text is a corrupt row.
+fn run_exit(text: &str) -> rusqlite::Result<RunExit> {
+    RunExit::parse(text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            8,
+            rusqlite::types::Type::Text,
+            format!("unknown run exit reason {text:?}").into(),
+        )
+    })
 }
 
 // Flows.
