@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde_json::json;
+use signalbox_engage::feed::FeedCursor;
 
 use crate::definition::FlowDefinition;
 use crate::error::FlowsError;
-use crate::flow_store::{FlowStore, NewFlow};
+use crate::flow_store::{FlowChange, FlowStore, NewFlow};
 use crate::model::{FlowStatus, HeldStatus};
 
 /// Makes one `#[test]` per conformance case. `$make` is an expression that evaluates to
@@ -25,7 +26,11 @@ macro_rules! flow_store_conformance {
             flows_are_listed_oldest_first,
             flows_are_paged_newest_change_first,
             a_new_flow_has_no_activity,
-            an_unknown_held_message_is_not_found
+            an_unknown_held_message_is_not_found,
+            a_flow_is_changed_in_one_step,
+            a_refused_change_changes_nothing,
+            a_deleted_flow_is_gone,
+            the_feed_cursor_is_kept_from_the_first_start
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -148,4 +153,92 @@ pub fn an_unknown_held_message_is_not_found(store: Arc<dyn FlowStore>) {
         .decide_held("F1", 1, HeldStatus::Approved, at(2))
         .unwrap_err();
     assert!(matches!(err, FlowsError::NotFound { .. }), "{err}");
+}
+
+pub fn a_flow_is_changed_in_one_step(store: Arc<dyn FlowStore>) {
+    let saved = create(&*store, "F1", 1);
+    let mut seen = None;
+    let running = store
+        .update_flow("F1", at(5), &mut |current| {
+            seen = Some(current.version);
+            Ok(FlowChange {
+                name: Some("Renamed".into()),
+                status: Some(FlowStatus::Live),
+                archived: None,
+                definition: Some(definition()),
+            })
+        })
+        .unwrap();
+    assert!(running);
+    assert_eq!(seen, Some(1));
+    let flow = store.flow("F1").unwrap().unwrap();
+    assert_eq!(flow.name, "Renamed");
+    assert_eq!(flow.status, FlowStatus::Live);
+    assert_eq!(flow.version, 2);
+    assert_eq!(flow.created, at(1));
+    assert_eq!(flow.updated, at(5));
+    // The new version's actions got new real ids.
+    assert!(flow.definition.actions.iter().all(|a| !a.temporary));
+    for action in &flow.definition.actions {
+        assert!(saved.action(&action.id).is_none(), "{} reused", action.id);
+    }
+    // Archived, the flow no longer runs; nothing else changes.
+    let running = store
+        .update_flow("F1", at(6), &mut |_| {
+            Ok(FlowChange {
+                archived: Some(true),
+                ..FlowChange::default()
+            })
+        })
+        .unwrap();
+    assert!(!running);
+    let flow = store.flow("F1").unwrap().unwrap();
+    assert!(flow.archived);
+    assert_eq!(flow.version, 2);
+    assert_eq!(flow.updated, at(6));
+    store.unpark_runs("F1", at(7)).unwrap();
+    let err = store
+        .update_flow("nope", at(6), &mut |_| Ok(FlowChange::default()))
+        .unwrap_err();
+    assert!(matches!(err, FlowsError::NotFound { .. }), "{err}");
+}
+
+pub fn a_refused_change_changes_nothing(store: Arc<dyn FlowStore>) {
+    create(&*store, "F1", 1);
+    let err = store
+        .update_flow("F1", at(5), &mut |_| {
+            Err(FlowsError::Invalid {
+                field: "name".into(),
+                reason: "no".into(),
+            })
+        })
+        .unwrap_err();
+    assert!(matches!(err, FlowsError::Invalid { .. }), "{err}");
+    let flow = store.flow("F1").unwrap().unwrap();
+    assert_eq!(flow.name, "Flow F1");
+    assert_eq!(flow.updated, at(1));
+}
+
+pub fn a_deleted_flow_is_gone(store: Arc<dyn FlowStore>) {
+    create(&*store, "F1", 1);
+    create(&*store, "F2", 2);
+    store.delete_flow("F1", at(3)).unwrap();
+    assert!(store.flow("F1").unwrap().is_none());
+    let ids: Vec<String> = store.flows().unwrap().into_iter().map(|f| f.id).collect();
+    assert_eq!(ids, ["F2"]);
+    let err = store.delete_flow("F1", at(4)).unwrap_err();
+    assert!(matches!(err, FlowsError::NotFound { .. }), "{err}");
+}
+
+pub fn the_feed_cursor_is_kept_from_the_first_start(store: Arc<dyn FlowStore>) {
+    assert_eq!(store.feed_cursor().unwrap(), None);
+    let head = FeedCursor {
+        event_pk: 7,
+        ..FeedCursor::default()
+    };
+    store.start_feed_at(&head).unwrap();
+    assert_eq!(store.feed_cursor().unwrap(), Some(head));
+    // A later start keeps the saved place.
+    store.start_feed_at(&FeedCursor::default()).unwrap();
+    assert_eq!(store.feed_cursor().unwrap(), Some(head));
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use jiff::{SignedDuration, Timestamp};
-use rusqlite::params;
 use serde_json::Value;
 use sha2::Sha256;
 use signalbox_core::Clock;
@@ -21,9 +20,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::definition::{ActionKind, FlowDefinition, MessageStatus, Trigger};
 use crate::deps::{BuiltinEvents, FactsLoader, ListActions, MembershipFeed, TemplateSource};
 use crate::error::{FlowsError, FlowsResult};
-use crate::flow_store::{FlowStore, NewFlow};
+use crate::flow_store::{FlowChange, FlowStore, NewFlow};
 use crate::model::*;
-use crate::store::{self, Db};
+use crate::store::Db;
 
 /// The longest a webhook's connection may take to set up (the whole request's timeout, when
 /// shorter).
@@ -246,12 +245,10 @@ impl Flows {
             let db = db.clone();
             let engage = engage.clone();
             tokio::task::spawn_blocking(move || {
-                db.write(|tx| {
-                    if store::get_meta(tx, "feed_cursor")?.is_none() {
-                        store::set_feed_cursor(tx, &engage.reader()?.end_cursor()?)?;
-                    }
-                    Ok(())
-                })
+                if db.feed_cursor()?.is_none() {
+                    db.start_feed_at(&engage.reader()?.end_cursor()?)?;
+                }
+                FlowsResult::Ok(())
             })
             .await
             .map_err(|e| FlowsError::Internal(e.to_string()))??;
@@ -430,15 +427,12 @@ impl Flows {
                 ));
             }
         }
-        let now = self.inner.clock.now().as_microsecond();
+        let now = self.inner.clock.now();
         let flow_id = id.to_owned();
-        let running = self
-            .inner
-            .db
-            .write_async(move |tx| {
-                let current = store::read_flow(tx, &flow_id)?
-                    .ok_or_else(|| FlowsError::not_found(format!("flow {flow_id}")))?;
-                let mut definition = match parsed {
+        let running = on_store(&self.inner, move |store| {
+            let mut parsed = parsed;
+            let mut change = |current: &FlowInfo| -> FlowsResult<FlowChange> {
+                let mut definition = match parsed.take() {
                     Some(mut def) => {
                         // Ids that are not temporary must name actions of the flow.
                         for (i, action) in def.actions.iter().enumerate() {
@@ -472,7 +466,6 @@ impl Flows {
                                 }
                             }
                         }
-                        store::assign_action_ids(tx, &mut def)?;
                         Some(def)
                     }
                     None => None,
@@ -488,62 +481,22 @@ impl Flows {
                         let def = definition.get_or_insert_with(|| current.definition.clone());
                         def.set_message_status(message_status);
                     }
-                    tx.execute(
-                        "UPDATE flows SET status = ?2 WHERE id = ?1",
-                        params![flow_id, status.as_str()],
-                    )?;
                 }
-                if let Some(def) = definition {
-                    let version = current.version + 1;
-                    tx.execute(
-                        "INSERT INTO flow_versions (flow_id, version, definition, created_us)
-                         VALUES (?1, ?2, ?3, ?4)",
-                        params![flow_id, version, def.to_stored_json().to_string(), now],
-                    )?;
-                    tx.execute(
-                        "UPDATE flows SET version = ?2, trigger_type = ?3 WHERE id = ?1",
-                        params![flow_id, version, def.trigger.type_name()],
-                    )?;
-                }
-                if let Some(name) = update.name {
-                    tx.execute(
-                        "UPDATE flows SET name = ?2 WHERE id = ?1",
-                        params![flow_id, name.trim()],
-                    )?;
-                }
-                if let Some(archived) = update.archived {
-                    tx.execute(
-                        "UPDATE flows SET archived = ?2 WHERE id = ?1",
-                        params![flow_id, archived],
-                    )?;
-                }
-                tx.execute(
-                    "UPDATE flows SET updated_us = ?2 WHERE id = ?1",
-                    params![flow_id, now],
-                )?;
-                let running: bool = tx.query_row(
-                    "SELECT status IN (?2, ?3) AND archived = 0 FROM flows WHERE id = ?1",
-                    params![
-                        flow_id,
-                        FlowStatus::Live.as_str(),
-                        FlowStatus::Manual.as_str()
-                    ],
-                    |r| r.get(0),
-                )?;
-                if !running {
-                    store::park_runs(tx, &flow_id, true, now)?;
-                }
-                Ok(running)
-            })
-            .await?;
+                Ok(FlowChange {
+                    name: update.name.as_ref().map(|name| name.trim().to_owned()),
+                    status: update.status,
+                    archived: update.archived,
+                    definition,
+                })
+            };
+            store.update_flow(&flow_id, now, &mut change)
+        })
+        .await?;
         reload_cache(&self.inner).await?;
         if running {
             // Only once the worker sees the flow running, or it would park them again.
             let flow_id = id.to_owned();
-            self.inner
-                .db
-                .write_async(move |tx| store::park_runs(tx, &flow_id, false, now))
-                .await?;
+            on_store(&self.inner, move |store| store.unpark_runs(&flow_id, now)).await?;
         }
         self.inner.wake.notify_one();
         self.get_flow(id).await
@@ -552,40 +505,8 @@ impl Flows {
     /// Deletes a flow; its active runs end as `cancelled`. Statistics and send records stay.
     pub async fn delete_flow(&self, id: &str) -> FlowsResult<()> {
         let flow_id = id.to_owned();
-        let now = self.inner.clock.now().as_microsecond();
-        self.inner
-            .db
-            .write_async(move |tx| {
-                let n = tx.execute("DELETE FROM flows WHERE id = ?1", [&flow_id])?;
-                if n == 0 {
-                    return Err(FlowsError::not_found(format!("flow {flow_id}")));
-                }
-                tx.execute("DELETE FROM flow_versions WHERE flow_id = ?1", [&flow_id])?;
-                tx.execute("DELETE FROM date_schedule WHERE flow_id = ?1", [&flow_id])?;
-                tx.execute(
-                    "UPDATE held_messages SET status = ?3, decided_us = ?2
-                     WHERE flow_id = ?1 AND status = ?4",
-                    params![
-                        flow_id,
-                        now,
-                        HeldStatus::Cancelled.as_str(),
-                        HeldStatus::Pending.as_str()
-                    ],
-                )?;
-                tx.execute(
-                    "UPDATE runs SET status = ?3, exit_reason = ?4, ended_us = ?2, wake_us = NULL
-                     WHERE flow_id = ?1 AND status = ?5",
-                    params![
-                        flow_id,
-                        now,
-                        RunStatus::Cancelled.as_str(),
-                        RunExit::FlowDeleted.as_str(),
-                        RunStatus::Active.as_str()
-                    ],
-                )?;
-                Ok(())
-            })
-            .await?;
+        let now = self.inner.clock.now();
+        on_store(&self.inner, move |store| store.delete_flow(&flow_id, now)).await?;
         reload_cache(&self.inner).await
     }
 
@@ -801,22 +722,7 @@ where
 
 /// Rebuilds the in-memory flows and trigger indexes from the database.
 pub(crate) async fn reload_cache(inner: &Arc<Inner>) -> FlowsResult<()> {
-    let flows = inner
-        .db
-        .read_async(|conn| {
-            let ids: Vec<String> = conn
-                .prepare("SELECT id FROM flows")?
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            let mut out = Vec::new();
-            for id in ids {
-                if let Some(flow) = store::read_flow(conn, &id)? {
-                    out.push(flow);
-                }
-            }
-            Ok(out)
-        })
-        .await?;
+    let flows = on_store(inner, |store| store.flows()).await?;
     let mut cache = FlowCache::default();
     for flow in flows {
         let cached = Arc::new(CachedFlow {

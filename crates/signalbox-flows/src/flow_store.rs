@@ -8,6 +8,7 @@
 //! [`FlowsError::Internal`]: crate::FlowsError::Internal
 
 use jiff::Timestamp;
+use signalbox_engage::feed::FeedCursor;
 
 use crate::definition::FlowDefinition;
 use crate::error::FlowsResult;
@@ -25,6 +26,17 @@ pub struct NewFlow<'a> {
     pub now: Timestamp,
 }
 
+/// A change to a stored flow; `None` leaves a part as it is.
+#[derive(Debug, Clone, Default)]
+pub struct FlowChange {
+    pub name: Option<String>,
+    pub status: Option<FlowStatus>,
+    pub archived: Option<bool>,
+    /// A new version; its temporary action ids become real ones as in
+    /// [`FlowStore::create_flow`].
+    pub definition: Option<FlowDefinition>,
+}
+
 /// The flows engine's storage, callable from any thread.
 pub trait FlowStore: Send + Sync {
     /// Saves a new flow at version 1. In the same transaction, the definition's temporary
@@ -35,6 +47,32 @@ pub trait FlowStore: Send + Sync {
         flow: &NewFlow<'_>,
         definition: FlowDefinition,
     ) -> FlowsResult<FlowDefinition>;
+
+    /// Changes the flow in one transaction: `change` sees it as stored (inside the
+    /// transaction) and says what to change; its error aborts the change. The flow's
+    /// `updated` becomes `now`. Returns whether the flow runs afterwards (`live` or `manual`,
+    /// not archived); when it does not, its active runs' wake-ups are held back (parked) in
+    /// the same transaction. Unknown flow: not found.
+    fn update_flow(
+        &self,
+        id: &str,
+        now: Timestamp,
+        change: &mut dyn FnMut(&FlowInfo) -> FlowsResult<FlowChange>,
+    ) -> FlowsResult<bool>;
+
+    /// Gives the flow's parked runs their wake-ups back, none earlier than `now`.
+    fn unpark_runs(&self, flow_id: &str, now: Timestamp) -> FlowsResult<()>;
+
+    /// Deletes the flow with its versions and date schedule; its pending held messages become
+    /// `cancelled` and its active runs end as `cancelled` (`flow_deleted`), at `now`.
+    /// Statistics, sends and dead letters stay. Unknown flow: not found.
+    fn delete_flow(&self, id: &str, now: Timestamp) -> FlowsResult<()>;
+
+    /// Where the worker is in engage's change feed; `None` before the first save.
+    fn feed_cursor(&self) -> FlowsResult<Option<FeedCursor>>;
+
+    /// Sets the feed cursor when none is saved yet (a new engine starts at the feed's head).
+    fn start_feed_at(&self, cursor: &FeedCursor) -> FlowsResult<()>;
 
     /// The flow at its current version.
     fn flow(&self, id: &str) -> FlowsResult<Option<FlowInfo>>;

@@ -15,7 +15,7 @@ use signalbox_engage::ProfileKey;
 
 use crate::definition::FlowDefinition;
 use crate::error::{FlowsError, FlowsResult};
-use crate::flow_store::{FlowStore, NewFlow};
+use crate::flow_store::{FlowChange, FlowStore, NewFlow};
 use crate::model::{
     DeadLetter, FlowInfo, FlowPage, FlowStats, FlowStatus, HeldMessage, HeldStatus, RunExit,
     RunInfo, RunStatus, SendInfo, SendStatus,
@@ -231,18 +231,6 @@ impl Db {
         f(&conn)
     }
 
-    /// [`Db::write`] on the blocking pool.
-    pub(crate) async fn write_async<T, F>(&self, f: F) -> FlowsResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Transaction) -> FlowsResult<T> + Send + 'static,
-    {
-        let db = self.clone();
-        tokio::task::spawn_blocking(move || db.write(f))
-            .await
-            .map_err(|e| FlowsError::Internal(e.to_string()))?
-    }
-
     /// [`Db::read`] on the blocking pool.
     pub(crate) async fn read_async<T, F>(&self, f: F) -> FlowsResult<T>
     where
@@ -365,6 +353,121 @@ impl FlowStore for Db {
             Ok(())
         })?;
         Ok(definition)
+    }
+
+    fn update_flow(
+        &self,
+        flow_id: &str,
+        now: Timestamp,
+        change: &mut dyn FnMut(&FlowInfo) -> FlowsResult<FlowChange>,
+    ) -> FlowsResult<bool> {
+        let now = now.as_microsecond();
+        self.write(|tx| {
+            let current = read_flow(tx, flow_id)?
+                .ok_or_else(|| FlowsError::not_found(format!("flow {flow_id}")))?;
+            let change = change(&current)?;
+            if let Some(status) = change.status {
+                tx.execute(
+                    "UPDATE flows SET status = ?2 WHERE id = ?1",
+                    params![flow_id, status.as_str()],
+                )?;
+            }
+            if let Some(mut def) = change.definition {
+                assign_action_ids(tx, &mut def)?;
+                let version = current.version + 1;
+                tx.execute(
+                    "INSERT INTO flow_versions (flow_id, version, definition, created_us)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![flow_id, version, def.to_stored_json().to_string(), now],
+                )?;
+                tx.execute(
+                    "UPDATE flows SET version = ?2, trigger_type = ?3 WHERE id = ?1",
+                    params![flow_id, version, def.trigger.type_name()],
+                )?;
+            }
+            if let Some(name) = change.name {
+                tx.execute(
+                    "UPDATE flows SET name = ?2 WHERE id = ?1",
+                    params![flow_id, name],
+                )?;
+            }
+            if let Some(archived) = change.archived {
+                tx.execute(
+                    "UPDATE flows SET archived = ?2 WHERE id = ?1",
+                    params![flow_id, archived],
+                )?;
+            }
+            tx.execute(
+                "UPDATE flows SET updated_us = ?2 WHERE id = ?1",
+                params![flow_id, now],
+            )?;
+            let running: bool = tx.query_row(
+                "SELECT status IN (?2, ?3) AND archived = 0 FROM flows WHERE id = ?1",
+                params![
+                    flow_id,
+                    FlowStatus::Live.as_str(),
+                    FlowStatus::Manual.as_str()
+                ],
+                |r| r.get(0),
+            )?;
+            if !running {
+                park_runs(tx, flow_id, true, now)?;
+            }
+            Ok(running)
+        })
+    }
+
+    fn unpark_runs(&self, flow_id: &str, now: Timestamp) -> FlowsResult<()> {
+        self.write(|tx| park_runs(tx, flow_id, false, now.as_microsecond()))
+    }
+
+    fn delete_flow(&self, flow_id: &str, now: Timestamp) -> FlowsResult<()> {
+        let now = now.as_microsecond();
+        self.write(|tx| {
+            let n = tx.execute("DELETE FROM flows WHERE id = ?1", [flow_id])?;
+            if n == 0 {
+                return Err(FlowsError::not_found(format!("flow {flow_id}")));
+            }
+            tx.execute("DELETE FROM flow_versions WHERE flow_id = ?1", [flow_id])?;
+            tx.execute("DELETE FROM date_schedule WHERE flow_id = ?1", [flow_id])?;
+            tx.execute(
+                "UPDATE held_messages SET status = ?3, decided_us = ?2
+                 WHERE flow_id = ?1 AND status = ?4",
+                params![
+                    flow_id,
+                    now,
+                    HeldStatus::Cancelled.as_str(),
+                    HeldStatus::Pending.as_str()
+                ],
+            )?;
+            tx.execute(
+                "UPDATE runs SET status = ?3, exit_reason = ?4, ended_us = ?2, wake_us = NULL
+                 WHERE flow_id = ?1 AND status = ?5",
+                params![
+                    flow_id,
+                    now,
+                    RunStatus::Cancelled.as_str(),
+                    RunExit::FlowDeleted.as_str(),
+                    RunStatus::Active.as_str()
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn feed_cursor(&self) -> FlowsResult<Option<FeedCursor>> {
+        self.read(|conn| {
+            Ok(get_meta(conn, "feed_cursor")?.and_then(|s| serde_json::from_str(&s).ok()))
+        })
+    }
+
+    fn start_feed_at(&self, cursor: &FeedCursor) -> FlowsResult<()> {
+        self.write(|tx| {
+            if get_meta(tx, "feed_cursor")?.is_none() {
+                set_feed_cursor(tx, cursor)?;
+            }
+            Ok(())
+        })
     }
 
     fn flow(&self, id: &str) -> FlowsResult<Option<FlowInfo>> {
