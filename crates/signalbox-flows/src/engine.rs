@@ -186,7 +186,7 @@ pub(crate) struct FlowCache {
 }
 
 pub(crate) struct Inner {
-    pub db: Db,
+    pub db: Arc<dyn FlowStore>,
     pub engage: Engage,
     pub clock: Arc<dyn Clock>,
     pub config: FlowsConfig,
@@ -231,9 +231,11 @@ impl Flows {
     ) -> FlowsResult<Flows> {
         let lock = take_lock(&config.path).await?;
         let path = config.path.clone();
-        let db = tokio::task::spawn_blocking(move || Db::open(&path))
-            .await
-            .map_err(|e| FlowsError::Internal(e.to_string()))??;
+        let db: Arc<dyn FlowStore> = Arc::new(
+            tokio::task::spawn_blocking(move || Db::open(&path))
+                .await
+                .map_err(|e| FlowsError::Internal(e.to_string()))??,
+        );
         if jiff::tz::TimeZone::get(&config.account_timezone).is_err() {
             return Err(FlowsError::invalid(
                 "account_timezone",
@@ -242,7 +244,7 @@ impl Flows {
         }
         {
             // A new engine starts at the feed's head: history does not trigger flows.
-            let db = db.clone();
+            let db = Arc::clone(&db);
             let engage = engage.clone();
             tokio::task::spawn_blocking(move || {
                 if db.feed_cursor()?.is_none() {
@@ -714,8 +716,8 @@ where
     T: Send + 'static,
     F: FnOnce(&dyn FlowStore) -> FlowsResult<T> + Send + 'static,
 {
-    let store = inner.db.clone();
-    tokio::task::spawn_blocking(move || f(&store))
+    let store = Arc::clone(&inner.db);
+    tokio::task::spawn_blocking(move || f(&*store))
         .await
         .map_err(|e| FlowsError::Internal(e.to_string()))?
 }

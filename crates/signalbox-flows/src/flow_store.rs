@@ -16,6 +16,9 @@ use crate::model::{
     DeadLetter, FlowInfo, FlowPage, FlowStats, FlowStatus, HeldMessage, HeldStatus, RunInfo,
     SendInfo,
 };
+pub use crate::store::{
+    NewHeld, NewRun, NewSend, NewStep, RunRow, SendRef, StepRow, StepState, WebhookState,
+};
 
 /// A new flow, its definition already checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +77,26 @@ pub trait FlowStore: Send + Sync {
     /// Sets the feed cursor when none is saved yet (a new engine starts at the feed's head).
     fn start_feed_at(&self, cursor: &FeedCursor) -> FlowsResult<()>;
 
+    /// Runs `f` in one transaction with the writer: committed when `f` returns `Ok`, rolled
+    /// back when it fails.
+    fn transaction(&self, f: &mut dyn FnMut(&dyn FlowWriter) -> FlowsResult<()>)
+        -> FlowsResult<()>;
+
+    /// The earliest wake-up of an active run.
+    fn next_wake(&self) -> FlowsResult<Option<i64>>;
+
+    /// Active runs due at `now_us`, soonest first, at most `limit`.
+    fn due_runs(&self, now_us: i64, limit: usize) -> FlowsResult<Vec<RunRow>>;
+
+    /// Date triggers due at `now_us` (flow, profile, when), soonest first, at most `limit`.
+    fn due_dates(&self, now_us: i64, limit: usize) -> FlowsResult<Vec<(String, i64, i64)>>;
+
+    /// Where the worker is in the segment membership feed (0: at the start).
+    fn membership_cursor(&self) -> FlowsResult<i64>;
+
+    /// A value the engine keeps for itself.
+    fn meta(&self, key: &str) -> FlowsResult<Option<String>>;
+
     /// The flow at its current version.
     fn flow(&self, id: &str) -> FlowsResult<Option<FlowInfo>>;
 
@@ -122,4 +145,140 @@ pub trait FlowStore: Send + Sync {
         to: HeldStatus,
         now: Timestamp,
     ) -> FlowsResult<HeldMessage>;
+}
+
+/// The write side, handed to the closure of [`FlowStore::transaction`]: every write through
+/// it is one transaction (all or none); reads through it see its uncommitted writes.
+pub trait FlowWriter {
+    fn bump(
+        &self,
+        flow_id: &str,
+        action_id: &str,
+        name: &str,
+        by: i64,
+        amount: f64,
+    ) -> FlowsResult<()>;
+    fn delay_run(&self, run_id: i64, wake_us: i64) -> FlowsResult<()>;
+    fn emailed_since(&self, profile_pk: i64, since_us: i64) -> FlowsResult<bool>;
+    fn end_run(
+        &self,
+        run_id: i64,
+        status: crate::model::RunStatus,
+        reason: Option<crate::model::RunExit>,
+        now_us: i64,
+    ) -> FlowsResult<()>;
+    fn finish_send(
+        &self,
+        key: &str,
+        status: crate::model::SendStatus,
+        subject: Option<&str>,
+        message_id: Option<&str>,
+        detail: Option<&str>,
+        now_us: i64,
+    ) -> FlowsResult<()>;
+    fn finish_step(
+        &self,
+        key: &str,
+        state: StepState,
+        detail: Option<&str>,
+        now_us: i64,
+    ) -> FlowsResult<()>;
+    fn get_meta(&self, key: &str) -> FlowsResult<Option<String>>;
+    fn held_by_key(&self, key: &str) -> FlowsResult<Option<crate::model::HeldMessage>>;
+    fn hold_run(&self, run_id: i64) -> FlowsResult<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn insert_dead_letter(
+        &self,
+        key: &str,
+        flow_id: &str,
+        action_id: &str,
+        run_id: i64,
+        url: &str,
+        body: &str,
+        reason: &str,
+        attempts: i64,
+        now_us: i64,
+    ) -> FlowsResult<()>;
+    fn insert_held(&self, h: &NewHeld<'_>) -> FlowsResult<()>;
+    fn insert_run(&self, run: &NewRun<'_>) -> FlowsResult<Option<i64>>;
+    fn insert_send(&self, s: &NewSend<'_>) -> FlowsResult<()>;
+    fn insert_step(&self, s: &NewStep<'_>) -> FlowsResult<()>;
+    fn last_entry(&self, flow_id: &str, profile_pk: i64) -> FlowsResult<Option<i64>>;
+    fn latest_send(
+        &self,
+        profile_pk: i64,
+        since_us: i64,
+        until_us: i64,
+    ) -> FlowsResult<Option<SendRef>>;
+    fn mark_send(
+        &self,
+        key: &str,
+        column: &str,
+        at_us: i64,
+        revenue: Option<f64>,
+    ) -> FlowsResult<()>;
+    fn move_run(
+        &self,
+        run_id: i64,
+        position: Option<&str>,
+        armed: Option<&str>,
+        wake_us: Option<i64>,
+    ) -> FlowsResult<()>;
+    fn release_step(&self, key: &str) -> FlowsResult<()>;
+    fn retry_step(&self, key: &str, detail: &str) -> FlowsResult<i64>;
+    fn send_by_key(&self, key: &str) -> FlowsResult<Option<SendRef>>;
+    fn set_feed_cursor(&self, cursor: &FeedCursor) -> FlowsResult<()>;
+    fn set_held_status(
+        &self,
+        id: i64,
+        status: crate::model::HeldStatus,
+        now_us: i64,
+    ) -> FlowsResult<()>;
+    fn set_meta(&self, key: &str, value: &str) -> FlowsResult<()>;
+    fn step(&self, key: &str) -> FlowsResult<Option<StepRow>>;
+    fn upsert_webhook(
+        &self,
+        key: &str,
+        flow_id: &str,
+        action_id: &str,
+        run_id: i64,
+        url: &str,
+        now_us: i64,
+    ) -> FlowsResult<()>;
+    fn webhook_attempt(
+        &self,
+        key: &str,
+        state: WebhookState,
+        status: Option<u16>,
+        error: Option<&str>,
+        next_us: Option<i64>,
+        now_us: i64,
+    ) -> FlowsResult<i64>;
+
+    /// Marks a point the writes after it can be undone to, keeping those before.
+    fn savepoint(&self) -> FlowsResult<()>;
+    /// Keeps the writes since the last [`FlowWriter::savepoint`].
+    fn release_savepoint(&self) -> FlowsResult<()>;
+    /// Undoes the writes since the last [`FlowWriter::savepoint`] and lets it go.
+    fn rollback_to_savepoint(&self) -> FlowsResult<()>;
+
+    /// A merge: the runs, sends, held messages, entries and date schedules of the profile
+    /// `from` move to `to` (with the id `to_id`, when known).
+    fn apply_merge(&self, from: i64, to: i64, to_id: Option<&str>) -> FlowsResult<()>;
+    /// Sets (or, `None`, removes) the next date trigger of the profile in the date flow.
+    fn set_date_schedule(
+        &self,
+        flow_id: &str,
+        profile_pk: i64,
+        next_us: Option<i64>,
+    ) -> FlowsResult<()>;
+    /// Moves an existing date trigger to `next_us` (`None`: removes it); none is added.
+    fn reschedule_date(
+        &self,
+        flow_id: &str,
+        profile_pk: i64,
+        next_us: Option<i64>,
+    ) -> FlowsResult<()>;
+    /// The address the send with this key went (or goes) to.
+    fn send_email(&self, key: &str) -> FlowsResult<Option<String>>;
 }

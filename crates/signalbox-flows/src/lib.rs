@@ -70,7 +70,7 @@ pub use engine::{
     WEBHOOK_MAX_RESPONSE,
 };
 pub use error::{FlowsError, FlowsResult};
-pub use flow_store::{FlowChange, FlowStore, NewFlow};
+pub use flow_store::{FlowChange, FlowStore, FlowWriter, NewFlow};
 pub use model::*;
 pub use store::Db as SqliteFlowStore;
 pub use worker::{CONVERSION_METRICS, CONVERSION_WINDOW};

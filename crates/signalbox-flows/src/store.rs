@@ -15,7 +15,7 @@ use signalbox_engage::ProfileKey;
 
 use crate::definition::FlowDefinition;
 use crate::error::{FlowsError, FlowsResult};
-use crate::flow_store::{FlowChange, FlowStore, NewFlow};
+use crate::flow_store::{FlowChange, FlowStore, FlowWriter, NewFlow};
 use crate::model::{
     DeadLetter, FlowInfo, FlowPage, FlowStats, FlowStatus, HeldMessage, HeldStatus, RunExit,
     RunInfo, RunStatus, SendInfo, SendStatus,
@@ -229,18 +229,6 @@ impl Db {
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> FlowsResult<T>) -> FlowsResult<T> {
         let conn = self.conn.lock().expect("flows db lock");
         f(&conn)
-    }
-
-    /// [`Db::read`] on the blocking pool.
-    pub(crate) async fn read_async<T, F>(&self, f: F) -> FlowsResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> FlowsResult<T> + Send + 'static,
-    {
-        let db = self.clone();
-        tokio::task::spawn_blocking(move || db.read(f))
-            .await
-            .map_err(|e| FlowsError::Internal(e.to_string()))?
     }
 }
 
@@ -468,6 +456,43 @@ impl FlowStore for Db {
             }
             Ok(())
         })
+    }
+
+    fn transaction(
+        &self,
+        f: &mut dyn FnMut(&dyn FlowWriter) -> FlowsResult<()>,
+    ) -> FlowsResult<()> {
+        self.write(|tx| f(&SqliteWriter { tx }))
+    }
+
+    fn next_wake(&self) -> FlowsResult<Option<i64>> {
+        self.read(next_wake)
+    }
+
+    fn due_runs(&self, now_us: i64, limit: usize) -> FlowsResult<Vec<RunRow>> {
+        self.read(|conn| due_runs(conn, now_us, limit))
+    }
+
+    fn due_dates(&self, now_us: i64, limit: usize) -> FlowsResult<Vec<(String, i64, i64)>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT flow_id, profile_pk, next_us FROM date_schedule WHERE next_us <= ?1
+                     ORDER BY next_us LIMIT ?2",
+                )?
+                .query_map(params![now_us, limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn membership_cursor(&self) -> FlowsResult<i64> {
+        self.read(membership_cursor)
+    }
+
+    fn meta(&self, key: &str) -> FlowsResult<Option<String>> {
+        self.read(|conn| get_meta(conn, key))
     }
 
     fn flow(&self, id: &str) -> FlowsResult<Option<FlowInfo>> {
@@ -786,6 +811,267 @@ fn run_exit(text: &str) -> rusqlite::Result<RunExit> {
     })
 }
 
+/// [`FlowWriter`] over an open transaction of `flows.db`.
+struct SqliteWriter<'a> {
+    tx: &'a Transaction<'a>,
+}
+
+impl FlowWriter for SqliteWriter<'_> {
+    fn bump(
+        &self,
+        flow_id: &str,
+        action_id: &str,
+        name: &str,
+        by: i64,
+        amount: f64,
+    ) -> FlowsResult<()> {
+        bump(self.tx, flow_id, action_id, name, by, amount)
+    }
+
+    fn delay_run(&self, run_id: i64, wake_us: i64) -> FlowsResult<()> {
+        delay_run(self.tx, run_id, wake_us)
+    }
+
+    fn emailed_since(&self, profile_pk: i64, since_us: i64) -> FlowsResult<bool> {
+        emailed_since(self.tx, profile_pk, since_us)
+    }
+
+    fn end_run(
+        &self,
+        run_id: i64,
+        status: crate::model::RunStatus,
+        reason: Option<crate::model::RunExit>,
+        now_us: i64,
+    ) -> FlowsResult<()> {
+        end_run(self.tx, run_id, status, reason, now_us)
+    }
+
+    fn finish_send(
+        &self,
+        key: &str,
+        status: crate::model::SendStatus,
+        subject: Option<&str>,
+        message_id: Option<&str>,
+        detail: Option<&str>,
+        now_us: i64,
+    ) -> FlowsResult<()> {
+        finish_send(self.tx, key, status, subject, message_id, detail, now_us)
+    }
+
+    fn finish_step(
+        &self,
+        key: &str,
+        state: StepState,
+        detail: Option<&str>,
+        now_us: i64,
+    ) -> FlowsResult<()> {
+        finish_step(self.tx, key, state, detail, now_us)
+    }
+
+    fn get_meta(&self, key: &str) -> FlowsResult<Option<String>> {
+        get_meta(self.tx, key)
+    }
+
+    fn held_by_key(&self, key: &str) -> FlowsResult<Option<crate::model::HeldMessage>> {
+        held_by_key(self.tx, key)
+    }
+
+    fn hold_run(&self, run_id: i64) -> FlowsResult<()> {
+        hold_run(self.tx, run_id)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert_dead_letter(
+        &self,
+        key: &str,
+        flow_id: &str,
+        action_id: &str,
+        run_id: i64,
+        url: &str,
+        body: &str,
+        reason: &str,
+        attempts: i64,
+        now_us: i64,
+    ) -> FlowsResult<()> {
+        insert_dead_letter(
+            self.tx, key, flow_id, action_id, run_id, url, body, reason, attempts, now_us,
+        )
+    }
+
+    fn insert_held(&self, h: &NewHeld<'_>) -> FlowsResult<()> {
+        insert_held(self.tx, h)
+    }
+
+    fn insert_run(&self, run: &NewRun<'_>) -> FlowsResult<Option<i64>> {
+        insert_run(self.tx, run)
+    }
+
+    fn insert_send(&self, s: &NewSend<'_>) -> FlowsResult<()> {
+        insert_send(self.tx, s)
+    }
+
+    fn insert_step(&self, s: &NewStep<'_>) -> FlowsResult<()> {
+        insert_step(self.tx, s)
+    }
+
+    fn last_entry(&self, flow_id: &str, profile_pk: i64) -> FlowsResult<Option<i64>> {
+        last_entry(self.tx, flow_id, profile_pk)
+    }
+
+    fn latest_send(
+        &self,
+        profile_pk: i64,
+        since_us: i64,
+        until_us: i64,
+    ) -> FlowsResult<Option<SendRef>> {
+        latest_send(self.tx, profile_pk, since_us, until_us)
+    }
+
+    fn mark_send(
+        &self,
+        key: &str,
+        column: &str,
+        at_us: i64,
+        revenue: Option<f64>,
+    ) -> FlowsResult<()> {
+        mark_send(self.tx, key, column, at_us, revenue)
+    }
+
+    fn move_run(
+        &self,
+        run_id: i64,
+        position: Option<&str>,
+        armed: Option<&str>,
+        wake_us: Option<i64>,
+    ) -> FlowsResult<()> {
+        move_run(self.tx, run_id, position, armed, wake_us)
+    }
+
+    fn release_step(&self, key: &str) -> FlowsResult<()> {
+        release_step(self.tx, key)
+    }
+
+    fn retry_step(&self, key: &str, detail: &str) -> FlowsResult<i64> {
+        retry_step(self.tx, key, detail)
+    }
+
+    fn send_by_key(&self, key: &str) -> FlowsResult<Option<SendRef>> {
+        send_by_key(self.tx, key)
+    }
+
+    fn set_feed_cursor(&self, cursor: &FeedCursor) -> FlowsResult<()> {
+        set_feed_cursor(self.tx, cursor)
+    }
+
+    fn set_held_status(
+        &self,
+        id: i64,
+        status: crate::model::HeldStatus,
+        now_us: i64,
+    ) -> FlowsResult<()> {
+        set_held_status(self.tx, id, status, now_us)
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> FlowsResult<()> {
+        set_meta(self.tx, key, value)
+    }
+
+    fn step(&self, key: &str) -> FlowsResult<Option<StepRow>> {
+        step(self.tx, key)
+    }
+
+    fn upsert_webhook(
+        &self,
+        key: &str,
+        flow_id: &str,
+        action_id: &str,
+        run_id: i64,
+        url: &str,
+        now_us: i64,
+    ) -> FlowsResult<()> {
+        upsert_webhook(self.tx, key, flow_id, action_id, run_id, url, now_us)
+    }
+
+    fn webhook_attempt(
+        &self,
+        key: &str,
+        state: WebhookState,
+        status: Option<u16>,
+        error: Option<&str>,
+        next_us: Option<i64>,
+        now_us: i64,
+    ) -> FlowsResult<i64> {
+        webhook_attempt(self.tx, key, state, status, error, next_us, now_us)
+    }
+
+    fn savepoint(&self) -> FlowsResult<()> {
+        Ok(self.tx.execute_batch("SAVEPOINT run")?)
+    }
+
+    fn release_savepoint(&self) -> FlowsResult<()> {
+        Ok(self.tx.execute_batch("RELEASE run")?)
+    }
+
+    fn rollback_to_savepoint(&self) -> FlowsResult<()> {
+        Ok(self.tx.execute_batch("ROLLBACK TO run; RELEASE run")?)
+    }
+
+    fn apply_merge(&self, from: i64, to: i64, to_id: Option<&str>) -> FlowsResult<()> {
+        apply_merge(self.tx, from, to, to_id)
+    }
+
+    fn set_date_schedule(
+        &self,
+        flow_id: &str,
+        profile_pk: i64,
+        next_us: Option<i64>,
+    ) -> FlowsResult<()> {
+        match next_us {
+            Some(us) => self
+                .tx
+                .prepare_cached(
+                    "INSERT INTO date_schedule (flow_id, profile_pk, next_us) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (flow_id, profile_pk) DO UPDATE SET next_us = excluded.next_us",
+                )?
+                .execute(params![flow_id, profile_pk, us])?,
+            None => self
+                .tx
+                .prepare_cached("DELETE FROM date_schedule WHERE flow_id = ?1 AND profile_pk = ?2")?
+                .execute(params![flow_id, profile_pk])?,
+        };
+        Ok(())
+    }
+
+    fn reschedule_date(
+        &self,
+        flow_id: &str,
+        profile_pk: i64,
+        next_us: Option<i64>,
+    ) -> FlowsResult<()> {
+        match next_us {
+            Some(us) => self
+                .tx
+                .prepare_cached(
+                    "UPDATE date_schedule SET next_us = ?3 WHERE flow_id = ?1 AND profile_pk = ?2",
+                )?
+                .execute(params![flow_id, profile_pk, us])?,
+            None => self
+                .tx
+                .prepare_cached("DELETE FROM date_schedule WHERE flow_id = ?1 AND profile_pk = ?2")?
+                .execute(params![flow_id, profile_pk])?,
+        };
+        Ok(())
+    }
+
+    fn send_email(&self, key: &str) -> FlowsResult<Option<String>> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT email FROM sends WHERE key = ?1")?
+            .query_row([key], |r| r.get::<_, String>(0))
+            .optional()?)
+    }
+}
+
 // Flows.
 
 /// Real action ids: decimal numbers from a counter in `meta`, unique across flows.
@@ -847,6 +1133,34 @@ pub(crate) fn read_flow(conn: &Connection, id: &str) -> FlowsResult<Option<FlowI
     }))
 }
 
+/// A merge: the runs, sends, entries and schedules of the merged-away profile move to the
+/// survivor.
+fn apply_merge(tx: &Connection, from: i64, to: i64, to_id: Option<&str>) -> FlowsResult<()> {
+    tx.execute(
+        "UPDATE runs SET profile_pk = ?2, profile_id = COALESCE(?3, profile_id)
+         WHERE profile_pk = ?1",
+        params![from, to, to_id],
+    )?;
+    tx.execute(
+        "UPDATE sends SET profile_pk = ?2 WHERE profile_pk = ?1",
+        params![from, to],
+    )?;
+    tx.execute(
+        "UPDATE held_messages SET profile_pk = ?2, profile_id = COALESCE(?3, profile_id)
+         WHERE profile_pk = ?1",
+        params![from, to, to_id],
+    )?;
+    tx.execute(
+        "INSERT INTO entries (flow_id, profile_pk, last_us)
+         SELECT flow_id, ?2, last_us FROM entries WHERE profile_pk = ?1
+         ON CONFLICT (flow_id, profile_pk) DO UPDATE SET last_us = MAX(last_us, excluded.last_us)",
+        params![from, to],
+    )?;
+    tx.execute("DELETE FROM entries WHERE profile_pk = ?1", [from])?;
+    tx.execute("DELETE FROM date_schedule WHERE profile_pk = ?1", [from])?;
+    Ok(())
+}
+
 // Meta values.
 
 pub(crate) fn get_meta(conn: &Connection, key: &str) -> FlowsResult<Option<String>> {
@@ -863,12 +1177,6 @@ pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> FlowsResult
     )?
     .execute(params![key, value])?;
     Ok(())
-}
-
-pub(crate) fn feed_cursor(conn: &Connection) -> FlowsResult<FeedCursor> {
-    Ok(get_meta(conn, "feed_cursor")?
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default())
 }
 
 pub(crate) fn set_feed_cursor(conn: &Connection, cursor: &FeedCursor) -> FlowsResult<()> {
@@ -908,7 +1216,7 @@ pub(crate) fn bump(
 
 /// A run as the worker reads it.
 #[derive(Debug, Clone)]
-pub(crate) struct RunRow {
+pub struct RunRow {
     pub id: i64,
     pub flow_id: String,
     pub profile_pk: i64,
@@ -920,7 +1228,7 @@ pub(crate) struct RunRow {
     pub armed: Option<String>,
 }
 
-pub(crate) struct NewRun<'a> {
+pub struct NewRun<'a> {
     pub flow_id: &'a str,
     pub profile_pk: i64,
     pub profile_id: &'a str,
@@ -1118,7 +1426,7 @@ pub(crate) fn hold_run(conn: &Connection, run_id: i64) -> FlowsResult<()> {
 
 /// Where a step stands; stored as its lowercase name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StepState {
+pub enum StepState {
     /// Decided, its effect not yet carried out (or being tried again).
     Intent,
     /// A message waiting in the review queue.
@@ -1156,7 +1464,7 @@ impl StepState {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StepRow {
+pub struct StepRow {
     pub state: StepState,
     pub attempts: i64,
     pub detail: Option<String>,
@@ -1182,7 +1490,7 @@ pub(crate) fn step(conn: &Connection, key: &str) -> FlowsResult<Option<StepRow>>
         .optional()?)
 }
 
-pub(crate) struct NewStep<'a> {
+pub struct NewStep<'a> {
     pub key: &'a str,
     pub run_id: i64,
     pub flow_id: &'a str,
@@ -1261,7 +1569,7 @@ pub(crate) fn emailed_since(
         .is_some())
 }
 
-pub(crate) struct NewSend<'a> {
+pub struct NewSend<'a> {
     pub key: &'a str,
     pub flow_id: &'a str,
     pub action_id: &'a str,
@@ -1315,7 +1623,7 @@ pub(crate) fn finish_send(
 }
 
 /// A send an engagement event points at.
-pub(crate) struct SendRef {
+pub struct SendRef {
     pub key: String,
     pub flow_id: String,
     pub action_id: String,
@@ -1408,7 +1716,7 @@ pub(crate) fn upsert_webhook(
 
 /// Where a webhook delivery stands; stored as its lowercase name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WebhookState {
+pub enum WebhookState {
     /// Not yet delivered; tried again at `next_us`.
     Pending,
     /// The receiver took it.
@@ -1487,7 +1795,7 @@ pub(crate) fn insert_dead_letter(
 
 // Messages held for review.
 
-pub(crate) struct NewHeld<'a> {
+pub struct NewHeld<'a> {
     pub key: &'a str,
     pub flow_id: &'a str,
     pub action_id: &'a str,
