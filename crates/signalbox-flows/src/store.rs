@@ -15,6 +15,32 @@ use signalbox_engage::ProfileKey;
 
 use crate::definition::FlowDefinition;
 use crate::error::{FlowsError, FlowsResult};
+
+/// An error inside this module: SQLite's, or the engine's own. Both leave it as a
+/// [`FlowsError`]; SQLite's as [`FlowsError::Internal`] text, so no `rusqlite` type leaves.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub(crate) struct DbError(FlowsError);
+
+impl From<rusqlite::Error> for DbError {
+    fn from(err: rusqlite::Error) -> Self {
+        DbError(FlowsError::Internal(err.to_string()))
+    }
+}
+
+impl From<FlowsError> for DbError {
+    fn from(err: FlowsError) -> Self {
+        DbError(err)
+    }
+}
+
+impl From<DbError> for FlowsError {
+    fn from(err: DbError) -> Self {
+        err.0
+    }
+}
+
+type SqlResult<T> = Result<T, DbError>;
 use crate::flow_store::{FlowChange, FlowStore, FlowWriter, NewFlow};
 use crate::model::{
     DeadLetter, FlowInfo, FlowPage, FlowStats, FlowStatus, HeldMessage, HeldStatus, RunExit,
@@ -194,6 +220,10 @@ pub struct Db {
 impl Db {
     /// Opens (creating it if needed) and migrates the file.
     pub fn open(path: &Path) -> FlowsResult<Db> {
+        Ok(Db::open_sql(path)?)
+    }
+
+    fn open_sql(path: &Path) -> SqlResult<Db> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
                 FlowsError::Internal(format!("cannot create {}: {e}", parent.display()))
@@ -214,33 +244,34 @@ impl Db {
     }
 
     /// Runs `f` in an `IMMEDIATE` transaction on this thread.
-    pub(crate) fn write<T>(
-        &self,
-        f: impl FnOnce(&Transaction) -> FlowsResult<T>,
-    ) -> FlowsResult<T> {
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction) -> SqlResult<T>) -> FlowsResult<T> {
         let mut conn = self.conn.lock().expect("flows db lock");
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        let run = || -> SqlResult<T> {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        Ok(run()?)
     }
 
     /// Runs `f` on the connection on this thread.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> FlowsResult<T>) -> FlowsResult<T> {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> SqlResult<T>) -> FlowsResult<T> {
         let conn = self.conn.lock().expect("flows db lock");
-        f(&conn)
+        Ok(f(&conn)?)
     }
 }
 
 /// Brings the schema up to date; a schema newer than this build (a newer release wrote the
 /// file) is refused rather than read with the wrong assumptions.
-fn migrate(conn: &mut Connection) -> FlowsResult<()> {
+fn migrate(conn: &mut Connection) -> SqlResult<()> {
     let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > MIGRATIONS.len() {
         return Err(FlowsError::Internal(format!(
             "flows.db schema version {version} is newer than this build knows ({})",
             MIGRATIONS.len()
-        )));
+        ))
+        .into());
     }
     for (idx, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -258,14 +289,14 @@ pub(crate) struct Probe {
 }
 
 impl Probe {
-    pub(crate) fn open(path: &Path) -> FlowsResult<Probe> {
+    pub(crate) fn open(path: &Path) -> SqlResult<Probe> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         Ok(Probe { conn })
     }
 
     /// Runs started after run `after_id`, oldest first: their ids and trigger properties.
-    pub(crate) fn runs_after(&self, after_id: i64) -> FlowsResult<Vec<(i64, Map<String, Value>)>> {
+    pub(crate) fn runs_after(&self, after_id: i64) -> SqlResult<Vec<(i64, Map<String, Value>)>> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT id, trigger_properties FROM runs WHERE id > ?1 ORDER BY id")?;
@@ -277,7 +308,7 @@ impl Probe {
     }
 
     /// The flow's emails handed to SMTP.
-    pub(crate) fn sent_count(&self, flow_id: &str) -> FlowsResult<u64> {
+    pub(crate) fn sent_count(&self, flow_id: &str) -> SqlResult<u64> {
         self.count(
             "SELECT COUNT(*) FROM sends WHERE flow_id = ?1 AND status = ?2",
             flow_id,
@@ -286,7 +317,7 @@ impl Probe {
     }
 
     /// The flow's runs that completed.
-    pub(crate) fn completed_count(&self, flow_id: &str) -> FlowsResult<u64> {
+    pub(crate) fn completed_count(&self, flow_id: &str) -> SqlResult<u64> {
         self.count(
             "SELECT COUNT(*) FROM runs WHERE flow_id = ?1 AND status = ?2",
             flow_id,
@@ -295,7 +326,7 @@ impl Probe {
     }
 
     /// When the flow's last run ended, in microseconds.
-    pub(crate) fn last_ended_us(&self, flow_id: &str) -> FlowsResult<Option<i64>> {
+    pub(crate) fn last_ended_us(&self, flow_id: &str) -> SqlResult<Option<i64>> {
         Ok(self.conn.query_row(
             "SELECT MAX(ended_us) FROM runs WHERE flow_id = ?1",
             [flow_id],
@@ -303,7 +334,7 @@ impl Probe {
         )?)
     }
 
-    fn count(&self, sql: &str, flow_id: &str, status: &str) -> FlowsResult<u64> {
+    fn count(&self, sql: &str, flow_id: &str, status: &str) -> SqlResult<u64> {
         let n: i64 = self
             .conn
             .prepare_cached(sql)?
@@ -414,7 +445,7 @@ impl FlowStore for Db {
         self.write(|tx| {
             let n = tx.execute("DELETE FROM flows WHERE id = ?1", [flow_id])?;
             if n == 0 {
-                return Err(FlowsError::not_found(format!("flow {flow_id}")));
+                return Err(FlowsError::not_found(format!("flow {flow_id}")).into());
             }
             tx.execute("DELETE FROM flow_versions WHERE flow_id = ?1", [flow_id])?;
             tx.execute("DELETE FROM date_schedule WHERE flow_id = ?1", [flow_id])?;
@@ -462,7 +493,7 @@ impl FlowStore for Db {
         &self,
         f: &mut dyn FnMut(&dyn FlowWriter) -> FlowsResult<()>,
     ) -> FlowsResult<()> {
-        self.write(|tx| f(&SqliteWriter { tx }))
+        self.write(|tx| Ok(f(&SqliteWriter { tx })?))
     }
 
     fn next_wake(&self) -> FlowsResult<Option<i64>> {
@@ -736,7 +767,8 @@ impl FlowStore for Db {
                         "message {id} was {} and cannot be {verb}",
                         held.status.as_str()
                     ),
-                });
+                }
+                .into());
             }
             if now >= held.expires {
                 return Err(FlowsError::Conflict {
@@ -744,7 +776,8 @@ impl FlowStore for Db {
                         "message {id} expired at {} and cannot be {verb}",
                         held.expires
                     ),
-                });
+                }
+                .into());
             }
             set_held_status(tx, id, to, now.as_microsecond())?;
             if to == HeldStatus::Skipped {
@@ -772,10 +805,10 @@ impl FlowStore for Db {
 }
 
 /// A held message of the flow, with its step key; not found when it is another flow's.
-fn held_of_flow(conn: &Connection, flow_id: &str, id: i64) -> FlowsResult<(HeldMessage, String)> {
+fn held_of_flow(conn: &Connection, flow_id: &str, id: i64) -> SqlResult<(HeldMessage, String)> {
     held_by_id(conn, id)?
         .filter(|(held, _)| held.flow_id == flow_id)
-        .ok_or_else(|| FlowsError::not_found(format!("message {id} of flow {flow_id}")))
+        .ok_or_else(|| FlowsError::not_found(format!("message {id} of flow {flow_id}")).into())
 }
 
 /// A run's stored status; other text is a corrupt row.
@@ -816,6 +849,12 @@ struct SqliteWriter<'a> {
     tx: &'a Transaction<'a>,
 }
 
+impl SqliteWriter<'_> {
+    fn run<T>(&self, f: impl FnOnce(&Transaction) -> SqlResult<T>) -> FlowsResult<T> {
+        Ok(f(self.tx)?)
+    }
+}
+
 impl FlowWriter for SqliteWriter<'_> {
     fn bump(
         &self,
@@ -825,15 +864,15 @@ impl FlowWriter for SqliteWriter<'_> {
         by: i64,
         amount: f64,
     ) -> FlowsResult<()> {
-        bump(self.tx, flow_id, action_id, name, by, amount)
+        Ok(bump(self.tx, flow_id, action_id, name, by, amount)?)
     }
 
     fn delay_run(&self, run_id: i64, wake_us: i64) -> FlowsResult<()> {
-        delay_run(self.tx, run_id, wake_us)
+        Ok(delay_run(self.tx, run_id, wake_us)?)
     }
 
     fn emailed_since(&self, profile_pk: i64, since_us: i64) -> FlowsResult<bool> {
-        emailed_since(self.tx, profile_pk, since_us)
+        Ok(emailed_since(self.tx, profile_pk, since_us)?)
     }
 
     fn end_run(
@@ -843,7 +882,7 @@ impl FlowWriter for SqliteWriter<'_> {
         reason: Option<crate::model::RunExit>,
         now_us: i64,
     ) -> FlowsResult<()> {
-        end_run(self.tx, run_id, status, reason, now_us)
+        Ok(end_run(self.tx, run_id, status, reason, now_us)?)
     }
 
     fn finish_send(
@@ -855,7 +894,9 @@ impl FlowWriter for SqliteWriter<'_> {
         detail: Option<&str>,
         now_us: i64,
     ) -> FlowsResult<()> {
-        finish_send(self.tx, key, status, subject, message_id, detail, now_us)
+        Ok(finish_send(
+            self.tx, key, status, subject, message_id, detail, now_us,
+        )?)
     }
 
     fn finish_step(
@@ -865,19 +906,19 @@ impl FlowWriter for SqliteWriter<'_> {
         detail: Option<&str>,
         now_us: i64,
     ) -> FlowsResult<()> {
-        finish_step(self.tx, key, state, detail, now_us)
+        Ok(finish_step(self.tx, key, state, detail, now_us)?)
     }
 
     fn get_meta(&self, key: &str) -> FlowsResult<Option<String>> {
-        get_meta(self.tx, key)
+        Ok(get_meta(self.tx, key)?)
     }
 
     fn held_by_key(&self, key: &str) -> FlowsResult<Option<crate::model::HeldMessage>> {
-        held_by_key(self.tx, key)
+        Ok(held_by_key(self.tx, key)?)
     }
 
     fn hold_run(&self, run_id: i64) -> FlowsResult<()> {
-        hold_run(self.tx, run_id)
+        Ok(hold_run(self.tx, run_id)?)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -893,29 +934,29 @@ impl FlowWriter for SqliteWriter<'_> {
         attempts: i64,
         now_us: i64,
     ) -> FlowsResult<()> {
-        insert_dead_letter(
+        Ok(insert_dead_letter(
             self.tx, key, flow_id, action_id, run_id, url, body, reason, attempts, now_us,
-        )
+        )?)
     }
 
     fn insert_held(&self, h: &NewHeld<'_>) -> FlowsResult<()> {
-        insert_held(self.tx, h)
+        Ok(insert_held(self.tx, h)?)
     }
 
     fn insert_run(&self, run: &NewRun<'_>) -> FlowsResult<Option<i64>> {
-        insert_run(self.tx, run)
+        Ok(insert_run(self.tx, run)?)
     }
 
     fn insert_send(&self, s: &NewSend<'_>) -> FlowsResult<()> {
-        insert_send(self.tx, s)
+        Ok(insert_send(self.tx, s)?)
     }
 
     fn insert_step(&self, s: &NewStep<'_>) -> FlowsResult<()> {
-        insert_step(self.tx, s)
+        Ok(insert_step(self.tx, s)?)
     }
 
     fn last_entry(&self, flow_id: &str, profile_pk: i64) -> FlowsResult<Option<i64>> {
-        last_entry(self.tx, flow_id, profile_pk)
+        Ok(last_entry(self.tx, flow_id, profile_pk)?)
     }
 
     fn latest_send(
@@ -924,7 +965,7 @@ impl FlowWriter for SqliteWriter<'_> {
         since_us: i64,
         until_us: i64,
     ) -> FlowsResult<Option<SendRef>> {
-        latest_send(self.tx, profile_pk, since_us, until_us)
+        Ok(latest_send(self.tx, profile_pk, since_us, until_us)?)
     }
 
     fn mark_send(
@@ -934,7 +975,7 @@ impl FlowWriter for SqliteWriter<'_> {
         at_us: i64,
         revenue: Option<f64>,
     ) -> FlowsResult<()> {
-        mark_send(self.tx, key, column, at_us, revenue)
+        Ok(mark_send(self.tx, key, column, at_us, revenue)?)
     }
 
     fn move_run(
@@ -944,23 +985,23 @@ impl FlowWriter for SqliteWriter<'_> {
         armed: Option<&str>,
         wake_us: Option<i64>,
     ) -> FlowsResult<()> {
-        move_run(self.tx, run_id, position, armed, wake_us)
+        Ok(move_run(self.tx, run_id, position, armed, wake_us)?)
     }
 
     fn release_step(&self, key: &str) -> FlowsResult<()> {
-        release_step(self.tx, key)
+        Ok(release_step(self.tx, key)?)
     }
 
     fn retry_step(&self, key: &str, detail: &str) -> FlowsResult<i64> {
-        retry_step(self.tx, key, detail)
+        Ok(retry_step(self.tx, key, detail)?)
     }
 
     fn send_by_key(&self, key: &str) -> FlowsResult<Option<SendRef>> {
-        send_by_key(self.tx, key)
+        Ok(send_by_key(self.tx, key)?)
     }
 
     fn set_feed_cursor(&self, cursor: &FeedCursor) -> FlowsResult<()> {
-        set_feed_cursor(self.tx, cursor)
+        Ok(set_feed_cursor(self.tx, cursor)?)
     }
 
     fn set_held_status(
@@ -969,15 +1010,15 @@ impl FlowWriter for SqliteWriter<'_> {
         status: crate::model::HeldStatus,
         now_us: i64,
     ) -> FlowsResult<()> {
-        set_held_status(self.tx, id, status, now_us)
+        Ok(set_held_status(self.tx, id, status, now_us)?)
     }
 
     fn set_meta(&self, key: &str, value: &str) -> FlowsResult<()> {
-        set_meta(self.tx, key, value)
+        Ok(set_meta(self.tx, key, value)?)
     }
 
     fn step(&self, key: &str) -> FlowsResult<Option<StepRow>> {
-        step(self.tx, key)
+        Ok(step(self.tx, key)?)
     }
 
     fn upsert_webhook(
@@ -989,7 +1030,9 @@ impl FlowWriter for SqliteWriter<'_> {
         url: &str,
         now_us: i64,
     ) -> FlowsResult<()> {
-        upsert_webhook(self.tx, key, flow_id, action_id, run_id, url, now_us)
+        Ok(upsert_webhook(
+            self.tx, key, flow_id, action_id, run_id, url, now_us,
+        )?)
     }
 
     fn webhook_attempt(
@@ -1001,23 +1044,25 @@ impl FlowWriter for SqliteWriter<'_> {
         next_us: Option<i64>,
         now_us: i64,
     ) -> FlowsResult<i64> {
-        webhook_attempt(self.tx, key, state, status, error, next_us, now_us)
+        Ok(webhook_attempt(
+            self.tx, key, state, status, error, next_us, now_us,
+        )?)
     }
 
     fn savepoint(&self) -> FlowsResult<()> {
-        Ok(self.tx.execute_batch("SAVEPOINT run")?)
+        self.run(|tx| Ok(tx.execute_batch("SAVEPOINT run")?))
     }
 
     fn release_savepoint(&self) -> FlowsResult<()> {
-        Ok(self.tx.execute_batch("RELEASE run")?)
+        self.run(|tx| Ok(tx.execute_batch("RELEASE run")?))
     }
 
     fn rollback_to_savepoint(&self) -> FlowsResult<()> {
-        Ok(self.tx.execute_batch("ROLLBACK TO run; RELEASE run")?)
+        self.run(|tx| Ok(tx.execute_batch("ROLLBACK TO run; RELEASE run")?))
     }
 
     fn apply_merge(&self, from: i64, to: i64, to_id: Option<&str>) -> FlowsResult<()> {
-        apply_merge(self.tx, from, to, to_id)
+        Ok(apply_merge(self.tx, from, to, to_id)?)
     }
 
     fn set_date_schedule(
@@ -1026,20 +1071,20 @@ impl FlowWriter for SqliteWriter<'_> {
         profile_pk: i64,
         next_us: Option<i64>,
     ) -> FlowsResult<()> {
-        match next_us {
-            Some(us) => self
-                .tx
+        self.run(|tx| {
+            match next_us {
+            Some(us) => tx
                 .prepare_cached(
                     "INSERT INTO date_schedule (flow_id, profile_pk, next_us) VALUES (?1, ?2, ?3)
                  ON CONFLICT (flow_id, profile_pk) DO UPDATE SET next_us = excluded.next_us",
                 )?
                 .execute(params![flow_id, profile_pk, us])?,
-            None => self
-                .tx
+            None => tx
                 .prepare_cached("DELETE FROM date_schedule WHERE flow_id = ?1 AND profile_pk = ?2")?
                 .execute(params![flow_id, profile_pk])?,
         };
-        Ok(())
+            Ok(())
+        })
     }
 
     fn reschedule_date(
@@ -1048,27 +1093,28 @@ impl FlowWriter for SqliteWriter<'_> {
         profile_pk: i64,
         next_us: Option<i64>,
     ) -> FlowsResult<()> {
-        match next_us {
-            Some(us) => self
-                .tx
+        self.run(|tx| {
+            match next_us {
+            Some(us) => tx
                 .prepare_cached(
                     "UPDATE date_schedule SET next_us = ?3 WHERE flow_id = ?1 AND profile_pk = ?2",
                 )?
                 .execute(params![flow_id, profile_pk, us])?,
-            None => self
-                .tx
+            None => tx
                 .prepare_cached("DELETE FROM date_schedule WHERE flow_id = ?1 AND profile_pk = ?2")?
                 .execute(params![flow_id, profile_pk])?,
         };
-        Ok(())
+            Ok(())
+        })
     }
 
     fn send_email(&self, key: &str) -> FlowsResult<Option<String>> {
-        Ok(self
-            .tx
-            .prepare_cached("SELECT email FROM sends WHERE key = ?1")?
-            .query_row([key], |r| r.get::<_, String>(0))
-            .optional()?)
+        self.run(|tx| {
+            Ok(tx
+                .prepare_cached("SELECT email FROM sends WHERE key = ?1")?
+                .query_row([key], |r| r.get::<_, String>(0))
+                .optional()?)
+        })
     }
 }
 
@@ -1078,7 +1124,7 @@ impl FlowWriter for SqliteWriter<'_> {
 pub(crate) fn assign_action_ids(
     conn: &Connection,
     definition: &mut FlowDefinition,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     let mut next: i64 = get_meta(conn, "next_action_id")?
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000_001);
@@ -1090,7 +1136,7 @@ pub(crate) fn assign_action_ids(
     set_meta(conn, "next_action_id", &next.to_string())
 }
 
-pub(crate) fn read_flow(conn: &Connection, id: &str) -> FlowsResult<Option<FlowInfo>> {
+pub(crate) fn read_flow(conn: &Connection, id: &str) -> SqlResult<Option<FlowInfo>> {
     let row = conn
         .prepare_cached(
             "SELECT f.name, f.status, f.archived, f.version, f.created_us, f.updated_us,
@@ -1135,7 +1181,7 @@ pub(crate) fn read_flow(conn: &Connection, id: &str) -> FlowsResult<Option<FlowI
 
 /// A merge: the runs, sends, entries and schedules of the merged-away profile move to the
 /// survivor.
-fn apply_merge(tx: &Connection, from: i64, to: i64, to_id: Option<&str>) -> FlowsResult<()> {
+fn apply_merge(tx: &Connection, from: i64, to: i64, to_id: Option<&str>) -> SqlResult<()> {
     tx.execute(
         "UPDATE runs SET profile_pk = ?2, profile_id = COALESCE(?3, profile_id)
          WHERE profile_pk = ?1",
@@ -1163,14 +1209,14 @@ fn apply_merge(tx: &Connection, from: i64, to: i64, to_id: Option<&str>) -> Flow
 
 // Meta values.
 
-pub(crate) fn get_meta(conn: &Connection, key: &str) -> FlowsResult<Option<String>> {
+pub(crate) fn get_meta(conn: &Connection, key: &str) -> SqlResult<Option<String>> {
     Ok(conn
         .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
         .query_row([key], |r| r.get(0))
         .optional()?)
 }
 
-pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> FlowsResult<()> {
+pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> SqlResult<()> {
     conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -1179,7 +1225,7 @@ pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> FlowsResult
     Ok(())
 }
 
-pub(crate) fn set_feed_cursor(conn: &Connection, cursor: &FeedCursor) -> FlowsResult<()> {
+pub(crate) fn set_feed_cursor(conn: &Connection, cursor: &FeedCursor) -> SqlResult<()> {
     set_meta(
         conn,
         "feed_cursor",
@@ -1187,7 +1233,7 @@ pub(crate) fn set_feed_cursor(conn: &Connection, cursor: &FeedCursor) -> FlowsRe
     )
 }
 
-pub(crate) fn membership_cursor(conn: &Connection) -> FlowsResult<i64> {
+pub(crate) fn membership_cursor(conn: &Connection) -> SqlResult<i64> {
     Ok(get_meta(conn, "membership_cursor")?
         .and_then(|s| s.parse().ok())
         .unwrap_or(0))
@@ -1202,7 +1248,7 @@ pub(crate) fn bump(
     name: &str,
     by: i64,
     amount: f64,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     conn.prepare_cached(
         "INSERT INTO stats (flow_id, action_id, name, value, amount) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (flow_id, action_id, name)
@@ -1242,7 +1288,7 @@ pub struct NewRun<'a> {
 }
 
 /// Inserts a run; `None` when the same origin started one already (a repeated feed read).
-pub(crate) fn insert_run(conn: &Connection, run: &NewRun<'_>) -> FlowsResult<Option<i64>> {
+pub(crate) fn insert_run(conn: &Connection, run: &NewRun<'_>) -> SqlResult<Option<i64>> {
     let inserted = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO runs (flow_id, profile_pk, profile_id, origin, trigger_event_id,
@@ -1277,14 +1323,14 @@ pub(crate) fn last_entry(
     conn: &Connection,
     flow_id: &str,
     profile_pk: i64,
-) -> FlowsResult<Option<i64>> {
+) -> SqlResult<Option<i64>> {
     Ok(conn
         .prepare_cached("SELECT last_us FROM entries WHERE flow_id = ?1 AND profile_pk = ?2")?
         .query_row(params![flow_id, profile_pk], |r| r.get(0))
         .optional()?)
 }
 
-pub(crate) fn due_runs(conn: &Connection, now_us: i64, limit: usize) -> FlowsResult<Vec<RunRow>> {
+pub(crate) fn due_runs(conn: &Connection, now_us: i64, limit: usize) -> SqlResult<Vec<RunRow>> {
     let mut stmt = conn.prepare_cached(&due_runs_sql())?;
     let rows = stmt.query_map(params![now_us, limit as i64], |r| {
         let props: String = r.get(5)?;
@@ -1337,7 +1383,7 @@ fn cancel_held_of_run_sql() -> String {
 }
 
 /// The earliest wake-up of an active run, or of a date trigger.
-pub(crate) fn next_wake(conn: &Connection) -> FlowsResult<Option<i64>> {
+pub(crate) fn next_wake(conn: &Connection) -> SqlResult<Option<i64>> {
     let run: Option<i64> = conn
         .prepare_cached(&next_wake_sql())?
         .query_row([], |r| r.get(0))?;
@@ -1356,7 +1402,7 @@ pub(crate) fn move_run(
     position: Option<&str>,
     armed: Option<&str>,
     wake_us: Option<i64>,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     conn.prepare_cached("UPDATE runs SET position = ?2, armed = ?3, wake_us = ?4 WHERE id = ?1")?
         .execute(params![run_id, position, armed, wake_us])?;
     Ok(())
@@ -1368,7 +1414,7 @@ pub(crate) fn end_run(
     status: crate::model::RunStatus,
     reason: Option<crate::model::RunExit>,
     now_us: i64,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     conn.prepare_cached(
         "UPDATE runs SET status = ?2, exit_reason = ?3, ended_us = ?4, wake_us = NULL, armed = NULL
          WHERE id = ?1",
@@ -1391,7 +1437,7 @@ pub(crate) fn park_runs(
     flow_id: &str,
     parked: bool,
     now_us: i64,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     if parked {
         conn.prepare_cached(
             "UPDATE runs SET held_wake_us = wake_us, wake_us = NULL
@@ -1409,14 +1455,14 @@ pub(crate) fn park_runs(
 }
 
 /// Sets a run's next wake-up, leaving its position.
-pub(crate) fn delay_run(conn: &Connection, run_id: i64, wake_us: i64) -> FlowsResult<()> {
+pub(crate) fn delay_run(conn: &Connection, run_id: i64, wake_us: i64) -> SqlResult<()> {
     conn.prepare_cached("UPDATE runs SET wake_us = ?2 WHERE id = ?1")?
         .execute(params![run_id, wake_us])?;
     Ok(())
 }
 
 /// Parks one run of a flow that is not running.
-pub(crate) fn hold_run(conn: &Connection, run_id: i64) -> FlowsResult<()> {
+pub(crate) fn hold_run(conn: &Connection, run_id: i64) -> SqlResult<()> {
     conn.prepare_cached("UPDATE runs SET held_wake_us = wake_us, wake_us = NULL WHERE id = ?1")?
         .execute([run_id])?;
     Ok(())
@@ -1470,7 +1516,7 @@ pub struct StepRow {
     pub detail: Option<String>,
 }
 
-pub(crate) fn step(conn: &Connection, key: &str) -> FlowsResult<Option<StepRow>> {
+pub(crate) fn step(conn: &Connection, key: &str) -> SqlResult<Option<StepRow>> {
     Ok(conn
         .prepare_cached("SELECT state, attempts, detail FROM steps WHERE key = ?1")?
         .query_row([key], |r| {
@@ -1501,7 +1547,7 @@ pub struct NewStep<'a> {
     pub now_us: i64,
 }
 
-pub(crate) fn insert_step(conn: &Connection, s: &NewStep<'_>) -> FlowsResult<()> {
+pub(crate) fn insert_step(conn: &Connection, s: &NewStep<'_>) -> SqlResult<()> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO steps (key, run_id, flow_id, action_id, kind, state, detail,
              created_us, done_us)
@@ -1526,7 +1572,7 @@ pub(crate) fn finish_step(
     state: StepState,
     detail: Option<&str>,
     now_us: i64,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     conn.prepare_cached(
         "UPDATE steps SET state = ?2, detail = ?3, done_us = ?4, attempts = attempts + 1
          WHERE key = ?1",
@@ -1535,7 +1581,7 @@ pub(crate) fn finish_step(
     Ok(())
 }
 
-pub(crate) fn retry_step(conn: &Connection, key: &str, detail: &str) -> FlowsResult<i64> {
+pub(crate) fn retry_step(conn: &Connection, key: &str, detail: &str) -> SqlResult<i64> {
     conn.prepare_cached("UPDATE steps SET attempts = attempts + 1, detail = ?2 WHERE key = ?1")?
         .execute(params![key, detail])?;
     Ok(conn
@@ -1546,11 +1592,7 @@ pub(crate) fn retry_step(conn: &Connection, key: &str, detail: &str) -> FlowsRes
 // Sends.
 
 /// Whether the profile was sent (or is being sent) an email since `since_us`.
-pub(crate) fn emailed_since(
-    conn: &Connection,
-    profile_pk: i64,
-    since_us: i64,
-) -> FlowsResult<bool> {
+pub(crate) fn emailed_since(conn: &Connection, profile_pk: i64, since_us: i64) -> SqlResult<bool> {
     Ok(conn
         .prepare_cached(
             "SELECT 1 FROM sends WHERE profile_pk = ?1 AND decided_us > ?2
@@ -1579,7 +1621,7 @@ pub struct NewSend<'a> {
     pub now_us: i64,
 }
 
-pub(crate) fn insert_send(conn: &Connection, s: &NewSend<'_>) -> FlowsResult<()> {
+pub(crate) fn insert_send(conn: &Connection, s: &NewSend<'_>) -> SqlResult<()> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO sends (key, flow_id, action_id, run_id, profile_pk, email, status,
              decided_us)
@@ -1605,7 +1647,7 @@ pub(crate) fn finish_send(
     message_id: Option<&str>,
     detail: Option<&str>,
     now_us: i64,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     conn.prepare_cached(
         "UPDATE sends SET status = ?2, subject = COALESCE(?3, subject),
              message_id = COALESCE(?4, message_id), detail = ?5, sent_us = ?6
@@ -1643,7 +1685,7 @@ fn send_ref(r: &rusqlite::Row<'_>) -> rusqlite::Result<SendRef> {
     })
 }
 
-pub(crate) fn send_by_key(conn: &Connection, key: &str) -> FlowsResult<Option<SendRef>> {
+pub(crate) fn send_by_key(conn: &Connection, key: &str) -> SqlResult<Option<SendRef>> {
     Ok(conn
         .prepare_cached(
             "SELECT key, flow_id, action_id, opened_us, clicked_us, converted_us FROM sends
@@ -1659,7 +1701,7 @@ pub(crate) fn latest_send(
     profile_pk: i64,
     since_us: i64,
     until_us: i64,
-) -> FlowsResult<Option<SendRef>> {
+) -> SqlResult<Option<SendRef>> {
     Ok(conn
         .prepare_cached(
             "SELECT key, flow_id, action_id, opened_us, clicked_us, converted_us FROM sends
@@ -1679,7 +1721,7 @@ pub(crate) fn mark_send(
     column: &str,
     at_us: i64,
     revenue: Option<f64>,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     let sql = match column {
         "opened" => "UPDATE sends SET opened_us = ?2 WHERE key = ?1 AND opened_us IS NULL",
         "clicked" => "UPDATE sends SET clicked_us = ?2 WHERE key = ?1 AND clicked_us IS NULL",
@@ -1704,7 +1746,7 @@ pub(crate) fn upsert_webhook(
     run_id: i64,
     url: &str,
     now_us: i64,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO webhooks (key, flow_id, action_id, run_id, url, state, attempts,
              created_us)
@@ -1757,7 +1799,7 @@ pub(crate) fn webhook_attempt(
     error: Option<&str>,
     next_us: Option<i64>,
     now_us: i64,
-) -> FlowsResult<i64> {
+) -> SqlResult<i64> {
     conn.prepare_cached(
         "UPDATE webhooks SET state = ?2, attempts = attempts + 1, last_status = ?3,
              last_error = ?4, next_us = ?5, done_us = CASE WHEN ?2 = 'pending' THEN NULL ELSE ?6 END
@@ -1781,7 +1823,7 @@ pub(crate) fn insert_dead_letter(
     reason: &str,
     attempts: i64,
     now_us: i64,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO dead_letters (key, flow_id, action_id, run_id, url, body, reason,
              attempts, at_us)
@@ -1809,7 +1851,7 @@ pub struct NewHeld<'a> {
     pub expires_us: i64,
 }
 
-pub(crate) fn insert_held(conn: &Connection, h: &NewHeld<'_>) -> FlowsResult<()> {
+pub(crate) fn insert_held(conn: &Connection, h: &NewHeld<'_>) -> SqlResult<()> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO held_messages (key, flow_id, action_id, kind, run_id, profile_pk,
              profile_id, email, subject, status, created_us, expires_us)
@@ -1860,7 +1902,7 @@ fn held_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(crate::model::HeldMessag
 pub(crate) fn held_by_key(
     conn: &Connection,
     key: &str,
-) -> FlowsResult<Option<crate::model::HeldMessage>> {
+) -> SqlResult<Option<crate::model::HeldMessage>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {HELD_COLUMNS} FROM held_messages WHERE key = ?1"
@@ -1874,7 +1916,7 @@ pub(crate) fn held_by_key(
 pub(crate) fn held_by_id(
     conn: &Connection,
     id: i64,
-) -> FlowsResult<Option<(crate::model::HeldMessage, String)>> {
+) -> SqlResult<Option<(crate::model::HeldMessage, String)>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {HELD_COLUMNS} FROM held_messages WHERE id = ?1"
@@ -1890,7 +1932,7 @@ pub(crate) fn held_page(
     status: Option<crate::model::HeldStatus>,
     after: i64,
     limit: usize,
-) -> FlowsResult<Vec<crate::model::HeldMessage>> {
+) -> SqlResult<Vec<crate::model::HeldMessage>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = match status {
         Some(status) => conn
@@ -1916,21 +1958,21 @@ pub(crate) fn set_held_status(
     id: i64,
     status: crate::model::HeldStatus,
     now_us: i64,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     conn.prepare_cached("UPDATE held_messages SET status = ?2, decided_us = ?3 WHERE id = ?1")?
         .execute(params![id, status.as_str(), now_us])?;
     Ok(())
 }
 
 /// Turns a held step into an intent: the worker carries it out like any other.
-pub(crate) fn release_step(conn: &Connection, key: &str) -> FlowsResult<()> {
+pub(crate) fn release_step(conn: &Connection, key: &str) -> SqlResult<()> {
     conn.prepare_cached("UPDATE steps SET state = ?2, done_us = NULL WHERE key = ?1")?
         .execute(params![key, StepState::Intent.as_str()])?;
     Ok(())
 }
 
 /// Wakes a run now, or, if its flow is parked, as soon as the flow runs again.
-pub(crate) fn wake_run(conn: &Connection, run_id: i64, now_us: i64) -> FlowsResult<()> {
+pub(crate) fn wake_run(conn: &Connection, run_id: i64, now_us: i64) -> SqlResult<()> {
     conn.prepare_cached(
         "UPDATE runs SET
              wake_us = CASE WHEN held_wake_us IS NULL THEN ?2 ELSE NULL END,
@@ -1944,13 +1986,13 @@ pub(crate) fn wake_run(conn: &Connection, run_id: i64, now_us: i64) -> FlowsResu
 #[cfg(test)]
 mod tests {
     use super::{
-        cancel_held_of_run_sql, due_runs_sql, next_wake_sql, Db, FlowsResult, StepState,
+        cancel_held_of_run_sql, due_runs_sql, next_wake_sql, Db, SqlResult, StepState,
         WebhookState, MIGRATIONS,
     };
 
     /// The query plan of `sql`, one detail a line.
     fn plan(db: &Db, sql: &str) -> String {
-        db.read(|conn| -> FlowsResult<String> {
+        db.read(|conn| -> SqlResult<String> {
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
             let nulls = std::iter::repeat_n(rusqlite::types::Null, stmt.parameter_count());
             let details = stmt
