@@ -85,9 +85,6 @@ pub trait FlowStore: Send + Sync {
     /// The earliest wake-up of an active run.
     fn next_wake(&self) -> FlowsResult<Option<i64>>;
 
-    /// Active runs due at `now_us`, soonest first, at most `limit`.
-    fn due_runs(&self, now_us: i64, limit: usize) -> FlowsResult<Vec<RunRow>>;
-
     /// Date triggers due at `now_us` (flow, profile, when), soonest first, at most `limit`.
     fn due_dates(&self, now_us: i64, limit: usize) -> FlowsResult<Vec<(String, i64, i64)>>;
 
@@ -254,6 +251,12 @@ pub trait FlowWriter {
         next_us: Option<i64>,
         now_us: i64,
     ) -> FlowsResult<i64>;
+
+    /// Claims the active runs due at `now_us`, soonest first, at most `limit`: until this
+    /// transaction ends, no other writer is handed them (SQLite: the transaction holds the
+    /// write lock; a backend with concurrent writers locks the rows it returns, e.g.
+    /// `FOR UPDATE SKIP LOCKED`). The caller moves each one before committing.
+    fn claim_due(&self, now_us: i64, limit: usize) -> FlowsResult<Vec<RunRow>>;
 
     /// Marks a point the writes after it can be undone to, keeping those before.
     fn savepoint(&self) -> FlowsResult<()>;

@@ -500,10 +500,6 @@ impl FlowStore for Db {
         self.read(next_wake)
     }
 
-    fn due_runs(&self, now_us: i64, limit: usize) -> FlowsResult<Vec<RunRow>> {
-        self.read(|conn| due_runs(conn, now_us, limit))
-    }
-
     fn due_dates(&self, now_us: i64, limit: usize) -> FlowsResult<Vec<(String, i64, i64)>> {
         self.read(|conn| {
             Ok(conn
@@ -1047,6 +1043,10 @@ impl FlowWriter for SqliteWriter<'_> {
         Ok(webhook_attempt(
             self.tx, key, state, status, error, next_us, now_us,
         )?)
+    }
+
+    fn claim_due(&self, now_us: i64, limit: usize) -> FlowsResult<Vec<RunRow>> {
+        Ok(due_runs(self.tx, now_us, limit)?)
     }
 
     fn savepoint(&self) -> FlowsResult<()> {

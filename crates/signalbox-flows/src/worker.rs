@@ -613,13 +613,14 @@ const MAX_STEPS_PER_PASS: usize = 256;
 
 fn plan(inner: &Inner, now: Timestamp) -> FlowsResult<(usize, Vec<Effect>)> {
     let now_us = now.as_microsecond();
-    let runs = inner.db.due_runs(now_us, inner.config.batch_size.max(1))?;
-    if runs.is_empty() {
+    // Nothing due: no transaction.
+    if inner.db.next_wake()?.is_none_or(|us| us > now_us) {
         return Ok((0, Vec::new()));
     }
     let cache = cache(inner);
-    let count = runs.len();
-    let effects = write(inner, |tx| {
+    let (count, effects) = write(inner, |tx| {
+        let runs = tx.claim_due(now_us, inner.config.batch_size.max(1))?;
+        let count = runs.len();
         let mut effects = Vec::new();
         for run in runs {
             // One run's failure (its facts cannot be read …) must not hold up the others:
@@ -640,7 +641,7 @@ fn plan(inner: &Inner, now: Timestamp) -> FlowsResult<(usize, Vec<Effect>)> {
                 }
             }
         }
-        Ok(effects)
+        Ok((count, effects))
     })?;
     Ok((count, effects))
 }
