@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use jiff::{SignedDuration, Timestamp};
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use sha2::Sha256;
 use signalbox_core::Clock;
-use signalbox_engage::{Engage, EngageReader, ProfileKey};
+use signalbox_engage::{Engage, EngageReader};
 use signalbox_mail::{Composer, Mailer, TemplateCache};
 use signalbox_outbound::{OutboundClient, OutboundConfig};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -21,8 +20,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::definition::{ActionKind, FlowDefinition, MessageStatus, Trigger};
 use crate::deps::{BuiltinEvents, FactsLoader, ListActions, MembershipFeed, TemplateSource};
 use crate::error::{FlowsError, FlowsResult};
+use crate::flow_store::{FlowChange, FlowStore, NewFlow};
 use crate::model::*;
-use crate::store::{self, Db};
+use crate::store::Db;
 
 /// The longest a webhook's connection may take to set up (the whole request's timeout, when
 /// shorter).
@@ -186,7 +186,7 @@ pub(crate) struct FlowCache {
 }
 
 pub(crate) struct Inner {
-    pub db: Db,
+    pub db: Arc<dyn FlowStore>,
     pub engage: Engage,
     pub clock: Arc<dyn Clock>,
     pub config: FlowsConfig,
@@ -231,9 +231,11 @@ impl Flows {
     ) -> FlowsResult<Flows> {
         let lock = take_lock(&config.path).await?;
         let path = config.path.clone();
-        let db = tokio::task::spawn_blocking(move || Db::open(&path))
-            .await
-            .map_err(|e| FlowsError::Internal(e.to_string()))??;
+        let db: Arc<dyn FlowStore> = Arc::new(
+            tokio::task::spawn_blocking(move || Db::open(&path))
+                .await
+                .map_err(|e| FlowsError::Internal(e.to_string()))??,
+        );
         if jiff::tz::TimeZone::get(&config.account_timezone).is_err() {
             return Err(FlowsError::invalid(
                 "account_timezone",
@@ -242,15 +244,13 @@ impl Flows {
         }
         {
             // A new engine starts at the feed's head: history does not trigger flows.
-            let db = db.clone();
+            let db = Arc::clone(&db);
             let engage = engage.clone();
             tokio::task::spawn_blocking(move || {
-                db.write(|tx| {
-                    if store::get_meta(tx, "feed_cursor")?.is_none() {
-                        store::set_feed_cursor(tx, &engage.reader()?.end_cursor()?)?;
-                    }
-                    Ok(())
-                })
+                if db.feed_cursor()?.is_none() {
+                    db.start_feed_at(&engage.reader()?.end_cursor()?)?;
+                }
+                FlowsResult::Ok(())
             })
             .await
             .map_err(|e| FlowsError::Internal(e.to_string()))??;
@@ -340,37 +340,23 @@ impl Flows {
                 "must not be empty",
             ));
         }
-        let mut definition =
+        let definition =
             FlowDefinition::parse(definition).map_err(FlowsError::InvalidDefinition)?;
         let flow_id = new_flow_id();
-        let now = self.inner.clock.now().as_microsecond();
+        let now = self.inner.clock.now();
         let status = status.unwrap_or(FlowStatus::Draft);
         let name = name.trim().to_owned();
         let id = flow_id.clone();
-        self.inner
-            .db
-            .write_async(move |tx| {
-                assign_action_ids(tx, &mut definition)?;
-                tx.execute(
-                    "INSERT INTO flows (id, name, status, version, trigger_type, created_us,
-                         updated_us)
-                     VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5)",
-                    params![
-                        id,
-                        name,
-                        status.as_str(),
-                        definition.trigger.type_name(),
-                        now
-                    ],
-                )?;
-                tx.execute(
-                    "INSERT INTO flow_versions (flow_id, version, definition, created_us)
-                     VALUES (?1, 1, ?2, ?3)",
-                    params![id, definition.to_stored_json().to_string(), now],
-                )?;
-                Ok(())
-            })
-            .await?;
+        on_store(&self.inner, move |store| {
+            let flow = NewFlow {
+                id: &id,
+                name: &name,
+                status,
+                now,
+            };
+            store.create_flow(&flow, definition)
+        })
+        .await?;
         reload_cache(&self.inner).await?;
         self.inner.wake.notify_one();
         self.get_flow(&flow_id).await
@@ -378,32 +364,17 @@ impl Flows {
 
     pub async fn get_flow(&self, id: &str) -> FlowsResult<FlowInfo> {
         let id = id.to_owned();
-        self.inner
-            .db
-            .read_async(move |conn| {
-                read_flow(conn, &id)?.ok_or_else(|| FlowsError::not_found(format!("flow {id}")))
-            })
-            .await
+        on_store(&self.inner, move |store| {
+            store
+                .flow(&id)?
+                .ok_or_else(|| FlowsError::not_found(format!("flow {id}")))
+        })
+        .await
     }
 
     /// Every flow, oldest first.
     pub async fn list_flows(&self) -> FlowsResult<Vec<FlowInfo>> {
-        self.inner
-            .db
-            .read_async(|conn| {
-                let ids: Vec<String> = conn
-                    .prepare("SELECT id FROM flows ORDER BY created_us, id")?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
-                let mut out = Vec::with_capacity(ids.len());
-                for id in ids {
-                    if let Some(flow) = read_flow(conn, &id)? {
-                        out.push(flow);
-                    }
-                }
-                Ok(out)
-            })
-            .await
+        on_store(&self.inner, |store| store.flows()).await
     }
 
     /// A page of at most `limit` flows, the most recently changed first, after the flow
@@ -418,42 +389,10 @@ impl Flows {
             Some(cursor) => Some(parse_flow_cursor(cursor)?),
         };
         let limit = limit.clamp(1, 1_000);
-        self.inner
-            .db
-            .read_async(move |conn| {
-                let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
-                let ids: Vec<(String, i64)> = match &after {
-                    None => conn
-                        .prepare_cached(
-                            "SELECT id, updated_us FROM flows
-                             ORDER BY updated_us DESC, id DESC LIMIT ?1",
-                        )?
-                        .query_map([fetch], |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect::<Result<_, _>>()?,
-                    Some((updated, id)) => conn
-                        .prepare_cached(
-                            "SELECT id, updated_us FROM flows
-                             WHERE (updated_us, id) < (?1, ?2)
-                             ORDER BY updated_us DESC, id DESC LIMIT ?3",
-                        )?
-                        .query_map(params![updated, id, fetch], |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect::<Result<_, _>>()?,
-                };
-                let more = ids.len() > limit;
-                let mut flows = Vec::with_capacity(limit);
-                let mut next = None;
-                for (id, updated) in ids.into_iter().take(limit) {
-                    if let Some(flow) = read_flow(conn, &id)? {
-                        flows.push(flow);
-                    }
-                    next = Some(format!("{updated}.{id}"));
-                }
-                Ok(FlowPage {
-                    flows,
-                    next: if more { next } else { None },
-                })
-            })
-            .await
+        on_store(&self.inner, move |store| {
+            store.flows_page(after.as_ref().map(|(u, id)| (*u, id.as_str())), limit)
+        })
+        .await
     }
 
     /// Creates a draft flow from a ready template ([`crate::templates`]) with the values picked
@@ -490,15 +429,12 @@ impl Flows {
                 ));
             }
         }
-        let now = self.inner.clock.now().as_microsecond();
+        let now = self.inner.clock.now();
         let flow_id = id.to_owned();
-        let running = self
-            .inner
-            .db
-            .write_async(move |tx| {
-                let current = read_flow(tx, &flow_id)?
-                    .ok_or_else(|| FlowsError::not_found(format!("flow {flow_id}")))?;
-                let mut definition = match parsed {
+        let running = on_store(&self.inner, move |store| {
+            let mut parsed = parsed;
+            let mut change = |current: &FlowInfo| -> FlowsResult<FlowChange> {
+                let mut definition = match parsed.take() {
                     Some(mut def) => {
                         // Ids that are not temporary must name actions of the flow.
                         for (i, action) in def.actions.iter().enumerate() {
@@ -532,7 +468,6 @@ impl Flows {
                                 }
                             }
                         }
-                        assign_action_ids(tx, &mut def)?;
                         Some(def)
                     }
                     None => None,
@@ -548,62 +483,22 @@ impl Flows {
                         let def = definition.get_or_insert_with(|| current.definition.clone());
                         def.set_message_status(message_status);
                     }
-                    tx.execute(
-                        "UPDATE flows SET status = ?2 WHERE id = ?1",
-                        params![flow_id, status.as_str()],
-                    )?;
                 }
-                if let Some(def) = definition {
-                    let version = current.version + 1;
-                    tx.execute(
-                        "INSERT INTO flow_versions (flow_id, version, definition, created_us)
-                         VALUES (?1, ?2, ?3, ?4)",
-                        params![flow_id, version, def.to_stored_json().to_string(), now],
-                    )?;
-                    tx.execute(
-                        "UPDATE flows SET version = ?2, trigger_type = ?3 WHERE id = ?1",
-                        params![flow_id, version, def.trigger.type_name()],
-                    )?;
-                }
-                if let Some(name) = update.name {
-                    tx.execute(
-                        "UPDATE flows SET name = ?2 WHERE id = ?1",
-                        params![flow_id, name.trim()],
-                    )?;
-                }
-                if let Some(archived) = update.archived {
-                    tx.execute(
-                        "UPDATE flows SET archived = ?2 WHERE id = ?1",
-                        params![flow_id, archived],
-                    )?;
-                }
-                tx.execute(
-                    "UPDATE flows SET updated_us = ?2 WHERE id = ?1",
-                    params![flow_id, now],
-                )?;
-                let running: bool = tx.query_row(
-                    "SELECT status IN (?2, ?3) AND archived = 0 FROM flows WHERE id = ?1",
-                    params![
-                        flow_id,
-                        FlowStatus::Live.as_str(),
-                        FlowStatus::Manual.as_str()
-                    ],
-                    |r| r.get(0),
-                )?;
-                if !running {
-                    store::park_runs(tx, &flow_id, true, now)?;
-                }
-                Ok(running)
-            })
-            .await?;
+                Ok(FlowChange {
+                    name: update.name.as_ref().map(|name| name.trim().to_owned()),
+                    status: update.status,
+                    archived: update.archived,
+                    definition,
+                })
+            };
+            store.update_flow(&flow_id, now, &mut change)
+        })
+        .await?;
         reload_cache(&self.inner).await?;
         if running {
             // Only once the worker sees the flow running, or it would park them again.
             let flow_id = id.to_owned();
-            self.inner
-                .db
-                .write_async(move |tx| store::park_runs(tx, &flow_id, false, now))
-                .await?;
+            on_store(&self.inner, move |store| store.unpark_runs(&flow_id, now)).await?;
         }
         self.inner.wake.notify_one();
         self.get_flow(id).await
@@ -612,40 +507,8 @@ impl Flows {
     /// Deletes a flow; its active runs end as `cancelled`. Statistics and send records stay.
     pub async fn delete_flow(&self, id: &str) -> FlowsResult<()> {
         let flow_id = id.to_owned();
-        let now = self.inner.clock.now().as_microsecond();
-        self.inner
-            .db
-            .write_async(move |tx| {
-                let n = tx.execute("DELETE FROM flows WHERE id = ?1", [&flow_id])?;
-                if n == 0 {
-                    return Err(FlowsError::not_found(format!("flow {flow_id}")));
-                }
-                tx.execute("DELETE FROM flow_versions WHERE flow_id = ?1", [&flow_id])?;
-                tx.execute("DELETE FROM date_schedule WHERE flow_id = ?1", [&flow_id])?;
-                tx.execute(
-                    "UPDATE held_messages SET status = ?3, decided_us = ?2
-                     WHERE flow_id = ?1 AND status = ?4",
-                    params![
-                        flow_id,
-                        now,
-                        HeldStatus::Cancelled.as_str(),
-                        HeldStatus::Pending.as_str()
-                    ],
-                )?;
-                tx.execute(
-                    "UPDATE runs SET status = ?3, exit_reason = ?4, ended_us = ?2, wake_us = NULL
-                     WHERE flow_id = ?1 AND status = ?5",
-                    params![
-                        flow_id,
-                        now,
-                        RunStatus::Cancelled.as_str(),
-                        RunExit::FlowDeleted.as_str(),
-                        RunStatus::Active.as_str()
-                    ],
-                )?;
-                Ok(())
-            })
-            .await?;
+        let now = self.inner.clock.now();
+        on_store(&self.inner, move |store| store.delete_flow(&flow_id, now)).await?;
         reload_cache(&self.inner).await
     }
 
@@ -654,169 +517,25 @@ impl Flows {
     /// Counters of the flow and of each action (see [`Counters`]).
     pub async fn stats(&self, flow_id: &str) -> FlowsResult<FlowStats> {
         let flow_id = flow_id.to_owned();
-        self.inner
-            .db
-            .read_async(move |conn| {
-                let mut stats = FlowStats::default();
-                let mut stmt = conn.prepare_cached(
-                    "SELECT action_id, name, value, amount FROM stats WHERE flow_id = ?1",
-                )?;
-                let rows = stmt.query_map([&flow_id], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, f64>(3)?,
-                    ))
-                })?;
-                for row in rows {
-                    let (action, name, value, amount) = row?;
-                    let counters = if action.is_empty() {
-                        &mut stats.flow
-                    } else {
-                        stats.actions.entry(action).or_default()
-                    };
-                    if name == "converted" {
-                        counters.revenue += amount;
-                    }
-                    *counters.counts.entry(name).or_default() += value;
-                }
-                let mut stmt = conn.prepare_cached(
-                    "SELECT armed, COUNT(*) FROM runs
-                     WHERE flow_id = ?1 AND status = ?2 AND armed IS NOT NULL
-                     GROUP BY armed",
-                )?;
-                let rows = stmt.query_map(params![flow_id, RunStatus::Active.as_str()], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-                })?;
-                let mut waiting = 0;
-                for row in rows {
-                    let (action, n) = row?;
-                    waiting += n;
-                    stats
-                        .actions
-                        .entry(action)
-                        .or_default()
-                        .counts
-                        .insert("waiting".into(), n);
-                }
-                stats.flow.counts.insert("waiting".into(), waiting);
-                let mut stmt = conn.prepare_cached(
-                    "SELECT action_id, COUNT(*) FROM held_messages
-                     WHERE flow_id = ?1 AND status = ?2 GROUP BY action_id",
-                )?;
-                let rows = stmt.query_map(params![flow_id, HeldStatus::Pending.as_str()], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-                })?;
-                let mut pending = 0;
-                for row in rows {
-                    let (action, n) = row?;
-                    pending += n;
-                    stats
-                        .actions
-                        .entry(action)
-                        .or_default()
-                        .counts
-                        .insert("pending".into(), n);
-                }
-                stats.flow.counts.insert("pending".into(), pending);
-                let active: i64 = conn.query_row(
-                    "SELECT COUNT(*) FROM runs WHERE flow_id = ?1 AND status = ?2",
-                    params![flow_id, RunStatus::Active.as_str()],
-                    |r| r.get(0),
-                )?;
-                stats.flow.counts.insert("active".into(), active);
-                Ok(stats)
-            })
-            .await
+        on_store(&self.inner, move |store| store.stats(&flow_id)).await
     }
 
     /// The flow's runs, newest first, at most `limit`.
     pub async fn runs(&self, flow_id: &str, limit: usize) -> FlowsResult<Vec<RunInfo>> {
         let flow_id = flow_id.to_owned();
-        self.inner
-            .db
-            .read_async(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT id, flow_id, profile_id, trigger_event_id, started_us, position,
-                            wake_us, status, exit_reason
-                     FROM runs WHERE flow_id = ?1 ORDER BY id DESC LIMIT ?2",
-                )?;
-                let rows = stmt.query_map(params![flow_id, limit as i64], |r| {
-                    Ok(RunInfo {
-                        id: r.get(0)?,
-                        flow_id: r.get(1)?,
-                        profile_id: r.get(2)?,
-                        trigger_event_id: r.get(3)?,
-                        started: ts(r.get(4)?),
-                        position: r.get(5)?,
-                        next_wake: r.get::<_, Option<i64>>(6)?.map(ts),
-                        status: run_status(&r.get::<_, String>(7)?)?,
-                        exit_reason: r
-                            .get::<_, Option<String>>(8)?
-                            .map(|text| run_exit(&text))
-                            .transpose()?,
-                    })
-                })?;
-                Ok(rows.collect::<Result<_, _>>()?)
-            })
-            .await
+        on_store(&self.inner, move |store| store.runs(&flow_id, limit)).await
     }
 
     /// The emails the flow decided to send, oldest first.
     pub async fn sends(&self, flow_id: &str) -> FlowsResult<Vec<SendInfo>> {
         let flow_id = flow_id.to_owned();
-        self.inner
-            .db
-            .read_async(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT key, flow_id, action_id, profile_pk, email, subject, message_id,
-                            status, detail
-                     FROM sends WHERE flow_id = ?1 ORDER BY decided_us, key",
-                )?;
-                let rows = stmt.query_map([flow_id], |r| {
-                    Ok(SendInfo {
-                        key: r.get(0)?,
-                        flow_id: r.get(1)?,
-                        action_id: r.get(2)?,
-                        profile_pk: ProfileKey(r.get(3)?),
-                        email: r.get(4)?,
-                        subject: r.get(5)?,
-                        message_id: r.get(6)?,
-                        status: send_status(&r.get::<_, String>(7)?)?,
-                        detail: r.get(8)?,
-                    })
-                })?;
-                Ok(rows.collect::<Result<_, _>>()?)
-            })
-            .await
+        on_store(&self.inner, move |store| store.sends(&flow_id)).await
     }
 
     /// Webhook deliveries given up on, oldest first.
     pub async fn dead_letters(&self, flow_id: &str) -> FlowsResult<Vec<DeadLetter>> {
         let flow_id = flow_id.to_owned();
-        self.inner
-            .db
-            .read_async(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT key, flow_id, action_id, url, body, reason, attempts, at_us
-                     FROM dead_letters WHERE flow_id = ?1 ORDER BY at_us, key",
-                )?;
-                let rows = stmt.query_map([flow_id], |r| {
-                    Ok(DeadLetter {
-                        key: r.get(0)?,
-                        flow_id: r.get(1)?,
-                        action_id: r.get(2)?,
-                        url: r.get(3)?,
-                        body: r.get(4)?,
-                        reason: r.get(5)?,
-                        attempts: r.get(6)?,
-                        at: ts(r.get(7)?),
-                    })
-                })?;
-                Ok(rows.collect::<Result<_, _>>()?)
-            })
-            .await
+        on_store(&self.inner, move |store| store.dead_letters(&flow_id)).await
     }
 
     // Messages held for review.
@@ -844,32 +563,33 @@ impl Flows {
     ) -> FlowsResult<HeldPage> {
         let limit = limit.clamp(1, 1_000);
         let flow_id = flow_id.to_owned();
-        self.inner
-            .db
-            .read_async(move |conn| {
-                if read_flow(conn, &flow_id)?.is_none() {
-                    return Err(FlowsError::not_found(format!("flow {flow_id}")));
-                }
-                let mut messages =
-                    store::held_page(conn, &flow_id, status, after.unwrap_or(0), limit + 1)?;
-                let next = if messages.len() > limit {
-                    messages.truncate(limit);
-                    messages.last().map(|m| m.id)
-                } else {
-                    None
-                };
-                Ok(HeldPage { messages, next })
-            })
-            .await
+        on_store(&self.inner, move |store| {
+            if store.flow(&flow_id)?.is_none() {
+                return Err(FlowsError::not_found(format!("flow {flow_id}")));
+            }
+            let mut messages =
+                store.held_messages(&flow_id, status, after.unwrap_or(0), limit + 1)?;
+            let next = if messages.len() > limit {
+                messages.truncate(limit);
+                messages.last().map(|m| m.id)
+            } else {
+                None
+            };
+            Ok(HeldPage { messages, next })
+        })
+        .await
     }
 
     /// One held message of the flow.
     pub async fn message(&self, flow_id: &str, id: i64) -> FlowsResult<HeldMessage> {
         let flow_id = flow_id.to_owned();
-        self.inner
-            .db
-            .read_async(move |conn| Ok(held_of_flow(conn, &flow_id, id)?.0))
-            .await
+        on_store(&self.inner, move |store| {
+            store
+                .held_message(id)?
+                .filter(|held| held.flow_id == flow_id)
+                .ok_or_else(|| FlowsError::not_found(format!("message {id} of flow {flow_id}")))
+        })
+        .await
     }
 
     /// Releases a pending message: the worker sends it as it sends a live one (the same
@@ -895,58 +615,10 @@ impl Flows {
     ) -> FlowsResult<HeldMessage> {
         let flow_id = flow_id.to_owned();
         let now = self.inner.clock.now();
-        let now_us = now.as_microsecond();
-        let held = self
-            .inner
-            .db
-            .write_async(move |tx| {
-                let (held, key) = held_of_flow(tx, &flow_id, id)?;
-                if held.status == to {
-                    return Ok(held);
-                }
-                let verb = match to {
-                    HeldStatus::Approved => "approved",
-                    _ => "skipped",
-                };
-                if held.status != HeldStatus::Pending {
-                    return Err(FlowsError::Conflict {
-                        reason: format!(
-                            "message {id} was {} and cannot be {verb}",
-                            held.status.as_str()
-                        ),
-                    });
-                }
-                if now >= held.expires {
-                    return Err(FlowsError::Conflict {
-                        reason: format!(
-                            "message {id} expired at {} and cannot be {verb}",
-                            held.expires
-                        ),
-                    });
-                }
-                store::set_held_status(tx, id, to, now_us)?;
-                if to == HeldStatus::Skipped {
-                    store::finish_step(
-                        tx,
-                        &key,
-                        store::StepState::Skipped,
-                        Some("manual"),
-                        now_us,
-                    )?;
-                    store::bump(tx, &flow_id, &held.action_id, "skipped:manual", 1, 0.0)?;
-                    store::bump(tx, &flow_id, "", "skipped:manual", 1, 0.0)?;
-                } else {
-                    store::bump(tx, &flow_id, &held.action_id, "approved", 1, 0.0)?;
-                    store::bump(tx, &flow_id, "", "approved", 1, 0.0)?;
-                }
-                store::wake_run(tx, held.run_id, now_us)?;
-                Ok(HeldMessage {
-                    status: to,
-                    decided: Some(now),
-                    ..held
-                })
-            })
-            .await?;
+        let held = on_store(&self.inner, move |store| {
+            store.decide_held(&flow_id, id, to, now)
+        })
+        .await?;
         self.inner.wake.notify_one();
         Ok(held)
     }
@@ -1029,26 +701,6 @@ fn new_flow_id() -> String {
         .collect()
 }
 
-/// Real action ids: decimal numbers from a counter in `meta`, unique across flows.
-fn assign_action_ids(conn: &Connection, definition: &mut FlowDefinition) -> FlowsResult<()> {
-    let mut next: i64 = store::get_meta(conn, "next_action_id")?
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000_001);
-    definition.assign_ids(|| {
-        let id = next.to_string();
-        next += 1;
-        id
-    });
-    store::set_meta(conn, "next_action_id", &next.to_string())
-}
-
-/// A held message of the flow, with its step key; not found when it is another flow's.
-fn held_of_flow(conn: &Connection, flow_id: &str, id: i64) -> FlowsResult<(HeldMessage, String)> {
-    store::held_by_id(conn, id)?
-        .filter(|(held, _)| held.flow_id == flow_id)
-        .ok_or_else(|| FlowsError::not_found(format!("message {id} of flow {flow_id}")))
-}
-
 /// `<updated_us>.<id>`, as [`Flows::list_flows_page`] writes it.
 fn parse_flow_cursor(cursor: &str) -> FlowsResult<(i64, String)> {
     cursor
@@ -1058,67 +710,21 @@ fn parse_flow_cursor(cursor: &str) -> FlowsResult<(i64, String)> {
         .ok_or_else(|| FlowsError::invalid("after", "not a cursor of this listing"))
 }
 
-pub(crate) fn read_flow(conn: &Connection, id: &str) -> FlowsResult<Option<FlowInfo>> {
-    let row = conn
-        .prepare_cached(
-            "SELECT f.name, f.status, f.archived, f.version, f.created_us, f.updated_us,
-                    v.definition
-             FROM flows f JOIN flow_versions v ON v.flow_id = f.id AND v.version = f.version
-             WHERE f.id = ?1",
-        )?
-        .query_row([id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, bool>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, String>(6)?,
-            ))
-        })
-        .optional()?;
-    let Some((name, status, archived, version, created, updated, definition)) = row else {
-        return Ok(None);
-    };
-    let json: Value = serde_json::from_str(&definition)
-        .map_err(|e| FlowsError::Internal(format!("stored definition of {id}: {e}")))?;
-    let definition = FlowDefinition::parse(&json).map_err(|problems| {
-        FlowsError::Internal(format!(
-            "stored definition of {id} no longer parses: {problems:?}"
-        ))
-    })?;
-    Ok(Some(FlowInfo {
-        id: id.to_owned(),
-        name,
-        status: FlowStatus::parse(&status).unwrap_or(FlowStatus::Draft),
-        archived,
-        trigger_type: definition.trigger.type_name(),
-        version,
-        created: ts(created),
-        updated: ts(updated),
-        definition,
-    }))
+/// Runs `f` on the store on the blocking pool.
+pub(crate) async fn on_store<T, F>(inner: &Arc<Inner>, f: F) -> FlowsResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn FlowStore) -> FlowsResult<T> + Send + 'static,
+{
+    let store = Arc::clone(&inner.db);
+    tokio::task::spawn_blocking(move || f(&*store))
+        .await
+        .map_err(|e| FlowsError::Internal(e.to_string()))?
 }
 
 /// Rebuilds the in-memory flows and trigger indexes from the database.
 pub(crate) async fn reload_cache(inner: &Arc<Inner>) -> FlowsResult<()> {
-    let flows = inner
-        .db
-        .read_async(|conn| {
-            let ids: Vec<String> = conn
-                .prepare("SELECT id FROM flows")?
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            let mut out = Vec::new();
-            for id in ids {
-                if let Some(flow) = read_flow(conn, &id)? {
-                    out.push(flow);
-                }
-            }
-            Ok(out)
-        })
-        .await?;
+    let flows = on_store(inner, |store| store.flows()).await?;
     let mut cache = FlowCache::default();
     for flow in flows {
         let cached = Arc::new(CachedFlow {
@@ -1153,37 +759,4 @@ pub(crate) async fn reload_cache(inner: &Arc<Inner>) -> FlowsResult<()> {
     }
     *inner.cache.write().expect("cache lock") = Arc::new(cache);
     Ok(())
-}
-
-/// A run's stored status; other text is a corrupt row.
-fn run_status(text: &str) -> rusqlite::Result<RunStatus> {
-    RunStatus::parse(text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            7,
-            rusqlite::types::Type::Text,
-            format!("unknown run status {text:?}").into(),
-        )
-    })
-}
-
-/// A send's stored status; other text is a corrupt row.
-fn send_status(text: &str) -> rusqlite::Result<SendStatus> {
-    SendStatus::parse(text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            7,
-            rusqlite::types::Type::Text,
-            format!("unknown send status {text:?}").into(),
-        )
-    })
-}
-
-/// A run's stored exit reason; other text is a corrupt row.
-fn run_exit(text: &str) -> rusqlite::Result<RunExit> {
-    RunExit::parse(text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            8,
-            rusqlite::types::Type::Text,
-            format!("unknown run exit reason {text:?}").into(),
-        )
-    })
 }

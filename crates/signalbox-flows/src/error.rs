@@ -36,12 +36,6 @@ impl FlowsError {
     }
 }
 
-impl From<rusqlite::Error> for FlowsError {
-    fn from(err: rusqlite::Error) -> Self {
-        FlowsError::Internal(err.to_string())
-    }
-}
-
 impl From<signalbox_engage::EngageError> for FlowsError {
     fn from(err: signalbox_engage::EngageError) -> Self {
         FlowsError::Internal(err.to_string())

@@ -21,7 +21,10 @@
 //! - `actions.rs`: emails, webhooks (HMAC signature, retries, dead letters), profile and list
 //!   updates; the exactly-once notes.
 //! - [`templates`]: ready flows to start from (welcome series, abandoned cart, …).
-//! - [`schedule`]: delays in a timezone, date triggers. `store.rs`: `flows.db`.
+//! - [`schedule`]: delays in a timezone, date triggers.
+//! - `conformance` (feature `conformance`): the behaviour every [`FlowStore`] backend shows.
+//! - [`flow_store`]: [`FlowStore`], the engine's storage in its own terms; `store.rs`:
+//!   [`SqliteFlowStore`], the embedded backend (`flows.db`).
 //! - [`bench`](mod@bench): the engine's benchmark, callable from the binary.
 //!
 //! # Review of manual messages
@@ -41,10 +44,13 @@
 //! **Invariant:** only the worker moves runs; API calls change flows and park or wake runs.
 
 pub mod bench;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod definition;
 pub mod deps;
 pub mod engine;
 pub mod error;
+pub mod flow_store;
 pub mod model;
 pub mod schedule;
 pub mod templates;
@@ -64,5 +70,7 @@ pub use engine::{
     WEBHOOK_MAX_RESPONSE,
 };
 pub use error::{FlowsError, FlowsResult};
+pub use flow_store::{FlowChange, FlowStore, FlowWriter, NewFlow};
 pub use model::*;
+pub use store::Db as SqliteFlowStore;
 pub use worker::{CONVERSION_METRICS, CONVERSION_WINDOW};

@@ -7,12 +7,45 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::{Map, Value};
 use signalbox_engage::feed::FeedCursor;
+use signalbox_engage::ProfileKey;
 
+use crate::definition::FlowDefinition;
 use crate::error::{FlowsError, FlowsResult};
-use crate::model::{HeldStatus, RunStatus, SendStatus};
+
+/// An error inside this module: SQLite's, or the engine's own. Both leave it as a
+/// [`FlowsError`]; SQLite's as [`FlowsError::Internal`] text, so no `rusqlite` type leaves.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub(crate) struct DbError(FlowsError);
+
+impl From<rusqlite::Error> for DbError {
+    fn from(err: rusqlite::Error) -> Self {
+        DbError(FlowsError::Internal(err.to_string()))
+    }
+}
+
+impl From<FlowsError> for DbError {
+    fn from(err: FlowsError) -> Self {
+        DbError(err)
+    }
+}
+
+impl From<DbError> for FlowsError {
+    fn from(err: DbError) -> Self {
+        err.0
+    }
+}
+
+type SqlResult<T> = Result<T, DbError>;
+use crate::flow_store::{FlowChange, FlowStore, FlowWriter, NewFlow};
+use crate::model::{
+    DeadLetter, FlowInfo, FlowPage, FlowStats, FlowStatus, HeldMessage, HeldStatus, RunExit,
+    RunInfo, RunStatus, SendInfo, SendStatus,
+};
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -178,14 +211,19 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-/// The database, shared by the worker and the API calls.
+/// `flows.db`, the embedded [`FlowStore`], shared by the worker and the API calls.
 #[derive(Clone)]
-pub(crate) struct Db {
+pub struct Db {
     conn: Arc<Mutex<Connection>>,
 }
 
 impl Db {
-    pub(crate) fn open(path: &Path) -> FlowsResult<Db> {
+    /// Opens (creating it if needed) and migrates the file.
+    pub fn open(path: &Path) -> FlowsResult<Db> {
+        Ok(Db::open_sql(path)?)
+    }
+
+    fn open_sql(path: &Path) -> SqlResult<Db> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
                 FlowsError::Internal(format!("cannot create {}: {e}", parent.display()))
@@ -206,57 +244,34 @@ impl Db {
     }
 
     /// Runs `f` in an `IMMEDIATE` transaction on this thread.
-    pub(crate) fn write<T>(
-        &self,
-        f: impl FnOnce(&Transaction) -> FlowsResult<T>,
-    ) -> FlowsResult<T> {
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction) -> SqlResult<T>) -> FlowsResult<T> {
         let mut conn = self.conn.lock().expect("flows db lock");
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        let run = || -> SqlResult<T> {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        Ok(run()?)
     }
 
     /// Runs `f` on the connection on this thread.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> FlowsResult<T>) -> FlowsResult<T> {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> SqlResult<T>) -> FlowsResult<T> {
         let conn = self.conn.lock().expect("flows db lock");
-        f(&conn)
-    }
-
-    /// [`Db::write`] on the blocking pool.
-    pub(crate) async fn write_async<T, F>(&self, f: F) -> FlowsResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Transaction) -> FlowsResult<T> + Send + 'static,
-    {
-        let db = self.clone();
-        tokio::task::spawn_blocking(move || db.write(f))
-            .await
-            .map_err(|e| FlowsError::Internal(e.to_string()))?
-    }
-
-    /// [`Db::read`] on the blocking pool.
-    pub(crate) async fn read_async<T, F>(&self, f: F) -> FlowsResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> FlowsResult<T> + Send + 'static,
-    {
-        let db = self.clone();
-        tokio::task::spawn_blocking(move || db.read(f))
-            .await
-            .map_err(|e| FlowsError::Internal(e.to_string()))?
+        Ok(f(&conn)?)
     }
 }
 
 /// Brings the schema up to date; a schema newer than this build (a newer release wrote the
 /// file) is refused rather than read with the wrong assumptions.
-fn migrate(conn: &mut Connection) -> FlowsResult<()> {
+fn migrate(conn: &mut Connection) -> SqlResult<()> {
     let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > MIGRATIONS.len() {
         return Err(FlowsError::Internal(format!(
             "flows.db schema version {version} is newer than this build knows ({})",
             MIGRATIONS.len()
-        )));
+        ))
+        .into());
     }
     for (idx, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -274,14 +289,14 @@ pub(crate) struct Probe {
 }
 
 impl Probe {
-    pub(crate) fn open(path: &Path) -> FlowsResult<Probe> {
+    pub(crate) fn open(path: &Path) -> SqlResult<Probe> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         Ok(Probe { conn })
     }
 
     /// Runs started after run `after_id`, oldest first: their ids and trigger properties.
-    pub(crate) fn runs_after(&self, after_id: i64) -> FlowsResult<Vec<(i64, Map<String, Value>)>> {
+    pub(crate) fn runs_after(&self, after_id: i64) -> SqlResult<Vec<(i64, Map<String, Value>)>> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT id, trigger_properties FROM runs WHERE id > ?1 ORDER BY id")?;
@@ -293,7 +308,7 @@ impl Probe {
     }
 
     /// The flow's emails handed to SMTP.
-    pub(crate) fn sent_count(&self, flow_id: &str) -> FlowsResult<u64> {
+    pub(crate) fn sent_count(&self, flow_id: &str) -> SqlResult<u64> {
         self.count(
             "SELECT COUNT(*) FROM sends WHERE flow_id = ?1 AND status = ?2",
             flow_id,
@@ -302,7 +317,7 @@ impl Probe {
     }
 
     /// The flow's runs that completed.
-    pub(crate) fn completed_count(&self, flow_id: &str) -> FlowsResult<u64> {
+    pub(crate) fn completed_count(&self, flow_id: &str) -> SqlResult<u64> {
         self.count(
             "SELECT COUNT(*) FROM runs WHERE flow_id = ?1 AND status = ?2",
             flow_id,
@@ -311,7 +326,7 @@ impl Probe {
     }
 
     /// When the flow's last run ended, in microseconds.
-    pub(crate) fn last_ended_us(&self, flow_id: &str) -> FlowsResult<Option<i64>> {
+    pub(crate) fn last_ended_us(&self, flow_id: &str) -> SqlResult<Option<i64>> {
         Ok(self.conn.query_row(
             "SELECT MAX(ended_us) FROM runs WHERE flow_id = ?1",
             [flow_id],
@@ -319,7 +334,7 @@ impl Probe {
         )?)
     }
 
-    fn count(&self, sql: &str, flow_id: &str, status: &str) -> FlowsResult<u64> {
+    fn count(&self, sql: &str, flow_id: &str, status: &str) -> SqlResult<u64> {
         let n: i64 = self
             .conn
             .prepare_cached(sql)?
@@ -328,16 +343,880 @@ impl Probe {
     }
 }
 
+impl FlowStore for Db {
+    fn create_flow(
+        &self,
+        flow: &NewFlow<'_>,
+        mut definition: FlowDefinition,
+    ) -> FlowsResult<FlowDefinition> {
+        let now = flow.now.as_microsecond();
+        self.write(|tx| {
+            assign_action_ids(tx, &mut definition)?;
+            tx.execute(
+                "INSERT INTO flows (id, name, status, version, trigger_type, created_us,
+                     updated_us)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5)",
+                params![
+                    flow.id,
+                    flow.name,
+                    flow.status.as_str(),
+                    definition.trigger.type_name(),
+                    now
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO flow_versions (flow_id, version, definition, created_us)
+                 VALUES (?1, 1, ?2, ?3)",
+                params![flow.id, definition.to_stored_json().to_string(), now],
+            )?;
+            Ok(())
+        })?;
+        Ok(definition)
+    }
+
+    fn update_flow(
+        &self,
+        flow_id: &str,
+        now: Timestamp,
+        change: &mut dyn FnMut(&FlowInfo) -> FlowsResult<FlowChange>,
+    ) -> FlowsResult<bool> {
+        let now = now.as_microsecond();
+        self.write(|tx| {
+            let current = read_flow(tx, flow_id)?
+                .ok_or_else(|| FlowsError::not_found(format!("flow {flow_id}")))?;
+            let change = change(&current)?;
+            if let Some(status) = change.status {
+                tx.execute(
+                    "UPDATE flows SET status = ?2 WHERE id = ?1",
+                    params![flow_id, status.as_str()],
+                )?;
+            }
+            if let Some(mut def) = change.definition {
+                assign_action_ids(tx, &mut def)?;
+                let version = current.version + 1;
+                tx.execute(
+                    "INSERT INTO flow_versions (flow_id, version, definition, created_us)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![flow_id, version, def.to_stored_json().to_string(), now],
+                )?;
+                tx.execute(
+                    "UPDATE flows SET version = ?2, trigger_type = ?3 WHERE id = ?1",
+                    params![flow_id, version, def.trigger.type_name()],
+                )?;
+            }
+            if let Some(name) = change.name {
+                tx.execute(
+                    "UPDATE flows SET name = ?2 WHERE id = ?1",
+                    params![flow_id, name],
+                )?;
+            }
+            if let Some(archived) = change.archived {
+                tx.execute(
+                    "UPDATE flows SET archived = ?2 WHERE id = ?1",
+                    params![flow_id, archived],
+                )?;
+            }
+            tx.execute(
+                "UPDATE flows SET updated_us = ?2 WHERE id = ?1",
+                params![flow_id, now],
+            )?;
+            let running: bool = tx.query_row(
+                "SELECT status IN (?2, ?3) AND archived = 0 FROM flows WHERE id = ?1",
+                params![
+                    flow_id,
+                    FlowStatus::Live.as_str(),
+                    FlowStatus::Manual.as_str()
+                ],
+                |r| r.get(0),
+            )?;
+            if !running {
+                park_runs(tx, flow_id, true, now)?;
+            }
+            Ok(running)
+        })
+    }
+
+    fn unpark_runs(&self, flow_id: &str, now: Timestamp) -> FlowsResult<()> {
+        self.write(|tx| park_runs(tx, flow_id, false, now.as_microsecond()))
+    }
+
+    fn delete_flow(&self, flow_id: &str, now: Timestamp) -> FlowsResult<()> {
+        let now = now.as_microsecond();
+        self.write(|tx| {
+            let n = tx.execute("DELETE FROM flows WHERE id = ?1", [flow_id])?;
+            if n == 0 {
+                return Err(FlowsError::not_found(format!("flow {flow_id}")).into());
+            }
+            tx.execute("DELETE FROM flow_versions WHERE flow_id = ?1", [flow_id])?;
+            tx.execute("DELETE FROM date_schedule WHERE flow_id = ?1", [flow_id])?;
+            tx.execute(
+                "UPDATE held_messages SET status = ?3, decided_us = ?2
+                 WHERE flow_id = ?1 AND status = ?4",
+                params![
+                    flow_id,
+                    now,
+                    HeldStatus::Cancelled.as_str(),
+                    HeldStatus::Pending.as_str()
+                ],
+            )?;
+            tx.execute(
+                "UPDATE runs SET status = ?3, exit_reason = ?4, ended_us = ?2, wake_us = NULL
+                 WHERE flow_id = ?1 AND status = ?5",
+                params![
+                    flow_id,
+                    now,
+                    RunStatus::Cancelled.as_str(),
+                    RunExit::FlowDeleted.as_str(),
+                    RunStatus::Active.as_str()
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn feed_cursor(&self) -> FlowsResult<Option<FeedCursor>> {
+        self.read(|conn| {
+            Ok(get_meta(conn, "feed_cursor")?.and_then(|s| serde_json::from_str(&s).ok()))
+        })
+    }
+
+    fn start_feed_at(&self, cursor: &FeedCursor) -> FlowsResult<()> {
+        self.write(|tx| {
+            if get_meta(tx, "feed_cursor")?.is_none() {
+                set_feed_cursor(tx, cursor)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn transaction(
+        &self,
+        f: &mut dyn FnMut(&dyn FlowWriter) -> FlowsResult<()>,
+    ) -> FlowsResult<()> {
+        self.write(|tx| Ok(f(&SqliteWriter { tx })?))
+    }
+
+    fn next_wake(&self) -> FlowsResult<Option<i64>> {
+        self.read(next_wake)
+    }
+
+    fn due_dates(&self, now_us: i64, limit: usize) -> FlowsResult<Vec<(String, i64, i64)>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT flow_id, profile_pk, next_us FROM date_schedule WHERE next_us <= ?1
+                     ORDER BY next_us LIMIT ?2",
+                )?
+                .query_map(params![now_us, limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn membership_cursor(&self) -> FlowsResult<i64> {
+        self.read(membership_cursor)
+    }
+
+    fn meta(&self, key: &str) -> FlowsResult<Option<String>> {
+        self.read(|conn| get_meta(conn, key))
+    }
+
+    fn flow(&self, id: &str) -> FlowsResult<Option<FlowInfo>> {
+        self.read(|conn| read_flow(conn, id))
+    }
+
+    fn flows(&self) -> FlowsResult<Vec<FlowInfo>> {
+        self.read(|conn| {
+            let ids: Vec<String> = conn
+                .prepare("SELECT id FROM flows ORDER BY created_us, id")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(flow) = read_flow(conn, &id)? {
+                    out.push(flow);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn flows_page(&self, after: Option<(i64, &str)>, limit: usize) -> FlowsResult<FlowPage> {
+        let limit = limit.max(1);
+        self.read(|conn| {
+            let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+            let ids: Vec<(String, i64)> = match after {
+                None => conn
+                    .prepare_cached(
+                        "SELECT id, updated_us FROM flows
+                         ORDER BY updated_us DESC, id DESC LIMIT ?1",
+                    )?
+                    .query_map([fetch], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?,
+                Some((updated, id)) => conn
+                    .prepare_cached(
+                        "SELECT id, updated_us FROM flows
+                         WHERE (updated_us, id) < (?1, ?2)
+                         ORDER BY updated_us DESC, id DESC LIMIT ?3",
+                    )?
+                    .query_map(params![updated, id, fetch], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?,
+            };
+            let more = ids.len() > limit;
+            let mut flows = Vec::with_capacity(limit);
+            let mut next = None;
+            for (id, updated) in ids.into_iter().take(limit) {
+                if let Some(flow) = read_flow(conn, &id)? {
+                    flows.push(flow);
+                }
+                next = Some(format!("{updated}.{id}"));
+            }
+            Ok(FlowPage {
+                flows,
+                next: if more { next } else { None },
+            })
+        })
+    }
+
+    fn stats(&self, flow_id: &str) -> FlowsResult<FlowStats> {
+        self.read(|conn| {
+            let mut stats = FlowStats::default();
+            let mut stmt = conn.prepare_cached(
+                "SELECT action_id, name, value, amount FROM stats WHERE flow_id = ?1",
+            )?;
+            let rows = stmt.query_map([&flow_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, f64>(3)?,
+                ))
+            })?;
+            for row in rows {
+                let (action, name, value, amount) = row?;
+                let counters = if action.is_empty() {
+                    &mut stats.flow
+                } else {
+                    stats.actions.entry(action).or_default()
+                };
+                if name == "converted" {
+                    counters.revenue += amount;
+                }
+                *counters.counts.entry(name).or_default() += value;
+            }
+            let mut stmt = conn.prepare_cached(
+                "SELECT armed, COUNT(*) FROM runs
+                 WHERE flow_id = ?1 AND status = ?2 AND armed IS NOT NULL
+                 GROUP BY armed",
+            )?;
+            let rows = stmt.query_map(params![flow_id, RunStatus::Active.as_str()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            let mut waiting = 0;
+            for row in rows {
+                let (action, n) = row?;
+                waiting += n;
+                stats
+                    .actions
+                    .entry(action)
+                    .or_default()
+                    .counts
+                    .insert("waiting".into(), n);
+            }
+            stats.flow.counts.insert("waiting".into(), waiting);
+            let mut stmt = conn.prepare_cached(
+                "SELECT action_id, COUNT(*) FROM held_messages
+                 WHERE flow_id = ?1 AND status = ?2 GROUP BY action_id",
+            )?;
+            let rows = stmt.query_map(params![flow_id, HeldStatus::Pending.as_str()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            let mut pending = 0;
+            for row in rows {
+                let (action, n) = row?;
+                pending += n;
+                stats
+                    .actions
+                    .entry(action)
+                    .or_default()
+                    .counts
+                    .insert("pending".into(), n);
+            }
+            stats.flow.counts.insert("pending".into(), pending);
+            let active: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM runs WHERE flow_id = ?1 AND status = ?2",
+                params![flow_id, RunStatus::Active.as_str()],
+                |r| r.get(0),
+            )?;
+            stats.flow.counts.insert("active".into(), active);
+            Ok(stats)
+        })
+    }
+
+    fn runs(&self, flow_id: &str, limit: usize) -> FlowsResult<Vec<RunInfo>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, flow_id, profile_id, trigger_event_id, started_us, position,
+                        wake_us, status, exit_reason
+                 FROM runs WHERE flow_id = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![flow_id, limit as i64], |r| {
+                Ok(RunInfo {
+                    id: r.get(0)?,
+                    flow_id: r.get(1)?,
+                    profile_id: r.get(2)?,
+                    trigger_event_id: r.get(3)?,
+                    started: crate::engine::ts(r.get(4)?),
+                    position: r.get(5)?,
+                    next_wake: r.get::<_, Option<i64>>(6)?.map(crate::engine::ts),
+                    status: run_status(&r.get::<_, String>(7)?)?,
+                    exit_reason: r
+                        .get::<_, Option<String>>(8)?
+                        .map(|text| run_exit(&text))
+                        .transpose()?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn sends(&self, flow_id: &str) -> FlowsResult<Vec<SendInfo>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, flow_id, action_id, profile_pk, email, subject, message_id,
+                        status, detail
+                 FROM sends WHERE flow_id = ?1 ORDER BY decided_us, key",
+            )?;
+            let rows = stmt.query_map([flow_id], |r| {
+                Ok(SendInfo {
+                    key: r.get(0)?,
+                    flow_id: r.get(1)?,
+                    action_id: r.get(2)?,
+                    profile_pk: ProfileKey(r.get(3)?),
+                    email: r.get(4)?,
+                    subject: r.get(5)?,
+                    message_id: r.get(6)?,
+                    status: send_status(&r.get::<_, String>(7)?)?,
+                    detail: r.get(8)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn dead_letters(&self, flow_id: &str) -> FlowsResult<Vec<DeadLetter>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, flow_id, action_id, url, body, reason, attempts, at_us
+                 FROM dead_letters WHERE flow_id = ?1 ORDER BY at_us, key",
+            )?;
+            let rows = stmt.query_map([flow_id], |r| {
+                Ok(DeadLetter {
+                    key: r.get(0)?,
+                    flow_id: r.get(1)?,
+                    action_id: r.get(2)?,
+                    url: r.get(3)?,
+                    body: r.get(4)?,
+                    reason: r.get(5)?,
+                    attempts: r.get(6)?,
+                    at: crate::engine::ts(r.get(7)?),
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn held_messages(
+        &self,
+        flow_id: &str,
+        status: Option<HeldStatus>,
+        after: i64,
+        limit: usize,
+    ) -> FlowsResult<Vec<HeldMessage>> {
+        self.read(|conn| held_page(conn, flow_id, status, after, limit))
+    }
+
+    fn held_message(&self, id: i64) -> FlowsResult<Option<HeldMessage>> {
+        self.read(|conn| Ok(held_by_id(conn, id)?.map(|(held, _)| held)))
+    }
+
+    fn decide_held(
+        &self,
+        flow_id: &str,
+        id: i64,
+        to: HeldStatus,
+        now: Timestamp,
+    ) -> FlowsResult<HeldMessage> {
+        self.write(|tx| {
+            let (held, key) = held_of_flow(tx, flow_id, id)?;
+            if held.status == to {
+                return Ok(held);
+            }
+            let verb = match to {
+                HeldStatus::Approved => "approved",
+                _ => "skipped",
+            };
+            if held.status != HeldStatus::Pending {
+                return Err(FlowsError::Conflict {
+                    reason: format!(
+                        "message {id} was {} and cannot be {verb}",
+                        held.status.as_str()
+                    ),
+                }
+                .into());
+            }
+            if now >= held.expires {
+                return Err(FlowsError::Conflict {
+                    reason: format!(
+                        "message {id} expired at {} and cannot be {verb}",
+                        held.expires
+                    ),
+                }
+                .into());
+            }
+            set_held_status(tx, id, to, now.as_microsecond())?;
+            if to == HeldStatus::Skipped {
+                finish_step(
+                    tx,
+                    &key,
+                    StepState::Skipped,
+                    Some("manual"),
+                    now.as_microsecond(),
+                )?;
+                bump(tx, flow_id, &held.action_id, "skipped:manual", 1, 0.0)?;
+                bump(tx, flow_id, "", "skipped:manual", 1, 0.0)?;
+            } else {
+                bump(tx, flow_id, &held.action_id, "approved", 1, 0.0)?;
+                bump(tx, flow_id, "", "approved", 1, 0.0)?;
+            }
+            wake_run(tx, held.run_id, now.as_microsecond())?;
+            Ok(HeldMessage {
+                status: to,
+                decided: Some(now),
+                ..held
+            })
+        })
+    }
+}
+
+/// A held message of the flow, with its step key; not found when it is another flow's.
+fn held_of_flow(conn: &Connection, flow_id: &str, id: i64) -> SqlResult<(HeldMessage, String)> {
+    held_by_id(conn, id)?
+        .filter(|(held, _)| held.flow_id == flow_id)
+        .ok_or_else(|| FlowsError::not_found(format!("message {id} of flow {flow_id}")).into())
+}
+
+/// A run's stored status; other text is a corrupt row.
+fn run_status(text: &str) -> rusqlite::Result<RunStatus> {
+    RunStatus::parse(text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            7,
+            rusqlite::types::Type::Text,
+            format!("unknown run status {text:?}").into(),
+        )
+    })
+}
+
+/// A send's stored status; other text is a corrupt row.
+fn send_status(text: &str) -> rusqlite::Result<SendStatus> {
+    SendStatus::parse(text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            7,
+            rusqlite::types::Type::Text,
+            format!("unknown send status {text:?}").into(),
+        )
+    })
+}
+
+/// A run's stored exit reason; other text is a corrupt row.
+fn run_exit(text: &str) -> rusqlite::Result<RunExit> {
+    RunExit::parse(text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            8,
+            rusqlite::types::Type::Text,
+            format!("unknown run exit reason {text:?}").into(),
+        )
+    })
+}
+
+/// [`FlowWriter`] over an open transaction of `flows.db`.
+struct SqliteWriter<'a> {
+    tx: &'a Transaction<'a>,
+}
+
+impl SqliteWriter<'_> {
+    fn run<T>(&self, f: impl FnOnce(&Transaction) -> SqlResult<T>) -> FlowsResult<T> {
+        Ok(f(self.tx)?)
+    }
+}
+
+impl FlowWriter for SqliteWriter<'_> {
+    fn bump(
+        &self,
+        flow_id: &str,
+        action_id: &str,
+        name: &str,
+        by: i64,
+        amount: f64,
+    ) -> FlowsResult<()> {
+        Ok(bump(self.tx, flow_id, action_id, name, by, amount)?)
+    }
+
+    fn delay_run(&self, run_id: i64, wake_us: i64) -> FlowsResult<()> {
+        Ok(delay_run(self.tx, run_id, wake_us)?)
+    }
+
+    fn emailed_since(&self, profile_pk: i64, since_us: i64) -> FlowsResult<bool> {
+        Ok(emailed_since(self.tx, profile_pk, since_us)?)
+    }
+
+    fn end_run(
+        &self,
+        run_id: i64,
+        status: crate::model::RunStatus,
+        reason: Option<crate::model::RunExit>,
+        now_us: i64,
+    ) -> FlowsResult<()> {
+        Ok(end_run(self.tx, run_id, status, reason, now_us)?)
+    }
+
+    fn finish_send(
+        &self,
+        key: &str,
+        status: crate::model::SendStatus,
+        subject: Option<&str>,
+        message_id: Option<&str>,
+        detail: Option<&str>,
+        now_us: i64,
+    ) -> FlowsResult<()> {
+        Ok(finish_send(
+            self.tx, key, status, subject, message_id, detail, now_us,
+        )?)
+    }
+
+    fn finish_step(
+        &self,
+        key: &str,
+        state: StepState,
+        detail: Option<&str>,
+        now_us: i64,
+    ) -> FlowsResult<()> {
+        Ok(finish_step(self.tx, key, state, detail, now_us)?)
+    }
+
+    fn get_meta(&self, key: &str) -> FlowsResult<Option<String>> {
+        Ok(get_meta(self.tx, key)?)
+    }
+
+    fn held_by_key(&self, key: &str) -> FlowsResult<Option<crate::model::HeldMessage>> {
+        Ok(held_by_key(self.tx, key)?)
+    }
+
+    fn hold_run(&self, run_id: i64) -> FlowsResult<()> {
+        Ok(hold_run(self.tx, run_id)?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert_dead_letter(
+        &self,
+        key: &str,
+        flow_id: &str,
+        action_id: &str,
+        run_id: i64,
+        url: &str,
+        body: &str,
+        reason: &str,
+        attempts: i64,
+        now_us: i64,
+    ) -> FlowsResult<()> {
+        Ok(insert_dead_letter(
+            self.tx, key, flow_id, action_id, run_id, url, body, reason, attempts, now_us,
+        )?)
+    }
+
+    fn insert_held(&self, h: &NewHeld<'_>) -> FlowsResult<()> {
+        Ok(insert_held(self.tx, h)?)
+    }
+
+    fn insert_run(&self, run: &NewRun<'_>) -> FlowsResult<Option<i64>> {
+        Ok(insert_run(self.tx, run)?)
+    }
+
+    fn insert_send(&self, s: &NewSend<'_>) -> FlowsResult<()> {
+        Ok(insert_send(self.tx, s)?)
+    }
+
+    fn insert_step(&self, s: &NewStep<'_>) -> FlowsResult<()> {
+        Ok(insert_step(self.tx, s)?)
+    }
+
+    fn last_entry(&self, flow_id: &str, profile_pk: i64) -> FlowsResult<Option<i64>> {
+        Ok(last_entry(self.tx, flow_id, profile_pk)?)
+    }
+
+    fn latest_send(
+        &self,
+        profile_pk: i64,
+        since_us: i64,
+        until_us: i64,
+    ) -> FlowsResult<Option<SendRef>> {
+        Ok(latest_send(self.tx, profile_pk, since_us, until_us)?)
+    }
+
+    fn mark_send(
+        &self,
+        key: &str,
+        column: &str,
+        at_us: i64,
+        revenue: Option<f64>,
+    ) -> FlowsResult<()> {
+        Ok(mark_send(self.tx, key, column, at_us, revenue)?)
+    }
+
+    fn move_run(
+        &self,
+        run_id: i64,
+        position: Option<&str>,
+        armed: Option<&str>,
+        wake_us: Option<i64>,
+    ) -> FlowsResult<()> {
+        Ok(move_run(self.tx, run_id, position, armed, wake_us)?)
+    }
+
+    fn release_step(&self, key: &str) -> FlowsResult<()> {
+        Ok(release_step(self.tx, key)?)
+    }
+
+    fn retry_step(&self, key: &str, detail: &str) -> FlowsResult<i64> {
+        Ok(retry_step(self.tx, key, detail)?)
+    }
+
+    fn send_by_key(&self, key: &str) -> FlowsResult<Option<SendRef>> {
+        Ok(send_by_key(self.tx, key)?)
+    }
+
+    fn set_feed_cursor(&self, cursor: &FeedCursor) -> FlowsResult<()> {
+        Ok(set_feed_cursor(self.tx, cursor)?)
+    }
+
+    fn set_held_status(
+        &self,
+        id: i64,
+        status: crate::model::HeldStatus,
+        now_us: i64,
+    ) -> FlowsResult<()> {
+        Ok(set_held_status(self.tx, id, status, now_us)?)
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> FlowsResult<()> {
+        Ok(set_meta(self.tx, key, value)?)
+    }
+
+    fn step(&self, key: &str) -> FlowsResult<Option<StepRow>> {
+        Ok(step(self.tx, key)?)
+    }
+
+    fn upsert_webhook(
+        &self,
+        key: &str,
+        flow_id: &str,
+        action_id: &str,
+        run_id: i64,
+        url: &str,
+        now_us: i64,
+    ) -> FlowsResult<()> {
+        Ok(upsert_webhook(
+            self.tx, key, flow_id, action_id, run_id, url, now_us,
+        )?)
+    }
+
+    fn webhook_attempt(
+        &self,
+        key: &str,
+        state: WebhookState,
+        status: Option<u16>,
+        error: Option<&str>,
+        next_us: Option<i64>,
+        now_us: i64,
+    ) -> FlowsResult<i64> {
+        Ok(webhook_attempt(
+            self.tx, key, state, status, error, next_us, now_us,
+        )?)
+    }
+
+    fn claim_due(&self, now_us: i64, limit: usize) -> FlowsResult<Vec<RunRow>> {
+        Ok(due_runs(self.tx, now_us, limit)?)
+    }
+
+    fn savepoint(&self) -> FlowsResult<()> {
+        self.run(|tx| Ok(tx.execute_batch("SAVEPOINT run")?))
+    }
+
+    fn release_savepoint(&self) -> FlowsResult<()> {
+        self.run(|tx| Ok(tx.execute_batch("RELEASE run")?))
+    }
+
+    fn rollback_to_savepoint(&self) -> FlowsResult<()> {
+        self.run(|tx| Ok(tx.execute_batch("ROLLBACK TO run; RELEASE run")?))
+    }
+
+    fn apply_merge(&self, from: i64, to: i64, to_id: Option<&str>) -> FlowsResult<()> {
+        Ok(apply_merge(self.tx, from, to, to_id)?)
+    }
+
+    fn set_date_schedule(
+        &self,
+        flow_id: &str,
+        profile_pk: i64,
+        next_us: Option<i64>,
+    ) -> FlowsResult<()> {
+        self.run(|tx| {
+            match next_us {
+            Some(us) => tx
+                .prepare_cached(
+                    "INSERT INTO date_schedule (flow_id, profile_pk, next_us) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (flow_id, profile_pk) DO UPDATE SET next_us = excluded.next_us",
+                )?
+                .execute(params![flow_id, profile_pk, us])?,
+            None => tx
+                .prepare_cached("DELETE FROM date_schedule WHERE flow_id = ?1 AND profile_pk = ?2")?
+                .execute(params![flow_id, profile_pk])?,
+        };
+            Ok(())
+        })
+    }
+
+    fn reschedule_date(
+        &self,
+        flow_id: &str,
+        profile_pk: i64,
+        next_us: Option<i64>,
+    ) -> FlowsResult<()> {
+        self.run(|tx| {
+            match next_us {
+            Some(us) => tx
+                .prepare_cached(
+                    "UPDATE date_schedule SET next_us = ?3 WHERE flow_id = ?1 AND profile_pk = ?2",
+                )?
+                .execute(params![flow_id, profile_pk, us])?,
+            None => tx
+                .prepare_cached("DELETE FROM date_schedule WHERE flow_id = ?1 AND profile_pk = ?2")?
+                .execute(params![flow_id, profile_pk])?,
+        };
+            Ok(())
+        })
+    }
+
+    fn send_email(&self, key: &str) -> FlowsResult<Option<String>> {
+        self.run(|tx| {
+            Ok(tx
+                .prepare_cached("SELECT email FROM sends WHERE key = ?1")?
+                .query_row([key], |r| r.get::<_, String>(0))
+                .optional()?)
+        })
+    }
+}
+
+// Flows.
+
+/// Real action ids: decimal numbers from a counter in `meta`, unique across flows.
+pub(crate) fn assign_action_ids(
+    conn: &Connection,
+    definition: &mut FlowDefinition,
+) -> SqlResult<()> {
+    let mut next: i64 = get_meta(conn, "next_action_id")?
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000_001);
+    definition.assign_ids(|| {
+        let id = next.to_string();
+        next += 1;
+        id
+    });
+    set_meta(conn, "next_action_id", &next.to_string())
+}
+
+pub(crate) fn read_flow(conn: &Connection, id: &str) -> SqlResult<Option<FlowInfo>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT f.name, f.status, f.archived, f.version, f.created_us, f.updated_us,
+                    v.definition
+             FROM flows f JOIN flow_versions v ON v.flow_id = f.id AND v.version = f.version
+             WHERE f.id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, bool>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })
+        .optional()?;
+    let Some((name, status, archived, version, created, updated, definition)) = row else {
+        return Ok(None);
+    };
+    let json: Value = serde_json::from_str(&definition)
+        .map_err(|e| FlowsError::Internal(format!("stored definition of {id}: {e}")))?;
+    let definition = FlowDefinition::parse(&json).map_err(|problems| {
+        FlowsError::Internal(format!(
+            "stored definition of {id} no longer parses: {problems:?}"
+        ))
+    })?;
+    Ok(Some(FlowInfo {
+        id: id.to_owned(),
+        name,
+        status: FlowStatus::parse(&status).unwrap_or(FlowStatus::Draft),
+        archived,
+        trigger_type: definition.trigger.type_name(),
+        version,
+        created: crate::engine::ts(created),
+        updated: crate::engine::ts(updated),
+        definition,
+    }))
+}
+
+/// A merge: the runs, sends, entries and schedules of the merged-away profile move to the
+/// survivor.
+fn apply_merge(tx: &Connection, from: i64, to: i64, to_id: Option<&str>) -> SqlResult<()> {
+    tx.execute(
+        "UPDATE runs SET profile_pk = ?2, profile_id = COALESCE(?3, profile_id)
+         WHERE profile_pk = ?1",
+        params![from, to, to_id],
+    )?;
+    tx.execute(
+        "UPDATE sends SET profile_pk = ?2 WHERE profile_pk = ?1",
+        params![from, to],
+    )?;
+    tx.execute(
+        "UPDATE held_messages SET profile_pk = ?2, profile_id = COALESCE(?3, profile_id)
+         WHERE profile_pk = ?1",
+        params![from, to, to_id],
+    )?;
+    tx.execute(
+        "INSERT INTO entries (flow_id, profile_pk, last_us)
+         SELECT flow_id, ?2, last_us FROM entries WHERE profile_pk = ?1
+         ON CONFLICT (flow_id, profile_pk) DO UPDATE SET last_us = MAX(last_us, excluded.last_us)",
+        params![from, to],
+    )?;
+    tx.execute("DELETE FROM entries WHERE profile_pk = ?1", [from])?;
+    tx.execute("DELETE FROM date_schedule WHERE profile_pk = ?1", [from])?;
+    Ok(())
+}
+
 // Meta values.
 
-pub(crate) fn get_meta(conn: &Connection, key: &str) -> FlowsResult<Option<String>> {
+pub(crate) fn get_meta(conn: &Connection, key: &str) -> SqlResult<Option<String>> {
     Ok(conn
         .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
         .query_row([key], |r| r.get(0))
         .optional()?)
 }
 
-pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> FlowsResult<()> {
+pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> SqlResult<()> {
     conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -346,13 +1225,7 @@ pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> FlowsResult
     Ok(())
 }
 
-pub(crate) fn feed_cursor(conn: &Connection) -> FlowsResult<FeedCursor> {
-    Ok(get_meta(conn, "feed_cursor")?
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default())
-}
-
-pub(crate) fn set_feed_cursor(conn: &Connection, cursor: &FeedCursor) -> FlowsResult<()> {
+pub(crate) fn set_feed_cursor(conn: &Connection, cursor: &FeedCursor) -> SqlResult<()> {
     set_meta(
         conn,
         "feed_cursor",
@@ -360,7 +1233,7 @@ pub(crate) fn set_feed_cursor(conn: &Connection, cursor: &FeedCursor) -> FlowsRe
     )
 }
 
-pub(crate) fn membership_cursor(conn: &Connection) -> FlowsResult<i64> {
+pub(crate) fn membership_cursor(conn: &Connection) -> SqlResult<i64> {
     Ok(get_meta(conn, "membership_cursor")?
         .and_then(|s| s.parse().ok())
         .unwrap_or(0))
@@ -375,7 +1248,7 @@ pub(crate) fn bump(
     name: &str,
     by: i64,
     amount: f64,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     conn.prepare_cached(
         "INSERT INTO stats (flow_id, action_id, name, value, amount) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (flow_id, action_id, name)
@@ -389,7 +1262,7 @@ pub(crate) fn bump(
 
 /// A run as the worker reads it.
 #[derive(Debug, Clone)]
-pub(crate) struct RunRow {
+pub struct RunRow {
     pub id: i64,
     pub flow_id: String,
     pub profile_pk: i64,
@@ -401,7 +1274,7 @@ pub(crate) struct RunRow {
     pub armed: Option<String>,
 }
 
-pub(crate) struct NewRun<'a> {
+pub struct NewRun<'a> {
     pub flow_id: &'a str,
     pub profile_pk: i64,
     pub profile_id: &'a str,
@@ -415,7 +1288,7 @@ pub(crate) struct NewRun<'a> {
 }
 
 /// Inserts a run; `None` when the same origin started one already (a repeated feed read).
-pub(crate) fn insert_run(conn: &Connection, run: &NewRun<'_>) -> FlowsResult<Option<i64>> {
+pub(crate) fn insert_run(conn: &Connection, run: &NewRun<'_>) -> SqlResult<Option<i64>> {
     let inserted = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO runs (flow_id, profile_pk, profile_id, origin, trigger_event_id,
@@ -450,14 +1323,14 @@ pub(crate) fn last_entry(
     conn: &Connection,
     flow_id: &str,
     profile_pk: i64,
-) -> FlowsResult<Option<i64>> {
+) -> SqlResult<Option<i64>> {
     Ok(conn
         .prepare_cached("SELECT last_us FROM entries WHERE flow_id = ?1 AND profile_pk = ?2")?
         .query_row(params![flow_id, profile_pk], |r| r.get(0))
         .optional()?)
 }
 
-pub(crate) fn due_runs(conn: &Connection, now_us: i64, limit: usize) -> FlowsResult<Vec<RunRow>> {
+pub(crate) fn due_runs(conn: &Connection, now_us: i64, limit: usize) -> SqlResult<Vec<RunRow>> {
     let mut stmt = conn.prepare_cached(&due_runs_sql())?;
     let rows = stmt.query_map(params![now_us, limit as i64], |r| {
         let props: String = r.get(5)?;
@@ -510,7 +1383,7 @@ fn cancel_held_of_run_sql() -> String {
 }
 
 /// The earliest wake-up of an active run, or of a date trigger.
-pub(crate) fn next_wake(conn: &Connection) -> FlowsResult<Option<i64>> {
+pub(crate) fn next_wake(conn: &Connection) -> SqlResult<Option<i64>> {
     let run: Option<i64> = conn
         .prepare_cached(&next_wake_sql())?
         .query_row([], |r| r.get(0))?;
@@ -529,7 +1402,7 @@ pub(crate) fn move_run(
     position: Option<&str>,
     armed: Option<&str>,
     wake_us: Option<i64>,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     conn.prepare_cached("UPDATE runs SET position = ?2, armed = ?3, wake_us = ?4 WHERE id = ?1")?
         .execute(params![run_id, position, armed, wake_us])?;
     Ok(())
@@ -541,7 +1414,7 @@ pub(crate) fn end_run(
     status: crate::model::RunStatus,
     reason: Option<crate::model::RunExit>,
     now_us: i64,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     conn.prepare_cached(
         "UPDATE runs SET status = ?2, exit_reason = ?3, ended_us = ?4, wake_us = NULL, armed = NULL
          WHERE id = ?1",
@@ -564,7 +1437,7 @@ pub(crate) fn park_runs(
     flow_id: &str,
     parked: bool,
     now_us: i64,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     if parked {
         conn.prepare_cached(
             "UPDATE runs SET held_wake_us = wake_us, wake_us = NULL
@@ -582,14 +1455,14 @@ pub(crate) fn park_runs(
 }
 
 /// Sets a run's next wake-up, leaving its position.
-pub(crate) fn delay_run(conn: &Connection, run_id: i64, wake_us: i64) -> FlowsResult<()> {
+pub(crate) fn delay_run(conn: &Connection, run_id: i64, wake_us: i64) -> SqlResult<()> {
     conn.prepare_cached("UPDATE runs SET wake_us = ?2 WHERE id = ?1")?
         .execute(params![run_id, wake_us])?;
     Ok(())
 }
 
 /// Parks one run of a flow that is not running.
-pub(crate) fn hold_run(conn: &Connection, run_id: i64) -> FlowsResult<()> {
+pub(crate) fn hold_run(conn: &Connection, run_id: i64) -> SqlResult<()> {
     conn.prepare_cached("UPDATE runs SET held_wake_us = wake_us, wake_us = NULL WHERE id = ?1")?
         .execute([run_id])?;
     Ok(())
@@ -599,7 +1472,7 @@ pub(crate) fn hold_run(conn: &Connection, run_id: i64) -> FlowsResult<()> {
 
 /// Where a step stands; stored as its lowercase name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StepState {
+pub enum StepState {
     /// Decided, its effect not yet carried out (or being tried again).
     Intent,
     /// A message waiting in the review queue.
@@ -637,13 +1510,13 @@ impl StepState {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StepRow {
+pub struct StepRow {
     pub state: StepState,
     pub attempts: i64,
     pub detail: Option<String>,
 }
 
-pub(crate) fn step(conn: &Connection, key: &str) -> FlowsResult<Option<StepRow>> {
+pub(crate) fn step(conn: &Connection, key: &str) -> SqlResult<Option<StepRow>> {
     Ok(conn
         .prepare_cached("SELECT state, attempts, detail FROM steps WHERE key = ?1")?
         .query_row([key], |r| {
@@ -663,7 +1536,7 @@ pub(crate) fn step(conn: &Connection, key: &str) -> FlowsResult<Option<StepRow>>
         .optional()?)
 }
 
-pub(crate) struct NewStep<'a> {
+pub struct NewStep<'a> {
     pub key: &'a str,
     pub run_id: i64,
     pub flow_id: &'a str,
@@ -674,7 +1547,7 @@ pub(crate) struct NewStep<'a> {
     pub now_us: i64,
 }
 
-pub(crate) fn insert_step(conn: &Connection, s: &NewStep<'_>) -> FlowsResult<()> {
+pub(crate) fn insert_step(conn: &Connection, s: &NewStep<'_>) -> SqlResult<()> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO steps (key, run_id, flow_id, action_id, kind, state, detail,
              created_us, done_us)
@@ -699,7 +1572,7 @@ pub(crate) fn finish_step(
     state: StepState,
     detail: Option<&str>,
     now_us: i64,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     conn.prepare_cached(
         "UPDATE steps SET state = ?2, detail = ?3, done_us = ?4, attempts = attempts + 1
          WHERE key = ?1",
@@ -708,7 +1581,7 @@ pub(crate) fn finish_step(
     Ok(())
 }
 
-pub(crate) fn retry_step(conn: &Connection, key: &str, detail: &str) -> FlowsResult<i64> {
+pub(crate) fn retry_step(conn: &Connection, key: &str, detail: &str) -> SqlResult<i64> {
     conn.prepare_cached("UPDATE steps SET attempts = attempts + 1, detail = ?2 WHERE key = ?1")?
         .execute(params![key, detail])?;
     Ok(conn
@@ -719,11 +1592,7 @@ pub(crate) fn retry_step(conn: &Connection, key: &str, detail: &str) -> FlowsRes
 // Sends.
 
 /// Whether the profile was sent (or is being sent) an email since `since_us`.
-pub(crate) fn emailed_since(
-    conn: &Connection,
-    profile_pk: i64,
-    since_us: i64,
-) -> FlowsResult<bool> {
+pub(crate) fn emailed_since(conn: &Connection, profile_pk: i64, since_us: i64) -> SqlResult<bool> {
     Ok(conn
         .prepare_cached(
             "SELECT 1 FROM sends WHERE profile_pk = ?1 AND decided_us > ?2
@@ -742,7 +1611,7 @@ pub(crate) fn emailed_since(
         .is_some())
 }
 
-pub(crate) struct NewSend<'a> {
+pub struct NewSend<'a> {
     pub key: &'a str,
     pub flow_id: &'a str,
     pub action_id: &'a str,
@@ -752,7 +1621,7 @@ pub(crate) struct NewSend<'a> {
     pub now_us: i64,
 }
 
-pub(crate) fn insert_send(conn: &Connection, s: &NewSend<'_>) -> FlowsResult<()> {
+pub(crate) fn insert_send(conn: &Connection, s: &NewSend<'_>) -> SqlResult<()> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO sends (key, flow_id, action_id, run_id, profile_pk, email, status,
              decided_us)
@@ -778,7 +1647,7 @@ pub(crate) fn finish_send(
     message_id: Option<&str>,
     detail: Option<&str>,
     now_us: i64,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     conn.prepare_cached(
         "UPDATE sends SET status = ?2, subject = COALESCE(?3, subject),
              message_id = COALESCE(?4, message_id), detail = ?5, sent_us = ?6
@@ -796,7 +1665,7 @@ pub(crate) fn finish_send(
 }
 
 /// A send an engagement event points at.
-pub(crate) struct SendRef {
+pub struct SendRef {
     pub key: String,
     pub flow_id: String,
     pub action_id: String,
@@ -816,7 +1685,7 @@ fn send_ref(r: &rusqlite::Row<'_>) -> rusqlite::Result<SendRef> {
     })
 }
 
-pub(crate) fn send_by_key(conn: &Connection, key: &str) -> FlowsResult<Option<SendRef>> {
+pub(crate) fn send_by_key(conn: &Connection, key: &str) -> SqlResult<Option<SendRef>> {
     Ok(conn
         .prepare_cached(
             "SELECT key, flow_id, action_id, opened_us, clicked_us, converted_us FROM sends
@@ -832,7 +1701,7 @@ pub(crate) fn latest_send(
     profile_pk: i64,
     since_us: i64,
     until_us: i64,
-) -> FlowsResult<Option<SendRef>> {
+) -> SqlResult<Option<SendRef>> {
     Ok(conn
         .prepare_cached(
             "SELECT key, flow_id, action_id, opened_us, clicked_us, converted_us FROM sends
@@ -852,7 +1721,7 @@ pub(crate) fn mark_send(
     column: &str,
     at_us: i64,
     revenue: Option<f64>,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     let sql = match column {
         "opened" => "UPDATE sends SET opened_us = ?2 WHERE key = ?1 AND opened_us IS NULL",
         "clicked" => "UPDATE sends SET clicked_us = ?2 WHERE key = ?1 AND clicked_us IS NULL",
@@ -877,7 +1746,7 @@ pub(crate) fn upsert_webhook(
     run_id: i64,
     url: &str,
     now_us: i64,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO webhooks (key, flow_id, action_id, run_id, url, state, attempts,
              created_us)
@@ -889,7 +1758,7 @@ pub(crate) fn upsert_webhook(
 
 /// Where a webhook delivery stands; stored as its lowercase name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WebhookState {
+pub enum WebhookState {
     /// Not yet delivered; tried again at `next_us`.
     Pending,
     /// The receiver took it.
@@ -930,7 +1799,7 @@ pub(crate) fn webhook_attempt(
     error: Option<&str>,
     next_us: Option<i64>,
     now_us: i64,
-) -> FlowsResult<i64> {
+) -> SqlResult<i64> {
     conn.prepare_cached(
         "UPDATE webhooks SET state = ?2, attempts = attempts + 1, last_status = ?3,
              last_error = ?4, next_us = ?5, done_us = CASE WHEN ?2 = 'pending' THEN NULL ELSE ?6 END
@@ -954,7 +1823,7 @@ pub(crate) fn insert_dead_letter(
     reason: &str,
     attempts: i64,
     now_us: i64,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO dead_letters (key, flow_id, action_id, run_id, url, body, reason,
              attempts, at_us)
@@ -968,7 +1837,7 @@ pub(crate) fn insert_dead_letter(
 
 // Messages held for review.
 
-pub(crate) struct NewHeld<'a> {
+pub struct NewHeld<'a> {
     pub key: &'a str,
     pub flow_id: &'a str,
     pub action_id: &'a str,
@@ -982,7 +1851,7 @@ pub(crate) struct NewHeld<'a> {
     pub expires_us: i64,
 }
 
-pub(crate) fn insert_held(conn: &Connection, h: &NewHeld<'_>) -> FlowsResult<()> {
+pub(crate) fn insert_held(conn: &Connection, h: &NewHeld<'_>) -> SqlResult<()> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO held_messages (key, flow_id, action_id, kind, run_id, profile_pk,
              profile_id, email, subject, status, created_us, expires_us)
@@ -1033,7 +1902,7 @@ fn held_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(crate::model::HeldMessag
 pub(crate) fn held_by_key(
     conn: &Connection,
     key: &str,
-) -> FlowsResult<Option<crate::model::HeldMessage>> {
+) -> SqlResult<Option<crate::model::HeldMessage>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {HELD_COLUMNS} FROM held_messages WHERE key = ?1"
@@ -1047,7 +1916,7 @@ pub(crate) fn held_by_key(
 pub(crate) fn held_by_id(
     conn: &Connection,
     id: i64,
-) -> FlowsResult<Option<(crate::model::HeldMessage, String)>> {
+) -> SqlResult<Option<(crate::model::HeldMessage, String)>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {HELD_COLUMNS} FROM held_messages WHERE id = ?1"
@@ -1063,7 +1932,7 @@ pub(crate) fn held_page(
     status: Option<crate::model::HeldStatus>,
     after: i64,
     limit: usize,
-) -> FlowsResult<Vec<crate::model::HeldMessage>> {
+) -> SqlResult<Vec<crate::model::HeldMessage>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = match status {
         Some(status) => conn
@@ -1089,21 +1958,21 @@ pub(crate) fn set_held_status(
     id: i64,
     status: crate::model::HeldStatus,
     now_us: i64,
-) -> FlowsResult<()> {
+) -> SqlResult<()> {
     conn.prepare_cached("UPDATE held_messages SET status = ?2, decided_us = ?3 WHERE id = ?1")?
         .execute(params![id, status.as_str(), now_us])?;
     Ok(())
 }
 
 /// Turns a held step into an intent: the worker carries it out like any other.
-pub(crate) fn release_step(conn: &Connection, key: &str) -> FlowsResult<()> {
+pub(crate) fn release_step(conn: &Connection, key: &str) -> SqlResult<()> {
     conn.prepare_cached("UPDATE steps SET state = ?2, done_us = NULL WHERE key = ?1")?
         .execute(params![key, StepState::Intent.as_str()])?;
     Ok(())
 }
 
 /// Wakes a run now, or, if its flow is parked, as soon as the flow runs again.
-pub(crate) fn wake_run(conn: &Connection, run_id: i64, now_us: i64) -> FlowsResult<()> {
+pub(crate) fn wake_run(conn: &Connection, run_id: i64, now_us: i64) -> SqlResult<()> {
     conn.prepare_cached(
         "UPDATE runs SET
              wake_us = CASE WHEN held_wake_us IS NULL THEN ?2 ELSE NULL END,
@@ -1117,13 +1986,13 @@ pub(crate) fn wake_run(conn: &Connection, run_id: i64, now_us: i64) -> FlowsResu
 #[cfg(test)]
 mod tests {
     use super::{
-        cancel_held_of_run_sql, due_runs_sql, next_wake_sql, Db, FlowsResult, StepState,
+        cancel_held_of_run_sql, due_runs_sql, next_wake_sql, Db, SqlResult, StepState,
         WebhookState, MIGRATIONS,
     };
 
     /// The query plan of `sql`, one detail a line.
     fn plan(db: &Db, sql: &str) -> String {
-        db.read(|conn| -> FlowsResult<String> {
+        db.read(|conn| -> SqlResult<String> {
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
             let nulls = std::iter::repeat_n(rusqlite::types::Null, stmt.parameter_count());
             let details = stmt

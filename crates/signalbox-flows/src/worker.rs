@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use rusqlite::{params, Transaction};
 use serde_json::{Map, Value};
 use signalbox_engage::feed::{self, Changes};
 use signalbox_engage::{EngageReader, ProfileKey};
@@ -25,9 +24,11 @@ use crate::actions::{self, Effect, Outcome};
 use crate::definition::{ActionKind, MessageStatus, Reentry, Trigger};
 use crate::engine::{CachedFlow, Fault, FlowCache, Inner};
 use crate::error::{FlowsError, FlowsResult};
+use crate::flow_store::{
+    FlowWriter, NewHeld, NewRun, NewSend, NewStep, RunRow, StepState, WebhookState,
+};
 use crate::model::{HeldStatus, RunExit, RunStatus, SendStatus};
 use crate::schedule;
-use crate::store::{self, NewRun, NewSend, NewStep, RunRow, StepState, WebhookState};
 
 /// The order events that count as conversions: Klaviyo's `Placed Order`, and `Order Completed`
 /// as Segment sources name it when the destination follows Segment's spec.
@@ -105,7 +106,10 @@ pub(crate) async fn run(
 /// How long to sleep: until the next wake-up by the clock, at most the poll interval.
 async fn until_next_wake(inner: &Arc<Inner>) -> Duration {
     let poll = inner.config.poll_interval;
-    let next = inner.db.read_async(store::next_wake).await.ok().flatten();
+    let next = crate::engine::on_store(inner, |store| store.next_wake())
+        .await
+        .ok()
+        .flatten();
     match next {
         Some(us) => {
             let now = inner.clock.now().as_microsecond();
@@ -155,7 +159,7 @@ struct Candidate {
 fn admit(
     inner: &Inner,
     reader: &dyn EngageReader,
-    tx: &Transaction,
+    tx: &dyn FlowWriter,
     candidates: Vec<Candidate>,
     now: Timestamp,
 ) -> FlowsResult<usize> {
@@ -163,24 +167,24 @@ fn admit(
     let mut started = 0;
     for c in candidates {
         let flow_id = c.flow.id.as_str();
-        let last = store::last_entry(tx, flow_id, c.profile_pk)?;
+        let last = tx.last_entry(flow_id, c.profile_pk)?;
         let reentry_ok = match (c.flow.definition.reentry, last) {
             (_, None) | (Reentry::Always, _) => true,
             (Reentry::Once, Some(_)) => false,
             (Reentry::After(d), Some(last)) => now_us - last >= d.as_micros() as i64,
         };
         if !reentry_ok {
-            store::bump(tx, flow_id, "", "skipped_entry:reentry", 1, 0.0)?;
+            tx.bump(flow_id, "", "skipped_entry:reentry", 1, 0.0)?;
             continue;
         }
         if let Some(filter) = &c.flow.definition.profile_filter {
             if let (Some(Some(window)), Some(last)) = (filter.not_in_flow, last) {
                 if now_us - last < window.as_micros() as i64 {
-                    store::bump(tx, flow_id, "", "skipped_entry:not_in_flow", 1, 0.0)?;
+                    tx.bump(flow_id, "", "skipped_entry:not_in_flow", 1, 0.0)?;
                     continue;
                 }
             } else if let (Some(None), Some(_)) = (filter.not_in_flow, last) {
-                store::bump(tx, flow_id, "", "skipped_entry:not_in_flow", 1, 0.0)?;
+                tx.bump(flow_id, "", "skipped_entry:not_in_flow", 1, 0.0)?;
                 continue;
             }
             if let Some(conditions) = &filter.conditions {
@@ -188,13 +192,13 @@ fn admit(
                     Ok(facts) => facts,
                     Err(error) => {
                         tracing::warn!(%error, flow_id, "profile facts unavailable at entry");
-                        store::bump(tx, flow_id, "", "skipped_entry:error", 1, 0.0)?;
+                        tx.bump(flow_id, "", "skipped_entry:error", 1, 0.0)?;
                         continue;
                     }
                 };
                 let ctx = EvalContext::flow(crate::engine::ts(c.started_us));
                 if !conditions.matches(facts.as_ref(), now, &ctx) {
-                    store::bump(tx, flow_id, "", "skipped_entry:filter", 1, 0.0)?;
+                    tx.bump(flow_id, "", "skipped_entry:filter", 1, 0.0)?;
                     continue;
                 }
             }
@@ -202,23 +206,20 @@ fn admit(
         let Some(profile_id) = reader.profile_id(ProfileKey(c.profile_pk))? else {
             continue;
         };
-        let inserted = store::insert_run(
-            tx,
-            &NewRun {
-                flow_id,
-                profile_pk: c.profile_pk,
-                profile_id: profile_id.as_str(),
-                origin: c.origin,
-                trigger_event_id: c.event_id.as_deref(),
-                trigger_properties: &c.properties,
-                started_us: c.started_us,
-                entry_action: &c.flow.definition.entry_action_id,
-                wake_us: now_us,
-                entered_us: inner.clock.now().as_microsecond(),
-            },
-        )?;
+        let inserted = tx.insert_run(&NewRun {
+            flow_id,
+            profile_pk: c.profile_pk,
+            profile_id: profile_id.as_str(),
+            origin: c.origin,
+            trigger_event_id: c.event_id.as_deref(),
+            trigger_properties: &c.properties,
+            started_us: c.started_us,
+            entry_action: &c.flow.definition.entry_action_id,
+            wake_us: now_us,
+            entered_us: inner.clock.now().as_microsecond(),
+        })?;
         if inserted.is_some() {
-            store::bump(tx, flow_id, "", "entered", 1, 0.0)?;
+            tx.bump(flow_id, "", "entered", 1, 0.0)?;
             started += 1;
         }
     }
@@ -240,7 +241,7 @@ fn with_reader<T>(
 /// merges, date-trigger schedules. The cursor commits with what it caused.
 fn ingest_feed(inner: &Inner) -> FlowsResult<usize> {
     let upto = inner.engage.applied_seq();
-    let cursor = inner.db.read(store::feed_cursor)?;
+    let cursor = inner.db.feed_cursor()?.unwrap_or_default();
     let limit = inner.config.batch_size.max(1);
     with_reader(inner, |reader| {
         let changes = reader.changes(&cursor, upto, limit)?;
@@ -252,29 +253,23 @@ fn ingest_feed(inner: &Inner) -> FlowsResult<usize> {
         let candidates = feed_candidates(&cache, &changes);
         let schedules = date_schedules(inner, &cache, &changes.profiles, now)?;
         let rows = changes.events.len() + changes.lists.len() + changes.profiles.len();
-        inner.db.write(|tx| {
+        write(inner, |tx| {
             for merge in &changes.merges {
                 let to_id = reader.profile_id(merge.to_pk)?;
-                apply_merge(tx, merge.from_pk.0, merge.to_pk.0, to_id.as_ref().map(|id| id.as_str()))?;
+                tx.apply_merge(
+                    merge.from_pk.0,
+                    merge.to_pk.0,
+                    to_id.as_ref().map(|id| id.as_str()),
+                )?;
             }
             for event in &changes.events {
                 engagement(tx, event)?;
             }
             for (flow_id, pk, next) in &schedules {
-                match next {
-                    Some(us) => tx.execute(
-                        "INSERT INTO date_schedule (flow_id, profile_pk, next_us) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (flow_id, profile_pk) DO UPDATE SET next_us = excluded.next_us",
-                        params![flow_id, pk, us],
-                    )?,
-                    None => tx.execute(
-                        "DELETE FROM date_schedule WHERE flow_id = ?1 AND profile_pk = ?2",
-                        params![flow_id, pk],
-                    )?,
-                };
+                tx.set_date_schedule(flow_id, *pk, *next)?;
             }
             admit(inner, reader, tx, candidates, now)?;
-            store::set_feed_cursor(tx, &changes.cursor)?;
+            tx.set_feed_cursor(&changes.cursor)?;
             Ok(())
         })?;
         Ok(rows.max(1))
@@ -333,36 +328,8 @@ fn feed_candidates(cache: &FlowCache, changes: &Changes) -> Vec<Candidate> {
     out
 }
 
-/// A merge: the runs, sends, entries and schedules of the merged-away profile move to the
-/// survivor.
-fn apply_merge(tx: &Transaction, from: i64, to: i64, to_id: Option<&str>) -> FlowsResult<()> {
-    tx.execute(
-        "UPDATE runs SET profile_pk = ?2, profile_id = COALESCE(?3, profile_id)
-         WHERE profile_pk = ?1",
-        params![from, to, to_id],
-    )?;
-    tx.execute(
-        "UPDATE sends SET profile_pk = ?2 WHERE profile_pk = ?1",
-        params![from, to],
-    )?;
-    tx.execute(
-        "UPDATE held_messages SET profile_pk = ?2, profile_id = COALESCE(?3, profile_id)
-         WHERE profile_pk = ?1",
-        params![from, to, to_id],
-    )?;
-    tx.execute(
-        "INSERT INTO entries (flow_id, profile_pk, last_us)
-         SELECT flow_id, ?2, last_us FROM entries WHERE profile_pk = ?1
-         ON CONFLICT (flow_id, profile_pk) DO UPDATE SET last_us = MAX(last_us, excluded.last_us)",
-        params![from, to],
-    )?;
-    tx.execute("DELETE FROM entries WHERE profile_pk = ?1", [from])?;
-    tx.execute("DELETE FROM date_schedule WHERE profile_pk = ?1", [from])?;
-    Ok(())
-}
-
 /// Opens, clicks and conversions of flow emails.
-fn engagement(tx: &Transaction, event: &feed::FeedEvent) -> FlowsResult<()> {
+fn engagement(tx: &dyn FlowWriter, event: &feed::FeedEvent) -> FlowsResult<()> {
     let column = match event.metric_name.as_str() {
         "Opened Email" => "opened",
         "Clicked Email" => "clicked",
@@ -375,13 +342,12 @@ fn engagement(tx: &Transaction, event: &feed::FeedEvent) -> FlowsResult<()> {
         .iter()
         .find_map(|k| properties.get(*k).and_then(Value::as_str));
     let send = match named {
-        Some(key) => store::send_by_key(tx, key)?,
+        Some(key) => tx.send_by_key(key)?,
         None => None,
     };
     let send = match send {
         Some(send) => Some(send),
-        None => store::latest_send(
-            tx,
+        None => tx.latest_send(
             event.profile_pk.0,
             event.time_us - CONVERSION_WINDOW.as_micros() as i64,
             event.time_us,
@@ -406,9 +372,9 @@ fn engagement(tx: &Transaction, event: &feed::FeedEvent) -> FlowsResult<()> {
     } else {
         0.0
     };
-    store::mark_send(tx, &send.key, column, event.time_us, Some(revenue))?;
-    store::bump(tx, &send.flow_id, &send.action_id, column, 1, revenue)?;
-    store::bump(tx, &send.flow_id, "", column, 1, revenue)?;
+    tx.mark_send(&send.key, column, event.time_us, Some(revenue))?;
+    tx.bump(&send.flow_id, &send.action_id, column, 1, revenue)?;
+    tx.bump(&send.flow_id, "", column, 1, revenue)?;
     Ok(())
 }
 
@@ -474,7 +440,7 @@ fn ingest_segments(inner: &Inner) -> FlowsResult<usize> {
     if cache.by_segment.is_empty() {
         return Ok(0);
     }
-    let cursor = inner.db.read(store::membership_cursor)?;
+    let cursor = inner.db.membership_cursor()?;
     let entries = membership.entered_after(cursor, inner.config.batch_size.max(1))?;
     let Some(last) = entries.last().map(|e| e.cursor) else {
         return Ok(0);
@@ -497,9 +463,9 @@ fn ingest_segments(inner: &Inner) -> FlowsResult<usize> {
         }
     }
     with_reader(inner, |reader| {
-        inner.db.write(|tx| {
+        write(inner, |tx| {
             admit(inner, reader, tx, candidates, now)?;
-            store::set_meta(tx, "membership_cursor", &last.to_string())
+            tx.set_meta("membership_cursor", &last.to_string())
         })
     })?;
     Ok(entries.len())
@@ -519,7 +485,7 @@ fn ingest_dates(inner: &Inner) -> FlowsResult<usize> {
     // A new date flow: schedule every profile once.
     for flow in cache.date_flows.iter().filter(|f| f.status.is_running()) {
         let key = format!("date_backfill:{}", flow.id);
-        if inner.db.read(|conn| store::get_meta(conn, &key))?.is_some() {
+        if inner.db.meta(&key)?.is_some() {
             continue;
         }
         let pks: Vec<i64> = with_reader(inner, |reader| {
@@ -543,28 +509,14 @@ fn ingest_dates(inner: &Inner) -> FlowsResult<usize> {
                 rows.push((pk, next));
             }
         }
-        inner.db.write(|tx| {
+        write(inner, |tx| {
             for (pk, next) in &rows {
-                tx.execute(
-                    "INSERT OR REPLACE INTO date_schedule (flow_id, profile_pk, next_us)
-                     VALUES (?1, ?2, ?3)",
-                    params![flow.id, pk, next],
-                )?;
+                tx.set_date_schedule(&flow.id, *pk, Some(*next))?;
             }
-            store::set_meta(tx, &key, "1")
+            tx.set_meta(&key, "1")
         })?;
     }
-    let due: Vec<(String, i64, i64)> = inner.db.read(|conn| {
-        Ok(conn
-            .prepare_cached(
-                "SELECT flow_id, profile_pk, next_us FROM date_schedule WHERE next_us <= ?1
-                 ORDER BY next_us LIMIT ?2",
-            )?
-            .query_map(params![now_us, inner.config.batch_size as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?
-            .collect::<Result<_, _>>()?)
-    })?;
+    let due = inner.db.due_dates(now_us, inner.config.batch_size)?;
     if due.is_empty() {
         return Ok(0);
     }
@@ -592,18 +544,9 @@ fn ingest_dates(inner: &Inner) -> FlowsResult<usize> {
         }
     }
     with_reader(inner, |reader| {
-        inner.db.write(|tx| {
+        write(inner, |tx| {
             for (flow_id, pk, next) in &reschedule {
-                match next {
-                    Some(us) => tx.execute(
-                        "UPDATE date_schedule SET next_us = ?3 WHERE flow_id = ?1 AND profile_pk = ?2",
-                        params![flow_id, pk, us],
-                    )?,
-                    None => tx.execute(
-                        "DELETE FROM date_schedule WHERE flow_id = ?1 AND profile_pk = ?2",
-                        params![flow_id, pk],
-                    )?,
-                };
+                tx.reschedule_date(flow_id, *pk, *next)?;
             }
             admit(inner, reader, tx, candidates, now)
         })
@@ -670,60 +613,59 @@ const MAX_STEPS_PER_PASS: usize = 256;
 
 fn plan(inner: &Inner, now: Timestamp) -> FlowsResult<(usize, Vec<Effect>)> {
     let now_us = now.as_microsecond();
-    let runs = inner
-        .db
-        .read(|conn| store::due_runs(conn, now_us, inner.config.batch_size.max(1)))?;
-    if runs.is_empty() {
+    // Nothing due: no transaction.
+    if inner.db.next_wake()?.is_none_or(|us| us > now_us) {
         return Ok((0, Vec::new()));
     }
     let cache = cache(inner);
-    let count = runs.len();
-    let effects = inner.db.write(|tx| {
+    let (count, effects) = write(inner, |tx| {
+        let runs = tx.claim_due(now_us, inner.config.batch_size.max(1))?;
+        let count = runs.len();
         let mut effects = Vec::new();
         for run in runs {
             // One run's failure (its facts cannot be read …) must not hold up the others:
             // its changes roll back and it tries again later.
-            tx.execute_batch("SAVEPOINT run")?;
+            tx.savepoint()?;
             let (run_id, flow_id) = (run.id, run.flow_id.clone());
             match plan_run(inner, tx, &cache, run, now) {
                 Ok(effect) => {
-                    tx.execute_batch("RELEASE run")?;
+                    tx.release_savepoint()?;
                     effects.extend(effect);
                 }
                 Err(error) => {
-                    tx.execute_batch("ROLLBACK TO run; RELEASE run")?;
+                    tx.rollback_to_savepoint()?;
                     tracing::warn!(%error, run_id, flow_id, "a flow run failed; retrying later");
                     let later = now_us + RUN_RETRY.as_micros() as i64;
-                    store::delay_run(tx, run_id, later)?;
-                    store::bump(tx, &flow_id, "", "errors", 1, 0.0)?;
+                    tx.delay_run(run_id, later)?;
+                    tx.bump(&flow_id, "", "errors", 1, 0.0)?;
                 }
             }
         }
-        Ok(effects)
+        Ok((count, effects))
     })?;
     Ok((count, effects))
 }
 
 fn finish(
-    tx: &Transaction,
+    tx: &dyn FlowWriter,
     run: &RunRow,
     status: RunStatus,
     reason: Option<RunExit>,
     now_us: i64,
 ) -> FlowsResult<()> {
-    store::end_run(tx, run.id, status, reason, now_us)?;
+    tx.end_run(run.id, status, reason, now_us)?;
     let name = match (status, reason) {
         (RunStatus::Completed, _) => "completed".to_owned(),
         (_, Some(RunExit::Filter)) => "exited_filter".to_owned(),
         (_, Some(reason)) => format!("exited:{}", reason.as_str()),
         (other, None) => other.as_str().to_owned(),
     };
-    store::bump(tx, &run.flow_id, "", &name, 1, 0.0)
+    tx.bump(&run.flow_id, "", &name, 1, 0.0)
 }
 
 fn plan_run(
     inner: &Inner,
-    tx: &Transaction,
+    tx: &dyn FlowWriter,
     cache: &FlowCache,
     run: RunRow,
     now: Timestamp,
@@ -740,7 +682,7 @@ fn plan_run(
         return Ok(None);
     };
     if !flow.status.is_running() {
-        store::hold_run(tx, run.id)?;
+        tx.hold_run(run.id)?;
         return Ok(None);
     }
     let mut facts = RunFacts {
@@ -779,7 +721,7 @@ fn plan_run(
                 .and_then(|f| f.conditions.as_ref())
             {
                 if !conditions.matches(facts.get()?, now, &ctx) {
-                    store::bump(tx, &run.flow_id, &pos, "exited_filter", 1, 0.0)?;
+                    tx.bump(&run.flow_id, &pos, "exited_filter", 1, 0.0)?;
                     finish(tx, &run, RunStatus::Exited, Some(RunExit::Filter), now_us)?;
                     return Ok(None);
                 }
@@ -806,13 +748,7 @@ fn plan_run(
                     position = action.next.clone();
                     continue;
                 }
-                store::move_run(
-                    tx,
-                    run.id,
-                    Some(&pos),
-                    Some(&pos),
-                    Some(due.as_microsecond()),
-                )?;
+                tx.move_run(run.id, Some(&pos), Some(&pos), Some(due.as_microsecond()))?;
                 return Ok(None);
             }
             ActionKind::ConditionalSplit {
@@ -825,7 +761,7 @@ fn plan_run(
                     matched = conditions.matches(facts.get()?, now, &ctx);
                 }
                 if let (true, Some(window)) = (matched, filter.not_in_flow) {
-                    let last = store::last_entry(tx, &run.flow_id, run.profile_pk)?;
+                    let last = tx.last_entry(&run.flow_id, run.profile_pk)?;
                     // The run's own entry does not count.
                     matched = match (last, window) {
                         (Some(last), Some(w)) => {
@@ -836,7 +772,7 @@ fn plan_run(
                     };
                 }
                 let name = if matched { "split_true" } else { "split_false" };
-                store::bump(tx, &run.flow_id, &pos, name, 1, 0.0)?;
+                tx.bump(&run.flow_id, &pos, name, 1, 0.0)?;
                 position = if matched {
                     next_if_true.clone()
                 } else {
@@ -850,7 +786,7 @@ fn plan_run(
             } => {
                 let matched = filter.matches(&run.trigger_properties);
                 let name = if matched { "split_true" } else { "split_false" };
-                store::bump(tx, &run.flow_id, &pos, name, 1, 0.0)?;
+                tx.bump(&run.flow_id, &pos, name, 1, 0.0)?;
                 position = if matched {
                     next_if_true.clone()
                 } else {
@@ -862,7 +798,7 @@ fn plan_run(
             | ActionKind::UpdateProfile(_)
             | ActionKind::ListUpdate(_) => {
                 let key = actions::step_key(run.id, &pos);
-                match store::step(tx, &key)? {
+                match tx.step(&key)? {
                     Some(step) if step.state == StepState::Held => {
                         match review(inner, tx, &run, flow, action, &key, &mut facts, now)? {
                             Review::Wait => return Ok(None),
@@ -871,7 +807,7 @@ fn plan_run(
                                 continue;
                             }
                             Review::Send => {
-                                store::release_step(tx, &key)?;
+                                tx.release_step(&key)?;
                                 return Ok(Some(start_effect(
                                     inner, tx, &run, flow, action, key, &mut facts, now,
                                 )?));
@@ -884,7 +820,7 @@ fn plan_run(
                     }
                     Some(step) => {
                         // An intent left by a crash or a retry: carry it out again.
-                        store::move_run(tx, run.id, Some(&pos), None, Some(now_us))?;
+                        tx.move_run(run.id, Some(&pos), None, Some(now_us))?;
                         return Ok(Some(effect(
                             inner,
                             &run,
@@ -903,37 +839,31 @@ fn plan_run(
                     return Ok(None);
                 }
                 if let Decision::Skip(skip) = decision {
-                    store::insert_step(
-                        tx,
-                        &NewStep {
-                            key: &key,
-                            run_id: run.id,
-                            flow_id: &run.flow_id,
-                            action_id: &pos,
-                            kind: action.kind.type_name(),
-                            state: StepState::Skipped,
-                            detail: Some(skip),
-                            now_us,
-                        },
-                    )?;
-                    store::bump(tx, &run.flow_id, &pos, &format!("skipped:{skip}"), 1, 0.0)?;
-                    store::bump(tx, &run.flow_id, "", &format!("skipped:{skip}"), 1, 0.0)?;
-                    position = action.next.clone();
-                    continue;
-                }
-                store::insert_step(
-                    tx,
-                    &NewStep {
+                    tx.insert_step(&NewStep {
                         key: &key,
                         run_id: run.id,
                         flow_id: &run.flow_id,
                         action_id: &pos,
                         kind: action.kind.type_name(),
-                        state: StepState::Intent,
-                        detail: None,
+                        state: StepState::Skipped,
+                        detail: Some(skip),
                         now_us,
-                    },
-                )?;
+                    })?;
+                    tx.bump(&run.flow_id, &pos, &format!("skipped:{skip}"), 1, 0.0)?;
+                    tx.bump(&run.flow_id, "", &format!("skipped:{skip}"), 1, 0.0)?;
+                    position = action.next.clone();
+                    continue;
+                }
+                tx.insert_step(&NewStep {
+                    key: &key,
+                    run_id: run.id,
+                    flow_id: &run.flow_id,
+                    action_id: &pos,
+                    kind: action.kind.type_name(),
+                    state: StepState::Intent,
+                    detail: None,
+                    now_us,
+                })?;
                 return Ok(Some(start_effect(
                     inner, tx, &run, flow, action, key, &mut facts, now,
                 )?));
@@ -941,13 +871,7 @@ fn plan_run(
         }
     }
     // A long walk: continue in the next pass.
-    store::move_run(
-        tx,
-        run.id,
-        position.as_deref(),
-        armed.as_deref(),
-        Some(now_us),
-    )?;
+    tx.move_run(run.id, position.as_deref(), armed.as_deref(), Some(now_us))?;
     Ok(None)
 }
 
@@ -955,7 +879,7 @@ fn plan_run(
 #[allow(clippy::too_many_arguments)]
 fn start_effect(
     inner: &Inner,
-    tx: &Transaction,
+    tx: &dyn FlowWriter,
     run: &RunRow,
     flow: &CachedFlow,
     action: &crate::definition::Action,
@@ -967,23 +891,20 @@ fn start_effect(
     let pos = action.id.as_str();
     if let ActionKind::SendEmail(_) = &action.kind {
         let email = email_of(facts.get()?).unwrap_or_default();
-        store::insert_send(
-            tx,
-            &NewSend {
-                key: &key,
-                flow_id: &run.flow_id,
-                action_id: pos,
-                run_id: run.id,
-                profile_pk: run.profile_pk,
-                email: &email,
-                now_us,
-            },
-        )?;
+        tx.insert_send(&NewSend {
+            key: &key,
+            flow_id: &run.flow_id,
+            action_id: pos,
+            run_id: run.id,
+            profile_pk: run.profile_pk,
+            email: &email,
+            now_us,
+        })?;
     }
     if let ActionKind::SendWebhook(w) = &action.kind {
-        store::upsert_webhook(tx, &key, &run.flow_id, pos, run.id, &w.url, now_us)?;
+        tx.upsert_webhook(&key, &run.flow_id, pos, run.id, &w.url, now_us)?;
     }
-    store::move_run(tx, run.id, Some(pos), None, Some(now_us))?;
+    tx.move_run(run.id, Some(pos), None, Some(now_us))?;
     effect(inner, run, flow, action, key, 0, tx)
 }
 
@@ -1001,7 +922,7 @@ enum Review {
 /// waiting on it until its expiry.
 fn hold(
     inner: &Inner,
-    tx: &Transaction,
+    tx: &dyn FlowWriter,
     run: &RunRow,
     action: &crate::definition::Action,
     key: &str,
@@ -1017,38 +938,32 @@ fn hold(
         ActionKind::SendEmail(e) => Some(e.subject.as_str()),
         _ => None,
     };
-    store::insert_step(
-        tx,
-        &NewStep {
-            key,
-            run_id: run.id,
-            flow_id: &run.flow_id,
-            action_id: &action.id,
-            kind: action.kind.type_name(),
-            state: StepState::Held,
-            detail: None,
-            now_us,
-        },
-    )?;
-    store::insert_held(
-        tx,
-        &store::NewHeld {
-            key,
-            flow_id: &run.flow_id,
-            action_id: &action.id,
-            kind: action.kind.type_name(),
-            run_id: run.id,
-            profile_pk: run.profile_pk,
-            profile_id: &run.profile_id,
-            email: email.as_deref(),
-            subject,
-            now_us,
-            expires_us,
-        },
-    )?;
-    store::bump(tx, &run.flow_id, &action.id, "held", 1, 0.0)?;
-    store::bump(tx, &run.flow_id, "", "held", 1, 0.0)?;
-    store::move_run(tx, run.id, Some(&action.id), None, Some(expires_us))?;
+    tx.insert_step(&NewStep {
+        key,
+        run_id: run.id,
+        flow_id: &run.flow_id,
+        action_id: &action.id,
+        kind: action.kind.type_name(),
+        state: StepState::Held,
+        detail: None,
+        now_us,
+    })?;
+    tx.insert_held(&NewHeld {
+        key,
+        flow_id: &run.flow_id,
+        action_id: &action.id,
+        kind: action.kind.type_name(),
+        run_id: run.id,
+        profile_pk: run.profile_pk,
+        profile_id: &run.profile_id,
+        email: email.as_deref(),
+        subject,
+        now_us,
+        expires_us,
+    })?;
+    tx.bump(&run.flow_id, &action.id, "held", 1, 0.0)?;
+    tx.bump(&run.flow_id, "", "held", 1, 0.0)?;
+    tx.move_run(run.id, Some(&action.id), None, Some(expires_us))?;
     Ok(())
 }
 
@@ -1056,7 +971,7 @@ fn hold(
 #[allow(clippy::too_many_arguments)]
 fn review(
     inner: &Inner,
-    tx: &Transaction,
+    tx: &dyn FlowWriter,
     run: &RunRow,
     flow: &CachedFlow,
     action: &crate::definition::Action,
@@ -1065,21 +980,20 @@ fn review(
     now: Timestamp,
 ) -> FlowsResult<Review> {
     let now_us = now.as_microsecond();
-    let Some(held) = store::held_by_key(tx, key)? else {
+    let Some(held) = tx.held_by_key(key)? else {
         return Err(FlowsError::Internal(format!(
             "step {key} is held but no held message records it"
         )));
     };
     let skip = |reason: &str| -> FlowsResult<()> {
-        store::finish_step(tx, key, StepState::Skipped, Some(reason), now_us)?;
+        tx.finish_step(key, StepState::Skipped, Some(reason), now_us)?;
         let stat = format!("skipped:{reason}");
-        store::bump(tx, &run.flow_id, &action.id, &stat, 1, 0.0)?;
-        store::bump(tx, &run.flow_id, "", &stat, 1, 0.0)
+        tx.bump(&run.flow_id, &action.id, &stat, 1, 0.0)?;
+        tx.bump(&run.flow_id, "", &stat, 1, 0.0)
     };
     match held.status {
         HeldStatus::Pending if now < held.expires => {
-            store::move_run(
-                tx,
+            tx.move_run(
                 run.id,
                 Some(&action.id),
                 None,
@@ -1088,7 +1002,7 @@ fn review(
             Ok(Review::Wait)
         }
         HeldStatus::Pending => {
-            store::set_held_status(tx, held.id, HeldStatus::Expired, now_us)?;
+            tx.set_held_status(held.id, HeldStatus::Expired, now_us)?;
             skip("expired")?;
             Ok(Review::MoveOn)
         }
@@ -1134,7 +1048,7 @@ enum Decision {
 #[allow(clippy::too_many_arguments)]
 fn decide(
     inner: &Inner,
-    tx: &Transaction,
+    tx: &dyn FlowWriter,
     run: &RunRow,
     flow: &CachedFlow,
     action: &crate::definition::Action,
@@ -1164,7 +1078,7 @@ fn decide(
 /// Why a side effect is skipped, if it is.
 fn why_skip(
     inner: &Inner,
-    tx: &Transaction,
+    tx: &dyn FlowWriter,
     run: &RunRow,
     flow: &CachedFlow,
     action: &crate::definition::Action,
@@ -1210,7 +1124,7 @@ fn why_skip(
     }
     if email.smart_sending && !email.transactional {
         let since = now.as_microsecond() - email.smart_sending_window.as_micros() as i64;
-        if store::emailed_since(tx, run.profile_pk, since)? {
+        if tx.emailed_since(run.profile_pk, since)? {
             return Ok(Some("smart_sending"));
         }
     }
@@ -1224,12 +1138,9 @@ fn effect(
     action: &crate::definition::Action,
     key: String,
     attempts: i64,
-    tx: &Transaction,
+    tx: &dyn FlowWriter,
 ) -> FlowsResult<Effect> {
-    let email = tx
-        .prepare_cached("SELECT email FROM sends WHERE key = ?1")?
-        .query_row([&key], |r| r.get::<_, String>(0))
-        .ok();
+    let email = tx.send_email(&key).ok().flatten();
     Ok(Effect {
         key,
         run_id: run.id,
@@ -1248,7 +1159,7 @@ fn effect(
 fn record(inner: &Inner, outcomes: Vec<(Effect, Outcome)>, now: Timestamp) -> FlowsResult<()> {
     let now_us = now.as_microsecond();
     let cache = cache(inner);
-    inner.db.write(|tx| {
+    write(inner, |tx| {
         let mut counts: HashMap<(String, String, &'static str), i64> = HashMap::new();
         for (effect, outcome) in outcomes {
             let action_id = effect.action.id.clone();
@@ -1259,16 +1170,9 @@ fn record(inner: &Inner, outcomes: Vec<(Effect, Outcome)>, now: Timestamp) -> Fl
                     message_id,
                     subject,
                 } => {
-                    store::finish_step(
-                        tx,
-                        &effect.key,
-                        StepState::Done,
-                        detail.as_deref(),
-                        now_us,
-                    )?;
+                    tx.finish_step(&effect.key, StepState::Done, detail.as_deref(), now_us)?;
                     if matches!(effect.action.kind, ActionKind::SendEmail(_)) {
-                        store::finish_send(
-                            tx,
+                        tx.finish_send(
                             &effect.key,
                             SendStatus::Sent,
                             subject.as_deref(),
@@ -1278,8 +1182,7 @@ fn record(inner: &Inner, outcomes: Vec<(Effect, Outcome)>, now: Timestamp) -> Fl
                         )?;
                     }
                     if matches!(effect.action.kind, ActionKind::SendWebhook(_)) {
-                        store::webhook_attempt(
-                            tx,
+                        tx.webhook_attempt(
                             &effect.key,
                             WebhookState::Delivered,
                             detail.as_deref().and_then(|d| d.parse().ok()),
@@ -1298,26 +1201,17 @@ fn record(inner: &Inner, outcomes: Vec<(Effect, Outcome)>, now: Timestamp) -> Fl
                     dead_letter_body,
                     http_status,
                 } => {
-                    store::finish_step(tx, &effect.key, StepState::Failed, Some(&reason), now_us)?;
+                    tx.finish_step(&effect.key, StepState::Failed, Some(&reason), now_us)?;
                     if matches!(effect.action.kind, ActionKind::SendEmail(_)) {
                         let status = if stat == "bounced" {
                             SendStatus::Bounced
                         } else {
                             SendStatus::Failed
                         };
-                        store::finish_send(
-                            tx,
-                            &effect.key,
-                            status,
-                            None,
-                            None,
-                            Some(&reason),
-                            now_us,
-                        )?;
+                        tx.finish_send(&effect.key, status, None, None, Some(&reason), now_us)?;
                     }
                     if let ActionKind::SendWebhook(w) = &effect.action.kind {
-                        let attempts = store::webhook_attempt(
-                            tx,
+                        let attempts = tx.webhook_attempt(
                             &effect.key,
                             WebhookState::Dead,
                             http_status,
@@ -1325,8 +1219,7 @@ fn record(inner: &Inner, outcomes: Vec<(Effect, Outcome)>, now: Timestamp) -> Fl
                             None,
                             now_us,
                         )?;
-                        store::insert_dead_letter(
-                            tx,
+                        tx.insert_dead_letter(
                             &effect.key,
                             &effect.flow_id,
                             &action_id,
@@ -1347,10 +1240,9 @@ fn record(inner: &Inner, outcomes: Vec<(Effect, Outcome)>, now: Timestamp) -> Fl
                     reason,
                     http_status,
                 } => {
-                    store::retry_step(tx, &effect.key, &reason)?;
+                    tx.retry_step(&effect.key, &reason)?;
                     if matches!(effect.action.kind, ActionKind::SendWebhook(_)) {
-                        store::webhook_attempt(
-                            tx,
+                        tx.webhook_attempt(
                             &effect.key,
                             WebhookState::Pending,
                             http_status,
@@ -1359,8 +1251,7 @@ fn record(inner: &Inner, outcomes: Vec<(Effect, Outcome)>, now: Timestamp) -> Fl
                             now_us,
                         )?;
                     }
-                    store::move_run(
-                        tx,
+                    tx.move_run(
                         effect.run_id,
                         Some(&effect.action.id),
                         None,
@@ -1379,22 +1270,34 @@ fn record(inner: &Inner, outcomes: Vec<(Effect, Outcome)>, now: Timestamp) -> Fl
                 .and_then(|f| f.definition.action(&effect.action.id))
                 .and_then(|a| a.next.clone());
             match next {
-                Some(next) => store::move_run(tx, effect.run_id, Some(&next), None, Some(now_us))?,
+                Some(next) => tx.move_run(effect.run_id, Some(&next), None, Some(now_us))?,
                 None => {
-                    store::end_run(tx, effect.run_id, RunStatus::Completed, None, now_us)?;
-                    store::bump(tx, &effect.flow_id, "", "completed", 1, 0.0)?;
+                    tx.end_run(effect.run_id, RunStatus::Completed, None, now_us)?;
+                    tx.bump(&effect.flow_id, "", "completed", 1, 0.0)?;
                 }
             }
         }
         for ((flow_id, action_id, stat), n) in counts {
-            store::bump(tx, &flow_id, &action_id, stat, n, 0.0)?;
+            tx.bump(&flow_id, &action_id, stat, n, 0.0)?;
             if matches!(
                 stat,
                 "sent" | "failed" | "bounced" | "delivered" | "dead_lettered"
             ) {
-                store::bump(tx, &flow_id, "", stat, n, 0.0)?;
+                tx.bump(&flow_id, "", stat, n, 0.0)?;
             }
         }
         Ok(())
     })
+}
+
+/// Runs `f` in one transaction of the store, on this thread.
+fn write<T>(inner: &Inner, f: impl FnOnce(&dyn FlowWriter) -> FlowsResult<T>) -> FlowsResult<T> {
+    let mut f = Some(f);
+    let mut out = None;
+    inner.db.transaction(&mut |tx| {
+        let f = f.take().expect("a transaction runs its closure once");
+        out = Some(f(tx)?);
+        Ok(())
+    })?;
+    Ok(out.expect("a committed transaction ran its closure"))
 }

@@ -16,6 +16,7 @@ mod runs;
 #[path = "../../../signalbox-mail/tests/it/sink.rs"]
 mod sink;
 mod stats;
+mod store_conformance;
 mod templates;
 mod triggers;
 mod webhooks;
