@@ -2,7 +2,7 @@
 //!
 //! A number written internationally (`+44 20 7946 0958`, `0044 …`) needs no country. A
 //! national number (`(415) 555-2671`, `020 7946 0958`) is normalised when the profile's country
-//! is known and listed in [`COUNTRIES`]: its trunk prefix is dropped and its calling code put in
+//! is known and listed in `COUNTRIES`: its trunk prefix is dropped and its calling code put in
 //! front. Anything else is refused with a reason; the caller keeps the text as a property and
 //! reports it.
 
