@@ -2,8 +2,9 @@
 //! tables in one database.
 //!
 //! The same tables as `audience.db`, prefixed `audience_`: times are microseconds since the
-//! Unix epoch (`BIGINT`) as there, definitions and causes `JSONB`. Keys come from identity
-//! columns, so a segment's key and a history cursor only grow.
+//! Unix epoch (`BIGINT`) as there, definitions `JSONB`. A change's cause is JSON `TEXT`: it
+//! quotes profile values, and JSONB refuses some strings JSON allows (`\u0000`). Keys come
+//! from identity columns, so a segment's key and a history cursor only grow.
 //!
 //! The traits are synchronous; the store keeps the handle of the runtime it was connected on
 //! and waits on the pool from the calling thread. **Invariant:** its methods are called from
@@ -37,7 +38,7 @@ use crate::store::{
 use crate::ts;
 
 /// The component name under which the schema's version is kept.
-pub const COMPONENT: &str = "audience";
+const COMPONENT: &str = "audience";
 
 const MIGRATIONS: &[&str] = &[r#"
     CREATE TABLE audience_meta (
@@ -86,7 +87,7 @@ const MIGRATIONS: &[&str] = &[r#"
         profile_id TEXT NOT NULL,
         entered BOOLEAN NOT NULL,
         at_us BIGINT NOT NULL,
-        cause JSONB NOT NULL
+        cause TEXT NOT NULL
     );
     CREATE INDEX audience_history_by_profile
         ON audience_history (profile_pk, segment_pk, cursor);
@@ -133,12 +134,16 @@ fn pool_error(err: PoolError) -> AudienceError {
     AudienceError::Db(format!("no database connection: {err}"))
 }
 
-/// A PostgreSQL error as text; a lost connection is logged, as the log's store does.
+/// A PostgreSQL error as text (the server's message when it sent one); a lost connection is
+/// logged, as the log's store does.
 fn pg(err: tokio_postgres::Error) -> AudienceError {
     if err.is_closed() {
         tracing::warn!(error = %err, "audience database connection lost");
     }
-    AudienceError::Db(err.to_string())
+    match err.as_db_error() {
+        Some(db) => AudienceError::Db(db.to_string()),
+        None => AudienceError::Db(err.to_string()),
+    }
 }
 
 fn limit_of(limit: usize) -> i64 {
@@ -419,7 +424,7 @@ impl AudienceStore for PgAudienceStore {
         let client = self.db.connection()?;
         let row = self.db.query_opt(
             &client,
-            "SELECT cursor, entered, at_us, cause::text FROM audience_history
+            "SELECT cursor, entered, at_us, cause FROM audience_history
              WHERE profile_pk = $1 AND segment_pk = $2 ORDER BY cursor DESC LIMIT 1",
             &[&profile.0, &segment],
         )?;
@@ -703,13 +708,13 @@ impl AudienceWriter for PgAudienceWriter {
                  VALUES ($1, $4, $7))
              INSERT INTO audience_history (segment_pk, segment_id, version, profile_pk,
                                            profile_id, entered, at_us, cause)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         } else {
             "WITH moved AS (
                  DELETE FROM audience_members WHERE segment_pk = $1 AND profile_pk = $4)
              INSERT INTO audience_history (segment_pk, segment_id, version, profile_pk,
                                            profile_id, entered, at_us, cause)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         };
         self.exec(
             sql,
