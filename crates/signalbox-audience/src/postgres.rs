@@ -9,9 +9,10 @@
 //! The traits are synchronous; the store keeps the handle of the runtime it was connected on
 //! and waits on the pool from the calling thread. **Invariant:** its methods are called from
 //! blocking threads (`spawn_blocking`, the worker's own thread), never from a task of the
-//! runtime, where waiting would panic. A writer holds one pooled connection from
-//! [`AudienceWriter::begin`] to commit or rollback; a write outside a transaction takes a
-//! connection for that write alone.
+//! runtime, where waiting would panic; on a current-thread runtime they make progress only while
+//! that runtime's own thread is inside `block_on` (as it is when it awaits the blocking task).
+//! A writer holds one pooled connection from [`AudienceWriter::begin`] to commit or rollback;
+//! a write outside a transaction takes a connection for that write alone.
 
 use std::cell::{Ref, RefCell};
 use std::collections::HashMap;
