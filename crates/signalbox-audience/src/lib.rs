@@ -14,7 +14,8 @@
 //! - `worker.rs`: the one thread that writes `audience.db` (feed, schedule, backfills, edits).
 //! - `catalog.rs`: the parsed segments in dependency order, and what re-evaluates what.
 //! - [`store`]: [`AudienceStore`] and [`AudienceWriter`], what the engine keeps, in its
-//!   terms; [`sqlite`]: the embedded backend (`audience.db`), the only module that knows SQL.
+//!   terms; [`sqlite`]: the embedded backend (`audience.db`); [`postgres`]: the PostgreSQL
+//!   backend ([`PgAudienceStore`]); the two are the only modules that know SQL.
 //!   [`conformance`] (feature `conformance`): the behaviour every backend shows.
 //! - [`model`]: public types. [`error`]: [`AudienceError`].
 //!
@@ -29,6 +30,7 @@ mod catalog;
 pub mod conformance;
 pub mod error;
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 pub mod store;
 mod worker;
@@ -50,6 +52,7 @@ use tokio::sync::oneshot;
 
 pub use error::{AudienceError, AudienceResult};
 pub use model::*;
+pub use postgres::PgAudienceStore;
 pub use sqlite::SqliteAudienceStore;
 pub use store::{AudienceStore, AudienceWriter, SegmentKey};
 use worker::{Command, Worker};

@@ -2,7 +2,7 @@
 //! time-driven re-evaluations, the history of every enter and leave, running backfills and
 //! the change-feed cursor. [`AudienceStore`] is the read side and hands out the one
 //! [`AudienceWriter`] the worker thread writes through; `SqliteAudienceStore`
-//! (`audience.db`) is the embedded backend.
+//! (`audience.db`) is the embedded backend, `PgAudienceStore` the PostgreSQL one.
 //!
 //! Methods block (the engine calls them on blocking threads). Errors are [`AudienceError`];
 //! a backend folds its own errors into [`AudienceError::Db`].

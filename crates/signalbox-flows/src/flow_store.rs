@@ -1,5 +1,6 @@
 //! Where the flows engine keeps its state: [`FlowStore`], spoken in the engine's terms, so a
-//! backend other than the embedded `flows.db` ([`crate::SqliteFlowStore`]) can slot in.
+//! backend other than the embedded `flows.db` ([`crate::SqliteFlowStore`]) can slot in, as
+//! PostgreSQL does ([`crate::PgFlowStore`]).
 //!
 //! Methods block (the engine calls them on blocking threads). Errors are [`FlowsError`]; a
 //! backend folds its own errors into [`FlowsError::Internal`].

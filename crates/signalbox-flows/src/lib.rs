@@ -24,7 +24,8 @@
 //! - [`schedule`]: delays in a timezone, date triggers.
 //! - `conformance` (feature `conformance`): the behaviour every [`FlowStore`] backend shows.
 //! - [`flow_store`]: [`FlowStore`], the engine's storage in its own terms; `store.rs`:
-//!   [`SqliteFlowStore`], the embedded backend (`flows.db`).
+//!   [`SqliteFlowStore`], the embedded backend (`flows.db`); `pg_store.rs`: [`PgFlowStore`],
+//!   the PostgreSQL backend for several nodes on one database.
 //! - [`bench`](mod@bench): the engine's benchmark, callable from the binary.
 //!
 //! # Review of manual messages
@@ -56,6 +57,7 @@ pub mod schedule;
 pub mod templates;
 
 mod actions;
+mod pg_store;
 mod store;
 mod worker;
 
@@ -72,5 +74,6 @@ pub use engine::{
 pub use error::{FlowsError, FlowsResult};
 pub use flow_store::{FlowChange, FlowStore, FlowWriter, NewFlow};
 pub use model::*;
+pub use pg_store::PgFlowStore;
 pub use store::Db as SqliteFlowStore;
 pub use worker::{CONVERSION_METRICS, CONVERSION_WINDOW};
