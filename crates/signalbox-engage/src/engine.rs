@@ -17,6 +17,7 @@ use crate::apply::held_index::dir_of as held_dir;
 use crate::apply::{
     ApiConsentOp, ApiListOp, ApiMergeOp, ApiProfileOp, ApiResult, Applier, EntryFault, OpResult,
 };
+use crate::db::apply::SqliteWriter;
 use crate::db::reader::SqliteReader;
 use crate::db::{self, Readers};
 use crate::email::Email;
@@ -108,7 +109,9 @@ impl Engage {
         let fault = config.fault.clone();
         let (applier, lock) = tokio::task::spawn_blocking(move || {
             let lock = pipeline::take_lock(&path)?;
-            let mut applier = pipeline::open_behind_requests(|| Applier::open(&path, hold_window))?;
+            let mut applier = pipeline::open_behind_requests(|| {
+                Applier::open(SqliteWriter::open(&path)?, &path, hold_window)
+            })?;
             applier.set_fault(fault);
             Ok::<_, EngageError>((applier, lock))
         })
@@ -201,7 +204,7 @@ impl Engage {
             None => self
                 .inner
                 .readers
-                .with_sync(crate::apply::read_applied_seq)
+                .with_sync(crate::db::apply::read_applied_seq)
                 .unwrap_or(0),
         }
     }
@@ -907,7 +910,7 @@ pub async fn rebuild_with_fault(
         let fresh = sibling(&path, "rebuild");
         remove_db_files(&fresh)?;
         let done = {
-            let mut applier = Applier::open(&fresh, hold_window)?;
+            let mut applier = Applier::open(SqliteWriter::open(&fresh)?, &fresh, hold_window)?;
             applier.set_fault(fault);
             let done = pipeline::apply_all(&mut applier, &store, &runtime, 4_000, progress)?;
             applier.expire_holds(now.as_microsecond())?;

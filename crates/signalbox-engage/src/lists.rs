@@ -11,7 +11,8 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use signalbox_core::Email;
 
-use crate::apply::profile::{ProfileRow, PROFILE_COLUMNS, PROFILE_COLUMN_COUNT};
+use crate::apply::profile::ProfileRow;
+use crate::db::rows::{profile_row, PROFILE_COLUMNS, PROFILE_COLUMN_COUNT};
 use crate::error::{EngageError, EngageResult};
 use crate::model::{Page, Profile, ProfileId, TimeBound};
 use crate::query::{cmp_sql, cursor_i64, decode_cursor, encode_cursor, profile_key, ts};
@@ -424,7 +425,7 @@ pub(crate) fn list_members(conn: &Connection, q: &MemberQuery) -> EngageResult<P
     ));
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(args), |r| {
-        let row = ProfileRow::from_row(r)?;
+        let row = profile_row(r)?;
         let status: String = r.get(PROFILE_COLUMN_COUNT)?;
         let joined: i64 = r.get(PROFILE_COLUMN_COUNT + 1)?;
         Ok((row, status, joined))

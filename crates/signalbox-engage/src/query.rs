@@ -8,7 +8,8 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::apply::profile::{ProfileRow, PROFILE_COLUMNS};
+use crate::apply::profile::ProfileRow;
+use crate::db::rows::{profile_row, PROFILE_COLUMNS};
 use crate::error::{EngageError, EngageResult};
 use crate::ids;
 use crate::model::*;
@@ -85,7 +86,7 @@ pub(crate) fn profile_key(conn: &Connection, id: &ProfileId) -> EngageResult<Opt
 }
 
 pub(crate) fn profile_by_key(conn: &Connection, pk: i64) -> EngageResult<Option<Profile>> {
-    Ok(ProfileRow::load(conn, pk)?.map(|row| row.to_profile()))
+    Ok(crate::db::rows::load_profile(conn, pk)?.map(|row| row.to_profile()))
 }
 
 pub(crate) fn get_profile(conn: &Connection, id: &ProfileId) -> EngageResult<Profile> {
@@ -211,7 +212,7 @@ pub(crate) fn list_profiles(conn: &Connection, q: &ProfileQuery) -> EngageResult
     }
     sql.push_str(&format!(" LIMIT {}", size + 1));
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params_from_iter(args), ProfileRow::from_row)?;
+    let rows = stmt.query_map(params_from_iter(args), profile_row)?;
     let mut rows: Vec<ProfileRow> = rows.collect::<Result<_, _>>()?;
     let next_cursor = if rows.len() > size as usize {
         rows.truncate(size as usize);

@@ -4,7 +4,9 @@
 //! The file is derived data: it runs with `synchronous = NORMAL`, since whatever a crash loses
 //! is re-applied from the log (the checkpoint is in the same transactions as the changes).
 
+pub(crate) mod apply;
 pub(crate) mod reader;
+pub(crate) mod rows;
 pub(crate) mod schema;
 
 use std::path::{Path, PathBuf};
