@@ -709,7 +709,7 @@ impl ApplyTx for SqliteTx<'_> {
     }
 
     fn consent(&self, pk: i64) -> EngageResult<EmailConsent> {
-        lists::consent_by_key(&self.tx, pk)
+        super::lists::consent_by_key(&self.tx, pk)
     }
 
     fn store_consent(&self, pk: i64, consent: &EmailConsent, status_us: i64) -> EngageResult<()> {

@@ -4,7 +4,13 @@
 //! The file is derived data: it runs with `synchronous = NORMAL`, since whatever a crash loses
 //! is re-applied from the log (the checkpoint is in the same transactions as the changes).
 
+mod aggregate;
 pub(crate) mod apply;
+mod dump;
+mod lists;
+mod outbox;
+mod queries;
+mod query;
 pub(crate) mod reader;
 pub(crate) mod rows;
 pub(crate) mod schema;
@@ -15,6 +21,22 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{EngageError, EngageResult};
+use crate::queries::EngageQueries;
+
+/// The applier's storage of the file at `path` (created and migrated).
+pub(crate) fn open_store(path: &Path) -> EngageResult<apply::SqliteWriter> {
+    apply::SqliteWriter::open(path)
+}
+
+/// The queries of the file at `path`.
+pub(crate) fn open_queries(path: &Path) -> Arc<dyn EngageQueries> {
+    Arc::new(queries::SqliteQueries::new(path))
+}
+
+/// Creates and migrates the file at `path`, if needed.
+pub(crate) fn create(path: &Path) -> EngageResult<()> {
+    open_writer(path).map(drop)
+}
 
 /// Read connections kept for reuse at most.
 const POOL: usize = 8;
@@ -66,18 +88,6 @@ impl Readers {
             path,
             pool: Arc::new(Mutex::new(Vec::new())),
         }
-    }
-
-    /// Runs `f` on a pooled connection in the blocking pool.
-    pub(crate) async fn with<T, F>(&self, f: F) -> EngageResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> EngageResult<T> + Send + 'static,
-    {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.with_sync(f))
-            .await
-            .map_err(|e| EngageError::Internal(e.to_string()))?
     }
 
     /// Runs `f` on a pooled connection on this thread.
