@@ -7,6 +7,8 @@
 mod aggregate;
 pub(crate) mod apply;
 mod dump;
+mod facts;
+mod feed;
 mod lists;
 mod outbox;
 mod queries;
@@ -22,6 +24,12 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{EngageError, EngageResult};
 use crate::queries::EngageQueries;
+
+impl From<rusqlite::Error> for EngageError {
+    fn from(err: rusqlite::Error) -> Self {
+        EngageError::Internal(err.to_string())
+    }
+}
 
 /// The applier's storage of the file at `path` (created and migrated).
 pub(crate) fn open_store(path: &Path) -> EngageResult<apply::SqliteWriter> {
