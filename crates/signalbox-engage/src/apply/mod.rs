@@ -29,6 +29,8 @@ mod outbox;
 pub(crate) mod profile;
 mod quarantine;
 pub(crate) mod store;
+#[cfg(test)]
+pub(crate) mod store_checks;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};

@@ -144,7 +144,9 @@ pub(crate) struct NewMember<'a> {
 }
 
 /// One batch's transaction: everything the applier writes or reads while applying goes
-/// through it, and is undone unless [`ApplyTx::commit`] is reached.
+/// through it, and is undone unless [`ApplyTx::commit`] is reached (dropped, it rolls back:
+/// a failed batch returns early). `apply/store_checks.rs` holds the checks every backend
+/// passes.
 pub(crate) trait ApplyTx {
     /// Commits the batch (its checkpoint included).
     fn commit(self) -> EngageResult<()>;

@@ -799,3 +799,47 @@ impl ApplyTx for SqliteTx<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The backend-neutral checks of `apply/store_checks.rs`, on a fresh `engage.db`.
+
+    use super::SqliteWriter;
+    use crate::apply::store_checks as checks;
+
+    fn check(run: fn(&mut SqliteWriter)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteWriter::open(&dir.path().join("engage.db")).unwrap();
+        run(&mut store);
+    }
+
+    #[test]
+    fn checkpoint_commits_with_the_batch() {
+        check(checks::checkpoint_commits_with_the_batch);
+    }
+
+    #[test]
+    fn profiles_and_identifiers() {
+        check(checks::profiles_and_identifiers);
+    }
+
+    #[test]
+    fn merge_moves_rows_to_the_survivor() {
+        check(checks::merge_moves_rows_to_the_survivor);
+    }
+
+    #[test]
+    fn held_calls_release_and_expire() {
+        check(checks::held_calls_release_and_expire);
+    }
+
+    #[test]
+    fn lists_and_members() {
+        check(checks::lists_and_members);
+    }
+
+    #[test]
+    fn outbox_and_quarantine() {
+        check(checks::outbox_and_quarantine);
+    }
+}
