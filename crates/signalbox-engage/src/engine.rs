@@ -14,7 +14,6 @@ use jiff::SignedDuration;
 use signalbox_core::{CallKind, Clock, NewCall, SourceId};
 use signalbox_store::Store;
 
-use crate::apply::held_index::dir_of as held_dir;
 use crate::apply::{
     ApiConsentOp, ApiListOp, ApiMergeOp, ApiProfileOp, ApiResult, Applier, EntryFault, OpResult,
 };
@@ -856,7 +855,7 @@ pub async fn rebuild_with_fault(
     tokio::task::spawn_blocking(move || {
         let _lock = pipeline::take_lock(&path)?;
         let fresh = sibling(&path, "rebuild");
-        remove_db_files(&fresh)?;
+        db::remove(&fresh)?;
         let done = {
             let mut applier = Applier::open(db::open_store(&fresh)?, &fresh, hold_window)?;
             applier.set_fault(fault);
@@ -865,13 +864,7 @@ pub async fn rebuild_with_fault(
             applier.checkpoint()?;
             done
         };
-        remove_db_files(&path)?;
-        std::fs::rename(&fresh, &path).map_err(|e| {
-            EngageError::Internal(format!("cannot move the rebuilt state into place: {e}"))
-        })?;
-        std::fs::rename(held_dir(&fresh), held_dir(&path)).map_err(|e| {
-            EngageError::Internal(format!("cannot move the rebuilt held-call index: {e}"))
-        })?;
+        db::replace(&fresh, &path)?;
         Ok(done)
     })
     .await
@@ -883,29 +876,4 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     name.push(".");
     name.push(suffix);
     PathBuf::from(name)
-}
-
-/// Removes a SQLite file, its WAL and shared-memory files, and its held-call index.
-fn remove_db_files(path: &Path) -> EngageResult<()> {
-    let held = held_dir(path);
-    absent_is_fine(&held, std::fs::remove_dir_all(&held))?;
-    for file in [
-        path.to_path_buf(),
-        PathBuf::from(format!("{}-wal", path.display())),
-        PathBuf::from(format!("{}-shm", path.display())),
-    ] {
-        absent_is_fine(&file, std::fs::remove_file(&file))?;
-    }
-    Ok(())
-}
-
-/// The outcome of removing `path`: done, or it was not there.
-fn absent_is_fine(path: &Path, removed: std::io::Result<()>) -> EngageResult<()> {
-    match removed {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(EngageError::Internal(format!(
-            "cannot remove {}: {e}",
-            path.display()
-        ))),
-        _ => Ok(()),
-    }
 }

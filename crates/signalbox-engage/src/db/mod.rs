@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::apply::held_index::dir_of as held_dir;
 use crate::error::{EngageError, EngageResult};
 use crate::queries::EngageQueries;
 
@@ -44,6 +45,41 @@ pub(crate) fn open_queries(path: &Path) -> Arc<dyn EngageQueries> {
 /// Creates and migrates the file at `path`, if needed.
 pub(crate) fn create(path: &Path) -> EngageResult<()> {
     open_writer(path).map(drop)
+}
+
+/// Moves the state rebuilt at `fresh` into place at `path`, replacing what was there.
+pub(crate) fn replace(fresh: &Path, path: &Path) -> EngageResult<()> {
+    remove(path)?;
+    std::fs::rename(fresh, path).map_err(|e| {
+        EngageError::Internal(format!("cannot move the rebuilt state into place: {e}"))
+    })?;
+    std::fs::rename(held_dir(fresh), held_dir(path))
+        .map_err(|e| EngageError::Internal(format!("cannot move the rebuilt held-call index: {e}")))
+}
+
+/// Removes a SQLite file, its WAL and shared-memory files, and its held-call index.
+pub(crate) fn remove(path: &Path) -> EngageResult<()> {
+    let held = held_dir(path);
+    absent_is_fine(&held, std::fs::remove_dir_all(&held))?;
+    for file in [
+        path.to_path_buf(),
+        PathBuf::from(format!("{}-wal", path.display())),
+        PathBuf::from(format!("{}-shm", path.display())),
+    ] {
+        absent_is_fine(&file, std::fs::remove_file(&file))?;
+    }
+    Ok(())
+}
+
+/// The outcome of removing `path`: done, or it was not there.
+fn absent_is_fine(path: &Path, removed: std::io::Result<()>) -> EngageResult<()> {
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(EngageError::Internal(format!(
+            "cannot remove {}: {e}",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Read connections kept for reuse at most.
