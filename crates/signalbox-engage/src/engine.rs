@@ -1,6 +1,7 @@
 //! [`Engage`]: the handle the server and the CLI hold.
 //!
-//! Reads go to `engage.db` through a pool of read connections. Writes of the
+//! Reads go through [`EngageQueries`](crate::queries::EngageQueries) (over `engage.db`: a
+//! pool of read connections), run on the blocking pool. Writes of the
 //! Klaviyo-compatible API are appended to the call log first (under [`SourceId::API`]), so
 //! that a rebuild replays them; the pipeline applies them like any other entry, and the
 //! synchronous ones wait until the pipeline's checkpoint passes their sequence number.
@@ -13,22 +14,20 @@ use jiff::SignedDuration;
 use signalbox_core::{CallKind, Clock, NewCall, SourceId};
 use signalbox_store::Store;
 
-use crate::apply::held_index::dir_of as held_dir;
 use crate::apply::{
     ApiConsentOp, ApiListOp, ApiMergeOp, ApiProfileOp, ApiResult, Applier, EntryFault, OpResult,
 };
-use crate::db::reader::SqliteReader;
-use crate::db::{self, Readers};
+use crate::db;
 use crate::email::Email;
 use crate::error::{EngageError, EngageResult};
-use crate::lists::{self, *};
+use crate::lists::*;
 use crate::mapping;
 use crate::model::*;
 use crate::outbox::{Stamped, WriteOrigin};
 use crate::pipeline::{self, Pipeline, PipelineConfig, PipelineStats, RebuildProgress};
-use crate::query::{self, HeldCall, HeldFilter, ProfileHistory, QuarantinedEntry};
+use crate::queries::EngageQueries;
+use crate::query::{HeldCall, HeldFilter, ProfileHistory, QuarantinedEntry};
 use crate::reader::EngageReader;
-use crate::{aggregate, dump};
 
 /// How [`Engage::start`] runs.
 #[derive(Debug, Clone)]
@@ -83,7 +82,8 @@ struct Inner {
     store: Option<Arc<dyn Store>>,
     clock: Arc<dyn Clock>,
     config: EngageConfig,
-    readers: Readers,
+    /// The queries of derived state.
+    queries: Arc<dyn EngageQueries>,
     pipeline: Option<Pipeline>,
 }
 
@@ -108,7 +108,9 @@ impl Engage {
         let fault = config.fault.clone();
         let (applier, lock) = tokio::task::spawn_blocking(move || {
             let lock = pipeline::take_lock(&path)?;
-            let mut applier = pipeline::open_behind_requests(|| Applier::open(&path, hold_window))?;
+            let mut applier = pipeline::open_behind_requests(|| {
+                Applier::open(db::open_store(&path)?, &path, hold_window)
+            })?;
             applier.set_fault(fault);
             Ok::<_, EngageError>((applier, lock))
         })
@@ -129,7 +131,7 @@ impl Engage {
             inner: Arc::new(Inner {
                 store: Some(store),
                 clock,
-                readers: Readers::new(config.path.clone()),
+                queries: db::open_queries(&config.path),
                 config,
                 pipeline: Some(pipeline),
             }),
@@ -141,14 +143,14 @@ impl Engage {
     pub async fn open_readonly(path: impl Into<PathBuf>) -> EngageResult<Engage> {
         let path: PathBuf = path.into();
         let probe = path.clone();
-        tokio::task::spawn_blocking(move || db::open_writer(&probe).map(drop))
+        tokio::task::spawn_blocking(move || db::create(&probe))
             .await
             .map_err(|e| EngageError::Internal(e.to_string()))??;
         Ok(Engage {
             inner: Arc::new(Inner {
                 store: None,
                 clock: Arc::new(signalbox_core::SystemClock),
-                readers: Readers::new(path.clone()),
+                queries: db::open_queries(&path),
                 config: EngageConfig::new(path),
                 pipeline: None,
             }),
@@ -171,8 +173,16 @@ impl Engage {
         self.origin
     }
 
-    pub(crate) fn readers(&self) -> &Readers {
-        &self.inner.readers
+    /// Runs a query of derived state on the blocking pool.
+    pub(crate) async fn query<T, F>(&self, f: F) -> EngageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn EngageQueries) -> EngageResult<T> + Send + 'static,
+    {
+        let queries = Arc::clone(&self.inner.queries);
+        tokio::task::spawn_blocking(move || f(&*queries))
+            .await
+            .map_err(|e| EngageError::Internal(e.to_string()))?
     }
 
     /// A write's log payload: the op, and this handle's origin beside it.
@@ -198,11 +208,7 @@ impl Engage {
     pub fn applied_seq(&self) -> i64 {
         match &self.inner.pipeline {
             Some(pipeline) => pipeline.applied_seq(),
-            None => self
-                .inner
-                .readers
-                .with_sync(crate::apply::read_applied_seq)
-                .unwrap_or(0),
+            None => self.inner.queries.applied_seq().unwrap_or(0),
         }
     }
 
@@ -215,7 +221,7 @@ impl Engage {
     /// A reader of the derived state for a follower's own thread (the change feed, profiles,
     /// the facts conditions read). Blocking: call it, and the reader, off the async runtime.
     pub fn reader(&self) -> EngageResult<Box<dyn EngageReader>> {
-        Ok(Box::new(SqliteReader::open(&self.inner.config.path)?))
+        self.inner.queries.reader()
     }
 
     /// Waits until everything up to `seq` is applied.
@@ -264,67 +270,44 @@ impl Engage {
     // Queries.
 
     pub async fn list_profiles(&self, q: ProfileQuery) -> EngageResult<Page<Profile>> {
-        self.inner
-            .readers
-            .with(move |conn| query::list_profiles(conn, &q))
-            .await
+        self.query(move |queries| queries.list_profiles(&q)).await
     }
 
     /// Follows merge redirects: the id of a profile merged into another finds the survivor.
     pub async fn get_profile(&self, id: &ProfileId) -> EngageResult<Profile> {
         let id = id.clone();
-        self.inner
-            .readers
-            .with(move |conn| query::get_profile(conn, &id))
-            .await
+        self.query(move |queries| queries.get_profile(&id)).await
     }
 
     /// A profile's audit trail (which call linked which identifier, merges), provenance and
     /// reported problems.
     pub async fn profile_history(&self, id: &ProfileId) -> EngageResult<ProfileHistory> {
         let id = id.clone();
-        self.inner
-            .readers
-            .with(move |conn| query::profile_history(conn, &id))
+        self.query(move |queries| queries.profile_history(&id))
             .await
     }
 
     pub async fn list_metrics(&self, q: MetricQuery) -> EngageResult<Page<Metric>> {
-        self.inner
-            .readers
-            .with(move |conn| query::list_metrics(conn, &q))
-            .await
+        self.query(move |queries| queries.list_metrics(&q)).await
     }
 
     pub async fn get_metric(&self, id: &MetricId) -> EngageResult<Metric> {
         let id = id.clone();
-        self.inner
-            .readers
-            .with(move |conn| query::get_metric(conn, &id))
-            .await
+        self.query(move |queries| queries.get_metric(&id)).await
     }
 
     /// An activity feed: by metric and/or profile, with time filters and cursor paging.
     pub async fn list_events(&self, q: EventQuery) -> EngageResult<Page<Event>> {
-        self.inner
-            .readers
-            .with(move |conn| query::list_events(conn, &q))
-            .await
+        self.query(move |queries| queries.list_events(&q)).await
     }
 
     pub async fn get_event(&self, id: &EventId) -> EngageResult<Event> {
         let id = id.clone();
-        self.inner
-            .readers
-            .with(move |conn| query::get_event(conn, &id))
-            .await
+        self.query(move |queries| queries.get_event(&id)).await
     }
 
     pub async fn aggregate(&self, q: AggregateQuery) -> EngageResult<AggregateResult> {
-        self.inner
-            .readers
-            .with(move |conn| aggregate::aggregate(conn, &q))
-            .await
+        self.query(move |queries| queries.aggregate(&q)).await
     }
 
     /// Held calls (still waiting, expired or released), in log order after `after_seq`.
@@ -334,9 +317,7 @@ impl Engage {
         after_seq: i64,
         limit: u32,
     ) -> EngageResult<Vec<HeldCall>> {
-        self.inner
-            .readers
-            .with(move |conn| query::held_calls(conn, filter, after_seq, limit))
+        self.query(move |queries| queries.held_calls(filter, after_seq, limit))
             .await
     }
 
@@ -347,9 +328,7 @@ impl Engage {
         after_seq: i64,
         limit: u32,
     ) -> EngageResult<Vec<QuarantinedEntry>> {
-        self.inner
-            .readers
-            .with(move |conn| query::quarantined(conn, after_seq, limit))
+        self.query(move |queries| queries.quarantined(after_seq, limit))
             .await
     }
 
@@ -366,13 +345,13 @@ impl Engage {
 
     /// The pipeline's counters (`applied.track`, `held`, `held.expired`, `skipped.…`, …).
     pub async fn counters(&self) -> EngageResult<Vec<(String, i64)>> {
-        self.inner.readers.with(query::counters).await
+        self.query(|queries| queries.counters()).await
     }
 
     /// Every row of the derived state in a stable order: two states are equal when their
     /// dumps are.
     pub async fn dump(&self) -> EngageResult<String> {
-        self.inner.readers.with(dump::dump).await
+        self.query(|queries| queries.dump()).await
     }
 
     // Writes of the Klaviyo-compatible API.
@@ -403,20 +382,7 @@ impl Engage {
     async fn result_of<T: serde::de::DeserializeOwned>(&self, seq: i64) -> EngageResult<T> {
         self.wait_applied(seq, self.inner.config.apply_timeout)
             .await?;
-        let text: Option<String> = self
-            .inner
-            .readers
-            .with(move |conn| {
-                use rusqlite::OptionalExtension;
-                Ok(conn
-                    .query_row(
-                        "SELECT result FROM api_results WHERE seq = ?1",
-                        [seq],
-                        |r| r.get(0),
-                    )
-                    .optional()?)
-            })
-            .await?;
+        let text = self.query(move |queries| queries.api_result(seq)).await?;
         let text =
             text.ok_or_else(|| EngageError::Internal(format!("no result for log entry {seq}")))?;
         serde_json::from_str(&text).map_err(|e| EngageError::Internal(e.to_string()))
@@ -607,25 +573,16 @@ impl Engage {
 
     pub async fn get_list(&self, id: &ListId) -> EngageResult<List> {
         let id = id.clone();
-        self.inner
-            .readers
-            .with(move |conn| lists::get_list(conn, &id))
-            .await
+        self.query(move |queries| queries.get_list(&id)).await
     }
 
     pub async fn list_lists(&self, q: ListQuery) -> EngageResult<Page<List>> {
-        self.inner
-            .readers
-            .with(move |conn| lists::list_lists(conn, &q))
-            .await
+        self.query(move |queries| queries.list_lists(&q)).await
     }
 
     /// A list's members (or its pending ones), by `joined_group_at`.
     pub async fn list_members(&self, q: MemberQuery) -> EngageResult<Page<ListMember>> {
-        self.inner
-            .readers
-            .with(move |conn| lists::list_members(conn, &q))
-            .await
+        self.query(move |queries| queries.list_members(&q)).await
     }
 
     /// Adds profiles to a list as members (consent unchanged); the number added.
@@ -810,10 +767,7 @@ impl Engage {
     /// A profile's email marketing consent (following merges).
     pub async fn email_consent(&self, profile: &ProfileId) -> EngageResult<EmailConsent> {
         let id = profile.clone();
-        self.inner
-            .readers
-            .with(move |conn| lists::email_consent(conn, &id))
-            .await
+        self.query(move |queries| queries.email_consent(&id)).await
     }
 
     /// The lists a profile is on (members and pending ones), the first `limit` by list id,
@@ -824,9 +778,7 @@ impl Engage {
         limit: u32,
     ) -> EngageResult<ProfileLists> {
         let profile = profile.clone();
-        self.inner
-            .readers
-            .with(move |conn| lists::lists_of_profile(conn, &profile, limit))
+        self.query(move |queries| queries.lists_of_profile(&profile, limit))
             .await
     }
 
@@ -837,9 +789,7 @@ impl Engage {
         profile: &ProfileId,
     ) -> EngageResult<Option<MemberStatus>> {
         let (list, profile) = (list.clone(), profile.clone());
-        self.inner
-            .readers
-            .with(move |conn| lists::member_status(conn, &list, &profile))
+        self.query(move |queries| queries.member_status(&list, &profile))
             .await
     }
 }
@@ -905,22 +855,16 @@ pub async fn rebuild_with_fault(
     tokio::task::spawn_blocking(move || {
         let _lock = pipeline::take_lock(&path)?;
         let fresh = sibling(&path, "rebuild");
-        remove_db_files(&fresh)?;
+        db::remove(&fresh)?;
         let done = {
-            let mut applier = Applier::open(&fresh, hold_window)?;
+            let mut applier = Applier::open(db::open_store(&fresh)?, &fresh, hold_window)?;
             applier.set_fault(fault);
             let done = pipeline::apply_all(&mut applier, &store, &runtime, 4_000, progress)?;
             applier.expire_holds(now.as_microsecond())?;
             applier.checkpoint()?;
             done
         };
-        remove_db_files(&path)?;
-        std::fs::rename(&fresh, &path).map_err(|e| {
-            EngageError::Internal(format!("cannot move the rebuilt state into place: {e}"))
-        })?;
-        std::fs::rename(held_dir(&fresh), held_dir(&path)).map_err(|e| {
-            EngageError::Internal(format!("cannot move the rebuilt held-call index: {e}"))
-        })?;
+        db::replace(&fresh, &path)?;
         Ok(done)
     })
     .await
@@ -932,29 +876,4 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     name.push(".");
     name.push(suffix);
     PathBuf::from(name)
-}
-
-/// Removes a SQLite file, its WAL and shared-memory files, and its held-call index.
-fn remove_db_files(path: &Path) -> EngageResult<()> {
-    let held = held_dir(path);
-    absent_is_fine(&held, std::fs::remove_dir_all(&held))?;
-    for file in [
-        path.to_path_buf(),
-        PathBuf::from(format!("{}-wal", path.display())),
-        PathBuf::from(format!("{}-shm", path.display())),
-    ] {
-        absent_is_fine(&file, std::fs::remove_file(&file))?;
-    }
-    Ok(())
-}
-
-/// The outcome of removing `path`: done, or it was not there.
-fn absent_is_fine(path: &Path, removed: std::io::Result<()>) -> EngageResult<()> {
-    match removed {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(EngageError::Internal(format!(
-            "cannot remove {}: {e}",
-            path.display()
-        ))),
-        _ => Ok(()),
-    }
 }

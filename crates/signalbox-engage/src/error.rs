@@ -57,10 +57,4 @@ impl From<signalbox_store::StoreError> for EngageError {
     }
 }
 
-impl From<rusqlite::Error> for EngageError {
-    fn from(err: rusqlite::Error) -> Self {
-        EngageError::Internal(err.to_string())
-    }
-}
-
 pub type EngageResult<T> = Result<T, EngageError>;

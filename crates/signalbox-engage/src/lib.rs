@@ -5,19 +5,27 @@
 //!
 //! # Layout
 //! - [`model`]: the public types (profiles, metrics, events, queries, API inputs).
-//! - [`engine`]: [`Engage`], the handle: queries, and API writes that go through the log;
-//!   [`engine::rebuild`] re-derives everything from the log.
+//! - [`engine`]: [`Engage`], the handle: queries (through `queries.rs`'s `EngageQueries`),
+//!   and API writes that go through the log; [`engine::rebuild`] re-derives everything from
+//!   the log.
 //! - [`mapping`]: Segment calls to profile changes and events (pure; the classic Klaviyo
 //!   destination's mapping). [`settings`]: the destination's per-source settings.
 //!   [`phone`]: E.164 normalisation. [`email`]: core's `Email`, the key of a profile.
 //! - `pipeline.rs`: the thread that reads the log in order and applies it in batches.
 //! - `apply/`: the applier (identity resolution, merges, held calls, events, API writes,
-//!   built-in metrics in `apply/builtin.rs`), the only writer of `engage.db`. `db/`: the
-//!   file, its schema and read connections.
+//!   built-in metrics in `apply/builtin.rs`), the only writer of derived state. It stores
+//!   through `apply/store.rs`'s `ApplyStore`/`ApplyTx`, domain operations a backend
+//!   implements; the applier is generic over them.
+//! - `db/`: the SQLite backend, the only place that knows SQL: `engage.db`, its schema, the
+//!   writer (`db/apply.rs`), the queries (`db/queries.rs` over pooled read connections, with
+//!   `db/query.rs`, `db/aggregate.rs`, `db/lists.rs`, `db/outbox.rs`, `db/dump.rs`) and the
+//!   reader (`db/reader.rs`, with `db/feed.rs` and `db/facts.rs`). A second backend
+//!   implements the same three traits.
 //! - [`limits`]: caps on a profile's properties and on event values.
-//! - [`lists`]: lists, members and email consent (types and reads; their writes are log
-//!   entries applied in `apply/lists.rs` and `apply/consent.rs`).
-//! - `query.rs`, `aggregate.rs`: reads. [`reader`]: [`EngageReader`], the read side the
+//! - [`lists`]: lists, members and email consent (types; their writes are log entries
+//!   applied in `apply/lists.rs` and `apply/consent.rs`).
+//! - `query.rs`, `aggregate.rs`: what reads share whatever the backend (page cursors, time
+//!   buckets, the held-call and history types). [`reader`]: [`EngageReader`], the read side the
 //!   engines that follow derived state use (segments, flows, confirmations), implemented over
 //!   `engage.db` in `db/reader.rs`; nothing outside this crate opens the file. [`feed`]: what
 //!   changed after a cursor. [`facts`]: segment conditions over a reader.
@@ -37,7 +45,6 @@ mod apply;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod db;
-mod dump;
 pub mod email;
 pub mod engine;
 pub mod error;
@@ -51,6 +58,7 @@ pub mod model;
 pub mod outbox;
 pub mod phone;
 mod pipeline;
+mod queries;
 mod query;
 pub mod reader;
 pub mod settings;

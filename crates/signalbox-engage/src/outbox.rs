@@ -22,14 +22,11 @@
 //! - [`OutboxChange::List`]: `change` is `added`, `pending`, `confirmed` or `removed`.
 
 use jiff::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::apply::builtin::BuiltinMetric;
-use crate::error::{EngageError, EngageResult};
 use crate::model::ProfileId;
-use crate::query::ts;
 
 /// A position in the outbox: the log entry's sequence number and the change's index in it.
 pub type OutboxPosition = (i64, u32);
@@ -164,14 +161,13 @@ impl crate::Engage {
         after: OutboxPosition,
         limit: u32,
     ) -> crate::EngageResult<Vec<OutboxEntry>> {
-        self.readers()
-            .with(move |conn| entries_after(conn, after, limit))
+        self.query(move |queries| queries.outbox_after(after, limit))
             .await
     }
 
     /// The newest entry's position; `(0, 0)` when the outbox is empty.
     pub async fn outbox_head(&self) -> crate::EngageResult<OutboxPosition> {
-        self.readers().with(head).await
+        self.query(|queries| queries.outbox_head()).await
     }
 
     /// The position just before the first entry at or after `since` (where a replay from that
@@ -181,84 +177,9 @@ impl crate::Engage {
         &self,
         since: Timestamp,
     ) -> crate::EngageResult<OutboxPosition> {
-        self.readers()
-            .with(move |conn| position_before(conn, since))
+        self.query(move |queries| queries.outbox_position_before(since))
             .await
     }
-}
-
-/// Entries read at once at most.
-const MAX_READ: u32 = 10_000;
-
-fn entries_after(
-    conn: &Connection,
-    after: OutboxPosition,
-    limit: u32,
-) -> EngageResult<Vec<OutboxEntry>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, n, at_us, profile_id, email, user_id, anonymous_id, from_segment, change
-         FROM outbox WHERE (seq, n) > (?1, ?2) ORDER BY seq, n LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(params![after.0, after.1, limit.min(MAX_READ)], read_entry)?;
-    rows.map(|row| row?).collect::<Result<_, _>>()
-}
-
-/// A row, or the reason its change cannot be read.
-fn read_entry(r: &Row<'_>) -> rusqlite::Result<Result<OutboxEntry, EngageError>> {
-    let seq: i64 = r.get(0)?;
-    let n: u32 = r.get(1)?;
-    let change: String = r.get(8)?;
-    let change = match serde_json::from_str(&change) {
-        Ok(change) => change,
-        Err(err) => {
-            return Ok(Err(EngageError::Internal(format!(
-                "outbox entry ({seq}, {n}) is unreadable: {err}"
-            ))))
-        }
-    };
-    Ok(Ok(OutboxEntry {
-        seq,
-        n,
-        at: ts(r.get(2)?),
-        profile_id: ProfileId(r.get(3)?),
-        email: r.get(4)?,
-        user_id: r.get(5)?,
-        anonymous_id: r.get(6)?,
-        from_segment: r.get(7)?,
-        change,
-    }))
-}
-
-fn head(conn: &Connection) -> EngageResult<OutboxPosition> {
-    Ok(conn
-        .prepare_cached("SELECT seq, n FROM outbox ORDER BY seq DESC, n DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?
-        .unwrap_or((0, 0)))
-}
-
-fn position_before(conn: &Connection, since: Timestamp) -> EngageResult<OutboxPosition> {
-    let since_us = since.as_microsecond();
-    // Times are not ordered by position (a built-in event carries its own time): the first
-    // position at or after `since`, found in the time index (it covers the position).
-    let first: Option<(i64, u32)> = conn
-        .prepare_cached(
-            "SELECT seq, n FROM outbox INDEXED BY outbox_at WHERE at_us >= ?1
-             ORDER BY seq, n LIMIT 1",
-        )?
-        .query_row([since_us], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let Some(first) = first else {
-        return head(conn);
-    };
-    Ok(conn
-        .prepare_cached(
-            "SELECT seq, n FROM outbox WHERE (seq, n) < (?1, ?2)
-             ORDER BY seq DESC, n DESC LIMIT 1",
-        )?
-        .query_row(params![first.0, first.1], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?
-        .unwrap_or((0, 0)))
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use signalbox_store::{CallQuery, Store};
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch};
 
+use crate::apply::store::ApplyStore;
 use crate::apply::{self, Applier, BatchReport, Prepared, SourceInfo, Sources};
 use crate::error::{EngageError, EngageResult};
 use crate::settings::DestinationSettings;
@@ -216,8 +217,8 @@ enum Command {
 }
 
 impl Pipeline {
-    pub(crate) fn spawn(
-        applier: Applier,
+    pub(crate) fn spawn<S: ApplyStore + Send + 'static>(
+        applier: Applier<S>,
         lock: File,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
@@ -354,9 +355,9 @@ fn summarize(h: &Histogram<u64>) -> LatencySummary {
     }
 }
 
-struct Worker {
+struct Worker<S> {
     ingest: IngestLoad,
-    applier: Applier,
+    applier: Applier<S>,
     _lock: File,
     clock: Arc<dyn Clock>,
     config: PipelineConfig,
@@ -550,7 +551,7 @@ impl ReaderLoop {
     }
 }
 
-impl Worker {
+impl<S: ApplyStore> Worker<S> {
     fn run(mut self) {
         tracing::info!(
             applied_seq = self.applier.applied_seq(),
@@ -751,7 +752,7 @@ pub struct RebuildProgress {
 /// Applies the log after the applier's checkpoint up to its end, calling `progress` after
 /// each batch. Blocking: runs on a thread of its own, reading through `runtime`.
 pub(crate) fn apply_all(
-    applier: &mut Applier,
+    applier: &mut Applier<impl ApplyStore>,
     store: &Arc<dyn Store>,
     runtime: &Handle,
     batch_size: usize,

@@ -2,12 +2,12 @@
 //! the entry is applied, and recorded in `api_results` for the caller waiting on it: so a
 //! rebuild decides the same way.
 
-use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use signalbox_core::StoredCall;
 
 use super::identity::{CallIds, ANONYMOUS, EMAIL, EXTERNAL, PHONE};
+use super::store::ApplyTx;
 use super::{Batch, Rules};
 use crate::error::{EngageError, EngageResult};
 use crate::ids;
@@ -52,17 +52,13 @@ fn api_origin() -> Origin {
     }
 }
 
-impl Batch<'_> {
+impl<T: ApplyTx> Batch<'_, T> {
     /// The live profile an id names, following merge redirects.
     pub(super) fn profile_by_id(&mut self, id: &ProfileId) -> EngageResult<Option<i64>> {
         let Some(pk) = ids::ulid_key(&id.0) else {
             return Ok(None);
         };
-        let redirect: Option<i64> = self
-            .tx
-            .prepare_cached("SELECT to_pk FROM redirects WHERE from_pk = ?1")?
-            .query_row([pk], |r| r.get(0))
-            .optional()?;
+        let redirect = self.tx.redirect(pk)?;
         let (pk, check_text) = match redirect {
             Some(to) => (to, false),
             None => (pk, true),
@@ -71,7 +67,7 @@ impl Batch<'_> {
             return Ok(None);
         }
         if !self.caches.profiles.contains_key(&pk) {
-            match super::profile::ProfileRow::load(self.tx, pk)? {
+            match self.tx.load_profile(pk)? {
                 Some(row) => {
                     self.caches.profiles.insert(pk, row);
                 }
@@ -84,13 +80,8 @@ impl Batch<'_> {
     }
 
     fn record_result(&mut self, result: &ApiResult) -> EngageResult<()> {
-        self.tx
-            .prepare_cached("INSERT OR REPLACE INTO api_results (seq, result) VALUES (?1, ?2)")?
-            .execute(params![
-                self.entry.seq,
-                serde_json::to_string(result).expect("result serialises")
-            ])?;
-        Ok(())
+        let result = serde_json::to_string(result).expect("result serialises");
+        self.tx.record_api_result(self.entry.seq, &result)
     }
 
     pub(super) fn apply_api_event(&mut self, entry: &StoredCall) -> EngageResult<()> {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use signalbox_core::{CallKind, StoredCall};
 
+use super::store::ApplyTx;
 use super::Batch;
 use crate::engine::Engage;
 use crate::error::{EngageError, EngageResult};
@@ -92,7 +93,7 @@ impl Engage {
     }
 }
 
-impl Batch<'_> {
+impl<T: ApplyTx> Batch<'_, T> {
     pub(super) fn apply_builtin_event(&mut self, entry: &StoredCall) -> EngageResult<()> {
         let input: BuiltinEventInput = match serde_json::from_str(&entry.payload) {
             Ok(input) => input,

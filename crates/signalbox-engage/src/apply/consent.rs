@@ -5,17 +5,17 @@
 //! every change marks the profile changed for the change feed.
 
 use jiff::Timestamp;
-use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use signalbox_core::StoredCall;
 
 use super::lists::{Join, OpOutcome, OpResult};
+use super::store::ApplyTx;
 use super::Batch;
 use crate::error::{EngageError, EngageResult};
 use crate::lists::{
-    self, ConfirmOutcome, ConsentStatus, EmailConsent, ListId, MemberStatus, OptInProcess,
-    Suppression, SuppressionReason,
+    ConfirmOutcome, ConsentStatus, EmailConsent, ListId, MemberStatus, OptInProcess, Suppression,
+    SuppressionReason,
 };
 use crate::model::{ProfileId, ProfileInput};
 use crate::outbox::{read_stamped, OutboxChange};
@@ -72,9 +72,9 @@ pub(crate) enum ApiConsentOp {
     },
 }
 
-impl Batch<'_> {
+impl<T: ApplyTx> Batch<'_, T> {
     pub(super) fn consent(&self, pk: i64) -> EngageResult<EmailConsent> {
-        lists::consent_by_key(self.tx, pk)
+        self.tx.consent(pk)
     }
 
     fn store_consent(&mut self, pk: i64, consent: &EmailConsent) -> EngageResult<()> {
@@ -82,28 +82,7 @@ impl Batch<'_> {
             .consent_timestamp
             .map(|t| t.as_microsecond())
             .unwrap_or(self.entry.received_us);
-        self.tx
-            .prepare_cached(
-                "INSERT INTO email_consent (profile_pk, status, status_us, method, method_detail,
-                     custom_source, double_opt_in, suppressions)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (profile_pk) DO UPDATE SET status = excluded.status,
-                     status_us = excluded.status_us, method = excluded.method,
-                     method_detail = excluded.method_detail,
-                     custom_source = excluded.custom_source,
-                     double_opt_in = excluded.double_opt_in,
-                     suppressions = excluded.suppressions",
-            )?
-            .execute(params![
-                pk,
-                consent.consent.as_str(),
-                status_us,
-                consent.method,
-                consent.method_detail,
-                consent.custom_source,
-                consent.double_optin,
-                lists::suppressions_json(&consent.suppressions)
-            ])?;
+        self.tx.store_consent(pk, consent, status_us)?;
         self.profile(pk)?.mark_changed();
         let suppressed = consent
             .suppressions
@@ -290,14 +269,7 @@ impl Batch<'_> {
     }
 
     fn list_members_of(&self, list: &ListId) -> EngageResult<Vec<i64>> {
-        Ok(self
-            .tx
-            .prepare_cached(
-                "SELECT profile_pk FROM list_members
-                 WHERE list_id = ?1 AND status = 'member' ORDER BY profile_pk",
-            )?
-            .query_map([&list.0], |r| r.get(0))?
-            .collect::<Result<_, _>>()?)
+        self.tx.list_profiles(list, false)
     }
 
     pub(super) fn apply_api_consent(&mut self, entry: &StoredCall) -> EngageResult<()> {

@@ -27,10 +27,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
 use super::holds::HeldIds;
+use super::store::ApplyStore;
 use crate::error::{EngageError, EngageResult};
 
 const WAITING: &str = "waiting";
@@ -104,9 +104,9 @@ pub(crate) struct HeldIndex {
 }
 
 impl HeldIndex {
-    /// Opens the index of the database `conn` (at `db`) and indexes the calls held past its
+    /// Opens the index of the database `store` (at `db`) and indexes the calls held past its
     /// marker.
-    pub(crate) fn open(db: &Path, conn: &Connection) -> EngageResult<HeldIndex> {
+    pub(crate) fn open(db: &Path, store: &impl ApplyStore) -> EngageResult<HeldIndex> {
         let dir = dir_of(db);
         let database = Database::builder(&dir)
             .manual_journal_persist(true)
@@ -152,7 +152,7 @@ impl HeldIndex {
             written,
             thread: Some(thread),
         };
-        index.catch_up(conn)?;
+        index.catch_up(store)?;
         Ok(index)
     }
 
@@ -168,21 +168,15 @@ impl HeldIndex {
     }
 
     /// Indexes the calls still held past the marker, and moves it to the checkpoint.
-    pub(crate) fn catch_up(&mut self, conn: &Connection) -> EngageResult<()> {
+    pub(crate) fn catch_up(&mut self, store: &impl ApplyStore) -> EngageResult<()> {
         // A failed write leaves the marker where it was: what it missed is indexed here.
         let _ = self.settle();
         let marker = self.marker()?;
-        let applied = super::read_applied_seq(conn)?;
-        let mut stmt = conn.prepare(
-            // By key range (not the index of open holds): usually the range is empty.
-            "SELECT seq, user_id, anonymous_id, alias_of FROM held_calls NOT INDEXED
-             WHERE seq > ?1 AND status = 'held' ORDER BY seq",
-        )?;
-        let mut rows = stmt.query([marker])?;
-        let mut indexed = 0u64;
-        while let Some(row) = rows.next()? {
-            self.add(&HeldIds::from_row(row, 1)?, row.get(0)?);
-            indexed += 1;
+        let applied = store.applied_seq()?;
+        let held = store.held_after(marker)?;
+        let indexed = held.len();
+        for (seq, ids) in &held {
+            self.add(ids, *seq);
         }
         if indexed > 0 {
             tracing::info!(indexed, after_seq = marker, "held calls indexed again");
@@ -328,7 +322,9 @@ fn keyspace_options() -> KeyspaceCreateOptions {
 #[cfg(test)]
 mod tests {
     use super::super::identity::{ANONYMOUS, EXTERNAL};
+    use super::super::store::{ApplyTx, NewHeldCall};
     use super::*;
+    use crate::db::apply::SqliteWriter;
 
     fn ids(external: Option<&str>, anonymous: Option<&str>, alias: Option<&str>) -> HeldIds {
         HeldIds {
@@ -338,17 +334,17 @@ mod tests {
         }
     }
 
-    fn database(dir: &Path) -> (PathBuf, Connection) {
+    fn database(dir: &Path) -> (PathBuf, SqliteWriter) {
         let path = dir.join("engage.db");
-        let conn = crate::db::open_writer(&path).unwrap();
-        (path, conn)
+        let store = SqliteWriter::open(&path).unwrap();
+        (path, store)
     }
 
     #[test]
     fn lists_waiting_calls_in_log_order_before_and_after_the_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, conn) = database(dir.path());
-        let mut index = HeldIndex::open(&path, &conn).unwrap();
+        let (path, store) = database(dir.path());
+        let mut index = HeldIndex::open(&path, &store).unwrap();
         let a = ids(Some("u1"), Some("a1"), None);
         let b = ids(Some("u1"), Some("a2"), None);
         let alias = ids(Some("u3"), None, Some("p1"));
@@ -384,25 +380,41 @@ mod tests {
     #[test]
     fn calls_held_past_the_marker_are_indexed_again_on_open() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, conn) = database(dir.path());
-        conn.execute_batch(
-            "INSERT INTO held_calls (seq, source_id, kind, received_us, expires_us, reason,
-                                     status, user_id, anonymous_id, payload)
-             VALUES (5, 1, 'track', 0, 10, 'r', 'held', 'u1', 'a1', '{}'),
-                    (6, 1, 'track', 0, 10, 'r', 'released', 'u1', NULL, NULL),
-                    (7, 1, 'track', 0, 10, 'r', 'held', NULL, 'a2', '{}');
-             INSERT INTO meta (key, value) VALUES ('applied_seq', 7);",
-        )
-        .unwrap();
+        let (path, mut store) = database(dir.path());
+        let tx = store.begin().unwrap();
+        for (seq, user_id, anonymous_id) in [
+            (5, Some("u1"), Some("a1")),
+            (6, Some("u1"), None),
+            (7, None, Some("a2")),
+        ] {
+            tx.hold(&NewHeldCall {
+                seq,
+                source_id: 1,
+                kind: "track",
+                received_us: 0,
+                expires_us: 10,
+                reason: "r",
+                ids: HeldIds {
+                    external_id: user_id,
+                    anonymous_id,
+                    alias_of: None,
+                },
+                payload: "{}",
+            })
+            .unwrap();
+        }
+        tx.release_held(6, 7).unwrap();
+        tx.set_applied_seq(7).unwrap();
+        tx.commit().unwrap();
         {
             // The index missed them (say, a crash between the two commits).
-            let mut index = HeldIndex::open(&path, &conn).unwrap();
+            let mut index = HeldIndex::open(&path, &store).unwrap();
             assert_eq!(index.waiting_for(EXTERNAL, "u1").unwrap(), vec![5]);
             assert_eq!(index.waiting_for(ANONYMOUS, "a2").unwrap(), vec![7]);
             index.settle().unwrap();
             assert_eq!(index.marker().unwrap(), 7);
         }
-        let index = HeldIndex::open(&path, &conn).unwrap();
+        let index = HeldIndex::open(&path, &store).unwrap();
         assert_eq!(index.waiting_for(ANONYMOUS, "a1").unwrap(), vec![5]);
     }
 }

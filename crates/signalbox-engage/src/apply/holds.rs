@@ -8,27 +8,18 @@
 //! A held call is one row of `held_calls`, appended in log order. Which calls wait for which
 //! identifier is in [`HeldIndex`], beside `engage.db`.
 
-use rusqlite::{params, Connection, OptionalExtension};
 use signalbox_core::{CallKind, SourceId, StoredCall};
 
 use super::held_index::HeldIndex;
 use super::identity::{CallIds, ANONYMOUS, EXTERNAL};
+use super::store::{ApplyTx, HeldCall, NewHeldCall};
 use super::Batch;
 use crate::error::EngageResult;
-
-/// A held call as stored.
-struct HeldRow {
-    source_id: i64,
-    kind: String,
-    received_us: i64,
-    payload: Option<String>,
-    ids: HeldIds,
-}
 
 /// The identifiers a held call waits for: owned when read back, borrowed from the call when
 /// it is held.
 #[derive(Debug)]
-pub(super) struct HeldIds<S = String> {
+pub(crate) struct HeldIds<S = String> {
     pub external_id: Option<S>,
     pub anonymous_id: Option<S>,
     /// alias's `previousId`, waited for as either kind.
@@ -45,17 +36,6 @@ impl<'a> HeldIds<&'a str> {
     }
 }
 
-impl HeldIds {
-    /// Reads `user_id, anonymous_id, alias_of` from `row`, starting at column `first`.
-    pub(super) fn from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<HeldIds> {
-        Ok(HeldIds {
-            external_id: row.get(first)?,
-            anonymous_id: row.get(first + 1)?,
-            alias_of: row.get(first + 2)?,
-        })
-    }
-}
-
 impl<S: AsRef<str>> HeldIds<S> {
     pub(super) fn typed(&self) -> impl Iterator<Item = (&'static str, &str)> {
         [
@@ -69,46 +49,20 @@ impl<S: AsRef<str>> HeldIds<S> {
     }
 }
 
-pub(super) fn earliest_expiry(conn: &Connection) -> EngageResult<Option<i64>> {
-    Ok(conn
-        .query_row(
-            "SELECT MIN(expires_us) FROM held_calls WHERE status = 'held'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?
-        .flatten())
-}
-
 /// Expires holds whose window ended at or before `now_us`; returns how many.
-pub(super) fn expire(conn: &Connection, index: &mut HeldIndex, now_us: i64) -> EngageResult<u64> {
-    let due: Vec<(i64, HeldIds)> = {
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, user_id, anonymous_id, alias_of FROM held_calls
-             WHERE status = 'held' AND expires_us <= ?1",
-        )?;
-        let rows = stmt.query_map([now_us], |r| Ok((r.get(0)?, HeldIds::from_row(r, 1)?)))?;
-        rows.collect::<Result<_, _>>()?
-    };
-    let expired = conn.execute(
-        "UPDATE held_calls SET status = 'expired' WHERE status = 'held' AND expires_us <= ?1",
-        [now_us],
-    )? as i64;
+pub(super) fn expire(tx: &impl ApplyTx, index: &mut HeldIndex, now_us: i64) -> EngageResult<u64> {
+    let due = tx.due_holds(now_us)?;
+    let expired = tx.expire_holds(now_us)?;
     for (seq, ids) in &due {
         index.remove(ids, *seq);
     }
     if expired > 0 {
-        conn.execute(
-            "INSERT INTO counters (name, value) VALUES ('held.expired', ?1)
-             ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-            [expired],
-        )?;
         tracing::info!(expired, "held calls expired");
     }
-    Ok(expired as u64)
+    Ok(expired)
 }
 
-impl Batch<'_> {
+impl<T: ApplyTx> Batch<'_, T> {
     pub(super) fn hold(
         &mut self,
         entry: &StoredCall,
@@ -117,24 +71,16 @@ impl Batch<'_> {
     ) -> EngageResult<()> {
         let received = self.entry.received_us;
         let expires = received.saturating_add(self.hold_window_us);
-        self.tx
-            .prepare_cached(
-                "INSERT INTO held_calls (seq, source_id, kind, received_us, expires_us, reason,
-                                         status, user_id, anonymous_id, alias_of, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'held', ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                entry.seq,
-                entry.source_id.0,
-                entry.kind.as_str(),
-                received,
-                expires,
-                reason,
-                ids.external_id,
-                ids.anonymous_id,
-                ids.alias_of,
-                entry.payload
-            ])?;
+        self.tx.hold(&NewHeldCall {
+            seq: entry.seq,
+            source_id: entry.source_id.0,
+            kind: entry.kind.as_str(),
+            received_us: received,
+            expires_us: expires,
+            reason,
+            ids: HeldIds::of(ids),
+            payload: &entry.payload,
+        })?;
         self.held.add(&HeldIds::of(ids), entry.seq);
         if self.next_expiry.is_none_or(|t| expires < t) {
             *self.next_expiry = Some(expires);
@@ -156,23 +102,8 @@ impl Batch<'_> {
     }
 
     fn release_one(&mut self, seq: i64) -> EngageResult<()> {
-        let held = self
-            .tx
-            .prepare_cached(
-                "SELECT source_id, kind, received_us, payload, user_id, anonymous_id, alias_of
-                 FROM held_calls WHERE seq = ?1 AND status = 'held'",
-            )?
-            .query_row([seq], |r| {
-                Ok(HeldRow {
-                    source_id: r.get(0)?,
-                    kind: r.get(1)?,
-                    received_us: r.get(2)?,
-                    payload: r.get(3)?,
-                    ids: HeldIds::from_row(r, 4)?,
-                })
-            })
-            .optional()?;
-        let Some(HeldRow {
+        let held = self.tx.held_call(seq)?;
+        let Some(HeldCall {
             source_id,
             kind,
             received_us,
@@ -201,12 +132,7 @@ impl Batch<'_> {
         let settled_by = outer.seq;
         self.entry = outer;
         if applied? {
-            self.tx
-                .prepare_cached(
-                    "UPDATE held_calls SET status = 'released', settled_seq = ?2, payload = NULL
-                     WHERE seq = ?1",
-                )?
-                .execute([seq, settled_by])?;
+            self.tx.release_held(seq, settled_by)?;
             self.held.remove(&ids, seq);
             self.count("held.released", 1);
         }

@@ -15,8 +15,7 @@
 //! - An identifier that names an incompatible profile stays where it is; the conflict is
 //!   written to the audit trail.
 
-use rusqlite::{params, OptionalExtension};
-
+use super::store::ApplyTx;
 use super::{Batch, Rules};
 use crate::error::EngageResult;
 use crate::mapping::Mapped;
@@ -109,18 +108,14 @@ fn may_create(ids: &CallIds, rules: Rules) -> bool {
         || (rules.send_anonymous && (ids.anonymous_id.is_some() || ids.alias_of.is_some()))
 }
 
-impl Batch<'_> {
+impl<T: ApplyTx> Batch<'_, T> {
     /// The profile an identifier names.
     pub(super) fn lookup(&mut self, kind: &'static str, value: &str) -> EngageResult<Option<i64>> {
         let cache = &mut self.caches.ids[kind_index(kind)];
         if let Some(found) = cache.get(value) {
             return Ok(*found);
         }
-        let found: Option<i64> = self
-            .tx
-            .prepare_cached("SELECT profile_pk FROM identifiers WHERE kind = ?1 AND value = ?2")?
-            .query_row(params![kind, value], |r| r.get(0))
-            .optional()?;
+        let found = self.tx.find_identifier(kind, value)?;
         self.caches.ids[kind_index(kind)].insert(value.to_owned(), found);
         Ok(found)
     }
@@ -268,11 +263,7 @@ impl Batch<'_> {
 
     /// Links one identifier and fills the profile's field for it when empty.
     pub(super) fn link(&mut self, pk: i64, kind: &'static str, value: &str) -> EngageResult<()> {
-        self.tx
-            .prepare_cached(
-                "INSERT INTO identifiers (kind, value, profile_pk) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![kind, value, pk])?;
+        self.tx.link_identifier(kind, value, pk)?;
         self.caches.ids[kind_index(kind)].insert(value.to_owned(), Some(pk));
         self.audit(pk, "linked", Some(kind), Some(value), None)?;
         let at = self.entry.received_us;
@@ -296,14 +287,9 @@ impl Batch<'_> {
 
     /// Removes an identifier from `pk` (an API update replacing it).
     pub(super) fn unlink(&mut self, pk: i64, kind: &'static str, value: &str) -> EngageResult<()> {
-        let removed = self
-            .tx
-            .prepare_cached(
-                "DELETE FROM identifiers WHERE kind = ?1 AND value = ?2 AND profile_pk = ?3",
-            )?
-            .execute(params![kind, value, pk])?;
+        let removed = self.tx.unlink_identifier(kind, value, pk)?;
         self.caches.ids[kind_index(kind)].remove(value);
-        if removed > 0 {
+        if removed {
             self.audit(pk, "unlinked", Some(kind), Some(value), None)?;
         }
         Ok(())
@@ -313,7 +299,7 @@ impl Batch<'_> {
     /// identifiers, provenance, lists and audit trail move; the loser's id redirects.
     pub(super) fn merge(&mut self, survivor: i64, loser: i64, why: &str) -> EngageResult<()> {
         debug_assert_ne!(survivor, loser);
-        // Provenance and identifiers are cached; write and forget them so the SQL below
+        // Provenance and identifiers are cached; write and forget them so that the store
         // moves everything.
         self.flush_origins()?;
         self.caches.origins.clear();
@@ -322,46 +308,7 @@ impl Batch<'_> {
         }
         let loser_row = self.profile(loser)?.clone();
         let survivor_id = self.profile(survivor)?.id.clone();
-        let tx = self.tx;
-        // The loser's events that the survivor has already (same metric and unique id) go.
-        let duplicates = tx
-            .prepare_cached(
-                "DELETE FROM events WHERE profile_pk = ?2 AND EXISTS (
-                     SELECT 1 FROM events s WHERE s.profile_pk = ?1
-                     AND s.metric_pk = events.metric_pk AND s.unique_hash = events.unique_hash)",
-            )?
-            .execute([survivor, loser])?;
-        tx.prepare_cached("UPDATE events SET profile_pk = ?1 WHERE profile_pk = ?2")?
-            .execute([survivor, loser])?;
-        tx.prepare_cached("UPDATE identifiers SET profile_pk = ?1 WHERE profile_pk = ?2")?
-            .execute([survivor, loser])?;
-        tx.prepare_cached(
-            "UPDATE OR IGNORE profile_origins SET profile_pk = ?1 WHERE profile_pk = ?2",
-        )?
-        .execute([survivor, loser])?;
-        tx.prepare_cached("DELETE FROM profile_origins WHERE profile_pk = ?1")?
-            .execute([loser])?;
-        tx.prepare_cached(
-            "UPDATE OR IGNORE list_members SET profile_pk = ?1 WHERE profile_pk = ?2",
-        )?
-        .execute([survivor, loser])?;
-        tx.prepare_cached("DELETE FROM list_members WHERE profile_pk = ?1")?
-            .execute([loser])?;
-        // The survivor keeps its own consent; it takes the loser's when it has none.
-        tx.prepare_cached(
-            "UPDATE OR IGNORE email_consent SET profile_pk = ?1 WHERE profile_pk = ?2",
-        )?
-        .execute([survivor, loser])?;
-        tx.prepare_cached("DELETE FROM email_consent WHERE profile_pk = ?1")?
-            .execute([loser])?;
-        tx.prepare_cached("UPDATE problems SET profile_pk = ?1 WHERE profile_pk = ?2")?
-            .execute([survivor, loser])?;
-        tx.prepare_cached("UPDATE profile_links SET profile_pk = ?1 WHERE profile_pk = ?2")?
-            .execute([survivor, loser])?;
-        tx.prepare_cached("UPDATE redirects SET to_pk = ?1 WHERE to_pk = ?2")?
-            .execute([survivor, loser])?;
-        tx.prepare_cached("INSERT INTO redirects (from_pk, to_pk, seq) VALUES (?1, ?2, ?3)")?
-            .execute(params![loser, survivor, self.entry.seq])?;
+        let duplicates = self.tx.merge_profiles(survivor, loser, self.entry.seq)?;
         self.audit(
             survivor,
             "merged",
@@ -378,9 +325,7 @@ impl Batch<'_> {
         }
         self.count("profiles.merged", 1);
         // The loser's email must be gone before the survivor may take it.
-        self.tx
-            .prepare_cached("DELETE FROM profiles WHERE pk = ?1")?
-            .execute([loser])?;
+        self.tx.delete_profile(loser)?;
         self.caches.profiles.remove(&loser);
         self.deleted.insert(loser);
         let at = self.entry.received_us;

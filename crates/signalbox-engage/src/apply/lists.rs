@@ -2,13 +2,13 @@
 //! calls and consent entries make. Every membership change writes a `list_changes` row and
 //! marks the profile changed, so the change feed reports both.
 
-use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use signalbox_core::StoredCall;
 
 use super::builtin::BuiltinMetric;
 use super::identity::CallIds;
+use super::store::{ApplyTx, NewMember};
 use super::{Batch, Rules};
 use crate::error::{EngageError, EngageResult};
 use crate::ids;
@@ -76,25 +76,15 @@ pub(super) fn list_origin() -> Origin {
     }
 }
 
-impl Batch<'_> {
+impl<T: ApplyTx> Batch<'_, T> {
     pub(super) fn record_op_result(&mut self, result: &OpResult) -> EngageResult<()> {
-        self.tx
-            .prepare_cached("INSERT OR REPLACE INTO api_results (seq, result) VALUES (?1, ?2)")?
-            .execute(params![
-                self.entry.seq,
-                serde_json::to_string(result).expect("result serialises")
-            ])?;
-        Ok(())
+        let result = serde_json::to_string(result).expect("result serialises");
+        self.tx.record_api_result(self.entry.seq, &result)
     }
 
     /// A list's name and opt-in process, if it exists.
     pub(super) fn list_info(&self, id: &ListId) -> EngageResult<Option<(String, OptInProcess)>> {
-        let row: Option<(String, String)> = self
-            .tx
-            .prepare_cached("SELECT name, opt_in FROM lists WHERE id = ?1")?
-            .query_row([&id.0], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        Ok(row.map(|(name, opt_in)| (name, OptInProcess::parse(&opt_in).unwrap_or_default())))
+        self.tx.list_info(id)
     }
 
     pub(super) fn member_status(
@@ -102,35 +92,12 @@ impl Batch<'_> {
         list: &ListId,
         pk: i64,
     ) -> EngageResult<Option<MemberStatus>> {
-        let status: Option<String> = self
-            .tx
-            .prepare_cached(
-                "SELECT status FROM list_members WHERE list_id = ?1 AND profile_pk = ?2",
-            )?
-            .query_row(params![list.0, pk], |r| r.get(0))
-            .optional()?;
-        Ok(status.map(|s| {
-            if s == "pending" {
-                MemberStatus::Pending
-            } else {
-                MemberStatus::Member
-            }
-        }))
+        self.tx.member_status(list, pk)
     }
 
     fn list_change(&mut self, list: &ListId, pk: i64, change: &str) -> EngageResult<()> {
         self.tx
-            .prepare_cached(
-                "INSERT INTO list_changes (seq, list_id, profile_pk, change, at_us)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                self.entry.seq,
-                list.0,
-                pk,
-                change,
-                self.entry.received_us
-            ])?;
+            .list_change(self.entry.seq, list, pk, change, self.entry.received_us)?;
         self.profile(pk)?.mark_changed();
         if self.entry_from_segment() {
             return self.mark_from_segment(pk, None);
@@ -166,33 +133,22 @@ impl Batch<'_> {
                 return Ok(false)
             }
             (Some(MemberStatus::Pending), Join::Member) => {
-                self.tx
-                    .prepare_cached(
-                        "UPDATE list_members SET status = 'member', joined_us = ?3, seq = ?4
-                         WHERE list_id = ?1 AND profile_pk = ?2",
-                    )?
-                    .execute(params![list.0, pk, at, self.entry.seq])?;
+                self.tx.confirm_member(list, pk, at, self.entry.seq)?;
                 "confirmed"
             }
             (None, join) => {
                 let status = match join {
-                    Join::Member => "member",
-                    Join::Pending => "pending",
+                    Join::Member => MemberStatus::Member,
+                    Join::Pending => MemberStatus::Pending,
                 };
-                self.tx
-                    .prepare_cached(
-                        "INSERT INTO list_members
-                             (list_id, profile_pk, confirm_optin, seq, status, joined_us)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )?
-                    .execute(params![
-                        list.0,
-                        pk,
-                        confirm_optin,
-                        self.entry.seq,
-                        status,
-                        at
-                    ])?;
+                self.tx.insert_member(&NewMember {
+                    list,
+                    profile_pk: pk,
+                    confirm_optin,
+                    seq: self.entry.seq,
+                    status,
+                    joined_us: at,
+                })?;
                 match join {
                     Join::Member => "added",
                     Join::Pending => "pending",
@@ -215,11 +171,8 @@ impl Batch<'_> {
     }
 
     pub(super) fn leave_list(&mut self, list: &ListId, pk: i64) -> EngageResult<bool> {
-        let removed = self
-            .tx
-            .prepare_cached("DELETE FROM list_members WHERE list_id = ?1 AND profile_pk = ?2")?
-            .execute(params![list.0, pk])?;
-        if removed == 0 {
+        let removed = self.tx.remove_member(list, pk)?;
+        if !removed {
             return Ok(false);
         }
         self.list_change(list, pk, "removed")?;
@@ -328,21 +281,13 @@ impl Batch<'_> {
                 let mut attempt = 0;
                 let id = loop {
                     let id = ids::list_id(self.entry.seq, attempt);
-                    let taken = self
-                        .tx
-                        .prepare_cached("SELECT 1 FROM lists WHERE id = ?1")?
-                        .exists([&id])?;
+                    let taken = self.tx.list_id_taken(&id)?;
                     if !taken {
                         break id;
                     }
                     attempt += 1;
                 };
-                self.tx
-                    .prepare_cached(
-                        "INSERT INTO lists (id, name, opt_in, created_us, updated_us)
-                         VALUES (?1, ?2, ?3, ?4, ?4)",
-                    )?
-                    .execute(params![id, name, opt_in.as_str(), at])?;
+                self.tx.insert_list(&id, &name, opt_in, at)?;
                 self.count("lists.created", 1);
                 Ok(Ok(OpOutcome {
                     list: Some(ListId(id)),
@@ -353,13 +298,7 @@ impl Batch<'_> {
                 if self.list_info(&id)?.is_none() {
                     return Ok(Err(EngageError::not_found(format!("list {id}"))));
                 }
-                self.tx
-                    .prepare_cached(
-                        "UPDATE lists SET name = COALESCE(?2, name), opt_in = COALESCE(?3, opt_in),
-                             updated_us = ?4
-                         WHERE id = ?1",
-                    )?
-                    .execute(params![id.0, name, opt_in.map(OptInProcess::as_str), at])?;
+                self.tx.update_list(&id, name.as_deref(), opt_in, at)?;
                 Ok(Ok(OpOutcome {
                     list: Some(id),
                     ..OpOutcome::default()
@@ -369,22 +308,14 @@ impl Batch<'_> {
                 if self.list_info(&id)?.is_none() {
                     return Ok(Err(EngageError::not_found(format!("list {id}"))));
                 }
-                let members: Vec<i64> = self
-                    .tx
-                    .prepare_cached(
-                        "SELECT profile_pk FROM list_members WHERE list_id = ?1 ORDER BY profile_pk",
-                    )?
-                    .query_map([&id.0], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
+                let members = self.tx.list_profiles(&id, true)?;
                 let mut changed = 0;
                 for pk in members {
                     if self.leave_list(&id, pk)? {
                         changed += 1;
                     }
                 }
-                self.tx
-                    .prepare_cached("DELETE FROM lists WHERE id = ?1")?
-                    .execute([&id.0])?;
+                self.tx.delete_list(&id)?;
                 self.count("lists.deleted", 1);
                 Ok(Ok(OpOutcome {
                     list: Some(id),

@@ -22,12 +22,15 @@ mod api;
 pub(crate) mod builtin;
 mod consent;
 pub(crate) mod held_index;
-mod holds;
+pub(crate) mod holds;
 mod identity;
 mod lists;
 mod outbox;
 pub(crate) mod profile;
 mod quarantine;
+pub(crate) mod store;
+#[cfg(test)]
+pub(crate) mod store_checks;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -35,12 +38,9 @@ use std::hash::BuildHasherDefault;
 use std::path::Path;
 
 use jiff::SignedDuration;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::Value;
 use signalbox_core::{CallKind, SourceId, StoredCall};
-use signalbox_store::sqlite::Checkpointer;
 
-use crate::db;
 use crate::error::{EngageError, EngageResult};
 use crate::ids;
 use crate::limits::PropertyLimit;
@@ -49,6 +49,7 @@ use crate::model::{Integration, Origin};
 use crate::settings::DestinationSettings;
 use held_index::HeldIndex;
 use profile::ProfileRow;
+use store::{ApplyStore, ApplyTx, AuditLine, NewEvent};
 
 pub(crate) use api::{ApiMergeOp, ApiProfileOp, ApiResult};
 pub(crate) use consent::ApiConsentOp;
@@ -98,9 +99,9 @@ pub struct BatchReport {
     pub applied_seq: i64,
 }
 
-/// Applies log entries to `engage.db`. Owned by one thread: the file's only writer.
-pub(crate) struct Applier {
-    conn: Connection,
+/// Applies log entries to derived state (`store`). Owned by one thread: the only writer.
+pub(crate) struct Applier<S> {
+    store: S,
     hold_window_us: i64,
     caches: Caches,
     /// The earliest expiry of a held call, if any is held.
@@ -108,32 +109,25 @@ pub(crate) struct Applier {
     /// Which held calls wait for which identifier.
     held: HeldIndex,
     applied_seq: i64,
-    /// Copies committed WAL frames into `engage.db` beside the applier, so that its commits
-    /// rarely do.
-    checkpointer: Option<Checkpointer>,
     /// Planned failures (tests of quarantine).
     fault: Option<EntryFault>,
 }
 
-impl Applier {
-    pub(crate) fn open(path: &Path, hold_window: SignedDuration) -> EngageResult<Applier> {
-        let conn = db::open_writer(path)?;
-        conn.set_prepared_statement_cache_capacity(64);
-        let held = HeldIndex::open(path, &conn)?;
+impl<S: ApplyStore> Applier<S> {
+    /// The applier of `store`, whose held-call index is beside `path`.
+    pub(crate) fn open(
+        store: S,
+        path: &Path,
+        hold_window: SignedDuration,
+    ) -> EngageResult<Applier<S>> {
+        let held = HeldIndex::open(path, &store)?;
         let mut applier = Applier {
-            conn,
+            store,
             hold_window_us: hold_window.as_micros().clamp(0, i64::MAX as i128) as i64,
             caches: Caches::default(),
             next_expiry: None,
             held,
             applied_seq: 0,
-            checkpointer: match Checkpointer::start(path) {
-                Ok(checkpointer) => Some(checkpointer),
-                Err(err) => {
-                    tracing::warn!(error = %err, "no background checkpoints for engage.db");
-                    None
-                }
-            },
             fault: None,
         };
         applier.reload()?;
@@ -143,10 +137,10 @@ impl Applier {
     /// Re-reads what the applier keeps in memory (after opening or a failed batch).
     fn reload(&mut self) -> EngageResult<()> {
         self.caches = Caches::default();
-        self.applied_seq = read_applied_seq(&self.conn)?;
-        self.next_expiry = holds::earliest_expiry(&self.conn)?;
+        self.applied_seq = self.store.applied_seq()?;
+        self.next_expiry = self.store.earliest_hold_expiry()?;
         self.held.abort();
-        self.held.catch_up(&self.conn)?;
+        self.held.catch_up(&self.store)?;
         Ok(())
     }
 
@@ -199,10 +193,7 @@ impl Applier {
         sources: &Sources,
         mode: Mode,
     ) -> Result<BatchReport, BatchFailure> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(BatchFailure::batch)?;
+        let tx = self.store.begin().map_err(BatchFailure::batch)?;
         let mut batch = Batch {
             tx: &tx,
             caches: &mut self.caches,
@@ -221,7 +212,7 @@ impl Applier {
             // First: the note of its quarantine goes, its own problems may take its place.
             for entry in entries {
                 batch.count("quarantine.retried", 1);
-                quarantine::release(&tx, entry.seq).map_err(BatchFailure::batch)?;
+                tx.unquarantine(entry.seq).map_err(BatchFailure::batch)?;
             }
         }
         let mut last = self.applied_seq;
@@ -247,12 +238,9 @@ impl Applier {
         batch.flush().map_err(BatchFailure::batch)?;
         let mut report = batch.report;
         drop(batch);
-        write_applied_seq(&tx, last).map_err(BatchFailure::batch)?;
+        tx.set_applied_seq(last).map_err(BatchFailure::batch)?;
         tx.commit().map_err(BatchFailure::batch)?;
         self.held.commit(last).map_err(BatchFailure::batch)?;
-        if let Some(checkpointer) = &self.checkpointer {
-            checkpointer.nudge();
-        }
         self.applied_seq = last;
         report.applied_seq = last;
         Ok(report)
@@ -260,9 +248,7 @@ impl Applier {
 
     /// Moves everything in the WAL into the main file (before the file is moved).
     pub(crate) fn checkpoint(&mut self) -> EngageResult<()> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
+        self.store.checkpoint()
     }
 
     /// Marks held calls whose window ended by `now_us` as expired.
@@ -270,22 +256,23 @@ impl Applier {
         if self.next_expiry.is_none_or(|t| t > now_us) {
             return Ok(0);
         }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let expired = holds::expire(&tx, &mut self.held, now_us);
-        let expired = expired
-            .and_then(|n| Ok(tx.commit().map(|()| n)?))
-            .and_then(|n| self.held.commit(self.applied_seq).map(|()| n));
-        let expired = match expired {
-            Ok(n) => n,
+        let expired = self.store.begin().and_then(|tx| {
+            let n = holds::expire(&tx, &mut self.held, now_us)?;
+            let next_expiry = tx.earliest_hold_expiry()?;
+            tx.commit()?;
+            Ok((n, next_expiry))
+        });
+        let expired = expired.and_then(|done| self.held.commit(self.applied_seq).map(|()| done));
+        match expired {
+            Ok((n, next_expiry)) => {
+                self.next_expiry = next_expiry;
+                Ok(n)
+            }
             Err(err) => {
                 self.reload()?;
-                return Err(err);
+                Err(err)
             }
-        };
-        self.next_expiry = holds::earliest_expiry(&self.conn)?;
-        Ok(expired)
+        }
     }
 }
 
@@ -446,26 +433,6 @@ fn map_call(
     }
 }
 
-pub(crate) fn read_applied_seq(conn: &Connection) -> EngageResult<i64> {
-    Ok(conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'applied_seq'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or(0))
-}
-
-fn write_applied_seq(tx: &Transaction<'_>, seq: i64) -> EngageResult<()> {
-    tx.execute(
-        "INSERT INTO meta (key, value) VALUES ('applied_seq', ?1)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [seq],
-    )?;
-    Ok(())
-}
-
 /// Per-entry counters that make row keys.
 #[derive(Debug, Default)]
 struct EntryState {
@@ -487,13 +454,17 @@ struct EntryState {
 
 /// Provenance of one profile from one (integration, source).
 #[derive(Debug, Clone)]
-struct OriginRow {
-    external_id: Option<String>,
-    anonymous_id: Option<String>,
-    first_seq: i64,
-    last_seq: i64,
-    dirty: bool,
+pub(crate) struct OriginRow {
+    pub external_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    /// Changed since loaded or saved.
+    pub dirty: bool,
 }
+
+/// Provenance rows by profile: (integration, source, row), usually one.
+pub(crate) type OriginRows = KeyMap<Vec<(String, String, OriginRow)>>;
 
 /// Profile rows kept between batches at most (the working set of active profiles).
 const PROFILE_CACHE: usize = 200_000;
@@ -536,8 +507,8 @@ pub(crate) struct Caches {
     profiles: KeyMap<ProfileRow>,
     /// Profiles used by the current batch (with repeats): the ones to write back.
     touched: Vec<i64>,
-    /// Provenance rows by profile: (integration, source, row), usually one.
-    origins: KeyMap<Vec<(String, String, OriginRow)>>,
+    /// Provenance rows by profile.
+    origins: OriginRows,
     /// Profiles whose provenance changed in the current batch (with repeats).
     touched_origins: Vec<i64>,
     /// The profile each identifier names (`None`: none), per kind.
@@ -545,8 +516,8 @@ pub(crate) struct Caches {
 }
 
 /// One batch's working set inside its transaction.
-pub(crate) struct Batch<'a> {
-    tx: &'a Transaction<'a>,
+pub(crate) struct Batch<'a, T> {
+    tx: &'a T,
     caches: &'a mut Caches,
     next_expiry: &'a mut Option<i64>,
     held: &'a mut HeldIndex,
@@ -564,7 +535,7 @@ pub(crate) struct Batch<'a> {
     outbox_at_checkpoint: Option<i64>,
 }
 
-impl Batch<'_> {
+impl<T: ApplyTx> Batch<'_, T> {
     fn count(&mut self, name: impl Into<Cow<'static, str>>, n: i64) {
         *self.counters.entry(name.into()).or_default() += n;
     }
@@ -583,7 +554,7 @@ impl Batch<'_> {
         let received_us = entry.received_at.as_microsecond();
         if self.next_expiry.is_some_and(|t| t <= received_us) {
             holds::expire(self.tx, self.held, received_us)?;
-            *self.next_expiry = holds::earliest_expiry(self.tx)?;
+            *self.next_expiry = self.tx.earliest_hold_expiry()?;
         }
         self.begin_entry(entry.seq, received_us);
         self.report.entries += 1;
@@ -686,7 +657,9 @@ impl Batch<'_> {
     fn profile(&mut self, pk: i64) -> EngageResult<&mut ProfileRow> {
         self.caches.touched.push(pk);
         if !self.caches.profiles.contains_key(&pk) {
-            let row = ProfileRow::load(self.tx, pk)?
+            let row = self
+                .tx
+                .load_profile(pk)?
                 .ok_or_else(|| EngageError::Internal(format!("profile row {pk} is missing")))?;
             self.caches.profiles.insert(pk, row);
         }
@@ -732,23 +705,7 @@ impl Batch<'_> {
         let idx = match cached {
             Some(idx) => idx,
             None => {
-                let loaded = self
-                    .tx
-                    .prepare_cached(
-                        "SELECT external_id, anonymous_id, first_seq, last_seq
-                         FROM profile_origins
-                         WHERE profile_pk = ?1 AND integration = ?2 AND source = ?3",
-                    )?
-                    .query_row(params![pk, origin.integration, source], |r| {
-                        Ok(OriginRow {
-                            external_id: r.get(0)?,
-                            anonymous_id: r.get(1)?,
-                            first_seq: r.get(2)?,
-                            last_seq: r.get(3)?,
-                            dirty: false,
-                        })
-                    })
-                    .optional()?;
+                let loaded = self.tx.load_origin(pk, &origin.integration, source)?;
                 let row = loaded.unwrap_or(OriginRow {
                     external_id: None,
                     anonymous_id: None,
@@ -783,34 +740,27 @@ impl Batch<'_> {
         if let Some(pk) = self.caches.metrics.get(&key) {
             return Ok(*pk);
         }
-        let found: Option<i64> = self
-            .tx
-            .prepare_cached("SELECT pk FROM metrics WHERE integration = ?1 AND name = ?2")?
-            .query_row(params![key.0, key.1], |r| r.get(0))
-            .optional()?;
-        let pk = match found {
+        let pk = match self.tx.find_metric(&key.0, &key.1)? {
             Some(pk) => pk,
             None => {
                 let mut attempt = 0;
                 let id = loop {
                     let id = ids::metric_id(&integration.name, name, attempt);
-                    let taken: Option<i64> = self
-                        .tx
-                        .query_row("SELECT 1 FROM metrics WHERE id = ?1", [&id.0], |r| r.get(0))
-                        .optional()?;
-                    if taken.is_none() {
+                    if !self.tx.metric_id_taken(&id.0)? {
                         break id;
                     }
                     attempt += 1;
                 };
                 let at = self.entry.received_us;
-                self.tx.execute(
-                    "INSERT INTO metrics (id, name, integration, category, created_us, updated_us)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                    params![id.0, name, integration.name, integration.category, at],
+                let pk = self.tx.insert_metric(
+                    &id.0,
+                    name,
+                    &integration.name,
+                    &integration.category,
+                    at,
                 )?;
                 self.count("metrics.created", 1);
-                self.tx.last_insert_rowid()
+                pk
             }
         };
         self.caches.metrics.insert(key, pk);
@@ -852,35 +802,19 @@ impl Batch<'_> {
             hash,
             properties,
         } = body;
-        let duplicate = self
-            .tx
-            .prepare_cached(
-                "SELECT 1 FROM events
-                 WHERE profile_pk = ?1 AND metric_pk = ?2 AND unique_hash = ?3 LIMIT 1",
-            )?
-            .exists(params![profile_pk, metric_pk, hash])?;
-        let inserted = if duplicate {
-            0
-        } else {
-            self.tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO events (pk, metric_pk, profile_pk, time_us, value,
-                         currency, unique_id, unique_hash, properties)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )?
-                .execute(params![
-                    pk,
-                    metric_pk,
-                    profile_pk,
-                    time_us,
-                    event.value,
-                    event.value_currency,
-                    unique_id,
-                    hash,
-                    properties
-                ])?
-        };
-        if inserted == 0 {
+        let inserted = !self.tx.event_exists(profile_pk, metric_pk, hash)?
+            && self.tx.insert_event(&NewEvent {
+                pk,
+                metric_pk,
+                profile_pk,
+                time_us,
+                value: event.value,
+                currency: event.value_currency.as_deref(),
+                unique_id: &unique_id,
+                unique_hash: hash,
+                properties: &properties,
+            })?;
+        if !inserted {
             self.count("events.duplicate", 1);
             return Ok(false);
         }
@@ -899,22 +833,16 @@ impl Batch<'_> {
     ) -> EngageResult<()> {
         let n = self.entry.audit_n;
         self.entry.audit_n += 1;
-        self.tx
-            .prepare_cached(
-                "INSERT INTO profile_links (profile_pk, seq, n, action, kind, value, detail, at_us)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                pk,
-                self.entry.seq,
-                n,
-                action,
-                kind,
-                value,
-                detail,
-                self.entry.received_us
-            ])?;
-        Ok(())
+        self.tx.audit(&AuditLine {
+            profile_pk: pk,
+            seq: self.entry.seq,
+            n,
+            action,
+            kind,
+            value,
+            detail,
+            at_us: self.entry.received_us,
+        })
     }
 
     /// Records that a call's property changes were not applied because of a limit.
@@ -930,20 +858,14 @@ impl Batch<'_> {
         let n = self.entry.problems_n;
         self.entry.problems_n += 1;
         self.count("problems", 1);
-        self.tx
-            .prepare_cached(
-                "INSERT INTO problems (seq, n, profile_pk, message) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![self.entry.seq, n, pk, message])?;
-        Ok(())
+        self.tx.problem(self.entry.seq, n, pk, message)
     }
 
     /// Writes the working set back: merged-away profiles first (their emails move), then
     /// changed profiles, provenance and counters.
     fn flush(&mut self) -> EngageResult<()> {
         for pk in &self.deleted {
-            self.tx
-                .execute("DELETE FROM profiles WHERE pk = ?1", [pk])?;
+            self.tx.delete_profile(*pk)?;
         }
         self.deleted.clear();
         let mut touched = std::mem::take(&mut self.caches.touched);
@@ -968,47 +890,16 @@ impl Batch<'_> {
                 ids.clear();
             }
         }
-        let mut stmt = self.tx.prepare_cached(
-            "INSERT INTO counters (name, value) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-        )?;
-        for (name, value) in self.counters.drain() {
-            stmt.execute(params![name.as_ref(), value])?;
-        }
-        Ok(())
+        self.tx.add_counters(&mut self.counters)
     }
 
     fn flush_origins(&mut self) -> EngageResult<()> {
-        let mut stmt = self.tx.prepare_cached(
-            "INSERT INTO profile_origins
-             (profile_pk, integration, source, external_id, anonymous_id, first_seq, last_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (profile_pk, integration, source) DO UPDATE SET
-                 external_id = excluded.external_id, anonymous_id = excluded.anonymous_id,
-                 last_seq = excluded.last_seq",
-        )?;
         let mut touched = std::mem::take(&mut self.caches.touched_origins);
         touched.sort_unstable();
         touched.dedup();
-        for pk in &touched {
-            let Some(rows) = self.caches.origins.get_mut(pk) else {
-                continue;
-            };
-            for (integration, source, row) in rows.iter_mut() {
-                if row.dirty {
-                    stmt.execute(params![
-                        pk,
-                        &*integration,
-                        &*source,
-                        row.external_id,
-                        row.anonymous_id,
-                        row.first_seq,
-                        row.last_seq
-                    ])?;
-                    row.dirty = false;
-                }
-            }
-        }
+        self.tx.save_origins(&touched, &mut self.caches.origins)?;
+        touched.clear();
+        self.caches.touched_origins = touched;
         Ok(())
     }
 }

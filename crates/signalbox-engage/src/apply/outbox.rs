@@ -5,18 +5,18 @@
 //! write forwarded from Segment) makes no row: it marks the profile `from_segment` instead,
 //! which dirties the profile row only the first time.
 
-use rusqlite::{params, OptionalExtension};
 use serde_json::{Map, Value};
 
 use super::builtin::BuiltinMetric;
 use super::profile::ProfileRow;
+use super::store::{ApplyTx, NewOutboxRow};
 use super::Batch;
 use crate::error::EngageResult;
 use crate::ids;
 use crate::model::{Origin, ProfileInput};
 use crate::outbox::{EmailEvent, OutboxChange, WriteOrigin};
 
-impl Batch<'_> {
+impl<T: ApplyTx> Batch<'_, T> {
     /// Whether the entry being applied came from a Segment source.
     pub(super) fn entry_from_segment(&self) -> bool {
         self.entry.origin == WriteOrigin::Segment
@@ -41,10 +41,7 @@ impl Batch<'_> {
         }
         let (seq, n) = match self.outbox_at_checkpoint {
             Some(checkpoint) => {
-                let next: u32 = self
-                    .tx
-                    .prepare_cached("SELECT COALESCE(MAX(n) + 1, 0) FROM outbox WHERE seq = ?1")?
-                    .query_row([checkpoint], |r| r.get(0))?;
+                let next = self.tx.next_outbox_n(checkpoint)?;
                 (checkpoint, next)
             }
             None => {
@@ -53,32 +50,20 @@ impl Batch<'_> {
             }
         };
         let at_us = at_us.unwrap_or(self.entry.received_us);
-        let row = self.profile(pk)?;
-        let (id, email, user_id, anonymous_id, from_segment) = (
-            row.id.clone(),
-            row.email.clone(),
-            row.segment_user_id.clone(),
-            row.anonymous_id.clone(),
-            row.from_segment,
-        );
         let change = serde_json::to_string(&change).expect("an outbox change serialises");
-        self.tx
-            .prepare_cached(
-                "INSERT INTO outbox (seq, n, at_us, profile_id, email, user_id, anonymous_id,
-                                     from_segment, change)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                seq,
-                n,
-                at_us,
-                id,
-                email,
-                user_id,
-                anonymous_id,
-                from_segment,
-                change
-            ])?;
+        self.profile(pk)?;
+        let row = &self.caches.profiles[&pk];
+        self.tx.insert_outbox(&NewOutboxRow {
+            seq,
+            n,
+            at_us,
+            profile_id: &row.id,
+            email: row.email.as_deref(),
+            user_id: row.segment_user_id.as_deref(),
+            anonymous_id: row.anonymous_id.as_deref(),
+            from_segment: row.from_segment,
+            change: &change,
+        })?;
         self.count("outbox.rows", 1);
         Ok(())
     }
@@ -131,23 +116,12 @@ impl Batch<'_> {
         event: &mut EmailEvent,
     ) -> EngageResult<()> {
         let received = BuiltinMetric::ReceivedEmail;
-        let metric: Option<i64> = self
-            .tx
-            .prepare_cached("SELECT pk FROM metrics WHERE integration = ?1 AND name = ?2")?
-            .query_row(params![Origin::SIGNALBOX, received.name()], |r| r.get(0))
-            .optional()?;
+        let metric = self.tx.find_metric(Origin::SIGNALBOX, received.name())?;
         let Some(metric) = metric else {
             return Ok(());
         };
         let hash = ids::unique_hash(&format!("{}:{message}", received.name()));
-        let properties: Option<String> = self
-            .tx
-            .prepare_cached(
-                "SELECT properties FROM events
-                 WHERE profile_pk = ?1 AND metric_pk = ?2 AND unique_hash = ?3 LIMIT 1",
-            )?
-            .query_row(params![pk, metric, hash], |r| r.get(0))
-            .optional()?;
+        let properties = self.tx.event_properties(pk, metric, hash)?;
         let Some(Ok(Value::Object(properties))) =
             properties.map(|text| serde_json::from_str::<Value>(&text))
         else {

@@ -1,22 +1,13 @@
 //! A profile as the applier holds it while a batch runs, and how changes patch it.
 
 use jiff::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::store::{ApplyTx, ProfileWrite};
 use crate::error::EngageResult;
 use crate::limits::{self, PropertyLimit, MAX_PROFILE_PROPERTIES, MAX_PROFILE_PROPERTIES_BYTES};
 use crate::model::{Location, Origin, Profile, ProfileId, ProfileInput};
-
-/// The columns of `profiles` other than the JSON `data`.
-pub(crate) const PROFILE_COLUMNS: &str =
-    "pk, id, email, phone_number, external_id, anonymous_id, created_us, updated_us,
-     (SELECT MAX(time_us) FROM events WHERE events.profile_pk = profiles.pk), data,
-     from_segment, segment_user_id";
-
-/// How many columns [`PROFILE_COLUMNS`] selects (a query's own columns follow them).
-pub(crate) const PROFILE_COLUMN_COUNT: usize = 12;
 
 /// Whether an input changes anything kept in `profiles.data`.
 fn has_fields(input: &ProfileInput) -> bool {
@@ -92,6 +83,23 @@ pub(crate) struct ProfileRow {
     stored: bool,
 }
 
+/// The columns of a stored profile row.
+pub(crate) struct StoredProfile {
+    pub pk: i64,
+    pub id: String,
+    pub email: Option<String>,
+    pub phone_number: Option<String>,
+    pub external_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    pub created_us: i64,
+    pub updated_us: i64,
+    pub last_event_us: Option<i64>,
+    /// `data` as stored (JSON).
+    pub data: String,
+    pub from_segment: bool,
+    pub segment_user_id: Option<String>,
+}
+
 fn ts(us: i64) -> Timestamp {
     Timestamp::from_microsecond(us).unwrap_or(Timestamp::UNIX_EPOCH)
 }
@@ -129,25 +137,26 @@ impl ProfileRow {
         }
     }
 
-    pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<ProfileRow> {
-        Ok(ProfileRow {
-            pk: r.get(0)?,
-            id: r.get(1)?,
-            email: r.get(2)?,
-            phone_number: r.get(3)?,
-            external_id: r.get(4)?,
-            anonymous_id: r.get(5)?,
-            created_us: r.get(6)?,
-            updated_us: r.get(7)?,
-            last_event_us: r.get(8)?,
-            raw: Some(r.get(9)?),
-            from_segment: r.get(10)?,
-            segment_user_id: r.get(11)?,
+    /// A row as stored; its `data` is parsed when first read.
+    pub(crate) fn stored(row: StoredProfile) -> ProfileRow {
+        ProfileRow {
+            pk: row.pk,
+            id: row.id,
+            email: row.email,
+            phone_number: row.phone_number,
+            external_id: row.external_id,
+            anonymous_id: row.anonymous_id,
+            created_us: row.created_us,
+            updated_us: row.updated_us,
+            last_event_us: row.last_event_us,
+            raw: Some(row.data),
+            from_segment: row.from_segment,
+            segment_user_id: row.segment_user_id,
             parsed: None,
             dirty: false,
             data_dirty: false,
             stored: true,
-        })
+        }
     }
 
     fn parse(raw: &str) -> ProfileData {
@@ -203,13 +212,6 @@ impl ProfileRow {
         }
     }
 
-    pub(crate) fn load(conn: &Connection, pk: i64) -> EngageResult<Option<ProfileRow>> {
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {PROFILE_COLUMNS} FROM profiles WHERE pk = ?1"
-        ))?;
-        Ok(stmt.query_row([pk], ProfileRow::from_row).optional()?)
-    }
-
     /// Marks the row changed without changing its columns (consent, list membership), so
     /// that saving it moves `changed_seq` and the change feed reports the profile.
     pub(crate) fn mark_changed(&mut self) {
@@ -218,57 +220,15 @@ impl ProfileRow {
 
     /// Writes the row back if it changed; `seq` (the batch's last log entry) goes to
     /// `changed_seq`, which the change feed follows.
-    pub(crate) fn save(&mut self, conn: &Connection, seq: i64) -> EngageResult<()> {
+    pub(crate) fn save(&mut self, tx: &impl ApplyTx, seq: i64) -> EngageResult<()> {
         if !self.dirty {
             return Ok(());
         }
         if !self.stored || self.data_dirty {
             let data = serde_json::to_string(self.data()).expect("profile data serialises");
-            let mut stmt = conn.prepare_cached(
-                "INSERT INTO profiles (pk, id, email, phone_number, external_id, anonymous_id,
-                                       created_us, updated_us, data, changed_seq,
-                                       from_segment, segment_user_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT (pk) DO UPDATE SET email = excluded.email,
-                     phone_number = excluded.phone_number, external_id = excluded.external_id,
-                     anonymous_id = excluded.anonymous_id, created_us = excluded.created_us,
-                     updated_us = excluded.updated_us, data = excluded.data,
-                     changed_seq = excluded.changed_seq, from_segment = excluded.from_segment,
-                     segment_user_id = excluded.segment_user_id",
-            )?;
-            stmt.execute(params![
-                self.pk,
-                self.id,
-                self.email,
-                self.phone_number,
-                self.external_id,
-                self.anonymous_id,
-                self.created_us,
-                self.updated_us,
-                data,
-                seq,
-                self.from_segment,
-                self.segment_user_id
-            ])?;
+            tx.save_profile(self, ProfileWrite::Full { data: &data }, seq)?;
         } else {
-            let mut stmt = conn.prepare_cached(
-                "UPDATE profiles SET email = ?2, phone_number = ?3, external_id = ?4,
-                     anonymous_id = ?5, created_us = ?6, updated_us = ?7, changed_seq = ?8,
-                     from_segment = ?9, segment_user_id = ?10
-                 WHERE pk = ?1",
-            )?;
-            stmt.execute(params![
-                self.pk,
-                self.email,
-                self.phone_number,
-                self.external_id,
-                self.anonymous_id,
-                self.created_us,
-                self.updated_us,
-                seq,
-                self.from_segment,
-                self.segment_user_id
-            ])?;
+            tx.save_profile(self, ProfileWrite::Columns, seq)?;
         }
         self.stored = true;
         self.dirty = false;

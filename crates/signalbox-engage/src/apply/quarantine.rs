@@ -20,10 +20,10 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use signalbox_core::StoredCall;
 
-use super::{write_applied_seq, Applier, BatchReport, Mode, Prepared, Sources};
+use super::store::{ApplyStore, ApplyTx, QuarantineRow};
+use super::{Applier, BatchReport, Mode, Prepared, Sources};
 use crate::error::{EngageError, EngageResult};
 
 /// How many times an entry is tried on its own before it is quarantined.
@@ -31,7 +31,7 @@ pub(crate) const QUARANTINE_TRIES: i64 = 3;
 /// The pause before the second try on its own; the third waits twice as long.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
-impl Applier {
+impl<S: ApplyStore> Applier<S> {
     /// Applies `entries` in as few transactions as their failures allow (see the module's
     /// notes). Fails only when quarantining itself fails.
     pub(super) fn apply_isolating(
@@ -114,37 +114,21 @@ impl Applier {
     /// in one transaction.
     fn quarantine(&mut self, entry: &StoredCall, error: &EngageError) -> EngageResult<BatchReport> {
         let message = error.to_string();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "INSERT OR REPLACE INTO quarantine (seq, kind, source_id, received_us, error, tries)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                entry.seq,
-                entry.kind.as_str(),
-                entry.source_id.0,
-                entry.received_at.as_microsecond(),
-                message,
-                QUARANTINE_TRIES
-            ],
-        )?;
-        tx.execute(
-            "INSERT OR REPLACE INTO problems (seq, n, profile_pk, message) VALUES (?1, 0, NULL, ?2)",
-            params![
-                entry.seq,
-                format!(
-                    "log entry set aside after {QUARANTINE_TRIES} failed tries \
-                     (signalbox engage quarantine): {message}"
-                ),
-            ],
-        )?;
-        tx.execute(
-            "INSERT INTO counters (name, value) VALUES ('quarantined', 1)
-             ON CONFLICT (name) DO UPDATE SET value = value + 1",
-            [],
-        )?;
-        write_applied_seq(&tx, entry.seq)?;
+        let problem = format!(
+            "log entry set aside after {QUARANTINE_TRIES} failed tries \
+             (signalbox engage quarantine): {message}"
+        );
+        let tx = self.store.begin()?;
+        tx.quarantine(&QuarantineRow {
+            seq: entry.seq,
+            kind: entry.kind.as_str(),
+            source_id: entry.source_id.0,
+            received_us: entry.received_at.as_microsecond(),
+            error: &message,
+            tries: QUARANTINE_TRIES,
+            problem: &problem,
+        })?;
+        tx.set_applied_seq(entry.seq)?;
         tx.commit()?;
         self.held.commit(entry.seq)?;
         self.applied_seq = entry.seq;
@@ -171,15 +155,8 @@ impl Applier {
         entry: &StoredCall,
         sources: &Sources,
     ) -> EngageResult<BatchReport> {
-        let quarantined: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT seq FROM quarantine WHERE seq = ?1",
-                [entry.seq],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if quarantined.is_none() {
+        let quarantined = self.store.is_quarantined(entry.seq)?;
+        if !quarantined {
             return Err(EngageError::not_found(format!(
                 "quarantined log entry {}",
                 entry.seq
@@ -191,22 +168,12 @@ impl Applier {
                 Ok(done)
             }
             Err(failure) => {
-                self.conn.execute(
-                    "UPDATE quarantine SET tries = tries + 1, error = ?2 WHERE seq = ?1",
-                    params![entry.seq, failure.error.to_string()],
-                )?;
+                self.store
+                    .note_failed_retry(entry.seq, &failure.error.to_string())?;
                 Err(failure.error)
             }
         }
     }
-}
-
-/// Takes an entry out of the quarantine, with the problem that noted it (its own problems,
-/// if it has any, are written when it is applied).
-pub(super) fn release(tx: &Transaction<'_>, seq: i64) -> EngageResult<()> {
-    tx.execute("DELETE FROM quarantine WHERE seq = ?1", [seq])?;
-    tx.execute("DELETE FROM problems WHERE seq = ?1", [seq])?;
-    Ok(())
 }
 
 fn add(report: &mut BatchReport, done: BatchReport) {

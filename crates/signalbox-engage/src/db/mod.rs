@@ -4,7 +4,17 @@
 //! The file is derived data: it runs with `synchronous = NORMAL`, since whatever a crash loses
 //! is re-applied from the log (the checkpoint is in the same transactions as the changes).
 
+mod aggregate;
+pub(crate) mod apply;
+mod dump;
+mod facts;
+mod feed;
+mod lists;
+mod outbox;
+mod queries;
+mod query;
 pub(crate) mod reader;
+pub(crate) mod rows;
 pub(crate) mod schema;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +22,65 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::apply::held_index::dir_of as held_dir;
 use crate::error::{EngageError, EngageResult};
+use crate::queries::EngageQueries;
+
+impl From<rusqlite::Error> for EngageError {
+    fn from(err: rusqlite::Error) -> Self {
+        EngageError::Internal(err.to_string())
+    }
+}
+
+/// The applier's storage of the file at `path` (created and migrated).
+pub(crate) fn open_store(path: &Path) -> EngageResult<apply::SqliteWriter> {
+    apply::SqliteWriter::open(path)
+}
+
+/// The queries of the file at `path`.
+pub(crate) fn open_queries(path: &Path) -> Arc<dyn EngageQueries> {
+    Arc::new(queries::SqliteQueries::new(path))
+}
+
+/// Creates and migrates the file at `path`, if needed.
+pub(crate) fn create(path: &Path) -> EngageResult<()> {
+    open_writer(path).map(drop)
+}
+
+/// Moves the state rebuilt at `fresh` into place at `path`, replacing what was there.
+pub(crate) fn replace(fresh: &Path, path: &Path) -> EngageResult<()> {
+    remove(path)?;
+    std::fs::rename(fresh, path).map_err(|e| {
+        EngageError::Internal(format!("cannot move the rebuilt state into place: {e}"))
+    })?;
+    std::fs::rename(held_dir(fresh), held_dir(path))
+        .map_err(|e| EngageError::Internal(format!("cannot move the rebuilt held-call index: {e}")))
+}
+
+/// Removes a SQLite file, its WAL and shared-memory files, and its held-call index.
+pub(crate) fn remove(path: &Path) -> EngageResult<()> {
+    let held = held_dir(path);
+    absent_is_fine(&held, std::fs::remove_dir_all(&held))?;
+    for file in [
+        path.to_path_buf(),
+        PathBuf::from(format!("{}-wal", path.display())),
+        PathBuf::from(format!("{}-shm", path.display())),
+    ] {
+        absent_is_fine(&file, std::fs::remove_file(&file))?;
+    }
+    Ok(())
+}
+
+/// The outcome of removing `path`: done, or it was not there.
+fn absent_is_fine(path: &Path, removed: std::io::Result<()>) -> EngageResult<()> {
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(EngageError::Internal(format!(
+            "cannot remove {}: {e}",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
 
 /// Read connections kept for reuse at most.
 const POOL: usize = 8;
@@ -64,18 +132,6 @@ impl Readers {
             path,
             pool: Arc::new(Mutex::new(Vec::new())),
         }
-    }
-
-    /// Runs `f` on a pooled connection in the blocking pool.
-    pub(crate) async fn with<T, F>(&self, f: F) -> EngageResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> EngageResult<T> + Send + 'static,
-    {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.with_sync(f))
-            .await
-            .map_err(|e| EngageError::Internal(e.to_string()))?
     }
 
     /// Runs `f` on a pooled connection on this thread.

@@ -7,8 +7,8 @@ use rusqlite::Connection;
 use signalbox_seglang::EventFilter;
 
 use crate::error::EngageResult;
-use crate::facts::{self, EventsByProfile, ProfileRecord};
-use crate::feed::{self, Changes, FeedCursor, ListChange};
+use crate::facts::{EventsByProfile, ProfileRecord};
+use crate::feed::{Changes, FeedCursor, ListChange};
 use crate::model::{ProfileId, ProfileKey};
 use crate::reader::EngageReader;
 
@@ -26,7 +26,7 @@ impl SqliteReader {
 
 impl EngageReader for SqliteReader {
     fn changes(&self, after: &FeedCursor, upto_seq: i64, limit: usize) -> EngageResult<Changes> {
-        feed::read_changes(&self.conn, after, upto_seq, limit)
+        super::feed::read_changes(&self.conn, after, upto_seq, limit)
     }
 
     fn list_changes(
@@ -35,19 +35,19 @@ impl EngageReader for SqliteReader {
         upto_seq: i64,
         limit: usize,
     ) -> EngageResult<Vec<ListChange>> {
-        feed::read_list_changes(&self.conn, after_pk, upto_seq, limit)
+        super::feed::read_list_changes(&self.conn, after_pk, upto_seq, limit)
     }
 
     fn end_cursor(&self) -> EngageResult<FeedCursor> {
-        feed::end_cursor(&self.conn)
+        super::feed::end_cursor(&self.conn)
     }
 
     fn profile_id(&self, key: ProfileKey) -> EngageResult<Option<ProfileId>> {
-        feed::profile_id(&self.conn, key)
+        super::feed::profile_id(&self.conn, key)
     }
 
     fn profile_key(&self, id: &ProfileId) -> EngageResult<Option<ProfileKey>> {
-        feed::profile_key(&self.conn, id)
+        super::feed::profile_key(&self.conn, id)
     }
 
     fn profile_count(&self) -> EngageResult<u64> {
@@ -73,7 +73,7 @@ impl EngageReader for SqliteReader {
         key: ProfileKey,
         with_last_event: bool,
     ) -> EngageResult<Option<ProfileRecord>> {
-        ProfileRecord::load(&self.conn, key, with_last_event)
+        super::facts::profile_record(&self.conn, key, with_last_event)
     }
 
     fn profile_records(
@@ -82,7 +82,7 @@ impl EngageReader for SqliteReader {
         limit: usize,
         with_last_event: bool,
     ) -> EngageResult<Vec<ProfileRecord>> {
-        ProfileRecord::load_range(&self.conn, after, limit, with_last_event)
+        super::facts::profile_records(&self.conn, after, limit, with_last_event)
     }
 
     fn metric_events(
@@ -90,7 +90,7 @@ impl EngageReader for SqliteReader {
         metric_id: &str,
         filters: &[EventFilter],
     ) -> EngageResult<EventsByProfile> {
-        facts::metric_events_by_profile(&self.conn, metric_id, filters)
+        super::facts::metric_events_by_profile(&self.conn, metric_id, filters)
     }
 
     fn profile_metric_events(
@@ -99,6 +99,6 @@ impl EngageReader for SqliteReader {
         metric_id: &str,
         filters: &[EventFilter],
     ) -> EngageResult<Vec<(i64, f64)>> {
-        facts::profile_events(&self.conn, key, metric_id, filters)
+        super::facts::profile_events(&self.conn, key, metric_id, filters)
     }
 }

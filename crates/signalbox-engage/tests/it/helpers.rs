@@ -1,5 +1,5 @@
-//! A log (SQLite store in a temp dir) with engage running on it, and helpers to send Segment
-//! calls the way the ingest path appends them.
+//! A log in a temp dir with engage running on it (on the backend of `backend.rs`), and
+//! helpers to send Segment calls the way the ingest path appends them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +11,7 @@ use signalbox_engage::{
     DestinationSettings, Engage, EngageConfig, Event, EventQuery, HeldCall, HeldFilter, Metric,
     MetricQuery, Profile, ProfileField, ProfileQuery,
 };
-use signalbox_store::sqlite::SqliteOptions;
-use signalbox_store::{SqliteStore, Store};
+use signalbox_store::Store;
 use tempfile::TempDir;
 
 pub const SOURCE: &str = "web";
@@ -39,12 +38,10 @@ impl TestApp {
 
     pub async fn start_with(tune: impl FnOnce(&mut EngageConfig)) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(dir.path().join("signalbox.db"), SqliteOptions::default()).unwrap(),
-        );
+        let store = crate::backend::log_store(dir.path());
         let (source, _) = store.create_source(SOURCE).await.unwrap();
         let clock = FakeClock::new(at("2026-03-01T00:00:00Z"));
-        let mut config = EngageConfig::new(dir.path().join("engage.db"));
+        let mut config = crate::backend::engage_config(dir.path());
         config.poll_interval = Duration::from_millis(5);
         tune(&mut config);
         let engage = Engage::start(Arc::clone(&store), Arc::new(clock.clone()), config.clone())

@@ -2,6 +2,7 @@
 
 mod aggregates;
 mod api;
+mod backend;
 mod builtin;
 mod change_feed;
 mod feeds;

@@ -1,21 +1,17 @@
-//! The `EngageReader` conformance suite on the SQLite backend (`engage.db`).
+//! The `EngageReader` conformance suite on this binary's backend (`backend.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use signalbox_core::FakeClock;
 use signalbox_engage::conformance::Backend;
-use signalbox_engage::{Engage, EngageConfig};
-use signalbox_store::sqlite::SqliteOptions;
-use signalbox_store::{SqliteStore, Store};
+use signalbox_engage::Engage;
 
 async fn sqlite_backend() -> Backend {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(dir.path().join("signalbox.db"), SqliteOptions::default()).unwrap(),
-    );
+    let store = crate::backend::log_store(dir.path());
     let clock = FakeClock::new("2026-03-01T00:00:00Z".parse().unwrap());
-    let mut config = EngageConfig::new(dir.path().join("engage.db"));
+    let mut config = crate::backend::engage_config(dir.path());
     config.poll_interval = Duration::from_millis(5);
     let engage = Engage::start(store, Arc::new(clock), config).await.unwrap();
     Backend {

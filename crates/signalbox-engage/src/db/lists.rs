@@ -1,0 +1,276 @@
+//! The queries of lists, members and email consent over `engage.db`.
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+
+use super::query::{cmp_sql, profile_key};
+use super::rows::{profile_row, PROFILE_COLUMNS, PROFILE_COLUMN_COUNT};
+use crate::apply::profile::ProfileRow;
+use crate::error::{EngageError, EngageResult};
+use crate::lists::*;
+use crate::model::{Page, ProfileId};
+use crate::query::{cursor_i64, decode_cursor, encode_cursor, ts};
+
+pub(crate) fn list_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<List> {
+    let opt_in: String = r.get(2)?;
+    Ok(List {
+        id: ListId(r.get(0)?),
+        name: r.get(1)?,
+        opt_in_process: OptInProcess::parse(&opt_in).unwrap_or_default(),
+        created: ts(r.get(3)?),
+        updated: ts(r.get(4)?),
+        profile_count: r.get::<_, i64>(5)?.max(0) as u64,
+    })
+}
+
+const LIST_COLUMNS: &str = "id, name, opt_in, created_us, updated_us,
+    (SELECT COUNT(*) FROM list_members m WHERE m.list_id = lists.id AND m.status = 'member'),
+    pk";
+
+pub(crate) fn get_list(conn: &Connection, id: &ListId) -> EngageResult<List> {
+    conn.prepare_cached(&format!("SELECT {LIST_COLUMNS} FROM lists WHERE id = ?1"))?
+        .query_row([&id.0], list_row)
+        .optional()?
+        .ok_or_else(|| EngageError::not_found(format!("list {id}")))
+}
+
+pub(crate) fn list_lists(conn: &Connection, q: &ListQuery) -> EngageResult<Page<List>> {
+    let size = match q.page_size {
+        0 => 10,
+        n => n.min(1000),
+    };
+    let mut sql = format!("SELECT {LIST_COLUMNS} FROM lists WHERE 1 = 1");
+    let mut args: Vec<SqlValue> = Vec::new();
+    for (column, values) in [
+        ("name", q.names.clone()),
+        ("id", q.ids.iter().map(|i| i.0.clone()).collect::<Vec<_>>()),
+    ] {
+        if values.is_empty() {
+            continue;
+        }
+        let marks = vec!["?"; values.len()].join(", ");
+        sql.push_str(&format!(" AND {column} IN ({marks})"));
+        args.extend(values.into_iter().map(SqlValue::Text));
+    }
+    if let Some(cursor) = &q.cursor {
+        let after = cursor_i64(&decode_cursor(cursor)?, 0)?;
+        sql.push_str(" AND pk > ?");
+        args.push(SqlValue::Integer(after));
+    }
+    sql.push_str(&format!(" ORDER BY pk LIMIT {}", size + 1));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |r| {
+        Ok((list_row(r)?, r.get::<_, i64>(6)?))
+    })?;
+    let mut rows: Vec<(List, i64)> = rows.collect::<Result<_, _>>()?;
+    let next_cursor = if rows.len() > size as usize {
+        rows.truncate(size as usize);
+        rows.last()
+            .map(|(_, pk)| encode_cursor(&serde_json::json!([pk])))
+    } else {
+        None
+    };
+    Ok(Page {
+        items: rows.into_iter().map(|(list, _)| list).collect(),
+        next_cursor,
+    })
+}
+
+pub(crate) fn list_members(conn: &Connection, q: &MemberQuery) -> EngageResult<Page<ListMember>> {
+    get_list(conn, &q.list_id)?;
+    let size = match q.page_size {
+        0 => 20,
+        n => n.min(1000),
+    };
+    let mut sql = format!(
+        "SELECT {PROFILE_COLUMNS}, m.status, m.joined_us FROM list_members m
+         JOIN profiles ON profiles.pk = m.profile_pk
+         WHERE m.list_id = ? AND m.status = ?"
+    );
+    let status = q.status.unwrap_or(MemberStatus::Member);
+    let mut args: Vec<SqlValue> = vec![
+        SqlValue::Text(q.list_id.0.clone()),
+        SqlValue::Text(status.as_str().into()),
+    ];
+    if !q.emails.is_empty() {
+        let marks = vec!["?"; q.emails.len()].join(", ");
+        sql.push_str(&format!(" AND profiles.email IN ({marks})"));
+        args.extend(
+            q.emails
+                .iter()
+                .map(|e| SqlValue::Text(crate::email::normal_form(e))),
+        );
+    }
+    for bound in &q.joined {
+        sql.push_str(&format!(" AND m.joined_us {} ?", cmp_sql(bound.cmp)));
+        args.push(SqlValue::Integer(bound.at.as_microsecond()));
+    }
+    let (op, dir) = if q.newest_first {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    if let Some(cursor) = &q.cursor {
+        let items = decode_cursor(cursor)?;
+        let (joined, pk) = (cursor_i64(&items, 0)?, cursor_i64(&items, 1)?);
+        sql.push_str(&format!(
+            " AND (m.joined_us {op} ? OR (m.joined_us = ? AND m.profile_pk {op} ?))"
+        ));
+        args.extend([
+            SqlValue::Integer(joined),
+            SqlValue::Integer(joined),
+            SqlValue::Integer(pk),
+        ]);
+    }
+    sql.push_str(&format!(
+        " ORDER BY m.joined_us {dir}, m.profile_pk {dir} LIMIT {}",
+        size + 1
+    ));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |r| {
+        let row = profile_row(r)?;
+        let status: String = r.get(PROFILE_COLUMN_COUNT)?;
+        let joined: i64 = r.get(PROFILE_COLUMN_COUNT + 1)?;
+        Ok((row, status, joined))
+    })?;
+    let mut rows: Vec<(ProfileRow, String, i64)> = rows.collect::<Result<_, _>>()?;
+    let next_cursor = if rows.len() > size as usize {
+        rows.truncate(size as usize);
+        rows.last()
+            .map(|(row, _, joined)| encode_cursor(&serde_json::json!([joined, row.pk])))
+    } else {
+        None
+    };
+    Ok(Page {
+        items: rows
+            .iter()
+            .map(|(row, status, joined)| ListMember {
+                profile: row.to_profile(),
+                status: if status == "pending" {
+                    MemberStatus::Pending
+                } else {
+                    MemberStatus::Member
+                },
+                joined: ts(*joined),
+            })
+            .collect(),
+        next_cursor,
+    })
+}
+
+/// The consent row of a profile key (the default when it has none).
+pub(crate) fn consent_by_key(conn: &Connection, pk: i64) -> EngageResult<EmailConsent> {
+    let row = conn
+        .prepare_cached(
+            "SELECT status, status_us, method, method_detail, custom_source, double_opt_in,
+                    suppressions
+             FROM email_consent WHERE profile_pk = ?1",
+        )?
+        .query_row([pk], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<bool>>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })
+        .optional()?;
+    let mut consent = match row {
+        None => EmailConsent::default(),
+        Some((status, status_us, method, method_detail, custom_source, double_optin, supp)) => {
+            let consent = ConsentStatus::parse(&status).unwrap_or_default();
+            EmailConsent {
+                consent,
+                consent_timestamp: (consent != ConsentStatus::NeverSubscribed)
+                    .then(|| ts(status_us)),
+                method,
+                method_detail,
+                custom_source,
+                double_optin,
+                suppressions: parse_suppressions(&supp),
+                can_receive_email_marketing: false,
+            }
+        }
+    };
+    consent.compute_can_receive();
+    Ok(consent)
+}
+
+pub(crate) fn email_consent(conn: &Connection, id: &ProfileId) -> EngageResult<EmailConsent> {
+    let pk =
+        profile_key(conn, id)?.ok_or_else(|| EngageError::not_found(format!("profile {id}")))?;
+    consent_by_key(conn, pk)
+}
+
+/// A member's status on a list, if it is on it.
+pub(crate) fn member_status(
+    conn: &Connection,
+    list: &ListId,
+    profile: &ProfileId,
+) -> EngageResult<Option<MemberStatus>> {
+    let Some(pk) = profile_key(conn, profile)? else {
+        return Ok(None);
+    };
+    let status: Option<String> = conn
+        .prepare_cached("SELECT status FROM list_members WHERE list_id = ?1 AND profile_pk = ?2")?
+        .query_row(params![list.0, pk], |r| r.get(0))
+        .optional()?;
+    Ok(status.map(|s| {
+        if s == "pending" {
+            MemberStatus::Pending
+        } else {
+            MemberStatus::Member
+        }
+    }))
+}
+
+/// The lists a profile is on, at most `limit` of them (by list id), and their number: reads
+/// only the profile's own rows of `list_members` (the index by profile), never every list.
+pub(crate) fn lists_of_profile(
+    conn: &Connection,
+    profile: &ProfileId,
+    limit: u32,
+) -> EngageResult<ProfileLists> {
+    let pk = profile_key(conn, profile)?
+        .ok_or_else(|| EngageError::not_found(format!("profile {profile}")))?;
+    let total: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM list_members m INDEXED BY list_members_profile
+             JOIN lists l ON l.id = m.list_id
+             WHERE m.profile_pk = ?1",
+        )?
+        .query_row([pk], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.list_id, l.name, l.opt_in, m.status, m.joined_us, m.confirm_optin
+         FROM list_members m INDEXED BY list_members_profile
+         JOIN lists l ON l.id = m.list_id
+         WHERE m.profile_pk = ?1
+         ORDER BY m.list_id
+         LIMIT ?2",
+    )?;
+    let items = stmt
+        .query_map(params![pk, i64::from(limit)], |r| {
+            let opt_in: String = r.get(2)?;
+            let status: String = r.get(3)?;
+            Ok(ProfileListMembership {
+                list_id: ListId(r.get(0)?),
+                name: r.get(1)?,
+                opt_in_process: OptInProcess::parse(&opt_in).unwrap_or_default(),
+                status: if status == "pending" {
+                    MemberStatus::Pending
+                } else {
+                    MemberStatus::Member
+                },
+                joined: ts(r.get(4)?),
+                confirm_optin: r.get(5)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ProfileLists {
+        items,
+        total: total.max(0) as u64,
+    })
+}
