@@ -516,6 +516,33 @@ pub(crate) fn held_calls(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// What engage still needs of the call log, so that retention keeps it: the pipeline reads
+/// the entries after its checkpoint, a quarantined entry is read again when retried, and a
+/// call still held keeps its entry while it waits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogNeeds {
+    /// The checkpoint: every entry up to it is applied.
+    pub applied_seq: i64,
+    /// The oldest call still held, waiting for an identifier.
+    pub oldest_held_seq: Option<i64>,
+    /// The oldest entry set aside in quarantine.
+    pub oldest_quarantined_seq: Option<i64>,
+}
+
+/// The oldest held and quarantined entries (the checkpoint is the caller's).
+pub(crate) fn log_needs(conn: &Connection) -> EngageResult<(Option<i64>, Option<i64>)> {
+    // The partial index of calls still held holds their seqs: no scan of the settled ones.
+    let held = conn
+        .prepare_cached(
+            "SELECT MIN(seq) FROM held_calls INDEXED BY held_open WHERE status = 'held'",
+        )?
+        .query_row([], |r| r.get(0))?;
+    let quarantined = conn
+        .prepare_cached("SELECT MIN(seq) FROM quarantine")?
+        .query_row([], |r| r.get(0))?;
+    Ok((held, quarantined))
+}
+
 /// A log entry set aside because applying it kept failing (see `apply/quarantine.rs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuarantinedEntry {
