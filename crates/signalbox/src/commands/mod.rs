@@ -183,6 +183,14 @@ pub fn open_store_readonly(global: &GlobalArgs) -> anyhow::Result<Arc<dyn Store>
     Ok(Arc::new(store))
 }
 
+/// `--retain-log`: a duration, or `off` (`None`: the log keeps every entry).
+pub fn parse_retain_log(text: &str) -> anyhow::Result<Option<SignedDuration>> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    parse_duration(text, "--retain-log").map(Some)
+}
+
 /// Parses `24h`, `90m`, `30s`, `7d`, `1h 30m` or ISO 8601 (`PT24H`, `P7D`); a day is 24 hours.
 pub fn parse_duration(text: &str, what: &str) -> anyhow::Result<SignedDuration> {
     let duration = match text.parse::<SignedDuration>() {
