@@ -31,8 +31,8 @@ pub const DEFAULT_RETAIN_LOG: SignedDuration = SignedDuration::from_hours(30 * 2
 /// How long the log is kept and how often it is trimmed.
 #[derive(Debug, Clone, Copy)]
 pub struct RetentionConfig {
-    /// Entries received longer ago than this may go.
-    pub window: SignedDuration,
+    /// Entries received longer ago than this may go; `None`: every entry stays.
+    pub window: Option<SignedDuration>,
     /// Time between trims (the first runs at start).
     pub interval: Duration,
     /// Rows deleted per transaction.
@@ -42,7 +42,7 @@ pub struct RetentionConfig {
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {
-            window: DEFAULT_RETAIN_LOG,
+            window: Some(DEFAULT_RETAIN_LOG),
             interval: Duration::from_secs(60),
             chunk: 1000,
         }
@@ -168,16 +168,18 @@ impl Retention {
     /// at or below every follower when the trim runs.
     pub async fn floor(&self) -> Result<LogFloor, RetentionError> {
         let now = self.clock.now();
-        let cutoff = now
-            .checked_sub(self.config.window)
-            .unwrap_or(Timestamp::MIN);
-        let mut holds = vec![Hold {
-            kind: HoldKind::Window,
-            name: None,
-            state: None,
-            from_seq: None,
-            since: Some(cutoff),
-        }];
+        // Without a window, the window keeps every entry, from the first.
+        let window = match self.config.window {
+            Some(window) => Hold {
+                kind: HoldKind::Window,
+                name: None,
+                state: None,
+                from_seq: None,
+                since: Some(now.checked_sub(window).unwrap_or(Timestamp::MIN)),
+            },
+            None => Hold::seq(HoldKind::Window, 1),
+        };
+        let mut holds = vec![window];
         if let Some(engage) = &self.engage {
             let needs = engage.log_needs().await?;
             holds.push(Hold::seq(HoldKind::Pipeline, needs.applied_seq + 1));
@@ -209,7 +211,11 @@ impl Retention {
             }
         }
         let below_seq = holds.iter().filter_map(|h| h.from_seq).min();
-        let received_before = holds.iter().filter_map(|h| h.since).min().unwrap_or(cutoff);
+        let received_before = holds
+            .iter()
+            .filter_map(|h| h.since)
+            .min()
+            .unwrap_or(Timestamp::MIN);
         Ok(LogFloor {
             below_seq: below_seq.unwrap_or(i64::MAX),
             received_before,

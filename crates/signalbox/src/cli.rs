@@ -114,6 +114,24 @@ pub enum Command {
     /// server runs or not.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// What the data folder holds: sizes per store, the oldest call the log keeps and what
+    /// keeps it (`serve --retain-log`). Works whether the server runs or not.
+    #[command(subcommand)]
+    Storage(StorageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Sizes per store, the oldest call kept and what holds it back: the window, the engage
+    /// pipeline, held or quarantined calls, a destination that is behind, a pending replay.
+    Status {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+        /// The window the server keeps calls for (as `serve --retain-log`).
+        #[arg(long, env = "SIGNALBOX_RETAIN_LOG", default_value = "30d")]
+        retain_log: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -84,7 +84,7 @@ impl Harness {
             Some(sync.clone()),
             Arc::new(clock.clone()),
             RetentionConfig {
-                window: DAY,
+                window: Some(DAY),
                 chunk: 50,
                 ..RetentionConfig::default()
             },

@@ -170,7 +170,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
             Some(sync.clone()),
             Arc::clone(&clock),
             RetentionConfig {
-                window,
+                window: Some(window),
                 ..RetentionConfig::default()
             },
         )
