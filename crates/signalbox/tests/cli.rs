@@ -697,8 +697,52 @@ async fn storage_status_names_the_store_sizes_and_what_keeps_the_oldest_call() {
     assert_eq!(off["retain_log"], serde_json::Value::Null);
     assert_eq!(off["held_back_by"][0]["kind"], "window");
     let text = stdout(&signalbox(&["--data-dir", folder, "storage", "status"]));
+    assert!(text.contains("signalbox.db"), "{text}");
     assert!(
         text.contains(r#"Held back by  destination "hook": from seq 1, active"#),
         "{text}"
+    );
+}
+
+/// A log that retention trimmed cannot rebuild engage: the rebuild refuses and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_refuses_a_trimmed_log() {
+    use signalbox_store::sqlite::SqliteOptions;
+    use signalbox_store::{SqliteStore, Store, TrimRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().to_str().unwrap();
+    {
+        let store =
+            SqliteStore::open(dir.path().join("signalbox.db"), SqliteOptions::default()).unwrap();
+        let source = store.create_source("web").await.unwrap().0.id;
+        let old = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24);
+        let calls = (0..3)
+            .map(|i| signalbox_core::NewCall {
+                kind: signalbox_core::CallKind::Track,
+                message_id: format!("m-{i}"),
+                received_at: old,
+                payload: r#"{"type":"track","event":"Viewed"}"#.to_owned(),
+            })
+            .collect();
+        store.append(source, calls, vec![]).await.unwrap();
+        let trimmed = store
+            .trim_log(TrimRequest {
+                below_seq: i64::MAX,
+                received_before: jiff::Timestamp::now(),
+                now: jiff::Timestamp::now(),
+                chunk: 100,
+            })
+            .await
+            .unwrap();
+        assert_eq!(trimmed.calls, 2);
+        store.close();
+    }
+    let output = signalbox(&["--data-dir", folder, "rebuild"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--retain-log") && err.contains("seq 3"),
+        "{err}"
     );
 }
