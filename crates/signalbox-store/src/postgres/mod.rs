@@ -836,6 +836,63 @@ mod tests {
         assert!(err.to_string().contains("newer than this signalbox knows"));
     }
 
+    /// Dedupe records past the window decide nothing: a trim deletes them, and those inside
+    /// it stay, so the table does not grow with every id ever seen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_trim_deletes_dedupe_records_past_the_window() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let store = PgStore::connect(
+            db.url(),
+            PgOptions {
+                dedupe_window: SignedDuration::from_hours(1),
+                ..PgOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let (source, _) = store.create_source("web").await.unwrap();
+        let start = Timestamp::from_second(1_790_000_000).unwrap();
+        let call = |id: &str, at: Timestamp| NewCall {
+            kind: CallKind::Track,
+            message_id: id.to_owned(),
+            received_at: at,
+            payload: "{}".to_owned(),
+        };
+        let later = start + SignedDuration::from_hours(2);
+        store
+            .append(
+                source.id,
+                vec![call("old", start), call("recent", later)],
+                vec![],
+            )
+            .await
+            .unwrap();
+        let outcome = store
+            .trim_log(crate::TrimRequest {
+                below_seq: 0,
+                received_before: start,
+                now: later + SignedDuration::from_mins(10),
+                chunk: 1,
+            })
+            .await
+            .unwrap();
+        assert_eq!((outcome.calls, outcome.dedupe_ids), (0, 1));
+        let client = store.client().await.unwrap();
+        let kept: Vec<String> = client
+            .query(
+                "SELECT message_id FROM message_ids ORDER BY message_id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(kept, ["recent"]);
+    }
+
     #[tokio::test]
     async fn nodes_starting_together_migrate_once() {
         let Some(db) = TestDatabase::create().await else {
