@@ -26,7 +26,7 @@ use crate::model::*;
 use crate::outbox::{Stamped, WriteOrigin};
 use crate::pipeline::{self, Pipeline, PipelineConfig, PipelineStats, RebuildProgress};
 use crate::queries::EngageQueries;
-use crate::query::{HeldCall, HeldFilter, ProfileHistory, QuarantinedEntry};
+use crate::query::{HeldCall, HeldFilter, LogNeeds, ProfileHistory, QuarantinedEntry};
 use crate::reader::EngageReader;
 
 /// How [`Engage::start`] runs.
@@ -341,6 +341,19 @@ impl Engage {
             Some(pipeline) => pipeline.retry(seq).await,
             None => Err(EngageError::Unavailable),
         }
+    }
+
+    /// The oldest log entries engage still needs (see [`LogNeeds`]). The checkpoint is read
+    /// first: an entry held or quarantined after that read is above it.
+    pub async fn log_needs(&self) -> EngageResult<LogNeeds> {
+        let applied_seq = self.applied_seq();
+        let (oldest_held_seq, oldest_quarantined_seq) =
+            self.query(|queries| queries.log_needs()).await?;
+        Ok(LogNeeds {
+            applied_seq,
+            oldest_held_seq,
+            oldest_quarantined_seq,
+        })
     }
 
     /// The pipeline's counters (`applied.track`, `held`, `held.expired`, `skipped.…`, …).

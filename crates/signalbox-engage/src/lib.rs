@@ -77,7 +77,7 @@ pub use model::*;
 pub use outbox::{EmailEvent, OutboxChange, OutboxEntry, OutboxPosition, WriteOrigin};
 pub use pipeline::{LatencySummary, PipelineStats, RebuildProgress};
 pub use query::{
-    HeldCall, HeldCallStatus, HeldFilter, ProfileHistory, ProfileLink, ProfileOrigin,
+    HeldCall, HeldCallStatus, HeldFilter, LogNeeds, ProfileHistory, ProfileLink, ProfileOrigin,
     QuarantinedEntry,
 };
 pub use reader::EngageReader;

@@ -60,6 +60,10 @@ pub(crate) trait EngageQueries: Send + Sync {
 
     fn quarantined(&self, after_seq: i64, limit: u32) -> EngageResult<Vec<QuarantinedEntry>>;
 
+    /// The oldest call still held and the oldest quarantined entry, if any: what retention
+    /// must keep of the log besides what the checkpoint has not passed.
+    fn log_needs(&self) -> EngageResult<(Option<i64>, Option<i64>)>;
+
     fn counters(&self) -> EngageResult<Vec<(String, i64)>>;
 
     /// Every row in a stable order (see `Engage::dump`).

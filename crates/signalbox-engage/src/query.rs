@@ -119,6 +119,19 @@ pub enum HeldFilter {
     All,
 }
 
+/// What engage still needs of the call log, so that retention keeps it: the pipeline reads
+/// the entries after its checkpoint, a quarantined entry is read again when retried, and a
+/// call still held keeps its entry while it waits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogNeeds {
+    /// The checkpoint: every entry up to it is applied.
+    pub applied_seq: i64,
+    /// The oldest call still held, waiting for an identifier.
+    pub oldest_held_seq: Option<i64>,
+    /// The oldest entry set aside in quarantine.
+    pub oldest_quarantined_seq: Option<i64>,
+}
+
 /// A log entry set aside because applying it kept failing (see `apply/quarantine.rs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuarantinedEntry {

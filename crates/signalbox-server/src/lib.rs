@@ -15,6 +15,7 @@
 //! - [`templates`]: stored email templates (`templates.db`) and previews; [`tracking`]: the
 //!   open pixel and click redirects of sent emails, recorded as built-in metrics.
 //! - [`edge`]: connections and request bodies, bounded (caps, timeouts, the body budget).
+//! - [`retention`]: `serve --retain-log`: the trim loop and what keeps entries in the log.
 //! - [`error`]: how ingest failures look on the wire; [`telemetry`]: metrics and log events.
 //!
 //! **Invariant:** handlers parse and delegate; they hold no SQL and no business rules.
@@ -30,6 +31,7 @@ pub mod flow_deps;
 pub mod ingest;
 pub mod klaviyo;
 pub mod mail;
+pub mod retention;
 pub mod segment;
 pub mod telemetry;
 pub mod templates;

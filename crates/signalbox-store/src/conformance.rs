@@ -12,7 +12,7 @@ use signalbox_core::{
     SourceStatus,
 };
 
-use crate::{CallQuery, RejectionQuery, Store, StoreError};
+use crate::{CallQuery, RejectionQuery, Store, StoreError, TrimRequest};
 
 /// The dedupe window of the stores the cases get.
 pub const WINDOW: SignedDuration = SignedDuration::from_hours(1);
@@ -36,7 +36,11 @@ macro_rules! store_conformance {
             status_settings_and_deletion_of_a_source,
             api_keys_are_created_authenticated_listed_and_deleted,
             concurrent_appends_lose_nothing_and_get_increasing_seqs,
-            a_closed_store_takes_no_appends
+            a_closed_store_takes_no_appends,
+            a_trim_deletes_the_front_of_the_log_up_to_the_window_and_the_floor,
+            a_trim_stops_at_the_first_call_that_is_too_young,
+            a_trim_in_small_chunks_goes_on_beside_appends,
+            dedupe_still_catches_repeats_inside_its_window_after_a_trim
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -540,6 +544,160 @@ pub async fn a_closed_store_takes_no_appends(store: Arc<dyn Store>) {
         all_calls(&*store).await.len(),
         1,
         "what was acknowledged stays"
+    );
+}
+
+/// A trim of what was received before `second` and lies below `below_seq`, now being just
+/// after the newest call of the cases.
+fn trim_request(below_seq: i64, second: i64) -> TrimRequest {
+    TrimRequest {
+        below_seq,
+        received_before: at(second),
+        now: at(10_000),
+        chunk: 1000,
+    }
+}
+
+pub async fn a_trim_deletes_the_front_of_the_log_up_to_the_window_and_the_floor(
+    store: Arc<dyn Store>,
+) {
+    let web = source(&*store, "web").await;
+    let calls: Vec<NewCall> = (0..10).map(|i| call(&format!("m-{i}"), i)).collect();
+    store
+        .append(web, calls, vec![rejection("old", 0), rejection("new", 20)])
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = all_calls(&*store).await.iter().map(|c| c.seq).collect();
+    let ids = |calls: Vec<signalbox_core::StoredCall>| -> Vec<String> {
+        calls.into_iter().map(|c| c.message_id).collect()
+    };
+
+    // The window: calls received before second 5 go, whatever the floor allows past that.
+    let outcome = store.trim_log(trim_request(seqs[8], 5)).await.unwrap();
+    assert_eq!((outcome.calls, outcome.rejections), (5, 1));
+    assert_eq!(
+        ids(all_calls(&*store).await),
+        ["m-5", "m-6", "m-7", "m-8", "m-9"]
+    );
+    let rejections = store
+        .read_rejections(RejectionQuery {
+            limit: 10,
+            ..RejectionQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rejections.len(), 1);
+    assert_eq!(rejections[0].message, "new");
+
+    // The floor: a follower that has not passed seqs[7] keeps it, however old.
+    let outcome = store.trim_log(trim_request(seqs[7], 100)).await.unwrap();
+    assert_eq!(outcome.calls, 2);
+    assert_eq!(ids(all_calls(&*store).await), ["m-7", "m-8", "m-9"]);
+
+    // Everything passed and old: all but the newest call go, so seqs keep growing.
+    let outcome = store.trim_log(trim_request(i64::MAX, 100)).await.unwrap();
+    assert_eq!((outcome.calls, outcome.rejections), (2, 0));
+    assert_eq!(ids(all_calls(&*store).await), ["m-9"]);
+    assert_eq!(store.last_seq().await.unwrap(), seqs[9]);
+    let again = store.trim_log(trim_request(i64::MAX, 100)).await.unwrap();
+    assert_eq!(again.calls, 0, "nothing left to trim");
+
+    // Totals count what the log still holds.
+    let totals = store.totals().await.unwrap();
+    assert_eq!((totals[0].calls, totals[0].rejections), (1, 1));
+    let next = store
+        .append(web, vec![call("m-10", 30)], vec![])
+        .await
+        .unwrap();
+    assert!(next.last_seq > seqs[9], "sequence numbers are never reused");
+    assert_eq!(store.totals().await.unwrap()[0].calls, 2);
+}
+
+pub async fn a_trim_stops_at_the_first_call_that_is_too_young(store: Arc<dyn Store>) {
+    let web = source(&*store, "web").await;
+    // A clock that stepped back: the third call is older than the second.
+    let calls = vec![call("a", 0), call("b", 50), call("c", 1), call("d", 60)];
+    store.append(web, calls, vec![]).await.unwrap();
+    let outcome = store.trim_log(trim_request(i64::MAX, 10)).await.unwrap();
+    assert_eq!(outcome.calls, 1);
+    let kept: Vec<String> = all_calls(&*store)
+        .await
+        .into_iter()
+        .map(|c| c.message_id)
+        .collect();
+    assert_eq!(
+        kept,
+        ["b", "c", "d"],
+        "the log loses only a front, never a hole"
+    );
+}
+
+pub async fn a_trim_in_small_chunks_goes_on_beside_appends(store: Arc<dyn Store>) {
+    let web = source(&*store, "web").await;
+    for page in 0..4 {
+        let calls = (0..25)
+            .map(|i| call(&format!("old-{page}-{i}"), page * 25 + i))
+            .collect();
+        store.append(web, calls, vec![]).await.unwrap();
+    }
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for i in 0..50 {
+                store
+                    .append(web, vec![call(&format!("new-{i}"), 5000 + i)], vec![])
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut request = trim_request(i64::MAX, 1000);
+    request.chunk = 7;
+    let outcome = store.trim_log(request).await.unwrap();
+    writer.await.unwrap();
+    // The trim may have run before the first new call: then the newest old call stayed.
+    let calls = all_calls(&*store).await;
+    let old_left = calls
+        .iter()
+        .filter(|c| c.message_id.starts_with("old-"))
+        .count() as u64;
+    assert_eq!(outcome.calls + old_left, 100);
+    assert!(old_left <= 1, "{old_left} old calls left");
+    assert_eq!(calls.len() as u64 - old_left, 50, "every new call stays");
+    assert!(calls.windows(2).all(|w| w[0].seq < w[1].seq));
+}
+
+pub async fn dedupe_still_catches_repeats_inside_its_window_after_a_trim(store: Arc<dyn Store>) {
+    let web = source(&*store, "web").await;
+    let window = WINDOW.as_secs();
+    store
+        .append(
+            web,
+            vec![call("old", 0), call("recent", window + 1800)],
+            vec![],
+        )
+        .await
+        .unwrap();
+    let now = window + 1900;
+    let outcome = store
+        .trim_log(TrimRequest {
+            now: at(now),
+            ..trim_request(i64::MAX, 0)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.calls, 0,
+        "nothing in the log is older than second 0"
+    );
+    let again = store
+        .append(web, vec![call("recent", now), call("old", now)], vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.appended, again.duplicates),
+        (1, 1),
+        "inside the window a repeat is caught; past it the id is new again"
     );
 }
 

@@ -11,7 +11,7 @@ use signalbox_core::{
 
 use crate::{
     AppendOutcome, CallQuery, RejectionQuery, SourceSettings, SourceTotals, Store, StoreResult,
-    WriteKeyRecord,
+    TrimOutcome, TrimRequest, WriteKeyRecord,
 };
 
 /// Delegates everything to the inner store except [`Store::append`], which it answers at
@@ -47,6 +47,9 @@ impl Store for DiscardingStore {
     }
     async fn last_seq(&self) -> StoreResult<i64> {
         self.inner.last_seq().await
+    }
+    async fn trim_log(&self, request: TrimRequest) -> StoreResult<TrimOutcome> {
+        self.inner.trim_log(request).await
     }
     async fn read_rejections(&self, query: RejectionQuery) -> StoreResult<Vec<StoredRejection>> {
         self.inner.read_rejections(query).await

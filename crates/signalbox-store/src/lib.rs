@@ -116,6 +116,34 @@ impl SourceTotals {
     }
 }
 
+/// What [`Store::trim_log`] may delete: the front of the log, up to the first call that is
+/// too young or that a follower still needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrimRequest {
+    /// Calls with a smaller sequence number may go: every follower of the log (the engage
+    /// pipeline, its held and quarantined calls, every destination and pending replay) has
+    /// passed them.
+    pub below_seq: i64,
+    /// Calls and rejections received before this time may go.
+    pub received_before: Timestamp,
+    /// Now, by the caller's clock: dedupe records older than the dedupe window before it no
+    /// longer decide anything and may go too (where the backend keeps them in the database).
+    pub now: Timestamp,
+    /// Rows deleted per transaction at most: each is short, so the log's writer waits for
+    /// one chunk at most.
+    pub chunk: u32,
+}
+
+/// What one [`Store::trim_log`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrimOutcome {
+    pub calls: u64,
+    pub rejections: u64,
+    /// Dedupe records past the dedupe window (PostgreSQL; the embedded store's index drops
+    /// them itself, a time bucket at a time).
+    pub dedupe_ids: u64,
+}
+
 /// Calls read per page when a default method walks the whole log.
 const TOTALS_PAGE: u32 = 10_000;
 
@@ -165,6 +193,13 @@ pub trait Store: Send + Sync + 'static {
     async fn totals(&self) -> StoreResult<Vec<SourceTotals>> {
         totals_by_walking(self).await
     }
+
+    /// Deletes calls from the front of the log, oldest first, while each is older than
+    /// `received_before` and below `below_seq`; then rejections older than `received_before`.
+    /// The newest call and the newest rejection always stay, so sequence numbers and ids keep
+    /// growing. Works in transactions of `chunk` rows, so appends are never held up for long;
+    /// [`SourceTotals`] drop what was deleted. Freed space is reused by later appends.
+    async fn trim_log(&self, request: TrimRequest) -> StoreResult<TrimOutcome>;
 
     // Sources and their write keys.
 

@@ -29,8 +29,8 @@ use crate::error::{SyncError, SyncResult};
 use crate::feed::{CallFeed, OutboxFeed};
 use crate::model::{
     Circuit, DeadLetter, DeliveryOutcome, DeliveryRecord, Destination, DestinationConfig,
-    DestinationKind, DestinationPatch, DestinationState, DestinationStatus, NewDestination,
-    Position, Replay, Secret,
+    DestinationKind, DestinationPatch, DestinationState, DestinationStatus, LogHold,
+    NewDestination, Position, Replay, Secret,
 };
 use crate::store::SyncStore;
 use crate::worker::{Live, Shared, Worker};
@@ -465,6 +465,38 @@ impl Sync {
             circuit,
             cursor,
         })
+    }
+
+    /// What each destination that follows the call log (`klaviyo`, `webhook`) still needs of
+    /// it, paused ones included: they resume from their cursor. Replay requests are read
+    /// before the cursor, so a request taken in between is seen as the cursor it rewound.
+    /// (The `segment` kind follows engage's outbox, not the log.)
+    pub async fn log_holds(&self) -> SyncResult<Vec<LogHold>> {
+        let mut holds = Vec::new();
+        for destination in self.deps.store.list().await? {
+            if destination.config.kind() == DestinationKind::Segment {
+                continue;
+            }
+            let replay_since = self
+                .deps
+                .store
+                .pending_replays(&destination.id)
+                .await?
+                .into_iter()
+                .filter_map(|replay| match replay {
+                    Replay::Since(since) => Some(since),
+                    Replay::DeadLetters => None,
+                })
+                .min();
+            let progress = self.deps.store.progress(&destination.id).await?;
+            holds.push(LogHold {
+                destination: destination.name,
+                state: destination.state,
+                from_seq: progress.cursor.seq + 1,
+                replay_since,
+            });
+        }
+        Ok(holds)
     }
 
     pub async fn dead_letters(&self, name: &str) -> SyncResult<Vec<DeadLetter>> {

@@ -305,6 +305,18 @@ pub struct DeadLetter {
     pub replayed_at: Option<Timestamp>,
 }
 
+/// What a destination that follows the call log still needs of it: retention keeps the
+/// entries from `from_seq` on, and those received since a pending replay's time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogHold {
+    pub destination: String,
+    pub state: DestinationState,
+    /// The first entry not yet delivered: the one after the cursor.
+    pub from_seq: i64,
+    /// The earliest time a replay request not yet taken sends again from.
+    pub replay_since: Option<Timestamp>,
+}
+
 /// What `replay` sends again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -114,6 +114,24 @@ pub enum Command {
     /// server runs or not.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// What the data folder holds: sizes per store, the oldest call the log keeps and what
+    /// keeps it (`serve --retain-log`). Works whether the server runs or not.
+    #[command(subcommand)]
+    Storage(StorageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Sizes per store, the oldest call kept and what holds it back: the window, the engage
+    /// pipeline, held or quarantined calls, a destination that is behind, a pending replay.
+    Status {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+        /// The window the server keeps calls for (as `serve --retain-log`).
+        #[arg(long, env = "SIGNALBOX_RETAIN_LOG", default_value = "30d")]
+        retain_log: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -519,6 +537,13 @@ pub struct ServeArgs {
     /// is held before it expires (e.g. `7d`, `36h`).
     #[arg(long, env = "SIGNALBOX_HOLD_WINDOW", default_value = "7d")]
     pub hold_window: String,
+    /// How long the call log keeps an entry (e.g. `30d`, `36h`), or `off` to keep every one.
+    /// An older entry goes once the engage pipeline and every destination have passed it;
+    /// what a held call, a quarantined entry, a destination that is behind (paused or
+    /// failing) or a pending replay still needs stays. Profiles, events and aggregates stay.
+    /// `signalbox storage status` shows what is kept and why.
+    #[arg(long, env = "SIGNALBOX_RETAIN_LOG", default_value = "30d")]
+    pub retain_log: String,
     /// How long a flow message held for review (a `manual` flow or message) waits to be
     /// approved or skipped (`signalbox flow approve|skip`) before it ages out as
     /// `skipped:expired` and its run moves on (e.g. `7d`, `48h`).

@@ -339,6 +339,7 @@ fn a_missing_data_folder_is_named() {
         &["engage", "quarantine"],
         &["destination", "list"],
         &["admin", "list"],
+        &["storage", "status"],
     ] {
         let mut args = vec!["--data-dir", folder];
         args.extend_from_slice(command);
@@ -600,6 +601,11 @@ fn the_commands_that_run_without_a_server_print_the_documented_json() {
             vec!["destination", "status", "hook", "--json"],
             1,
         ),
+        (
+            "storage status --json",
+            vec!["storage", "status", "--json"],
+            1,
+        ),
     ] {
         let printed = json_lines_of(folder, &command);
         assert_eq!(printed.len(), lines, "{command:?} printed {printed:?}");
@@ -607,4 +613,136 @@ fn the_commands_that_run_without_a_server_print_the_documented_json() {
             cli_json::assert_documented(documented, line);
         }
     }
+}
+
+/// `storage status` on a folder whose log holds calls older than the window: a destination
+/// that has delivered none of them keeps them, and the status names it, the window and the
+/// sizes of the stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_status_names_the_store_sizes_and_what_keeps_the_oldest_call() {
+    use signalbox_store::sqlite::SqliteOptions;
+    use signalbox_store::{SqliteStore, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().to_str().unwrap();
+    let created = signalbox(&["--data-dir", folder, "source", "create", "web"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let hook = signalbox(&[
+        "--data-dir",
+        folder,
+        "destination",
+        "create",
+        "hook",
+        "--kind",
+        "webhook",
+        "--url",
+        "https://hooks.example.com/in",
+        "--source",
+        "web",
+    ]);
+    assert!(hook.status.success(), "{}", stderr(&hook));
+    {
+        let store =
+            SqliteStore::open(dir.path().join("signalbox.db"), SqliteOptions::default()).unwrap();
+        let source = store.source_by_name("web").await.unwrap().id;
+        let old = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(40 * 24);
+        let calls = (0..3)
+            .map(|i| signalbox_core::NewCall {
+                kind: signalbox_core::CallKind::Track,
+                message_id: format!("m-{i}"),
+                received_at: old,
+                payload: r#"{"type":"track","event":"Viewed"}"#.to_owned(),
+            })
+            .collect();
+        store.append(source, calls, vec![]).await.unwrap();
+        store.close();
+    }
+
+    let status = &json_lines_of(folder, &["storage", "status", "--json"])[0];
+    cli_json::assert_documented("storage status --json", status);
+    assert_eq!(status["calls"], 3);
+    assert_eq!(
+        (status["oldest_seq"].as_i64(), status["newest_seq"].as_i64()),
+        (Some(1), Some(3))
+    );
+    assert_eq!(status["retain_log"], "30d", "{status}");
+    let held_back_by = status["held_back_by"].as_array().unwrap();
+    assert_eq!(held_back_by.len(), 1, "{status}");
+    assert_eq!(held_back_by[0]["kind"], "destination");
+    assert_eq!(held_back_by[0]["name"], "hook");
+    assert_eq!(held_back_by[0]["from_seq"], 1);
+    let kinds: Vec<&str> = status["holds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["window", "destination"], "{status}");
+    let stores: Vec<&str> = status["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["store"].as_str().unwrap())
+        .collect();
+    for store in ["signalbox.db", "sync.db"] {
+        assert!(stores.contains(&store), "{stores:?}");
+    }
+    assert!(status["total_bytes"].as_u64().unwrap() > 0);
+
+    // Retention off: the window keeps every call; the text says so.
+    let off = &json_lines_of(
+        folder,
+        &["storage", "status", "--json", "--retain-log", "off"],
+    )[0];
+    assert_eq!(off["retain_log"], serde_json::Value::Null);
+    assert_eq!(off["held_back_by"][0]["kind"], "window");
+    let text = stdout(&signalbox(&["--data-dir", folder, "storage", "status"]));
+    assert!(text.contains("signalbox.db"), "{text}");
+    assert!(
+        text.contains(r#"Held back by  destination "hook": from seq 1, active"#),
+        "{text}"
+    );
+}
+
+/// A log that retention trimmed cannot rebuild engage: the rebuild refuses and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_refuses_a_trimmed_log() {
+    use signalbox_store::sqlite::SqliteOptions;
+    use signalbox_store::{SqliteStore, Store, TrimRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().to_str().unwrap();
+    {
+        let store =
+            SqliteStore::open(dir.path().join("signalbox.db"), SqliteOptions::default()).unwrap();
+        let source = store.create_source("web").await.unwrap().0.id;
+        let old = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24);
+        let calls = (0..3)
+            .map(|i| signalbox_core::NewCall {
+                kind: signalbox_core::CallKind::Track,
+                message_id: format!("m-{i}"),
+                received_at: old,
+                payload: r#"{"type":"track","event":"Viewed"}"#.to_owned(),
+            })
+            .collect();
+        store.append(source, calls, vec![]).await.unwrap();
+        let trimmed = store
+            .trim_log(TrimRequest {
+                below_seq: i64::MAX,
+                received_before: jiff::Timestamp::now(),
+                now: jiff::Timestamp::now(),
+                chunk: 100,
+            })
+            .await
+            .unwrap();
+        assert_eq!(trimmed.calls, 2);
+        store.close();
+    }
+    let output = signalbox(&["--data-dir", folder, "rebuild"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--retain-log") && err.contains("seq 3"),
+        "{err}"
+    );
 }

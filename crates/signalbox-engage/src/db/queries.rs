@@ -103,6 +103,10 @@ impl EngageQueries for SqliteQueries {
             .with_sync(|conn| query::quarantined(conn, after_seq, limit))
     }
 
+    fn log_needs(&self) -> EngageResult<(Option<i64>, Option<i64>)> {
+        self.readers.with_sync(query::log_needs)
+    }
+
     fn counters(&self) -> EngageResult<Vec<(String, i64)>> {
         self.readers.with_sync(query::counters)
     }

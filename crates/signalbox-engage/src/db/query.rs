@@ -361,6 +361,20 @@ pub(crate) fn list_events(conn: &Connection, q: &EventQuery) -> EngageResult<Pag
     })
 }
 
+/// The oldest held and quarantined entries (the checkpoint is the caller's).
+pub(crate) fn log_needs(conn: &Connection) -> EngageResult<(Option<i64>, Option<i64>)> {
+    // The partial index of calls still held holds their seqs: no scan of the settled ones.
+    let held = conn
+        .prepare_cached(
+            "SELECT MIN(seq) FROM held_calls INDEXED BY held_open WHERE status = 'held'",
+        )?
+        .query_row([], |r| r.get(0))?;
+    let quarantined = conn
+        .prepare_cached("SELECT MIN(seq) FROM quarantine")?
+        .query_row([], |r| r.get(0))?;
+    Ok((held, quarantined))
+}
+
 pub(crate) fn held_calls(
     conn: &Connection,
     filter: HeldFilter,

@@ -40,14 +40,26 @@ async fn identify_then_track_makes_a_profile_an_event_and_a_feed_line() {
 async fn anonymous_calls_are_held_until_identified_then_applied() {
     let mut app = TestApp::start().await;
     // enforceEmail is on (the default): no email, no profile, so the calls wait.
-    app.track(json!({"anonymousId": "a1", "event": "Viewed Product"}))
+    let first = app
+        .track(json!({"anonymousId": "a1", "event": "Viewed Product"}))
         .await;
-    app.track(json!({"userId": "u1", "anonymousId": "a1", "event": "Added Product"}))
+    let last = app
+        .track(json!({"userId": "u1", "anonymousId": "a1", "event": "Added Product"}))
         .await;
     app.settle().await;
     assert!(app.profiles().await.is_empty());
     let held = app.held(HeldFilter::Held).await;
     assert_eq!(held.len(), 2);
+    // The log keeps a held call's entry while it waits.
+    let needs = app.engage.log_needs().await.unwrap();
+    assert_eq!(
+        (
+            needs.applied_seq,
+            needs.oldest_held_seq,
+            needs.oldest_quarantined_seq
+        ),
+        (last, Some(first), None)
+    );
     assert!(
         held[0].reason.contains("enforceEmail"),
         "{}",
@@ -65,6 +77,7 @@ async fn anonymous_calls_are_held_until_identified_then_applied() {
     assert!(app.held(HeldFilter::Held).await.is_empty());
     let released = app.held(HeldFilter::Released).await;
     assert_eq!(released.len(), 2);
+    assert_eq!(app.engage.log_needs().await.unwrap().oldest_held_seq, None);
     assert_eq!(app.counter("held.released").await, 2);
 
     // Later calls with only the anonymous id attach directly.

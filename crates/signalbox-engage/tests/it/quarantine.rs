@@ -83,6 +83,10 @@ async fn a_poisoned_entry_is_set_aside_and_the_entries_after_it_are_applied() {
     assert_eq!(entry.tries, 3);
     assert_eq!(entry.error, format!("internal error: {FAILURE}"));
     assert_eq!(counter(&app.engage, "quarantined").await, 1);
+    // A retry reads the entry from the log again: the log keeps it.
+    let needs = app.engage.log_needs().await.unwrap();
+    assert_eq!(needs.oldest_quarantined_seq, Some(poisoned));
+    assert!(needs.applied_seq > poisoned);
     let dump = app.engage.dump().await.unwrap();
     assert!(
         dump.lines().any(|l| l.starts_with(&format!(
@@ -111,6 +115,10 @@ async fn a_poisoned_entry_is_set_aside_and_the_entries_after_it_are_applied() {
     let profile = app.by_email(POISONED).await;
     assert_eq!(profile.external_id.as_deref(), Some("u2"));
     assert!(app.engage.quarantined(0, 100).await.unwrap().is_empty());
+    assert_eq!(
+        app.engage.log_needs().await.unwrap().oldest_quarantined_seq,
+        None
+    );
     assert_eq!(counter(&app.engage, "quarantine.retried").await, 1);
     let dump = app.engage.dump().await.unwrap();
     assert!(

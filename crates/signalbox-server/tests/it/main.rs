@@ -25,6 +25,7 @@ mod http_properties;
 mod limits;
 mod normalisation;
 mod overload;
+mod retention;
 mod routes;
 #[allow(dead_code)]
 // The SMTP sink helper is the mail crate's, shared rather than copied.

@@ -8,6 +8,7 @@
 pub mod schema;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+mod trim;
 mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +32,7 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::{
     AppendOutcome, CallQuery, RejectionQuery, SourceSettings, SourceTotals, Store, StoreError,
-    StoreResult, WriteKeyRecord,
+    StoreResult, TrimOutcome, TrimRequest, WriteKeyRecord,
 };
 use writer::{AppendJob, Writer};
 
@@ -64,6 +65,8 @@ impl Default for PgOptions {
 /// The PostgreSQL store. Cheap to share behind an `Arc`.
 pub struct PgStore {
     pool: Pool,
+    /// The dedupe window, in microseconds: records older than this before now decide nothing.
+    dedupe_window_us: i64,
     writer_tx: Mutex<Option<mpsc::Sender<AppendJob>>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     writer_busy: Arc<AtomicU64>,
@@ -147,6 +150,7 @@ impl PgStore {
         };
         Ok(PgStore {
             pool,
+            dedupe_window_us: i64::try_from(options.dedupe_window.as_micros()).unwrap_or(i64::MAX),
             writer_tx: Mutex::new(writer_tx),
             writer_thread: Mutex::new(writer_thread),
             writer_busy,
@@ -465,6 +469,40 @@ impl Store for PgStore {
                 rejections: r.get::<_, i64>(3).max(0) as u64,
             })
             .collect())
+    }
+
+    async fn trim_log(&self, request: TrimRequest) -> StoreResult<TrimOutcome> {
+        let cutoff_us = request.received_before.as_microsecond();
+        let mut outcome = TrimOutcome::default();
+        let mut client = self.client().await?;
+        for (front, below) in [
+            (trim::Front::Calls, request.below_seq),
+            (trim::Front::Rejections, i64::MAX),
+        ] {
+            loop {
+                let chunk =
+                    trim::trim_chunk(&mut client, front, below, cutoff_us, request.chunk).await?;
+                match front {
+                    trim::Front::Calls => outcome.calls += chunk.deleted,
+                    trim::Front::Rejections => outcome.rejections += chunk.deleted,
+                }
+                if chunk.done {
+                    break;
+                }
+            }
+        }
+        let expired_before = request
+            .now
+            .as_microsecond()
+            .saturating_sub(self.dedupe_window_us);
+        loop {
+            let deleted = trim::expire_dedupe(&client, expired_before, request.chunk).await?;
+            outcome.dedupe_ids += deleted;
+            if deleted < u64::from(request.chunk.max(1)) {
+                break;
+            }
+        }
+        Ok(outcome)
     }
 
     async fn create_source(&self, name: &str) -> StoreResult<(Source, WriteKey)> {
@@ -796,6 +834,63 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("newer than this signalbox knows"));
+    }
+
+    /// Dedupe records past the window decide nothing: a trim deletes them, and those inside
+    /// it stay, so the table does not grow with every id ever seen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_trim_deletes_dedupe_records_past_the_window() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let store = PgStore::connect(
+            db.url(),
+            PgOptions {
+                dedupe_window: SignedDuration::from_hours(1),
+                ..PgOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let (source, _) = store.create_source("web").await.unwrap();
+        let start = Timestamp::from_second(1_790_000_000).unwrap();
+        let call = |id: &str, at: Timestamp| NewCall {
+            kind: CallKind::Track,
+            message_id: id.to_owned(),
+            received_at: at,
+            payload: "{}".to_owned(),
+        };
+        let later = start + SignedDuration::from_hours(2);
+        store
+            .append(
+                source.id,
+                vec![call("old", start), call("recent", later)],
+                vec![],
+            )
+            .await
+            .unwrap();
+        let outcome = store
+            .trim_log(crate::TrimRequest {
+                below_seq: 0,
+                received_before: start,
+                now: later + SignedDuration::from_mins(10),
+                chunk: 1,
+            })
+            .await
+            .unwrap();
+        assert_eq!((outcome.calls, outcome.dedupe_ids), (0, 1));
+        let client = store.client().await.unwrap();
+        let kept: Vec<String> = client
+            .query(
+                "SELECT message_id FROM message_ids ORDER BY message_id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(kept, ["recent"]);
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ pub use checkpoint::Checkpointer;
 mod dedupe;
 mod index_thread;
 mod schema;
+mod trim;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     AppendOutcome, CallQuery, RejectionQuery, SourceSettings, SourceTotals, Store, StoreError,
-    StoreResult, WriteKeyRecord,
+    StoreResult, TrimOutcome, TrimRequest, WriteKeyRecord,
 };
 use writer::{AppendJob, Writer};
 
@@ -451,6 +452,33 @@ impl Store for SqliteStore {
             rows.collect::<Result<Vec<_>, _>>().map_err(internal)
         })
         .await
+    }
+
+    async fn trim_log(&self, request: TrimRequest) -> StoreResult<TrimOutcome> {
+        let cutoff_us = request.received_before.as_microsecond();
+        let mut outcome = TrimOutcome::default();
+        for (front, below) in [
+            (trim::Front::Calls, request.below_seq),
+            (trim::Front::Rejections, i64::MAX),
+        ] {
+            loop {
+                let chunk = self
+                    .with_conn(move |conn| {
+                        trim::trim_chunk(conn, front, below, cutoff_us, request.chunk)
+                    })
+                    .await?;
+                match front {
+                    trim::Front::Calls => outcome.calls += chunk.deleted,
+                    trim::Front::Rejections => outcome.rejections += chunk.deleted,
+                }
+                if chunk.done {
+                    break;
+                }
+                // Let appends queued behind this chunk commit before the next one.
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(outcome)
     }
 
     async fn create_source(&self, name: &str) -> StoreResult<(Source, WriteKey)> {

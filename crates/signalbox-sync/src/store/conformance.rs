@@ -308,14 +308,24 @@ pub async fn dead_letters_and_replays(store: &dyn SyncStore) {
         .await
         .unwrap();
     assert_eq!(
+        store.pending_replays(&d.id).await.unwrap(),
+        [Replay::DeadLetters, Replay::Since(now)],
+        "looking at the requests takes none of them"
+    );
+    assert_eq!(
         store.take_replay(&d.id).await.unwrap(),
         Some(Replay::DeadLetters)
+    );
+    assert_eq!(
+        store.pending_replays(&d.id).await.unwrap(),
+        [Replay::Since(now)]
     );
     assert_eq!(
         store.take_replay(&d.id).await.unwrap(),
         Some(Replay::Since(now))
     );
     assert_eq!(store.take_replay(&d.id).await.unwrap(), None);
+    assert!(store.pending_replays(&d.id).await.unwrap().is_empty());
     assert!(matches!(
         store.request_replay("nope", Replay::DeadLetters).await,
         Err(SyncError::NotFound(_))

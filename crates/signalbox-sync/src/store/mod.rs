@@ -88,6 +88,8 @@ pub trait SyncStore: Send + Sync + 'static {
     async fn request_replay(&self, name: &str, replay: Replay) -> SyncResult<()>;
     /// Takes the oldest replay request of a destination, if any.
     async fn take_replay(&self, destination_id: &str) -> SyncResult<Option<Replay>>;
+    /// The replay requests of a destination not yet taken, oldest first.
+    async fn pending_replays(&self, destination_id: &str) -> SyncResult<Vec<Replay>>;
     /// Moves the cursor back (replay since a time).
     async fn rewind(&self, destination_id: &str, cursor: Position) -> SyncResult<()>;
     /// The newest delivery records, newest first.

@@ -586,6 +586,23 @@ impl SyncStore for PgSyncStore {
         .transpose()
     }
 
+    async fn pending_replays(&self, destination_id: &str) -> SyncResult<Vec<Replay>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT replay FROM sync_replays WHERE destination_id = $1 ORDER BY id",
+                &[&destination_id],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                serde_json::from_str(r.get(0))
+                    .map_err(|e| SyncError::Store(format!("unreadable replay request: {e}")))
+            })
+            .collect()
+    }
+
     async fn rewind(&self, destination_id: &str, cursor: Position) -> SyncResult<()> {
         let client = self.client().await?;
         client

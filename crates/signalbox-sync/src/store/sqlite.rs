@@ -605,6 +605,26 @@ impl SyncStore for SqliteSyncStore {
         .await
     }
 
+    async fn pending_replays(&self, destination_id: &str) -> SyncResult<Vec<Replay>> {
+        let id = destination_id.to_owned();
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT replay FROM replays WHERE destination_id = ?1 ORDER BY id",
+            )?;
+            let texts = stmt
+                .query_map([&id], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            texts
+                .iter()
+                .map(|text| {
+                    serde_json::from_str(text)
+                        .map_err(|e| SyncError::Store(format!("unreadable replay request: {e}")))
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn rewind(&self, destination_id: &str, cursor: Position) -> SyncResult<()> {
         let id = destination_id.to_owned();
         self.with_conn(move |conn| {

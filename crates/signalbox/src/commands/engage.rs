@@ -17,6 +17,20 @@ pub async fn rebuild(global: &GlobalArgs, args: RebuildArgs) -> anyhow::Result<(
     let hold_window = parse_duration(&args.hold_window, "--hold-window")?;
     let store = open_store_readonly(global)?;
     let path = engage_path(global)?;
+    // A log that retention trimmed no longer holds what made the state: a rebuild from it
+    // would lose those profiles, events and aggregates.
+    let first = store
+        .read_calls(signalbox_store::CallQuery {
+            limit: 1,
+            ..signalbox_store::CallQuery::default()
+        })
+        .await?;
+    if let Some(first) = first.first().filter(|call| call.seq > 1) {
+        anyhow::bail!(
+            "the call log was trimmed (`serve --retain-log`; its oldest call is seq {}): a rebuild would lose the profiles, events and aggregates made by the calls no longer in it, so engage.db is left as it is",
+            first.seq
+        );
+    }
     let last = store.last_seq().await?;
     let bar = ProgressBar::new(last.max(0) as u64);
     bar.set_style(

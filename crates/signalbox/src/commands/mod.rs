@@ -13,6 +13,7 @@ pub mod private;
 mod segment;
 mod serve;
 mod source;
+mod storage;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,6 +50,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Destination(cmd) => destination::run(&cli.global, cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
         Command::Admin(cmd) => admin::run(&cli.global, cmd).await,
+        Command::Storage(cmd) => storage::run(&cli.global, cmd).await,
     }
 }
 
@@ -71,7 +73,9 @@ fn reads_only_local_data(command: &Command) -> bool {
         Command::ApiKey(cmd) => !matches!(cmd, ApiKeyCommand::Create { .. }),
         Command::Destination(cmd) => !matches!(cmd, DestinationCommand::Create(_)),
         Command::Admin(cmd) => !matches!(cmd, AdminCommand::Create { .. }),
-        Command::Events(_) | Command::Rebuild(_) | Command::Profiles(_) => true,
+        Command::Events(_) | Command::Rebuild(_) | Command::Profiles(_) | Command::Storage(_) => {
+            true
+        }
     }
 }
 
@@ -181,6 +185,14 @@ pub fn open_store_readonly(global: &GlobalArgs) -> anyhow::Result<Arc<dyn Store>
     )
     .with_context(|| format!("cannot open the store at {}", path.display()))?;
     Ok(Arc::new(store))
+}
+
+/// `--retain-log`: a duration, or `off` (`None`: the log keeps every entry).
+pub fn parse_retain_log(text: &str) -> anyhow::Result<Option<SignedDuration>> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    parse_duration(text, "--retain-log").map(Some)
 }
 
 /// Parses `24h`, `90m`, `30s`, `7d`, `1h 30m` or ISO 8601 (`PT24H`, `P7D`); a day is 24 hours.

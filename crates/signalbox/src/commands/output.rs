@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use signalbox_engage::QuarantinedEntry;
+use signalbox_server::retention::Hold;
 use signalbox_sync::{Destination, DestinationConfig};
 
 /// Prints one JSON line.
@@ -321,6 +322,38 @@ pub struct HeldMessageLine {
     pub decided: Option<String>,
 }
 
+/// `storage status --json`: what the data folder holds and what keeps the log's oldest call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StorageStatus {
+    /// The data folder.
+    pub data_dir: String,
+    /// Bytes on disk per store, largest first.
+    pub stores: Vec<StoreSize>,
+    pub total_bytes: u64,
+    /// The window calls are kept for (`30d`); `null` when retention is off.
+    pub retain_log: Option<String>,
+    /// Calls the log holds.
+    pub calls: u64,
+    /// The oldest call kept; `null` when the log is empty.
+    pub oldest_seq: Option<i64>,
+    pub oldest_received: Option<Timestamp>,
+    /// The newest call (0 when none was ever appended).
+    pub newest_seq: i64,
+    /// What keeps the oldest call (empty when it may go at the next trim).
+    pub held_back_by: Vec<Hold>,
+    /// Everything that keeps calls: the window and every follower of the log.
+    pub holds: Vec<Hold>,
+}
+
+/// One store's files in the data folder: the database with its journal and index files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreSize {
+    /// The database file's name (`signalbox.db`, `engage.db`, …); `other` for the rest.
+    pub store: String,
+    pub bytes: u64,
+    pub files: u64,
+}
+
 /// The fields `docs/cli-json.md` lists, as the tests read them.
 #[cfg(test)]
 #[path = "../../tests/common/cli_json.rs"]
@@ -548,6 +581,26 @@ mod tests {
                 created: String::new(),
                 expires: String::new(),
                 decided: None,
+            },
+            checked,
+        );
+        check(
+            "storage status --json",
+            &StorageStatus {
+                data_dir: "signalbox-data".into(),
+                stores: vec![StoreSize {
+                    store: "signalbox.db".into(),
+                    bytes: 1,
+                    files: 1,
+                }],
+                total_bytes: 1,
+                retain_log: Some("30d".into()),
+                calls: 0,
+                oldest_seq: None,
+                oldest_received: None,
+                newest_seq: 0,
+                held_back_by: vec![],
+                holds: vec![],
             },
             checked,
         );

@@ -15,6 +15,7 @@ use signalbox_server::confirmations;
 use signalbox_server::edge::disk::DiskFloor;
 use signalbox_server::flow_deps::flow_deps;
 use signalbox_server::mail::{Mail, MailSettings};
+use signalbox_server::retention::{Retention, RetentionConfig};
 use signalbox_server::segment::decode::Limits;
 use signalbox_server::templates::TemplateStore;
 use signalbox_server::test_clock::ShiftedClock;
@@ -24,7 +25,9 @@ use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{SqliteStore, Store, StoreError};
 use signalbox_sync::{SqliteSyncStore, SyncDeps};
 
-use super::{database_path, engage_path, parse_duration, parse_size, parse_timeout};
+use super::{
+    database_path, engage_path, parse_duration, parse_retain_log, parse_size, parse_timeout,
+};
 use crate::cli::{GlobalArgs, ServeArgs};
 
 /// The source created on first start.
@@ -37,6 +40,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     tracing::debug!(?open_files, "open files limit");
     let path = database_path(global)?;
     let mail_settings = mail_settings(&args)?;
+    let retain_log = parse_retain_log(&args.retain_log)?;
     let options = SqliteOptions {
         dedupe_window: parse_duration(&args.dedupe_window, "--dedupe-window")?,
         queue_capacity: args.queue_capacity.max(1),
@@ -152,10 +156,25 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     .context("cannot set up the outbound HTTP client")?;
     let sync = signalbox_sync::Sync::start(SyncDeps {
         store: Arc::new(sync_store),
-        calls,
+        calls: Arc::clone(&calls),
         engage: Some(engage.clone()),
         outbound,
         clock: Arc::clone(&clock),
+    });
+    // Retention: the log's followers (engage, destinations) say what they still need, and
+    // entries past the window that none needs go, at start and every minute.
+    let retention = retain_log.map(|window| {
+        Retention::new(
+            calls,
+            Some(engage.clone()),
+            Some(sync.clone()),
+            Arc::clone(&clock),
+            RetentionConfig {
+                window: Some(window),
+                ..RetentionConfig::default()
+            },
+        )
+        .spawn()
     });
     // Application::run stops its deliveries after the last request, before the log closes.
     app.set_sync(sync);
@@ -208,6 +227,12 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         sync_path.display()
     );
     println!("  Mail           {mail_summary}");
+    match retain_log {
+        Some(window) => println!(
+            "  Retention      calls kept {window:#} once every follower passed them   (signalbox storage status)"
+        ),
+        None => println!("  Retention      off: the call log keeps every call"),
+    }
     if args.allow_private_destinations {
         println!("  Outbound       private destinations allowed (--allow-private-destinations)");
     }
@@ -228,6 +253,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         "serving"
     );
     app.run(shutdown_signal()).await?;
+    drop(retention);
     flows.shutdown().await;
     audience.shutdown().await;
     engage.shutdown().await;

@@ -1,0 +1,201 @@
+//! `signalbox storage status`: sizes per store in the data folder, the oldest call the log
+//! keeps and what keeps it, read from the folder (the server may run or not).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use signalbox_core::SystemClock;
+use signalbox_engage::Engage;
+use signalbox_server::retention::{Hold, HoldKind, Retention, RetentionConfig};
+use signalbox_store::CallQuery;
+
+use super::output::{print_line, StorageStatus, StoreSize};
+use super::{database_path, destination, engage_path, open_store_readonly, parse_retain_log};
+use crate::cli::{GlobalArgs, StorageCommand};
+
+pub async fn run(global: &GlobalArgs, cmd: StorageCommand) -> anyhow::Result<()> {
+    match cmd {
+        StorageCommand::Status { json, retain_log } => {
+            let status = status(global, &retain_log).await?;
+            if json {
+                print_line(&status)
+            } else {
+                print_status(&status);
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn status(global: &GlobalArgs, retain_log: &str) -> anyhow::Result<StorageStatus> {
+    let window = parse_retain_log(retain_log)?;
+    let log_path = database_path(global)?;
+    let data_dir = log_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let store = open_store_readonly(global)?;
+    let engage_path = engage_path(global)?;
+    let engage = if engage_path.exists() {
+        Some(
+            Engage::open_readonly(&engage_path)
+                .await
+                .with_context(|| format!("cannot open {}", engage_path.display()))?,
+        )
+    } else {
+        None
+    };
+    let sync = destination::open(global, false).await?;
+    let retention = Retention::new(
+        Arc::clone(&store),
+        engage,
+        Some(sync),
+        Arc::new(SystemClock),
+        RetentionConfig {
+            window,
+            ..RetentionConfig::default()
+        },
+    );
+    let floor = retention.floor().await?;
+    let oldest = store
+        .read_calls(CallQuery {
+            limit: 1,
+            ..CallQuery::default()
+        })
+        .await?
+        .into_iter()
+        .next();
+    let newest_seq = store.last_seq().await?;
+    let calls = store.totals().await?.iter().map(|t| t.calls).sum();
+    let held_back_by = match &oldest {
+        Some(call) => {
+            let mut holding = floor.holding(call.seq, call.received_at);
+            if holding.is_empty() && call.seq == newest_seq {
+                holding.push(Hold {
+                    kind: HoldKind::Newest,
+                    name: None,
+                    state: None,
+                    from_seq: Some(newest_seq),
+                    since: None,
+                });
+            }
+            holding
+        }
+        None => Vec::new(),
+    };
+    let stores = store_sizes(&data_dir)?;
+    Ok(StorageStatus {
+        data_dir: data_dir.display().to_string(),
+        total_bytes: stores.iter().map(|s| s.bytes).sum(),
+        stores,
+        retain_log: window.map(|_| retain_log.trim().to_owned()),
+        calls,
+        oldest_seq: oldest.as_ref().map(|c| c.seq),
+        oldest_received: oldest.as_ref().map(|c| c.received_at),
+        newest_seq,
+        held_back_by,
+        holds: floor.holds,
+    })
+}
+
+/// The folder's files by the store they belong to: a database file and what sits beside it
+/// under its name (`signalbox.db-wal`, `signalbox.db-dedupe/`, `engage.db.held/`).
+fn store_sizes(dir: &Path) -> anyhow::Result<Vec<StoreSize>> {
+    let mut by_store: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let store = match name.find(".db") {
+            Some(end) => name[..end + 3].to_owned(),
+            None => "other".to_owned(),
+        };
+        let (bytes, files) = size_of(&entry.path())?;
+        let total = by_store.entry(store).or_default();
+        total.0 += bytes;
+        total.1 += files;
+    }
+    let mut stores: Vec<StoreSize> = by_store
+        .into_iter()
+        .map(|(store, (bytes, files))| StoreSize {
+            store,
+            bytes,
+            files,
+        })
+        .collect();
+    stores.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.store.cmp(&b.store)));
+    Ok(stores)
+}
+
+/// Bytes and files under `path` (itself, when a file).
+fn size_of(path: &Path) -> anyhow::Result<(u64, u64)> {
+    let meta = std::fs::symlink_metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if !meta.is_dir() {
+        return Ok((meta.len(), 1));
+    }
+    let mut total = (0, 0);
+    for entry in
+        std::fs::read_dir(path).with_context(|| format!("cannot read {}", path.display()))?
+    {
+        let (bytes, files) = size_of(&entry?.path())?;
+        total.0 += bytes;
+        total.1 += files;
+    }
+    Ok(total)
+}
+
+fn print_status(status: &StorageStatus) {
+    println!("Data folder   {}", status.data_dir);
+    println!("{:<24} {:>14} {:>6}", "STORE", "BYTES", "FILES");
+    for store in &status.stores {
+        println!("{:<24} {:>14} {:>6}", store.store, store.bytes, store.files);
+    }
+    println!("{:<24} {:>14}", "total", status.total_bytes);
+    println!();
+    match &status.retain_log {
+        Some(window) => {
+            println!("Retention     calls kept {window} once every follower passed them")
+        }
+        None => println!("Retention     off: the log keeps every call"),
+    }
+    match (status.oldest_seq, status.oldest_received) {
+        (Some(seq), Some(received)) => println!(
+            "Call log      {} calls, oldest kept seq {seq} (received {received}), newest seq {}",
+            status.calls, status.newest_seq
+        ),
+        _ => println!("Call log      empty"),
+    }
+    let reasons: Vec<String> = status.held_back_by.iter().map(describe).collect();
+    if reasons.is_empty() {
+        println!("Held back by  nothing: the next trim may take it");
+    } else {
+        println!("Held back by  {}", reasons.join("; "));
+    }
+    println!("Holds");
+    for hold in &status.holds {
+        println!("  {}", describe(hold));
+    }
+}
+
+fn describe(hold: &Hold) -> String {
+    let what = match (hold.kind, &hold.name) {
+        (HoldKind::Window, _) => "the window".to_owned(),
+        (HoldKind::Pipeline, _) => "the engage pipeline".to_owned(),
+        (HoldKind::HeldCalls, _) => "calls held for a profile".to_owned(),
+        (HoldKind::Quarantine, _) => "calls in engage's quarantine".to_owned(),
+        (HoldKind::Destination, Some(name)) => format!("destination {name:?}"),
+        (HoldKind::Replay, Some(name)) => format!("a replay of destination {name:?}"),
+        (HoldKind::Destination | HoldKind::Replay, None) => "a destination".to_owned(),
+        (HoldKind::Newest, _) => "the newest call (it always stays)".to_owned(),
+    };
+    let state = hold
+        .state
+        .map(|state| format!(", {}", state.as_str()))
+        .unwrap_or_default();
+    match (hold.from_seq, hold.since) {
+        (Some(seq), _) => format!("{what}: from seq {seq}{state}"),
+        (None, Some(since)) => format!("{what}: received since {since}{state}"),
+        (None, None) => what,
+    }
+}
