@@ -1,5 +1,5 @@
 //! The PostgreSQL backend of engage: the derived state in tables beside the other components'
-//! in one database (`schema.rs`).
+//! in one database (`schema.rs`), written by the applier through `apply.rs`.
 
-#[allow(dead_code)]
+pub(crate) mod apply;
 pub(crate) mod schema;
