@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::SignedDuration;
-use signalbox_core::{CallKind, Clock, NewCall, SourceId};
+use signalbox_core::{CallKind, Clock, NewCall, PostgresUrl, SourceId};
 use signalbox_store::Store;
 
 use crate::apply::{
@@ -97,15 +97,21 @@ impl Drop for Inner {
 
 impl Engage {
     /// Opens (creating) the derived state and starts the pipeline that applies the log to it.
-    /// Fails with [`EngageError::Conflict`] when another process runs a pipeline on the file.
+    /// Fails with [`EngageError::Conflict`] when another process runs a pipeline on the file
+    /// (or, on PostgreSQL, on the database).
     pub async fn start(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         config: EngageConfig,
     ) -> EngageResult<Engage> {
-        let path = config.path.clone();
         let hold_window = config.hold_window;
         let fault = config.fault.clone();
+        let pipeline_config = PipelineConfig {
+            batch_size: config.batch_size.max(1),
+            poll_interval: config.poll_interval,
+        };
+        let runtime = tokio::runtime::Handle::current();
+        let path = config.path.clone();
         let (applier, lock) = tokio::task::spawn_blocking(move || {
             let lock = pipeline::take_lock(&path)?;
             let mut applier = pipeline::open_behind_requests(|| {
@@ -118,20 +124,18 @@ impl Engage {
         .map_err(|e| EngageError::Internal(e.to_string()))??;
         let pipeline = Pipeline::spawn(
             applier,
-            lock,
+            Some(lock),
             Arc::clone(&store),
             Arc::clone(&clock),
-            PipelineConfig {
-                batch_size: config.batch_size.max(1),
-                poll_interval: config.poll_interval,
-            },
-            tokio::runtime::Handle::current(),
+            pipeline_config,
+            runtime,
         )?;
+        let queries = db::open_queries(&config.path);
         Ok(Engage {
             inner: Arc::new(Inner {
                 store: Some(store),
                 clock,
-                queries: db::open_queries(&config.path),
+                queries,
                 config,
                 pipeline: Some(pipeline),
             }),
@@ -865,6 +869,32 @@ pub async fn rebuild_with_fault(
             done
         };
         db::replace(&fresh, &path)?;
+        Ok(done)
+    })
+    .await
+    .map_err(|e| EngageError::Internal(e.to_string()))?
+}
+
+/// Re-derives the state kept in the PostgreSQL database at `url` from the whole log. Unlike
+/// `engage.db`'s rebuild, which applies to a fresh file and swaps it in, the tables are
+/// rebuilt in place: one transaction empties them all (keys count from 1 again), then the log
+/// is applied again in batches, so a reader that looks meanwhile sees the state as of the
+/// batches applied so far. Refuses ([`EngageError::Conflict`]) while a pipeline (a running
+/// server) applies to the database; its lock is held until the rebuild ends.
+pub async fn rebuild_postgres(
+    store: Arc<dyn Store>,
+    url: &PostgresUrl,
+    hold_window: SignedDuration,
+    now: jiff::Timestamp,
+    progress: impl FnMut(RebuildProgress) + Send + 'static,
+) -> EngageResult<RebuildProgress> {
+    let mut writer = db::postgres::apply::PgWriter::connect(url).await?;
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        writer.clear()?;
+        let mut applier = Applier::open(writer, None, hold_window)?;
+        let done = pipeline::apply_all(&mut applier, &store, &runtime, 4_000, progress)?;
+        applier.expire_holds(now.as_microsecond())?;
         Ok(done)
     })
     .await

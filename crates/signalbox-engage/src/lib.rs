@@ -66,7 +66,9 @@ pub mod settings;
 pub use apply::builtin::{BuiltinEventInput, BuiltinMetric};
 pub use apply::BatchReport;
 pub use apply::EntryFault;
-pub use engine::{rebuild, rebuild_with_fault, Engage, EngageConfig, DEFAULT_HOLD_WINDOW};
+pub use engine::{
+    rebuild, rebuild_postgres, rebuild_with_fault, Engage, EngageConfig, DEFAULT_HOLD_WINDOW,
+};
 pub use error::{EngageError, EngageResult};
 pub use lists::{
     ConfirmOutcome, ConsentStatus, EmailConsent, ImportRow, List, ListId, ListMember, ListQuery,
