@@ -11,6 +11,8 @@ mod facts;
 mod feed;
 mod lists;
 mod outbox;
+#[allow(dead_code)]
+pub(crate) mod postgres;
 mod queries;
 mod query;
 pub(crate) mod reader;

@@ -1,0 +1,5 @@
+//! The PostgreSQL backend of engage: the derived state in tables beside the other components'
+//! in one database (`schema.rs`).
+
+#[allow(dead_code)]
+pub(crate) mod schema;
