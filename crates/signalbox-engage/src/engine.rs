@@ -109,7 +109,7 @@ impl Engage {
         let (applier, lock) = tokio::task::spawn_blocking(move || {
             let lock = pipeline::take_lock(&path)?;
             let mut applier = pipeline::open_behind_requests(|| {
-                Applier::open(db::open_store(&path)?, &path, hold_window)
+                Applier::open(db::open_store(&path)?, Some(&path), hold_window)
             })?;
             applier.set_fault(fault);
             Ok::<_, EngageError>((applier, lock))
@@ -857,7 +857,7 @@ pub async fn rebuild_with_fault(
         let fresh = sibling(&path, "rebuild");
         db::remove(&fresh)?;
         let done = {
-            let mut applier = Applier::open(db::open_store(&fresh)?, &fresh, hold_window)?;
+            let mut applier = Applier::open(db::open_store(&fresh)?, Some(&fresh), hold_window)?;
             applier.set_fault(fault);
             let done = pipeline::apply_all(&mut applier, &store, &runtime, 4_000, progress)?;
             applier.expire_holds(now.as_microsecond())?;

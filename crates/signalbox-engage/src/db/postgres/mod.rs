@@ -1,7 +1,7 @@
 //! The PostgreSQL backend of engage: the derived state in tables beside the other components'
-//! in one database (`schema.rs`).
+//! in one database (`schema.rs`), written by the applier through `apply.rs`.
 
+pub(crate) mod apply;
 pub(crate) mod queries;
 pub(crate) mod reader;
-#[allow(dead_code)]
 pub(crate) mod schema;
