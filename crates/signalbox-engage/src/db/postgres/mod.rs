@@ -2,4 +2,6 @@
 //! in one database (`schema.rs`), written by the applier through `apply.rs`.
 
 pub(crate) mod apply;
+pub(crate) mod queries;
+pub(crate) mod reader;
 pub(crate) mod schema;
