@@ -1,7 +1,8 @@
 //! [`Engage`]: the handle the server and the CLI hold.
 //!
-//! Reads go through [`EngageQueries`](crate::queries::EngageQueries) (over `engage.db`: a
-//! pool of read connections), run on the blocking pool. Writes of the
+//! Reads go through [`EngageQueries`](crate::queries::EngageQueries) (over `engage.db`, or the
+//! PostgreSQL database of [`EngageConfig::database`]: a pool of read connections), run on the
+//! blocking pool. Writes of the
 //! Klaviyo-compatible API are appended to the call log first (under [`SourceId::API`]), so
 //! that a rebuild replays them; the pipeline applies them like any other entry, and the
 //! synchronous ones wait until the pipeline's checkpoint passes their sequence number.
@@ -32,8 +33,11 @@ use crate::reader::EngageReader;
 /// How [`Engage::start`] runs.
 #[derive(Debug, Clone)]
 pub struct EngageConfig {
-    /// The derived-state file (`DATA_DIR/engage.db`).
+    /// The derived-state file (`DATA_DIR/engage.db`), unless `database` is set.
     pub path: PathBuf,
+    /// When set, the derived state is kept in this PostgreSQL database (beside the log's and
+    /// the other components' tables) instead of at `path`.
+    pub database: Option<PostgresUrl>,
     /// How long a call that cannot be attached to a profile yet is held.
     pub hold_window: SignedDuration,
     /// Log entries applied in one transaction at most.
@@ -59,6 +63,7 @@ impl EngageConfig {
     pub fn new(path: impl Into<PathBuf>) -> EngageConfig {
         EngageConfig {
             path: path.into(),
+            database: None,
             hold_window: DEFAULT_HOLD_WINDOW,
             batch_size: 4_000,
             poll_interval: Duration::from_millis(20),
@@ -111,26 +116,51 @@ impl Engage {
             poll_interval: config.poll_interval,
         };
         let runtime = tokio::runtime::Handle::current();
-        let path = config.path.clone();
-        let (applier, lock) = tokio::task::spawn_blocking(move || {
-            let lock = pipeline::take_lock(&path)?;
-            let mut applier = pipeline::open_behind_requests(|| {
-                Applier::open(db::open_store(&path)?, Some(&path), hold_window)
-            })?;
-            applier.set_fault(fault);
-            Ok::<_, EngageError>((applier, lock))
-        })
-        .await
-        .map_err(|e| EngageError::Internal(e.to_string()))??;
-        let pipeline = Pipeline::spawn(
-            applier,
-            Some(lock),
-            Arc::clone(&store),
-            Arc::clone(&clock),
-            pipeline_config,
-            runtime,
-        )?;
-        let queries = db::open_queries(&config.path);
+        let (pipeline, queries) = match &config.database {
+            None => {
+                let path = config.path.clone();
+                let (applier, lock) = tokio::task::spawn_blocking(move || {
+                    let lock = pipeline::take_lock(&path)?;
+                    let mut applier = pipeline::open_behind_requests(|| {
+                        Applier::open(db::open_store(&path)?, Some(&path), hold_window)
+                    })?;
+                    applier.set_fault(fault);
+                    Ok::<_, EngageError>((applier, lock))
+                })
+                .await
+                .map_err(|e| EngageError::Internal(e.to_string()))??;
+                let pipeline = Pipeline::spawn(
+                    applier,
+                    Some(lock),
+                    Arc::clone(&store),
+                    Arc::clone(&clock),
+                    pipeline_config,
+                    runtime,
+                )?;
+                (pipeline, db::open_queries(&config.path))
+            }
+            Some(url) => {
+                // The writer's connection holds the applier's lock from here on.
+                let writer = db::postgres::apply::PgWriter::connect(url).await?;
+                let queries = db::postgres::open_queries(url).await?;
+                let applier = tokio::task::spawn_blocking(move || {
+                    let mut applier = Applier::open(writer, None, hold_window)?;
+                    applier.set_fault(fault);
+                    Ok::<_, EngageError>(applier)
+                })
+                .await
+                .map_err(|e| EngageError::Internal(e.to_string()))??;
+                let pipeline = Pipeline::spawn(
+                    applier,
+                    None,
+                    Arc::clone(&store),
+                    Arc::clone(&clock),
+                    pipeline_config,
+                    runtime,
+                )?;
+                (pipeline, queries)
+            }
+        };
         Ok(Engage {
             inner: Arc::new(Inner {
                 store: Some(store),
@@ -156,6 +186,24 @@ impl Engage {
                 clock: Arc::new(signalbox_core::SystemClock),
                 queries: db::open_queries(&path),
                 config: EngageConfig::new(path),
+                pipeline: None,
+            }),
+            origin: WriteOrigin::Signalbox,
+        })
+    }
+
+    /// Opens the derived state kept in the PostgreSQL database at `url` for reading only
+    /// (CLI commands, next to running servers). The schema is brought up to date.
+    pub async fn open_readonly_postgres(url: &PostgresUrl) -> EngageResult<Engage> {
+        let queries = db::postgres::open_queries(url).await?;
+        let mut config = EngageConfig::new(PathBuf::new());
+        config.database = Some(url.clone());
+        Ok(Engage {
+            inner: Arc::new(Inner {
+                store: None,
+                clock: Arc::new(signalbox_core::SystemClock),
+                queries,
+                config,
                 pipeline: None,
             }),
             origin: WriteOrigin::Signalbox,

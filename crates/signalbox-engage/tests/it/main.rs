@@ -12,6 +12,6 @@ mod limits;
 mod lists;
 mod outbox;
 mod pipeline;
-mod postgres_rebuild;
+mod postgres;
 mod quarantine;
 mod reader_conformance;
