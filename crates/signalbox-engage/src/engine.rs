@@ -14,6 +14,7 @@ use jiff::SignedDuration;
 use signalbox_core::{CallKind, Clock, NewCall, SourceId};
 use signalbox_store::Store;
 
+use crate::apply::store::ApplyStore;
 use crate::apply::{
     ApiConsentOp, ApiListOp, ApiMergeOp, ApiProfileOp, ApiResult, Applier, EntryFault, OpResult,
 };
@@ -116,6 +117,21 @@ impl Engage {
         })
         .await
         .map_err(|e| EngageError::Internal(e.to_string()))??;
+        let queries = db::open_queries(&config.path);
+        Engage::run(applier, lock, queries, store, clock, config)
+    }
+
+    /// Starts the pipeline of an opened applier (holding `lock`), with `queries` reading what
+    /// it writes: the part of [`Engage::start`] that does not know the backend. Called on the
+    /// runtime the pipeline is to use.
+    pub(crate) fn run<S: ApplyStore + Send + 'static>(
+        applier: Applier<S>,
+        lock: std::fs::File,
+        queries: Arc<dyn EngageQueries>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: EngageConfig,
+    ) -> EngageResult<Engage> {
         let pipeline = Pipeline::spawn(
             applier,
             lock,
@@ -131,7 +147,7 @@ impl Engage {
             inner: Arc::new(Inner {
                 store: Some(store),
                 clock,
-                queries: db::open_queries(&config.path),
+                queries,
                 config,
                 pipeline: Some(pipeline),
             }),
