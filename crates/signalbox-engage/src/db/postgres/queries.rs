@@ -7,8 +7,9 @@
 //! multi-thread runtime (which steps out of it to wait), never from a task of a
 //! current-thread runtime, where waiting would panic.
 //!
-//! Text is ordered as SQLite orders it (bytewise, `COLLATE "C"`), so listings sorted by id page
-//! the same on both backends.
+//! Text is ordered as SQLite orders it, bytewise: `COLLATE "C"` where the database's collation
+//! could differ, and profile ids (ULIDs, which every collation orders bytewise) in the
+//! collation of their index.
 
 mod aggregate;
 mod dump;
