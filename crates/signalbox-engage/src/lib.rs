@@ -19,8 +19,10 @@
 //! - `db/`: the SQLite backend, the only place that knows SQL: `engage.db`, its schema, the
 //!   writer (`db/apply.rs`), the queries (`db/queries.rs` over pooled read connections, with
 //!   `db/query.rs`, `db/aggregate.rs`, `db/lists.rs`, `db/outbox.rs`, `db/dump.rs`) and the
-//!   reader (`db/reader.rs`, with `db/feed.rs` and `db/facts.rs`). A second backend
-//!   implements the same three traits.
+//!   reader (`db/reader.rs`, with `db/feed.rs` and `db/facts.rs`). `db/postgres/` implements
+//!   the same three traits on PostgreSQL, in tables of the same names: the schema, the writer
+//!   (`apply.rs`), the queries (`queries.rs`, with `queries/*.rs`) and the reader
+//!   (`reader.rs`); its tests ask both backends the same questions of the same rows.
 //! - [`limits`]: caps on a profile's properties and on event values.
 //! - [`lists`]: lists, members and email consent (types; their writes are log entries
 //!   applied in `apply/lists.rs` and `apply/consent.rs`).
