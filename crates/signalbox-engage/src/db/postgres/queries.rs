@@ -3,11 +3,13 @@
 //!
 //! The traits are synchronous: [`PgDb`] keeps the handle of the runtime it was made on and
 //! waits on the pool from the calling thread. **Invariant:** its methods are called from
-//! blocking threads (`spawn_blocking`, a follower's own thread), never from a task of the
-//! runtime, where waiting would panic.
+//! blocking threads (`spawn_blocking`, a follower's own thread), or from a worker of a
+//! multi-thread runtime (which steps out of it to wait), never from a task of a
+//! current-thread runtime, where waiting would panic.
 //!
-//! Text is ordered as SQLite orders it (bytewise, `COLLATE "C"`), so listings sorted by id page
-//! the same on both backends.
+//! Text is ordered as SQLite orders it, bytewise: `COLLATE "C"` where the database's collation
+//! could differ, and profile ids (ULIDs, which every collation orders bytewise) in the
+//! collation of their index.
 
 mod aggregate;
 mod dump;
@@ -21,7 +23,7 @@ use std::future::Future;
 
 use deadpool_postgres::{GenericClient, Object, Pool, PoolError};
 use jiff::Timestamp;
-use tokio::runtime::Handle;
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
@@ -52,9 +54,16 @@ impl PgDb {
         PgDb { pool, runtime }
     }
 
-    /// Waits for `fut` on the runtime from this (blocking) thread.
+    /// Waits for `fut` on the runtime from this (blocking) thread. Called by mistake from a
+    /// worker of a multi-thread runtime, it steps out of it first (`block_in_place`) rather
+    /// than panic.
     pub(crate) fn wait<F: Future>(&self, fut: F) -> F::Output {
-        self.runtime.block_on(fut)
+        match Handle::try_current() {
+            Ok(current) if current.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.runtime.block_on(fut))
+            }
+            _ => self.runtime.block_on(fut),
+        }
     }
 
     /// A pooled connection, held until dropped.

@@ -160,7 +160,7 @@ pub(crate) async fn list_profiles(
         match order.after(cursor)? {
             ProfileAfter::Id(id) => {
                 let id = sql.arg(id);
-                sql.push(&format!(r#" AND id COLLATE "C" {op} {id}"#));
+                sql.push(&format!(" AND id {op} {id}"));
             }
             ProfileAfter::At { value, pk } => {
                 let (value, pk) = (sql.arg(value), sql.arg(pk));
@@ -171,7 +171,9 @@ pub(crate) async fn list_profiles(
         }
     }
     if order.text_key {
-        sql.push(&format!(r#" ORDER BY id COLLATE "C" {dir}"#));
+        // Ids are ULIDs (digits and capitals, all of one length): every collation orders
+        // them as SQLite does, bytewise, so the unique index on `id` serves the page.
+        sql.push(&format!(" ORDER BY id {dir}"));
     } else {
         sql.push(&format!(" ORDER BY {column} {dir}, pk {dir}"));
     }
