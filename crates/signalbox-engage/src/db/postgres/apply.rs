@@ -11,7 +11,8 @@
 //! identifiers linked, events, audit lines, problems, outbox rows, held calls, list changes,
 //! consent, counters, the checkpoint, `BEGIN` itself) are queued in the transaction, and sent
 //! ahead of the next statement whose answer it needs, pipelined on the connection with it: one
-//! round trip carries the queue and the read, executed in order, so the read sees them. At
+//! round trip carries the queue and the read, executed in order, so the read sees them (the
+//! queued events travel as one multi-row `UNNEST` insert, [`INSERT_EVENTS`]). At
 //! commit, the queue and `COMMIT` go together. A batch thus makes one round trip per read the
 //! applier needs and has not cached (a profile or identifier it has not seen lately, a new
 //! metric, a redirect, a held call that is released, …) plus one at commit. An event's dedupe
@@ -279,11 +280,51 @@ struct Queued {
 #[derive(Default)]
 struct Pending {
     writes: Vec<Queued>,
+    /// The queued events, sent as one statement ([`INSERT_EVENTS`]) at the place of the first
+    /// (`writes[at]`): nothing queued touches `events` otherwise.
+    events: Option<(usize, EventColumns)>,
     /// Keys of the events inserted by this transaction (queued or sent).
     event_keys: HashSet<i64>,
     /// (profile, metric, unique hash) of the same events: their dedupe keys.
     event_hashes: HashSet<(i64, i64, i64)>,
 }
+
+/// Queued events, column by column.
+#[derive(Default)]
+struct EventColumns {
+    pk: Vec<i64>,
+    metric_pk: Vec<i64>,
+    profile_pk: Vec<i64>,
+    time_us: Vec<i64>,
+    value: Vec<Option<f64>>,
+    currency: Vec<Option<String>>,
+    unique_id: Vec<String>,
+    unique_hash: Vec<i64>,
+    properties: Vec<String>,
+}
+
+impl EventColumns {
+    fn into_params(self) -> Vec<Param> {
+        vec![
+            Box::new(self.pk),
+            Box::new(self.metric_pk),
+            Box::new(self.profile_pk),
+            Box::new(self.time_us),
+            Box::new(self.value),
+            Box::new(self.currency),
+            Box::new(self.unique_id),
+            Box::new(self.unique_hash),
+            Box::new(self.properties),
+        ]
+    }
+}
+
+/// Many events in one statement (a key already taken is left alone).
+const INSERT_EVENTS: &str = "INSERT INTO events (pk, metric_pk, profile_pk, time_us, value,
+         currency, unique_id, unique_hash, properties)
+     SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[],
+         $5::DOUBLE PRECISION[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::TEXT[])
+     ON CONFLICT (pk) DO NOTHING";
 
 type Reply<'c> = Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + 'c>>;
 
@@ -329,7 +370,14 @@ impl PgTx<'_> {
         reads: &[(&str, &[&(dyn ToSql + Sync)])],
         commit: bool,
     ) -> EngageResult<Vec<Vec<Row>>> {
-        let writes = std::mem::take(&mut self.pending.borrow_mut().writes);
+        let writes = {
+            let mut pending = self.pending.borrow_mut();
+            let mut writes = std::mem::take(&mut pending.writes);
+            if let Some((at, events)) = pending.events.take() {
+                writes[at].params = events.into_params();
+            }
+            writes
+        };
         let begin = !self.begun.replace(true);
         let conn = self.conn;
         let result = self.runtime.block_on(async {
@@ -779,23 +827,25 @@ impl ApplyTx for PgTx<'_> {
         self.event_keys
             .borrow_mut()
             .add(event.profile_pk, (event.metric_pk, event.unique_hash));
-        pending.writes.push(Queued {
-            sql: "INSERT INTO events (pk, metric_pk, profile_pk, time_us, value, currency,
-                                      unique_id, unique_hash, properties)
-                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                  ON CONFLICT (pk) DO NOTHING",
-            params: vec![
-                Box::new(event.pk),
-                Box::new(event.metric_pk),
-                Box::new(event.profile_pk),
-                Box::new(event.time_us),
-                Box::new(event.value),
-                Box::new(event.currency.map(str::to_owned)),
-                Box::new(event.unique_id.to_owned()),
-                Box::new(event.unique_hash),
-                Box::new(event.properties.to_owned()),
-            ],
-        });
+        let at = pending.writes.len();
+        if pending.events.is_none() {
+            pending.writes.push(Queued {
+                sql: INSERT_EVENTS,
+                params: Vec::new(),
+            });
+        }
+        let (_, columns) = pending
+            .events
+            .get_or_insert_with(|| (at, EventColumns::default()));
+        columns.pk.push(event.pk);
+        columns.metric_pk.push(event.metric_pk);
+        columns.profile_pk.push(event.profile_pk);
+        columns.time_us.push(event.time_us);
+        columns.value.push(event.value);
+        columns.currency.push(event.currency.map(str::to_owned));
+        columns.unique_id.push(event.unique_id.to_owned());
+        columns.unique_hash.push(event.unique_hash);
+        columns.properties.push(event.properties.to_owned());
         Ok(true)
     }
 
