@@ -11,7 +11,6 @@ mod facts;
 mod feed;
 mod lists;
 mod outbox;
-#[allow(dead_code)]
 pub(crate) mod postgres;
 mod queries;
 mod query;

@@ -12,7 +12,7 @@ use crate::helpers::{at, TestApp};
 
 /// A bit of everything: profiles, holds (released and still waiting), a merge, an order, API
 /// writes.
-async fn mixed_workload(app: &mut TestApp, rounds: usize) {
+pub(crate) async fn mixed_workload(app: &mut TestApp, rounds: usize) {
     for i in 0..rounds {
         let email = format!("person{}@example.com", i % 7);
         app.track(

@@ -38,6 +38,7 @@ use tokio::runtime::Handle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use super::queries::pg;
 use super::schema::{COMPONENT, MIGRATIONS, TABLES};
 use crate::apply::holds::HeldIds;
 use crate::apply::profile::{ProfileRow, StoredProfile};
@@ -56,20 +57,14 @@ pub(crate) const APPLIER_LOCK: i64 = 0x656e_6761_6765_6170;
 /// Connections of the writer's pool: its own, and one to replace it when it broke.
 const POOL_SIZE: usize = 2;
 
-/// A PostgreSQL error as text (the server's message when it sent one).
-pub(crate) fn pg(err: tokio_postgres::Error) -> EngageError {
-    if err.is_closed() {
-        tracing::warn!(error = %err, "engage database connection lost");
-    }
-    match err.as_db_error() {
-        Some(db) => EngageError::Internal(format!("engage database: {db}")),
-        None => EngageError::Internal(format!("engage database: {err}")),
-    }
-}
-
 fn pool_error(err: deadpool_postgres::PoolError) -> EngageError {
-    tracing::warn!(error = %err, "no engage database connection");
-    EngageError::Internal(format!("no engage database connection: {err}"))
+    match err {
+        deadpool_postgres::PoolError::Backend(err) => pg(err),
+        other => {
+            tracing::warn!(error = %other, "no engage database connection");
+            EngageError::Unavailable
+        }
+    }
 }
 
 /// Connects a pool to `url` and brings the schema up to date.

@@ -4,9 +4,6 @@
 //! The change feed's parts are read in one `REPEATABLE READ` read-only transaction, so the
 //! events, profiles, list changes and merges of a page are of one committed state.
 
-#[cfg(test)]
-mod tests;
-
 use deadpool_postgres::{GenericClient, Transaction};
 use signalbox_seglang::EventFilter;
 use tokio_postgres::{IsolationLevel, Row};
