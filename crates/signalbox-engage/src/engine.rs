@@ -15,6 +15,7 @@ use jiff::SignedDuration;
 use signalbox_core::{CallKind, Clock, NewCall, PostgresUrl, SourceId};
 use signalbox_store::Store;
 
+use crate::apply::store::ApplyStore;
 use crate::apply::{
     ApiConsentOp, ApiListOp, ApiMergeOp, ApiProfileOp, ApiResult, Applier, EntryFault, OpResult,
 };
@@ -111,12 +112,7 @@ impl Engage {
     ) -> EngageResult<Engage> {
         let hold_window = config.hold_window;
         let fault = config.fault.clone();
-        let pipeline_config = PipelineConfig {
-            batch_size: config.batch_size.max(1),
-            poll_interval: config.poll_interval,
-        };
-        let runtime = tokio::runtime::Handle::current();
-        let (pipeline, queries) = match &config.database {
+        match config.database.clone() {
             None => {
                 let path = config.path.clone();
                 let (applier, lock) = tokio::task::spawn_blocking(move || {
@@ -129,20 +125,13 @@ impl Engage {
                 })
                 .await
                 .map_err(|e| EngageError::Internal(e.to_string()))??;
-                let pipeline = Pipeline::spawn(
-                    applier,
-                    Some(lock),
-                    Arc::clone(&store),
-                    Arc::clone(&clock),
-                    pipeline_config,
-                    runtime,
-                )?;
-                (pipeline, db::open_queries(&config.path))
+                let queries = db::open_queries(&config.path);
+                Engage::run(applier, Some(lock), queries, store, clock, config)
             }
             Some(url) => {
                 // The writer's connection holds the applier's lock from here on.
-                let writer = db::postgres::apply::PgWriter::connect(url).await?;
-                let queries = db::postgres::open_queries(url).await?;
+                let writer = db::postgres::apply::PgWriter::connect(&url).await?;
+                let queries = db::postgres::open_queries(&url).await?;
                 let applier = tokio::task::spawn_blocking(move || {
                     let mut applier = Applier::open(writer, None, hold_window)?;
                     applier.set_fault(fault);
@@ -150,17 +139,34 @@ impl Engage {
                 })
                 .await
                 .map_err(|e| EngageError::Internal(e.to_string()))??;
-                let pipeline = Pipeline::spawn(
-                    applier,
-                    None,
-                    Arc::clone(&store),
-                    Arc::clone(&clock),
-                    pipeline_config,
-                    runtime,
-                )?;
-                (pipeline, queries)
+                Engage::run(applier, None, queries, store, clock, config)
             }
-        };
+        }
+    }
+
+    /// Starts the pipeline of an opened applier (holding `lock`, the lock file of `engage.db`;
+    /// `None` when the store holds its own), with `queries` reading what it writes: the part of
+    /// [`Engage::start`] that does not know the backend. Called on the runtime the pipeline is
+    /// to use.
+    pub(crate) fn run<S: ApplyStore + Send + 'static>(
+        applier: Applier<S>,
+        lock: Option<std::fs::File>,
+        queries: Arc<dyn EngageQueries>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: EngageConfig,
+    ) -> EngageResult<Engage> {
+        let pipeline = Pipeline::spawn(
+            applier,
+            lock,
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            PipelineConfig {
+                batch_size: config.batch_size.max(1),
+                poll_interval: config.poll_interval,
+            },
+            tokio::runtime::Handle::current(),
+        )?;
         Ok(Engage {
             inner: Arc::new(Inner {
                 store: Some(store),

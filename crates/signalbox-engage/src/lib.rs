@@ -19,11 +19,11 @@
 //! - `db/`: the backends, the only place that knows SQL. SQLite: `engage.db`, its schema, the
 //!   writer (`db/apply.rs`), the queries (`db/queries.rs` over pooled read connections, with
 //!   `db/query.rs`, `db/aggregate.rs`, `db/lists.rs`, `db/outbox.rs`, `db/dump.rs`) and the
-//!   reader (`db/reader.rs`, with `db/feed.rs` and `db/facts.rs`). PostgreSQL
-//!   (`db/postgres/`, chosen by [`EngageConfig::database`]): the same tables (`schema.rs`), the
-//!   writer (`apply.rs`, whose connection holds the applier's advisory lock), the queries and
-//!   the reader. Each implements the same three traits; `db/postgres/queries/tests.rs` asks
-//!   both backends the same questions of the same rows.
+//!   reader (`db/reader.rs`, with `db/feed.rs` and `db/facts.rs`). `db/postgres/` implements
+//!   the same three traits on PostgreSQL (chosen by [`EngageConfig::database`]), in tables of
+//!   the same names: the schema, the writer (`apply.rs`, whose connection holds the applier's
+//!   advisory lock), the queries (`queries.rs`, with `queries/*.rs`) and the reader
+//!   (`reader.rs`); its tests ask both backends the same questions of the same rows.
 //! - [`limits`]: caps on a profile's properties and on event values.
 //! - [`lists`]: lists, members and email consent (types; their writes are log entries
 //!   applied in `apply/lists.rs` and `apply/consent.rs`).
