@@ -35,6 +35,12 @@ impl TestDatabase {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .unwrap_or_else(|err| panic!("cannot create database {name}: {err}"));
+        // A test that waits on a lock it can never get fails with the lock named instead of
+        // hanging the suite.
+        client
+            .batch_execute(&format!("ALTER DATABASE {name} SET lock_timeout = '60s'"))
+            .await
+            .unwrap_or_else(|err| panic!("cannot set lock_timeout on {name}: {err}"));
         drop(client);
         let _ = driver.await;
         let url = admin.with_database(&name);
