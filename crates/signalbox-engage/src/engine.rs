@@ -1,9 +1,8 @@
 //! [`Engage`]: the handle the server and the CLI hold.
 //!
-//! Reads go through [`EngageQueries`](crate::queries::EngageQueries) (over `engage.db`, or the
-//! PostgreSQL database of [`EngageConfig::database`]: a pool of read connections), run on the
-//! blocking pool. Writes of the
-//! Klaviyo-compatible API are appended to the call log first (under [`SourceId::API`]), so
+//! Reads go through the crate's `EngageQueries` (over `engage.db`, or the PostgreSQL database
+//! of [`EngageConfig::database`]: a pool of read connections), run on the blocking pool.
+//! Writes of the Klaviyo-compatible API are appended to the call log first (under [`SourceId::API`]), so
 //! that a rebuild replays them; the pipeline applies them like any other entry, and the
 //! synchronous ones wait until the pipeline's checkpoint passes their sequence number.
 
