@@ -6,14 +6,14 @@
 //! bucket boundaries are computed once in the timezone (so DST days are 23 or 25 hours long)
 //! and each event advances a pointer along them.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use jiff::tz::TimeZone;
 use jiff::{ToSpan, Zoned};
 use serde_json::Value;
 
 use crate::error::{EngageError, EngageResult};
-use crate::model::Interval;
+use crate::model::{AggregateQuery, AggregateResult, AggregateRow, Interval, Measurement};
 
 /// Buckets one query may ask for at most.
 const MAX_BUCKETS: usize = 100_000;
@@ -126,6 +126,218 @@ pub(crate) fn equals(actual: Option<&Value>, wanted: &Value) -> bool {
         (Some(a), b) => a == b,
         (None, Value::Null) => true,
         (None, _) => false,
+    }
+}
+
+/// An aggregate query, checked: its buckets in the timezone and what it measures.
+pub(crate) struct AggregatePlan<'q> {
+    q: &'q AggregateQuery,
+    dates: Vec<Zoned>,
+    /// Where each bucket ends, in microseconds (the last one open-ended).
+    bounds: Vec<i64>,
+    measurements: Vec<Measurement>,
+    want_unique: bool,
+}
+
+impl<'q> AggregatePlan<'q> {
+    /// Refuses an empty range, an unknown timezone and too many buckets.
+    pub(crate) fn new(q: &'q AggregateQuery) -> EngageResult<AggregatePlan<'q>> {
+        if q.end <= q.start {
+            return Err(EngageError::invalid(
+                "filter",
+                "the datetime range is empty (end must be after start)",
+            ));
+        }
+        let tz_name = if q.timezone.trim().is_empty() {
+            "UTC"
+        } else {
+            q.timezone.trim()
+        };
+        let tz = TimeZone::get(tz_name).map_err(|_| {
+            EngageError::invalid("timezone", format!("unknown timezone {tz_name:?}"))
+        })?;
+        let dates = buckets(q.start, q.end, q.interval, &tz)?;
+        let bounds = dates
+            .iter()
+            .skip(1)
+            .map(|z| z.timestamp().as_microsecond())
+            .chain(std::iter::once(i64::MAX))
+            .collect();
+        let measurements = if q.measurements.is_empty() {
+            vec![Measurement::Count]
+        } else {
+            q.measurements.clone()
+        };
+        let want_unique = measurements.contains(&Measurement::Unique);
+        Ok(AggregatePlan {
+            q,
+            dates,
+            bounds,
+            measurements,
+            want_unique,
+        })
+    }
+
+    /// Neither split, nor filter, nor distinct profiles: the store counts and sums each
+    /// bucket's range itself ([`AggregatePlan::ranges`], [`AggregatePlan::totals`]).
+    pub(crate) fn totals_only(&self) -> bool {
+        self.q.by.is_empty() && self.q.property_equals.is_empty() && !self.want_unique
+    }
+
+    pub(crate) fn wants_sum(&self) -> bool {
+        self.measurements.contains(&Measurement::SumValue)
+    }
+
+    /// `[from, until)` in microseconds of each bucket, within the query's range.
+    pub(crate) fn ranges(&self) -> Vec<(i64, i64)> {
+        let end = self.q.end.as_microsecond();
+        let mut from = self.q.start.as_microsecond();
+        self.bounds
+            .iter()
+            .map(|&until| {
+                let until = until.min(end);
+                let range = (from, until);
+                from = until;
+                range
+            })
+            .collect()
+    }
+
+    /// The result from `(count, sum)` of each of [`AggregatePlan::ranges`].
+    pub(crate) fn totals(self, per_bucket: Vec<(i64, f64)>) -> AggregateResult {
+        let want_sum = self.wants_sum();
+        let (count, sum): (Vec<u64>, Vec<f64>) = per_bucket
+            .into_iter()
+            .map(|(n, total)| (n.max(0) as u64, saturating_add(0.0, total)))
+            .unzip();
+        let row = AggregateRow {
+            dimensions: Vec::new(),
+            count: if self.measurements.contains(&Measurement::Count) {
+                count
+            } else {
+                Vec::new()
+            },
+            unique: Vec::new(),
+            sum_value: if want_sum { sum } else { Vec::new() },
+        };
+        AggregateResult {
+            dates: self.dates,
+            rows: vec![row],
+        }
+    }
+
+    /// The properties each event is read with: the `by` ones, then the filters'. A name the
+    /// stores cannot address (a quote or a backslash in it) is refused.
+    pub(crate) fn properties(&self) -> EngageResult<Vec<&'q str>> {
+        let q = self.q;
+        q.by.iter()
+            .chain(q.property_equals.iter().map(|(k, _)| k))
+            .map(|key| {
+                if key.contains('"') || key.contains('\\') {
+                    return Err(EngageError::invalid(
+                        "by",
+                        format!("property name {key:?} cannot be aggregated on"),
+                    ));
+                }
+                Ok(key.as_str())
+            })
+            .collect()
+    }
+
+    /// Groups events read in time order, with their [`AggregatePlan::properties`].
+    pub(crate) fn grouper(self) -> Grouper<'q> {
+        Grouper {
+            plan: self,
+            groups: BTreeMap::new(),
+            bucket: 0,
+        }
+    }
+}
+
+/// Events of an aggregate, added in time order, by group.
+pub(crate) struct Grouper<'q> {
+    plan: AggregatePlan<'q>,
+    groups: BTreeMap<Vec<String>, Acc>,
+    bucket: usize,
+}
+
+impl Grouper<'_> {
+    /// One event; `properties` are the JSON texts of [`AggregatePlan::properties`] (`None`
+    /// when missing).
+    pub(crate) fn add(
+        &mut self,
+        time_us: i64,
+        profile_pk: i64,
+        value: Option<f64>,
+        properties: &[Option<&str>],
+    ) {
+        let plan = &self.plan;
+        while time_us >= plan.bounds[self.bucket] {
+            self.bucket += 1;
+        }
+        let n_by = plan.q.by.len();
+        let dims: Vec<String> = properties[..n_by]
+            .iter()
+            .map(|raw| dimension(*raw).0)
+            .collect();
+        let keep = plan
+            .q
+            .property_equals
+            .iter()
+            .zip(&properties[n_by..])
+            .all(|((_, wanted), raw)| equals(dimension(*raw).1.as_ref(), wanted));
+        if !keep {
+            return;
+        }
+        let (n, want_unique) = (plan.dates.len(), plan.want_unique);
+        let acc = self
+            .groups
+            .entry(dims)
+            .or_insert_with(|| Acc::new(n, want_unique));
+        let bucket = self.bucket;
+        acc.count[bucket] += 1;
+        if let Some(value) = value {
+            acc.sum[bucket] = saturating_add(acc.sum[bucket], value);
+        }
+        if want_unique {
+            acc.unique[bucket].insert(profile_pk);
+        }
+    }
+
+    pub(crate) fn finish(self) -> AggregateResult {
+        let Grouper {
+            plan, mut groups, ..
+        } = self;
+        let want_unique = plan.want_unique;
+        if groups.is_empty() && plan.q.by.is_empty() {
+            groups.insert(Vec::new(), Acc::new(plan.dates.len(), want_unique));
+        }
+        let measurements = &plan.measurements;
+        let rows = groups
+            .into_iter()
+            .map(|(dimensions, acc)| AggregateRow {
+                dimensions,
+                count: if measurements.contains(&Measurement::Count) {
+                    acc.count
+                } else {
+                    Vec::new()
+                },
+                unique: if want_unique {
+                    acc.unique.iter().map(|s| s.len() as u64).collect()
+                } else {
+                    Vec::new()
+                },
+                sum_value: if measurements.contains(&Measurement::SumValue) {
+                    acc.sum
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        AggregateResult {
+            dates: plan.dates,
+            rows,
+        }
     }
 }
 

@@ -35,8 +35,10 @@ pub struct Backend {
 
 /// Makes one `#[tokio::test]` per case of the suite, in a module named after the backend.
 /// `$factory` is an expression (a path from the crate root, or a closure) that, called with
-/// no argument, returns a future of a [`Backend`]. The calling crate needs `tokio` (with its
-/// `macros` feature) among its (dev-)dependencies.
+/// no argument, returns a future of a [`Backend`]; it is evaluated in the test's body, so a
+/// block that `return`s skips the case (when a backend's server is not configured). The
+/// calling crate needs `tokio` (with its `macros` and `rt-multi-thread` features) among its
+/// (dev-)dependencies.
 #[macro_export]
 macro_rules! engage_reader_conformance {
     ($backend:ident, $factory:expr) => {
@@ -54,7 +56,9 @@ macro_rules! engage_reader_conformance {
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
         $(
-            #[tokio::test]
+            // Several workers: the cases call the reader from their task, and a backend that
+            // waits on the runtime (PostgreSQL's) steps out of it to do so.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let backend = ($factory)().await;
                 $crate::conformance::$case(backend).await;

@@ -1,7 +1,8 @@
 //! [`Engage`]: the handle the server and the CLI hold.
 //!
-//! Reads go through [`EngageQueries`](crate::queries::EngageQueries) (over `engage.db`: a
-//! pool of read connections), run on the blocking pool. Writes of the
+//! Reads go through [`EngageQueries`](crate::queries::EngageQueries) (over `engage.db`, or the
+//! PostgreSQL database of [`EngageConfig::database`]: a pool of read connections), run on the
+//! blocking pool. Writes of the
 //! Klaviyo-compatible API are appended to the call log first (under [`SourceId::API`]), so
 //! that a rebuild replays them; the pipeline applies them like any other entry, and the
 //! synchronous ones wait until the pipeline's checkpoint passes their sequence number.
@@ -11,9 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::SignedDuration;
-use signalbox_core::{CallKind, Clock, NewCall, SourceId};
+use signalbox_core::{CallKind, Clock, NewCall, PostgresUrl, SourceId};
 use signalbox_store::Store;
 
+use crate::apply::store::ApplyStore;
 use crate::apply::{
     ApiConsentOp, ApiListOp, ApiMergeOp, ApiProfileOp, ApiResult, Applier, EntryFault, OpResult,
 };
@@ -32,8 +34,11 @@ use crate::reader::EngageReader;
 /// How [`Engage::start`] runs.
 #[derive(Debug, Clone)]
 pub struct EngageConfig {
-    /// The derived-state file (`DATA_DIR/engage.db`).
+    /// The derived-state file (`DATA_DIR/engage.db`), unless `database` is set.
     pub path: PathBuf,
+    /// When set, the derived state is kept in this PostgreSQL database (beside the log's and
+    /// the other components' tables) instead of at `path`.
+    pub database: Option<PostgresUrl>,
     /// How long a call that cannot be attached to a profile yet is held.
     pub hold_window: SignedDuration,
     /// Log entries applied in one transaction at most.
@@ -59,6 +64,7 @@ impl EngageConfig {
     pub fn new(path: impl Into<PathBuf>) -> EngageConfig {
         EngageConfig {
             path: path.into(),
+            database: None,
             hold_window: DEFAULT_HOLD_WINDOW,
             batch_size: 4_000,
             poll_interval: Duration::from_millis(20),
@@ -97,25 +103,59 @@ impl Drop for Inner {
 
 impl Engage {
     /// Opens (creating) the derived state and starts the pipeline that applies the log to it.
-    /// Fails with [`EngageError::Conflict`] when another process runs a pipeline on the file.
+    /// Fails with [`EngageError::Conflict`] when another process runs a pipeline on the file
+    /// (or, on PostgreSQL, on the database).
     pub async fn start(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         config: EngageConfig,
     ) -> EngageResult<Engage> {
-        let path = config.path.clone();
         let hold_window = config.hold_window;
         let fault = config.fault.clone();
-        let (applier, lock) = tokio::task::spawn_blocking(move || {
-            let lock = pipeline::take_lock(&path)?;
-            let mut applier = pipeline::open_behind_requests(|| {
-                Applier::open(db::open_store(&path)?, &path, hold_window)
-            })?;
-            applier.set_fault(fault);
-            Ok::<_, EngageError>((applier, lock))
-        })
-        .await
-        .map_err(|e| EngageError::Internal(e.to_string()))??;
+        match config.database.clone() {
+            None => {
+                let path = config.path.clone();
+                let (applier, lock) = tokio::task::spawn_blocking(move || {
+                    let lock = pipeline::take_lock(&path)?;
+                    let mut applier = pipeline::open_behind_requests(|| {
+                        Applier::open(db::open_store(&path)?, Some(&path), hold_window)
+                    })?;
+                    applier.set_fault(fault);
+                    Ok::<_, EngageError>((applier, lock))
+                })
+                .await
+                .map_err(|e| EngageError::Internal(e.to_string()))??;
+                let queries = db::open_queries(&config.path);
+                Engage::run(applier, Some(lock), queries, store, clock, config)
+            }
+            Some(url) => {
+                // The writer's connection holds the applier's lock from here on.
+                let writer = db::postgres::apply::PgWriter::connect(&url).await?;
+                let queries = db::postgres::open_queries(&url).await?;
+                let applier = tokio::task::spawn_blocking(move || {
+                    let mut applier = Applier::open(writer, None, hold_window)?;
+                    applier.set_fault(fault);
+                    Ok::<_, EngageError>(applier)
+                })
+                .await
+                .map_err(|e| EngageError::Internal(e.to_string()))??;
+                Engage::run(applier, None, queries, store, clock, config)
+            }
+        }
+    }
+
+    /// Starts the pipeline of an opened applier (holding `lock`, the lock file of `engage.db`;
+    /// `None` when the store holds its own), with `queries` reading what it writes: the part of
+    /// [`Engage::start`] that does not know the backend. Called on the runtime the pipeline is
+    /// to use.
+    pub(crate) fn run<S: ApplyStore + Send + 'static>(
+        applier: Applier<S>,
+        lock: Option<std::fs::File>,
+        queries: Arc<dyn EngageQueries>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: EngageConfig,
+    ) -> EngageResult<Engage> {
         let pipeline = Pipeline::spawn(
             applier,
             lock,
@@ -131,7 +171,7 @@ impl Engage {
             inner: Arc::new(Inner {
                 store: Some(store),
                 clock,
-                queries: db::open_queries(&config.path),
+                queries,
                 config,
                 pipeline: Some(pipeline),
             }),
@@ -152,6 +192,24 @@ impl Engage {
                 clock: Arc::new(signalbox_core::SystemClock),
                 queries: db::open_queries(&path),
                 config: EngageConfig::new(path),
+                pipeline: None,
+            }),
+            origin: WriteOrigin::Signalbox,
+        })
+    }
+
+    /// Opens the derived state kept in the PostgreSQL database at `url` for reading only
+    /// (CLI commands, next to running servers). The schema is brought up to date.
+    pub async fn open_readonly_postgres(url: &PostgresUrl) -> EngageResult<Engage> {
+        let queries = db::postgres::open_queries(url).await?;
+        let mut config = EngageConfig::new(PathBuf::new());
+        config.database = Some(url.clone());
+        Ok(Engage {
+            inner: Arc::new(Inner {
+                store: None,
+                clock: Arc::new(signalbox_core::SystemClock),
+                queries,
+                config,
                 pipeline: None,
             }),
             origin: WriteOrigin::Signalbox,
@@ -870,7 +928,7 @@ pub async fn rebuild_with_fault(
         let fresh = sibling(&path, "rebuild");
         db::remove(&fresh)?;
         let done = {
-            let mut applier = Applier::open(db::open_store(&fresh)?, &fresh, hold_window)?;
+            let mut applier = Applier::open(db::open_store(&fresh)?, Some(&fresh), hold_window)?;
             applier.set_fault(fault);
             let done = pipeline::apply_all(&mut applier, &store, &runtime, 4_000, progress)?;
             applier.expire_holds(now.as_microsecond())?;
@@ -878,6 +936,32 @@ pub async fn rebuild_with_fault(
             done
         };
         db::replace(&fresh, &path)?;
+        Ok(done)
+    })
+    .await
+    .map_err(|e| EngageError::Internal(e.to_string()))?
+}
+
+/// Re-derives the state kept in the PostgreSQL database at `url` from the whole log. Unlike
+/// `engage.db`'s rebuild, which applies to a fresh file and swaps it in, the tables are
+/// rebuilt in place: one transaction empties them all (keys count from 1 again), then the log
+/// is applied again in batches, so a reader that looks meanwhile sees the state as of the
+/// batches applied so far. Refuses ([`EngageError::Conflict`]) while a pipeline (a running
+/// server) applies to the database; its lock is held until the rebuild ends.
+pub async fn rebuild_postgres(
+    store: Arc<dyn Store>,
+    url: &PostgresUrl,
+    hold_window: SignedDuration,
+    now: jiff::Timestamp,
+    progress: impl FnMut(RebuildProgress) + Send + 'static,
+) -> EngageResult<RebuildProgress> {
+    let mut writer = db::postgres::apply::PgWriter::connect(url).await?;
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        writer.clear()?;
+        let mut applier = Applier::open(writer, None, hold_window)?;
+        let done = pipeline::apply_all(&mut applier, &store, &runtime, 4_000, progress)?;
+        applier.expire_holds(now.as_microsecond())?;
         Ok(done)
     })
     .await

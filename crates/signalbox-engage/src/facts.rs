@@ -142,6 +142,62 @@ impl ProfileRecord {
     }
 }
 
+/// Profile records of a key range being read: the list and consent rows read for the range
+/// are put on their records.
+pub(crate) struct RecordBatch {
+    records: Vec<ProfileRecord>,
+    index: HashMap<ProfileKey, usize>,
+}
+
+impl RecordBatch {
+    pub(crate) fn new(records: Vec<ProfileRecord>) -> RecordBatch {
+        let index = records.iter().enumerate().map(|(i, r)| (r.pk, i)).collect();
+        RecordBatch { records, index }
+    }
+
+    /// The first and last keys, `None` when there is no record.
+    pub(crate) fn key_range(&self) -> Option<(i64, i64)> {
+        Some((self.records.first()?.pk.0, self.records.last()?.pk.0))
+    }
+
+    /// A list the profile `pk` is a member of, since `joined_us`.
+    pub(crate) fn add_list(&mut self, pk: i64, list: String, joined_us: i64) {
+        if let Some(&i) = self.index.get(&ProfileKey(pk)) {
+            self.records[i].lists.insert(list, joined_us);
+        }
+    }
+
+    pub(crate) fn set_consent(&mut self, pk: i64, consent: ConsentView) {
+        if let Some(&i) = self.index.get(&ProfileKey(pk)) {
+            self.records[i].consent = consent;
+        }
+    }
+
+    pub(crate) fn into_records(self) -> Vec<ProfileRecord> {
+        self.records
+    }
+}
+
+/// Adds `(time_us, value)` of an event that passes `filters` (its properties as stored), an
+/// event without a value counting as 0. Properties are read only when there are filters.
+pub(crate) fn push_matching(
+    out: &mut Vec<(i64, f64)>,
+    filters: &[EventFilter],
+    properties: Option<&str>,
+    time_us: i64,
+    value: Option<f64>,
+) {
+    if !filters.is_empty() {
+        let properties: Map<String, Value> = properties
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or_default();
+        if !signalbox_seglang::event_matches(filters, &properties) {
+            return;
+        }
+    }
+    out.push((time_us, value.unwrap_or(0.0)));
+}
+
 fn builtin_name(field: BuiltIn) -> &'static str {
     field.as_str()
 }

@@ -16,11 +16,14 @@
 //!   built-in metrics in `apply/builtin.rs`), the only writer of derived state. It stores
 //!   through `apply/store.rs`'s `ApplyStore`/`ApplyTx`, domain operations a backend
 //!   implements; the applier is generic over them.
-//! - `db/`: the SQLite backend, the only place that knows SQL: `engage.db`, its schema, the
+//! - `db/`: the backends, the only place that knows SQL. SQLite: `engage.db`, its schema, the
 //!   writer (`db/apply.rs`), the queries (`db/queries.rs` over pooled read connections, with
 //!   `db/query.rs`, `db/aggregate.rs`, `db/lists.rs`, `db/outbox.rs`, `db/dump.rs`) and the
-//!   reader (`db/reader.rs`, with `db/feed.rs` and `db/facts.rs`). A second backend
-//!   implements the same three traits.
+//!   reader (`db/reader.rs`, with `db/feed.rs` and `db/facts.rs`). `db/postgres/` implements
+//!   the same three traits on PostgreSQL (chosen by [`EngageConfig::database`]), in tables of
+//!   the same names: the schema, the writer (`apply.rs`, whose connection holds the applier's
+//!   advisory lock), the queries (`queries.rs`, with `queries/*.rs`) and the reader
+//!   (`reader.rs`); its tests ask both backends the same questions of the same rows.
 //! - [`limits`]: caps on a profile's properties and on event values.
 //! - [`lists`]: lists, members and email consent (types; their writes are log entries
 //!   applied in `apply/lists.rs` and `apply/consent.rs`).
@@ -66,7 +69,9 @@ pub mod settings;
 pub use apply::builtin::{BuiltinEventInput, BuiltinMetric};
 pub use apply::BatchReport;
 pub use apply::EntryFault;
-pub use engine::{rebuild, rebuild_with_fault, Engage, EngageConfig, DEFAULT_HOLD_WINDOW};
+pub use engine::{
+    rebuild, rebuild_postgres, rebuild_with_fault, Engage, EngageConfig, DEFAULT_HOLD_WINDOW,
+};
 pub use error::{EngageError, EngageResult};
 pub use lists::{
     ConfirmOutcome, ConsentStatus, EmailConsent, ImportRow, List, ListId, ListMember, ListQuery,

@@ -327,3 +327,130 @@ pub(crate) fn suppressions_json(suppressions: &[Suppression]) -> String {
         .collect();
     serde_json::Value::Array(items).to_string()
 }
+
+/// The page size of list listings when none is given, and of member listings.
+pub(crate) fn lists_page_size(n: u32) -> u32 {
+    match n {
+        0 => 10,
+        n => n.min(1000),
+    }
+}
+
+pub(crate) fn members_page_size(n: u32) -> u32 {
+    match n {
+        0 => 20,
+        n => n.min(1000),
+    }
+}
+
+/// A stored member status: `pending`, else a member.
+pub(crate) fn stored_member_status(text: &str) -> MemberStatus {
+    if text == "pending" {
+        MemberStatus::Pending
+    } else {
+        MemberStatus::Member
+    }
+}
+
+/// A `lists` row as stored, with its member count.
+pub(crate) struct StoredList {
+    pub id: String,
+    pub name: String,
+    pub opt_in: String,
+    pub created_us: i64,
+    pub updated_us: i64,
+    pub members: i64,
+}
+
+impl StoredList {
+    pub(crate) fn into_list(self) -> List {
+        List {
+            id: ListId(self.id),
+            name: self.name,
+            opt_in_process: OptInProcess::parse(&self.opt_in).unwrap_or_default(),
+            created: ts(self.created_us),
+            updated: ts(self.updated_us),
+            profile_count: self.members.max(0) as u64,
+        }
+    }
+}
+
+/// An `email_consent` row as stored.
+pub(crate) struct StoredConsent {
+    pub status: String,
+    pub status_us: i64,
+    pub method: Option<String>,
+    pub method_detail: Option<String>,
+    pub custom_source: Option<String>,
+    pub double_opt_in: Option<bool>,
+    pub suppressions: String,
+}
+
+impl StoredConsent {
+    /// The consent as the API shows it (see [`EmailConsent`]); `None`: no row.
+    pub(crate) fn email_consent(row: Option<StoredConsent>) -> EmailConsent {
+        let mut consent = match row {
+            None => EmailConsent::default(),
+            Some(row) => {
+                let consent = ConsentStatus::parse(&row.status).unwrap_or_default();
+                EmailConsent {
+                    consent,
+                    consent_timestamp: (consent != ConsentStatus::NeverSubscribed)
+                        .then(|| ts(row.status_us)),
+                    method: row.method,
+                    method_detail: row.method_detail,
+                    custom_source: row.custom_source,
+                    double_optin: row.double_opt_in,
+                    suppressions: parse_suppressions(&row.suppressions),
+                    can_receive_email_marketing: false,
+                }
+            }
+        };
+        consent.compute_can_receive();
+        consent
+    }
+
+    /// The consent as segment conditions read it. Suppressions of a reason it does not know
+    /// are left out.
+    pub(crate) fn view(self) -> signalbox_seglang::ConsentView {
+        use signalbox_seglang::{
+            ConsentStatus as Status, ConsentView, Suppression as Suppressed,
+            SuppressionReason as Reason,
+        };
+        let status = match self.status.as_str() {
+            "SUBSCRIBED" => Status::Subscribed,
+            "UNSUBSCRIBED" => Status::Unsubscribed,
+            _ => Status::NeverSubscribed,
+        };
+        let suppressions: Vec<serde_json::Value> =
+            serde_json::from_str(&self.suppressions).unwrap_or_default();
+        let suppressions: Vec<Suppressed> = suppressions
+            .iter()
+            .filter_map(|s| {
+                let reason = match s.get("reason")?.as_str()? {
+                    "HARD_BOUNCE" => Reason::HardBounce,
+                    "INVALID_EMAIL" => Reason::InvalidEmail,
+                    "SPAM_COMPLAINT" => Reason::SpamComplaint,
+                    "UNSUBSCRIBE" => Reason::Unsubscribe,
+                    "USER_SUPPRESSED" => Reason::UserSuppressed,
+                    _ => return None,
+                };
+                Some(Suppressed {
+                    reason,
+                    timestamp: ts(s.get("at_us")?.as_i64()?),
+                })
+            })
+            .collect();
+        ConsentView {
+            // Klaviyo's implicit consent: anyone not unsubscribed and not suppressed.
+            can_receive_marketing: status != Status::Unsubscribed && suppressions.is_empty(),
+            status,
+            status_date: Some(ts(self.status_us)),
+            method: self.method,
+            method_detail: self.method_detail,
+            custom_source: self.custom_source,
+            double_opt_in: self.double_opt_in,
+            suppressions,
+        }
+    }
+}

@@ -153,6 +153,45 @@ pub(crate) fn read_stamped<T: serde::de::DeserializeOwned>(
     Ok((op, origin))
 }
 
+/// Outbox entries read at once at most.
+pub(crate) const MAX_READ: u32 = 10_000;
+
+/// An `outbox` row as stored, its change still JSON.
+pub(crate) struct StoredOutboxEntry {
+    pub seq: i64,
+    pub n: u32,
+    pub at_us: i64,
+    pub profile_id: String,
+    pub email: Option<String>,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    pub from_segment: bool,
+    pub change: String,
+}
+
+impl StoredOutboxEntry {
+    /// The entry, or why its change cannot be read.
+    pub(crate) fn into_entry(self) -> crate::EngageResult<OutboxEntry> {
+        let change = serde_json::from_str(&self.change).map_err(|err| {
+            crate::EngageError::Internal(format!(
+                "outbox entry ({}, {}) is unreadable: {err}",
+                self.seq, self.n
+            ))
+        })?;
+        Ok(OutboxEntry {
+            seq: self.seq,
+            n: self.n,
+            at: crate::query::ts(self.at_us),
+            profile_id: ProfileId(self.profile_id),
+            email: self.email,
+            user_id: self.user_id,
+            anonymous_id: self.anonymous_id,
+            from_segment: self.from_segment,
+            change,
+        })
+    }
+}
+
 impl crate::Engage {
     /// Outbox entries after `after`, in order, at most `limit`; only what the pipeline has
     /// committed.

@@ -6,8 +6,9 @@
 //! few tries on its own (`apply/quarantine.rs`): one poisoned entry never stalls the rest.
 //! Retries of quarantined entries reach the applier thread as commands, between batches.
 //!
-//! **Invariant:** this thread is the only writer of `engage.db` (it holds the file's lock);
-//! the log's writer never waits on it.
+//! **Invariant:** this thread is the only writer of the derived state (it holds `engage.db`'s
+//! lock file, or on PostgreSQL its applier's connection holds an advisory lock, see
+//! `db/postgres/apply.rs`); the log's writer never waits on it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -219,7 +220,7 @@ enum Command {
 impl Pipeline {
     pub(crate) fn spawn<S: ApplyStore + Send + 'static>(
         applier: Applier<S>,
-        lock: File,
+        lock: Option<File>,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         config: PipelineConfig,
@@ -358,7 +359,9 @@ fn summarize(h: &Histogram<u64>) -> LatencySummary {
 struct Worker<S> {
     ingest: IngestLoad,
     applier: Applier<S>,
-    _lock: File,
+    /// The lock file of `engage.db`; `None` when the store holds a lock of its own (on
+    /// PostgreSQL, an advisory lock on the applier's connection).
+    _lock: Option<File>,
     clock: Arc<dyn Clock>,
     config: PipelineConfig,
     shared: Arc<Shared>,

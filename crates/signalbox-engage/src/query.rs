@@ -6,6 +6,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::apply::profile::ProfileRow;
 use crate::error::{EngageError, EngageResult};
 use crate::model::*;
 
@@ -47,6 +48,144 @@ pub(crate) fn cursor_i64(items: &[Value], idx: usize) -> EngageResult<i64> {
         .get(idx)
         .and_then(Value::as_i64)
         .ok_or_else(|| EngageError::invalid("page[cursor]", "not a cursor of this listing"))
+}
+
+/// `(op, dir)` of a keyset page: the comparison that moves past the cursor and the order.
+pub(crate) fn keyset(descending: bool) -> (&'static str, &'static str) {
+    if descending {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    }
+}
+
+/// A page of `rows`, read with one row more than `size`: that row says another page follows,
+/// whose cursor is made from the last row kept.
+pub(crate) fn into_page<T, U>(
+    mut rows: Vec<T>,
+    size: u32,
+    cursor: impl Fn(&T) -> Value,
+    item: impl FnMut(T) -> U,
+) -> Page<U> {
+    let next_cursor = if rows.len() > size as usize {
+        rows.truncate(size as usize);
+        rows.last().map(|last| encode_cursor(&cursor(last)))
+    } else {
+        None
+    };
+    Page {
+        items: rows.into_iter().map(item).collect(),
+        next_cursor,
+    }
+}
+
+/// How a profile listing is ordered: by `column` (`id`, a text key alone; else a time, then
+/// `pk`).
+pub(crate) struct ProfileOrder {
+    pub column: &'static str,
+    pub text_key: bool,
+    pub op: &'static str,
+    pub dir: &'static str,
+}
+
+/// Where a profile listing resumes: after an id, or after a (time, pk).
+pub(crate) enum ProfileAfter {
+    Id(String),
+    At { value: i64, pk: i64 },
+}
+
+impl ProfileOrder {
+    pub(crate) fn of(sort: &ProfileSort) -> ProfileOrder {
+        let (column, text_key) = match sort.field {
+            ProfileSortField::Id => ("id", true),
+            ProfileSortField::Created => ("created_us", false),
+            ProfileSortField::Updated => ("updated_us", false),
+        };
+        let (op, dir) = keyset(sort.descending);
+        ProfileOrder {
+            column,
+            text_key,
+            op,
+            dir,
+        }
+    }
+
+    pub(crate) fn after(&self, cursor: &str) -> EngageResult<ProfileAfter> {
+        let items = decode_cursor(cursor)?;
+        if self.text_key {
+            let id = items.first().and_then(Value::as_str).ok_or_else(|| {
+                EngageError::invalid("page[cursor]", "not a cursor of this listing")
+            })?;
+            return Ok(ProfileAfter::Id(id.to_owned()));
+        }
+        Ok(ProfileAfter::At {
+            value: cursor_i64(&items, 0)?,
+            pk: cursor_i64(&items, 1)?,
+        })
+    }
+}
+
+/// The cursor after a profile row in a listing sorted by `field`.
+pub(crate) fn profile_cursor(field: ProfileSortField, row: &ProfileRow) -> Value {
+    match field {
+        ProfileSortField::Id => serde_json::json!([row.id]),
+        ProfileSortField::Created => serde_json::json!([row.created_us, row.pk]),
+        ProfileSortField::Updated => serde_json::json!([row.updated_us, row.pk]),
+    }
+}
+
+/// An event row as stored, before its id is made and its properties read.
+pub(crate) struct StoredEvent {
+    pub pk: i64,
+    pub metric_id: String,
+    pub profile_id: String,
+    pub time_us: i64,
+    pub value: Option<f64>,
+    pub currency: Option<String>,
+    pub unique_id: String,
+    pub properties: String,
+}
+
+impl StoredEvent {
+    pub(crate) fn into_event(self) -> Event {
+        let properties = match serde_json::from_str(&self.properties) {
+            Ok(Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        Event {
+            id: EventId(crate::ids::event_id(self.time_us, self.pk)),
+            metric_id: MetricId(self.metric_id),
+            profile_id: ProfileId(self.profile_id),
+            time: ts(self.time_us),
+            value: self.value,
+            value_currency: self.currency,
+            unique_id: self.unique_id,
+            properties,
+        }
+    }
+}
+
+/// The event an id names when the row its key finds is that event (the id's time matches).
+pub(crate) fn event_named(id: &EventId, found: Option<StoredEvent>) -> EngageResult<Event> {
+    match found.map(StoredEvent::into_event) {
+        Some(event) if event.id.0.eq_ignore_ascii_case(&id.0) => Ok(event),
+        _ => Err(EngageError::not_found(format!("event {id}"))),
+    }
+}
+
+/// The held-call status a filter lists (`None`: every status).
+pub(crate) fn held_status(filter: HeldFilter) -> Option<&'static str> {
+    match filter {
+        HeldFilter::Held => Some(HeldCallStatus::Held.as_str()),
+        HeldFilter::Expired => Some(HeldCallStatus::Expired.as_str()),
+        HeldFilter::Released => Some(HeldCallStatus::Released.as_str()),
+        HeldFilter::All => None,
+    }
+}
+
+/// A stored held-call status, or the error of an unknown one.
+pub(crate) fn parse_held_status(text: &str) -> Result<HeldCallStatus, String> {
+    HeldCallStatus::parse(text).ok_or_else(|| format!("unknown held call status {text:?}"))
 }
 
 /// A held call as listed.

@@ -58,7 +58,7 @@ pub(crate) fn dir_of(db: &Path) -> PathBuf {
 }
 
 /// The key of identifier (`kind`, `value`).
-fn id_key(kind: &str, value: &str) -> [u8; 8] {
+pub(super) fn id_key(kind: &str, value: &str) -> [u8; 8] {
     let mut hasher = Sha256::new();
     hasher.update(kind.as_bytes());
     hasher.update([0]);

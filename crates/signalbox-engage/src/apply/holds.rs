@@ -6,11 +6,11 @@
 //! receipt time of the entry being applied) so that a rebuild expires the same holds.
 //!
 //! A held call is one row of `held_calls`, appended in log order. Which calls wait for which
-//! identifier is in [`HeldIndex`], beside `engage.db`.
+//! identifier is in [`HeldLookup`]: an index beside `engage.db`, or the store's own table.
 
 use signalbox_core::{CallKind, SourceId, StoredCall};
 
-use super::held_index::HeldIndex;
+use super::held_lookup::HeldLookup;
 use super::identity::{CallIds, ANONYMOUS, EXTERNAL};
 use super::store::{ApplyTx, HeldCall, NewHeldCall};
 use super::Batch;
@@ -50,7 +50,7 @@ impl<S: AsRef<str>> HeldIds<S> {
 }
 
 /// Expires holds whose window ended at or before `now_us`; returns how many.
-pub(super) fn expire(tx: &impl ApplyTx, index: &mut HeldIndex, now_us: i64) -> EngageResult<u64> {
+pub(super) fn expire(tx: &impl ApplyTx, index: &mut HeldLookup, now_us: i64) -> EngageResult<u64> {
     let due = tx.due_holds(now_us)?;
     let expired = tx.expire_holds(now_us)?;
     for (seq, ids) in &due {
@@ -93,7 +93,7 @@ impl<T: ApplyTx> Batch<'_, T> {
     /// order; each may link more.
     pub(super) fn release_held(&mut self) -> EngageResult<()> {
         while let Some((kind, value)) = self.release.pop_front() {
-            let waiting = self.held.waiting_for(kind, &value)?;
+            let waiting = self.held.waiting_for(self.tx, kind, &value)?;
             for seq in waiting {
                 self.release_one(seq)?;
             }

@@ -22,6 +22,7 @@ mod api;
 pub(crate) mod builtin;
 mod consent;
 pub(crate) mod held_index;
+pub(crate) mod held_lookup;
 pub(crate) mod holds;
 mod identity;
 mod lists;
@@ -48,6 +49,7 @@ use crate::mapping::{self, Mapped, MappedEvent, Skip};
 use crate::model::{Integration, Origin};
 use crate::settings::DestinationSettings;
 use held_index::HeldIndex;
+use held_lookup::HeldLookup;
 use profile::ProfileRow;
 use store::{ApplyStore, ApplyTx, AuditLine, NewEvent};
 
@@ -107,20 +109,25 @@ pub(crate) struct Applier<S> {
     /// The earliest expiry of a held call, if any is held.
     next_expiry: Option<i64>,
     /// Which held calls wait for which identifier.
-    held: HeldIndex,
+    held: HeldLookup,
     applied_seq: i64,
     /// Planned failures (tests of quarantine).
     fault: Option<EntryFault>,
 }
 
 impl<S: ApplyStore> Applier<S> {
-    /// The applier of `store`, whose held-call index is beside `path`.
+    /// The applier of `store`, whose held-call index is beside `index_beside` (a SQLite
+    /// file), or, when `None`, answered by the store's own table
+    /// ([`ApplyTx::held_waiting_for`]).
     pub(crate) fn open(
         store: S,
-        path: &Path,
+        index_beside: Option<&Path>,
         hold_window: SignedDuration,
     ) -> EngageResult<Applier<S>> {
-        let held = HeldIndex::open(path, &store)?;
+        let held = match index_beside {
+            Some(path) => HeldLookup::Index(HeldIndex::open(path, &store)?),
+            None => HeldLookup::Table(HashMap::new()),
+        };
         let mut applier = Applier {
             store,
             hold_window_us: hold_window.as_micros().clamp(0, i64::MAX as i128) as i64,
@@ -139,8 +146,7 @@ impl<S: ApplyStore> Applier<S> {
         self.caches = Caches::default();
         self.applied_seq = self.store.applied_seq()?;
         self.next_expiry = self.store.earliest_hold_expiry()?;
-        self.held.abort();
-        self.held.catch_up(&self.store)?;
+        self.held.reload(&self.store)?;
         Ok(())
     }
 
@@ -520,7 +526,7 @@ pub(crate) struct Batch<'a, T> {
     tx: &'a T,
     caches: &'a mut Caches,
     next_expiry: &'a mut Option<i64>,
-    held: &'a mut HeldIndex,
+    held: &'a mut HeldLookup,
     hold_window_us: i64,
     sources: &'a Sources,
     /// Profiles merged away in this batch.

@@ -258,6 +258,10 @@ pub(crate) trait ApplyTx {
     /// Marks held call `seq` released by entry `settled_by` (its payload goes).
     fn release_held(&self, seq: i64, settled_by: i64) -> EngageResult<()>;
 
+    /// The calls still held that wait for identifier (`kind`, `value`), in log order: a user
+    /// id waits as an external id, an anonymous id as one, an alias's `previousId` as either.
+    fn held_waiting_for(&self, kind: &str, value: &str) -> EngageResult<Vec<i64>>;
+
     /// The held calls whose window ended at or before `now_us`.
     fn due_holds(&self, now_us: i64) -> EngageResult<Vec<(i64, HeldIds)>>;
 

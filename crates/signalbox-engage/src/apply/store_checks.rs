@@ -154,11 +154,36 @@ pub(crate) fn held_calls_release_and_expire(store: &mut impl ApplyStore) {
         .unwrap();
     }
     assert_eq!(tx.earliest_hold_expiry().unwrap(), Some(50));
+    tx.hold(&NewHeldCall {
+        seq: 8,
+        source_id: 1,
+        kind: "alias",
+        received_us: 10,
+        expires_us: 200,
+        reason: "r",
+        ids: HeldIds {
+            external_id: Some("u3"),
+            anonymous_id: Some("a3"),
+            alias_of: Some("u1"),
+        },
+        payload: "{}",
+    })
+    .unwrap();
+    // A user id waits as an external id; an alias's `previousId` as either kind.
+    assert_eq!(
+        tx.held_waiting_for("external_id", "u1").unwrap(),
+        vec![5, 8]
+    );
+    assert_eq!(tx.held_waiting_for("anonymous_id", "u1").unwrap(), vec![8]);
+    assert_eq!(tx.held_waiting_for("anonymous_id", "a3").unwrap(), vec![8]);
+    assert!(tx.held_waiting_for("email", "u1").unwrap().is_empty());
     let held = tx.held_call(5).unwrap().expect("held");
     assert_eq!(held.payload.as_deref(), Some("{}"));
     assert_eq!(held.ids.external_id.as_deref(), Some("u1"));
     tx.release_held(5, 7).unwrap();
     assert!(tx.held_call(5).unwrap().is_none());
+    assert_eq!(tx.held_waiting_for("external_id", "u1").unwrap(), vec![8]);
+    tx.release_held(8, 7).unwrap();
     let due = tx.due_holds(60).unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].0, 6);

@@ -540,6 +540,22 @@ impl ApplyTx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn held_waiting_for(&self, kind: &str, value: &str) -> EngageResult<Vec<i64>> {
+        // The applier asks `engage.db.held/` instead (`apply/held_index.rs`); this scan of
+        // the held rows answers alike.
+        let column = match kind {
+            "external_id" => "user_id",
+            "anonymous_id" => "anonymous_id",
+            _ => return Ok(Vec::new()),
+        };
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT seq FROM held_calls
+             WHERE status = 'held' AND ({column} = ?1 OR alias_of = ?1) ORDER BY seq"
+        ))?;
+        let rows = stmt.query_map([value], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn due_holds(&self, now_us: i64) -> EngageResult<Vec<(i64, HeldIds)>> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT seq, user_id, anonymous_id, alias_of FROM held_calls

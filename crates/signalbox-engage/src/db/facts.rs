@@ -3,15 +3,12 @@
 use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::{Map, Value};
-use signalbox_seglang::{
-    event_matches, ConsentStatus, ConsentView, EventFilter, Suppression, SuppressionReason,
-};
+use signalbox_seglang::{ConsentView, EventFilter};
 
 use crate::error::EngageResult;
-use crate::facts::{EventsByProfile, ProfileRecord, RawProfile};
+use crate::facts::{push_matching, EventsByProfile, ProfileRecord, RawProfile, RecordBatch};
+use crate::lists::StoredConsent;
 use crate::model::ProfileKey;
-use crate::query::ts;
 
 /// One profile, `None` if the key names none (merged away or never created).
 pub(crate) fn profile_record(
@@ -55,37 +52,31 @@ pub(crate) fn profile_records(
         "{} WHERE pk > ?1 ORDER BY pk LIMIT ?2",
         profile_select(with_last_event)
     );
-    let mut records: Vec<ProfileRecord> = conn
+    let records: Vec<ProfileRecord> = conn
         .prepare_cached(&sql)?
         .query_map(params![after_pk.0, limit as i64], raw_profile)?
         .map(|r| r.map(ProfileRecord::from_raw))
         .collect::<Result<_, _>>()?;
-    let (Some(first), Some(last)) = (records.first(), records.last()) else {
-        return Ok(records);
+    let mut batch = RecordBatch::new(records);
+    let Some((lo, hi)) = batch.key_range() else {
+        return Ok(batch.into_records());
     };
-    let (lo, hi) = (first.pk.0, last.pk.0);
-    let index: HashMap<ProfileKey, usize> =
-        records.iter().enumerate().map(|(i, r)| (r.pk, i)).collect();
     let mut stmt = conn.prepare_cached(
         "SELECT profile_pk, list_id, joined_us FROM list_members
          WHERE status = 'member' AND profile_pk BETWEEN ?1 AND ?2",
     )?;
     for row in stmt.query_map([lo, hi], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
-        let (pk, list, joined): (i64, String, i64) = row?;
-        if let Some(&i) = index.get(&ProfileKey(pk)) {
-            records[i].lists.insert(list, joined);
-        }
+        let (pk, list, joined) = row?;
+        batch.add_list(pk, list, joined);
     }
     let mut stmt = conn.prepare_cached(&format!(
         "{CONSENT_SELECT} WHERE profile_pk BETWEEN ?1 AND ?2"
     ))?;
     for row in stmt.query_map([lo, hi], consent_row)? {
         let (pk, view) = row?;
-        if let Some(&i) = index.get(&ProfileKey(pk)) {
-            records[i].consent = view;
-        }
+        batch.set_consent(pk, view);
     }
-    Ok(records)
+    Ok(batch.into_records())
 }
 
 /// How the profile columns are selected (the last event time only when asked: it costs a
@@ -120,46 +111,17 @@ const CONSENT_SELECT: &str = "SELECT profile_pk, status, status_us, method, meth
     custom_source, double_opt_in, suppressions FROM email_consent";
 
 fn consent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, ConsentView)> {
-    let status: String = r.get(1)?;
-    let status = match status.as_str() {
-        "SUBSCRIBED" => ConsentStatus::Subscribed,
-        "UNSUBSCRIBED" => ConsentStatus::Unsubscribed,
-        _ => ConsentStatus::NeverSubscribed,
-    };
-    let suppressions: String = r.get(7)?;
-    let suppressions: Vec<Value> = serde_json::from_str(&suppressions).unwrap_or_default();
-    let suppressions: Vec<Suppression> = suppressions
-        .iter()
-        .filter_map(|s| {
-            let reason = match s.get("reason")?.as_str()? {
-                "HARD_BOUNCE" => SuppressionReason::HardBounce,
-                "INVALID_EMAIL" => SuppressionReason::InvalidEmail,
-                "SPAM_COMPLAINT" => SuppressionReason::SpamComplaint,
-                "UNSUBSCRIBE" => SuppressionReason::Unsubscribe,
-                "USER_SUPPRESSED" => SuppressionReason::UserSuppressed,
-                _ => return None,
-            };
-            Some(Suppression {
-                reason,
-                timestamp: ts(s.get("at_us")?.as_i64()?),
-            })
-        })
-        .collect();
     let double_opt_in: Option<i64> = r.get(6)?;
-    Ok((
-        r.get(0)?,
-        ConsentView {
-            // Klaviyo's implicit consent: anyone not unsubscribed and not suppressed.
-            can_receive_marketing: status != ConsentStatus::Unsubscribed && suppressions.is_empty(),
-            status,
-            status_date: Some(ts(r.get(2)?)),
-            method: r.get(3)?,
-            method_detail: r.get(4)?,
-            custom_source: r.get(5)?,
-            double_opt_in: double_opt_in.map(|v| v != 0),
-            suppressions,
-        },
-    ))
+    let stored = StoredConsent {
+        status: r.get(1)?,
+        status_us: r.get(2)?,
+        method: r.get(3)?,
+        method_detail: r.get(4)?,
+        custom_source: r.get(5)?,
+        double_opt_in: double_opt_in.map(|v| v != 0),
+        suppressions: r.get(7)?,
+    };
+    Ok((r.get(0)?, stored.view()))
 }
 
 /// The key of a metric id, `None` for an unknown metric (which has no events).
@@ -188,10 +150,8 @@ pub(crate) fn metric_events_by_profile(
         )?;
         let mut rows = stmt.query([metric])?;
         while let Some(r) = rows.next()? {
-            let value: Option<f64> = r.get(2)?;
-            out.entry(ProfileKey(r.get(0)?))
-                .or_default()
-                .push((r.get(1)?, value.unwrap_or(0.0)));
+            let out = out.entry(ProfileKey(r.get(0)?)).or_default();
+            push_matching(out, filters, None, r.get(1)?, r.get(2)?);
         }
     } else {
         let mut stmt = conn.prepare_cached(
@@ -200,15 +160,19 @@ pub(crate) fn metric_events_by_profile(
         let mut rows = stmt.query([metric])?;
         while let Some(r) = rows.next()? {
             let properties: String = r.get(3)?;
-            let properties: Map<String, Value> =
-                serde_json::from_str(&properties).unwrap_or_default();
-            if !event_matches(filters, &properties) {
-                continue;
+            let mut matched = Vec::new();
+            push_matching(
+                &mut matched,
+                filters,
+                Some(&properties),
+                r.get(1)?,
+                r.get(2)?,
+            );
+            if !matched.is_empty() {
+                out.entry(ProfileKey(r.get(0)?))
+                    .or_default()
+                    .append(&mut matched);
             }
-            let value: Option<f64> = r.get(2)?;
-            out.entry(ProfileKey(r.get(0)?))
-                .or_default()
-                .push((r.get(1)?, value.unwrap_or(0.0)));
         }
     }
     Ok(out)
@@ -231,16 +195,18 @@ pub(crate) fn profile_events(
     let mut rows = stmt.query(params![profile_pk.0, metric])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        if !filters.is_empty() {
-            let properties: String = r.get(2)?;
-            let properties: Map<String, Value> =
-                serde_json::from_str(&properties).unwrap_or_default();
-            if !event_matches(filters, &properties) {
-                continue;
-            }
-        }
-        let value: Option<f64> = r.get(1)?;
-        out.push((r.get(0)?, value.unwrap_or(0.0)));
+        let properties: Option<String> = if filters.is_empty() {
+            None
+        } else {
+            Some(r.get(2)?)
+        };
+        push_matching(
+            &mut out,
+            filters,
+            properties.as_deref(),
+            r.get(0)?,
+            r.get(1)?,
+        );
     }
     Ok(out)
 }

@@ -9,18 +9,18 @@ use crate::apply::profile::ProfileRow;
 use crate::error::{EngageError, EngageResult};
 use crate::lists::*;
 use crate::model::{Page, ProfileId};
-use crate::query::{cursor_i64, decode_cursor, encode_cursor, ts};
+use crate::query::{cursor_i64, decode_cursor, into_page, keyset, ts};
 
 pub(crate) fn list_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<List> {
-    let opt_in: String = r.get(2)?;
-    Ok(List {
-        id: ListId(r.get(0)?),
+    Ok(StoredList {
+        id: r.get(0)?,
         name: r.get(1)?,
-        opt_in_process: OptInProcess::parse(&opt_in).unwrap_or_default(),
-        created: ts(r.get(3)?),
-        updated: ts(r.get(4)?),
-        profile_count: r.get::<_, i64>(5)?.max(0) as u64,
-    })
+        opt_in: r.get(2)?,
+        created_us: r.get(3)?,
+        updated_us: r.get(4)?,
+        members: r.get(5)?,
+    }
+    .into_list())
 }
 
 const LIST_COLUMNS: &str = "id, name, opt_in, created_us, updated_us,
@@ -35,10 +35,7 @@ pub(crate) fn get_list(conn: &Connection, id: &ListId) -> EngageResult<List> {
 }
 
 pub(crate) fn list_lists(conn: &Connection, q: &ListQuery) -> EngageResult<Page<List>> {
-    let size = match q.page_size {
-        0 => 10,
-        n => n.min(1000),
-    };
+    let size = lists_page_size(q.page_size);
     let mut sql = format!("SELECT {LIST_COLUMNS} FROM lists WHERE 1 = 1");
     let mut args: Vec<SqlValue> = Vec::new();
     for (column, values) in [
@@ -62,26 +59,18 @@ pub(crate) fn list_lists(conn: &Connection, q: &ListQuery) -> EngageResult<Page<
     let rows = stmt.query_map(params_from_iter(args), |r| {
         Ok((list_row(r)?, r.get::<_, i64>(6)?))
     })?;
-    let mut rows: Vec<(List, i64)> = rows.collect::<Result<_, _>>()?;
-    let next_cursor = if rows.len() > size as usize {
-        rows.truncate(size as usize);
-        rows.last()
-            .map(|(_, pk)| encode_cursor(&serde_json::json!([pk])))
-    } else {
-        None
-    };
-    Ok(Page {
-        items: rows.into_iter().map(|(list, _)| list).collect(),
-        next_cursor,
-    })
+    let rows: Vec<(List, i64)> = rows.collect::<Result<_, _>>()?;
+    Ok(into_page(
+        rows,
+        size,
+        |(_, pk)| serde_json::json!([pk]),
+        |(list, _)| list,
+    ))
 }
 
 pub(crate) fn list_members(conn: &Connection, q: &MemberQuery) -> EngageResult<Page<ListMember>> {
     get_list(conn, &q.list_id)?;
-    let size = match q.page_size {
-        0 => 20,
-        n => n.min(1000),
-    };
+    let size = members_page_size(q.page_size);
     let mut sql = format!(
         "SELECT {PROFILE_COLUMNS}, m.status, m.joined_us FROM list_members m
          JOIN profiles ON profiles.pk = m.profile_pk
@@ -105,11 +94,7 @@ pub(crate) fn list_members(conn: &Connection, q: &MemberQuery) -> EngageResult<P
         sql.push_str(&format!(" AND m.joined_us {} ?", cmp_sql(bound.cmp)));
         args.push(SqlValue::Integer(bound.at.as_microsecond()));
     }
-    let (op, dir) = if q.newest_first {
-        ("<", "DESC")
-    } else {
-        (">", "ASC")
-    };
+    let (op, dir) = keyset(q.newest_first);
     if let Some(cursor) = &q.cursor {
         let items = decode_cursor(cursor)?;
         let (joined, pk) = (cursor_i64(&items, 0)?, cursor_i64(&items, 1)?);
@@ -133,29 +118,17 @@ pub(crate) fn list_members(conn: &Connection, q: &MemberQuery) -> EngageResult<P
         let joined: i64 = r.get(PROFILE_COLUMN_COUNT + 1)?;
         Ok((row, status, joined))
     })?;
-    let mut rows: Vec<(ProfileRow, String, i64)> = rows.collect::<Result<_, _>>()?;
-    let next_cursor = if rows.len() > size as usize {
-        rows.truncate(size as usize);
-        rows.last()
-            .map(|(row, _, joined)| encode_cursor(&serde_json::json!([joined, row.pk])))
-    } else {
-        None
-    };
-    Ok(Page {
-        items: rows
-            .iter()
-            .map(|(row, status, joined)| ListMember {
-                profile: row.to_profile(),
-                status: if status == "pending" {
-                    MemberStatus::Pending
-                } else {
-                    MemberStatus::Member
-                },
-                joined: ts(*joined),
-            })
-            .collect(),
-        next_cursor,
-    })
+    let rows: Vec<(ProfileRow, String, i64)> = rows.collect::<Result<_, _>>()?;
+    Ok(into_page(
+        rows,
+        size,
+        |(row, _, joined)| serde_json::json!([joined, row.pk]),
+        |(row, status, joined)| ListMember {
+            profile: row.to_profile(),
+            status: stored_member_status(&status),
+            joined: ts(joined),
+        },
+    ))
 }
 
 /// The consent row of a profile key (the default when it has none).
@@ -167,36 +140,18 @@ pub(crate) fn consent_by_key(conn: &Connection, pk: i64) -> EngageResult<EmailCo
              FROM email_consent WHERE profile_pk = ?1",
         )?
         .query_row([pk], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, Option<bool>>(5)?,
-                r.get::<_, String>(6)?,
-            ))
+            Ok(StoredConsent {
+                status: r.get(0)?,
+                status_us: r.get(1)?,
+                method: r.get(2)?,
+                method_detail: r.get(3)?,
+                custom_source: r.get(4)?,
+                double_opt_in: r.get(5)?,
+                suppressions: r.get(6)?,
+            })
         })
         .optional()?;
-    let mut consent = match row {
-        None => EmailConsent::default(),
-        Some((status, status_us, method, method_detail, custom_source, double_optin, supp)) => {
-            let consent = ConsentStatus::parse(&status).unwrap_or_default();
-            EmailConsent {
-                consent,
-                consent_timestamp: (consent != ConsentStatus::NeverSubscribed)
-                    .then(|| ts(status_us)),
-                method,
-                method_detail,
-                custom_source,
-                double_optin,
-                suppressions: parse_suppressions(&supp),
-                can_receive_email_marketing: false,
-            }
-        }
-    };
-    consent.compute_can_receive();
-    Ok(consent)
+    Ok(StoredConsent::email_consent(row))
 }
 
 pub(crate) fn email_consent(conn: &Connection, id: &ProfileId) -> EngageResult<EmailConsent> {
@@ -218,13 +173,7 @@ pub(crate) fn member_status(
         .prepare_cached("SELECT status FROM list_members WHERE list_id = ?1 AND profile_pk = ?2")?
         .query_row(params![list.0, pk], |r| r.get(0))
         .optional()?;
-    Ok(status.map(|s| {
-        if s == "pending" {
-            MemberStatus::Pending
-        } else {
-            MemberStatus::Member
-        }
-    }))
+    Ok(status.map(|s| stored_member_status(&s)))
 }
 
 /// The lists a profile is on, at most `limit` of them (by list id), and their number: reads
@@ -259,11 +208,7 @@ pub(crate) fn lists_of_profile(
                 list_id: ListId(r.get(0)?),
                 name: r.get(1)?,
                 opt_in_process: OptInProcess::parse(&opt_in).unwrap_or_default(),
-                status: if status == "pending" {
-                    MemberStatus::Pending
-                } else {
-                    MemberStatus::Member
-                },
+                status: stored_member_status(&status),
                 joined: ts(r.get(4)?),
                 confirm_optin: r.get(5)?,
             })

@@ -11,6 +11,7 @@ mod facts;
 mod feed;
 mod lists;
 mod outbox;
+pub(crate) mod postgres;
 mod queries;
 mod query;
 pub(crate) mod reader;

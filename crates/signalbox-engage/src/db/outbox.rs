@@ -1,15 +1,10 @@
 //! The outbox's reads over `engage.db`.
 
 use jiff::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::error::{EngageError, EngageResult};
-use crate::model::ProfileId;
-use crate::outbox::{OutboxEntry, OutboxPosition};
-use crate::query::ts;
-
-/// Entries read at once at most.
-const MAX_READ: u32 = 10_000;
+use crate::error::EngageResult;
+use crate::outbox::{OutboxEntry, OutboxPosition, StoredOutboxEntry, MAX_READ};
 
 pub(crate) fn entries_after(
     conn: &Connection,
@@ -20,34 +15,20 @@ pub(crate) fn entries_after(
         "SELECT seq, n, at_us, profile_id, email, user_id, anonymous_id, from_segment, change
          FROM outbox WHERE (seq, n) > (?1, ?2) ORDER BY seq, n LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![after.0, after.1, limit.min(MAX_READ)], read_entry)?;
-    rows.map(|row| row?).collect::<Result<_, _>>()
-}
-
-/// A row, or the reason its change cannot be read.
-fn read_entry(r: &Row<'_>) -> rusqlite::Result<Result<OutboxEntry, EngageError>> {
-    let seq: i64 = r.get(0)?;
-    let n: u32 = r.get(1)?;
-    let change: String = r.get(8)?;
-    let change = match serde_json::from_str(&change) {
-        Ok(change) => change,
-        Err(err) => {
-            return Ok(Err(EngageError::Internal(format!(
-                "outbox entry ({seq}, {n}) is unreadable: {err}"
-            ))))
-        }
-    };
-    Ok(Ok(OutboxEntry {
-        seq,
-        n,
-        at: ts(r.get(2)?),
-        profile_id: ProfileId(r.get(3)?),
-        email: r.get(4)?,
-        user_id: r.get(5)?,
-        anonymous_id: r.get(6)?,
-        from_segment: r.get(7)?,
-        change,
-    }))
+    let rows = stmt.query_map(params![after.0, after.1, limit.min(MAX_READ)], |r| {
+        Ok(StoredOutboxEntry {
+            seq: r.get(0)?,
+            n: r.get(1)?,
+            at_us: r.get(2)?,
+            profile_id: r.get(3)?,
+            email: r.get(4)?,
+            user_id: r.get(5)?,
+            anonymous_id: r.get(6)?,
+            from_segment: r.get(7)?,
+            change: r.get(8)?,
+        })
+    })?;
+    rows.map(|row| row?.into_entry()).collect()
 }
 
 pub(crate) fn head(conn: &Connection) -> EngageResult<OutboxPosition> {

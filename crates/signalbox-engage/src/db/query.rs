@@ -2,7 +2,6 @@
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
-use serde_json::{Map, Value};
 
 use super::rows::{profile_row, PROFILE_COLUMNS};
 use crate::apply::profile::ProfileRow;
@@ -131,38 +130,27 @@ pub(crate) fn list_profiles(conn: &Connection, q: &ProfileQuery) -> EngageResult
         }
         sql.push(')');
     }
-    let (column, text_key) = match q.sort.field {
-        ProfileSortField::Id => ("id", true),
-        ProfileSortField::Created => ("created_us", false),
-        ProfileSortField::Updated => ("updated_us", false),
-    };
-    let (op, dir) = if q.sort.descending {
-        ("<", "DESC")
-    } else {
-        (">", "ASC")
-    };
+    let order = ProfileOrder::of(&q.sort);
+    let (column, op, dir) = (order.column, order.op, order.dir);
     if let Some(cursor) = &q.cursor {
-        let items = decode_cursor(cursor)?;
-        if text_key {
-            let id = items.first().and_then(Value::as_str).ok_or_else(|| {
-                EngageError::invalid("page[cursor]", "not a cursor of this listing")
-            })?;
-            sql.push_str(&format!(" AND id {op} ?"));
-            args.push(SqlValue::Text(id.to_owned()));
-        } else {
-            let value = cursor_i64(&items, 0)?;
-            let pk = cursor_i64(&items, 1)?;
-            sql.push_str(&format!(
-                " AND ({column} {op} ? OR ({column} = ? AND pk {op} ?))"
-            ));
-            args.extend([
-                SqlValue::Integer(value),
-                SqlValue::Integer(value),
-                SqlValue::Integer(pk),
-            ]);
+        match order.after(cursor)? {
+            ProfileAfter::Id(id) => {
+                sql.push_str(&format!(" AND id {op} ?"));
+                args.push(SqlValue::Text(id));
+            }
+            ProfileAfter::At { value, pk } => {
+                sql.push_str(&format!(
+                    " AND ({column} {op} ? OR ({column} = ? AND pk {op} ?))"
+                ));
+                args.extend([
+                    SqlValue::Integer(value),
+                    SqlValue::Integer(value),
+                    SqlValue::Integer(pk),
+                ]);
+            }
         }
     }
-    if text_key {
+    if order.text_key {
         sql.push_str(&format!(" ORDER BY id {dir}"));
     } else {
         sql.push_str(&format!(" ORDER BY {column} {dir}, pk {dir}"));
@@ -170,22 +158,13 @@ pub(crate) fn list_profiles(conn: &Connection, q: &ProfileQuery) -> EngageResult
     sql.push_str(&format!(" LIMIT {}", size + 1));
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(args), profile_row)?;
-    let mut rows: Vec<ProfileRow> = rows.collect::<Result<_, _>>()?;
-    let next_cursor = if rows.len() > size as usize {
-        rows.truncate(size as usize);
-        let last = rows.last().expect("a full page");
-        Some(encode_cursor(&match q.sort.field {
-            ProfileSortField::Id => serde_json::json!([last.id]),
-            ProfileSortField::Created => serde_json::json!([last.created_us, last.pk]),
-            ProfileSortField::Updated => serde_json::json!([last.updated_us, last.pk]),
-        }))
-    } else {
-        None
-    };
-    Ok(Page {
-        items: rows.iter().map(ProfileRow::to_profile).collect(),
-        next_cursor,
-    })
+    let rows: Vec<ProfileRow> = rows.collect::<Result<_, _>>()?;
+    Ok(into_page(
+        rows,
+        size,
+        |row| profile_cursor(q.sort.field, row),
+        |row| row.to_profile(),
+    ))
 }
 
 fn metric_row(r: &Row<'_>) -> rusqlite::Result<Metric> {
@@ -230,7 +209,6 @@ pub(crate) fn list_metrics(conn: &Connection, q: &MetricQuery) -> EngageResult<P
          WHERE pk > ?1 AND (?2 IS NULL OR integration = ?2) AND (?3 IS NULL OR category = ?3)
          ORDER BY pk LIMIT ?4"
     ))?;
-    let mut pks = Vec::new();
     let rows = stmt.query_map(
         params![
             after,
@@ -240,47 +218,30 @@ pub(crate) fn list_metrics(conn: &Connection, q: &MetricQuery) -> EngageResult<P
         ],
         |r| Ok((r.get::<_, i64>(0)?, metric_row(r)?)),
     )?;
-    let mut items = Vec::new();
-    for row in rows {
-        let (pk, metric) = row?;
-        pks.push(pk);
-        items.push(metric);
-    }
-    let next_cursor = if items.len() > size as usize {
-        items.truncate(size as usize);
-        Some(encode_cursor(&serde_json::json!([pks[size as usize - 1]])))
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    let rows: Vec<(i64, Metric)> = rows.collect::<Result<_, _>>()?;
+    Ok(into_page(
+        rows,
+        size,
+        |(pk, _)| serde_json::json!([pk]),
+        |(_, metric)| metric,
+    ))
 }
 
 const EVENT_SELECT: &str = "SELECT e.pk, m.id, p.id, e.time_us, e.value, e.currency,
             e.unique_id, e.properties
      FROM events e JOIN metrics m ON m.pk = e.metric_pk JOIN profiles p ON p.pk = e.profile_pk";
 
-fn event_row(r: &Row<'_>) -> rusqlite::Result<(i64, i64, Event)> {
-    let properties: String = r.get(7)?;
-    let properties = match serde_json::from_str(&properties) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
-    let pk: i64 = r.get(0)?;
-    let time_us: i64 = r.get(3)?;
-    Ok((
-        pk,
-        time_us,
-        Event {
-            id: EventId(ids::event_id(time_us, pk)),
-            metric_id: MetricId(r.get(1)?),
-            profile_id: ProfileId(r.get(2)?),
-            time: ts(time_us),
-            value: r.get(4)?,
-            value_currency: r.get(5)?,
-            unique_id: r.get(6)?,
-            properties,
-        },
-    ))
+fn event_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        pk: r.get(0)?,
+        metric_id: r.get(1)?,
+        profile_id: r.get(2)?,
+        time_us: r.get(3)?,
+        value: r.get(4)?,
+        currency: r.get(5)?,
+        unique_id: r.get(6)?,
+        properties: r.get(7)?,
+    })
 }
 
 pub(crate) fn get_event(conn: &Connection, id: &EventId) -> EngageResult<Event> {
@@ -290,10 +251,7 @@ pub(crate) fn get_event(conn: &Connection, id: &EventId) -> EngageResult<Event> 
         .prepare_cached(&format!("{EVENT_SELECT} WHERE e.pk = ?1"))?
         .query_row([pk], event_row)
         .optional()?;
-    match found {
-        Some((_, _, event)) if event.id.0.eq_ignore_ascii_case(&id.0) => Ok(event),
-        _ => Err(not_found()),
-    }
+    event_named(id, found)
 }
 
 pub(crate) fn list_events(conn: &Connection, q: &EventQuery) -> EngageResult<Page<Event>> {
@@ -323,11 +281,7 @@ pub(crate) fn list_events(conn: &Connection, q: &EventQuery) -> EngageResult<Pag
         sql.push_str(&format!(" AND e.time_us {} ?", cmp_sql(bound.cmp)));
         args.push(SqlValue::Integer(bound.at.as_microsecond()));
     }
-    let (op, dir) = if q.newest_first {
-        ("<", "DESC")
-    } else {
-        (">", "ASC")
-    };
+    let (op, dir) = keyset(q.newest_first);
     if let Some(cursor) = &q.cursor {
         let items = decode_cursor(cursor)?;
         let (time, pk) = (cursor_i64(&items, 0)?, cursor_i64(&items, 1)?);
@@ -347,18 +301,13 @@ pub(crate) fn list_events(conn: &Connection, q: &EventQuery) -> EngageResult<Pag
     let sql = format!("{EVENT_SELECT} WHERE e.pk IN ({sql}) ORDER BY e.time_us {dir}, e.pk {dir}");
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(args), event_row)?;
-    let mut rows: Vec<(i64, i64, Event)> = rows.collect::<Result<_, _>>()?;
-    let next_cursor = if rows.len() > size as usize {
-        rows.truncate(size as usize);
-        let (pk, time, _) = rows.last().expect("a full page");
-        Some(encode_cursor(&serde_json::json!([time, pk])))
-    } else {
-        None
-    };
-    Ok(Page {
-        items: rows.into_iter().map(|(_, _, e)| e).collect(),
-        next_cursor,
-    })
+    let rows: Vec<StoredEvent> = rows.collect::<Result<_, _>>()?;
+    Ok(into_page(
+        rows,
+        size,
+        |e| serde_json::json!([e.time_us, e.pk]),
+        StoredEvent::into_event,
+    ))
 }
 
 /// The oldest held and quarantined entries (the checkpoint is the caller's).
@@ -381,12 +330,7 @@ pub(crate) fn held_calls(
     after_seq: i64,
     limit: u32,
 ) -> EngageResult<Vec<HeldCall>> {
-    let status = match filter {
-        HeldFilter::Held => Some(HeldCallStatus::Held.as_str()),
-        HeldFilter::Expired => Some(HeldCallStatus::Expired.as_str()),
-        HeldFilter::Released => Some(HeldCallStatus::Released.as_str()),
-        HeldFilter::All => None,
-    };
+    let status = held_status(filter);
     let mut stmt = conn.prepare_cached(
         "SELECT seq, source_id, kind, received_us, expires_us, reason, status, user_id,
                 anonymous_id, settled_seq
@@ -402,11 +346,11 @@ pub(crate) fn held_calls(
             reason: r.get(5)?,
             status: {
                 let text: String = r.get(6)?;
-                HeldCallStatus::parse(&text).ok_or_else(|| {
+                parse_held_status(&text).map_err(|e| {
                     rusqlite::Error::FromSqlConversionFailure(
                         6,
                         rusqlite::types::Type::Text,
-                        format!("unknown held call status {text:?}").into(),
+                        e.into(),
                     )
                 })?
             },

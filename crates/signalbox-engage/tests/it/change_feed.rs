@@ -5,7 +5,9 @@ use signalbox_engage::feed::FeedCursor;
 
 use crate::helpers::TestApp;
 
-#[tokio::test]
+// The reader is called from the test's task: a backend that waits on the runtime steps
+// out of a worker of a multi-thread one to do so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_reports_each_event_and_changed_profile_once_in_log_order() {
     let mut app = TestApp::start().await;
     app.identify(json!({"userId": "u1", "traits": {"email": "a@example.com"}}))
@@ -53,7 +55,9 @@ async fn the_feed_reports_each_event_and_changed_profile_once_in_log_order() {
     assert!(empty.is_empty());
 }
 
-#[tokio::test]
+// The reader is called from the test's task: a backend that waits on the runtime steps
+// out of a worker of a multi-thread one to do so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_pages_by_limit_and_stops_at_the_checkpoint_given() {
     let mut app = TestApp::start().await;
     app.identify(json!({"userId": "u1", "traits": {"email": "a@example.com"}}))

@@ -489,7 +489,9 @@ async fn double_opt_in_subscription_jobs_wait_for_confirmation_unless_historical
     );
 }
 
-#[tokio::test]
+// The reader is called from the test's task: a backend that waits on the runtime steps
+// out of a worker of a multi-thread one to do so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_change_feed_reports_list_and_consent_changes() {
     let mut app = TestApp::start().await;
     app.identify(json!({"userId": "u1", "traits": {"email": "f@example.com"}}))
@@ -961,7 +963,9 @@ async fn a_profiles_lists_are_read_in_one_query_however_many_lists_there_are() {
     ));
 }
 
-#[tokio::test]
+// The reader is called from the test's task: a backend that waits on the runtime steps
+// out of a worker of a multi-thread one to do so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profiles_suppressed_by_id_show_it_in_consent_and_in_facts() {
     use signalbox_engage::facts::no_segments;
     use signalbox_engage::ProfileId;

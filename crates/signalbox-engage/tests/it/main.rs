@@ -12,5 +12,6 @@ mod limits;
 mod lists;
 mod outbox;
 mod pipeline;
+mod postgres;
 mod quarantine;
 mod reader_conformance;

@@ -755,7 +755,9 @@ async fn a_rebuild_writes_the_same_outbox() {
     assert_eq!(rebuilt.dump().await.unwrap(), dump);
 }
 
-#[tokio::test]
+// The reader is called from the test's task: a backend that waits on the runtime steps
+// out of a worker of a multi-thread one to do so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_flag_costs_a_profile_write_only_the_first_time() {
     use signalbox_engage::feed::FeedCursor;
 

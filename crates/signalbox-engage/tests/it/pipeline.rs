@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use serde_json::json;
 use signalbox_core::CallKind;
-use signalbox_engage::{rebuild, ApiEventInput, Engage, ProfileInput};
+use signalbox_engage::{rebuild, rebuild_postgres, ApiEventInput, Engage, ProfileInput};
 
 use crate::helpers::{at, TestApp};
 
 /// A bit of everything: profiles, holds (released and still waiting), a merge, an order, API
 /// writes.
-async fn mixed_workload(app: &mut TestApp, rounds: usize) {
+pub(crate) async fn mixed_workload(app: &mut TestApp, rounds: usize) {
     for i in 0..rounds {
         let email = format!("person{}@example.com", i % 7);
         app.track(
@@ -108,15 +108,26 @@ async fn rebuild_yields_the_same_state_ids_included() {
 #[tokio::test]
 async fn rebuild_refuses_while_a_pipeline_runs() {
     let app = TestApp::start().await;
-    let err = rebuild(
-        Arc::clone(&app.store),
-        &app.config.path,
-        app.config.hold_window,
-        app.clock_now(),
-        |_| {},
-    )
-    .await
-    .unwrap_err();
+    let err = match &app.config.database {
+        None => rebuild(
+            Arc::clone(&app.store),
+            &app.config.path,
+            app.config.hold_window,
+            app.clock_now(),
+            |_| {},
+        )
+        .await
+        .unwrap_err(),
+        Some(url) => rebuild_postgres(
+            Arc::clone(&app.store),
+            url,
+            app.config.hold_window,
+            app.clock_now(),
+            |_| {},
+        )
+        .await
+        .unwrap_err(),
+    };
     assert!(
         matches!(err, signalbox_engage::EngageError::Conflict { .. }),
         "{err}"

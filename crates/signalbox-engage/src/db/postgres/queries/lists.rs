@@ -1,0 +1,233 @@
+//! The queries of lists, members and email consent (as `db/lists.rs`).
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+
+use super::profiles::{
+    profile_key, profile_row, push_bounds, PROFILE_COLUMNS, PROFILE_COLUMN_COUNT,
+};
+use super::{row_one, row_opt, rows, Sql};
+use crate::apply::profile::ProfileRow;
+use crate::error::{EngageError, EngageResult};
+use crate::lists::*;
+use crate::model::{Page, ProfileId};
+use crate::query::{cursor_i64, decode_cursor, into_page, keyset, ts};
+
+const LIST_COLUMNS: &str = "id, name, opt_in, created_us, updated_us,
+    (SELECT COUNT(*) FROM list_members m WHERE m.list_id = lists.id AND m.status = 'member'),
+    pk";
+
+fn list_row(r: &Row) -> List {
+    StoredList {
+        id: r.get(0),
+        name: r.get(1),
+        opt_in: r.get(2),
+        created_us: r.get(3),
+        updated_us: r.get(4),
+        members: r.get(5),
+    }
+    .into_list()
+}
+
+pub(crate) async fn get_list(c: &impl GenericClient, id: &ListId) -> EngageResult<List> {
+    row_opt(
+        c,
+        &format!("SELECT {LIST_COLUMNS} FROM lists WHERE id = $1"),
+        &[&id.0],
+    )
+    .await?
+    .map(|r| list_row(&r))
+    .ok_or_else(|| EngageError::not_found(format!("list {id}")))
+}
+
+pub(crate) async fn list_lists(c: &impl GenericClient, q: &ListQuery) -> EngageResult<Page<List>> {
+    let size = lists_page_size(q.page_size);
+    let mut sql = Sql::new(format!("SELECT {LIST_COLUMNS} FROM lists WHERE 1 = 1"));
+    for (column, values) in [
+        ("name", q.names.clone()),
+        ("id", q.ids.iter().map(|i| i.0.clone()).collect::<Vec<_>>()),
+    ] {
+        if values.is_empty() {
+            continue;
+        }
+        let marks: Vec<String> = values.into_iter().map(|v| sql.arg(v)).collect();
+        sql.push(&format!(" AND {column} IN ({})", marks.join(", ")));
+    }
+    if let Some(cursor) = &q.cursor {
+        let after = sql.arg(cursor_i64(&decode_cursor(cursor)?, 0)?);
+        sql.push(&format!(" AND pk > {after}"));
+    }
+    sql.push(&format!(" ORDER BY pk LIMIT {}", size + 1));
+    let rows: Vec<(List, i64)> = sql
+        .rows(c)
+        .await?
+        .iter()
+        .map(|r| (list_row(r), r.get(6)))
+        .collect();
+    Ok(into_page(
+        rows,
+        size,
+        |(_, pk)| serde_json::json!([pk]),
+        |(list, _)| list,
+    ))
+}
+
+pub(crate) async fn list_members(
+    c: &impl GenericClient,
+    q: &MemberQuery,
+) -> EngageResult<Page<ListMember>> {
+    get_list(c, &q.list_id).await?;
+    let size = members_page_size(q.page_size);
+    let mut sql = Sql::new(format!(
+        "SELECT {PROFILE_COLUMNS}, m.status, m.joined_us FROM list_members m
+         JOIN profiles ON profiles.pk = m.profile_pk WHERE 1 = 1"
+    ));
+    let status = q.status.unwrap_or(MemberStatus::Member);
+    let (list, status) = (
+        sql.arg(q.list_id.0.clone()),
+        sql.arg(status.as_str().to_owned()),
+    );
+    sql.push(&format!(" AND m.list_id = {list} AND m.status = {status}"));
+    if !q.emails.is_empty() {
+        let marks: Vec<String> = q
+            .emails
+            .iter()
+            .map(|e| sql.arg(crate::email::normal_form(e)))
+            .collect();
+        sql.push(&format!(" AND profiles.email IN ({})", marks.join(", ")));
+    }
+    push_bounds(&mut sql, "m.joined_us", &q.joined);
+    let (op, dir) = keyset(q.newest_first);
+    if let Some(cursor) = &q.cursor {
+        let items = decode_cursor(cursor)?;
+        let (joined, pk) = (cursor_i64(&items, 0)?, cursor_i64(&items, 1)?);
+        let (joined, pk) = (sql.arg(joined), sql.arg(pk));
+        sql.push(&format!(
+            " AND (m.joined_us {op} {joined} OR (m.joined_us = {joined} AND m.profile_pk {op} {pk}))"
+        ));
+    }
+    sql.push(&format!(
+        " ORDER BY m.joined_us {dir}, m.profile_pk {dir} LIMIT {}",
+        size + 1
+    ));
+    let rows: Vec<(ProfileRow, String, i64)> = sql
+        .rows(c)
+        .await?
+        .iter()
+        .map(|r| {
+            (
+                profile_row(r),
+                r.get(PROFILE_COLUMN_COUNT),
+                r.get(PROFILE_COLUMN_COUNT + 1),
+            )
+        })
+        .collect();
+    Ok(into_page(
+        rows,
+        size,
+        |(row, _, joined)| serde_json::json!([joined, row.pk]),
+        |(row, status, joined)| ListMember {
+            profile: row.to_profile(),
+            status: stored_member_status(&status),
+            joined: ts(joined),
+        },
+    ))
+}
+
+/// The consent columns of `email_consent` that [`consent_row`] reads.
+pub(crate) const CONSENT_COLUMNS: &str = "status, status_us, method, method_detail,
+    custom_source, CASE WHEN double_opt_in IS NULL THEN NULL ELSE double_opt_in <> 0 END,
+    suppressions";
+
+/// A consent row from [`CONSENT_COLUMNS`], starting at column `first`.
+pub(crate) fn consent_row(r: &Row, first: usize) -> StoredConsent {
+    StoredConsent {
+        status: r.get(first),
+        status_us: r.get(first + 1),
+        method: r.get(first + 2),
+        method_detail: r.get(first + 3),
+        custom_source: r.get(first + 4),
+        double_opt_in: r.get(first + 5),
+        suppressions: r.get(first + 6),
+    }
+}
+
+pub(crate) async fn email_consent(
+    c: &impl GenericClient,
+    id: &ProfileId,
+) -> EngageResult<EmailConsent> {
+    let pk = profile_key(c, id)
+        .await?
+        .ok_or_else(|| EngageError::not_found(format!("profile {id}")))?;
+    let row = row_opt(
+        c,
+        &format!("SELECT {CONSENT_COLUMNS} FROM email_consent WHERE profile_pk = $1"),
+        &[&pk],
+    )
+    .await?;
+    Ok(StoredConsent::email_consent(
+        row.map(|r| consent_row(&r, 0)),
+    ))
+}
+
+/// A member's status on a list, if it is on it.
+pub(crate) async fn member_status(
+    c: &impl GenericClient,
+    list: &ListId,
+    profile: &ProfileId,
+) -> EngageResult<Option<MemberStatus>> {
+    let Some(pk) = profile_key(c, profile).await? else {
+        return Ok(None);
+    };
+    let row = row_opt(
+        c,
+        "SELECT status FROM list_members WHERE list_id = $1 AND profile_pk = $2",
+        &[&list.0, &pk],
+    )
+    .await?;
+    Ok(row.map(|r| stored_member_status(r.get(0))))
+}
+
+/// The lists a profile is on, at most `limit` of them (by list id), and their number: reads
+/// only the profile's own rows of `list_members` (the index by profile).
+pub(crate) async fn lists_of_profile(
+    c: &impl GenericClient,
+    profile: &ProfileId,
+    limit: u32,
+) -> EngageResult<ProfileLists> {
+    let pk = profile_key(c, profile)
+        .await?
+        .ok_or_else(|| EngageError::not_found(format!("profile {profile}")))?;
+    let total: i64 = row_one(
+        c,
+        "SELECT COUNT(*) FROM list_members m JOIN lists l ON l.id = m.list_id
+         WHERE m.profile_pk = $1",
+        &[&pk],
+    )
+    .await?
+    .get(0);
+    let items = rows(
+        c,
+        r#"SELECT m.list_id, l.name, l.opt_in, m.status, m.joined_us, m.confirm_optin <> 0
+           FROM list_members m JOIN lists l ON l.id = m.list_id
+           WHERE m.profile_pk = $1
+           ORDER BY m.list_id COLLATE "C"
+           LIMIT $2"#,
+        &[&pk, &i64::from(limit)],
+    )
+    .await?
+    .iter()
+    .map(|r| ProfileListMembership {
+        list_id: ListId(r.get(0)),
+        name: r.get(1),
+        opt_in_process: OptInProcess::parse(r.get(2)).unwrap_or_default(),
+        status: stored_member_status(r.get(3)),
+        joined: ts(r.get(4)),
+        confirm_optin: r.get(5),
+    })
+    .collect();
+    Ok(ProfileLists {
+        items,
+        total: total.max(0) as u64,
+    })
+}
