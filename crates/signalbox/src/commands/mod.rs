@@ -14,6 +14,7 @@ mod segment;
 mod serve;
 mod source;
 mod storage;
+pub mod stores;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -124,7 +125,7 @@ pub fn database_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
             Ok(global.data_dir.join("signalbox.db"))
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            bail!("PostgreSQL is not supported by this version of Signalbox; use the embedded store (omit --database-url)")
+            bail!("this command keeps its data in files and does not run on PostgreSQL yet; omit --database-url")
         }
         Some(url) => {
             let path = url
