@@ -11,12 +11,14 @@
 //! identifiers linked, events, audit lines, problems, outbox rows, held calls, list changes,
 //! consent, counters, the checkpoint, `BEGIN` itself) are queued in the transaction, and sent
 //! ahead of the next statement whose answer it needs, pipelined on the connection with it: one
-//! round trip carries the queue and the read, executed in order, so the read sees them. At
+//! round trip carries the queue and the read, executed in order, so the read sees them (the
+//! queued events travel as one multi-row `UNNEST` insert, [`INSERT_EVENTS`]). At
 //! commit, the queue and `COMMIT` go together. A batch thus makes one round trip per read the
-//! applier needs (a profile, an identifier, a metric, a redirect, an event's dedupe check, a
-//! held call, …, most of them cached by the applier across batches) plus one at commit. A
-//! merge is one round trip for all its statements. Statements are prepared once per
-//! connection (`prepare_cached`).
+//! applier needs and has not cached (a profile or identifier it has not seen lately, a new
+//! metric, a redirect, a held call that is released, …) plus one at commit. An event's dedupe
+//! check reads all the keys of its profile the first time the profile is seen ([`EventKeys`]),
+//! then answers from memory across batches. A merge is one round trip for all its statements.
+//! Statements are prepared once per connection (`prepare_cached`).
 //!
 //! A queued write that fails makes the statement it travels with fail, so its error is blamed
 //! on a later entry of the batch: the quarantine's narrowing (`apply/quarantine.rs`) then
@@ -78,6 +80,8 @@ pub(crate) async fn connect(url: &PostgresUrl, size: usize) -> EngageResult<Pool
 /// The applier's writer of the derived state in PostgreSQL.
 pub(crate) struct PgWriter {
     pool: Pool,
+    /// The dedupe keys of the events of recently seen profiles (see [`EventKeys`]).
+    event_keys: RefCell<EventKeys>,
     /// The connection that holds [`APPLIER_LOCK`]; `None` only while being dropped.
     conn: Option<Object>,
     runtime: Handle,
@@ -92,6 +96,7 @@ impl PgWriter {
         let conn = locked_connection(&pool).await?;
         Ok(PgWriter {
             pool,
+            event_keys: RefCell::new(EventKeys::default()),
             conn: Some(conn),
             runtime: Handle::current(),
         })
@@ -104,6 +109,7 @@ impl PgWriter {
     /// Empties every table of the derived state in one transaction (a rebuild applies the log
     /// again from the start). Identity keys count from 1 again.
     pub(crate) fn clear(&mut self) -> EngageResult<()> {
+        self.event_keys.borrow_mut().clear();
         let sql = format!(
             "BEGIN; TRUNCATE {} RESTART IDENTITY; COMMIT;",
             TABLES.join(", ")
@@ -164,6 +170,7 @@ impl ApplyStore for PgWriter {
         Ok(PgTx {
             conn: self.conn(),
             runtime: &self.runtime,
+            event_keys: &self.event_keys,
             pending: RefCell::new(Pending::default()),
             begun: Cell::new(false),
             finished: Cell::new(false),
@@ -210,6 +217,56 @@ impl ApplyStore for PgWriter {
 
 const EARLIEST_HOLD_EXPIRY: &str = "SELECT MIN(expires_us) FROM held_calls WHERE status = 'held'";
 
+/// The dedupe keys (metric, unique hash) of the events of profiles the applier saw lately, so
+/// that an event's dedupe check costs a round trip only the first time its profile is seen.
+/// The applier is the only writer of events: the keys stay true across batches, except after
+/// a merge (both profiles are forgotten) or a rollback (everything is).
+#[derive(Default)]
+struct EventKeys {
+    /// By profile; `None`: too many to keep (each check asks the table).
+    by_profile: HashMap<i64, Option<HashSet<(i64, i64)>>>,
+    kept: usize,
+}
+
+impl EventKeys {
+    /// Keys kept of one profile at most.
+    const PER_PROFILE: usize = 1_000;
+    /// Keys kept in all; past this, everything is forgotten.
+    const TOTAL: usize = 2_000_000;
+
+    fn get(&self, profile_pk: i64) -> Option<&Option<HashSet<(i64, i64)>>> {
+        self.by_profile.get(&profile_pk)
+    }
+
+    fn insert(&mut self, profile_pk: i64, keys: Option<HashSet<(i64, i64)>>) {
+        if self.kept > Self::TOTAL {
+            self.clear();
+        }
+        self.kept += keys.as_ref().map_or(1, HashSet::len);
+        self.by_profile.insert(profile_pk, keys);
+    }
+
+    /// An event of a profile whose keys are kept.
+    fn add(&mut self, profile_pk: i64, key: (i64, i64)) {
+        if let Some(Some(keys)) = self.by_profile.get_mut(&profile_pk) {
+            if keys.len() >= Self::PER_PROFILE {
+                self.by_profile.insert(profile_pk, None);
+            } else if keys.insert(key) {
+                self.kept += 1;
+            }
+        }
+    }
+
+    fn forget(&mut self, profile_pk: i64) {
+        self.by_profile.remove(&profile_pk);
+    }
+
+    fn clear(&mut self) {
+        self.by_profile.clear();
+        self.kept = 0;
+    }
+}
+
 /// A statement's parameter, owned by the queue.
 type Param = Box<dyn ToSql + Sync + Send>;
 
@@ -223,11 +280,51 @@ struct Queued {
 #[derive(Default)]
 struct Pending {
     writes: Vec<Queued>,
+    /// The queued events, sent as one statement ([`INSERT_EVENTS`]) at the place of the first
+    /// (`writes[at]`): nothing queued touches `events` otherwise.
+    events: Option<(usize, EventColumns)>,
     /// Keys of the events inserted by this transaction (queued or sent).
     event_keys: HashSet<i64>,
     /// (profile, metric, unique hash) of the same events: their dedupe keys.
     event_hashes: HashSet<(i64, i64, i64)>,
 }
+
+/// Queued events, column by column.
+#[derive(Default)]
+struct EventColumns {
+    pk: Vec<i64>,
+    metric_pk: Vec<i64>,
+    profile_pk: Vec<i64>,
+    time_us: Vec<i64>,
+    value: Vec<Option<f64>>,
+    currency: Vec<Option<String>>,
+    unique_id: Vec<String>,
+    unique_hash: Vec<i64>,
+    properties: Vec<String>,
+}
+
+impl EventColumns {
+    fn into_params(self) -> Vec<Param> {
+        vec![
+            Box::new(self.pk),
+            Box::new(self.metric_pk),
+            Box::new(self.profile_pk),
+            Box::new(self.time_us),
+            Box::new(self.value),
+            Box::new(self.currency),
+            Box::new(self.unique_id),
+            Box::new(self.unique_hash),
+            Box::new(self.properties),
+        ]
+    }
+}
+
+/// Many events in one statement (a key already taken is left alone).
+const INSERT_EVENTS: &str = "INSERT INTO events (pk, metric_pk, profile_pk, time_us, value,
+         currency, unique_id, unique_hash, properties)
+     SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[],
+         $5::DOUBLE PRECISION[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::TEXT[])
+     ON CONFLICT (pk) DO NOTHING";
 
 type Reply<'c> = Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + 'c>>;
 
@@ -235,6 +332,7 @@ type Reply<'c> = Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Er
 pub(crate) struct PgTx<'a> {
     conn: &'a Object,
     runtime: &'a Handle,
+    event_keys: &'a RefCell<EventKeys>,
     pending: RefCell<Pending>,
     /// `BEGIN` was sent.
     begun: Cell<bool>,
@@ -244,6 +342,10 @@ pub(crate) struct PgTx<'a> {
 
 impl Drop for PgTx<'_> {
     fn drop(&mut self) {
+        if !self.finished.get() {
+            // What the cache learnt from this transaction is undone with it.
+            self.event_keys.borrow_mut().clear();
+        }
         if self.begun.get() && !self.finished.get() {
             let rolled_back = self.runtime.block_on(self.conn.batch_execute("ROLLBACK"));
             if let Err(err) = rolled_back {
@@ -268,7 +370,14 @@ impl PgTx<'_> {
         reads: &[(&str, &[&(dyn ToSql + Sync)])],
         commit: bool,
     ) -> EngageResult<Vec<Vec<Row>>> {
-        let writes = std::mem::take(&mut self.pending.borrow_mut().writes);
+        let writes = {
+            let mut pending = self.pending.borrow_mut();
+            let mut writes = std::mem::take(&mut pending.writes);
+            if let Some((at, events)) = pending.events.take() {
+                writes[at].params = events.into_params();
+            }
+            writes
+        };
         let begin = !self.begun.replace(true);
         let conn = self.conn;
         let result = self.runtime.block_on(async {
@@ -343,9 +452,13 @@ fn flag(value: bool) -> i64 {
 impl ApplyTx for PgTx<'_> {
     fn commit(self) -> EngageResult<()> {
         if !self.begun.get() && self.pending.borrow().writes.is_empty() {
+            self.finished.set(true);
             return Ok(());
         }
         let committed = self.round_trip(&[], true);
+        if committed.is_err() {
+            self.event_keys.borrow_mut().clear();
+        }
         self.finished.set(true);
         committed.map(drop)
     }
@@ -622,6 +735,9 @@ impl ApplyTx for PgTx<'_> {
         let mut pending = self.pending.borrow_mut();
         pending.event_keys.clear();
         pending.event_hashes.clear();
+        let mut cached = self.event_keys.borrow_mut();
+        cached.forget(survivor);
+        cached.forget(loser);
         Ok(replies.first().map_or(0, |rows| rows.len() as u64))
     }
 
@@ -666,12 +782,38 @@ impl ApplyTx for PgTx<'_> {
         if self.pending.borrow().event_hashes.contains(&key) {
             return Ok(true);
         }
+        if let Some(known) = self.event_keys.borrow().get(profile_pk) {
+            if let Some(keys) = known {
+                return Ok(keys.contains(&(metric_pk, unique_hash)));
+            }
+            let rows = self.read(
+                "SELECT 1 FROM events
+                 WHERE profile_pk = $1 AND metric_pk = $2 AND unique_hash = $3 LIMIT 1",
+                &[&profile_pk, &metric_pk, &unique_hash],
+            )?;
+            return Ok(!rows.is_empty());
+        }
+        // First time this profile is seen: all its dedupe keys, unless it has too many.
+        let limit = EventKeys::PER_PROFILE as i64 + 1;
         let rows = self.read(
-            "SELECT 1 FROM events
-             WHERE profile_pk = $1 AND metric_pk = $2 AND unique_hash = $3 LIMIT 1",
-            &[&profile_pk, &metric_pk, &unique_hash],
+            "SELECT metric_pk, unique_hash FROM events WHERE profile_pk = $1 LIMIT $2",
+            &[&profile_pk, &limit],
         )?;
-        Ok(!rows.is_empty())
+        let keys: Option<HashSet<(i64, i64)>> = (rows.len() <= EventKeys::PER_PROFILE)
+            .then(|| rows.iter().map(|r| (r.get(0), r.get(1))).collect());
+        let exists = match &keys {
+            Some(keys) => keys.contains(&(metric_pk, unique_hash)),
+            None => {
+                let rows = self.read(
+                    "SELECT 1 FROM events
+                     WHERE profile_pk = $1 AND metric_pk = $2 AND unique_hash = $3 LIMIT 1",
+                    &[&profile_pk, &metric_pk, &unique_hash],
+                )?;
+                !rows.is_empty()
+            }
+        };
+        self.event_keys.borrow_mut().insert(profile_pk, keys);
+        Ok(exists)
     }
 
     fn insert_event(&self, event: &NewEvent<'_>) -> EngageResult<bool> {
@@ -682,23 +824,28 @@ impl ApplyTx for PgTx<'_> {
         pending
             .event_hashes
             .insert((event.profile_pk, event.metric_pk, event.unique_hash));
-        pending.writes.push(Queued {
-            sql: "INSERT INTO events (pk, metric_pk, profile_pk, time_us, value, currency,
-                                      unique_id, unique_hash, properties)
-                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                  ON CONFLICT (pk) DO NOTHING",
-            params: vec![
-                Box::new(event.pk),
-                Box::new(event.metric_pk),
-                Box::new(event.profile_pk),
-                Box::new(event.time_us),
-                Box::new(event.value),
-                Box::new(event.currency.map(str::to_owned)),
-                Box::new(event.unique_id.to_owned()),
-                Box::new(event.unique_hash),
-                Box::new(event.properties.to_owned()),
-            ],
-        });
+        self.event_keys
+            .borrow_mut()
+            .add(event.profile_pk, (event.metric_pk, event.unique_hash));
+        let at = pending.writes.len();
+        if pending.events.is_none() {
+            pending.writes.push(Queued {
+                sql: INSERT_EVENTS,
+                params: Vec::new(),
+            });
+        }
+        let (_, columns) = pending
+            .events
+            .get_or_insert_with(|| (at, EventColumns::default()));
+        columns.pk.push(event.pk);
+        columns.metric_pk.push(event.metric_pk);
+        columns.profile_pk.push(event.profile_pk);
+        columns.time_us.push(event.time_us);
+        columns.value.push(event.value);
+        columns.currency.push(event.currency.map(str::to_owned));
+        columns.unique_id.push(event.unique_id.to_owned());
+        columns.unique_hash.push(event.unique_hash);
+        columns.properties.push(event.properties.to_owned());
         Ok(true)
     }
 
@@ -1205,6 +1352,54 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         assert!(second.is_some(), "the lock was not released");
+    }
+
+    fn insert_event(tx: &PgTx<'_>, pk: i64, metric_pk: i64, profile_pk: i64, hash: i64) {
+        let inserted = tx
+            .insert_event(&NewEvent {
+                pk,
+                metric_pk,
+                profile_pk,
+                time_us: 1,
+                value: None,
+                currency: None,
+                unique_id: "u",
+                unique_hash: hash,
+                properties: "{}",
+            })
+            .unwrap();
+        assert!(inserted);
+    }
+
+    #[test]
+    fn dedupe_keys_kept_across_batches_are_undone_by_a_rollback_and_a_merge() {
+        check(|writer| {
+            let tx = writer.begin().unwrap();
+            let metric = tx.insert_metric("M1", "Viewed", "API", "API", 1).unwrap();
+            insert_event(&tx, 100, metric, 10, 7);
+            tx.commit().unwrap();
+
+            let tx = writer.begin().unwrap();
+            assert!(tx.event_exists(10, metric, 7).unwrap());
+            assert!(!tx.event_exists(10, metric, 8).unwrap());
+            insert_event(&tx, 101, metric, 10, 8);
+            assert!(tx.event_exists(10, metric, 8).unwrap());
+            drop(tx);
+
+            let tx = writer.begin().unwrap();
+            assert!(!tx.event_exists(10, metric, 8).unwrap());
+            assert!(!tx.event_exists(20, metric, 9).unwrap());
+            insert_event(&tx, 102, metric, 20, 9);
+            tx.commit().unwrap();
+
+            // The survivor takes the loser's events: its kept keys are read again.
+            let tx = writer.begin().unwrap();
+            assert!(!tx.event_exists(10, metric, 9).unwrap());
+            assert_eq!(tx.merge_profiles(10, 20, 5).unwrap(), 0);
+            assert!(tx.event_exists(10, metric, 9).unwrap());
+            assert!(!tx.event_exists(20, metric, 9).unwrap());
+            tx.commit().unwrap();
+        });
     }
 
     #[test]

@@ -4,10 +4,7 @@
 //! The change feed's parts are read in one `REPEATABLE READ` read-only transaction, so the
 //! events, profiles, list changes and merges of a page are of one committed state.
 
-#[cfg(test)]
-mod tests;
-
-use deadpool_postgres::{GenericClient, Transaction};
+use deadpool_postgres::{GenericClient, Object, Transaction};
 use signalbox_seglang::EventFilter;
 use tokio_postgres::{IsolationLevel, Row};
 
@@ -138,6 +135,18 @@ impl FeedParts for Parts<'_> {
             })
             .collect())
     }
+}
+
+/// A read-only transaction whose reads all see the state committed when its first began.
+fn snapshot<'c>(db: &PgDb, client: &'c mut Object) -> EngageResult<Transaction<'c>> {
+    db.wait(
+        client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start(),
+    )
+    .map_err(pg)
 }
 
 /// How the profile columns are selected (the last event time only when asked: it costs a
@@ -309,16 +318,7 @@ async fn profile_metric_events(
 impl EngageReader for PgReader {
     fn changes(&self, after: &FeedCursor, upto_seq: i64, limit: usize) -> EngageResult<Changes> {
         let mut client = self.db.connection()?;
-        let tx = self
-            .db
-            .wait(
-                client
-                    .build_transaction()
-                    .isolation_level(IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start(),
-            )
-            .map_err(pg)?;
+        let tx = snapshot(&self.db, &mut client)?;
         let changes = feed::read_changes(
             &mut Parts {
                 db: &self.db,
@@ -439,5 +439,48 @@ impl EngageReader for PgReader {
     ) -> EngageResult<Vec<(i64, f64)>> {
         self.db
             .run(|c| async move { profile_metric_events(&c, key, metric_id, filters).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use signalbox_store::postgres::testing::TestDatabase;
+
+    use super::*;
+    use crate::db::postgres::apply::connect;
+
+    /// A feed read's parts see one committed state: rows committed after its first read are
+    /// not in its later ones, whatever checkpoint they carry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_feed_parts_read_one_snapshot() {
+        let Some(test_db) = TestDatabase::create().await else {
+            return;
+        };
+        let pool = connect(test_db.url(), 2).await.unwrap();
+        let db = PgDb::new(pool, tokio::runtime::Handle::current());
+        tokio::task::spawn_blocking(move || {
+            let mut client = db.connection().unwrap();
+            let tx = snapshot(&db, &mut client).unwrap();
+            let mut parts = Parts { db: &db, tx: &tx };
+            assert_eq!(parts.changed_profiles(0, 100, 10).unwrap(), []);
+            let other = db.connection().unwrap();
+            db.wait(other.batch_execute(
+                "INSERT INTO profiles (pk, id, created_us, updated_us, data, changed_seq)
+                 VALUES (7, 'p7', 0, 0, '{}', 5);
+                 INSERT INTO redirects (from_pk, to_pk, seq) VALUES (8, 7, 5);",
+            ))
+            .unwrap();
+            drop(other);
+            assert_eq!(parts.changed_profiles(0, 100, 10).unwrap(), []);
+            assert_eq!(parts.merges(0, 100).unwrap(), []);
+            db.wait(tx.commit()).unwrap();
+            drop(client);
+            let reader = PgReader::new(db.clone());
+            let changes = reader.changes(&FeedCursor::default(), 100, 10).unwrap();
+            assert_eq!(changes.profiles, [ProfileKey(7)]);
+            assert_eq!(changes.merges.len(), 1);
+        })
+        .await
+        .unwrap();
     }
 }

@@ -50,14 +50,15 @@ pub(crate) async fn list_lists(c: &impl GenericClient, q: &ListQuery) -> EngageR
         if values.is_empty() {
             continue;
         }
-        let marks: Vec<String> = values.into_iter().map(|v| sql.arg(v)).collect();
-        sql.push(&format!(" AND {column} IN ({})", marks.join(", ")));
+        let any = sql.arg(values);
+        sql.push(&format!(" AND {column} = ANY({any})"));
     }
     if let Some(cursor) = &q.cursor {
         let after = sql.arg(cursor_i64(&decode_cursor(cursor)?, 0)?);
         sql.push(&format!(" AND pk > {after}"));
     }
-    sql.push(&format!(" ORDER BY pk LIMIT {}", size + 1));
+    let limit = sql.arg(i64::from(size) + 1);
+    sql.push(&format!(" ORDER BY pk LIMIT {limit}"));
     let rows: Vec<(List, i64)> = sql
         .rows(c)
         .await?
@@ -89,12 +90,13 @@ pub(crate) async fn list_members(
     );
     sql.push(&format!(" AND m.list_id = {list} AND m.status = {status}"));
     if !q.emails.is_empty() {
-        let marks: Vec<String> = q
-            .emails
-            .iter()
-            .map(|e| sql.arg(crate::email::normal_form(e)))
-            .collect();
-        sql.push(&format!(" AND profiles.email IN ({})", marks.join(", ")));
+        let emails = sql.arg(
+            q.emails
+                .iter()
+                .map(|e| crate::email::normal_form(e))
+                .collect::<Vec<String>>(),
+        );
+        sql.push(&format!(" AND profiles.email = ANY({emails})"));
     }
     push_bounds(&mut sql, "m.joined_us", &q.joined);
     let (op, dir) = keyset(q.newest_first);
@@ -106,9 +108,9 @@ pub(crate) async fn list_members(
             " AND (m.joined_us {op} {joined} OR (m.joined_us = {joined} AND m.profile_pk {op} {pk}))"
         ));
     }
+    let limit = sql.arg(i64::from(size) + 1);
     sql.push(&format!(
-        " ORDER BY m.joined_us {dir}, m.profile_pk {dir} LIMIT {}",
-        size + 1
+        " ORDER BY m.joined_us {dir}, m.profile_pk {dir} LIMIT {limit}"
     ));
     let rows: Vec<(ProfileRow, String, i64)> = sql
         .rows(c)

@@ -110,23 +110,30 @@ pub(crate) async fn list_profiles(
             ProfileField::PhoneNumber => "phone_number",
             ProfileField::ExternalId => "external_id",
         };
-        let mut marks = Vec::new();
-        for value in values {
-            match field {
-                ProfileField::Id => {
-                    let Some(pk) = profile_key(c, &ProfileId(value.clone())).await? else {
-                        continue;
-                    };
-                    marks.push(sql.arg(pk));
+        // One array parameter whatever the number of values: one statement per shape.
+        let any = match field {
+            ProfileField::Id => {
+                let mut pks = Vec::new();
+                for value in values {
+                    if let Some(pk) = profile_key(c, &ProfileId(value.clone())).await? {
+                        pks.push(pk);
+                    }
                 }
-                ProfileField::Email => marks.push(sql.arg(crate::email::normal_form(value))),
-                _ => marks.push(sql.arg(value.clone())),
+                if pks.is_empty() {
+                    return Ok(empty());
+                }
+                sql.arg(pks)
             }
-        }
-        if marks.is_empty() {
-            return Ok(empty());
-        }
-        sql.push(&format!(" AND {column} IN ({})", marks.join(", ")));
+            _ if values.is_empty() => return Ok(empty()),
+            ProfileField::Email => sql.arg(
+                values
+                    .iter()
+                    .map(|v| crate::email::normal_form(v))
+                    .collect::<Vec<String>>(),
+            ),
+            _ => sql.arg(values.clone()),
+        };
+        sql.push(&format!(" AND {column} = ANY({any})"));
     }
     push_bounds(&mut sql, "created_us", &q.created);
     push_bounds(&mut sql, "updated_us", &q.updated);
@@ -141,15 +148,13 @@ pub(crate) async fn list_profiles(
                WHERE c.profile_pk = profiles.pk",
         );
         if !q.suppression_reasons.is_empty() {
-            let marks: Vec<String> = q
-                .suppression_reasons
-                .iter()
-                .map(|r| sql.arg(r.as_str().to_owned()))
-                .collect();
-            sql.push(&format!(
-                " AND s.value ->> 'reason' IN ({})",
-                marks.join(", ")
-            ));
+            let reasons = sql.arg(
+                q.suppression_reasons
+                    .iter()
+                    .map(|r| r.as_str().to_owned())
+                    .collect::<Vec<String>>(),
+            );
+            sql.push(&format!(" AND s.value ->> 'reason' = ANY({reasons})"));
         }
         push_bounds(&mut sql, "(s.value ->> 'at_us')::BIGINT", &q.suppressed_at);
         sql.push(")");
@@ -177,7 +182,8 @@ pub(crate) async fn list_profiles(
     } else {
         sql.push(&format!(" ORDER BY {column} {dir}, pk {dir}"));
     }
-    sql.push(&format!(" LIMIT {}", size + 1));
+    let limit = sql.arg(i64::from(size) + 1);
+    sql.push(&format!(" LIMIT {limit}"));
     let rows: Vec<ProfileRow> = sql.rows(c).await?.iter().map(profile_row).collect();
     Ok(into_page(
         rows,
@@ -306,9 +312,9 @@ pub(crate) async fn list_events(
             " AND (e.time_us {op} {time} OR (e.time_us = {time} AND e.pk {op} {pk}))"
         ));
     }
+    let limit = sql.arg(i64::from(size) + 1);
     sql.push(&format!(
-        " ORDER BY e.time_us {dir}, e.pk {dir} LIMIT {}",
-        size + 1
+        " ORDER BY e.time_us {dir}, e.pk {dir} LIMIT {limit}"
     ));
     sql.text = format!(
         "{EVENT_SELECT} WHERE e.pk IN ({}) ORDER BY e.time_us {dir}, e.pk {dir}",
