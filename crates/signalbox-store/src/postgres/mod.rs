@@ -843,6 +843,23 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn every_node_gets_the_first_shared_secret() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let first = shared_secret(db.url(), "link", b"first node")
+            .await
+            .unwrap();
+        let second = shared_secret(db.url(), "link", b"second node")
+            .await
+            .unwrap();
+        assert_eq!(first, b"first node");
+        assert_eq!(second, b"first node");
+        let other = shared_secret(db.url(), "other", b"apart").await.unwrap();
+        assert_eq!(other, b"apart");
+    }
+
+    #[tokio::test]
     async fn a_database_from_a_newer_signalbox_is_refused_untouched() {
         let Some(db) = TestDatabase::create().await else {
             return;
