@@ -199,6 +199,9 @@ pub(crate) struct Inner {
     pub wake: Notify,
     pub stopped: AtomicBool,
     pub syncs: mpsc::UnboundedSender<oneshot::Sender<FlowsResult<()>>>,
+    /// On a store shared with other engines, when the flows were last read from it: another
+    /// engine may have changed them, so the worker reads them again every poll interval.
+    pub shared_since: Option<Mutex<std::time::Instant>>,
 }
 
 /// The flows engine. Cheap to clone; the worker stops when the last clone is dropped or on
@@ -222,7 +225,8 @@ impl Drop for WorkerGuard {
 
 impl Flows {
     /// Opens (creating) `flows.db` and starts the worker on the current runtime. Intents left
-    /// by a crash are carried out first (see [`crate`]'s exactly-once notes).
+    /// by a crash are carried out first (see [`crate`]'s exactly-once notes). One engine per
+    /// file: the worker holds an exclusive lock on `flows.db.lock`.
     pub async fn start(
         engage: Engage,
         clock: Arc<dyn Clock>,
@@ -236,6 +240,31 @@ impl Flows {
                 .await
                 .map_err(|e| FlowsError::Internal(e.to_string()))??,
         );
+        Flows::start_inner(engage, clock, config, deps, db, Some(lock)).await
+    }
+
+    /// Starts the engine on `store` (e.g. [`crate::PgFlowStore`]); `config.path` is not used.
+    /// Several engines may share one store: each moves due runs (claimed row by row), and only
+    /// the one that holds the store's ingestion lead ([`FlowStore::lead_ingestion`]) turns the
+    /// change feed, segment entries and dates into runs.
+    pub async fn start_with_store(
+        engage: Engage,
+        clock: Arc<dyn Clock>,
+        config: FlowsConfig,
+        deps: FlowsDeps,
+        store: Arc<dyn FlowStore>,
+    ) -> FlowsResult<Flows> {
+        Flows::start_inner(engage, clock, config, deps, store, None).await
+    }
+
+    async fn start_inner(
+        engage: Engage,
+        clock: Arc<dyn Clock>,
+        config: FlowsConfig,
+        deps: FlowsDeps,
+        db: Arc<dyn FlowStore>,
+        lock: Option<std::fs::File>,
+    ) -> FlowsResult<Flows> {
         if jiff::tz::TimeZone::get(&config.account_timezone).is_err() {
             return Err(FlowsError::invalid(
                 "account_timezone",
@@ -276,6 +305,9 @@ impl Flows {
             wake: Notify::new(),
             stopped: AtomicBool::new(false),
             syncs,
+            shared_since: lock
+                .is_none()
+                .then(|| Mutex::new(std::time::Instant::now())),
         });
         reload_cache(&inner).await?;
         tokio::spawn(crate::worker::run(Arc::clone(&inner), sync_rx, lock));

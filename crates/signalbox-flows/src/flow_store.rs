@@ -86,6 +86,20 @@ pub trait FlowStore: Send + Sync {
     /// The earliest wake-up of an active run.
     fn next_wake(&self) -> FlowsResult<Option<i64>>;
 
+    /// Whether this engine may turn the change feed, segment entries and dates into runs: of
+    /// several engines on one store, one at a time does (the others only move due runs). Once
+    /// taken, the lead is kept until [`FlowStore::release_ingestion`] or the connection that
+    /// holds it is lost. A store only one engine uses (`flows.db`, locked by file) always
+    /// leads.
+    fn lead_ingestion(&self) -> FlowsResult<bool> {
+        Ok(true)
+    }
+
+    /// Gives the ingestion lead up (the worker stops), so another engine may take it.
+    fn release_ingestion(&self) -> FlowsResult<()> {
+        Ok(())
+    }
+
     /// Date triggers due at `now_us` (flow, profile, when), soonest first, at most `limit`.
     fn due_dates(&self, now_us: i64, limit: usize) -> FlowsResult<Vec<(String, i64, i64)>>;
 

@@ -10,6 +10,11 @@
 //! `FOR UPDATE SKIP LOCKED`, so two nodes never move the same run; a flow's change and a
 //! review decision lock their row first; action ids are reserved from a counter row.
 //!
+//! Several engines may share the store; only one at a time turns the change feed into runs:
+//! the one that holds a session-level advisory lock ([`INGESTION_LOCK`]) on a connection kept
+//! aside for it ([`FlowStore::lead_ingestion`]). The lock goes with that connection, so a node
+//! that dies or loses the database hands the lead to the next engine that asks.
+//!
 //! The traits are synchronous; the store keeps the handle of the runtime it was connected on
 //! and waits on the pool from the calling thread. **Invariant:** its methods are called from
 //! blocking threads (`spawn_blocking`), never from a task of the runtime, where waiting would
@@ -43,6 +48,9 @@ use crate::model::{
 
 /// The component name under which the schema's version is kept.
 const COMPONENT: &str = "flows";
+
+/// The key of the advisory lock that makes one engine the ingestion lead (`"sbflows"`).
+pub const INGESTION_LOCK: i64 = 0x0073_6266_6c6f_7773;
 
 /// The first action id handed out.
 const FIRST_ACTION_ID: i64 = 10_000_001;
@@ -217,6 +225,8 @@ const MIGRATIONS: &[&str] = &[r#"
 /// The flows state in PostgreSQL behind [`FlowStore`]. Cheap to share behind an `Arc`.
 pub struct PgFlowStore {
     db: Db,
+    /// The connection that holds [`INGESTION_LOCK`], while this store leads.
+    lead: std::sync::Mutex<Option<Object>>,
 }
 
 impl PgFlowStore {
@@ -235,6 +245,7 @@ impl PgFlowStore {
                 pool,
                 runtime: Handle::current(),
             },
+            lead: std::sync::Mutex::new(None),
         })
     }
 
@@ -265,6 +276,15 @@ impl PgFlowStore {
                 }
                 Err(err)
             }
+        }
+    }
+}
+
+impl Drop for PgFlowStore {
+    /// The lead's connection is closed, not pooled: the lock goes with its session.
+    fn drop(&mut self) {
+        if let Some(client) = self.lead.get_mut().ok().and_then(Option::take) {
+            drop(Object::take(client));
         }
     }
 }
@@ -758,6 +778,43 @@ impl FlowStore for PgFlowStore {
             let row = s.query_opt(&next_wake_sql(), &[])?;
             Ok(row.and_then(|row| row.get(0)))
         })
+    }
+
+    fn lead_ingestion(&self) -> FlowsResult<bool> {
+        let mut lead = self.lead.lock().expect("lead lock");
+        if let Some(client) = lead.as_ref() {
+            if !client.is_closed() {
+                return Ok(true);
+            }
+            tracing::warn!("lost the connection that held the flows ingestion lead");
+            if let Some(client) = lead.take() {
+                drop(Object::take(client));
+            }
+        }
+        let client = self.db.connection()?;
+        let row = self
+            .db
+            .wait(client.query_one("SELECT pg_try_advisory_lock($1)", &[&INGESTION_LOCK]))
+            .map_err(pg)?;
+        if row.get::<_, bool>(0) {
+            tracing::info!("this node now turns the change feed into flow runs");
+            *lead = Some(client);
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    fn release_ingestion(&self) -> FlowsResult<()> {
+        let Some(client) = self.lead.lock().expect("lead lock").take() else {
+            return Ok(());
+        };
+        let unlocked = self
+            .db
+            .wait(client.execute("SELECT pg_advisory_unlock($1)", &[&INGESTION_LOCK]));
+        // Closed rather than pooled: whatever the unlock did, the session's locks go with it.
+        drop(Object::take(client));
+        unlocked.map(|_| ()).map_err(pg)
     }
 
     fn due_dates(&self, now_us: i64, limit: usize) -> FlowsResult<Vec<(String, i64, i64)>> {

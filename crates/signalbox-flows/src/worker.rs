@@ -48,7 +48,7 @@ enum Pass {
 pub(crate) async fn run(
     inner: Arc<Inner>,
     mut syncs: mpsc::UnboundedReceiver<oneshot::Sender<FlowsResult<()>>>,
-    lock: std::fs::File,
+    lock: Option<std::fs::File>,
 ) {
     let mut applied = inner.engage.subscribe_applied();
     let mut waiting: Vec<oneshot::Sender<FlowsResult<()>>> = Vec::new();
@@ -98,8 +98,16 @@ pub(crate) async fn run(
             _ = tokio::time::sleep(sleep_for) => {}
         }
     }
-    // Let go of the file before anyone learns the worker stopped.
+    // Let go of the file and the ingestion lead before anyone learns the worker stopped.
     drop(lock);
+    let store = Arc::clone(&inner.db);
+    if let Err(error) = tokio::task::spawn_blocking(move || store.release_ingestion())
+        .await
+        .map_err(|e| FlowsError::Internal(e.to_string()))
+        .and_then(|released| released)
+    {
+        tracing::warn!(%error, "cannot release the flows ingestion lead");
+    }
     syncs.close();
 }
 
@@ -121,8 +129,25 @@ async fn until_next_wake(inner: &Arc<Inner>) -> Duration {
 }
 
 async fn pass(inner: &Arc<Inner>) -> FlowsResult<Pass> {
+    if let Some(since) = &inner.shared_since {
+        let stale = {
+            let mut since = since.lock().expect("refresh lock");
+            let stale = since.elapsed() >= inner.config.poll_interval;
+            if stale {
+                *since = std::time::Instant::now();
+            }
+            stale
+        };
+        if stale {
+            crate::engine::reload_cache(inner).await?;
+        }
+    }
     let this = Arc::clone(inner);
     let ingested = tokio::task::spawn_blocking(move || {
+        // With several engines on one store, one turns the feed into runs; all move due runs.
+        if !this.db.lead_ingestion()? {
+            return Ok(0);
+        }
         let mut n = ingest_feed(&this)?;
         n += ingest_segments(&this)?;
         n += ingest_dates(&this)?;

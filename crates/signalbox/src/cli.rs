@@ -40,8 +40,8 @@ pub struct GlobalArgs {
         default_value = "127.0.0.1:8080"
     )]
     pub listen: SocketAddr,
-    /// Store URL; `sqlite:PATH` (default: the file in --data-dir). PostgreSQL is not supported
-    /// by this version.
+    /// Store URL; `sqlite:PATH` (default: the file in --data-dir) or
+    /// `postgres://user:password@host:port/db` (every store in that database).
     #[arg(long, global = true, env = "SIGNALBOX_DATABASE_URL")]
     pub database_url: Option<String>,
     /// Log format on stderr.

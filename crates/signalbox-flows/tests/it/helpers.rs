@@ -14,8 +14,8 @@ use signalbox_engage::{
     ApiEventInput, Engage, EngageConfig, MetricQuery, Profile, ProfileId, ProfileInput,
 };
 use signalbox_flows::{
-    BuiltinEvents, DepResult, FactsLoader, FlowMail, Flows, FlowsConfig, FlowsDeps, ListActions,
-    MembershipFeed, SegmentEntry, TemplateSource,
+    BuiltinEvents, DepResult, FactsLoader, FlowMail, FlowStore, Flows, FlowsConfig, FlowsDeps,
+    ListActions, MembershipFeed, SegmentEntry, TemplateSource,
 };
 use signalbox_mail::{
     Composer, EmailTemplateSource, LinkSigner, Mailer, MailerConfig, TrackingLinks,
@@ -143,6 +143,8 @@ impl FactsLoader for EngageFacts {
 pub struct Options {
     pub mail: bool,
     pub tune: Box<dyn FnOnce(&mut FlowsConfig) + Send>,
+    /// Where the engine keeps its state; `None`: `flows.db` in the test's folder.
+    pub flow_store: Option<Arc<dyn FlowStore>>,
 }
 
 impl Default for Options {
@@ -150,6 +152,7 @@ impl Default for Options {
         Options {
             mail: true,
             tune: Box::new(|_| {}),
+            flow_store: None,
         }
     }
 }
@@ -167,6 +170,7 @@ pub struct TestApp {
     pub lists: Arc<MemoryLists>,
     pub membership: Arc<MemoryMembership>,
     pub failing: Arc<Mutex<std::collections::HashSet<String>>>,
+    pub flow_store: Option<Arc<dyn FlowStore>>,
     metrics: BTreeMap<String, String>,
 }
 
@@ -210,6 +214,7 @@ impl TestApp {
             &lists,
             &membership,
             &failing,
+            options.flow_store.as_ref(),
         )
         .await;
         TestApp {
@@ -225,6 +230,7 @@ impl TestApp {
             lists,
             membership,
             failing,
+            flow_store: options.flow_store,
             metrics: BTreeMap::new(),
         }
     }
@@ -242,6 +248,7 @@ impl TestApp {
             &self.lists,
             &self.membership,
             &self.failing,
+            self.flow_store.as_ref(),
         )
         .await;
     }
@@ -372,6 +379,7 @@ async fn start_flows(
     lists: &Arc<MemoryLists>,
     membership: &Arc<MemoryMembership>,
     failing: &Arc<Mutex<std::collections::HashSet<String>>>,
+    flow_store: Option<&Arc<dyn FlowStore>>,
 ) -> Flows {
     let facts = Arc::new(EngageFacts {
         engage: engage.clone(),
@@ -382,14 +390,25 @@ async fn start_flows(
     deps.templates = Some(Arc::clone(templates) as Arc<dyn TemplateSource>);
     deps.lists = Some(Arc::clone(lists) as Arc<dyn ListActions>);
     deps.membership = Some(Arc::clone(membership) as Arc<dyn MembershipFeed>);
-    Flows::start(
-        engage.clone(),
-        Arc::new(clock.clone()),
-        config.clone(),
-        deps,
-    )
-    .await
-    .unwrap()
+    match flow_store {
+        Some(store) => Flows::start_with_store(
+            engage.clone(),
+            Arc::new(clock.clone()),
+            config.clone(),
+            deps,
+            Arc::clone(store),
+        )
+        .await
+        .unwrap(),
+        None => Flows::start(
+            engage.clone(),
+            Arc::new(clock.clone()),
+            config.clone(),
+            deps,
+        )
+        .await
+        .unwrap(),
+    }
 }
 
 /// A parsed message from the sink.

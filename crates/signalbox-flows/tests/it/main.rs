@@ -9,6 +9,7 @@ mod email;
 mod fuzz_definitions;
 #[allow(dead_code)]
 mod helpers;
+mod postgres;
 mod review;
 mod runs;
 #[allow(dead_code)]

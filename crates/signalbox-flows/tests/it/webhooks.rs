@@ -74,6 +74,7 @@ fn options() -> Options {
             c.webhook_timeout = Duration::from_millis(300);
             c.allow_private_destinations = true;
         }),
+        flow_store: None,
     }
 }
 
@@ -220,6 +221,7 @@ async fn webhooks_to_private_addresses_are_refused_and_dead_lettered_without_a_c
             c.webhook_max_attempts = 3;
             c.webhook_timeout = Duration::from_millis(300);
         }),
+        flow_store: None,
     })
     .await;
     let (port, accepted) = counting_listener().await;

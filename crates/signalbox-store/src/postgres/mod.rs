@@ -97,6 +97,43 @@ pub fn connect_pool(url: &PostgresUrl, size: usize) -> StoreResult<Pool> {
         .map_err(|err| StoreError::Internal(format!("connection pool: {err}")))
 }
 
+/// A secret every node on the database shares (the key that signs links in emails), kept in
+/// `signalbox_secrets` under `name`: the first node to ask stores `candidate`, and every node
+/// gets what was stored first.
+pub async fn shared_secret(
+    url: &PostgresUrl,
+    name: &str,
+    candidate: &[u8],
+) -> StoreResult<Vec<u8>> {
+    let pool = connect_pool(url, 1)?;
+    let client = pool.get().await.map_err(pool_error)?;
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS signalbox_secrets (
+                 name TEXT PRIMARY KEY,
+                 secret BYTEA NOT NULL
+             )",
+        )
+        .await
+        .map_err(pg_error)?;
+    client
+        .execute(
+            "INSERT INTO signalbox_secrets (name, secret) VALUES ($1, $2)
+             ON CONFLICT (name) DO NOTHING",
+            &[&name, &candidate],
+        )
+        .await
+        .map_err(pg_error)?;
+    let row = client
+        .query_one(
+            "SELECT secret FROM signalbox_secrets WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(row.get(0))
+}
+
 impl PgStore {
     /// Connects to the database at `url` and brings its schema up to date. Refuses a database
     /// whose schema is newer than this build knows.
@@ -804,6 +841,23 @@ impl Store for PgStore {
 mod tests {
     use super::testing::TestDatabase;
     use super::*;
+
+    #[tokio::test]
+    async fn every_node_gets_the_first_shared_secret() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let first = shared_secret(db.url(), "link", b"first node")
+            .await
+            .unwrap();
+        let second = shared_secret(db.url(), "link", b"second node")
+            .await
+            .unwrap();
+        assert_eq!(first, b"first node");
+        assert_eq!(second, b"first node");
+        let other = shared_secret(db.url(), "other", b"apart").await.unwrap();
+        assert_eq!(other, b"apart");
+    }
 
     #[tokio::test]
     async fn a_database_from_a_newer_signalbox_is_refused_untouched() {

@@ -141,7 +141,7 @@ pub async fn run(global: &GlobalArgs, cmd: DestinationCommand) -> anyhow::Result
 /// The sync handle over `sync.db`, the call log and (for `status`) engage, read-only; it runs
 /// no delivery (its outbound client sends nothing; the server's checks the addresses).
 pub(super) async fn open(global: &GlobalArgs, with_engage: bool) -> anyhow::Result<Sync> {
-    let calls = open_store_readonly(global)?;
+    let calls = open_store_readonly(global).await?;
     let path = sync_path(global)?;
     let store =
         SqliteSyncStore::open(&path).with_context(|| format!("cannot open {}", path.display()))?;

@@ -15,7 +15,7 @@ use crate::cli::{EngageCommand, GlobalArgs, ProfilesCommand, QuarantineCommand, 
 
 pub async fn rebuild(global: &GlobalArgs, args: RebuildArgs) -> anyhow::Result<()> {
     let hold_window = parse_duration(&args.hold_window, "--hold-window")?;
-    let store = open_store_readonly(global)?;
+    let store = open_store_readonly(global).await?;
     let path = engage_path(global)?;
     // A log that retention trimmed no longer holds what made the state: a rebuild from it
     // would lose those profiles, events and aggregates.
@@ -184,7 +184,7 @@ async fn list_quarantine(global: &GlobalArgs, json: bool) -> anyhow::Result<()> 
     let engage = Engage::open_readonly(&path)
         .await
         .with_context(|| format!("cannot open {}", path.display()))?;
-    let store = open_store_readonly(global)?;
+    let store = open_store_readonly(global).await?;
     let names: std::collections::HashMap<i64, String> = store
         .list_sources()
         .await?

@@ -14,7 +14,7 @@ use crate::cli::{EventsCommand, GlobalArgs};
 const PAGE: u32 = 5_000;
 
 pub async fn run(global: &GlobalArgs, cmd: EventsCommand) -> anyhow::Result<()> {
-    let store = open_store_readonly(global)?;
+    let store = open_store_readonly(global).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match cmd {

@@ -14,6 +14,7 @@ mod segment;
 mod serve;
 mod source;
 mod storage;
+pub mod stores;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use jiff::SignedDuration;
 use signalbox_store::sqlite::SqliteOptions;
-use signalbox_store::{SqliteStore, Store};
+use signalbox_store::Store;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, GlobalArgs, LogFormat};
@@ -124,7 +125,7 @@ pub fn database_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
             Ok(global.data_dir.join("signalbox.db"))
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            bail!("PostgreSQL is not supported by this version of Signalbox; use the embedded store (omit --database-url)")
+            bail!("this command keeps its data in files and does not run on PostgreSQL yet; omit --database-url")
         }
         Some(url) => {
             let path = url
@@ -173,18 +174,15 @@ pub fn console_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
     Ok(log.with_file_name("console.db"))
 }
 
-/// Opens the store for a command that does not append (no writer thread).
-pub fn open_store_readonly(global: &GlobalArgs) -> anyhow::Result<Arc<dyn Store>> {
-    let path = database_path(global)?;
-    let store = SqliteStore::open(
-        &path,
-        SqliteOptions {
+/// Opens the call log for a command that does not append (no writer thread), on the backend
+/// the flags choose (the embedded file or PostgreSQL).
+pub async fn open_store_readonly(global: &GlobalArgs) -> anyhow::Result<Arc<dyn Store>> {
+    stores::Backend::choose(global)?
+        .open_log(SqliteOptions {
             writer: false,
             ..SqliteOptions::default()
-        },
-    )
-    .with_context(|| format!("cannot open the store at {}", path.display()))?;
-    Ok(Arc::new(store))
+        })
+        .await
 }
 
 /// `--retain-log`: a duration, or `off` (`None`: the log keeps every entry).

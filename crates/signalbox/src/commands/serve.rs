@@ -1,14 +1,12 @@
 //! `signalbox serve`: open the store, make sure a source exists, serve until SIGTERM/Ctrl-C.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use signalbox_audience::Audience;
 use signalbox_core::{Clock, StoredCall, SystemClock};
-use signalbox_engage::{Engage, EngageConfig, EntryFault};
-use signalbox_flows::{FlowMail, Flows, FlowsConfig};
+use signalbox_engage::{Engage, EntryFault};
+use signalbox_flows::FlowMail;
 use signalbox_mail::{LinkSigner, SmtpUrl, TrackingLinks};
 use signalbox_outbound::{OutboundClient, OutboundConfig};
 use signalbox_server::confirmations;
@@ -17,17 +15,15 @@ use signalbox_server::flow_deps::flow_deps;
 use signalbox_server::mail::{Mail, MailSettings};
 use signalbox_server::retention::{Retention, RetentionConfig};
 use signalbox_server::segment::decode::Limits;
-use signalbox_server::templates::TemplateStore;
 use signalbox_server::test_clock::ShiftedClock;
 use signalbox_server::{Application, Engine, ServerConfig};
 use signalbox_store::discard::DiscardingStore;
 use signalbox_store::sqlite::SqliteOptions;
-use signalbox_store::{SqliteStore, Store, StoreError};
-use signalbox_sync::{SqliteSyncStore, SyncDeps};
+use signalbox_store::{Store, StoreError};
+use signalbox_sync::SyncDeps;
 
-use super::{
-    database_path, engage_path, parse_duration, parse_retain_log, parse_size, parse_timeout,
-};
+use super::stores::Backend;
+use super::{parse_duration, parse_retain_log, parse_size, parse_timeout};
 use crate::cli::{GlobalArgs, ServeArgs};
 
 /// The source created on first start.
@@ -38,7 +34,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     // keeps its connection cap safely below it.
     let open_files = signalbox_server::edge::raise_open_files_limit();
     tracing::debug!(?open_files, "open files limit");
-    let path = database_path(global)?;
+    let backend = Backend::choose(global)?;
     let mail_settings = mail_settings(&args)?;
     let retain_log = parse_retain_log(&args.retain_log)?;
     let options = SqliteOptions {
@@ -46,10 +42,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         queue_capacity: args.queue_capacity.max(1),
         writer: true,
     };
-    let sqlite: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&path, options)
-            .with_context(|| format!("cannot open the store at {}", path.display()))?,
-    );
+    let sqlite: Arc<dyn Store> = backend.open_log(options).await?;
     let (write_key, created) = default_write_key(sqlite.as_ref()).await?;
     // One clock for the whole process; `--test-clock` makes it movable by the admin API.
     let test_clock = args.test_clock.then(|| Arc::new(ShiftedClock::new()));
@@ -58,7 +51,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         None => Arc::new(SystemClock),
     };
     // The engage pipeline derives profiles, metrics and events from the log.
-    let mut engage_config = EngageConfig::new(engage_path(global)?);
+    let mut engage_config = backend.engage_config();
     engage_config.hold_window = parse_duration(&args.hold_window, "--hold-window")?;
     if let Some(text) = args.test_fail_entries_containing.clone() {
         tracing::warn!("entries containing the test marker fail to apply");
@@ -72,11 +65,8 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let engage = Engage::start(Arc::clone(&sqlite), Arc::clone(&clock), engage_config)
         .await
         .context("cannot start the engage pipeline")?;
-    // Live segments follow engage's change feed; their state sits next to engage.db.
-    let audience_path = engage.config().path.with_file_name("audience.db");
-    let audience = Audience::start(engage.clone(), Arc::clone(&clock), &audience_path)
-        .await
-        .context("cannot start the segment engine")?;
+    // Live segments follow engage's change feed.
+    let audience = backend.start_audience(&engage, Arc::clone(&clock)).await?;
     // Destinations read the call log itself (under --discard too: it holds what came before).
     let calls = Arc::clone(&sqlite);
     let store: Arc<dyn Store> = if args.discard {
@@ -93,16 +83,18 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         "0" => 0,
         text => parse_size(text, "--min-free-disk")? as u64,
     };
-    let data_dir = path.parent().unwrap_or(Path::new("."));
-    app.set_disk_floor(DiskFloor::watch(
-        data_dir,
-        min_free_disk,
-        Duration::from_secs(1),
-    ));
+    // Only the embedded files fill a local disk; PostgreSQL watches its own.
+    if let Some(data_dir) = backend.data_dir() {
+        app.set_disk_floor(DiskFloor::watch(
+            data_dir,
+            min_free_disk,
+            Duration::from_secs(1),
+        ));
+    }
     let addr = app.local_addr();
     let base = format!("http://{addr}");
     let public_url = config_public_url(&args).unwrap_or_else(|| base.clone());
-    let secret = link_secret(&path)?;
+    let secret = backend.link_secret().await?;
     let signer = LinkSigner::new(&secret).context("the link secret is too short")?;
     let links = TrackingLinks::new(signer, &public_url)
         .with_context(|| format!("--public-url {public_url:?} is not a URL"))?;
@@ -114,11 +106,9 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         composer: mail.composer().clone(),
     });
     app.set_mail(mail);
-    let templates_path = path.with_file_name("templates.db");
-    let templates = TemplateStore::open(&templates_path)
-        .with_context(|| format!("cannot open {}", templates_path.display()))?;
-    // The flows engine follows engage's change feed; its runs live in flows.db.
-    let mut flows_config = FlowsConfig::new(path.with_file_name("flows.db"));
+    let templates = backend.open_templates().await?;
+    // The flows engine follows engage's change feed.
+    let mut flows_config = backend.flows_config();
     flows_config.mail = flow_mail;
     flows_config.webhook_key = secret.clone();
     flows_config.allow_private_destinations = args.allow_private_destinations;
@@ -130,32 +120,25 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         Some(audience.clone()),
         tokio::runtime::Handle::current(),
     );
-    let flows = Flows::start(
-        engage.clone(),
-        Arc::clone(&clock),
-        flows_config.clone(),
-        deps,
-    )
-    .await
-    .context("cannot start the flows engine")?;
+    let flows = backend
+        .start_flows(&engage, Arc::clone(&clock), flows_config, deps)
+        .await?;
     app.set_engine(Engine {
         engage: engage.clone(),
         audience: audience.clone(),
         templates,
         flows: flows.clone(),
     });
-    // Destinations: one delivery task each, state in sync.db; every request goes through the
-    // guarded client, so --allow-private-destinations applies as for flow webhooks.
-    let sync_path = path.with_file_name("sync.db");
-    let sync_store = SqliteSyncStore::open(&sync_path)
-        .with_context(|| format!("cannot open {}", sync_path.display()))?;
+    // Destinations: one delivery task each; every request goes through the guarded client,
+    // so --allow-private-destinations applies as for flow webhooks.
+    let sync_store = backend.open_sync().await?;
     let outbound = OutboundClient::new(OutboundConfig {
         allow_private_destinations: args.allow_private_destinations,
         ..OutboundConfig::default()
     })
     .context("cannot set up the outbound HTTP client")?;
     let sync = signalbox_sync::Sync::start(SyncDeps {
-        store: Arc::new(sync_store),
+        store: sync_store,
         calls: Arc::clone(&calls),
         engage: Some(engage.clone()),
         outbound,
@@ -180,8 +163,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     app.set_sync(sync);
     // The console's accounts and sessions; on a first start, a one-time link to create the
     // first account.
-    let console_path = path.with_file_name("console.db");
-    let accounts = super::admin::open_at(&console_path, Arc::clone(&clock))?;
+    let accounts = backend.open_accounts(Arc::clone(&clock)).await?;
     app.set_console_auth(Arc::new(accounts.clone()));
     let setup_token = if accounts.has_accounts().await? {
         None
@@ -194,9 +176,8 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         )
     };
     // Double opt-in confirmation emails, when a mailer is configured.
-    let ledger = confirmations::SqliteConfirmations::open(&path.with_file_name("confirmations.db"))
-        .context("cannot open the double opt-in ledger")?;
-    let _confirmations = confirmations::spawn(engage.clone(), app.mail(), Arc::new(ledger))
+    let ledger = backend.open_confirmations().await?;
+    let _confirmations = confirmations::spawn(engage.clone(), app.mail(), ledger)
         .await
         .context("cannot start the double opt-in mailer")?;
     println!("Signalbox is listening on {base}");
@@ -218,14 +199,22 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     }
     println!("  Health         {base}/healthz");
     println!("  Metrics        {base}/metrics");
-    println!("  Store          {}", path.display());
-    println!("  Engage         {}", engage.config().path.display());
-    println!("  Templates      {}", templates_path.display());
-    println!("  Flows          {}", flows_config.path.display());
-    println!(
-        "  Destinations   {}   (signalbox destination create NAME --kind segment|klaviyo|webhook)",
-        sync_path.display()
-    );
+    match &backend {
+        Backend::Embedded { log } => {
+            let beside = |name: &str| log.with_file_name(name).display().to_string();
+            println!("  Store          {}", log.display());
+            println!("  Engage         {}", beside("engage.db"));
+            println!("  Templates      {}", beside("templates.db"));
+            println!("  Flows          {}", beside("flows.db"));
+            println!(
+                "  Destinations   {}   (signalbox destination create NAME --kind segment|klaviyo|webhook)",
+                beside("sync.db")
+            );
+            println!("  Segments       {}", beside("audience.db"));
+        }
+        // Every store, and the link secret, in the one database (no password printed).
+        Backend::Postgres(url) => println!("  Store          {url}"),
+    }
     println!("  Mail           {mail_summary}");
     match retain_log {
         Some(window) => println!(
@@ -239,7 +228,6 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     if test_clock.is_some() {
         println!("  Clock          test clock: POST {base}/admin/v1/test-clock {{\"advance_seconds\": N}} moves time forward");
     }
-    println!("  Segments       {}", audience_path.display());
     if args.discard {
         println!("  Mode           discard: calls are parsed and validated, then dropped");
     }
@@ -318,30 +306,6 @@ fn mail_settings(args: &ServeArgs) -> anyhow::Result<MailSettings> {
         from,
         unsubscribe_mailto: None,
     })
-}
-
-/// The secret that signs links in emails and consent pages: `link.key` next to the store,
-/// made on first start (owner-only), so links keep working across restarts.
-fn link_secret(store_path: &Path) -> anyhow::Result<Vec<u8>> {
-    let path = store_path.with_file_name("link.key");
-    match std::fs::read(&path) {
-        Ok(secret) => Ok(secret),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let secret: [u8; 32] = rand::random();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options
-                .open(&path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
-            std::io::Write::write_all(&mut file, &secret)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            file.sync_all()?;
-            Ok(secret.to_vec())
-        }
-        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
-    }
 }
 
 /// The `default` source's current key, creating the source on first start.

@@ -10,7 +10,7 @@ use super::{open_store_readonly, parse_duration};
 use crate::cli::{ApiKeyCommand, GlobalArgs, SourceCommand};
 
 pub async fn run_source(global: &GlobalArgs, cmd: SourceCommand) -> anyhow::Result<()> {
-    let store = open_store_readonly(global)?;
+    let store = open_store_readonly(global).await?;
     match cmd {
         SourceCommand::Create { name } => {
             let (_, key) = store
@@ -93,7 +93,7 @@ pub async fn run_source(global: &GlobalArgs, cmd: SourceCommand) -> anyhow::Resu
 }
 
 pub async fn run_api_key(global: &GlobalArgs, cmd: ApiKeyCommand) -> anyhow::Result<()> {
-    let store = open_store_readonly(global)?;
+    let store = open_store_readonly(global).await?;
     match cmd {
         ApiKeyCommand::Create {
             name,

@@ -33,7 +33,7 @@ async fn status(global: &GlobalArgs, retain_log: &str) -> anyhow::Result<Storage
     let window = parse_retain_log(retain_log)?;
     let log_path = database_path(global)?;
     let data_dir = log_path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let store = open_store_readonly(global)?;
+    let store = open_store_readonly(global).await?;
     let engage_path = engage_path(global)?;
     let engage = if engage_path.exists() {
         Some(

@@ -73,13 +73,13 @@ async fn node_library_calls_arrive_intact_and_once() {
 }
 
 /// `python3` (or `$PYTHON`) with segment-analytics-python importable.
-struct Python {
+pub(crate) struct Python {
     program: String,
     script: PathBuf,
 }
 
 impl Python {
-    fn find() -> Python {
+    pub(crate) fn find() -> Python {
         let program = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
         let probe = Command::new(&program)
             .args(["-c", "import segment.analytics"])
@@ -100,7 +100,13 @@ impl Python {
         }
     }
 
-    fn send(&self, server: &Server, run: &str, count: usize, extra: &[&str]) -> Vec<String> {
+    pub(crate) fn send(
+        &self,
+        server: &Server,
+        run: &str,
+        count: usize,
+        extra: &[&str],
+    ) -> Vec<String> {
         let mut cmd = Command::new(&self.program);
         cmd.arg(&self.script);
         run_sender(cmd, server, run, count, extra)

@@ -14,6 +14,7 @@ mod harness;
 mod lists;
 mod mail;
 mod outbound;
+mod postgres;
 mod quarantine;
 mod secrets;
 mod segments;

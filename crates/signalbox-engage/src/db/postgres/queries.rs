@@ -264,6 +264,19 @@ impl EngageQueries for PgQueries {
             .run(|c| async move { profiles::quarantined(&c, after_seq, limit).await })
     }
 
+    fn log_needs(&self) -> EngageResult<(Option<i64>, Option<i64>)> {
+        self.db.run(|c| async move {
+            let row = row_one(
+                &c,
+                "SELECT (SELECT MIN(seq) FROM held_calls WHERE status = 'held'),
+                        (SELECT MIN(seq) FROM quarantine)",
+                &[],
+            )
+            .await?;
+            Ok((row.get(0), row.get(1)))
+        })
+    }
+
     fn counters(&self) -> EngageResult<Vec<(String, i64)>> {
         self.db.run(|c| async move {
             let rows = rows(
