@@ -238,7 +238,11 @@ pub(crate) fn pg_error(err: tokio_postgres::Error) -> StoreError {
             tracing::warn!(error = %err, "database busy or restarting");
             StoreError::Unavailable
         }
-        _ => StoreError::Internal(err.to_string()),
+        // The server's own words ("relation … does not exist"), not the driver's "db error".
+        _ => StoreError::Internal(match err.as_db_error() {
+            Some(db) => db.to_string(),
+            None => err.to_string(),
+        }),
     }
 }
 

@@ -19,26 +19,20 @@ pub async fn migrate(
     component: &str,
     migrations: &[&str],
 ) -> StoreResult<usize> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS signalbox_schema (
-                component TEXT PRIMARY KEY,
-                version INTEGER NOT NULL
-            )",
-        )
-        .await
-        .or_else(|err| {
-            // Two nodes creating the table at once: one of them loses the race on the catalog.
-            if err.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                Ok(())
-            } else {
-                Err(pg_error(err))
-            }
-        })?;
+    // The lock comes first: nodes starting together would otherwise race on creating the
+    // version table itself, and one of them fail on the catalog's unique index.
     let tx = client.transaction().await.map_err(pg_error)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(pg_error)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS signalbox_schema (
+            component TEXT PRIMARY KEY,
+            version INTEGER NOT NULL
+        )",
+    )
+    .await
+    .map_err(pg_error)?;
     let current: i32 = tx
         .query_opt(
             "SELECT version FROM signalbox_schema WHERE component = $1",
