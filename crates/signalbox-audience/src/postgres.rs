@@ -102,6 +102,11 @@ pub struct PgAudienceStore {
 }
 
 impl PgAudienceStore {
+    /// The tables the segment engine keeps in the database (as its migrations create them).
+    pub fn tables() -> Vec<String> {
+        schema::tables_created(MIGRATIONS)
+    }
+
     /// Connects to the database at `url` with a pool of at most `pool_size` connections and
     /// brings the schema up to date. A schema newer than this build is refused
     /// ([`AudienceError::SchemaTooNew`]). The store waits on the runtime this is called on.

@@ -197,6 +197,11 @@ impl Engage {
         })
     }
 
+    /// The tables engage keeps in a PostgreSQL database (as its migrations create them).
+    pub fn postgres_tables() -> Vec<String> {
+        signalbox_store::postgres::schema::tables_created(db::postgres::schema::MIGRATIONS)
+    }
+
     /// Opens the derived state kept in the PostgreSQL database at `url` for reading only
     /// (CLI commands, next to running servers). The schema is brought up to date.
     pub async fn open_readonly_postgres(url: &PostgresUrl) -> EngageResult<Engage> {

@@ -230,6 +230,11 @@ pub struct PgFlowStore {
 }
 
 impl PgFlowStore {
+    /// The tables the flows engine keeps in the database (as its migrations create them).
+    pub fn tables() -> Vec<String> {
+        schema::tables_created(MIGRATIONS)
+    }
+
     /// Connects to the database at `url` with a pool of at most `pool_size` connections and
     /// brings the schema up to date; a schema newer than this build is refused. The store
     /// waits on the runtime this is called on.

@@ -39,6 +39,11 @@ pub struct PgAccountStore {
 }
 
 impl PgAccountStore {
+    /// The tables the console keeps in the database (as its migrations create them).
+    pub fn tables() -> Vec<String> {
+        schema::tables_created(MIGRATIONS)
+    }
+
     /// Connects to the database at `url`, applying migrations; refuses a newer schema.
     pub async fn connect(url: &PostgresUrl) -> AccountResult<PgAccountStore> {
         let pool = connect_pool(url, 4).map_err(|e| AccountError::Store(e.to_string()))?;

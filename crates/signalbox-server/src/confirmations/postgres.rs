@@ -28,6 +28,11 @@ fn store_error(err: impl std::fmt::Display) -> ConfirmationError {
 }
 
 impl PgConfirmations {
+    /// The tables the double opt-in ledger keeps in the database (as its migrations create them).
+    pub fn tables() -> Vec<String> {
+        schema::tables_created(MIGRATIONS)
+    }
+
     /// Connects to the database at `url`, applying migrations; refuses a newer schema.
     pub async fn connect(url: &PostgresUrl) -> Result<PgConfirmations, ConfirmationError> {
         let pool = connect_pool(url, 2).map_err(store_error)?;

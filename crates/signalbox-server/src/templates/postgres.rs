@@ -33,6 +33,11 @@ fn internal(err: impl std::fmt::Display) -> TemplateStoreError {
 }
 
 impl PgTemplates {
+    /// The tables the email templates keeps in the database (as its migrations create them).
+    pub fn tables() -> Vec<String> {
+        schema::tables_created(MIGRATIONS)
+    }
+
     /// Connects to the database at `url`, applying migrations; refuses a newer schema.
     pub async fn connect(url: &PostgresUrl) -> Result<PgTemplates, TemplateStoreError> {
         let pool = connect_pool(url, 4).map_err(internal)?;

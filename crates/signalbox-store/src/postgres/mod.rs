@@ -135,6 +135,17 @@ pub async fn shared_secret(
 }
 
 impl PgStore {
+    /// The tables the call log keeps (with the schema versions and the shared secrets every
+    /// component uses), for [`schema::table_sizes`].
+    pub fn tables() -> Vec<String> {
+        let mut tables = schema::tables_created(schema::STORE_MIGRATIONS);
+        tables.extend([
+            "signalbox_schema".to_owned(),
+            "signalbox_secrets".to_owned(),
+        ]);
+        tables
+    }
+
     /// Connects to the database at `url` and brings its schema up to date. Refuses a database
     /// whose schema is newer than this build knows.
     pub async fn connect(url: &PostgresUrl, options: PgOptions) -> StoreResult<PgStore> {
@@ -861,6 +872,25 @@ mod tests {
         assert_eq!(second, b"first node");
         let other = shared_secret(db.url(), "other", b"apart").await.unwrap();
         assert_eq!(other, b"apart");
+    }
+
+    #[tokio::test]
+    async fn the_sizes_name_every_table_the_store_keeps() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let store = PgStore::connect(db.url(), PgOptions::default())
+            .await
+            .unwrap();
+        store.create_source("web").await.unwrap();
+        shared_secret(db.url(), "link", b"secret").await.unwrap();
+        let sizes = schema::table_sizes(db.url()).await.unwrap();
+        let mut found: Vec<&String> = sizes.keys().collect();
+        let mut tables = PgStore::tables();
+        tables.sort();
+        found.sort();
+        assert_eq!(found, tables.iter().collect::<Vec<_>>());
+        assert!(sizes["sources"] > 0, "{sizes:?}");
     }
 
     #[tokio::test]

@@ -66,6 +66,64 @@ pub async fn migrate(
     Ok(migrations.len())
 }
 
+/// The tables `migrations` create (`CREATE TABLE [IF NOT EXISTS] name`), in order: the tables
+/// a component keeps in the database, named by the migrations that make them so the list
+/// cannot drift from them. [`table_sizes`] tells what each takes.
+pub fn tables_created(migrations: &[&str]) -> Vec<String> {
+    let mut tables = Vec::new();
+    for sql in migrations {
+        let words: Vec<&str> = sql
+            .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
+            .filter(|word| !word.is_empty())
+            .collect();
+        for (idx, pair) in words.windows(2).enumerate() {
+            if !(pair[0].eq_ignore_ascii_case("create") && pair[1].eq_ignore_ascii_case("table")) {
+                continue;
+            }
+            let mut name_idx = idx + 2;
+            if words
+                .get(name_idx)
+                .is_some_and(|word| word.eq_ignore_ascii_case("if"))
+            {
+                name_idx += 3;
+            }
+            if let Some(name) = words.get(name_idx) {
+                let name = name.trim_matches('"').to_ascii_lowercase();
+                if !tables.contains(&name) {
+                    tables.push(name);
+                }
+            }
+        }
+    }
+    tables
+}
+
+/// Every table of the connection's schema with what it takes on disk in bytes (its rows,
+/// indexes and TOAST: `pg_total_relation_size`), by name. Tables of any component and of none:
+/// each component names its own with [`tables_created`].
+pub async fn table_sizes(
+    url: &signalbox_core::PostgresUrl,
+) -> StoreResult<std::collections::BTreeMap<String, u64>> {
+    let pool = super::connect_pool(url, 1)?;
+    let client = pool.get().await.map_err(super::pool_error)?;
+    let rows = client
+        .query(
+            "SELECT c.relname::text, pg_total_relation_size(c.oid)
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let bytes: i64 = row.get(1);
+            (row.get::<_, String>(0), u64::try_from(bytes).unwrap_or(0))
+        })
+        .collect())
+}
+
 /// The call log, its dedupe index, rejections, sources, write keys and private API keys.
 ///
 /// Times are microseconds since the Unix epoch (`BIGINT`), as in the embedded store, so the
@@ -138,3 +196,31 @@ pub(crate) const STORE_MIGRATIONS: &[&str] = &[r#"
         rejections BIGINT NOT NULL DEFAULT 0
     );
 "#];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tables_a_migration_creates_are_named_once_in_order() {
+        let migrations = [
+            "CREATE TABLE sources (id BIGINT);\n CREATE INDEX sources_by_name ON sources (name);",
+            "create table if not exists \"Calls\"(seq BIGINT); CREATE TABLE sources (x INT)",
+        ];
+        assert_eq!(tables_created(&migrations), ["sources", "calls"]);
+    }
+
+    #[test]
+    fn the_store_names_the_tables_of_its_migrations() {
+        let tables = tables_created(STORE_MIGRATIONS);
+        for table in [
+            "sources",
+            "write_keys",
+            "api_keys",
+            "calls",
+            "source_totals",
+        ] {
+            assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
+        }
+    }
+}

@@ -98,6 +98,11 @@ pub struct PgSyncStore {
 }
 
 impl PgSyncStore {
+    /// The tables the sync engine keeps in the database (as its migrations create them).
+    pub fn tables() -> Vec<String> {
+        schema::tables_created(MIGRATIONS)
+    }
+
     /// Connects to the database at `url`, applying migrations; refuses a newer schema.
     pub async fn connect(url: &PostgresUrl) -> SyncResult<PgSyncStore> {
         let pool = connect_pool(url, 4).map_err(store_error)?;

@@ -1,22 +1,21 @@
-//! `signalbox admin …`: console accounts. They edit `console.db` in the data folder directly,
-//! so they work whether the server runs or not; a running server sees a change at the next
+//! `signalbox admin …`: console accounts. They edit the console's store directly (`console.db`
+//! in the data folder, or its tables on PostgreSQL), so they work whether the server runs or not; a running server sees a change at the next
 //! request. Passwords come from standard input only.
 
 use std::io::BufRead;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use signalbox_console::accounts::AccountStore;
-use signalbox_console::{Accounts, SqliteAccountStore};
-use signalbox_core::{Clock, SystemClock};
+use signalbox_core::SystemClock;
 
-use super::console_path;
 use super::output::print_line;
+use super::stores::Backend;
 use crate::cli::{AdminCommand, GlobalArgs};
 
 pub async fn run(global: &GlobalArgs, cmd: AdminCommand) -> anyhow::Result<()> {
-    let accounts = open(global)?;
+    let accounts = Backend::choose(global)?
+        .open_accounts(Arc::new(SystemClock))
+        .await?;
     match cmd {
         AdminCommand::Create { email, .. } => {
             let password = read_password()?;
@@ -63,19 +62,6 @@ pub async fn run(global: &GlobalArgs, cmd: AdminCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The accounts in the data folder's `console.db` (created if missing).
-fn open(global: &GlobalArgs) -> anyhow::Result<Accounts> {
-    open_at(&console_path(global)?, Arc::new(SystemClock))
-}
-
-/// The accounts in `console.db` at `path` (created if missing), on `clock`.
-pub fn open_at(path: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<Accounts> {
-    let store = SqliteAccountStore::open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    let store: Arc<dyn AccountStore> = Arc::new(store);
-    Ok(Accounts::new(store, clock))
 }
 
 /// The first line of standard input, without its line break.

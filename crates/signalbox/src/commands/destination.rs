@@ -1,4 +1,5 @@
-//! `signalbox destination …`: they edit `sync.db` in the data folder directly, so they work
+//! `signalbox destination …`: they edit the sync engine's store directly (`sync.db` in the
+//! data folder, or its tables on PostgreSQL), so they work
 //! whether the server runs or not (a running server picks changes up within a second).
 //! Secrets are stored, never printed back: listings show them redacted.
 
@@ -7,16 +8,15 @@ use std::sync::Arc;
 use anyhow::Context;
 use jiff::Timestamp;
 use signalbox_core::SystemClock;
-use signalbox_engage::Engage;
 use signalbox_outbound::{OutboundClient, OutboundConfig};
 use signalbox_sync::{
     Destination, DestinationConfig, DestinationPatch, DestinationState, DestinationStatus,
-    NewDestination, Replay, Secret, SqliteSyncStore, Sync, SyncDeps, KLAVIYO_ENDPOINT,
-    SEGMENT_US_ENDPOINT,
+    NewDestination, Replay, Secret, Sync, SyncDeps, KLAVIYO_ENDPOINT, SEGMENT_US_ENDPOINT,
 };
 
+use super::open_store_readonly;
 use super::output::{print_line, DestinationLine};
-use super::{engage_path, open_store_readonly, sync_path};
+use super::stores::Backend;
 use crate::cli::{DestinationCommand, DestinationCreateArgs, DestinationKindArg, GlobalArgs};
 
 pub async fn run(global: &GlobalArgs, cmd: DestinationCommand) -> anyhow::Result<()> {
@@ -138,27 +138,23 @@ pub async fn run(global: &GlobalArgs, cmd: DestinationCommand) -> anyhow::Result
     Ok(())
 }
 
-/// The sync handle over `sync.db`, the call log and (for `status`) engage, read-only; it runs
-/// no delivery (its outbound client sends nothing; the server's checks the addresses).
+/// The sync handle over the destinations' store, the call log and (for `status`) engage,
+/// read-only; it runs no delivery (its outbound client sends nothing; the server's checks the
+/// addresses).
 pub(super) async fn open(global: &GlobalArgs, with_engage: bool) -> anyhow::Result<Sync> {
+    let backend = Backend::choose(global)?;
     let calls = open_store_readonly(global).await?;
-    let path = sync_path(global)?;
-    let store =
-        SqliteSyncStore::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let store = backend.open_sync().await?;
     // Engage tells how much the reverse sync has queued; without it (a server never started
     // here) the status says 0.
-    let engage = if with_engage {
-        let path = engage_path(global)?;
-        if path.exists() {
-            match Engage::open_readonly(&path).await {
-                Ok(engage) => Some(engage),
-                Err(err) => {
-                    tracing::warn!(path = %path.display(), error = %err, "cannot open engage; the reverse sync's queue reads as 0");
-                    None
-                }
+    let engage = if with_engage && backend.has_engage() {
+        match backend.open_engage_readonly().await {
+            Ok(engage) => Some(engage),
+            Err(err) => {
+                let error = format!("{err:#}");
+                tracing::warn!(%error, "cannot open engage; the reverse sync's queue reads as 0");
+                None
             }
-        } else {
-            None
         }
     } else {
         None
@@ -166,7 +162,7 @@ pub(super) async fn open(global: &GlobalArgs, with_engage: bool) -> anyhow::Resu
     let outbound = OutboundClient::new(OutboundConfig::default())
         .context("cannot set up the outbound HTTP client")?;
     Ok(Sync::new(SyncDeps {
-        store: Arc::new(store),
+        store,
         calls,
         engage,
         outbound,

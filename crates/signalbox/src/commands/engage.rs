@@ -6,17 +6,19 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use signalbox_core::Email;
-use signalbox_engage::{Engage, HeldFilter, ProfileField, ProfileId, ProfileQuery};
+use signalbox_engage::{HeldFilter, ProfileField, ProfileId, ProfileQuery};
 
 use super::api::ServerClient;
 use super::output::{print_line, QuarantineLine};
-use super::{engage_path, open_store_readonly, parse_duration};
+use super::stores::Backend;
+use super::{open_store_readonly, parse_duration};
 use crate::cli::{EngageCommand, GlobalArgs, ProfilesCommand, QuarantineCommand, RebuildArgs};
 
 pub async fn rebuild(global: &GlobalArgs, args: RebuildArgs) -> anyhow::Result<()> {
     let hold_window = parse_duration(&args.hold_window, "--hold-window")?;
+    let backend = Backend::choose(global)?;
     let store = open_store_readonly(global).await?;
-    let path = engage_path(global)?;
+    let location = backend.engage_location();
     // A log that retention trimmed no longer holds what made the state: a rebuild from it
     // would lose those profiles, events and aggregates.
     let first = store
@@ -27,8 +29,12 @@ pub async fn rebuild(global: &GlobalArgs, args: RebuildArgs) -> anyhow::Result<(
         .await?;
     if let Some(first) = first.first().filter(|call| call.seq > 1) {
         anyhow::bail!(
-            "the call log was trimmed (`serve --retain-log`; its oldest call is seq {}): a rebuild would lose the profiles, events and aggregates made by the calls no longer in it, so engage.db is left as it is",
-            first.seq
+            "the call log was trimmed (`serve --retain-log`; its oldest call is seq {}): a rebuild would lose the profiles, events and aggregates made by the calls no longer in it, so {} is left as it is",
+            first.seq,
+            match backend {
+                Backend::Embedded { .. } => "engage.db",
+                Backend::Postgres(_) => "engage's tables",
+            }
         );
     }
     let last = store.last_seq().await?;
@@ -43,24 +49,24 @@ pub async fn rebuild(global: &GlobalArgs, args: RebuildArgs) -> anyhow::Result<(
     bar.enable_steady_tick(Duration::from_millis(200));
     let progress_bar = bar.clone();
     let started = std::time::Instant::now();
-    let done = signalbox_engage::rebuild(
-        store,
-        &path,
-        hold_window,
-        jiff::Timestamp::now(),
-        move |p| {
-            progress_bar.set_length(p.last_seq.max(0) as u64);
-            progress_bar.set_position(p.applied_seq.max(0) as u64);
-            progress_bar.set_message(format!("{} events", p.events));
-        },
-    )
-    .await
-    .with_context(|| format!("cannot rebuild {}", path.display()))?;
+    let progress = move |p: signalbox_engage::RebuildProgress| {
+        progress_bar.set_length(p.last_seq.max(0) as u64);
+        progress_bar.set_position(p.applied_seq.max(0) as u64);
+        progress_bar.set_message(format!("{} events", p.events));
+    };
+    let now = jiff::Timestamp::now();
+    let config = backend.engage_config();
+    let done = match &config.database {
+        None => signalbox_engage::rebuild(store, &config.path, hold_window, now, progress).await,
+        Some(url) => {
+            signalbox_engage::rebuild_postgres(store, url, hold_window, now, progress).await
+        }
+    }
+    .with_context(|| format!("cannot rebuild {location}"))?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64().max(0.001);
     eprintln!(
-        "rebuilt {} from {} log entries ({} events) in {:.1} s ({:.0} entries/s)",
-        path.display(),
+        "rebuilt {location} from {} log entries ({} events) in {:.1} s ({:.0} entries/s)",
         done.entries,
         done.events,
         secs,
@@ -70,10 +76,7 @@ pub async fn rebuild(global: &GlobalArgs, args: RebuildArgs) -> anyhow::Result<(
 }
 
 pub async fn profiles(global: &GlobalArgs, cmd: ProfilesCommand) -> anyhow::Result<()> {
-    let path = engage_path(global)?;
-    let engage = Engage::open_readonly(&path)
-        .await
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let engage = Backend::choose(global)?.open_engage_readonly().await?;
     match cmd {
         ProfilesCommand::Held {
             expired,
@@ -177,14 +180,11 @@ pub async fn run(global: &GlobalArgs, cmd: EngageCommand) -> anyhow::Result<()> 
     }
 }
 
-/// Reads `engage.db` directly (as `profiles held` does): it works beside a running server
+/// Reads engage's state directly (as `profiles held` does): it works beside a running server
 /// and without one.
 async fn list_quarantine(global: &GlobalArgs, json: bool) -> anyhow::Result<()> {
-    let path = engage_path(global)?;
-    let engage = Engage::open_readonly(&path)
-        .await
-        .with_context(|| format!("cannot open {}", path.display()))?;
     let store = open_store_readonly(global).await?;
+    let engage = Backend::choose(global)?.open_engage_readonly().await?;
     let names: std::collections::HashMap<i64, String> = store
         .list_sources()
         .await?
@@ -229,7 +229,7 @@ async fn list_quarantine(global: &GlobalArgs, json: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Through the running server's admin API: its pipeline is the only writer of engage.db.
+/// Through the running server's admin API: its pipeline is the only writer of engage's state.
 async fn retry_quarantined(client: &ServerClient, seq: i64) -> anyhow::Result<()> {
     let path = format!("/admin/v1/engage/quarantine/{seq}/retry");
     let body = client

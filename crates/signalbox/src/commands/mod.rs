@@ -82,8 +82,10 @@ fn reads_only_local_data(command: &Command) -> bool {
 
 /// What is logged when neither `SIGNALBOX_LOG` nor `RUST_LOG` says otherwise: Signalbox's own
 /// INFO lines; the embedded storage engines' (fjall, lsm-tree: "Creating database at …",
-/// "Finished ingestion writer") only from WARN up, since the banner already names each store.
-const DEFAULT_LOG_FILTER: &str = "info,fjall=warn,lsm_tree=warn";
+/// "Finished ingestion writer") only from WARN up, since the banner already names each store;
+/// PostgreSQL's notices (`relation "signalbox_schema" already exists, skipping` at every
+/// connect) likewise.
+const DEFAULT_LOG_FILTER: &str = "info,fjall=warn,lsm_tree=warn,tokio_postgres=warn";
 
 /// Logs go to stderr (stdout is for what a command prints: keys, JSON lines).
 pub fn init_tracing(global: &GlobalArgs) {
@@ -99,12 +101,13 @@ pub fn init_tracing(global: &GlobalArgs) {
     };
 }
 
-/// Where the SQLite file is: `--database-url sqlite:PATH`, else `DATA_DIR/signalbox.db`.
+/// Where the embedded call log is: `--database-url sqlite:PATH`, else `DATA_DIR/signalbox.db`
+/// (a `postgres://` URL is [`stores::Backend::choose`]'s and never comes here).
 ///
 /// The data folder is created for its owner only (0700), and a folder or files that an older
 /// version left readable by others are made private (see [`private`]); where that fails, a
 /// warning says so.
-pub fn database_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
+fn database_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
     match global.database_url.as_deref() {
         None | Some("") => {
             std::fs::create_dir_all(&global.data_dir).with_context(|| {
@@ -124,15 +127,12 @@ pub fn database_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
             }
             Ok(global.data_dir.join("signalbox.db"))
         }
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            bail!("this command keeps its data in files and does not run on PostgreSQL yet; omit --database-url")
-        }
         Some(url) => {
             let path = url
                 .strip_prefix("sqlite://")
                 .or_else(|| url.strip_prefix("sqlite:"))
                 .with_context(|| {
-                    format!("unsupported --database-url scheme in {url:?}; expected sqlite:PATH")
+                    format!("unsupported --database-url scheme in {url:?}; expected sqlite:PATH or postgres://…")
                 })?;
             let path = PathBuf::from(path);
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -149,29 +149,6 @@ pub fn database_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
             Ok(path)
         }
     }
-}
-
-/// Where the engage state lives: `engage.db` beside the call log (`DATA_DIR/engage.db`).
-pub fn engage_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
-    let log = database_path(global)?;
-    Ok(log
-        .parent()
-        .map(|dir| dir.join("engage.db"))
-        .unwrap_or_else(|| PathBuf::from("engage.db")))
-}
-
-/// Where the sync engine keeps destinations, their progress and dead letters: `sync.db`
-/// beside the call log (`DATA_DIR/sync.db`).
-pub fn sync_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
-    let log = database_path(global)?;
-    Ok(log.with_file_name("sync.db"))
-}
-
-/// Where the console keeps accounts and sessions: `console.db` beside the call log
-/// (`DATA_DIR/console.db`).
-pub fn console_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
-    let log = database_path(global)?;
-    Ok(log.with_file_name("console.db"))
 }
 
 /// Opens the call log for a command that does not append (no writer thread), on the backend

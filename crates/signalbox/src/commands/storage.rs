@@ -1,46 +1,53 @@
-//! `signalbox storage status`: sizes per store in the data folder, the oldest call the log
-//! keeps and what keeps it, read from the folder (the server may run or not).
+//! `signalbox storage status`: sizes per store (the files in the data folder, or each
+//! component's tables on PostgreSQL), the oldest call the log keeps and what keeps it, read
+//! from the stores themselves (the server may run or not).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use signalbox_core::SystemClock;
+use signalbox_audience::PgAudienceStore;
+use signalbox_console::PgAccountStore;
+use signalbox_core::{PostgresUrl, SystemClock};
 use signalbox_engage::Engage;
+use signalbox_flows::PgFlowStore;
+use signalbox_server::confirmations::PgConfirmations;
 use signalbox_server::retention::{Hold, HoldKind, Retention, RetentionConfig};
+use signalbox_server::templates::PgTemplates;
+use signalbox_store::postgres::{schema, PgStore};
 use signalbox_store::CallQuery;
+use signalbox_sync::PgSyncStore;
 
 use super::output::{print_line, StorageStatus, StoreSize};
-use super::{database_path, destination, engage_path, open_store_readonly, parse_retain_log};
+use super::stores::Backend;
+use super::{destination, open_store_readonly, parse_retain_log};
 use crate::cli::{GlobalArgs, StorageCommand};
 
 pub async fn run(global: &GlobalArgs, cmd: StorageCommand) -> anyhow::Result<()> {
     match cmd {
         StorageCommand::Status { json, retain_log } => {
-            let status = status(global, &retain_log).await?;
+            let backend = Backend::choose(global)?;
+            let status = status(global, &backend, &retain_log).await?;
             if json {
                 print_line(&status)
             } else {
-                print_status(&status);
+                print_status(&status, &backend);
                 Ok(())
             }
         }
     }
 }
 
-async fn status(global: &GlobalArgs, retain_log: &str) -> anyhow::Result<StorageStatus> {
+async fn status(
+    global: &GlobalArgs,
+    backend: &Backend,
+    retain_log: &str,
+) -> anyhow::Result<StorageStatus> {
     let window = parse_retain_log(retain_log)?;
-    let log_path = database_path(global)?;
-    let data_dir = log_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let store = open_store_readonly(global).await?;
-    let engage_path = engage_path(global)?;
-    let engage = if engage_path.exists() {
-        Some(
-            Engage::open_readonly(&engage_path)
-                .await
-                .with_context(|| format!("cannot open {}", engage_path.display()))?,
-        )
+    let engage = if backend.has_engage() {
+        Some(backend.open_engage_readonly().await?)
     } else {
         None
     };
@@ -82,9 +89,15 @@ async fn status(global: &GlobalArgs, retain_log: &str) -> anyhow::Result<Storage
         }
         None => Vec::new(),
     };
-    let stores = store_sizes(&data_dir)?;
+    let (data_dir, stores) = match backend {
+        Backend::Embedded { .. } => {
+            let dir = backend.data_dir().unwrap_or(Path::new("."));
+            (dir.display().to_string(), store_sizes(dir)?)
+        }
+        Backend::Postgres(url) => (url.to_string(), table_sizes(url).await?),
+    };
     Ok(StorageStatus {
-        data_dir: data_dir.display().to_string(),
+        data_dir,
         total_bytes: stores.iter().map(|s| s.bytes).sum(),
         stores,
         retain_log: window.map(|_| retain_log.trim().to_owned()),
@@ -127,6 +140,45 @@ fn store_sizes(dir: &Path) -> anyhow::Result<Vec<StoreSize>> {
     Ok(stores)
 }
 
+/// The database's tables by the store they belong to, each store named as in
+/// `signalbox_schema` (`store` for the call log, `engage`, …; `other` for tables of none):
+/// `bytes` its tables' rows, indexes and TOAST, `files` its tables.
+async fn table_sizes(url: &PostgresUrl) -> anyhow::Result<Vec<StoreSize>> {
+    let owners = [
+        ("store", PgStore::tables()),
+        ("engage", Engage::postgres_tables()),
+        ("audience", PgAudienceStore::tables()),
+        ("flows", PgFlowStore::tables()),
+        ("sync", PgSyncStore::tables()),
+        ("console", PgAccountStore::tables()),
+        ("templates", PgTemplates::tables()),
+        ("confirmations", PgConfirmations::tables()),
+    ];
+    let sizes = schema::table_sizes(url)
+        .await
+        .with_context(|| format!("cannot read the tables' sizes at {url}"))?;
+    let mut by_store: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for (table, bytes) in sizes {
+        let store = owners
+            .iter()
+            .find(|(_, tables)| tables.contains(&table))
+            .map_or("other", |(store, _)| store);
+        let total = by_store.entry(store).or_default();
+        total.0 += bytes;
+        total.1 += 1;
+    }
+    let mut stores: Vec<StoreSize> = by_store
+        .into_iter()
+        .map(|(store, (bytes, files))| StoreSize {
+            store: store.to_owned(),
+            bytes,
+            files,
+        })
+        .collect();
+    stores.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.store.cmp(&b.store)));
+    Ok(stores)
+}
+
 /// Bytes and files under `path` (itself, when a file).
 fn size_of(path: &Path) -> anyhow::Result<(u64, u64)> {
     let meta = std::fs::symlink_metadata(path)
@@ -145,9 +197,13 @@ fn size_of(path: &Path) -> anyhow::Result<(u64, u64)> {
     Ok(total)
 }
 
-fn print_status(status: &StorageStatus) {
-    println!("Data folder   {}", status.data_dir);
-    println!("{:<24} {:>14} {:>6}", "STORE", "BYTES", "FILES");
+fn print_status(status: &StorageStatus, backend: &Backend) {
+    let (place, parts) = match backend {
+        Backend::Embedded { .. } => ("Data folder", "FILES"),
+        Backend::Postgres(_) => ("Database   ", "TABLES"),
+    };
+    println!("{place}   {}", status.data_dir);
+    println!("{:<24} {:>14} {:>6}", "STORE", "BYTES", parts);
     for store in &status.stores {
         println!("{:<24} {:>14} {:>6}", store.store, store.bytes, store.files);
     }

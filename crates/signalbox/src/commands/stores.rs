@@ -92,6 +92,39 @@ impl Backend {
         }
     }
 
+    /// Engage's derived state for reading only, with no pipeline: what the CLI's commands read
+    /// beside a running server or without one (`engage.db` is created when missing).
+    pub async fn open_engage_readonly(&self) -> anyhow::Result<Engage> {
+        match self {
+            Backend::Embedded { log } => {
+                let path = Backend::file(log, "engage.db");
+                Engage::open_readonly(&path)
+                    .await
+                    .with_context(|| format!("cannot open {}", path.display()))
+            }
+            Backend::Postgres(url) => Engage::open_readonly_postgres(url)
+                .await
+                .with_context(|| format!("cannot open engage's tables at {url}")),
+        }
+    }
+
+    /// Whether engage keeps state here yet: `engage.db` exists (a server ran here), or on
+    /// PostgreSQL always (its tables are made when first opened).
+    pub fn has_engage(&self) -> bool {
+        match self {
+            Backend::Embedded { log } => Backend::file(log, "engage.db").exists(),
+            Backend::Postgres(_) => true,
+        }
+    }
+
+    /// Where engage's state is, for messages: the file, or the tables in the database.
+    pub fn engage_location(&self) -> String {
+        match self {
+            Backend::Embedded { log } => Backend::file(log, "engage.db").display().to_string(),
+            Backend::Postgres(url) => format!("engage's tables at {url}"),
+        }
+    }
+
     /// Destinations, their progress and dead letters.
     pub async fn open_sync(&self) -> anyhow::Result<Arc<dyn SyncStore>> {
         Ok(match self {
@@ -105,7 +138,7 @@ impl Backend {
             Backend::Postgres(url) => Arc::new(
                 PgSyncStore::connect(url)
                     .await
-                    .context("cannot open the destinations' tables")?,
+                    .with_context(|| format!("cannot open the destinations' tables at {url}"))?,
             ),
         })
     }
@@ -123,7 +156,7 @@ impl Backend {
             Backend::Postgres(url) => Arc::new(
                 PgAccountStore::connect(url)
                     .await
-                    .context("cannot open the console's tables")?,
+                    .with_context(|| format!("cannot open the console's tables at {url}"))?,
             ),
         };
         Ok(Accounts::new(store, clock))

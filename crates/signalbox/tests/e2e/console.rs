@@ -5,10 +5,9 @@
 //! (console_walkthrough.mjs) and every page at phone and laptop width and by keyboard
 //! (console_layout.mjs).
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -20,27 +19,7 @@ const PASSWORD: &str = "correct horse battery";
 
 /// `signalbox admin ARGS` with `stdin` on its standard input.
 fn admin(env: &TestEnv, args: &[&str], stdin: &str) -> CliOutput {
-    let mut child = env
-        .command()
-        .arg("admin")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start signalbox admin");
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(stdin.as_bytes())
-        .expect("write the password");
-    let output = child.wait_with_output().expect("wait for signalbox admin");
-    CliOutput {
-        status: output.status,
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
+    CliOutput::run_with_stdin(env.command().arg("admin").args(args), stdin)
 }
 
 #[track_caller]

@@ -1,7 +1,7 @@
 //! Runs the built `signalbox` binary: a server on a free port over a temporary data folder, and
 //! CLI commands against the same folder.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -117,6 +117,29 @@ impl CliOutput {
         let output = cmd
             .output()
             .unwrap_or_else(|err| panic!("cannot run {cmd:?}: {err}"));
+        CliOutput {
+            status: output.status,
+            stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+        }
+    }
+
+    /// Runs `cmd` to completion with `stdin` on its standard input (a password for
+    /// `--password-stdin`).
+    pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> CliOutput {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {cmd:?}: {err}"));
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(stdin.as_bytes())
+            .expect("write to the command's stdin");
+        let output = child.wait_with_output().expect("wait for the command");
         CliOutput {
             status: output.status,
             stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
