@@ -828,6 +828,12 @@ pub struct PipelineBenchArgs {
     /// Calls per `/v1/batch` request.
     #[arg(long, default_value_t = 100)]
     pub batch_size: usize,
+    /// Stores of the servers to measure, comma-separated, each run in turn and reported side
+    /// by side (default: `postgres` with `--database-url postgres://…`, else `embedded`).
+    /// `postgres` runs each server on a fresh database made on the server of
+    /// `--database-url` (which may then name any database there), dropped afterwards.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub backends: Vec<BenchBackend>,
     /// Also write every figure to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -863,6 +869,12 @@ pub struct IngestBenchArgs {
     /// scattered like random v4 UUIDs, which cost the dedupe index one page write per event.
     #[arg(long, value_enum, default_value_t = IdStyle::Sequential)]
     pub message_ids: IdStyle,
+    /// Stores of the servers to measure, comma-separated, each run in turn and reported side
+    /// by side (default: `postgres` with `--database-url postgres://…`, else `embedded`).
+    /// `postgres` runs each server on a fresh database made on the server of
+    /// `--database-url` (which may then name any database there), dropped afterwards.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub backends: Vec<BenchBackend>,
     /// Load a running server at this base URL (e.g. `http://127.0.0.1:8080`) instead of
     /// starting one; the ceiling phase and the log check are then skipped.
     #[arg(long, requires = "write_key")]
@@ -873,6 +885,16 @@ pub struct IngestBenchArgs {
     /// Also write every figure to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// Where a benchmark's server keeps its stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchBackend {
+    /// The files in a fresh data folder (SQLite and the dedupe index).
+    Embedded,
+    /// A fresh database on the PostgreSQL server of `--database-url`.
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -238,6 +238,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE profiles ADD COLUMN from_segment INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE profiles ADD COLUMN segment_user_id TEXT;
     "#,
+    r#"
+    -- A list's members in the order its pages list them (`lists.rs`: one status, by time
+    -- joined, then profile), so a page reads its rows in order instead of sorting the list.
+    CREATE INDEX list_members_by_status ON list_members(list_id, status, joined_us, profile_pk);
+    "#,
 ];
 
 /// Rust steps that follow the SQL of a migration (by its index in [`MIGRATIONS`]).

@@ -49,7 +49,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Flow(args) => flow::run(&cli.global, args).await,
         Command::Segment(args) => segment::run(&cli.global, args).await,
         Command::Destination(cmd) => destination::run(&cli.global, cmd).await,
-        Command::Bench(cmd) => bench::run(cmd).await,
+        Command::Bench(cmd) => bench::run(&cli.global, cmd).await,
         Command::Admin(cmd) => admin::run(&cli.global, cmd).await,
         Command::Storage(cmd) => storage::run(&cli.global, cmd).await,
     }

@@ -21,7 +21,8 @@
 /// The component name under which the schema's version is kept.
 pub(crate) const COMPONENT: &str = "engage";
 
-pub(crate) const MIGRATIONS: &[&str] = &[r#"
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
     -- The checkpoint (`applied_seq`) and other single values.
     CREATE TABLE meta (
         key TEXT PRIMARY KEY,
@@ -222,7 +223,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[r#"
         PRIMARY KEY (seq, n)
     );
     CREATE INDEX outbox_at ON outbox (at_us, seq, n);
-"#];
+"#,
+    r#"
+    -- A list's members in the order its pages list them (`queries/lists.rs`: one status, by
+    -- time joined, then profile), so a page reads its rows in order instead of sorting the list.
+    CREATE INDEX list_members_by_status ON list_members (list_id, status, joined_us, profile_pk);
+"#,
+];
 
 /// The tables a rebuild empties: every one above (the schema's version stays).
 pub(crate) const TABLES: &[&str] = &[

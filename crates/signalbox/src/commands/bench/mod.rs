@@ -11,10 +11,14 @@
 //! - `load`: the closed loop (throughput) and the open loop (latency at a fixed rate).
 //! - `report`: the final table, sparklines and the `--json` file.
 //!
-//! Phases: **durable** (closed loop against a normal server), **ceiling** (the same against
-//! `serve --discard`, which parses and validates but stores nothing) and **latency** (an open
-//! loop at `--rate` against the durable server). After the durable server stopped, its log is
-//! read back and must hold exactly the events it acknowledged.
+//! Phases: **ceiling** (a closed loop against `serve --discard`, which parses and validates
+//! but stores nothing), **durable** (the same against a normal server) and **latency** (an
+//! open loop at `--rate` against the durable server). After the durable server stopped, its
+//! log is read back and must hold exactly the events it acknowledged.
+//!
+//! `--backends embedded,postgres` runs the durable and latency phases once for each store
+//! (PostgreSQL on a fresh database each time) and prints them side by side, beside the one
+//! ceiling of the run.
 
 mod console;
 mod destinations;
@@ -31,24 +35,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use signalbox_store::sqlite::SqliteOptions;
-use signalbox_store::{SqliteStore, Store};
+use signalbox_core::PostgresUrl;
 
 use super::parse_duration;
-use crate::cli::{BenchCommand, BenchPhase, IngestBenchArgs};
+use crate::cli::{BenchBackend, BenchCommand, BenchPhase, GlobalArgs, IngestBenchArgs};
 use load::{PhaseSpec, Target};
 use payload::BodyFactory;
 pub use payload::IdStyle;
 use report::{LogCheck, PhaseReport, Report, ServerMemory};
-use server::ServerChild;
+use server::ServerStores;
 
 /// Requests the latency phase lets be outstanding at once.
 const OPEN_LOOP_MAX_IN_FLIGHT: usize = 128;
 
-pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+pub async fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Ingest(args) => ingest(args).await,
-        BenchCommand::Pipeline(args) => pipeline::run(args).await,
+        BenchCommand::Ingest(args) => ingest(global, args).await,
+        BenchCommand::Pipeline(args) => pipeline::run(global, args).await,
         BenchCommand::Flows(args) => flows::run(args).await,
         BenchCommand::Segments(args) => segments::run(args).await,
         BenchCommand::Destinations(args) => destinations::run(args).await,
@@ -88,7 +91,7 @@ impl Settings {
     }
 }
 
-async fn ingest(args: IngestBenchArgs) -> anyhow::Result<()> {
+async fn ingest(global: &GlobalArgs, args: IngestBenchArgs) -> anyhow::Result<()> {
     let settings = Settings::parse(
         &args.duration,
         &args.warmup,
@@ -99,25 +102,43 @@ async fn ingest(args: IngestBenchArgs) -> anyhow::Result<()> {
     if args.target.is_some() != args.write_key.is_some() {
         bail!("--target and --write-key go together");
     }
+    let (backends, postgres) = choose_backends(global, &args.backends)?;
     let factory = Arc::new(BodyFactory::new(
         args.batch_size,
         args.message_ids,
         rand::random(),
     ));
-    let mut report = Report::new(&args, factory.mean_body_bytes());
-    report.print_header();
+    let header = Report::new(&args, factory.mean_body_bytes(), None);
+    header.print_header(&backends);
 
     let wants = |phase| args.phases.contains(&phase);
-    if wants(BenchPhase::Durable) || wants(BenchPhase::Latency) {
-        match (&args.target, &args.write_key) {
-            (Some(url), Some(key)) => {
-                let target = Arc::new(Target::new(url, key)?);
-                run_durable_phases(&args, &settings, &factory, &target, None, &mut report).await;
-                report.log_check = Some(LogCheck::skipped("the server is not a child of this run"));
-            }
-            _ => {
-                let dir = bench_dir()?;
-                let child = ServerChild::start(dir.path(), false).await?;
+    let mut notes = Vec::new();
+    // The ceiling stores nothing, so one serves every backend's comparison; it runs first.
+    let mut ceiling = None;
+    if wants(BenchPhase::Ceiling) {
+        if args.target.is_some() {
+            notes.push(
+                "ceiling skipped: it needs a `serve --discard` child, not --target".to_owned(),
+            );
+        } else {
+            ceiling = Some(run_ceiling(&settings, &factory).await?);
+        }
+    }
+    let mut reports = Vec::new();
+    if let (Some(url), Some(key)) = (&args.target, &args.write_key) {
+        let mut report = Report::new(&args, factory.mean_body_bytes(), None);
+        if wants(BenchPhase::Durable) || wants(BenchPhase::Latency) {
+            let target = Arc::new(Target::new(url, key)?);
+            run_durable_phases(&args, &settings, &factory, &target, None, &mut report).await;
+            report.log_check = Some(LogCheck::skipped("the server is not a child of this run"));
+        }
+        reports.push(report);
+    } else {
+        for backend in backends {
+            let mut report = Report::new(&args, factory.mean_body_bytes(), Some(backend));
+            if wants(BenchPhase::Durable) || wants(BenchPhase::Latency) {
+                let stores = ServerStores::create(backend, postgres.as_ref()).await?;
+                let child = stores.start(false).await?;
                 let pid = child.pid();
                 let mut memory = ServerMemory::start("durable", server::rss_kib(pid));
                 let target = Arc::new(Target::new(&child.base_url, &child.write_key)?);
@@ -126,50 +147,105 @@ async fn ingest(args: IngestBenchArgs) -> anyhow::Result<()> {
                         .await;
                 memory.end(server::rss_kib(pid));
                 child.stop().await?;
-                report.log_check = Some(check_log(dir.path(), acknowledged).await?);
+                let stored = stores.last_seq().await? as u64;
+                stores.remove().await?;
+                report.log_check = Some(LogCheck::counted(acknowledged, stored));
                 report.memory.push(memory);
             }
+            reports.push(report);
         }
     }
-    if wants(BenchPhase::Ceiling) {
-        if args.target.is_some() {
-            report.notes.push(
-                "ceiling skipped: it needs a `serve --discard` child, not --target".to_owned(),
-            );
-        } else {
-            let dir = bench_dir()?;
-            let child = ServerChild::start(dir.path(), true).await?;
-            let pid = child.pid();
-            let mut memory = ServerMemory::start("ceiling", server::rss_kib(pid));
-            let target = Arc::new(Target::new(&child.base_url, &child.write_key)?);
-            warm_up(&settings, &factory, &target).await;
-            let stats = load::closed_loop(
-                &target,
-                &factory,
-                settings.connections,
-                PhaseSpec {
-                    label: "ceiling",
-                    duration: settings.duration,
-                    watch: true,
-                    server_pid: Some(pid),
-                },
-            )
-            .await;
-            report.ceiling = Some(PhaseReport::new("ceiling", &stats, settings.connections));
-            memory.end(server::rss_kib(pid));
-            report.memory.push(memory);
-            child.stop().await?;
+    for report in &mut reports {
+        if let Some((phase, memory)) = &ceiling {
+            report.ceiling = Some(phase.clone());
+            report.memory.push(memory.clone());
         }
+        report.notes.extend(notes.iter().cloned());
+        report.print();
     }
-
-    report.print();
+    if reports.len() > 1 {
+        report::print_side_by_side(&reports);
+    }
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)?;
+        // One report as it is; several (one a backend) as a list.
+        let text = match reports.as_slice() {
+            [report] => serde_json::to_string_pretty(report)?,
+            reports => serde_json::to_string_pretty(reports)?,
+        };
         std::fs::write(path, text + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("figures written to {}", path.display());
     }
     Ok(())
+}
+
+/// The backends to measure (`--backends`, else the one `--database-url` names) and the
+/// PostgreSQL server of `--database-url`, if any.
+fn choose_backends(
+    global: &GlobalArgs,
+    asked: &[BenchBackend],
+) -> anyhow::Result<(Vec<BenchBackend>, Option<PostgresUrl>)> {
+    let postgres = match global.database_url.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Some(PostgresUrl::parse(url).map_err(|err| anyhow::anyhow!("--database-url: {err}"))?)
+        }
+        Some(_) => bail!(
+            "benchmarks run their servers on fresh stores: --database-url takes only a \
+             postgres:// URL here, naming the server to make databases on"
+        ),
+    };
+    let mut backends: Vec<BenchBackend> = Vec::new();
+    for backend in asked {
+        if !backends.contains(backend) {
+            backends.push(*backend);
+        }
+    }
+    if backends.is_empty() {
+        backends.push(if postgres.is_some() {
+            BenchBackend::Postgres
+        } else {
+            BenchBackend::Embedded
+        });
+    }
+    if backends.contains(&BenchBackend::Postgres) && postgres.is_none() {
+        bail!(
+            "--backends postgres needs --database-url postgres://… (a server to make databases on)"
+        );
+    }
+    Ok((backends, postgres))
+}
+
+/// The closed loop against `serve --discard`: the ceiling of parsing and validating alone.
+async fn run_ceiling(
+    settings: &Settings,
+    factory: &Arc<BodyFactory>,
+) -> anyhow::Result<(PhaseReport, ServerMemory)> {
+    let stores = ServerStores::create(BenchBackend::Embedded, None).await?;
+    let child = stores.start(true).await?;
+    let pid = child.pid();
+    let mut memory = ServerMemory::start("ceiling", server::rss_kib(pid));
+    let target = Arc::new(Target::new(&child.base_url, &child.write_key)?);
+    warm_up(settings, factory, &target).await;
+    let stats = load::closed_loop(
+        &target,
+        factory,
+        settings.connections,
+        PhaseSpec {
+            label: "ceiling",
+            duration: settings.duration,
+            watch: true,
+            server_pid: Some(pid),
+        },
+    )
+    .await;
+    memory.end(server::rss_kib(pid));
+    child.stop().await?;
+    stores.remove().await?;
+    Ok((
+        PhaseReport::new("ceiling", &stats, settings.connections),
+        memory,
+    ))
 }
 
 /// The durable and latency phases against one server; returns the events it acknowledged,
@@ -239,21 +315,6 @@ async fn warm_up(settings: &Settings, factory: &Arc<BodyFactory>, target: &Arc<T
     )
     .await;
     stats.events
-}
-
-/// Reads the stopped server's log back: a fresh log numbers its calls 1, 2, 3… with no gaps,
-/// so its last sequence number is its count.
-async fn check_log(dir: &std::path::Path, acknowledged: u64) -> anyhow::Result<LogCheck> {
-    let store = SqliteStore::open(
-        dir.join("signalbox.db"),
-        SqliteOptions {
-            writer: false,
-            ..SqliteOptions::default()
-        },
-    )
-    .context("cannot open the benchmark's store")?;
-    let stored = store.last_seq().await? as u64;
-    Ok(LogCheck::counted(acknowledged, stored))
 }
 
 fn bench_dir() -> anyhow::Result<tempfile::TempDir> {

@@ -8,10 +8,15 @@
 //!   pipeline's own ceiling), with a sparkline of applied events per second.
 //! - **latency**: an open loop at `--rate` events/s while a probe sends one `track` every
 //!   50 ms and watches the probe profile's activity feed (`/api/events`, newest first):
-//!   the time from the probe's 200 to its event being readable there.
+//!   the time from the probe's 200 to its event being readable there. Meanwhile a reader
+//!   gets one profile by id (`/api/profiles/{id}`, with an API key) every 10 ms: the
+//!   latency of the Klaviyo-compatible reads under load.
+//!
+//! `--backends embedded,postgres` runs both phases once for each store (PostgreSQL on a
+//! fresh database for each server) and prints them side by side.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,24 +26,28 @@ use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use signalbox_core::PostgresUrl;
+
 use super::load::{self, new_histogram, thousands, PhaseSpec, Target};
 use super::payload::BodyFactory;
-use super::report::sparkline;
-use super::server::ServerChild;
-use super::{bench_dir, warm_up, Settings};
-use crate::cli::PipelineBenchArgs;
+use super::report::{backend_name, sparkline};
+use super::server::ServerStores;
+use super::{choose_backends, warm_up, Settings};
+use crate::cli::{BenchBackend, GlobalArgs, PipelineBenchArgs};
 
 /// How often the probe sends a tracked call during the latency phase.
 const PROBE_EVERY: Duration = Duration::from_millis(50);
 /// How often the probe reads the feed.
 const POLL_EVERY: Duration = Duration::from_millis(2);
+/// How often a profile is read during the latency phase.
+const PROFILE_READ_EVERY: Duration = Duration::from_millis(10);
 /// How often the drain is checked (`/metrics`): often enough for a figure within 1 % of a
 /// drain of 10 s or more, rarely enough not to load the server it measures.
 const DRAIN_POLL: Duration = Duration::from_millis(100);
 /// How long the pipeline may take to drain before the run gives up.
 const DRAIN_LIMIT: Duration = Duration::from_secs(600);
 
-pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
+pub async fn run(global: &GlobalArgs, args: PipelineBenchArgs) -> anyhow::Result<()> {
     let settings = Settings::parse(
         &args.duration,
         &args.warmup,
@@ -46,31 +55,90 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         args.rate,
         args.batch_size,
     )?;
+    let (backends, postgres) = choose_backends(global, &args.backends)?;
     let factory = Arc::new(BodyFactory::new(
         args.batch_size,
         super::IdStyle::Sequential,
         rand::random(),
     ));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let names: Vec<&str> = backends.iter().map(|b| backend_name(Some(*b))).collect();
     println!(
-        "signalbox bench pipeline: {cores} cores, {} calls per request, {} connections, {} s per phase",
+        "signalbox bench pipeline on {}: {cores} cores, {} calls per request, {} connections, {} s per phase",
+        names.join(", "),
         args.batch_size,
         settings.connections,
         settings.duration.as_secs_f64()
     );
-    let mut figures = BTreeMap::new();
-    let throughput = throughput(&settings, &factory).await?;
-    throughput.print();
-    figures.insert("throughput", serde_json::to_value(&throughput)?);
-    let latency = latency(&settings, &factory).await?;
-    latency.print(args.rate);
-    figures.insert("latency", serde_json::to_value(&latency)?);
+    let mut runs = Vec::new();
+    for backend in backends {
+        println!();
+        println!("backend: {}", backend_name(Some(backend)));
+        let throughput = throughput(&settings, &factory, backend, postgres.as_ref()).await?;
+        throughput.print();
+        let latency = latency(&settings, &factory, backend, postgres.as_ref()).await?;
+        latency.print(args.rate);
+        runs.push(PipelineRun {
+            backend,
+            throughput,
+            latency,
+        });
+    }
+    if runs.len() > 1 {
+        print_side_by_side(&runs, args.rate);
+    }
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&figures)? + "\n")
+        // One backend's figures as they are; several as a list.
+        let text = match runs.as_slice() {
+            [run] => serde_json::to_string_pretty(run)?,
+            runs => serde_json::to_string_pretty(runs)?,
+        };
+        std::fs::write(path, text + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("figures written to {}", path.display());
     }
     Ok(())
+}
+
+/// One backend's figures.
+#[derive(Debug, serde::Serialize)]
+struct PipelineRun {
+    backend: BenchBackend,
+    throughput: Throughput,
+    latency: LatencyFigures,
+}
+
+/// One line per backend of the same run.
+fn print_side_by_side(runs: &[PipelineRun], rate: u64) {
+    println!();
+    println!(
+        "side by side (one run; feed and profile reads at {} events/s)",
+        thousands(rate)
+    );
+    println!(
+        "{:<10} {:>15} {:>17} {:>17} {:>20} {:>26}",
+        "backend",
+        "ingest events/s",
+        "applied w/ ingest",
+        "drain entries/s",
+        "feed p50/p99 ms",
+        "profile read p50/p99/max"
+    );
+    for run in runs {
+        let (t, l) = (&run.throughput, &run.latency);
+        println!(
+            "{:<10} {:>15} {:>17} {:>17} {:>20} {:>26}",
+            backend_name(Some(run.backend)),
+            thousands(t.ingest_events_per_sec as u64),
+            thousands(t.applied_while_ingesting_per_sec as u64),
+            thousands(t.drain_events_per_sec as u64),
+            format!("{:.1} / {:.1}", l.p50_ms, l.p99_ms),
+            format!(
+                "{:.1} / {:.1} / {:.1} ms",
+                l.profile_reads.p50_ms, l.profile_reads.p99_ms, l.profile_reads.max_ms
+            ),
+        );
+    }
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -124,6 +192,19 @@ struct LatencyFigures {
     /// rest took.
     backlog_at_end: i64,
     drain_seconds: f64,
+    /// Reads of one profile by id through the Klaviyo-compatible API while the load ran.
+    profile_reads: ProfileReadFigures,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ProfileReadFigures {
+    reads: u64,
+    errors: u64,
+    per_sec: f64,
+    /// From sending `GET /api/profiles/{id}` to its whole answer, in milliseconds.
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
 }
 
 impl LatencyFigures {
@@ -138,6 +219,11 @@ impl LatencyFigures {
             "  200 -> in the activity feed  p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms   ({} probes)",
             self.p50_ms, self.p99_ms, self.max_ms, self.probes
         );
+        let reads = &self.profile_reads;
+        println!(
+            "  GET /api/profiles/{{id}}       p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms   ({} reads at {:.0}/s, {} errors)",
+            reads.p50_ms, reads.p99_ms, reads.max_ms, reads.reads, reads.per_sec, reads.errors
+        );
         println!(
             "  backlog when the load ended  {} entries, applied {:.1} s later",
             thousands(self.backlog_at_end.max(0) as u64),
@@ -146,9 +232,14 @@ impl LatencyFigures {
     }
 }
 
-async fn throughput(settings: &Settings, factory: &Arc<BodyFactory>) -> anyhow::Result<Throughput> {
-    let dir = bench_dir()?;
-    let child = ServerChild::start(dir.path(), false).await?;
+async fn throughput(
+    settings: &Settings,
+    factory: &Arc<BodyFactory>,
+    backend: BenchBackend,
+    postgres: Option<&PostgresUrl>,
+) -> anyhow::Result<Throughput> {
+    let stores = ServerStores::create(backend, postgres).await?;
+    let child = stores.start(false).await?;
     let observer = Observer::new(&child.base_url)?;
     let target = Arc::new(Target::new(&child.base_url, &child.write_key)?);
     warm_up(settings, factory, &target).await;
@@ -176,6 +267,7 @@ async fn throughput(settings: &Settings, factory: &Arc<BodyFactory>) -> anyhow::
     let drain_seconds = draining.elapsed().as_secs_f64();
     let timeline = sampler.stop().await;
     child.stop().await?;
+    stores.remove().await?;
     let drained = (last - applied_at_end).max(0) as f64;
     // Each entry of the generated batches is one event.
     Ok(Throughput {
@@ -195,17 +287,21 @@ async fn throughput(settings: &Settings, factory: &Arc<BodyFactory>) -> anyhow::
 async fn latency(
     settings: &Settings,
     factory: &Arc<BodyFactory>,
+    backend: BenchBackend,
+    postgres: Option<&PostgresUrl>,
 ) -> anyhow::Result<LatencyFigures> {
-    let dir = bench_dir()?;
-    let child = ServerChild::start(dir.path(), false).await?;
-    let api_key = create_api_key(dir.path()).await?;
+    let stores = ServerStores::create(backend, postgres).await?;
+    let child = stores.start(false).await?;
+    let api_key = create_api_key(&stores).await?;
     let observer = Observer::new(&child.base_url)?;
-    let probe = Probe::new(&child.base_url, &child.write_key, &api_key).await?;
+    let probe = Arc::new(Probe::new(&child.base_url, &child.write_key, &api_key).await?);
     let target = Arc::new(Target::new(&child.base_url, &child.write_key)?);
     warm_up(settings, factory, &target).await;
     observer.wait_applied(observer.last_seq().await?).await?;
+    let profile_ids = probe.profile_ids().await?;
 
-    let running = probe.start();
+    let reads = ProfileReads::start(Arc::clone(&probe), profile_ids);
+    let running = Arc::clone(&probe).start();
     let stats = load::open_loop(
         &target,
         factory,
@@ -225,7 +321,9 @@ async fn latency(
     observer.wait_applied(last).await?;
     let drain_seconds = draining.elapsed().as_secs_f64();
     let histogram = running.stop().await?;
+    let profile_reads = reads.stop().await;
     child.stop().await?;
+    stores.remove().await?;
     if histogram.is_empty() {
         bail!("no probe reached the activity feed");
     }
@@ -238,33 +336,23 @@ async fn latency(
         max_ms: ms(histogram.max()),
         backlog_at_end: backlog,
         drain_seconds,
+        profile_reads,
     })
 }
 
-/// A private API key for the Klaviyo-compatible API, made with this binary's CLI.
-async fn create_api_key(data_dir: &std::path::Path) -> anyhow::Result<String> {
-    let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let output = tokio::process::Command::new(exe)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args([
+/// A private API key for the Klaviyo-compatible API, made with this binary's CLI on the
+/// server's stores.
+async fn create_api_key(stores: &ServerStores) -> anyhow::Result<String> {
+    let out = stores
+        .run_command(&[
             "api-key",
             "create",
             "bench",
             "--scope",
             "profiles:read,events:read",
         ])
-        .env_remove("SIGNALBOX_DATABASE_URL")
-        .output()
-        .await
-        .context("cannot run api-key create")?;
-    if !output.status.success() {
-        bail!(
-            "api-key create failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+        .await?;
+    Ok(out.trim().to_owned())
 }
 
 /// Reads the server's log and pipeline positions from `/metrics` and `/healthz`.
@@ -441,9 +529,24 @@ impl Probe {
         Ok(response.json().await?)
     }
 
+    /// Ids of profiles to read (a page of them, the probe's among them).
+    async fn profile_ids(&self) -> anyhow::Result<Vec<String>> {
+        let page = self.api("/api/profiles?page[size]=100").await?;
+        let mut ids: Vec<String> = page["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|profile| profile["id"].as_str().map(str::to_owned))
+            .collect();
+        if !ids.contains(&self.profile_id) {
+            ids.push(self.profile_id.clone());
+        }
+        Ok(ids)
+    }
+
     /// Sends a probe every [`PROBE_EVERY`] and watches the feed until stopped.
-    fn start(self) -> RunningProbe {
-        let probe = Arc::new(self);
+    fn start(self: Arc<Self>) -> RunningProbe {
+        let probe = self;
         let acked: Arc<Mutex<BTreeMap<u64, Instant>>> = Arc::default();
         let stop = Arc::new(tokio::sync::Notify::new());
         let sender = {
@@ -509,6 +612,76 @@ impl Probe {
             sender,
             watcher,
         }
+    }
+}
+
+/// Reads profiles by id at a fixed rate (one every [`PROFILE_READ_EVERY`], each read on its
+/// own task so a slow answer does not delay the next), timing each answer.
+struct ProfileReads {
+    stop: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<ProfileReadFigures>,
+}
+
+impl ProfileReads {
+    fn start(probe: Arc<Probe>, ids: Vec<String>) -> ProfileReads {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stopped = Arc::clone(&stop);
+        let task = tokio::spawn(async move {
+            let histogram = Arc::new(Mutex::new(new_histogram()));
+            let errors = Arc::new(AtomicU64::new(0));
+            let mut reads = tokio::task::JoinSet::new();
+            let mut tick = tokio::time::interval(PROFILE_READ_EVERY);
+            let started = Instant::now();
+            for id in ids.iter().cycle() {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped.notified() => break,
+                }
+                let (probe, histogram, errors) = (
+                    Arc::clone(&probe),
+                    Arc::clone(&histogram),
+                    Arc::clone(&errors),
+                );
+                let path = format!("/api/profiles/{id}");
+                reads.spawn(async move {
+                    let sent = Instant::now();
+                    match probe.api(&path).await {
+                        Ok(_) => histogram
+                            .lock()
+                            .expect("histogram lock")
+                            .saturating_record(sent.elapsed().as_micros() as u64),
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            while reads.join_next().await.is_some() {}
+            let histogram = histogram.lock().expect("histogram lock");
+            let ms = |us: u64| us as f64 / 1000.0;
+            ProfileReadFigures {
+                reads: histogram.len(),
+                errors: errors.load(Ordering::Relaxed),
+                per_sec: histogram.len() as f64 / seconds.max(1e-9),
+                p50_ms: ms(histogram.value_at_quantile(0.5)),
+                p99_ms: ms(histogram.value_at_quantile(0.99)),
+                max_ms: ms(histogram.max()),
+            }
+        });
+        ProfileReads { stop, task }
+    }
+
+    async fn stop(self) -> ProfileReadFigures {
+        self.stop.notify_one();
+        self.task.await.unwrap_or(ProfileReadFigures {
+            reads: 0,
+            errors: 0,
+            per_sec: 0.0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            max_ms: 0.0,
+        })
     }
 }
 

@@ -8,10 +8,11 @@ use serde::Serialize;
 use super::load::{thousands, PhaseStats, Sample};
 use super::payload::IdStyle;
 use super::server::CpuUse;
-use crate::cli::IngestBenchArgs;
+use crate::cli::{BenchBackend, IngestBenchArgs};
 
-/// The issue's targets.
+/// The issue's targets: durable ingest on the embedded store, and on PostgreSQL.
 const TARGET_DURABLE_EVENTS_PER_SEC: f64 = 100_000.0;
+const TARGET_POSTGRES_EVENTS_PER_SEC: f64 = 50_000.0;
 const TARGET_SHARE_OF_CEILING: f64 = 0.5;
 const TARGET_P99_MS: f64 = 50.0;
 /// Heap growth from the second tenth of a long run to its last tenth that still counts as
@@ -24,6 +25,8 @@ const BUSY_MACHINE_CORES: f64 = 0.25;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// Where the durable server kept its stores (`None`: a server of `--target`).
+    pub backend: Option<BenchBackend>,
     pub cores: usize,
     pub connections: usize,
     pub batch_size: usize,
@@ -41,7 +44,7 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PhaseReport {
     pub name: String,
     /// Closed-loop connections; absent for the open loop.
@@ -62,7 +65,7 @@ pub struct PhaseReport {
     pub timeline: Vec<Sample>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Latency {
     pub p50: f64,
     pub p90: f64,
@@ -81,7 +84,7 @@ pub struct LogCheck {
 }
 
 /// Resident memory of one server child over its life.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ServerMemory {
     pub server: String,
     pub start_kib: Option<u64>,
@@ -190,8 +193,13 @@ impl Latency {
 }
 
 impl Report {
-    pub fn new(args: &IngestBenchArgs, mean_body_bytes: usize) -> Report {
+    pub fn new(
+        args: &IngestBenchArgs,
+        mean_body_bytes: usize,
+        backend: Option<BenchBackend>,
+    ) -> Report {
         Report {
+            backend,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             connections: args.connections,
             batch_size: args.batch_size,
@@ -209,10 +217,12 @@ impl Report {
         }
     }
 
-    pub fn print_header(&self) {
+    pub fn print_header(&self, backends: &[BenchBackend]) {
+        let names: Vec<&str> = backends.iter().map(|b| backend_name(Some(*b))).collect();
         eprintln!(
-            "signalbox bench ingest: {} cores shared by load generator and server; \
+            "signalbox bench ingest on {}: {} cores shared by load generator and server; \
              POST /v1/batch with {} calls (~{} bytes), {} message ids",
+            names.join(", "),
             self.cores,
             self.batch_size,
             thousands(self.mean_body_bytes as u64),
@@ -256,9 +266,13 @@ impl Report {
         }
         self.targets.clear();
         if let Some(durable) = &self.durable {
+            let target = match self.backend {
+                Some(BenchBackend::Postgres) => TARGET_POSTGRES_EVENTS_PER_SEC,
+                _ => TARGET_DURABLE_EVENTS_PER_SEC,
+            };
             self.targets.push(TargetCheck {
-                target: "durable >= 100,000 events/s".into(),
-                met: durable.events_per_sec >= TARGET_DURABLE_EVENTS_PER_SEC,
+                target: format!("durable >= {} events/s", thousands(target as u64)),
+                met: durable.events_per_sec >= target,
                 measured: format!("{} events/s", thousands(durable.events_per_sec as u64)),
             });
             if let Some(ceiling) = &self.ceiling {
@@ -310,6 +324,7 @@ impl Report {
     pub fn print(&mut self) {
         self.finish();
         println!();
+        println!("backend: {}", backend_name(self.backend));
         println!(
             "{:<22} {:>11} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7}",
             "phase", "events/s", "req/s", "p50 ms", "p99 ms", "p999 ms", "max ms", "errors"
@@ -446,6 +461,56 @@ impl Report {
         for note in &self.notes {
             println!("note: {note}");
         }
+    }
+}
+
+/// The name a report gives a backend.
+pub fn backend_name(backend: Option<BenchBackend>) -> &'static str {
+    match backend {
+        Some(BenchBackend::Embedded) => "embedded",
+        Some(BenchBackend::Postgres) => "postgres",
+        None => "a server of --target",
+    }
+}
+
+/// One line per backend, beside the ceiling of the same run (the reports are printed, so
+/// their ratios are derived).
+pub fn print_side_by_side(reports: &[Report]) {
+    println!();
+    println!("side by side (one run)");
+    println!(
+        "{:<10} {:>16} {:>16} {:>16} {:>18} {:>12}",
+        "backend",
+        "durable events/s",
+        "ceiling events/s",
+        "durable/ceiling",
+        "latency p99 ms",
+        "log check"
+    );
+    for report in reports {
+        let events = |p: &Option<PhaseReport>| {
+            p.as_ref()
+                .map_or("-".to_owned(), |p| thousands(p.events_per_sec as u64))
+        };
+        println!(
+            "{:<10} {:>16} {:>16} {:>16} {:>18} {:>12}",
+            backend_name(report.backend),
+            events(&report.durable),
+            events(&report.ceiling),
+            report
+                .durable_share_of_ceiling
+                .map_or("-".to_owned(), |s| format!("{:.1} %", s * 100.0)),
+            report.latency.as_ref().map_or("-".to_owned(), |l| format!(
+                "{:.1} @ {}/s",
+                l.latency_ms.p99,
+                thousands(l.target_events_per_sec.unwrap_or_default())
+            )),
+            match report.log_check.as_ref().and_then(|c| c.exact) {
+                Some(true) => "exact",
+                Some(false) => "MISMATCH",
+                None => "-",
+            }
+        );
     }
 }
 

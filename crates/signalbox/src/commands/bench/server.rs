@@ -5,8 +5,163 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use signalbox_core::PostgresUrl;
+use signalbox_store::postgres::{connect_pool, PgOptions};
+use signalbox_store::sqlite::SqliteOptions;
+use signalbox_store::{PgStore, SqliteStore, Store};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use crate::cli::BenchBackend;
+
+/// Where one server child keeps its stores: a fresh folder, and on PostgreSQL a fresh
+/// database too. [`ServerStores::remove`] drops the database; the folder goes when dropped.
+pub struct ServerStores {
+    dir: tempfile::TempDir,
+    database: Option<BenchDatabase>,
+}
+
+impl ServerStores {
+    /// Fresh stores on `backend`; `postgres` is the server to make a database on.
+    pub async fn create(
+        backend: BenchBackend,
+        postgres: Option<&PostgresUrl>,
+    ) -> anyhow::Result<ServerStores> {
+        let dir = super::bench_dir()?;
+        let database = match backend {
+            BenchBackend::Embedded => None,
+            BenchBackend::Postgres => {
+                let server = postgres.context("--backends postgres needs --database-url")?;
+                Some(BenchDatabase::create(server).await?)
+            }
+        };
+        Ok(ServerStores { dir, database })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The database's URL, on PostgreSQL.
+    pub fn database_url(&self) -> Option<&PostgresUrl> {
+        self.database.as_ref().map(|d| &d.url)
+    }
+
+    /// Starts `serve` on these stores.
+    pub async fn start(&self, discard: bool) -> anyhow::Result<ServerChild> {
+        ServerChild::start_on(self.dir(), self.database_url(), discard, &[]).await
+    }
+
+    /// Runs this binary with `args` on these stores (a CLI command beside the server), and
+    /// returns its standard output.
+    pub async fn run_command(&self, args: &[&str]) -> anyhow::Result<String> {
+        let exe = std::env::current_exe().context("cannot find this program's path")?;
+        let mut command = tokio::process::Command::new(exe);
+        command.arg("--data-dir").arg(self.dir()).args(args);
+        set_database(&mut command, self.database_url());
+        let output = command
+            .output()
+            .await
+            .with_context(|| format!("cannot run {}", args.join(" ")))?;
+        if !output.status.success() {
+            bail!(
+                "{} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8(output.stdout)?)
+    }
+
+    /// The last sequence number of the call log, read back after the server stopped.
+    pub async fn last_seq(&self) -> anyhow::Result<i64> {
+        match self.database_url() {
+            None => {
+                let store = SqliteStore::open(
+                    self.dir().join("signalbox.db"),
+                    SqliteOptions {
+                        writer: false,
+                        ..SqliteOptions::default()
+                    },
+                )
+                .context("cannot open the benchmark's store")?;
+                Ok(store.last_seq().await?)
+            }
+            Some(url) => {
+                let store = PgStore::connect(
+                    url,
+                    PgOptions {
+                        writer: false,
+                        pool_size: 1,
+                        ..PgOptions::default()
+                    },
+                )
+                .await
+                .context("cannot open the benchmark's store")?;
+                let last = store.last_seq().await;
+                store.shutdown();
+                Ok(last?)
+            }
+        }
+    }
+
+    /// Drops the database (on PostgreSQL) and the folder.
+    pub async fn remove(self) -> anyhow::Result<()> {
+        if let Some(database) = self.database {
+            database.drop_database().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A database of its own for one server child, on the PostgreSQL server of `--database-url`.
+struct BenchDatabase {
+    server: PostgresUrl,
+    url: PostgresUrl,
+}
+
+impl BenchDatabase {
+    async fn create(server: &PostgresUrl) -> anyhow::Result<BenchDatabase> {
+        let name = format!("signalbox_bench_{}", uuid::Uuid::new_v4().simple());
+        let pool = connect_pool(server, 1)?;
+        let client = pool
+            .get()
+            .await
+            .with_context(|| format!("cannot reach {server}"))?;
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .with_context(|| format!("cannot create database {name} on {server}"))?;
+        Ok(BenchDatabase {
+            server: server.clone(),
+            url: server.with_database(&name),
+        })
+    }
+
+    async fn drop_database(self) -> anyhow::Result<()> {
+        let name = self.url.database();
+        let pool = connect_pool(&self.server, 1)?;
+        let client = pool
+            .get()
+            .await
+            .with_context(|| format!("cannot reach {}", self.server))?;
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .with_context(|| format!("cannot drop database {name}"))?;
+        Ok(())
+    }
+}
+
+/// Runs `command` on `database` (PostgreSQL) or else on the files of its `--data-dir`,
+/// whatever the environment names. The URL goes in the environment, not the arguments, so
+/// its password is not on the process list.
+fn set_database(command: &mut Command, database: Option<&PostgresUrl>) {
+    command.env_remove("SIGNALBOX_DATABASE_URL");
+    if let Some(url) = database {
+        command.env("SIGNALBOX_DATABASE_URL", url.expose());
+    }
+}
 
 /// A running `signalbox serve` child. Killed if dropped without [`ServerChild::stop`].
 pub struct ServerChild {
@@ -30,6 +185,16 @@ impl ServerChild {
         discard: bool,
         extra: &[&str],
     ) -> anyhow::Result<ServerChild> {
+        ServerChild::start_on(data_dir, None, discard, extra).await
+    }
+
+    /// [`ServerChild::start_with`] with every store in `database` (PostgreSQL) when given.
+    pub async fn start_on(
+        data_dir: &Path,
+        database: Option<&PostgresUrl>,
+        discard: bool,
+        extra: &[&str],
+    ) -> anyhow::Result<ServerChild> {
         let exe = std::env::current_exe().context("cannot find this program's path")?;
         let log_path = data_dir.join("server.log");
         let log = std::fs::File::create(&log_path)
@@ -41,12 +206,12 @@ impl ServerChild {
             .arg(data_dir)
             .arg("--listen")
             .arg("127.0.0.1:0")
-            .env_remove("SIGNALBOX_DATABASE_URL")
             .env("SIGNALBOX_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
+        set_database(&mut command, database);
         if discard {
             command.arg("--discard");
         }
