@@ -82,10 +82,16 @@ impl Backend {
         self.database.is_some()
     }
 
-    /// Adds `--database-url URL` to `cmd` on PostgreSQL.
-    pub fn apply(&self, cmd: &mut Command) {
-        if let Some(url) = self.database_url() {
-            cmd.arg("--database-url").arg(url);
+    /// `--database-url URL` on PostgreSQL, nothing on the embedded store.
+    pub fn args(&self) -> Vec<String> {
+        match self.database_url() {
+            Some(url) => vec!["--database-url".to_owned(), url],
+            None => Vec::new(),
         }
+    }
+
+    /// Adds [`Backend::args`] to `cmd`.
+    pub fn apply(&self, cmd: &mut Command) {
+        cmd.args(self.args());
     }
 }
