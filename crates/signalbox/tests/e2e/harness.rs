@@ -136,6 +136,24 @@ impl TestEnv {
     }
 }
 
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // On PostgreSQL every store is in the database: nothing is written to the data folder.
+        if self.backend.is_postgres() && !std::thread::panicking() {
+            let left: Vec<_> = std::fs::read_dir(self.data_dir())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|entry| entry.file_name())
+                .collect();
+            assert!(
+                left.is_empty(),
+                "on PostgreSQL the data folder holds {left:?}"
+            );
+        }
+    }
+}
+
 /// What a finished command printed.
 pub struct CliOutput {
     pub status: ExitStatus,
