@@ -2,6 +2,10 @@
 //! (memory stays bounded, other clients keep being answered), SIGTERM with a half-sent request
 //! (the process exits within its deadline, having kept what it acknowledged), and links and
 //! the Tracking API host taken from `--public-url`, never from a forged `Host`.
+//! `SIGNALBOX_TEST_BACKEND=postgres` runs them on PostgreSQL (`common/backend.rs`).
+
+#[path = "common/backend.rs"]
+mod backend;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +18,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+
+use backend::Backend;
 
 const BIN: &str = env!("CARGO_BIN_EXE_signalbox");
 /// How long a server may take to print its banner.
@@ -35,12 +41,13 @@ struct Server {
 }
 
 impl Server {
-    async fn start(data_dir: &Path, args: &[&str]) -> anyhow::Result<Server> {
+    async fn start(data_dir: &Path, backend: &Backend, args: &[&str]) -> anyhow::Result<Server> {
         let log = data_dir.with_extension(format!("{}.log", uuid::Uuid::new_v4().simple()));
         let mut child = Command::new(BIN)
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
+            .args(backend.args())
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("SIGNALBOX_LOG", "info")
@@ -137,10 +144,11 @@ fn raise_open_files() {
     signalbox_server::edge::raise_open_files_limit();
 }
 
-async fn export_ids(data_dir: &Path) -> anyhow::Result<Vec<String>> {
+async fn export_ids(data_dir: &Path, backend: &Backend) -> anyhow::Result<Vec<String>> {
     let output = Command::new(BIN)
         .args(["events", "export", "--data-dir"])
         .arg(data_dir)
+        .args(backend.args())
         .env_remove("SIGNALBOX_DATABASE_URL")
         .stdin(Stdio::null())
         .output()
@@ -169,10 +177,15 @@ async fn export_ids(data_dir: &Path) -> anyhow::Result<Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thousands_of_stalled_bodies_neither_starve_clients_nor_grow_memory() {
     raise_open_files();
+    let backend = Backend::new();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--body-timeout", "20s"])
-        .await
-        .unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &backend,
+        &["--body-timeout", "20s"],
+    )
+    .await
+    .unwrap();
     let client = reqwest::Client::new();
     server.track(&client, "warm-up").await.unwrap();
     let idle_rss = server.rss_kb().unwrap();
@@ -259,8 +272,10 @@ async fn thousands_of_stalled_bodies_neither_starve_clients_nor_grow_memory() {
 async fn sigterm_with_a_half_sent_request_exits_within_the_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let backend = Backend::new();
     let mut server = Server::start(
         &data,
+        &backend,
         &["--shutdown-timeout", "2s", "--body-timeout", "60s"],
     )
     .await
@@ -298,7 +313,7 @@ async fn sigterm_with_a_half_sent_request_exits_within_the_deadline() {
     let log = server.log();
     assert!(log.contains("shutdown deadline passed"), "{log}");
     assert_eq!(
-        export_ids(&data).await.unwrap(),
+        export_ids(&data, &backend).await.unwrap(),
         ["acknowledged-1", "acknowledged-2"]
     );
 }
@@ -310,7 +325,9 @@ async fn sigterm_with_a_half_sent_request_exits_within_the_deadline() {
 async fn links_and_the_api_host_come_from_the_public_url_not_the_host_header() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let backend = Backend::new();
     let api_key = std::process::Command::new(BIN)
+        .args(backend.args())
         .args([
             "api-key",
             "create",
@@ -324,9 +341,13 @@ async fn links_and_the_api_host_come_from_the_public_url_not_the_host_header() {
         .unwrap();
     assert!(api_key.status.success());
     let api_key = String::from_utf8(api_key.stdout).unwrap().trim().to_owned();
-    let server = Server::start(&data, &["--public-url", "https://track.example.com"])
-        .await
-        .unwrap();
+    let server = Server::start(
+        &data,
+        &backend,
+        &["--public-url", "https://track.example.com"],
+    )
+    .await
+    .unwrap();
     let client = reqwest::Client::new();
     let forged = "evil.example";
 

@@ -4,12 +4,18 @@
 //! Needs Python 3 with `tests/klaviyo/requirements.txt` installed
 //! (`python3 -m pip install -r tests/klaviyo/requirements.txt`); `SIGNALBOX_TEST_PYTHON` names
 //! another interpreter (e.g. a virtualenv's). Without them the test fails and says so.
+//! `SIGNALBOX_TEST_BACKEND=postgres` runs them on PostgreSQL (`common/backend.rs`).
+
+#[path = "common/backend.rs"]
+mod backend;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use backend::Backend;
 
 const BIN: &str = env!("CARGO_BIN_EXE_signalbox");
 const STARTUP: Duration = Duration::from_secs(30);
@@ -42,8 +48,10 @@ fn python() -> String {
 }
 
 /// Starts `signalbox serve` on a free port and reads its address and write key from stdout.
-fn start_server(data_dir: &Path) -> Server {
-    let mut child = Command::new(BIN)
+fn start_server(data_dir: &Path, backend: &Backend) -> Server {
+    let mut cmd = Command::new(BIN);
+    backend.apply(&mut cmd);
+    let mut child = cmd
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
@@ -88,8 +96,10 @@ fn start_server(data_dir: &Path) -> Server {
     }
 }
 
-fn create_api_key(data_dir: &Path) -> String {
-    let output = Command::new(BIN)
+fn create_api_key(data_dir: &Path, backend: &Backend) -> String {
+    let mut cmd = Command::new(BIN);
+    backend.apply(&mut cmd);
+    let output = cmd
         .args(["api-key", "create", "klaviyo-sdk-e2e", "--data-dir"])
         .arg(data_dir)
         .output()
@@ -126,9 +136,10 @@ fn check_python_packages() {
 #[test]
 fn klaviyo_python_sdk_over_segment_python_data() {
     check_python_packages();
+    let backend = Backend::new();
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let server = start_server(data_dir.path());
-    let api_key = create_api_key(data_dir.path());
+    let server = start_server(data_dir.path(), &backend);
+    let api_key = create_api_key(data_dir.path(), &backend);
 
     run_script("tests/klaviyo/sdk_e2e.py", &server, &api_key);
     drop(server);
@@ -137,9 +148,10 @@ fn klaviyo_python_sdk_over_segment_python_data() {
 #[test]
 fn klaviyo_python_sdk_templates_crud_and_render() {
     check_python_packages();
+    let backend = Backend::new();
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let server = start_server(data_dir.path());
-    let api_key = create_api_key(data_dir.path());
+    let server = start_server(data_dir.path(), &backend);
+    let api_key = create_api_key(data_dir.path(), &backend);
     run_script("tests/klaviyo/templates_e2e.py", &server, &api_key);
     drop(server);
 }
@@ -148,9 +160,10 @@ fn klaviyo_python_sdk_templates_crud_and_render() {
 #[test]
 fn klaviyo_python_sdk_lists_and_subscriptions() {
     check_python_packages();
+    let backend = Backend::new();
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let server = start_server(data_dir.path());
-    let api_key = create_api_key(data_dir.path());
+    let server = start_server(data_dir.path(), &backend);
+    let api_key = create_api_key(data_dir.path(), &backend);
     run_script("tests/klaviyo/sdk_lists.py", &server, &api_key);
     drop(server);
 }
@@ -160,9 +173,10 @@ fn klaviyo_python_sdk_lists_and_subscriptions() {
 #[test]
 fn klaviyo_python_sdk_segments() {
     check_python_packages();
+    let backend = Backend::new();
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let server = start_server(data_dir.path());
-    let api_key = create_api_key(data_dir.path());
+    let server = start_server(data_dir.path(), &backend);
+    let api_key = create_api_key(data_dir.path(), &backend);
     run_script("tests/klaviyo/sdk_segments.py", &server, &api_key);
     drop(server);
 }
@@ -170,9 +184,10 @@ fn klaviyo_python_sdk_segments() {
 #[test]
 fn klaviyo_python_sdk_flows() {
     check_python_packages();
+    let backend = Backend::new();
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let server = start_server(data_dir.path());
-    let api_key = create_api_key(data_dir.path());
+    let server = start_server(data_dir.path(), &backend);
+    let api_key = create_api_key(data_dir.path(), &backend);
     run_script("tests/klaviyo/flows_e2e.py", &server, &api_key);
     drop(server);
 }

@@ -87,11 +87,25 @@ fn reads_only_local_data(command: &Command) -> bool {
 /// connect) likewise.
 const DEFAULT_LOG_FILTER: &str = "info,fjall=warn,lsm_tree=warn,tokio_postgres=warn";
 
+/// Added to every filter, `SIGNALBOX_LOG=debug` included: the PostgreSQL client logs each
+/// statement's parameters (write keys, key hashes, email addresses) at DEBUG.
+const NEVER_LOGGED: &str = "tokio_postgres=warn";
+
+/// The filter `asked` for (`SIGNALBOX_LOG`, else `RUST_LOG`), or [`DEFAULT_LOG_FILTER`] when
+/// it is missing or invalid; never below [`NEVER_LOGGED`].
+fn log_filter(asked: Option<&str>) -> EnvFilter {
+    asked
+        .and_then(|text| EnvFilter::try_new(text).ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG_FILTER))
+        .add_directive(NEVER_LOGGED.parse().expect("a valid directive"))
+}
+
 /// Logs go to stderr (stdout is for what a command prints: keys, JSON lines).
 pub fn init_tracing(global: &GlobalArgs) {
-    let filter = EnvFilter::try_from_env("SIGNALBOX_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let asked = std::env::var("SIGNALBOX_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok();
+    let filter = log_filter(asked.as_deref());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -229,6 +243,37 @@ pub fn parse_size(text: &str, what: &str) -> anyhow::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `check` (a `tracing::enabled!`) answers under `filter`.
+    fn enabled_under(filter: EnvFilter, check: impl FnOnce() -> bool) -> bool {
+        use tracing_subscriber::layer::SubscriberExt;
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(filter), check)
+    }
+
+    #[test]
+    fn debug_logging_never_shows_the_postgres_client_statements_parameters() {
+        use tracing::Level;
+        for asked in [
+            None,
+            Some("debug"),
+            Some("trace"),
+            Some("tokio_postgres=trace"),
+        ] {
+            let debug = enabled_under(
+                log_filter(asked),
+                || tracing::enabled!(target: "tokio_postgres::query", Level::DEBUG),
+            );
+            assert!(!debug, "{asked:?}");
+            let warn = enabled_under(
+                log_filter(asked),
+                || tracing::enabled!(target: "tokio_postgres::query", Level::WARN),
+            );
+            assert!(warn, "{asked:?}");
+        }
+        let own_debug = || tracing::enabled!(target: "signalbox::commands", Level::DEBUG);
+        assert!(enabled_under(log_filter(Some("debug")), own_debug));
+        assert!(!enabled_under(log_filter(None), own_debug));
+    }
 
     #[test]
     fn sizes_and_timeouts() {

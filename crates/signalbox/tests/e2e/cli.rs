@@ -38,17 +38,21 @@ async fn source_create_prints_only_the_key() {
     );
 
     // What a shell script does: KEY=$(signalbox source create app).
-    let shell = CliOutput::run(
-        Command::new("sh")
-            .args([
-                "-c",
-                r#"KEY=$("$0" --data-dir "$1" source create app) && printf '%s' "$KEY""#,
-                env!("CARGO_BIN_EXE_signalbox"),
-            ])
-            .arg(env.data_dir())
-            .env_remove("SIGNALBOX_DATA_DIR")
-            .stdin(Stdio::null()),
-    );
+    let mut shell = Command::new("sh");
+    shell
+        .args([
+            "-c",
+            r#"KEY=$("$0" --data-dir "$1" source create app) && printf '%s' "$KEY""#,
+            env!("CARGO_BIN_EXE_signalbox"),
+        ])
+        .arg(env.data_dir())
+        .env_remove("SIGNALBOX_DATA_DIR")
+        .env_remove("SIGNALBOX_DATABASE_URL")
+        .stdin(Stdio::null());
+    if let Some(url) = env.database_url() {
+        shell.env("SIGNALBOX_DATABASE_URL", url);
+    }
+    let shell = CliOutput::run(&mut shell);
     assert!(shell.status.success(), "{}", shell.describe());
     let app_key = shell.stdout;
 
@@ -489,7 +493,7 @@ async fn events_tail_follows_calls_sent_after_it_started() {
 
 #[tokio::test]
 async fn an_unreachable_postgres_database_fails_with_a_clear_message() {
-    let env = TestEnv::new();
+    let env = TestEnv::embedded();
     // Nothing listens on port 1; the password must never be printed.
     let url = "postgres://signalbox:hunter2@127.0.0.1:1/signalbox";
     for (args, what) in [
@@ -528,6 +532,9 @@ async fn an_unreachable_postgres_database_fails_with_a_clear_message() {
 #[tokio::test]
 async fn data_dir_and_listen_can_come_from_the_environment() {
     let env = TestEnv::new();
+    if env.embedded_only("the store is the data folder SIGNALBOX_DATA_DIR names") {
+        return;
+    }
     let mut cmd = signalbox();
     cmd.arg("serve")
         .env("SIGNALBOX_DATA_DIR", env.data_dir())

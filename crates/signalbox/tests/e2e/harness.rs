@@ -1,5 +1,9 @@
 //! Runs the built `signalbox` binary: a server on a free port over a temporary data folder, and
 //! CLI commands against the same folder.
+//!
+//! With `SIGNALBOX_TEST_BACKEND=postgres` (and `SIGNALBOX_TEST_DATABASE_URL` naming a server)
+//! every [`TestEnv`] also gets a fresh PostgreSQL database, and its commands and servers run
+//! with `--database-url` on it: the same tests then check the PostgreSQL backend.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -10,6 +14,8 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 use tempfile::TempDir;
+
+pub use crate::backend::{embedded_only, Backend};
 
 /// How long a server may take to print its banner.
 const STARTUP: Duration = Duration::from_secs(30);
@@ -38,16 +44,39 @@ pub fn signalbox() -> Command {
     cmd
 }
 
-/// A temporary data folder shared by a server and CLI commands.
+/// A temporary data folder shared by a server and CLI commands, and on a PostgreSQL run a
+/// fresh database they all use.
 pub struct TestEnv {
+    backend: Backend,
     dir: TempDir,
 }
 
 impl TestEnv {
+    /// An environment on the backend this run tests (see [`crate::backend::on_postgres`]).
     pub fn new() -> TestEnv {
         TestEnv {
+            backend: Backend::new(),
             dir: tempfile::tempdir().expect("create a temporary folder"),
         }
+    }
+
+    /// An environment on the embedded store whatever the run, for tests that give
+    /// `--database-url` themselves.
+    pub fn embedded() -> TestEnv {
+        TestEnv {
+            backend: Backend::embedded(),
+            dir: tempfile::tempdir().expect("create a temporary folder"),
+        }
+    }
+
+    /// The PostgreSQL URL this environment's commands run on, if any.
+    pub fn database_url(&self) -> Option<String> {
+        self.backend.database_url()
+    }
+
+    /// [`embedded_only`] for a test on this environment.
+    pub fn embedded_only(&self, why: &str) -> bool {
+        self.backend.is_postgres() && embedded_only(why)
     }
 
     /// A scratch folder that is removed with the environment.
@@ -59,10 +88,12 @@ impl TestEnv {
         self.dir.path().join("data")
     }
 
-    /// `signalbox --data-dir DATA` with no subcommand yet.
+    /// `signalbox --data-dir DATA` (and `--database-url URL` on PostgreSQL) with no
+    /// subcommand yet.
     pub fn command(&self) -> Command {
         let mut cmd = signalbox();
         cmd.arg("--data-dir").arg(self.data_dir());
+        self.backend.apply(&mut cmd);
         cmd
     }
 
@@ -102,6 +133,24 @@ impl TestEnv {
     pub fn create_source(&self, name: &str) -> String {
         let stdout = self.cli_ok(&["source", "create", name]);
         stdout.trim_end_matches('\n').to_owned()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // On PostgreSQL every store is in the database: nothing is written to the data folder.
+        if self.backend.is_postgres() && !std::thread::panicking() {
+            let left: Vec<_> = std::fs::read_dir(self.data_dir())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|entry| entry.file_name())
+                .collect();
+            assert!(
+                left.is_empty(),
+                "on PostgreSQL the data folder holds {left:?}"
+            );
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! End-to-end tests: the built `signalbox` binary, driven as a process, with real Segment
 //! client libraries (server-side ones and analytics.js in headless Chromium) and the CLI.
 
+#[path = "../common/backend.rs"]
+mod backend;
 mod browser;
 mod cli;
 #[path = "../common/cli_json.rs"]

@@ -39,7 +39,7 @@ async fn two_servers_on_one_postgres_database_share_keys_and_profiles() {
         return;
     };
     let url = db.url().expose().to_owned();
-    let env = TestEnv::new();
+    let env = TestEnv::embedded();
     // An API key made by the CLI on the database, before any server runs.
     let key = env.cli_ok(&["--database-url", &url, "api-key", "create", "reader"]);
     let key = key.trim();
@@ -62,7 +62,7 @@ async fn two_servers_on_one_postgres_database_share_keys_and_profiles() {
     first.stop();
     // Another server on the same database (a node taking over): same default source and
     // profile, nothing local.
-    let elsewhere = TestEnv::new();
+    let elsewhere = TestEnv::embedded();
     let second = serve_on(&elsewhere, &url);
     assert_eq!(second.write_key, write_key);
     wait_for_profile(&second, key).await;
@@ -90,7 +90,7 @@ async fn the_offline_commands_run_on_a_postgres_database() {
         return;
     };
     let url = db.url().expose().to_owned();
-    let env = TestEnv::new();
+    let env = TestEnv::embedded();
     let key = cli_ok_on(&env, &url, &["api-key", "create", "reader"]);
     let key = key.trim();
     let server = serve_on(&env, &url);
