@@ -13,6 +13,7 @@ mod flows;
 mod harness;
 mod lists;
 mod mail;
+mod migrate;
 mod outbound;
 mod postgres;
 mod quarantine;
