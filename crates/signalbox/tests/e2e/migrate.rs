@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use signalbox_store::postgres::testing::TestDatabase;
 
+use crate::cli_json::assert_documented;
 use crate::harness::*;
 
 /// `tests/klaviyo/migrate_e2e.py MODE` against `server`; its stdout.
@@ -123,7 +124,7 @@ async fn migrate_copies_a_stopped_installation_into_postgres_and_refuses_a_secon
 
     let out = migrate(&env, &url);
     assert!(out.status.success(), "{}", out.describe());
-    let copied = counts(&out.stdout);
+    let mut copied = counts(&out.stdout);
     for (table, at_least) in [
         ("sources", 1),
         ("write_keys", 1),
@@ -149,6 +150,25 @@ async fn migrate_copies_a_stopped_installation_into_postgres_and_refuses_a_secon
         assert!(rows >= at_least, "{table}: {rows} rows\n{}", out.stdout);
     }
     assert_eq!(copied["flows_runs"], 1, "{}", out.stdout);
+
+    // `--json` says the same, as docs/cli-json.md describes (into a second database).
+    let other = TestDatabase::create().await.expect("a second database");
+    let json = CliOutput::run(
+        signalbox()
+            .args(["migrate", "--json", "--from"])
+            .arg(env.data_dir())
+            .args(["--to", other.url().expose()]),
+    );
+    assert!(json.status.success(), "{}", json.describe());
+    let lines = json_lines(&json.stdout);
+    assert_eq!(lines.len(), 1, "{}", json.stdout);
+    assert_documented("migrate --json", &lines[0]);
+    let tables: BTreeMap<String, u64> =
+        serde_json::from_value(lines[0]["tables"].clone()).expect("rows per table");
+    let total = copied.remove("total").expect("a total line");
+    assert_eq!(tables, copied);
+    assert_eq!(lines[0]["total"], total);
+    drop(other);
 
     // Into a database that holds data: refused, and nothing changes (checked below).
     let again = migrate(&env, &url);
