@@ -118,3 +118,75 @@ fn cell(value: ValueRef<'_>) -> Cell {
         ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+    use signalbox_store::postgres::testing::TestDatabase;
+
+    use super::*;
+    use crate::model::{DeliveryRecord, Position};
+    use crate::store::conformance::webhook;
+    use crate::store::{Commit, SqliteSyncStore, SyncStore};
+
+    fn record(at: Timestamp, body: &str) -> DeliveryRecord {
+        DeliveryRecord {
+            id: 0,
+            destination: String::new(),
+            at,
+            method: "POST".into(),
+            url: "https://hooks.example.com/in".into(),
+            request_headers: vec![("content-type".into(), "application/json".into())],
+            request_body: body.into(),
+            status: Some(200),
+            response_body: Some("ok".into()),
+            error: None,
+            duration_ms: 1.5,
+            items: 1,
+            outcome: crate::model::DeliveryOutcome::Delivered,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_destination_keeps_its_cursor_counters_and_records() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sync.db");
+        let at: Timestamp = "2026-02-03T04:05:06.789012Z".parse().unwrap();
+        let sqlite = SqliteSyncStore::open(&path).unwrap();
+        let created = sqlite.create(webhook("hook"), at).await.unwrap();
+        let commit = Commit {
+            cursor: Some(Position { seq: 17, n: 2 }),
+            delivered: 3,
+            record: Some(record(at, "first")),
+            error: Some(Some("timed out".into())),
+            at: Some(at),
+            ..Commit::default()
+        };
+        sqlite.commit(&created.id, commit).await.unwrap();
+        let progress = sqlite.progress(&created.id).await.unwrap();
+        let records = sqlite.deliveries("hook", 10).await.unwrap();
+        drop(sqlite);
+
+        migrate_to_postgres(&path, db.url(), &|_, _| {})
+            .await
+            .unwrap();
+        let pg = PgSyncStore::connect(db.url()).await.unwrap();
+        assert_eq!(pg.get("hook").await.unwrap(), created);
+        assert_eq!(pg.progress(&created.id).await.unwrap(), progress);
+        assert_eq!(pg.deliveries("hook", 10).await.unwrap(), records);
+        // Records made after the copy get new ids.
+        let commit = Commit {
+            record: Some(record(at, "second")),
+            ..Commit::default()
+        };
+        pg.commit(&created.id, commit).await.unwrap();
+        let after = pg.deliveries("hook", 10).await.unwrap();
+        assert_eq!(after.len(), 2);
+        assert!(after
+            .iter()
+            .any(|r| r.id > records[0].id && r.request_body == "second"));
+    }
+}
