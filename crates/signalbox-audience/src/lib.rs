@@ -33,6 +33,7 @@ pub mod model;
 pub mod postgres;
 pub mod sqlite;
 pub mod store;
+mod to_postgres;
 mod worker;
 
 use std::collections::HashMap;
@@ -55,6 +56,7 @@ pub use model::*;
 pub use postgres::PgAudienceStore;
 pub use sqlite::SqliteAudienceStore;
 pub use store::{AudienceStore, AudienceWriter, SegmentKey};
+pub use to_postgres::migrate_to_postgres;
 use worker::{Command, Worker};
 
 pub(crate) fn ts(us: i64) -> Timestamp {

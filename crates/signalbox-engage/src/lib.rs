@@ -69,6 +69,7 @@ pub mod settings;
 pub use apply::builtin::{BuiltinEventInput, BuiltinMetric};
 pub use apply::BatchReport;
 pub use apply::EntryFault;
+pub use db::to_postgres::{lock_writer, migrate_to_postgres, WriterLock};
 pub use engine::{
     rebuild, rebuild_postgres, rebuild_with_fault, Engage, EngageConfig, DEFAULT_HOLD_WINDOW,
 };

@@ -59,6 +59,7 @@ pub mod templates;
 mod actions;
 mod pg_store;
 mod store;
+mod to_postgres;
 mod worker;
 
 pub use actions::{sign_webhook, IDEMPOTENCY_HEADER, SIGNATURE_HEADER};
@@ -76,4 +77,5 @@ pub use flow_store::{FlowChange, FlowStore, FlowWriter, NewFlow};
 pub use model::*;
 pub use pg_store::PgFlowStore;
 pub use store::Db as SqliteFlowStore;
+pub use to_postgres::migrate_to_postgres;
 pub use worker::{CONVERSION_METRICS, CONVERSION_WINDOW};

@@ -36,6 +36,7 @@ pub mod segment;
 pub mod telemetry;
 pub mod templates;
 pub mod test_clock;
+pub mod to_postgres;
 pub mod tracking;
 
 pub use app::{AppState, Application, Engine, ServerConfig, ServerError};

@@ -46,4 +46,4 @@ pub use engine::{Feeds, Sync, SyncConfig, SyncDeps};
 pub use error::{SyncError, SyncResult};
 pub use feed::{CallFeed, OutboxFeed};
 pub use model::*;
-pub use store::{PgSyncStore, SqliteSyncStore, SyncStore};
+pub use store::{migrate_to_postgres, PgSyncStore, SqliteSyncStore, SyncStore};

@@ -118,6 +118,23 @@ pub enum Command {
     /// keeps it (`serve --retain-log`). Works whether the server runs or not.
     #[command(subcommand)]
     Storage(StorageCommand),
+    /// Copy a stopped embedded installation (its data folder: the call log, keys, profiles,
+    /// lists, segments, flows, destinations, templates, console accounts, the link secret)
+    /// into an empty PostgreSQL database, for `serve --database-url postgres://…`.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The data folder of the installation to copy; its server must be stopped.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The PostgreSQL database to copy into (`postgres://…`); it must hold no Signalbox data.
+    #[arg(long, env = "SIGNALBOX_MIGRATE_TO")]
+    pub to: String,
+    /// Print the rows copied as one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,6 +16,7 @@ mod limit;
 mod password;
 mod postgres;
 mod sqlite;
+mod to_postgres;
 mod token;
 
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,7 @@ pub use limit::{RateLimit, ADDRESS_FAILURES, EMAIL_FAILURES, FAILURE_WINDOW};
 pub use password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
 pub use postgres::PgAccountStore;
 pub use sqlite::SqliteAccountStore;
+pub use to_postgres::migrate_to_postgres;
 pub use token::TokenDigest;
 pub(crate) use token::{random_token, well_formed as token_well_formed};
 

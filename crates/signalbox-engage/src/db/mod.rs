@@ -17,6 +17,7 @@ mod query;
 pub(crate) mod reader;
 pub(crate) mod rows;
 pub(crate) mod schema;
+pub(crate) mod to_postgres;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

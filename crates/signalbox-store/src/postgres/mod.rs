@@ -5,6 +5,7 @@
 //! writer per node ([`writer`]), which commits queued requests in groups with one multi-row
 //! statement per table; a 200 is answered only after PostgreSQL committed the group.
 
+pub mod copy;
 pub mod schema;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

@@ -2,9 +2,11 @@
 
 mod checkpoint;
 pub use checkpoint::Checkpointer;
+pub use to_postgres::migrate_to_postgres;
 mod dedupe;
 mod index_thread;
 mod schema;
+mod to_postgres;
 mod trim;
 mod writer;
 

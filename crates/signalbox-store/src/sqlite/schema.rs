@@ -102,6 +102,11 @@ pub(crate) enum MigrateError {
     TooNew { found: usize, known: usize },
 }
 
+/// The schema version this build brings a file to.
+pub(crate) fn known_version() -> usize {
+    MIGRATIONS.len()
+}
+
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
     let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > MIGRATIONS.len() {

@@ -6,9 +6,11 @@
 pub mod conformance;
 mod postgres;
 mod sqlite;
+mod to_postgres;
 
 pub use postgres::PgSyncStore;
 pub use sqlite::SqliteSyncStore;
+pub use to_postgres::migrate_to_postgres;
 
 use async_trait::async_trait;
 use jiff::Timestamp;

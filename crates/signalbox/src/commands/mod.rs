@@ -8,6 +8,7 @@ mod engage;
 mod events;
 mod flow;
 mod list;
+mod migrate;
 mod output;
 pub mod private;
 mod segment;
@@ -52,6 +53,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => bench::run(&cli.global, cmd).await,
         Command::Admin(cmd) => admin::run(&cli.global, cmd).await,
         Command::Storage(cmd) => storage::run(&cli.global, cmd).await,
+        Command::Migrate(args) => migrate::run(args).await,
     }
 }
 
@@ -68,7 +70,8 @@ fn reads_only_local_data(command: &Command) -> bool {
         | Command::List(_)
         | Command::Flow(_)
         | Command::Segment(_)
-        | Command::Bench(_) => false,
+        | Command::Bench(_)
+        | Command::Migrate(_) => false,
         Command::Engage(EngageCommand::Quarantine(args)) => args.command.is_none(),
         Command::Source(cmd) => !matches!(cmd, SourceCommand::Create { .. }),
         Command::ApiKey(cmd) => !matches!(cmd, ApiKeyCommand::Create { .. }),

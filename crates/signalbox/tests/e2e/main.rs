@@ -15,6 +15,7 @@ mod flows;
 mod harness;
 mod lists;
 mod mail;
+mod migrate;
 mod outbound;
 mod postgres;
 mod quarantine;

@@ -1,0 +1,217 @@
+//! `signalbox migrate`'s part for segments: `audience.db` copied into PostgreSQL's `audience_*`
+//! tables, the feed cursor and every segment's members and history included.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+use signalbox_core::PostgresUrl;
+use signalbox_store::postgres::copy::{
+    copy_tables, Cell, CopyError, EmbeddedTables, RowChunks, TableMap, Target,
+};
+
+use crate::error::AudienceError;
+use crate::postgres::PgAudienceStore;
+
+/// The embedded tables and where they go.
+const TABLES: &[TableMap] = &[
+    TableMap::renamed("meta", "audience_meta"),
+    TableMap::renamed("segments", "audience_segments"),
+    TableMap::renamed("members", "audience_members"),
+    TableMap::renamed("schedule", "audience_schedule"),
+    TableMap::renamed("history", "audience_history"),
+];
+
+/// Copies the segments at `from` (a stopped installation's `audience.db`, opened read-only;
+/// absent: nothing to copy) into the empty database at `to`. Returns the rows copied per table.
+pub async fn migrate_to_postgres(
+    from: &Path,
+    to: &PostgresUrl,
+    progress: &dyn Fn(&str, u64),
+) -> Result<Vec<(String, u64)>, AudienceError> {
+    if !from.exists() {
+        return Ok(TABLES.iter().map(|t| (t.to.to_owned(), 0)).collect());
+    }
+    drop(PgAudienceStore::connect(to, 1).await?);
+    let target = Target::connect(to).await.map_err(copy_error)?;
+    let source = SqliteTables {
+        path: from.to_owned(),
+    };
+    let counts = copy_tables(&source, &target, TABLES, progress)
+        .await
+        .map_err(copy_error)?;
+    Ok(counts)
+}
+
+fn copy_error(err: CopyError) -> AudienceError {
+    AudienceError::Db(err.to_string())
+}
+
+/// A file of this crate's, read-only: the embedded side of the copy.
+struct SqliteTables {
+    path: PathBuf,
+}
+
+fn open_read_only(path: &Path) -> Result<Connection, String> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("cannot open {}: {e}", path.display()))
+}
+
+impl EmbeddedTables for SqliteTables {
+    fn columns(&self, table: &str) -> Result<Vec<String>, String> {
+        let conn = open_read_only(&self.path)?;
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info(?1)")
+            .map_err(|e| e.to_string())?;
+        let names = stmt
+            .query_map([table], |r| r.get(0))
+            .map_err(|e| e.to_string())?
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(|e| e.to_string())?;
+        Ok(names)
+    }
+
+    fn rows(&self, select: String, width: usize) -> RowChunks {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let path = self.path.clone();
+        std::thread::spawn(move || {
+            let read = || -> Result<(), String> {
+                let conn = open_read_only(&path)?;
+                let mut stmt = conn.prepare(&select).map_err(|e| e.to_string())?;
+                let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
+                let mut chunk = Vec::new();
+                while let Some(row) = rows.next().map_err(|e| e.to_string())? {
+                    let mut cells = Vec::with_capacity(width);
+                    for i in 0..width {
+                        cells.push(cell(row.get_ref(i).map_err(|e| e.to_string())?));
+                    }
+                    chunk.push(cells);
+                    if chunk.len() == 1_000
+                        && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = tx.blocking_send(Ok(chunk));
+                }
+                Ok(())
+            };
+            if let Err(err) = read() {
+                let _ = tx.blocking_send(Err(err));
+            }
+        });
+        rx
+    }
+}
+
+fn cell(value: ValueRef<'_>) -> Cell {
+    match value {
+        ValueRef::Null => Cell::Null,
+        ValueRef::Integer(v) => Cell::Int(v),
+        ValueRef::Real(v) => Cell::Real(v),
+        ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use jiff::Timestamp;
+    use serde_json::json;
+    use signalbox_engage::ProfileKey;
+    use signalbox_store::postgres::testing::TestDatabase;
+
+    use super::*;
+    use crate::sqlite::SqliteAudienceStore;
+    use crate::store::{AudienceStore, NewChange, NewSegment};
+
+    fn change<'a>(
+        segment: crate::store::SegmentKey,
+        profile: i64,
+        entered: bool,
+        cause: &'a serde_json::Value,
+        at: Timestamp,
+    ) -> NewChange<'a> {
+        NewChange {
+            segment,
+            segment_id: "AAAAAA",
+            version: 1,
+            profile: ProfileKey(profile),
+            profile_id: "p",
+            entered,
+            at,
+            cause,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn segments_members_and_history_come_over_and_the_history_goes_on() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audience.db");
+        let at: Timestamp = "2026-05-06T07:08:09Z".parse().unwrap();
+        let definition = json!({"condition_groups": [{"conditions": [
+            {"type": "profile-property", "property": "properties['Plan']",
+             "filter": {"type": "string", "operator": "equals", "value": "pro"}}]}]});
+        let cause = json!({"trigger": "profile"});
+        let (segment, changes) = {
+            let sqlite = SqliteAudienceStore::open(&path).unwrap();
+            let writer = sqlite.writer().unwrap();
+            let key = writer
+                .insert_segment(&NewSegment {
+                    id: "AAAAAA",
+                    name: "Pros",
+                    definition: &definition,
+                    is_starred: true,
+                    now: at,
+                })
+                .unwrap();
+            writer
+                .record_change(&change(key, 7, true, &cause, at))
+                .unwrap();
+            writer
+                .record_change(&change(key, 8, true, &cause, at))
+                .unwrap();
+            writer
+                .record_change(&change(key, 7, false, &cause, at))
+                .unwrap();
+            (
+                sqlite.segment("AAAAAA").unwrap().unwrap(),
+                sqlite.changes_after(0, 10).unwrap(),
+            )
+        };
+
+        migrate_to_postgres(&path, db.url(), &|_, _| {})
+            .await
+            .unwrap();
+        let pg = Arc::new(PgAudienceStore::connect(db.url(), 2).await.unwrap());
+        // The store's reads wait on the runtime: they run on a blocking thread.
+        tokio::task::spawn_blocking(move || {
+            let cause = json!({"trigger": "profile"});
+            assert_eq!(pg.segment("AAAAAA").unwrap().unwrap(), segment);
+            assert_eq!(pg.changes_after(0, 10).unwrap(), changes);
+            let key = pg.segment_key("AAAAAA").unwrap().unwrap();
+            assert_eq!(pg.member_count(key).unwrap(), 1);
+            assert_eq!(pg.joined(key, ProfileKey(8)).unwrap(), Some(at));
+            let writer = pg.writer().unwrap();
+            writer.begin().unwrap();
+            writer
+                .record_change(&change(key, 9, true, &cause, at))
+                .unwrap();
+            writer.commit().unwrap();
+            let after = pg.changes_after(changes[2].cursor, 10).unwrap();
+            assert_eq!(after.len(), 1);
+            assert!(after[0].cursor > changes[2].cursor);
+        })
+        .await
+        .unwrap();
+    }
+}

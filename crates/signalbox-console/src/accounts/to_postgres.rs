@@ -1,0 +1,208 @@
+//! `signalbox migrate`'s part for the console: `console.db` copied into PostgreSQL's `console_*`
+//! tables, so accounts sign in with the same passwords. Times are milliseconds there and
+//! microseconds for the copy.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+use signalbox_core::PostgresUrl;
+use signalbox_store::postgres::copy::{
+    copy_tables, Cell, CopyError, EmbeddedTables, RowChunks, TableMap, Target,
+};
+
+use super::{AccountError, PgAccountStore};
+
+/// The embedded tables and where they go.
+const TABLES: &[TableMap] = &[
+    TableMap {
+        from: "accounts",
+        to: "console_accounts",
+        exprs: &[("created", "created * 1000")],
+    },
+    TableMap {
+        from: "sessions",
+        to: "console_sessions",
+        exprs: &[
+            ("created", "created * 1000"),
+            ("last_seen", "last_seen * 1000"),
+        ],
+    },
+    TableMap {
+        from: "setup_tokens",
+        to: "console_setup_tokens",
+        exprs: &[("expires", "expires * 1000"), ("used", "used * 1000")],
+    },
+];
+
+/// Copies the accounts, sessions and setup tokens at `from` (a stopped installation's
+/// `console.db`, opened read-only; absent: nothing to copy) into the empty database at `to`.
+/// Returns the rows copied per table.
+pub async fn migrate_to_postgres(
+    from: &Path,
+    to: &PostgresUrl,
+    progress: &dyn Fn(&str, u64),
+) -> Result<Vec<(String, u64)>, AccountError> {
+    if !from.exists() {
+        return Ok(TABLES.iter().map(|t| (t.to.to_owned(), 0)).collect());
+    }
+    drop(PgAccountStore::connect(to).await?);
+    let target = Target::connect(to).await.map_err(copy_error)?;
+    let source = SqliteTables {
+        path: from.to_owned(),
+    };
+    let counts = copy_tables(&source, &target, TABLES, progress)
+        .await
+        .map_err(copy_error)?;
+    Ok(counts)
+}
+
+fn copy_error(err: CopyError) -> AccountError {
+    AccountError::Store(err.to_string())
+}
+
+/// A file of this crate's, read-only: the embedded side of the copy.
+struct SqliteTables {
+    path: PathBuf,
+}
+
+fn open_read_only(path: &Path) -> Result<Connection, String> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("cannot open {}: {e}", path.display()))
+}
+
+impl EmbeddedTables for SqliteTables {
+    fn columns(&self, table: &str) -> Result<Vec<String>, String> {
+        let conn = open_read_only(&self.path)?;
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info(?1)")
+            .map_err(|e| e.to_string())?;
+        let names = stmt
+            .query_map([table], |r| r.get(0))
+            .map_err(|e| e.to_string())?
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(|e| e.to_string())?;
+        Ok(names)
+    }
+
+    fn rows(&self, select: String, width: usize) -> RowChunks {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let path = self.path.clone();
+        std::thread::spawn(move || {
+            let read = || -> Result<(), String> {
+                let conn = open_read_only(&path)?;
+                let mut stmt = conn.prepare(&select).map_err(|e| e.to_string())?;
+                let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
+                let mut chunk = Vec::new();
+                while let Some(row) = rows.next().map_err(|e| e.to_string())? {
+                    let mut cells = Vec::with_capacity(width);
+                    for i in 0..width {
+                        cells.push(cell(row.get_ref(i).map_err(|e| e.to_string())?));
+                    }
+                    chunk.push(cells);
+                    if chunk.len() == 1_000
+                        && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = tx.blocking_send(Ok(chunk));
+                }
+                Ok(())
+            };
+            if let Err(err) = read() {
+                let _ = tx.blocking_send(Err(err));
+            }
+        });
+        rx
+    }
+}
+
+fn cell(value: ValueRef<'_>) -> Cell {
+    match value {
+        ValueRef::Null => Cell::Null,
+        ValueRef::Integer(v) => Cell::Int(v),
+        ValueRef::Real(v) => Cell::Real(v),
+        ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+    use signalbox_store::postgres::testing::TestDatabase;
+
+    use super::super::{AccountStore, SqliteAccountStore, TokenDigest};
+    use super::*;
+
+    #[tokio::test]
+    async fn accounts_and_sessions_keep_their_hashes_and_times() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.db");
+        let created: Timestamp = "2026-03-04T05:06:07.123Z".parse().unwrap();
+        let seen: Timestamp = "2026-03-05T00:00:00.5Z".parse().unwrap();
+        let session = TokenDigest::of("session token");
+        {
+            let sqlite = SqliteAccountStore::open(&path).unwrap();
+            sqlite
+                .create_account("ops@example.com", "$argon2id$hash", created)
+                .await
+                .unwrap();
+            sqlite
+                .create_session(&session, "ops@example.com", "csrf", created)
+                .await
+                .unwrap();
+            sqlite.touch_session(&session, seen).await.unwrap();
+        }
+
+        let counts = migrate_to_postgres(&path, db.url(), &|_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            counts,
+            [
+                ("console_accounts".to_owned(), 1),
+                ("console_sessions".to_owned(), 1),
+                ("console_setup_tokens".to_owned(), 0),
+            ]
+        );
+        let pg = PgAccountStore::connect(db.url()).await.unwrap();
+        let accounts = pg.accounts().await.unwrap();
+        assert_eq!(accounts.len(), 1);
+        assert_eq!(accounts[0].email, "ops@example.com");
+        assert_eq!(accounts[0].created, created);
+        assert_eq!(
+            pg.password_hash("ops@example.com")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("$argon2id$hash")
+        );
+        let record = pg.session(&session).await.unwrap().unwrap();
+        assert_eq!(
+            (record.email.as_str(), record.csrf.as_str()),
+            ("ops@example.com", "csrf")
+        );
+        assert_eq!((record.created, record.last_seen), (created, seen));
+    }
+
+    #[tokio::test]
+    async fn no_file_copies_nothing() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let counts = migrate_to_postgres(&dir.path().join("console.db"), db.url(), &|_, _| {})
+            .await
+            .unwrap();
+        assert!(counts.iter().all(|(_, rows)| *rows == 0), "{counts:?}");
+    }
+}

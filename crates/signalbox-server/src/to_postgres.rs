@@ -1,0 +1,203 @@
+//! `signalbox migrate`'s part for the server's own stores: email templates (`templates.db`)
+//! and the double opt-in ledger (`confirmations.db`) copied into PostgreSQL.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+use signalbox_core::PostgresUrl;
+use signalbox_store::postgres::copy::{
+    copy_tables, Cell, CopyError, EmbeddedTables, RowChunks, TableMap, Target,
+};
+use signalbox_store::StoreError;
+
+use crate::confirmations::PgConfirmations;
+use crate::templates::PgTemplates;
+
+/// Templates; times are microseconds there, instants on PostgreSQL.
+const TEMPLATES: &[TableMap] = &[TableMap {
+    from: "templates",
+    to: "templates",
+    exprs: &[("created", "created_us"), ("updated", "updated_us")],
+}];
+
+/// The confirmation mailer's cursor and the changes it mailed.
+const CONFIRMATIONS: &[TableMap] = &[
+    TableMap::renamed("cursor", "confirmation_cursor"),
+    TableMap::renamed("sends", "confirmation_sends"),
+];
+
+/// Copies the templates at `templates` and the ledger at `confirmations` (a stopped
+/// installation's `templates.db` and `confirmations.db`, opened read-only; an absent file has
+/// nothing to copy) into the empty database at `to`. Returns the rows copied per table.
+pub async fn migrate_to_postgres(
+    templates: &Path,
+    confirmations: &Path,
+    to: &PostgresUrl,
+    progress: &dyn Fn(&str, u64),
+) -> Result<Vec<(String, u64)>, CopyError> {
+    drop(PgTemplates::connect(to).await.map_err(internal)?);
+    drop(PgConfirmations::connect(to).await.map_err(internal)?);
+    let target = Target::connect(to).await?;
+    let mut counts = Vec::new();
+    for (path, tables) in [(templates, TEMPLATES), (confirmations, CONFIRMATIONS)] {
+        if path.exists() {
+            let source = SqliteTables {
+                path: path.to_owned(),
+            };
+            counts.extend(copy_tables(&source, &target, tables, progress).await?);
+        } else {
+            counts.extend(tables.iter().map(|t| (t.to.to_owned(), 0)));
+        }
+    }
+    Ok(counts)
+}
+
+fn internal(err: impl std::fmt::Display) -> CopyError {
+    CopyError::Store(StoreError::Internal(err.to_string()))
+}
+
+/// A file of this crate's, read-only: the embedded side of the copy.
+struct SqliteTables {
+    path: PathBuf,
+}
+
+fn open_read_only(path: &Path) -> Result<Connection, String> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("cannot open {}: {e}", path.display()))
+}
+
+impl EmbeddedTables for SqliteTables {
+    fn columns(&self, table: &str) -> Result<Vec<String>, String> {
+        let conn = open_read_only(&self.path)?;
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info(?1)")
+            .map_err(|e| e.to_string())?;
+        let names = stmt
+            .query_map([table], |r| r.get(0))
+            .map_err(|e| e.to_string())?
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(|e| e.to_string())?;
+        Ok(names)
+    }
+
+    fn rows(&self, select: String, width: usize) -> RowChunks {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let path = self.path.clone();
+        std::thread::spawn(move || {
+            let read = || -> Result<(), String> {
+                let conn = open_read_only(&path)?;
+                let mut stmt = conn.prepare(&select).map_err(|e| e.to_string())?;
+                let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
+                let mut chunk = Vec::new();
+                while let Some(row) = rows.next().map_err(|e| e.to_string())? {
+                    let mut cells = Vec::with_capacity(width);
+                    for i in 0..width {
+                        cells.push(cell(row.get_ref(i).map_err(|e| e.to_string())?));
+                    }
+                    chunk.push(cells);
+                    if chunk.len() == 1_000
+                        && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = tx.blocking_send(Ok(chunk));
+                }
+                Ok(())
+            };
+            if let Err(err) = read() {
+                let _ = tx.blocking_send(Err(err));
+            }
+        });
+        rx
+    }
+}
+
+fn cell(value: ValueRef<'_>) -> Cell {
+    match value {
+        ValueRef::Null => Cell::Null,
+        ValueRef::Integer(v) => Cell::Int(v),
+        ValueRef::Real(v) => Cell::Real(v),
+        ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+    use signalbox_store::postgres::testing::TestDatabase;
+
+    use super::*;
+    use crate::confirmations::{ConfirmationLedger, SqliteConfirmations};
+    use crate::templates::{
+        SqliteTemplates, Template, TemplateFilter, TemplateRecords, TemplateSort,
+    };
+
+    fn template(id: &str, created: &str) -> Template {
+        let at: Timestamp = created.parse().unwrap();
+        Template {
+            id: id.to_owned(),
+            name: format!("Welcome {id}"),
+            editor_type: "CODE".to_owned(),
+            html: "<p>Hi</p>".to_owned(),
+            text: None,
+            created: at,
+            updated: at,
+        }
+    }
+
+    #[tokio::test]
+    async fn templates_keep_their_times_and_order_and_the_ledger_its_cursor() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (templates, confirmations) = (
+            dir.path().join("templates.db"),
+            dir.path().join("confirmations.db"),
+        );
+        let sqlite = SqliteTemplates::open(&templates).unwrap();
+        let first = template("AAAAAA", "2026-01-02T03:04:05.678901Z");
+        let second = template("BBBBBB", "2026-01-02T03:04:05.678901Z");
+        assert!(sqlite.insert(&first).await.unwrap());
+        assert!(sqlite.insert(&second).await.unwrap());
+        let ledger = SqliteConfirmations::open(&confirmations).unwrap();
+        ledger.save_cursor(42).await.unwrap();
+        ledger.intend(7).await.unwrap();
+        ledger.done(7).await.unwrap();
+        drop((sqlite, ledger));
+
+        let counts = migrate_to_postgres(&templates, &confirmations, db.url(), &|_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            counts,
+            [
+                ("templates".to_owned(), 2),
+                ("confirmation_cursor".to_owned(), 1),
+                ("confirmation_sends".to_owned(), 1),
+            ]
+        );
+        let pg = PgTemplates::connect(db.url()).await.unwrap();
+        assert_eq!(pg.get("AAAAAA").await.unwrap(), Some(first.clone()));
+        // Ties in creation time keep their order, and a new template comes after them.
+        let third = template("CCCCCC", "2026-01-02T03:04:05.678901Z");
+        assert!(pg.insert(&third).await.unwrap());
+        let (page, _) = pg
+            .page(&TemplateFilter::default(), TemplateSort::Created, 0, 10)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = page.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["AAAAAA", "BBBBBB", "CCCCCC"]);
+        let ledger = PgConfirmations::connect(db.url()).await.unwrap();
+        assert_eq!(ledger.cursor().await.unwrap(), Some(42));
+        assert!(ledger.sent(7).await.unwrap());
+        assert!(!ledger.sent(8).await.unwrap());
+    }
+}

@@ -1,0 +1,192 @@
+//! `signalbox migrate`'s part for destinations: `sync.db` copied into PostgreSQL's `sync_*`
+//! tables, each destination with its cursor, counters, dead letters and delivery records.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+use signalbox_core::PostgresUrl;
+use signalbox_store::postgres::copy::{
+    copy_tables, Cell, CopyError, EmbeddedTables, RowChunks, TableMap, Target,
+};
+
+use crate::error::SyncError;
+use crate::store::PgSyncStore;
+
+/// The embedded tables and where they go.
+const TABLES: &[TableMap] = &[
+    TableMap::renamed("destinations", "sync_destinations"),
+    TableMap::renamed("progress", "sync_progress"),
+    TableMap::renamed("dead_letters", "sync_dead_letters"),
+    TableMap::renamed("replays", "sync_replays"),
+    TableMap::renamed("deliveries", "sync_deliveries"),
+];
+
+/// Copies the destinations at `from` (a stopped installation's `sync.db`, opened read-only;
+/// absent: nothing to copy) into the empty database at `to`. The change counter
+/// (`sync_version`) is PostgreSQL's own. Returns the rows copied per table.
+pub async fn migrate_to_postgres(
+    from: &Path,
+    to: &PostgresUrl,
+    progress: &dyn Fn(&str, u64),
+) -> Result<Vec<(String, u64)>, SyncError> {
+    if !from.exists() {
+        return Ok(TABLES.iter().map(|t| (t.to.to_owned(), 0)).collect());
+    }
+    drop(PgSyncStore::connect(to).await?);
+    let target = Target::connect(to).await.map_err(copy_error)?;
+    let source = SqliteTables {
+        path: from.to_owned(),
+    };
+    let counts = copy_tables(&source, &target, TABLES, progress)
+        .await
+        .map_err(copy_error)?;
+    Ok(counts)
+}
+
+fn copy_error(err: CopyError) -> SyncError {
+    SyncError::Store(err.to_string())
+}
+
+/// A file of this crate's, read-only: the embedded side of the copy.
+struct SqliteTables {
+    path: PathBuf,
+}
+
+fn open_read_only(path: &Path) -> Result<Connection, String> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("cannot open {}: {e}", path.display()))
+}
+
+impl EmbeddedTables for SqliteTables {
+    fn columns(&self, table: &str) -> Result<Vec<String>, String> {
+        let conn = open_read_only(&self.path)?;
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info(?1)")
+            .map_err(|e| e.to_string())?;
+        let names = stmt
+            .query_map([table], |r| r.get(0))
+            .map_err(|e| e.to_string())?
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(|e| e.to_string())?;
+        Ok(names)
+    }
+
+    fn rows(&self, select: String, width: usize) -> RowChunks {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let path = self.path.clone();
+        std::thread::spawn(move || {
+            let read = || -> Result<(), String> {
+                let conn = open_read_only(&path)?;
+                let mut stmt = conn.prepare(&select).map_err(|e| e.to_string())?;
+                let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
+                let mut chunk = Vec::new();
+                while let Some(row) = rows.next().map_err(|e| e.to_string())? {
+                    let mut cells = Vec::with_capacity(width);
+                    for i in 0..width {
+                        cells.push(cell(row.get_ref(i).map_err(|e| e.to_string())?));
+                    }
+                    chunk.push(cells);
+                    if chunk.len() == 1_000
+                        && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = tx.blocking_send(Ok(chunk));
+                }
+                Ok(())
+            };
+            if let Err(err) = read() {
+                let _ = tx.blocking_send(Err(err));
+            }
+        });
+        rx
+    }
+}
+
+fn cell(value: ValueRef<'_>) -> Cell {
+    match value {
+        ValueRef::Null => Cell::Null,
+        ValueRef::Integer(v) => Cell::Int(v),
+        ValueRef::Real(v) => Cell::Real(v),
+        ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+    use signalbox_store::postgres::testing::TestDatabase;
+
+    use super::*;
+    use crate::model::{DeliveryRecord, Position};
+    use crate::store::conformance::webhook;
+    use crate::store::{Commit, SqliteSyncStore, SyncStore};
+
+    fn record(at: Timestamp, body: &str) -> DeliveryRecord {
+        DeliveryRecord {
+            id: 0,
+            destination: String::new(),
+            at,
+            method: "POST".into(),
+            url: "https://hooks.example.com/in".into(),
+            request_headers: vec![("content-type".into(), "application/json".into())],
+            request_body: body.into(),
+            status: Some(200),
+            response_body: Some("ok".into()),
+            error: None,
+            duration_ms: 1.5,
+            items: 1,
+            outcome: crate::model::DeliveryOutcome::Delivered,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_destination_keeps_its_cursor_counters_and_records() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sync.db");
+        let at: Timestamp = "2026-02-03T04:05:06.789012Z".parse().unwrap();
+        let sqlite = SqliteSyncStore::open(&path).unwrap();
+        let created = sqlite.create(webhook("hook"), at).await.unwrap();
+        let commit = Commit {
+            cursor: Some(Position { seq: 17, n: 2 }),
+            delivered: 3,
+            record: Some(record(at, "first")),
+            error: Some(Some("timed out".into())),
+            at: Some(at),
+            ..Commit::default()
+        };
+        sqlite.commit(&created.id, commit).await.unwrap();
+        let progress = sqlite.progress(&created.id).await.unwrap();
+        let records = sqlite.deliveries("hook", 10).await.unwrap();
+        drop(sqlite);
+
+        migrate_to_postgres(&path, db.url(), &|_, _| {})
+            .await
+            .unwrap();
+        let pg = PgSyncStore::connect(db.url()).await.unwrap();
+        assert_eq!(pg.get("hook").await.unwrap(), created);
+        assert_eq!(pg.progress(&created.id).await.unwrap(), progress);
+        assert_eq!(pg.deliveries("hook", 10).await.unwrap(), records);
+        // Records made after the copy get new ids.
+        let commit = Commit {
+            record: Some(record(at, "second")),
+            ..Commit::default()
+        };
+        pg.commit(&created.id, commit).await.unwrap();
+        let after = pg.deliveries("hook", 10).await.unwrap();
+        assert_eq!(after.len(), 2);
+        assert!(after
+            .iter()
+            .any(|r| r.id > records[0].id && r.request_body == "second"));
+    }
+}
