@@ -68,7 +68,7 @@ async fn migrate_copies_a_stopped_installation_into_postgres_and_refuses_a_secon
         return;
     };
     let url = db.url().expose().to_owned();
-    let env = TestEnv::new();
+    let env = TestEnv::embedded();
     let api_key = env
         .cli_ok(&["api-key", "create", "migration", "--full-access"])
         .trim()
@@ -180,7 +180,7 @@ async fn migrate_copies_a_stopped_installation_into_postgres_and_refuses_a_secon
     );
 
     // A node with an empty data folder serves the copy: same keys, same data.
-    let elsewhere = TestEnv::new();
+    let elsewhere = TestEnv::embedded();
     let mut cmd = elsewhere.command();
     cmd.args(["--database-url", &url, "serve", "--listen", "127.0.0.1:0"]);
     let pg = Server::spawn(
