@@ -2,6 +2,7 @@
 //! into an empty PostgreSQL database, store by store. Each crate copies its own file; this
 //! only checks the two ends, calls them in order and reports the rows per table.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,6 +14,22 @@ use signalbox_store::postgres::copy::Target;
 
 use super::output::print_line;
 use crate::cli::MigrateArgs;
+
+/// What `migrate --json` prints (docs/cli-json.md): the rows copied per PostgreSQL table.
+#[derive(Debug, serde::Serialize)]
+pub struct MigrateSummary {
+    pub tables: BTreeMap<String, u64>,
+    pub total: u64,
+}
+
+impl MigrateSummary {
+    pub fn of(counts: &[(String, u64)]) -> MigrateSummary {
+        MigrateSummary {
+            tables: counts.iter().cloned().collect(),
+            total: counts.iter().map(|(_, rows)| rows).sum(),
+        }
+    }
+}
 
 pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let to = PostgresUrl::parse(args.to.trim()).map_err(|err| anyhow::anyhow!("--to: {err}"))?;
@@ -50,12 +67,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let counts = counts?;
 
     if args.json {
-        let tables: serde_json::Map<String, serde_json::Value> = counts
-            .iter()
-            .map(|(table, rows)| (table.clone(), (*rows).into()))
-            .collect();
-        let total: u64 = counts.iter().map(|(_, rows)| rows).sum();
-        print_line(&serde_json::json!({ "tables": tables, "total": total }))?;
+        print_line(&MigrateSummary::of(&counts))?;
     } else {
         print!("{}", table(&counts));
         eprintln!(

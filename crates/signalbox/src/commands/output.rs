@@ -604,6 +604,11 @@ mod tests {
             },
             checked,
         );
+        check(
+            "migrate --json",
+            &crate::commands::migrate::MigrateSummary::of(&[("calls".into(), 3)]),
+            checked,
+        );
         let documented: BTreeSet<String> = cli_json::documented().into_keys().collect();
         assert_eq!(
             &documented, checked,
