@@ -1,14 +1,11 @@
 //! `signalbox migrate`'s part for the server's own stores: email templates (`templates.db`)
 //! and the double opt-in ledger (`confirmations.db`) copied into PostgreSQL.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags};
 use signalbox_core::PostgresUrl;
-use signalbox_store::postgres::copy::{
-    copy_tables, Cell, CopyError, EmbeddedTables, RowChunks, TableMap, Target,
-};
+use signalbox_store::postgres::copy::{copy_tables, CopyError, TableMap, Target};
+use signalbox_store::sqlite::SqliteFile;
 use signalbox_store::StoreError;
 
 use crate::confirmations::PgConfirmations;
@@ -42,9 +39,7 @@ pub async fn migrate_to_postgres(
     let mut counts = Vec::new();
     for (path, tables) in [(templates, TEMPLATES), (confirmations, CONFIRMATIONS)] {
         if path.exists() {
-            let source = SqliteTables {
-                path: path.to_owned(),
-            };
+            let source = SqliteFile::new(path);
             counts.extend(copy_tables(&source, &target, tables, progress).await?);
         } else {
             counts.extend(tables.iter().map(|t| (t.to.to_owned(), 0)));
@@ -55,77 +50,6 @@ pub async fn migrate_to_postgres(
 
 fn internal(err: impl std::fmt::Display) -> CopyError {
     CopyError::Store(StoreError::Internal(err.to_string()))
-}
-
-/// A file of this crate's, read-only: the embedded side of the copy.
-struct SqliteTables {
-    path: PathBuf,
-}
-
-fn open_read_only(path: &Path) -> Result<Connection, String> {
-    Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| format!("cannot open {}: {e}", path.display()))
-}
-
-impl EmbeddedTables for SqliteTables {
-    fn columns(&self, table: &str) -> Result<Vec<String>, String> {
-        let conn = open_read_only(&self.path)?;
-        let mut stmt = conn
-            .prepare("SELECT name FROM pragma_table_info(?1)")
-            .map_err(|e| e.to_string())?;
-        let names = stmt
-            .query_map([table], |r| r.get(0))
-            .map_err(|e| e.to_string())?
-            .collect::<rusqlite::Result<Vec<String>>>()
-            .map_err(|e| e.to_string())?;
-        Ok(names)
-    }
-
-    fn rows(&self, select: String, width: usize) -> RowChunks {
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let path = self.path.clone();
-        std::thread::spawn(move || {
-            let read = || -> Result<(), String> {
-                let conn = open_read_only(&path)?;
-                let mut stmt = conn.prepare(&select).map_err(|e| e.to_string())?;
-                let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
-                let mut chunk = Vec::new();
-                while let Some(row) = rows.next().map_err(|e| e.to_string())? {
-                    let mut cells = Vec::with_capacity(width);
-                    for i in 0..width {
-                        cells.push(cell(row.get_ref(i).map_err(|e| e.to_string())?));
-                    }
-                    chunk.push(cells);
-                    if chunk.len() == 1_000
-                        && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err()
-                    {
-                        return Ok(());
-                    }
-                }
-                if !chunk.is_empty() {
-                    let _ = tx.blocking_send(Ok(chunk));
-                }
-                Ok(())
-            };
-            if let Err(err) = read() {
-                let _ = tx.blocking_send(Err(err));
-            }
-        });
-        rx
-    }
-}
-
-fn cell(value: ValueRef<'_>) -> Cell {
-    match value {
-        ValueRef::Null => Cell::Null,
-        ValueRef::Integer(v) => Cell::Int(v),
-        ValueRef::Real(v) => Cell::Real(v),
-        ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
-    }
 }
 
 #[cfg(test)]

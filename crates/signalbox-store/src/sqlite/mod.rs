@@ -1,7 +1,9 @@
 //! The embedded SQLite store.
 
 mod checkpoint;
+mod copy_source;
 pub use checkpoint::Checkpointer;
+pub use copy_source::SqliteFile;
 pub use to_postgres::migrate_to_postgres;
 mod dedupe;
 mod index_thread;

@@ -1,12 +1,11 @@
 //! `signalbox migrate`'s part for the call log: `signalbox.db` copied into PostgreSQL.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags};
 use signalbox_core::PostgresUrl;
 
-use crate::postgres::copy::{self, Cell, CopyError, EmbeddedTables, RowChunks, TableMap, Target};
+use super::copy_source::SqliteFile;
+use crate::postgres::copy::{self, CopyError, TableMap, Target};
 use crate::postgres::{connect_pool, pool_error, schema as pg_schema};
 
 /// The log's tables; the embedded `events` is the log, `calls` on PostgreSQL.
@@ -29,7 +28,7 @@ pub async fn migrate_to_postgres(
     to: &PostgresUrl,
     progress: &dyn Fn(&str, u64),
 ) -> Result<Vec<(String, u64)>, CopyError> {
-    let source = SqliteTables::open(from)?;
+    let source = open_log(from)?;
     let pool = connect_pool(to, 1)?;
     let mut client = pool.get().await.map_err(pool_error)?;
     pg_schema::migrate(
@@ -55,99 +54,23 @@ pub async fn migrate_to_postgres(
     Ok(counts)
 }
 
-/// The embedded file, read-only.
-struct SqliteTables {
-    path: PathBuf,
-}
-
-impl SqliteTables {
-    fn open(path: &Path) -> Result<SqliteTables, CopyError> {
-        let conn = open_read_only(path).map_err(|reason| CopyError::Convert {
-            table: path.display().to_string(),
-            column: "*".into(),
-            reason,
-        })?;
-        let version: usize = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| CopyError::Store(crate::StoreError::Internal(e.to_string())))?;
-        let known = super::schema::known_version();
-        if version > known {
-            return Err(CopyError::Store(crate::StoreError::SchemaTooNew {
-                component: "store".into(),
-                found: version,
-                known,
-            }));
-        }
-        Ok(SqliteTables {
-            path: path.to_owned(),
-        })
+/// The log's file, refused when a newer Signalbox wrote it.
+fn open_log(path: &Path) -> Result<SqliteFile, CopyError> {
+    let file = SqliteFile::new(path);
+    let version = file.user_version().map_err(|reason| CopyError::Convert {
+        table: path.display().to_string(),
+        column: "*".into(),
+        reason,
+    })?;
+    let known = super::schema::known_version();
+    if version > known {
+        return Err(CopyError::Store(crate::StoreError::SchemaTooNew {
+            component: "store".into(),
+            found: version,
+            known,
+        }));
     }
-}
-
-fn open_read_only(path: &Path) -> Result<Connection, String> {
-    Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| format!("cannot open {}: {e}", path.display()))
-}
-
-impl EmbeddedTables for SqliteTables {
-    fn columns(&self, table: &str) -> Result<Vec<String>, String> {
-        let conn = open_read_only(&self.path)?;
-        let mut stmt = conn
-            .prepare("SELECT name FROM pragma_table_info(?1)")
-            .map_err(|e| e.to_string())?;
-        let names = stmt
-            .query_map([table], |r| r.get(0))
-            .map_err(|e| e.to_string())?
-            .collect::<rusqlite::Result<Vec<String>>>()
-            .map_err(|e| e.to_string())?;
-        Ok(names)
-    }
-
-    fn rows(&self, select: String, width: usize) -> RowChunks {
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let path = self.path.clone();
-        std::thread::spawn(move || {
-            let read = || -> Result<(), String> {
-                let conn = open_read_only(&path)?;
-                let mut stmt = conn.prepare(&select).map_err(|e| e.to_string())?;
-                let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
-                let mut chunk = Vec::new();
-                while let Some(row) = rows.next().map_err(|e| e.to_string())? {
-                    let mut cells = Vec::with_capacity(width);
-                    for i in 0..width {
-                        cells.push(cell(row.get_ref(i).map_err(|e| e.to_string())?));
-                    }
-                    chunk.push(cells);
-                    if chunk.len() == 1_000
-                        && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err()
-                    {
-                        return Ok(());
-                    }
-                }
-                if !chunk.is_empty() {
-                    let _ = tx.blocking_send(Ok(chunk));
-                }
-                Ok(())
-            };
-            if let Err(err) = read() {
-                let _ = tx.blocking_send(Err(err));
-            }
-        });
-        rx
-    }
-}
-
-fn cell(value: ValueRef<'_>) -> Cell {
-    match value {
-        ValueRef::Null => Cell::Null,
-        ValueRef::Integer(v) => Cell::Int(v),
-        ValueRef::Real(v) => Cell::Real(v),
-        ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
-    }
+    Ok(file)
 }
 
 #[cfg(test)]
