@@ -32,7 +32,8 @@ pub enum Cell {
 pub enum CopyError {
     /// The target already holds Signalbox data: nothing was written.
     #[error(
-        "the target database is not empty ({what}): migrate copies into an empty database only"
+        "the target database is not empty ({what}): migrate copies into an empty database \
+         only (after a copy that stopped halfway, drop the database and create it again)"
     )]
     NotEmpty { what: String },
     /// A value does not fit the column it goes to.

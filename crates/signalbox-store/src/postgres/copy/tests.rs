@@ -192,7 +192,8 @@ async fn a_database_with_rows_or_a_recorded_schema_is_not_empty() {
     assert_eq!(
         err.to_string(),
         "the target database is not empty (table sources holds rows): migrate copies into an \
-         empty database only"
+         empty database only (after a copy that stopped halfway, drop the database and create \
+         it again)"
     );
     client.batch_execute("DELETE FROM sources").await.unwrap();
     let mut schema_client = connect_pool(db.url(), 1).unwrap().get().await.unwrap();
