@@ -6,6 +6,7 @@ use std::path::Path;
 
 use signalbox_core::PostgresUrl;
 use signalbox_store::postgres::copy::{copy_tables, CopyError, TableMap, Target};
+use signalbox_store::postgres::Planning;
 use signalbox_store::sqlite::SqliteFile;
 
 use crate::error::{EngageError, EngageResult};
@@ -38,7 +39,7 @@ pub async fn migrate_to_postgres(
     if !from.exists() {
         return Ok(Vec::new());
     }
-    drop(super::postgres::apply::connect(to, 1).await?);
+    drop(super::postgres::apply::connect(to, 1, Planning::PerCall).await?);
     let target = Target::connect(to).await.map_err(copy_error)?;
     let tables: Vec<TableMap> = super::postgres::schema::TABLES
         .iter()

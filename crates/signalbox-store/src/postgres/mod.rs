@@ -1,8 +1,10 @@
 //! The PostgreSQL store: the same [`Store`] as the embedded one, for several nodes sharing
 //! one database.
 //!
-//! Reads go through a connection pool with cached prepared statements. Appends go to one
-//! writer per node ([`writer`]), which commits queued requests in groups with one multi-row
+//! Reads go through a connection pool with cached prepared statements, each planned with its
+//! arguments ([`Planning::PerCall`]: reading the log after a position walks the primary key
+//! and stops at the page's limit, however empty the table was when first read). Appends go to
+//! one writer per node ([`writer`]), which commits queued requests in groups with one multi-row
 //! statement per table; a 200 is answered only after PostgreSQL committed the group.
 
 pub mod copy;
@@ -73,14 +75,46 @@ pub struct PgStore {
     writer_busy: Arc<AtomicU64>,
 }
 
-/// A pool of connections to `url`. Broken connections (a restarted server) are replaced when
-/// taken; waiting for one and making one are bounded in time.
+/// How a pool's connections plan the statements they keep prepared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planning {
+    /// Each execution is planned with its arguments (`plan_cache_mode = force_custom_plan`).
+    /// A cached generic plan is made once and kept until the table's statistics change: one
+    /// made while a table was nearly empty (a fresh database, before autovacuum first
+    /// analyses it) sorts everything after a cursor's position where an index scan would stop
+    /// at the page's limit, and pages through a growing table get slower with every row.
+    PerCall,
+    /// PostgreSQL's default: a generic plan once custom plans stop paying. For connections
+    /// whose statements are inserts and lookups by key, where the plan cannot go wrong and
+    /// planning each of thousands of statements a batch would cost.
+    Cached,
+}
+
+/// A pool of connections to `url` that plans each statement with its arguments
+/// ([`Planning::PerCall`]). Broken connections (a restarted server) are replaced when taken;
+/// waiting for one and making one are bounded in time.
 pub fn connect_pool(url: &PostgresUrl, size: usize) -> StoreResult<Pool> {
-    let config: tokio_postgres::Config =
+    connect_pool_planned(url, size, Planning::PerCall)
+}
+
+/// As [`connect_pool`], planning as `planning` says.
+pub fn connect_pool_planned(
+    url: &PostgresUrl,
+    size: usize,
+    planning: Planning,
+) -> StoreResult<Pool> {
+    let mut config: tokio_postgres::Config =
         url.expose().parse().map_err(|err| StoreError::Invalid {
             field: "database_url",
             reason: format!("{err}"),
         })?;
+    if planning == Planning::PerCall {
+        let options = match config.get_options() {
+            Some(given) => format!("{given} -c plan_cache_mode=force_custom_plan"),
+            None => "-c plan_cache_mode=force_custom_plan".to_owned(),
+        };
+        config.options(options);
+    }
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -873,6 +907,81 @@ mod tests {
         assert_eq!(second, b"first node");
         let other = shared_secret(db.url(), "other", b"apart").await.unwrap();
         assert_eq!(other, b"apart");
+    }
+
+    /// The plan of a cursor's read, prepared while its table was empty and run again once
+    /// it holds 20,000 rows, on a connection that plans as `planning` says; with
+    /// [`Planning::Cached`], once the plan cache has settled on a generic plan (PostgreSQL
+    /// does when custom plans stop looking cheaper, which depends on the arguments it saw).
+    async fn cursor_plan_after_growth(db: &TestDatabase, planning: Planning) -> String {
+        let client = connect_pool_planned(db.url(), 1, planning)
+            .unwrap()
+            .get()
+            .await
+            .unwrap();
+        if planning == Planning::Cached {
+            client
+                .batch_execute("SET plan_cache_mode = force_generic_plan")
+                .await
+                .unwrap();
+        }
+        client
+            .batch_execute(
+                // The shape of the log's `calls` and of `read_calls`.
+                "CREATE TABLE IF NOT EXISTS cursor_rows (seq BIGINT PRIMARY KEY,
+                     source_id BIGINT NOT NULL, received_at BIGINT NOT NULL, body TEXT);
+                 CREATE INDEX IF NOT EXISTS cursor_rows_by_source ON cursor_rows (source_id, seq);
+                 CREATE INDEX IF NOT EXISTS cursor_rows_by_time ON cursor_rows
+                     USING brin (received_at);
+                 TRUNCATE cursor_rows;
+                 PREPARE cursor_read (BIGINT, BIGINT, BIGINT, BIGINT) AS
+                     SELECT seq, body FROM cursor_rows
+                     WHERE seq > $1 AND ($2::int8 IS NULL OR source_id = $2)
+                       AND ($3::int8 IS NULL OR received_at >= $3)
+                     ORDER BY seq LIMIT $4;",
+            )
+            .await
+            .unwrap();
+        for _ in 0..8 {
+            client
+                .batch_execute("EXECUTE cursor_read(0, NULL, NULL, 100)")
+                .await
+                .unwrap();
+        }
+        client
+            .batch_execute(
+                "INSERT INTO cursor_rows SELECT g, 1, g, repeat('x', 200)
+                 FROM generate_series(1, 20000) g",
+            )
+            .await
+            .unwrap();
+        let plan: String = client
+            .query("EXPLAIN EXECUTE cursor_read(10, NULL, NULL, 100)", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<_, String>(0) + "\n")
+            .collect();
+        client
+            .batch_execute("DEALLOCATE cursor_read")
+            .await
+            .unwrap();
+        plan
+    }
+
+    #[tokio::test]
+    async fn a_cursor_read_is_planned_for_its_position_however_empty_the_table_was() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let per_call = cursor_plan_after_growth(&db, Planning::PerCall).await;
+        assert!(
+            per_call.contains("Index Scan") && !per_call.contains("Sort"),
+            "{per_call}"
+        );
+        // A generic plan made for the empty table sorts every row after the position.
+        let cached = cursor_plan_after_growth(&db, Planning::Cached).await;
+        assert!(cached.contains("Sort"), "{cached}");
     }
 
     #[tokio::test]

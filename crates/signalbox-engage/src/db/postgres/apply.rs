@@ -12,7 +12,8 @@
 //! consent, counters, the checkpoint, `BEGIN` itself) are queued in the transaction, and sent
 //! ahead of the next statement whose answer it needs, pipelined on the connection with it: one
 //! round trip carries the queue and the read, executed in order, so the read sees them (the
-//! queued events travel as one multi-row `UNNEST` insert, [`INSERT_EVENTS`]). At
+//! queued events travel as one multi-row `UNNEST` insert, [`INSERT_EVENTS`], and so do the
+//! queued held calls, [`INSERT_HELD`]). At
 //! commit, the queue and `COMMIT` go together. A batch thus makes one round trip per read the
 //! applier needs and has not cached (a profile or identifier it has not seen lately, a new
 //! metric, a redirect, a held call that is released, …) plus one at commit. An event's dedupe
@@ -35,7 +36,7 @@ use std::pin::Pin;
 
 use deadpool_postgres::{Object, Pool};
 use signalbox_core::PostgresUrl;
-use signalbox_store::postgres::{connect_pool, schema as store_schema};
+use signalbox_store::postgres::{connect_pool_planned, schema as store_schema, Planning};
 use tokio::runtime::Handle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -70,8 +71,12 @@ fn pool_error(err: deadpool_postgres::PoolError) -> EngageError {
 }
 
 /// Connects a pool to `url` and brings the schema up to date.
-pub(crate) async fn connect(url: &PostgresUrl, size: usize) -> EngageResult<Pool> {
-    let pool = connect_pool(url, size)?;
+pub(crate) async fn connect(
+    url: &PostgresUrl,
+    size: usize,
+    planning: Planning,
+) -> EngageResult<Pool> {
+    let pool = connect_pool_planned(url, size, planning)?;
     let mut client = pool.get().await.map_err(pool_error)?;
     store_schema::migrate(&mut client, COMPONENT, MIGRATIONS).await?;
     Ok(pool)
@@ -92,7 +97,8 @@ impl PgWriter {
     /// with [`EngageError::Conflict`] when another process applies to the database. The writer
     /// waits on the runtime this is called on.
     pub(crate) async fn connect(url: &PostgresUrl) -> EngageResult<PgWriter> {
-        let pool = connect(url, POOL_SIZE).await?;
+        // Its statements are inserts and lookups by key, thousands a batch: planned once.
+        let pool = connect(url, POOL_SIZE, Planning::Cached).await?;
         let conn = locked_connection(&pool).await?;
         Ok(PgWriter {
             pool,
@@ -283,6 +289,9 @@ struct Pending {
     /// The queued events, sent as one statement ([`INSERT_EVENTS`]) at the place of the first
     /// (`writes[at]`): nothing queued touches `events` otherwise.
     events: Option<(usize, EventColumns)>,
+    /// The queued held calls, sent as one statement ([`INSERT_HELD`]) at the place of the
+    /// first: the only other queued write to `held_calls` releases a call held before it.
+    held: Option<(usize, HeldColumns)>,
     /// Keys of the events inserted by this transaction (queued or sent).
     event_keys: HashSet<i64>,
     /// (profile, metric, unique hash) of the same events: their dedupe keys.
@@ -318,6 +327,62 @@ impl EventColumns {
         ]
     }
 }
+
+/// Queued held calls, column by column.
+#[derive(Default)]
+struct HeldColumns {
+    seq: Vec<i64>,
+    source_id: Vec<i64>,
+    kind: Vec<String>,
+    received_us: Vec<i64>,
+    expires_us: Vec<i64>,
+    reason: Vec<String>,
+    user_id: Vec<Option<String>>,
+    anonymous_id: Vec<Option<String>>,
+    alias_of: Vec<Option<String>>,
+    payload: Vec<String>,
+}
+
+impl HeldColumns {
+    fn push(&mut self, call: &NewHeldCall<'_>) {
+        self.seq.push(call.seq);
+        self.source_id.push(call.source_id);
+        self.kind.push(call.kind.to_owned());
+        self.received_us.push(call.received_us);
+        self.expires_us.push(call.expires_us);
+        self.reason.push(call.reason.to_owned());
+        self.user_id.push(call.ids.external_id.map(str::to_owned));
+        self.anonymous_id
+            .push(call.ids.anonymous_id.map(str::to_owned));
+        self.alias_of.push(call.ids.alias_of.map(str::to_owned));
+        self.payload.push(call.payload.to_owned());
+    }
+
+    fn into_params(self) -> Vec<Param> {
+        vec![
+            Box::new(self.seq),
+            Box::new(self.source_id),
+            Box::new(self.kind),
+            Box::new(self.received_us),
+            Box::new(self.expires_us),
+            Box::new(self.reason),
+            Box::new(self.user_id),
+            Box::new(self.anonymous_id),
+            Box::new(self.alias_of),
+            Box::new(self.payload),
+        ]
+    }
+}
+
+/// Many held calls in one statement.
+const INSERT_HELD: &str = "INSERT INTO held_calls (seq, source_id, kind, received_us, expires_us,
+         reason, status, user_id, anonymous_id, alias_of, payload)
+     SELECT seq, source_id, kind, received_us, expires_us, reason, 'held', user_id,
+         anonymous_id, alias_of, payload
+     FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[],
+         $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[])
+         AS h (seq, source_id, kind, received_us, expires_us, reason, user_id, anonymous_id,
+               alias_of, payload)";
 
 /// Many events in one statement (a key already taken is left alone).
 const INSERT_EVENTS: &str = "INSERT INTO events (pk, metric_pk, profile_pk, time_us, value,
@@ -375,6 +440,9 @@ impl PgTx<'_> {
             let mut writes = std::mem::take(&mut pending.writes);
             if let Some((at, events)) = pending.events.take() {
                 writes[at].params = events.into_params();
+            }
+            if let Some((at, held)) = pending.held.take() {
+                writes[at].params = held.into_params();
             }
             writes
         };
@@ -910,23 +978,18 @@ impl ApplyTx for PgTx<'_> {
     }
 
     fn hold(&self, call: &NewHeldCall<'_>) -> EngageResult<()> {
-        self.queue(
-            "INSERT INTO held_calls (seq, source_id, kind, received_us, expires_us, reason,
-                                     status, user_id, anonymous_id, alias_of, payload)
-             VALUES ($1, $2, $3, $4, $5, $6, 'held', $7, $8, $9, $10)",
-            vec![
-                Box::new(call.seq),
-                Box::new(call.source_id),
-                Box::new(call.kind.to_owned()),
-                Box::new(call.received_us),
-                Box::new(call.expires_us),
-                Box::new(call.reason.to_owned()),
-                Box::new(call.ids.external_id.map(str::to_owned)),
-                Box::new(call.ids.anonymous_id.map(str::to_owned)),
-                Box::new(call.ids.alias_of.map(str::to_owned)),
-                Box::new(call.payload.to_owned()),
-            ],
-        );
+        let mut pending = self.pending.borrow_mut();
+        let at = pending.writes.len();
+        if pending.held.is_none() {
+            pending.writes.push(Queued {
+                sql: INSERT_HELD,
+                params: Vec::new(),
+            });
+        }
+        let (_, columns) = pending
+            .held
+            .get_or_insert_with(|| (at, HeldColumns::default()));
+        columns.push(call);
         Ok(())
     }
 

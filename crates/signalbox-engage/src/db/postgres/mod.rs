@@ -12,20 +12,25 @@ pub(crate) mod schema;
 use std::sync::Arc;
 
 use signalbox_core::PostgresUrl;
-use tokio::runtime::Handle;
+use signalbox_store::postgres::Planning;
 
-use crate::error::EngageResult;
+use crate::error::{EngageError, EngageResult};
 use crate::queries::EngageQueries;
 
 /// Connections the queries' pool (shared with the readers it makes) keeps at most.
 const QUERY_POOL: usize = 16;
 
-/// The queries of the database at `url`, its schema brought up to date. They wait on the
-/// runtime this is called on.
+/// The queries of the database at `url`, its schema brought up to date. Their connections
+/// run on a runtime of their own ([`queries::QueryRuntime`]).
 pub(crate) async fn open_queries(url: &PostgresUrl) -> EngageResult<Arc<dyn EngageQueries>> {
-    let pool = apply::connect(url, QUERY_POOL).await?;
-    Ok(Arc::new(queries::PgQueries::new(queries::PgDb::new(
-        pool,
-        Handle::current(),
-    ))))
+    let runtime = Arc::new(queries::QueryRuntime::start()?);
+    let connect_url = url.clone();
+    let pool = runtime
+        .handle()
+        .spawn(async move { apply::connect(&connect_url, QUERY_POOL, Planning::PerCall).await })
+        .await
+        .map_err(|err| EngageError::Internal(format!("engage query runtime: {err}")))??;
+    Ok(Arc::new(queries::PgQueries::new(
+        queries::PgDb::on_own_runtime(pool, runtime),
+    )))
 }

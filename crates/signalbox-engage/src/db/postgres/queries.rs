@@ -20,10 +20,11 @@ mod profiles;
 mod tests;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use deadpool_postgres::{GenericClient, Object, Pool, PoolError};
 use jiff::Timestamp;
-use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
@@ -46,12 +47,63 @@ use crate::reader::EngageReader;
 pub(crate) struct PgDb {
     pool: Pool,
     runtime: Handle,
+    /// The runtime of `runtime`, when it is the pool's own ([`QueryRuntime`]).
+    _owned: Option<Arc<QueryRuntime>>,
+}
+
+/// A runtime of its own for the queries' connections: a read's answer is taken off its
+/// socket by this runtime's thread, rather than waiting for a worker of the server's runtime
+/// to be free of the requests it is parsing (under load, most of a read's time at p99).
+pub(crate) struct QueryRuntime(Option<Runtime>);
+
+impl QueryRuntime {
+    pub(crate) fn start() -> EngageResult<QueryRuntime> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("signalbox-engage-db")
+            .enable_all()
+            .build()
+            .map(|runtime| QueryRuntime(Some(runtime)))
+            .map_err(|err| EngageError::Internal(format!("engage query runtime: {err}")))
+    }
+
+    pub(crate) fn handle(&self) -> Handle {
+        self.0
+            .as_ref()
+            .expect("running until dropped")
+            .handle()
+            .clone()
+    }
+}
+
+impl Drop for QueryRuntime {
+    /// Stops without waiting, so that it may be dropped anywhere (a task of another runtime
+    /// included).
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl PgDb {
-    /// Reads over `pool`, waiting on `runtime`.
+    /// Reads over `pool`, waiting on `runtime` (the tests').
+    #[cfg(test)]
     pub(crate) fn new(pool: Pool, runtime: Handle) -> PgDb {
-        PgDb { pool, runtime }
+        PgDb {
+            pool,
+            runtime,
+            _owned: None,
+        }
+    }
+
+    /// Reads over `pool`, whose connections run on `runtime`.
+    pub(crate) fn on_own_runtime(pool: Pool, runtime: Arc<QueryRuntime>) -> PgDb {
+        PgDb {
+            pool,
+            runtime: runtime.handle(),
+            _owned: Some(runtime),
+        }
     }
 
     /// Waits for `fut` on the runtime from this (blocking) thread. Called by mistake from a

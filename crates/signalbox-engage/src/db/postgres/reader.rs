@@ -445,6 +445,7 @@ impl EngageReader for PgReader {
 #[cfg(test)]
 mod tests {
     use signalbox_store::postgres::testing::TestDatabase;
+    use signalbox_store::postgres::Planning;
 
     use super::*;
     use crate::db::postgres::apply::connect;
@@ -456,7 +457,7 @@ mod tests {
         let Some(test_db) = TestDatabase::create().await else {
             return;
         };
-        let pool = connect(test_db.url(), 2).await.unwrap();
+        let pool = connect(test_db.url(), 2, Planning::PerCall).await.unwrap();
         let db = PgDb::new(pool, tokio::runtime::Handle::current());
         tokio::task::spawn_blocking(move || {
             let mut client = db.connection().unwrap();

@@ -4,7 +4,7 @@
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::{row_opt, rows, Sql};
+use super::{row_one, row_opt, rows, Sql};
 use crate::apply::profile::{ProfileRow, StoredProfile};
 use crate::error::{EngageError, EngageResult};
 use crate::ids;
@@ -66,26 +66,44 @@ pub(crate) async fn profile_key(
     let Some(pk) = ids::ulid_key(&id.0) else {
         return Ok(None);
     };
-    if let Some(row) = row_opt(c, "SELECT to_pk FROM redirects WHERE from_pk = $1", &[&pk]).await? {
-        return Ok(Some(row.get(0)));
-    }
-    let own = row_opt(c, "SELECT id FROM profiles WHERE pk = $1", &[&pk]).await?;
-    Ok(own
-        .filter(|row| row.get::<_, &str>(0).eq_ignore_ascii_case(&id.0))
-        .map(|_| pk))
+    // One round trip: where it redirects to, and its own id.
+    let row = row_one(
+        c,
+        "SELECT (SELECT to_pk FROM redirects WHERE from_pk = $1),
+                (SELECT id FROM profiles WHERE pk = $1)",
+        &[&pk],
+    )
+    .await?;
+    let redirected: Option<i64> = row.get(0);
+    let own: Option<&str> = row.get(1);
+    Ok(redirected.or_else(|| {
+        own.filter(|own| own.eq_ignore_ascii_case(&id.0))
+            .map(|_| pk)
+    }))
 }
 
 pub(crate) async fn get_profile(c: &impl GenericClient, id: &ProfileId) -> EngageResult<Profile> {
     let not_found = || EngageError::not_found(format!("profile {id}"));
-    let pk = profile_key(c, id).await?.ok_or_else(not_found)?;
+    let pk = ids::ulid_key(&id.0).ok_or_else(not_found)?;
+    // One round trip: the profile the key redirects to, else its own row when its id is the
+    // one asked for (as `profile_key`).
     let row = row_opt(
         c,
-        &format!("SELECT {PROFILE_COLUMNS} FROM profiles WHERE pk = $1"),
+        &format!(
+            "SELECT {PROFILE_COLUMNS}, r.to_pk
+             FROM profiles LEFT JOIN redirects r ON r.from_pk = $1
+             WHERE profiles.pk = COALESCE(r.to_pk, $1)"
+        ),
         &[&pk],
     )
-    .await?;
-    row.map(|r| profile_row(&r).to_profile())
-        .ok_or_else(not_found)
+    .await?
+    .ok_or_else(not_found)?;
+    let redirected: Option<i64> = row.get(PROFILE_COLUMN_COUNT);
+    let profile = profile_row(&row).to_profile();
+    if redirected.is_none() && !profile.id.0.eq_ignore_ascii_case(&id.0) {
+        return Err(not_found());
+    }
+    Ok(profile)
 }
 
 fn empty<T>() -> Page<T> {
