@@ -8,6 +8,7 @@
 //! statement per table; a 200 is answered only after PostgreSQL committed the group.
 
 pub mod copy;
+mod io_runtime;
 pub mod schema;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
@@ -37,6 +38,7 @@ use crate::{
     AppendOutcome, CallQuery, RejectionQuery, SourceSettings, SourceTotals, Store, StoreError,
     StoreResult, TrimOutcome, TrimRequest, WriteKeyRecord,
 };
+pub use io_runtime::IoRuntime;
 use writer::{AppendJob, Writer};
 
 /// Tuning for [`PgStore::connect`].
@@ -68,6 +70,8 @@ impl Default for PgOptions {
 /// The PostgreSQL store. Cheap to share behind an `Arc`.
 pub struct PgStore {
     pool: Pool,
+    /// Where the pool's connections are served.
+    io: IoRuntime,
     /// The dedupe window, in microseconds: records older than this before now decide nothing.
     dedupe_window_us: i64,
     writer_tx: Mutex<Option<mpsc::Sender<AppendJob>>>,
@@ -185,7 +189,8 @@ impl PgStore {
     /// whose schema is newer than this build knows.
     pub async fn connect(url: &PostgresUrl, options: PgOptions) -> StoreResult<PgStore> {
         let pool = connect_pool(url, options.pool_size)?;
-        let mut client = pool.get().await.map_err(pool_error)?;
+        let io = IoRuntime::start("signalbox-store-db")?;
+        let mut client = io.get(&pool).await.map_err(pool_error)?;
         schema::migrate(&mut client, "store", schema::STORE_MIGRATIONS).await?;
         drop(client);
         let writer_busy = Arc::new(AtomicU64::new(0));
@@ -233,6 +238,7 @@ impl PgStore {
         };
         Ok(PgStore {
             pool,
+            io,
             dedupe_window_us: i64::try_from(options.dedupe_window.as_micros()).unwrap_or(i64::MAX),
             writer_tx: Mutex::new(writer_tx),
             writer_thread: Mutex::new(writer_thread),
@@ -249,7 +255,7 @@ impl PgStore {
     }
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(pool_error)
+        self.io.get(&self.pool).await.map_err(pool_error)
     }
 }
 
@@ -925,21 +931,22 @@ mod tests {
                 .await
                 .unwrap();
         }
+        // The shape of the log's `calls` and of `read_calls`, in a table of its own that
+        // autovacuum leaves alone (its analysis would make PostgreSQL plan again).
+        let table = format!("cursor_rows_{planning:?}").to_lowercase();
         client
-            .batch_execute(
-                // The shape of the log's `calls` and of `read_calls`.
-                "CREATE TABLE IF NOT EXISTS cursor_rows (seq BIGINT PRIMARY KEY,
-                     source_id BIGINT NOT NULL, received_at BIGINT NOT NULL, body TEXT);
-                 CREATE INDEX IF NOT EXISTS cursor_rows_by_source ON cursor_rows (source_id, seq);
-                 CREATE INDEX IF NOT EXISTS cursor_rows_by_time ON cursor_rows
-                     USING brin (received_at);
-                 TRUNCATE cursor_rows;
+            .batch_execute(&format!(
+                "CREATE TABLE {table} (seq BIGINT PRIMARY KEY, source_id BIGINT NOT NULL,
+                     received_at BIGINT NOT NULL, body TEXT)
+                     WITH (autovacuum_enabled = false);
+                 CREATE INDEX ON {table} (source_id, seq);
+                 CREATE INDEX ON {table} USING brin (received_at);
                  PREPARE cursor_read (BIGINT, BIGINT, BIGINT, BIGINT) AS
-                     SELECT seq, body FROM cursor_rows
+                     SELECT seq, body FROM {table}
                      WHERE seq > $1 AND ($2::int8 IS NULL OR source_id = $2)
                        AND ($3::int8 IS NULL OR received_at >= $3)
-                     ORDER BY seq LIMIT $4;",
-            )
+                     ORDER BY seq LIMIT $4;"
+            ))
             .await
             .unwrap();
         for _ in 0..8 {
@@ -949,10 +956,10 @@ mod tests {
                 .unwrap();
         }
         client
-            .batch_execute(
-                "INSERT INTO cursor_rows SELECT g, 1, g, repeat('x', 200)
-                 FROM generate_series(1, 20000) g",
-            )
+            .batch_execute(&format!(
+                "INSERT INTO {table} SELECT g, 1, g, repeat('x', 200)
+                 FROM generate_series(1, 20000) g"
+            ))
             .await
             .unwrap();
         let plan: String = client

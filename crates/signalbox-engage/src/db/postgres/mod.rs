@@ -12,7 +12,7 @@ pub(crate) mod schema;
 use std::sync::Arc;
 
 use signalbox_core::PostgresUrl;
-use signalbox_store::postgres::Planning;
+use signalbox_store::postgres::{IoRuntime, Planning};
 
 use crate::error::{EngageError, EngageResult};
 use crate::queries::EngageQueries;
@@ -21,9 +21,9 @@ use crate::queries::EngageQueries;
 const QUERY_POOL: usize = 16;
 
 /// The queries of the database at `url`, its schema brought up to date. Their connections
-/// run on a runtime of their own ([`queries::QueryRuntime`]).
+/// are served by a runtime of their own ([`IoRuntime`]).
 pub(crate) async fn open_queries(url: &PostgresUrl) -> EngageResult<Arc<dyn EngageQueries>> {
-    let runtime = Arc::new(queries::QueryRuntime::start()?);
+    let runtime = Arc::new(IoRuntime::start("signalbox-engage-db")?);
     let connect_url = url.clone();
     let pool = runtime
         .handle()

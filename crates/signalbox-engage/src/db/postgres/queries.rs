@@ -24,7 +24,8 @@ use std::sync::Arc;
 
 use deadpool_postgres::{GenericClient, Object, Pool, PoolError};
 use jiff::Timestamp;
-use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
+use signalbox_store::postgres::IoRuntime;
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
@@ -47,43 +48,8 @@ use crate::reader::EngageReader;
 pub(crate) struct PgDb {
     pool: Pool,
     runtime: Handle,
-    /// The runtime of `runtime`, when it is the pool's own ([`QueryRuntime`]).
-    _owned: Option<Arc<QueryRuntime>>,
-}
-
-/// A runtime of its own for the queries' connections: a read's answer is taken off its
-/// socket by this runtime's thread, rather than waiting for a worker of the server's runtime
-/// to be free of the requests it is parsing (under load, most of a read's time at p99).
-pub(crate) struct QueryRuntime(Option<Runtime>);
-
-impl QueryRuntime {
-    pub(crate) fn start() -> EngageResult<QueryRuntime> {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("signalbox-engage-db")
-            .enable_all()
-            .build()
-            .map(|runtime| QueryRuntime(Some(runtime)))
-            .map_err(|err| EngageError::Internal(format!("engage query runtime: {err}")))
-    }
-
-    pub(crate) fn handle(&self) -> Handle {
-        self.0
-            .as_ref()
-            .expect("running until dropped")
-            .handle()
-            .clone()
-    }
-}
-
-impl Drop for QueryRuntime {
-    /// Stops without waiting, so that it may be dropped anywhere (a task of another runtime
-    /// included).
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
+    /// The runtime of `runtime`, when it is the pool's own.
+    _owned: Option<Arc<IoRuntime>>,
 }
 
 impl PgDb {
@@ -98,7 +64,7 @@ impl PgDb {
     }
 
     /// Reads over `pool`, whose connections run on `runtime`.
-    pub(crate) fn on_own_runtime(pool: Pool, runtime: Arc<QueryRuntime>) -> PgDb {
+    pub(crate) fn on_own_runtime(pool: Pool, runtime: Arc<IoRuntime>) -> PgDb {
         PgDb {
             pool,
             runtime: runtime.handle(),
