@@ -29,6 +29,9 @@ use crate::cli::{GlobalArgs, ServeArgs};
 /// The source created on first start.
 const DEFAULT_SOURCE: &str = "default";
 
+/// The banner's hint beside the destinations' store.
+const DESTINATION_HINT: &str = "signalbox destination create NAME --kind segment|klaviyo|webhook";
+
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     // Every connection is a descriptor: take all the operating system allows; the server
     // keeps its connection cap safely below it.
@@ -206,14 +209,14 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
             println!("  Engage         {}", beside("engage.db"));
             println!("  Templates      {}", beside("templates.db"));
             println!("  Flows          {}", beside("flows.db"));
-            println!(
-                "  Destinations   {}   (signalbox destination create NAME --kind segment|klaviyo|webhook)",
-                beside("sync.db")
-            );
+            println!("  Destinations   {}   ({DESTINATION_HINT})", beside("sync.db"));
             println!("  Segments       {}", beside("audience.db"));
         }
         // Every store, and the link secret, in the one database (no password printed).
-        Backend::Postgres(url) => println!("  Store          {url}"),
+        Backend::Postgres(url) => {
+            println!("  Store          {url}   (every component's tables)");
+            println!("  Destinations   in the store   ({DESTINATION_HINT})");
+        }
     }
     println!("  Mail           {mail_summary}");
     match retain_log {

@@ -561,14 +561,16 @@ async fn a_destination_made_while_the_server_runs_is_picked_up() {
         "--allow-private-destinations",
     ]);
     let server = Server::spawn(cmd, env.root().join("server.log"));
-    // The banner names where destinations are kept: sync.db, or the one PostgreSQL database.
+    // The banner names where destinations are kept, sync.db or the one PostgreSQL database,
+    // and how to make one.
     let kept = if env.database_url().is_some() {
-        "Store          postgres://"
+        "Destinations   in the store"
     } else {
         "sync.db"
     };
     assert!(
-        server.banner.iter().any(|line| line.contains(kept)),
+        server.banner.iter().any(|line| line.contains(kept)
+            && line.contains("signalbox destination create NAME")),
         "{:?}",
         server.banner
     );
