@@ -746,3 +746,33 @@ async fn a_rebuild_refuses_a_trimmed_log() {
         "{err}"
     );
 }
+
+/// A reader that stops reading (`signalbox storage status | head -1`) ends the command
+/// quietly: exit code 0 and nothing on stderr, not a panic about a broken pipe.
+#[test]
+fn output_to_a_reader_that_went_away_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for args in [
+        &["--data-dir", data, "source", "create", "web"][..],
+        &["--data-dir", data, "source", "list"][..],
+        &["--data-dir", data, "storage", "status"][..],
+    ] {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        // Closed before the command prints anything.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        assert!(
+            !stderr(&output).contains("panicked"),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}

@@ -35,13 +35,13 @@ pub async fn run(global: &GlobalArgs, cmd: AdminCommand) -> anyhow::Result<()> {
                     print_line(account)?;
                 }
             } else {
-                println!("{:<40} CREATED", "EMAIL");
+                outln!("{:<40} CREATED", "EMAIL")?;
                 for account in &list {
-                    println!(
+                    outln!(
                         "{:<40} {}",
                         account.email,
                         account.created.strftime("%Y-%m-%d %H:%M:%S UTC")
-                    );
+                    )?;
                 }
             }
         }

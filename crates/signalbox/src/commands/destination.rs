@@ -34,7 +34,7 @@ pub async fn run(global: &GlobalArgs, cmd: DestinationCommand) -> anyhow::Result
                 .create(new)
                 .await
                 .context("cannot create the destination")?;
-            println!("{}", destination.id);
+            outln!("{}", destination.id)?;
             eprintln!(
                 "destination '{}' created ({} to {}); a running server starts delivering within a second",
                 destination.name,
@@ -49,7 +49,7 @@ pub async fn run(global: &GlobalArgs, cmd: DestinationCommand) -> anyhow::Result
                     print_line(&DestinationLine::from(destination))?;
                 }
             } else {
-                print_table(&destinations);
+                print_table(&destinations)?;
             }
         }
         DestinationCommand::Status { name, json } => {
@@ -61,7 +61,7 @@ pub async fn run(global: &GlobalArgs, cmd: DestinationCommand) -> anyhow::Result
                 print_line(&status)?;
             } else {
                 let destination = sync.get(&name).await?;
-                print_status(&destination, &status);
+                print_status(&destination, &status)?;
             }
         }
         DestinationCommand::DeadLetters { name, json } => {
@@ -73,12 +73,16 @@ pub async fn run(global: &GlobalArgs, cmd: DestinationCommand) -> anyhow::Result
                     print_line(letter)?;
                 }
             } else {
-                println!(
+                outln!(
                     "{:<8} {:<20} {:<6} {:<36} {:<20} REASON",
-                    "ID", "AT", "STATUS", "MESSAGE ID", "REPLAYED"
-                );
+                    "ID",
+                    "AT",
+                    "STATUS",
+                    "MESSAGE ID",
+                    "REPLAYED"
+                )?;
                 for letter in &letters {
-                    println!(
+                    outln!(
                         "{:<8} {:<20} {:<6} {:<36} {:<20} {}",
                         letter.id,
                         letter.at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -92,7 +96,7 @@ pub async fn run(global: &GlobalArgs, cmd: DestinationCommand) -> anyhow::Result
                             .map(|at| at.strftime("%Y-%m-%d %H:%M:%S").to_string())
                             .unwrap_or_else(|| "-".into()),
                         letter.reason
-                    );
+                    )?;
                 }
                 let pending = letters.iter().filter(|l| l.replayed_at.is_none()).count();
                 eprintln!(
@@ -244,11 +248,16 @@ fn state_text(state: DestinationState) -> &'static str {
     }
 }
 
-fn print_table(destinations: &[Destination]) {
-    println!(
+fn print_table(destinations: &[Destination]) -> std::io::Result<()> {
+    outln!(
         "{:<24} {:<8} {:<7} {:<9} {:<9} {:<20} TARGET",
-        "NAME", "KIND", "STATE", "RATE", "SECRET", "SOURCES"
-    );
+        "NAME",
+        "KIND",
+        "STATE",
+        "RATE",
+        "SECRET",
+        "SOURCES"
+    )?;
     for d in destinations {
         let sources = match &d.config {
             DestinationConfig::Segment {
@@ -258,7 +267,7 @@ fn print_table(destinations: &[Destination]) {
             DestinationConfig::Segment { .. } => "-".to_owned(),
             other => other.sources().join(","),
         };
-        println!(
+        outln!(
             "{:<24} {:<8} {:<7} {:<9} {:<9} {:<20} {}",
             d.name,
             d.config.kind().as_str(),
@@ -267,11 +276,12 @@ fn print_table(destinations: &[Destination]) {
             redacted_secret(&d.config),
             sources,
             d.config.target()
-        );
+        )?;
     }
+    Ok(())
 }
 
-fn print_status(destination: &Destination, status: &DestinationStatus) {
+fn print_status(destination: &Destination, status: &DestinationStatus) -> std::io::Result<()> {
     let time = |at: Option<Timestamp>| {
         at.map(|at| at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
             .unwrap_or_else(|| "-".into())
@@ -309,6 +319,7 @@ fn print_status(destination: &Destination, status: &DestinationStatus) {
         ("last delivery", time(status.last_delivery_at)),
     ];
     for (label, value) in rows {
-        println!("{:<14} {value}", format!("{label}:"));
+        outln!("{:<14} {value}", format!("{label}:"))?;
     }
+    Ok(())
 }

@@ -91,10 +91,15 @@ pub async fn profiles(global: &GlobalArgs, cmd: ProfilesCommand) -> anyhow::Resu
                 _ => HeldFilter::Held,
             };
             if !json {
-                println!(
+                outln!(
                     "{:<10} {:<9} {:<9} {:<20} {:<24} {:<24} REASON",
-                    "SEQ", "KIND", "STATUS", "RECEIVED", "USER ID", "ANONYMOUS ID"
-                );
+                    "SEQ",
+                    "KIND",
+                    "STATUS",
+                    "RECEIVED",
+                    "USER ID",
+                    "ANONYMOUS ID"
+                )?;
             }
             let mut after = 0;
             loop {
@@ -103,7 +108,7 @@ pub async fn profiles(global: &GlobalArgs, cmd: ProfilesCommand) -> anyhow::Resu
                     if json {
                         print_line(held)?;
                     } else {
-                        println!(
+                        outln!(
                             "{:<10} {:<9} {:<9} {:<20} {:<24} {:<24} {}",
                             held.seq,
                             held.kind,
@@ -112,7 +117,7 @@ pub async fn profiles(global: &GlobalArgs, cmd: ProfilesCommand) -> anyhow::Resu
                             held.user_id.as_deref().unwrap_or("-"),
                             held.anonymous_id.as_deref().unwrap_or("-"),
                             held.reason
-                        );
+                        )?;
                     }
                 }
                 match page.last() {
@@ -158,7 +163,7 @@ pub async fn profiles(global: &GlobalArgs, cmd: ProfilesCommand) -> anyhow::Resu
                 ProfileId(id_or_email)
             };
             let history = engage.profile_history(&id).await?;
-            println!("{}", serde_json::to_string_pretty(&history)?);
+            outln!("{}", serde_json::to_string_pretty(&history)?)?;
         }
     }
     Ok(())
@@ -192,10 +197,14 @@ async fn list_quarantine(global: &GlobalArgs, json: bool) -> anyhow::Result<()> 
         .map(|source| (source.id.0, source.name))
         .collect();
     if !json {
-        println!(
+        outln!(
             "{:<10} {:<12} {:<16} {:<20} {:<6} ERROR",
-            "SEQ", "KIND", "SOURCE", "RECEIVED", "TRIES"
-        );
+            "SEQ",
+            "KIND",
+            "SOURCE",
+            "RECEIVED",
+            "TRIES"
+        )?;
     }
     let mut after = 0;
     let mut count = 0;
@@ -206,7 +215,7 @@ async fn list_quarantine(global: &GlobalArgs, json: bool) -> anyhow::Result<()> 
             if json {
                 print_line(&QuarantineLine::new(entry, source))?;
             } else {
-                println!(
+                outln!(
                     "{:<10} {:<12} {:<16} {:<20} {:<6} {}",
                     entry.seq,
                     entry.kind,
@@ -214,7 +223,7 @@ async fn list_quarantine(global: &GlobalArgs, json: bool) -> anyhow::Result<()> 
                     entry.received.strftime("%Y-%m-%d %H:%M:%S"),
                     entry.tries,
                     entry.error
-                );
+                )?;
             }
         }
         count += page.len();
@@ -237,7 +246,7 @@ async fn retry_quarantined(client: &ServerClient, seq: i64) -> anyhow::Result<()
         .await
         .with_context(|| format!("cannot retry log entry {seq}"))?;
     if body["applied"] == serde_json::json!(true) {
-        println!("log entry {seq} applied; it left the quarantine");
+        outln!("log entry {seq} applied; it left the quarantine")?;
         return Ok(());
     }
     anyhow::bail!(

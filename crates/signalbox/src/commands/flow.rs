@@ -122,14 +122,14 @@ async fn apply(client: &Client, file: &Path) -> anyhow::Result<()> {
                     Some(json!({"data": {"type": "flow", "attributes": attributes}})),
                 )
                 .await?;
-            println!(
+            outln!(
                 "created flow {} {:?} ({})",
                 created["data"]["id"].as_str().unwrap_or(""),
                 name,
                 created["data"]["attributes"]["status"]
                     .as_str()
                     .unwrap_or("")
-            );
+            )?;
         }
         Some(existing) => {
             let id = existing["id"].as_str().unwrap_or("").to_owned();
@@ -144,13 +144,13 @@ async fn apply(client: &Client, file: &Path) -> anyhow::Result<()> {
                     Some(json!({"data": {"type": "flow", "id": id, "attributes": attributes}})),
                 )
                 .await?;
-            println!(
+            outln!(
                 "updated flow {id} {:?} ({})",
                 name,
                 updated["data"]["attributes"]["status"]
                     .as_str()
                     .unwrap_or("")
-            );
+            )?;
         }
     }
     Ok(())
@@ -164,16 +164,16 @@ async fn list(client: &Client, as_json: bool) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    println!("{:<10} {:<8} {:<18} NAME", "ID", "STATUS", "TRIGGER");
+    outln!("{:<10} {:<8} {:<18} NAME", "ID", "STATUS", "TRIGGER")?;
     for flow in &flows {
         let a = &flow["attributes"];
-        println!(
+        outln!(
             "{:<10} {:<8} {:<18} {}",
             flow["id"].as_str().unwrap_or(""),
             a["status"].as_str().unwrap_or(""),
             a["trigger_type"].as_str().unwrap_or(""),
             a["name"].as_str().unwrap_or("")
-        );
+        )?;
     }
     Ok(())
 }
@@ -196,27 +196,27 @@ async fn status(client: &Client, name_or_id: &str, as_json: bool) -> anyhow::Res
         return Ok(());
     }
     let a = &data["attributes"];
-    println!(
+    outln!(
         "{} {:?}: {}, trigger {}",
         id,
         a["name"].as_str().unwrap_or(""),
         a["status"].as_str().unwrap_or(""),
         a["trigger_type"].as_str().unwrap_or("")
-    );
+    )?;
     let stats = &a["statistics"];
-    println!("  flow      {}", counters_line(&stats["flow"]));
+    outln!("  flow      {}", counters_line(&stats["flow"]))?;
     for action in a["definition"]["actions"]
         .as_array()
         .cloned()
         .unwrap_or_default()
     {
         let action_id = action["id"].as_str().unwrap_or("");
-        println!(
+        outln!(
             "  {:<9} {:<18} {}",
             action_id,
             action["type"].as_str().unwrap_or(""),
             counters_line(&stats["actions"][action_id])
-        );
+        )?;
     }
     Ok(())
 }
@@ -243,10 +243,14 @@ async fn messages(
     let id = flow_id(client, name_or_id).await?;
     let status = if pending { "&status=pending" } else { "" };
     if !as_json {
-        println!(
+        outln!(
             "{:<8} {:<9} {:<10} {:<30} {:<24} SUBJECT",
-            "ID", "STATUS", "ACTION", "EMAIL", "EXPIRES"
-        );
+            "ID",
+            "STATUS",
+            "ACTION",
+            "EMAIL",
+            "EXPIRES"
+        )?;
     }
     let mut after = 0;
     loop {
@@ -264,7 +268,7 @@ async fn messages(
                 print_line(&line)?;
                 continue;
             }
-            println!(
+            outln!(
                 "{:<8} {:<9} {:<10} {:<30} {:<24} {}",
                 message["id"],
                 message["status"].as_str().unwrap_or_default(),
@@ -272,7 +276,7 @@ async fn messages(
                 message["email"].as_str().unwrap_or("-"),
                 message["expires"].as_str().unwrap_or_default(),
                 message["subject"].as_str().unwrap_or("-"),
-            );
+            )?;
         }
         match page["next"].as_i64() {
             Some(next) => after = next,
@@ -308,10 +312,10 @@ async fn release(
     let to = held["email"].as_str().unwrap_or("-");
     match how {
         Release::Approve => {
-            println!("approved message {message} of flow {id} to {to}; it is sent shortly")
+            outln!("approved message {message} of flow {id} to {to}; it is sent shortly")?
         }
         Release::Skip => {
-            println!("skipped message {message} of flow {id} to {to}; it will not be sent")
+            outln!("skipped message {message} of flow {id} to {to}; it will not be sent")?
         }
     }
     Ok(())

@@ -64,11 +64,11 @@ pub async fn run(global: &GlobalArgs, args: ListArgs) -> anyhow::Result<()> {
                         "attributes": {"name": name, "opt_in_process": opt_in}}})),
                 )
                 .await?;
-            println!("{}", created["data"]["id"].as_str().unwrap_or_default());
+            outln!("{}", created["data"]["id"].as_str().unwrap_or_default())?;
         }
         ListCommand::Ls { json } => {
             if !json {
-                println!("{:<8} {:<14} {:>8} NAME", "ID", "OPT-IN", "MEMBERS");
+                outln!("{:<8} {:<14} {:>8} NAME", "ID", "OPT-IN", "MEMBERS")?;
             }
             let mut cursor: Option<String> = None;
             loop {
@@ -84,13 +84,13 @@ pub async fn run(global: &GlobalArgs, args: ListArgs) -> anyhow::Result<()> {
                             .context("the server answered a list this version cannot read")?;
                         print_line(&ListLine::from(resource))?;
                     } else {
-                        println!(
+                        outln!(
                             "{:<8} {:<14} {:>8} {}",
                             list["id"].as_str().unwrap_or_default(),
                             attributes["opt_in_process"].as_str().unwrap_or_default(),
                             attributes["profile_count"].as_u64().unwrap_or(0),
                             attributes["name"].as_str().unwrap_or_default()
-                        );
+                        )?;
                     }
                 }
                 match next_cursor(&page) {
@@ -124,12 +124,12 @@ pub async fn run(global: &GlobalArgs, args: ListArgs) -> anyhow::Result<()> {
                                 .context("the server answered a member this version cannot read")?;
                             print_line(&line)?;
                         } else {
-                            println!(
+                            outln!(
                                 "{:<26} {:<32} {}",
                                 member["profileId"].as_str().unwrap_or_default(),
                                 member["email"].as_str().unwrap_or("-"),
                                 member["confirmUrl"].as_str().unwrap_or_default()
-                            );
+                            )?;
                         }
                     }
                     match page["next"].as_str() {
@@ -153,12 +153,12 @@ pub async fn run(global: &GlobalArgs, args: ListArgs) -> anyhow::Result<()> {
                             .context("the server answered a member this version cannot read")?;
                         print_line(&MemberLine::from(resource))?;
                     } else {
-                        println!(
+                        outln!(
                             "{:<26} {:<32} {}",
                             member["id"].as_str().unwrap_or_default(),
                             attributes["email"].as_str().unwrap_or("-"),
                             attributes["joined_group_at"].as_str().unwrap_or_default()
-                        );
+                        )?;
                     }
                 }
                 match next_cursor(&page) {

@@ -3,6 +3,7 @@
 //! only checks the two ends, calls them in order and reports the rows per table.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -69,7 +70,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     if args.json {
         print_line(&MigrateSummary::of(&counts))?;
     } else {
-        print!("{}", table(&counts));
+        write!(std::io::stdout().lock(), "{}", table(&counts))?;
         eprintln!(
             "copied {} into {to}: start `signalbox serve --database-url …` on it",
             dir.display()

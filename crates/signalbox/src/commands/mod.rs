@@ -1,5 +1,15 @@
 //! One module per command group; each takes resolved arguments and does one thing.
 
+/// `println!` for what a command prints, as an `io::Result`: a stdout closed early
+/// (`signalbox storage status | head -3`) fails the command with `BrokenPipe`, which `main`
+/// ends quietly, where `println!` would panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod admin;
 mod api;
 pub mod bench;
@@ -27,6 +37,15 @@ use signalbox_store::Store;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, GlobalArgs, LogFormat};
+
+/// Whether `err` comes of writing to a stdout whose reader has gone (see `outln!`).
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if reads_only_local_data(&cli.command)

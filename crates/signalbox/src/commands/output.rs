@@ -18,7 +18,7 @@ use signalbox_sync::{Destination, DestinationConfig};
 
 /// Prints one JSON line.
 pub fn print_line(line: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string(line)?);
+    outln!("{}", serde_json::to_string(line)?)?;
     Ok(())
 }
 

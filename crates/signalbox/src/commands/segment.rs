@@ -64,7 +64,7 @@ async fn apply(api: &Api, file: &Path) -> anyhow::Result<()> {
             api.0
                 .ok(Method::PATCH, &format!("/api/segments/{id}"), Some(body))
                 .await?;
-            println!("updated segment {id} ({name})");
+            outln!("updated segment {id} ({name})")?;
             id
         }
         None => {
@@ -74,7 +74,7 @@ async fn apply(api: &Api, file: &Path) -> anyhow::Result<()> {
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
-            println!("created segment {id} ({name})");
+            outln!("created segment {id} ({name})")?;
             id
         }
     };
@@ -101,7 +101,7 @@ async fn apply(api: &Api, file: &Path) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    println!("{count} profiles in {name}");
+    outln!("{count} profiles in {name}")?;
     Ok(())
 }
 
@@ -115,12 +115,12 @@ async fn members(api: &Api, name: &str) -> anyhow::Result<()> {
         let page = api.get(&path).await?;
         for profile in page["data"].as_array().into_iter().flatten() {
             let attributes = &profile["attributes"];
-            println!(
+            outln!(
                 "{}\t{}\t{}",
                 profile["id"].as_str().unwrap_or_default(),
                 attributes["email"].as_str().unwrap_or("-"),
                 attributes["joined_group_at"].as_str().unwrap_or("-"),
-            );
+            )?;
         }
         let Some(next) = page["links"]["next"].as_str() else {
             break;

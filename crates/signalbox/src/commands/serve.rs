@@ -209,7 +209,10 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
             println!("  Engage         {}", beside("engage.db"));
             println!("  Templates      {}", beside("templates.db"));
             println!("  Flows          {}", beside("flows.db"));
-            println!("  Destinations   {}   ({DESTINATION_HINT})", beside("sync.db"));
+            println!(
+                "  Destinations   {}   ({DESTINATION_HINT})",
+                beside("sync.db")
+            );
             println!("  Segments       {}", beside("audience.db"));
         }
         // Every store, and the link secret, in the one database (no password printed).

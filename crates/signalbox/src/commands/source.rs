@@ -17,7 +17,7 @@ pub async fn run_source(global: &GlobalArgs, cmd: SourceCommand) -> anyhow::Resu
                 .create_source(&name)
                 .await
                 .context("cannot create the source")?;
-            println!("{}", key.expose());
+            outln!("{}", key.expose())?;
         }
         SourceCommand::List { json } => {
             let sources = store.list_sources().await?;
@@ -26,12 +26,16 @@ pub async fn run_source(global: &GlobalArgs, cmd: SourceCommand) -> anyhow::Resu
                     print_line(&source)?;
                 }
             } else {
-                println!(
+                outln!(
                     "{:<24} {:<9} {:<10} {:<8} {:<23} DISPLAY NAME",
-                    "NAME", "STATUS", "KEY", "IN GRACE", "CREATED"
-                );
+                    "NAME",
+                    "STATUS",
+                    "KEY",
+                    "IN GRACE",
+                    "CREATED"
+                )?;
                 for s in sources {
-                    println!(
+                    outln!(
                         "{:<24} {:<9} {:<10} {:<8} {:<23} {}",
                         s.name,
                         s.status.as_str(),
@@ -39,7 +43,7 @@ pub async fn run_source(global: &GlobalArgs, cmd: SourceCommand) -> anyhow::Resu
                         s.keys_in_grace,
                         s.created_at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
                         s.display_name
-                    );
+                    )?;
                 }
             }
         }
@@ -49,7 +53,7 @@ pub async fn run_source(global: &GlobalArgs, cmd: SourceCommand) -> anyhow::Resu
                 .rotate_write_key(&name, grace)
                 .await
                 .context("cannot rotate the key")?;
-            println!("{}", key.expose());
+            outln!("{}", key.expose())?;
         }
         SourceCommand::Disable { name } => {
             store
@@ -86,7 +90,7 @@ pub async fn run_source(global: &GlobalArgs, cmd: SourceCommand) -> anyhow::Resu
                     "source '{name}' settings saved; a running server applies them within a second"
                 );
             }
-            println!("{}", serde_json::to_string_pretty(&settings.to_json())?);
+            outln!("{}", serde_json::to_string_pretty(&settings.to_json())?)?;
         }
     }
     Ok(())
@@ -105,18 +109,18 @@ pub async fn run_api_key(global: &GlobalArgs, cmd: ApiKeyCommand) -> anyhow::Res
                 .create_api_key(&name, &scopes)
                 .await
                 .context("cannot create the API key")?;
-            println!("{}", key.expose());
+            outln!("{}", key.expose())?;
         }
         ApiKeyCommand::List => {
-            println!("{:<24} {:<12} {:<23} SCOPES", "NAME", "KEY", "CREATED");
+            outln!("{:<24} {:<12} {:<23} SCOPES", "NAME", "KEY", "CREATED")?;
             for k in store.list_api_keys().await? {
-                println!(
+                outln!(
                     "{:<24} {:<12} {:<23} {}",
                     k.name,
                     k.prefix,
                     k.created_at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
                     k.scopes
-                );
+                )?;
             }
         }
         ApiKeyCommand::Delete { name } => {

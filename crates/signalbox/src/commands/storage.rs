@@ -32,7 +32,7 @@ pub async fn run(global: &GlobalArgs, cmd: StorageCommand) -> anyhow::Result<()>
             if json {
                 print_line(&status)
             } else {
-                print_status(&status, &backend);
+                print_status(&status, &backend)?;
                 Ok(())
             }
         }
@@ -197,41 +197,43 @@ fn size_of(path: &Path) -> anyhow::Result<(u64, u64)> {
     Ok(total)
 }
 
-fn print_status(status: &StorageStatus, backend: &Backend) {
+fn print_status(status: &StorageStatus, backend: &Backend) -> std::io::Result<()> {
     let (place, parts) = match backend {
         Backend::Embedded { .. } => ("Data folder", "FILES"),
         Backend::Postgres(_) => ("Database   ", "TABLES"),
     };
-    println!("{place}   {}", status.data_dir);
-    println!("{:<24} {:>14} {:>6}", "STORE", "BYTES", parts);
+    outln!("{place}   {}", status.data_dir)?;
+    outln!("{:<24} {:>14} {:>6}", "STORE", "BYTES", parts)?;
     for store in &status.stores {
-        println!("{:<24} {:>14} {:>6}", store.store, store.bytes, store.files);
+        outln!("{:<24} {:>14} {:>6}", store.store, store.bytes, store.files)?;
     }
-    println!("{:<24} {:>14}", "total", status.total_bytes);
-    println!();
+    outln!("{:<24} {:>14}", "total", status.total_bytes)?;
+    outln!()?;
     match &status.retain_log {
         Some(window) => {
-            println!("Retention     calls kept {window} once every follower passed them")
+            outln!("Retention     calls kept {window} once every follower passed them")?
         }
-        None => println!("Retention     off: the log keeps every call"),
+        None => outln!("Retention     off: the log keeps every call")?,
     }
     match (status.oldest_seq, status.oldest_received) {
-        (Some(seq), Some(received)) => println!(
+        (Some(seq), Some(received)) => outln!(
             "Call log      {} calls, oldest kept seq {seq} (received {received}), newest seq {}",
-            status.calls, status.newest_seq
-        ),
-        _ => println!("Call log      empty"),
+            status.calls,
+            status.newest_seq
+        )?,
+        _ => outln!("Call log      empty")?,
     }
     let reasons: Vec<String> = status.held_back_by.iter().map(describe).collect();
     if reasons.is_empty() {
-        println!("Held back by  nothing: the next trim may take it");
+        outln!("Held back by  nothing: the next trim may take it")?;
     } else {
-        println!("Held back by  {}", reasons.join("; "));
+        outln!("Held back by  {}", reasons.join("; "))?;
     }
-    println!("Holds");
+    outln!("Holds")?;
     for hold in &status.holds {
-        println!("  {}", describe(hold));
+        outln!("  {}", describe(hold))?;
     }
+    Ok(())
 }
 
 fn describe(hold: &Hold) -> String {

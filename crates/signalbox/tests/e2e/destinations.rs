@@ -569,8 +569,10 @@ async fn a_destination_made_while_the_server_runs_is_picked_up() {
         "sync.db"
     };
     assert!(
-        server.banner.iter().any(|line| line.contains(kept)
-            && line.contains("signalbox destination create NAME")),
+        server
+            .banner
+            .iter()
+            .any(|line| line.contains(kept) && line.contains("signalbox destination create NAME")),
         "{:?}",
         server.banner
     );
