@@ -4,8 +4,7 @@
 use std::path::Path;
 
 use signalbox_core::PostgresUrl;
-use signalbox_store::postgres::copy::{copy_tables, CopyError, TableMap, Target};
-use signalbox_store::sqlite::SqliteFile;
+use signalbox_store::postgres::copy::{copy_file, nothing_copied, CopyError, TableMap};
 
 use crate::error::AudienceError;
 use crate::postgres::PgAudienceStore;
@@ -27,15 +26,12 @@ pub async fn migrate_to_postgres(
     progress: &dyn Fn(&str, u64),
 ) -> Result<Vec<(String, u64)>, AudienceError> {
     if !from.exists() {
-        return Ok(TABLES.iter().map(|t| (t.to.to_owned(), 0)).collect());
+        return Ok(nothing_copied(TABLES));
     }
     drop(PgAudienceStore::connect(to, 1).await?);
-    let target = Target::connect(to).await.map_err(copy_error)?;
-    let source = SqliteFile::new(from);
-    let counts = copy_tables(&source, &target, TABLES, progress)
+    copy_file(from, to, TABLES, progress)
         .await
-        .map_err(copy_error)?;
-    Ok(counts)
+        .map_err(copy_error)
 }
 
 fn copy_error(err: CopyError) -> AudienceError {

@@ -4,8 +4,7 @@
 use std::path::Path;
 
 use signalbox_core::PostgresUrl;
-use signalbox_store::postgres::copy::{copy_tables, CopyError, TableMap, Target};
-use signalbox_store::sqlite::SqliteFile;
+use signalbox_store::postgres::copy::{copy_file, nothing_copied, CopyError, TableMap};
 use signalbox_store::StoreError;
 
 use crate::confirmations::PgConfirmations;
@@ -35,14 +34,12 @@ pub async fn migrate_to_postgres(
 ) -> Result<Vec<(String, u64)>, CopyError> {
     drop(PgTemplates::connect(to).await.map_err(internal)?);
     drop(PgConfirmations::connect(to).await.map_err(internal)?);
-    let target = Target::connect(to).await?;
     let mut counts = Vec::new();
     for (path, tables) in [(templates, TEMPLATES), (confirmations, CONFIRMATIONS)] {
         if path.exists() {
-            let source = SqliteFile::new(path);
-            counts.extend(copy_tables(&source, &target, tables, progress).await?);
+            counts.extend(copy_file(path, to, tables, progress).await?);
         } else {
-            counts.extend(tables.iter().map(|t| (t.to.to_owned(), 0)));
+            counts.extend(nothing_copied(tables));
         }
     }
     Ok(counts)

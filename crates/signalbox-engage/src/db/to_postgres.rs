@@ -5,9 +5,8 @@ use std::fs::File;
 use std::path::Path;
 
 use signalbox_core::PostgresUrl;
-use signalbox_store::postgres::copy::{copy_tables, CopyError, TableMap, Target};
+use signalbox_store::postgres::copy::{copy_file, CopyError, TableMap};
 use signalbox_store::postgres::Planning;
-use signalbox_store::sqlite::SqliteFile;
 
 use crate::error::{EngageError, EngageResult};
 
@@ -40,13 +39,11 @@ pub async fn migrate_to_postgres(
         return Ok(Vec::new());
     }
     drop(super::postgres::apply::connect(to, 1, Planning::PerCall).await?);
-    let target = Target::connect(to).await.map_err(copy_error)?;
     let tables: Vec<TableMap> = super::postgres::schema::TABLES
         .iter()
         .map(|table| TableMap::renamed(table, table))
         .collect();
-    let source = SqliteFile::new(from);
-    copy_tables(&source, &target, &tables, progress)
+    copy_file(from, to, &tables, progress)
         .await
         .map_err(copy_error)
 }

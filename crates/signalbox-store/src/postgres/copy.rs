@@ -90,6 +90,31 @@ pub trait EmbeddedTables {
     fn rows(&self, select: String, width: usize) -> RowChunks;
 }
 
+/// What a component copies when its embedded file is not there: each table, with no rows.
+pub fn nothing_copied(tables: &[TableMap]) -> Vec<(String, u64)> {
+    tables.iter().map(|t| (t.to.to_owned(), 0)).collect()
+}
+
+/// Copies `tables` of the embedded SQLite file at `from` (opened read-only) into the database
+/// at `to`, where the component has made its schema: [`copy_tables`] over a [`SqliteFile`].
+///
+/// [`SqliteFile`]: crate::sqlite::SqliteFile
+pub async fn copy_file(
+    from: &std::path::Path,
+    to: &PostgresUrl,
+    tables: &[TableMap],
+    progress: &dyn Fn(&str, u64),
+) -> Result<Vec<(String, u64)>, CopyError> {
+    let target = Target::connect(to).await?;
+    copy_tables(
+        &crate::sqlite::SqliteFile::new(from),
+        &target,
+        tables,
+        progress,
+    )
+    .await
+}
+
 /// Copies `tables` from `source` into `target`, table by table, telling `progress` the rows
 /// copied so far of each (by its PostgreSQL name); returns the rows copied per table. The
 /// target's tables exist (the component migrated them) and hold no rows.
