@@ -19,13 +19,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Deref;
 
-use deadpool_postgres::{GenericClient, Object, Pool, PoolError};
+use deadpool_postgres::{GenericClient, Object, PoolError};
 use jiff::Timestamp;
 use serde_json::Value;
 use signalbox_core::PostgresUrl;
 use signalbox_engage::feed::FeedCursor;
 use signalbox_engage::ProfileKey;
-use signalbox_store::postgres::{connect_pool, schema};
+use signalbox_store::postgres::{connect_pool, error_text, schema, BlockingPool};
 use signalbox_store::StoreError;
 use tokio::runtime::Handle;
 use tokio_postgres::types::ToSql;
@@ -119,8 +119,7 @@ impl PgAudienceStore {
         drop(client);
         Ok(PgAudienceStore {
             db: Db {
-                pool,
-                runtime: Handle::current(),
+                pool: BlockingPool::new(pool, Handle::current()),
             },
         })
     }
@@ -140,16 +139,9 @@ fn pool_error(err: PoolError) -> AudienceError {
     AudienceError::Db(format!("no database connection: {err}"))
 }
 
-/// A PostgreSQL error as text (the server's message when it sent one); a lost connection is
-/// logged, as the log's store does.
+/// A PostgreSQL error as text (the server's message when it sent one).
 fn pg(err: tokio_postgres::Error) -> AudienceError {
-    if err.is_closed() {
-        tracing::warn!(error = %err, "audience database connection lost");
-    }
-    match err.as_db_error() {
-        Some(db) => AudienceError::Db(db.to_string()),
-        None => AudienceError::Db(err.to_string()),
-    }
+    AudienceError::Db(error_text(&err, "audience"))
 }
 
 fn limit_of(limit: usize) -> i64 {
@@ -167,18 +159,17 @@ fn counter(value: i64) -> u64 {
 /// The pool and the runtime it runs on.
 #[derive(Clone)]
 struct Db {
-    pool: Pool,
-    runtime: Handle,
+    pool: BlockingPool,
 }
 
 impl Db {
     /// Waits for `fut` on the store's runtime from this (blocking) thread.
     fn wait<F: Future>(&self, fut: F) -> F::Output {
-        self.runtime.block_on(fut)
+        self.pool.wait(fut)
     }
 
     fn connection(&self) -> AudienceResult<Object> {
-        self.wait(self.pool.get()).map_err(pool_error)
+        self.pool.get().map_err(pool_error)
     }
 
     fn query(

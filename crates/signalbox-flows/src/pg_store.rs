@@ -23,12 +23,12 @@
 
 use std::future::Future;
 
-use deadpool_postgres::{GenericClient, Object, Pool, PoolError};
+use deadpool_postgres::{GenericClient, Object, PoolError};
 use jiff::Timestamp;
 use signalbox_core::PostgresUrl;
 use signalbox_engage::feed::FeedCursor;
 use signalbox_engage::ProfileKey;
-use signalbox_store::postgres::{connect_pool, schema};
+use signalbox_store::postgres::{connect_pool, error_text, schema, BlockingPool};
 use signalbox_store::StoreError;
 use tokio::runtime::Handle;
 use tokio_postgres::types::ToSql;
@@ -247,8 +247,7 @@ impl PgFlowStore {
         drop(client);
         Ok(PgFlowStore {
             db: Db {
-                pool,
-                runtime: Handle::current(),
+                pool: BlockingPool::new(pool, Handle::current()),
             },
             lead: std::sync::Mutex::new(None),
         })
@@ -308,16 +307,9 @@ fn pool_error(err: PoolError) -> FlowsError {
     FlowsError::Internal(format!("no database connection: {err}"))
 }
 
-/// A PostgreSQL error as text (the server's message when it sent one); a lost connection is
-/// logged, as the log's store does.
+/// A PostgreSQL error as text (the server's message when it sent one).
 fn pg(err: tokio_postgres::Error) -> FlowsError {
-    if err.is_closed() {
-        tracing::warn!(error = %err, "flows database connection lost");
-    }
-    match err.as_db_error() {
-        Some(db) => FlowsError::Internal(db.to_string()),
-        None => FlowsError::Internal(err.to_string()),
-    }
+    FlowsError::Internal(error_text(&err, "flows"))
 }
 
 fn limit_of(limit: usize) -> i64 {
@@ -326,18 +318,17 @@ fn limit_of(limit: usize) -> i64 {
 
 /// The pool and the runtime it runs on.
 struct Db {
-    pool: Pool,
-    runtime: Handle,
+    pool: BlockingPool,
 }
 
 impl Db {
     /// Waits for `fut` on the store's runtime from this (blocking) thread.
     fn wait<F: Future>(&self, fut: F) -> F::Output {
-        self.runtime.block_on(fut)
+        self.pool.wait(fut)
     }
 
     fn connection(&self) -> FlowsResult<Object> {
-        self.wait(self.pool.get()).map_err(pool_error)
+        self.pool.get().map_err(pool_error)
     }
 }
 
@@ -1669,7 +1660,7 @@ mod tests {
             return;
         };
         let store = PgFlowStore::connect(db.url(), 1).await.unwrap();
-        let client = store.db.pool.get().await.unwrap();
+        let client = store.db.pool.pool().get().await.unwrap();
         // On empty tables a scan is cheapest; forbidding it shows whether the index applies.
         client
             .batch_execute("SET enable_seqscan = off")

@@ -7,6 +7,7 @@
 //! one writer per node ([`writer`]), which commits queued requests in groups with one multi-row
 //! statement per table; a 200 is answered only after PostgreSQL committed the group.
 
+mod blocking;
 pub mod copy;
 mod io_runtime;
 pub mod schema;
@@ -38,6 +39,7 @@ use crate::{
     AppendOutcome, CallQuery, RejectionQuery, SourceSettings, SourceTotals, Store, StoreError,
     StoreResult, TrimOutcome, TrimRequest, WriteKeyRecord,
 };
+pub use blocking::{error_text, BlockingPool};
 pub use io_runtime::IoRuntime;
 use writer::{AppendJob, Writer};
 

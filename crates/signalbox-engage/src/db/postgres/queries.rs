@@ -24,8 +24,7 @@ use std::sync::Arc;
 
 use deadpool_postgres::{GenericClient, Object, Pool, PoolError};
 use jiff::Timestamp;
-use signalbox_store::postgres::IoRuntime;
-use tokio::runtime::{Handle, RuntimeFlavor};
+use signalbox_store::postgres::{error_text, BlockingPool, IoRuntime};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
@@ -46,19 +45,17 @@ use crate::reader::EngageReader;
 /// A pool of connections to the database and the runtime it runs on.
 #[derive(Clone)]
 pub(crate) struct PgDb {
-    pool: Pool,
-    runtime: Handle,
-    /// The runtime of `runtime`, when it is the pool's own.
+    pool: BlockingPool,
+    /// The pool's runtime, when it is the pool's own.
     _owned: Option<Arc<IoRuntime>>,
 }
 
 impl PgDb {
     /// Reads over `pool`, waiting on `runtime` (the tests').
     #[cfg(test)]
-    pub(crate) fn new(pool: Pool, runtime: Handle) -> PgDb {
+    pub(crate) fn new(pool: Pool, runtime: tokio::runtime::Handle) -> PgDb {
         PgDb {
-            pool,
-            runtime,
+            pool: BlockingPool::new(pool, runtime),
             _owned: None,
         }
     }
@@ -66,27 +63,20 @@ impl PgDb {
     /// Reads over `pool`, whose connections run on `runtime`.
     pub(crate) fn on_own_runtime(pool: Pool, runtime: Arc<IoRuntime>) -> PgDb {
         PgDb {
-            pool,
-            runtime: runtime.handle(),
+            pool: BlockingPool::new(pool, runtime.handle()),
             _owned: Some(runtime),
         }
     }
 
-    /// Waits for `fut` on the runtime from this (blocking) thread. Called by mistake from a
-    /// worker of a multi-thread runtime, it steps out of it first (`block_in_place`) rather
-    /// than panic.
+    /// Waits for `fut` on the pool's runtime from this (blocking) thread
+    /// ([`BlockingPool::wait`]).
     pub(crate) fn wait<F: Future>(&self, fut: F) -> F::Output {
-        match Handle::try_current() {
-            Ok(current) if current.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| self.runtime.block_on(fut))
-            }
-            _ => self.runtime.block_on(fut),
-        }
+        self.pool.wait(fut)
     }
 
     /// A pooled connection, held until dropped.
     pub(crate) fn connection(&self) -> EngageResult<Object> {
-        self.wait(self.pool.get()).map_err(pool_error)
+        self.pool.get().map_err(pool_error)
     }
 
     /// Runs `f` on a pooled connection and waits for it.
@@ -95,7 +85,7 @@ impl PgDb {
         Fut: Future<Output = EngageResult<T>>,
     {
         self.wait(async {
-            let client = self.pool.get().await.map_err(pool_error)?;
+            let client = self.pool.pool().get().await.map_err(pool_error)?;
             f(client).await
         })
     }
@@ -108,10 +98,7 @@ pub(crate) fn pg(err: tokio_postgres::Error) -> EngageError {
         tracing::warn!(error = %err, "engage database connection failed");
         return EngageError::Unavailable;
     }
-    match err.as_db_error() {
-        Some(db) => EngageError::Internal(db.to_string()),
-        None => EngageError::Internal(err.to_string()),
-    }
+    EngageError::Internal(error_text(&err, "engage"))
 }
 
 fn pool_error(err: PoolError) -> EngageError {
