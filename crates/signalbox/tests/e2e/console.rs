@@ -321,8 +321,12 @@ async fn serve_caps_the_debuggers_streams_at_console_max_streams() {
 
 /// Where this test's screenshots go: a folder under the system's temporary folder that is
 /// kept after the test, printed in the test's output.
-fn artifacts(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("signalbox-e2e-{test}-{}", unique()));
+/// A folder for a browser test's screenshots, kept for a look after the run in the build's
+/// folder for test files (`CARGO_TARGET_TMPDIR`, gone with `cargo clean`), not the system's
+/// temporary folder.
+pub(crate) fn artifacts(test: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("signalbox-e2e-{test}-{}", unique()));
     std::fs::create_dir_all(&dir).expect("create the artifacts folder");
     println!("artifacts of {test}: {}", dir.display());
     dir

@@ -105,9 +105,7 @@ async fn the_segment_builder_counts_live_in_chromium() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let screenshots = std::env::temp_dir().join(format!("signalbox-e2e-builder-{}", unique()));
-    std::fs::create_dir_all(&screenshots).expect("the artifacts folder");
-    println!("artifacts: {}", screenshots.display());
+    let screenshots = super::console::artifacts("builder");
     let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
     let mut script = Command::new(node);
     script
