@@ -66,6 +66,20 @@ async fn a_full_disk_refuses_calls_with_503_and_takes_them_again_once_space_is_b
     within_limit(full_disk()).await;
 }
 
+/// The floor raced (`--min-free-disk 0`): the disk fills completely under a stream of calls.
+/// The calls in flight fail, nothing acknowledged before is lost, and once space is freed the
+/// server takes calls again and a new person's profile appears, without a restart: no store
+/// (the log, its dedupe index, engage's held-call index) stays broken by the failed writes.
+///
+/// Known to fail in one run of two to four: a failed journal flush poisons the dedupe index
+/// and the held-call index (fjall `Database`s) for the life of the process. Ignored until they
+/// are reopened when poisoned; run it with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a poisoned dedupe or held-call index is not reopened yet (issue: Operations)"]
+async fn an_enospc_that_races_the_floor_breaks_no_store() {
+    within_limit(enospc_race()).await;
+}
+
 async fn within_limit(test: impl std::future::Future<Output = anyhow::Result<()>>) {
     match tokio::time::timeout(TEST_LIMIT, test).await {
         Ok(Ok(())) => {}
@@ -358,6 +372,13 @@ impl Server {
         Ok(())
     }
 
+    /// SIGKILL, whatever the server logged.
+    async fn kill_after_errors(&mut self) -> anyhow::Result<()> {
+        self.child.start_kill().context("cannot kill the server")?;
+        self.child.wait().await?;
+        Ok(())
+    }
+
     /// SIGTERM, then waits (at most 10 s) for the exit status. Fails when the server logged an
     /// error.
     async fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
@@ -547,6 +568,165 @@ async fn full_disk() -> anyhow::Result<()> {
     let report = check_log(&ledger, &exported)?;
     ensure!(report.acked_calls > 0, "nothing was acknowledged");
     Ok(())
+}
+
+async fn enospc_race() -> anyhow::Result<()> {
+    let Some(disk) = SmallDisk::mount(256)? else {
+        return Ok(());
+    };
+    let data = disk.path().join("data");
+    std::fs::create_dir(&data)?;
+    let api_key = offline(
+        &data,
+        &["api-key", "create", "reader", "--scope", "profiles:read"],
+    )
+    .await?
+    .trim()
+    .to_owned();
+    let client = http_client()?;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let mut server = Server::start_with(&data, &["--min-free-disk", "0"]).await?;
+    let target = server.target();
+    let load = Load::start(&client, &target, &ledger, "enospc");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Every byte taken: the next writes of every store fail with ENOSPC.
+    let filler = disk.path().join("filler");
+    fill(&filler)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, body) = probe(
+            &client,
+            &target,
+            &format!("probe-full-{}", rand::random::<u32>()),
+        )
+        .await?;
+        if status != 200 {
+            ensure!(status >= 500, "a full disk answered {status}: {body}");
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "calls still answered 200 on a full disk"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Space comes back: calls are taken again and reach engage, with no restart.
+    std::fs::remove_file(&filler)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, body) = probe(
+            &client,
+            &target,
+            &format!("probe-back-{}", rand::random::<u32>()),
+        )
+        .await?;
+        if status == 200 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "still {status} after space came back: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let email = format!("after-{}@example.com", rand::random::<u32>());
+    let person = client
+        .post(format!("{}/v1/batch", target.base))
+        .basic_auth(&target.write_key, Some(""))
+        .json(&json!({"batch": [
+            {"type": "identify", "userId": &email, "traits": {"email": &email},
+             "messageId": format!("probe-person-{}", rand::random::<u32>())},
+            {"type": "track", "event": "Signed Up", "userId": &email,
+             "messageId": format!("probe-event-{}", rand::random::<u32>())},
+        ]}))
+        .send()
+        .await?;
+    ensure!(
+        person.status() == 200,
+        "a new person got {}",
+        person.status()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found: Value = client
+            .get(format!("{}/api/profiles", target.base))
+            .query(&[("filter", format!("equals(email,\"{email}\")"))])
+            .header("Authorization", format!("Klaviyo-API-Key {api_key}"))
+            .header("revision", "2026-07-15")
+            .send()
+            .await?
+            .json()
+            .await?;
+        if found["data"].as_array().is_some_and(|d| d.len() == 1) {
+            break;
+        }
+        if Instant::now() > deadline {
+            let logs = server.stderr.lock().expect("stderr lock").clone();
+            let tail = &logs[logs.len().saturating_sub(4000)..];
+            bail!(
+                "the new person's profile did not appear within 10 s of space coming back: \
+                 {found}; the server's last logs: {tail}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    load.stop().await;
+    // The failed writes were logged as errors: stop without the check that forbids them.
+    server.kill_after_errors().await?;
+
+    let exported: Vec<Value> = export(&data)
+        .await?
+        .into_iter()
+        .filter(|call| {
+            !call["messageId"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("probe-")
+        })
+        .collect();
+    let ledger = ledger.lock().expect("ledger lock");
+    let report = check_log(&ledger, &exported)?;
+    ensure!(report.acked_calls > 0, "nothing was acknowledged");
+    Ok(())
+}
+
+/// Writes zeros to `path` until the file system is full.
+fn fill(path: &Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut file = std::fs::File::create(path)?;
+    let chunk = vec![0u8; 1 << 20];
+    loop {
+        if let Err(err) = file.write_all(&chunk).and_then(|()| file.sync_data()) {
+            ensure!(
+                err.raw_os_error() == Some(28),
+                "filling the disk failed otherwise: {err}"
+            );
+            return Ok(());
+        }
+    }
+}
+
+/// Runs an offline command on `data_dir`; its stdout.
+async fn offline(data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("SIGNALBOX_LOG", "warn")
+        .env_remove("SIGNALBOX_DATABASE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("cannot run signalbox {args:?}"))?;
+    ensure!(
+        output.status.success(),
+        "signalbox {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
 }
 
 async fn export(data_dir: &Path) -> anyhow::Result<Vec<Value>> {
