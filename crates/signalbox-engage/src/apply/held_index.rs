@@ -89,6 +89,11 @@ struct Job {
 }
 
 pub(crate) struct HeldIndex {
+    /// The SQLite file it is beside.
+    db_path: PathBuf,
+    /// A write failed: a failed journal flush (a full disk) poisons the index's database for
+    /// as long as it is open, so it is opened again (see `held_lookup.rs`).
+    broken: bool,
     waiting: Keyspace,
     meta: Keyspace,
     /// Added by the batch in progress: visible to lookups, handed to the writing thread at
@@ -143,6 +148,8 @@ impl HeldIndex {
             })
             .map_err(|e| EngageError::Internal(e.to_string()))?;
         let mut index = HeldIndex {
+            db_path: db.to_path_buf(),
+            broken: false,
             waiting,
             meta,
             added: HashMap::new(),
@@ -253,11 +260,25 @@ impl HeldIndex {
         if self.in_flight.take().is_none() {
             return Ok(());
         }
-        self.written.recv().unwrap_or_else(|_| {
+        let written = self.written.recv().unwrap_or_else(|_| {
             Err(EngageError::Internal(
                 "the held-call index's writer stopped".into(),
             ))
-        })
+        });
+        if written.is_err() {
+            self.broken = true;
+        }
+        written
+    }
+
+    /// Whether a write failed since it was opened.
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// The SQLite file it is beside.
+    pub(crate) fn db_path(&self) -> &Path {
+        &self.db_path
     }
 
     /// Forgets the batch in progress (it rolled back).

@@ -9,15 +9,19 @@
 //! that finds nothing.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use super::held_index::{id_key, HeldIndex};
 use super::holds::HeldIds;
 use super::store::{ApplyStore, ApplyTx};
-use crate::error::EngageResult;
+use crate::error::{EngageError, EngageResult};
 
 pub(crate) enum HeldLookup {
     /// The folder beside the SQLite file.
     Index(HeldIndex),
+    /// That folder's index after a failed write, closed until it opens again (at the next
+    /// [`HeldLookup::reload`]); batches fail meanwhile. Holds the SQLite file's path.
+    Closed(PathBuf),
     /// The store's own table, behind counts of held calls by identifier key.
     Table(HashMap<[u8; 8], u32>),
 }
@@ -27,6 +31,7 @@ impl HeldLookup {
     pub(super) fn add(&mut self, ids: &HeldIds<impl AsRef<str>>, seq: i64) {
         match self {
             HeldLookup::Index(index) => index.add(ids, seq),
+            HeldLookup::Closed(_) => {}
             HeldLookup::Table(counts) => {
                 for (kind, value) in ids.typed() {
                     *counts.entry(id_key(kind, value)).or_default() += 1;
@@ -39,6 +44,7 @@ impl HeldLookup {
     pub(super) fn remove(&mut self, ids: &HeldIds<impl AsRef<str>>, seq: i64) {
         match self {
             HeldLookup::Index(index) => index.remove(ids, seq),
+            HeldLookup::Closed(_) => {}
             HeldLookup::Table(counts) => {
                 for (kind, value) in ids.typed() {
                     let key = id_key(kind, value);
@@ -62,6 +68,7 @@ impl HeldLookup {
     ) -> EngageResult<Vec<i64>> {
         match self {
             HeldLookup::Index(index) => index.waiting_for(kind, value),
+            HeldLookup::Closed(_) => Err(closed()),
             HeldLookup::Table(counts) if counts.contains_key(&id_key(kind, value)) => {
                 tx.held_waiting_for(kind, value)
             }
@@ -73,6 +80,7 @@ impl HeldLookup {
     pub(crate) fn commit(&mut self, seq: i64) -> EngageResult<()> {
         match self {
             HeldLookup::Index(index) => index.commit(seq),
+            HeldLookup::Closed(_) => Err(closed()),
             HeldLookup::Table(_) => Ok(()),
         }
     }
@@ -80,9 +88,21 @@ impl HeldLookup {
     /// Forgets what a rolled-back batch did and reads what is held again.
     pub(crate) fn reload(&mut self, store: &impl ApplyStore) -> EngageResult<()> {
         match self {
-            HeldLookup::Index(index) => {
+            HeldLookup::Index(index) if !index.is_broken() => {
                 index.abort();
                 index.catch_up(store)
+            }
+            HeldLookup::Index(index) => {
+                // Its handles go before it is opened again: a database is opened once.
+                let path = index.db_path().to_path_buf();
+                *self = HeldLookup::Closed(path);
+                self.reload(store)
+            }
+            HeldLookup::Closed(path) => {
+                let index = HeldIndex::open(path, store)?;
+                tracing::info!("held-call index opened again after a failed write");
+                *self = HeldLookup::Index(index);
+                Ok(())
             }
             HeldLookup::Table(counts) => {
                 counts.clear();
@@ -95,4 +115,8 @@ impl HeldLookup {
             }
         }
     }
+}
+
+fn closed() -> EngageError {
+    EngageError::Internal("the held-call index is not open again yet after a failed write".into())
 }

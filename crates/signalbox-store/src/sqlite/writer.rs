@@ -6,10 +6,10 @@
 //! returned, which is what makes "200 means durable" true.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jiff::SignedDuration;
 use rusqlite::{params, Connection, TransactionBehavior};
@@ -37,7 +37,17 @@ pub(crate) struct AppendJob {
 
 pub(crate) struct Writer {
     conn: Connection,
-    index: DedupeIndex,
+    /// `None` between dropping a broken index and opening it again (see
+    /// [`Writer::recover_index`]): groups fail meanwhile, since without it a repeat could
+    /// pass.
+    index: Option<DedupeIndex>,
+    index_dir: PathBuf,
+    window: SignedDuration,
+    /// Since when a write of the index failed and it was not opened again since. A failed
+    /// journal flush (a full disk) poisons the index's database for as long as it is open.
+    index_broken: Option<Instant>,
+    /// When the index was last opened again.
+    last_reopen: Option<Instant>,
     window_us: i64,
     /// Stored keys ([`dedupe::key`]: source and message id) not known to be in the index
     /// yet: queued for the index thread, or whose index write failed (those are retried with
@@ -68,7 +78,11 @@ impl Writer {
         let index = DedupeIndex::open(index_dir, dedupe_window).map_err(index_error)?;
         let mut writer = Writer {
             conn,
-            index,
+            index: Some(index),
+            index_dir: index_dir.to_path_buf(),
+            window: dedupe_window,
+            index_broken: None,
+            last_reopen: None,
             window_us: i64::try_from(dedupe_window.as_micros())
                 .unwrap_or(i64::MAX)
                 .max(0),
@@ -102,7 +116,13 @@ impl Writer {
         let Some(thread) = &self.index_thread else {
             return;
         };
-        for (ticket, result) in thread.finished() {
+        let results: Vec<_> = thread.finished().collect();
+        self.settle(results);
+    }
+
+    /// Takes in the index thread's outcomes (see [`Writer::settle_index`]).
+    fn settle(&mut self, results: Vec<super::index_thread::Committed>) {
+        for (ticket, result) in results {
             let Some(pos) = self.in_flight.iter().position(|(t, _)| *t == ticket) else {
                 continue;
             };
@@ -121,9 +141,50 @@ impl Writer {
                 Err(err) => {
                     tracing::error!(error = %err, "dedupe index write failed; retrying with the next group");
                     self.retry.extend(entries.into_iter().map(|(id, _)| id));
+                    self.index_broken.get_or_insert_with(Instant::now);
                 }
             }
         }
+    }
+
+    /// Opens the dedupe index again after a write of it failed, at most once a second: its
+    /// handles (and the index thread's batches) go first, then it is opened, recovered from
+    /// its journal, and re-indexed from the log after its marker, which covers every id whose
+    /// write failed. Until that succeeds, groups fail (the index may miss ids).
+    fn recover_index(&mut self) {
+        if self.index_broken.is_none()
+            || self.last_reopen.is_some_and(|t| t.elapsed() < REOPEN_EVERY)
+        {
+            return;
+        }
+        self.last_reopen = Some(Instant::now());
+        let had_thread = self.index_thread.is_some();
+        if let Some(mut thread) = self.index_thread.take() {
+            let results = thread.finish();
+            self.settle(results);
+        }
+        self.in_flight.clear();
+        self.index = None;
+        match DedupeIndex::open(&self.index_dir, self.window) {
+            Ok(index) => self.index = Some(index),
+            Err(err) => {
+                tracing::warn!(error = %err, "the dedupe index does not open again yet");
+                return;
+            }
+        }
+        if let Err(err) = self.catch_up() {
+            tracing::warn!(error = %err, "the dedupe index does not catch up yet");
+            return;
+        }
+        if had_thread {
+            match IndexThread::start() {
+                Ok(thread) => self.index_thread = Some(thread),
+                Err(err) => tracing::warn!(error = %err, "the dedupe index thread does not start"),
+            }
+        }
+        self.retry.clear();
+        self.index_broken = None;
+        tracing::info!("dedupe index opened again after a failed write");
     }
 
     /// Hands checkpoints to a background thread (see `checkpoint.rs`).
@@ -137,7 +198,12 @@ impl Writer {
     /// log). Calls older than one window before the newest are skipped: they can no longer
     /// make anything a repeat.
     fn catch_up(&mut self) -> StoreResult<()> {
-        let from = self.index.indexed_seq().map_err(index_error)?;
+        let from = self
+            .index
+            .as_ref()
+            .ok_or_else(index_closed)?
+            .indexed_seq()
+            .map_err(index_error)?;
         let newest: Option<i64> = self
             .conn
             .query_row(
@@ -178,6 +244,8 @@ impl Writer {
             }
             total += chunk.len();
             self.index
+                .as_mut()
+                .ok_or_else(index_closed)?
                 .record(chunk.iter().map(|(id, at)| (id.as_str(), *at)), last_seq)
                 .map_err(index_error)?;
             chunk.clear();
@@ -186,7 +254,11 @@ impl Writer {
             }
         }
         self.latest = newest;
-        self.index.expire(newest).map_err(index_error)?;
+        self.index
+            .as_mut()
+            .ok_or_else(index_closed)?
+            .expire(newest)
+            .map_err(index_error)?;
         tracing::info!(
             from_seq = from,
             to_seq = last_seq,
@@ -251,6 +323,9 @@ impl Writer {
                 }
             }
             Err(err) => {
+                if matches!(err, WriteError::Index(_)) {
+                    self.index_broken.get_or_insert_with(Instant::now);
+                }
                 tracing::error!(error = %err, calls = n_calls, "group commit failed");
                 for job in jobs.drain(..) {
                     let _ = job.reply.send(Err(StoreError::Internal(err.to_string())));
@@ -262,6 +337,7 @@ impl Writer {
     /// Appends one group in one transaction and commits it.
     fn append(&mut self, jobs: &[AppendJob]) -> Result<Appended, WriteError> {
         self.settle_index();
+        self.recover_index();
         let Writer {
             conn,
             index,
@@ -271,6 +347,7 @@ impl Writer {
             ..
         } = self;
         let window_us = *window_us;
+        let index = index.as_ref().ok_or(WriteError::IndexClosed)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut outcomes = Vec::with_capacity(jobs.len());
         // Keys stored by this group, with their `received_at`, and where each call is (in log
@@ -383,15 +460,23 @@ impl Writer {
         } else {
             let pending = self.unindexed.iter().map(|(key, at)| (key.as_str(), *at));
             let recorded = stored.iter().map(|(key, at)| (key.as_str(), *at));
-            match self.index.record(pending.chain(recorded), last_seq) {
+            let recorded = match self.index.as_mut() {
+                Some(index) => index.record(pending.chain(recorded), last_seq),
+                None => Err(fjall::Error::Poisoned),
+            };
+            match recorded {
                 Ok(()) => self.unindexed.clear(),
                 Err(err) => {
                     tracing::error!(error = %err, "dedupe index write failed; retrying with the next group");
                     self.unindexed.extend(stored);
+                    self.index_broken.get_or_insert_with(Instant::now);
                 }
             }
         }
-        match self.index.expire(self.latest) {
+        let Some(index) = self.index.as_mut() else {
+            return;
+        };
+        match index.expire(self.latest) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(buckets = n, "dropped expired message ids"),
             Err(err) => tracing::warn!(error = %err, "dropping expired message ids failed"),
@@ -413,11 +498,17 @@ impl Writer {
             .collect();
         let batch = match self
             .index
-            .batch(entries.iter().map(|(id, at)| (id.as_str(), *at)), last_seq)
+            .as_mut()
+            .map(|index| index.batch(entries.iter().map(|(id, at)| (id.as_str(), *at)), last_seq))
         {
-            Ok(batch) => batch,
-            Err(err) => {
+            Some(Ok(batch)) => batch,
+            Some(Err(err)) => {
                 tracing::error!(error = %err, "dedupe index write failed; retrying with the next group");
+                self.retry = ids;
+                self.index_broken.get_or_insert_with(Instant::now);
+                return;
+            }
+            None => {
                 self.retry = ids;
                 return;
             }
@@ -448,6 +539,15 @@ pub(crate) enum WriteError {
     Sqlite(#[from] rusqlite::Error),
     #[error("dedupe index: {0}")]
     Index(#[from] fjall::Error),
+    #[error("dedupe index: not open again yet after a failed write")]
+    IndexClosed,
+}
+
+/// How often a broken dedupe index is opened again at most.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+
+fn index_closed() -> StoreError {
+    StoreError::Internal("dedupe index: not open again yet after a failed write".into())
 }
 
 fn internal(err: rusqlite::Error) -> StoreError {
@@ -528,8 +628,13 @@ mod tests {
         assert!(thread.finish().iter().all(|(_, result)| result.is_ok()));
         // Everything reached the index, marker included.
         let key = dedupe::key(SourceId(1), "id-199");
-        assert!(writer.index.seen(&key, now.as_microsecond()).unwrap());
-        assert_eq!(writer.index.indexed_seq().unwrap(), 201);
+        assert!(writer
+            .index
+            .as_ref()
+            .unwrap()
+            .seen(&key, now.as_microsecond())
+            .unwrap());
+        assert_eq!(writer.index.as_ref().unwrap().indexed_seq().unwrap(), 201);
     }
 
     #[test]
@@ -564,7 +669,7 @@ mod tests {
                 .unwrap();
         }
         let mut writer = writer(dir.path(), SignedDuration::from_hours(1));
-        assert_eq!(writer.index.indexed_seq().unwrap(), 2);
+        assert_eq!(writer.index.as_ref().unwrap().indexed_seq().unwrap(), 2);
         let again = append(
             &mut writer,
             vec![
@@ -638,8 +743,13 @@ mod tests {
             db.persist(fjall::PersistMode::SyncAll).unwrap();
         }
         let mut writer = writer(dir.path(), SignedDuration::from_hours(1));
-        assert_eq!(writer.index.indexed_seq().unwrap(), 1);
-        assert!(!writer.index.seen("old", now.as_microsecond()).unwrap());
+        assert_eq!(writer.index.as_ref().unwrap().indexed_seq().unwrap(), 1);
+        assert!(!writer
+            .index
+            .as_ref()
+            .unwrap()
+            .seen("old", now.as_microsecond())
+            .unwrap());
         let again = append_from(&mut writer, SourceId(7), vec![call("old", now)]);
         assert_eq!(again.duplicates, 1, "re-indexed under its source");
         let other = append_from(&mut writer, SourceId(8), vec![call("old", now)]);
