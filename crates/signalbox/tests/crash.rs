@@ -529,23 +529,7 @@ async fn full_disk() -> anyhow::Result<()> {
 
     // Space comes back: calls are taken again, with no restart.
     std::fs::remove_file(&filler)?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (status, _, body) = probe(
-            &client,
-            &target,
-            &format!("probe-back-{}", rand::random::<u32>()),
-        )
-        .await?;
-        if status == 200 {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "still {status} after space came back: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    taken_again(&client, &target, Duration::from_secs(5)).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stats = load.stop().await;
     ensure!(
@@ -554,20 +538,7 @@ async fn full_disk() -> anyhow::Result<()> {
     );
     let status = server.terminate().await?;
     ensure!(status.success(), "exit status {status}");
-    let exported: Vec<Value> = export(&data)
-        .await?
-        .into_iter()
-        .filter(|call| {
-            !call["messageId"]
-                .as_str()
-                .unwrap_or("")
-                .starts_with("probe-")
-        })
-        .collect();
-    let ledger = ledger.lock().expect("ledger lock");
-    let report = check_log(&ledger, &exported)?;
-    ensure!(report.acked_calls > 0, "nothing was acknowledged");
-    Ok(())
+    acknowledged_calls_are_logged_once(&data, &ledger).await
 }
 
 async fn enospc_race() -> anyhow::Result<()> {
@@ -617,23 +588,7 @@ async fn enospc_race() -> anyhow::Result<()> {
 
     // Space comes back: calls are taken again and reach engage, with no restart.
     std::fs::remove_file(&filler)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, _, body) = probe(
-            &client,
-            &target,
-            &format!("probe-back-{}", rand::random::<u32>()),
-        )
-        .await?;
-        if status == 200 {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "still {status} after space came back: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    taken_again(&client, &target, Duration::from_secs(10)).await?;
     let email = format!("after-{}@example.com", rand::random::<u32>());
     let person = client
         .post(format!("{}/v1/batch", target.base))
@@ -678,20 +633,7 @@ async fn enospc_race() -> anyhow::Result<()> {
     // The failed writes were logged as errors: stop without the check that forbids them.
     server.kill_after_errors().await?;
 
-    let exported: Vec<Value> = export(&data)
-        .await?
-        .into_iter()
-        .filter(|call| {
-            !call["messageId"]
-                .as_str()
-                .unwrap_or("")
-                .starts_with("probe-")
-        })
-        .collect();
-    let ledger = ledger.lock().expect("ledger lock");
-    let report = check_log(&ledger, &exported)?;
-    ensure!(report.acked_calls > 0, "nothing was acknowledged");
-    Ok(())
+    acknowledged_calls_are_logged_once(&data, &ledger).await
 }
 
 /// Writes zeros to `path` until the file system is full.
@@ -728,6 +670,53 @@ async fn offline(data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(String::from_utf8(output.stdout)?)
+}
+
+/// Probes until a call is answered 200 again, for at most `within`.
+async fn taken_again(
+    client: &reqwest::Client,
+    target: &Target,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, _, body) = probe(
+            client,
+            target,
+            &format!("probe-back-{}", rand::random::<u32>()),
+        )
+        .await?;
+        if status == 200 {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "still {status} after space came back: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every call the load was answered 200 for is in the log of `data_dir` once (probes aside),
+/// and there was at least one.
+async fn acknowledged_calls_are_logged_once(
+    data_dir: &Path,
+    ledger: &Mutex<Ledger>,
+) -> anyhow::Result<()> {
+    let exported: Vec<Value> = export(data_dir)
+        .await?
+        .into_iter()
+        .filter(|call| {
+            !call["messageId"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("probe-")
+        })
+        .collect();
+    let ledger = ledger.lock().expect("ledger lock");
+    let report = check_log(&ledger, &exported)?;
+    ensure!(report.acked_calls > 0, "nothing was acknowledged");
+    Ok(())
 }
 
 async fn export(data_dir: &Path) -> anyhow::Result<Vec<Value>> {
