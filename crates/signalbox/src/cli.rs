@@ -122,6 +122,32 @@ pub enum Command {
     /// lists, segments, flows, destinations, templates, console accounts, the link secret)
     /// into an empty PostgreSQL database, for `serve --database-url postgres://…`.
     Migrate(MigrateArgs),
+    /// Take a consistent copy of every store of the data folder into one file, while the
+    /// server runs: every call acknowledged before it began is in it. On PostgreSQL use
+    /// `pg_dump` instead.
+    Backup(BackupArgs),
+    /// Bring a backup back into a new or empty data folder (`--data-dir`), for `serve`.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The file to write (a compressed archive); it must not exist.
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Print what was copied as one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A file `signalbox backup` wrote.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// Print what was restored as one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -83,6 +83,15 @@ async fn an_enospc_that_races_the_floor_breaks_no_store() {
     within_limit(enospc_race()).await;
 }
 
+/// `signalbox backup` while clients stream calls, then `restore` into a new folder: every call
+/// acknowledged before the backup began is in the restored log exactly once, and the restored
+/// node keeps the write key, knows those calls (resending them appends nothing: its dedupe
+/// index is rebuilt) and takes new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_under_load_restores_every_call_acknowledged_before_it() {
+    within_limit(backup_under_load()).await;
+}
+
 async fn within_limit(test: impl std::future::Future<Output = anyhow::Result<()>>) {
     match tokio::time::timeout(TEST_LIMIT, test).await {
         Ok(Ok(())) => {}
@@ -637,6 +646,96 @@ async fn enospc_race() -> anyhow::Result<()> {
     server.kill_after_errors().await?;
 
     acknowledged_calls_are_logged_once(&data, &ledger).await
+}
+
+async fn backup_under_load() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let restored = dir.path().join("restored");
+    let archive = dir.path().join("signalbox.backup");
+    let archive_arg = archive.to_str().context("a UTF-8 path")?;
+    let client = http_client()?;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let mut server = Server::start(&data).await?;
+    let write_key = server.write_key.clone();
+    let load = Load::start(&client, &server.target(), &ledger, "backup");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    let began = Instant::now();
+    offline(&data, &["backup", "--to", archive_arg]).await?;
+    let ended = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    load.stop().await;
+    let status = server.terminate().await?;
+    ensure!(status.success(), "exit status {status}");
+
+    offline(&restored, &["restore", "--from", archive_arg]).await?;
+    let exported = export(&restored).await?;
+    let mut in_log: HashMap<&str, usize> = HashMap::new();
+    for call in &exported {
+        let id = call["messageId"].as_str().context("a messageId")?;
+        *in_log.entry(id).or_default() += 1;
+    }
+    if let Some((id, n)) = in_log.iter().find(|(_, n)| **n > 1) {
+        bail!("{id} is in the restored log {n} times");
+    }
+    let (before, during, resend_ids) = {
+        let ledger = ledger.lock().expect("ledger lock");
+        let mut before = 0;
+        let mut during = 0;
+        let mut resend_ids = Vec::new();
+        for (idx, batch) in ledger.batches.iter().enumerate() {
+            match batch.acked_at {
+                Some(at) if at < began => {
+                    before += batch.ids.len();
+                    if let Some(missing) = batch
+                        .ids
+                        .iter()
+                        .find(|id| !in_log.contains_key(id.as_str()))
+                    {
+                        bail!(
+                            "{missing} was acknowledged before the backup began but is not in it"
+                        );
+                    }
+                    if resend_ids.len() < RESEND_ACKED {
+                        resend_ids.push(idx);
+                    }
+                }
+                Some(at) if at < ended => during += batch.ids.len(),
+                _ => {}
+            }
+        }
+        (before, during, resend_ids)
+    };
+    ensure!(before > 0, "nothing was acknowledged before the backup");
+    ensure!(
+        during > 0,
+        "no call was acknowledged while the backup ran: it ran under no load"
+    );
+    println!(
+        "backup under load: {before} calls acknowledged before it began, {during} while it ran, \
+         {} in the restored log, backup took {:?}",
+        exported.len(),
+        ended - began
+    );
+
+    let mut server = Server::start(&restored).await?;
+    ensure!(
+        server.write_key == write_key,
+        "the restored node has another write key"
+    );
+    let target = server.target();
+    let seq = last_seq(&client, &target).await?;
+    resend(&client, &target, &ledger, &resend_ids).await?;
+    ensure!(
+        last_seq(&client, &target).await? == seq,
+        "resending acknowledged batches to the restored node appended calls"
+    );
+    let (status, _, body) = probe(&client, &target, "probe-after-restore").await?;
+    ensure!(status == 200, "the restored node answered {status}: {body}");
+    let status = server.terminate().await?;
+    ensure!(status.success(), "exit status {status}");
+    Ok(())
 }
 
 /// Writes zeros to `path` until the file system is full.

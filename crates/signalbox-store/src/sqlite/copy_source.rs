@@ -1,5 +1,6 @@
-//! The embedded side of `signalbox migrate`'s copy: one SQLite file, opened read-only, whose
-//! tables are read as [`Cell`]s. The crate that owns the file names it and lists its tables
+//! One SQLite file of an installation, opened read-only: the embedded side of `signalbox
+//! migrate`'s copy (its tables read as [`Cell`]s) and of `signalbox backup` (a consistent
+//! copy of the whole file). The crate that owns the file names it and lists its tables
 //! ([`TableMap`](crate::postgres::copy::TableMap)); this only reads what it is pointed at.
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,24 @@ impl SqliteFile {
         open_read_only(&self.path)?
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| e.to_string())
+    }
+}
+
+impl SqliteFile {
+    /// A consistent copy of the whole file as of one moment, written to `dest` (which must
+    /// not exist), while its server may go on writing: `VACUUM INTO` reads in one read
+    /// transaction, so the copy holds every transaction committed before it began and none
+    /// after, and it is compact (no free pages, no journal beside it).
+    pub fn snapshot_into(&self, dest: &Path) -> Result<(), String> {
+        let conn = open_read_only(&self.path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(|e| e.to_string())?;
+        let dest_text = dest
+            .to_str()
+            .ok_or_else(|| format!("{} is not a UTF-8 path", dest.display()))?;
+        conn.execute("VACUUM INTO ?1", [dest_text])
+            .map_err(|e| format!("cannot copy {}: {e}", self.path.display()))?;
+        Ok(())
     }
 }
 

@@ -12,6 +12,7 @@ macro_rules! outln {
 
 mod admin;
 mod api;
+mod backup;
 pub mod bench;
 mod destination;
 mod engage;
@@ -73,6 +74,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(cmd) => admin::run(&cli.global, cmd).await,
         Command::Storage(cmd) => storage::run(&cli.global, cmd).await,
         Command::Migrate(args) => migrate::run(args).await,
+        Command::Backup(args) => backup::backup(&cli.global, args).await,
+        Command::Restore(args) => backup::restore(&cli.global, args).await,
     }
 }
 
@@ -90,15 +93,18 @@ fn reads_only_local_data(command: &Command) -> bool {
         | Command::Flow(_)
         | Command::Segment(_)
         | Command::Bench(_)
-        | Command::Migrate(_) => false,
+        | Command::Migrate(_)
+        | Command::Restore(_) => false,
         Command::Engage(EngageCommand::Quarantine(args)) => args.command.is_none(),
         Command::Source(cmd) => !matches!(cmd, SourceCommand::Create { .. }),
         Command::ApiKey(cmd) => !matches!(cmd, ApiKeyCommand::Create { .. }),
         Command::Destination(cmd) => !matches!(cmd, DestinationCommand::Create(_)),
         Command::Admin(cmd) => !matches!(cmd, AdminCommand::Create { .. }),
-        Command::Events(_) | Command::Rebuild(_) | Command::Profiles(_) | Command::Storage(_) => {
-            true
-        }
+        Command::Events(_)
+        | Command::Rebuild(_)
+        | Command::Profiles(_)
+        | Command::Storage(_)
+        | Command::Backup(_) => true,
     }
 }
 

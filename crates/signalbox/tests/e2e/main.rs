@@ -3,6 +3,7 @@
 
 #[path = "../common/backend.rs"]
 mod backend;
+mod backup;
 mod browser;
 mod cli;
 #[path = "../common/cli_json.rs"]

@@ -16,7 +16,7 @@ use crate::cli_json::assert_documented;
 use crate::harness::*;
 
 /// `tests/klaviyo/migrate_e2e.py MODE` against `server`; its stdout.
-fn sdk(mode: &str, server: &Server, args: &[&str]) -> String {
+pub(crate) fn sdk(mode: &str, server: &Server, args: &[&str]) -> String {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let output = Command::new(&python)
         .arg(repo_root().join("tests/klaviyo/migrate_e2e.py"))
@@ -37,7 +37,7 @@ fn sdk(mode: &str, server: &Server, args: &[&str]) -> String {
 }
 
 /// What the SDK reads of everything, as one JSON value.
-fn snapshot(server: &Server, api_key: &str) -> Value {
+pub(crate) fn snapshot(server: &Server, api_key: &str) -> Value {
     serde_json::from_str(&sdk("snapshot", server, &["--api-key", api_key])).expect("JSON")
 }
 
