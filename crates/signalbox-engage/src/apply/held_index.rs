@@ -113,13 +113,15 @@ impl HeldIndex {
     /// marker.
     pub(crate) fn open(db: &Path, store: &impl ApplyStore) -> EngageResult<HeldIndex> {
         let dir = dir_of(db);
-        let database = Database::builder(&dir)
-            .manual_journal_persist(true)
-            .cache_size(CACHE_BYTES)
-            .max_journaling_size(JOURNAL_BYTES)
-            .worker_threads(1)
-            .open()
-            .map_err(fjall_error)?;
+        let database = signalbox_store::sqlite::open_or_remake(&dir, "held calls", || {
+            Database::builder(&dir)
+                .manual_journal_persist(true)
+                .cache_size(CACHE_BYTES)
+                .max_journaling_size(JOURNAL_BYTES)
+                .worker_threads(1)
+                .open()
+        })
+        .map_err(fjall_error)?;
         let waiting = database
             .keyspace(WAITING, keyspace_options)
             .map_err(fjall_error)?;

@@ -69,11 +69,13 @@ impl DedupeIndex {
         let width_us = (window_us / 4).max(MIN_BUCKET_US);
         // The journal is left in the process's buffer rather than written out per batch: the
         // log is the truth, and whatever tail a crash loses is re-indexed from it on open.
-        let db = Database::builder(dir)
-            .manual_journal_persist(true)
-            .cache_size(CACHE_BYTES)
-            .max_journaling_size(JOURNAL_BYTES)
-            .open()?;
+        let db = super::open_or_remake(dir, "dedupe", || {
+            Database::builder(dir)
+                .manual_journal_persist(true)
+                .cache_size(CACHE_BYTES)
+                .max_journaling_size(JOURNAL_BYTES)
+                .open()
+        })?;
         let meta = db.keyspace(META, KeyspaceCreateOptions::default)?;
         let mut buckets = Vec::new();
         for name in db.list_keyspace_names() {

@@ -60,6 +60,8 @@ pub(crate) struct Writer {
     retry: Vec<String>,
     /// Commits index batches off this thread (none: the writer commits them itself).
     index_thread: Option<IndexThread>,
+    /// Whether the index is written on a thread of its own (started again after a reopen).
+    threaded_index: bool,
     /// Latest `received_at` the writer has seen, the clock that expires index buckets.
     latest: i64,
     /// Copies committed WAL frames into the database file off this thread.
@@ -90,6 +92,7 @@ impl Writer {
             in_flight: VecDeque::new(),
             retry: Vec::new(),
             index_thread: None,
+            threaded_index: false,
             latest: i64::MIN,
             checkpointer: None,
             busy: Arc::default(),
@@ -107,6 +110,7 @@ impl Writer {
     /// Commits the dedupe index's batches on a thread of their own (see `index_thread.rs`).
     pub(crate) fn with_index_thread(mut self, thread: IndexThread) -> Writer {
         self.index_thread = Some(thread);
+        self.threaded_index = true;
         self
     }
 
@@ -158,7 +162,6 @@ impl Writer {
             return;
         }
         self.last_reopen = Some(Instant::now());
-        let had_thread = self.index_thread.is_some();
         if let Some(mut thread) = self.index_thread.take() {
             let results = thread.finish();
             self.settle(results);
@@ -176,7 +179,7 @@ impl Writer {
             tracing::warn!(error = %err, "the dedupe index does not catch up yet");
             return;
         }
-        if had_thread {
+        if self.threaded_index {
             match IndexThread::start() {
                 Ok(thread) => self.index_thread = Some(thread),
                 Err(err) => tracing::warn!(error = %err, "the dedupe index thread does not start"),
