@@ -32,7 +32,8 @@ macro_rules! audience_store_conformance {
             the_feed_cursor_is_kept,
             a_rolled_back_transaction_leaves_nothing,
             the_writer_reads_its_own_uncommitted_writes,
-            a_deleted_segment_loses_membership_and_schedule_but_keeps_history
+            a_deleted_segment_loses_membership_and_schedule_but_keeps_history,
+            member_counts_are_kept_as_members_move
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -444,4 +445,37 @@ pub fn a_deleted_segment_loses_membership_and_schedule_but_keeps_history(
     assert_eq!(writer.next_due().unwrap(), Some(at(20)));
     assert_eq!(store.changes_after(0, 10).unwrap().len(), 2);
     assert_eq!(store.member_count(b).unwrap(), 1);
+}
+
+/// A segment's size is kept as members enter and leave (the figure the API and the console
+/// show, read without counting the members): per segment, within a transaction, and not
+/// moved by one rolled back.
+pub fn member_counts_are_kept_as_members_move(store: Arc<dyn AudienceStore>) {
+    let writer = store.writer().unwrap();
+    let a = insert(writer.as_ref(), "AAAAAA", "A", 1);
+    let b = insert(writer.as_ref(), "BBBBBB", "B", 1);
+    writer.begin().unwrap();
+    for profile in 1..=50 {
+        change(writer.as_ref(), a, "AAAAAA", profile, true, 2);
+        if profile % 2 == 0 {
+            change(writer.as_ref(), b, "BBBBBB", profile, true, 2);
+        }
+    }
+    for profile in 1..=10 {
+        change(writer.as_ref(), a, "AAAAAA", profile, false, 3);
+    }
+    writer.commit().unwrap();
+    assert_eq!(store.member_count(a).unwrap(), 40);
+    assert_eq!(store.member_count(b).unwrap(), 25);
+
+    writer.begin().unwrap();
+    for profile in 11..=20 {
+        change(writer.as_ref(), a, "AAAAAA", profile, false, 4);
+    }
+    writer.rollback().unwrap();
+    assert_eq!(store.member_count(a).unwrap(), 40);
+
+    writer.delete_segment(b).unwrap();
+    assert_eq!(store.member_count(a).unwrap(), 40);
+    assert_eq!(store.member_count(b).unwrap(), 0);
 }

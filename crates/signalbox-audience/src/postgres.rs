@@ -41,7 +41,8 @@ use crate::ts;
 /// The component name under which the schema's version is kept.
 const COMPONENT: &str = "audience";
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE audience_meta (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -93,7 +94,49 @@ const MIGRATIONS: &[&str] = &[r#"
     CREATE INDEX audience_history_by_profile
         ON audience_history (profile_pk, segment_pk, cursor);
     CREATE INDEX audience_history_by_profile_cursor ON audience_history (profile_pk, cursor);
-"#];
+"#,
+    r#"
+    -- Each segment's members counted as they enter and leave, in the statement that moves
+    -- them (one update per segment a statement touches): a segment's size is one row.
+    ALTER TABLE audience_segments ADD COLUMN member_count BIGINT NOT NULL DEFAULT 0;
+    UPDATE audience_segments SET member_count = (
+        SELECT COUNT(*) FROM audience_members m WHERE m.segment_pk = audience_segments.pk);
+    CREATE FUNCTION audience_members_count() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            UPDATE audience_segments s SET member_count = s.member_count + d.n
+            FROM (SELECT segment_pk, COUNT(*) AS n FROM new_rows GROUP BY segment_pk) d
+            WHERE s.pk = d.segment_pk;
+        ELSIF TG_OP = 'DELETE' THEN
+            UPDATE audience_segments s SET member_count = s.member_count - d.n
+            FROM (SELECT segment_pk, COUNT(*) AS n FROM old_rows GROUP BY segment_pk) d
+            WHERE s.pk = d.segment_pk;
+        ELSE
+            UPDATE audience_segments s SET member_count = s.member_count + d.n
+            FROM (SELECT segment_pk, SUM(n) AS n FROM (
+                      SELECT segment_pk, 1 AS n FROM new_rows
+                      UNION ALL
+                      SELECT segment_pk, -1 FROM old_rows) c
+                  GROUP BY segment_pk HAVING SUM(n) <> 0) d
+            WHERE s.pk = d.segment_pk;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER audience_members_counted_in AFTER INSERT ON audience_members
+        REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION audience_members_count();
+    CREATE TRIGGER audience_members_counted_out AFTER DELETE ON audience_members
+        REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION audience_members_count();
+    CREATE TRIGGER audience_members_recounted AFTER UPDATE ON audience_members
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION audience_members_count();
+"#,
+];
+
+/// Makes the figures the triggers keep from the rows themselves (after a bulk copy).
+pub(crate) const RECOUNT: &str = "UPDATE audience_segments SET member_count = (
+    SELECT COUNT(*) FROM audience_members m WHERE m.segment_pk = audience_segments.pk)";
 
 /// The audience state in PostgreSQL behind [`AudienceStore`]. Reads take a pooled connection
 /// each; the writer holds one for its open transaction.
@@ -123,6 +166,14 @@ impl PgAudienceStore {
             },
         })
     }
+}
+
+/// Makes every segment's member count again from its rows: after `migrate`'s bulk copy, whose
+/// inserts the triggers counted on top of the copied figures.
+pub(crate) async fn recount(url: &PostgresUrl) -> AudienceResult<()> {
+    let pool = connect_pool(url, 1).map_err(store_error)?;
+    let client = pool.get().await.map_err(pool_error)?;
+    client.batch_execute(RECOUNT).await.map_err(pg)
 }
 
 fn store_error(err: StoreError) -> AudienceError {
@@ -355,7 +406,7 @@ impl AudienceStore for PgAudienceStore {
         let client = self.db.connection()?;
         let rows = self.db.query(
             &client,
-            "SELECT COUNT(*) FROM audience_members WHERE segment_pk = $1",
+            "SELECT member_count FROM audience_segments WHERE pk = $1",
             &[&segment],
         )?;
         Ok(rows.first().map_or(0, |row| counter(row.get(0))))

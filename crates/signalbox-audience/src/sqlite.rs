@@ -20,7 +20,8 @@ use crate::store::{
 };
 use crate::ts;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE meta (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -68,7 +69,29 @@ const MIGRATIONS: &[&str] = &[r#"
         cause TEXT NOT NULL
     );
     CREATE INDEX history_profile ON history(profile_pk, segment_pk);
-"#];
+"#,
+    r#"
+    -- Each segment's members counted as they enter and leave, in the transaction that moves
+    -- them: a segment's size is one row, not a count of its members.
+    ALTER TABLE segments ADD COLUMN member_count INTEGER NOT NULL DEFAULT 0;
+    UPDATE segments SET member_count = (
+        SELECT COUNT(*) FROM members m WHERE m.segment_pk = segments.pk);
+    CREATE TRIGGER members_counted_in AFTER INSERT ON members
+    BEGIN
+        UPDATE segments SET member_count = member_count + 1 WHERE pk = NEW.segment_pk;
+    END;
+    CREATE TRIGGER members_counted_out AFTER DELETE ON members
+    BEGIN
+        UPDATE segments SET member_count = member_count - 1 WHERE pk = OLD.segment_pk;
+    END;
+    CREATE TRIGGER members_recounted AFTER UPDATE OF segment_pk ON members
+    WHEN OLD.segment_pk <> NEW.segment_pk
+    BEGIN
+        UPDATE segments SET member_count = member_count - 1 WHERE pk = OLD.segment_pk;
+        UPDATE segments SET member_count = member_count + 1 WHERE pk = NEW.segment_pk;
+    END;
+"#,
+];
 
 /// Read connections kept for reuse.
 const POOL: usize = 8;
@@ -301,12 +324,13 @@ impl AudienceStore for SqliteAudienceStore {
     fn member_count(&self, segment: SegmentKey) -> AudienceResult<u64> {
         self.read(|conn| {
             conn.query_row(
-                "SELECT COUNT(*) FROM members WHERE segment_pk = ?1",
+                "SELECT member_count FROM segments WHERE pk = ?1",
                 [segment],
                 |r| r.get::<_, i64>(0),
             )
+            .optional()
         })
-        .map(|n| n as u64)
+        .map(|n| n.unwrap_or(0).max(0) as u64)
     }
 
     fn members(

@@ -29,9 +29,11 @@ pub async fn migrate_to_postgres(
         return Ok(nothing_copied(TABLES));
     }
     drop(PgAudienceStore::connect(to, 1).await?);
-    copy_file(from, to, TABLES, progress)
+    let copied = copy_file(from, to, TABLES, progress)
         .await
-        .map_err(copy_error)
+        .map_err(copy_error)?;
+    crate::postgres::recount(to).await?;
+    Ok(copied)
 }
 
 fn copy_error(err: CopyError) -> AudienceError {

@@ -51,6 +51,7 @@ macro_rules! engage_reader_conformance {
                 profiles_are_found_by_key_and_by_id,
                 profile_records_hold_fields_lists_and_consent,
                 metric_events_are_read_per_metric_and_per_profile,
+                list_member_counts_follow_joins_leaves_and_merges,
             );
         }
     };
@@ -508,4 +509,74 @@ pub async fn metric_events_are_read_per_metric_and_per_profile(backend: Backend)
         .profile_metric_events(ada_key, "NOSUCH", &[])
         .expect("read")
         .is_empty());
+}
+
+/// A list's member count (what the API's `profile_count` and the console show, kept as
+/// members join and leave rather than counted per read) follows additions, removals and a
+/// merge of two members into one.
+pub async fn list_member_counts_follow_joins_leaves_and_merges(backend: Backend) {
+    let engage = &backend.engage;
+    let ada = profile(engage, "ada@example.com", json!({})).await;
+    let bob = profile(engage, "bob@example.com", json!({})).await;
+    let cy = profile(engage, "cy@example.com", json!({})).await;
+    let news = engage
+        .create_list("News", OptInProcess::SingleOptIn)
+        .await
+        .expect("list created");
+    let deals = engage
+        .create_list("Deals", OptInProcess::SingleOptIn)
+        .await
+        .expect("list created");
+    let count = |list: &crate::lists::List| {
+        let engage = engage.clone();
+        let id = list.id.clone();
+        async move {
+            settle(&engage).await;
+            engage.get_list(&id).await.expect("read").profile_count
+        }
+    };
+    assert_eq!(count(&news).await, 0);
+    engage
+        .add_list_members(&news.id, &[ada.id.clone(), bob.id.clone(), cy.id.clone()])
+        .await
+        .expect("added");
+    engage
+        .add_list_members(&deals.id, std::slice::from_ref(&cy.id))
+        .await
+        .expect("added");
+    // Adding a member again changes nothing.
+    engage
+        .add_list_members(&news.id, std::slice::from_ref(&ada.id))
+        .await
+        .expect("added");
+    assert_eq!(count(&news).await, 3);
+    assert_eq!(count(&deals).await, 1);
+
+    engage
+        .remove_list_members(&news.id, std::slice::from_ref(&cy.id))
+        .await
+        .expect("removed");
+    assert_eq!(count(&news).await, 2);
+    assert_eq!(count(&deals).await, 1);
+
+    // Two members merged are one member.
+    engage
+        .merge_profiles(&ada.id, std::slice::from_ref(&bob.id))
+        .await
+        .expect("merged");
+    assert_eq!(count(&news).await, 1);
+    let listed = engage
+        .list_lists(crate::lists::ListQuery {
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("read")
+        .items;
+    let counts: Vec<(String, u64)> = listed
+        .iter()
+        .map(|list| (list.name.clone(), list.profile_count))
+        .collect();
+    assert!(counts.contains(&("News".to_owned(), 1)), "{counts:?}");
+    assert!(counts.contains(&("Deals".to_owned(), 1)), "{counts:?}");
 }

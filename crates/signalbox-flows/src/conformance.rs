@@ -320,10 +320,10 @@ pub fn runs_are_claimed_when_due_and_moved_on(store: Arc<dyn FlowStore>) {
     assert!(write(&*store, |tx| tx.claim_due(us(19), 10))
         .unwrap()
         .is_empty());
-    assert_eq!(
-        store.stats("F1").unwrap().flow.counts.get("waiting"),
-        Some(&1)
-    );
+    let stats = store.stats("F1").unwrap();
+    assert_eq!(stats.flow.counts.get("waiting"), Some(&1));
+    assert_eq!(stats.flow.counts.get("active"), Some(&1));
+    assert_eq!(stats.action("a2").counts.get("waiting"), Some(&1));
     write(&*store, |tx| tx.delay_run(id, us(30))).unwrap();
     assert_eq!(store.next_wake().unwrap(), Some(us(30)));
     write(&*store, |tx| tx.hold_run(id)).unwrap();
@@ -332,6 +332,11 @@ pub fn runs_are_claimed_when_due_and_moved_on(store: Arc<dyn FlowStore>) {
         tx.end_run(id, RunStatus::Completed, None, us(40))
     })
     .unwrap();
+    // The figures kept as runs move follow the run out.
+    let stats = store.stats("F1").unwrap();
+    assert_eq!(stats.flow.counts.get("waiting"), Some(&0));
+    assert_eq!(stats.flow.counts.get("active"), Some(&0));
+    assert_eq!(stats.action("a2").counts.get("waiting"), None);
     let runs = store.runs("F1", 10).unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].status, RunStatus::Completed);
@@ -544,6 +549,9 @@ pub fn a_held_message_waits_for_review(store: Arc<dyn FlowStore>) {
         .unwrap();
     assert_eq!(decided.status, HeldStatus::Approved);
     assert_eq!(decided.decided, Some(at(3)));
+    let stats = store.stats("F1").unwrap();
+    assert_eq!(stats.flow.counts.get("pending"), Some(&0));
+    assert_eq!(stats.action("a1").counts.get("pending"), None);
     // The run is woken to move on.
     assert_eq!(store.next_wake().unwrap(), Some(us(3)));
     // Approving again changes nothing; skipping now is a conflict.

@@ -23,9 +23,8 @@ pub(crate) fn list_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<List> {
     .into_list())
 }
 
-const LIST_COLUMNS: &str = "id, name, opt_in, created_us, updated_us,
-    (SELECT COUNT(*) FROM list_members m WHERE m.list_id = lists.id AND m.status = 'member'),
-    pk";
+/// `member_count` is kept by the schema's triggers as members join and leave.
+const LIST_COLUMNS: &str = "id, name, opt_in, created_us, updated_us, member_count, pk";
 
 pub(crate) fn get_list(conn: &Connection, id: &ListId) -> EngageResult<List> {
     conn.prepare_cached(&format!("SELECT {LIST_COLUMNS} FROM lists WHERE id = ?1"))?

@@ -243,6 +243,31 @@ const MIGRATIONS: &[&str] = &[
     -- joined, then profile), so a page reads its rows in order instead of sorting the list.
     CREATE INDEX list_members_by_status ON list_members(list_id, status, joined_us, profile_pk);
     "#,
+    r#"
+    -- Each list's members (status `member`) counted as they join, confirm and leave, in the
+    -- transaction that changes them: a list's figure is one row, not a count of its members.
+    ALTER TABLE lists ADD COLUMN member_count INTEGER NOT NULL DEFAULT 0;
+    UPDATE lists SET member_count = (
+        SELECT COUNT(*) FROM list_members m WHERE m.list_id = lists.id AND m.status = 'member');
+    CREATE TRIGGER list_members_counted_in AFTER INSERT ON list_members
+    WHEN NEW.status = 'member'
+    BEGIN
+        UPDATE lists SET member_count = member_count + 1 WHERE id = NEW.list_id;
+    END;
+    CREATE TRIGGER list_members_counted_out AFTER DELETE ON list_members
+    WHEN OLD.status = 'member'
+    BEGIN
+        UPDATE lists SET member_count = member_count - 1 WHERE id = OLD.list_id;
+    END;
+    CREATE TRIGGER list_members_recounted AFTER UPDATE OF status, list_id ON list_members
+    WHEN (OLD.status = 'member') <> (NEW.status = 'member') OR OLD.list_id <> NEW.list_id
+    BEGIN
+        UPDATE lists SET member_count = member_count - 1
+        WHERE id = OLD.list_id AND OLD.status = 'member';
+        UPDATE lists SET member_count = member_count + 1
+        WHERE id = NEW.list_id AND NEW.status = 'member';
+    END;
+    "#,
 ];
 
 /// Rust steps that follow the SQL of a migration (by its index in [`MIGRATIONS`]).

@@ -38,14 +38,27 @@ pub async fn migrate_to_postgres(
     if !from.exists() {
         return Ok(Vec::new());
     }
-    drop(super::postgres::apply::connect(to, 1, Planning::PerCall).await?);
+    let pool = super::postgres::apply::connect(to, 1, Planning::PerCall).await?;
     let tables: Vec<TableMap> = super::postgres::schema::TABLES
         .iter()
         .map(|table| TableMap::renamed(table, table))
         .collect();
-    copy_file(from, to, &tables, progress)
+    let copied = copy_file(from, to, &tables, progress)
         .await
-        .map_err(copy_error)
+        .map_err(copy_error)?;
+    // The copied members were counted again by the triggers as they went in: the figures
+    // are made once more from the rows.
+    let client = pool
+        .get()
+        .await
+        .map_err(|err| EngageError::Internal(err.to_string()))?;
+    client
+        .batch_execute(super::postgres::schema::RECOUNT)
+        .await
+        .map_err(|err| {
+            EngageError::Internal(signalbox_store::postgres::error_text(&err, "engage"))
+        })?;
+    Ok(copied)
 }
 
 fn copy_error(err: CopyError) -> EngageError {

@@ -229,7 +229,51 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     -- time joined, then profile), so a page reads its rows in order instead of sorting the list.
     CREATE INDEX list_members_by_status ON list_members (list_id, status, joined_us, profile_pk);
 "#,
+    r#"
+    -- Each list's members (status `member`) counted as they join, confirm and leave, in the
+    -- statement that changes them (one update per list a statement touches): a list's figure
+    -- is one row, not a count of its members.
+    ALTER TABLE lists ADD COLUMN member_count BIGINT NOT NULL DEFAULT 0;
+    UPDATE lists SET member_count = (
+        SELECT COUNT(*) FROM list_members m WHERE m.list_id = lists.id AND m.status = 'member');
+    CREATE FUNCTION list_members_count() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            UPDATE lists l SET member_count = l.member_count + d.n
+            FROM (SELECT list_id, COUNT(*) AS n FROM new_rows WHERE status = 'member'
+                  GROUP BY list_id) d
+            WHERE l.id = d.list_id;
+        ELSIF TG_OP = 'DELETE' THEN
+            UPDATE lists l SET member_count = l.member_count - d.n
+            FROM (SELECT list_id, COUNT(*) AS n FROM old_rows WHERE status = 'member'
+                  GROUP BY list_id) d
+            WHERE l.id = d.list_id;
+        ELSE
+            UPDATE lists l SET member_count = l.member_count + d.n
+            FROM (SELECT list_id, SUM(n) AS n FROM (
+                      SELECT list_id, 1 AS n FROM new_rows WHERE status = 'member'
+                      UNION ALL
+                      SELECT list_id, -1 FROM old_rows WHERE status = 'member') c
+                  GROUP BY list_id HAVING SUM(n) <> 0) d
+            WHERE l.id = d.list_id;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER list_members_counted_in AFTER INSERT ON list_members
+        REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION list_members_count();
+    CREATE TRIGGER list_members_counted_out AFTER DELETE ON list_members
+        REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION list_members_count();
+    CREATE TRIGGER list_members_recounted AFTER UPDATE ON list_members
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION list_members_count();
+"#,
 ];
+
+/// Makes the figures the triggers keep from the rows themselves (after a bulk copy).
+pub(crate) const RECOUNT: &str = "UPDATE lists SET member_count = (
+    SELECT COUNT(*) FROM list_members m WHERE m.list_id = lists.id AND m.status = 'member')";
 
 /// The tables a rebuild empties: every one above (the schema's version stays).
 pub(crate) const TABLES: &[&str] = &[

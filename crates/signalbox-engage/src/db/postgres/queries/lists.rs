@@ -13,9 +13,8 @@ use crate::lists::*;
 use crate::model::{Page, ProfileId};
 use crate::query::{cursor_i64, decode_cursor, into_page, keyset, ts};
 
-const LIST_COLUMNS: &str = "id, name, opt_in, created_us, updated_us,
-    (SELECT COUNT(*) FROM list_members m WHERE m.list_id = lists.id AND m.status = 'member'),
-    pk";
+/// `member_count` is kept by the schema's triggers as members join and leave.
+const LIST_COLUMNS: &str = "id, name, opt_in, created_us, updated_us, member_count, pk";
 
 fn list_row(r: &Row) -> List {
     StoredList {
