@@ -24,7 +24,7 @@ use tower::Layer;
 use tower_http::cors::{AllowHeaders, CorsLayer};
 use tower_http::normalize_path::NormalizePathLayer;
 
-use crate::auth::KeyCache;
+use crate::auth::{KeyCache, PrivateKeys, PRIVATE_KEY_TTL};
 use crate::edge::bodies::{self, BodyGuard};
 use crate::edge::connections::{self, ConnectionLimits};
 use crate::edge::disk::{self, DiskFloor};
@@ -105,6 +105,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub ingest: Arc<Ingest>,
     pub keys: Arc<KeyCache>,
+    /// Private keys the store accepted in the last second.
+    pub private_keys: Arc<PrivateKeys>,
     pub clock: Arc<dyn Clock>,
     pub metrics: PrometheusHandle,
     /// The Klaviyo-compatible engine behind `/api/*`, the consent and tracking links, and the
@@ -411,10 +413,12 @@ impl Application {
             config.body_timeout,
             config.limits,
         ));
+        let private_keys = Arc::new(PrivateKeys::new(Arc::clone(&store), PRIVATE_KEY_TTL));
         let state = AppState {
             store,
             ingest,
             keys,
+            private_keys,
             clock,
             metrics: telemetry::prometheus(),
             engine: None,

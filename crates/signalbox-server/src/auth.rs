@@ -1,18 +1,86 @@
-//! Write-key authentication with an in-memory cache.
+//! Key authentication with in-memory caches.
 //!
-//! Keys are looked up by their SHA-256 digest and then compared in constant time, so neither
-//! the lookup nor the comparison leaks the key through timing. The cache is refreshed from the
-//! store every second, so keys created, rotated, disabled or deleted by another process (the
-//! CLI against a running server) take effect within a second; a key missing from the cache is
-//! looked up in the store once before it is refused.
+//! Write keys are looked up by their SHA-256 digest and then compared in constant time, so
+//! neither the lookup nor the comparison leaks the key through timing. The cache is refreshed
+//! from the store every second, so keys created, rotated, disabled or deleted by another
+//! process (the CLI against a running server) take effect within a second; a key missing from
+//! the cache is looked up in the store once before it is refused.
+//!
+//! Private keys (`pk_…`) the store accepted are remembered for a second ([`PrivateKeys`]), by
+//! the same rule: a Klaviyo API or admin request then costs no store round trip, and a key
+//! deleted by another process stops working within a second.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
-use signalbox_core::{Clock, SourceId, WriteKey};
-use signalbox_store::{Store, StoreError, WriteKeyRecord};
+use signalbox_core::{ApiKey, ApiKeyInfo, Clock, SourceId, WriteKey};
+use signalbox_store::{Store, StoreError, StoreResult, WriteKeyRecord};
+
+/// How long a private key the store accepted is taken without asking it again.
+pub const PRIVATE_KEY_TTL: Duration = Duration::from_secs(1);
+/// Private keys remembered at most (the keys in use: a handful in practice).
+const PRIVATE_KEY_CAPACITY: usize = 1_024;
+
+/// Private keys checked against the store in the last [`PRIVATE_KEY_TTL`], by digest. Only
+/// keys the store accepted are kept: an unknown key is looked up every time. A key deleted
+/// through this server's admin API is forgotten at once ([`PrivateKeys::forget_all`]).
+pub struct PrivateKeys {
+    store: Arc<dyn Store>,
+    ttl: Duration,
+    checked: Mutex<HashMap<String, (ApiKeyInfo, Instant)>>,
+}
+
+impl PrivateKeys {
+    pub fn new(store: Arc<dyn Store>, ttl: Duration) -> PrivateKeys {
+        PrivateKeys {
+            store,
+            ttl,
+            checked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The key's name and scopes, or `None` when the store knows no such key.
+    pub async fn authenticate(&self, key: &ApiKey) -> StoreResult<Option<ApiKeyInfo>> {
+        // The digest of the key presented: an entry under it was made for this very key.
+        let digest = key.digest_hex();
+        if let Some((info, at)) = self.lock().get(&digest) {
+            if at.elapsed() < self.ttl {
+                return Ok(Some(info.clone()));
+            }
+        }
+        let found = self.store.authenticate_api_key(key).await?;
+        let mut checked = self.lock();
+        match &found {
+            Some(info) => {
+                if checked.len() >= PRIVATE_KEY_CAPACITY {
+                    let ttl = self.ttl;
+                    checked.retain(|_, (_, at)| at.elapsed() < ttl);
+                    if checked.len() >= PRIVATE_KEY_CAPACITY {
+                        checked.clear();
+                    }
+                }
+                checked.insert(digest, (info.clone(), Instant::now()));
+            }
+            None => {
+                checked.remove(&digest);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Forgets every key: after one was deleted or changed here.
+    pub fn forget_all(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (ApiKeyInfo, Instant)>> {
+        self.checked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -151,6 +219,44 @@ mod tests {
             let key = write_key_from(Some(header), None).unwrap();
             assert_eq!(key.expose(), "abc123");
         }
+    }
+
+    #[tokio::test]
+    async fn a_private_key_deleted_elsewhere_stops_working_within_the_ttl() {
+        use signalbox_core::Scopes;
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            signalbox_store::SqliteStore::open(
+                dir.path().join("signalbox.db"),
+                signalbox_store::sqlite::SqliteOptions::default(),
+            )
+            .unwrap(),
+        );
+        let ttl = Duration::from_millis(300);
+        let keys = PrivateKeys::new(Arc::clone(&store), ttl);
+        let scopes = Scopes::parse(["profiles:read"]).unwrap();
+        let (_, key) = store.create_api_key("reader", &scopes).await.unwrap();
+        let info = keys.authenticate(&key).await.unwrap().unwrap();
+        assert_eq!(info.name, "reader");
+        assert!(keys
+            .authenticate(&ApiKey::new("pk_nope"))
+            .await
+            .unwrap()
+            .is_none());
+
+        // Deleted by another process (the CLI): taken from memory for at most the TTL.
+        store.delete_api_key("reader").await.unwrap();
+        let started = Instant::now();
+        assert!(keys.authenticate(&key).await.unwrap().is_some());
+        tokio::time::sleep(ttl.saturating_sub(started.elapsed())).await;
+        assert!(keys.authenticate(&key).await.unwrap().is_none());
+
+        // Deleted here: refused at once.
+        let (_, key) = store.create_api_key("writer", &scopes).await.unwrap();
+        assert!(keys.authenticate(&key).await.unwrap().is_some());
+        store.delete_api_key("writer").await.unwrap();
+        keys.forget_all();
+        assert!(keys.authenticate(&key).await.unwrap().is_none());
     }
 
     #[test]

@@ -88,6 +88,7 @@ pub async fn delete(
     AdminPath(name): AdminPath<String>,
 ) -> Result<StatusCode, AdminError> {
     app.store.delete_api_key(&name).await?;
+    app.private_keys.forget_all();
     tracing::info!(api_key = key.name(), deleted = name, "api key deleted");
     Ok(StatusCode::NO_CONTENT)
 }

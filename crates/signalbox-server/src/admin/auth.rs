@@ -63,8 +63,8 @@ impl FromRequestParts<AppState> for AdminKey {
             .and_then(api_key_from)
             .ok_or(AdminError::InvalidApiKey)?;
         let info = app
-            .store
-            .authenticate_api_key(&key)
+            .private_keys
+            .authenticate(&key)
             .await?
             .ok_or(AdminError::InvalidApiKey)?;
         if !info.scopes.allows(Scope::Admin) {

@@ -39,8 +39,8 @@ impl<R: Requires> FromRequestParts<AppState> for Caller<R> {
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         let key = private_key(&parts.headers).ok_or_else(ApiError::not_authenticated)?;
         let info = app
-            .store
-            .authenticate_api_key(&key)
+            .private_keys
+            .authenticate(&key)
             .await
             .map_err(|err| {
                 tracing::warn!(error = %err, "private keys are unavailable");

@@ -85,19 +85,19 @@ pub struct ArchivedFile {
 
 /// What `backup --json` prints.
 #[derive(Debug, Serialize)]
-struct BackupSummary<'a> {
-    file: String,
-    archive_bytes: u64,
+pub(crate) struct BackupSummary<'a> {
+    pub(crate) file: String,
+    pub(crate) archive_bytes: u64,
     #[serde(flatten)]
-    manifest: &'a Manifest,
+    pub(crate) manifest: &'a Manifest,
 }
 
 /// What `restore --json` prints.
 #[derive(Debug, Serialize)]
-struct RestoreSummary<'a> {
-    data_dir: String,
+pub(crate) struct RestoreSummary<'a> {
+    pub(crate) data_dir: String,
     #[serde(flatten)]
-    manifest: &'a Manifest,
+    pub(crate) manifest: &'a Manifest,
 }
 
 pub async fn backup(global: &GlobalArgs, args: BackupArgs) -> anyhow::Result<()> {

@@ -12,7 +12,7 @@ macro_rules! outln {
 
 mod admin;
 mod api;
-mod backup;
+pub(crate) mod backup;
 pub mod bench;
 mod destination;
 mod engage;

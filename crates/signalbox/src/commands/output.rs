@@ -609,6 +609,33 @@ mod tests {
             &crate::commands::migrate::MigrateSummary::of(&[("calls".into(), 3)]),
             checked,
         );
+        let manifest = crate::commands::backup::Manifest {
+            format: 1,
+            version: "0.1.0".into(),
+            began_at: jiff::Timestamp::UNIX_EPOCH,
+            finished_at: jiff::Timestamp::UNIX_EPOCH,
+            files: vec![crate::commands::backup::ArchivedFile {
+                name: "signalbox.db".into(),
+                bytes: 1,
+            }],
+        };
+        check(
+            "backup --json",
+            &crate::commands::backup::BackupSummary {
+                file: "x.backup".into(),
+                archive_bytes: 1,
+                manifest: &manifest,
+            },
+            checked,
+        );
+        check(
+            "restore --json",
+            &crate::commands::backup::RestoreSummary {
+                data_dir: "restored".into(),
+                manifest: &manifest,
+            },
+            checked,
+        );
         let documented: BTreeSet<String> = cli_json::documented().into_keys().collect();
         assert_eq!(
             &documented, checked,
