@@ -112,30 +112,6 @@ impl FlowStats {
     pub fn action(&self, id: &str) -> Counters {
         self.actions.get(id).cloned().unwrap_or_default()
     }
-
-    /// Adds the figures the stores keep as runs and messages move (`(action, name, value)`:
-    /// `active` runs, with no action; runs `waiting` at a delay and messages `pending` review,
-    /// per action). The flow's `active`, `waiting` and `pending` are always set, an action's
-    /// only when not zero.
-    pub(crate) fn add_live(&mut self, rows: Vec<(String, String, i64)>) {
-        let mut totals = [("active", 0), ("waiting", 0), ("pending", 0)];
-        for (action, name, value) in rows {
-            let Some(total) = totals.iter_mut().find(|(known, _)| *known == name) else {
-                continue;
-            };
-            total.1 += value;
-            if !action.is_empty() && value != 0 {
-                self.actions
-                    .entry(action)
-                    .or_default()
-                    .counts
-                    .insert(name, value);
-            }
-        }
-        for (name, value) in totals {
-            self.flow.counts.insert(name.to_owned(), value);
-        }
-    }
 }
 
 /// One run, as the API shows it.

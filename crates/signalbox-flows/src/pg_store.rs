@@ -55,8 +55,7 @@ pub const INGESTION_LOCK: i64 = 0x0073_6266_6c6f_7773;
 /// The first action id handed out.
 const FIRST_ACTION_ID: i64 = 10_000_001;
 
-const MIGRATIONS: &[&str] = &[
-    r#"
+const MIGRATIONS: &[&str] = &[r#"
     CREATE TABLE flows_meta (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -221,73 +220,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX flows_held_messages_by_run ON flows_held_messages (run_id)
         WHERE status = 'pending';
     CREATE INDEX flows_held_messages_by_profile ON flows_held_messages (profile_pk);
-"#,
-    r#"
-    -- The figures that go up and down (runs active, runs waiting at each delay, messages
-    -- pending review at each action), kept by triggers in the transaction that moves them:
-    -- a flow's status reads its rows here instead of counting its runs.
-    CREATE TABLE flows_live_counts (
-        flow_id TEXT NOT NULL,
-        action_id TEXT NOT NULL,
-        name TEXT NOT NULL,
-        value BIGINT NOT NULL,
-        PRIMARY KEY (flow_id, action_id, name)
-    );
-    INSERT INTO flows_live_counts
-        SELECT flow_id, '', 'active', COUNT(*) FROM flows_runs WHERE status = 'active'
-        GROUP BY flow_id;
-    INSERT INTO flows_live_counts
-        SELECT flow_id, armed, 'waiting', COUNT(*) FROM flows_runs
-        WHERE status = 'active' AND armed IS NOT NULL GROUP BY flow_id, armed;
-    INSERT INTO flows_live_counts
-        SELECT flow_id, action_id, 'pending', COUNT(*) FROM flows_held_messages
-        WHERE status = 'pending' GROUP BY flow_id, action_id;
-    CREATE FUNCTION flows_live_add(flow TEXT, action TEXT, what TEXT, delta BIGINT)
-    RETURNS void LANGUAGE sql AS $$
-        INSERT INTO flows_live_counts AS c VALUES (flow, action, what, delta)
-        ON CONFLICT (flow_id, action_id, name) DO UPDATE SET value = c.value + excluded.value
-    $$;
-    CREATE FUNCTION flows_runs_live() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        IF TG_OP <> 'INSERT' AND OLD.status = 'active' THEN
-            PERFORM flows_live_add(OLD.flow_id, '', 'active', -1);
-            IF OLD.armed IS NOT NULL THEN
-                PERFORM flows_live_add(OLD.flow_id, OLD.armed, 'waiting', -1);
-            END IF;
-        END IF;
-        IF TG_OP <> 'DELETE' AND NEW.status = 'active' THEN
-            PERFORM flows_live_add(NEW.flow_id, '', 'active', 1);
-            IF NEW.armed IS NOT NULL THEN
-                PERFORM flows_live_add(NEW.flow_id, NEW.armed, 'waiting', 1);
-            END IF;
-        END IF;
-        RETURN NULL;
-    END $$;
-    CREATE TRIGGER flows_runs_live AFTER INSERT OR DELETE ON flows_runs
-        FOR EACH ROW EXECUTE FUNCTION flows_runs_live();
-    CREATE TRIGGER flows_runs_live_moved AFTER UPDATE ON flows_runs FOR EACH ROW
-        WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.armed IS DISTINCT FROM NEW.armed
-              OR OLD.flow_id IS DISTINCT FROM NEW.flow_id)
-        EXECUTE FUNCTION flows_runs_live();
-    CREATE FUNCTION flows_held_messages_live() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        IF TG_OP <> 'INSERT' AND OLD.status = 'pending' THEN
-            PERFORM flows_live_add(OLD.flow_id, OLD.action_id, 'pending', -1);
-        END IF;
-        IF TG_OP <> 'DELETE' AND NEW.status = 'pending' THEN
-            PERFORM flows_live_add(NEW.flow_id, NEW.action_id, 'pending', 1);
-        END IF;
-        RETURN NULL;
-    END $$;
-    CREATE TRIGGER flows_held_messages_live AFTER INSERT OR DELETE ON flows_held_messages
-        FOR EACH ROW EXECUTE FUNCTION flows_held_messages_live();
-    CREATE TRIGGER flows_held_messages_live_moved AFTER UPDATE ON flows_held_messages
-        FOR EACH ROW
-        WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.flow_id IS DISTINCT FROM NEW.flow_id
-              OR OLD.action_id IS DISTINCT FROM NEW.action_id)
-        EXECUTE FUNCTION flows_held_messages_live();
-"#,
-];
+"#];
 
 /// The flows state in PostgreSQL behind [`FlowStore`]. Cheap to share behind an `Arc`.
 pub struct PgFlowStore {
@@ -958,15 +891,56 @@ impl FlowStore for PgFlowStore {
                 }
                 *counters.counts.entry(name).or_default() += value;
             }
+            // Runs waiting at each delay, and (the roll-up row) the flow's active runs.
             let rows = s.query(
-                "SELECT action_id, name, value FROM flows_live_counts WHERE flow_id = $1",
+                &format!(
+                    "SELECT armed, COUNT(*), GROUPING(armed) FROM flows_runs
+                     WHERE flow_id = $1 AND status = '{active}'
+                     GROUP BY ROLLUP (armed)",
+                    active = RunStatus::Active.as_str()
+                ),
                 &[&flow_id],
             )?;
-            stats.add_live(
-                rows.iter()
-                    .map(|row| (row.get(0), row.get(1), row.get(2)))
-                    .collect(),
-            );
+            let mut waiting = 0;
+            let mut active = 0;
+            for row in &rows {
+                let armed: Option<String> = row.get(0);
+                let n: i64 = row.get(1);
+                let total: i32 = row.get(2);
+                match armed {
+                    _ if total == 1 => active = n,
+                    Some(action) => {
+                        waiting += n;
+                        stats
+                            .actions
+                            .entry(action)
+                            .or_default()
+                            .counts
+                            .insert("waiting".into(), n);
+                    }
+                    None => {}
+                }
+            }
+            stats.flow.counts.insert("waiting".into(), waiting);
+            let rows = s.query(
+                "SELECT action_id, COUNT(*) FROM flows_held_messages
+                 WHERE flow_id = $1 AND status = $2 GROUP BY action_id",
+                &[&flow_id, &HeldStatus::Pending.as_str()],
+            )?;
+            let mut pending = 0;
+            for row in &rows {
+                let action: String = row.get(0);
+                let n: i64 = row.get(1);
+                pending += n;
+                stats
+                    .actions
+                    .entry(action)
+                    .or_default()
+                    .counts
+                    .insert("pending".into(), n);
+            }
+            stats.flow.counts.insert("pending".into(), pending);
+            stats.flow.counts.insert("active".into(), active);
             Ok(stats)
         })
     }

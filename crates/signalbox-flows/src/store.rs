@@ -209,95 +209,6 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX held_messages_flow ON held_messages(flow_id, status, id);
     CREATE INDEX held_messages_run ON held_messages(run_id) WHERE status = 'pending';
     "#,
-    r#"
-    -- The figures that go up and down (runs active, runs waiting at each delay, messages
-    -- pending review at each action), kept by triggers in the transaction that moves them:
-    -- a flow's status reads its rows here instead of counting its runs.
-    CREATE TABLE live_counts (
-        flow_id TEXT NOT NULL,
-        action_id TEXT NOT NULL,
-        name TEXT NOT NULL,
-        value INTEGER NOT NULL,
-        PRIMARY KEY (flow_id, action_id, name)
-    ) WITHOUT ROWID;
-    INSERT INTO live_counts
-        SELECT flow_id, '', 'active', COUNT(*) FROM runs WHERE status = 'active'
-        GROUP BY flow_id;
-    INSERT INTO live_counts
-        SELECT flow_id, armed, 'waiting', COUNT(*) FROM runs
-        WHERE status = 'active' AND armed IS NOT NULL GROUP BY flow_id, armed;
-    INSERT INTO live_counts
-        SELECT flow_id, action_id, 'pending', COUNT(*) FROM held_messages
-        WHERE status = 'pending' GROUP BY flow_id, action_id;
-    CREATE TRIGGER runs_live_in AFTER INSERT ON runs WHEN NEW.status = 'active'
-    BEGIN
-        INSERT OR IGNORE INTO live_counts VALUES (NEW.flow_id, '', 'active', 0);
-        UPDATE live_counts SET value = value + 1
-        WHERE flow_id = NEW.flow_id AND action_id = '' AND name = 'active';
-        INSERT OR IGNORE INTO live_counts
-            SELECT NEW.flow_id, NEW.armed, 'waiting', 0 WHERE NEW.armed IS NOT NULL;
-        UPDATE live_counts SET value = value + 1
-        WHERE NEW.armed IS NOT NULL
-          AND flow_id = NEW.flow_id AND action_id = NEW.armed AND name = 'waiting';
-    END;
-    CREATE TRIGGER runs_live_out AFTER DELETE ON runs WHEN OLD.status = 'active'
-    BEGIN
-        UPDATE live_counts SET value = value - 1
-        WHERE flow_id = OLD.flow_id AND action_id = '' AND name = 'active';
-        UPDATE live_counts SET value = value - 1
-        WHERE OLD.armed IS NOT NULL
-          AND flow_id = OLD.flow_id AND action_id = OLD.armed AND name = 'waiting';
-    END;
-    CREATE TRIGGER runs_live_moved AFTER UPDATE OF status, armed, flow_id ON runs
-    WHEN OLD.status IS NOT NEW.status OR OLD.armed IS NOT NEW.armed
-      OR OLD.flow_id IS NOT NEW.flow_id
-    BEGIN
-        UPDATE live_counts SET value = value - 1
-        WHERE OLD.status = 'active'
-          AND flow_id = OLD.flow_id AND action_id = '' AND name = 'active';
-        UPDATE live_counts SET value = value - 1
-        WHERE OLD.status = 'active' AND OLD.armed IS NOT NULL
-          AND flow_id = OLD.flow_id AND action_id = OLD.armed AND name = 'waiting';
-        INSERT OR IGNORE INTO live_counts
-            SELECT NEW.flow_id, '', 'active', 0 WHERE NEW.status = 'active';
-        UPDATE live_counts SET value = value + 1
-        WHERE NEW.status = 'active'
-          AND flow_id = NEW.flow_id AND action_id = '' AND name = 'active';
-        INSERT OR IGNORE INTO live_counts
-            SELECT NEW.flow_id, NEW.armed, 'waiting', 0
-            WHERE NEW.status = 'active' AND NEW.armed IS NOT NULL;
-        UPDATE live_counts SET value = value + 1
-        WHERE NEW.status = 'active' AND NEW.armed IS NOT NULL
-          AND flow_id = NEW.flow_id AND action_id = NEW.armed AND name = 'waiting';
-    END;
-    CREATE TRIGGER held_messages_live_in AFTER INSERT ON held_messages
-    WHEN NEW.status = 'pending'
-    BEGIN
-        INSERT OR IGNORE INTO live_counts VALUES (NEW.flow_id, NEW.action_id, 'pending', 0);
-        UPDATE live_counts SET value = value + 1
-        WHERE flow_id = NEW.flow_id AND action_id = NEW.action_id AND name = 'pending';
-    END;
-    CREATE TRIGGER held_messages_live_out AFTER DELETE ON held_messages
-    WHEN OLD.status = 'pending'
-    BEGIN
-        UPDATE live_counts SET value = value - 1
-        WHERE flow_id = OLD.flow_id AND action_id = OLD.action_id AND name = 'pending';
-    END;
-    CREATE TRIGGER held_messages_live_moved AFTER UPDATE OF status, flow_id, action_id
-    ON held_messages
-    WHEN (OLD.status = 'pending') <> (NEW.status = 'pending')
-      OR OLD.flow_id <> NEW.flow_id OR OLD.action_id <> NEW.action_id
-    BEGIN
-        UPDATE live_counts SET value = value - 1
-        WHERE OLD.status = 'pending'
-          AND flow_id = OLD.flow_id AND action_id = OLD.action_id AND name = 'pending';
-        INSERT OR IGNORE INTO live_counts
-            SELECT NEW.flow_id, NEW.action_id, 'pending', 0 WHERE NEW.status = 'pending';
-        UPDATE live_counts SET value = value + 1
-        WHERE NEW.status = 'pending'
-          AND flow_id = NEW.flow_id AND action_id = NEW.action_id AND name = 'pending';
-    END;
-    "#,
 ];
 
 /// `flows.db`, the embedded [`FlowStore`], shared by the worker and the API calls.
@@ -695,17 +606,50 @@ impl FlowStore for Db {
                 *counters.counts.entry(name).or_default() += value;
             }
             let mut stmt = conn.prepare_cached(
-                "SELECT action_id, name, value FROM live_counts WHERE flow_id = ?1",
+                "SELECT armed, COUNT(*) FROM runs
+                 WHERE flow_id = ?1 AND status = ?2 AND armed IS NOT NULL
+                 GROUP BY armed",
             )?;
-            let rows = stmt.query_map([&flow_id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
+            let rows = stmt.query_map(params![flow_id, RunStatus::Active.as_str()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
             })?;
-            let live = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-            stats.add_live(live);
+            let mut waiting = 0;
+            for row in rows {
+                let (action, n) = row?;
+                waiting += n;
+                stats
+                    .actions
+                    .entry(action)
+                    .or_default()
+                    .counts
+                    .insert("waiting".into(), n);
+            }
+            stats.flow.counts.insert("waiting".into(), waiting);
+            let mut stmt = conn.prepare_cached(
+                "SELECT action_id, COUNT(*) FROM held_messages
+                 WHERE flow_id = ?1 AND status = ?2 GROUP BY action_id",
+            )?;
+            let rows = stmt.query_map(params![flow_id, HeldStatus::Pending.as_str()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            let mut pending = 0;
+            for row in rows {
+                let (action, n) = row?;
+                pending += n;
+                stats
+                    .actions
+                    .entry(action)
+                    .or_default()
+                    .counts
+                    .insert("pending".into(), n);
+            }
+            stats.flow.counts.insert("pending".into(), pending);
+            let active: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM runs WHERE flow_id = ?1 AND status = ?2",
+                params![flow_id, RunStatus::Active.as_str()],
+                |r| r.get(0),
+            )?;
+            stats.flow.counts.insert("active".into(), active);
             Ok(stats)
         })
     }
