@@ -6,12 +6,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::harness::*;
-use crate::migrate::{sdk, snapshot};
+use crate::migrate::{sdk, sends_and_applies, snapshot};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_taken_under_load_restores_what_the_sdk_saw() {
@@ -125,26 +125,7 @@ async fn a_backup_taken_under_load_restores_what_the_sdk_saw() {
     assert_eq!(after, before, "{}", restored.log());
 
     // The Segment library's calls with the same write key are accepted and applied.
-    sdk(
-        "send",
-        &restored,
-        &["--write-key", &write_key, "--user", "mig-3"],
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = snapshot(&restored, &api_key);
-        let emails: Vec<&str> = now["profiles"]
-            .as_array()
-            .expect("profiles")
-            .iter()
-            .filter_map(|p| p[1].as_str())
-            .collect();
-        if emails.contains(&"mig-3@example.com") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{emails:?}\n{}", restored.log());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    sends_and_applies(&restored, &api_key, &write_key).await;
     restored.stop();
 }
 

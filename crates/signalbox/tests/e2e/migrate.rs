@@ -41,6 +41,31 @@ pub(crate) fn snapshot(server: &Server, api_key: &str) -> Value {
     serde_json::from_str(&sdk("snapshot", server, &["--api-key", api_key])).expect("JSON")
 }
 
+/// The Segment library's call with `write_key` is taken by `server` and its profile
+/// (`mig-3@example.com`) appears through the SDK within 30 s.
+pub(crate) async fn sends_and_applies(server: &Server, api_key: &str, write_key: &str) {
+    sdk(
+        "send",
+        server,
+        &["--write-key", write_key, "--user", "mig-3"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = snapshot(server, api_key);
+        let emails: Vec<&str> = now["profiles"]
+            .as_array()
+            .expect("profiles")
+            .iter()
+            .filter_map(|p| p[1].as_str())
+            .collect();
+        if emails.contains(&"mig-3@example.com") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{emails:?}\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// The rows per table `migrate` printed.
 fn counts(stdout: &str) -> BTreeMap<String, u64> {
     stdout
@@ -192,22 +217,7 @@ async fn migrate_copies_a_stopped_installation_into_postgres_and_refuses_a_secon
     assert_eq!(after, before, "{}", pg.log());
 
     // The Segment library's calls with the same write key are accepted and applied.
-    sdk("send", &pg, &["--write-key", &write_key, "--user", "mig-3"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = snapshot(&pg, &api_key);
-        let emails: Vec<&str> = now["profiles"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|p| p[1].as_str())
-            .collect();
-        if emails.contains(&"mig-3@example.com") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{emails:?}\n{}", pg.log());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    sends_and_applies(&pg, &api_key, &write_key).await;
     // The console account and the paused destination are there too (the commands that
     // manage them read the data folder's files, so ask the database).
     let client = signalbox_store::postgres::connect_pool(db.url(), 1)
