@@ -29,7 +29,15 @@ const PRIVATE_KEY_CAPACITY: usize = 1_024;
 pub struct PrivateKeys {
     store: Arc<dyn Store>,
     ttl: Duration,
-    checked: Mutex<HashMap<String, (ApiKeyInfo, Instant)>>,
+    checked: Mutex<Checked>,
+}
+
+/// The keys remembered, and how many times they were all forgotten: a lookup that began
+/// before a [`PrivateKeys::forget_all`] does not put back what it found.
+#[derive(Default)]
+struct Checked {
+    keys: HashMap<String, (ApiKeyInfo, Instant)>,
+    forgotten: u64,
 }
 
 impl PrivateKeys {
@@ -37,7 +45,7 @@ impl PrivateKeys {
         PrivateKeys {
             store,
             ttl,
-            checked: Mutex::new(HashMap::new()),
+            checked: Mutex::new(Checked::default()),
         }
     }
 
@@ -45,26 +53,30 @@ impl PrivateKeys {
     pub async fn authenticate(&self, key: &ApiKey) -> StoreResult<Option<ApiKeyInfo>> {
         // The digest of the key presented: an entry under it was made for this very key.
         let digest = key.digest_hex();
-        if let Some((info, at)) = self.lock().get(&digest) {
-            if at.elapsed() < self.ttl {
-                return Ok(Some(info.clone()));
+        let forgotten = {
+            let checked = self.lock();
+            if let Some((info, at)) = checked.keys.get(&digest) {
+                if at.elapsed() < self.ttl {
+                    return Ok(Some(info.clone()));
+                }
             }
-        }
+            checked.forgotten
+        };
         let found = self.store.authenticate_api_key(key).await?;
         let mut checked = self.lock();
         match &found {
-            Some(info) => {
-                if checked.len() >= PRIVATE_KEY_CAPACITY {
+            Some(info) if checked.forgotten == forgotten => {
+                if checked.keys.len() >= PRIVATE_KEY_CAPACITY {
                     let ttl = self.ttl;
-                    checked.retain(|_, (_, at)| at.elapsed() < ttl);
-                    if checked.len() >= PRIVATE_KEY_CAPACITY {
-                        checked.clear();
+                    checked.keys.retain(|_, (_, at)| at.elapsed() < ttl);
+                    if checked.keys.len() >= PRIVATE_KEY_CAPACITY {
+                        checked.keys.clear();
                     }
                 }
-                checked.insert(digest, (info.clone(), Instant::now()));
+                checked.keys.insert(digest, (info.clone(), Instant::now()));
             }
-            None => {
-                checked.remove(&digest);
+            _ => {
+                checked.keys.remove(&digest);
             }
         }
         Ok(found)
@@ -72,10 +84,12 @@ impl PrivateKeys {
 
     /// Forgets every key: after one was deleted or changed here.
     pub fn forget_all(&self) {
-        self.lock().clear();
+        let mut checked = self.lock();
+        checked.keys.clear();
+        checked.forgotten += 1;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (ApiKeyInfo, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Checked> {
         self.checked
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
