@@ -13,7 +13,14 @@
 //! Profiles, events and aggregates in engage are derived state and stay; a rebuild re-derives
 //! them from what the log still holds. The trim runs at start and then every
 //! [`RetentionConfig::interval`], in short transactions, so ingest is never held up for long.
+//!
+//! A running `signalbox backup` holds every entry ([`BackupLock`]): it copies engage before
+//! the log, so an entry trimmed between the two copies would be missing from the restored
+//! log although the restored engage has not applied it yet.
 
+use std::fs::{File, TryLockError};
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +64,12 @@ pub enum RetentionError {
     Engage(#[from] EngageError),
     #[error(transparent)]
     Sync(#[from] SyncError),
+    #[error("cannot use the backup lock {path}: {source}")]
+    BackupLock {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Who keeps entries in the log.
@@ -77,6 +90,56 @@ pub enum HoldKind {
     Replay,
     /// The newest entry always stays: sequence numbers count on from it.
     Newest,
+    /// A `signalbox backup` is running: every entry stays until it ends.
+    Backup,
+}
+
+/// The name, in an embedded data folder, of the file a running backup locks.
+pub const BACKUP_LOCK_FILE: &str = "backup.lock";
+
+/// The lock a backup and the trims share (`flock`, on [`BACKUP_LOCK_FILE`]): a backup holds
+/// it exclusively from before its first copy to after its last, and each trim holds it
+/// shared, so no entry goes while a backup runs. The system releases it when its holder
+/// exits, however it exits: a backup that dies holds nothing back.
+#[derive(Debug, Clone)]
+pub struct BackupLock {
+    path: PathBuf,
+}
+
+impl BackupLock {
+    /// The lock of the embedded data folder `dir`.
+    pub fn in_data_dir(dir: &Path) -> BackupLock {
+        BackupLock {
+            path: dir.join(BACKUP_LOCK_FILE),
+        }
+    }
+
+    /// Taken by a backup, for as long as the returned file lives. Waits for a trim in
+    /// progress to end.
+    pub fn hold(&self) -> io::Result<File> {
+        let file = self.open()?;
+        file.lock()?;
+        Ok(file)
+    }
+
+    /// Taken by a trim: `None` while a backup holds the lock.
+    fn share(&self) -> io::Result<Option<File>> {
+        let file = self.open()?;
+        match file.try_lock_shared() {
+            Ok(()) => Ok(Some(file)),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(err)) => Err(err),
+        }
+    }
+
+    fn open(&self) -> io::Result<File> {
+        File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)
+    }
 }
 
 /// One reason an entry stays: entries from `from_seq` on, or received since `since`.
@@ -138,6 +201,7 @@ pub struct Retention {
     sync: Option<Sync>,
     clock: Arc<dyn Clock>,
     config: RetentionConfig,
+    backup_lock: Option<BackupLock>,
 }
 
 impl Retention {
@@ -156,7 +220,14 @@ impl Retention {
             sync,
             clock,
             config,
+            backup_lock: None,
         }
+    }
+
+    /// Holds every entry while a backup of the embedded data folder runs.
+    pub fn with_backup_lock(mut self, lock: BackupLock) -> Retention {
+        self.backup_lock = Some(lock);
+        self
     }
 
     pub fn config(&self) -> &RetentionConfig {
@@ -180,6 +251,9 @@ impl Retention {
             None => Hold::seq(HoldKind::Window, 1),
         };
         let mut holds = vec![window];
+        if self.backup_lock.is_some() && matches!(self.share_backup_lock(), Ok(None)) {
+            holds.push(Hold::seq(HoldKind::Backup, 1));
+        }
         if let Some(engage) = &self.engage {
             let needs = engage.log_needs().await?;
             holds.push(Hold::seq(HoldKind::Pipeline, needs.applied_seq + 1));
@@ -225,6 +299,17 @@ impl Retention {
 
     /// Trims the log once: what the window and every follower let go.
     pub async fn run_once(&self) -> Result<TrimOutcome, RetentionError> {
+        // Held (shared) until the trim ends: a backup that starts meanwhile waits for it.
+        let _shared = match &self.backup_lock {
+            Some(_) => match self.share_backup_lock()? {
+                Some(file) => Some(file),
+                None => {
+                    tracing::debug!("a backup is running: the log is not trimmed now");
+                    return Ok(TrimOutcome::default());
+                }
+            },
+            None => None,
+        };
         let floor = self.floor().await?;
         let outcome = self
             .store
@@ -250,6 +335,17 @@ impl Retention {
             );
         }
         Ok(outcome)
+    }
+
+    /// The backup lock taken shared; `None` while a backup holds it (or there is no lock).
+    fn share_backup_lock(&self) -> Result<Option<File>, RetentionError> {
+        let Some(lock) = &self.backup_lock else {
+            return Ok(None);
+        };
+        lock.share().map_err(|source| RetentionError::BackupLock {
+            path: lock.path.display().to_string(),
+            source,
+        })
     }
 
     /// Trims now and then every interval, until the returned task is dropped.

@@ -13,7 +13,7 @@ use jiff::{SignedDuration, Timestamp};
 use signalbox_core::{CallKind, Clock, FakeClock, NewCall, SourceId};
 use signalbox_engage::{Engage, EngageConfig};
 use signalbox_outbound::{OutboundClient, OutboundConfig};
-use signalbox_server::retention::{HoldKind, LogFloor, Retention, RetentionConfig};
+use signalbox_server::retention::{BackupLock, HoldKind, LogFloor, Retention, RetentionConfig};
 use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{CallQuery, SqliteStore, Store};
 use signalbox_sync::{
@@ -332,4 +332,39 @@ async fn old_entries_go_once_passed_and_followers_that_are_behind_keep_theirs() 
     let profile = h.engage.dump().await.unwrap();
     assert!(profile.contains("u1@example.com"));
     assert!(profile.contains("a1@example.com"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_backup_holds_every_entry_until_it_ends() {
+    let mut h = Harness::start().await;
+    let lock = BackupLock::in_data_dir(h.dir.path());
+    let retention = h.retention.clone().with_backup_lock(lock.clone());
+    let identify = h.call(
+        CallKind::Identify,
+        serde_json::json!({"userId": "u1", "traits": {"email": "u1@example.com"}}),
+    );
+    h.append(vec![identify]).await;
+    h.tracks(20).await;
+    h.clock.advance(2 * DAY);
+    let last = h.tracks(1).await;
+
+    // A backup holds the lock (as `signalbox backup` does, from another process): nothing
+    // goes, and the status names it.
+    let backup = lock.hold().unwrap();
+    assert_eq!(retention.run_once().await.unwrap().calls, 0);
+    let floor = retention.floor().await.unwrap();
+    let (seq, received) = h.oldest().await;
+    assert_eq!(seq, 1, "the first entry is still there");
+    assert!(
+        floor
+            .holding(seq, received)
+            .iter()
+            .any(|hold| hold.kind == HoldKind::Backup),
+        "{floor:?}"
+    );
+
+    // Once it ends, the next trim takes what the window and the followers let go.
+    drop(backup);
+    assert_eq!(retention.run_once().await.unwrap().calls as i64, last - 1);
+    assert_eq!(h.oldest().await.0, last);
 }

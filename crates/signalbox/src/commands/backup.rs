@@ -25,6 +25,7 @@ use anyhow::{bail, ensure, Context};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use signalbox_server::retention::BackupLock;
 use signalbox_store::sqlite::SqliteFile;
 
 use super::output::print_line;
@@ -190,6 +191,13 @@ fn write_backup(dir: &Path, to: &Path) -> anyhow::Result<(Manifest, u64)> {
     let mut archive = tar::Builder::new(encoder);
 
     let bar = progress();
+    // No log entry is trimmed until the last copy is taken: engage is copied before the log,
+    // and the restored log must still hold what the restored engage has yet to apply.
+    bar.set_message("waiting for a log trim in progress to end");
+    let lock = BackupLock::in_data_dir(dir);
+    let _held = lock
+        .hold()
+        .context("cannot take the data folder's backup lock")?;
     let mut files = Vec::new();
     for &(name, kind) in FILES {
         let source = dir.join(name);

@@ -13,7 +13,7 @@ use signalbox_server::confirmations;
 use signalbox_server::edge::disk::DiskFloor;
 use signalbox_server::flow_deps::flow_deps;
 use signalbox_server::mail::{Mail, MailSettings};
-use signalbox_server::retention::{Retention, RetentionConfig};
+use signalbox_server::retention::{BackupLock, Retention, RetentionConfig};
 use signalbox_server::segment::decode::Limits;
 use signalbox_server::test_clock::ShiftedClock;
 use signalbox_server::{Application, Engine, ServerConfig};
@@ -150,7 +150,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     // Retention: the log's followers (engage, destinations) say what they still need, and
     // entries past the window that none needs go, at start and every minute.
     let retention = retain_log.map(|window| {
-        Retention::new(
+        let retention = Retention::new(
             calls,
             Some(engage.clone()),
             Some(sync.clone()),
@@ -159,7 +159,12 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
                 window: Some(window),
                 ..RetentionConfig::default()
             },
-        )
+        );
+        // A backup of the data folder holds every entry while it runs.
+        match backend.data_dir() {
+            Some(dir) => retention.with_backup_lock(BackupLock::in_data_dir(dir)),
+            None => retention,
+        }
         .spawn()
     });
     // Application::run stops its deliveries after the last request, before the log closes.

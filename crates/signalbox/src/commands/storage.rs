@@ -13,7 +13,7 @@ use signalbox_core::{PostgresUrl, SystemClock};
 use signalbox_engage::Engage;
 use signalbox_flows::PgFlowStore;
 use signalbox_server::confirmations::PgConfirmations;
-use signalbox_server::retention::{Hold, HoldKind, Retention, RetentionConfig};
+use signalbox_server::retention::{BackupLock, Hold, HoldKind, Retention, RetentionConfig};
 use signalbox_server::templates::PgTemplates;
 use signalbox_store::postgres::{schema, PgStore};
 use signalbox_store::CallQuery;
@@ -52,7 +52,7 @@ async fn status(
         None
     };
     let sync = destination::open(global, false).await?;
-    let retention = Retention::new(
+    let mut retention = Retention::new(
         Arc::clone(&store),
         engage,
         Some(sync),
@@ -62,6 +62,9 @@ async fn status(
             ..RetentionConfig::default()
         },
     );
+    if let Some(dir) = backend.data_dir() {
+        retention = retention.with_backup_lock(BackupLock::in_data_dir(dir));
+    }
     let floor = retention.floor().await?;
     let oldest = store
         .read_calls(CallQuery {
@@ -246,6 +249,7 @@ fn describe(hold: &Hold) -> String {
         (HoldKind::Replay, Some(name)) => format!("a replay of destination {name:?}"),
         (HoldKind::Destination | HoldKind::Replay, None) => "a destination".to_owned(),
         (HoldKind::Newest, _) => "the newest call (it always stays)".to_owned(),
+        (HoldKind::Backup, _) => "a backup that is running".to_owned(),
     };
     let state = hold
         .state
