@@ -183,7 +183,8 @@ async fn table_sizes(url: &PostgresUrl) -> anyhow::Result<Vec<StoreSize>> {
 }
 
 /// Bytes and files under `path` (itself, when a file).
-fn size_of(path: &Path) -> anyhow::Result<(u64, u64)> {
+/// Bytes and files under `path` (a file or a folder, walked whole).
+pub(crate) fn size_of(path: &Path) -> anyhow::Result<(u64, u64)> {
     let meta = std::fs::symlink_metadata(path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     if !meta.is_dir() {

@@ -147,6 +147,11 @@ async fn ingest(global: &GlobalArgs, args: IngestBenchArgs) -> anyhow::Result<()
                         .await;
                 memory.end(server::rss_kib(pid));
                 child.stop().await?;
+                if backend == BenchBackend::Embedded {
+                    report.data_dir_bytes = super::storage::size_of(stores.dir())
+                        .ok()
+                        .map(|(bytes, _)| bytes);
+                }
                 let stored = stores.last_seq().await? as u64;
                 stores.remove().await?;
                 report.log_check = Some(LogCheck::counted(acknowledged, stored));

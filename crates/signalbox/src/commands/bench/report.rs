@@ -20,6 +20,12 @@ const TARGET_P99_MS: f64 = 50.0;
 const FLAT_HEAP_GROWTH: f64 = 0.10;
 /// Runs shorter than this are too short to judge memory by.
 const FLAT_HEAP_MIN_SECONDS: usize = 120;
+/// The server's RSS in a soak's last minute, against its second minute's: at most this far
+/// off, and under [`RSS_CEILING_MIB`].
+const FLAT_RSS: f64 = 0.05;
+const RSS_CEILING_MIB: f64 = 512.0;
+/// Minutes of RSS a run needs before the flat-RSS target is judged.
+const FLAT_RSS_MIN_MINUTES: usize = 3;
 /// Cores used by other programs past which a phase's figures are flagged.
 const BUSY_MACHINE_CORES: f64 = 0.25;
 
@@ -40,6 +46,8 @@ pub struct Report {
     pub durable_share_of_ceiling: Option<f64>,
     pub log_check: Option<LogCheck>,
     pub memory: Vec<ServerMemory>,
+    /// Bytes of the durable server's data folder when its load ended (the embedded store).
+    pub data_dir_bytes: Option<u64>,
     pub targets: Vec<TargetCheck>,
     pub notes: Vec<String>,
 }
@@ -212,6 +220,7 @@ impl Report {
             durable_share_of_ceiling: None,
             log_check: None,
             memory: Vec::new(),
+            data_dir_bytes: None,
             targets: Vec::new(),
             notes: Vec::new(),
         }
@@ -308,6 +317,27 @@ impl Report {
                 .iter()
                 .filter_map(|s| s.server_rss_anon_kib)
                 .collect();
+            let rss: Vec<u64> = latency
+                .timeline
+                .iter()
+                .filter_map(|s| s.server_rss_kib)
+                .collect();
+            let minutes = per_minute_mib(&rss);
+            if let ([_, second, ..], Some(last)) = (minutes.as_slice(), minutes.last()) {
+                if minutes.len() >= FLAT_RSS_MIN_MINUTES {
+                    let change = last.mean / second.mean.max(1.0) - 1.0;
+                    self.targets.push(TargetCheck {
+                        target: "RSS flat, under 512 MiB".into(),
+                        met: change.abs() <= FLAT_RSS && last.max < RSS_CEILING_MIB,
+                        measured: format!(
+                            "last minute {:.0} MiB (max {:.0}), {:+.1} % from the second minute",
+                            last.mean,
+                            last.max,
+                            change * 100.0
+                        ),
+                    });
+                }
+            }
             if let Some(growth) = heap_growth(&heap) {
                 self.targets.push(TargetCheck {
                     target: format!("memory flat over {} s", latency.timeline.len()),
@@ -445,7 +475,32 @@ impl Report {
                     series.iter().copied().min().unwrap_or(0) as f64 / 1024.0,
                     series.iter().copied().max().unwrap_or(0) as f64 / 1024.0
                 );
+                let minutes = per_minute_mib(series);
+                if minutes.len() >= 2 {
+                    let means: Vec<String> =
+                        minutes.iter().map(|m| format!("{:.0}", m.mean)).collect();
+                    println!(
+                        "{:<8} {what:<9} per minute (MiB): {}",
+                        phase.name,
+                        means.join(" · ")
+                    );
+                }
             }
+        }
+        if let Some(bytes) = self.data_dir_bytes {
+            let stored = self.log_check.as_ref().and_then(|c| c.stored).unwrap_or(0);
+            println!(
+                "data folder at the end {:.2} GiB{}",
+                bytes as f64 / (1u64 << 30) as f64,
+                if stored > 0 {
+                    format!(
+                        " ({:.0} bytes per call in the log)",
+                        bytes as f64 / stored as f64
+                    )
+                } else {
+                    String::new()
+                }
+            );
         }
         if !self.targets.is_empty() {
             println!();
@@ -541,6 +596,23 @@ pub fn sparkline(values: &[u64], width: usize) -> String {
 
 /// How much the mean heap of a run's last tenth exceeds that of its second tenth (0.05 is
 /// 5 %), from one sample per second; `None` for a run shorter than two minutes.
+/// One minute of RSS samples (one a second): their mean and maximum, in MiB.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Minute {
+    mean: f64,
+    max: f64,
+}
+
+/// Whole minutes of per-second samples in KiB (a last, partial minute is left out).
+fn per_minute_mib(kib: &[u64]) -> Vec<Minute> {
+    kib.chunks_exact(60)
+        .map(|minute| Minute {
+            mean: minute.iter().sum::<u64>() as f64 / 60.0 / 1024.0,
+            max: minute.iter().copied().max().unwrap_or(0) as f64 / 1024.0,
+        })
+        .collect()
+}
+
 fn heap_growth(heap_kib: &[u64]) -> Option<f64> {
     if heap_kib.len() < FLAT_HEAP_MIN_SECONDS {
         return None;
@@ -569,6 +641,25 @@ mod tests {
         assert!(heap_growth(&creeping).unwrap() > FLAT_HEAP_GROWTH);
         // Too short to judge.
         assert_eq!(heap_growth(&flat[..60]), None);
+    }
+
+    #[test]
+    fn rss_is_summed_up_per_whole_minute() {
+        // 150 s: two whole minutes, the last half minute left out.
+        let samples: Vec<u64> = (0..150u64)
+            .map(|s| if s < 60 { 100 } else { 200 + s % 2 } * 1024)
+            .collect();
+        let minutes = per_minute_mib(&samples);
+        assert_eq!(minutes.len(), 2);
+        assert_eq!(
+            minutes[0],
+            Minute {
+                mean: 100.0,
+                max: 100.0
+            }
+        );
+        assert_eq!(minutes[1].max, 201.0);
+        assert!((minutes[1].mean - 200.5).abs() < 1e-9);
     }
 
     #[test]
