@@ -2,6 +2,7 @@
 //! so they cannot drift. Each case takes a new, empty store;
 //! [`flow_store_conformance!`](crate::flow_store_conformance) makes one test per case.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -14,7 +15,7 @@ use crate::flow_store::{
     FlowChange, FlowStore, FlowWriter, NewFlow, NewHeld, NewRun, NewSend, NewStep, StepState,
     WebhookState,
 };
-use crate::model::{FlowStatus, HeldStatus, RunStatus, SendStatus};
+use crate::model::{FlowStats, FlowStatus, HeldStatus, RunExit, RunStatus, SendStatus};
 
 /// Makes one `#[test]` per conformance case. `$make` is an expression that evaluates to
 /// `(Arc<dyn FlowStore>, G)`: a new empty store and a guard that keeps its files or database
@@ -39,7 +40,8 @@ macro_rules! flow_store_conformance {
             a_rolled_back_savepoint_undoes_only_what_followed_it,
             steps_sends_webhooks_and_counters_are_recorded,
             a_held_message_waits_for_review,
-            meta_values_schedules_and_merges
+            meta_values_schedules_and_merges,
+            the_live_figures_follow_every_change_of_runs_and_messages
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -634,4 +636,253 @@ pub fn meta_values_schedules_and_merges(store: Arc<dyn FlowStore>) {
         Some(us(1))
     );
     assert!(store.due_dates(us(100), 10).unwrap().is_empty());
+}
+
+/// The live figures of `stats`: `(action, figure)` (the flow's with action `""`) → value.
+fn live_figures(stats: &FlowStats) -> BTreeMap<(String, String), i64> {
+    let mut out = BTreeMap::new();
+    let figures = ["active", "waiting", "pending"];
+    for (name, value) in &stats.flow.counts {
+        if figures.contains(&name.as_str()) {
+            out.insert((String::new(), name.clone()), *value);
+        }
+    }
+    for (action, counters) in &stats.actions {
+        for (name, value) in &counters.counts {
+            if figures.contains(&name.as_str()) {
+                out.insert((action.clone(), name.clone()), *value);
+            }
+        }
+    }
+    out
+}
+
+/// Checks the flow's kept figures against a fresh count and against what the test expects:
+/// `active` runs, `waiting` runs per delay and `pending` messages per action (none listed:
+/// zero).
+fn assert_figures(
+    store: &dyn FlowStore,
+    flow_id: &str,
+    step: &str,
+    active: i64,
+    waiting: &[(&str, i64)],
+    pending: &[(&str, i64)],
+) {
+    let kept = live_figures(&store.stats(flow_id).unwrap());
+    let counted = live_figures(&store.count_figures(flow_id).unwrap());
+    assert_eq!(
+        kept, counted,
+        "{step}: kept figures (left) and a fresh count"
+    );
+    let mut expected = BTreeMap::new();
+    expected.insert((String::new(), "active".to_owned()), active);
+    for (name, per_action) in [("waiting", waiting), ("pending", pending)] {
+        expected.insert(
+            (String::new(), name.to_owned()),
+            per_action.iter().map(|(_, n)| n).sum(),
+        );
+        for (action, n) in per_action {
+            expected.insert(((*action).to_owned(), name.to_owned()), *n);
+        }
+    }
+    assert_eq!(kept, expected, "{step}");
+}
+
+fn held<'a>(key: &'a str, action_id: &'a str, run_id: i64) -> NewHeld<'a> {
+    NewHeld {
+        key,
+        flow_id: "F1",
+        action_id,
+        kind: "send-email",
+        run_id,
+        profile_pk: 7,
+        profile_id: "p1",
+        email: Some("p1@example.com"),
+        subject: Some("Hi"),
+        now_us: us(2),
+        expires_us: us(1_000),
+    }
+}
+
+pub fn the_live_figures_follow_every_change_of_runs_and_messages(store: Arc<dyn FlowStore>) {
+    let store = &*store;
+    create(store, "F1", 1);
+    create(store, "F2", 1);
+    assert_figures(store, "F1", "a new flow", 0, &[], &[]);
+
+    // Runs start: active, waiting nowhere yet. A repeated origin starts none.
+    let ids = write(store, |tx| {
+        let mut ids = Vec::new();
+        for (n, origin) in ["event:e1", "event:e2", "event:e3", "event:e1"]
+            .into_iter()
+            .enumerate()
+        {
+            ids.extend(tx.insert_run(&new_run("F1", 7, origin, 10 + n as i64))?);
+        }
+        tx.insert_run(&new_run("F2", 8, "event:e1", 500))?;
+        Ok::<_, FlowsError>(ids)
+    })
+    .unwrap();
+    let [r1, r2, r3] = ids[..] else {
+        panic!("three runs started: {ids:?}")
+    };
+    assert_figures(store, "F1", "started", 3, &[], &[]);
+    assert_figures(store, "F2", "started", 1, &[], &[]);
+
+    // Claimed when due and armed at a delay; one moved without being claimed.
+    write(store, |tx| {
+        let due = tx.claim_due(us(11), 10)?;
+        assert_eq!(due.len(), 2);
+        for run in &due {
+            tx.move_run(run.id, Some("d1"), Some("d1"), Some(us(100)))?;
+        }
+        tx.move_run(r3, Some("d2"), Some("d2"), Some(us(200)))
+    })
+    .unwrap();
+    assert_figures(store, "F1", "armed", 3, &[("d1", 2), ("d2", 1)], &[]);
+
+    // Woken: one moves past its delay, one is armed at the next delay, in one transaction
+    // that moves each run twice.
+    write(store, |tx| {
+        let due = tx.claim_due(us(100), 10)?;
+        assert_eq!(due.len(), 2);
+        tx.move_run(r1, Some("m1"), None, Some(us(100)))?;
+        tx.move_run(r1, Some("m1"), None, Some(us(101)))?;
+        tx.move_run(r2, Some("d2"), Some("d2"), Some(us(300)))?;
+        tx.delay_run(r2, us(301))
+    })
+    .unwrap();
+    assert_figures(store, "F1", "woken", 3, &[("d2", 2)], &[]);
+
+    // A run's change rolled back to a savepoint leaves the figures as they were; what follows
+    // the rollback counts, in the same transaction.
+    write(store, |tx| {
+        let due = tx.claim_due(us(101), 10)?;
+        assert_eq!(due.len(), 1);
+        tx.savepoint()?;
+        tx.move_run(r1, Some("d3"), Some("d3"), Some(us(400)))?;
+        tx.end_run(r2, RunStatus::Completed, None, us(101))?;
+        tx.insert_run(&new_run("F1", 9, "event:e9", 10))?;
+        tx.rollback_to_savepoint()?;
+        tx.move_run(r1, Some("m1"), None, Some(us(1_000)))?;
+        tx.savepoint()?;
+        tx.hold_run(r1)?;
+        tx.release_savepoint()
+    })
+    .unwrap();
+    assert_figures(store, "F1", "savepoints", 3, &[("d2", 2)], &[]);
+    // A failed transaction changes no figure.
+    let err = store.transaction(&mut |tx| {
+        tx.end_run(r2, RunStatus::Completed, None, us(102))?;
+        tx.insert_held(&held("h9", "m1", r1))?;
+        Err(FlowsError::Unavailable)
+    });
+    assert_eq!(err, Err(FlowsError::Unavailable));
+    assert_figures(store, "F1", "a failed transaction", 3, &[("d2", 2)], &[]);
+
+    // Messages held for review: pending; the same key twice holds one.
+    write(store, |tx| {
+        tx.insert_held(&held("h1", "m1", r1))?;
+        tx.insert_held(&held("h1", "m1", r1))?;
+        tx.insert_held(&held("h2", "m1", r2))?;
+        tx.insert_held(&held("h3", "m2", r3))
+    })
+    .unwrap();
+    assert_figures(
+        store,
+        "F1",
+        "held",
+        3,
+        &[("d2", 2)],
+        &[("m1", 2), ("m2", 1)],
+    );
+
+    // Paused and resumed: wake-ups are held back and given back, the figures stay.
+    store
+        .update_flow("F1", at(3), &mut |_| {
+            Ok(FlowChange {
+                status: Some(FlowStatus::Paused),
+                ..FlowChange::default()
+            })
+        })
+        .unwrap();
+    let runs = store.runs("F1", 10).unwrap();
+    assert!(runs.iter().all(|run| run.next_wake.is_none()), "parked");
+    store
+        .update_flow("F1", at(4), &mut |_| {
+            Ok(FlowChange {
+                status: Some(FlowStatus::Live),
+                ..FlowChange::default()
+            })
+        })
+        .unwrap();
+    assert_figures(
+        store,
+        "F1",
+        "paused",
+        3,
+        &[("d2", 2)],
+        &[("m1", 2), ("m2", 1)],
+    );
+    store.unpark_runs("F1", at(5)).unwrap();
+    assert_figures(
+        store,
+        "F1",
+        "resumed",
+        3,
+        &[("d2", 2)],
+        &[("m1", 2), ("m2", 1)],
+    );
+
+    // Decided: approved through the review, expired by the worker; a message no longer
+    // pending changes no figure when its status changes again.
+    let h1 = write(store, |tx| tx.held_by_key("h1")).unwrap().unwrap();
+    let h2 = write(store, |tx| tx.held_by_key("h2")).unwrap().unwrap();
+    store
+        .decide_held("F1", h1.id, HeldStatus::Approved, at(6))
+        .unwrap();
+    write(store, |tx| {
+        tx.set_held_status(h2.id, HeldStatus::Expired, us(7))?;
+        tx.set_held_status(h1.id, HeldStatus::Cancelled, us(7))
+    })
+    .unwrap();
+    assert_figures(store, "F1", "decided", 3, &[("d2", 2)], &[("m2", 1)]);
+
+    // A merge moves runs and messages to another profile: no figure changes.
+    write(store, |tx| tx.apply_merge(7, 70, Some("p70"))).unwrap();
+    assert_figures(store, "F1", "merged", 3, &[("d2", 2)], &[("m2", 1)]);
+
+    // A run that ends with a message pending: both leave the figures.
+    write(store, |tx| {
+        tx.end_run(r3, RunStatus::Cancelled, Some(RunExit::FlowDeleted), us(8))
+    })
+    .unwrap();
+    assert_figures(store, "F1", "cancelled", 2, &[("d2", 1)], &[]);
+    write(store, |tx| {
+        tx.end_run(r1, RunStatus::Completed, None, us(9))
+    })
+    .unwrap();
+    // Ending it again changes nothing.
+    write(store, |tx| tx.end_run(r1, RunStatus::Exited, None, us(10))).unwrap();
+    assert_figures(store, "F1", "completed", 1, &[("d2", 1)], &[]);
+
+    // The flow deleted: its runs end and its messages are cancelled at once; the other
+    // flow's figures stay.
+    write(store, |tx| {
+        tx.insert_run(&new_run("F1", 10, "event:e10", 10))?;
+        tx.insert_held(&held("h4", "m1", r2))?;
+        tx.insert_held(&held("h5", "m2", r2))
+    })
+    .unwrap();
+    assert_figures(
+        store,
+        "F1",
+        "before the delete",
+        2,
+        &[("d2", 1)],
+        &[("m1", 1), ("m2", 1)],
+    );
+    store.delete_flow("F1", at(11)).unwrap();
+    assert_figures(store, "F1", "deleted", 0, &[], &[]);
+    assert_figures(store, "F2", "the other flow", 1, &[], &[]);
 }

@@ -122,7 +122,15 @@ pub trait FlowStore: Send + Sync {
 
     /// Counters of the flow and of each action, with the runs waiting at each delay
     /// (`waiting`), the messages pending review (`pending`) and the active runs (`active`).
+    /// The last three are kept as the runs and messages change (an action's shows when not
+    /// zero, the flow's always): one read, nothing counted.
     fn stats(&self, flow_id: &str) -> FlowsResult<FlowStats>;
+
+    /// The flow's `active`, `waiting` and `pending` as [`FlowStore::stats`] shows them, but
+    /// counted from its runs and held messages: what the kept figures must equal. For the
+    /// conformance suite.
+    #[cfg(feature = "conformance")]
+    fn count_figures(&self, flow_id: &str) -> FlowsResult<FlowStats>;
 
     /// The flow's runs, newest first, at most `limit`.
     fn runs(&self, flow_id: &str, limit: usize) -> FlowsResult<Vec<RunInfo>>;

@@ -26,6 +26,8 @@
 //! - [`flow_store`]: [`FlowStore`], the engine's storage in its own terms; `store.rs`:
 //!   [`SqliteFlowStore`], the embedded backend (`flows.db`); `pg_store.rs`: [`PgFlowStore`],
 //!   the PostgreSQL backend for several nodes on one database.
+//! - `figures.rs`: a flow's live figures (runs active, runs waiting at each delay, messages
+//!   pending review), kept as counters that each write transaction moves once.
 //! - [`bench`](mod@bench): the engine's benchmark, callable from the binary.
 //!
 //! # Review of manual messages
@@ -57,6 +59,7 @@ pub mod schedule;
 pub mod templates;
 
 mod actions;
+mod figures;
 mod pg_store;
 mod store;
 mod to_postgres;

@@ -21,6 +21,7 @@
 //! panic. On a current-thread runtime they make progress only while that runtime's own thread
 //! is inside `block_on` (as it is when it awaits the blocking task).
 
+use std::cell::RefCell;
 use std::future::Future;
 
 use deadpool_postgres::{GenericClient, Object, PoolError};
@@ -37,6 +38,7 @@ use tokio_postgres::Row;
 use crate::definition::FlowDefinition;
 use crate::engine::ts;
 use crate::error::{FlowsError, FlowsResult};
+use crate::figures::{self, FigureDeltas, RunFigure};
 use crate::flow_store::{
     FlowChange, FlowStore, FlowWriter, NewFlow, NewHeld, NewRun, NewSend, NewStep, RunRow, SendRef,
     StepRow, StepState, WebhookState,
@@ -55,7 +57,8 @@ pub const INGESTION_LOCK: i64 = 0x0073_6266_6c6f_7773;
 /// The first action id handed out.
 const FIRST_ACTION_ID: i64 = 10_000_001;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE flows_meta (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -220,7 +223,38 @@ const MIGRATIONS: &[&str] = &[r#"
     CREATE INDEX flows_held_messages_by_run ON flows_held_messages (run_id)
         WHERE status = 'pending';
     CREATE INDEX flows_held_messages_by_profile ON flows_held_messages (profile_pk);
-"#];
+"#,
+    // The live figures (`crate::figures`) join the counters in `flows_stats`, counted once
+    // here.
+    RECOUNT_FIGURES,
+];
+
+/// Counts the live figures (`crate::figures`) of every flow again from the runs and held
+/// messages, into `flows_stats`: when the schema first keeps them, and after `signalbox
+/// migrate` copied the rows of a `flows.db` in.
+const RECOUNT_FIGURES: &str = r#"
+    DELETE FROM flows_stats WHERE name IN ('active', 'waiting', 'pending');
+    INSERT INTO flows_stats (flow_id, action_id, name, value)
+        SELECT flow_id, '', 'active', COUNT(*) FROM flows_runs WHERE status = 'active'
+        GROUP BY flow_id;
+    INSERT INTO flows_stats (flow_id, action_id, name, value)
+        SELECT flow_id, armed, 'waiting', COUNT(*) FROM flows_runs
+        WHERE status = 'active' AND armed IS NOT NULL GROUP BY flow_id, armed;
+    INSERT INTO flows_stats (flow_id, action_id, name, value)
+        SELECT flow_id, action_id, 'pending', COUNT(*) FROM flows_held_messages
+        WHERE status = 'pending' GROUP BY flow_id, action_id;
+"#;
+
+/// A flow's counters and live figures: one read of `flows_stats`, nothing counted.
+const STATS_SQL: &str = "SELECT action_id, name, value, amount FROM flows_stats WHERE flow_id = $1";
+
+/// Counts the live figures of every flow in the database at `url` again, in one transaction
+/// (see [`RECOUNT_FIGURES`]).
+pub(crate) async fn recount_figures(url: &PostgresUrl) -> FlowsResult<()> {
+    let pool = connect_pool(url, 1).map_err(store_error)?;
+    let client = pool.get().await.map_err(pool_error)?;
+    client.batch_execute(RECOUNT_FIGURES).await.map_err(pg)
+}
 
 /// The flows state in PostgreSQL behind [`FlowStore`]. Cheap to share behind an `Arc`.
 pub struct PgFlowStore {
@@ -259,16 +293,24 @@ impl PgFlowStore {
         f(&Session {
             db: &self.db,
             client: &client,
+            figures: RefCell::default(),
         })
     }
 
     /// Runs `f` in one transaction: committed when it returns `Ok`, rolled back otherwise.
+    /// The changes of the live figures it made are written just before the commit.
     fn write<T>(&self, f: impl FnOnce(&Session<'_>) -> FlowsResult<T>) -> FlowsResult<T> {
         let mut tx = OpenTransaction::begin(&self.db)?;
-        let out = f(&Session {
+        let session = Session {
             db: &self.db,
             client: tx.client(),
+            figures: RefCell::default(),
+        };
+        let out = f(&session).and_then(|value| {
+            session.flush_figures()?;
+            Ok(value)
         });
+        drop(session);
         match out {
             Ok(value) => {
                 tx.finish("COMMIT")?;
@@ -380,6 +422,8 @@ impl Drop for OpenTransaction<'_> {
 struct Session<'a> {
     db: &'a Db,
     client: &'a Object,
+    /// The changes of the live figures the transaction made, written before it commits.
+    figures: RefCell<FigureDeltas>,
 }
 
 impl Session<'_> {
@@ -416,6 +460,32 @@ impl Session<'_> {
 
     fn batch(&self, sql: &str) -> FlowsResult<()> {
         self.db.wait(self.client.batch_execute(sql)).map_err(pg)
+    }
+
+    /// Writes the transaction's changes of the live figures into `flows_stats`: one
+    /// statement, its rows in key order.
+    fn flush_figures(&self) -> FlowsResult<()> {
+        let deltas = self.figures.borrow_mut().take();
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let mut flows = Vec::with_capacity(deltas.len());
+        let mut actions = Vec::with_capacity(deltas.len());
+        let mut names = Vec::with_capacity(deltas.len());
+        let mut values = Vec::with_capacity(deltas.len());
+        for (flow_id, action_id, name, by) in deltas {
+            flows.push(flow_id);
+            actions.push(action_id);
+            names.push(name);
+            values.push(by);
+        }
+        self.exec(
+            "INSERT INTO flows_stats (flow_id, action_id, name, value)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
+             ON CONFLICT (flow_id, action_id, name)
+             DO UPDATE SET value = flows_stats.value + EXCLUDED.value",
+            &[&flows, &actions, &names, &values],
+        )
     }
 
     /// Flows at their current version, `filter` (a `WHERE`, `ORDER BY`, `LIMIT`, `FOR
@@ -528,16 +598,19 @@ fn next_wake_sql() -> String {
     )
 }
 
-/// Cancels a run's messages waiting for review (`$1` run, `$2` now, `$3` cancelled).
+/// Cancels a run's messages waiting for review (`$1` run, `$2` now, `$3` cancelled); returns
+/// the flow and action of each.
 fn cancel_held_of_run_sql() -> String {
     format!(
         "UPDATE flows_held_messages SET status = $3, decided_us = $2
-         WHERE run_id = $1 AND status = '{pending}'",
+         WHERE run_id = $1 AND status = '{pending}'
+         RETURNING flow_id, action_id",
         pending = HeldStatus::Pending.as_str()
     )
 }
 
-/// Parks a flow's active runs, keeping their wake-ups aside (`$1` flow).
+/// Parks a flow's active runs, keeping their wake-ups aside (`$1` flow). Only wake-ups
+/// change: no live figure does.
 fn park_sql() -> String {
     format!(
         "UPDATE flows_runs SET held_wake_us = wake_us, wake_us = NULL
@@ -578,6 +651,15 @@ fn flow_row(row: &Row) -> FlowsResult<FlowInfo> {
         definition,
         id,
     })
+}
+
+/// A run's figure from a row of `flow_id`, `status`, `armed` (as it was before a change).
+fn run_figure(row: &Row) -> RunFigure {
+    RunFigure {
+        flow_id: row.get(0),
+        active: row.get::<_, &str>(1) == RunStatus::Active.as_str(),
+        armed: row.get(2),
+    }
 }
 
 fn corrupt(what: &str, text: &str) -> FlowsError {
@@ -719,9 +801,13 @@ impl FlowStore for PgFlowStore {
                 "DELETE FROM flows_date_schedule WHERE flow_id = $1",
                 &[&flow_id],
             )?;
-            s.exec(
-                "UPDATE flows_held_messages SET status = $3, decided_us = $2
-                 WHERE flow_id = $1 AND status = $4",
+            // The figures lose the rows each statement changed, by the action they counted at.
+            let cancelled = s.query(
+                "WITH cancelled AS (
+                     UPDATE flows_held_messages SET status = $3, decided_us = $2
+                     WHERE flow_id = $1 AND status = $4
+                     RETURNING action_id)
+                 SELECT action_id, COUNT(*) FROM cancelled GROUP BY action_id",
                 &[
                     &flow_id,
                     &now,
@@ -729,11 +815,14 @@ impl FlowStore for PgFlowStore {
                     &HeldStatus::Pending.as_str(),
                 ],
             )?;
-            s.exec(
+            let ended = s.query(
                 &format!(
-                    "UPDATE flows_runs
-                     SET status = $3, exit_reason = $4, ended_us = $2, wake_us = NULL
-                     WHERE flow_id = $1 AND status = '{active}'",
+                    "WITH ended AS (
+                         UPDATE flows_runs
+                         SET status = $3, exit_reason = $4, ended_us = $2, wake_us = NULL
+                         WHERE flow_id = $1 AND status = '{active}'
+                         RETURNING armed)
+                     SELECT armed, COUNT(*) FROM ended GROUP BY armed",
                     active = RunStatus::Active.as_str()
                 ),
                 &[
@@ -742,7 +831,15 @@ impl FlowStore for PgFlowStore {
                     &RunStatus::Cancelled.as_str(),
                     &RunExit::FlowDeleted.as_str(),
                 ],
-            )
+            )?;
+            let mut deltas = s.figures.borrow_mut();
+            for row in &cancelled {
+                deltas.pending(flow_id, row.get(0), -row.get::<_, i64>(1));
+            }
+            for row in &ended {
+                deltas.run(flow_id, true, row.get(0), -row.get::<_, i64>(1));
+            }
+            Ok(())
         })
     }
 
@@ -872,75 +969,37 @@ impl FlowStore for PgFlowStore {
     fn stats(&self, flow_id: &str) -> FlowsResult<FlowStats> {
         self.read(|s| {
             let mut stats = FlowStats::default();
-            let rows = s.query(
-                "SELECT action_id, name, value, amount FROM flows_stats WHERE flow_id = $1",
-                &[&flow_id],
-            )?;
-            for row in &rows {
-                let action: String = row.get(0);
-                let name: String = row.get(1);
-                let value: i64 = row.get(2);
-                let amount: f64 = row.get(3);
-                let counters = if action.is_empty() {
-                    &mut stats.flow
-                } else {
-                    stats.actions.entry(action).or_default()
-                };
-                if name == "converted" {
-                    counters.revenue += amount;
-                }
-                *counters.counts.entry(name).or_default() += value;
+            for row in &s.query(STATS_SQL, &[&flow_id])? {
+                figures::add_row(&mut stats, row.get(0), row.get(1), row.get(2), row.get(3));
             }
-            // Runs waiting at each delay, and (the roll-up row) the flow's active runs.
+            figures::finish(&mut stats);
+            Ok(stats)
+        })
+    }
+
+    #[cfg(feature = "conformance")]
+    fn count_figures(&self, flow_id: &str) -> FlowsResult<FlowStats> {
+        self.read(|s| {
             let rows = s.query(
-                &format!(
-                    "SELECT armed, COUNT(*), GROUPING(armed) FROM flows_runs
-                     WHERE flow_id = $1 AND status = '{active}'
-                     GROUP BY ROLLUP (armed)",
-                    active = RunStatus::Active.as_str()
-                ),
-                &[&flow_id],
+                "SELECT '', 'active', COUNT(*) FROM flows_runs
+                 WHERE flow_id = $1 AND status = $2
+                 UNION ALL
+                 SELECT armed, 'waiting', COUNT(*) FROM flows_runs
+                 WHERE flow_id = $1 AND status = $2 AND armed IS NOT NULL GROUP BY armed
+                 UNION ALL
+                 SELECT action_id, 'pending', COUNT(*) FROM flows_held_messages
+                 WHERE flow_id = $1 AND status = $3 GROUP BY action_id",
+                &[
+                    &flow_id,
+                    &RunStatus::Active.as_str(),
+                    &HeldStatus::Pending.as_str(),
+                ],
             )?;
-            let mut waiting = 0;
-            let mut active = 0;
+            let mut stats = FlowStats::default();
             for row in &rows {
-                let armed: Option<String> = row.get(0);
-                let n: i64 = row.get(1);
-                let total: i32 = row.get(2);
-                match armed {
-                    _ if total == 1 => active = n,
-                    Some(action) => {
-                        waiting += n;
-                        stats
-                            .actions
-                            .entry(action)
-                            .or_default()
-                            .counts
-                            .insert("waiting".into(), n);
-                    }
-                    None => {}
-                }
+                figures::add_row(&mut stats, row.get(0), row.get(1), row.get(2), 0.0);
             }
-            stats.flow.counts.insert("waiting".into(), waiting);
-            let rows = s.query(
-                "SELECT action_id, COUNT(*) FROM flows_held_messages
-                 WHERE flow_id = $1 AND status = $2 GROUP BY action_id",
-                &[&flow_id, &HeldStatus::Pending.as_str()],
-            )?;
-            let mut pending = 0;
-            for row in &rows {
-                let action: String = row.get(0);
-                let n: i64 = row.get(1);
-                pending += n;
-                stats
-                    .actions
-                    .entry(action)
-                    .or_default()
-                    .counts
-                    .insert("pending".into(), n);
-            }
-            stats.flow.counts.insert("pending".into(), pending);
-            stats.flow.counts.insert("active".into(), active);
+            figures::finish(&mut stats);
             Ok(stats)
         })
     }
@@ -1164,10 +1223,12 @@ impl FlowWriter for Session<'_> {
         reason: Option<RunExit>,
         now_us: i64,
     ) -> FlowsResult<()> {
-        self.exec(
-            "UPDATE flows_runs SET status = $2, exit_reason = $3, ended_us = $4, wake_us = NULL,
-                 armed = NULL
-             WHERE id = $1",
+        let ended = self.query_opt(
+            "WITH old AS (SELECT id, status, armed FROM flows_runs WHERE id = $1 FOR UPDATE)
+             UPDATE flows_runs r SET status = $2, exit_reason = $3, ended_us = $4,
+                 wake_us = NULL, armed = NULL
+             FROM old WHERE r.id = old.id
+             RETURNING r.flow_id, old.status, old.armed",
             &[
                 &run_id,
                 &status.as_str(),
@@ -1175,10 +1236,18 @@ impl FlowWriter for Session<'_> {
                 &now_us,
             ],
         )?;
-        self.exec(
+        let cancelled = self.query(
             &cancel_held_of_run_sql(),
             &[&run_id, &now_us, &HeldStatus::Cancelled.as_str()],
-        )
+        )?;
+        let mut deltas = self.figures.borrow_mut();
+        if let Some(row) = ended {
+            deltas.run_changed(&run_figure(&row), status == RunStatus::Active, None);
+        }
+        for row in &cancelled {
+            deltas.pending(row.get(0), row.get(1), -1);
+        }
+        Ok(())
     }
 
     fn finish_send(
@@ -1267,11 +1336,12 @@ impl FlowWriter for Session<'_> {
     }
 
     fn insert_held(&self, h: &NewHeld<'_>) -> FlowsResult<()> {
-        self.exec(
+        let inserted = self.query_opt(
             "INSERT INTO flows_held_messages (key, flow_id, action_id, kind, run_id, profile_pk,
                  profile_id, email, subject, status, created_us, expires_us)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-             ON CONFLICT (key) DO NOTHING",
+             ON CONFLICT (key) DO NOTHING
+             RETURNING id",
             &[
                 &h.key,
                 &h.flow_id,
@@ -1286,7 +1356,11 @@ impl FlowWriter for Session<'_> {
                 &h.now_us,
                 &h.expires_us,
             ],
-        )
+        )?;
+        if inserted.is_some() {
+            self.figures.borrow_mut().pending(h.flow_id, h.action_id, 1);
+        }
+        Ok(())
     }
 
     fn insert_run(&self, run: &NewRun<'_>) -> FlowsResult<Option<i64>> {
@@ -1318,7 +1392,12 @@ impl FlowWriter for Session<'_> {
                 &run.entered_us,
             ],
         )?;
-        Ok(row.map(|row| row.get(0)))
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        // Active, armed at no delay yet.
+        self.figures.borrow_mut().run(run.flow_id, true, None, 1);
+        Ok(Some(row.get(0)))
     }
 
     fn insert_send(&self, s: &NewSend<'_>) -> FlowsResult<()> {
@@ -1421,10 +1500,20 @@ impl FlowWriter for Session<'_> {
         armed: Option<&str>,
         wake_us: Option<i64>,
     ) -> FlowsResult<()> {
-        self.exec(
-            "UPDATE flows_runs SET position = $2, armed = $3, wake_us = $4 WHERE id = $1",
+        let moved = self.query_opt(
+            "WITH old AS (SELECT id, status, armed FROM flows_runs WHERE id = $1 FOR UPDATE)
+             UPDATE flows_runs r SET position = $2, armed = $3, wake_us = $4
+             FROM old WHERE r.id = old.id
+             RETURNING r.flow_id, old.status, old.armed",
             &[&run_id, &position, &armed, &wake_us],
-        )
+        )?;
+        if let Some(row) = moved {
+            let old = run_figure(&row);
+            self.figures
+                .borrow_mut()
+                .run_changed(&old, old.active, armed);
+        }
+        Ok(())
     }
 
     fn release_step(&self, key: &str) -> FlowsResult<()> {
@@ -1459,10 +1548,23 @@ impl FlowWriter for Session<'_> {
     }
 
     fn set_held_status(&self, id: i64, status: HeldStatus, now_us: i64) -> FlowsResult<()> {
-        self.exec(
-            "UPDATE flows_held_messages SET status = $2, decided_us = $3 WHERE id = $1",
+        let changed = self.query_opt(
+            "WITH old AS (SELECT id, status FROM flows_held_messages WHERE id = $1 FOR UPDATE)
+             UPDATE flows_held_messages h SET status = $2, decided_us = $3
+             FROM old WHERE h.id = old.id
+             RETURNING h.flow_id, h.action_id, old.status",
             &[&id, &status.as_str(), &now_us],
-        )
+        )?;
+        if let Some(row) = changed {
+            let was_pending = row.get::<_, &str>(2) == HeldStatus::Pending.as_str();
+            self.figures.borrow_mut().held_changed(
+                row.get(0),
+                row.get(1),
+                was_pending,
+                status == HeldStatus::Pending,
+            );
+        }
+        Ok(())
     }
 
     fn set_meta(&self, key: &str, value: &str) -> FlowsResult<()> {
@@ -1562,17 +1664,24 @@ impl FlowWriter for Session<'_> {
     }
 
     fn savepoint(&self) -> FlowsResult<()> {
-        self.batch("SAVEPOINT run")
+        self.batch("SAVEPOINT run")?;
+        self.figures.borrow_mut().savepoint();
+        Ok(())
     }
 
     fn release_savepoint(&self) -> FlowsResult<()> {
-        self.batch("RELEASE SAVEPOINT run")
+        self.batch("RELEASE SAVEPOINT run")?;
+        self.figures.borrow_mut().release_savepoint();
+        Ok(())
     }
 
     fn rollback_to_savepoint(&self) -> FlowsResult<()> {
-        self.batch("ROLLBACK TO SAVEPOINT run; RELEASE SAVEPOINT run")
+        self.batch("ROLLBACK TO SAVEPOINT run; RELEASE SAVEPOINT run")?;
+        self.figures.borrow_mut().rollback_to_savepoint();
+        Ok(())
     }
 
+    /// Runs and messages keep their flow, action and status: no live figure changes.
     fn apply_merge(&self, from: i64, to: i64, to_id: Option<&str>) -> FlowsResult<()> {
         self.exec(
             "UPDATE flows_runs SET profile_pk = $2, profile_id = COALESCE($3, profile_id)
@@ -1653,6 +1762,53 @@ mod tests {
     use signalbox_store::postgres::testing::TestDatabase;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_flows_figures_are_read_from_its_counters_alone() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let store = PgFlowStore::connect(db.url(), 1).await.unwrap();
+        let client = store.db.pool.pool().get().await.unwrap();
+        let plan: Vec<String> = client
+            .query(&format!("EXPLAIN {}", STATS_SQL.replace("$1", "'F1'")), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        // One scan of the counters: neither runs nor held messages are counted.
+        assert!(plan.contains("flows_stats"), "{plan}");
+        assert!(!plan.contains("flows_runs"), "{plan}");
+        assert!(!plan.contains("flows_held_messages"), "{plan}");
+        assert!(!plan.contains("Aggregate"), "{plan}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_figures_are_counted_once_when_the_schema_first_keeps_them() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let pool = connect_pool(db.url(), 1).unwrap();
+        let mut client = pool.get().await.unwrap();
+        schema::migrate(&mut client, COMPONENT, &MIGRATIONS[..1])
+            .await
+            .unwrap();
+        let rows = crate::store::rows_before_the_figures(
+            "flows_runs",
+            "flows_held_messages",
+            "flows_stats",
+        );
+        client.batch_execute(&rows).await.unwrap();
+        drop(client);
+        let store = PgFlowStore::connect(db.url(), 1).await.unwrap();
+        tokio::task::spawn_blocking(move || {
+            crate::store::assert_figures_of_the_rows_before(&store)
+        })
+        .await
+        .unwrap();
+    }
 
     #[tokio::test]
     async fn the_queries_over_a_partial_index_can_use_it() {

@@ -4,6 +4,8 @@
 //! One connection behind a mutex, used from the blocking pool. WAL with `synchronous = FULL`:
 //! a step's intent is durable before its side effect starts.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +17,7 @@ use signalbox_engage::ProfileKey;
 
 use crate::definition::FlowDefinition;
 use crate::error::{FlowsError, FlowsResult};
+use crate::figures::{self, FigureDeltas, RunFigure};
 
 /// An error inside this module: SQLite's, or the engine's own. Both leave it as a
 /// [`FlowsError`]; SQLite's as [`FlowsError::Internal`] text, so no `rusqlite` type leaves.
@@ -47,7 +50,7 @@ use crate::model::{
     RunInfo, RunStatus, SendInfo, SendStatus,
 };
 
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE meta (
         key TEXT PRIMARY KEY,
@@ -209,7 +212,27 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX held_messages_flow ON held_messages(flow_id, status, id);
     CREATE INDEX held_messages_run ON held_messages(run_id) WHERE status = 'pending';
     "#,
+    // The live figures (`crate::figures`) join the counters in `stats`, counted once here.
+    RECOUNT_FIGURES,
 ];
+
+/// Counts the live figures (`crate::figures`) of every flow again from the runs and held
+/// messages, into `stats`: run once, when the schema first keeps them.
+const RECOUNT_FIGURES: &str = r#"
+    DELETE FROM stats WHERE name IN ('active', 'waiting', 'pending');
+    INSERT INTO stats (flow_id, action_id, name, value)
+        SELECT flow_id, '', 'active', COUNT(*) FROM runs WHERE status = 'active'
+        GROUP BY flow_id;
+    INSERT INTO stats (flow_id, action_id, name, value)
+        SELECT flow_id, armed, 'waiting', COUNT(*) FROM runs
+        WHERE status = 'active' AND armed IS NOT NULL GROUP BY flow_id, armed;
+    INSERT INTO stats (flow_id, action_id, name, value)
+        SELECT flow_id, action_id, 'pending', COUNT(*) FROM held_messages
+        WHERE status = 'pending' GROUP BY flow_id, action_id;
+"#;
+
+/// A flow's counters and live figures: one read of `stats`, nothing counted.
+const STATS_SQL: &str = "SELECT action_id, name, value, amount FROM stats WHERE flow_id = ?1";
 
 /// `flows.db`, the embedded [`FlowStore`], shared by the worker and the API calls.
 #[derive(Clone)]
@@ -253,6 +276,23 @@ impl Db {
             Ok(out)
         };
         Ok(run()?)
+    }
+
+    /// Runs `f` in an `IMMEDIATE` transaction on this thread with a [`SqliteWriter`], whose
+    /// changes of the live figures are written just before the commit.
+    fn write_tracked<T>(
+        &self,
+        f: impl FnOnce(&SqliteWriter<'_>) -> SqlResult<T>,
+    ) -> FlowsResult<T> {
+        self.write(|tx| {
+            let writer = SqliteWriter {
+                tx,
+                tracked: Tracked::default(),
+            };
+            let out = f(&writer)?;
+            writer.tracked.flush(tx)?;
+            Ok(out)
+        })
     }
 
     /// Runs `f` on the connection on this thread.
@@ -442,34 +482,46 @@ impl FlowStore for Db {
 
     fn delete_flow(&self, flow_id: &str, now: Timestamp) -> FlowsResult<()> {
         let now = now.as_microsecond();
-        self.write(|tx| {
+        self.write_tracked(|w| {
+            let tx = w.tx;
             let n = tx.execute("DELETE FROM flows WHERE id = ?1", [flow_id])?;
             if n == 0 {
                 return Err(FlowsError::not_found(format!("flow {flow_id}")).into());
             }
             tx.execute("DELETE FROM flow_versions WHERE flow_id = ?1", [flow_id])?;
             tx.execute("DELETE FROM date_schedule WHERE flow_id = ?1", [flow_id])?;
-            tx.execute(
+            let mut deltas = w.tracked.deltas.borrow_mut();
+            // The figures lose what each row changed, by the action it counted at.
+            let mut stmt = tx.prepare(
                 "UPDATE held_messages SET status = ?3, decided_us = ?2
-                 WHERE flow_id = ?1 AND status = ?4",
-                params![
-                    flow_id,
-                    now,
-                    HeldStatus::Cancelled.as_str(),
-                    HeldStatus::Pending.as_str()
-                ],
+                 WHERE flow_id = ?1 AND status = ?4
+                 RETURNING action_id",
             )?;
-            tx.execute(
+            let mut rows = stmt.query(params![
+                flow_id,
+                now,
+                HeldStatus::Cancelled.as_str(),
+                HeldStatus::Pending.as_str()
+            ])?;
+            while let Some(row) = rows.next()? {
+                deltas.pending(flow_id, &row.get::<_, String>(0)?, -1);
+            }
+            let mut stmt = tx.prepare(
                 "UPDATE runs SET status = ?3, exit_reason = ?4, ended_us = ?2, wake_us = NULL
-                 WHERE flow_id = ?1 AND status = ?5",
-                params![
-                    flow_id,
-                    now,
-                    RunStatus::Cancelled.as_str(),
-                    RunExit::FlowDeleted.as_str(),
-                    RunStatus::Active.as_str()
-                ],
+                 WHERE flow_id = ?1 AND status = ?5
+                 RETURNING armed",
             )?;
+            let mut rows = stmt.query(params![
+                flow_id,
+                now,
+                RunStatus::Cancelled.as_str(),
+                RunExit::FlowDeleted.as_str(),
+                RunStatus::Active.as_str()
+            ])?;
+            while let Some(row) = rows.next()? {
+                let armed: Option<String> = row.get(0)?;
+                deltas.run(flow_id, true, armed.as_deref(), -1);
+            }
             Ok(())
         })
     }
@@ -493,7 +545,7 @@ impl FlowStore for Db {
         &self,
         f: &mut dyn FnMut(&dyn FlowWriter) -> FlowsResult<()>,
     ) -> FlowsResult<()> {
-        self.write(|tx| Ok(f(&SqliteWriter { tx })?))
+        self.write_tracked(|w| Ok(f(w)?))
     }
 
     fn next_wake(&self) -> FlowsResult<Option<i64>> {
@@ -582,9 +634,7 @@ impl FlowStore for Db {
     fn stats(&self, flow_id: &str) -> FlowsResult<FlowStats> {
         self.read(|conn| {
             let mut stats = FlowStats::default();
-            let mut stmt = conn.prepare_cached(
-                "SELECT action_id, name, value, amount FROM stats WHERE flow_id = ?1",
-            )?;
+            let mut stmt = conn.prepare_cached(STATS_SQL)?;
             let rows = stmt.query_map([&flow_id], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -595,61 +645,48 @@ impl FlowStore for Db {
             })?;
             for row in rows {
                 let (action, name, value, amount) = row?;
-                let counters = if action.is_empty() {
-                    &mut stats.flow
-                } else {
-                    stats.actions.entry(action).or_default()
-                };
-                if name == "converted" {
-                    counters.revenue += amount;
-                }
-                *counters.counts.entry(name).or_default() += value;
+                figures::add_row(&mut stats, action, name, value, amount);
             }
-            let mut stmt = conn.prepare_cached(
-                "SELECT armed, COUNT(*) FROM runs
-                 WHERE flow_id = ?1 AND status = ?2 AND armed IS NOT NULL
-                 GROUP BY armed",
-            )?;
-            let rows = stmt.query_map(params![flow_id, RunStatus::Active.as_str()], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })?;
-            let mut waiting = 0;
-            for row in rows {
-                let (action, n) = row?;
-                waiting += n;
-                stats
-                    .actions
-                    .entry(action)
-                    .or_default()
-                    .counts
-                    .insert("waiting".into(), n);
-            }
-            stats.flow.counts.insert("waiting".into(), waiting);
-            let mut stmt = conn.prepare_cached(
-                "SELECT action_id, COUNT(*) FROM held_messages
-                 WHERE flow_id = ?1 AND status = ?2 GROUP BY action_id",
-            )?;
-            let rows = stmt.query_map(params![flow_id, HeldStatus::Pending.as_str()], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })?;
-            let mut pending = 0;
-            for row in rows {
-                let (action, n) = row?;
-                pending += n;
-                stats
-                    .actions
-                    .entry(action)
-                    .or_default()
-                    .counts
-                    .insert("pending".into(), n);
-            }
-            stats.flow.counts.insert("pending".into(), pending);
+            figures::finish(&mut stats);
+            Ok(stats)
+        })
+    }
+
+    #[cfg(feature = "conformance")]
+    fn count_figures(&self, flow_id: &str) -> FlowsResult<FlowStats> {
+        self.read(|conn| {
+            let mut rows: Vec<(String, String, i64)> = Vec::new();
             let active: i64 = conn.query_row(
                 "SELECT COUNT(*) FROM runs WHERE flow_id = ?1 AND status = ?2",
                 params![flow_id, RunStatus::Active.as_str()],
                 |r| r.get(0),
             )?;
-            stats.flow.counts.insert("active".into(), active);
+            rows.push((String::new(), figures::ACTIVE.to_owned(), active));
+            for (sql, name, status) in [
+                (
+                    "SELECT armed, COUNT(*) FROM runs
+                     WHERE flow_id = ?1 AND status = ?2 AND armed IS NOT NULL GROUP BY armed",
+                    figures::WAITING,
+                    RunStatus::Active.as_str(),
+                ),
+                (
+                    "SELECT action_id, COUNT(*) FROM held_messages
+                     WHERE flow_id = ?1 AND status = ?2 GROUP BY action_id",
+                    figures::PENDING,
+                    HeldStatus::Pending.as_str(),
+                ),
+            ] {
+                let mut stmt = conn.prepare(sql)?;
+                let counted = stmt.query_map(params![flow_id, status], |r| {
+                    Ok((r.get::<_, String>(0)?, name.to_owned(), r.get::<_, i64>(1)?))
+                })?;
+                rows.extend(counted.collect::<Result<Vec<_>, _>>()?);
+            }
+            let mut stats = FlowStats::default();
+            for (action, name, value) in rows {
+                figures::add_row(&mut stats, action, name, value, 0.0);
+            }
+            figures::finish(&mut stats);
             Ok(stats)
         })
     }
@@ -748,7 +785,8 @@ impl FlowStore for Db {
         to: HeldStatus,
         now: Timestamp,
     ) -> FlowsResult<HeldMessage> {
-        self.write(|tx| {
+        self.write_tracked(|w| {
+            let tx = w.tx;
             let (held, key) = held_of_flow(tx, flow_id, id)?;
             if held.status == to {
                 return Ok(held);
@@ -775,7 +813,7 @@ impl FlowStore for Db {
                 }
                 .into());
             }
-            set_held_status(tx, id, to, now.as_microsecond())?;
+            set_held_status(tx, &w.tracked, id, to, now.as_microsecond())?;
             if to == HeldStatus::Skipped {
                 finish_step(
                     tx,
@@ -843,6 +881,68 @@ fn run_exit(text: &str) -> rusqlite::Result<RunExit> {
 /// [`FlowWriter`] over an open transaction of `flows.db`.
 struct SqliteWriter<'a> {
     tx: &'a Transaction<'a>,
+    tracked: Tracked,
+}
+
+/// What a write transaction keeps beside its statements: the changes of the live figures
+/// ([`crate::figures`]), written just before it commits, and the figures of the runs it
+/// claimed or changed, so that moving a claimed run needs no read of its row first.
+///
+/// **Invariant:** a run's entry in `runs` is its row as this transaction sees it: every
+/// statement that changes a run's `status` or `armed` in the transaction updates it, and a
+/// rolled back savepoint forgets them all (they are read again when needed).
+#[derive(Default)]
+struct Tracked {
+    deltas: RefCell<FigureDeltas>,
+    runs: RefCell<HashMap<i64, RunFigure>>,
+}
+
+impl Tracked {
+    /// Writes the changes of the figures into `stats`, one upsert per figure changed.
+    fn flush(&self, conn: &Connection) -> SqlResult<()> {
+        let deltas = self.deltas.borrow_mut().take();
+        for (flow_id, action_id, name, by) in deltas {
+            bump(conn, &flow_id, &action_id, name, by, 0.0)?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure the run's figure is known, reading its row when it is not; false when there
+    /// is no such run.
+    fn know_run(&self, conn: &Connection, run_id: i64) -> SqlResult<bool> {
+        if self.runs.borrow().contains_key(&run_id) {
+            return Ok(true);
+        }
+        let figure = conn
+            .prepare_cached("SELECT flow_id, status, armed FROM runs WHERE id = ?1")?
+            .query_row([run_id], |r| {
+                Ok(RunFigure {
+                    flow_id: r.get(0)?,
+                    active: r.get_ref(1)?.as_str()? == RunStatus::Active.as_str(),
+                    armed: r.get(2)?,
+                })
+            })
+            .optional()?;
+        let Some(figure) = figure else {
+            return Ok(false);
+        };
+        self.runs.borrow_mut().insert(run_id, figure);
+        Ok(true)
+    }
+
+    /// A known run is now active as `active` says (`None`: as it was) and armed at `armed`.
+    fn run_now(&self, run_id: i64, active: Option<bool>, armed: Option<&str>) {
+        let mut runs = self.runs.borrow_mut();
+        let Some(run) = runs.get_mut(&run_id) else {
+            return;
+        };
+        let active = active.unwrap_or(run.active);
+        self.deltas.borrow_mut().run_changed(run, active, armed);
+        run.active = active;
+        if run.armed.as_deref() != armed {
+            run.armed = armed.map(str::to_owned);
+        }
+    }
 }
 
 impl SqliteWriter<'_> {
@@ -878,7 +978,14 @@ impl FlowWriter for SqliteWriter<'_> {
         reason: Option<crate::model::RunExit>,
         now_us: i64,
     ) -> FlowsResult<()> {
-        Ok(end_run(self.tx, run_id, status, reason, now_us)?)
+        Ok(end_run(
+            self.tx,
+            &self.tracked,
+            run_id,
+            status,
+            reason,
+            now_us,
+        )?)
     }
 
     fn finish_send(
@@ -936,11 +1043,11 @@ impl FlowWriter for SqliteWriter<'_> {
     }
 
     fn insert_held(&self, h: &NewHeld<'_>) -> FlowsResult<()> {
-        Ok(insert_held(self.tx, h)?)
+        Ok(insert_held(self.tx, &self.tracked, h)?)
     }
 
     fn insert_run(&self, run: &NewRun<'_>) -> FlowsResult<Option<i64>> {
-        Ok(insert_run(self.tx, run)?)
+        Ok(insert_run(self.tx, &self.tracked, run)?)
     }
 
     fn insert_send(&self, s: &NewSend<'_>) -> FlowsResult<()> {
@@ -981,7 +1088,14 @@ impl FlowWriter for SqliteWriter<'_> {
         armed: Option<&str>,
         wake_us: Option<i64>,
     ) -> FlowsResult<()> {
-        Ok(move_run(self.tx, run_id, position, armed, wake_us)?)
+        Ok(move_run(
+            self.tx,
+            &self.tracked,
+            run_id,
+            position,
+            armed,
+            wake_us,
+        )?)
     }
 
     fn release_step(&self, key: &str) -> FlowsResult<()> {
@@ -1006,7 +1120,7 @@ impl FlowWriter for SqliteWriter<'_> {
         status: crate::model::HeldStatus,
         now_us: i64,
     ) -> FlowsResult<()> {
-        Ok(set_held_status(self.tx, id, status, now_us)?)
+        Ok(set_held_status(self.tx, &self.tracked, id, status, now_us)?)
     }
 
     fn set_meta(&self, key: &str, value: &str) -> FlowsResult<()> {
@@ -1046,19 +1160,26 @@ impl FlowWriter for SqliteWriter<'_> {
     }
 
     fn claim_due(&self, now_us: i64, limit: usize) -> FlowsResult<Vec<RunRow>> {
-        Ok(due_runs(self.tx, now_us, limit)?)
+        Ok(due_runs(self.tx, &self.tracked, now_us, limit)?)
     }
 
     fn savepoint(&self) -> FlowsResult<()> {
-        self.run(|tx| Ok(tx.execute_batch("SAVEPOINT run")?))
+        self.run(|tx| Ok(tx.execute_batch("SAVEPOINT run")?))?;
+        self.tracked.deltas.borrow_mut().savepoint();
+        Ok(())
     }
 
     fn release_savepoint(&self) -> FlowsResult<()> {
-        self.run(|tx| Ok(tx.execute_batch("RELEASE run")?))
+        self.run(|tx| Ok(tx.execute_batch("RELEASE run")?))?;
+        self.tracked.deltas.borrow_mut().release_savepoint();
+        Ok(())
     }
 
     fn rollback_to_savepoint(&self) -> FlowsResult<()> {
-        self.run(|tx| Ok(tx.execute_batch("ROLLBACK TO run; RELEASE run")?))
+        self.run(|tx| Ok(tx.execute_batch("ROLLBACK TO run; RELEASE run")?))?;
+        self.tracked.deltas.borrow_mut().rollback_to_savepoint();
+        self.tracked.runs.borrow_mut().clear();
+        Ok(())
     }
 
     fn apply_merge(&self, from: i64, to: i64, to_id: Option<&str>) -> FlowsResult<()> {
@@ -1180,7 +1301,7 @@ pub(crate) fn read_flow(conn: &Connection, id: &str) -> SqlResult<Option<FlowInf
 }
 
 /// A merge: the runs, sends, entries and schedules of the merged-away profile move to the
-/// survivor.
+/// survivor. Runs and messages keep their flow, action and status: no live figure changes.
 fn apply_merge(tx: &Connection, from: i64, to: i64, to_id: Option<&str>) -> SqlResult<()> {
     tx.execute(
         "UPDATE runs SET profile_pk = ?2, profile_id = COALESCE(?3, profile_id)
@@ -1288,7 +1409,7 @@ pub struct NewRun<'a> {
 }
 
 /// Inserts a run; `None` when the same origin started one already (a repeated feed read).
-pub(crate) fn insert_run(conn: &Connection, run: &NewRun<'_>) -> SqlResult<Option<i64>> {
+fn insert_run(conn: &Connection, t: &Tracked, run: &NewRun<'_>) -> SqlResult<Option<i64>> {
     let inserted = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO runs (flow_id, profile_pk, profile_id, origin, trigger_event_id,
@@ -1311,6 +1432,8 @@ pub(crate) fn insert_run(conn: &Connection, run: &NewRun<'_>) -> SqlResult<Optio
         return Ok(None);
     }
     let id = conn.last_insert_rowid();
+    // Active, armed at no delay yet.
+    t.deltas.borrow_mut().run(run.flow_id, true, None, 1);
     conn.prepare_cached(
         "INSERT INTO entries (flow_id, profile_pk, last_us) VALUES (?1, ?2, ?3)
          ON CONFLICT (flow_id, profile_pk) DO UPDATE SET last_us = excluded.last_us",
@@ -1330,7 +1453,8 @@ pub(crate) fn last_entry(
         .optional()?)
 }
 
-pub(crate) fn due_runs(conn: &Connection, now_us: i64, limit: usize) -> SqlResult<Vec<RunRow>> {
+/// The due runs (see [`FlowWriter::claim_due`]); the transaction knows their figures after.
+fn due_runs(conn: &Connection, t: &Tracked, now_us: i64, limit: usize) -> SqlResult<Vec<RunRow>> {
     let mut stmt = conn.prepare_cached(&due_runs_sql())?;
     let rows = stmt.query_map(params![now_us, limit as i64], |r| {
         let props: String = r.get(5)?;
@@ -1346,7 +1470,19 @@ pub(crate) fn due_runs(conn: &Connection, now_us: i64, limit: usize) -> SqlResul
             armed: r.get(8)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows: Vec<RunRow> = rows.collect::<Result<_, _>>()?;
+    let mut known = t.runs.borrow_mut();
+    for run in &rows {
+        known.insert(
+            run.id,
+            RunFigure {
+                flow_id: run.flow_id.clone(),
+                active: true,
+                armed: run.armed.clone(),
+            },
+        );
+    }
+    Ok(rows)
 }
 
 // The queries below spell a status out rather than bind it: a partial index names it
@@ -1382,6 +1518,15 @@ fn cancel_held_of_run_sql() -> String {
     )
 }
 
+/// The flow and action of each of a run's messages waiting for review (`?1` run).
+fn pending_held_of_run_sql() -> String {
+    format!(
+        "SELECT flow_id, action_id FROM held_messages
+         WHERE run_id = ?1 AND status = '{pending}'",
+        pending = HeldStatus::Pending.as_str()
+    )
+}
+
 /// The earliest wake-up of an active run, or of a date trigger.
 pub(crate) fn next_wake(conn: &Connection) -> SqlResult<Option<i64>> {
     let run: Option<i64> = conn
@@ -1396,42 +1541,69 @@ pub(crate) fn next_wake(conn: &Connection) -> SqlResult<Option<i64>> {
     })
 }
 
-pub(crate) fn move_run(
+fn move_run(
     conn: &Connection,
+    t: &Tracked,
     run_id: i64,
     position: Option<&str>,
     armed: Option<&str>,
     wake_us: Option<i64>,
 ) -> SqlResult<()> {
+    if !t.know_run(conn, run_id)? {
+        return Ok(());
+    }
     conn.prepare_cached("UPDATE runs SET position = ?2, armed = ?3, wake_us = ?4 WHERE id = ?1")?
         .execute(params![run_id, position, armed, wake_us])?;
+    t.run_now(run_id, None, armed);
     Ok(())
 }
 
-pub(crate) fn end_run(
+/// Ends a run; its messages pending review are cancelled.
+fn end_run(
     conn: &Connection,
+    t: &Tracked,
     run_id: i64,
     status: crate::model::RunStatus,
     reason: Option<crate::model::RunExit>,
     now_us: i64,
 ) -> SqlResult<()> {
-    conn.prepare_cached(
-        "UPDATE runs SET status = ?2, exit_reason = ?3, ended_us = ?4, wake_us = NULL, armed = NULL
-         WHERE id = ?1",
-    )?
-    .execute(params![
-        run_id,
-        status.as_str(),
-        reason.map(crate::model::RunExit::as_str),
-        now_us
-    ])?;
+    if t.know_run(conn, run_id)? {
+        conn.prepare_cached(
+            "UPDATE runs SET status = ?2, exit_reason = ?3, ended_us = ?4, wake_us = NULL,
+                 armed = NULL
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            run_id,
+            status.as_str(),
+            reason.map(crate::model::RunExit::as_str),
+            now_us
+        ])?;
+        t.run_now(run_id, Some(status == RunStatus::Active), None);
+    }
+    // Read first (the transaction is the only writer): most runs end with none pending, and
+    // then nothing is written.
+    let pending = conn
+        .prepare_cached(&pending_held_of_run_sql())?
+        .query_map([run_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    if pending.is_empty() {
+        return Ok(());
+    }
     conn.prepare_cached(&cancel_held_of_run_sql())?
         .execute(params![run_id, now_us, HeldStatus::Cancelled.as_str()])?;
+    let mut deltas = t.deltas.borrow_mut();
+    for (flow_id, action_id) in pending {
+        deltas.pending(&flow_id, &action_id, -1);
+    }
     Ok(())
 }
 
 /// Parks the active runs of a flow (paused, draft), keeping their wake-ups aside, or wakes
-/// them (live, manual): at their own wake-up if it is still ahead, else now.
+/// them (live, manual): at their own wake-up if it is still ahead, else now. Only wake-ups
+/// change: no live figure does.
 pub(crate) fn park_runs(
     conn: &Connection,
     flow_id: &str,
@@ -1454,14 +1626,14 @@ pub(crate) fn park_runs(
     Ok(())
 }
 
-/// Sets a run's next wake-up, leaving its position.
+/// Sets a run's next wake-up, leaving its position (and the figures).
 pub(crate) fn delay_run(conn: &Connection, run_id: i64, wake_us: i64) -> SqlResult<()> {
     conn.prepare_cached("UPDATE runs SET wake_us = ?2 WHERE id = ?1")?
         .execute(params![run_id, wake_us])?;
     Ok(())
 }
 
-/// Parks one run of a flow that is not running.
+/// Parks one run of a flow that is not running (its figures stay).
 pub(crate) fn hold_run(conn: &Connection, run_id: i64) -> SqlResult<()> {
     conn.prepare_cached("UPDATE runs SET held_wake_us = wake_us, wake_us = NULL WHERE id = ?1")?
         .execute([run_id])?;
@@ -1851,8 +2023,9 @@ pub struct NewHeld<'a> {
     pub expires_us: i64,
 }
 
-pub(crate) fn insert_held(conn: &Connection, h: &NewHeld<'_>) -> SqlResult<()> {
-    conn.prepare_cached(
+/// Holds a message for review, pending; one of the same key changes nothing.
+fn insert_held(conn: &Connection, t: &Tracked, h: &NewHeld<'_>) -> SqlResult<()> {
+    let inserted = conn.prepare_cached(
         "INSERT OR IGNORE INTO held_messages (key, flow_id, action_id, kind, run_id, profile_pk,
              profile_id, email, subject, status, created_us, expires_us)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11)",
@@ -1870,6 +2043,9 @@ pub(crate) fn insert_held(conn: &Connection, h: &NewHeld<'_>) -> SqlResult<()> {
         h.now_us,
         h.expires_us
     ])?;
+    if inserted > 0 {
+        t.deltas.borrow_mut().pending(h.flow_id, h.action_id, 1);
+    }
     Ok(())
 }
 
@@ -1953,14 +2129,34 @@ pub(crate) fn held_page(
     Ok(rows.into_iter().map(|(held, _)| held).collect())
 }
 
-pub(crate) fn set_held_status(
+fn set_held_status(
     conn: &Connection,
+    t: &Tracked,
     id: i64,
     status: crate::model::HeldStatus,
     now_us: i64,
 ) -> SqlResult<()> {
+    let was = conn
+        .prepare_cached("SELECT flow_id, action_id, status FROM held_messages WHERE id = ?1")?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get_ref(2)?.as_str()? == HeldStatus::Pending.as_str(),
+            ))
+        })
+        .optional()?;
+    let Some((flow_id, action_id, was_pending)) = was else {
+        return Ok(());
+    };
     conn.prepare_cached("UPDATE held_messages SET status = ?2, decided_us = ?3 WHERE id = ?1")?
         .execute(params![id, status.as_str(), now_us])?;
+    t.deltas.borrow_mut().held_changed(
+        &flow_id,
+        &action_id,
+        was_pending,
+        status == HeldStatus::Pending,
+    );
     Ok(())
 }
 
@@ -1983,11 +2179,55 @@ pub(crate) fn wake_run(conn: &Connection, run_id: i64, now_us: i64) -> SqlResult
     Ok(())
 }
 
+/// Rows of two flows as a release before the live figures left them (schema version 3, no
+/// figure in `stats`), for the tests of the one-time recount. `{runs}`, `{held}` and `{stats}`
+/// name the tables (PostgreSQL prefixes them). Figures: F1 active 2, waiting at `d1` 1,
+/// pending at `m1` 1; F2 active 1, waiting at `d2` 1.
+#[cfg(test)]
+pub(crate) fn rows_before_the_figures(runs: &str, held: &str, stats: &str) -> String {
+    format!(
+        "INSERT INTO {runs} (flow_id, profile_pk, profile_id, origin, trigger_properties,
+             started_us, entered_us, position, armed, wake_us, status)
+         VALUES ('F1', 1, 'p1', 'event:1', '{{}}', 0, 0, 'd1', 'd1', 5, 'active'),
+                ('F1', 2, 'p2', 'event:2', '{{}}', 0, 0, 'm1', NULL, 9, 'active'),
+                ('F1', 3, 'p3', 'event:3', '{{}}', 0, 0, 'd1', 'd1', NULL, 'completed'),
+                ('F2', 4, 'p4', 'event:4', '{{}}', 0, 0, 'd2', 'd2', NULL, 'active');
+         INSERT INTO {held} (key, flow_id, action_id, kind, run_id, profile_pk, profile_id,
+             status, created_us, expires_us)
+         VALUES ('h1', 'F1', 'm1', 'send-email', 2, 2, 'p2', 'pending', 0, 9),
+                ('h2', 'F1', 'm1', 'send-email', 3, 3, 'p3', 'approved', 0, 9);
+         INSERT INTO {stats} (flow_id, action_id, name, value, amount)
+         VALUES ('F1', '', 'entered', 3, 0);"
+    )
+}
+
+/// Checks the figures of [`rows_before_the_figures`], read through `store`.
+#[cfg(test)]
+pub(crate) fn assert_figures_of_the_rows_before(store: &dyn FlowStore) {
+    let f1 = store.stats("F1").unwrap();
+    for (name, value) in [
+        ("active", 2),
+        ("waiting", 1),
+        ("pending", 1),
+        ("entered", 3),
+    ] {
+        assert_eq!(f1.flow.counts.get(name), Some(&value), "F1 {name}");
+    }
+    assert_eq!(f1.action("d1").counts.get("waiting"), Some(&1));
+    assert_eq!(f1.action("m1").counts.get("pending"), Some(&1));
+    let f2 = store.stats("F2").unwrap();
+    for (name, value) in [("active", 1), ("waiting", 1), ("pending", 0)] {
+        assert_eq!(f2.flow.counts.get(name), Some(&value), "F2 {name}");
+    }
+    assert_eq!(f2.action("d2").counts.get("waiting"), Some(&1));
+}
+
 #[cfg(test)]
 mod tests {
     use super::{
-        cancel_held_of_run_sql, due_runs_sql, next_wake_sql, Db, SqlResult, StepState,
-        WebhookState, MIGRATIONS,
+        assert_figures_of_the_rows_before, cancel_held_of_run_sql, due_runs_sql, next_wake_sql,
+        pending_held_of_run_sql, rows_before_the_figures, Db, SqlResult, StepState, WebhookState,
+        MIGRATIONS, STATS_SQL,
     };
 
     /// The query plan of `sql`, one detail a line.
@@ -2011,10 +2251,46 @@ mod tests {
             (due_runs_sql(), "runs_due"),
             (next_wake_sql(), "runs_due"),
             (cancel_held_of_run_sql(), "held_messages_run"),
+            (pending_held_of_run_sql(), "held_messages_run"),
         ] {
             let plan = plan(&db, &sql);
             assert!(plan.contains(index), "{sql}\n{plan}");
         }
+    }
+
+    #[test]
+    fn a_flows_figures_are_read_from_its_counters_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("flows.db")).unwrap();
+        // One search of `stats` by its key: neither runs nor held messages are counted.
+        let plan = plan(&db, STATS_SQL);
+        assert_eq!(plan.lines().count(), 1, "{plan}");
+        assert!(plan.starts_with("SEARCH stats USING PRIMARY KEY"), "{plan}");
+    }
+
+    /// Creates `path` as a release with the first `version` migrations left it, with `sql`.
+    fn old_file(path: &std::path::Path, version: usize, sql: &str) {
+        let mut conn = rusqlite::Connection::open(path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for migration in &MIGRATIONS[..version] {
+            tx.execute_batch(migration).unwrap();
+        }
+        tx.pragma_update(None, "user_version", version).unwrap();
+        tx.execute_batch(sql).unwrap();
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn the_figures_are_counted_once_when_the_schema_first_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flows.db");
+        old_file(
+            &path,
+            3,
+            &rows_before_the_figures("runs", "held_messages", "stats"),
+        );
+        let db = Db::open(&path).unwrap();
+        assert_figures_of_the_rows_before(&db);
     }
 
     #[test]

@@ -90,7 +90,7 @@ async fn a_newer_schema_on_postgres_is_refused() {
     assert_eq!(
         err,
         FlowsError::Internal(
-            "flows database schema version 99 is newer than this build knows (1)".into()
+            "flows database schema version 99 is newer than this build knows (2)".into()
         )
     );
 }
