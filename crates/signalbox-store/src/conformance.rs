@@ -36,6 +36,7 @@ macro_rules! store_conformance {
             status_settings_and_deletion_of_a_source,
             api_keys_are_created_authenticated_listed_and_deleted,
             concurrent_appends_lose_nothing_and_get_increasing_seqs,
+            the_writer_counts_its_group_commits_and_their_calls,
             a_closed_store_takes_no_appends,
             a_trim_deletes_the_front_of_the_log_up_to_the_window_and_the_floor,
             a_trim_stops_at_the_first_call_that_is_too_young,
@@ -527,6 +528,34 @@ pub async fn concurrent_appends_lose_nothing_and_get_increasing_seqs(store: Arc<
     ids.dedup();
     assert_eq!(ids.len(), calls.len(), "each call once");
     assert_eq!(store.totals().await.unwrap()[0].calls, calls.len() as u64);
+}
+
+/// What the engage pipeline reads to tell a saturated ingest ([`Store::writer_groups`]).
+pub async fn the_writer_counts_its_group_commits_and_their_calls(store: Arc<dyn Store>) {
+    let web = source(&*store, "web").await;
+    let before = store.writer_groups();
+    for round in 0..3 {
+        let calls = (0..5).map(|i| call(&format!("g{round}-{i}"), 1)).collect();
+        store.append(web, calls, vec![]).await.unwrap();
+    }
+    let after = store.writer_groups();
+    // One after another, each append is a commit of its own.
+    assert_eq!(after.groups - before.groups, 3);
+    assert_eq!(after.calls - before.calls, 15);
+    // Appends that wait for the same commit share it: fewer groups than appends.
+    let appends = (0..32).map(|task| {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let calls = (0..10).map(|i| call(&format!("c{task}-{i}"), 2)).collect();
+            store.append(web, calls, vec![]).await.unwrap();
+        })
+    });
+    for append in appends.collect::<Vec<_>>() {
+        append.await.unwrap();
+    }
+    let last = store.writer_groups();
+    assert_eq!(last.calls - after.calls, 320);
+    assert!((1..=32).contains(&(last.groups - after.groups)), "{last:?}");
 }
 
 pub async fn a_closed_store_takes_no_appends(store: Arc<dyn Store>) {

@@ -62,6 +62,39 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The log writer's group commits since the store opened, and the calls they took. Sampled
+/// twice, the mean calls a commit took over the interval: it grows with the load, since the
+/// calls that arrive while a commit waits for the disk join the next one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCount {
+    pub groups: u64,
+    pub calls: u64,
+}
+
+/// What a writer adds its groups to.
+#[derive(Debug, Default)]
+pub(crate) struct GroupCounter {
+    groups: std::sync::atomic::AtomicU64,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+impl GroupCounter {
+    pub(crate) fn add(&self, calls: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.calls
+            .fetch_add(u64::try_from(calls).unwrap_or(u64::MAX), Relaxed);
+        self.groups.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn read(&self) -> GroupCount {
+        use std::sync::atomic::Ordering::Relaxed;
+        GroupCount {
+            groups: self.groups.load(Relaxed),
+            calls: self.calls.load(Relaxed),
+        }
+    }
+}
+
 /// What one append did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AppendOutcome {
@@ -240,12 +273,11 @@ pub trait Store: Send + Sync + 'static {
     /// Stops taking appends and returns once everything queued is committed. Blocking.
     fn close(&self) {}
 
-    /// Time the log's writer has spent committing since the store opened, in nanoseconds:
-    /// sampled twice, the share of the interval the writer was busy. Work that can wait
-    /// (the engage pipeline) backs off while it is high. Stores without a local writer
-    /// report 0.
-    fn writer_busy_nanos(&self) -> u64 {
-        0
+    /// The log writer's group commits so far ([`GroupCount`]). Work that can wait (the
+    /// engage pipeline) backs off while commits take many calls each. Stores without a local
+    /// writer report zeros.
+    fn writer_groups(&self) -> GroupCount {
+        GroupCount::default()
     }
 }
 

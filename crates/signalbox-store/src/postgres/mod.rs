@@ -16,7 +16,6 @@ pub mod testing;
 mod trim;
 mod writer;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -36,8 +35,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use crate::{
-    AppendOutcome, CallQuery, RejectionQuery, SourceSettings, SourceTotals, Store, StoreError,
-    StoreResult, TrimOutcome, TrimRequest, WriteKeyRecord,
+    AppendOutcome, CallQuery, GroupCount, GroupCounter, RejectionQuery, SourceSettings,
+    SourceTotals, Store, StoreError, StoreResult, TrimOutcome, TrimRequest, WriteKeyRecord,
 };
 pub use blocking::{error_text, BlockingPool};
 pub use io_runtime::IoRuntime;
@@ -78,7 +77,8 @@ pub struct PgStore {
     dedupe_window_us: i64,
     writer_tx: Mutex<Option<mpsc::Sender<AppendJob>>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
-    writer_busy: Arc<AtomicU64>,
+    /// The writer's group commits (see [`Store::writer_groups`]).
+    writer_groups: Arc<GroupCounter>,
 }
 
 /// How a pool's connections plan the statements they keep prepared.
@@ -195,11 +195,11 @@ impl PgStore {
         let mut client = io.get(&pool).await.map_err(pool_error)?;
         schema::migrate(&mut client, "store", schema::STORE_MIGRATIONS).await?;
         drop(client);
-        let writer_busy = Arc::new(AtomicU64::new(0));
+        let writer_groups = Arc::new(GroupCounter::default());
         let (writer_tx, writer_thread) = if options.writer {
             let (tx, rx) = mpsc::channel(options.queue_capacity);
             let url = url.clone();
-            let busy = Arc::clone(&writer_busy);
+            let groups = Arc::clone(&writer_groups);
             let window_us = i64::try_from(options.dedupe_window.as_micros()).unwrap_or(i64::MAX);
             // The writer runs on a thread and runtime of its own, with connections of its own,
             // so that closing the store can wait for it from anywhere, as the embedded one does.
@@ -227,7 +227,7 @@ impl PgStore {
                         Writer {
                             pool,
                             window_us,
-                            busy,
+                            groups,
                         }
                         .run(rx)
                         .await;
@@ -244,7 +244,7 @@ impl PgStore {
             dedupe_window_us: i64::try_from(options.dedupe_window.as_micros()).unwrap_or(i64::MAX),
             writer_tx: Mutex::new(writer_tx),
             writer_thread: Mutex::new(writer_thread),
-            writer_busy,
+            writer_groups,
         })
     }
 
@@ -890,8 +890,8 @@ impl Store for PgStore {
         self.shutdown();
     }
 
-    fn writer_busy_nanos(&self) -> u64 {
-        self.writer_busy.load(Ordering::Relaxed)
+    fn writer_groups(&self) -> GroupCount {
+        self.writer_groups.read()
     }
 }
 
@@ -1131,7 +1131,7 @@ mod tests {
 #[cfg(test)]
 mod restart_tests {
     use std::collections::{BTreeMap, BTreeSet};
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::testing::PrivateServer;
     use super::*;

@@ -9,7 +9,6 @@
 //! call.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,7 +17,7 @@ use signalbox_core::{NewCall, Rejection, SourceId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::postgres::{pg_error, pool_error};
-use crate::{AppendOutcome, StoreResult};
+use crate::{AppendOutcome, GroupCounter, StoreResult};
 
 /// Requests committed together at most.
 const MAX_GROUP: usize = 256;
@@ -33,7 +32,7 @@ pub(crate) struct AppendJob {
 pub(crate) struct Writer {
     pub pool: Pool,
     pub window_us: i64,
-    pub busy: Arc<AtomicU64>,
+    pub groups: Arc<GroupCounter>,
 }
 
 impl Writer {
@@ -53,10 +52,7 @@ impl Writer {
             let elapsed = started.elapsed();
             metrics::histogram!("signalbox_commit_seconds").record(elapsed.as_secs_f64());
             metrics::histogram!("signalbox_commit_group_requests").record(jobs.len() as f64);
-            self.busy.fetch_add(
-                u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
+            self.groups.add(n_calls);
             match result {
                 Ok(outcomes) => {
                     for (job, outcome) in jobs.drain(..).zip(outcomes) {

@@ -15,7 +15,6 @@ mod trim;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -30,8 +29,8 @@ use signalbox_core::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    AppendOutcome, CallQuery, RejectionQuery, SourceSettings, SourceTotals, Store, StoreError,
-    StoreResult, TrimOutcome, TrimRequest, WriteKeyRecord,
+    AppendOutcome, CallQuery, GroupCount, GroupCounter, RejectionQuery, SourceSettings,
+    SourceTotals, Store, StoreError, StoreResult, TrimOutcome, TrimRequest, WriteKeyRecord,
 };
 use writer::{AppendJob, Writer};
 
@@ -64,8 +63,8 @@ pub struct SqliteStore {
     writer_tx: Mutex<Option<mpsc::Sender<AppendJob>>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
-    /// Nanoseconds the writer spent in group commits (see [`Store::writer_busy_nanos`]).
-    writer_busy: Arc<AtomicU64>,
+    /// The writer's group commits (see [`Store::writer_groups`]).
+    writer_groups: Arc<GroupCounter>,
 }
 
 impl SqliteStore {
@@ -81,13 +80,13 @@ impl SqliteStore {
             },
             schema::MigrateError::Sqlite(err) => internal(err),
         })?;
-        let writer_busy = Arc::new(AtomicU64::new(0));
+        let writer_groups = Arc::new(GroupCounter::default());
         let (writer_tx, writer_thread) = if options.writer {
             let (tx, rx) = mpsc::channel(options.queue_capacity);
             let writer = Writer::new(conn, options.dedupe_window, &dedupe_dir(&path))?
                 .with_checkpointer(Checkpointer::start(&path)?)
                 .with_index_thread(index_thread::IndexThread::start()?)
-                .with_busy_counter(Arc::clone(&writer_busy));
+                .with_group_counter(Arc::clone(&writer_groups));
             let handle = std::thread::Builder::new()
                 .name("signalbox-writer".into())
                 .spawn(move || writer.run(rx))
@@ -101,7 +100,7 @@ impl SqliteStore {
             writer_tx: Mutex::new(writer_tx),
             writer_thread: Mutex::new(writer_thread),
             readers: Arc::new(Mutex::new(Vec::new())),
-            writer_busy,
+            writer_groups,
         })
     }
 
@@ -807,7 +806,7 @@ impl Store for SqliteStore {
         self.shutdown();
     }
 
-    fn writer_busy_nanos(&self) -> u64 {
-        self.writer_busy.load(Ordering::Relaxed)
+    fn writer_groups(&self) -> GroupCount {
+        self.writer_groups.read()
     }
 }

@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::checkpoint::Checkpointer;
 use super::dedupe::{self, DedupeIndex};
 use super::index_thread::IndexThread;
-use crate::{AppendOutcome, StoreError, StoreResult};
+use crate::{AppendOutcome, GroupCounter, StoreError, StoreResult};
 
 /// Jobs applied in one transaction at most.
 const MAX_GROUP: usize = 256;
@@ -66,8 +65,8 @@ pub(crate) struct Writer {
     latest: i64,
     /// Copies committed WAL frames into the database file off this thread.
     checkpointer: Option<Checkpointer>,
-    /// Nanoseconds spent in group commits, for whoever wants to know how busy ingest is.
-    busy: Arc<AtomicU64>,
+    /// Counts the group commits and their calls, for whoever wants to know how loaded ingest is.
+    groups: Arc<GroupCounter>,
 }
 
 impl Writer {
@@ -95,15 +94,15 @@ impl Writer {
             threaded_index: false,
             latest: i64::MIN,
             checkpointer: None,
-            busy: Arc::default(),
+            groups: Arc::default(),
         };
         writer.catch_up()?;
         Ok(writer)
     }
 
-    /// Adds the time of each group commit to `busy`.
-    pub(crate) fn with_busy_counter(mut self, busy: Arc<AtomicU64>) -> Writer {
-        self.busy = busy;
+    /// Adds each group commit to `groups`.
+    pub(crate) fn with_group_counter(mut self, groups: Arc<GroupCounter>) -> Writer {
+        self.groups = groups;
         self
     }
 
@@ -282,10 +281,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let started = Instant::now();
+            self.groups
+                .add(jobs.iter().map(|job| job.calls.len()).sum());
             self.commit_group(&mut jobs);
-            let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            self.busy.fetch_add(nanos, Ordering::Relaxed);
         }
         tracing::debug!("writer drained and stopped");
     }
