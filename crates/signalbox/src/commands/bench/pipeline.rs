@@ -300,7 +300,7 @@ async fn latency(
     observer.wait_applied(observer.last_seq().await?).await?;
     let profile_ids = probe.profile_ids().await?;
 
-    let reads = ProfileReads::start(Arc::clone(&probe), profile_ids);
+    let reads = ProfileReads::start(&probe, profile_ids)?;
     let running = Arc::clone(&probe).start();
     let stats = load::open_loop(
         &target,
@@ -466,13 +466,9 @@ struct RunningProbe {
 
 impl Probe {
     async fn new(base: &str, write_key: &str, api_key: &str) -> anyhow::Result<Probe> {
-        let client = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(30))
-            .build()?;
         let base = base.trim_end_matches('/').to_owned();
         let mut probe = Probe {
-            client,
+            client: Probe::client()?,
             base,
             write_key: write_key.to_owned(),
             api_key: api_key.to_owned(),
@@ -498,6 +494,14 @@ impl Probe {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The HTTP client probes and readers use.
+    fn client() -> anyhow::Result<reqwest::Client> {
+        Ok(reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(30))
+            .build()?)
     }
 
     async fn segment(&self, kind: &str, body: Value) -> anyhow::Result<()> {
@@ -617,64 +621,44 @@ impl Probe {
 
 /// Reads profiles by id at a fixed rate (one every [`PROFILE_READ_EVERY`], each read on its
 /// own task so a slow answer does not delay the next), timing each answer.
+///
+/// The reader runs on a thread and runtime of its own, with its own connections: on the
+/// bench's runtime a read would wait behind the load generator's tasks, and the figure would
+/// time the generator rather than the server.
 struct ProfileReads {
     stop: Arc<tokio::sync::Notify>,
-    task: tokio::task::JoinHandle<ProfileReadFigures>,
+    done: tokio::sync::oneshot::Receiver<ProfileReadFigures>,
 }
 
 impl ProfileReads {
-    fn start(probe: Arc<Probe>, ids: Vec<String>) -> ProfileReads {
+    fn start(probe: &Probe, ids: Vec<String>) -> anyhow::Result<ProfileReads> {
         let stop = Arc::new(tokio::sync::Notify::new());
         let stopped = Arc::clone(&stop);
-        let task = tokio::spawn(async move {
-            let histogram = Arc::new(Mutex::new(new_histogram()));
-            let errors = Arc::new(AtomicU64::new(0));
-            let mut reads = tokio::task::JoinSet::new();
-            let mut tick = tokio::time::interval(PROFILE_READ_EVERY);
-            let started = Instant::now();
-            for id in ids.iter().cycle() {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stopped.notified() => break,
-                }
-                let (probe, histogram, errors) = (
-                    Arc::clone(&probe),
-                    Arc::clone(&histogram),
-                    Arc::clone(&errors),
-                );
-                let path = format!("/api/profiles/{id}");
-                reads.spawn(async move {
-                    let sent = Instant::now();
-                    match probe.api(&path).await {
-                        Ok(_) => histogram
-                            .lock()
-                            .expect("histogram lock")
-                            .saturating_record(sent.elapsed().as_micros() as u64),
-                        Err(_) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                });
-            }
-            let seconds = started.elapsed().as_secs_f64();
-            while reads.join_next().await.is_some() {}
-            let histogram = histogram.lock().expect("histogram lock");
-            let ms = |us: u64| us as f64 / 1000.0;
-            ProfileReadFigures {
-                reads: histogram.len(),
-                errors: errors.load(Ordering::Relaxed),
-                per_sec: histogram.len() as f64 / seconds.max(1e-9),
-                p50_ms: ms(histogram.value_at_quantile(0.5)),
-                p99_ms: ms(histogram.value_at_quantile(0.99)),
-                max_ms: ms(histogram.max()),
-            }
-        });
-        ProfileReads { stop, task }
+        let (sender, done) = tokio::sync::oneshot::channel();
+        let reader = Probe {
+            client: Probe::client()?,
+            base: probe.base.clone(),
+            write_key: probe.write_key.clone(),
+            api_key: probe.api_key.clone(),
+            profile_id: probe.profile_id.clone(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the profile reader's runtime")?;
+        std::thread::Builder::new()
+            .name("bench-profile-reads".into())
+            .spawn(move || {
+                let figures = runtime.block_on(read_profiles(Arc::new(reader), ids, stopped));
+                let _ = sender.send(figures);
+            })
+            .context("cannot start the profile reader's thread")?;
+        Ok(ProfileReads { stop, done })
     }
 
     async fn stop(self) -> ProfileReadFigures {
         self.stop.notify_one();
-        self.task.await.unwrap_or(ProfileReadFigures {
+        self.done.await.unwrap_or(ProfileReadFigures {
             reads: 0,
             errors: 0,
             per_sec: 0.0,
@@ -682,6 +666,55 @@ impl ProfileReads {
             p99_ms: 0.0,
             max_ms: 0.0,
         })
+    }
+}
+
+/// The profile reader's loop: one read per tick until `stop`, then the figures.
+async fn read_profiles(
+    probe: Arc<Probe>,
+    ids: Vec<String>,
+    stop: Arc<tokio::sync::Notify>,
+) -> ProfileReadFigures {
+    let histogram = Arc::new(Mutex::new(new_histogram()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut reads = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(PROFILE_READ_EVERY);
+    let started = Instant::now();
+    for id in ids.iter().cycle() {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.notified() => break,
+        }
+        let (probe, histogram, errors) = (
+            Arc::clone(&probe),
+            Arc::clone(&histogram),
+            Arc::clone(&errors),
+        );
+        let path = format!("/api/profiles/{id}");
+        reads.spawn(async move {
+            let sent = Instant::now();
+            match probe.api(&path).await {
+                Ok(_) => histogram
+                    .lock()
+                    .expect("histogram lock")
+                    .saturating_record(sent.elapsed().as_micros() as u64),
+                Err(_) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    while reads.join_next().await.is_some() {}
+    let histogram = histogram.lock().expect("histogram lock");
+    let ms = |us: u64| us as f64 / 1000.0;
+    ProfileReadFigures {
+        reads: histogram.len(),
+        errors: errors.load(Ordering::Relaxed),
+        per_sec: histogram.len() as f64 / seconds.max(1e-9),
+        p50_ms: ms(histogram.value_at_quantile(0.5)),
+        p99_ms: ms(histogram.value_at_quantile(0.99)),
+        max_ms: ms(histogram.max()),
     }
 }
 
