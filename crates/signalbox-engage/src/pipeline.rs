@@ -397,18 +397,20 @@ struct ReadBatch {
 /// ingest. (The writer's busy share, the measure before this one, counts its fsync waits: at
 /// 50,000 events/s it kept the applier waiting until the activity feed was seconds behind.)
 const INGEST_SATURATED_CALLS: f64 = 400.0;
-/// How often the mean is measured: long enough for many commits.
+/// How often the mean is measured: long enough for many commits. Ingest counts as saturated
+/// after two samples in a row over [`INGEST_SATURATED_CALLS`].
 const LOAD_SAMPLE: Duration = Duration::from_millis(200);
 /// The longest the applier waits for ingest in one go.
 const MAX_YIELD: Duration = Duration::from_secs(1);
 
-/// How loaded the log's writer is: the mean calls per group commit over the last
+/// How loaded the log's writer is: the mean calls per group commit over each
 /// [`LOAD_SAMPLE`] or more.
 struct IngestLoad {
     store: Arc<dyn Store>,
     at: Instant,
     last: GroupCount,
-    calls_per_group: f64,
+    /// The means of the two last completed samples, the latest second.
+    recent: [f64; 2],
 }
 
 impl IngestLoad {
@@ -417,25 +419,30 @@ impl IngestLoad {
             last: store.writer_groups(),
             store,
             at: Instant::now(),
-            calls_per_group: 0.0,
+            recent: [0.0; 2],
         }
     }
 
-    /// The mean calls per commit over the last completed sample (0 without commits).
-    fn calls_per_group(&mut self) -> f64 {
+    /// Whether ingest is saturated: commits took more than [`INGEST_SATURATED_CALLS`] each in
+    /// both of the last two samples. One slow fsync swells a sample's commits as a burst does;
+    /// a burst lasts.
+    fn saturated(&mut self) -> bool {
         if self.at.elapsed() >= LOAD_SAMPLE {
             let now = self.store.writer_groups();
             let groups = now.groups.saturating_sub(self.last.groups);
             let calls = now.calls.saturating_sub(self.last.calls);
-            self.calls_per_group = if groups == 0 {
+            let mean = if groups == 0 {
                 0.0
             } else {
                 calls as f64 / groups as f64
             };
+            self.recent = [self.recent[1], mean];
             self.last = now;
             self.at = Instant::now();
         }
-        self.calls_per_group
+        self.recent
+            .iter()
+            .all(|&mean| mean > INGEST_SATURATED_CALLS)
     }
 }
 
@@ -657,7 +664,7 @@ impl<S: ApplyStore> Worker<S> {
     /// never stops it. Returns whether ingest is still saturated.
     fn yield_to_ingest(&mut self) -> bool {
         let started = Instant::now();
-        while self.ingest.calls_per_group() > INGEST_SATURATED_CALLS {
+        while self.ingest.saturated() {
             if started.elapsed() >= MAX_YIELD || self.shared.stop.load(Ordering::SeqCst) {
                 return true;
             }
