@@ -62,13 +62,15 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The log writer's group commits since the store opened, and the calls they took. Sampled
-/// twice, the mean calls a commit took over the interval: it grows with the load, since the
-/// calls that arrive while a commit waits for the disk join the next one.
+/// The log writer's group commits since the store opened, the calls they took and the time
+/// they took. Sampled twice: the mean calls a commit took over the interval, which grows with
+/// the load (the calls that arrive while a commit waits for the disk join the next one), and
+/// the share of the interval the writer was committing (fsync waits included).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GroupCount {
     pub groups: u64,
     pub calls: u64,
+    pub busy_nanos: u64,
 }
 
 /// What a writer adds its groups to.
@@ -76,14 +78,27 @@ pub struct GroupCount {
 pub(crate) struct GroupCounter {
     groups: std::sync::atomic::AtomicU64,
     calls: std::sync::atomic::AtomicU64,
+    busy_nanos: std::sync::atomic::AtomicU64,
 }
 
 impl GroupCounter {
-    pub(crate) fn add(&self, calls: usize) {
+    /// One group commit of `calls` calls that took `took`.
+    pub(crate) fn add(&self, calls: usize, took: std::time::Duration) {
         use std::sync::atomic::Ordering::Relaxed;
         self.calls
             .fetch_add(u64::try_from(calls).unwrap_or(u64::MAX), Relaxed);
+        self.busy_nanos
+            .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
         self.groups.fetch_add(1, Relaxed);
+    }
+
+    /// Time a group commit took, counted apart from the group (see the embedded writer,
+    /// which counts a group before its replies go out).
+    pub(crate) fn add_busy(&self, took: std::time::Duration) {
+        self.busy_nanos.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     pub(crate) fn read(&self) -> GroupCount {
@@ -91,6 +106,7 @@ impl GroupCounter {
         GroupCount {
             groups: self.groups.load(Relaxed),
             calls: self.calls.load(Relaxed),
+            busy_nanos: self.busy_nanos.load(Relaxed),
         }
     }
 }

@@ -22,6 +22,11 @@ pub(crate) trait ApplyStore {
     where
         Self: 'a;
 
+    /// Whether a batch's writes run on the applier's own thread (an embedded file), and so
+    /// take only the cores its idle scheduling class leaves. `false` when a database server
+    /// does them, at its own priority, beside the log's writes and the API's reads.
+    const WRITES_IN_PROCESS: bool = true;
+
     /// Opens a write transaction (one at a time: the applier is the only writer).
     fn begin(&mut self) -> EngageResult<Self::Tx<'_>>;
 

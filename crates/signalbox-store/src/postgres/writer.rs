@@ -52,7 +52,7 @@ impl Writer {
             let elapsed = started.elapsed();
             metrics::histogram!("signalbox_commit_seconds").record(elapsed.as_secs_f64());
             metrics::histogram!("signalbox_commit_group_requests").record(jobs.len() as f64);
-            self.groups.add(n_calls);
+            self.groups.add(n_calls, elapsed);
             match result {
                 Ok(outcomes) => {
                     for (job, outcome) in jobs.drain(..).zip(outcomes) {

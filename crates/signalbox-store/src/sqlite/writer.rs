@@ -281,9 +281,12 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            // Counted before the commit replies, so whoever got a reply sees its group.
             self.groups
-                .add(jobs.iter().map(|job| job.calls.len()).sum());
+                .add(jobs.iter().map(|job| job.calls.len()).sum(), Duration::ZERO);
+            let started = Instant::now();
             self.commit_group(&mut jobs);
+            self.groups.add_busy(started.elapsed());
         }
         tracing::debug!("writer drained and stopped");
     }

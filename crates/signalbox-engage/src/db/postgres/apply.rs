@@ -162,6 +162,8 @@ async fn locked_connection(pool: &Pool) -> EngageResult<Object> {
 }
 
 impl ApplyStore for PgWriter {
+    const WRITES_IN_PROCESS: bool = false;
+
     type Tx<'a> = PgTx<'a>;
 
     fn begin(&mut self) -> EngageResult<PgTx<'_>> {
