@@ -33,7 +33,7 @@ impl SqliteWriter {
     pub(crate) fn open(path: &Path) -> EngageResult<SqliteWriter> {
         let conn = super::open_writer(path)?;
         conn.set_prepared_statement_cache_capacity(64);
-        let checkpointer = match Checkpointer::start(path) {
+        let checkpointer = match Checkpointer::start(path, "engage-checkpoint") {
             Ok(checkpointer) => Some(checkpointer),
             Err(err) => {
                 tracing::warn!(error = %err, "no background checkpoints for engage.db");

@@ -16,6 +16,8 @@ use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 
+#[cfg(test)]
+use super::WAL_CHECKPOINT_BYTES;
 use crate::{StoreError, StoreResult};
 
 /// The writer's side: nudges, and stops the thread when dropped.
@@ -25,12 +27,13 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts the thread with its own connection to the database at `path`.
-    pub fn start(path: &Path) -> StoreResult<Checkpointer> {
+    /// Starts the thread `name` (as `top -H` shows it) with its own connection to the
+    /// database at `path`.
+    pub fn start(path: &Path, name: &str) -> StoreResult<Checkpointer> {
         let conn = super::open_connection(path)?;
         let (nudge, nudged) = sync_channel::<()>(1);
         let thread = std::thread::Builder::new()
-            .name("signalbox-checkpoint".into())
+            .name(name.into())
             .spawn(move || {
                 super::behind_the_writer();
                 while nudged.recv().is_ok() {
@@ -78,5 +81,40 @@ fn checkpoint(conn: &Connection) {
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.code == rusqlite::ErrorCode::DatabaseBusy => {}
         Err(err) => tracing::warn!(error = %err, "background checkpoint failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_commit_is_in_the_file_once_the_writer_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        let conn = super::super::open_writer_connection(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
+        let checkpointer = Checkpointer::start(&path, "test-checkpoint").unwrap();
+        for v in 0..50 {
+            conn.execute("INSERT INTO t VALUES (?1)", [v]).unwrap();
+            if v % 10 == 0 {
+                checkpointer.nudge();
+            }
+        }
+        drop(checkpointer);
+        let (frames, copied): (i64, i64) = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(frames, copied, "every committed frame is in the file");
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        let autocheckpoint: i64 = conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(page, 8192, "a new log file has 8 KiB pages");
+        assert_eq!(autocheckpoint * page, WAL_CHECKPOINT_BYTES);
     }
 }
