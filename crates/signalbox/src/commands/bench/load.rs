@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::payload::BodyFactory;
-use super::server::{disk_write_bytes, memory_kib, CpuTicks, CpuUse};
+use super::server::{memory_kib, CpuTicks, CpuUse, DiskWrites};
 
 /// Where requests go.
 pub struct Target {
@@ -84,7 +84,7 @@ pub struct PhaseStats {
     pub latency: Histogram<u64>,
     pub timeline: Vec<Sample>,
     /// Bytes the server wrote to storage during the phase, when it is a child of this command.
-    pub disk_write_bytes: Option<u64>,
+    pub disk_writes: Option<DiskWrites>,
     /// Who used the machine's cores during the phase.
     pub cpu: Option<CpuUse>,
 }
@@ -279,7 +279,7 @@ async fn finish(
     monitor: Monitor,
 ) -> PhaseStats {
     let elapsed = started.elapsed();
-    let (timeline, disk_write_bytes, cpu) = monitor.stop().await;
+    let (timeline, disk_writes, cpu) = monitor.stop().await;
     let errors = counters.errors.lock().expect("errors lock").clone();
     PhaseStats {
         elapsed,
@@ -288,7 +288,7 @@ async fn finish(
         errors,
         latency,
         timeline,
-        disk_write_bytes,
+        disk_writes,
         cpu,
     }
 }
@@ -298,7 +298,7 @@ struct Monitor {
     task: Option<tokio::task::JoinHandle<Vec<Sample>>>,
     stop: Arc<tokio::sync::Notify>,
     pid: Option<u32>,
-    written_at_start: Option<u64>,
+    written_at_start: Option<DiskWrites>,
     cpu_at_start: Option<CpuTicks>,
     started: Instant,
 }
@@ -306,7 +306,7 @@ struct Monitor {
 impl Monitor {
     fn start(spec: &PhaseSpec<'_>, counters: Arc<Counters>) -> Monitor {
         let pid = spec.server_pid;
-        let written_at_start = pid.and_then(disk_write_bytes);
+        let written_at_start = pid.and_then(DiskWrites::now);
         let cpu_at_start = CpuTicks::now(pid);
         if !spec.watch {
             return Monitor {
@@ -381,7 +381,7 @@ impl Monitor {
     }
 
     /// The samples, the bytes the server wrote meanwhile, and who used the CPU.
-    async fn stop(mut self) -> (Vec<Sample>, Option<u64>, Option<CpuUse>) {
+    async fn stop(mut self) -> (Vec<Sample>, Option<DiskWrites>, Option<CpuUse>) {
         self.stop.notify_one();
         let seconds = self.started.elapsed().as_secs_f64();
         let cpu = CpuTicks::now(self.pid)
@@ -389,9 +389,9 @@ impl Monitor {
             .map(|(end, start)| end.since(start, seconds));
         let written = self
             .pid
-            .and_then(disk_write_bytes)
-            .zip(self.written_at_start)
-            .map(|(end, start)| end.saturating_sub(start));
+            .and_then(DiskWrites::now)
+            .zip(self.written_at_start.as_ref())
+            .map(|(end, start)| end.since(start));
         let samples = match self.task.take() {
             Some(task) => task.await.unwrap_or_default(),
             None => Vec::new(),

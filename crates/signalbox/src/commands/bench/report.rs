@@ -68,6 +68,8 @@ pub struct PhaseReport {
     pub latency_ms: Latency,
     /// Bytes the server wrote to storage per event stored (WAL and checkpoints).
     pub disk_bytes_per_event: Option<f64>,
+    /// The same by the name of the server's thread that wrote them (see [`DiskWrites`]).
+    pub disk_bytes_per_event_by_thread: BTreeMap<String, f64>,
     /// Cores used on average by the server, the load generator and everything else.
     pub cpu_cores: Option<CpuUse>,
     pub timeline: Vec<Sample>,
@@ -163,9 +165,17 @@ impl PhaseReport {
             errors: stats.errors.clone(),
             latency_ms: Latency::from_micros(&stats.latency),
             disk_bytes_per_event: stats
-                .disk_write_bytes
+                .disk_writes
+                .as_ref()
                 .filter(|_| stats.events > 0)
-                .map(|b| b as f64 / stats.events as f64),
+                .map(|w| w.total as f64 / stats.events as f64),
+            disk_bytes_per_event_by_thread: stats
+                .disk_writes
+                .iter()
+                .filter(|_| stats.events > 0)
+                .flat_map(|w| &w.by_thread)
+                .map(|(name, bytes)| (name.clone(), *bytes as f64 / stats.events as f64))
+                .collect(),
             cpu_cores: stats.cpu,
             timeline: stats.timeline.clone(),
         }
@@ -174,6 +184,30 @@ impl PhaseReport {
     fn n_errors(&self) -> u64 {
         self.errors.values().sum()
     }
+}
+
+/// The threads that wrote most, largest first, each with its bytes per event: one line.
+fn writes_by_thread(per_event: &BTreeMap<String, f64>) -> Option<String> {
+    const SHOWN: usize = 6;
+    let mut threads: Vec<(&String, f64)> = per_event
+        .iter()
+        .map(|(name, bytes)| (name, *bytes))
+        .filter(|(_, bytes)| bytes.round() > 0.0)
+        .collect();
+    if threads.is_empty() {
+        return None;
+    }
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let rest: f64 = threads.iter().skip(SHOWN).map(|(_, bytes)| bytes).sum();
+    let mut parts: Vec<String> = threads
+        .iter()
+        .take(SHOWN)
+        .map(|(name, bytes)| format!("{name} {}", thousands(bytes.round() as u64)))
+        .collect();
+    if rest.round() > 0.0 {
+        parts.push(format!("others {}", thousands(rest.round() as u64)));
+    }
+    Some(parts.join(" · "))
 }
 
 impl Latency {
@@ -388,9 +422,14 @@ impl Report {
             }
             if let Some(bytes) = phase.disk_bytes_per_event.filter(|b| *b > 0.0) {
                 println!(
-                    "{:<22}   server wrote {bytes:.0} bytes to disk per event",
-                    ""
+                    "{:<22}   server wrote {} bytes to disk per event, for calls of {} bytes",
+                    "",
+                    thousands(bytes.round() as u64),
+                    thousands((self.mean_body_bytes / self.batch_size.max(1)) as u64),
                 );
+                if let Some(line) = writes_by_thread(&phase.disk_bytes_per_event_by_thread) {
+                    println!("{:<22}   by thread: {line}", "");
+                }
             }
             for (what, n) in &phase.errors {
                 println!("{:<22}   {n} × {what}", "");
@@ -627,6 +666,29 @@ fn heap_growth(heap_kib: &[u64]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_threads_that_wrote_most_come_first_on_one_line() {
+        let per_event: BTreeMap<String, f64> = [
+            ("tokio-rt-worker", 0.2),
+            ("signalbox-writer", 1395.4),
+            ("log-checkpoint", 1268.0),
+            ("engage-checkpoi", 673.0),
+            ("signalbox-engage", 678.0),
+            ("fjall:worker", 200.0),
+            ("signalbox-index", 68.0),
+            ("signalbox-held", 55.0),
+        ]
+        .into_iter()
+        .map(|(name, bytes)| (name.to_owned(), bytes))
+        .collect();
+        assert_eq!(
+            writes_by_thread(&per_event).unwrap(),
+            "signalbox-writer 1,395 · log-checkpoint 1,268 · signalbox-engage 678 · \
+             engage-checkpoi 673 · fjall:worker 200 · signalbox-index 68 · others 55"
+        );
+        assert_eq!(writes_by_thread(&BTreeMap::new()), None);
+    }
 
     #[test]
     fn heap_growth_skips_warm_up_and_catches_a_steady_creep() {

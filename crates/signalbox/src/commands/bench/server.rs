@@ -1,5 +1,6 @@
 //! The server under test: this same binary started as `serve` in a child process.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -311,9 +312,54 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     memory_kib(pid).map(|m| m.rss)
 }
 
-/// Bytes a process caused to be written to storage, from `/proc/PID/io`.
-pub fn disk_write_bytes(pid: u32) -> Option<u64> {
-    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+/// Bytes a process caused to be written to storage so far, in all and by thread name.
+#[derive(Debug, Clone, Default)]
+pub struct DiskWrites {
+    pub total: u64,
+    /// By the name of the thread that dirtied the pages (`/proc/PID/task/TID/comm`), summed
+    /// over threads of one name. A thread that ended took its count with it: the total keeps it.
+    pub by_thread: BTreeMap<String, u64>,
+}
+
+impl DiskWrites {
+    /// From `/proc/PID/io` and `/proc/PID/task/*/io`.
+    pub fn now(pid: u32) -> Option<DiskWrites> {
+        let total = write_bytes(&format!("/proc/{pid}"))?;
+        let mut by_thread = BTreeMap::new();
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let dir = task.path();
+                let name = std::fs::read_to_string(dir.join("comm"));
+                let (Ok(name), Some(bytes)) = (name, write_bytes(&dir.to_string_lossy())) else {
+                    continue;
+                };
+                *by_thread.entry(name.trim().to_owned()).or_default() += bytes;
+            }
+        }
+        Some(DiskWrites { total, by_thread })
+    }
+
+    /// What was written since `start`. A thread name missing from `start` began meanwhile.
+    pub fn since(&self, start: &DiskWrites) -> DiskWrites {
+        let by_thread = self
+            .by_thread
+            .iter()
+            .map(|(name, end)| {
+                let before = start.by_thread.get(name).copied().unwrap_or(0);
+                (name.clone(), end.saturating_sub(before))
+            })
+            .filter(|(_, bytes)| *bytes > 0)
+            .collect();
+        DiskWrites {
+            total: self.total.saturating_sub(start.total),
+            by_thread,
+        }
+    }
+}
+
+/// `write_bytes` of a `/proc` process or task folder.
+fn write_bytes(dir: &str) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("{dir}/io")).ok()?;
     io.lines()
         .find_map(|line| line.strip_prefix("write_bytes:"))
         .and_then(|n| n.trim().parse().ok())
@@ -384,4 +430,46 @@ fn process_ticks(pid: &str) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+#[cfg(test)]
+mod disk_writes_tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_counted_by_thread_name_and_differenced() {
+        let (ready, wait) = std::sync::mpsc::channel();
+        let (done, finish) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("bench-probe".into())
+            .spawn(move || {
+                ready.send(()).unwrap();
+                let _ = finish.recv();
+            })
+            .unwrap();
+        wait.recv().unwrap();
+        let now = DiskWrites::now(std::process::id()).expect("/proc/PID/io is readable");
+        assert!(
+            now.by_thread.contains_key("bench-probe"),
+            "{:?}",
+            now.by_thread
+        );
+        drop(done);
+        thread.join().unwrap();
+
+        let start = DiskWrites {
+            total: 100,
+            by_thread: [("writer".to_owned(), 60), ("gone".to_owned(), 40)].into(),
+        };
+        let end = DiskWrites {
+            total: 400,
+            by_thread: [("writer".to_owned(), 260), ("new".to_owned(), 50)].into(),
+        };
+        let since = end.since(&start);
+        assert_eq!(since.total, 300);
+        assert_eq!(
+            since.by_thread,
+            BTreeMap::from([("new".to_owned(), 50), ("writer".to_owned(), 200)])
+        );
+    }
 }
