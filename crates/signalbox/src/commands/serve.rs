@@ -33,6 +33,7 @@ const DEFAULT_SOURCE: &str = "default";
 const DESTINATION_HINT: &str = "signalbox destination create NAME --kind segment|klaviyo|webhook";
 
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     // Every connection is a descriptor: take all the operating system allows; the server
     // keeps its connection cap safely below it.
     let open_files = signalbox_server::edge::raise_open_files_limit();
@@ -251,7 +252,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         allow_private_destinations = args.allow_private_destinations,
         "serving"
     );
-    app.run(shutdown_signal()).await?;
+    app.run(shutdown).await?;
     drop(retention);
     flows.shutdown().await;
     audience.shutdown().await;
@@ -335,24 +336,29 @@ async fn default_write_key(store: &dyn Store) -> anyhow::Result<(signalbox_core:
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when
+/// the future is first polled: a signal that comes while the stores open or before the
+/// accept loop first looks at it is kept, and stops the server gracefully instead of killing
+/// it.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle Ctrl-C")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = interrupt.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+            tracing::info!("shutdown requested; draining");
+        })
     }
-    tracing::info!("shutdown requested; draining");
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutdown requested; draining");
+        })
+    }
 }
