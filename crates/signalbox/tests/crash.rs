@@ -1,7 +1,7 @@
 //! Crash safety of the real binary: a call the server acknowledged survives `kill -9`, a batch
-//! retried after a crash is never applied twice, SIGTERM drains before exiting, dedupe
-//! outlives a restart, a disk that runs low refuses calls rather than losing them, and one
-//! that fills anyway breaks no store.
+//! retried after a crash is never applied twice, SIGTERM drains before exiting (also one that
+//! comes while the server starts), dedupe outlives a restart, a disk that runs low refuses
+//! calls rather than losing them, and one that fills anyway breaks no store.
 //!
 //! Every test runs `signalbox serve` on a fresh data folder and a random port, drives it over
 //! HTTP like a Segment library would (batches of unique `messageId`s, retried on failure), and
@@ -51,6 +51,13 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_applies_nothing_twice(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     within_limit(sigterm_drain()).await;
+}
+
+/// SIGTERM while the server is still starting (its stores open, the accept loop not yet
+/// running): a graceful stop with exit 0, not death by the signal, and the folder opens again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_while_starting_stops_gracefully() {
+    within_limit(sigterm_while_starting()).await;
 }
 
 /// A batch resent after a graceful restart and after a `kill -9` restart is still a duplicate.
@@ -220,6 +227,57 @@ async fn sigterm_drain() -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn sigterm_while_starting() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // The engage pipeline's start is logged at INFO, after the signal handlers are in place
+    // and before the server accepts connections.
+    let mut child = serve_command(dir.path(), &[], "info")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start signalbox serve")?;
+    let mut lines = BufReader::new(child.stderr.take().context("no stderr")?).lines();
+    let mut logs = String::new();
+    tokio::time::timeout(STARTUP, async {
+        while let Some(line) = lines.next_line().await? {
+            logs.push_str(&line);
+            logs.push('\n');
+            if line.contains("engage pipeline started") {
+                return Ok(());
+            }
+        }
+        bail!("stderr closed before the engage pipeline started: {logs}")
+    })
+    .await
+    .context("the engage pipeline did not start")??;
+    let pid = child.id().context("server already exited")?;
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await?;
+    ensure!(sent.success(), "kill -TERM {pid} failed: {sent}");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .context("server still running 10 s after SIGTERM")??;
+    while let Ok(Some(line)) = lines.next_line().await {
+        logs.push_str(&line);
+        logs.push('\n');
+    }
+    ensure!(
+        status.success(),
+        "SIGTERM while starting: exited with {status}; stderr: {logs}"
+    );
+    ensure!(
+        logs.contains("shutdown requested"),
+        "no graceful shutdown logged: {logs}"
+    );
+    ensure!(!logs.contains("ERROR"), "server logged errors: {logs}");
+    // The folder opens again.
+    let mut server = Server::start(dir.path()).await?;
+    let status = server.terminate().await?;
+    ensure!(status.success(), "restart: exited with {status}");
+    Ok(())
+}
+
 async fn dedupe_across_restarts() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let client = http_client()?;
@@ -278,6 +336,25 @@ struct Target {
     write_key: String,
 }
 
+/// `signalbox serve` on `data_dir` and a random port, embedded, logging JSON at `log` to a
+/// piped stderr (stdout is the caller's to set).
+fn serve_command(data_dir: &Path, flags: &[&str], log: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(flags)
+        .env("SIGNALBOX_LOG", log)
+        .env_remove("SIGNALBOX_DATABASE_URL")
+        .env_remove("SIGNALBOX_DISCARD")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
 struct Server {
     child: Child,
     addr: SocketAddr,
@@ -303,19 +380,8 @@ impl Server {
 
     /// [`Server::start`] with more flags.
     async fn start_with(data_dir: &Path, flags: &[&str]) -> anyhow::Result<Server> {
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(flags)
-            .env("SIGNALBOX_LOG", "warn")
-            .env_remove("SIGNALBOX_DATABASE_URL")
-            .env_remove("SIGNALBOX_DISCARD")
-            .stdin(Stdio::null())
+        let mut child = serve_command(data_dir, flags, "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .context("cannot start signalbox serve")?;
 
