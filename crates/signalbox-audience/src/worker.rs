@@ -219,12 +219,15 @@ impl Worker {
     }
 
     fn step_feed(&mut self) -> AudienceResult<bool> {
-        if self.catalog.segs.is_empty() {
-            return self.skip_to_end();
-        }
         let upto = self.engage.applied_seq();
+        if self.catalog.segs.is_empty() {
+            let moved = self.skip_to_end()?;
+            followed(upto);
+            return Ok(moved);
+        }
         let changes = self.econn.changes(&self.cursor, upto, FEED_LIMIT)?;
         if changes.cursor == self.cursor {
+            followed(upto);
             return Ok(false);
         }
         let all: BTreeSet<usize> = (0..self.catalog.segs.len()).collect();
@@ -266,6 +269,9 @@ impl Worker {
         self.save_cursor(&changes.cursor)?;
         self.commit()?;
         self.cursor = changes.cursor;
+        if !changes.more {
+            followed(upto);
+        }
         for backfill in &mut self.backfills {
             backfill.touched.extend(work.keys().copied());
         }
@@ -602,6 +608,12 @@ impl Worker {
         self.backfills.retain(|b| b.segment_pk != pk);
         self.reload()
     }
+}
+
+/// Every change engage applied up to log entry `seq` is reflected in the segments
+/// (`/metrics`: how far behind engage the segments are).
+fn followed(seq: i64) {
+    metrics::gauge!("signalbox_segments_followed_seq").set(seq as f64);
 }
 
 /// Six letters and digits, as Klaviyo's segment ids look.

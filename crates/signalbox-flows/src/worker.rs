@@ -262,6 +262,12 @@ fn with_reader<T>(
     f(reader.as_deref().expect("opened"))
 }
 
+/// Every change engage applied up to log entry `seq` has been through the flows' triggers
+/// (`/metrics`: how far behind engage the flows are).
+fn followed(seq: i64) {
+    metrics::gauge!("signalbox_flows_followed_seq").set(seq as f64);
+}
+
 /// One batch of engage's change feed: metric and list triggers, engagement statistics,
 /// merges, date-trigger schedules. The cursor commits with what it caused.
 fn ingest_feed(inner: &Inner) -> FlowsResult<usize> {
@@ -271,6 +277,7 @@ fn ingest_feed(inner: &Inner) -> FlowsResult<usize> {
     with_reader(inner, |reader| {
         let changes = reader.changes(&cursor, upto, limit)?;
         if changes.cursor == cursor {
+            followed(upto);
             return Ok(0);
         }
         let now = inner.clock.now();
@@ -297,6 +304,9 @@ fn ingest_feed(inner: &Inner) -> FlowsResult<usize> {
             tx.set_feed_cursor(&changes.cursor)?;
             Ok(())
         })?;
+        if !changes.more {
+            followed(upto);
+        }
         Ok(rows.max(1))
     })
 }

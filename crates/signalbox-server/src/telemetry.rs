@@ -75,6 +75,16 @@ fn describe() {
         "Items a destination followed but had nothing to send for (no identity, turned off by the call's integrations), by destination"
     );
     metrics::describe_gauge!(
+        "signalbox_segments_followed_seq",
+        metrics::Unit::Count,
+        "Log entry up to which every change engage applied is reflected in segment membership"
+    );
+    metrics::describe_gauge!(
+        "signalbox_flows_followed_seq",
+        metrics::Unit::Count,
+        "Log entry up to which every change engage applied has been through the flows' triggers"
+    );
+    metrics::describe_gauge!(
         "signalbox_destination_lag_seconds",
         metrics::Unit::Seconds,
         "Age of a destination's oldest undelivered item (0 when nothing waits), by destination"

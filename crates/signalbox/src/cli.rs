@@ -762,6 +762,11 @@ pub enum BenchCommand {
     /// Live segments over generated ecommerce data: backfill time, pipeline throughput with
     /// live segments versus none, event → membership change latency.
     Segments(SegmentsBenchArgs),
+    /// The whole chain through the real server at a fixed rate, with live segments and live
+    /// flows: per stage, the time from a call's 200 to its effect (activity feed, segment
+    /// entered, flow run started) and the backlog over time, then a check that every call
+    /// is in the log once and every segment equals a fresh evaluation.
+    Chain(ChainBenchArgs),
     /// Destinations through the real server and a receiver in this process: calls delivered
     /// per second by one destination, the time from a call's 200 to the receiver's 200 at a
     /// steady rate, and ingest with three destinations running versus none.
@@ -852,6 +857,31 @@ pub struct FlowsBenchArgs {
     /// with `--discard`); without it that part is skipped.
     #[arg(long)]
     pub smtp_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChainBenchArgs {
+    /// Events per second of ecommerce traffic (open loop, paced).
+    #[arg(long, default_value_t = 25_000)]
+    pub rate: u64,
+    /// Length of the measured phase (e.g. `60s`, `10m`).
+    #[arg(long, default_value = "60s")]
+    pub duration: String,
+    /// Traffic before the segments and flows are made, so the metrics exist.
+    #[arg(long, default_value = "5s")]
+    pub warmup: String,
+    /// Live segments, the probe segment included.
+    #[arg(long, default_value_t = 100)]
+    pub segments: usize,
+    /// Live flows, the probe flow included.
+    #[arg(long, default_value_t = 20)]
+    pub flows: usize,
+    /// Calls per `/v1/batch` request.
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// Also write every figure to this JSON file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -145,3 +145,15 @@ pub async fn append_events(
         append(store, source, batch).await;
     }
 }
+
+/// Klaviyo's `profile-metric` condition counting a metric's events.
+pub fn metric_count(metric_id: &str, operator: &str, value: f64, timeframe: Value) -> Value {
+    json!({"type": "profile-metric", "metric_id": metric_id, "measurement": "count",
+           "measurement_filter": {"type": "numeric", "operator": operator, "value": value},
+           "timeframe_filter": timeframe})
+}
+
+/// Klaviyo's "in the last `days` days" timeframe.
+pub fn last_days(days: usize) -> Value {
+    json!({"type": "date", "operator": "in-the-last", "quantity": days, "unit": "day"})
+}

@@ -3,7 +3,8 @@
 //! `signalbox bench segments`: live segments over generated ecommerce data (`segments.rs`,
 //! data from `ecommerce.rs`); `signalbox bench flows` (`flows.rs`); `signalbox bench
 //! destinations`: the delivery engine's throughput, lag and cost to ingest (`destinations.rs`);
-//! `signalbox bench console`: the console's page times over the segments data set (`console.rs`).
+//! `signalbox bench console`: the console's page times over the segments data set (`console.rs`);
+//! `signalbox bench chain`: the whole chain (feed, segments, flows) at a fixed rate (`chain.rs`).
 //!
 //! # Layout
 //! - `payload`: realistic `/v1/batch` bodies with unique message ids, made without JSON work.
@@ -20,6 +21,7 @@
 //! (PostgreSQL on a fresh database each time) and prints them side by side, beside the one
 //! ceiling of the run.
 
+mod chain;
 mod console;
 mod destinations;
 mod ecommerce;
@@ -54,6 +56,7 @@ pub async fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Pipeline(args) => pipeline::run(global, args).await,
         BenchCommand::Flows(args) => flows::run(args).await,
         BenchCommand::Segments(args) => segments::run(args).await,
+        BenchCommand::Chain(args) => chain::run(global, args).await,
         BenchCommand::Destinations(args) => destinations::run(args).await,
         BenchCommand::Console(args) => console::run(args).await,
     }

@@ -357,13 +357,13 @@ async fn create_api_key(stores: &ServerStores) -> anyhow::Result<String> {
 
 /// Reads the server's log and pipeline positions from `/metrics` and `/healthz`.
 #[derive(Clone)]
-struct Observer {
+pub(super) struct Observer {
     client: reqwest::Client,
     base: String,
 }
 
 impl Observer {
-    fn new(base: &str) -> anyhow::Result<Observer> {
+    pub(super) fn new(base: &str) -> anyhow::Result<Observer> {
         Ok(Observer {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -372,7 +372,7 @@ impl Observer {
         })
     }
 
-    async fn last_seq(&self) -> anyhow::Result<i64> {
+    pub(super) async fn last_seq(&self) -> anyhow::Result<i64> {
         let health: Value = self
             .client
             .get(format!("{}/healthz", self.base))
@@ -385,7 +385,12 @@ impl Observer {
             .context("/healthz has no last_seq")
     }
 
-    async fn applied_seq(&self) -> anyhow::Result<i64> {
+    pub(super) async fn applied_seq(&self) -> anyhow::Result<i64> {
+        self.gauge("signalbox_engage_applied_seq").await
+    }
+
+    /// A gauge of `/metrics` (0 before the server first set it).
+    pub(super) async fn gauge(&self, name: &str) -> anyhow::Result<i64> {
         let text = self
             .client
             .get(format!("{}/metrics", self.base))
@@ -395,12 +400,12 @@ impl Observer {
             .await?;
         Ok(text
             .lines()
-            .find_map(|line| line.strip_prefix("signalbox_engage_applied_seq "))
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map_or(0, |v| v as i64))
     }
 
-    async fn wait_applied(&self, seq: i64) -> anyhow::Result<()> {
+    pub(super) async fn wait_applied(&self, seq: i64) -> anyhow::Result<()> {
         let deadline = Instant::now() + DRAIN_LIMIT;
         while self.applied_seq().await? < seq {
             if Instant::now() > deadline {

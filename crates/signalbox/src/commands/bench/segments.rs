@@ -24,7 +24,7 @@ use signalbox_engage::{Engage, EngageConfig, MetricQuery, ProfileField, ProfileQ
 use signalbox_store::sqlite::SqliteOptions;
 use signalbox_store::{SqliteStore, Store};
 
-use super::ecommerce::{self, CATEGORIES, METRICS, PLANS};
+use super::ecommerce::{self, last_days, metric_count, CATEGORIES, METRICS, PLANS};
 use crate::cli::SegmentsBenchArgs;
 
 const WAIT: Duration = Duration::from_secs(3_600);
@@ -58,29 +58,19 @@ async fn start_audience(engage: &Engage, dir: &Path) -> anyhow::Result<Audience>
     .await?)
 }
 
-fn metric(id: &str, operator: &str, value: f64, timeframe: Value) -> Value {
-    json!({"type": "profile-metric", "metric_id": id, "measurement": "count",
-           "measurement_filter": {"type": "numeric", "operator": operator, "value": value},
-           "timeframe_filter": timeframe})
-}
-
-fn last(days: u32) -> Value {
-    json!({"type": "date", "operator": "in-the-last", "quantity": days, "unit": "day"})
-}
-
 /// The `k`th of the generated live segments: metric counts and sums over various windows,
 /// event filters, properties, and segments on segments.
 fn live_definition(k: usize, metrics: &[String], placed: &str, base_segment: &str) -> Value {
     let m = &metrics[k % metrics.len()];
     match k % 5 {
         0 => json!({"condition_groups": [{"conditions": [
-            metric(m, "greater-than-or-equal", (k % 3 + 1) as f64, last((k % 60 + 1) as u32))]}]}),
+            metric_count(m, "greater-than-or-equal", (k % 3 + 1) as f64, last_days(k % 60 + 1))]}]}),
         1 => json!({"condition_groups": [{"conditions": [{
             "type": "profile-metric", "metric_id": placed, "measurement": "sum",
             "measurement_filter": {"type": "numeric", "operator": "greater-than", "value": (k * 5) as f64},
             "timeframe_filter": {"type": "date", "operator": "alltime"}}]}]}),
         2 => {
-            let mut condition = metric(m, "greater-than", 0.0, last(30));
+            let mut condition = metric_count(m, "greater-than", 0.0, last_days(30));
             condition["metric_filters"] = json!([{"property": "category",
                 "filter": {"type": "string", "operator": "equals", "value": CATEGORIES[k % CATEGORIES.len()]}}]);
             json!({"condition_groups": [{"conditions": [condition]}]})
@@ -88,10 +78,10 @@ fn live_definition(k: usize, metrics: &[String], placed: &str, base_segment: &st
         3 => json!({"condition_groups": [
             {"conditions": [{"type": "profile-property", "property": "properties['plan']",
                 "filter": {"type": "string", "operator": "equals", "value": PLANS[k % PLANS.len()]}}]},
-            {"conditions": [metric(m, "greater-than", 0.0, last(14))]}]}),
+            {"conditions": [metric_count(m, "greater-than", 0.0, last_days(14))]}]}),
         _ => json!({"condition_groups": [
             {"conditions": [{"type": "profile-group-membership", "is_member": true, "group_ids": [base_segment]}]},
-            {"conditions": [metric(m, "greater-than", 0.0, last(7))]}]}),
+            {"conditions": [metric_count(m, "greater-than", 0.0, last_days(7))]}]}),
     }
 }
 
@@ -151,8 +141,8 @@ pub async fn run(args: SegmentsBenchArgs) -> anyhow::Result<()> {
     // Backfill of the typical segment.
     let audience = start_audience(&rig.engage, dir.path()).await?;
     let typical = json!({"condition_groups": [
-        {"conditions": [metric(&started, "greater-than-or-equal", 1.0, last(30))]},
-        {"conditions": [metric(&placed, "equals", 0.0, last(30))]},
+        {"conditions": [metric_count(&started, "greater-than-or-equal", 1.0, last_days(30))]},
+        {"conditions": [metric_count(&placed, "equals", 0.0, last_days(30))]},
     ]});
     let backfilling = Instant::now();
     let segment = audience
@@ -277,7 +267,7 @@ pub async fn run(args: SegmentsBenchArgs) -> anyhow::Result<()> {
         .create_segment(SegmentInput {
             name: "probe".into(),
             definition: json!({"condition_groups": [{"conditions": [
-                metric(&probe_metric, "greater-than", 0.0, last(1))]}]}),
+                metric_count(&probe_metric, "greater-than", 0.0, last_days(1))]}]}),
             is_starred: false,
         })
         .await?;
