@@ -138,6 +138,9 @@ impl Audience {
         let thread = std::thread::Builder::new()
             .name("audience".into())
             .spawn(move || {
+                // Like engage's applier, whose changes it follows: after the calls and
+                // reads people wait for.
+                signalbox_engage::yield_to_requests();
                 let run = std::panic::AssertUnwindSafe(move || worker.run(receiver));
                 if let Err(panic) = std::panic::catch_unwind(run) {
                     let what = panic

@@ -81,7 +81,7 @@ pub use lists::{
 };
 pub use model::*;
 pub use outbox::{EmailEvent, OutboxChange, OutboxEntry, OutboxPosition, WriteOrigin};
-pub use pipeline::{LatencySummary, PipelineStats, RebuildProgress};
+pub use pipeline::{yield_to_requests, LatencySummary, PipelineStats, RebuildProgress};
 pub use query::{
     HeldCall, HeldCallStatus, HeldFilter, LogNeeds, ProfileHistory, ProfileLink, ProfileOrigin,
     QuarantinedEntry,

@@ -144,7 +144,7 @@ pub(crate) fn take_lock(db: &Path) -> EngageResult<File> {
 /// after, rather than slowing the answers clients wait for. Only the applier runs so (the
 /// reader stays normal: see [`ReaderLoop`]). On a machine that is not saturated it changes
 /// nothing.
-fn yield_to_requests() {
+pub fn yield_to_requests() {
     #[cfg(target_os = "linux")]
     {
         use thread_priority::unix::{

@@ -247,3 +247,30 @@ async fn segments_are_listed_a_page_at_a_time_oldest_first() {
         Err(AudienceError::NotFound { .. })
     ));
 }
+
+/// The worker runs in the idle scheduling class, as engage's applier does: on saturated
+/// cores it yields to the calls and reads people wait for, and catches up after.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_worker_yields_to_requests() {
+    /// Linux's `SCHED_IDLE`.
+    const SCHED_IDLE: u64 = 5;
+    let _app = TestApp::start().await;
+    let mut workers = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "audience" {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command's closing parenthesis start at the third (state); the
+        // policy is the 41st.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy: u64 = after.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+        assert_eq!(policy, SCHED_IDLE, "{stat}");
+        workers += 1;
+    }
+    assert!(workers >= 1, "no audience worker thread found");
+}

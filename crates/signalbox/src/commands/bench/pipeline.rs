@@ -391,6 +391,15 @@ impl Observer {
 
     /// A gauge of `/metrics` (0 before the server first set it).
     pub(super) async fn gauge(&self, name: &str) -> anyhow::Result<i64> {
+        Ok(self.gauges(&[name]).await?[0])
+    }
+
+    /// Gauges of `/metrics`, read in one scrape, in the order asked (0 for one the server
+    /// has not set yet).
+    pub(super) async fn gauges<const N: usize>(
+        &self,
+        names: &[&str; N],
+    ) -> anyhow::Result<[i64; N]> {
         let text = self
             .client
             .get(format!("{}/metrics", self.base))
@@ -398,11 +407,12 @@ impl Observer {
             .await?
             .text()
             .await?;
-        Ok(text
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map_or(0, |v| v as i64))
+        Ok(names.map(|name| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .map_or(0, |v| v as i64)
+        }))
     }
 
     pub(super) async fn wait_applied(&self, seq: i64) -> anyhow::Result<()> {
