@@ -34,7 +34,7 @@ use super::load::{self, new_histogram, thousands, PhaseSpec, Target};
 use super::payload::BodyFactory;
 use super::pipeline::Observer;
 use super::report::{backend_name, sparkline};
-use super::server::ServerStores;
+use super::server::{CpuUse, ServerStores};
 use super::{choose_backends, Settings, OPEN_LOOP_MAX_IN_FLIGHT};
 use crate::cli::{ChainBenchArgs, GlobalArgs};
 
@@ -312,6 +312,7 @@ async fn measure(
             warmup_events: warm.events,
             p99_ms: stats.latency.value_at_quantile(0.99) as f64 / 1000.0,
             seconds_over_50_ms: per_second.iter().filter(|&&p| p > 50.0).count(),
+            cores: stats.cpu,
             p99_ms_per_second: per_second,
             errors: stats.errors.values().sum(),
         },
@@ -920,6 +921,8 @@ struct IngestFigures {
     p99_ms_per_second: Vec<f64>,
     seconds_over_50_ms: usize,
     errors: u64,
+    /// Who used the machine's cores during the run: the same-run ceiling is all of them.
+    cores: Option<CpuUse>,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -972,6 +975,12 @@ impl ChainFigures {
             "    p99 per second          {}",
             ms_line(&self.ingest.p99_ms_per_second)
         );
+        if let Some(cpu) = self.ingest.cores {
+            println!(
+                "  cores in use              server {:.2}, load generator and probes {:.2}, other {:.2}",
+                cpu.server, cpu.generator, cpu.other
+            );
+        }
         for (name, stage) in [
             ("200 -> activity feed", &self.feed),
             ("200 -> segment entered", &self.segment),
