@@ -24,6 +24,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -235,7 +236,12 @@ impl MetricBulk {
             if let Condition::Metric(metric) = condition {
                 let key = bulk_key(&metric.metric_id, &metric.metric_filters);
                 if let std::collections::hash_map::Entry::Vacant(slot) = self.loaded.entry(key) {
-                    slot.insert(reader.metric_events(&metric.metric_id, &metric.metric_filters)?);
+                    let mut by_profile =
+                        reader.metric_events(&metric.metric_id, &metric.metric_filters)?;
+                    for events in by_profile.values_mut() {
+                        sort_by_time(events);
+                    }
+                    slot.insert(by_profile);
                 }
             }
         }
@@ -284,16 +290,18 @@ impl<'c> LiveEvents<'c> {
         if let Some(found) = self.cache.borrow().get(&key) {
             return Rc::clone(found);
         }
-        let events = match self
-            .reader
-            .profile_metric_events(self.profile_pk, metric_id, filters)
-        {
-            Ok(events) => events,
-            Err(err) => {
-                tracing::error!(error = %err, metric_id, "reading a profile's events failed");
-                Vec::new()
-            }
-        };
+        let mut events =
+            match self
+                .reader
+                .profile_metric_events(self.profile_pk, metric_id, filters)
+            {
+                Ok(events) => events,
+                Err(err) => {
+                    tracing::error!(error = %err, metric_id, "reading a profile's events failed");
+                    Vec::new()
+                }
+            };
+        sort_by_time(&mut events);
         let events = Rc::new(events);
         self.cache.borrow_mut().insert(key, Rc::clone(&events));
         events
@@ -308,9 +316,26 @@ pub enum MetricSource<'a> {
     Bulk(&'a MetricBulk),
 }
 
-/// Whether an instant lies in a window, in microseconds.
-fn window_contains(window: &TimeWindow, time_us: i64) -> bool {
-    window.contains(ts(time_us))
+/// Events in time order, as [`in_window`] wants them.
+fn sort_by_time(events: &mut [(i64, f64)]) {
+    events.sort_by_key(|(time_us, _)| *time_us);
+}
+
+/// The events of `events` (in time order) that lie in `window`, found by two binary
+/// searches: a profile's events are looked at many times over (every condition, every probe
+/// of the next change), and a profile may have thousands.
+fn in_window<'e>(events: &'e [(i64, f64)], window: &TimeWindow) -> &'e [(i64, f64)] {
+    let from = TimeWindow {
+        start: window.start,
+        end: Bound::Unbounded,
+    };
+    let until = TimeWindow {
+        start: Bound::Unbounded,
+        end: window.end,
+    };
+    let lo = events.partition_point(|(t, _)| !from.contains(ts(*t)));
+    let hi = events.partition_point(|(t, _)| until.contains(ts(*t)));
+    &events[lo..hi.max(lo)]
 }
 
 /// The answer of a segment membership question.
@@ -340,41 +365,33 @@ pub struct EngageFacts<'a> {
 }
 
 impl EngageFacts<'_> {
-    /// Matching events' `(time_us, value)`.
-    fn matching(
+    /// Calls `f` with the matching events' `(time_us, value)`, in time order.
+    fn matching<R>(
         &self,
         metric_id: &str,
         window: TimeWindow,
         filters: &[EventFilter],
-    ) -> Vec<(i64, f64)> {
-        let in_window = |(t, _): &&(i64, f64)| window_contains(&window, *t);
+        f: impl FnOnce(&[(i64, f64)]) -> R,
+    ) -> R {
         match &self.metrics {
-            MetricSource::Bulk(bulk) => bulk
-                .events(metric_id, filters, self.record.pk)
-                .iter()
-                .filter(in_window)
-                .copied()
-                .collect(),
-            MetricSource::Live(live) => live
-                .events(metric_id, filters)
-                .iter()
-                .filter(in_window)
-                .copied()
-                .collect(),
+            MetricSource::Bulk(bulk) => f(in_window(
+                bulk.events(metric_id, filters, self.record.pk),
+                &window,
+            )),
+            MetricSource::Live(live) => f(in_window(&live.events(metric_id, filters), &window)),
         }
     }
 }
 
 impl ProfileFacts for EngageFacts<'_> {
     fn metric_count(&self, metric_id: &str, window: TimeWindow, filters: &[EventFilter]) -> u64 {
-        self.matching(metric_id, window, filters).len() as u64
+        self.matching(metric_id, window, filters, |events| events.len() as u64)
     }
 
     fn metric_sum(&self, metric_id: &str, window: TimeWindow, filters: &[EventFilter]) -> f64 {
-        self.matching(metric_id, window, filters)
-            .iter()
-            .map(|(_, v)| v)
-            .sum()
+        self.matching(metric_id, window, filters, |events| {
+            events.iter().map(|(_, v)| v).sum()
+        })
     }
 
     fn metric_event_times(
@@ -383,10 +400,9 @@ impl ProfileFacts for EngageFacts<'_> {
         window: TimeWindow,
         filters: &[EventFilter],
     ) -> Vec<Timestamp> {
-        self.matching(metric_id, window, filters)
-            .into_iter()
-            .map(|(t, _)| ts(t))
-            .collect()
+        self.matching(metric_id, window, filters, |events| {
+            events.iter().map(|(t, _)| ts(*t)).collect()
+        })
     }
 
     fn property(&self, path: &PropertyPath) -> Option<&Value> {
@@ -522,5 +538,38 @@ impl ProfileFacts for OwnedFacts {
 
     fn email_consent(&self) -> ConsentView {
         self.record.consent.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The binary searches find exactly the events a scan of every event finds, for every
+    /// kind of bound, bounds that fall on an event and between events, and empty windows.
+    #[test]
+    fn in_window_finds_what_a_scan_finds() {
+        let events: Vec<(i64, f64)> = [0, 10, 10, 20, 35, 35, 50, 80]
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| (s * 1_000_000, i as f64))
+            .collect();
+        let at = |s: i64| ts(s * 1_000_000);
+        let mut bounds = vec![Bound::Unbounded];
+        for s in [-5, 0, 5, 10, 20, 34, 35, 36, 80, 90] {
+            bounds.push(Bound::Included(at(s)));
+            bounds.push(Bound::Excluded(at(s)));
+        }
+        for &start in &bounds {
+            for &end in &bounds {
+                let window = TimeWindow { start, end };
+                let scanned: Vec<(i64, f64)> = events
+                    .iter()
+                    .filter(|(t, _)| window.contains(ts(*t)))
+                    .copied()
+                    .collect();
+                assert_eq!(in_window(&events, &window), scanned, "{start:?}..{end:?}");
+            }
+        }
     }
 }
