@@ -35,6 +35,8 @@ pub(crate) struct Catalog {
     pub profile_readers: Vec<usize>,
     /// Segments reading `last_event_date`, which any event moves.
     pub any_event: Vec<usize>,
+    /// Segments time alone can move (a profile's schedule entry is for these).
+    pub time_dependent: Vec<usize>,
     pub with_last_event: bool,
 }
 
@@ -134,6 +136,9 @@ impl Catalog {
             }
             if !seg.deps.properties.is_empty() || seg.deps.consent || reads_lists {
                 catalog.profile_readers.push(i);
+            }
+            if seg.deps.time_dependent {
+                catalog.time_dependent.push(i);
             }
             if seg.deps.properties.contains("last_event_date") {
                 catalog.any_event.push(i);

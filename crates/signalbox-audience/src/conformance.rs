@@ -27,12 +27,12 @@ macro_rules! audience_store_conformance {
             changes_move_membership_and_are_recorded_in_order,
             membership_is_read_by_range_and_by_profile,
             the_schedule_hands_out_due_entries_once,
-            entries_leave_the_schedule_by_segment_profile_and_range,
+            profiles_leave_the_schedule_and_it_is_read_whole,
             backfills_record_their_progress,
             the_feed_cursor_is_kept,
             a_rolled_back_transaction_leaves_nothing,
             the_writer_reads_its_own_uncommitted_writes,
-            a_deleted_segment_loses_membership_and_schedule_but_keeps_history,
+            a_deleted_segment_loses_membership_but_keeps_history,
             member_counts_are_kept_as_members_move
         );
     };
@@ -275,55 +275,49 @@ pub fn membership_is_read_by_range_and_by_profile(store: Arc<dyn AudienceStore>)
 
 pub fn the_schedule_hands_out_due_entries_once(store: Arc<dyn AudienceStore>) {
     let writer = store.writer().unwrap();
-    let a = insert(writer.as_ref(), "AAAAAA", "A", 1);
     assert_eq!(writer.next_due().unwrap(), None);
-    writer.schedule(a, ProfileKey(1), at(30)).unwrap();
-    writer.schedule(a, ProfileKey(2), at(10)).unwrap();
-    writer.schedule(a, ProfileKey(3), at(20)).unwrap();
-    writer.schedule(a, ProfileKey(4), at(99)).unwrap();
-    // Scheduling again moves the entry.
-    writer.schedule(a, ProfileKey(4), at(40)).unwrap();
+    writer.schedule(ProfileKey(1), at(30)).unwrap();
+    writer.schedule(ProfileKey(2), at(10)).unwrap();
+    writer.schedule(ProfileKey(3), at(20)).unwrap();
+    writer.schedule(ProfileKey(4), at(99)).unwrap();
+    // Scheduling again moves the profile's one entry.
+    writer.schedule(ProfileKey(4), at(40)).unwrap();
     assert_eq!(writer.next_due().unwrap(), Some(at(10)));
+    assert_eq!(writer.scheduled().unwrap().len(), 4);
 
     assert_eq!(
         writer.take_due(at(30), 2).unwrap(),
-        [(a, ProfileKey(2)), (a, ProfileKey(3))]
+        [ProfileKey(2), ProfileKey(3)]
     );
-    assert_eq!(writer.take_due(at(30), 10).unwrap(), [(a, ProfileKey(1))]);
+    assert_eq!(writer.take_due(at(30), 10).unwrap(), [ProfileKey(1)]);
     assert!(writer.take_due(at(30), 10).unwrap().is_empty());
     assert_eq!(writer.next_due().unwrap(), Some(at(40)));
-    assert_eq!(writer.take_due(at(40), 10).unwrap(), [(a, ProfileKey(4))]);
+    assert_eq!(writer.take_due(at(40), 10).unwrap(), [ProfileKey(4)]);
     assert_eq!(writer.next_due().unwrap(), None);
 }
 
-pub fn entries_leave_the_schedule_by_segment_profile_and_range(store: Arc<dyn AudienceStore>) {
+pub fn profiles_leave_the_schedule_and_it_is_read_whole(store: Arc<dyn AudienceStore>) {
     let writer = store.writer().unwrap();
-    let a = insert(writer.as_ref(), "AAAAAA", "A", 1);
-    let b = insert(writer.as_ref(), "BBBBBB", "B", 2);
     for profile in 1..=5 {
-        writer
-            .schedule(a, ProfileKey(profile), at(profile))
-            .unwrap();
-        writer
-            .schedule(b, ProfileKey(profile), at(100 + profile))
-            .unwrap();
+        writer.schedule(ProfileKey(profile), at(profile)).unwrap();
     }
-    writer.unschedule(a, ProfileKey(1)).unwrap();
-    writer
-        .unschedule_between(a, ProfileKey(2), ProfileKey(3))
-        .unwrap();
-    writer.unschedule_profile(ProfileKey(5)).unwrap();
-    let mut left = writer.take_due(at(1_000), 100).unwrap();
+    writer.unschedule(ProfileKey(1)).unwrap();
+    writer.unschedule(ProfileKey(5)).unwrap();
+    writer.unschedule(ProfileKey(99)).unwrap();
+    let scheduled = writer.scheduled().unwrap();
+    let mut left: Vec<_> = scheduled.into_iter().collect();
     left.sort_unstable();
     assert_eq!(
         left,
         [
-            (a, ProfileKey(4)),
-            (b, ProfileKey(1)),
-            (b, ProfileKey(2)),
-            (b, ProfileKey(3)),
-            (b, ProfileKey(4)),
+            (ProfileKey(2), at(2)),
+            (ProfileKey(3), at(3)),
+            (ProfileKey(4), at(4)),
         ]
+    );
+    assert_eq!(
+        writer.take_due(at(1_000), 100).unwrap(),
+        [ProfileKey(2), ProfileKey(3), ProfileKey(4)]
     );
 }
 
@@ -426,23 +420,18 @@ pub fn the_writer_reads_its_own_uncommitted_writes(store: Arc<dyn AudienceStore>
     assert_eq!(store.joined(a, ProfileKey(1)).unwrap(), Some(at(2)));
 }
 
-pub fn a_deleted_segment_loses_membership_and_schedule_but_keeps_history(
-    store: Arc<dyn AudienceStore>,
-) {
+pub fn a_deleted_segment_loses_membership_but_keeps_history(store: Arc<dyn AudienceStore>) {
     let writer = store.writer().unwrap();
     let a = insert(writer.as_ref(), "AAAAAA", "A", 1);
     let b = insert(writer.as_ref(), "BBBBBB", "B", 2);
     change(writer.as_ref(), a, "AAAAAA", 1, true, 3);
     change(writer.as_ref(), b, "BBBBBB", 1, true, 4);
-    writer.schedule(a, ProfileKey(1), at(10)).unwrap();
-    writer.schedule(b, ProfileKey(1), at(20)).unwrap();
 
     writer.delete_segment(a).unwrap();
     assert_eq!(store.segment("AAAAAA").unwrap(), None);
     assert_eq!(store.segment_key("AAAAAA").unwrap(), None);
     assert_eq!(store.joined(a, ProfileKey(1)).unwrap(), None);
     assert_eq!(writer.segments_of(ProfileKey(1)).unwrap(), [b]);
-    assert_eq!(writer.next_due().unwrap(), Some(at(20)));
     assert_eq!(store.changes_after(0, 10).unwrap().len(), 2);
     assert_eq!(store.member_count(b).unwrap(), 1);
 }

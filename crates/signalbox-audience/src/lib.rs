@@ -5,13 +5,14 @@
 //! re-evaluates only what a change can move (an event: segments reading its metric; a profile
 //! change: segments reading properties, consent or lists; a list change: segments reading that
 //! list; a segment's change: the segments reading it, in dependency order). Time windows are
-//! kept by a schedule of each (segment, profile)'s next change instant, so profiles leave on
-//! time, across restarts. Creating or editing a segment backfills it over every profile in
+//! kept by a schedule of each profile's next due instant (at or before the next change of any
+//! of its time-dependent segments), so profiles leave on time, across restarts. Creating or editing a segment backfills it over every profile in
 //! chunks while incremental updates go on. Every enter and leave is recorded with its cause
 //! and a cursor ([`Audience::changes_after`]) that flows follow.
 //!
 //! # Layout
 //! - `worker.rs`: the one thread that writes `audience.db` (feed, schedule, backfills, edits).
+//! - `memory.rs`: the membership and schedule the worker keeps in memory (it alone writes them).
 //! - `catalog.rs`: the parsed segments in dependency order, and what re-evaluates what.
 //! - [`store`]: [`AudienceStore`] and [`AudienceWriter`], what the engine keeps, in its
 //!   terms; [`sqlite`]: the embedded backend (`audience.db`); [`postgres`]: the PostgreSQL
@@ -29,6 +30,7 @@ mod catalog;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod error;
+mod memory;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;

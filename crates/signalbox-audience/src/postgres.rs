@@ -132,6 +132,17 @@ const MIGRATIONS: &[&str] = &[
         REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
         FOR EACH STATEMENT EXECUTE FUNCTION audience_members_count();
 "#,
+    r#"
+    -- One schedule entry per profile, its earliest due instant, in place of one per
+    -- (segment, profile): an event rewrites it only when it brings the instant forward.
+    DELETE FROM audience_schedule s USING audience_schedule t
+        WHERE s.profile_pk = t.profile_pk
+          AND (t.due_us, t.segment_pk) < (s.due_us, s.segment_pk);
+    ALTER TABLE audience_schedule DROP CONSTRAINT audience_schedule_pkey;
+    DROP INDEX audience_schedule_by_profile;
+    ALTER TABLE audience_schedule DROP COLUMN segment_pk;
+    ALTER TABLE audience_schedule ADD PRIMARY KEY (profile_pk);
+"#,
 ];
 
 /// Makes the figures the triggers keep from the rows themselves (after a bulk copy).
@@ -657,10 +668,9 @@ impl AudienceWriter for PgAudienceWriter {
     }
 
     fn delete_segment(&self, segment: SegmentKey) -> AudienceResult<()> {
-        // One statement, so that outside a transaction the three go together too.
+        // One statement, so that outside a transaction the two go together too.
         self.exec(
-            "WITH members AS (DELETE FROM audience_members WHERE segment_pk = $1),
-                  schedule AS (DELETE FROM audience_schedule WHERE segment_pk = $1)
+            "WITH members AS (DELETE FROM audience_members WHERE segment_pk = $1)
              DELETE FROM audience_segments WHERE pk = $1",
             &[&segment],
         )
@@ -789,44 +799,27 @@ impl AudienceWriter for PgAudienceWriter {
             .map(|row| row.get(0)))
     }
 
-    fn schedule(
-        &self,
-        segment: SegmentKey,
-        profile: ProfileKey,
-        due: Timestamp,
-    ) -> AudienceResult<()> {
+    fn schedule(&self, profile: ProfileKey, due: Timestamp) -> AudienceResult<()> {
         self.exec(
-            "INSERT INTO audience_schedule (segment_pk, profile_pk, due_us) VALUES ($1, $2, $3)
-             ON CONFLICT (segment_pk, profile_pk) DO UPDATE SET due_us = EXCLUDED.due_us",
-            &[&segment, &profile.0, &due.as_microsecond()],
+            "INSERT INTO audience_schedule (profile_pk, due_us) VALUES ($1, $2)
+             ON CONFLICT (profile_pk) DO UPDATE SET due_us = EXCLUDED.due_us",
+            &[&profile.0, &due.as_microsecond()],
         )
     }
 
-    fn unschedule(&self, segment: SegmentKey, profile: ProfileKey) -> AudienceResult<()> {
-        self.exec(
-            "DELETE FROM audience_schedule WHERE segment_pk = $1 AND profile_pk = $2",
-            &[&segment, &profile.0],
-        )
-    }
-
-    fn unschedule_profile(&self, profile: ProfileKey) -> AudienceResult<()> {
+    fn unschedule(&self, profile: ProfileKey) -> AudienceResult<()> {
         self.exec(
             "DELETE FROM audience_schedule WHERE profile_pk = $1",
             &[&profile.0],
         )
     }
 
-    fn unschedule_between(
-        &self,
-        segment: SegmentKey,
-        first: ProfileKey,
-        last: ProfileKey,
-    ) -> AudienceResult<()> {
-        self.exec(
-            "DELETE FROM audience_schedule
-             WHERE segment_pk = $1 AND profile_pk BETWEEN $2 AND $3",
-            &[&segment, &first.0, &last.0],
-        )
+    fn scheduled(&self) -> AudienceResult<HashMap<ProfileKey, Timestamp>> {
+        let rows = self.query("SELECT profile_pk, due_us FROM audience_schedule", &[])?;
+        Ok(rows
+            .iter()
+            .map(|row| (ProfileKey(row.get(0)), ts(row.get(1))))
+            .collect())
     }
 
     fn next_due(&self) -> AudienceResult<Option<Timestamp>> {
@@ -834,23 +827,68 @@ impl AudienceWriter for PgAudienceWriter {
         Ok(row.and_then(|row| row.get::<_, Option<i64>>(0)).map(ts))
     }
 
-    fn take_due(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> AudienceResult<Vec<(SegmentKey, ProfileKey)>> {
+    fn take_due(&self, now: Timestamp, limit: usize) -> AudienceResult<Vec<ProfileKey>> {
         let rows = self.query(
-            "DELETE FROM audience_schedule WHERE (segment_pk, profile_pk) IN (
-                 SELECT segment_pk, profile_pk FROM audience_schedule WHERE due_us <= $1
+            "DELETE FROM audience_schedule WHERE profile_pk IN (
+                 SELECT profile_pk FROM audience_schedule WHERE due_us <= $1
                  ORDER BY due_us LIMIT $2)
-             RETURNING segment_pk, profile_pk, due_us",
+             RETURNING profile_pk, due_us",
             &[&now.as_microsecond(), &limit_of(limit)],
         )?;
-        let mut due: Vec<(i64, SegmentKey, ProfileKey)> = rows
+        let mut due: Vec<(i64, ProfileKey)> = rows
             .iter()
-            .map(|row| (row.get(2), row.get(0), ProfileKey(row.get(1))))
+            .map(|row| (row.get(1), ProfileKey(row.get(0))))
             .collect();
         due.sort_unstable();
-        Ok(due.into_iter().map(|(_, s, p)| (s, p)).collect())
+        Ok(due.into_iter().map(|(_, profile)| profile).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use signalbox_store::postgres::testing::TestDatabase;
+
+    use super::*;
+    use crate::store::AudienceStore;
+
+    /// A database made before the schedule was kept per profile keeps, per profile, the
+    /// earliest of its entries.
+    #[test]
+    fn the_schedule_becomes_one_entry_per_profile_at_its_earliest() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let Some(db) = runtime.block_on(TestDatabase::create()) else {
+            return;
+        };
+        runtime.block_on(async {
+            let pool = connect_pool(db.url(), 1).unwrap();
+            let mut client = pool.get().await.unwrap();
+            schema::migrate(&mut client, COMPONENT, &MIGRATIONS[..2])
+                .await
+                .unwrap();
+            client
+                .batch_execute(
+                    "INSERT INTO audience_schedule (segment_pk, profile_pk, due_us) VALUES
+                         (1, 10, 500), (2, 10, 300), (3, 10, 900), (1, 11, 700)",
+                )
+                .await
+                .unwrap();
+        });
+        let store = runtime
+            .block_on(PgAudienceStore::connect(db.url(), 2))
+            .unwrap();
+        let writer = store.writer().unwrap();
+        let scheduled = writer.scheduled().unwrap();
+        assert_eq!(scheduled.len(), 2);
+        assert_eq!(scheduled[&ProfileKey(10)], ts(300));
+        assert_eq!(scheduled[&ProfileKey(11)], ts(700));
+        writer.schedule(ProfileKey(10), ts(100)).unwrap();
+        assert_eq!(writer.next_due().unwrap(), Some(ts(100)));
+        drop(writer);
+        drop(store);
+        drop(db);
     }
 }

@@ -91,6 +91,19 @@ const MIGRATIONS: &[&str] = &[
         UPDATE segments SET member_count = member_count + 1 WHERE pk = NEW.segment_pk;
     END;
 "#,
+    r#"
+    -- One schedule entry per profile, its earliest due instant, in place of one per
+    -- (segment, profile): an event rewrites it only when it brings the instant forward.
+    CREATE TABLE schedule_by_profile (
+        profile_pk INTEGER PRIMARY KEY,
+        due_us INTEGER NOT NULL
+    );
+    INSERT INTO schedule_by_profile (profile_pk, due_us)
+        SELECT profile_pk, MIN(due_us) FROM schedule GROUP BY profile_pk;
+    DROP TABLE schedule;
+    ALTER TABLE schedule_by_profile RENAME TO schedule;
+    CREATE INDEX schedule_due ON schedule(due_us);
+"#,
 ];
 
 /// Read connections kept for reuse.
@@ -540,7 +553,6 @@ impl AudienceWriter for SqliteWriter {
 
     fn delete_segment(&self, segment: SegmentKey) -> AudienceResult<()> {
         self.exec("DELETE FROM members WHERE segment_pk = ?1", [segment])?;
-        self.exec("DELETE FROM schedule WHERE segment_pk = ?1", [segment])?;
         self.exec("DELETE FROM segments WHERE pk = ?1", [segment])
     }
 
@@ -668,40 +680,26 @@ impl AudienceWriter for SqliteWriter {
         })
     }
 
-    fn schedule(
-        &self,
-        segment: SegmentKey,
-        profile: ProfileKey,
-        due: Timestamp,
-    ) -> AudienceResult<()> {
+    fn schedule(&self, profile: ProfileKey, due: Timestamp) -> AudienceResult<()> {
         self.exec(
-            "INSERT INTO schedule (segment_pk, profile_pk, due_us) VALUES (?1, ?2, ?3)
-             ON CONFLICT (segment_pk, profile_pk) DO UPDATE SET due_us = excluded.due_us",
-            params![segment, profile.0, due.as_microsecond()],
+            "INSERT INTO schedule (profile_pk, due_us) VALUES (?1, ?2)
+             ON CONFLICT (profile_pk) DO UPDATE SET due_us = excluded.due_us",
+            params![profile.0, due.as_microsecond()],
         )
     }
 
-    fn unschedule(&self, segment: SegmentKey, profile: ProfileKey) -> AudienceResult<()> {
-        self.exec(
-            "DELETE FROM schedule WHERE segment_pk = ?1 AND profile_pk = ?2",
-            [segment, profile.0],
-        )
-    }
-
-    fn unschedule_profile(&self, profile: ProfileKey) -> AudienceResult<()> {
+    fn unschedule(&self, profile: ProfileKey) -> AudienceResult<()> {
         self.exec("DELETE FROM schedule WHERE profile_pk = ?1", [profile.0])
     }
 
-    fn unschedule_between(
-        &self,
-        segment: SegmentKey,
-        first: ProfileKey,
-        last: ProfileKey,
-    ) -> AudienceResult<()> {
-        self.exec(
-            "DELETE FROM schedule WHERE segment_pk = ?1 AND profile_pk BETWEEN ?2 AND ?3",
-            params![segment, first.0, last.0],
-        )
+    fn scheduled(&self) -> AudienceResult<HashMap<ProfileKey, Timestamp>> {
+        self.run(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT profile_pk, due_us FROM schedule")?;
+            let rows = stmt
+                .query_map([], |r| Ok((ProfileKey(r.get(0)?), ts(r.get(1)?))))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
     }
 
     fn next_due(&self) -> AudienceResult<Option<Timestamp>> {
@@ -713,29 +711,56 @@ impl AudienceWriter for SqliteWriter {
         .map(|us| us.map(ts))
     }
 
-    fn take_due(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> AudienceResult<Vec<(SegmentKey, ProfileKey)>> {
+    fn take_due(&self, now: Timestamp, limit: usize) -> AudienceResult<Vec<ProfileKey>> {
         self.run(|conn| {
             let mut stmt = conn.prepare_cached(
-                "DELETE FROM schedule WHERE (segment_pk, profile_pk) IN (
-                     SELECT segment_pk, profile_pk FROM schedule WHERE due_us <= ?1
+                "DELETE FROM schedule WHERE profile_pk IN (
+                     SELECT profile_pk FROM schedule WHERE due_us <= ?1
                      ORDER BY due_us LIMIT ?2)
-                 RETURNING segment_pk, profile_pk, due_us",
+                 RETURNING profile_pk, due_us",
             )?;
-            let mut rows: Vec<(i64, SegmentKey, ProfileKey)> = stmt
+            let mut rows: Vec<(i64, ProfileKey)> = stmt
                 .query_map(
                     params![
                         now.as_microsecond(),
                         i64::try_from(limit).unwrap_or(i64::MAX)
                     ],
-                    |r| Ok((r.get(2)?, r.get(0)?, ProfileKey(r.get(1)?))),
+                    |r| Ok((r.get(1)?, ProfileKey(r.get(0)?))),
                 )?
                 .collect::<Result<_, _>>()?;
             rows.sort_unstable();
-            Ok(rows.into_iter().map(|(_, s, p)| (s, p)).collect())
+            Ok(rows.into_iter().map(|(_, profile)| profile).collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store made before the schedule was kept per profile keeps, per profile, the
+    /// earliest of its entries.
+    #[test]
+    fn the_schedule_becomes_one_entry_per_profile_at_its_earliest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audience.db");
+        let conn = connect(&path).unwrap();
+        for sql in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute_batch(
+            "INSERT INTO schedule (segment_pk, profile_pk, due_us) VALUES
+                 (1, 10, 500), (2, 10, 300), (3, 10, 900), (1, 11, 700);",
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteAudienceStore::open(&path).unwrap();
+        let writer = store.writer().unwrap();
+        let scheduled = writer.scheduled().unwrap();
+        assert_eq!(scheduled.len(), 2);
+        assert_eq!(scheduled[&ProfileKey(10)], ts(300));
+        assert_eq!(scheduled[&ProfileKey(11)], ts(700));
+        assert_eq!(writer.next_due().unwrap(), Some(ts(300)));
     }
 }

@@ -162,7 +162,8 @@ pub trait AudienceWriter: Send {
         definition: &Value,
         now: Timestamp,
     ) -> AudienceResult<bool>;
-    /// Deletes the segment, its membership and its schedule; its history stays.
+    /// Deletes the segment and its membership; its history stays (the schedule is per
+    /// profile: an entry the segment set fires early and is harmless).
     fn delete_segment(&self, segment: SegmentKey) -> AudienceResult<()>;
 
     /// Backfills in progress, oldest segment first.
@@ -194,28 +195,15 @@ pub trait AudienceWriter: Send {
     /// The profile id of the profile's last recorded change.
     fn last_profile_id(&self, profile: ProfileKey) -> AudienceResult<Option<String>>;
 
-    /// Sets when time alone changes the profile's membership of the segment next.
-    fn schedule(
-        &self,
-        segment: SegmentKey,
-        profile: ProfileKey,
-        due: Timestamp,
-    ) -> AudienceResult<()>;
-    fn unschedule(&self, segment: SegmentKey, profile: ProfileKey) -> AudienceResult<()>;
-    fn unschedule_profile(&self, profile: ProfileKey) -> AudienceResult<()>;
-    /// Clears the schedule of profiles `first..=last` of the segment.
-    fn unschedule_between(
-        &self,
-        segment: SegmentKey,
-        first: ProfileKey,
-        last: ProfileKey,
-    ) -> AudienceResult<()>;
+    /// Sets the profile's next due instant: no membership of the profile can change by time
+    /// alone before it (the worker re-evaluates the profile's time-dependent segments then).
+    /// One entry per profile.
+    fn schedule(&self, profile: ProfileKey, due: Timestamp) -> AudienceResult<()>;
+    fn unschedule(&self, profile: ProfileKey) -> AudienceResult<()>;
+    /// Every scheduled profile with its due instant.
+    fn scheduled(&self) -> AudienceResult<HashMap<ProfileKey, Timestamp>>;
     /// The earliest scheduled instant.
     fn next_due(&self) -> AudienceResult<Option<Timestamp>>;
-    /// Removes and returns at most `limit` entries due by `now`, earliest first, in one step.
-    fn take_due(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> AudienceResult<Vec<(SegmentKey, ProfileKey)>>;
+    /// Removes and returns at most `limit` profiles due by `now`, earliest first, in one step.
+    fn take_due(&self, now: Timestamp, limit: usize) -> AudienceResult<Vec<ProfileKey>>;
 }

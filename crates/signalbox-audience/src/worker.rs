@@ -3,6 +3,7 @@
 //! segment edits, in that loop, each step in one transaction with what it changed (the feed
 //! cursor included).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::catalog::{self, Catalog};
 use crate::error::{AudienceError, AudienceResult};
+use crate::memory::{Dues, Members};
 use crate::model::{SegmentInput, SegmentPatch};
 use crate::store::{AudienceWriter, NewChange, NewSegment, SegmentKey};
 
@@ -53,11 +55,16 @@ struct Backfill {
     touched: HashSet<i64>,
 }
 
-/// What a backfill chunk reads at once for the segment it evaluates.
-struct ChunkState {
-    idx: usize,
-    /// Members among the chunk's profiles, with their join times.
-    was: std::collections::HashMap<ProfileKey, Timestamp>,
+/// How an evaluation leaves the profile's entry in the schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// Every time-dependent segment was evaluated: the entry becomes the earliest of their
+    /// next changes.
+    Exact,
+    /// Some were: the entry becomes the earlier of itself and their next changes. It stays
+    /// at or before every segment's next change; when it comes early, the profile is
+    /// evaluated and the entry made exact.
+    AtMost,
 }
 
 pub(crate) struct Worker {
@@ -69,6 +76,11 @@ pub(crate) struct Worker {
     cursor: FeedCursor,
     backfills: Vec<Backfill>,
     syncs: Vec<oneshot::Sender<()>>,
+    /// The store's membership and schedule, which only this worker writes.
+    members: RefCell<Members>,
+    dues: RefCell<Dues>,
+    /// A step failed and rolled back: `members` and `dues` are read again before the next.
+    stale: bool,
 }
 
 fn now_us(clock: &dyn Clock) -> i64 {
@@ -105,7 +117,19 @@ impl Worker {
             cursor,
             backfills,
             syncs: Vec::new(),
+            members: RefCell::default(),
+            dues: RefCell::default(),
+            stale: true,
         })
+    }
+
+    /// Reads the membership and the schedule from the store.
+    fn load_memory(&mut self) -> AudienceResult<()> {
+        let segments = self.catalog.segs.iter().map(|seg| seg.pk);
+        *self.members.get_mut() = Members::load(self.store.as_ref(), segments)?;
+        *self.dues.get_mut() = Dues::load(self.store.as_ref())?;
+        self.stale = false;
+        Ok(())
     }
 
     /// The loop; returns on [`Command::Stop`] or when every sender is gone. Waits on a plain
@@ -125,9 +149,7 @@ impl Worker {
                 Ok(busy) => busy,
                 Err(err) => {
                     tracing::error!(error = %err, "audience step failed; retrying");
-                    if let Err(err) = self.store.rollback() {
-                        tracing::error!(error = %err, "audience rollback failed");
-                    }
+                    self.roll_back();
                     std::thread::sleep(Duration::from_millis(200));
                     true
                 }
@@ -186,8 +208,19 @@ impl Worker {
         false
     }
 
+    /// Undoes the open transaction; what is in memory is read again before the next step.
+    fn roll_back(&mut self) {
+        if let Err(err) = self.store.rollback() {
+            tracing::error!(error = %err, "audience rollback failed");
+        }
+        self.stale = true;
+    }
+
     /// One round of each kind of work; true if any did something.
     fn step(&mut self) -> AudienceResult<bool> {
+        if self.stale {
+            self.load_memory()?;
+        }
         let mut busy = self.step_feed()?;
         busy |= self.step_schedule()?;
         busy |= self.step_backfill()?;
@@ -264,7 +297,15 @@ impl Worker {
             let record = self
                 .econn
                 .profile_record(ProfileKey(*pk), self.catalog.with_last_event)?;
-            self.evaluate(*pk, record.as_ref(), todo.clone(), None, now, trigger)?;
+            self.evaluate(
+                *pk,
+                record.as_ref(),
+                todo.clone(),
+                None,
+                now,
+                trigger,
+                Due::AtMost,
+            )?;
         }
         self.save_cursor(&changes.cursor)?;
         self.commit()?;
@@ -284,18 +325,23 @@ impl Worker {
             Some(due) if due <= now => {}
             _ => return Ok(false),
         }
-        let mut work: BTreeMap<i64, BTreeSet<usize>> = BTreeMap::new();
         self.begin()?;
-        for (segment_pk, profile_pk) in self.store.take_due(now, SCHEDULE_LIMIT)? {
-            if let Some(&i) = self.catalog.by_pk.get(&segment_pk) {
-                work.entry(profile_pk.0).or_default().insert(i);
-            }
-        }
-        for (pk, todo) in work {
+        let due = self.store.take_due(now, SCHEDULE_LIMIT)?;
+        self.dues.borrow_mut().taken(&due);
+        let todo: BTreeSet<usize> = self.catalog.time_dependent.iter().copied().collect();
+        for pk in due {
             let record = self
                 .econn
-                .profile_record(ProfileKey(pk), self.catalog.with_last_event)?;
-            self.evaluate(pk, record.as_ref(), todo, None, now, "time")?;
+                .profile_record(pk, self.catalog.with_last_event)?;
+            self.evaluate(
+                pk.0,
+                record.as_ref(),
+                todo.clone(),
+                None,
+                now,
+                "time",
+                Due::Exact,
+            )?;
         }
         self.commit()?;
         Ok(true)
@@ -339,19 +385,16 @@ impl Worker {
         let loaded = started.elapsed();
         let now = self.clock.now();
         self.begin()?;
-        let chunk = match (records.first(), records.last()) {
-            (Some(first), Some(last)) => Some(self.chunk_state(idx, first.pk.0, last.pk.0)?),
-            _ => None,
-        };
         for record in &records {
-            let bulk = (!backfill.touched.contains(&record.pk.0)).then_some(&backfill.bulk);
+            let bulk = (!backfill.touched.contains(&record.pk.0)).then_some((idx, &backfill.bulk));
             self.evaluate(
                 record.pk.0,
                 Some(record),
                 BTreeSet::from([idx]),
-                chunk.as_ref().map(|c| (c, bulk)),
+                bulk,
                 now,
                 "backfill",
+                Due::AtMost,
             )?;
         }
         let evaluated = started.elapsed();
@@ -384,47 +427,40 @@ impl Worker {
         Ok(!finished)
     }
 
-    /// Membership of segment `idx` for profiles `lo..=hi`, read at once, and their schedule
-    /// entries cleared (evaluation writes the new ones).
-    fn chunk_state(&self, idx: usize, lo: i64, hi: i64) -> AudienceResult<ChunkState> {
-        let segment_pk = self.catalog.segs[idx].pk;
-        let (lo, hi) = (ProfileKey(lo), ProfileKey(hi));
-        let was = self.store.members_between(segment_pk, lo, hi)?;
-        self.store.unschedule_between(segment_pk, lo, hi)?;
-        Ok(ChunkState { idx, was })
-    }
-
     /// Re-evaluates segments `todo` (catalog indexes) for one profile, records every enter
     /// and leave, re-evaluates the segments that read a segment that changed, and keeps the
-    /// schedule. `record` is `None` for a profile that no longer exists (it leaves all).
+    /// profile's schedule entry as `due` says. `record` is `None` for a profile that no
+    /// longer exists (it leaves all). `bulk` is the prepared facts of a backfilling segment.
+    #[allow(clippy::too_many_arguments)]
     fn evaluate(
         &self,
         pk: i64,
         record: Option<&ProfileRecord>,
         mut todo: BTreeSet<usize>,
-        chunk: Option<(&ChunkState, Option<&MetricBulk>)>,
+        bulk: Option<(usize, &MetricBulk)>,
         now: Timestamp,
         trigger: &str,
+        due: Due,
     ) -> AudienceResult<()> {
         let ids = &self.catalog.pks;
         let store = self.store.as_ref();
-        let joined = |segment: SegmentKey, profile: ProfileKey| store.joined(segment, profile);
+        let members = &self.members;
+        let joined = |segment: SegmentKey, profile: ProfileKey| {
+            Ok(members.borrow().joined(segment, profile))
+        };
         let lookup =
             |group: &str, profile: ProfileKey| catalog::lookup_member(&joined, ids, group, profile);
         let live = LiveEvents::new(self.econn.as_ref(), ProfileKey(pk));
         let ctx = EvalContext::default();
+        let mut earliest: Option<Timestamp> = None;
         while let Some(i) = todo.pop_first() {
             let seg = &self.catalog.segs[i];
-            let known = chunk.filter(|(c, _)| c.idx == i).map(|(c, _)| c);
-            let was = match known {
-                Some(chunk) => chunk.was.get(&ProfileKey(pk)).copied(),
-                None => store.joined(seg.pk, ProfileKey(pk))?,
-            };
+            let was = members.borrow().joined(seg.pk, ProfileKey(pk));
             let (is, next, cause) = match record {
                 None => (false, None, json!({"trigger": trigger, "conditions": []})),
                 Some(record) => {
-                    let metrics = match chunk {
-                        Some((c, Some(bulk))) if c.idx == i => MetricSource::Bulk(bulk),
+                    let metrics = match bulk {
+                        Some((idx, bulk)) if idx == i => MetricSource::Bulk(bulk),
                         _ => MetricSource::Live(&live),
                     };
                     let facts = EngageFacts {
@@ -464,17 +500,26 @@ impl Worker {
                     at: now,
                     cause: &cause,
                 })?;
+                members
+                    .borrow_mut()
+                    .set(seg.pk, ProfileKey(pk), is.then_some(now));
                 todo.extend(self.catalog.dependents[i].iter().copied());
             }
-            match next {
-                Some(due) => store.schedule(seg.pk, ProfileKey(pk), due)?,
-                None if seg.deps.time_dependent && known.is_none() => {
-                    store.unschedule(seg.pk, ProfileKey(pk))?;
-                }
-                None => {}
-            }
+            earliest = match (earliest, next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
-        Ok(())
+        let mut dues = self.dues.borrow_mut();
+        let earliest = earliest.map(Timestamp::as_microsecond);
+        let entry = match (due, record) {
+            (_, None) | (Due::Exact, _) => earliest,
+            (Due::AtMost, Some(_)) => match (dues.get(ProfileKey(pk)), earliest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        };
+        dues.set(store, ProfileKey(pk), entry)
     }
 
     fn last_profile_id(&self, pk: i64) -> AudienceResult<String> {
@@ -484,16 +529,16 @@ impl Worker {
             .unwrap_or_default())
     }
 
-    /// A profile merged into another: it leaves every segment (the survivor is re-evaluated).
+    /// A profile merged into another: it leaves every segment (the survivor is re-evaluated)
+    /// and the schedule.
     fn drop_profile(&self, pk: i64, now: Timestamp, trigger: &str) -> AudienceResult<()> {
         let mut todo = BTreeSet::new();
-        for segment_pk in self.store.segments_of(ProfileKey(pk))? {
+        for segment_pk in self.members.borrow().segments_of(ProfileKey(pk)) {
             if let Some(&i) = self.catalog.by_pk.get(&segment_pk) {
                 todo.insert(i);
             }
         }
-        self.evaluate(pk, None, todo, None, now, trigger)?;
-        self.store.unschedule_profile(ProfileKey(pk))
+        self.evaluate(pk, None, todo, None, now, trigger, Due::Exact)
     }
 
     fn reload(&mut self) -> AudienceResult<()> {
@@ -574,14 +619,20 @@ impl Worker {
         })();
         match result {
             Ok(changed) => {
-                if changed {
-                    self.start_backfill(pk)?;
+                let saved = (|| {
+                    if changed {
+                        self.start_backfill(pk)?;
+                    }
+                    self.commit()
+                })();
+                if let Err(err) = saved {
+                    self.roll_back();
+                    return Err(err);
                 }
-                self.commit()?;
                 self.reload()
             }
             Err(err) => {
-                self.store.rollback()?;
+                self.roll_back();
                 Err(err)
             }
         }
@@ -603,8 +654,11 @@ impl Worker {
         }
         let pk = self.catalog.segs[idx].pk;
         self.begin()?;
-        self.store.delete_segment(pk)?;
-        self.commit()?;
+        if let Err(err) = self.store.delete_segment(pk).and_then(|()| self.commit()) {
+            self.roll_back();
+            return Err(err);
+        }
+        self.members.get_mut().remove_segment(pk);
         self.backfills.retain(|b| b.segment_pk != pk);
         self.reload()
     }

@@ -1,5 +1,6 @@
-//! Property: after any sequence of events, profile updates, list additions and clock
-//! advances, incremental membership equals a from-scratch evaluation (a segment with the same
+//! Property: after any sequence of events, profile updates, list additions, clock advances
+//! and restarts (the worker reading its membership and schedule back from the store),
+//! incremental membership equals a from-scratch evaluation (a segment with the same
 //! definition created at the end, which backfills).
 
 use jiff::SignedDuration;
@@ -15,6 +16,7 @@ enum Op {
     Plan { user: u8, plan: u8 },
     List { user: u8 },
     Advance { hours: u16 },
+    Restart,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -23,6 +25,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..4u8, 0..3u8).prop_map(|(user, plan)| Op::Plan { user, plan }),
         1 => (0..4u8).prop_map(|user| Op::List { user }),
         2 => (1..200u16).prop_map(|hours| Op::Advance { hours }),
+        1 => Just(Op::Restart),
     ]
 }
 
@@ -114,6 +117,10 @@ async fn run(ops: Vec<Op>) {
             Op::Advance { hours } => {
                 app.settle().await;
                 app.advance(SignedDuration::from_hours(i64::from(hours)));
+            }
+            Op::Restart => {
+                app.settle().await;
+                app.restart_audience().await;
             }
         }
     }

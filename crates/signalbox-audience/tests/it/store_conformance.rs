@@ -83,7 +83,7 @@ async fn a_newer_schema_on_postgres_is_refused() {
             err,
             AudienceError::SchemaTooNew {
                 found: 99,
-                known: 2
+                known: 3
             }
         ),
         "{err}"
@@ -104,7 +104,7 @@ fn a_schema_newer_than_the_build_is_refused() {
             err,
             AudienceError::SchemaTooNew {
                 found: 99,
-                known: 2
+                known: 3
             }
         ),
         "{err}"
