@@ -125,7 +125,7 @@ fn consent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, ConsentView)> {
 }
 
 /// The key of a metric id, `None` for an unknown metric (which has no events).
-fn metric_pk(conn: &Connection, metric_id: &str) -> EngageResult<Option<i64>> {
+pub(crate) fn metric_pk(conn: &Connection, metric_id: &str) -> EngageResult<Option<i64>> {
     Ok(conn
         .prepare_cached("SELECT pk FROM metrics WHERE id = ?1")?
         .query_row([metric_id], |r| r.get(0))
@@ -178,28 +178,34 @@ pub(crate) fn metric_events_by_profile(
     Ok(out)
 }
 
-/// Every event of one metric and profile that passes `filters`.
+/// Every event of one metric (by its key) and profile that passes `filters`. Without
+/// filters the events' properties are not read.
 pub(crate) fn profile_events(
     conn: &Connection,
     profile_pk: ProfileKey,
-    metric_id: &str,
+    metric: i64,
     filters: &[EventFilter],
 ) -> EngageResult<Vec<(i64, f64)>> {
-    let Some(metric) = metric_pk(conn, metric_id)? else {
-        return Ok(Vec::new());
-    };
+    let mut out = Vec::new();
+    if filters.is_empty() {
+        let mut stmt = conn.prepare_cached(
+            "SELECT time_us, value FROM events INDEXED BY events_profile
+             WHERE profile_pk = ?1 AND metric_pk = ?2",
+        )?;
+        let mut rows = stmt.query(params![profile_pk.0, metric])?;
+        while let Some(r) = rows.next()? {
+            let value: Option<f64> = r.get(1)?;
+            out.push((r.get(0)?, value.unwrap_or(0.0)));
+        }
+        return Ok(out);
+    }
     let mut stmt = conn.prepare_cached(
         "SELECT time_us, value, properties FROM events INDEXED BY events_profile
          WHERE profile_pk = ?1 AND metric_pk = ?2",
     )?;
     let mut rows = stmt.query(params![profile_pk.0, metric])?;
-    let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        let properties: Option<String> = if filters.is_empty() {
-            None
-        } else {
-            Some(r.get(2)?)
-        };
+        let properties: Option<String> = r.get(2)?;
         push_matching(
             &mut out,
             filters,

@@ -1,6 +1,8 @@
 //! [`EngageReader`] over `engage.db`: one read connection of its own, whose prepared
 //! statements are cached across calls.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 
 use rusqlite::Connection;
@@ -14,13 +16,31 @@ use crate::reader::EngageReader;
 
 pub(crate) struct SqliteReader {
     conn: Connection,
+    /// Metric keys by id, as found: a metric's key never changes, and a follower asks for
+    /// the same few metrics for every profile it evaluates.
+    metric_keys: RefCell<HashMap<String, i64>>,
 }
 
 impl SqliteReader {
     pub(crate) fn open(path: &Path) -> EngageResult<SqliteReader> {
         Ok(SqliteReader {
             conn: super::open_connection(path, false)?,
+            metric_keys: RefCell::default(),
         })
+    }
+
+    /// The metric's key; `None` for a metric that does not exist (yet: not remembered).
+    fn metric_key(&self, metric_id: &str) -> EngageResult<Option<i64>> {
+        if let Some(&key) = self.metric_keys.borrow().get(metric_id) {
+            return Ok(Some(key));
+        }
+        let key = super::facts::metric_pk(&self.conn, metric_id)?;
+        if let Some(key) = key {
+            self.metric_keys
+                .borrow_mut()
+                .insert(metric_id.to_owned(), key);
+        }
+        Ok(key)
     }
 }
 
@@ -99,6 +119,9 @@ impl EngageReader for SqliteReader {
         metric_id: &str,
         filters: &[EventFilter],
     ) -> EngageResult<Vec<(i64, f64)>> {
-        super::facts::profile_events(&self.conn, key, metric_id, filters)
+        match self.metric_key(metric_id)? {
+            Some(metric) => super::facts::profile_events(&self.conn, key, metric, filters),
+            None => Ok(Vec::new()),
+        }
     }
 }
