@@ -11,7 +11,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::{json, Value};
 use signalbox_core::Clock;
-use signalbox_engage::facts::{EngageFacts, LiveEvents, MetricBulk, MetricSource, ProfileRecord};
+use signalbox_engage::facts::{
+    EngageFacts, EventMemory, LiveEvents, MetricBulk, MetricSource, ProfileRecord,
+};
 use signalbox_engage::feed::FeedCursor;
 use signalbox_engage::Engage;
 use signalbox_engage::{EngageReader, ProfileKey};
@@ -30,6 +32,9 @@ const FEED_LIMIT: usize = 2_000;
 const SCHEDULE_LIMIT: usize = 2_000;
 /// Profiles a backfill evaluates per step (one transaction).
 pub(crate) const BACKFILL_CHUNK: usize = 10_000;
+/// Events the worker keeps of the profiles it evaluates (about 16 bytes each), so that a
+/// busy profile's history is not read again for each of its events.
+const EVENT_MEMORY: usize = 4_000_000;
 /// Longest wait between looks at the clock (time-driven changes with a clock that is not
 /// wall time, and a read-only engage without a checkpoint watch).
 const MAX_WAIT: Duration = Duration::from_millis(200);
@@ -79,6 +84,8 @@ pub(crate) struct Worker {
     /// The store's membership and schedule, which only this worker writes.
     members: RefCell<Members>,
     dues: RefCell<Dues>,
+    /// Profiles' events, kept up to date from the feed.
+    events: RefCell<EventMemory>,
     /// A step failed and rolled back: `members` and `dues` are read again before the next.
     stale: bool,
 }
@@ -119,6 +126,7 @@ impl Worker {
             syncs: Vec::new(),
             members: RefCell::default(),
             dues: RefCell::default(),
+            events: RefCell::new(EventMemory::new(EVENT_MEMORY)),
             stale: true,
         })
     }
@@ -128,6 +136,7 @@ impl Worker {
         let segments = self.catalog.segs.iter().map(|seg| seg.pk);
         *self.members.get_mut() = Members::load(self.store.as_ref(), segments)?;
         *self.dues.get_mut() = Dues::load(self.store.as_ref())?;
+        *self.events.get_mut() = EventMemory::new(EVENT_MEMORY);
         self.stale = false;
         Ok(())
     }
@@ -272,6 +281,15 @@ impl Worker {
             let entry = work.entry(pk).or_insert_with(|| (BTreeSet::new(), trigger));
             entry.0.extend(segs.iter().copied());
         };
+        let mut memory = self.events.borrow_mut();
+        for event in &changes.events {
+            memory.observe(event);
+        }
+        for merge in &changes.merges {
+            memory.forget(merge.from_pk);
+            memory.forget(merge.to_pk);
+        }
+        drop(memory);
         for event in &changes.events {
             if let Some(segs) = self.catalog.by_metric.get(event.metric_id.as_str()) {
                 add(event.profile_pk.0, segs, "event");
@@ -450,7 +468,10 @@ impl Worker {
         };
         let lookup =
             |group: &str, profile: ProfileKey| catalog::lookup_member(&joined, ids, group, profile);
-        let live = LiveEvents::new(self.econn.as_ref(), ProfileKey(pk));
+        if record.is_none() {
+            self.events.borrow_mut().forget(ProfileKey(pk));
+        }
+        let live = LiveEvents::remembering(self.econn.as_ref(), ProfileKey(pk), &self.events);
         let ctx = EvalContext::default();
         let mut earliest: Option<Timestamp> = None;
         while let Some(i) = todo.pop_first() {

@@ -490,7 +490,8 @@ pub async fn metric_events_are_read_per_metric_and_per_profile(backend: Backend)
 
     let ada_events = reader
         .profile_metric_events(ada_key, &metric_id, &[])
-        .expect("read");
+        .expect("read")
+        .events;
     assert_eq!(values(&ada_events), [5.0, 10.0]);
     let mut times: Vec<i64> = ada_events.iter().map(|(t, _)| *t).collect();
     times.sort();
@@ -502,13 +503,35 @@ pub async fn metric_events_are_read_per_metric_and_per_profile(backend: Backend)
             &reader
                 .profile_metric_events(ada_key, &metric_id, &pro)
                 .expect("read")
+                .events
         ),
         [10.0]
     );
     assert!(reader
         .profile_metric_events(ada_key, "NOSUCH", &[])
         .expect("read")
+        .events
         .is_empty());
+    // The largest key among the profile's events of the metric, filtered out or not.
+    let last = reader
+        .profile_metric_events(ada_key, &metric_id, &[])
+        .expect("read")
+        .last_pk;
+    assert!(last > 0);
+    assert_eq!(
+        reader
+            .profile_metric_events(ada_key, &metric_id, &pro)
+            .expect("read")
+            .last_pk,
+        last
+    );
+    assert_eq!(
+        reader
+            .profile_metric_events(ada_key, "NOSUCH", &[])
+            .expect("read")
+            .last_pk,
+        0
+    );
 }
 
 /// A list's member count (what the API's `profile_count` and the console show, kept as

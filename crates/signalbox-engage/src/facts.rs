@@ -25,7 +25,6 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ops::Bound;
-use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use jiff::Timestamp;
@@ -267,13 +266,153 @@ fn bulk_key(metric_id: &str, filters: &[EventFilter]) -> BulkKey {
     (metric_id.to_owned(), format!("{filters:?}"))
 }
 
+/// One profile's events of a metric, as [`EngageReader::profile_metric_events`] reads them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProfileEvents {
+    /// `(time_us, value)` of those that pass the filters.
+    pub events: Vec<(i64, f64)>,
+    /// The largest event key among all the profile's events of the metric, filtered out or
+    /// not; 0 when it has none. Keys grow in the order events are applied, so an event of
+    /// the profile and metric with a larger key was not there when these were read.
+    pub last_pk: i64,
+}
+
+/// A follower's memory of profiles' events as conditions read them, kept up to date from the
+/// change feed instead of read again for each evaluation: a profile's events only grow,
+/// and reading all of a busy profile's events of a metric for every event it sends costs in
+/// proportion to its history. Every event the follower reads in the feed goes to
+/// [`EventMemory::observe`] before it evaluates; a merged or deleted profile is
+/// [`EventMemory::forget`]ten. It holds at most about `capacity` events: the profiles
+/// remembered first are forgotten first.
+pub struct EventMemory {
+    profiles: HashMap<ProfileKey, HashMap<BulkKey, Remembered>>,
+    order: std::collections::VecDeque<ProfileKey>,
+    capacity: usize,
+    /// Events held, over every profile.
+    held: usize,
+}
+
+struct Remembered {
+    metric_id: String,
+    filters: Vec<EventFilter>,
+    last_pk: i64,
+    /// In time order.
+    events: Arc<TimedValues>,
+}
+
+impl EventMemory {
+    pub fn new(capacity: usize) -> EventMemory {
+        EventMemory {
+            profiles: HashMap::new(),
+            order: std::collections::VecDeque::new(),
+            capacity: capacity.max(1),
+            held: 0,
+        }
+    }
+
+    /// A new event from the feed: added to what is remembered of its profile and metric,
+    /// unless it was there when that was read.
+    pub fn observe(&mut self, event: &crate::feed::FeedEvent) {
+        let Some(entries) = self.profiles.get_mut(&event.profile_pk) else {
+            return;
+        };
+        for remembered in entries.values_mut() {
+            if remembered.metric_id != event.metric_id.as_str() || event.pk <= remembered.last_pk {
+                continue;
+            }
+            remembered.last_pk = event.pk;
+            let mut matched = Vec::with_capacity(1);
+            let properties = (!remembered.filters.is_empty()).then_some(event.properties.as_str());
+            push_matching(
+                &mut matched,
+                &remembered.filters,
+                properties,
+                event.time_us,
+                event.value,
+            );
+            if let Some(timed) = matched.pop() {
+                let events = Arc::make_mut(&mut remembered.events);
+                let at = events.partition_point(|(time_us, _)| *time_us <= timed.0);
+                events.insert(at, timed);
+                self.held += 1;
+            }
+        }
+    }
+
+    /// Drops what is remembered of the profile (merged away, deleted, or given another's
+    /// events).
+    pub fn forget(&mut self, profile: ProfileKey) {
+        if self.drop_profile(profile) {
+            self.order.retain(|p| *p != profile);
+        }
+    }
+
+    fn drop_profile(&mut self, profile: ProfileKey) -> bool {
+        let Some(entries) = self.profiles.remove(&profile) else {
+            return false;
+        };
+        self.held -= entries.values().map(|r| r.events.len()).sum::<usize>();
+        true
+    }
+
+    /// Profiles remembered.
+    pub fn len(&self) -> usize {
+        self.profiles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.profiles.is_empty()
+    }
+
+    fn get(&self, profile: ProfileKey, key: &BulkKey) -> Option<Arc<TimedValues>> {
+        Some(Arc::clone(&self.profiles.get(&profile)?.get(key)?.events))
+    }
+
+    fn remember(
+        &mut self,
+        profile: ProfileKey,
+        key: BulkKey,
+        metric_id: &str,
+        filters: &[EventFilter],
+        read: &ProfileEvents,
+        events: Arc<TimedValues>,
+    ) {
+        while self.held + events.len() > self.capacity {
+            let Some(at) = self.order.iter().position(|p| *p != profile) else {
+                break;
+            };
+            if let Some(oldest) = self.order.remove(at) {
+                self.drop_profile(oldest);
+            }
+        }
+        if !self.profiles.contains_key(&profile) {
+            self.order.push_back(profile);
+        }
+        self.held += events.len();
+        let replaced = self.profiles.entry(profile).or_default().insert(
+            key,
+            Remembered {
+                metric_id: metric_id.to_owned(),
+                filters: filters.to_vec(),
+                last_pk: read.last_pk,
+                events,
+            },
+        );
+        if let Some(replaced) = replaced {
+            self.held -= replaced.events.len();
+        }
+    }
+}
+
 /// One profile's events, read per (metric, event filters) on first use and kept, so that
 /// several definitions (and [`signalbox_seglang::Definition::next_change_after`]'s probes)
-/// evaluated for the profile cost one query per metric.
+/// evaluated for the profile cost one query per metric; with an [`EventMemory`], kept
+/// across evaluations too.
 pub struct LiveEvents<'c> {
     reader: &'c dyn EngageReader,
     profile_pk: ProfileKey,
-    cache: RefCell<HashMap<BulkKey, Rc<TimedValues>>>,
+    cache: RefCell<HashMap<BulkKey, Arc<TimedValues>>>,
+    memory: Option<&'c RefCell<EventMemory>>,
 }
 
 impl<'c> LiveEvents<'c> {
@@ -282,28 +421,62 @@ impl<'c> LiveEvents<'c> {
             reader,
             profile_pk,
             cache: RefCell::new(HashMap::new()),
+            memory: None,
         }
     }
 
-    fn events(&self, metric_id: &str, filters: &[EventFilter]) -> Rc<Vec<(i64, f64)>> {
+    /// Reads through `memory`, which must have observed every event of the feed up to the
+    /// state being evaluated.
+    pub fn remembering(
+        reader: &'c dyn EngageReader,
+        profile_pk: ProfileKey,
+        memory: &'c RefCell<EventMemory>,
+    ) -> LiveEvents<'c> {
+        LiveEvents {
+            memory: Some(memory),
+            ..LiveEvents::new(reader, profile_pk)
+        }
+    }
+
+    fn events(&self, metric_id: &str, filters: &[EventFilter]) -> Arc<Vec<(i64, f64)>> {
         let key = bulk_key(metric_id, filters);
         if let Some(found) = self.cache.borrow().get(&key) {
-            return Rc::clone(found);
+            return Arc::clone(found);
         }
-        let mut events =
-            match self
-                .reader
-                .profile_metric_events(self.profile_pk, metric_id, filters)
-            {
-                Ok(events) => events,
-                Err(err) => {
-                    tracing::error!(error = %err, metric_id, "reading a profile's events failed");
-                    Vec::new()
-                }
-            };
+        if let Some(found) = self
+            .memory
+            .and_then(|memory| memory.borrow().get(self.profile_pk, &key))
+        {
+            self.cache.borrow_mut().insert(key, Arc::clone(&found));
+            return found;
+        }
+        let mut read = match self
+            .reader
+            .profile_metric_events(self.profile_pk, metric_id, filters)
+        {
+            Ok(read) => Some(read),
+            Err(err) => {
+                tracing::error!(error = %err, metric_id, "reading a profile's events failed");
+                None
+            }
+        };
+        let mut events = read
+            .as_mut()
+            .map(|read| std::mem::take(&mut read.events))
+            .unwrap_or_default();
         sort_by_time(&mut events);
-        let events = Rc::new(events);
-        self.cache.borrow_mut().insert(key, Rc::clone(&events));
+        let events = Arc::new(events);
+        if let (Some(memory), Some(read)) = (self.memory, &read) {
+            memory.borrow_mut().remember(
+                self.profile_pk,
+                key.clone(),
+                metric_id,
+                filters,
+                read,
+                Arc::clone(&events),
+            );
+        }
+        self.cache.borrow_mut().insert(key, Arc::clone(&events));
         events
     }
 }
@@ -571,5 +744,141 @@ mod tests {
                 assert_eq!(in_window(&events, &window), scanned, "{start:?}..{end:?}");
             }
         }
+    }
+
+    fn feed_event(
+        pk: i64,
+        profile: i64,
+        metric: &str,
+        time_s: i64,
+        plan: &str,
+    ) -> crate::feed::FeedEvent {
+        crate::feed::FeedEvent {
+            pk,
+            id: crate::model::EventId(format!("E{pk}")),
+            profile_pk: ProfileKey(profile),
+            metric_pk: 1,
+            metric_id: crate::model::MetricId(metric.to_owned()),
+            metric_name: metric.to_owned(),
+            integration: "api".to_owned(),
+            time_us: time_s * 1_000_000,
+            value: Some(pk as f64),
+            properties: format!(r#"{{"plan":"{plan}"}}"#),
+        }
+    }
+
+    fn remember(
+        memory: &mut EventMemory,
+        profile: i64,
+        metric: &str,
+        filters: &[EventFilter],
+        read: ProfileEvents,
+    ) {
+        let events = Arc::new(read.events.clone());
+        memory.remember(
+            ProfileKey(profile),
+            bulk_key(metric, filters),
+            metric,
+            filters,
+            &read,
+            events,
+        );
+    }
+
+    fn held(
+        memory: &EventMemory,
+        profile: i64,
+        metric: &str,
+        filters: &[EventFilter],
+    ) -> Option<Vec<(i64, f64)>> {
+        memory
+            .get(ProfileKey(profile), &bulk_key(metric, filters))
+            .map(|events| events.as_ref().clone())
+    }
+
+    /// A remembered read takes the feed's later events of its profile and metric, in time
+    /// order and through its filters, and never one it already had.
+    #[test]
+    fn remembered_events_take_the_feeds_later_events_once() {
+        let pro = [EventFilter {
+            property: "plan".to_owned(),
+            filter: signalbox_seglang::ast::ValueFilter::String {
+                operator: signalbox_seglang::ast::StringOperator::Equals,
+                value: "pro".to_owned(),
+            },
+        }];
+        let mut memory = EventMemory::new(1_000);
+        let read = ProfileEvents {
+            events: vec![(10_000_000, 1.0), (30_000_000, 3.0)],
+            last_pk: 7,
+        };
+        remember(&mut memory, 1, "M", &[], read);
+        remember(
+            &mut memory,
+            1,
+            "M",
+            &pro,
+            ProfileEvents {
+                events: vec![(30_000_000, 3.0)],
+                last_pk: 7,
+            },
+        );
+        // Already read (key at or below 7), another profile, another metric: nothing moves.
+        memory.observe(&feed_event(6, 1, "M", 20, "pro"));
+        memory.observe(&feed_event(7, 1, "M", 20, "pro"));
+        memory.observe(&feed_event(8, 2, "M", 20, "pro"));
+        memory.observe(&feed_event(9, 1, "N", 20, "pro"));
+        assert_eq!(
+            held(&memory, 1, "M", &[]).unwrap(),
+            [(10_000_000, 1.0), (30_000_000, 3.0)]
+        );
+        // New ones go in time order; the filtered read takes only those that pass.
+        memory.observe(&feed_event(10, 1, "M", 20, "pro"));
+        memory.observe(&feed_event(11, 1, "M", 40, "free"));
+        memory.observe(&feed_event(11, 1, "M", 40, "free"));
+        assert_eq!(
+            held(&memory, 1, "M", &[]).unwrap(),
+            [
+                (10_000_000, 1.0),
+                (20_000_000, 10.0),
+                (30_000_000, 3.0),
+                (40_000_000, 11.0)
+            ]
+        );
+        assert_eq!(
+            held(&memory, 1, "M", &pro).unwrap(),
+            [(20_000_000, 10.0), (30_000_000, 3.0)]
+        );
+        memory.forget(ProfileKey(1));
+        assert_eq!(held(&memory, 1, "M", &[]), None);
+        assert!(memory.is_empty());
+        assert_eq!(memory.held, 0);
+    }
+
+    /// Past its capacity in events, the memory forgets the profiles it remembered first.
+    #[test]
+    fn the_memory_forgets_the_oldest_profiles_past_its_capacity() {
+        let mut memory = EventMemory::new(5);
+        let two = || ProfileEvents {
+            events: vec![(1, 1.0), (2, 2.0)],
+            last_pk: 2,
+        };
+        remember(&mut memory, 1, "M", &[], two());
+        remember(&mut memory, 2, "M", &[], two());
+        assert_eq!(memory.len(), 2);
+        remember(&mut memory, 3, "M", &[], two());
+        assert_eq!(memory.len(), 2);
+        assert_eq!(held(&memory, 1, "M", &[]), None);
+        assert!(held(&memory, 2, "M", &[]).is_some());
+        assert!(held(&memory, 3, "M", &[]).is_some());
+        assert_eq!(memory.held, 4);
+        // A profile larger than the whole memory is still kept while it is evaluated.
+        let many = ProfileEvents {
+            events: (0..9).map(|i| (i, 0.0)).collect(),
+            last_pk: 9,
+        };
+        remember(&mut memory, 4, "M", &[], many);
+        assert_eq!(memory.len(), 1);
+        assert_eq!(memory.held, 9);
     }
 }

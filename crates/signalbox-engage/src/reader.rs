@@ -12,7 +12,7 @@
 use signalbox_seglang::EventFilter;
 
 use crate::error::EngageResult;
-use crate::facts::{EventsByProfile, ProfileRecord};
+use crate::facts::{EventsByProfile, ProfileEvents, ProfileRecord};
 use crate::feed::{Changes, FeedCursor, ListChange};
 use crate::model::{ProfileId, ProfileKey};
 
@@ -76,11 +76,12 @@ pub trait EngageReader: Send {
         filters: &[EventFilter],
     ) -> EngageResult<EventsByProfile>;
 
-    /// `(time_us, value)` of one profile's events of a metric that pass `filters`.
+    /// One profile's events of a metric that pass `filters`, and the largest key among all
+    /// its events of the metric.
     fn profile_metric_events(
         &self,
         key: ProfileKey,
         metric_id: &str,
         filters: &[EventFilter],
-    ) -> EngageResult<Vec<(i64, f64)>>;
+    ) -> EngageResult<ProfileEvents>;
 }

@@ -6,7 +6,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use signalbox_seglang::{ConsentView, EventFilter};
 
 use crate::error::EngageResult;
-use crate::facts::{push_matching, EventsByProfile, ProfileRecord, RawProfile, RecordBatch};
+use crate::facts::{
+    push_matching, EventsByProfile, ProfileEvents, ProfileRecord, RawProfile, RecordBatch,
+};
 use crate::lists::StoredConsent;
 use crate::model::ProfileKey;
 
@@ -178,40 +180,42 @@ pub(crate) fn metric_events_by_profile(
     Ok(out)
 }
 
-/// Every event of one metric (by its key) and profile that passes `filters`. Without
-/// filters the events' properties are not read.
+/// Every event of one metric (by its key) and profile that passes `filters`, and the largest
+/// key among all of them. Without filters the events' properties are not read.
 pub(crate) fn profile_events(
     conn: &Connection,
     profile_pk: ProfileKey,
     metric: i64,
     filters: &[EventFilter],
-) -> EngageResult<Vec<(i64, f64)>> {
-    let mut out = Vec::new();
+) -> EngageResult<ProfileEvents> {
+    let mut out = ProfileEvents::default();
     if filters.is_empty() {
         let mut stmt = conn.prepare_cached(
-            "SELECT time_us, value FROM events INDEXED BY events_profile
+            "SELECT pk, time_us, value FROM events INDEXED BY events_profile
              WHERE profile_pk = ?1 AND metric_pk = ?2",
         )?;
         let mut rows = stmt.query(params![profile_pk.0, metric])?;
         while let Some(r) = rows.next()? {
-            let value: Option<f64> = r.get(1)?;
-            out.push((r.get(0)?, value.unwrap_or(0.0)));
+            out.last_pk = out.last_pk.max(r.get(0)?);
+            let value: Option<f64> = r.get(2)?;
+            out.events.push((r.get(1)?, value.unwrap_or(0.0)));
         }
         return Ok(out);
     }
     let mut stmt = conn.prepare_cached(
-        "SELECT time_us, value, properties FROM events INDEXED BY events_profile
+        "SELECT pk, time_us, value, properties FROM events INDEXED BY events_profile
          WHERE profile_pk = ?1 AND metric_pk = ?2",
     )?;
     let mut rows = stmt.query(params![profile_pk.0, metric])?;
     while let Some(r) = rows.next()? {
-        let properties: Option<String> = r.get(2)?;
+        out.last_pk = out.last_pk.max(r.get(0)?);
+        let properties: Option<String> = r.get(3)?;
         push_matching(
-            &mut out,
+            &mut out.events,
             filters,
             properties.as_deref(),
-            r.get(0)?,
             r.get(1)?,
+            r.get(2)?,
         );
     }
     Ok(out)

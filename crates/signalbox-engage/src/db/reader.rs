@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use signalbox_seglang::EventFilter;
 
 use crate::error::EngageResult;
-use crate::facts::{EventsByProfile, ProfileRecord};
+use crate::facts::{EventsByProfile, ProfileEvents, ProfileRecord};
 use crate::feed::{Changes, FeedCursor, ListChange};
 use crate::model::{ProfileId, ProfileKey};
 use crate::reader::EngageReader;
@@ -118,10 +118,10 @@ impl EngageReader for SqliteReader {
         key: ProfileKey,
         metric_id: &str,
         filters: &[EventFilter],
-    ) -> EngageResult<Vec<(i64, f64)>> {
+    ) -> EngageResult<ProfileEvents> {
         match self.metric_key(metric_id)? {
             Some(metric) => super::facts::profile_events(&self.conn, key, metric, filters),
-            None => Ok(Vec::new()),
+            None => Ok(ProfileEvents::default()),
         }
     }
 }

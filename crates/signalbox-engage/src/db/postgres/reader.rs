@@ -11,7 +11,9 @@ use tokio_postgres::{IsolationLevel, Row};
 use super::queries::lists::{consent_row, CONSENT_COLUMNS};
 use super::queries::{limit_of, pg, row_one, row_opt, rows, PgDb};
 use crate::error::EngageResult;
-use crate::facts::{push_matching, EventsByProfile, ProfileRecord, RawProfile, RecordBatch};
+use crate::facts::{
+    push_matching, EventsByProfile, ProfileEvents, ProfileRecord, RawProfile, RecordBatch,
+};
 use crate::feed::{
     self, feed_event_id, Changes, FeedCursor, FeedEvent, FeedParts, ListChange, Merge,
 };
@@ -290,15 +292,16 @@ async fn metric_events(
     Ok(out)
 }
 
-/// Every event of one metric and profile that passes `filters`.
+/// Every event of one metric and profile that passes `filters`, and the largest key among
+/// all of them.
 async fn profile_metric_events(
     c: &impl GenericClient,
     key: ProfileKey,
     metric_id: &str,
     filters: &[EventFilter],
-) -> EngageResult<Vec<(i64, f64)>> {
+) -> EngageResult<ProfileEvents> {
     let Some(metric) = metric_pk(c, metric_id).await? else {
-        return Ok(Vec::new());
+        return Ok(ProfileEvents::default());
     };
     let properties = if filters.is_empty() {
         "NULL::TEXT"
@@ -306,11 +309,13 @@ async fn profile_metric_events(
         "properties"
     };
     let sql = format!(
-        "SELECT time_us, value, {properties} FROM events WHERE profile_pk = $1 AND metric_pk = $2"
+        "SELECT time_us, value, {properties}, pk FROM events
+         WHERE profile_pk = $1 AND metric_pk = $2"
     );
-    let mut out = Vec::new();
+    let mut out = ProfileEvents::default();
     for r in rows(c, &sql, &[&key.0, &metric]).await? {
-        push_matching(&mut out, filters, r.get(2), r.get(0), r.get(1));
+        out.last_pk = out.last_pk.max(r.get(3));
+        push_matching(&mut out.events, filters, r.get(2), r.get(0), r.get(1));
     }
     Ok(out)
 }
@@ -436,7 +441,7 @@ impl EngageReader for PgReader {
         key: ProfileKey,
         metric_id: &str,
         filters: &[EventFilter],
-    ) -> EngageResult<Vec<(i64, f64)>> {
+    ) -> EngageResult<ProfileEvents> {
         self.db
             .run(|c| async move { profile_metric_events(&c, key, metric_id, filters).await })
     }

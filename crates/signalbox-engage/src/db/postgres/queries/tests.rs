@@ -863,7 +863,7 @@ fn compare_readers(
         for metric in metrics {
             for filters in filters() {
                 let sorted = |r: &dyn EngageReader| {
-                    let mut events = r.profile_metric_events(key, metric, &filters)?;
+                    let mut events = r.profile_metric_events(key, metric, &filters)?.events;
                     events.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
                     Ok(events)
                 };
