@@ -224,7 +224,7 @@ async fn measure(
     )
     .await?;
     let started = Instant::now();
-    let running = probes.start(started);
+    let mut running = probes.start(started);
     let backlog = Backlog::start(observer.clone());
     let stats = load::open_loop(
         &target,
@@ -240,7 +240,7 @@ async fn measure(
     )
     .await;
     let load_secs = started.elapsed().as_secs_f64();
-    running.stop_sending();
+    running.stop_sending().await;
 
     // Everything settles.
     let last = observer.last_seq().await?;
@@ -705,7 +705,8 @@ struct Probes {
 struct RunningProbes {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
-    sender: tokio::task::JoinHandle<()>,
+    /// `None` once it has stopped.
+    sender: Option<tokio::task::JoinHandle<()>>,
     watchers: Vec<tokio::task::JoinHandle<anyhow::Result<StageFigures>>>,
 }
 
@@ -774,7 +775,7 @@ impl Probes {
         RunningProbes {
             stop,
             sent,
-            sender,
+            sender: Some(sender),
             watchers,
         }
     }
@@ -847,13 +848,17 @@ enum Stage {
 }
 
 impl RunningProbes {
-    fn stop_sending(&self) {
+    /// Stops the probes and returns once the last one sent is acknowledged (or failed), so
+    /// that the log's end read after this includes it.
+    async fn stop_sending(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(sender) = self.sender.take() {
+            sender.await.ok();
+        }
     }
 
-    async fn finish(self) -> anyhow::Result<StageResults> {
-        self.stop_sending();
-        self.sender.await.ok();
+    async fn finish(mut self) -> anyhow::Result<StageResults> {
+        self.stop_sending().await;
         let mut figures = Vec::new();
         for watcher in self.watchers {
             figures.push(watcher.await.context("a probe watcher panicked")??);
