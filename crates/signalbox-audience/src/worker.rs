@@ -249,7 +249,8 @@ impl Worker {
     }
 
     /// With no segments there is nothing to keep up to date: the cursor skips to the end
-    /// (a segment created later is backfilled). True if it moved.
+    /// (a segment created later is backfilled), and the events remembered are forgotten, as
+    /// the skipped ones never reach them. True if it moved.
     fn skip_to_end(&mut self) -> AudienceResult<bool> {
         let end = self.econn.end_cursor()?;
         if end == self.cursor {
@@ -257,6 +258,7 @@ impl Worker {
         }
         self.save_cursor(&end)?;
         self.cursor = end;
+        *self.events.get_mut() = EventMemory::new(EVENT_MEMORY);
         Ok(true)
     }
 

@@ -274,3 +274,41 @@ async fn the_worker_yields_to_requests() {
     }
     assert!(workers >= 1, "no audience worker thread found");
 }
+
+/// With no segment the worker skips engage's feed; what it remembered of a profile's events
+/// before must not stand in for the events it skipped once a segment exists again.
+#[tokio::test]
+async fn events_sent_while_no_segment_exists_count_once_segments_return() {
+    let mut app = TestApp::start().await;
+    app.identify(json!({"userId": "ann", "traits": {"email": "ann@example.com"}}))
+        .await;
+    app.track(json!({"userId": "ann", "event": "Viewed"})).await;
+    app.settle().await;
+    let viewed = app.metric_id("Viewed").await;
+    let first = app
+        .segment(
+            "viewed three times",
+            one(metric(&viewed, "greater-than-or-equal", 3.0, alltime())),
+        )
+        .await;
+    // Evaluated live once, so the worker remembers ann's two events.
+    app.track(json!({"userId": "ann", "event": "Viewed"})).await;
+    app.settle().await;
+    assert!(app.emails(&first).await.is_empty());
+    app.audience.delete_segment(&first.id).await.unwrap();
+
+    for _ in 0..2 {
+        app.track(json!({"userId": "ann", "event": "Viewed"})).await;
+    }
+    app.settle().await;
+    let five = app
+        .segment(
+            "viewed five times",
+            one(metric(&viewed, "greater-than-or-equal", 5.0, alltime())),
+        )
+        .await;
+    assert!(app.emails(&five).await.is_empty(), "four so far");
+    app.track(json!({"userId": "ann", "event": "Viewed"})).await;
+    app.settle().await;
+    assert_eq!(app.emails(&five).await, set(&["ann@example.com"]));
+}
