@@ -47,10 +47,16 @@ pub struct EngageConfig {
     /// How long a synchronous API write waits for the pipeline before answering
     /// [`EngageError::Unavailable`].
     pub apply_timeout: Duration,
+    /// The applier's page cache in `engage.db` (embedded only): the index pages its lookups
+    /// and inserts walk. Read connections keep a small cache each beside it.
+    pub cache_bytes: u64,
     /// Planned failures, for tests of quarantine: the entries it names fail to apply.
     #[doc(hidden)]
     pub fault: Option<EntryFault>,
 }
+
+/// [`EngageConfig::cache_bytes`] unless told otherwise.
+pub const DEFAULT_ENGAGE_CACHE_BYTES: u64 = 120 << 20;
 
 /// The default hold window: 7 days.
 pub const DEFAULT_HOLD_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 7);
@@ -68,6 +74,7 @@ impl EngageConfig {
             batch_size: 4_000,
             poll_interval: Duration::from_millis(20),
             apply_timeout: Duration::from_secs(10),
+            cache_bytes: DEFAULT_ENGAGE_CACHE_BYTES,
             fault: None,
         }
     }
@@ -111,13 +118,18 @@ impl Engage {
     ) -> EngageResult<Engage> {
         let hold_window = config.hold_window;
         let fault = config.fault.clone();
+        let cache_bytes = config.cache_bytes;
         match config.database.clone() {
             None => {
                 let path = config.path.clone();
                 let (applier, lock) = tokio::task::spawn_blocking(move || {
                     let lock = pipeline::take_lock(&path)?;
                     let mut applier = pipeline::open_behind_requests(|| {
-                        Applier::open(db::open_store(&path)?, Some(&path), hold_window)
+                        Applier::open(
+                            db::open_store(&path, cache_bytes)?,
+                            Some(&path),
+                            hold_window,
+                        )
                     })?;
                     applier.set_fault(fault);
                     Ok::<_, EngageError>((applier, lock))
@@ -932,7 +944,8 @@ pub async fn rebuild_with_fault(
         let fresh = sibling(&path, "rebuild");
         db::remove(&fresh)?;
         let done = {
-            let mut applier = Applier::open(db::open_store(&fresh)?, Some(&fresh), hold_window)?;
+            let writer = db::open_store(&fresh, DEFAULT_ENGAGE_CACHE_BYTES)?;
+            let mut applier = Applier::open(writer, Some(&fresh), hold_window)?;
             applier.set_fault(fault);
             let done = pipeline::apply_all(&mut applier, &store, &runtime, 4_000, progress)?;
             applier.expire_holds(now.as_microsecond())?;

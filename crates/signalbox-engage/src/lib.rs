@@ -71,7 +71,8 @@ pub use apply::BatchReport;
 pub use apply::EntryFault;
 pub use db::to_postgres::{lock_writer, migrate_to_postgres, WriterLock};
 pub use engine::{
-    rebuild, rebuild_postgres, rebuild_with_fault, Engage, EngageConfig, DEFAULT_HOLD_WINDOW,
+    rebuild, rebuild_postgres, rebuild_with_fault, Engage, EngageConfig,
+    DEFAULT_ENGAGE_CACHE_BYTES, DEFAULT_HOLD_WINDOW,
 };
 pub use error::{EngageError, EngageResult};
 pub use lists::{

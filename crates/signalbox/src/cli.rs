@@ -622,6 +622,12 @@ pub struct ServeArgs {
         default_value = "64MiB"
     )]
     pub max_body_bytes_in_flight: String,
+    /// Memory the embedded stores keep for page caches and write buffers (e.g. `160MiB`,
+    /// `1GiB`): a quarter goes to the call log (its writer's page cache and its dedupe
+    /// index), the rest to engage's applier. More keeps more of a large store's indexes in
+    /// memory; the segment and flow stores keep 16 MiB each beside it.
+    #[arg(long, env = "SIGNALBOX_CACHE_SIZE", default_value = "160MiB")]
+    pub cache_size: String,
     /// Concurrent streams on one HTTP/2 connection.
     #[arg(long, env = "SIGNALBOX_HTTP2_MAX_STREAMS", default_value_t = 100)]
     pub http2_max_streams: u32,

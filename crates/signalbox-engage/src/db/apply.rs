@@ -29,9 +29,16 @@ pub(crate) struct SqliteWriter {
 }
 
 impl SqliteWriter {
-    /// Opens (creating and migrating) the file for writing.
+    /// Opens (creating and migrating) the file for writing, with the default page cache.
+    #[cfg(test)]
     pub(crate) fn open(path: &Path) -> EngageResult<SqliteWriter> {
-        let conn = super::open_writer(path)?;
+        SqliteWriter::open_with_cache(path, crate::DEFAULT_ENGAGE_CACHE_BYTES)
+    }
+
+    /// Opens (creating and migrating) the file for writing, with a page cache of
+    /// `cache_bytes`.
+    pub(crate) fn open_with_cache(path: &Path, cache_bytes: u64) -> EngageResult<SqliteWriter> {
+        let conn = super::open_writer(path, cache_bytes)?;
         conn.set_prepared_statement_cache_capacity(64);
         let checkpointer = match Checkpointer::start(path, "engage-checkpoint") {
             Ok(checkpointer) => Some(checkpointer),

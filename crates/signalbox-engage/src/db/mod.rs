@@ -34,9 +34,10 @@ impl From<rusqlite::Error> for EngageError {
     }
 }
 
-/// The applier's storage of the file at `path` (created and migrated).
-pub(crate) fn open_store(path: &Path) -> EngageResult<apply::SqliteWriter> {
-    apply::SqliteWriter::open(path)
+/// The applier's storage of the file at `path` (created and migrated), with a page cache of
+/// `cache_bytes`.
+pub(crate) fn open_store(path: &Path, cache_bytes: u64) -> EngageResult<apply::SqliteWriter> {
+    apply::SqliteWriter::open_with_cache(path, cache_bytes)
 }
 
 /// The queries of the file at `path`.
@@ -46,7 +47,7 @@ pub(crate) fn open_queries(path: &Path) -> Arc<dyn EngageQueries> {
 
 /// Creates and migrates the file at `path`, if needed.
 pub(crate) fn create(path: &Path) -> EngageResult<()> {
-    open_writer(path).map(drop)
+    open_writer(path, READER_CACHE_BYTES).map(drop)
 }
 
 /// Moves the state rebuilt at `fresh` into place at `path`, replacing what was there.
@@ -86,6 +87,10 @@ fn absent_is_fine(path: &Path, removed: std::io::Result<()>) -> EngageResult<()>
 
 /// Read connections kept for reuse at most.
 const POOL: usize = 8;
+/// A read connection's page cache. Reads go through it and the operating system's page
+/// cache (the file is not memory-mapped: mapped pages count in the process's resident
+/// memory, and the applier's lookups over a growing file mapped hundreds of MiB).
+const READER_CACHE_BYTES: u64 = 2 << 20;
 
 pub(crate) fn open_connection(path: &Path, create: bool) -> EngageResult<Connection> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -97,17 +102,24 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> EngageResult<Connect
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
-         PRAGMA cache_size = -8192;
          PRAGMA temp_store = MEMORY;
          PRAGMA wal_autocheckpoint = 8192;
-         PRAGMA mmap_size = 1073741824;
+         PRAGMA mmap_size = 0;
          PRAGMA journal_size_limit = 67108864;",
     )?;
+    set_cache_bytes(&conn, READER_CACHE_BYTES)?;
     Ok(conn)
 }
 
-/// Opens (creating and migrating) the file for writing.
-pub(crate) fn open_writer(path: &Path) -> EngageResult<Connection> {
+/// A connection's page cache, in bytes (SQLite takes a negative size in KiB).
+fn set_cache_bytes(conn: &Connection, bytes: u64) -> EngageResult<()> {
+    let kib = i64::try_from(bytes / 1024).unwrap_or(i64::MAX).max(256);
+    conn.pragma_update(None, "cache_size", -kib)?;
+    Ok(())
+}
+
+/// Opens (creating and migrating) the file for writing, with a page cache of `cache_bytes`.
+pub(crate) fn open_writer(path: &Path, cache_bytes: u64) -> EngageResult<Connection> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
             EngageError::Internal(format!("cannot create {}: {e}", parent.display()))
@@ -115,8 +127,8 @@ pub(crate) fn open_writer(path: &Path) -> EngageResult<Connection> {
     }
     let mut conn = open_connection(path, true)?;
     // The writer's random index writes want the working set cached; readers (up to `POOL`)
-    // read through the memory map and keep small caches, so memory stays flat.
-    conn.execute_batch("PRAGMA cache_size = -131072;")?;
+    // keep small caches, so memory stays flat.
+    set_cache_bytes(&conn, cache_bytes)?;
     schema::migrate(&mut conn)?;
     Ok(conn)
 }
@@ -152,5 +164,29 @@ impl Readers {
             pool.push(conn);
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pragma(conn: &Connection, name: &str) -> i64 {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// The applier keeps the page cache it is given, read connections a small one, and no
+    /// connection maps the file (mapped pages would count in the server's resident memory).
+    #[test]
+    fn connections_keep_the_caches_they_are_given_and_map_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engage.db");
+        let writer = open_writer(&path, 96 << 20).unwrap();
+        assert_eq!(pragma(&writer, "cache_size"), -(96 << 10));
+        assert_eq!(pragma(&writer, "mmap_size"), 0);
+        let reader = open_connection(&path, false).unwrap();
+        assert_eq!(pragma(&reader, "cache_size"), -(2 << 10));
+        assert_eq!(pragma(&reader, "mmap_size"), 0);
     }
 }

@@ -163,6 +163,7 @@ fn open_store(dir: &TempDir, options: &TestOptions) -> Arc<SqliteStore> {
             dedupe_window: options.dedupe_window,
             queue_capacity: options.queue_capacity,
             writer: true,
+            ..SqliteOptions::default()
         },
     )
     .expect("open store");

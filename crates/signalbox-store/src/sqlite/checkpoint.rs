@@ -92,7 +92,7 @@ mod tests {
     fn every_commit_is_in_the_file_once_the_writer_stops() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.db");
-        let conn = super::super::open_writer_connection(&path).unwrap();
+        let conn = super::super::open_writer_connection(&path, 16 << 20).unwrap();
         conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
         let checkpointer = Checkpointer::start(&path, "test-checkpoint").unwrap();
         for v in 0..50 {

@@ -28,16 +28,35 @@ const META: &str = "meta";
 const BUCKET_PREFIX: &str = "ids-";
 /// Narrowest bucket, so that tiny windows do not create a keyspace per request.
 const MIN_BUCKET_US: i64 = 1_000_000;
-/// Block cache shared by every bucket.
-const CACHE_BYTES: u64 = 32 << 20;
-/// One bucket's memtable (at most about six buckets are live at once).
-const MEMTABLE_BYTES: u64 = 32 << 20;
+/// The smallest block cache and memtable the index is given, whatever the budget.
+const MIN_BUFFER_BYTES: u64 = 1 << 20;
 /// Tables the first level collects before they are merged into the next.
 const L0_TABLES: u8 = 8;
 /// Journal kept before memtables are forced out.
 const JOURNAL_BYTES: u64 = 256 << 20;
 
 pub(crate) type IndexResult<T> = Result<T, fjall::Error>;
+
+/// The memory the index keeps: a block cache shared by every bucket (filter and index
+/// partitions, data blocks), and the memtable a bucket fills before it is flushed. Ids arrive
+/// in time order, so only the newest bucket's memtable fills; a full one waits for its flush
+/// beside the next, and in memory a memtable takes about two and a half times its nominal
+/// size (the skip list's nodes and the keys' own allocations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexMemory {
+    pub(crate) cache_bytes: u64,
+    pub(crate) memtable_bytes: u64,
+}
+
+impl IndexMemory {
+    /// The index's share of the log's memory budget: half its block cache, half its memtable.
+    pub(crate) fn from_budget(bytes: u64) -> IndexMemory {
+        IndexMemory {
+            cache_bytes: (bytes / 2).max(MIN_BUFFER_BYTES),
+            memtable_bytes: (bytes / 2).max(MIN_BUFFER_BYTES),
+        }
+    }
+}
 
 /// The key of one stored call: the source's id and the message id. Segment deduplicates per
 /// source, so one source's ids never make another's calls repeats. The source id is decimal
@@ -61,10 +80,15 @@ pub(crate) struct DedupeIndex {
     buckets: Vec<Bucket>,
     width_us: i64,
     window_us: i64,
+    memtable_bytes: u64,
 }
 
 impl DedupeIndex {
-    pub(crate) fn open(dir: &Path, window: SignedDuration) -> IndexResult<DedupeIndex> {
+    pub(crate) fn open(
+        dir: &Path,
+        window: SignedDuration,
+        memory: IndexMemory,
+    ) -> IndexResult<DedupeIndex> {
         let window_us = i64::try_from(window.as_micros()).unwrap_or(i64::MAX).max(0);
         let width_us = (window_us / 4).max(MIN_BUCKET_US);
         // The journal is left in the process's buffer rather than written out per batch: the
@@ -79,7 +103,7 @@ impl DedupeIndex {
                 super::open_or_remake(dir, "dedupe", || {
                     Database::builder(dir)
                         .manual_journal_persist(true)
-                        .cache_size(CACHE_BYTES)
+                        .cache_size(memory.cache_bytes)
                         .max_journaling_size(JOURNAL_BYTES)
                         .open()
                 })
@@ -95,7 +119,7 @@ impl DedupeIndex {
             let Some((width, index)) = parse_bucket_name(name) else {
                 continue;
             };
-            let keyspace = db.keyspace(name, bucket_options)?;
+            let keyspace = db.keyspace(name, || bucket_options(memory.memtable_bytes))?;
             buckets.push(Bucket {
                 start: index.saturating_mul(width),
                 end: index.saturating_add(1).saturating_mul(width),
@@ -121,6 +145,7 @@ impl DedupeIndex {
             buckets,
             width_us,
             window_us,
+            memtable_bytes: memory.memtable_bytes,
         })
     }
 
@@ -203,7 +228,8 @@ impl DedupeIndex {
             return Ok(b.keyspace.clone());
         }
         let name = format!("{BUCKET_PREFIX}{}-{index}", self.width_us);
-        let keyspace = self.db.keyspace(&name, bucket_options)?;
+        let memtable_bytes = self.memtable_bytes;
+        let keyspace = self.db.keyspace(&name, || bucket_options(memtable_bytes))?;
         let pos = self.buckets.partition_point(|b| b.start <= start);
         self.buckets.insert(
             pos,
@@ -228,9 +254,9 @@ impl DedupeIndex {
 /// memory per id in the window, which grew the heap for as long as the window filled. Whole
 /// filters on levels that are not pinned were worse for random ids: a lookup read a table's
 /// whole filter through the cache.
-fn bucket_options() -> KeyspaceCreateOptions {
+fn bucket_options(memtable_bytes: u64) -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default()
-        .max_memtable_size(MEMTABLE_BYTES)
+        .max_memtable_size(memtable_bytes)
         .data_block_compression_policy(fjall::config::CompressionPolicy::disabled())
         .filter_block_partitioning_policy(fjall::config::PinningPolicy::all(true))
         .index_block_partitioning_policy(fjall::config::PinningPolicy::all(true))
@@ -252,13 +278,17 @@ mod tests {
     use super::*;
 
     const HOUR_US: i64 = 3_600_000_000;
+    const TEST_MEMORY: IndexMemory = IndexMemory {
+        cache_bytes: 1 << 20,
+        memtable_bytes: 1 << 20,
+    };
 
     #[test]
     fn ids_are_seen_inside_the_window_and_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let window = SignedDuration::from_hours(1);
         {
-            let mut index = DedupeIndex::open(dir.path(), window).unwrap();
+            let mut index = DedupeIndex::open(dir.path(), window, TEST_MEMORY).unwrap();
             assert_eq!(index.indexed_seq().unwrap(), 0);
             index
                 .record([("a", HOUR_US), ("b", HOUR_US + 5)], 2)
@@ -266,7 +296,7 @@ mod tests {
             assert!(index.seen("a", HOUR_US + 10).unwrap());
             assert!(!index.seen("c", HOUR_US + 10).unwrap());
         }
-        let mut index = DedupeIndex::open(dir.path(), window).unwrap();
+        let mut index = DedupeIndex::open(dir.path(), window, TEST_MEMORY).unwrap();
         assert_eq!(index.indexed_seq().unwrap(), 2);
         assert!(index.seen("b", 2 * HOUR_US).unwrap());
         assert!(!index.seen("a", 2 * HOUR_US + 1).unwrap());
@@ -301,7 +331,8 @@ mod tests {
     #[test]
     fn the_index_threads_run_behind_the_writer() {
         let dir = tempfile::tempdir().unwrap();
-        let _index = DedupeIndex::open(dir.path(), SignedDuration::from_hours(1)).unwrap();
+        let _index =
+            DedupeIndex::open(dir.path(), SignedDuration::from_hours(1), TEST_MEMORY).unwrap();
         let nices = nice_of_threads("fjall:worker");
         assert!(!nices.is_empty());
         assert!(nices.iter().all(|&nice| nice >= 9), "{nices:?}");

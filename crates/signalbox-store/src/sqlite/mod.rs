@@ -45,7 +45,14 @@ pub struct SqliteOptions {
     /// Whether this process runs the writer (the server does; a CLI command that only reads
     /// or edits sources does not need one).
     pub writer: bool,
+    /// Memory the writer keeps for caches and write buffers: a third is its page cache (the
+    /// B-tree pages each insert walks), a third the dedupe index's block cache and a third the
+    /// memtable the index fills before it writes a table (see `dedupe::IndexMemory`).
+    pub cache_bytes: u64,
 }
+
+/// [`SqliteOptions::cache_bytes`] unless told otherwise.
+pub const DEFAULT_LOG_CACHE_BYTES: u64 = 40 << 20;
 
 impl Default for SqliteOptions {
     fn default() -> Self {
@@ -53,6 +60,7 @@ impl Default for SqliteOptions {
             dedupe_window: SignedDuration::from_hours(24),
             queue_capacity: 512,
             writer: true,
+            cache_bytes: DEFAULT_LOG_CACHE_BYTES,
         }
     }
 }
@@ -71,7 +79,7 @@ impl SqliteStore {
     /// Opens (creating and migrating) the database file at `path`.
     pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> StoreResult<SqliteStore> {
         let path = path.as_ref().to_path_buf();
-        let mut conn = open_writer_connection(&path)?;
+        let mut conn = open_writer_connection(&path, options.cache_bytes / 3)?;
         schema::migrate(&mut conn).map_err(|err| match err {
             schema::MigrateError::TooNew { found, known } => StoreError::SchemaTooNew {
                 component: "call log".into(),
@@ -83,10 +91,16 @@ impl SqliteStore {
         let writer_groups = Arc::new(GroupCounter::default());
         let (writer_tx, writer_thread) = if options.writer {
             let (tx, rx) = mpsc::channel(options.queue_capacity);
-            let writer = Writer::new(conn, options.dedupe_window, &dedupe_dir(&path))?
-                .with_checkpointer(Checkpointer::start(&path, "log-checkpoint")?)
-                .with_index_thread(index_thread::IndexThread::start()?)
-                .with_group_counter(Arc::clone(&writer_groups));
+            let index_memory = dedupe::IndexMemory::from_budget(options.cache_bytes / 3 * 2);
+            let writer = Writer::new(
+                conn,
+                options.dedupe_window,
+                &dedupe_dir(&path),
+                index_memory,
+            )?
+            .with_checkpointer(Checkpointer::start(&path, "log-checkpoint")?)
+            .with_index_thread(index_thread::IndexThread::start()?)
+            .with_group_counter(Arc::clone(&writer_groups));
             let handle = std::thread::Builder::new()
                 .name("signalbox-writer".into())
                 .spawn(move || writer.run(rx))
@@ -190,13 +204,14 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
 /// background checkpointer copies well before; this bounds the file if it falls behind.
 const WAL_CHECKPOINT_BYTES: i64 = 64 << 20;
 
-/// The writer's connection: like the others, with a larger page cache for the B-tree pages
-/// each insert walks. The others mostly read the log in order, which the memory map serves
-/// from the operating system's page cache; a small cache each keeps the process's own memory
-/// flat however many of them the pool holds.
-fn open_writer_connection(path: &Path) -> StoreResult<Connection> {
+/// The writer's connection: like the others, with a larger page cache (`cache_bytes`) for the
+/// B-tree pages each insert walks. The others mostly read the log in order, which the memory
+/// map serves from the operating system's page cache; a small cache each keeps the process's
+/// own memory flat however many of them the pool holds.
+fn open_writer_connection(path: &Path, cache_bytes: u64) -> StoreResult<Connection> {
     let conn = open_connection(path)?;
-    conn.execute_batch("PRAGMA cache_size = -32768;")
+    // A negative cache size is in KiB.
+    conn.pragma_update(None, "cache_size", -((cache_bytes / 1024).max(1024) as i64))
         .map_err(internal)?;
     let page: i64 = conn
         .query_row("PRAGMA page_size", [], |r| r.get(0))
@@ -821,5 +836,22 @@ impl Store for SqliteStore {
 
     fn writer_groups(&self) -> GroupCount {
         self.writer_groups.read()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer's page cache is its third of the log's budget.
+    #[test]
+    fn the_writer_keeps_its_share_of_the_cache_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signalbox.db");
+        let conn = open_writer_connection(&path, DEFAULT_LOG_CACHE_BYTES / 3).unwrap();
+        let cache: i64 = conn
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(cache, -((DEFAULT_LOG_CACHE_BYTES / 3 / 1024) as i64));
     }
 }

@@ -16,7 +16,7 @@ use signalbox_core::{NewCall, Rejection, SourceId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Checkpointer;
-use super::dedupe::{self, DedupeIndex};
+use super::dedupe::{self, DedupeIndex, IndexMemory};
 use super::index_thread::IndexThread;
 use crate::{AppendOutcome, GroupCounter, StoreError, StoreResult};
 
@@ -41,6 +41,8 @@ pub(crate) struct Writer {
     /// pass.
     index: Option<DedupeIndex>,
     index_dir: PathBuf,
+    /// The index's cache and memtable, kept for when it is opened again.
+    index_memory: IndexMemory,
     window: SignedDuration,
     /// Since when a write of the index failed and it was not opened again since. A failed
     /// journal flush (a full disk) poisons the index's database for as long as it is open.
@@ -75,12 +77,15 @@ impl Writer {
         conn: Connection,
         dedupe_window: SignedDuration,
         index_dir: &Path,
+        index_memory: IndexMemory,
     ) -> StoreResult<Writer> {
-        let index = DedupeIndex::open(index_dir, dedupe_window).map_err(index_error)?;
+        let index =
+            DedupeIndex::open(index_dir, dedupe_window, index_memory).map_err(index_error)?;
         let mut writer = Writer {
             conn,
             index: Some(index),
             index_dir: index_dir.to_path_buf(),
+            index_memory,
             window: dedupe_window,
             index_broken: None,
             last_reopen: None,
@@ -167,7 +172,7 @@ impl Writer {
         }
         self.in_flight.clear();
         self.index = None;
-        match DedupeIndex::open(&self.index_dir, self.window) {
+        match DedupeIndex::open(&self.index_dir, self.window, self.index_memory) {
             Ok(index) => self.index = Some(index),
             Err(err) => {
                 tracing::warn!(error = %err, "the dedupe index does not open again yet");
@@ -572,7 +577,13 @@ mod tests {
     fn writer(dir: &Path, window: SignedDuration) -> Writer {
         let mut conn = Connection::open(dir.join("signalbox.db")).unwrap();
         super::super::schema::migrate(&mut conn).unwrap();
-        Writer::new(conn, window, &dir.join("signalbox.db-dedupe")).unwrap()
+        Writer::new(
+            conn,
+            window,
+            &dir.join("signalbox.db-dedupe"),
+            IndexMemory::from_budget(2 << 20),
+        )
+        .unwrap()
     }
 
     fn call(id: &str, received_at: Timestamp) -> NewCall {

@@ -41,10 +41,12 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let backend = Backend::choose(global)?;
     let mail_settings = mail_settings(&args)?;
     let retain_log = parse_retain_log(&args.retain_log)?;
+    let caches = StoreCaches::split(parse_size(&args.cache_size, "--cache-size")? as u64);
     let options = SqliteOptions {
         dedupe_window: parse_duration(&args.dedupe_window, "--dedupe-window")?,
         queue_capacity: args.queue_capacity.max(1),
         writer: true,
+        cache_bytes: caches.log,
     };
     let sqlite: Arc<dyn Store> = backend.open_log(options).await?;
     let (write_key, created) = default_write_key(sqlite.as_ref()).await?;
@@ -57,6 +59,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     // The engage pipeline derives profiles, metrics and events from the log.
     let mut engage_config = backend.engage_config();
     engage_config.hold_window = parse_duration(&args.hold_window, "--hold-window")?;
+    engage_config.cache_bytes = caches.engage;
     if let Some(text) = args.test_fail_entries_containing.clone() {
         tracing::warn!("entries containing the test marker fail to apply");
         engage_config.fault = Some(EntryFault(Arc::new(move |entry: &StoredCall| {
@@ -262,6 +265,25 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The server's settings from the flags, checked.
+/// `--cache-size` shared out: a quarter to the call log, the rest to engage's applier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StoreCaches {
+    log: u64,
+    engage: u64,
+}
+
+impl StoreCaches {
+    /// The smallest share either store is given, whatever `--cache-size` says.
+    const MIN_SHARE: u64 = 4 << 20;
+
+    fn split(bytes: u64) -> StoreCaches {
+        StoreCaches {
+            log: (bytes / 4).max(Self::MIN_SHARE),
+            engage: (bytes - bytes / 4).max(Self::MIN_SHARE),
+        }
+    }
+}
+
 fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     Ok(ServerConfig {
         limits: Limits::default(),
@@ -360,5 +382,38 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutdown requested; draining");
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    #[test]
+    fn the_default_cache_size_gives_each_store_its_own_default() {
+        let cli = Cli::parse_from(["signalbox", "serve"]);
+        let crate::cli::Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        let bytes = parse_size(&args.cache_size, "--cache-size").unwrap() as u64;
+        assert_eq!(
+            StoreCaches::split(bytes),
+            StoreCaches {
+                log: signalbox_store::sqlite::DEFAULT_LOG_CACHE_BYTES,
+                engage: signalbox_engage::DEFAULT_ENGAGE_CACHE_BYTES,
+            }
+        );
+    }
+
+    #[test]
+    fn the_cache_size_is_shared_out_whole_with_a_floor_for_each_store() {
+        let split = StoreCaches::split(1 << 30);
+        assert_eq!(split.log + split.engage, 1 << 30);
+        assert_eq!(split.log, 256 << 20);
+        let tiny = StoreCaches::split(1024);
+        assert_eq!(tiny.log, StoreCaches::MIN_SHARE);
+        assert_eq!(tiny.engage, StoreCaches::MIN_SHARE);
     }
 }

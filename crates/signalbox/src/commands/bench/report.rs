@@ -633,8 +633,6 @@ pub fn sparkline(values: &[u64], width: usize) -> String {
         .collect()
 }
 
-/// How much the mean heap of a run's last tenth exceeds that of its second tenth (0.05 is
-/// 5 %), from one sample per second; `None` for a run shorter than two minutes.
 /// One minute of RSS samples (one a second): their mean and maximum, in MiB.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Minute {
@@ -652,6 +650,8 @@ fn per_minute_mib(kib: &[u64]) -> Vec<Minute> {
         .collect()
 }
 
+/// How much the mean heap of a run's last tenth exceeds that of its second tenth (0.05 is
+/// 5 %), from one sample per second; `None` for a run shorter than two minutes.
 fn heap_growth(heap_kib: &[u64]) -> Option<f64> {
     if heap_kib.len() < FLAT_HEAP_MIN_SECONDS {
         return None;
