@@ -32,6 +32,18 @@ pub fn at(s: &str) -> Timestamp {
 pub const START: &str = "2026-03-01T00:00:00Z";
 
 impl TestApp {
+    /// A started app where ann (ann@example.com) has viewed once, applied; with the id of
+    /// the `Viewed` metric.
+    pub async fn with_ann_viewed_once() -> (TestApp, String) {
+        let mut app = TestApp::start().await;
+        app.identify(json!({"userId": "ann", "traits": {"email": "ann@example.com"}}))
+            .await;
+        app.track(json!({"userId": "ann", "event": "Viewed"})).await;
+        app.settle().await;
+        let viewed = app.metric_id("Viewed").await;
+        (app, viewed)
+    }
+
     pub async fn start() -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(

@@ -9,12 +9,7 @@ use crate::helpers::{alltime, last_days, metric, one, set, TestApp};
 
 #[tokio::test]
 async fn an_event_enters_and_time_makes_the_profile_leave_on_time_across_a_restart() {
-    let mut app = TestApp::start().await;
-    app.identify(json!({"userId": "ann", "traits": {"email": "ann@example.com"}}))
-        .await;
-    app.track(json!({"userId": "ann", "event": "Viewed"})).await;
-    app.settle().await;
-    let viewed = app.metric_id("Viewed").await;
+    let (mut app, viewed) = TestApp::with_ann_viewed_once().await;
     let segment = app
         .segment(
             "viewed 1d",
@@ -279,12 +274,7 @@ async fn the_worker_yields_to_requests() {
 /// before must not stand in for the events it skipped once a segment exists again.
 #[tokio::test]
 async fn events_sent_while_no_segment_exists_count_once_segments_return() {
-    let mut app = TestApp::start().await;
-    app.identify(json!({"userId": "ann", "traits": {"email": "ann@example.com"}}))
-        .await;
-    app.track(json!({"userId": "ann", "event": "Viewed"})).await;
-    app.settle().await;
-    let viewed = app.metric_id("Viewed").await;
+    let (mut app, viewed) = TestApp::with_ann_viewed_once().await;
     let first = app
         .segment(
             "viewed three times",
