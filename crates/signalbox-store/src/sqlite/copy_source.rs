@@ -10,16 +10,27 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::postgres::copy::{Cell, EmbeddedTables, RowChunks};
 
+/// What a copy does to each connection it opens before reading (registers SQL functions).
+type Setup = fn(&Connection) -> rusqlite::Result<()>;
+
 /// A stopped installation's SQLite file, read-only.
 pub struct SqliteFile {
     path: PathBuf,
+    setup: Option<Setup>,
 }
 
 impl SqliteFile {
     pub fn new(path: &Path) -> SqliteFile {
         SqliteFile {
             path: path.to_owned(),
+            setup: None,
         }
+    }
+
+    /// Runs `setup` on the connection that reads the rows, before the statement is prepared.
+    pub(crate) fn with_setup(mut self, setup: Setup) -> SqliteFile {
+        self.setup = Some(setup);
+        self
     }
 
     /// The file's schema version (`PRAGMA user_version`).
@@ -73,9 +84,13 @@ impl EmbeddedTables for SqliteFile {
     fn rows(&self, select: String, width: usize) -> RowChunks {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let path = self.path.clone();
+        let setup = self.setup;
         std::thread::spawn(move || {
             let read = || -> Result<(), String> {
                 let conn = open_read_only(&path)?;
+                if let Some(setup) = setup {
+                    setup(&conn).map_err(|e| e.to_string())?;
+                }
                 let mut stmt = conn.prepare(&select).map_err(|e| e.to_string())?;
                 let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
                 let mut chunk = Vec::new();

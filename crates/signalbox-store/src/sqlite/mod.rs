@@ -4,10 +4,12 @@ mod checkpoint;
 mod copy_source;
 pub use checkpoint::Checkpointer;
 pub use copy_source::SqliteFile;
+pub use packing::PackingPolicy;
 pub use remake::open_or_remake;
 pub use to_postgres::migrate_to_postgres;
 mod dedupe;
 mod index_thread;
+mod packing;
 mod remake;
 mod schema;
 mod to_postgres;
@@ -49,6 +51,9 @@ pub struct SqliteOptions {
     /// B-tree pages each insert walks), a third the dedupe index's block cache and a third the
     /// memtable the index fills before it writes a table (see `dedupe::IndexMemory`).
     pub cache_bytes: u64,
+    /// When the zstd dictionaries that call payloads are packed with are trained
+    /// (`packing.rs`).
+    pub packing: PackingPolicy,
 }
 
 /// [`SqliteOptions::cache_bytes`] unless told otherwise.
@@ -61,6 +66,7 @@ impl Default for SqliteOptions {
             queue_capacity: 512,
             writer: true,
             cache_bytes: DEFAULT_LOG_CACHE_BYTES,
+            packing: PackingPolicy::default(),
         }
     }
 }
@@ -73,6 +79,8 @@ pub struct SqliteStore {
     readers: Arc<Mutex<Vec<Connection>>>,
     /// The writer's group commits (see [`Store::writer_groups`]).
     writer_groups: Arc<GroupCounter>,
+    /// Packs payloads before they reach the writer, unpacks what readers read.
+    packing: packing::Packing,
 }
 
 impl SqliteStore {
@@ -88,6 +96,7 @@ impl SqliteStore {
             },
             schema::MigrateError::Sqlite(err) => internal(err),
         })?;
+        let packing = packing::Packing::open(&conn, options.packing).map_err(internal)?;
         let writer_groups = Arc::new(GroupCounter::default());
         let (writer_tx, writer_thread) = if options.writer {
             let (tx, rx) = mpsc::channel(options.queue_capacity);
@@ -100,7 +109,8 @@ impl SqliteStore {
             )?
             .with_checkpointer(Checkpointer::start(&path, "log-checkpoint")?)
             .with_index_thread(index_thread::IndexThread::start()?)
-            .with_group_counter(Arc::clone(&writer_groups));
+            .with_group_counter(Arc::clone(&writer_groups))
+            .with_packing(packing.clone());
             let handle = std::thread::Builder::new()
                 .name("signalbox-writer".into())
                 .spawn(move || writer.run(rx))
@@ -115,6 +125,7 @@ impl SqliteStore {
             writer_thread: Mutex::new(writer_thread),
             readers: Arc::new(Mutex::new(Vec::new())),
             writer_groups,
+            packing,
         })
     }
 
@@ -374,10 +385,12 @@ impl Store for SqliteStore {
             .clone()
             .ok_or(StoreError::Unavailable)?;
         let (reply, wait) = oneshot::channel();
+        let packed = self.packing.pack(&calls);
         sender
             .try_send(AppendJob {
                 source,
                 calls,
+                packed,
                 rejections,
                 reply,
             })
@@ -389,7 +402,9 @@ impl Store for SqliteStore {
     }
 
     async fn read_calls(&self, query: CallQuery) -> StoreResult<Vec<StoredCall>> {
+        let packing = self.packing.clone();
         self.with_conn(move |conn| {
+            let conn: &Connection = conn;
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT seq, source_id, kind, message_id, received_at, payload FROM events
@@ -414,7 +429,13 @@ impl Store for SqliteStore {
                                 .unwrap_or(CallKind::Track),
                             message_id: r.get(3)?,
                             received_at: ts(r.get(4)?),
-                            payload: r.get(5)?,
+                            payload: packing.unpack(Some(conn), r.get_ref(5)?).map_err(|err| {
+                                rusqlite::Error::FromSqlConversionFailure(
+                                    5,
+                                    rusqlite::types::Type::Blob,
+                                    Box::new(err),
+                                )
+                            })?,
                         })
                     },
                 )
@@ -853,5 +874,49 @@ mod tests {
             .query_row("PRAGMA cache_size", [], |r| r.get(0))
             .unwrap();
         assert_eq!(cache, -((DEFAULT_LOG_CACHE_BYTES / 3 / 1024) as i64));
+    }
+
+    /// Calls are stored packed once the log has trained a dictionary on its own calls, and
+    /// read back exactly as sent, before and after the store opens again; an opened store
+    /// packs with the dictionary it stored.
+    #[tokio::test]
+    async fn calls_are_packed_once_a_dictionary_is_trained_and_read_back_as_sent() {
+        use packing::testing::{append_until_packed, call, packed_rows, payloads, quick_options};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signalbox.db");
+        let store = SqliteStore::open(&path, quick_options()).unwrap();
+        let (web, _) = store.create_source("web").await.unwrap();
+        let mut sent = append_until_packed(&store, web.id).await;
+        let calls: Vec<NewCall> = (10_000..10_100).map(call).collect();
+        sent.extend(calls.iter().map(|c| c.payload.clone()));
+        store.append(web.id, calls, Vec::new()).await.unwrap();
+        assert!(packed_rows(&store) >= 100);
+        assert_eq!(payloads(&store).await, sent);
+        // The packed calls take a fraction of the bytes of the text ones.
+        let conn = Connection::open(&path).unwrap();
+        let (text, packed): (f64, f64) = conn
+            .query_row(
+                "SELECT AVG(CASE WHEN typeof(payload) = 'text' THEN length(payload) END),
+                        AVG(CASE WHEN typeof(payload) = 'blob' THEN length(payload) END)
+                 FROM events",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert!(
+            packed * 2.5 < text,
+            "{packed} bytes a packed call, {text} a text one"
+        );
+        store.close();
+        drop(store);
+
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        assert_eq!(payloads(&store).await, sent);
+        let before = packed_rows(&store);
+        let calls: Vec<NewCall> = (20_000..20_010).map(call).collect();
+        sent.extend(calls.iter().map(|c| c.payload.clone()));
+        store.append(web.id, calls, Vec::new()).await.unwrap();
+        assert_eq!(packed_rows(&store), before + 10);
+        assert_eq!(payloads(&store).await, sent);
     }
 }

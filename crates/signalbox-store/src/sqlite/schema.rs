@@ -90,6 +90,15 @@ const MIGRATIONS: &[&str] = &[
             SELECT source_id, 0, 0, COUNT(*) FROM rejections GROUP BY source_id
         ) GROUP BY source_id;
     "#,
+    // 6: zstd dictionaries trained on the log's own calls; a packed payload (a BLOB in
+    // `events.payload`) names the one it was packed with (see `packing.rs`). Never deleted.
+    r#"
+    CREATE TABLE payload_dictionaries (
+        id INTEGER PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        bytes BLOB NOT NULL
+    );
+    "#,
 ];
 
 /// Why the schema could not be brought up to date.

@@ -13,7 +13,12 @@ const TABLES: &[TableMap] = &[
     TableMap::renamed("sources", "sources"),
     TableMap::renamed("write_keys", "write_keys"),
     TableMap::renamed("api_keys", "api_keys"),
-    TableMap::renamed("events", "calls"),
+    // Payloads as JSON, however the log packed them.
+    TableMap {
+        from: "events",
+        to: "calls",
+        exprs: &[("payload", "signalbox_unpack(payload)")],
+    },
     TableMap::renamed("rejections", "rejections"),
     TableMap::renamed("source_totals", "source_totals"),
 ];
@@ -70,7 +75,7 @@ fn open_log(path: &Path) -> Result<SqliteFile, CopyError> {
             known,
         }));
     }
-    Ok(file)
+    Ok(file.with_setup(super::packing::register_unpack))
 }
 
 #[cfg(test)]
@@ -157,6 +162,31 @@ mod tests {
         assert_eq!(ids, ["m-1", "m-2", "m-3"]);
         let (_, other) = pg.create_source("app").await.unwrap();
         assert!(!other.ct_eq(&write_key));
+        pg.shutdown();
+    }
+
+    /// Payloads the log stored packed arrive on PostgreSQL as the JSON that was sent.
+    #[tokio::test]
+    async fn a_packed_log_arrives_as_json() {
+        use crate::sqlite::packing::testing::{append_until_packed, payloads, quick_options};
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signalbox.db");
+        let store = SqliteStore::open(&path, quick_options()).unwrap();
+        let (web, _) = store.create_source("web").await.unwrap();
+        let sent = append_until_packed(&store, web.id).await;
+        store.close();
+        drop(store);
+
+        migrate_to_postgres(&path, db.url(), &|_, _| {})
+            .await
+            .unwrap();
+        let pg = PgStore::connect(db.url(), PgOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(payloads(&pg).await, sent);
         pg.shutdown();
     }
 }

@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::checkpoint::Checkpointer;
 use super::dedupe::{self, DedupeIndex, IndexMemory};
 use super::index_thread::IndexThread;
+use super::now_us;
+use super::packing::Packing;
 use crate::{AppendOutcome, GroupCounter, StoreError, StoreResult};
 
 /// Jobs applied in one transaction at most.
@@ -30,6 +32,9 @@ const SLOW_GROUP: std::time::Duration = std::time::Duration::from_millis(250);
 pub(crate) struct AppendJob {
     pub source: SourceId,
     pub calls: Vec<NewCall>,
+    /// The stored form of each call's payload, packed by the request (`packing.rs`); a call
+    /// with none (`None`, or past the end) is stored as its JSON.
+    pub packed: Vec<Option<Vec<u8>>>,
     pub rejections: Vec<Rejection>,
     pub reply: oneshot::Sender<StoreResult<AppendOutcome>>,
 }
@@ -69,6 +74,8 @@ pub(crate) struct Writer {
     checkpointer: Option<Checkpointer>,
     /// Counts the group commits and their calls, for whoever wants to know how loaded ingest is.
     groups: Arc<GroupCounter>,
+    /// Hands over trained dictionaries, which the writer stores before they are used.
+    packing: Option<Packing>,
 }
 
 impl Writer {
@@ -100,6 +107,7 @@ impl Writer {
             latest: i64::MIN,
             checkpointer: None,
             groups: Arc::default(),
+            packing: None,
         };
         writer.catch_up()?;
         Ok(writer)
@@ -108,6 +116,12 @@ impl Writer {
     /// Adds each group commit to `groups`.
     pub(crate) fn with_group_counter(mut self, groups: Arc<GroupCounter>) -> Writer {
         self.groups = groups;
+        self
+    }
+
+    /// Stores the dictionaries `packing` trains, so requests may pack with them.
+    pub(crate) fn with_packing(mut self, packing: Packing) -> Writer {
+        self.packing = Some(packing);
         self
     }
 
@@ -299,7 +313,8 @@ impl Writer {
     fn commit_group(&mut self, jobs: &mut Vec<AppendJob>) {
         let started = Instant::now();
         let n_calls: usize = jobs.iter().map(|j| j.calls.len()).sum();
-        let result = self.append(jobs);
+        let dictionary = self.packing.as_ref().and_then(Packing::take_trained);
+        let result = self.append(jobs, dictionary.as_ref().map(|d| d.bytes.as_slice()));
         let elapsed = started.elapsed();
         metrics::histogram!("signalbox_commit_seconds").record(elapsed.as_secs_f64());
         metrics::histogram!("signalbox_commit_group_requests").record(jobs.len() as f64);
@@ -308,7 +323,13 @@ impl Writer {
                 outcomes,
                 fresh,
                 last_seq,
+                dictionary_id,
             }) => {
+                if let (Some(packing), Some(id), Some(dictionary)) =
+                    (&self.packing, dictionary_id, dictionary)
+                {
+                    packing.stored(id, dictionary);
+                }
                 if let Some(checkpointer) = &self.checkpointer {
                     checkpointer.nudge();
                 }
@@ -332,6 +353,9 @@ impl Writer {
                 }
             }
             Err(err) => {
+                if let (Some(packing), Some(_)) = (&self.packing, &dictionary) {
+                    packing.not_stored();
+                }
                 if matches!(err, WriteError::Index(_)) {
                     self.index_broken.get_or_insert_with(Instant::now);
                 }
@@ -343,8 +367,13 @@ impl Writer {
         }
     }
 
-    /// Appends one group in one transaction and commits it.
-    fn append(&mut self, jobs: &[AppendJob]) -> Result<Appended, WriteError> {
+    /// Appends one group in one transaction and commits it, with `dictionary` (a trained
+    /// one, not stored yet) stored first.
+    fn append(
+        &mut self,
+        jobs: &[AppendJob],
+        dictionary: Option<&[u8]>,
+    ) -> Result<Appended, WriteError> {
         self.settle_index();
         self.recover_index();
         let Writer {
@@ -358,6 +387,16 @@ impl Writer {
         let window_us = *window_us;
         let index = index.as_ref().ok_or(WriteError::IndexClosed)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let dictionary_id = match dictionary {
+            Some(bytes) => {
+                tx.execute(
+                    "INSERT INTO payload_dictionaries (created_at, bytes) VALUES (?1, ?2)",
+                    params![now_us(), bytes],
+                )?;
+                Some(tx.last_insert_rowid())
+            }
+            None => None,
+        };
         let mut outcomes = Vec::with_capacity(jobs.len());
         // Keys stored by this group, with their `received_at`, and where each call is (in log
         // order, the order the index takes them in).
@@ -391,12 +430,16 @@ impl Writer {
                         outcome.duplicates += 1;
                         continue;
                     }
+                    let payload: &dyn rusqlite::ToSql = match job.packed.get(call_idx) {
+                        Some(Some(packed)) => packed,
+                        _ => &call.payload,
+                    };
                     insert.execute(params![
                         job.source.0,
                         call.kind.as_str(),
                         call.message_id,
                         received,
-                        call.payload
+                        payload
                     ])?;
                     fresh.insert(key, received);
                     stored.push((job_idx, call_idx));
@@ -438,6 +481,7 @@ impl Writer {
             outcomes,
             fresh: stored,
             last_seq,
+            dictionary_id,
         })
     }
 
@@ -540,6 +584,8 @@ struct Appended {
     /// (job, call) of each call stored, in log order.
     fresh: Vec<(usize, usize)>,
     last_seq: i64,
+    /// The id the group's dictionary was stored under, when it stored one.
+    dictionary_id: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -604,6 +650,7 @@ mod tests {
         let job = AppendJob {
             source,
             calls,
+            packed: Vec::new(),
             rejections: Vec::new(),
             reply,
         };

@@ -47,6 +47,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         queue_capacity: args.queue_capacity.max(1),
         writer: true,
         cache_bytes: caches.log,
+        ..SqliteOptions::default()
     };
     let sqlite: Arc<dyn Store> = backend.open_log(options).await?;
     let (write_key, created) = default_write_key(sqlite.as_ref()).await?;
