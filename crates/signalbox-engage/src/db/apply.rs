@@ -40,13 +40,14 @@ impl SqliteWriter {
     pub(crate) fn open_with_cache(path: &Path, cache_bytes: u64) -> EngageResult<SqliteWriter> {
         let conn = super::open_writer(path, cache_bytes)?;
         conn.set_prepared_statement_cache_capacity(64);
-        let checkpointer = match Checkpointer::start(path, "engage-checkpoint") {
-            Ok(checkpointer) => Some(checkpointer),
-            Err(err) => {
-                tracing::warn!(error = %err, "no background checkpoints for engage.db");
-                None
-            }
-        };
+        let checkpointer =
+            match Checkpointer::start(path, "engage-checkpoint", std::time::Duration::ZERO) {
+                Ok(checkpointer) => Some(checkpointer),
+                Err(err) => {
+                    tracing::warn!(error = %err, "no background checkpoints for engage.db");
+                    None
+                }
+            };
         Ok(SqliteWriter { conn, checkpointer })
     }
 }

@@ -107,7 +107,11 @@ impl SqliteStore {
                 &dedupe_dir(&path),
                 index_memory,
             )?
-            .with_checkpointer(Checkpointer::start(&path, "log-checkpoint")?)
+            .with_checkpointer(Checkpointer::start(
+                &path,
+                "log-checkpoint",
+                checkpoint::LOG_CHECKPOINT_EVERY,
+            )?)
             .with_index_thread(index_thread::IndexThread::start()?)
             .with_group_counter(Arc::clone(&writer_groups))
             .with_packing(packing.clone());
