@@ -107,6 +107,15 @@ impl Trained {
             bytes,
         }
     }
+
+    /// The dictionary, stored as `id`.
+    fn into_dictionary(self, id: u32) -> Dictionary {
+        Dictionary {
+            id,
+            cdict: self.cdict,
+            ddict: self.ddict,
+        }
+    }
 }
 
 /// The log's packing: the current dictionary, every dictionary read so far, the samples.
@@ -160,15 +169,7 @@ impl Packing {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let packing = Packing {
-            shared: Arc::new(Shared {
-                policy,
-                current: RwLock::new(None),
-                known: RwLock::new(HashMap::new()),
-                sampler: Mutex::new(Sampler::new()),
-                trained: Mutex::new(None),
-            }),
-        };
+        let packing = Packing::empty(policy);
         if let Some((id, bytes)) = newest {
             let id = dictionary_id(id)?;
             packing.make_current(id, Trained::new(bytes));
@@ -176,6 +177,19 @@ impl Packing {
             packing.sampler().trained_at = Some(Instant::now());
         }
         Ok(packing)
+    }
+
+    /// No dictionary yet, none read.
+    fn empty(policy: PackingPolicy) -> Packing {
+        Packing {
+            shared: Arc::new(Shared {
+                policy,
+                current: RwLock::new(None),
+                known: RwLock::new(HashMap::new()),
+                sampler: Mutex::new(Sampler::new()),
+                trained: Mutex::new(None),
+            }),
+        }
     }
 
     fn sampler(&self) -> std::sync::MutexGuard<'_, Sampler> {
@@ -283,17 +297,19 @@ impl Packing {
     }
 
     fn make_current(&self, id: u32, trained: Trained) {
-        let dictionary = Arc::new(Dictionary {
-            id,
-            cdict: trained.cdict,
-            ddict: trained.ddict,
-        });
+        let dictionary = self.remember(id, trained);
+        *self.shared.current.write().expect("dictionary lock") = Some(dictionary);
+    }
+
+    /// Keeps `trained` as dictionary `id`, for unpacking.
+    fn remember(&self, id: u32, trained: Trained) -> Arc<Dictionary> {
+        let dictionary = Arc::new(trained.into_dictionary(id));
         self.shared
             .known
             .write()
             .expect("dictionary lock")
             .insert(id, Arc::clone(&dictionary));
-        *self.shared.current.write().expect("dictionary lock") = Some(dictionary);
+        dictionary
     }
 
     /// The JSON of a stored payload (`value`, the `payload` column), reading the dictionary
@@ -341,18 +357,7 @@ impl Packing {
             )
             .optional()?
             .ok_or(UnpackError::MissingDictionary(id))?;
-        let trained = Trained::new(bytes);
-        let dictionary = Arc::new(Dictionary {
-            id,
-            cdict: trained.cdict,
-            ddict: trained.ddict,
-        });
-        self.shared
-            .known
-            .write()
-            .expect("dictionary lock")
-            .insert(id, Arc::clone(&dictionary));
-        Ok(dictionary)
+        Ok(self.remember(id, Trained::new(bytes)))
     }
 }
 
@@ -360,15 +365,7 @@ impl Packing {
 /// stored payload, for a statement that copies the log elsewhere. Reads every dictionary of
 /// the file first; a file from before dictionaries has none, and only text payloads.
 pub(crate) fn register_unpack(conn: &Connection) -> rusqlite::Result<()> {
-    let packing = Packing {
-        shared: Arc::new(Shared {
-            policy: PackingPolicy::default(),
-            current: RwLock::new(None),
-            known: RwLock::new(HashMap::new()),
-            sampler: Mutex::new(Sampler::new()),
-            trained: Mutex::new(None),
-        }),
-    };
+    let packing = Packing::empty(PackingPolicy::default());
     let has_dictionaries: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'payload_dictionaries')",
         [],
@@ -534,12 +531,7 @@ mod tests {
     #[test]
     fn a_trained_dictionary_packs_calls_to_a_fraction_and_back_exactly() {
         let samples: Vec<String> = (0..2_048).map(payload).collect();
-        let trained = Trained::new(train(&samples));
-        let dictionary = Dictionary {
-            id: 7,
-            cdict: trained.cdict,
-            ddict: trained.ddict,
-        };
+        let dictionary = Trained::new(train(&samples)).into_dictionary(7);
         let mut cctx = CCtx::create();
         let (mut plain, mut stored) = (0, 0);
         for i in 5_000..6_000 {
@@ -558,12 +550,7 @@ mod tests {
         let samples: Vec<String> = (0..3).map(payload).collect();
         let bytes = train(&samples);
         assert!(!bytes.is_empty());
-        let trained = Trained::new(bytes);
-        let dictionary = Dictionary {
-            id: 1,
-            cdict: trained.cdict,
-            ddict: trained.ddict,
-        };
+        let dictionary = Trained::new(bytes).into_dictionary(1);
         let json = payload(10);
         let packed = pack_one(&mut CCtx::create(), &dictionary, json.as_bytes()).unwrap();
         assert_eq!(unpack_with(&dictionary, &packed).unwrap(), json);
@@ -571,12 +558,7 @@ mod tests {
 
     #[test]
     fn what_does_not_shrink_stays_text_and_bad_blobs_are_refused() {
-        let trained = Trained::new(raw_dictionary(&[payload(1)]));
-        let dictionary = Dictionary {
-            id: 1,
-            cdict: trained.cdict,
-            ddict: trained.ddict,
-        };
+        let dictionary = Trained::new(raw_dictionary(&[payload(1)])).into_dictionary(1);
         assert!(pack_one(&mut CCtx::create(), &dictionary, b"{}").is_none());
         assert!(matches!(
             packed_dictionary(&[9, 0, 0, 0, 0]),
