@@ -320,6 +320,12 @@ impl Writer {
         }
         batch.insert(&self.meta, MARKER, job.seq.to_be_bytes());
         batch.commit().map_err(fjall_error)?;
+        // What the index holds in memtables (the active one and those waiting to be flushed),
+        // and its flushes waiting: nothing in fjall bounds either.
+        metrics::gauge!("signalbox_held_index_write_buffer_bytes")
+            .set(self.db.write_buffer_size() as f64);
+        metrics::gauge!("signalbox_held_index_pending_flushes")
+            .set(self.db.outstanding_flushes() as f64);
         // Into the operating system's buffers: a crash of the process keeps it. What a crash
         // of the machine loses is behind the marker, and indexed again on open.
         self.db.persist(PersistMode::Buffer).map_err(fjall_error)

@@ -399,6 +399,9 @@ async fn metrics_expose_ingest_counters_and_histograms() {
     assert!(has("signalbox_events_deduplicated_total"), "{text}");
     assert!(has("signalbox_batch_messages_bucket"), "{text}");
     assert!(has("signalbox_commit_seconds_bucket"), "{text}");
+    // The dedupe index's memory, which nothing in its engine bounds.
+    assert!(has("signalbox_dedupe_index_write_buffer_bytes"), "{text}");
+    assert!(has("signalbox_dedupe_index_pending_flushes"), "{text}");
     assert!(
         text.lines()
             .any(|l| l.starts_with("signalbox_requests_refused_total")

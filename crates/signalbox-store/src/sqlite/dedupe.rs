@@ -194,6 +194,12 @@ impl DedupeIndex {
         ids: impl IntoIterator<Item = (&'a str, i64)>,
         seq: i64,
     ) -> IndexResult<fjall::OwnedWriteBatch> {
+        // What the index holds in memtables (the active one and those waiting to be flushed),
+        // and its flushes waiting: nothing in fjall bounds either.
+        metrics::gauge!("signalbox_dedupe_index_write_buffer_bytes")
+            .set(self.db.write_buffer_size() as f64);
+        metrics::gauge!("signalbox_dedupe_index_pending_flushes")
+            .set(self.db.outstanding_flushes() as f64);
         let mut batch = self.db.batch();
         for (id, at) in ids {
             let keyspace = self.bucket_for(at)?;
